@@ -1,0 +1,1 @@
+"""berth's domain: events, the event store, the projection and the OCI runtime."""

@@ -1,0 +1,122 @@
+"""One error hierarchy for all of berth.
+
+Every error carries a stable ``code`` string: the CLI maps it to an exit code and
+the bus puts it in error replies, so clients can branch on the code and never on
+the wording of a message.
+"""
+
+from __future__ import annotations
+
+
+class BerthError(Exception):
+    """Base of every error berth raises on purpose."""
+
+    code = "internal"
+    exit_code = 125
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(BerthError):
+    """Bad input refused at an edge (ids, names, paths, signals, sizes, frames)."""
+
+    code = "invalid_argument"
+    exit_code = 125
+
+
+class NotFound(BerthError):
+    """The container (or session, or stream) does not exist."""
+
+    code = "not_found"
+    exit_code = 125
+
+
+class AlreadyExists(BerthError):
+    """A container id or name is already taken."""
+
+    code = "already_exists"
+    exit_code = 125
+
+
+class InvalidState(BerthError):
+    """The container is in a state that does not allow the operation."""
+
+    code = "invalid_state"
+    exit_code = 125
+
+
+class PermissionDenied(BerthError):
+    """The runtime or the filesystem refused the operation."""
+
+    code = "permission_denied"
+    exit_code = 126
+
+
+class RuntimeFailure(BerthError):
+    """conmon, runc or CRIU failed in a way not covered by a narrower error."""
+
+    code = "runtime_failure"
+    exit_code = 125
+
+
+class Timeout(BerthError):
+    """A bounded wait ran out (conmon sync pipe, stop, exit file, reply)."""
+
+    code = "timeout"
+    exit_code = 125
+
+
+class ConcurrencyError(BerthError):
+    """An append found a stream version other than the one it expected."""
+
+    code = "concurrency_conflict"
+    exit_code = 125
+
+
+class StoreError(BerthError):
+    """The event store could not be reached or refused a write."""
+
+    code = "store_unavailable"
+    exit_code = 125
+
+
+class Unavailable(BerthError):
+    """The engine (broker or the worker of a node) is not reachable."""
+
+    code = "unavailable"
+    exit_code = 125
+
+
+class ProtocolError(InvalidArgument):
+    """A frame on the bus could not be decoded or failed validation."""
+
+    code = "protocol_error"
+
+
+ERRORS_BY_CODE: dict[str, type[BerthError]] = {
+    cls.code: cls
+    for cls in (
+        BerthError,
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        InvalidState,
+        PermissionDenied,
+        RuntimeFailure,
+        Timeout,
+        ConcurrencyError,
+        StoreError,
+        Unavailable,
+        ProtocolError,
+    )
+}
+
+
+def error_from_code(code: str, message: str) -> BerthError:
+    """Rebuild a typed error from a wire reply's code and message."""
+    return ERRORS_BY_CODE.get(code, BerthError)(message)

@@ -1,0 +1,1 @@
+"""Processes that consume commands and turn runtime outcomes into events."""
