@@ -1,0 +1,161 @@
+"""The run specification: what a user asked a container to be.
+
+It is recorded whole in ``container.created`` so the log alone can rebuild the
+bundle, and validated once here so that nothing downstream (bundle writer,
+conmon, runc) ever sees a relative rootfs, a bad signal or a negative limit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import InvalidArgument
+from engine.signals import parse_signal
+
+PROTOCOLS = ("tcp", "udp")
+MAX_ARGS = 4096
+MAX_ARG_BYTES = 128 * 1024
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+_USER_RE = re.compile(r"^[0-9]{1,10}(:[0-9]{1,10})?$")
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    """A host port to reserve for the container's lifetime (libpod's bindPorts)."""
+
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+    def validate(self) -> PortMapping:
+        if self.protocol not in PROTOCOLS:
+            raise InvalidArgument(f"unknown protocol {self.protocol!r}: use tcp or udp")
+        for port in (self.host_port, self.container_port):
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                raise InvalidArgument(f"invalid port {port!r}: must be 1-65535")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> PortMapping:
+        """Parse podman's ``[IP:]HOST:CTR[/tcp|udp]``."""
+        rest, _, proto = text.partition("/")
+        parts = rest.rsplit(":", 2)
+        try:
+            if len(parts) == 3:
+                ip, host, ctr = parts
+            elif len(parts) == 2:
+                ip, (host, ctr) = "", parts
+            else:
+                raise ValueError
+            return cls(int(host), int(ctr), proto or "tcp", ip).validate()
+        except ValueError:
+            raise InvalidArgument(
+                f"invalid port mapping {text!r}: use [IP:]HOST:CONTAINER[/tcp|udp]"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    rootfs: str
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = "0:0"
+    hostname: str = ""
+    terminal: bool = False
+    stop_signal: int = 15
+    memory: int | None = None
+    pids_limit: int | None = None
+    read_only: bool = False
+    ports: tuple[PortMapping, ...] = ()
+    auto_remove: bool = False
+    no_new_privileges: bool = False
+    cap_add: tuple[str, ...] = field(default=())
+
+    def validate(self) -> RunSpec:
+        """Check everything that can be checked without starting a process."""
+        if not isinstance(self.rootfs, str) or not os.path.isabs(self.rootfs):
+            raise InvalidArgument(f"rootfs {self.rootfs!r} must be an absolute path")
+        if "\0" in self.rootfs or not os.path.isdir(self.rootfs):
+            raise InvalidArgument(f"rootfs {self.rootfs!r} is not an existing directory")
+        if not self.args or not all(isinstance(a, str) and a for a in self.args[:1]):
+            raise InvalidArgument("a container needs a command to run")
+        if len(self.args) > MAX_ARGS or sum(len(a) for a in self.args) > MAX_ARG_BYTES:
+            raise InvalidArgument("the container command is too long")
+        if any("\0" in a for a in self.args):
+            raise InvalidArgument("the container command contains a NUL byte")
+        for item in self.env:
+            key, sep, _ = item.partition("=")
+            if not sep or not _ENV_KEY_RE.match(key) or "\0" in item:
+                raise InvalidArgument(f"invalid environment entry {item!r}: use KEY=VALUE")
+        if not os.path.isabs(self.cwd) or "\0" in self.cwd:
+            raise InvalidArgument(f"working directory {self.cwd!r} must be an absolute path")
+        if not _USER_RE.match(self.user):
+            raise InvalidArgument(f"invalid user {self.user!r}: use UID[:GID] (numbers)")
+        if self.hostname and not _HOSTNAME_RE.match(self.hostname):
+            raise InvalidArgument(f"invalid hostname {self.hostname!r}")
+        parse_signal(self.stop_signal)
+        if self.memory is not None and (not isinstance(self.memory, int) or self.memory < 4 * 1024 * 1024):
+            raise InvalidArgument(f"invalid memory limit {self.memory!r}: at least 4 MiB, in bytes")
+        if self.pids_limit is not None and (not isinstance(self.pids_limit, int) or self.pids_limit < 1):
+            raise InvalidArgument(f"invalid pids limit {self.pids_limit!r}: must be positive")
+        seen: set[tuple[str, int]] = set()
+        for port in self.ports:
+            port.validate()
+            if (port.protocol, port.host_port) in seen:
+                raise InvalidArgument(f"host port {port.host_port}/{port.protocol} is given twice")
+            seen.add((port.protocol, port.host_port))
+        for cap in self.cap_add:
+            if not re.match(r"^CAP_[A-Z_]+$", cap):
+                raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
+        return self
+
+    @property
+    def uid_gid(self) -> tuple[int, int]:
+        uid, _, gid = self.user.partition(":")
+        return int(uid), int(gid or 0)
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "rootfs": self.rootfs,
+            "args": list(self.args),
+            "env": list(self.env),
+            "cwd": self.cwd,
+            "user": self.user,
+            "hostname": self.hostname,
+            "terminal": self.terminal,
+            "stop_signal": self.stop_signal,
+            "memory": self.memory,
+            "pids_limit": self.pids_limit,
+            "read_only": self.read_only,
+            "ports": [[p.host_ip, p.host_port, p.container_port, p.protocol] for p in self.ports],
+            "auto_remove": self.auto_remove,
+            "no_new_privileges": self.no_new_privileges,
+            "cap_add": list(self.cap_add),
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> RunSpec:
+        """Build from a wire or stored map; unknown keys are refused, not ignored."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidArgument(f"unknown run option(s): {', '.join(sorted(unknown))}")
+        try:
+            kwargs: dict[str, Any] = dict(data)
+            kwargs["args"] = tuple(data.get("args") or ())
+            kwargs["env"] = tuple(data.get("env") or ())
+            kwargs["cap_add"] = tuple(data.get("cap_add") or ())
+            kwargs["ports"] = tuple(
+                PortMapping(int(p[1]), int(p[2]), str(p[3]), str(p[0])) for p in data.get("ports") or ()
+            )
+            if "stop_signal" in data:
+                kwargs["stop_signal"] = parse_signal(data["stop_signal"])
+            return cls(**kwargs)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise InvalidArgument(f"invalid run specification: {exc}") from None
