@@ -1,0 +1,435 @@
+"""The OCI runtime: a typed port of libpod's early ``oci.go``.
+
+A thin wrapper over conmon and runc. It reports facts (a pid, a runc status,
+an exit code) and never decides state transitions: the worker turns facts into
+events and the projection decides what they mean.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Sequence
+
+from engine.bundle import oci_config, write_bundle
+from engine.errors import (
+    BerthError,
+    InvalidArgument,
+    NotFound,
+    RuntimeFailure,
+    Timeout,
+)
+from engine.ids import validate_container_id, validate_name, validate_session_id
+from engine.runtime import conmon
+from engine.runtime.config import (
+    KILL_CONTAINER_TIMEOUT,
+    SYSTEMD,
+    RuntimeConfig,
+)
+from engine.runtime.exitfile import ExitStatus, read_exit_file, wait_exit_file
+from engine.runtime.layout import ContainerPaths
+from engine.runtime.ports import bind_ports
+from engine.runtime.runc import Runc, classify
+from engine.runtime.waits import pid_alive, wait_pids_exit
+from engine.signals import parse_signal
+from engine.spec import RunSpec
+
+MAX_EXEC_OUTPUT = 4 * 1024 * 1024
+
+
+class Status(enum.StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    status: Status
+    pid: int = 0
+    exit_code: int | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    pid: int
+    conmon_pid: int
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: bytes
+    pid: int
+
+
+def systemd_booted() -> bool:
+    """sd_booted(): true only where systemd is PID 1."""
+    return os.path.isdir("/run/systemd/system")
+
+
+class OCIRuntime:
+    """Drives conmon and runc for berth's containers."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        if config.cgroup_manager == SYSTEMD and not systemd_booted():
+            try:
+                with open("/proc/1/comm") as f:
+                    init = f.read().strip()
+            except OSError:
+                init = "unknown"
+            raise InvalidArgument(
+                "the systemd cgroup manager needs systemd as PID 1, but PID 1 here is "
+                f"{init!r}: use the cgroupfs cgroup manager"
+            )
+        self.config = config
+        self.runc = Runc(config)
+        for path in (config.exits_dir, config.sockets_dir, config.runc_root):
+            os.makedirs(path, mode=0o750, exist_ok=True)
+        os.makedirs(os.path.join(config.state_dir, "containers"), mode=0o700, exist_ok=True)
+
+    # -- paths -----------------------------------------------------------------
+
+    def paths(self, container_id: str) -> ContainerPaths:
+        return ContainerPaths.of(self.config, container_id)
+
+    def cgroups_path(self, container_id: str) -> str:
+        if self.config.cgroup_manager == SYSTEMD:
+            return f"machine.slice:berth:{container_id}"
+        return f"{self.config.cgroup_parent}/{container_id}"
+
+    # -- bundle ----------------------------------------------------------------
+
+    def prepare(self, container_id: str, spec: RunSpec) -> ContainerPaths:
+        """Validate the spec and write the container's bundle."""
+        spec.validate()
+        paths = self.paths(container_id)
+        write_bundle(paths.bundle, oci_config(spec, container_id, cgroups_path=self.cgroups_path(container_id)))
+        os.makedirs(os.path.join(paths.container_dir, "exec"), mode=0o700, exist_ok=True)
+        return paths
+
+    # -- create ----------------------------------------------------------------
+
+    def create(
+        self,
+        container_id: str,
+        spec: RunSpec,
+        *,
+        name: str | None = None,
+        restore_path: str | None = None,
+        tcp_established: bool = False,
+        timeout: float | None = None,
+    ) -> Created:
+        """Create the container through conmon and return its pid (createOCIContainer).
+
+        If anything fails after conmon started, the runtime's half-made
+        container is deleted before the error is raised.
+        """
+        cid = validate_container_id(container_id)
+        validate_name(name or cid[:63])
+        paths = self.prepare(cid, spec)
+        if restore_path is None:
+            self._clear_exit_file(paths)
+        sockets = bind_ports(spec.ports) if self.config.reserve_ports else []
+        opts = conmon.ConmonOptions(
+            container_id=cid,
+            name=name or cid,
+            terminal=spec.terminal,
+            restore_path=restore_path,
+            restore_tcp_established=tcp_established,
+            extra_fds=tuple(s.fileno() for s in sockets),
+        )
+        try:
+            result = conmon.spawn(self.config, paths, opts, timeout or self.config.create_timeout)
+        except BerthError:
+            try:
+                self.runc.run(["delete", "--force", cid], f"deleting container {cid}")
+            except BerthError:
+                pass
+            raise
+        finally:
+            for s in sockets:
+                s.close()
+        return Created(pid=result.pid, conmon_pid=result.conmon_pid)
+
+    def _clear_exit_file(self, paths: ContainerPaths) -> None:
+        try:
+            os.unlink(paths.exit_file)
+        except FileNotFoundError:
+            pass
+
+    # -- status ----------------------------------------------------------------
+
+    def exit_status(self, container_id: str) -> ExitStatus | None:
+        """The fast path of updateContainerStatus: only conmon's exit file."""
+        return read_exit_file(self.paths(container_id).exit_file)
+
+    def status(self, container_id: str, *, known_stopped: bool = False) -> StatusReport:
+        """The full path of updateContainerStatus: ask runc, then the exit file.
+
+        A container runc no longer knows is reported exited with code -1 unless
+        conmon's exit file says better.
+        """
+        paths = self.paths(container_id)
+        try:
+            state = self.runc.state(paths.container_id)
+        except NotFound:
+            found = read_exit_file(paths.exit_file)
+            if found is not None:
+                return StatusReport(Status.EXITED, 0, found.exit_code, found.finished_at)
+            return StatusReport(Status.EXITED, 0, -1, datetime.now(timezone.utc))
+        try:
+            status = Status(state.status)
+        except ValueError:
+            raise RuntimeFailure(
+                f"unrecognized status returned by runtime for container {container_id}: "
+                f"{state.status}"
+            ) from None
+        if status is Status.STOPPED and not known_stopped:
+            found = wait_exit_file(paths.exit_file)
+            if found is None:
+                return StatusReport(Status.STOPPED, state.pid, -1, datetime.now(timezone.utc))
+            return StatusReport(Status.STOPPED, state.pid, found.exit_code, found.finished_at)
+        return StatusReport(status, state.pid)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self, container_id: str) -> datetime:
+        cid = validate_container_id(container_id)
+        self.runc.run(["start", cid], f"starting container {cid}")
+        return datetime.now(timezone.utc)
+
+    def kill(self, container_id: str, signal: int | str, *, all_processes: bool = False) -> None:
+        cid = validate_container_id(container_id)
+        number = parse_signal(signal)
+        args = ["kill"] + (["--all"] if all_processes else []) + [cid, str(number)]
+        self.runc.run(args, f"error sending signal to container {cid}")
+
+    def stop(self, container_id: str, pid: int, *, stop_signal: int = 15, timeout: float = 10) -> None:
+        """Stop with the stop signal, then ``kill --all KILL`` (stopContainer).
+
+        Timeout 0 kills at once. A container that is already gone is not an error.
+        """
+        cid = validate_container_id(container_id)
+        signal = parse_signal(stop_signal)
+        if timeout < 0:
+            raise InvalidArgument(f"invalid stop timeout {timeout!r}: must be 0 or more")
+        if not pid_alive(pid):
+            return
+        if timeout > 0:
+            try:
+                self.kill(cid, signal)
+            except BerthError:
+                if not pid_alive(pid):
+                    return
+                raise
+            if wait_pids_exit([pid], timeout):
+                return
+        try:
+            self.kill(cid, "KILL", all_processes=True)
+        except BerthError:
+            if not pid_alive(pid):
+                return
+            raise
+        if not wait_pids_exit([pid], KILL_CONTAINER_TIMEOUT):
+            raise Timeout(f"container {cid} did not die within timeout")
+
+    def delete(self, container_id: str, *, force: bool = True) -> None:
+        cid = validate_container_id(container_id)
+        self.runc.run(["delete"] + (["--force"] if force else []) + [cid], f"deleting container {cid}")
+
+    def pause(self, container_id: str) -> None:
+        cid = validate_container_id(container_id)
+        self.runc.run(["pause", cid], f"pausing container {cid}")
+
+    def unpause(self, container_id: str) -> None:
+        cid = validate_container_id(container_id)
+        self.runc.run(["resume", cid], f"resuming container {cid}")
+
+    def cleanup(self, container_id: str) -> None:
+        """Remove the container's files once runc no longer knows it."""
+        paths = self.paths(container_id)
+        shutil.rmtree(paths.container_dir, ignore_errors=True)
+        self._clear_exit_file(paths)
+
+    # -- exec ------------------------------------------------------------------
+
+    def exec(
+        self,
+        container_id: str,
+        cmd: Sequence[str],
+        *,
+        session_id: str,
+        env: Sequence[str] = (),
+        cwd: str = "",
+        user: str = "",
+        tty: bool = False,
+        no_new_privileges: bool = False,
+        cap_add: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run ``cmd`` in the container and return its exit code and output (execContainer)."""
+        cid = validate_container_id(container_id)
+        if not cmd:
+            raise InvalidArgument("must provide a command to execute")
+        sid = validate_session_id(session_id)
+        paths = self.paths(cid)
+        args = self.runc.global_args(log=paths.runtime_log) + ["exec"]
+        if cwd:
+            if not os.path.isabs(cwd):
+                raise InvalidArgument(f"exec working directory {cwd!r} must be absolute")
+            args += ["--cwd", cwd]
+        pidfile = paths.exec_pidfile(sid)
+        args += ["--pid-file", pidfile]
+        args.append("--tty" if tty else "--tty=false")
+        if user:
+            args += ["--user", user]
+        if no_new_privileges:
+            args.append("--no-new-privs")
+        for cap in cap_add:
+            args += ["--cap", cap]
+        for item in env:
+            if "=" not in item:
+                raise InvalidArgument(f"invalid environment entry {item!r}: use KEY=VALUE")
+            args += ["--env", item]
+        args += [cid, *cmd]
+        os.makedirs(os.path.dirname(pidfile), mode=0o700, exist_ok=True)
+        try:
+            if tty:
+                code, output = _run_on_pty(args, timeout)
+            else:
+                proc = subprocess.run(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                )
+                code, output = proc.returncode, proc.stdout
+        except subprocess.TimeoutExpired:
+            raise Timeout(f"exec in container {cid} did not finish within {timeout}s") from None
+        pid = conmon.read_pidfile(pidfile)
+        if code != 0 and pid == 0:
+            # runc never started the process: this is a runtime error, not an exit code.
+            log = _read_text(paths.runtime_log)
+            raise classify(log or output.decode(errors="replace"), f"cannot exec in container {cid}")
+        return ExecResult(code, output[-MAX_EXEC_OUTPUT:], pid)
+
+    def exec_stop(self, container_id: str, pids: Sequence[int], *, timeout: float = 10) -> None:
+        """Stop exec sessions and every other process: TERM, then KILL (execStopContainer)."""
+        cid = validate_container_id(container_id)
+        live = [p for p in pids if pid_alive(p)]
+        if not live:
+            return
+        if timeout > 0:
+            self.kill(cid, "TERM", all_processes=True)
+            if wait_pids_exit(live, timeout):
+                return
+        self.kill(cid, "KILL", all_processes=True)
+        if not wait_pids_exit(live, KILL_CONTAINER_TIMEOUT):
+            raise Timeout(f"failed to kill container {cid} exec sessions")
+
+    # -- checkpoint / restore --------------------------------------------------
+
+    def checkpoint(
+        self,
+        container_id: str,
+        *,
+        image_path: str | None = None,
+        work_path: str | None = None,
+        leave_running: bool = False,
+        tcp_established: bool = False,
+    ) -> str:
+        """Checkpoint through runc and CRIU; return the image path."""
+        cid = validate_container_id(container_id)
+        paths = self.paths(cid)
+        image = image_path or paths.checkpoint
+        work = work_path or paths.bundle
+        for label, path in (("image", image), ("work", work)):
+            if not os.path.isabs(path):
+                raise InvalidArgument(f"checkpoint {label} path {path!r} must be absolute")
+        if not os.access(self.config.criu_path, os.X_OK):
+            raise RuntimeFailure(
+                f"CRIU is not available at {self.config.criu_path}: run scripts/install.sh "
+                "or set BERTH_CRIU"
+            )
+        shutil.rmtree(image, ignore_errors=True)
+        os.makedirs(image, mode=0o700)
+        args = ["checkpoint", "--image-path", image, "--work-path", work]
+        if leave_running:
+            args.append("--leave-running")
+        if tcp_established:
+            args.append("--tcp-established")
+        args.append(cid)
+        self.runc.run(args, f"checkpointing container {cid}", criu=True, timeout=300)
+        return image
+
+    def restore(
+        self,
+        container_id: str,
+        spec: RunSpec,
+        *,
+        name: str | None = None,
+        image_path: str | None = None,
+        tcp_established: bool = False,
+    ) -> Created:
+        """Restore through conmon ``--restore``; the old runc container must be gone."""
+        cid = validate_container_id(container_id)
+        paths = self.paths(cid)
+        image = image_path or paths.checkpoint
+        if not os.path.isfile(os.path.join(image, "inventory.img")):
+            raise NotFound(f"no checkpoint of container {cid} at {image}")
+        try:
+            self.runc.run(["delete", "--force", cid], f"deleting container {cid}")
+        except NotFound:
+            pass
+        self._clear_exit_file(paths)
+        return self.create(cid, spec, name=name, restore_path=image, tcp_established=tcp_established)
+
+
+def _run_on_pty(args: list[str], timeout: float | None) -> tuple[int, bytes]:
+    """Run runc with a pseudo-terminal as its controlling terminal.
+
+    ``runc exec --tty`` without a console socket uses the caller's terminal, so
+    it needs one: util-linux ``setsid --ctty`` makes the pty slave controlling.
+    """
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            ["setsid", "--ctty", *args], stdin=slave, stdout=slave, stderr=slave
+        )
+    finally:
+        os.close(slave)
+    chunks: list[bytes] = []
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                raise subprocess.TimeoutExpired(args, timeout or 0)
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every slave end is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return proc.wait(), b"".join(chunks)
+    finally:
+        os.close(master)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-4000:]
+    except OSError:
+        return ""
