@@ -1,0 +1,435 @@
+"""The broker: routes commands from clients to the worker of the right node.
+
+One thread, one ``zmq.Poller`` over three sockets (zguide Paranoid Pirate queue
+plus an event fan-out):
+
+* frontend ROUTER: clients send commands and get replies back on the identity
+  that sent them (a retry from a new socket moves the reply to the new identity);
+* backend ROUTER: workers send Ready, Heartbeats, Replies and committed events;
+* events XPUB: every event a worker publishes goes out with its type as topic.
+
+The broker keeps no container state: the client names the node. It never
+crashes on input: a bad frame from a client gets an error reply, a bad frame
+from a worker is dropped and logged. Rules of routing live in bus.routing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from bus import endpoints as _endpoints
+from bus.protocol import (
+    MAX_FRAME_SIZE,
+    PING,
+    PROTOCOL_VERSION,
+    Command,
+    Disconnect,
+    EventMessage,
+    Heartbeat,
+    Ready,
+    Reply,
+    decode,
+    encode,
+    error_reply,
+    salvage_command_id,
+)
+from bus.routing import Envelope, Pending, Router
+from engine.errors import BerthError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_INTERVAL = 0.5
+DEFAULT_LIVENESS = 3
+DEFAULT_PENDING_TIMEOUT = 30.0
+DEFAULT_REPLY_CACHE = 10_000
+_BATCH = 256  # messages read from one socket before the others get a turn
+_EVENTS_HWM = 100_000
+_MAX_ASKERS = 8  # sockets remembered per outstanding command (retries from new sockets)
+
+
+class Broker:
+    """The bus broker; bind on construction, ``run(stop_event)`` in any one thread.
+
+    Construction binds (so errors such as "address in use" surface at once and a
+    client may connect as soon as the constructor returns). ``run`` owns the
+    sockets until it returns; ``close`` afterwards. ``start``/``stop`` wrap that
+    in a thread for the embedded engine and tests.
+    """
+
+    def __init__(
+        self,
+        frontend_endpoint: str | None = None,
+        backend_endpoint: str | None = None,
+        events_endpoint: str | None = None,
+        *,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
+        liveness: int = DEFAULT_LIVENESS,
+        pending_timeout: float = DEFAULT_PENDING_TIMEOUT,
+        reply_cache_size: int = DEFAULT_REPLY_CACHE,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        defaults = _endpoints.default_endpoints()
+        self.heartbeat_interval = heartbeat_interval
+        self.router = Router(
+            worker_timeout=heartbeat_interval * liveness,
+            pending_timeout=pending_timeout,
+            cache_size=reply_cache_size,
+        )
+        self._ctx = context or zmq.Context.instance()
+        self._sockets: list[zmq.Socket[bytes]] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._started_at = time.monotonic()
+        self._next_heartbeat = 0.0
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "commands_received",
+                "commands_routed",
+                "replies_routed",
+                "duplicate_replies",
+                "retries_absorbed",
+                "errors",
+                "malformed_frames",
+                "events_published",
+                "workers_lost",
+                "redispatched",
+                "subscriptions",
+            ),
+            0,
+        )
+        try:
+            self.frontend = self._bind(zmq.ROUTER, frontend_endpoint or defaults.frontend)
+            self.backend = self._bind(zmq.ROUTER, backend_endpoint or defaults.backend)
+            self.events = self._bind(zmq.XPUB, events_endpoint or defaults.events)
+        except BaseException:
+            self.close()
+            raise
+        self.frontend_endpoint = self._last_endpoint(self.frontend)
+        self.backend_endpoint = self._last_endpoint(self.backend)
+        self.events_endpoint = self._last_endpoint(self.events)
+
+    def _bind(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self._ctx.socket(kind)
+        self._sockets.append(sock)
+        sock.setsockopt(zmq.LINGER, 0)
+        if kind == zmq.ROUTER:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # Frames a bit over the limit still get a clear refusal; far bigger ones
+            # make zmq drop the peer before they cost memory.
+            sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
+        else:
+            sock.setsockopt(zmq.SNDHWM, _EVENTS_HWM)
+        _endpoints.prepare_bind(endpoint)  # raises AlreadyExists if a broker listens
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise BerthError(f"cannot bind the bus on {endpoint}: {exc}") from None
+        _endpoints.secure_bound(endpoint)
+        return sock
+
+    @staticmethod
+    def _last_endpoint(sock: zmq.Socket[bytes]) -> str:
+        value = sock.getsockopt(zmq.LAST_ENDPOINT)
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Run in a daemon thread (embedded engine, tests)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, args=(self._stop,), name="berth-broker",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread started by ``start`` and close the sockets."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.close()
+
+    def close(self) -> None:
+        """Close the sockets with LINGER 0 (call after ``run`` has returned)."""
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets.clear()
+
+    def serve_forever(self) -> None:
+        """Run until SIGINT/SIGTERM (for ``berth broker``), then close."""
+        stop = threading.Event()
+        with _stop_on_signals(stop):
+            try:
+                self.run(stop)
+            finally:
+                self.close()
+        log.info("broker stopped: %s", self.stats)
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Serve until ``stop_event`` is set; never raises on bad input."""
+        poller = zmq.Poller()
+        poller.register(self.backend, zmq.POLLIN)
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.events, zmq.POLLIN)
+        tick = min(self.heartbeat_interval, 0.1)
+        self._next_heartbeat = time.monotonic() + self.heartbeat_interval
+        while not stop_event.is_set():
+            ready = dict(poller.poll(int(tick * 1000)))
+            if self.backend in ready:
+                self._drain(self.backend, self._on_worker)
+            if self.frontend in ready:
+                self._drain(self.frontend, self._on_client)
+            if self.events in ready:
+                self._drain(self.events, self._on_subscription)
+            self._guarded(self._tick, time.monotonic())
+
+    def _drain(self, sock: zmq.Socket[bytes], handle: Any) -> None:
+        for _ in range(_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                log.warning("bus receive failed: %s", exc)
+                return
+            self._guarded(handle, frames)
+
+    def _guarded(self, handle: Any, arg: Any) -> None:
+        try:
+            handle(arg)
+        except Exception:  # the broker must outlive any bug in one message's handling
+            self.stats["errors"] += 1
+            log.exception("broker failed to handle a message; carrying on")
+
+    # ------------------------------------------------------------------ clients
+
+    def _on_client(self, frames: list[bytes]) -> None:
+        identity, rest = frames[0], frames[1:]
+        if len(rest) == 1:
+            envelope: Envelope = (identity,)
+        elif len(rest) == 2 and rest[0] == b"":
+            envelope = (identity, b"")
+        else:
+            self.stats["malformed_frames"] += 1
+            self._answer((identity,), error_reply(
+                "", ProtocolError.code, "a command must be sent as exactly one frame"))
+            return
+        payload = rest[-1]
+        try:
+            msg = decode(payload)
+        except ProtocolError as exc:
+            self.stats["malformed_frames"] += 1
+            self._answer(envelope, error_reply(salvage_command_id(payload), exc.code, exc.message))
+            return
+        if not isinstance(msg, Command):
+            self.stats["malformed_frames"] += 1
+            self._answer(envelope, error_reply(
+                "", ProtocolError.code, f"the command socket accepts commands, not {type(msg).__name__}"))
+            return
+        self.stats["commands_received"] += 1
+        self._accept(msg, payload, envelope)
+
+    def _accept(self, command: Command, payload: bytes, envelope: Envelope) -> None:
+        if command.type == PING:
+            self._answer(envelope, Reply(command.id, True, result=self.health()), count_error=False)
+            return
+        cached = self.router.replies.get(command.id)
+        if cached is not None:
+            self.stats["retries_absorbed"] += 1
+            self._send_client(envelope, cached)
+            return
+        pending = self.router.outstanding.get(command.id)
+        if pending is not None:  # a retry while the first try is still running
+            self.stats["retries_absorbed"] += 1
+            if envelope not in pending.clients:
+                pending.clients = [*pending.clients[-(_MAX_ASKERS - 1):], envelope]
+            return
+        self._route(Pending(command, payload, [envelope]), time.monotonic(), fresh=True)
+
+    def _route(self, pending: Pending, now: float, *, fresh: bool) -> None:
+        """Send a command to its worker; with none, refuse a fresh command at once
+        and let a re-dispatched one wait for a worker until its deadline."""
+        command = pending.command
+        try:
+            node = self.router.target_node(command)
+        except BerthError as exc:
+            self.router.complete(command.id)
+            self._answer_all(pending, error_reply(command.id, exc.code, exc.message))
+            return
+        worker = self.router.choose(command, node)
+        if worker is None:
+            if fresh:
+                refusal = self.router.unavailable(command, node)
+                self._answer_all(pending, error_reply(command.id, refusal.code, refusal.message))
+            else:
+                self.router.outstanding[command.id] = pending
+                if pending.deadline is None:
+                    pending.deadline = now + self.router.pending_timeout
+            return
+        self.router.assign(pending, worker)
+        try:
+            self.backend.send_multipart([worker.identity, pending.frame], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("worker %r of node %s unreachable (%s); dropping it",
+                        worker.identity, worker.node, exc)
+            self._lose_worker(worker.identity, now)  # re-routes this command too
+            return
+        self.stats["commands_routed"] += 1
+
+    def _answer(self, envelope: Envelope, reply: Reply, *, count_error: bool = True) -> None:
+        if count_error and not reply.ok:
+            self.stats["errors"] += 1
+        self._send_client(envelope, encode(reply))
+
+    def _answer_all(self, pending: Pending, reply: Reply) -> None:
+        if not reply.ok:
+            self.stats["errors"] += 1
+        frame = encode(reply)
+        for envelope in pending.clients:
+            self._send_client(envelope, frame)
+
+    def _send_client(self, envelope: Envelope, frame: bytes) -> None:
+        try:
+            self.frontend.send_multipart([*envelope, frame], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the client went away; its retry will find the reply
+            log.debug("reply to a departed client dropped: %s", exc)
+
+    # ------------------------------------------------------------------ workers
+
+    def _on_worker(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        if len(frames) != 2:
+            self.stats["malformed_frames"] += 1
+            log.warning("dropped a %d-frame message from worker %r", len(frames) - 1, identity)
+            return
+        payload = frames[1]
+        try:
+            msg = decode(payload)
+        except ProtocolError as exc:
+            self.stats["malformed_frames"] += 1
+            log.warning("dropped a bad frame from worker %r: %s", identity, exc)
+            return
+        now = time.monotonic()
+        if isinstance(msg, Reply):
+            self.router.touch(identity, now)
+            self._on_reply(msg, payload)
+        elif isinstance(msg, EventMessage):
+            self.router.touch(identity, now)
+            self._publish(msg, payload)
+        elif isinstance(msg, Heartbeat):
+            if not self.router.touch(identity, now):  # e.g. the broker restarted
+                self._worker_ready(identity, Ready(msg.node), now)
+        elif isinstance(msg, Ready):
+            self._worker_ready(identity, msg, now)
+        elif isinstance(msg, Disconnect):
+            log.info("worker %r disconnected", identity)
+            self._lose_worker(identity, now)
+        else:
+            self.stats["malformed_frames"] += 1
+            log.warning("dropped a %s sent by worker %r", type(msg).__name__, identity)
+
+    def _worker_ready(self, identity: bytes, ready: Ready, now: float) -> None:
+        known = identity in self.router.workers
+        self.router.register(identity, ready.node, ready.capacity, now)
+        if not known:
+            log.info("worker %r ready for node %s (capacity %d)", identity, ready.node,
+                     ready.capacity)
+        for pending in self.router.waiting():
+            self._route(pending, now, fresh=False)
+
+    def _on_reply(self, reply: Reply, payload: bytes) -> None:
+        pending = self.router.complete(reply.command_id)
+        if pending is None:  # answered already (a re-dispatched duplicate) or unknown
+            self.stats["duplicate_replies"] += 1
+            return
+        self.router.replies.put(reply.command_id, payload)
+        self.stats["replies_routed"] += 1
+        for envelope in pending.clients:
+            self._send_client(envelope, payload)
+
+    def _publish(self, event: EventMessage, payload: bytes) -> None:
+        try:
+            self.events.send_multipart([event.type.encode(), payload], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # subscribers recover gaps from the store
+            log.warning("event %d not published: %s", event.position, exc)
+            return
+        self.stats["events_published"] += 1
+
+    def _lose_worker(self, identity: bytes, now: float) -> None:
+        orphans = self.router.remove(identity)
+        self.stats["workers_lost"] += 1
+        for pending in orphans:
+            self.stats["redispatched"] += 1
+            self._route(pending, now, fresh=False)
+
+    def _on_subscription(self, frames: list[bytes]) -> None:
+        frame = frames[0] if frames else b""
+        if frame[:1] == b"\x01":
+            self.stats["subscriptions"] += 1
+        elif frame[:1] == b"\x00":
+            self.stats["subscriptions"] -= 1
+
+    # ------------------------------------------------------------------ timers
+
+    def _tick(self, now: float) -> None:
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.heartbeat_interval
+            for worker in list(self.router.workers.values()):
+                try:
+                    self.backend.send_multipart(
+                        [worker.identity, encode(Heartbeat(worker.node))], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass  # its liveness runs out and it is dropped below
+        for identity in self.router.expired(now):
+            worker = self.router.workers[identity]
+            log.warning("worker %r of node %s missed its heartbeats; dropping it",
+                        identity, worker.node)
+            self._lose_worker(identity, now)
+        for pending in self.router.waiting():
+            if pending.deadline is not None and pending.deadline <= now:
+                self.router.complete(pending.command.id)
+                exc = self.router.unavailable(pending.command, pending.command.node)
+                self._answer_all(pending, error_reply(pending.command.id, exc.code,
+                                                      f"{exc.message} (waited for one)"))
+
+    def health(self) -> dict[str, Any]:
+        """What ``query.ping`` answers: counters, workers and outstanding work."""
+        return {
+            "broker": True,
+            "protocol": PROTOCOL_VERSION,
+            "uptime": round(time.monotonic() - self._started_at, 3),
+            "outstanding": len(self.router.outstanding),
+            "waiting": len(self.router.waiting()),
+            "workers": [
+                {"node": w.node, "capacity": w.capacity, "outstanding": len(w.outstanding)}
+                for w in self.router.workers.values()
+            ],
+            **self.stats,
+        }
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGINT/SIGTERM while inside, when running in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

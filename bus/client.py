@@ -1,0 +1,363 @@
+"""The client library: what the CLI and programmatic publishers use.
+
+``Client.send`` is a Lazy Pirate request: it waits for the reply with a deadline
+and, on silence, closes the socket (LINGER 0), opens a new one and resends the
+SAME command id, so the broker and the workers run it at most once while the
+client cannot lose it. Error replies become typed ``engine.errors`` exceptions.
+
+Importing this module must stay cheap (``berth ps``): zmq, msgpack and
+engine.errors only; no SQLAlchemy, no engine.store, no engine.runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import socket as _socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Self
+
+import zmq
+
+from bus import endpoints as _endpoints
+from bus.protocol import (
+    MAX_ACTOR_LENGTH,
+    Command,
+    EventMessage,
+    Reply,
+    decode,
+    encode,
+    now_iso,
+    parse_events_result,
+)
+from bus.subscription import Subscription
+from engine.errors import ProtocolError, Timeout, Unavailable, error_from_code
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_RETRIES = 2
+_PING_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A container reference resolved by ``query.resolve``."""
+
+    id: str
+    node: str
+    name: str | None
+
+
+def default_actor() -> str:
+    """Who sends commands, for the audit trail: ``$BERTH_ACTOR`` or user@host."""
+    actor = os.environ.get("BERTH_ACTOR")
+    if not actor:
+        try:
+            import pwd
+
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except (ImportError, KeyError):
+            user = f"uid{os.getuid()}"
+        actor = f"{user}@{_socket.gethostname()}"
+    return actor[:MAX_ACTOR_LENGTH]
+
+
+class Client:
+    """A connection to the broker's frontend. Not thread-safe: one per thread."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        events_endpoint: str | None = None,
+        actor: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        defaults = (_endpoints.derive_lenient(endpoint) if endpoint
+                    else _endpoints.default_endpoints())
+        env_events = os.environ.get("BERTH_BUS_EVENTS") if endpoint is None else None
+        self.endpoint = defaults.frontend
+        self.events_endpoint = events_endpoint or env_events or defaults.events
+        self.actor = actor or default_actor()
+        self.timeout = timeout
+        self.retries = retries
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket[bytes] | None = None
+        self._nodes: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _socket(self) -> zmq.Socket[bytes]:
+        if self._sock is None:
+            sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoint)
+            self._sock = sock
+        return self._sock
+
+    # ------------------------------------------------------------------ core
+
+    def command(
+        self,
+        type: str,
+        container: str | None = None,
+        node: str | None = None,
+        args: dict[str, Any] | None = None,
+        *,
+        command_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Command:
+        """Build (and validate) a command from this client's actor."""
+        cid = command_id or str(uuid.uuid4())
+        return Command(
+            id=cid,
+            type=type,
+            container=container,
+            node=node,
+            args=dict(args or {}),
+            actor=self.actor,
+            correlation_id=correlation_id or cid,
+            sent_at=now_iso(),
+        )
+
+    def send(
+        self,
+        type: str,
+        container: str | None = None,
+        node: str | None = None,
+        *,
+        reply_timeout: float | None = None,
+        correlation_id: str | None = None,
+        **args: Any,
+    ) -> Reply:
+        """Send a command and return its successful reply; raise the typed error
+        of an error reply (``engine.errors``), ``Unavailable`` when nothing answers."""
+        return self.request(self.command(type, container, node, args, correlation_id=correlation_id),
+                            reply_timeout=reply_timeout)
+
+    def request(self, command: Command, *, reply_timeout: float | None = None,
+                check: bool = True) -> Reply:
+        """Lazy Pirate: send, wait, and on silence reconnect and resend the same id."""
+        if not _endpoints.is_reachable(self.endpoint):
+            raise Unavailable(f"berth engine is not running at {self.endpoint}")
+        frame = encode(command)
+        timeout = self.timeout if reply_timeout is None else reply_timeout
+        for _attempt in range(self.retries + 1):
+            reply = self._exchange(frame, command.id, timeout)
+            if reply is not None:
+                if check and not reply.ok:
+                    raise error_from_code(reply.error_code or "internal", reply.message or "")
+                return reply
+            self.close()  # Lazy Pirate: a fresh socket drops anything stuck in the old one
+        total = timeout * (self.retries + 1)
+        if command.type != "query.ping" and self._broker_answers():
+            raise Timeout(
+                f"no reply to {command.type} {command.id} within {total:g}s; the engine is "
+                "running and may still finish it (retrying with the same id is safe)"
+            )
+        raise Unavailable(f"berth engine is not running at {self.endpoint}")
+
+    def request_patiently(self, command: Command, deadline: float | None = None) -> Reply:
+        """For commands that legitimately take long (wait, exec): keep resending the
+        same id while the engine is alive (the broker absorbs the repeats), until the
+        reply or ``deadline`` (time.monotonic(); None: no limit)."""
+        while True:
+            try:
+                return self.request(command)
+            except Timeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    def _exchange(self, frame: bytes, command_id: str, timeout: float) -> Reply | None:
+        sock = self._socket()
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not sock.poll(max(1, int(left * 1000)), zmq.POLLIN):
+                return None
+            parts = sock.recv_multipart()
+            try:
+                msg = decode(parts[-1])
+            except ProtocolError:
+                continue  # not ours to fix; keep waiting for our reply
+            if isinstance(msg, Reply):
+                if msg.command_id == command_id:
+                    return msg
+                if msg.command_id == "" and not msg.ok:  # the broker could not read it
+                    raise ProtocolError(msg.message or "the broker refused the command frame")
+            # a late reply to an earlier command: ignore
+        return None
+
+    def _broker_answers(self) -> bool:
+        probe = Client(self.endpoint, events_endpoint=self.events_endpoint, actor=self.actor,
+                       timeout=_PING_TIMEOUT, retries=0, context=self._ctx)
+        try:
+            probe.request(probe.command("query.ping"))
+        except Exception:  # noqa: BLE001 - any failure means no broker answered
+            return False
+        finally:
+            probe.close()
+        return True
+
+    # ------------------------------------------------------------------ containers
+
+    def resolve(self, ref: str) -> Resolved:
+        """Id, node and name of a container given its id, a unique id prefix or its name."""
+        result = self.send("query.resolve", ref).result
+        cid, node, name = result.get("id"), result.get("node"), result.get("name")
+        if not isinstance(cid, str) or not isinstance(node, str):
+            raise ProtocolError(f"query.resolve for {ref!r} answered without an id and a node")
+        resolved = Resolved(id=cid, node=node, name=name if isinstance(name, str) else None)
+        self._nodes[resolved.id] = resolved.node
+        return resolved
+
+    def _locate(self, ref: str, node: str | None) -> tuple[str, str]:
+        if node is not None:
+            return ref, node
+        cached = self._nodes.get(ref)
+        if cached is not None:
+            return ref, cached
+        resolved = self.resolve(ref)
+        return resolved.id, resolved.node
+
+    def _on_container(self, type: str, ref: str, node: str | None,
+                      reply_timeout: float | None = None, **args: Any) -> Reply:
+        cid, where = self._locate(ref, node)
+        return self.send(type, cid, where, reply_timeout=reply_timeout, **args)
+
+    def create(self, *, name: str | None = None, node: str | None = None,
+               reply_timeout: float | None = None, **spec: Any) -> Reply:
+        """Create a container from a spec (image/rootfs, command, env, ...)."""
+        if name is not None:
+            spec["name"] = name
+        reply = self.send("container.create", name, node, reply_timeout=reply_timeout, **spec)
+        cid, where = reply.result.get("id"), reply.result.get("node")
+        if isinstance(cid, str) and isinstance(where, str):
+            self._nodes[cid] = where
+        return reply
+
+    def start(self, ref: str, *, node: str | None = None) -> Reply:
+        return self._on_container("container.start", ref, node)
+
+    def stop(self, ref: str, timeout: float = 10.0, *, node: str | None = None) -> Reply:
+        return self._on_container("container.stop", ref, node, self.timeout + timeout,
+                                  timeout=timeout)
+
+    def kill(self, ref: str, signal: str | int = "SIGKILL", *, node: str | None = None) -> Reply:
+        return self._on_container("container.kill", ref, node, signal=signal)
+
+    def pause(self, ref: str, *, node: str | None = None) -> Reply:
+        return self._on_container("container.pause", ref, node)
+
+    def unpause(self, ref: str, *, node: str | None = None) -> Reply:
+        return self._on_container("container.unpause", ref, node)
+
+    def exec(self, ref: str, cmd: list[str], *, node: str | None = None,
+             reply_timeout: float | None = None, **options: Any) -> Reply:
+        """Run a process in the container and wait for it (as long as it takes unless
+        ``reply_timeout`` is given)."""
+        if reply_timeout is not None:
+            return self._on_container("container.exec", ref, node, reply_timeout, cmd=cmd,
+                                      **options)
+        cid, where = self._locate(ref, node)
+        return self.request_patiently(self.command("container.exec", cid, where,
+                                                   {"cmd": cmd, **options}))
+
+    def checkpoint(self, ref: str, *, node: str | None = None,
+                   reply_timeout: float | None = None, **options: Any) -> Reply:
+        return self._on_container("container.checkpoint", ref, node, reply_timeout, **options)
+
+    def restore(self, ref: str, *, node: str | None = None,
+                reply_timeout: float | None = None, **options: Any) -> Reply:
+        return self._on_container("container.restore", ref, node, reply_timeout, **options)
+
+    def remove(self, ref: str, force: bool = False, *, node: str | None = None) -> Reply:
+        reply = self._on_container("container.remove", ref, node, force=force)
+        self._nodes.pop(ref, None)
+        return reply
+
+    def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None) -> Reply:
+        """Block until the container exits (the worker answers then); ``timeout``
+        bounds the wait (None: as long as it takes, while the engine is alive)."""
+        cid, where = self._locate(ref, node)
+        args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
+        return self.request_patiently(self.command("container.wait", cid, where, args), deadline)
+
+    # ------------------------------------------------------------------ queries
+
+    def ping(self) -> dict[str, Any]:
+        """The broker's health (answered by the broker, no worker needed)."""
+        return self.send("query.ping").result
+
+    def ps(self, all: bool = False) -> list[dict[str, Any]]:
+        containers = self.send("query.ps", all=all).result.get("containers", [])
+        return list(containers) if isinstance(containers, list) else []
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        return self.send("query.inspect", ref).result
+
+    def history(self, ref: str) -> dict[str, Any]:
+        return self.send("query.history", ref).result
+
+    def state(self, ref: str, **at: Any) -> dict[str, Any]:
+        """State of a container now, or ``at_position=``/``at_time=`` in the past."""
+        return self.send("query.state", ref, **at).result
+
+    def logs(self, ref: str, *, node: str | None = None, **options: Any) -> dict[str, Any]:
+        """Logs live on the container's node, so this query goes there."""
+        return self._on_container("query.logs", ref, node, **options).result
+
+    def events(self, after: int = 0, limit: int = 500) -> tuple[list[EventMessage], int]:
+        """Events with position > ``after`` (at most ``limit``) and the head position."""
+        return parse_events_result(self.send("query.events", after=after, limit=limit).result)
+
+    def rebuild(self) -> dict[str, Any]:
+        return self.send("admin.rebuild", reply_timeout=max(self.timeout, 300.0)).result
+
+    def verify_audit(self) -> dict[str, Any]:
+        return self.send("admin.verify_audit", reply_timeout=max(self.timeout, 300.0)).result
+
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self, from_position: int | None = None, types: Iterable[str] | None = None,
+                  container: str | None = None, *, page_size: int = 500) -> Subscription:
+        """A catch-up subscription: stored events from ``from_position`` (inclusive;
+        None: only events after now), then live ones, with no gap and no duplicate."""
+        fetcher = Client(self.endpoint, events_endpoint=self.events_endpoint, actor=self.actor,
+                         timeout=self.timeout, retries=self.retries, context=self._ctx)
+        return Subscription(fetcher.events, self.events_endpoint, from_position=from_position,
+                            types=types, container=container, page_size=page_size,
+                            context=self._ctx,
+                            on_close=fetcher.close)
+
+    def wait_for(self, predicate: Callable[[EventMessage], bool], timeout: float, *,
+                 from_position: int | None = None, types: Iterable[str] | None = None,
+                 container: str | None = None) -> EventMessage:
+        """The first event matching ``predicate``; raises Timeout after ``timeout`` s.
+        Pass ``from_position`` (e.g. a reply's last position + 1) to not miss an event
+        that happened before the call."""
+        deadline = time.monotonic() + timeout
+        with self.subscribe(from_position, types, container) as events:
+            while (left := deadline - time.monotonic()) > 0:
+                event = events.get(left)
+                if event is not None and predicate(event):
+                    return event
+        raise Timeout(f"no matching event within {timeout:g}s")

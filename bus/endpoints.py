@@ -1,0 +1,136 @@
+"""Where the bus listens: defaults from the environment, and safe ipc socket files.
+
+The frontend (commands), backend (workers) and events endpoints default to ipc
+sockets under ``$BERTH_RUN`` (``/run/berth``). Anyone who can connect to them can
+run containers as root, so the run directory is created 0700 and the socket files
+are chmod 0600 right after bind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import AlreadyExists, InvalidArgument
+
+DEFAULT_RUN_DIR = "/run/berth"
+FRONTEND_SOCKET = "bus.sock"
+BACKEND_SOCKET = "worker.sock"
+EVENTS_SOCKET = "events.sock"
+
+_TCP_RE = re.compile(r"^tcp://(?P<host>[^:/]+|\[[0-9a-fA-F:]+\]):(?P<port>\d+|\*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """The three bus endpoints, as zmq endpoint strings."""
+
+    frontend: str
+    backend: str
+    events: str
+
+
+def from_run_dir(run_dir: str | os.PathLike[str]) -> Endpoints:
+    """ipc endpoints for the three sockets under one run directory."""
+    base = Path(run_dir)
+    return Endpoints(
+        frontend=f"ipc://{base / FRONTEND_SOCKET}",
+        backend=f"ipc://{base / BACKEND_SOCKET}",
+        events=f"ipc://{base / EVENTS_SOCKET}",
+    )
+
+
+def derive(frontend: str) -> Endpoints:
+    """Backend and events endpoints next to a frontend: same ipc dir, or ports +1/+2."""
+    path = ipc_path(frontend)
+    if path is not None:
+        directory = path.parent
+        return Endpoints(
+            frontend=frontend,
+            backend=f"ipc://{directory / BACKEND_SOCKET}",
+            events=f"ipc://{directory / EVENTS_SOCKET}",
+        )
+    match = _TCP_RE.match(frontend)
+    if match is None or match["port"] == "*":
+        raise InvalidArgument(
+            f"cannot derive the worker and events endpoints from {frontend!r}: "
+            "set BERTH_BUS_WORKERS and BERTH_BUS_EVENTS"
+        )
+    host, port = match["host"], int(match["port"])
+    return Endpoints(frontend, f"tcp://{host}:{port + 1}", f"tcp://{host}:{port + 2}")
+
+
+def default_endpoints(env: Mapping[str, str] | None = None) -> Endpoints:
+    """Endpoints from ``BERTH_BUS``/``BERTH_BUS_WORKERS``/``BERTH_BUS_EVENTS``/``BERTH_RUN``."""
+    env = os.environ if env is None else env
+    frontend = env.get("BERTH_BUS")
+    if frontend:
+        base = derive_lenient(frontend)
+    else:
+        base = from_run_dir(env.get("BERTH_RUN") or DEFAULT_RUN_DIR)
+    return Endpoints(
+        frontend=base.frontend,
+        backend=env.get("BERTH_BUS_WORKERS") or base.backend,
+        events=env.get("BERTH_BUS_EVENTS") or base.events,
+    )
+
+
+def derive_lenient(frontend: str) -> Endpoints:
+    """Like derive, but leaves underivable endpoints empty for env vars to fill."""
+    try:
+        return derive(frontend)
+    except InvalidArgument:
+        return Endpoints(frontend, "", "")
+
+
+def ipc_path(endpoint: str) -> Path | None:
+    """The socket file of an ``ipc://`` endpoint, or None for other transports."""
+    if endpoint.startswith("ipc://"):
+        return Path(endpoint[len("ipc://") :])
+    return None
+
+
+def prepare_bind(endpoint: str) -> None:
+    """Before binding an ipc endpoint: make its directory exist with mode 0700, and
+    refuse to take over a socket another live process listens on (zmq would unlink
+    it silently and steal its clients); a stale file left by a killed one is fine."""
+    path = ipc_path(endpoint)
+    if path is None:
+        return
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    for _ in range(10):  # a socket closed a moment ago may still be closing in zmq's thread
+        if not (path.exists() and _someone_listens(path)):
+            return
+        time.sleep(0.05)
+    raise AlreadyExists(f"another process already listens on {endpoint}")
+
+
+def _someone_listens(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def secure_bound(endpoint: str) -> None:
+    """After binding an ipc endpoint: let only the owner (root) connect to it."""
+    path = ipc_path(endpoint)
+    if path is not None and path.exists():
+        os.chmod(path, 0o600)
+
+
+def is_reachable(endpoint: str) -> bool:
+    """False when an ipc endpoint's socket file is missing (nothing can be listening)."""
+    path = ipc_path(endpoint)
+    return path is None or path.exists()

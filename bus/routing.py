@@ -1,0 +1,176 @@
+"""The broker's bookkeeping, kept free of sockets so its rules read in one place.
+
+Which worker gets a command, which commands a worker still owes, which commands
+wait for a worker of their node, and which recent command ids were answered (so
+a client retrying the same id gets the same reply and the handler runs once).
+The broker (bus.broker) owns one :class:`Router` and does the socket I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from bus.protocol import ADMIN_COMMANDS, CREATE, QUERY_COMMANDS, Command
+from engine.errors import InvalidArgument, Unavailable
+
+Envelope = tuple[bytes, ...]
+"""The routing frames in front of a client's payload: (identity,) or (identity, b"")."""
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """A live worker as the broker sees it."""
+
+    identity: bytes
+    node: str
+    capacity: int
+    expires_at: float
+    outstanding: set[str] = field(default_factory=set)
+    last_dispatch: int = 0
+
+
+@dataclass(slots=True)
+class Pending:
+    """A command the broker accepted and has not answered yet."""
+
+    command: Command
+    frame: bytes
+    clients: list[Envelope]
+    """Who asked: the first sender and the sockets of its retries (all get the reply)."""
+    worker: bytes | None = None
+    deadline: float | None = None
+    """Set while the command waits for a worker (after its worker was lost)."""
+
+
+class RecentReplies:
+    """A bounded map of command id -> encoded reply, oldest forgotten first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, command_id: str) -> bytes | None:
+        return self._items.get(command_id)
+
+    def put(self, command_id: str, frame: bytes) -> None:
+        self._items[command_id] = frame
+        self._items.move_to_end(command_id)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def __contains__(self, command_id: object) -> bool:
+        return command_id in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Router:
+    """Routing rules: commands to workers by node, least-loaded, and re-dispatch."""
+
+    def __init__(self, *, worker_timeout: float, pending_timeout: float, cache_size: int) -> None:
+        self.worker_timeout = worker_timeout
+        self.pending_timeout = pending_timeout
+        self.workers: dict[bytes, WorkerState] = {}
+        self.outstanding: dict[str, Pending] = {}
+        self.replies = RecentReplies(cache_size)
+        self._seq = itertools.count(1)
+
+    # ------------------------------------------------------------------ workers
+
+    def register(self, identity: bytes, node: str, capacity: int, now: float) -> WorkerState:
+        worker = self.workers.get(identity)
+        if worker is None or worker.node != node:
+            orphans = self.remove(identity) if worker is not None else []
+            worker = WorkerState(identity, node, capacity, now + self.worker_timeout)
+            self.workers[identity] = worker
+            for pending in orphans:  # a worker that changed node gives its work back
+                pending.worker = None
+                pending.deadline = now + self.pending_timeout
+        else:
+            worker.capacity = capacity
+        worker.expires_at = now + self.worker_timeout
+        return worker
+
+    def touch(self, identity: bytes, now: float) -> bool:
+        """Refresh a worker's liveness; False if the broker does not know it."""
+        worker = self.workers.get(identity)
+        if worker is None:
+            return False
+        worker.expires_at = now + self.worker_timeout
+        return True
+
+    def remove(self, identity: bytes) -> list[Pending]:
+        """Forget a worker; return the commands it had not answered."""
+        worker = self.workers.pop(identity, None)
+        if worker is None:
+            return []
+        orphans = [self.outstanding[cid] for cid in worker.outstanding if cid in self.outstanding]
+        for pending in orphans:
+            pending.worker = None
+        return orphans
+
+    def expired(self, now: float) -> list[bytes]:
+        return [ident for ident, w in self.workers.items() if w.expires_at < now]
+
+    # ------------------------------------------------------------------ routing
+
+    def target_node(self, command: Command) -> str | None:
+        """The node a command must run on, or None when any worker will do.
+
+        Raises InvalidArgument for a container command without a node when the
+        live workers span several nodes (the client must resolve the node first).
+        """
+        if command.node is not None:
+            return command.node
+        if command.type == CREATE or command.type in QUERY_COMMANDS or command.type in ADMIN_COMMANDS:
+            return None
+        nodes = {w.node for w in self.workers.values()}
+        if len(nodes) <= 1:
+            return None
+        raise InvalidArgument(
+            f"{command.type} for {command.container!r} names no node and workers serve "
+            f"{len(nodes)} nodes; resolve the container's node first"
+        )
+
+    def choose(self, command: Command, node: str | None) -> WorkerState | None:
+        """The live worker for a command: one already busy with its container, else
+        the least loaded (fewest outstanding commands, then least recently used)."""
+        candidates = [w for w in self.workers.values() if node is None or w.node == node]
+        if not candidates:
+            return None
+        if command.container is not None:
+            for worker in candidates:
+                for cid in worker.outstanding:
+                    other = self.outstanding.get(cid)
+                    if other is not None and other.command.container == command.container:
+                        return worker  # keep one container's commands in one queue
+        return min(candidates, key=lambda w: (len(w.outstanding), w.last_dispatch))
+
+    def assign(self, pending: Pending, worker: WorkerState) -> None:
+        pending.worker = worker.identity
+        pending.deadline = None
+        worker.outstanding.add(pending.command.id)
+        worker.last_dispatch = next(self._seq)
+        self.outstanding[pending.command.id] = pending
+
+    def unavailable(self, command: Command, node: str | None) -> Unavailable:
+        if node is None:
+            return Unavailable("no live worker is connected to the broker")
+        return Unavailable(f"no live worker for node {node!r}")
+
+    def complete(self, command_id: str) -> Pending | None:
+        """A reply arrived: forget the command and free its worker's slot."""
+        pending = self.outstanding.pop(command_id, None)
+        if pending is None:
+            return None
+        if pending.worker is not None:
+            worker = self.workers.get(pending.worker)
+            if worker is not None:
+                worker.outstanding.discard(command_id)
+        return pending
+
+    def waiting(self) -> list[Pending]:
+        return [p for p in self.outstanding.values() if p.worker is None]

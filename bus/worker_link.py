@@ -1,0 +1,300 @@
+"""The worker's end of the bus: Ready, heartbeats, commands in, replies and events out.
+
+One I/O thread owns the zmq DEALER socket (zmq sockets are not thread-safe). The
+handler runs on a thread pool: commands for one container run one after another in
+arrival order (a serial queue per container), different containers and queries run
+concurrently. Pool threads and ``publish_event`` callers never touch the socket:
+they append an encoded frame to an outbox and write one byte to a pipe the I/O
+thread polls next to the socket, so a reply leaves within one poll.
+
+When the broker stops beating, the link closes its socket (LINGER 0), waits a
+doubling interval with a cap and reconnects (zguide Paranoid Pirate worker);
+replies produced meanwhile wait in the outbox and go out on the new socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import zmq
+
+from bus import endpoints as _endpoints
+from bus.protocol import (
+    MAX_FRAME_SIZE,
+    Command,
+    Disconnect,
+    EventMessage,
+    Heartbeat,
+    Ready,
+    Reply,
+    decode,
+    encode,
+    error_reply,
+)
+from engine.errors import BerthError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Command], Reply]
+"""Runs one command and answers it; raise an engine.errors.BerthError to refuse."""
+
+_RECENT = 1024
+
+
+class WorkerLink:
+    """Connect a command handler of one node to the broker's backend."""
+
+    def __init__(
+        self,
+        backend_endpoint: str | None,
+        node: str,
+        handler: Handler,
+        *,
+        concurrency: int = 4,
+        heartbeat_interval: float = 0.5,
+        liveness: int = 3,
+        reconnect_max: float = 8.0,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.endpoint = backend_endpoint or _endpoints.default_endpoints().backend
+        Ready(node, concurrency)  # validates node and capacity before any thread starts
+        self.node = node
+        self.handler = handler
+        self.concurrency = concurrency
+        self.heartbeat_interval = heartbeat_interval
+        self.liveness = liveness
+        self.reconnect_max = reconnect_max
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("commands", "duplicates", "replies", "events", "reconnects", "dropped_frames"), 0
+        )
+        self._ctx = context or zmq.Context.instance()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"berth-{node}")
+        self._lock = threading.Lock()
+        self._queues: dict[str, deque[Command]] = {}
+        self._inflight: set[str] = set()
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._outbox: deque[bytes] = deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._disconnect_on_stop = True
+        self.connected = threading.Event()
+        """Set once the link has sent Ready on a socket (and heard the broker since)."""
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> None:
+        """Run the I/O loop in a daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, args=(self._stop,),
+                                        name=f"berth-link-{self.node}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0, *, disconnect: bool = True) -> None:
+        """Stop intake and the I/O thread; ``disconnect=False`` leaves silently,
+        as a crashed worker would (the broker notices by missing heartbeats)."""
+        self._disconnect_on_stop = disconnect
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.close()
+
+    def close(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
+
+    def publish_event(self, event: EventMessage) -> None:
+        """Send a committed event to the broker for XPUB fan-out (any thread)."""
+        self._post(encode(event))
+        self.stats["events"] += 1
+
+    def run(self, stop_event: threading.Event) -> None:
+        """The I/O loop; returns when ``stop_event`` is set."""
+        delay = self.heartbeat_interval
+        sock = self._connect()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        last_heard = next_beat = time.monotonic()
+        try:
+            while not stop_event.is_set():
+                now = time.monotonic()
+                wait = max(0.0, min(next_beat - now, 0.1))
+                ready = dict(poller.poll(int(wait * 1000)))
+                if sock in ready and self._receive(sock):
+                    last_heard = time.monotonic()
+                    delay = self.heartbeat_interval
+                if self._wake_r in ready:
+                    self._drain_wakeups()
+                self._flush(sock)
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._send(sock, encode(Heartbeat(self.node)))
+                    next_beat = now + self.heartbeat_interval
+                if now - last_heard > self.heartbeat_interval * self.liveness:
+                    log.warning("broker silent for %.1fs; reconnecting in %.1fs",
+                                now - last_heard, delay)
+                    self.connected.clear()
+                    poller.unregister(sock)
+                    sock.close(linger=0)
+                    if stop_event.wait(delay):
+                        sock = self._connect(send_ready=False)
+                        break
+                    delay = min(delay * 2, self.reconnect_max)
+                    self.stats["reconnects"] += 1
+                    sock = self._connect()
+                    poller.register(sock, zmq.POLLIN)
+                    last_heard = next_beat = time.monotonic()
+        finally:
+            if self._disconnect_on_stop:
+                self._flush(sock)
+                self._send(sock, encode(Disconnect()))
+                sock.close(linger=200)  # let the Disconnect and last replies leave
+            else:
+                sock.close(linger=0)
+            self.connected.clear()
+
+    # ------------------------------------------------------------------ I/O thread
+
+    def _connect(self, *, send_ready: bool = True) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
+        sock.connect(self.endpoint)
+        if send_ready:
+            self._send(sock, encode(Ready(self.node, self.concurrency)))
+            self.connected.set()
+        return sock
+
+    def _receive(self, sock: zmq.Socket[bytes]) -> bool:
+        heard = False
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return heard
+            heard = True
+            if len(frames) != 1:
+                self.stats["dropped_frames"] += 1
+                log.warning("dropped a %d-frame message from the broker", len(frames))
+                continue
+            try:
+                msg = decode(frames[0])
+            except ProtocolError as exc:
+                self.stats["dropped_frames"] += 1
+                log.warning("dropped a bad frame from the broker: %s", exc)
+                continue
+            if isinstance(msg, Command):
+                self._accept(msg)
+            elif not isinstance(msg, (Heartbeat, Disconnect)):
+                self.stats["dropped_frames"] += 1
+                log.warning("dropped a %s from the broker", type(msg).__name__)
+
+    def _send(self, sock: zmq.Socket[bytes], frame: bytes) -> bool:
+        try:
+            sock.send(frame, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
+
+    def _flush(self, sock: zmq.Socket[bytes]) -> None:
+        while self._outbox:
+            frame = self._outbox.popleft()
+            if not self._send(sock, frame):
+                self._outbox.appendleft(frame)  # the broker's queue is full: next poll
+                return
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _accept(self, command: Command) -> None:
+        """Queue a command: once per id, in order per container."""
+        with self._lock:
+            answered = self._recent.get(command.id)
+            if answered is not None:
+                self.stats["duplicates"] += 1
+                self._outbox.append(answered)
+                return
+            if command.id in self._inflight:
+                self.stats["duplicates"] += 1
+                return
+            self._inflight.add(command.id)
+            self.stats["commands"] += 1
+            key = command.container
+            if key is None:
+                self._pool.submit(self._run_one, command)
+                return
+            queue = self._queues.setdefault(key, deque())
+            queue.append(command)
+            if len(queue) == 1:
+                self._pool.submit(self._run_queue, key)
+
+    # ------------------------------------------------------------------ pool threads
+
+    def _run_queue(self, key: str) -> None:
+        while True:
+            with self._lock:
+                command = self._queues[key][0]
+            self._run_one(command)
+            with self._lock:
+                queue = self._queues[key]
+                queue.popleft()
+                if not queue:
+                    del self._queues[key]
+                    return
+
+    def _run_one(self, command: Command) -> None:
+        reply = self._call(command)
+        try:
+            frame = encode(reply)
+        except ProtocolError as exc:
+            frame = encode(error_reply(command.id, exc.code, f"the reply could not be sent: {exc}"))
+        with self._lock:
+            self._inflight.discard(command.id)
+            self._recent[command.id] = frame
+            while len(self._recent) > _RECENT:
+                self._recent.popitem(last=False)
+            self.stats["replies"] += 1
+        self._post(frame)
+
+    def _call(self, command: Command) -> Reply:
+        try:
+            reply = self.handler(command)
+        except BerthError as exc:
+            return error_reply(command.id, exc.code, exc.message)
+        except Exception as exc:  # a handler bug must not take the worker down
+            log.exception("handler failed on %s %s", command.type, command.id)
+            return error_reply(command.id, BerthError.code, f"{type(exc).__name__}: {exc}")
+        if not isinstance(reply, Reply):
+            return error_reply(command.id, BerthError.code,
+                               f"handler returned {type(reply).__name__}, not a Reply")
+        if reply.command_id != command.id:
+            log.error("handler answered %s with a reply for %s", command.id, reply.command_id)
+            return error_reply(command.id, BerthError.code, "handler replied to another command")
+        return reply
+
+    def _post(self, frame: bytes) -> None:
+        self._outbox.append(frame)
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wakeup is pending) or the link is closed

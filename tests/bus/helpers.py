@@ -1,0 +1,100 @@
+"""Real handlers and condition waits shared by the bus tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bus.client import Client
+from bus.protocol import Command, EventMessage, Reply, events_result, now_iso
+from bus.worker_link import WorkerLink
+from engine.errors import InvalidState, NotFound
+
+HEARTBEAT = 0.1
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)  # polling interval of a condition wait, not a synchronisation
+
+
+class Recorder:
+    """A real handler: records commands and answers ok; args steer it for tests.
+
+    ``gate``: block until the named gate (a threading.Event in ``gates``) is set;
+    ``fail``: raise the engine error with that code; ``crash``: raise a bug.
+    """
+
+    def __init__(self, name: str = "worker") -> None:
+        self.name = name
+        self.commands: list[Command] = []
+        self.started: list[str] = []
+        self.gates: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+
+    def gate(self, name: str) -> threading.Event:
+        with self.lock:
+            return self.gates.setdefault(name, threading.Event())
+
+    def __call__(self, command: Command) -> Reply:
+        with self.lock:
+            self.started.append(command.id)
+        gate = command.args.get("gate")
+        if isinstance(gate, str) and not self.gate(gate).wait(10):
+            raise InvalidState(f"gate {gate} never opened")
+        if command.args.get("fail") == "not_found":
+            raise NotFound(f"no such container {command.container}")
+        if command.args.get("crash"):
+            raise RuntimeError("handler bug")
+        with self.lock:
+            self.commands.append(command)
+        return Reply(command.id, True, result={"worker": self.name, "node": command.node})
+
+    def count(self, command_id: str) -> int:
+        with self.lock:
+            return sum(1 for c in self.commands if c.id == command_id)
+
+
+class MemoryLog:
+    """A real event log in memory, serving query.events and publishing on the bus."""
+
+    def __init__(self) -> None:
+        self.events: list[EventMessage] = []
+        self.lock = threading.Lock()
+        self.link: WorkerLink | None = None
+        self.on_query: Callable[[int], None] | None = None
+
+    def append(self, type: str, container: str = "c1", *, publish: bool = True) -> EventMessage:
+        with self.lock:
+            position = len(self.events) + 1
+            version = 1 + sum(1 for e in self.events if e.stream == f"container-{container}")
+            event = EventMessage(position, f"container-{container}", version, type,
+                                 {"n": position}, now_iso(), None, None, "test", "n1")
+            self.events.append(event)
+        if publish and self.link is not None:
+            self.link.publish_event(event)
+        return event
+
+    def __call__(self, command: Command) -> Reply:
+        if command.type == "query.events":
+            after, limit = int(command.args["after"]), int(command.args["limit"])
+            if self.on_query is not None:
+                self.on_query(after)
+            with self.lock:
+                page = [e for e in self.events if e.position > after][:limit]
+                head = len(self.events)
+            return Reply(command.id, True, result=events_result(page, head))
+        return Reply(command.id, True)
+
+
+def worker_count(client: Client, node: str | None = None) -> int:
+    return sum(1 for w in client.ping()["workers"] if node is None or w["node"] == node)

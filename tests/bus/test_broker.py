@@ -1,0 +1,309 @@
+"""The broker over real sockets: routing, refusals, liveness, re-dispatch, dedup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from bus.broker import Broker
+from bus.client import Client
+from bus.endpoints import Endpoints
+from bus.protocol import MAX_FRAME_SIZE, EventMessage, Reply, decode, encode
+from bus.worker_link import WorkerLink
+from engine.errors import InvalidArgument, NotFound, Unavailable
+from tests.bus.helpers import HEARTBEAT, MemoryLog, Recorder, wait_until, worker_count
+
+
+class Raw:
+    """A bare DEALER on the frontend, to send frames no Client would."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def send(self, *frames: bytes) -> None:
+        self.sock.send_multipart(list(frames))
+
+    def reply(self, timeout: float = 3.0) -> Reply:
+        assert self.sock.poll(int(timeout * 1000)), "no reply"
+        msg = decode(self.sock.recv_multipart()[-1])
+        assert isinstance(msg, Reply)
+        return msg
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+@pytest.fixture
+def raw(endpoints: Endpoints) -> Iterator[Callable[[], Raw]]:
+    made: list[Raw] = []
+
+    def make() -> Raw:
+        made.append(Raw(endpoints.frontend))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def test_ping_is_answered_by_the_broker_without_workers(broker: Broker, client: Client) -> None:
+    health = client.ping()
+    assert health["broker"] is True and health["workers"] == []
+
+
+def test_round_trip_and_routing_by_node(broker: Broker, client: Client,
+                                        make_worker: Callable[..., WorkerLink]) -> None:
+    a, b = Recorder("a"), Recorder("b")
+    make_worker("a", a)
+    make_worker("b", b)
+    for _ in range(3):
+        assert client.send("container.start", "web", "b").result["worker"] == "b"
+        assert client.send("container.start", "web", "a").result["worker"] == "a"
+    assert len(a.commands) == len(b.commands) == 3
+
+
+def test_unknown_node_is_refused_at_once(broker: Broker, client: Client,
+                                         make_worker: Callable[..., WorkerLink]) -> None:
+    make_worker("a", Recorder())
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="no live worker for node 'b'"):
+        client.send("container.start", "web", "b")
+    assert time.monotonic() - started < 1.0
+
+
+def test_container_command_without_node_needs_one_when_nodes_differ(
+        broker: Broker, client: Client, make_worker: Callable[..., WorkerLink]) -> None:
+    make_worker("a", Recorder("a"))
+    assert client.send("container.start", "web").ok  # one node: no ambiguity
+    make_worker("b", Recorder("b"))
+    with pytest.raises(InvalidArgument, match="resolve the container's node"):
+        client.send("container.start", "web")
+
+
+def test_create_goes_to_the_least_loaded_worker(broker: Broker, make_client: Callable[..., Client],
+                                                make_worker: Callable[..., WorkerLink]) -> None:
+    busy, idle = Recorder("busy"), Recorder("idle")
+    make_worker("a", busy)
+    blocked = make_client(timeout=5)
+    done: list[Reply] = []
+    thread = threading.Thread(target=lambda: done.append(blocked.send("query.ps", gate="g")))
+    thread.start()
+    wait_until(lambda: busy.started, what="the busy worker took the query")
+    make_worker("b", idle)
+    creator = make_client()
+    for _ in range(3):
+        assert creator.send("container.create", None).result["worker"] == "idle"
+    busy.gate("g").set()
+    thread.join(5)
+    assert done and done[0].result["worker"] == "busy"
+
+
+def test_error_replies_become_typed_errors(broker: Broker, client: Client,
+                                           make_worker: Callable[..., WorkerLink]) -> None:
+    make_worker("a", Recorder())
+    with pytest.raises(NotFound, match="no such container web"):
+        client.send("container.start", "web", "a", fail="not_found")
+    reply = client.request(client.command("container.start", "web", "a", {"crash": True}),
+                           check=False)
+    assert reply.error_code == "internal" and "RuntimeError: handler bug" in (reply.message or "")
+    assert client.send("container.start", "web", "a").ok  # the worker is still there
+
+
+def test_a_retried_id_runs_the_handler_once(broker: Broker, make_client: Callable[..., Client],
+                                            make_worker: Callable[..., WorkerLink]) -> None:
+    rec = Recorder()
+    make_worker("a", rec)
+    first, second = make_client(), make_client()
+    cmd = first.command("container.start", "web", "a", {"gate": "g"})
+    replies: list[Reply] = []
+    thread = threading.Thread(target=lambda: replies.append(first.request(cmd)))
+    thread.start()
+    wait_until(lambda: rec.started, what="handler started")
+    # the same id from another socket while outstanding: absorbed, answered once done
+    resend = threading.Thread(target=lambda: replies.append(second.request(cmd)))
+    resend.start()
+    wait_until(lambda: broker.stats["retries_absorbed"] == 1, what="retry absorbed")
+    rec.gate("g").set()
+    thread.join(5)
+    resend.join(5)
+    # and after the reply: answered from the broker's cache
+    replies.append(make_client().request(cmd))
+    assert len(replies) == 3 and all(r == replies[0] for r in replies)
+    assert rec.count(cmd.id) == 1
+
+
+def test_bad_frames_get_clear_replies_and_the_broker_stays_up(
+        broker: Broker, client: Client, raw: Callable[[], Raw]) -> None:
+    r = raw()
+    r.send(b"\xc1 not msgpack")
+    assert r.reply().error_code == "protocol_error"
+    r.send(b"one", b"two", b"three")
+    assert "exactly one frame" in (r.reply().message or "")
+    r.send(bytes(MAX_FRAME_SIZE + 10))
+    assert "exceeds" in (r.reply().message or "")
+    r.send(encode(Reply("0b6c8d6e-5f0c-4a1e-9d1b-3c0b8f6f2a11", True)))
+    assert "accepts commands" in (r.reply().message or "")
+    bad = client.command("container.start", "web", "a")
+    import msgpack  # type: ignore[import-untyped]
+    body = msgpack.unpackb(encode(bad))
+    body["type"] = "container.explode"
+    r.send(b"", msgpack.packb(body))  # REQ-style envelope, invalid command type
+    reply = r.reply()
+    assert reply.command_id == bad.id and "unknown command type" in (reply.message or "")
+    r.send(bytes(5 * MAX_FRAME_SIZE))  # beyond MAXMSGSIZE: zmq drops the peer, no crash
+    assert client.ping()["malformed_frames"] == 5
+
+
+def test_garbage_from_workers_is_dropped(broker: Broker, client: Client,
+                                         endpoints: Endpoints) -> None:
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoints.backend)
+    try:
+        sock.send(b"\x00garbage")
+        sock.send_multipart([b"a", b"b"])
+        sock.send(bytes(MAX_FRAME_SIZE + 1))
+        sock.send(encode(client.command("query.ps")))  # a command from a worker makes no sense
+        wait_until(lambda: client.ping()["malformed_frames"] == 4, what="frames counted")
+        assert client.ping()["workers"] == []
+    finally:
+        sock.close(linger=0)
+
+
+def test_a_command_waits_for_a_lost_worker_s_node_then_times_out(
+        make_broker: Callable[..., Broker], make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    broker = make_broker(pending_timeout=0.5)
+    rec = Recorder()
+    link = make_worker("a", rec)
+    client = make_client(timeout=5, retries=0)
+    errors: list[Exception] = []
+
+    def send() -> None:
+        try:
+            client.send("container.start", "web", "a", gate="never")
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            errors.append(exc)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    wait_until(lambda: rec.started, what="handler started")
+    link.stop(disconnect=False)  # dies silently
+    thread.join(5)
+    assert isinstance(errors[0], Unavailable) and "waited" in str(errors[0])
+    assert broker.stats["workers_lost"] == 1
+    rec.gate("never").set()
+
+
+def test_a_waiting_command_goes_to_a_worker_that_appears(
+        broker: Broker, make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    first = Recorder("first")
+    link = make_worker("a", first)
+    client = make_client(timeout=5, retries=0)
+    replies: list[Reply] = []
+    thread = threading.Thread(target=lambda: replies.append(
+        client.send("container.start", "web", "a", gate="never")))
+    thread.start()
+    wait_until(lambda: first.started, what="handler started")
+    link.stop(disconnect=False)
+    wait_until(lambda: broker.stats["workers_lost"] == 1, what="worker dropped")
+    second = Recorder("second")
+    second.gate("never").set()
+    make_worker("a", second)
+    thread.join(5)
+    assert replies[0].result["worker"] == "second"
+    first.gate("never").set()
+
+
+def test_killed_worker_s_command_is_redispatched_on_its_node(
+        broker: Broker, make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink], endpoints: Endpoints) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent)] + sys.path))
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "worker_proc.py"), endpoints.backend, "a",
+         str(HEARTBEAT)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        probe = make_client()
+        wait_until(lambda: worker_count(probe, "a") == 1, what="process worker registered")
+        client = make_client(timeout=5, retries=0)
+        replies: list[Reply] = []
+        thread = threading.Thread(target=lambda: replies.append(
+            client.send("container.start", "web", "a")))
+        thread.start()
+        line = proc.stdout.readline().strip()
+        assert line.startswith("got ")
+        survivor = Recorder("survivor")
+        make_worker("a", survivor)
+        proc.send_signal(signal.SIGKILL)
+        thread.join(5)
+        assert replies and replies[0].result["worker"] == "survivor"
+        assert survivor.commands[0].id == line.split()[1]
+        assert broker.stats["redispatched"] == 1
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_worker_reconnects_to_a_restarted_broker(
+        endpoints: Endpoints, make_client: Callable[..., Client]) -> None:
+    first = Broker(endpoints.frontend, endpoints.backend, endpoints.events,
+                   heartbeat_interval=HEARTBEAT)
+    first.start()
+    link = WorkerLink(endpoints.backend, "a", Recorder(), heartbeat_interval=HEARTBEAT,
+                      reconnect_max=0.4)
+    link.start()
+    second: Broker | None = None
+    try:
+        client = make_client()
+        wait_until(lambda: worker_count(client) == 1, what="worker registered")
+        first.stop()
+        wait_until(lambda: link.stats["reconnects"] >= 1, what="worker noticed the silence")
+        second = Broker(endpoints.frontend, endpoints.backend, endpoints.events,
+                        heartbeat_interval=HEARTBEAT)
+        second.start()
+        client.close()
+        wait_until(lambda: worker_count(client) == 1, what="worker back on the new broker")
+        assert client.send("container.start", "web", "a").ok
+    finally:
+        link.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_events_fan_out_by_type_topic(broker: Broker, endpoints: Endpoints,
+                                      make_worker: Callable[..., WorkerLink]) -> None:
+
+    log = MemoryLog()
+    log.link = make_worker("n1", log)
+    sub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"container.started")
+    sub.connect(endpoints.events)
+    try:
+        def published() -> Any:
+            log.append("container.created")
+            log.append("container.started")
+            return sub.poll(20)
+
+        wait_until(published, what="subscription live")
+        topic, payload = sub.recv_multipart()
+        assert topic == b"container.started"
+        msg = decode(payload)
+        assert isinstance(msg, EventMessage) and msg.type == "container.started"
+    finally:
+        sub.close(linger=0)

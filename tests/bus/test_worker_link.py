@@ -1,0 +1,148 @@
+"""WorkerLink: per-container order, concurrency across containers, once per id."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import zmq
+
+from bus.broker import Broker
+from bus.client import Client
+from bus.endpoints import Endpoints
+from bus.protocol import Command, EventMessage, Reply, decode, encode
+from bus.worker_link import WorkerLink
+from tests.bus.helpers import MemoryLog, wait_until
+
+
+class Ordered:
+    """Records per-container arrival order; c1's first command waits for c2 to run,
+    which only finishes if different containers really run concurrently."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[int]] = {}
+        self.lock = threading.Lock()
+        self.c2_ran = threading.Event()
+        self.active: dict[str, int] = {}
+        self.overlap = False
+
+    def __call__(self, command: Command) -> Reply:
+        key = command.container or "-"
+        with self.lock:
+            self.active[key] = self.active.get(key, 0) + 1
+            if self.active[key] > 1:
+                self.overlap = True  # two commands of one container at once: wrong
+        try:
+            if key == "c1" and command.args["seq"] == 0:
+                assert self.c2_ran.wait(5), "c2 never ran while c1 was busy"
+            if key == "c2":
+                self.c2_ran.set()
+            with self.lock:
+                self.seen.setdefault(key, []).append(int(command.args["seq"]))
+        finally:
+            with self.lock:
+                self.active[key] -= 1
+        return Reply(command.id, True)
+
+
+def test_per_container_order_with_concurrency_across_containers(
+        broker: Broker, client: Client, endpoints: Endpoints,
+        make_worker: Callable[..., WorkerLink]) -> None:
+    handler = Ordered()
+    make_worker("a", handler, concurrency=4)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoints.frontend)
+    try:
+        sent = []
+        for seq in range(20):
+            for ctr in ("c1", "c2"):
+                cmd = client.command("container.exec", ctr, "a", {"seq": seq})
+                sent.append(cmd.id)
+                sock.send(encode(cmd))
+        answered: set[str] = set()
+        while len(answered) < len(sent):
+            assert sock.poll(5000), "replies stopped"
+            reply = decode(sock.recv())
+            assert isinstance(reply, Reply) and reply.ok, reply
+            answered.add(reply.command_id)
+        assert handler.seen == {"c1": list(range(20)), "c2": list(range(20))}
+        assert not handler.overlap
+    finally:
+        sock.close(linger=0)
+
+
+def test_a_duplicate_delivery_is_answered_from_the_link_s_memory(
+        broker: Broker, client: Client, endpoints: Endpoints) -> None:
+    calls: list[str] = []
+
+    def handler(command: Command) -> Reply:
+        calls.append(command.id)
+        return Reply(command.id, True, result={"n": len(calls)})
+
+    # a bare ROUTER stands in for a broker that re-sends a command (as after a
+    # wrongly presumed death); the link must not run it twice
+    router: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    link = WorkerLink(f"tcp://127.0.0.1:{port}", "a", handler, heartbeat_interval=0.1)
+    link.start()
+    try:
+        assert router.poll(5000)
+        identity, _ready = router.recv_multipart()
+        cmd = encode(client.command("container.start", "web", "a"))
+        replies = []
+        for _ in range(2):
+            router.send_multipart([identity, cmd])
+            def got_reply() -> bool:
+                while router.poll(50):
+                    msg = decode(router.recv_multipart()[1])
+                    if isinstance(msg, Reply):
+                        replies.append(msg)
+                        return True
+                return False
+            wait_until(got_reply, what="reply from the link")
+        assert len(calls) == 1 and replies[0] == replies[1]
+        assert link.stats["duplicates"] == 1
+    finally:
+        link.stop()
+        router.close(linger=0)
+
+
+def test_events_published_from_many_threads_all_arrive(
+        broker: Broker, endpoints: Endpoints, make_worker: Callable[..., WorkerLink]) -> None:
+
+    log = MemoryLog()
+    link = make_worker("n1", log)
+    sub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoints.events)
+    try:
+        probe = log.append("probe.ping", publish=False)
+        def live() -> bool:
+            link.publish_event(probe)
+            return bool(sub.poll(20))
+
+        wait_until(live, what="subscription live")
+        while sub.poll(50):
+            sub.recv_multipart()
+        events = [log.append("container.started", f"c{i % 5}", publish=False) for i in range(200)]
+        def publish(share: list[EventMessage]) -> None:
+            for event in share:
+                link.publish_event(event)
+
+        threads = [threading.Thread(target=publish, args=(events[k::4],)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        got: set[int] = set()
+        while len(got) < 200:
+            assert sub.poll(5000), f"only {len(got)} events arrived"
+            event = decode(sub.recv_multipart()[1])
+            assert isinstance(event, EventMessage)
+            got.add(event.position)
+        assert got == {e.position for e in events}
+    finally:
+        sub.close(linger=0)
