@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.errors import InvalidArgument
 from engine.signals import parse_signal
@@ -23,20 +23,23 @@ _HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA
 _USER_RE = re.compile(r"^[0-9]{1,10}(:[0-9]{1,10})?$")
 
 
-@dataclass(frozen=True, slots=True)
-class PortMapping:
-    """A host port to reserve for the container's lifetime (libpod's bindPorts)."""
+class PortMapping(NamedTuple):
+    """A host port to reserve for the container's lifetime (libpod's bindPorts).
 
+    A NamedTuple so it is both the plain ``[ip, host, ctr, proto]`` of the wire and
+    self-describing.
+    """
+
+    host_ip: str
     host_port: int
     container_port: int
     protocol: str = "tcp"
-    host_ip: str = ""
 
     def validate(self) -> PortMapping:
         if self.protocol not in PROTOCOLS:
             raise InvalidArgument(f"unknown protocol {self.protocol!r}: use tcp or udp")
         for port in (self.host_port, self.container_port):
-            if not isinstance(port, int) or not 1 <= port <= 65535:
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
                 raise InvalidArgument(f"invalid port {port!r}: must be 1-65535")
         return self
 
@@ -52,7 +55,7 @@ class PortMapping:
                 ip, (host, ctr) = "", parts
             else:
                 raise ValueError
-            return cls(int(host), int(ctr), proto or "tcp", ip).validate()
+            return cls(ip, int(host), int(ctr), proto or "tcp").validate()
         except ValueError:
             raise InvalidArgument(
                 f"invalid port mapping {text!r}: use [IP:]HOST:CONTAINER[/tcp|udp]"
@@ -76,6 +79,28 @@ class RunSpec:
     auto_remove: bool = False
     no_new_privileges: bool = False
     cap_add: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        """Structural checks only (no filesystem): events decoded from the log pass here."""
+        if not self.rootfs:
+            raise InvalidArgument("run spec: rootfs is required")
+        if not self.args:
+            raise InvalidArgument("run spec: args must name a command")
+        for item in self.env:
+            if "=" not in item or item.startswith("="):
+                raise InvalidArgument(f"run spec: invalid environment entry {item!r}: use KEY=VALUE")
+        if isinstance(self.stop_signal, bool) or not 1 <= self.stop_signal <= 64:
+            raise InvalidArgument(f"run spec: stop signal {self.stop_signal} out of range")
+        if self.memory is not None and self.memory <= 0:
+            raise InvalidArgument("run spec: memory limit must be positive")
+        if self.pids_limit is not None and self.pids_limit <= 0:
+            raise InvalidArgument("run spec: pids limit must be positive")
+        for port in self.ports:
+            if port.protocol not in PROTOCOLS:
+                raise InvalidArgument(f"run spec: unknown protocol {port.protocol!r}")
+            for number in (port.host_port, port.container_port):
+                if not 0 <= number <= 65535:
+                    raise InvalidArgument(f"run spec: port {number} out of range")
 
     def validate(self) -> RunSpec:
         """Check everything that can be checked without starting a process."""
@@ -152,7 +177,7 @@ class RunSpec:
             kwargs["env"] = tuple(data.get("env") or ())
             kwargs["cap_add"] = tuple(data.get("cap_add") or ())
             kwargs["ports"] = tuple(
-                PortMapping(int(p[1]), int(p[2]), str(p[3]), str(p[0])) for p in data.get("ports") or ()
+                PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3])) for p in data.get("ports") or ()
             )
             if "stop_signal" in data:
                 kwargs["stop_signal"] = parse_signal(data["stop_signal"])

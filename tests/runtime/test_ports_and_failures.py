@@ -31,7 +31,7 @@ def _can_bind(port: int, kind: int) -> bool:
 
 def test_reserved_ports_cannot_be_taken_while_the_container_lives(containers: Containers) -> None:
     tcp, udp = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
-    ports = (PortMapping(tcp, 80, "tcp", "127.0.0.1"), PortMapping(udp, 53, "udp", "127.0.0.1"))
+    ports = (PortMapping("127.0.0.1", tcp, 80, "tcp"), PortMapping("127.0.0.1", udp, 53, "udp"))
     cid, created = containers.run("sleep", "60", ports=ports)
     assert not _can_bind(tcp, socket.SOCK_STREAM)
     assert not _can_bind(udp, socket.SOCK_DGRAM)
@@ -51,15 +51,15 @@ def test_port_already_taken_fails_creation_cleanly(containers: Containers) -> No
         s.listen()
         port = s.getsockname()[1]
         with pytest.raises(RuntimeFailure, match="cannot listen on the TCP port"):
-            containers.create("true", ports=(PortMapping(port, 80, "tcp", "127.0.0.1"),))
+            containers.create("true", ports=(PortMapping("127.0.0.1", port, 80, "tcp"),))
 
 
 def test_unknown_protocol_is_an_error() -> None:
     with pytest.raises(InvalidArgument, match="unknown protocol"):
-        PortMapping(8080, 80, "sctp").validate()
+        PortMapping("", 8080, 80, "sctp").validate()
     with pytest.raises(InvalidArgument):
         PortMapping.parse("8080:80/sctp")
-    assert PortMapping.parse("127.0.0.1:8080:80/udp") == PortMapping(8080, 80, "udp", "127.0.0.1")
+    assert PortMapping.parse("127.0.0.1:8080:80/udp") == PortMapping("127.0.0.1", 8080, 80, "udp")
 
 
 def test_bad_command_reports_runtime_message_and_cleans_up(containers: Containers) -> None:

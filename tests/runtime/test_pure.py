@@ -9,8 +9,8 @@ import pytest
 
 from engine.bundle import STOP_SIGNAL_ANNOTATION, oci_config
 from engine.errors import InvalidState, NotFound, PermissionDenied, RuntimeFailure, Timeout
-from engine.runtime.conmon import ConmonOptions, _read_sync, conmon_args, conmon_env, parse_sync
 from engine.runtime.config import RuntimeConfig
+from engine.runtime.conmon import ConmonOptions, _read_sync, conmon_args, conmon_env, parse_sync
 from engine.runtime.layout import ContainerPaths
 from engine.runtime.runc import classify
 from engine.signals import parse_signal
@@ -123,7 +123,7 @@ def test_oci_config_reflects_the_spec() -> None:
     spec = RunSpec(
         rootfs="/rootfs", args=("sh", "-c", "x"), env=("A=1",), cwd="/w", user="5:6",
         hostname="h", terminal=True, stop_signal=2, memory=8 << 20, pids_limit=7, read_only=True,
-        ports=(PortMapping(8080, 80),), cap_add=("CAP_SYS_ADMIN",),
+        ports=(PortMapping("", 8080, 80),), cap_add=("CAP_SYS_ADMIN",),
     )
     doc = oci_config(spec, "c" * 64, cgroups_path="/berth/x")
     proc = doc["process"]
@@ -141,7 +141,7 @@ def test_oci_config_reflects_the_spec() -> None:
 
 
 def test_runspec_round_trips_and_refuses_unknown_keys() -> None:
-    spec = RunSpec(rootfs="/r", args=("a",), ports=(PortMapping(1, 2, "udp", "127.0.0.1"),), memory=None)
+    spec = RunSpec(rootfs="/r", args=("a",), ports=(PortMapping("127.0.0.1", 1, 2, "udp"),), memory=None)
     assert RunSpec.from_data(spec.to_data()) == spec
     from engine.errors import InvalidArgument
 
