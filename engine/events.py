@@ -1,0 +1,312 @@
+"""Typed events: the facts berth records about containers.
+
+Pure domain code, no I/O. Every event is an immutable dataclass with a class-level
+``type`` (its topic on the bus and in the log) and ``schema_version``. Stored rows and
+wire frames carry ``to_data()`` dicts of msgpack-able primitives; ``from_data()`` is the
+only way back, so a payload is validated once, where it enters the domain. Old payload
+versions are upcast by the store's mapper before ``from_data`` sees them, which is why
+``from_data`` only knows the current version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+from engine.errors import InvalidArgument
+
+# The run spec lives with its validation in engine.spec; re-exported as part of the
+# created event's vocabulary.
+from engine.spec import PortMapping as PortMapping  # noqa: PLC0414 (explicit re-export)
+from engine.spec import RunSpec as RunSpec  # noqa: PLC0414
+
+# Topics. Constants, so a typo is a NameError and not a silently unknown event.
+CONTAINER_CREATED = "container.created"
+CONTAINER_PID_RECEIVED = "container.pid_received"
+CONTAINER_STARTED = "container.started"
+CONTAINER_SIGNALLED = "container.signalled"
+CONTAINER_STOP_REQUESTED = "container.stop_requested"
+CONTAINER_EXITED = "container.exited"
+CONTAINER_PAUSED = "container.paused"
+CONTAINER_UNPAUSED = "container.unpaused"
+CONTAINER_EXEC_STARTED = "container.exec_started"
+CONTAINER_EXEC_EXITED = "container.exec_exited"
+CONTAINER_CHECKPOINTED = "container.checkpointed"
+CONTAINER_RESTORED = "container.restored"
+CONTAINER_REMOVED = "container.removed"
+COMMAND_FAILED = "command.failed"
+
+# Why a container exited. "stop" and "checkpoint" were asked for (expected=True);
+# "exit" and "crash" are the process's own doing; "unknown" when the exit was found
+# after the fact (e.g. reconciliation without an exit file).
+EXIT_REASONS = frozenset({"stop", "checkpoint", "exit", "crash", "unknown"})
+
+def _bad(event_type: str, detail: str) -> InvalidArgument:
+    return InvalidArgument(f"invalid {event_type} payload: {detail}")
+
+
+def datetime_to_data(value: datetime) -> str:
+    """Encode an aware datetime as ISO 8601 UTC; naive datetimes are refused, not guessed."""
+    if value.tzinfo is None:
+        raise InvalidArgument("naive datetime: berth records times in UTC only")
+    return value.astimezone(UTC).isoformat()
+
+
+def datetime_from_data(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"expected an ISO 8601 time, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"bad ISO 8601 time {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise InvalidArgument(f"time {value!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+class Event:
+    """Base of all events. Subclasses are frozen slotted dataclasses.
+
+    The default codec maps slot names to values, which is right for events whose
+    fields are all primitives; events with nested or tuple fields override it.
+    """
+
+    __slots__ = ()
+    type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+    def to_data(self) -> dict[str, Any]:
+        names: tuple[str, ...] = self.__slots__
+        return {name: getattr(self, name) for name in names}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise _bad(cls.type, str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerCreated(Event):
+    type: ClassVar[str] = CONTAINER_CREATED
+    name: str
+    node: str
+    bundle: str
+    spec: RunSpec
+
+    def to_data(self) -> dict[str, Any]:
+        return {"name": self.name, "node": self.node, "bundle": self.bundle,
+                "spec": self.spec.to_data()}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            return cls(name=data["name"], node=data["node"], bundle=data["bundle"],
+                       spec=RunSpec.from_data(data["spec"]))
+        except KeyError as exc:
+            raise _bad(cls.type, f"missing {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PidReceived(Event):
+    type: ClassVar[str] = CONTAINER_PID_RECEIVED
+    pid: int
+    conmon_pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Started(Event):
+    type: ClassVar[str] = CONTAINER_STARTED
+
+
+@dataclass(frozen=True, slots=True)
+class Signalled(Event):
+    type: ClassVar[str] = CONTAINER_SIGNALLED
+    signal: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested(Event):
+    type: ClassVar[str] = CONTAINER_STOP_REQUESTED
+    timeout: int
+
+
+@dataclass(frozen=True, slots=True)
+class Exited(Event):
+    """The main process ended. v2 added ``expected``/``reason``; v1 rows are upcast.
+
+    ``finished_at`` is the time from the exit file when there was one; None when the
+    exit was inferred, in which case readers use the event's recorded time.
+    """
+
+    type: ClassVar[str] = CONTAINER_EXITED
+    schema_version: ClassVar[int] = 2
+    exit_code: int
+    finished_at: datetime | None = None
+    expected: bool = False
+    reason: str = "unknown"
+
+    def __post_init__(self) -> None:
+        if self.reason not in EXIT_REASONS:
+            raise _bad(self.type, f"unknown exit reason {self.reason!r}")
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "finished_at": None if self.finished_at is None
+            else datetime_to_data(self.finished_at),
+            "expected": self.expected,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            finished = data.get("finished_at")
+            return cls(exit_code=data["exit_code"],
+                       finished_at=None if finished is None else datetime_from_data(finished),
+                       expected=data["expected"], reason=data["reason"])
+        except KeyError as exc:
+            raise _bad(cls.type, f"missing {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Paused(Event):
+    type: ClassVar[str] = CONTAINER_PAUSED
+
+
+@dataclass(frozen=True, slots=True)
+class Unpaused(Event):
+    type: ClassVar[str] = CONTAINER_UNPAUSED
+
+
+@dataclass(frozen=True, slots=True)
+class ExecStarted(Event):
+    type: ClassVar[str] = CONTAINER_EXEC_STARTED
+    session_id: str
+    command: tuple[str, ...]
+    pid: int
+
+    def to_data(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "command": list(self.command), "pid": self.pid}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            return cls(session_id=data["session_id"], command=tuple(data["command"]),
+                       pid=data["pid"])
+        except KeyError as exc:
+            raise _bad(cls.type, f"missing {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ExecExited(Event):
+    type: ClassVar[str] = CONTAINER_EXEC_EXITED
+    session_id: str
+    exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpointed(Event):
+    """A CRIU image was written. The run state changes only through the ``exited``
+    event (reason "checkpoint") that follows when the container did not keep running."""
+
+    type: ClassVar[str] = CONTAINER_CHECKPOINTED
+    image_path: str
+    leave_running: bool
+    tcp_established: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Restored(Event):
+    type: ClassVar[str] = CONTAINER_RESTORED
+    pid: int
+    conmon_pid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Removed(Event):
+    type: ClassVar[str] = CONTAINER_REMOVED
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFailed(Event):
+    """A command that was refused or failed: recorded so "no lost command" holds even
+    for failures, and so a retried command id gets the same answer."""
+
+    type: ClassVar[str] = COMMAND_FAILED
+    command_type: str
+    code: str
+    message: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        ContainerCreated, PidReceived, Started, Signalled, StopRequested, Exited, Paused,
+        Unpaused, ExecStarted, ExecExited, Checkpointed, Restored, Removed, CommandFailed,
+    )
+}
+
+
+def event_class(event_type: str) -> type[Event]:
+    try:
+        return EVENT_TYPES[event_type]
+    except KeyError:
+        raise InvalidArgument(f"unknown event type {event_type!r}") from None
+
+
+def event_from_data(event_type: str, data: Mapping[str, Any]) -> Event:
+    """Rebuild a typed event from its topic and a current-version payload."""
+    event: Event = event_class(event_type).from_data(data)
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """Where and why an event was recorded: its place in the log and its audit trail."""
+
+    stream: str
+    stream_version: int
+    position: int
+    type: str
+    recorded_at: datetime
+    causation_id: str
+    correlation_id: str
+    actor: str
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: the typed fact plus its envelope."""
+
+    metadata: Metadata
+    event: Event
+
+    @property
+    def position(self) -> int:
+        return self.metadata.position
+
+    @property
+    def stream(self) -> str:
+        return self.metadata.stream
+
+    @property
+    def type(self) -> str:
+        return self.metadata.type
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event waiting to be appended: the store gives it a version, position and time."""
+
+    stream: str
+    event: Event
+    causation_id: str
+    correlation_id: str
+    actor: str
+    node: str
