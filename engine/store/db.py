@@ -1,0 +1,119 @@
+"""Connections to the store's database, and the one edge where driver errors stop.
+
+Everything in ``engine/store`` that touches a connection does it inside
+``translated()``: sqlalchemy, sqlite3 and psycopg exceptions become ``engine.errors``
+types there and nowhere else, so callers (worker, CLI, bus) only ever branch on
+berth's codes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from engine.errors import (
+    AlreadyExists,
+    BerthError,
+    ConcurrencyError,
+    InvalidArgument,
+    StoreError,
+)
+
+# Execution option that marks a connection as a writer. On SQLite a writer opens its
+# transaction with BEGIN IMMEDIATE: it takes the write lock before reading the head of
+# the log, so two writers can never both compute the same next position.
+WRITE = "berth_write"
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
+    """Create an Engine with berth's durability settings.
+
+    SQLite runs in WAL mode: readers never block the single writer. synchronous=NORMAL
+    in WAL survives a killed process (the guarantee the worker needs, since commits
+    land in the WAL before COMMIT returns); pass "FULL" to also survive power loss.
+    """
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise InvalidArgument(f"bad store url: {exc}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise InvalidArgument(f"bad sqlite synchronous mode {synchronous!r}")
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        _configure_sqlite(engine, synchronous.upper(), parsed.database or "")
+        return engine
+    if backend == "postgresql":
+        return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    raise InvalidArgument(f"unsupported store backend {backend!r} (sqlite or postgresql)")
+
+
+def _configure_sqlite(engine: Engine, synchronous: str, database: str) -> None:
+    in_memory = database in {"", ":memory:"}
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the sqlite3 module so BEGIN is ours.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(WRITE):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+
+def _constraint_of(exc: sa_exc.IntegrityError) -> str:
+    orig = exc.orig
+    diag = getattr(orig, "diag", None)
+    name = getattr(diag, "constraint_name", None) if diag is not None else None
+    return f"{name or ''} {orig}"
+
+
+def _translate(exc: BaseException, action: str) -> BerthError:
+    if isinstance(exc, sa_exc.IntegrityError):
+        what = _constraint_of(exc)
+        if "uq_events_stream_version" in what or "events.stream" in what:
+            return ConcurrencyError(f"{action}: a concurrent append took the stream version")
+        if "ux_containers_live_name" in what or "containers.name" in what:
+            return AlreadyExists(f"{action}: the container name is already in use")
+        if "commands" in what:
+            return ConcurrencyError(f"{action}: the command id was recorded concurrently")
+        return StoreError(f"{action}: integrity error: {exc.orig}")
+    if isinstance(exc, sa_exc.DBAPIError):
+        return StoreError(f"{action}: {type(exc.orig).__name__}: {exc.orig}")
+    return StoreError(f"{action}: {type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def translated(action: str) -> Iterator[None]:
+    """The single translation edge for database errors."""
+    try:
+        yield
+    except BerthError:
+        raise
+    except (sa_exc.SQLAlchemyError, sqlite3.Error, psycopg.Error, OSError) as exc:
+        raise _translate(exc, action) from exc

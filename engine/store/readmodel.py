@@ -1,0 +1,263 @@
+"""The ``containers`` read model: the projection's output, stored for fast queries.
+
+Rows are written only by folding events with ``engine.projection.apply`` (in the
+append transaction, or by a rebuild), and every ``ContainerState`` field has a column,
+so a row converts back to exactly the state it was made from. That exactness is what
+lets "rebuild == incremental" be checked field by field.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+
+from engine import events as ev
+from engine.errors import InvalidArgument, NotFound
+from engine.projection import FIELDS, PAUSED, REMOVED, RUNNING, ContainerState
+from engine.store.mapper import pack, unpack
+from engine.store.schema import containers
+
+# Same rule podman applies to names; ids are hex, so a valid id is a valid ref too.
+REF_PATTERN = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+
+
+def state_to_row(s: ContainerState) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "name": s.name,
+        "state": s.state,
+        "node": s.node,
+        "bundle": s.bundle,
+        "rootfs": s.spec.rootfs,
+        "command": shlex.join(s.spec.args),
+        "spec": pack(s.spec.to_data()),
+        "pid": s.pid,
+        "conmon_pid": s.conmon_pid,
+        "exit_code": s.exit_code,
+        "exit_reason": s.exit_reason,
+        "created_at": s.created_at,
+        "started_at": s.started_at,
+        "finished_at": s.finished_at,
+        "restart_count": s.restart_count,
+        "paused": s.state == PAUSED,
+        "auto_remove": s.spec.auto_remove,
+        "removed": s.state == REMOVED,
+        "checkpoint_path": s.checkpoint_path,
+        "exec_sessions": pack(list(s.exec_sessions)),
+        "version": s.version,
+        "last_position": s.last_position,
+    }
+
+
+# Specs never change after create and many containers share one, so decoded specs are
+# kept by their stored bytes: ps decodes each distinct spec once, not once per row.
+_SPECS: dict[bytes, ev.RunSpec] = {}
+_SPECS_MAX = 4096
+
+
+def _spec(blob: bytes) -> ev.RunSpec:
+    key = bytes(blob)
+    spec = _SPECS.get(key)
+    if spec is None:
+        if len(_SPECS) >= _SPECS_MAX:
+            _SPECS.clear()
+        spec = _SPECS[key] = ev.RunSpec.from_data(unpack(key))
+    return spec
+
+
+def row_to_state(row: Any) -> ContainerState:
+    return ContainerState(
+        id=row.id,
+        name=row.name,
+        node=row.node,
+        bundle=row.bundle,
+        spec=_spec(row.spec),
+        state=row.state,
+        created_at=row.created_at,
+        version=row.version,
+        last_position=row.last_position,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        pid=row.pid,
+        conmon_pid=row.conmon_pid,
+        exit_code=row.exit_code,
+        exit_reason=row.exit_reason,
+        restart_count=row.restart_count,
+        checkpoint_path=row.checkpoint_path,
+        exec_sessions=tuple(unpack(row.exec_sessions)),
+    )
+
+
+def load_states(conn: Connection, ids: Iterable[str]) -> dict[str, ContainerState]:
+    wanted = list(set(ids))
+    found: dict[str, ContainerState] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        for row in conn.execute(select(containers).where(containers.c.id.in_(chunk))):
+            found[row.id] = row_to_state(row)
+    return found
+
+
+class StateCache:
+    """Recently written states, so an append need not decode full rows to fold onto.
+
+    An entry is used only if the row still has the same (version, last_position):
+    positions are never reused once committed, and entries are stored only after a
+    commit, so a matching pair means the row holds exactly this state. Another
+    process's write changes the pair and forces a reload.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        self._capacity = capacity
+        self._states: dict[str, ContainerState] = {}
+
+    def load(self, conn: Connection, ids: Iterable[str]) -> dict[str, ContainerState]:
+        wanted = list(set(ids))
+        found: dict[str, ContainerState] = {}
+        stale: list[str] = []
+        key = containers.c
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            query = select(key.id, key.version, key.last_position).where(key.id.in_(chunk))
+            for cid, version, last_position in conn.execute(query):
+                cached = self._states.get(cid)
+                if (cached is not None and cached.version == version
+                        and cached.last_position == last_position):
+                    found[cid] = cached
+                else:
+                    stale.append(cid)
+        if stale:
+            found.update(load_states(conn, stale))
+        return found
+
+    def remember(self, states: Iterable[ContainerState]) -> None:
+        if len(self._states) > self._capacity:
+            self._states.clear()
+        for state in states:
+            self._states[state.id] = state
+
+    def clear(self) -> None:
+        self._states.clear()
+
+
+def _changed_columns(old: ContainerState, new: ContainerState) -> dict[str, Any]:
+    """Only the columns whose field changed: most events touch two or three."""
+    out: dict[str, Any] = {}
+    for name in FIELDS:
+        before, after = getattr(old, name), getattr(new, name)
+        if before is after or before == after:
+            continue
+        if name == "state":
+            out["state"] = after
+            out["paused"] = after == PAUSED
+            out["removed"] = after == REMOVED
+        elif name == "exec_sessions":
+            out["exec_sessions"] = pack(list(after))
+        elif name == "spec":
+            out.update({k: v for k, v in state_to_row(new).items()
+                        if k in ("spec", "rootfs", "command", "auto_remove")})
+        else:
+            out[name] = after
+    return out
+
+
+def save_states(conn: Connection, states: Mapping[str, ContainerState],
+                before: Mapping[str, ContainerState]) -> None:
+    """Write folded states: UPDATE changed columns of rows that were there, INSERT new
+    ones. Updates go first, so a container removed in this batch frees its name
+    before a new container taking the same name is inserted."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    inserts: list[dict[str, Any]] = []
+    for cid, state in states.items():
+        old = before.get(cid)
+        if old is None:
+            inserts.append(state_to_row(state))
+            continue
+        changed = _changed_columns(old, state)
+        if changed:
+            groups.setdefault(tuple(sorted(changed)), []).append({**changed, "b_id": cid})
+    for columns, rows in groups.items():
+        stmt = (update(containers).where(containers.c.id == bindparam("b_id"))
+                .values({c: bindparam(c) for c in columns}))
+        conn.execute(stmt, rows)
+    if inserts:
+        conn.execute(insert(containers), inserts)
+
+
+def replace_all(conn: Connection, states: Mapping[str, ContainerState]) -> None:
+    conn.execute(delete(containers))
+    rows = [state_to_row(s) for s in states.values()]
+    for start in range(0, len(rows), 1000):
+        conn.execute(insert(containers), rows[start:start + 1000])
+
+
+def all_states(conn: Connection) -> dict[str, ContainerState]:
+    return {row.id: row_to_state(row) for row in conn.execute(select(containers))}
+
+
+def list_containers(conn: Connection, *, all: bool = False,
+                    node: str | None = None) -> list[ContainerState]:
+    """What ``ps`` shows: live containers newest first; only running/paused unless ``all``."""
+    query = select(containers).where(containers.c.removed.is_(False))
+    if not all:
+        query = query.where(containers.c.state.in_((RUNNING, PAUSED)))
+    if node is not None:
+        query = query.where(containers.c.node == node)
+    query = query.order_by(containers.c.created_at.desc(), containers.c.id)
+    return [row_to_state(row) for row in conn.execute(query)]
+
+
+def get_container(conn: Connection, container_id: str, *,
+                  include_removed: bool = False) -> ContainerState:
+    row = conn.execute(select(containers).where(containers.c.id == container_id)).first()
+    if row is None or (row.removed and not include_removed):
+        raise NotFound(f"no such container: {container_id}")
+    return row_to_state(row)
+
+
+def resolve(conn: Connection, ref: str) -> str:
+    """Turn what a user typed into a container id: full id, then name, then id prefix."""
+    if not isinstance(ref, str) or not REF_PATTERN.match(ref):
+        raise InvalidArgument(f"invalid container reference {ref!r}")
+    live = containers.c.removed.is_(False)
+    exact = conn.execute(
+        select(containers.c.id).where(live, containers.c.id == ref)).scalar()
+    if exact is not None:
+        return str(exact)
+    named = conn.execute(
+        select(containers.c.id).where(live, containers.c.name == ref)).scalar()
+    if named is not None:
+        return str(named)
+    matches = conn.execute(
+        select(containers.c.id)
+        .where(live, containers.c.id.startswith(ref, autoescape=True))
+        .limit(2)
+    ).scalars().all()
+    if not matches:
+        raise NotFound(f"no such container: {ref}")
+    if len(matches) > 1:
+        raise InvalidArgument(f"container reference {ref!r} is ambiguous: "
+                              "give more of the id")
+    return str(matches[0])
+
+
+def differences(expected: Mapping[str, ContainerState],
+                actual: Mapping[str, ContainerState]) -> list[str]:
+    """Human-readable differences between what the log says and what the rows say."""
+    out: list[str] = []
+    for cid in sorted(set(expected) | set(actual)):
+        want, have = expected.get(cid), actual.get(cid)
+        if want is None:
+            out.append(f"{cid}: row exists but the log has no such container")
+        elif have is None:
+            out.append(f"{cid}: missing row")
+        elif want != have:
+            for field in ContainerState.__slots__:
+                a, b = getattr(want, field), getattr(have, field)
+                if a != b:
+                    out.append(f"{cid}: {field}: log={a!r} row={b!r}")
+    return out

@@ -1,0 +1,1 @@
+"""Alembic revisions of berth's event store. Run them with ``engine.store.migrate``."""

@@ -1,0 +1,144 @@
+"""Every Alembic revision upgrades a database seeded at that revision to head, and head
+matches the tables the store is written against."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from engine import events as ev
+from engine.store import open_store
+from engine.store.db import make_engine
+from engine.store.mapper import pack
+from engine.store.migrate import current_revision, head_revision, revisions, upgrade
+from engine.store.schema import metadata
+from tests.store.helpers import SPEC
+
+CID = "f" * 64
+T = 1_700_000_000_000_000  # epoch micros
+
+_events_v1 = sa.table("events", *(sa.column(c) for c in (
+    "position", "stream", "stream_version", "type", "schema_version", "data", "recorded_at",
+    "causation_id", "correlation_id", "actor", "node")))
+_containers = sa.table("containers", *(sa.column(c) for c in (
+    "id", "name", "state", "node", "bundle", "rootfs", "command", "spec", "pid",
+    "conmon_pid", "exit_code", "exit_reason", "created_at", "started_at", "finished_at",
+    "restart_count", "paused", "auto_remove", "removed", "checkpoint_path", "exec_sessions",
+    "version", "last_position")))
+_commands = sa.table("commands", *(sa.column(c) for c in (
+    "command_id", "command_type", "stream", "outcome", "error_code", "message", "positions",
+    "recorded_at")))
+
+
+def _seed_0001(conn: sa.Connection) -> None:
+    """A container that ran and exited, as berth 0001 wrote it: ``exited`` still v1."""
+    rows = [
+        (1, ev.CONTAINER_CREATED, 1,
+         ev.ContainerCreated("old", "n1", "/b", SPEC).to_data()),
+        (2, ev.CONTAINER_PID_RECEIVED, 1, {"pid": 10, "conmon_pid": 9}),
+        (3, ev.CONTAINER_STARTED, 1, {}),
+        (4, ev.CONTAINER_EXITED, 1, {"exit_code": 3}),
+    ]
+    conn.execute(_events_v1.insert(), [
+        {"position": p, "stream": CID, "stream_version": p, "type": t, "schema_version": v,
+         "data": pack(d), "recorded_at": T + p, "causation_id": f"c{p}",
+         "correlation_id": "", "actor": "old-cli", "node": "n1"} for p, t, v, d in rows])
+    conn.execute(_containers.insert().values(
+        id=CID, name="old", state="exited", node="n1", bundle="/b", rootfs=SPEC.rootfs,
+        command="sleep 1000", spec=pack(SPEC.to_data()), pid=None, conmon_pid=None,
+        exit_code=3, exit_reason="unknown", created_at=T + 1, started_at=T + 3,
+        finished_at=T + 4, restart_count=0, paused=False, auto_remove=False, removed=False,
+        checkpoint_path=None, exec_sessions=pack([]), version=4, last_position=4))
+
+
+def _seed_0002(conn: sa.Connection) -> None:
+    _seed_0001(conn)
+    conn.execute(_commands.insert().values(
+        command_id="c2", command_type="container.start", stream=CID, outcome="ok",
+        error_code=None, message=None, positions=pack([2, 3]), recorded_at=T + 3))
+
+
+def _seed_0003(conn: sa.Connection) -> None:
+    _seed_0002(conn)
+    from engine.store.audit import GENESIS, link
+    rows = conn.execute(sa.text("SELECT * FROM events ORDER BY position")).mappings().all()
+    prev = GENESIS
+    for row in rows:
+        digest = link(prev, row)
+        conn.execute(sa.text("UPDATE events SET prev_hash = :ph, hash = :h "
+                             "WHERE position = :p"),
+                     {"ph": prev, "h": digest, "p": row["position"]})
+        prev = digest
+
+
+SEEDERS: dict[str, Callable[[sa.Connection], None]] = {
+    "0001": _seed_0001, "0002": _seed_0002, "0003": _seed_0003,
+}
+
+
+def test_every_revision_has_a_seeded_upgrade_test() -> None:
+    assert list(SEEDERS) == revisions()
+    assert revisions()[-1] == head_revision()
+
+
+def test_upgrade_from_each_revision_with_data(db_url: str) -> None:
+    for revision in revisions():
+        _reset(db_url)
+        upgrade(db_url, revision)
+        assert current_revision(db_url) == revision
+        engine = make_engine(db_url)
+        with engine.begin() as conn:
+            SEEDERS[revision](conn)
+        engine.dispose()
+
+        store = open_store(db_url)  # upgrades to head
+        try:
+            assert current_revision(db_url) == head_revision()
+            history = store.read_stream(CID)
+            assert [r.type for r in history][-1] == ev.CONTAINER_EXITED
+            # The v1 exited row comes back as a typed v2 event (the upcaster).
+            assert history[-1].event == ev.Exited(3, None, False, "unknown")
+            assert history[0].metadata.actor == "old-cli"
+            assert store.verify_chain() is None
+            assert store.verify_read_model() == []
+            assert store.get_container(CID).exit_code == 3
+            if revision >= "0002":
+                outcome = store.outcome("c2")
+                assert outcome is not None and outcome.positions == (2, 3)
+            # Life goes on after the upgrade, chained onto the old rows.
+            more = store.append(CID, 4, [ev.Removed()], command_id="after",
+                                command_type="container.rm")
+            assert more[0].position == 5 and more[0].metadata.stream_version == 5
+            assert store.verify_chain() is None
+            assert store.get_container(CID, include_removed=True).removed
+        finally:
+            store.close()
+
+
+def test_head_matches_the_store_tables(db_url: str) -> None:
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_upgrade_is_idempotent(db_url: str) -> None:
+    upgrade(db_url)
+    upgrade(db_url)
+    assert current_revision(db_url) == head_revision()
+
+
+def _reset(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for table in ("containers", "commands", "events", "alembic_version"):
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+    engine.dispose()
