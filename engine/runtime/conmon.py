@@ -14,6 +14,7 @@ import os
 import select
 import time
 from dataclasses import dataclass, field
+
 from engine.errors import RuntimeFailure, Timeout
 from engine.runtime.config import SYSTEMD, RuntimeConfig
 from engine.runtime.layout import ContainerPaths

@@ -11,7 +11,8 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from engine.errors import BerthError
 from engine.ids import new_container_id

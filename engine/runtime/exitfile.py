@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
@@ -33,7 +33,7 @@ def read_exit_file(path: str) -> ExitStatus | None:
         code = int(text)
     except ValueError:
         code = -1
-    return ExitStatus(code, datetime.fromtimestamp(st.st_mtime, tz=timezone.utc))
+    return ExitStatus(code, datetime.fromtimestamp(st.st_mtime, tz=UTC))
 
 
 def wait_exit_file(

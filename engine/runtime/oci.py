@@ -11,10 +11,11 @@ import enum
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Sequence
+from datetime import UTC, datetime
 
 from engine.bundle import oci_config, write_bundle
 from engine.errors import (
@@ -185,7 +186,7 @@ class OCIRuntime:
             found = read_exit_file(paths.exit_file)
             if found is not None:
                 return StatusReport(Status.EXITED, 0, found.exit_code, found.finished_at)
-            return StatusReport(Status.EXITED, 0, -1, datetime.now(timezone.utc))
+            return StatusReport(Status.EXITED, 0, -1, datetime.now(UTC))
         try:
             status = Status(state.status)
         except ValueError:
@@ -196,7 +197,7 @@ class OCIRuntime:
         if status is Status.STOPPED and not known_stopped:
             found = wait_exit_file(paths.exit_file)
             if found is None:
-                return StatusReport(Status.STOPPED, state.pid, -1, datetime.now(timezone.utc))
+                return StatusReport(Status.STOPPED, state.pid, -1, datetime.now(UTC))
             return StatusReport(Status.STOPPED, state.pid, found.exit_code, found.finished_at)
         return StatusReport(status, state.pid)
 
@@ -205,7 +206,7 @@ class OCIRuntime:
     def start(self, container_id: str) -> datetime:
         cid = validate_container_id(container_id)
         self.runc.run(["start", cid], f"starting container {cid}")
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def kill(self, container_id: str, signal: int | str, *, all_processes: bool = False) -> None:
         cid = validate_container_id(container_id)
@@ -275,8 +276,13 @@ class OCIRuntime:
         no_new_privileges: bool = False,
         cap_add: Sequence[str] = (),
         timeout: float | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> ExecResult:
-        """Run ``cmd`` in the container and return its exit code and output (execContainer)."""
+        """Run ``cmd`` in the container and return its exit code and output (execContainer).
+
+        ``on_start`` is called with the session's pid as soon as runc has written its
+        pid file, so the caller can record the session before it ends.
+        """
         cid = validate_container_id(container_id)
         if not cmd:
             raise InvalidArgument("must provide a command to execute")
@@ -306,14 +312,7 @@ class OCIRuntime:
             if tty:
                 code, output = _run_on_pty(args, timeout)
             else:
-                proc = subprocess.run(
-                    args,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    timeout=timeout,
-                )
-                code, output = proc.returncode, proc.stdout
+                code, output = _run_watching_pidfile(args, timeout, pidfile, on_start)
         except subprocess.TimeoutExpired:
             raise Timeout(f"exec in container {cid} did not finish within {timeout}s") from None
         pid = conmon.read_pidfile(pidfile)
@@ -393,6 +392,37 @@ class OCIRuntime:
             pass
         self._clear_exit_file(paths)
         return self.create(cid, spec, name=name, restore_path=image, tcp_established=tcp_established)
+
+
+def _run_watching_pidfile(
+    args: list[str], timeout: float | None, pidfile: str, on_start: Callable[[int], None] | None
+) -> tuple[int, bytes]:
+    """Run runc exec with its output in a temporary file, reporting the pid once known."""
+    try:
+        os.unlink(pidfile)
+    except FileNotFoundError:
+        pass
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if on_start is not None:
+            pid = 0
+            while proc.poll() is None and pid == 0:
+                pid = conmon.read_pidfile(pidfile)
+                if pid == 0:
+                    time.sleep(0.002)
+            pid = pid or conmon.read_pidfile(pidfile)
+            if pid:
+                on_start(pid)
+        try:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            code = proc.wait(left)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        out.seek(0)
+        return code, out.read()
 
 
 def _run_on_pty(args: list[str], timeout: float | None) -> tuple[int, bytes]:

@@ -7,7 +7,7 @@ container's lifetime so no other process can take the ports meanwhile.
 from __future__ import annotations
 
 import socket
-from typing import Sequence
+from collections.abc import Sequence
 
 from engine.errors import InvalidArgument, RuntimeFailure
 from engine.spec import PortMapping

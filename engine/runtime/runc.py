@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from engine.errors import (
     BerthError,
@@ -97,7 +97,7 @@ class Runc:
         argv = self.global_args(criu=criu, log=log) + list(args)
         limit = timeout if timeout is not None else self.config.runc_timeout
         try:
-            proc = subprocess.run(
+            proc = subprocess.run(  # noqa: PLW1510 - the return code is examined below
                 argv,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,

@@ -10,7 +10,7 @@ import errno
 import os
 import select
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def pid_alive(pid: int) -> bool:

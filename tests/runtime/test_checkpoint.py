@@ -48,7 +48,7 @@ def test_checkpoint_then_restore_continues_the_counter(containers: Containers) -
 
 
 def test_leave_running_keeps_the_container_running(containers: Containers) -> None:
-    cid, created = containers.run("sh", "-c", COUNTER)
+    cid, _created = containers.run("sh", "-c", COUNTER)
     wait_until(lambda: len(_counts(containers, cid)) >= 2, 10, what="counter output")
     image = containers.runtime.checkpoint(cid, leave_running=True)
     assert os.path.isfile(os.path.join(image, "inventory.img"))

@@ -35,7 +35,7 @@ def test_exit_code_reaches_the_exit_file(containers: Containers, code: int) -> N
 
 
 def test_running_status_then_delete(containers: Containers) -> None:
-    cid, created = containers.run("sleep", "30")
+    cid, _created = containers.run("sleep", "30")
     assert containers.runtime.status(cid).status is Status.RUNNING
     containers.runtime.delete(cid, force=True)
     gone = containers.runtime.status(cid)
@@ -84,7 +84,7 @@ def test_pids_limit_is_enforced(containers: Containers) -> None:
 
 
 def test_memory_limit_is_written_to_the_cgroup(containers: Containers) -> None:
-    cid, created = containers.run("sleep", "30", memory=64 * 1024 * 1024)
+    cid, _created = containers.run("sleep", "30", memory=64 * 1024 * 1024)
     limit = wait_until(lambda: _memory_limit(cid), 5, what="memory cgroup")
     assert limit == 64 * 1024 * 1024
 

@@ -15,7 +15,7 @@ COUNTER = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done"
 
 
 def test_pause_freezes_output_and_unpause_resumes(containers: Containers) -> None:
-    cid, created = containers.run("sh", "-c", COUNTER)
+    cid, _created = containers.run("sh", "-c", COUNTER)
     wait_until(lambda: len(containers.log_lines(cid)) >= 3, 10, what="output")
     containers.runtime.pause(cid)
     assert containers.runtime.status(cid).status is Status.PAUSED
