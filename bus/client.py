@@ -12,12 +12,10 @@ engine.errors only; no SQLAlchemy, no engine.store, no engine.runtime.
 from __future__ import annotations
 
 import os
-import socket as _socket
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import zmq
 
@@ -32,8 +30,10 @@ from bus.protocol import (
     now_iso,
     parse_events_result,
 )
-from bus.subscription import Subscription
 from engine.errors import ProtocolError, Timeout, Unavailable, error_from_code
+
+if TYPE_CHECKING:
+    from bus.subscription import Subscription
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 2
@@ -49,6 +49,16 @@ class Resolved:
     name: str | None
 
 
+def new_command_id() -> str:
+    """A random (version 4) UUID, built without importing ``uuid`` (the CLI's start-up
+    pays for every import)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def default_actor() -> str:
     """Who sends commands, for the audit trail: ``$BERTH_ACTOR`` or user@host."""
     actor = os.environ.get("BERTH_ACTOR")
@@ -59,7 +69,7 @@ def default_actor() -> str:
             user = pwd.getpwuid(os.getuid()).pw_name
         except (ImportError, KeyError):
             user = f"uid{os.getuid()}"
-        actor = f"{user}@{_socket.gethostname()}"
+        actor = f"{user}@{os.uname().nodename}"
     return actor[:MAX_ACTOR_LENGTH]
 
 
@@ -122,7 +132,7 @@ class Client:
         correlation_id: str | None = None,
     ) -> Command:
         """Build (and validate) a command from this client's actor."""
-        cid = command_id or str(uuid.uuid4())
+        cid = command_id or new_command_id()
         return Command(
             id=cid,
             type=type,
@@ -343,6 +353,8 @@ class Client:
         None: only events after now), then live ones, with no gap and no duplicate."""
         fetcher = Client(self.endpoint, events_endpoint=self.events_endpoint, actor=self.actor,
                          timeout=self.timeout, retries=self.retries, context=self._ctx)
+        from bus.subscription import Subscription
+
         return Subscription(fetcher.events, self.events_endpoint, from_position=from_position,
                             types=types, container=container, page_size=page_size,
                             context=self._ctx,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -113,6 +112,8 @@ def prepare_bind(endpoint: str) -> None:
 
 
 def _someone_listens(path: Path) -> bool:
+    import socket  # only the broker binds; the CLI never gets here
+
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))

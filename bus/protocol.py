@@ -86,6 +86,9 @@ QUERY_COMMANDS: Final = frozenset(
 ADMIN_COMMANDS: Final = frozenset({"admin.rebuild", "admin.verify_audit"})
 COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS
 CREATE: Final = "container.create"
+WAIT: Final = "container.wait"
+SERIAL_COMMANDS: Final = CONTAINER_COMMANDS - {WAIT}
+"""Commands a worker runs one after another per container (they change it)."""
 PING: Final = "query.ping"
 
 # Same rules as engine.ids (bus may not import it: the CLI must start cheaply).

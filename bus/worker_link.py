@@ -27,6 +27,7 @@ import zmq
 
 from bus import endpoints as _endpoints
 from bus.protocol import (
+    SERIAL_COMMANDS,
     MAX_FRAME_SIZE,
     Command,
     Disconnect,
@@ -239,7 +240,10 @@ class WorkerLink:
                 return
             self._inflight.add(command.id)
             self.stats["commands"] += 1
-            key = command.container
+            # Only commands that change a container are serialised per container;
+            # reads and waits run beside them, or `wait` would block the `stop`
+            # it waits for.
+            key = command.container if command.type in SERIAL_COMMANDS else None
             if key is None:
                 self._pool.submit(self._run_one, command)
                 return
