@@ -1,0 +1,112 @@
+"""The worker process: one per node. It owns the node's containers.
+
+Lifecycle (after arq's worker): ``start`` opens the store (migrating it), sets
+up the runtime, starts watching exit files *before* reconciling so no exit
+slips between the two, reconciles, then connects to the broker. ``close``
+stops intake first, then the monitor, and reports what it did. Containers are
+never stopped by stopping the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from bus.worker_link import WorkerLink
+from engine.ids import validate_node
+from engine.runtime import OCIRuntime, RuntimeConfig
+from engine.store import EventStore, open_store
+from workers.context import WorkerContext
+from workers.exits import ExitMonitor
+from workers.handlers import Handlers
+from workers.reconcile import Reconciled, reconcile
+
+log = logging.getLogger("berth.worker")
+
+DEFAULT_ROOT = "/var/lib/berth"
+DEFAULT_RUN = "/run/berth"
+
+
+def default_db_url(root: str) -> str:
+    return f"sqlite:///{os.path.join(root, 'berth.db')}"
+
+
+@dataclass
+class WorkerConfig:
+    node: str = "local"
+    root: str = field(default_factory=lambda: os.environ.get("BERTH_ROOT", DEFAULT_ROOT))
+    run: str = field(default_factory=lambda: os.environ.get("BERTH_RUN", DEFAULT_RUN))
+    db_url: str | None = field(default_factory=lambda: os.environ.get("BERTH_DB"))
+    backend: str | None = None
+    concurrency: int = 32  # blocked waits and log long-polls each hold a thread
+    heartbeat_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        validate_node(self.node)
+
+    @property
+    def database(self) -> str:
+        return self.db_url or default_db_url(self.root)
+
+    def runtime_config(self) -> RuntimeConfig:
+        return RuntimeConfig(state_dir=self.root, tmp_dir=os.path.join(self.run, "runtime"))
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, *, store: EventStore | None = None) -> None:
+        self.config = config
+        for path in (config.root, config.run):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        self.store = store or open_store(config.database)
+        self.runtime = OCIRuntime(config.runtime_config())
+        self.ctx = WorkerContext(self.store, self.runtime, config.node)
+        self.handlers = Handlers(self.ctx)
+        self.monitor: ExitMonitor | None = None
+        self.link: WorkerLink | None = None
+        self.reconciled = Reconciled()
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self.monitor = ExitMonitor(self.ctx)
+        self.reconciled = reconcile(self.ctx)
+        log.info("reconciled %s", self.reconciled)
+        self.monitor.start()
+        self.link = WorkerLink(
+            self.config.backend, self.config.node, self.handlers.handle,
+            concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,
+        )
+        self.ctx.publish = self.link.publish_event
+        self.link.start()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "node": self.config.node,
+            "connected": bool(self.link and self.link.connected.is_set()),
+            "exits_recorded": self.monitor.recorded if self.monitor else 0,
+            "reconciled": vars(self.reconciled),
+        }
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT; containers keep running afterwards."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stopped.set())
+        self.start()
+        self._stopped.wait()
+        self.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def close(self, *, disconnect: bool = True) -> None:
+        if self.link is not None:
+            self.link.stop(disconnect=disconnect)
+            log.info("worker %s stopped: %s", self.config.node, self.link.stats)
+            self.link = None
+        if self.monitor is not None:
+            self.monitor.close()
+            self.monitor = None
+        self.store.close()
