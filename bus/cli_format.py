@@ -1,0 +1,204 @@
+"""Parsing of CLI values and formatting of CLI output, kept apart from the commands."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bus.client import Client
+from bus.protocol import EventMessage
+from engine.errors import InvalidArgument, NotFound
+
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
+_SIZES = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_time(text: str, now: datetime | None = None) -> str:
+    """RFC 3339 or a duration ago (``10m``, ``2h``) -> ISO 8601 UTC."""
+    now = now or datetime.now(UTC)
+    m = _DURATION_RE.match(text.strip())
+    if m:
+        return (now - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])).isoformat()
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidArgument(f"invalid time {text!r}: use RFC 3339 or a duration like 10m") from None
+    if value.tzinfo is None:
+        raise InvalidArgument(f"invalid time {text!r}: give a UTC offset (Z or +HH:MM)")
+    return value.astimezone(UTC).isoformat()
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise InvalidArgument(f"invalid size {text!r}: use bytes, or a number with k, m or g")
+    return int(m.group(1)) * _SIZES[m.group(2).lower()]
+
+
+def parse_port(text: str) -> list[Any]:
+    """podman's ``[IP:]HOST:CTR[/tcp|udp]`` -> the spec's [ip, host, ctr, proto]."""
+    rest, _, proto = text.partition("/")
+    parts = rest.rsplit(":", 2)
+    try:
+        if len(parts) == 3:
+            ip, host, ctr = parts
+        elif len(parts) == 2:
+            ip, (host, ctr) = "", parts
+        else:
+            raise ValueError
+        return [ip, int(host), int(ctr), proto or "tcp"]
+    except ValueError:
+        raise InvalidArgument(f"invalid port mapping {text!r}: use [IP:]HOST:CTR[/tcp|udp]") from None
+
+
+def parse_filters(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("container", "type") or not value:
+            raise InvalidArgument(f"invalid filter {item!r}: use container=CTR or type=TYPE")
+        out[key] = value
+    return out
+
+
+def write_log_lines(lines: list[list[str]]) -> None:
+    """Print k8s-file lines; partial ('P') lines are joined to the next one."""
+    for _time, stream, tag, text in lines:
+        out = sys.stderr if stream == "stderr" else sys.stdout
+        out.write(text if tag == "P" else text + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _ago(iso: str | None, now: datetime) -> str:
+    if not iso:
+        return ""
+    seconds = int((now - datetime.fromisoformat(iso)).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def status_text(row: dict[str, Any], now: datetime) -> str:
+    state = str(row["state"])
+    if state == "running":
+        return f"Up {_ago(row.get('started_at'), now)}"
+    if state == "exited":
+        return f"Exited ({row.get('exit_code')}) {_ago(row.get('finished_at'), now)} ago"
+    return state.capitalize()
+
+
+def print_ps(rows: list[dict[str, Any]]) -> None:
+    now = datetime.now(UTC)
+    table = [["CONTAINER ID", "NAME", "NODE", "STATUS", "CREATED", "COMMAND"]]
+    for r in rows:
+        table.append([
+            r["id"][:12], r["name"], r["node"], status_text(r, now),
+            _ago(r.get("created_at"), now) + " ago", " ".join(r.get("command") or [])[:40],
+        ])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+class NameCache:
+    """Container names for event lines, fetched once (events carry only ids)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._names: dict[str, str] | None = None
+
+    def learn(self, e: EventMessage) -> None:
+        """``container.created`` carries the name: remember it, also for removed containers."""
+        if e.type == "container.created" and isinstance(e.data.get("name"), str):
+            if self._names is None:
+                self._names = {}
+            self._names[e.stream] = str(e.data["name"])
+
+    def name(self, cid: str) -> str:
+        if self._names is None or cid not in self._names:
+            self._names = {r["id"]: r["name"] for r in self._client.ps(all=True)}
+            if cid not in self._names:
+                try:
+                    self._names[cid] = str(self._client.inspect(cid).get("name", ""))
+                except NotFound:
+                    self._names[cid] = ""
+        return self._names.get(cid, "")
+
+
+def event_json(e: EventMessage, names: NameCache) -> dict[str, Any]:
+    names.learn(e)
+    return {
+        "position": e.position,
+        "container": e.stream,
+        "name": names.name(e.stream),
+        "type": e.type,
+        "time": e.recorded_at,
+        "data": e.data,
+        "command_id": e.command_id,
+        "actor": e.actor,
+        "node": e.node,
+    }
+
+
+def print_event(e: EventMessage, names: NameCache, format: str) -> None:
+    if format == "json":
+        print(json.dumps(event_json(e, names), sort_keys=True, default=str))
+        return
+    names.learn(e)
+    data = " ".join(f"{k}={v}" for k, v in sorted(e.data.items()) if k != "spec")
+    print(f"{e.recorded_at} {e.position:>6} {e.type:<26} {e.stream[:12]} ({names.name(e.stream)}) {data}".rstrip())
+
+
+def print_history(events: list[EventMessage]) -> None:
+    table = [["POSITION", "TIME", "EVENT", "ACTOR", "COMMAND", "DETAIL"]]
+    for e in events:
+        detail = " ".join(f"{k}={v}" for k, v in sorted(e.data.items()) if k != "spec")
+        table.append([str(e.position), e.recorded_at, e.type, e.actor, (e.command_id or "")[:8], detail[:60]])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+class Progress:
+    """On a terminal, show that a long wait is still alive (after one quiet second)."""
+
+    def __init__(self, label: str, stream: Any = None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self._done: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self.stream.isatty():
+            self._done = threading.Event()
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        shown = False
+        assert self._done is not None
+        while not self._done.wait(0.25):
+            elapsed = time.monotonic() - start
+            if elapsed >= 1:
+                self.stream.write(f"\r{self.label}... {elapsed:.0f}s")
+                self.stream.flush()
+                shown = True
+        if shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._done is not None and self._thread is not None:
+            self._done.set()
+            self._thread.join(1)

@@ -1,0 +1,58 @@
+"""The CLI's value parsing and terminal progress, without an engine."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from bus import cli_format as fmt
+from engine.errors import InvalidArgument
+
+
+def test_parse_time_accepts_rfc3339_and_durations() -> None:
+    now = datetime(2026, 11, 28, 10, 13, tzinfo=timezone.utc)
+    assert fmt.parse_time("10m", now) == "2026-11-28T10:03:00+00:00"
+    assert fmt.parse_time("2026-11-28T10:03:00Z") == "2026-11-28T10:03:00+00:00"
+    assert fmt.parse_time("2026-11-28T11:03:00+01:00") == "2026-11-28T10:03:00+00:00"
+    for bad in ("yesterday", "2026-11-28T10:03:00", "10x", ""):
+        with pytest.raises(InvalidArgument, match="invalid time"):
+            fmt.parse_time(bad)
+
+
+def test_parse_size_and_port() -> None:
+    assert fmt.parse_size("64m") == 64 * 1024 * 1024
+    assert fmt.parse_size("1024") == 1024
+    with pytest.raises(InvalidArgument):
+        fmt.parse_size("-1")
+    assert fmt.parse_port("127.0.0.1:8080:80/udp") == ["127.0.0.1", 8080, 80, "udp"]
+    assert fmt.parse_port("8080:80") == ["", 8080, 80, "tcp"]
+    with pytest.raises(InvalidArgument):
+        fmt.parse_port("eighty")
+
+
+def test_filters() -> None:
+    assert fmt.parse_filters(["container=web", "type=container.exited"]) == {
+        "container": "web", "type": "container.exited"}
+    with pytest.raises(InvalidArgument):
+        fmt.parse_filters(["image=x"])
+
+
+def test_progress_shows_on_a_terminal_only() -> None:
+    master, slave = os.openpty()
+    try:
+        tty = os.fdopen(slave, "w", closefd=False)
+        with fmt.Progress("stopping web", tty):
+            # the wait being shown: progress appears after one quiet second
+            __import__("time").sleep(1.4)
+        tty.flush()
+        assert b"stopping web... 1s" in os.read(master, 4096)
+        plain = io.StringIO()
+        with fmt.Progress("stopping web", plain):
+            __import__("time").sleep(1.1)
+        assert plain.getvalue() == ""
+    finally:
+        os.close(master)
+        os.close(slave)
