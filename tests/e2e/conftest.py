@@ -1,0 +1,135 @@
+"""A real embedded engine per test: broker and worker on private ipc sockets, a
+private SQLite store, real runc/conmon containers, all removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from bus.broker import Broker
+from bus.client import Client
+from bus.endpoints import Endpoints, from_run_dir
+from engine.errors import BerthError
+from engine.runtime import OCIRuntime
+from engine.store import EventStore, open_store
+from tests.helpers import wait_until
+from workers.worker import Worker, WorkerConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass
+class Engine:
+    root: str
+    run: str
+    rootfs: str
+    endpoints: Endpoints
+    broker: Broker
+    worker: Worker | None = None
+    worker_proc: subprocess.Popen[bytes] | None = None
+    clients: list[Client] = field(default_factory=list)
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.root}/berth.db"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(BERTH_ROOT=self.root, BERTH_RUN=self.run, BERTH_DB=self.db_url,
+                   BERTH_BUS=self.endpoints.frontend, BERTH_BUS_WORKERS=self.endpoints.backend,
+                   BERTH_BUS_EVENTS=self.endpoints.events, PYTHONPATH=REPO)
+        return env
+
+    def client(self, **kw: Any) -> Client:
+        c = Client(self.endpoints.frontend, events_endpoint=self.endpoints.events, **kw)
+        self.clients.append(c)
+        return c
+
+    def cli(self, *args: str, timeout: float = 60, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bus.cli", *args], env=self.env, capture_output=True, check=False,
+            text=True, timeout=timeout, input=None if input is None else input.decode(),
+        )
+
+    def config(self) -> WorkerConfig:
+        return WorkerConfig(node="local", root=self.root, run=self.run, db_url=self.db_url,
+                            backend=self.endpoints.backend, heartbeat_interval=0.2)
+
+    def start_worker(self) -> Worker:
+        self.worker = Worker(self.config())
+        self.worker.start()
+        wait_until(lambda: self.worker is not None and self.worker.link is not None
+                   and self.worker.link.connected.is_set(), 10, what="worker connected")
+        return self.worker
+
+    def start_worker_process(self) -> subprocess.Popen[bytes]:
+        """A worker in its own process, so a test can kill -9 it."""
+        self.worker_proc = subprocess.Popen(
+            [sys.executable, "-m", "bus.cli", "worker", "--node", "local", "--connect", self.endpoints.backend],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        with self.client(timeout=1, retries=0) as c:
+            wait_until(lambda: _answers(c), 30, what="worker process answering")
+        return self.worker_proc
+
+    def store(self) -> EventStore:
+        return open_store(self.db_url, upgrade=False)
+
+
+def _answers(c: Client) -> bool:
+    try:
+        c.ps()
+        return True
+    except BerthError:
+        return False
+
+
+def _remove_all(engine: Engine) -> None:
+    runtime = OCIRuntime(engine.config().runtime_config())
+    containers_dir = os.path.join(engine.root, "containers")
+    ids = os.listdir(containers_dir) if os.path.isdir(containers_dir) else []
+    for cid in ids:
+        try:
+            runtime.delete(cid, force=True)
+        except BerthError:
+            pass
+        runtime.cleanup(cid)
+
+
+@pytest.fixture
+def engine(short_tmp: str, busybox_rootfs: str) -> Iterator[Engine]:
+    root, run = os.path.join(short_tmp, "root"), os.path.join(short_tmp, "run")
+    endpoints = from_run_dir(run)
+    broker = Broker(endpoints.frontend, endpoints.backend, endpoints.events, heartbeat_interval=0.2)
+    broker.start()
+    eng = Engine(root, run, busybox_rootfs, endpoints, broker)
+    try:
+        yield eng
+    finally:
+        for c in eng.clients:
+            c.close()
+        if eng.worker is not None:
+            eng.worker.close()
+        if eng.worker_proc is not None and eng.worker_proc.poll() is None:
+            eng.worker_proc.send_signal(signal.SIGTERM)
+            try:
+                eng.worker_proc.wait(10)
+            except subprocess.TimeoutExpired:
+                eng.worker_proc.kill()
+        _remove_all(eng)
+        broker.stop()
+
+
+@pytest.fixture
+def up(engine: Engine) -> Engine:
+    """The engine with an in-process worker running."""
+    engine.start_worker()
+    return engine

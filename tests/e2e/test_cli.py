@@ -1,0 +1,130 @@
+"""The ``berth`` command line, run as a real subprocess against a real engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
+
+LOOP = "trap 'exit 0' TERM; while true; do echo tick; sleep 0.1; done"
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def test_run_streams_output_and_exits_with_the_code(up: Engine) -> None:
+    result = up.cli("run", "--rm", up.rootfs, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert result.returncode == 3
+    assert result.stdout == "out\n" and result.stderr == "err\n"
+    assert _ok(up.cli("ps", "-a", "--format", "json")) == ""
+
+
+def test_detached_lifecycle_with_names(up: Engine) -> None:
+    cid = _ok(up.cli("run", "-d", "--name", "svc", "-e", "A=1", "-w", "/tmp", "--hostname", "h1",
+                     up.rootfs, "sh", "-c", LOOP)).strip()
+    assert len(cid) == 64
+    ps = [json.loads(line) for line in _ok(up.cli("ps", "--format", "json")).splitlines()]
+    assert [(p["name"], p["state"], p["node"]) for p in ps] == [("svc", "running", "local")]
+    table = _ok(up.cli("ps"))
+    assert "svc" in table and "Up" in table
+    assert _ok(up.cli("exec", "-e", "B=2", "svc", "sh", "-c", 'echo "$A$B $(pwd) $(hostname)"')) == "12 /tmp h1\n"
+    assert up.cli("exec", cid[:8], "sh", "-c", "exit 9").returncode == 9
+    _ok(up.cli("pause", "svc"))
+    assert json.loads(_ok(up.cli("inspect", "svc")))["state"] == "paused"
+    _ok(up.cli("unpause", "svc"))
+    wait_until(lambda: "tick" in _ok(up.cli("logs", "svc")), 10, what="logs")
+    _ok(up.cli("stop", "-t", "5", "svc"))
+    assert _ok(up.cli("wait", "svc")).strip() == "0"
+    _ok(up.cli("rm", "svc"))
+    assert _ok(up.cli("ps", "-a", "--format", "json")) == ""
+
+
+def test_create_start_attach_and_kill(up: Engine) -> None:
+    cid = _ok(up.cli("create", up.rootfs, "sh", "-c", "echo attached; exit 4")).strip()
+    result = up.cli("start", "-a", cid)
+    assert result.returncode == 4 and result.stdout == "attached\n"
+    k = _ok(up.cli("run", "-d", up.rootfs, "sleep", "60")).strip()
+    _ok(up.cli("kill", "-s", "KILL", k))
+    assert _ok(up.cli("wait", k)).strip() == "137"
+    bad = up.cli("kill", "-s", "NOPE", k)
+    assert bad.returncode != 0 and "invalid signal" in bad.stderr
+
+
+def test_errors_are_one_clear_sentence(up: Engine) -> None:
+    for args, expect in (
+        (("start", "no-such-ctr"), "no such container"),
+        (("run", "relative/rootfs", "true"), "not an existing directory"),
+        (("run", "--memory", "lots", up.rootfs, "true"), "invalid size"),
+        (("events", "--since", "yesterday"), "invalid time"),
+    ):
+        result = up.cli(*args)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("berth: ") and expect in lines[0], result.stderr
+
+
+def test_engine_not_running_is_reported(short_tmp: str) -> None:
+    import os
+
+    env = dict(os.environ, BERTH_RUN=short_tmp + "/nothing-here")
+    env.pop("BERTH_BUS", None)
+    result = subprocess.run([sys.executable, "-m", "bus.cli", "ps"], env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode != 0
+    assert "not running" in result.stderr and "berth up" in result.stderr
+
+
+def test_events_history_state_and_audit(up: Engine) -> None:
+    cid = _ok(up.cli("run", "-d", "--name", "tt", up.rootfs, "sh", "-c", LOOP)).strip()
+    time.sleep(0.05)  # a distinct timestamp between start and stop
+    running_at = datetime.now(UTC).isoformat()
+    time.sleep(0.05)
+    _ok(up.cli("stop", "tt"))
+    lines = [json.loads(x) for x in _ok(up.cli("events", "--format", "json")).splitlines()]
+    assert [e["type"] for e in lines][:3] == ["container.created", "container.pid_received", "container.started"]
+    assert all(set(e) >= {"position", "container", "name", "type", "time", "data", "command_id", "actor", "node"}
+               for e in lines)
+    assert lines[0]["name"] == "tt" and lines[0]["container"] == cid
+    only_exits = _ok(up.cli("events", "--format", "json", "--filter", "type=container.exited")).splitlines()
+    assert [json.loads(x)["type"] for x in only_exits] == ["container.exited"]
+    by_ctr = _ok(up.cli("events", "--format", "json", "--filter", "container=tt", "--until", running_at))
+    assert "container.exited" not in by_ctr and "container.started" in by_ctr
+    since = _ok(up.cli("events", "--format", "json", "--since", running_at))
+    assert "container.created" not in since and "container.exited" in since
+    history = _ok(up.cli("history", "tt"))
+    assert "container.stop_requested" in history and "root@" in history
+    hist_json = [json.loads(x) for x in _ok(up.cli("history", "--format", "json", "tt")).splitlines()]
+    stop = next(e for e in hist_json if e["type"] == "container.stop_requested")
+    assert stop["command_id"] and stop["actor"].startswith("root@")
+    past = json.loads(_ok(up.cli("state", "--at", running_at, "tt")))
+    assert past["state"] == "running"
+    now = json.loads(_ok(up.cli("state", "tt")))
+    assert now["state"] == "exited"
+    at_pos = json.loads(_ok(up.cli("state", "--at-position", "3", "tt")))
+    assert at_pos["state"] == "running"
+    assert "verified" in _ok(up.cli("projection", "rebuild", "--verify"))
+    assert "verified" in _ok(up.cli("audit", "verify"))
+
+
+def test_events_follow_is_a_catch_up_subscription(up: Engine) -> None:
+    _ok(up.cli("run", "--rm", up.rootfs, "true"))
+    proc = subprocess.Popen([sys.executable, "-m", "bus.cli", "events", "--follow", "--format", "json"],
+                            env=up.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["position"] == 1
+        _ok(up.cli("run", "--rm", up.rootfs, "true"))
+        seen = [first]
+        while seen[-1]["type"] != "container.removed" or len(seen) < 10:
+            seen.append(json.loads(proc.stdout.readline()))
+        assert [e["position"] for e in seen] == list(range(1, len(seen) + 1))
+    finally:
+        proc.terminate()
+        proc.wait(10)

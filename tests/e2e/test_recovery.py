@@ -1,0 +1,75 @@
+"""Killed processes lose nothing: conmon outlives the worker, and exits that
+happen while no worker runs are recorded when one comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import zmq
+
+from engine.runtime.waits import pid_alive, wait_pids_exit
+from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
+
+
+def test_worker_killed_while_container_runs_records_exit_on_restart(engine: Engine) -> None:
+    proc = engine.start_worker_process()
+    c = engine.client(timeout=2, retries=2)
+    exit_early = c.create(rootfs=engine.rootfs, args=["sleep", "601"]).result["id"]
+    keeps_running = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
+    c.start(exit_early)
+    c.start(keeps_running)
+    pids = {r["id"]: r["pid"] for r in c.ps()}
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    # The containers live on under conmon with no worker at all.
+    assert pid_alive(pids[exit_early]) and pid_alive(pids[keeps_running])
+    os.kill(pids[exit_early], signal.SIGKILL)  # exits while nobody watches
+    assert wait_pids_exit([pids[exit_early]], 10)
+    engine.start_worker_process()
+    state = wait_until(lambda: (s := c.inspect(exit_early))["state"] == "exited" and s, 20, what="recorded exit")
+    assert state["exit_code"] == 137
+    assert c.inspect(keeps_running)["state"] == "running"
+    assert pid_alive(pids[keeps_running])
+    store = engine.store()
+    assert store.verify_read_model() == []
+    assert store.verify_chain() is None
+    store.close()
+
+
+def test_exit_of_a_lost_container_is_recorded_unknown(engine: Engine) -> None:
+    proc = engine.start_worker_process()
+    c = engine.client(timeout=2, retries=2)
+    cid = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
+    c.start(cid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    # Someone removes the container behind berth's back, exit file included.
+    from engine.runtime import OCIRuntime
+
+    runtime = OCIRuntime(engine.config().runtime_config())
+    runtime.delete(cid, force=True)
+    wait_until(lambda: runtime.exit_status(cid), 10, what="exit file")
+    os.unlink(runtime.paths(cid).exit_file)
+    engine.start_worker_process()
+    state = wait_until(lambda: (s := c.inspect(cid))["state"] == "exited" and s, 20, what="recorded exit")
+    assert state["exit_code"] == -1 and state["exit_reason"] == "unknown"
+
+
+def test_garbage_frames_leave_the_broker_answering(up: Engine) -> None:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(up.endpoints.frontend)
+    try:
+        for frame in (b"", b"\xff\x00garbage", b"\x93\x01\x02\x03", os.urandom(2048), b"\x00" * (2 * 1024 * 1024)):
+            sock.send(frame)
+        sock.send_multipart([b"a", b"b", b"c"])
+    finally:
+        sock.close()
+    c = up.client(timeout=2)
+    assert c.ping()
+    assert c.ps() == []
+    result = up.cli("run", "--rm", up.rootfs, "true")
+    assert result.returncode == 0, result.stderr
