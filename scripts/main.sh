@@ -1,7 +1,36 @@
 #!/usr/bin/env bash
-# The README's main-job command: install everything (idempotent), then run the
-# main job on the embedded default.
+# The README's main-job command: install everything (idempotent), start the
+# embedded engine (broker + worker + SQLite on ipc sockets), run containers
+# through the bus, and show what the event log recorded.
 set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 "$REPO/scripts/install.sh"
-exec "$REPO/.venv/bin/python" -m engine.runtime.demo "$@"
+export BERTH_ROOT="${BERTH_ROOT:-/var/lib/berth}" BERTH_RUN="${BERTH_RUN:-/run/berth}"
+B="$REPO/.venv/bin/berth"
+ROOTFS="$BERTH_ROOT/rootfs/busybox"
+"$REPO/.venv/bin/python" -c "from engine.rootfs import build_busybox_rootfs as b; b('$ROOTFS')"
+
+show() { printf '\n\033[1m$ berth %s\033[0m\n' "$*"; "$B" "$@"; }
+
+show up --detach
+show run --rm "$ROOTFS" sh -c 'echo "hello from a container, pid $$ in its own namespace"' || true
+show run -d --name demo-counter "$ROOTFS" sh -c 'trap "exit 0" TERM; i=0; while true; do echo "tick $i"; i=$((i+1)); sleep 0.2; done'
+sleep 1
+show ps
+show exec demo-counter sh -c 'echo "exec inside $(hostname)"'
+show pause demo-counter
+show unpause demo-counter
+show checkpoint demo-counter
+show restore demo-counter
+sleep 0.6
+show logs demo-counter
+AT=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
+show stop -t 2 demo-counter
+show history demo-counter
+printf '\n(state at %s, before the stop, computed from the log)\n' "$AT"
+show state --at "$AT" demo-counter
+show rm demo-counter
+show events --since 5m
+show projection rebuild --verify
+show audit verify
+show down
