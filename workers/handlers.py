@@ -113,6 +113,7 @@ class Handlers:
                     cmd.id, cmd.type, cmd.container, exc.code, exc.message,
                     correlation_id=cmd.correlation_id, actor=cmd.actor, node=self.ctx.node,
                 )
+                self.ctx.forget(cmd.container)
                 self.ctx.announce(recorded)
                 positions = tuple(r.position for r in recorded)
             except BerthError as store_exc:
@@ -130,12 +131,8 @@ class Handlers:
         cid = new_container_id()
         name = validate_name(name) if name is not None else f"berth-{cid[:12]}"
         spec = RunSpec.from_data(args).validate()
-        try:
-            existing = self.ctx.store.resolve(name)
-            if self.ctx.store.get_container(existing).name == name:
-                raise AlreadyExists(f"the container name {name!r} is already in use by {existing[:12]}")
-        except NotFound:
-            pass
+        # A name in use is refused by the append (AlreadyExists), which then
+        # discards the runtime container: no read on the success path.
         with self.ctx.locks.hold(cid):
             paths = self.ctx.runtime.paths(cid)
             created = self.ctx.runtime.create(cid, spec, name=name)
@@ -192,7 +189,7 @@ class Handlers:
         assert state.pid is not None
         self.ctx.runtime.stop(state.id, state.pid, stop_signal=state.spec.stop_signal, timeout=timeout)
         recorded += record_exit(self.ctx, state.id, wait=True)
-        after = self.ctx.store.get_container(state.id)
+        after = self.ctx.latest(state.id)
         return recorded, {"id": state.id, "exit_code": after.exit_code}
 
     def kill(self, cmd: Command) -> Result:

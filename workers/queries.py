@@ -148,7 +148,7 @@ class Queries:
         deadline = None if timeout is None else time.monotonic() + float(timeout)
         with self.ctx.changed:
             while True:
-                state = self.ctx.store.get_container(cid, include_removed=True)
+                state = self.ctx.latest(cid)
                 if state.state in (EXITED, REMOVED) and state.exit_code is not None:
                     return {"id": cid, "exit_code": state.exit_code}
                 left = None if deadline is None else deadline - time.monotonic()
