@@ -122,7 +122,8 @@ class StateCache:
         key = containers.c
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
-            query = select(key.id, key.version, key.last_position).where(key.id.in_(chunk))
+            match = key.id == chunk[0] if len(chunk) == 1 else key.id.in_(chunk)
+            query = select(key.id, key.version, key.last_position).where(match)
             for cid, version, last_position in conn.execute(query):
                 cached = self._states.get(cid)
                 if (cached is not None and cached.version == version

@@ -123,8 +123,12 @@ class Recorder:
         results: list[list[ev.RecordedEvent] | None] = [None] * len(writes)
         ids = list({w.request.command_id for w in writes})
         known: dict[str, tuple[int, ...]] = {}
+        # One id is the common case: ``==`` keeps the statement in SQLAlchemy's
+        # compiled cache, an expanding IN recompiles it on every append.
+        match = (commands.c.command_id == ids[0] if len(ids) == 1
+                 else commands.c.command_id.in_(ids))
         for row in conn.execute(select(commands.c.command_id, commands.c.positions)
-                                .where(commands.c.command_id.in_(ids))):
+                                .where(match)):
             known[row.command_id] = tuple(unpack(row.positions))
         fresh: list[int] = []
         claimed: set[str] = set()
