@@ -128,3 +128,22 @@ def test_events_follow_is_a_catch_up_subscription(up: Engine) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_twenty_concurrent_cli_run_rm(up: Engine) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "bus.cli", "run", "--rm", up.rootfs, "sh", "-c", f"echo run-{i}"],
+                         env=up.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(20)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 20, [o[1] for o in outputs]
+    assert sorted(o[0] for o in outputs) == sorted(f"run-{i}\n" for i in range(20))
+    events = [json.loads(x) for x in _ok(up.cli("events", "--format", "json")).splitlines()]
+    streams: dict[str, list[str]] = {}
+    for e in events:
+        streams.setdefault(e["container"], []).append(e["type"])
+    assert len(streams) == 20
+    for types in streams.values():
+        assert types == ["container.created", "container.pid_received", "container.started",
+                         "container.exited", "container.removed"]
