@@ -182,12 +182,7 @@ def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_ps(args: argparse.Namespace, client: Client) -> int:
-    rows = client.ps(all=args.all)
-    if args.format == "json":
-        for row in rows:
-            print(json.dumps(row, sort_keys=True))
-    else:
-        fmt.print_ps(rows)
+    fmt.print_rows(client.ps(all=args.all), args.format == "json")
     return 0
 
 
@@ -270,12 +265,7 @@ def cmd_state(args: argparse.Namespace, client: Client) -> int:
     if args.at_position is not None:
         at["at_position"] = args.at_position
     result = client.send("query.state", args.container, **at).result
-    rows = result.get("containers", [])
-    if args.format == "json" or args.container:
-        for row in rows:
-            print(json.dumps(row, sort_keys=True))
-    else:
-        fmt.print_ps(rows)
+    fmt.print_rows(result.get("containers", []), args.format == "json" or bool(args.container))
     return 0
 
 

@@ -8,11 +8,12 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 from bus.client import Client
 from bus.protocol import EventMessage
 from engine.errors import InvalidArgument, NotFound
+from engine.spec import PortMapping
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -44,18 +45,7 @@ def parse_size(text: str) -> int:
 
 def parse_port(text: str) -> list[Any]:
     """podman's ``[IP:]HOST:CTR[/tcp|udp]`` -> the spec's [ip, host, ctr, proto]."""
-    rest, _, proto = text.partition("/")
-    parts = rest.rsplit(":", 2)
-    try:
-        if len(parts) == 3:
-            ip, host, ctr = parts
-        elif len(parts) == 2:
-            ip, (host, ctr) = "", parts
-        else:
-            raise ValueError
-        return [ip, int(host), int(ctr), proto or "tcp"]
-    except ValueError:
-        raise InvalidArgument(f"invalid port mapping {text!r}: use [IP:]HOST:CTR[/tcp|udp]") from None
+    return list(PortMapping.parse(text))
 
 
 def parse_filters(items: list[str]) -> dict[str, str]:
@@ -94,6 +84,15 @@ def status_text(row: dict[str, Any], now: datetime) -> str:
     if state == "exited":
         return f"Exited ({row.get('exit_code')}) {_ago(row.get('finished_at'), now)} ago"
     return state.capitalize()
+
+
+def print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """JSON lines, or the ps table."""
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, sort_keys=True))
+    else:
+        print_ps(rows)
 
 
 def print_ps(rows: list[dict[str, Any]]) -> None:
@@ -177,7 +176,7 @@ class Progress:
         self._done: threading.Event | None = None
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> Self:
         if self.stream.isatty():
             self._done = threading.Event()
             self._thread = threading.Thread(target=self._run, daemon=True)
