@@ -147,3 +147,13 @@ def test_twenty_concurrent_cli_run_rm(up: Engine) -> None:
     for types in streams.values():
         assert types == ["container.created", "container.pid_received", "container.started",
                          "container.exited", "container.removed"]
+
+
+def test_logs_follow_streams_until_exit(up: Engine) -> None:
+    cid = _ok(up.cli("run", "-d", up.rootfs, "sh", "-c",
+                     "for i in 1 2 3; do echo line-$i; sleep 0.3; done; echo done >&2")).strip()
+    result = up.cli("logs", "-f", cid, timeout=30)
+    assert result.returncode == 0
+    assert result.stdout == "line-1\nline-2\nline-3\n"
+    assert result.stderr == "done\n"
+    assert json.loads(_ok(up.cli("inspect", cid)))["state"] == "exited"
