@@ -11,14 +11,24 @@ plus an event fan-out):
 The broker keeps no container state: the client names the node. It never
 crashes on input: a bad frame from a client gets an error reply, a bad frame
 from a worker is dropped and logged. Rules of routing live in bus.routing.
+
+Security (bus.security): a socket bound on tcp is a CURVE server whose peers a
+ZAP handler admits by key (workers and publishers from separate directories);
+ipc sockets are 0600 files. Every command's ``actor`` is replaced by the peer's
+authenticated identity (the key's name, or the ipc peer's uid) before a worker
+sees it; each peer has a token bucket, and an over-rate peer is told so
+(``rate_limited``) or, for unreadable frames, ignored, so one peer's flood costs
+the others nothing but a fair share of the broker's loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -27,6 +37,7 @@ from typing import Any
 import zmq
 
 from bus import endpoints as _endpoints
+from bus.keys import needs_curve
 from bus.protocol import (
     MAX_FRAME_SIZE,
     PING,
@@ -43,7 +54,18 @@ from bus.protocol import (
     salvage_command_id,
 )
 from bus.routing import Envelope, Pending, Router
-from engine.errors import BerthError, ProtocolError
+from bus.security import (
+    DOMAIN_CLIENTS,
+    DOMAIN_EVENTS,
+    DOMAIN_WORKERS,
+    BrokerSecurity,
+    PeerIdentities,
+    RateLimit,
+    RateLimiter,
+    ZapHandler,
+    make_curve_server,
+)
+from engine.errors import BerthError, PermissionDenied, ProtocolError, RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +76,8 @@ DEFAULT_REPLY_CACHE = 10_000
 _BATCH = 256  # messages read from one socket before the others get a turn
 _EVENTS_HWM = 100_000
 _MAX_ASKERS = 8  # sockets remembered per outstanding command (retries from new sockets)
+_SALVAGE_LIMIT = 64 * 1024  # an over-rate frame larger than this is dropped unread
+DEFAULT_RATE_LIMIT = RateLimit()
 
 
 class Broker:
@@ -76,14 +100,37 @@ class Broker:
         pending_timeout: float = DEFAULT_PENDING_TIMEOUT,
         reply_cache_size: int = DEFAULT_REPLY_CACHE,
         context: zmq.Context[Any] | None = None,
+        security: BrokerSecurity | None = None,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
     ) -> None:
+        """``security``: CURVE keys for tcp endpoints (None: loaded from the
+        environment's defaults when an endpoint is tcp; a clear error if absent).
+        ``rate_limit``: per peer (None: unlimited)."""
         defaults = _endpoints.default_endpoints()
+        frontend_endpoint = frontend_endpoint or defaults.frontend
+        backend_endpoint = backend_endpoint or defaults.backend
+        events_endpoint = events_endpoint or defaults.events
+        curve = [needs_curve(e) for e in (frontend_endpoint, backend_endpoint, events_endpoint)]
+        if any(curve) and security is None:
+            security = BrokerSecurity.load()
+        self.security = security
+        self._frontend_curve, self._backend_curve, self._events_curve = curve
+        self._peers = PeerIdentities()
+        self._limiter = None if rate_limit is None else RateLimiter(rate_limit)
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._owners_size = max(1, reply_cache_size) * 2
+        self._zap: ZapHandler | None = None
+        self._own_ctx: zmq.Context[Any] | None = None
         self.heartbeat_interval = heartbeat_interval
         self.router = Router(
             worker_timeout=heartbeat_interval * liveness,
             pending_timeout=pending_timeout,
             cache_size=reply_cache_size,
         )
+        if context is None and any(curve):
+            # ZAP is one handler per context: a private one keeps this broker's
+            # key checks apart from any other broker or socket in the process.
+            context = self._own_ctx = zmq.Context()
         self._ctx = context or zmq.Context.instance()
         self._sockets: list[zmq.Socket[bytes]] = []
         self._thread: threading.Thread | None = None
@@ -103,13 +150,19 @@ class Broker:
                 "workers_lost",
                 "redispatched",
                 "subscriptions",
+                "rate_limited",
+                "unauthenticated",
+                "impersonations",
             ),
             0,
         )
         try:
-            self.frontend = self._bind(zmq.ROUTER, frontend_endpoint or defaults.frontend)
-            self.backend = self._bind(zmq.ROUTER, backend_endpoint or defaults.backend)
-            self.events = self._bind(zmq.XPUB, events_endpoint or defaults.events)
+            if security is not None and any(curve):
+                self._zap = ZapHandler(self._ctx, security)  # before any CURVE socket binds
+                self._zap.start()
+            self.frontend = self._bind(zmq.ROUTER, frontend_endpoint, DOMAIN_CLIENTS)
+            self.backend = self._bind(zmq.ROUTER, backend_endpoint, DOMAIN_WORKERS)
+            self.events = self._bind(zmq.XPUB, events_endpoint, DOMAIN_EVENTS)
         except BaseException:
             self.close()
             raise
@@ -117,7 +170,7 @@ class Broker:
         self.backend_endpoint = self._last_endpoint(self.backend)
         self.events_endpoint = self._last_endpoint(self.events)
 
-    def _bind(self, kind: int, endpoint: str) -> zmq.Socket[bytes]:
+    def _bind(self, kind: int, endpoint: str, domain: str) -> zmq.Socket[bytes]:
         sock: zmq.Socket[bytes] = self._ctx.socket(kind)
         self._sockets.append(sock)
         sock.setsockopt(zmq.LINGER, 0)
@@ -128,6 +181,10 @@ class Broker:
             sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
         else:
             sock.setsockopt(zmq.SNDHWM, _EVENTS_HWM)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_SIZE)  # subscribers send only topics
+        if needs_curve(endpoint):
+            assert self.security is not None  # loaded in __init__ whenever an endpoint needs it
+            make_curve_server(sock, self.security, domain)
         _endpoints.prepare_bind(endpoint)  # raises AlreadyExists if a broker listens
         try:
             sock.bind(endpoint)
@@ -159,10 +216,17 @@ class Broker:
         self.close()
 
     def close(self) -> None:
-        """Close the sockets with LINGER 0 (call after ``run`` has returned)."""
+        """Close the sockets with LINGER 0 (call after ``run`` has returned), then
+        the ZAP handler and the private context, if any."""
         for sock in self._sockets:
             sock.close(linger=0)
         self._sockets.clear()
+        if self._zap is not None:
+            self._zap.stop()
+            self._zap = None
+        if self._own_ctx is not None:
+            self._own_ctx.term()
+            self._own_ctx = None
 
     def serve_forever(self) -> None:
         """Run until SIGINT/SIGTERM (for ``berth broker``), then close."""
@@ -185,17 +249,19 @@ class Broker:
         while not stop_event.is_set():
             ready = dict(poller.poll(int(tick * 1000)))
             if self.backend in ready:
-                self._drain(self.backend, self._on_worker)
+                self._drain(self.backend, self._on_worker, copy=False)
             if self.frontend in ready:
-                self._drain(self.frontend, self._on_client)
+                self._drain(self.frontend, self._on_client, copy=False)
             if self.events in ready:
                 self._drain(self.events, self._on_subscription)
             self._guarded(self._tick, time.monotonic())
 
-    def _drain(self, sock: zmq.Socket[bytes], handle: Any) -> None:
+    def _drain(self, sock: zmq.Socket[bytes], handle: Any, *, copy: bool = True) -> None:
+        """Handle up to _BATCH messages; ``copy=False`` hands over zmq.Frames, whose
+        metadata (User-Id, Peer-Address) says who sent them."""
         for _ in range(_BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=copy)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
@@ -212,8 +278,17 @@ class Broker:
 
     # ------------------------------------------------------------------ clients
 
-    def _on_client(self, frames: list[bytes]) -> None:
+    def _on_client(self, received: list[zmq.Frame]) -> None:
+        peer = self._peers.of(received[-1], curve=self._frontend_curve)
+        if peer is None:  # cannot happen behind ZAP; never route what nobody vouches for
+            self.stats["unauthenticated"] += 1
+            log.warning("dropped a client message with no authenticated identity")
+            return
+        frames = [frame.bytes for frame in received]
         identity, rest = frames[0], frames[1:]
+        if self._limiter is not None and not self._limiter.allow(peer.key, time.monotonic()):
+            self._refuse_over_rate(identity, rest, peer.name)
+            return
         if len(rest) == 1:
             envelope: Envelope = (identity,)
         elif len(rest) == 2 and rest[0] == b"":
@@ -236,11 +311,34 @@ class Broker:
                 "", ProtocolError.code, f"the command socket accepts commands, not {type(msg).__name__}"))
             return
         self.stats["commands_received"] += 1
+        if msg.type == PING:  # "identity": how this peer's commands are recorded
+            self._answer(envelope, Reply(msg.id, True, result={**self.health(), "identity": peer.name}),
+                         count_error=False)
+            return
+        if msg.actor != peer.name:  # the audit records who the broker knows, not a claim
+            msg = dataclasses.replace(msg, actor=peer.name)
+            payload = encode(msg)
         self._accept(msg, payload, envelope)
 
+    def _refuse_over_rate(self, identity: bytes, rest: list[bytes], who: str) -> None:
+        """Tell an over-rate sender so when its frame names a command; drop the rest
+        unread, so a flood of garbage costs the broker as little as possible."""
+        self.stats["rate_limited"] += 1
+        payload = rest[-1] if rest else b""
+        command_id = salvage_command_id(payload) if len(payload) <= _SALVAGE_LIMIT else ""
+        if command_id:
+            envelope: Envelope = (identity, b"") if len(rest) == 2 and rest[0] == b"" else (identity,)
+            self._answer(envelope, error_reply(
+                command_id, RateLimited.code,
+                f"{who} sends commands faster than the broker allows; retry later"))
+
     def _accept(self, command: Command, payload: bytes, envelope: Envelope) -> None:
-        if command.type == PING:
-            self._answer(envelope, Reply(command.id, True, result=self.health()), count_error=False)
+        owner = self._owners.get(command.id)
+        if owner is not None and owner != command.actor:  # a reused id: not someone else's reply
+            self.stats["impersonations"] += 1
+            log.warning("%s reused command id %s of %s; refused", command.actor, command.id, owner)
+            self._answer(envelope, error_reply(
+                command.id, PermissionDenied.code, f"command id {command.id} belongs to another sender"))
             return
         cached = self.router.replies.get(command.id)
         if cached is not None:
@@ -253,6 +351,9 @@ class Broker:
             if envelope not in pending.clients:
                 pending.clients = [*pending.clients[-(_MAX_ASKERS - 1):], envelope]
             return
+        self._owners[command.id] = command.actor
+        if len(self._owners) > self._owners_size:
+            self._owners.popitem(last=False)
         self._route(Pending(command, payload, [envelope]), time.monotonic(), fresh=True)
 
     def _route(self, pending: Pending, now: float, *, fresh: bool) -> None:
@@ -305,7 +406,8 @@ class Broker:
 
     # ------------------------------------------------------------------ workers
 
-    def _on_worker(self, frames: list[bytes]) -> None:
+    def _on_worker(self, received: list[zmq.Frame]) -> None:
+        frames = [frame.bytes for frame in received]
         identity = frames[0]
         if len(frames) != 2:
             self.stats["malformed_frames"] += 1
@@ -329,6 +431,13 @@ class Broker:
             if not self.router.touch(identity, now):  # e.g. the broker restarted
                 self._worker_ready(identity, Ready(msg.node), now)
         elif isinstance(msg, Ready):
+            peer = self._peers.of(received[-1], curve=self._backend_curve)
+            if peer is None:
+                self.stats["unauthenticated"] += 1
+                log.warning("ignored a Ready with no authenticated identity")
+                return
+            if identity not in self.router.workers:
+                log.info("worker %r authenticated as %s", identity, peer.name)
             self._worker_ready(identity, msg, now)
         elif isinstance(msg, Disconnect):
             log.info("worker %r disconnected", identity)
@@ -406,6 +515,7 @@ class Broker:
         return {
             "broker": True,
             "protocol": PROTOCOL_VERSION,
+            "curve": self._frontend_curve,
             "uptime": round(time.monotonic() - self._started_at, 3),
             "outstanding": len(self.router.outstanding),
             "waiting": len(self.router.waiting()),

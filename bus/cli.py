@@ -23,7 +23,13 @@ Handler = Callable[[argparse.Namespace, Client], int]
 
 
 def _client(args: argparse.Namespace) -> Client:
-    return Client(timeout=args.timeout)
+    curve = None
+    if args.client_key or args.client_server_key:
+        from bus.keys import client_keys_from_env
+
+        curve = client_keys_from_env(key_file=args.client_key,
+                                     server_key_file=args.client_server_key)
+    return Client(timeout=args.timeout, curve=curve)
 
 
 # -- servers ---------------------------------------------------------------------------
@@ -44,9 +50,23 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from bus.broker import Broker
+    import logging
 
-    broker = Broker(args.bind, args.workers_bind, args.events_bind)
+    from bus.broker import Broker
+    from bus.endpoints import default_endpoints
+    from bus.keys import needs_curve
+    from bus.security import BrokerSecurity, RateLimit
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    defaults = default_endpoints()
+    endpoints = (args.bind or defaults.frontend, args.workers_bind or defaults.backend,
+                 args.events_bind or defaults.events)
+    security = None
+    if any(needs_curve(e) for e in endpoints):
+        security = BrokerSecurity.load(args.broker_key, args.authorized_workers,
+                                       args.authorized_publishers)
+    rate = None if args.rate_limit <= 0 else RateLimit(args.rate_limit, args.burst)
+    broker = Broker(*endpoints, security=security, rate_limit=rate)
     broker.serve_forever()
     return 0
 
@@ -54,7 +74,22 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.worker import Worker, WorkerConfig
 
-    Worker(WorkerConfig(node=args.node, backend=args.connect)).serve_forever()
+    config = WorkerConfig(node=args.node, backend=args.connect)
+    config.key_file = args.worker_key or config.key_file
+    config.server_key_file = args.worker_server_key or config.server_key_file
+    Worker(config).serve_forever()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from bus import keys
+
+    if args.action == "generate":
+        public, secret = keys.generate(args.name, args.dir, force=args.force)
+        print(f"public key: {public}\nsecret key: {secret} (mode 0600: keep it on this host)")
+        return 0
+    dest = keys.authorize(args.file, args.role + "s", name=args.name, directory=args.dir)
+    print(f"authorised {args.role} key {dest.name[: -len(keys.PUBLIC_SUFFIX)]!r}: {dest}")
     return 0
 
 
@@ -311,12 +346,60 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = (
+    "up", "down", "broker", "worker", "db", "keys", "run", "create", "start", "stop", "kill",
+    "pause", "unpause", "rm", "wait", "logs", "inspect", "ps", "exec", "checkpoint", "restore",
+    "events", "history", "state", "projection", "audit",
+)
+
+
+class _Unused:
+    """Stands in for the sub-parsers a command line does not name: building all 26
+    costs ~40 ms of argparse and gettext look-ups on every start."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> _Unused:
+        return self
+
+    def add_mutually_exclusive_group(self, *args: Any, **kwargs: Any) -> _Unused:
+        return self
+
+    def add_subparsers(self, *args: Any, **kwargs: Any) -> _Unused:
+        return self
+
+    def add_parser(self, *args: Any, **kwargs: Any) -> _Unused:
+        return self
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The sub-command named on the command line, if it is a known one."""
+    takes_value = {"--timeout", "--key", "--server-key"}
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in takes_value:
+            skip = True
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``only``) the top level and one sub-command."""
     parser = argparse.ArgumentParser(prog="berth", description="An event-sourced container engine.")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each reply")
+    parser.add_argument("--key", dest="client_key", metavar="FILE",
+                        help="this client's secret CURVE key file, for a tcp bus (default BERTH_KEY)")
+    parser.add_argument("--server-key", dest="client_server_key", metavar="FILE",
+                        help="the broker's public CURVE key file (default BERTH_SERVER_KEY)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Any, help: str, *, server: bool = False) -> argparse.ArgumentParser:
+    def add(name: str, fn: Any, help: str, *, server: bool = False) -> Any:
+        if only is not None and name != only:
+            return _Unused()
         p = sub.add_parser(name, help=help)
         p.set_defaults(fn=fn, server=server)
         return p
@@ -329,9 +412,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default=None, help="frontend endpoint (default BERTH_BUS)")
     p.add_argument("--workers-bind", default=None)
     p.add_argument("--events-bind", default=None)
+    p.add_argument("--key", dest="broker_key", metavar="FILE",
+                   help="the broker's secret CURVE key file, needed on tcp "
+                        "(default BERTH_BROKER_KEY or $BERTH_ROOT/keys/broker.key_secret)")
+    p.add_argument("--authorized-workers", metavar="DIR",
+                   help="public keys of the workers it admits "
+                        "(default BERTH_AUTHORIZED_WORKERS or $BERTH_ROOT/keys/authorized/workers)")
+    p.add_argument("--authorized-publishers", metavar="DIR",
+                   help="public keys of the clients and subscribers it admits (default "
+                        "BERTH_AUTHORIZED_PUBLISHERS or $BERTH_ROOT/keys/authorized/publishers)")
+    p.add_argument("--rate-limit", type=float, default=1000.0, metavar="N",
+                   help="commands a second per peer (0: unlimited)")
+    p.add_argument("--burst", type=int, default=2000, metavar="N",
+                   help="commands a peer may send at once above its rate")
     p = add("worker", cmd_worker, "run a worker for one node", server=True)
     p.add_argument("--node", required=True)
     p.add_argument("--connect", default=os.environ.get("BERTH_BUS_WORKERS"), help="broker's worker endpoint")
+    p.add_argument("--key", dest="worker_key", metavar="FILE",
+                   help="this worker's secret CURVE key file, for tcp (default BERTH_KEY)")
+    p.add_argument("--server-key", dest="worker_server_key", metavar="FILE",
+                   help="the broker's public CURVE key file (default BERTH_SERVER_KEY)")
+    p = add("keys", cmd_keys, "CURVE keys for a bus on tcp", server=True)
+    keys_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    k = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret")
+    k.add_argument("name", metavar="NAME")
+    k.add_argument("--dir", help="where (default $BERTH_ROOT/keys)")
+    k.add_argument("--force", action="store_true", help="replace an existing pair")
+    k = keys_sub.add_parser("authorize", help="let the broker admit a public key")
+    k.add_argument("role", choices=["worker", "publisher"])
+    k.add_argument("file", metavar="FILE.key")
+    k.add_argument("--name", help="the identity it gets (default: the file's name)")
+    k.add_argument("--dir", help="the authorised directory (default per role, under $BERTH_ROOT/keys)")
     p = add("db", cmd_db, "database maintenance", server=True)
     p.add_argument("action", choices=["upgrade"])
 
@@ -406,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_word(argv)).parse_args(argv)
     try:
         if args.server:
             return int(args.fn(args))

@@ -5,6 +5,11 @@ and, on silence, closes the socket (LINGER 0), opens a new one and resends the
 SAME command id, so the broker and the workers run it at most once while the
 client cannot lose it. Error replies become typed ``engine.errors`` exceptions.
 
+Over tcp the client is a CURVE client: its own key pair and the broker's public
+key come from ``curve=`` or ``BERTH_KEY``/``BERTH_SERVER_KEY`` (bus.keys); the
+broker records the name of its authorised key as the actor of its commands, so
+``actor`` here is only a claim the broker replaces.
+
 Importing this module must stay cheap (``berth ps``): zmq, msgpack and
 engine.errors only; no SQLAlchemy, no engine.store, no engine.runtime.
 """
@@ -20,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Self
 import zmq
 
 from bus import endpoints as _endpoints
+from bus.keys import ClientKeys, apply_client, client_keys_from_env, needs_curve
 from bus.protocol import (
     MAX_ACTOR_LENGTH,
+    MAX_FRAME_SIZE,
     Command,
     EventMessage,
     Reply,
@@ -85,12 +92,19 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         context: zmq.Context[Any] | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
+        """``curve``: keys for tcp endpoints (None: from BERTH_KEY/BERTH_SERVER_KEY,
+        read only when an endpoint is tcp). ``actor`` is a claim: the broker records
+        the authenticated identity instead."""
         defaults = (_endpoints.derive_lenient(endpoint) if endpoint
                     else _endpoints.default_endpoints())
         env_events = os.environ.get("BERTH_BUS_EVENTS") if endpoint is None else None
         self.endpoint = defaults.frontend
         self.events_endpoint = events_endpoint or env_events or defaults.events
+        if curve is None and (needs_curve(self.endpoint) or needs_curve(self.events_endpoint)):
+            curve = client_keys_from_env()
+        self.curve = curve
         self.actor = actor or default_actor()
         self.timeout = timeout
         self.retries = retries
@@ -115,6 +129,9 @@ class Client:
         if self._sock is None:
             sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
+            if self.curve is not None and needs_curve(self.endpoint):
+                apply_client(sock, self.curve)
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock
@@ -179,7 +196,16 @@ class Client:
                 f"no reply to {command.type} {command.id} within {total:g}s; the engine is "
                 "running and may still finish it (retrying with the same id is safe)"
             )
-        raise Unavailable(f"berth engine is not running at {self.endpoint}")
+        raise Unavailable(f"berth engine is not running at {self.endpoint}{self._hint()}")
+
+    def _hint(self) -> str:
+        """Why a tcp broker may stay silent: CURVE refuses unknown or absent keys."""
+        if not needs_curve(self.endpoint):
+            return ""
+        if self.curve is None:
+            return " (or it refuses clients without CURVE keys: set BERTH_KEY and BERTH_SERVER_KEY)"
+        return (" (or it refuses this client's key: is it in the broker's authorised-publishers "
+                "directory, and is BERTH_SERVER_KEY the broker's public key?)")
 
     def request_patiently(self, command: Command, deadline: float | None = None) -> Reply:
         """For commands that legitimately take long (wait, exec): keep resending the
@@ -217,7 +243,7 @@ class Client:
 
     def _broker_answers(self) -> bool:
         probe = Client(self.endpoint, events_endpoint=self.events_endpoint, actor=self.actor,
-                       timeout=_PING_TIMEOUT, retries=0, context=self._ctx)
+                       timeout=_PING_TIMEOUT, retries=0, context=self._ctx, curve=self.curve)
         try:
             probe.request(probe.command("query.ping"))
         except Exception:  # noqa: BLE001 - any failure means no broker answered
@@ -352,12 +378,13 @@ class Client:
         """A catch-up subscription: stored events from ``from_position`` (inclusive;
         None: only events after now), then live ones, with no gap and no duplicate."""
         fetcher = Client(self.endpoint, events_endpoint=self.events_endpoint, actor=self.actor,
-                         timeout=self.timeout, retries=self.retries, context=self._ctx)
+                         timeout=self.timeout, retries=self.retries, context=self._ctx,
+                         curve=self.curve)
         from bus.subscription import Subscription
 
         return Subscription(fetcher.events, self.events_endpoint, from_position=from_position,
                             types=types, container=container, page_size=page_size,
-                            context=self._ctx,
+                            context=self._ctx, curve=self.curve,
                             on_close=fetcher.close)
 
     def wait_for(self, predicate: Callable[[EventMessage], bool], timeout: float, *,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import AlreadyExists, InvalidArgument
+from engine.errors import AlreadyExists, InvalidArgument, PermissionDenied
 
 DEFAULT_RUN_DIR = "/run/berth"
 FRONTEND_SOCKET = "bus.sock"
@@ -132,6 +132,20 @@ def secure_bound(endpoint: str) -> None:
 
 
 def is_reachable(endpoint: str) -> bool:
-    """False when an ipc endpoint's socket file is missing (nothing can be listening)."""
+    """False when an ipc endpoint's socket file is missing (nothing can be listening);
+    PermissionDenied when this user may not use it (the bus is root-only), rather
+    than a silent wait for a connection the kernel refuses."""
     path = ipc_path(endpoint)
-    return path is None or path.exists()
+    if path is None:
+        return True
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        allowed = False
+    else:
+        allowed = os.access(path, os.R_OK | os.W_OK)
+    if not allowed:
+        raise PermissionDenied(f"permission denied on {endpoint}: only root may use the berth bus")
+    return True

@@ -22,7 +22,8 @@ from typing import Any, Self
 
 import zmq
 
-from bus.protocol import EventMessage, container_of, decode
+from bus.keys import ClientKeys, apply_client, needs_curve
+from bus.protocol import MAX_FRAME_SIZE, EventMessage, container_of, decode
 from engine.errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,10 @@ class Subscription(Iterator[EventMessage]):
         idle_check: float = 1.0,
         context: zmq.Context[Any] | None = None,
         on_close: Callable[[], None] | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
+        """``curve``: this subscriber's keys, used when ``events_endpoint`` is tcp
+        (the broker admits only authorised publishers' keys to its event feed)."""
         self._fetch_page = fetch
         self._types = None if types is None else frozenset(types)
         self._container = container
@@ -63,6 +67,9 @@ class Subscription(Iterator[EventMessage]):
         self._sub: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
         self._sub.setsockopt(zmq.LINGER, 0)
         self._sub.setsockopt(zmq.RCVHWM, 100_000)
+        self._sub.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
+        if curve is not None and needs_curve(events_endpoint):
+            apply_client(self._sub, curve)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")  # all types: gaps are seen by position
         self._sub.connect(events_endpoint)
         try:

@@ -10,6 +10,10 @@ thread polls next to the socket, so a reply leaves within one poll.
 When the broker stops beating, the link closes its socket (LINGER 0), waits a
 doubling interval with a cap and reconnects (zguide Paranoid Pirate worker);
 replies produced meanwhile wait in the outbox and go out on the new socket.
+
+Over tcp the link is a CURVE client (``curve=`` or BERTH_KEY/BERTH_SERVER_KEY);
+the broker admits it only if its public key is in the authorised-workers
+directory. Keys are set on every new socket, so reconnects stay authenticated.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from typing import Any
 import zmq
 
 from bus import endpoints as _endpoints
+from bus.keys import ClientKeys, apply_client, client_keys_from_env, needs_curve
 from bus.protocol import (
-    SERIAL_COMMANDS,
     MAX_FRAME_SIZE,
+    SERIAL_COMMANDS,
     Command,
     Disconnect,
     EventMessage,
@@ -63,8 +68,17 @@ class WorkerLink:
         liveness: int = 3,
         reconnect_max: float = 8.0,
         context: zmq.Context[Any] | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
+        """``curve``: this worker's keys for a tcp backend (None: from BERTH_KEY and
+        BERTH_SERVER_KEY when the endpoint is tcp)."""
         self.endpoint = backend_endpoint or _endpoints.default_endpoints().backend
+        if curve is None and needs_curve(self.endpoint):
+            curve = client_keys_from_env()
+            if curve is None:
+                log.warning("connecting to %s without CURVE keys: a berth broker refuses "
+                            "that; set BERTH_KEY and BERTH_SERVER_KEY", self.endpoint)
+        self.curve = curve
         Ready(node, concurrency)  # validates node and capacity before any thread starts
         self.node = node
         self.handler = handler
@@ -176,6 +190,8 @@ class WorkerLink:
         sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
+        if self.curve is not None and needs_curve(self.endpoint):
+            apply_client(sock, self.curve)
         sock.connect(self.endpoint)
         if send_ready:
             self._send(sock, encode(Ready(self.node, self.concurrency)))

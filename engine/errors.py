@@ -92,6 +92,13 @@ class Unavailable(BerthError):
     exit_code = 125
 
 
+class RateLimited(BerthError):
+    """The broker refused a command because its sender exceeded its rate limit."""
+
+    code = "rate_limited"
+    exit_code = 125
+
+
 class ProtocolError(InvalidArgument):
     """A frame on the bus could not be decoded or failed validation."""
 
@@ -112,6 +119,7 @@ ERRORS_BY_CODE: dict[str, type[BerthError]] = {
         ConcurrencyError,
         StoreError,
         Unavailable,
+        RateLimited,
         ProtocolError,
     )
 }

@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus.endpoints import default_endpoints
+from bus.keys import client_keys_for
 from bus.worker_link import WorkerLink
 from engine.ids import validate_node
 from engine.runtime import OCIRuntime, RuntimeConfig
@@ -44,6 +46,10 @@ class WorkerConfig:
     backend: str | None = None
     concurrency: int = 32  # blocked waits and log long-polls each hold a thread
     heartbeat_interval: float = 0.5
+    key_file: str | None = field(default_factory=lambda: os.environ.get("BERTH_KEY"))
+    """This worker's secret CURVE key file, for a tcp backend."""
+    server_key_file: str | None = field(default_factory=lambda: os.environ.get("BERTH_SERVER_KEY"))
+    """The broker's public CURVE key file, for a tcp backend."""
 
     def __post_init__(self) -> None:
         validate_node(self.node)
@@ -78,6 +84,9 @@ class Worker:
         self.link = WorkerLink(
             self.config.backend, self.config.node, self.handlers.handle,
             concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,
+            curve=client_keys_for((self.config.backend or default_endpoints().backend,),
+                                  key_file=self.config.key_file,
+                                  server_key_file=self.config.server_key_file),
         )
         self.ctx.publish = self.link.publish_event
         self.link.start()
