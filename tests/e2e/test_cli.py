@@ -98,10 +98,10 @@ def test_events_history_state_and_audit(up: Engine) -> None:
     since = _ok(up.cli("events", "--format", "json", "--since", running_at))
     assert "container.created" not in since and "container.exited" in since
     history = _ok(up.cli("history", "tt"))
-    assert "container.stop_requested" in history and "root@" in history
+    assert "container.stop_requested" in history and "root(uid 0)" in history
     hist_json = [json.loads(x) for x in _ok(up.cli("history", "--format", "json", "tt")).splitlines()]
     stop = next(e for e in hist_json if e["type"] == "container.stop_requested")
-    assert stop["command_id"] and stop["actor"].startswith("root@")
+    assert stop["command_id"] and stop["actor"] == "root(uid 0)"
     past = json.loads(_ok(up.cli("state", "--at", running_at, "tt")))
     assert past["state"] == "running"
     now = json.loads(_ok(up.cli("state", "tt")))

@@ -109,7 +109,7 @@ def test_pause_unpause_exec(up: Engine) -> None:
     started = next(e for e in history if e.type == "container.exec_started")
     exited = next(e for e in history if e.type == "container.exec_exited")
     assert started.data["session_id"] == exited.data["session_id"]
-    assert started.actor == exited.actor == c.actor
+    assert started.actor == exited.actor == c.ping()["identity"]
 
 
 def test_remove_running_needs_force(up: Engine) -> None:
