@@ -61,7 +61,7 @@ class Engine:
 
     def config(self) -> WorkerConfig:
         return WorkerConfig(node="local", root=self.root, run=self.run, db_url=self.db_url,
-                            backend=self.endpoints.backend, heartbeat_interval=0.2)
+                            backend=self.endpoints.backend)
 
     def start_worker(self) -> Worker:
         self.worker = Worker(self.config())
@@ -108,7 +108,9 @@ def _remove_all(engine: Engine) -> None:
 def engine(short_tmp: str, busybox_rootfs: str) -> Iterator[Engine]:
     root, run = os.path.join(short_tmp, "root"), os.path.join(short_tmp, "run")
     endpoints = from_run_dir(run)
-    broker = Broker(endpoints.frontend, endpoints.backend, endpoints.events, heartbeat_interval=0.2)
+    # Default heartbeats (0.5 s, 3 missed): shorter ones drop a live worker when
+    # twenty CLI processes starve it of CPU on a 2-core machine.
+    broker = Broker(endpoints.frontend, endpoints.backend, endpoints.events)
     broker.start()
     eng = Engine(root, run, busybox_rootfs, endpoints, broker)
     try:
