@@ -110,11 +110,16 @@ def _as_owner(argv: list[str]) -> list[str]:
     return argv
 
 
-def start_private(bin_dir: Path | None = None, *, durable: bool = False) -> PgServer:
+def start_private(bin_dir: Path | None = None, *, durable: bool = False,
+                  extra_listen: tuple[str, ...] = (), trust_cidrs: tuple[str, ...] = ()
+                  ) -> PgServer:
     """initdb + pg_ctl start a private server; the caller must ``stop`` it.
 
     Tests run it with fsync off (nothing there needs to survive a crash); benchmarks
-    pass ``durable=True`` so its commits cost what a real server's do.
+    pass ``durable=True`` so its commits cost what a real server's do. Multi-host
+    tests (tests/multihost) make it also listen on a bridge address
+    (``extra_listen``) and trust clients from their private test range
+    (``trust_cidrs``), since initdb only trusts loopback.
     """
     bin_dir = bin_dir or find_bin_dir()
     if bin_dir is None:
@@ -132,10 +137,14 @@ def start_private(bin_dir: Path | None = None, *, durable: bool = False) -> PgSe
             _as_owner([str(bin_dir / "initdb"), "-D", str(datadir), "-U", "postgres",
                        "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]),
             check=True, capture_output=True, timeout=START_TIMEOUT_S)
+        if trust_cidrs:
+            with open(datadir / "pg_hba.conf", "a") as hba:
+                hba.writelines(f"host all all {cidr} trust\n" for cidr in trust_cidrs)
+        listen = ",".join(("127.0.0.1", *extra_listen))
         last_error = ""
         for _ in range(5):  # a free port can be taken between probe and bind
             port = _free_port()
-            options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {sockdir} "
+            options = (f"-c listen_addresses={listen} -p {port} -k {sockdir} "
                        "-c max_connections=200")
             if not durable:
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
