@@ -1,0 +1,365 @@
+"""Several hosts on one machine: throughput, tail latency, CURVE's cost, recovery.
+
+Each configuration is a real cluster from tests/multihost/cluster.py: ``berth
+broker``, PostgreSQL (fsync on) and one ``berth worker --node NAME`` per host,
+with 1, 2 and 4 workers, over
+
+* ``ipc``         all in the root namespace, ipc sockets (the single-host baseline);
+* ``tcp+curve``   one network namespace per host, tcp over veth links to the
+                  broker on a bridge, CURVE keys (what ``berth broker`` requires);
+* ``tcp plain``   the same without CURVE. ``berth broker`` refuses plain tcp, so
+                  this bench starts its own broker process with CURVE switched off
+                  (``plain-broker`` below: bench-only, never part of berth).
+
+The load: ``--clients`` processes (own pid, own CURVE key: the broker's per-peer
+rate limit applies to each apart, as it would to separate publishers), each
+sending a mixed but cheap stream for ``--seconds``: ``query.ps``, ``query.inspect``
+and ``query.resolve`` of the load's containers, ``container.exec true`` in its own
+long-running container, and now and then a stop (timeout 0) and start of it.
+Reported: commands/second, p50/p99 latency, and the ratio of tcp+curve to plain
+tcp (CURVE's cost) and to ipc; and the median of 1000 sequential ``query.ping``
+round trips (answered by the broker itself), which shows the transport's and
+CURVE's own cost where the load's numbers are dominated by PostgreSQL and runc. Then recovery: a worker holding 4 running
+containers is killed -9, the containers are killed while it is down, the worker
+is restarted at once; the time from the kill until every exit is recorded.
+
+Ratios within one run are what to read; absolute numbers depend on the machine
+(2 cores run the clients, the broker, the workers and PostgreSQL together).
+
+    .venv/bin/python -m bench.multihost_bench            # a few minutes
+    .venv/bin/python -m bench.multihost_bench --quick    # about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from bus.client import Client
+from engine.errors import BerthError
+
+MIX: dict[str, int] = {"ps": 32, "inspect": 32, "resolve": 32, "exec": 3, "restart": 1}
+"""Weights of the operations; ``restart`` is a stop (timeout 0) and a start: two commands."""
+
+
+# ----------------------------------------------------------------------------- the load
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What one load process needs (picklable: it crosses a spawn)."""
+
+    endpoint: str
+    events: str
+    key_file: str | None
+    server_key_file: str | None
+    own: tuple[str, str]  # (id, node) of its long-running container
+    refs: tuple[tuple[str, str], ...]  # (id, name) of every load container
+    seconds: float
+    seed: int
+
+
+@dataclass
+class LoadResult:
+    started: float
+    ended: float
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def commands(self) -> int:
+        return sum(len(v) * (2 if op == "restart" else 1) for op, v in self.latencies.items())
+
+
+def _client(spec: LoadSpec) -> Client:
+    curve = None
+    if spec.key_file and spec.server_key_file:
+        from bus.keys import client_keys
+
+        curve = client_keys(spec.key_file, spec.server_key_file)
+    return Client(spec.endpoint, events_endpoint=spec.events, timeout=30, retries=1, curve=curve)
+
+
+def _operations(c: Client, spec: LoadSpec, rng: random.Random) -> dict[str, Callable[[], Any]]:
+    cid, node = spec.own
+
+    def restart() -> None:
+        c.stop(cid, timeout=0, node=node)
+        c.start(cid, node=node)
+
+    return {
+        "ps": lambda: c.ps(),
+        "inspect": lambda: c.inspect(rng.choice(spec.refs)[0]),
+        "resolve": lambda: c.resolve(rng.choice(spec.refs)[1]),
+        "exec": lambda: c.exec(cid, ["true"], node=node, reply_timeout=30),
+        "restart": restart,
+    }
+
+
+def run_load(spec: LoadSpec, barrier: Any, results: Any) -> None:
+    """Child process: wait for the others, send the mix for ``spec.seconds``."""
+    rng = random.Random(spec.seed)
+    names, weights = list(MIX), list(MIX.values())
+    with _client(spec) as c:
+        ops = _operations(c, spec, rng)
+        c.ps()  # connect (and finish the CURVE handshake) before the clock starts
+        barrier.wait()
+        result = LoadResult(started=time.monotonic(), ended=0.0)
+        deadline = result.started + spec.seconds
+        while time.monotonic() < deadline:
+            op = rng.choices(names, weights)[0]
+            t0 = time.perf_counter()
+            try:
+                ops[op]()
+            except BerthError as exc:
+                result.errors[exc.code] = result.errors.get(exc.code, 0) + 1
+                continue
+            result.latencies.setdefault(op, []).append(time.perf_counter() - t0)
+        result.ended = time.monotonic()
+    results.put(result)
+
+
+# ----------------------------------------------------------------------------- clusters
+
+
+@dataclass
+class Row:
+    transport: str
+    workers: int
+    per_second: float
+    query_p50_ms: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+    rate_limited: int
+    ping_p50_us: float = 0.0
+    """Sequential ``query.ping`` (answered by the broker): the bus alone, no worker."""
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextmanager
+def _cluster(transport: str, workers: int, rootfs: str, clients: int) -> Iterator[Any]:
+    from tests.multihost.cluster import cluster
+
+    hosts = [f"h{i}" for i in range(1, workers + 1)]
+    publishers = ("client", *(f"load{i}" for i in range(clients)))
+    if transport == "tcp plain":
+        broker = (sys.executable, "-m", "bench.multihost_bench", "plain-broker")
+        with cluster(hosts, rootfs, curve=False, durable=True, broker_command=broker) as c:
+            yield c
+    else:
+        with cluster(hosts, rootfs, transport=transport.split("+")[0], durable=True,
+                     publishers=publishers) as c:
+            yield c
+
+
+def _load_containers(c: Any, clients: int) -> list[tuple[str, str, str]]:
+    """One long-running container per load process, spread over the nodes."""
+    nodes = sorted(c.hosts)
+    client = c.client(timeout=30)
+    made = []
+    for i in range(clients):
+        node = nodes[i % len(nodes)]
+        created = client.create(rootfs=c.rootfs, args=["sleep", "3600"], node=node,
+                                name=f"load{i}").result
+        client.start(created["id"], node=node)
+        made.append((created["id"], f"load{i}", node))
+    return made
+
+
+def measure_load(transport: str, workers: int, rootfs: str, clients: int,
+                 seconds: float) -> Row:
+    with _cluster(transport, workers, rootfs, clients) as c:
+        containers = _load_containers(c, clients)
+        refs = tuple((cid, name) for cid, name, _ in containers)
+        ctx = mp.get_context("spawn")  # zmq contexts must not cross a fork
+        barrier, results = ctx.Barrier(clients), ctx.Queue()
+        procs = []
+        for i, (cid, _name, node) in enumerate(containers):
+            key = server = None
+            if c.curve is not None:
+                key, server = c.curve.secret(f"load{i}"), c.curve.public("broker")
+            spec = LoadSpec(c.endpoints.frontend, c.endpoints.events, key, server,
+                            (cid, node), refs, seconds, seed=i)
+            proc = ctx.Process(target=run_load, args=(spec, barrier, results))
+            proc.start()
+            procs.append(proc)
+        collected: list[LoadResult] = [results.get(timeout=seconds + 120) for _ in procs]
+        for proc in procs:
+            proc.join(30)
+        health = c.client().ping()
+        ping_p50 = _ping_p50(c.client(timeout=5), 1000)
+    latencies = [v for r in collected for vs in r.latencies.values() for v in vs]
+    queries = [v for r in collected for op in ("ps", "inspect", "resolve")
+               for v in r.latencies.get(op, [])]
+    errors: dict[str, int] = {}
+    for r in collected:
+        for code, n in r.errors.items():
+            errors[code] = errors.get(code, 0) + n
+    wall = max(r.ended for r in collected) - min(r.started for r in collected)
+    return Row(transport, workers, sum(r.commands for r in collected) / wall,
+               1000 * _percentile(queries, 0.50), 1000 * _percentile(latencies, 0.50), 1000 * _percentile(latencies, 0.99),
+               errors, int(health.get("rate_limited", 0)), 1e6 * ping_p50)
+
+
+def _ping_p50(client: Client, count: int) -> float:
+    """Median seconds of a broker round trip: what the transport and CURVE cost."""
+    client.ping()
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        client.ping()
+        times.append(time.perf_counter() - t0)
+    return _percentile(times, 0.50)
+
+
+@dataclass
+class Recovery:
+    transport: str
+    detected_s: float
+    recorded_s: float
+    after_restart_s: float
+
+
+def measure_recovery(transport: str, rootfs: str, containers: int = 4) -> Recovery:
+    """kill -9 the worker of h1 with ``containers`` running there, let them all
+    exit while it is down, restart it; seconds from the kill until every exit is
+    in the log (and, apart, until the broker noticed the loss)."""
+    from engine.runtime.waits import wait_pids_exit
+    from tests.helpers import wait_until
+
+    with _cluster(transport, 2, rootfs, 1) as c:
+        client = c.client(timeout=10)
+        ids = []
+        for i in range(containers):
+            cid = client.create(rootfs=rootfs, args=["sleep", "3600"], node="h1",
+                                name=f"rec{i}").result["id"]
+            client.start(cid, node="h1")
+            ids.append(cid)
+        pids = [client.inspect(cid)["pid"] for cid in ids]
+        killed = time.monotonic()
+        c.kill_worker("h1")
+        c.wait_node_gone("h1", timeout=30)
+        detected = time.monotonic()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        if not wait_pids_exit(pids, 10):
+            raise RuntimeError("the containers did not die")
+        restarted = time.monotonic()
+        c.start_worker("h1", wait=False)
+        wait_until(lambda: all(r["state"] == "exited" for r in client.ps(all=True)), 60,
+                   interval=0.02, what="every exit recorded")
+        done = time.monotonic()
+        # Killing the containers is ours, not the engine's: leave it out.
+        return Recovery(transport, detected - killed, done - killed - (restarted - detected),
+                        done - restarted)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def print_table(rows: list[Row]) -> None:
+    by = {(r.transport, r.workers): r for r in rows}
+    print(f"{'transport':<11} {'workers':>7} {'cmds/s':>8} {'query p50':>9} {'p50 ms':>8} "
+          f"{'p99 ms':>8} {'vs ipc':>7} {'ping us':>8} {'errors':>7} {'limited':>7}")
+    for r in rows:
+        base = by.get(("ipc", r.workers))
+        ratio = f"{r.per_second / base.per_second:.2f}" if base else "-"
+        print(f"{r.transport:<11} {r.workers:>7} {r.per_second:>8.0f} {r.query_p50_ms:>9.2f} "
+              f"{r.p50_ms:>8.2f} "
+              f"{r.p99_ms:>8.1f} {ratio:>7} {r.ping_p50_us:>8.0f} {sum(r.errors.values()):>7} "
+              f"{r.rate_limited:>7}")
+    print()
+    print("CURVE's cost (tcp+curve / tcp plain, same workers):")
+    for workers in sorted({r.workers for r in rows}):
+        curve, plain = by.get(("tcp+curve", workers)), by.get(("tcp plain", workers))
+        if curve and plain:
+            print(f"  {workers} worker(s): throughput x{curve.per_second / plain.per_second:.2f}, "
+                  f"p50 x{curve.p50_ms / plain.p50_ms:.2f}, p99 x{curve.p99_ms / plain.p99_ms:.2f}, "
+                  f"broker round trip x{curve.ping_p50_us / plain.ping_p50_us:.2f}")
+    for r in rows:
+        if r.errors:
+            print(f"  errors in {r.transport}/{r.workers}: {r.errors}")
+
+
+def print_recovery(rows: list[Recovery]) -> None:
+    print()
+    print(f"{'recovery (kill -9, 4 exits meanwhile)':<40} {'loss seen s':>11} "
+          f"{'kill->recorded s':>16} {'restart->recorded s':>19}")
+    for r in rows:
+        print(f"{r.transport:<40} {r.detected_s:>11.2f} {r.recorded_s:>16.2f} "
+              f"{r.after_restart_s:>19.2f}")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def plain_broker(argv: list[str]) -> None:
+    """Bench-only: ``berth broker`` with CURVE switched off, to measure its cost.
+
+    berth itself never serves plain tcp; this patches the transport check in this
+    process only and runs the ordinary Broker (no rate limit: unauthenticated tcp
+    peers would all share one bucket)."""
+    import bus.broker
+    from bus.broker import Broker
+
+    parser = argparse.ArgumentParser(prog="plain-broker")
+    parser.add_argument("--bind", required=True)
+    parser.add_argument("--workers-bind", required=True)
+    parser.add_argument("--events-bind", required=True)
+    opts = parser.parse_args(argv)
+    bus.broker.needs_curve = lambda endpoint: False  # type: ignore[attr-defined]
+    Broker(opts.bind, opts.workers_bind, opts.events_bind, rate_limit=None).serve_forever()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "plain-broker":
+        plain_broker(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, for development")
+    parser.add_argument("--seconds", type=float, default=None, help="load per configuration")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
+    opts = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("needs root (network namespaces, runc)")
+    seconds = opts.seconds or (2.0 if opts.quick else 6.0)
+    from engine.rootfs import build_busybox_rootfs
+
+    with tempfile.TemporaryDirectory(prefix="berth-mhb-") as tmp:
+        rootfs = build_busybox_rootfs(os.path.join(tmp, "busybox"))
+        rows = []
+        for workers in (int(w) for w in opts.workers.split(",")):
+            for transport in ("ipc", "tcp+curve", "tcp plain"):
+                row = measure_load(transport, workers, rootfs, opts.clients, seconds)
+                print(f"  {transport}, {workers} worker(s): {row.per_second:.0f} cmds/s",
+                      file=sys.stderr, flush=True)
+                rows.append(row)
+        recoveries = [measure_recovery(t, rootfs) for t in ("ipc", "tcp+curve")]
+    print(f"\nmixed load {MIX}, {opts.clients} client processes, {seconds:g}s each; "
+          f"PostgreSQL with fsync on; {os.cpu_count()} cores\n")
+    print_table(rows)
+    print_recovery(recoveries)
+
+
+if __name__ == "__main__":
+    main()
