@@ -85,6 +85,23 @@ class StoreError(BerthError):
     exit_code = 125
 
 
+class StoreUnreachable(StoreError):
+    """The store's server could not be reached or dropped the connection.
+
+    Kept apart from other store errors because it is the only one worth retrying:
+    the server may come back, and an append whose commit outcome was lost is safe to
+    repeat (appends are idempotent on the command id). It shares StoreError's wire
+    code, so clients see one "store unavailable" whatever the cause.
+    """
+
+
+class StateUnwritable(BerthError):
+    """The state directory (bundles, logs, SQLite file) is full or read-only."""
+
+    code = "state_unwritable"
+    exit_code = 125
+
+
 class Unavailable(BerthError):
     """The engine (broker or the worker of a node) is not reachable."""
 
@@ -118,6 +135,7 @@ ERRORS_BY_CODE: dict[str, type[BerthError]] = {
         Timeout,
         ConcurrencyError,
         StoreError,
+        StateUnwritable,
         Unavailable,
         RateLimited,
         ProtocolError,

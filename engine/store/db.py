@@ -25,7 +25,9 @@ from engine.errors import (
     ConcurrencyError,
     InvalidArgument,
     StoreError,
+    StoreUnreachable,
 )
+from engine.store.retry import is_connection_sqlstate
 
 # Execution option that marks a connection as a writer. On SQLite a writer opens its
 # transaction with BEGIN IMMEDIATE: it takes the write lock before reading the head of
@@ -104,8 +106,48 @@ def _translate(exc: BaseException, action: str) -> BerthError:
             return ConcurrencyError(f"{action}: the command id was recorded concurrently")
         return StoreError(f"{action}: integrity error: {exc.orig}")
     if isinstance(exc, sa_exc.DBAPIError):
+        if _connection_lost(exc):
+            return StoreUnreachable(f"{action}: the database server is unreachable: {exc.orig}")
+        sqlite_problem = _sqlite_write_problem(exc.orig)
+        if sqlite_problem is not None:
+            return StoreError(f"{action}: {sqlite_problem}")
         return StoreError(f"{action}: {type(exc.orig).__name__}: {exc.orig}")
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return StoreUnreachable(f"{action}: the database server is unreachable: {exc}")
     return StoreError(f"{action}: {type(exc).__name__}: {exc}")
+
+
+def _connection_lost(exc: sa_exc.DBAPIError) -> bool:
+    """A failure of the connection rather than of the statement: the only kind the
+    store retries (see engine.store.retry)."""
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if isinstance(orig, psycopg.InterfaceError):
+        return True
+    if isinstance(orig, psycopg.OperationalError):
+        return is_connection_sqlstate(orig.sqlstate)
+    return False
+
+
+_SQLITE_FULL = 13
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+
+
+def _sqlite_write_problem(orig: BaseException | None) -> str | None:
+    """One clear sentence for SQLite's disk-level refusals, which are not transient."""
+    if not isinstance(orig, sqlite3.Error):
+        return None
+    code = getattr(orig, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == _SQLITE_FULL:
+        return "the disk holding the SQLite store is full; nothing was written"
+    if primary == _SQLITE_READONLY:
+        return "the SQLite store is read-only (read-only file system or permissions); nothing was written"
+    if primary == _SQLITE_IOERR:
+        return f"the SQLite store could not be written ({orig}); nothing was written"
+    return None
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from engine.store.db import WRITE, is_sqlite, make_engine, translated
 from engine.store.mapper import Mapper
 from engine.store.reader import Reader
 from engine.store.recorder import AppendRequest, CommandOutcome, Recorder, _Write
+from engine.store.retry import RetryPolicy, retried
 from engine.store.schema import events
 
 
@@ -31,8 +32,12 @@ class EventStore:
     something else manages migrations.
     """
 
-    def __init__(self, url: str, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, url: str, *, synchronous: str = "NORMAL",
+                 retry: RetryPolicy | None = None) -> None:
         self.url = url
+        # Calls that lose their connection are retried (engine.store.retry); the
+        # decorated methods below are the store's whole public surface.
+        self.retry_policy = retry if retry is not None else RetryPolicy.from_env()
         self._engine = make_engine(url, synchronous=synchronous)
         self._mapper = Mapper()
         self._recorder = Recorder(self._engine, self._mapper)
@@ -62,6 +67,7 @@ class EventStore:
 
     # -- writes ---------------------------------------------------------------
 
+    @retried
     def append(self, stream: str, expected_version: int | None,
                events: Sequence[ev.Event], *, command_id: str, command_type: str,
                correlation_id: str = "", actor: str = "", node: str = "",
@@ -78,12 +84,14 @@ class EventStore:
                                 command_type, correlation_id, actor, node)
         return self._recorder.write([_Write(request)])[0]
 
+    @retried
     def append_batch(self, requests: Sequence[AppendRequest],
                      ) -> list[list[ev.RecordedEvent]]:
         """Several commands in one transaction, for throughput. All or nothing: one
         conflict refuses the whole batch, so retry the rest one by one."""
         return self._recorder.write([_Write(r) for r in requests])
 
+    @retried
     def record_failure(self, command_id: str, command_type: str, stream: str, code: str,
                        message: str, *, correlation_id: str = "", actor: str = "",
                        node: str = "") -> list[ev.RecordedEvent]:
@@ -98,14 +106,17 @@ class EventStore:
                                 correlation_id, actor, node)
         return self._recorder.write([_Write(request, error_code=code, message=message)])[0]
 
+    @retried
     def outcome(self, command_id: str) -> CommandOutcome | None:
         return self._recorder.outcome(command_id)
 
     # -- reads of the log -----------------------------------------------------
 
+    @retried
     def read_stream(self, stream: str, from_version: int = 1) -> list[ev.RecordedEvent]:
         return self._reader.read_stream(stream, from_version)
 
+    @retried
     def read_all(self, from_position: int = 1,
                  limit: int | None = None) -> list[ev.RecordedEvent]:
         return self._reader.read_all(from_position, limit)
@@ -113,12 +124,14 @@ class EventStore:
     def iter_all(self, from_position: int = 1) -> Iterator[ev.RecordedEvent]:
         return self._reader.iter_all(from_position=from_position)
 
+    @retried
     def query(self, container: str | None = None, types: Sequence[str] | None = None,
               since: datetime | None = None, until: datetime | None = None,
               newest_first: bool = False, limit: int | None = None,
               ) -> list[ev.RecordedEvent]:
         return self._reader.query(container, types, since, until, newest_first, limit)
 
+    @retried
     def max_position(self) -> int:
         return self._reader.max_position()
 
@@ -128,21 +141,25 @@ class EventStore:
 
     # -- read model -----------------------------------------------------------
 
+    @retried
     def list_containers(self, all: bool = False,
                         node: str | None = None) -> list[ContainerState]:
         with translated("list containers"), self._engine.connect() as conn:
             return readmodel.list_containers(conn, all=all, node=node)
 
+    @retried
     def get_container(self, container_id: str, *,
                       include_removed: bool = False) -> ContainerState:
         with translated("get container"), self._engine.connect() as conn:
             return readmodel.get_container(conn, container_id,
                                            include_removed=include_removed)
 
+    @retried
     def resolve(self, ref: str) -> str:
         with translated("resolve"), self._engine.connect() as conn:
             return readmodel.resolve(conn, ref)
 
+    @retried
     def rebuild_read_model(self) -> int:
         """Drop every row and replay the whole log, under the writer lock so no append
         interleaves. Returns the number of containers written."""
@@ -156,6 +173,7 @@ class EventStore:
             self._recorder.forget_states()
             return len(states)
 
+    @retried
     def verify_read_model(self) -> list[str]:
         """Differences between the rows and a fresh fold of the log (empty if none)."""
         with translated("verify read model"), self._snapshot() as conn, conn.begin():
@@ -165,15 +183,18 @@ class EventStore:
 
     # -- time travel and audit --------------------------------------------------
 
+    @retried
     def state_at(self, position: int | None = None, time: datetime | None = None,
                  container: str | None = None) -> dict[str, ContainerState]:
         return timetravel.state_at(self._reader, position, time, container)
 
+    @retried
     def verify_chain(self) -> int | None:
         """None if the hash chain holds; else the first position where it breaks."""
         with translated("verify chain"), self._snapshot() as conn, conn.begin():
             return audit.first_break(audit.chain_rows(conn))
 
+    @retried
     def head(self) -> tuple[int, str]:
         """(position, hex hash) of the last event: anchor it elsewhere for audits."""
         with translated("head"), self._engine.connect() as conn:
@@ -186,9 +207,10 @@ class EventStore:
         return int(row.position), bytes(row.hash).hex()
 
 
-def open_store(url: str, *, upgrade: bool = True, synchronous: str = "NORMAL") -> EventStore:
+def open_store(url: str, *, upgrade: bool = True, synchronous: str = "NORMAL",
+               retry: RetryPolicy | None = None) -> EventStore:
     """Open the store at ``url``, first upgrading its schema to head (the default)."""
     if upgrade:
         from engine.store.migrate import upgrade as run_upgrade
         run_upgrade(url)
-    return EventStore(url, synchronous=synchronous)
+    return EventStore(url, synchronous=synchronous, retry=retry)
