@@ -34,6 +34,9 @@ class WorkerContext:
     publish: Callable[[EventMessage], None] = lambda _m: None
     locks: ContainerLocks = field(default_factory=ContainerLocks)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    # Called with every batch of committed events (the conmon watcher follows conmon
+    # pids this way); an observer must not raise and must not block.
+    observers: list[Callable[[Sequence[ev.RecordedEvent]], None]] = field(default_factory=list)
     _states: dict[str, ContainerState] = field(default_factory=dict)
 
     @property
@@ -123,5 +126,7 @@ class WorkerContext:
     def announce(self, recorded: Sequence[ev.RecordedEvent]) -> None:
         for r in recorded:
             self.publish(event_message(r))
+        for observe in self.observers:
+            observe(recorded)
         with self.changed:
             self.changed.notify_all()

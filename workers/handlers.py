@@ -30,12 +30,15 @@ from engine.ids import (
     validate_session_id,
 )
 from engine.projection import CREATED, EXITED, PAUSED, RUNNING, ContainerState
+from engine.runtime import Status
 from engine.runtime.exitfile import wait_exit_file
 from engine.signals import parse_signal
 from engine.spec import RunSpec
 from workers.context import WorkerContext
 from workers.exits import ALIVE, record_exit
+from workers.oserrors import from_os_error
 from workers.queries import Queries
+from workers.redo import act_unless_done
 
 log = logging.getLogger("berth.handlers")
 Result = tuple[list[ev.RecordedEvent], dict[str, Any]]
@@ -92,7 +95,9 @@ class Handlers:
             done = self.ctx.store.outcome(cmd.id)
             if done is not None:
                 if done.ok:
-                    return Reply(cmd.id, True, positions=done.positions, result={"replayed": True})
+                    # The stream tells a retried create which container it made.
+                    return Reply(cmd.id, True, positions=done.positions,
+                                 result={"replayed": True, "id": done.stream, "node": self.ctx.node})
                 return Reply(cmd.id, False, done.error_code or "internal", done.message, done.positions)
             handler = self._table.get(cmd.type)
             if handler is None:
@@ -101,6 +106,8 @@ class Handlers:
             return Reply(cmd.id, True, positions=tuple(r.position for r in recorded), result=result)
         except BerthError as exc:
             return self._failed(cmd, exc)
+        except OSError as exc:  # the state directory refused a write (full, read-only)
+            return self._failed(cmd, from_os_error(exc))
         except Exception as exc:
             log.exception("command %s (%s) failed unexpectedly", cmd.id, cmd.type)
             return self._failed(cmd, BerthError(f"internal error: {exc}"))
@@ -169,7 +176,7 @@ class Handlers:
                 events.append(ev.PidReceived(pid=created.pid, conmon_pid=created.conmon_pid))
             elif state.state != CREATED:
                 raise InvalidState(f"container {state.name} is {state.state}; it cannot be started")
-            self.ctx.runtime.start(state.id)
+            act_unless_done(self.ctx, state.id, self.ctx.runtime.start, Status.RUNNING)
             events.append(ev.Started())
             recorded = self.ctx.append(state.id, state.version, events, cmd)
         return recorded, {"id": state.id}
@@ -204,18 +211,19 @@ class Handlers:
         return recorded, {"id": state.id, "signal": signal}
 
     def pause(self, cmd: Command) -> Result:
-        return self._transition(cmd, RUNNING, self.ctx.runtime.pause, ev.Paused())
+        return self._transition(cmd, RUNNING, self.ctx.runtime.pause, ev.Paused(), Status.PAUSED)
 
     def unpause(self, cmd: Command) -> Result:
-        return self._transition(cmd, PAUSED, self.ctx.runtime.unpause, ev.Unpaused())
+        return self._transition(cmd, PAUSED, self.ctx.runtime.unpause, ev.Unpaused(), Status.RUNNING)
 
-    def _transition(self, cmd: Command, required: str, action: Callable[[str], None], event: ev.Event) -> Result:
+    def _transition(self, cmd: Command, required: str, action: Callable[[str], None], event: ev.Event,
+                    reached: Status) -> Result:
         state = self._state(cmd)
         with self.ctx.locks.hold(state.id):
             state = self.ctx.container(state.id)
             if state.state != required:
                 raise InvalidState(f"container {state.name} is {state.state}, not {required}")
-            action(state.id)
+            act_unless_done(self.ctx, state.id, action, reached)
             recorded = self.ctx.append(state.id, state.version, [event], cmd)
         return recorded, {"id": state.id}
 

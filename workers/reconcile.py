@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from engine.errors import BerthError, NotFound
 from engine.projection import EXITED
 from engine.runtime import Status
+from workers.conmon_watch import conmon_alive, settle_conmon_gone
 from workers.context import WorkerContext
 from workers.exits import ALIVE, auto_remove, record_exit, record_lost
+from workers.orphans import remove_orphans
 
 log = logging.getLogger("berth.reconcile")
 
@@ -26,6 +28,7 @@ class Reconciled:
     exits: int = 0
     lost: int = 0
     removed: int = 0
+    orphans: int = 0
 
 
 def reconcile(ctx: WorkerContext) -> Reconciled:
@@ -36,6 +39,11 @@ def reconcile(ctx: WorkerContext) -> Reconciled:
             if state.state in ALIVE:
                 if ctx.runtime.exit_status(state.id) is not None:
                     report.exits += bool(record_exit(ctx, state.id))
+                    continue
+                if state.conmon_pid and not conmon_alive(state.conmon_pid, state.id):
+                    # conmon died with no exit file: no one would ever report this
+                    # container's exit, so settle it now (killing it if it runs).
+                    report.lost += bool(settle_conmon_gone(ctx, state.id, state.conmon_pid))
                     continue
                 try:
                     status = ctx.runtime.status(state.id)
@@ -50,4 +58,5 @@ def reconcile(ctx: WorkerContext) -> Reconciled:
                 report.removed += bool(auto_remove(ctx, state.id))
         except BerthError as exc:
             log.error("reconciling %s failed: %s", state.id, exc)
+    report.orphans = remove_orphans(ctx)
     return report

@@ -22,6 +22,7 @@ from bus.worker_link import WorkerLink
 from engine.ids import validate_node
 from engine.runtime import OCIRuntime, RuntimeConfig
 from engine.store import EventStore, open_store
+from workers.conmon_watch import ConmonWatch
 from workers.context import WorkerContext
 from workers.exits import ExitMonitor
 from workers.handlers import Handlers
@@ -72,6 +73,7 @@ class Worker:
         self.ctx = WorkerContext(self.store, self.runtime, config.node)
         self.handlers = Handlers(self.ctx)
         self.monitor: ExitMonitor | None = None
+        self.conmons: ConmonWatch | None = None
         self.link: WorkerLink | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
@@ -81,6 +83,9 @@ class Worker:
         self.reconciled = reconcile(self.ctx)
         log.info("reconciled %s", self.reconciled)
         self.monitor.start()
+        self.conmons = ConmonWatch(self.ctx)
+        self.ctx.observers.append(self.conmons.observe)
+        self.conmons.start()
         self.link = WorkerLink(
             self.config.backend, self.config.node, self.handlers.handle,
             concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,
@@ -96,6 +101,7 @@ class Worker:
             "node": self.config.node,
             "connected": bool(self.link and self.link.connected.is_set()),
             "exits_recorded": self.monitor.recorded if self.monitor else 0,
+            "conmons_lost": self.conmons.settled if self.conmons else 0,
             "reconciled": vars(self.reconciled),
         }
 
@@ -115,6 +121,10 @@ class Worker:
             self.link.stop(disconnect=disconnect)
             log.info("worker %s stopped: %s", self.config.node, self.link.stats)
             self.link = None
+        if self.conmons is not None:
+            self.ctx.observers.remove(self.conmons.observe)
+            self.conmons.close()
+            self.conmons = None
         if self.monitor is not None:
             self.monitor.close()
             self.monitor = None
