@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 import zmq
 
 from bus import endpoints as _endpoints
-from bus.keys import ClientKeys, apply_client, client_keys_from_env, needs_curve
+from bus.keys import ClientKeys, client_keys_from_env, needs_curve, peer_socket
 from bus.protocol import (
     MAX_ACTOR_LENGTH,
     MAX_FRAME_SIZE,
@@ -127,11 +127,8 @@ class Client:
 
     def _socket(self) -> zmq.Socket[bytes]:
         if self._sock is None:
-            sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
-            if self.curve is not None and needs_curve(self.endpoint):
-                apply_client(sock, self.curve)
+            sock = peer_socket(self._ctx, zmq.DEALER, self.endpoint, self.curve,
+                               max_message=4 * MAX_FRAME_SIZE)
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock

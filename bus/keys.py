@@ -185,6 +185,20 @@ def client_keys_for(endpoints: tuple[str, ...], *, key_file: str | None = None,
     return client_keys_from_env(key_file=key_file, server_key_file=server_key_file)
 
 
+def peer_socket(ctx: zmq.Context[Any], kind: int, endpoint: str, curve: ClientKeys | None,
+                *, max_message: int) -> zmq.Socket[bytes]:
+    """A socket of one of the broker's peers (client, worker, subscriber), set up the
+    one way they all need: LINGER 0 so closing it to reconnect never waits on old
+    messages, a message-size cap, and CURVE where the transport crosses a network.
+    The caller connects it."""
+    sock: zmq.Socket[bytes] = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message)
+    if curve is not None and needs_curve(endpoint):
+        apply_client(sock, curve)
+    return sock
+
+
 def apply_client(sock: zmq.Socket[Any], keys: ClientKeys) -> None:
     """Make ``sock`` a CURVE client of the broker (before ``connect``)."""
     sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.own.public)

@@ -22,7 +22,7 @@ from typing import Any, Self
 
 import zmq
 
-from bus.keys import ClientKeys, apply_client, needs_curve
+from bus.keys import ClientKeys, peer_socket
 from bus.protocol import MAX_FRAME_SIZE, EventMessage, container_of, decode
 from engine.errors import ProtocolError
 
@@ -64,12 +64,9 @@ class Subscription(Iterator[EventMessage]):
         self._gap_since: float | None = None
         self._last_fetch = 0.0
         ctx = context or zmq.Context.instance()
-        self._sub: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub = peer_socket(ctx, zmq.SUB, events_endpoint, curve,
+                                max_message=4 * MAX_FRAME_SIZE)
         self._sub.setsockopt(zmq.RCVHWM, 100_000)
-        self._sub.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
-        if curve is not None and needs_curve(events_endpoint):
-            apply_client(self._sub, curve)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")  # all types: gaps are seen by position
         self._sub.connect(events_endpoint)
         try:

@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from bus import endpoints as _endpoints
-from bus.keys import ClientKeys, apply_client, client_keys_from_env, needs_curve
+from bus.keys import ClientKeys, client_keys_from_env, needs_curve, peer_socket
 from bus.protocol import (
     MAX_FRAME_SIZE,
     SERIAL_COMMANDS,
@@ -187,11 +187,8 @@ class WorkerLink:
     # ------------------------------------------------------------------ I/O thread
 
     def _connect(self, *, send_ready: bool = True) -> zmq.Socket[bytes]:
-        sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
-        if self.curve is not None and needs_curve(self.endpoint):
-            apply_client(sock, self.curve)
+        sock = peer_socket(self._ctx, zmq.DEALER, self.endpoint, self.curve,
+                           max_message=4 * MAX_FRAME_SIZE)
         sock.connect(self.endpoint)
         if send_ready:
             self._send(sock, encode(Ready(self.node, self.concurrency)))

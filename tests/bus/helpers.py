@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from typing import Any
 
 from bus.client import Client
 from bus.protocol import Command, EventMessage, Reply, events_result, now_iso
 from bus.worker_link import WorkerLink
 from engine.errors import InvalidState, NotFound
+from tests.helpers import wait_until
+
+__all__ = ["wait_until"]  # re-exported: the bus tests import it from here
 
 HEARTBEAT = 0.1
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)  # polling interval of a condition wait, not a synchronisation
 
 
 class Recorder:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +13,7 @@ from engine.errors import InvalidArgument
 
 
 def test_parse_time_accepts_rfc3339_and_durations() -> None:
-    now = datetime(2026, 11, 28, 10, 13, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 28, 10, 13, tzinfo=UTC)
     assert fmt.parse_time("10m", now) == "2026-11-28T10:03:00+00:00"
     assert fmt.parse_time("2026-11-28T10:03:00Z") == "2026-11-28T10:03:00+00:00"
     assert fmt.parse_time("2026-11-28T11:03:00+01:00") == "2026-11-28T10:03:00+00:00"
