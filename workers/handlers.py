@@ -34,7 +34,7 @@ from engine.runtime import Status
 from engine.runtime.exitfile import wait_exit_file
 from engine.signals import parse_signal
 from engine.spec import RunSpec
-from workers.context import WorkerContext
+from workers.context import WorkerContext, system_command_id
 from workers.exits import ALIVE, record_exit
 from workers.oserrors import from_os_error
 from workers.queries import Queries
@@ -241,6 +241,9 @@ class Handlers:
         session = validate_session_id(cmd.args.get("session_id") or new_uuid())
         tty = _flag(cmd.args, "tty")
         state = self._state(cmd)
+        interrupted = self._interrupted_exec(cmd, state)
+        if interrupted is not None:
+            return interrupted
         if state.state != RUNNING:
             raise InvalidState(f"container {state.name} is {state.state}: exec needs a running container")
         recorded: list[ev.RecordedEvent] = []
@@ -263,6 +266,26 @@ class Handlers:
             recorded += self.ctx.append(state.id, now.version, [ev.ExecExited(session, result.exit_code)], cmd)
         output = result.output[-MAX_EXEC_OUTPUT:].decode(errors="replace")
         return recorded, {"exit_code": result.exit_code, "output": output, "session_id": session}
+
+    def _interrupted_exec(self, cmd: Command, state: ContainerState) -> Result | None:
+        """A resend of an exec whose session had started when the worker died.
+
+        Running it again would run the command twice; its exit code died with the
+        worker. So the session is closed in the log with exit code -1 and the reply
+        says it was interrupted.
+        """
+        prior = self.ctx.store.outcome(system_command_id(cmd.id, "started"))
+        if prior is None:
+            return None
+        session = next(
+            (r.event.session_id for r in self.ctx.store.read_stream(state.id)
+             if r.metadata.position in prior.positions and isinstance(r.event, ev.ExecStarted)),
+            "",
+        )
+        with self.ctx.locks.hold(state.id):
+            now = self.ctx.container(state.id)
+            recorded = self.ctx.append(state.id, now.version, [ev.ExecExited(session, -1)], cmd)
+        return recorded, {"exit_code": -1, "output": "", "session_id": session, "interrupted": True}
 
     # -- checkpoint / restore ----------------------------------------------------------
 

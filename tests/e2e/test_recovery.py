@@ -73,3 +73,36 @@ def test_garbage_frames_leave_the_broker_answering(up: Engine) -> None:
     assert c.ps() == []
     result = up.cli("run", "--rm", up.rootfs, "true")
     assert result.returncode == 0, result.stderr
+
+
+def test_exec_resent_after_a_worker_kill_does_not_run_twice(engine: Engine) -> None:
+    from bus.protocol import encode, parse_events_result
+
+    proc = engine.start_worker_process()
+    c = engine.client(timeout=5, retries=2)
+    cid = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
+    c.start(cid)
+    command = c.command("container.exec", cid, "local",
+                        {"cmd": ["sh", "-c", "echo ran >> /tmp/runs; sleep 60"], "session_id": "once"})
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(engine.endpoints.frontend)
+    try:
+        raw.send(encode(command))  # the publisher's first try; its reply never comes
+        wait_until(lambda: any(e.type == "container.exec_started"
+                               for e in parse_events_result(c.history(cid))[0]), 15, what="exec started")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        raw.close()
+    engine.start_worker_process()
+    reply = c.request(command)  # the resend, same command id
+    assert reply.result["interrupted"] is True and reply.result["exit_code"] == -1
+    history = parse_events_result(c.history(cid))[0]
+    sessions = [e for e in history if e.type.startswith("container.exec_")]
+    assert [(e.type, e.data["session_id"]) for e in sessions] == [
+        ("container.exec_started", "once"), ("container.exec_exited", "once")]
+    assert sessions[1].data["exit_code"] == -1
+    assert c.exec(cid, ["cat", "/tmp/runs"]).result["output"] == "ran\n"
+    assert c.request(command).positions == reply.positions  # and a third try changes nothing
