@@ -8,12 +8,13 @@ lets "rebuild == incremental" be checked field by field.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Update, bindparam, delete, insert, select, update
 
 from engine import events as ev
 from engine.errors import InvalidArgument, NotFound
@@ -119,12 +120,13 @@ class StateCache:
         wanted = list(set(ids))
         found: dict[str, ContainerState] = {}
         stale: list[str] = []
-        key = containers.c
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
-            match = key.id == chunk[0] if len(chunk) == 1 else key.id.in_(chunk)
-            query = select(key.id, key.version, key.last_position).where(match)
-            for cid, version, last_position in conn.execute(query):
+            # Plain SQL to the driver: this runs in every append (see Recorder._write).
+            sql = ("SELECT id, version, last_position FROM containers WHERE id IN ("
+                   + ", ".join([mark] * len(chunk)) + ")")
+            for cid, version, last_position in conn.exec_driver_sql(sql, tuple(chunk)):
                 cached = self._states.get(cid)
                 if (cached is not None and cached.version == version
                         and cached.last_position == last_position):
@@ -166,6 +168,14 @@ def _changed_columns(old: ContainerState, new: ContainerState) -> dict[str, Any]
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _update_statement(columns: tuple[str, ...]) -> Update:
+    """One statement object per column set: SQLAlchemy memoises a statement's cache
+    key on the object, so building a fresh one per append paid for it every time."""
+    return (update(containers).where(containers.c.id == bindparam("b_id"))
+            .values({c: bindparam(c) for c in columns}))
+
+
 def save_states(conn: Connection, states: Mapping[str, ContainerState],
                 before: Mapping[str, ContainerState]) -> None:
     """Write folded states: UPDATE changed columns of rows that were there, INSERT new
@@ -182,9 +192,7 @@ def save_states(conn: Connection, states: Mapping[str, ContainerState],
         if changed:
             groups.setdefault(tuple(sorted(changed)), []).append({**changed, "b_id": cid})
     for columns, rows in groups.items():
-        stmt = (update(containers).where(containers.c.id == bindparam("b_id"))
-                .values({c: bindparam(c) for c in columns}))
-        conn.execute(stmt, rows)
+        conn.execute(_update_statement(columns), rows)
     if inserts:
         conn.execute(insert(containers), inserts)
 
