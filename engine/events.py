@@ -39,9 +39,10 @@ CONTAINER_REMOVED = "container.removed"
 COMMAND_FAILED = "command.failed"
 
 # Why a container exited. "stop" and "checkpoint" were asked for (expected=True);
-# "exit" and "crash" are the process's own doing; "unknown" when the exit was found
-# after the fact (e.g. reconciliation without an exit file).
-EXIT_REASONS = frozenset({"stop", "checkpoint", "exit", "crash", "unknown"})
+# "exit" and "crash" are the process's own doing; "conmon_lost" when its conmon died
+# without leaving an exit status (the worker then kills what conmon supervised);
+# "unknown" when the exit was found after the fact with nothing to say why.
+EXIT_REASONS = frozenset({"stop", "checkpoint", "exit", "crash", "conmon_lost", "unknown"})
 
 def _bad(event_type: str, detail: str) -> InvalidArgument:
     return InvalidArgument(f"invalid {event_type} payload: {detail}")

@@ -15,7 +15,7 @@ pid-reuse race) and settles each death with ``settle_conmon_gone``:
 * no exit file and the container process still runs: nobody would ever record its
   exit, so berth kills it (``runc kill --all KILL``, then ``runc delete --force``),
   records that it did (``container.signalled`` from the worker's system actor) and
-  records the exit with code -1 and reason ``unknown``;
+  records the exit with code -1 and reason ``conmon_lost``;
 * no exit file and no process: record the exit as lost (-1, ``unknown``).
 
 Start-up reconciliation calls ``settle_conmon_gone`` too, for conmons that died
@@ -87,7 +87,7 @@ def settle_conmon_gone(ctx: WorkerContext, container_id: str, conmon_pid: int | 
             log.warning("conmon of container %s died; killed the unsupervised container", container_id)
         else:
             log.warning("conmon of container %s died and the container is gone", container_id)
-        recorded += record_lost(ctx, container_id)
+        recorded += record_lost(ctx, container_id, reason="conmon_lost")
         return recorded
 
 

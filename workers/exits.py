@@ -48,8 +48,12 @@ def record_exit(
     *,
     status: ExitStatus | None = None,
     wait: bool = False,
+    reason: str | None = None,
 ) -> list[ev.RecordedEvent]:
-    """Append the container's exit if the log still has it alive; return what was written."""
+    """Append the container's exit if the log still has it alive; return what was written.
+
+    ``reason`` overrides the reason judged from the stream (for exits the caller
+    knows more about, such as a lost conmon)."""
     with ctx.locks.hold(container_id):
         try:
             state = ctx.container(container_id)
@@ -63,7 +67,8 @@ def record_exit(
                 status = wait_exit_file(ctx.runtime.paths(container_id).exit_file, first_wait=0.05, steps=8)
             if status is None:
                 return []
-        reason, expected = exit_reason(ctx, state, status.exit_code)
+        judged, expected = exit_reason(ctx, state, status.exit_code)
+        reason = reason or judged
         recorded = ctx.append(
             container_id,
             state.version,
@@ -99,10 +104,10 @@ def auto_remove(ctx: WorkerContext, container_id: str) -> list[ev.RecordedEvent]
         )
 
 
-def record_lost(ctx: WorkerContext, container_id: str) -> list[ev.RecordedEvent]:
+def record_lost(ctx: WorkerContext, container_id: str, reason: str = "unknown") -> list[ev.RecordedEvent]:
     """The runtime no longer knows a container the log has alive and no exit file exists."""
     status = ExitStatus(-1, datetime.now(UTC))
-    return record_exit(ctx, container_id, status=status)
+    return record_exit(ctx, container_id, status=status, reason=reason)
 
 
 class ExitMonitor:

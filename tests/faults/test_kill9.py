@@ -103,7 +103,7 @@ def _exited(client: Client, cid: str) -> dict[str, object]:
 def _assert_lost_and_killed(client: Client, info: dict[str, object]) -> None:
     cid, pid = str(info["id"]), int(info["pid"])  # type: ignore[call-overload]
     state = _exited(client, cid)
-    assert state["exit_code"] == -1 and state["exit_reason"] == "unknown"
+    assert state["exit_code"] == -1 and state["exit_reason"] == "conmon_lost"
     assert wait_pids_exit([pid], 10), "the unsupervised container process still runs"
     assert not pid_alive(pid) or _zombie(pid)
     history = client.history(cid)["events"]
