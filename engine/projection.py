@@ -11,6 +11,8 @@ an exited container, say) still moves the fold, exactly as the log says it happe
 
 from __future__ import annotations
 
+import gc
+
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
@@ -236,7 +238,23 @@ class _Draft:
 def fold(recorded: Iterable[ev.RecordedEvent],
          states: Mapping[str, ContainerState] | None = None) -> dict[str, ContainerState]:
     """Fold events of any number of streams, in log order, onto ``states`` (by
-    container id; not modified) and return the resulting states."""
+    container id; not modified) and return the resulting states.
+
+    The cyclic garbage collector is paused meanwhile: a replay allocates millions of
+    objects that live on (drafts, events) and none forms a cycle, yet each automatic
+    collection rescans them all, which made a 1,000,000-event replay superlinear.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _fold(recorded, states)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _fold(recorded: Iterable[ev.RecordedEvent],
+          states: Mapping[str, ContainerState] | None) -> dict[str, ContainerState]:
     drafts: dict[str, _Draft] = {}
     base = states or {}
     transitions = _TRANSITIONS
