@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from engine import events as ev
-from engine.errors import InvalidArgument, StoreError
+from engine.errors import InvalidArgument, StoreError, StoreUnreachable
 from engine.store import EventStore, open_store
+from engine.store.retry import NO_RETRY, RetryPolicy
 
 
 def test_unreachable_sqlite_path(tmp_path: Path) -> None:
@@ -29,15 +31,20 @@ def test_schema_missing_is_a_store_error(tmp_path: Path) -> None:
 
 
 def test_unreachable_postgres() -> None:
+    """Refused connections are retried for the policy's deadline, then reported."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound but not listening: connection refused
-        store = EventStore(f"postgresql+psycopg://nobody@127.0.0.1:{port}/x?connect_timeout=2")
-        try:
-            with pytest.raises(StoreError):
-                store.max_position()
-        finally:
-            store.close()
+        url = f"postgresql+psycopg://nobody@127.0.0.1:{port}/x?connect_timeout=2"
+        for policy, least, most in ((NO_RETRY, 0.0, 5.0), (RetryPolicy(deadline=1.5), 1.5, 8.0)):
+            store = EventStore(url, retry=policy)
+            try:
+                start = time.monotonic()
+                with pytest.raises(StoreUnreachable):
+                    store.max_position()
+                assert least <= time.monotonic() - start < most
+            finally:
+                store.close()
 
 
 def test_bad_urls() -> None:
