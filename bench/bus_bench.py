@@ -54,10 +54,11 @@ def _client_keys(run_dir: str, name: str) -> keys.ClientKeys:
 
 
 def prepare_curve(run_dir: str) -> None:
-    """Keys for the broker, the worker and the client, and three free loopback ports."""
+    """Keys for the broker, the worker (named for its node, "bench") and the client,
+    and three free loopback ports."""
     k = _keys_dir(run_dir)
     keys.generate("broker", k)
-    for name, role in (("worker", keys.WORKERS), ("client", keys.PUBLISHERS)):
+    for name, role in (("bench", keys.WORKERS), ("client", keys.PUBLISHERS)):
         public, _ = keys.generate(name, k)
         keys.authorize(public, role, directory=k / "authorized" / role)
     ports = []
@@ -83,7 +84,7 @@ def serve(role: str, run_dir: str, curve: bool) -> None:
         broker.close()
     else:
         link = WorkerLink(ep.backend, "bench", lambda c: Reply(c.id, True), concurrency=4,
-                          curve=_client_keys(run_dir, "worker") if curve else None)
+                          curve=_client_keys(run_dir, "bench") if curve else None)
         print("up", flush=True)
         link.run(stop)
 

@@ -153,6 +153,7 @@ class Broker:
                 "rate_limited",
                 "unauthenticated",
                 "impersonations",
+                "wrong_node",
             ),
             0,
         )
@@ -428,23 +429,37 @@ class Broker:
             self.router.touch(identity, now)
             self._publish(msg, payload)
         elif isinstance(msg, Heartbeat):
-            if not self.router.touch(identity, now):  # e.g. the broker restarted
+            # An unknown worker's heartbeat (e.g. the broker restarted) re-admits it.
+            if (not self.router.touch(identity, now)
+                    and self._admits(identity, msg.node, received[-1])):
                 self._worker_ready(identity, Ready(msg.node), now)
         elif isinstance(msg, Ready):
-            peer = self._peers.of(received[-1], curve=self._backend_curve)
-            if peer is None:
-                self.stats["unauthenticated"] += 1
-                log.warning("ignored a Ready with no authenticated identity")
-                return
-            if identity not in self.router.workers:
-                log.info("worker %r authenticated as %s", identity, peer.name)
-            self._worker_ready(identity, msg, now)
+            if self._admits(identity, msg.node, received[-1]):
+                self._worker_ready(identity, msg, now)
         elif isinstance(msg, Disconnect):
             log.info("worker %r disconnected", identity)
             self._lose_worker(identity, now)
         else:
             self.stats["malformed_frames"] += 1
             log.warning("dropped a %s sent by worker %r", type(msg).__name__, identity)
+
+    def _admits(self, identity: bytes, node: str, frame: zmq.Frame) -> bool:
+        """Whether this worker may serve ``node``. Over CURVE a worker's key names
+        the one node it may serve, so a stolen or misused worker key cannot take
+        over another host's containers."""
+        peer = self._peers.of(frame, curve=self._backend_curve)
+        if peer is None:
+            self.stats["unauthenticated"] += 1
+            log.warning("ignored a worker with no authenticated identity")
+            return False
+        if self._backend_curve and peer.name != node:
+            self.stats["wrong_node"] += 1
+            log.warning("refused worker %r: its key %r may only serve node %r, not %r",
+                        identity, peer.name, peer.name, node)
+            return False
+        if identity not in self.router.workers:
+            log.info("worker %r authenticated as %s", identity, peer.name)
+        return True
 
     def _worker_ready(self, identity: bytes, ready: Ready, now: float) -> None:
         known = identity in self.router.workers

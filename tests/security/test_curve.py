@@ -30,7 +30,7 @@ def _zap(broker: Broker) -> tuple[int, int]:
 def test_authorised_worker_and_client_work_and_the_actor_is_the_key_name(
         keystore: KeyStore, tcp_broker: Broker, connect: Connect, attach: Attach) -> None:
     recorder = Recorder()
-    worker = attach("n1", recorder, keystore.peer("w1", keys.WORKERS))
+    worker = attach("n1", recorder, keystore.peer("n1", keys.WORKERS))
     alice = connect(keystore.peer("alice", keys.PUBLISHERS), actor="mallory")
     wait_until(lambda: worker_count(alice, "n1") == 1, what="the worker registered over CURVE")
     assert worker.connected.is_set()
@@ -77,7 +77,7 @@ def test_unknown_worker_key_is_never_routed_to(
 
 def test_a_key_authorised_for_one_role_does_not_serve_the_other(
         keystore: KeyStore, tcp_broker: Broker, connect: Connect, attach: Attach) -> None:
-    worker_key = keystore.peer("w1", keys.WORKERS)
+    worker_key = keystore.peer("n1", keys.WORKERS)
     publisher_key = keystore.peer("alice", keys.PUBLISHERS)
     # a worker's key does not make a client...
     with pytest.raises(Unavailable):
@@ -89,8 +89,8 @@ def test_a_key_authorised_for_one_role_does_not_serve_the_other(
     wait_until(lambda: _zap(tcp_broker)[1] >= 2, what="both cross-role handshakes refused")
     assert worker_count(alice) == 0
     # the same key under both roles works in each, under its own name
-    attach("n2", recorder, worker_key)
-    wait_until(lambda: worker_count(alice, "n2") == 1, what="the real worker registered")
+    attach("n1", recorder, worker_key)
+    wait_until(lambda: worker_count(alice, "n1") == 1, what="the real worker registered")
 
 
 def test_a_key_authorised_while_the_broker_runs_is_admitted(
@@ -129,7 +129,7 @@ def test_a_command_id_is_bound_to_its_sender(
         keystore: KeyStore, tcp_broker: Broker, connect: Connect, attach: Attach) -> None:
     """A retry with the same id is absorbed only from the same identity: another
     peer cannot read someone else's reply by reusing its command id."""
-    attach("n1", Recorder(), keystore.peer("w1", keys.WORKERS))
+    attach("n1", Recorder(), keystore.peer("n1", keys.WORKERS))
     alice = connect(keystore.peer("alice", keys.PUBLISHERS))
     bob = connect(keystore.peer("bob", keys.PUBLISHERS))
     wait_until(lambda: worker_count(alice, "n1") == 1, what="worker registered")
@@ -152,7 +152,7 @@ def _subscriber(broker: Broker, curve: ClientKeys) -> zmq.Socket[bytes]:
 def test_the_event_feed_admits_only_authorised_subscribers(
         keystore: KeyStore, tcp_broker: Broker, connect: Connect, attach: Attach) -> None:
     log = MemoryLog()
-    log.link = attach("n1", log, keystore.peer("w1", keys.WORKERS))
+    log.link = attach("n1", log, keystore.peer("n1", keys.WORKERS))
     alice_keys = keystore.peer("alice", keys.PUBLISHERS)
     alice = connect(alice_keys)
     wait_until(lambda: worker_count(alice, "n1") == 1, what="worker registered")
@@ -171,3 +171,14 @@ def test_the_event_feed_admits_only_authorised_subscribers(
     finally:
         good.close(linger=0)
         bad.close(linger=0)
+
+
+def test_a_worker_key_serves_only_the_node_it_names(
+        keystore: KeyStore, tcp_broker: Broker, attach: Attach,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bus.broker")
+    attach("n2", Recorder(), keystore.peer("n1", keys.WORKERS))  # n1's key claiming n2
+    wait_until(lambda: "may only serve node 'n1', not 'n2'" in caplog.text, 5,
+               what="refusal logged")
+    assert tcp_broker.stats["wrong_node"] >= 1
+    assert not tcp_broker.router.workers

@@ -35,7 +35,7 @@ def test_an_over_rate_client_is_refused_and_others_are_not(
         keystore: KeyStore, make_tcp_broker: Callable[..., Broker]) -> None:
     broker = make_tcp_broker(rate_limit=RateLimit(rate=5, burst=10))
     link = WorkerLink(broker.backend_endpoint, "n1", Recorder(), heartbeat_interval=0.1,
-                      curve=keystore.peer("w1", keys.WORKERS))
+                      curve=keystore.peer("n1", keys.WORKERS))
     link.start()
     greedy_keys, polite_keys = (keystore.peer("greedy", keys.PUBLISHERS),
                                 keystore.peer("polite", keys.PUBLISHERS))
@@ -75,7 +75,7 @@ def test_an_over_rate_client_is_refused_and_others_are_not(
 def test_a_garbage_flood_does_not_harm_a_well_behaved_client(
         keystore: KeyStore, tcp_broker: Broker, connect: Connect, attach: Attach) -> None:
     recorder = Recorder()
-    attach("n1", recorder, keystore.peer("w1", keys.WORKERS))
+    attach("n1", recorder, keystore.peer("n1", keys.WORKERS))
     flood_keys = keystore.peer("flood", keys.PUBLISHERS)
     polite = connect(keystore.peer("polite", keys.PUBLISHERS), timeout=2)
     wait_until(lambda: worker_count(polite, "n1") == 1, what="worker registered")
