@@ -178,7 +178,7 @@ def spawn(
         _wait_child(child, deadline)
         line = _read_sync(sync_r, deadline)
         pid = parse_sync(line, _tail(paths.conmon_stderr))
-        return SpawnResult(pid=pid, conmon_pid=_read_pidfile(paths.conmon_pidfile))
+        return SpawnResult(pid=pid, conmon_pid=read_pidfile(paths.conmon_pidfile))
     finally:
         os.close(sync_r)
         os.close(start_w)
@@ -194,7 +194,8 @@ def _wait_child(pid: int, deadline: float) -> None:
         raise RuntimeFailure(f"conmon exited with status {code} before creating the container")
 
 
-def _read_pidfile(path: str) -> int:
+def read_pidfile(path: str) -> int:
+    """The pid in a pid file, or 0 while it is missing or half-written."""
     try:
         with open(path) as f:
             return int(f.read().strip() or 0)
@@ -213,8 +214,4 @@ def _tail(path: str, limit: int = 2000) -> str:
         if ln.strip() and "oom_score_adj" not in ln
     ]
     return " ".join(" ".join(lines).split())
-
-
-def read_pidfile(path: str) -> int:
-    return _read_pidfile(path)
 

@@ -8,6 +8,7 @@ import pytest
 
 from engine.errors import BerthError, InvalidArgument, InvalidState
 from engine.runtime import ExecResult, Status
+from engine.runtime.conmon import read_pidfile
 from tests.helpers import wait_until
 from tests.runtime.conftest import Containers
 
@@ -100,7 +101,7 @@ def test_exec_stop_terminates_sessions(containers: Containers) -> None:
     )
     t.start()
     pidfile = containers.runtime.paths(cid).exec_pidfile("long")
-    pid = wait_until(lambda: _read_pid(pidfile), 10, what="exec pid file")
+    pid = wait_until(lambda: read_pidfile(pidfile), 10, what="exec pid file")
     containers.runtime.exec_stop(cid, [pid], timeout=2)
     t.join(10)
     assert not t.is_alive()
@@ -119,15 +120,7 @@ def test_exec_stop_kills_processes_ignoring_term(containers: Containers) -> None
     )
     t.start()
     pidfile = containers.runtime.paths(cid).exec_pidfile("stubborn")
-    pid = wait_until(lambda: _read_pid(pidfile), 10, what="exec pid file")
+    pid = wait_until(lambda: read_pidfile(pidfile), 10, what="exec pid file")
     containers.runtime.exec_stop(cid, [pid], timeout=1)
     t.join(10)
     assert results and results[0].exit_code == 137
-
-
-def _read_pid(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
