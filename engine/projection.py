@@ -12,7 +12,6 @@ an exited container, say) still moves the fold, exactly as the log says it happe
 from __future__ import annotations
 
 import gc
-
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
