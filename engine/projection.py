@@ -5,7 +5,7 @@ output stored for fast queries. Because ``apply`` is total and pure, the same lo
 gives the same state, which is what makes rebuild, verification and time travel possible.
 
 ``apply`` records facts, it does not judge them: deciding whether a transition is
-allowed is the worker's job before it appends, so an event that looks odd (a pause of
+allowed is ``engine.decide``'s job before anything is appended, so an event that looks odd (a pause of
 an exited container, say) still moves the fold, exactly as the log says it happened.
 """
 
@@ -15,7 +15,7 @@ import gc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from engine import events as ev
 
@@ -25,6 +25,8 @@ PAUSED = "paused"
 EXITED = "exited"
 REMOVED = "removed"
 STATES = (CREATED, RUNNING, PAUSED, EXITED, REMOVED)
+ALIVE = (CREATED, RUNNING, PAUSED)
+"""States in which the container's process exists (or is about to): an exit is due."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,25 +205,7 @@ class _Draft:
     end. ``fold`` equals repeated ``apply`` (a property test holds it to that).
     """
 
-    __slots__ = FIELDS
-    id: str
-    name: str
-    node: str
-    bundle: str
-    spec: ev.RunSpec
-    state: str
-    created_at: datetime
-    version: int
-    last_position: int
-    started_at: datetime | None
-    finished_at: datetime | None
-    pid: int | None
-    conmon_pid: int | None
-    exit_code: int | None
-    exit_reason: str | None
-    restart_count: int
-    checkpoint_path: str | None
-    exec_sessions: tuple[str, ...]
+    __slots__ = FIELDS  # the fields are ContainerState's, declared once there
 
     @classmethod
     def of(cls, state: ContainerState) -> _Draft:
@@ -269,10 +253,11 @@ def _fold(recorded: Iterable[ev.RecordedEvent],
             if known is None:
                 continue  # no container (yet): see apply()
             draft = drafts[stream] = _Draft.of(known)
-        for name, value in transitions[meta.type](draft, item.event, meta).items():
+        view = cast(StateView, draft)
+        for name, value in transitions[meta.type](view, item.event, meta).items():
             setattr(draft, name, value)
-        draft.version = meta.stream_version
-        draft.last_position = meta.position
+        setattr(draft, "version", meta.stream_version)  # noqa: B010 (slots, no annotations)
+        setattr(draft, "last_position", meta.position)  # noqa: B010
     result = dict(base)
     for stream, draft in drafts.items():
         result[stream] = draft.freeze()

@@ -8,7 +8,8 @@ container process is still there.
 
 ``ConmonWatch`` holds a pidfd for the conmon of every live container of this node
 (a pidfd turns readable the moment its process exits, with no polling and no
-pid-reuse race) and settles each death with ``settle_conmon_gone``:
+pid-reuse race) and settles each death with ``ContainerService.settle_conmon_gone``, whose rules
+(``engine.decide.conmon_gone``) are:
 
 * an exit file exists: conmon exited normally after its container; record the exit
   (the inotify monitor usually did already; the second writer writes nothing);
@@ -18,8 +19,8 @@ pid-reuse race) and settles each death with ``settle_conmon_gone``:
   records the exit with code -1 and reason ``conmon_lost``;
 * no exit file and no process: record the exit as lost (-1, ``unknown``).
 
-Start-up reconciliation calls ``settle_conmon_gone`` too, for conmons that died
-while no worker was running.
+Start-up reconciliation settles conmons that died while no worker was running the
+same way. This module only notices deaths; it decides nothing.
 """
 
 from __future__ import annotations
@@ -27,110 +28,28 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
-import signal
+import selectors
 import threading
 from collections.abc import Sequence
 
 from engine import events as ev
-from engine.errors import BerthError, NotFound, RuntimeFailure
-from engine.projection import PAUSED
-from engine.runtime import Status
-from engine.runtime.waits import wait_pids_exit
-from workers.context import WorkerContext, system_command_id
-from workers.exits import ALIVE, record_exit, record_lost
+from engine.errors import BerthError
+from engine.projection import ALIVE
+from engine.service import ContainerService
 
 log = logging.getLogger("berth.conmon_watch")
-
-KILL_WAIT_S = 10.0
-
-
-def conmon_alive(pid: int | None, container_id: str) -> bool:
-    """Is ``pid`` still the conmon of ``container_id``? Checks the command line so a
-    pid reused by another process after conmon died does not count (a zombie has
-    an empty command line, and counts as dead)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-    except OSError:
-        return False
-    return bool(argv) and b"conmon" in os.path.basename(argv[0]) and container_id.encode() in argv
-
-
-def settle_conmon_gone(ctx: WorkerContext, container_id: str, conmon_pid: int | None) -> list[ev.RecordedEvent]:
-    """Record what became of a container whose conmon (``conmon_pid``) is gone.
-
-    Does nothing if the log no longer has the container alive, or if its current
-    conmon is another one (the container was restarted or restored meanwhile).
-    """
-    if ctx.runtime.exit_status(container_id) is not None:
-        return record_exit(ctx, container_id)
-    with ctx.locks.hold(container_id):
-        try:
-            state = ctx.container(container_id)
-        except NotFound:
-            return []
-        if state.state not in ALIVE or (conmon_pid is not None and state.conmon_pid != conmon_pid):
-            return []
-        if ctx.runtime.exit_status(container_id) is not None:  # conmon wrote it after all
-            return record_exit(ctx, container_id)
-        recorded: list[ev.RecordedEvent] = []
-        if _process_alive(ctx, container_id):
-            _kill_unsupervised(ctx, container_id, state.state == PAUSED, state.pid)
-            recorded += ctx.append(
-                container_id, state.version, [ev.Signalled(int(signal.SIGKILL))],
-                command_id=system_command_id(container_id, "conmon-lost-kill", state.version),
-                command_type="container.kill",
-            )
-            log.warning("conmon of container %s died; killed the unsupervised container", container_id)
-        else:
-            log.warning("conmon of container %s died and the container is gone", container_id)
-        recorded += record_lost(ctx, container_id, reason="conmon_lost")
-        return recorded
-
-
-def _process_alive(ctx: WorkerContext, container_id: str) -> bool:
-    try:
-        status = ctx.runtime.status(container_id, known_stopped=True)
-    except NotFound:
-        return False
-    return status.status in (Status.CREATED, Status.RUNNING, Status.PAUSED)
-
-
-def _kill_unsupervised(ctx: WorkerContext, container_id: str, paused: bool, pid: int | None) -> None:
-    """Kill every process of the container and make runc forget it; raise if it lives on."""
-    if paused:
-        try:
-            ctx.runtime.unpause(container_id)  # a frozen process cannot die of SIGKILL
-        except BerthError as exc:
-            log.warning("could not thaw %s before killing it: %s", container_id, exc)
-    try:
-        ctx.runtime.kill(container_id, signal.SIGKILL, all_processes=True)
-    except BerthError:
-        if _process_alive(ctx, container_id):
-            raise
-    if pid and not wait_pids_exit([pid], KILL_WAIT_S):
-        raise RuntimeFailure(f"container {container_id} survived SIGKILL after its conmon died")
-    try:
-        ctx.runtime.delete(container_id, force=True)
-    except BerthError as exc:
-        if _process_alive(ctx, container_id):
-            raise
-        log.debug("runc delete of %s after conmon loss: %s", container_id, exc)
 
 
 class ConmonWatch:
     """A thread that waits on the pidfds of this node's conmons.
 
     ``observe`` is fed every batch of recorded events (hooked into
-    ``WorkerContext.announce``), so a new conmon is watched as soon as its pid is in
+    ``ContainerService.announce``), so a new conmon is watched as soon as its pid is in
     the log and an exited container stops being watched.
     """
 
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx = ctx
+    def __init__(self, service: ContainerService) -> None:
+        self.service = service
         self.settled = 0
         self._lock = threading.Lock()
         self._by_fd: dict[int, tuple[str, int]] = {}
@@ -142,7 +61,7 @@ class ConmonWatch:
 
     def start(self) -> None:
         """Watch every live container of this node the log knows, then follow the log."""
-        for state in self.ctx.store.list_containers(all=True, node=self.ctx.node):
+        for state in self.service.store.list_containers(all=True, node=self.service.node):
             if state.state in ALIVE and state.conmon_pid:
                 self.watch(state.id, state.conmon_pid)
         self._thread.start()
@@ -177,7 +96,7 @@ class ConmonWatch:
                 return
             fd = -1
         # Checked after the pidfd exists, so a pid reused before the open is caught.
-        if fd >= 0 and not conmon_alive(conmon_pid, container_id):
+        if fd >= 0 and not self.service.runtime.conmon_alive(conmon_pid, container_id):
             os.close(fd)
             fd = -1
         with self._lock:
@@ -211,7 +130,7 @@ class ConmonWatch:
             with self._lock:
                 fds = list(self._by_fd)
             try:
-                ready, _, _ = select.select([self._wake_r, *fds], [], [], 1.0)
+                ready = _readable([self._wake_r, *fds], 1.0)
             except OSError:  # an fd closed under us by unwatch: look again
                 continue
             if self._wake_r in ready:
@@ -234,8 +153,16 @@ class ConmonWatch:
 
     def _settle(self, container_id: str, conmon_pid: int) -> None:
         try:
-            self.settled += bool(settle_conmon_gone(self.ctx, container_id, conmon_pid))
+            self.settled += bool(self.service.settle_conmon_gone(container_id, conmon_pid))
         except BerthError as exc:
             log.error("could not settle the lost conmon of %s: %s", container_id, exc)
         except Exception:  # the watcher must outlive any one container's trouble
             log.exception("settling the lost conmon of %s failed", container_id)
+
+
+def _readable(fds: Sequence[int], timeout: float) -> list[int]:
+    """The readable ones among ``fds`` (poll, not select: fd numbers may pass 1024)."""
+    with selectors.PollSelector() as sel:
+        for fd in fds:
+            sel.register(fd, selectors.EVENT_READ)
+        return [key.fd for key, _ in sel.select(timeout)]

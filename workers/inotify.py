@@ -10,7 +10,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
-import select
+import selectors
 import struct
 from collections.abc import Iterator
 
@@ -45,9 +45,11 @@ class Inotify:
 
     def read(self, timeout: float | None) -> Iterator[str]:
         """Yield the names of files completed since the last read (waits up to ``timeout``)."""
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if not ready:
-            return
+        # poll, not select: a busy worker's descriptor numbers pass 1024
+        with selectors.PollSelector() as sel:
+            sel.register(self.fd, selectors.EVENT_READ)
+            if not sel.select(timeout):
+                return
         try:
             buf = os.read(self.fd, 64 * 1024)
         except OSError as exc:

@@ -13,20 +13,23 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bus.endpoints import default_endpoints
 from bus.keys import client_keys_for
 from bus.worker_link import WorkerLink
+from engine import events as ev
 from engine.ids import validate_node
+from engine.queries import Queries
 from engine.runtime import OCIRuntime, RuntimeConfig
+from engine.service import ContainerService, Reconciled
 from engine.store import EventStore, open_store
 from workers.conmon_watch import ConmonWatch
-from workers.context import WorkerContext
+from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
-from workers.handlers import Handlers
-from workers.reconcile import Reconciled, reconcile
+from workers.present import event_message
 
 log = logging.getLogger("berth.worker")
 
@@ -70,8 +73,8 @@ class Worker:
             os.makedirs(path, mode=0o700, exist_ok=True)
         self.store = store or open_store(config.database)
         self.runtime = OCIRuntime(config.runtime_config())
-        self.ctx = WorkerContext(self.store, self.runtime, config.node)
-        self.handlers = Handlers(self.ctx)
+        self.service = ContainerService(self.store, self.runtime, config.node)
+        self.dispatch = Dispatch(self.service, Queries(self.service))
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
         self.link: WorkerLink | None = None
@@ -79,22 +82,29 @@ class Worker:
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        self.monitor = ExitMonitor(self.ctx)
-        self.reconciled = reconcile(self.ctx)
+        self.monitor = ExitMonitor(self.service, self.runtime.config.exits_dir)
+        self.reconciled = self.service.reconcile()
         log.info("reconciled %s", self.reconciled)
         self.monitor.start()
-        self.conmons = ConmonWatch(self.ctx)
-        self.ctx.observers.append(self.conmons.observe)
+        self.conmons = ConmonWatch(self.service)
+        self.service.observers.append(self.conmons.observe)
         self.conmons.start()
         self.link = WorkerLink(
-            self.config.backend, self.config.node, self.handlers.handle,
+            self.config.backend, self.config.node, self.dispatch.handle,
             concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,
             curve=client_keys_for((self.config.backend or default_endpoints().backend,),
                                   key_file=self.config.key_file,
                                   server_key_file=self.config.server_key_file),
         )
-        self.ctx.publish = self.link.publish_event
+        self.service.observers.append(self._publish)
         self.link.start()
+
+    def _publish(self, recorded: Sequence[ev.RecordedEvent]) -> None:
+        """Publish committed events on the bus (the link queues them; never blocks)."""
+        link = self.link
+        if link is not None:
+            for r in recorded:
+                link.publish_event(event_message(r))
 
     def health(self) -> dict[str, Any]:
         return {
@@ -122,7 +132,7 @@ class Worker:
             log.info("worker %s stopped: %s", self.config.node, self.link.stats)
             self.link = None
         if self.conmons is not None:
-            self.ctx.observers.remove(self.conmons.observe)
+            self.service.observers.remove(self.conmons.observe)
             self.conmons.close()
             self.conmons = None
         if self.monitor is not None:

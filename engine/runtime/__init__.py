@@ -1,6 +1,9 @@
 """The OCI runtime layer: the only code that runs conmon, runc and CRIU."""
 
 from engine.runtime.config import RuntimeConfig
-from engine.runtime.oci import Created, ExecResult, OCIRuntime, Status, StatusReport
+from engine.runtime.interface import Runtime
+from engine.runtime.oci import OCIRuntime
+from engine.runtime.types import Created, ExecResult, Status, StatusReport
 
-__all__ = ["Created", "ExecResult", "OCIRuntime", "RuntimeConfig", "Status", "StatusReport"]
+__all__ = ["Created", "ExecResult", "OCIRuntime", "Runtime", "RuntimeConfig", "Status",
+           "StatusReport"]

@@ -7,14 +7,12 @@ events and the projection decides what they mean.
 
 from __future__ import annotations
 
-import enum
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from engine.bundle import oci_config, write_bundle
@@ -36,41 +34,10 @@ from engine.runtime.exitfile import ExitStatus, read_exit_file, wait_exit_file
 from engine.runtime.layout import ContainerPaths
 from engine.runtime.ports import bind_ports
 from engine.runtime.runc import Runc, classify
+from engine.runtime.types import MAX_EXEC_OUTPUT, Created, ExecResult, Status, StatusReport
 from engine.runtime.waits import pid_alive, wait_pids_exit
 from engine.signals import parse_signal
 from engine.spec import RunSpec
-
-MAX_EXEC_OUTPUT = 4 * 1024 * 1024
-
-
-class Status(enum.StrEnum):
-    CREATED = "created"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPED = "stopped"
-    EXITED = "exited"
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    status: Status
-    pid: int = 0
-    exit_code: int | None = None
-    finished_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Created:
-    pid: int
-    conmon_pid: int
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    output: bytes
-    pid: int
-
 
 def systemd_booted() -> bool:
     """sd_booted(): true only where systemd is PID 1."""
@@ -101,6 +68,19 @@ class OCIRuntime:
 
     def paths(self, container_id: str) -> ContainerPaths:
         return ContainerPaths.of(self.config, container_id)
+
+    def bundle_path(self, container_id: str) -> str:
+        return self.paths(container_id).bundle
+
+    def log_path(self, container_id: str) -> str:
+        return self.paths(container_id).log
+
+    def container_ids(self) -> list[str]:
+        """Names of the container directories under the state directory."""
+        try:
+            return sorted(os.listdir(os.path.join(self.config.state_dir, "containers")))
+        except FileNotFoundError:
+            return []
 
     def cgroups_path(self, container_id: str) -> str:
         if self.config.cgroup_manager == SYSTEMD:
@@ -172,6 +152,25 @@ class OCIRuntime:
     def exit_status(self, container_id: str) -> ExitStatus | None:
         """The fast path of updateContainerStatus: only conmon's exit file."""
         return read_exit_file(self.paths(container_id).exit_file)
+
+    def wait_exit(self, container_id: str) -> ExitStatus | None:
+        """The exit file, waiting briefly: runc may report the process gone a moment
+        before conmon has reaped it and written the file."""
+        return wait_exit_file(self.paths(container_id).exit_file, first_wait=0.05, steps=8)
+
+    def conmon_alive(self, conmon_pid: int | None, container_id: str) -> bool:
+        """Is ``conmon_pid`` still the conmon of ``container_id``? Checks the command
+        line so a pid reused by another process after conmon died does not count (a
+        zombie has an empty command line, and counts as dead)."""
+        if not conmon_pid or conmon_pid <= 0:
+            return False
+        try:
+            with open(f"/proc/{conmon_pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            return False
+        return (bool(argv) and b"conmon" in os.path.basename(argv[0])
+                and container_id.encode() in argv)
 
     def status(self, container_id: str, *, known_stopped: bool = False) -> StatusReport:
         """The full path of updateContainerStatus: ask runc, then the exit file.

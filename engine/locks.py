@@ -1,6 +1,6 @@
 """One lock per container: commands and the exit monitor append to a stream in turn.
 
-The worker reads a container's version, acts, and appends at that version; two
+The service reads a container's version, acts, and appends at that version; two
 threads doing that at once for one container would conflict. Holding the
 container's lock around read-decide-append keeps the order the runtime saw
 (started is always before exited).

@@ -1,0 +1,397 @@
+"""Typed commands: what a publisher may ask of the engine, parsed once.
+
+A command arrives on the wire as a type string, an optional container reference and
+a map of arguments. ``parse`` is the one place that turns that into a typed, frozen
+command, with one set of validation rules: every edge (the worker's dispatch, the
+client, tests) shares them, so a bad argument gets the same one-sentence refusal
+wherever it enters, and nothing past here sees a loose dict.
+
+The command-type names are constants here too (the bus imports them for framing),
+so a typo is a NameError rather than a silently unknown command. This module is on
+the client's import path: it must stay cheap (no store, no runtime).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, TypeAlias
+
+from engine.errors import InvalidArgument
+from engine.ids import validate_container_id, validate_name, validate_session_id
+from engine.signals import parse_signal
+from engine.spec import RunSpec
+
+# --------------------------------------------------------------------------- types
+
+CREATE: Final = "container.create"
+START: Final = "container.start"
+STOP: Final = "container.stop"
+KILL: Final = "container.kill"
+PAUSE: Final = "container.pause"
+UNPAUSE: Final = "container.unpause"
+EXEC: Final = "container.exec"
+CHECKPOINT: Final = "container.checkpoint"
+RESTORE: Final = "container.restore"
+REMOVE: Final = "container.remove"
+WAIT: Final = "container.wait"
+
+PS: Final = "query.ps"
+INSPECT: Final = "query.inspect"
+RESOLVE: Final = "query.resolve"
+EVENTS: Final = "query.events"
+HISTORY: Final = "query.history"
+STATE: Final = "query.state"
+LOGS: Final = "query.logs"
+PING: Final = "query.ping"
+
+REBUILD: Final = "admin.rebuild"
+VERIFY_AUDIT: Final = "admin.verify_audit"
+
+CHANGE_COMMANDS: Final = frozenset(
+    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
+)
+"""Commands that change a container: run once per command id, serialised per container."""
+CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
+QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
+ADMIN_COMMANDS: Final = frozenset({REBUILD, VERIFY_AUDIT})
+COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS
+
+MAX_EVENTS_PAGE: Final = 1000
+MAX_LOG_WAIT_MS: Final = 5000
+MAX_STOP_TIMEOUT: Final = 365 * 24 * 3600.0
+
+
+# --------------------------------------------------------------------------- causation
+
+
+@dataclass(frozen=True, slots=True)
+class Causation:
+    """Who asked for a change and on whose behalf: recorded on every event it causes.
+
+    The engine never sees a bus message; the worker hands it this instead.
+    """
+
+    command_id: str
+    correlation_id: str
+    actor: str
+    command_type: str
+
+
+# --------------------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True, slots=True)
+class Create:
+    spec: RunSpec
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    container: str
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    container: str
+    signal: int = 9
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unpause:
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exec:
+    container: str
+    argv: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = ""
+    user: str = ""
+    tty: bool = False
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    container: str
+    leave_running: bool = False
+    tcp_established: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    container: str
+    tcp_established: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Remove:
+    container: str
+    force: bool = False
+
+
+ContainerCommand: TypeAlias = (
+    Create | Start | Stop | Kill | Pause | Unpause | Exec | Checkpoint | Restore | Remove
+)
+
+
+# --------------------------------------------------------------------------- reads
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    container: str
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ps:
+    all: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    after: int = 0
+    limit: int = 500
+    types: tuple[str, ...] | None = None
+    container: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def filtered(self) -> bool:
+        return not (self.types is None and self.container is None
+                    and self.since is None and self.until is None)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class StateAt:
+    container: str | None = None
+    at_position: int | None = None
+    at_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Logs:
+    container: str
+    offset: int = 0
+    wait_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuild:
+    verify: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyAudit:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Answered by the broker; a worker that receives one answers it too."""
+
+
+Query: TypeAlias = (
+    Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
+    | Ping
+)
+Command: TypeAlias = ContainerCommand | Query
+
+
+# --------------------------------------------------------------------------- argument rules
+
+
+def _number(args: Mapping[str, Any], key: str, default: float, *, minimum: float = 0,
+            maximum: float = math.inf) -> float:
+    value = args.get(key, default)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+            or value < minimum or value > maximum):
+        upper = "" if maximum == math.inf else f" and <= {maximum:g}"
+        raise InvalidArgument(f"invalid {key} {value!r}: must be a number >= {minimum:g}{upper}")
+    return float(value)
+
+
+def _integer(args: Mapping[str, Any], key: str, default: int, *, minimum: int = 0,
+             maximum: int | None = None) -> int:
+    value = args.get(key, default)
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        raise InvalidArgument(f"invalid {key} {value!r}")
+    return value
+
+
+def _flag(args: Mapping[str, Any], key: str) -> bool:
+    value = args.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"invalid {key} {value!r}: must be true or false")
+    return value
+
+
+def _strings(args: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = args.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"invalid {key}: must be a list of strings")
+    return tuple(value)
+
+
+def _text(args: Mapping[str, Any], key: str) -> str:
+    value = args.get(key) or ""
+    if not isinstance(value, str):
+        raise InvalidArgument(f"invalid {key} {value!r}: must be a string")
+    return value
+
+
+def _time(args: Mapping[str, Any], key: str) -> datetime | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"expected an ISO 8601 time for {key}, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"bad ISO 8601 time {value!r}") from exc
+    if parsed.tzinfo is None:
+        raise InvalidArgument(f"time {value!r} has no UTC offset")
+    return parsed.astimezone(UTC)
+
+
+def _container(command_type: str, container: str | None) -> str:
+    if not container:
+        raise InvalidArgument(f"{command_type} needs a container")
+    return container
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _create(args: Mapping[str, Any]) -> Create:
+    data = dict(args)
+    name = data.pop("name", None)
+    return Create(RunSpec.from_data(data).validate(),
+                  validate_name(name) if name is not None else None)
+
+
+def _exec(ref: str, args: Mapping[str, Any]) -> Exec:
+    argv = _strings(args, "cmd")
+    if not argv:
+        raise InvalidArgument("must provide a command to execute")
+    session = args.get("session_id")
+    return Exec(ref, argv, _strings(args, "env"), _text(args, "cwd"), _text(args, "user"),
+                _flag(args, "tty"), validate_session_id(session) if session else None)
+
+
+def _events(args: Mapping[str, Any]) -> Events:
+    types = args.get("types")
+    if types is not None and (not isinstance(types, list)
+                              or not all(isinstance(t, str) for t in types)):
+        raise InvalidArgument("event type filter must be a list of strings")
+    container = args.get("container")
+    if container is not None and not isinstance(container, str):
+        raise InvalidArgument("the container filter must be a container reference")
+    return Events(_integer(args, "after", 0), _integer(args, "limit", 500, minimum=1,
+                                                         maximum=MAX_EVENTS_PAGE),
+                  None if types is None else tuple(types), container,
+                  _time(args, "since"), _time(args, "until"))
+
+
+def _state_at(ref: str | None, args: Mapping[str, Any]) -> StateAt:
+    position = None if args.get("at_position") is None else _integer(args, "at_position", 0)
+    return StateAt(ref, position, _time(args, "at_time"))
+
+
+def _wait(ref: str, args: Mapping[str, Any]) -> Wait:
+    if args.get("timeout") is None:
+        return Wait(ref)
+    return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT))
+
+
+def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> Command:
+    """The typed command for a wire command; InvalidArgument with one sentence if not.
+
+    ``container`` is the reference as the publisher gave it (an id, a prefix or a
+    name); resolving it is the service's job.
+    """
+    match command_type:
+        case "container.create":
+            return _create(args)
+        case "query.ps":
+            return Ps(_flag(args, "all"))
+        case "query.events":
+            return _events(args)
+        case "query.state":
+            return _state_at(container, args)
+        case "query.ping":
+            return Ping()
+        case "admin.rebuild":
+            return Rebuild(_flag(args, "verify"))
+        case "admin.verify_audit":
+            return VerifyAudit()
+    if command_type not in COMMAND_TYPES:
+        raise InvalidArgument(f"unknown command type {command_type!r}")
+    ref = _container(command_type, container)
+    if command_type in CHANGE_COMMANDS:
+        validate_container_id(ref)
+    match command_type:
+        case "container.start":
+            return Start(ref)
+        case "container.stop":
+            return Stop(ref, _number(args, "timeout", 10, maximum=MAX_STOP_TIMEOUT))
+        case "container.kill":
+            return Kill(ref, parse_signal(args.get("signal", "KILL")))
+        case "container.pause":
+            return Pause(ref)
+        case "container.unpause":
+            return Unpause(ref)
+        case "container.exec":
+            return _exec(ref, args)
+        case "container.checkpoint":
+            return Checkpoint(ref, _flag(args, "leave_running"), _flag(args, "tcp_established"))
+        case "container.restore":
+            return Restore(ref, _flag(args, "tcp_established"))
+        case "container.remove":
+            return Remove(ref, _flag(args, "force"))
+        case "container.wait":
+            return _wait(ref, args)
+        case "query.inspect":
+            return Inspect(ref)
+        case "query.resolve":
+            return Resolve(ref)
+        case "query.history":
+            return History(ref)
+        case _:  # query.logs: the last type left in COMMAND_TYPES
+            return Logs(ref, _integer(args, "offset", 0),
+                        _integer(args, "wait_ms", 0, maximum=MAX_LOG_WAIT_MS))

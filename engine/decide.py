@@ -1,0 +1,342 @@
+"""Decisions: what a command does to a container, as pure functions of its state.
+
+Every transition rule of berth lives here, once: which states allow which command,
+which events are recorded before the runtime acts (intent) and which after (facts
+the runtime reported), why a container exited, when ``--rm`` removes, what to do
+about a container whose conmon is gone, and what start-up reconciliation records.
+Nothing here does I/O: ``engine.service`` carries plans out, and the tests check
+every (state, command) pair without a process in sight.
+
+A plan's ``then`` builds the events that follow the runtime's actions from the facts
+the runtime reported (a pid, a checkpoint image, an exit status); it is a pure
+function too, kept next to the rule that asked for those actions.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal as signals
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from engine import commands as c
+from engine import events as ev
+from engine.errors import InvalidState, NotFound
+from engine.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
+from engine.runtime.exitfile import ExitStatus
+from engine.runtime.types import Created, Status, StatusReport
+
+
+class Step(enum.Enum):
+    """One runtime action of a plan, carried out in order by the service."""
+
+    CREATE = "create"            # write the bundle, spawn conmon and runc create
+    DELETE = "delete"            # runc delete --force (a container runc forgot is fine)
+    START = "start"              # runc start (already running counts as done)
+    STOP = "stop"                # stop signal, SIGKILL after the timeout
+    KILL = "kill"                # deliver the command's signal
+    PAUSE = "pause"              # (already paused counts as done)
+    UNPAUSE = "unpause"          # (already running counts as done)
+    EXEC = "exec"                # run a session; its start is recorded as it happens
+    CHECKPOINT = "checkpoint"    # CRIU dump
+    RESTORE = "restore"          # conmon --restore
+    RECORD_EXIT = "record_exit"  # wait for the exit the plan caused and record it
+    CLEANUP = "cleanup"          # remove the container's files
+
+
+DONE_IF_REACHED: dict[Step, Status] = {
+    Step.START: Status.RUNNING,
+    Step.PAUSE: Status.PAUSED,
+    Step.UNPAUSE: Status.RUNNING,
+}
+"""Steps an earlier attempt of the same command may have done before a crash: if the
+runtime already reports this status when the step fails, the step counts as done."""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the runtime reported while carrying out a plan."""
+
+    container_id: str = ""
+    node: str = ""
+    bundle: str = ""
+    created: Created | None = None
+    image_path: str | None = None
+    exit: ExitStatus | None = None
+    exec_pid: int | None = None
+    exec_exit_code: int | None = None
+
+
+def _nothing(_facts: Facts) -> tuple[ev.Event, ...]:
+    return ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one command does: events before acting, runtime steps, events after.
+
+    ``then`` is empty for a command with nothing left to do (stopping a container that
+    is not running); ``result`` holds what such a reply says.
+    """
+
+    steps: tuple[Step, ...] = ()
+    before: tuple[ev.Event, ...] = ()
+    then: Callable[[Facts], tuple[ev.Event, ...]] = _nothing
+    result: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def noop(self) -> bool:
+        return not self.steps and not self.before
+
+
+def default_name(container_id: str) -> str:
+    return f"berth-{container_id[:12]}"
+
+
+def _refuse_unless(state: ContainerState, allowed: Iterable[str], message: str) -> None:
+    if state.state not in allowed:
+        raise InvalidState(message)
+
+
+def _pid_of(facts: Facts) -> ev.PidReceived:
+    if facts.created is None:
+        raise ValueError("a create step reports the pids it created")
+    return ev.PidReceived(pid=facts.created.pid, conmon_pid=facts.created.conmon_pid)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
+    """The plan for ``command`` given the container's state (None: no container yet).
+
+    Raises ``InvalidState`` (the container's state does not allow it) or
+    ``NotFound`` (no such container); a refused command changes nothing.
+    """
+    if isinstance(command, c.Create):
+        return _create(state, command)
+    if state is None or state.removed:
+        raise NotFound(f"no such container: {command.container}")
+    match command:
+        case c.Start():
+            return _start(state)
+        case c.Stop():
+            return _stop(state, command)
+        case c.Kill():
+            return _kill(state, command)
+        case c.Pause():
+            _refuse_unless(state, (RUNNING,), f"container {state.name} is {state.state}, not running")
+            return Plan((Step.PAUSE,), then=lambda _f: (ev.Paused(),))
+        case c.Unpause():
+            _refuse_unless(state, (PAUSED,), f"container {state.name} is {state.state}, not paused")
+            return Plan((Step.UNPAUSE,), then=lambda _f: (ev.Unpaused(),))
+        case c.Exec():
+            return decide_exec(state, command, None)
+        case c.Checkpoint():
+            return _checkpoint(state, command)
+        case c.Restore():
+            return _restore(state)
+        case c.Remove():
+            return _remove(state, command)
+    raise TypeError(f"no rule for {type(command).__name__}")  # pragma: no cover - exhaustive
+
+
+def _create(state: ContainerState | None, command: c.Create) -> Plan:
+    if state is not None:
+        raise InvalidState(f"container {state.name} already exists")
+
+    def then(facts: Facts) -> tuple[ev.Event, ...]:
+        name = command.name or default_name(facts.container_id)
+        return (ev.ContainerCreated(name=name, node=facts.node, bundle=facts.bundle,
+                                    spec=command.spec), _pid_of(facts))
+
+    return Plan((Step.CREATE,), then=then)
+
+
+def _start(state: ContainerState) -> Plan:
+    if state.state == EXITED:
+        # podman semantics: starting an exited container runs it again.
+        return Plan((Step.DELETE, Step.CREATE, Step.START),
+                    then=lambda f: (_pid_of(f), ev.Started()))
+    _refuse_unless(state, (CREATED,),
+                   f"container {state.name} is {state.state}; it cannot be started")
+    return Plan((Step.START,), then=lambda _f: (ev.Started(),))
+
+
+def _stop(state: ContainerState, command: c.Stop) -> Plan:
+    if state.state == PAUSED:
+        raise InvalidState(f"container {state.name} is paused: unpause it before stopping")
+    if state.state != RUNNING:
+        return Plan(result={"id": state.id, "state": state.state})
+    return Plan((Step.STOP, Step.RECORD_EXIT), before=(ev.StopRequested(int(command.timeout)),))
+
+
+def _kill(state: ContainerState, command: c.Kill) -> Plan:
+    _refuse_unless(state, (RUNNING, PAUSED), f"container {state.name} is {state.state}, not running")
+    return Plan((Step.KILL,), then=lambda _f: (ev.Signalled(command.signal),),
+                result={"id": state.id, "signal": command.signal})
+
+
+def decide_exec(state: ContainerState, command: c.Exec, started_session: str | None) -> Plan:
+    """An exec, or the resend of one whose session had started when its worker died
+    (``started_session``): running it again would run the command twice and its exit
+    code died with the worker, so the session is closed with exit code -1."""
+    if started_session is not None:
+        return Plan(then=lambda _f: (ev.ExecExited(started_session, -1),),
+                    result={"exit_code": -1, "output": "", "session_id": started_session,
+                            "interrupted": True})
+    _refuse_unless(state, (RUNNING,),
+                   f"container {state.name} is {state.state}: exec needs a running container")
+    return Plan((Step.EXEC,), then=_exec_exited(command))
+
+
+def exec_started(command: c.Exec, session_id: str, pid: int) -> ev.ExecStarted:
+    return ev.ExecStarted(session_id, command.argv, pid)
+
+
+def _exec_exited(command: c.Exec) -> Callable[[Facts], tuple[ev.Event, ...]]:
+    def then(facts: Facts) -> tuple[ev.Event, ...]:
+        if facts.exec_exit_code is None or command.session_id is None:
+            raise ValueError("an exec step reports its session and exit code")
+        return (ev.ExecExited(command.session_id, facts.exec_exit_code),)
+
+    return then
+
+
+def _checkpoint(state: ContainerState, command: c.Checkpoint) -> Plan:
+    _refuse_unless(state, (RUNNING,), f"container {state.name} is {state.state}: "
+                   "only a running container can be checkpointed")
+
+    def then(facts: Facts) -> tuple[ev.Event, ...]:
+        image = facts.image_path or ""
+        events: list[ev.Event] = [ev.Checkpointed(image, command.leave_running,
+                                                  command.tcp_established)]
+        if not command.leave_running:
+            code = facts.exit.exit_code if facts.exit else -1
+            events.append(ev.Exited(code, facts.exit.finished_at if facts.exit else None,
+                                    True, "checkpoint"))
+        return tuple(events)
+
+    return Plan((Step.CHECKPOINT,), then=then)
+
+
+def _restore(state: ContainerState) -> Plan:
+    if state.state != EXITED or not state.checkpoint_path:
+        raise InvalidState(f"container {state.name} is {state.state} and has no checkpoint "
+                           "to restore")
+
+    def then(facts: Facts) -> tuple[ev.Event, ...]:
+        pid = _pid_of(facts)
+        return (ev.Restored(pid.pid, pid.conmon_pid),)
+
+    return Plan((Step.RESTORE,), then=then)
+
+
+def _remove(state: ContainerState, command: c.Remove) -> Plan:
+    steps: tuple[Step, ...] = ()
+    if state.state in (RUNNING, PAUSED):
+        if not command.force:
+            raise InvalidState(f"container {state.name} is {state.state}: stop it first "
+                               "or use --force")
+        steps = ((Step.UNPAUSE,) if state.state == PAUSED else ()) + (Step.STOP, Step.RECORD_EXIT)
+    return Plan((*steps, Step.DELETE, Step.CLEANUP), then=lambda _f: (ev.Removed(),))
+
+
+# --------------------------------------------------------------------------- exits
+
+
+def exit_reason(stream: Iterable[ev.Event], code: int) -> tuple[str, bool]:
+    """Why the container ended, and whether it was asked to: judged from its stream
+    since it last (re)started. A stop or kill asked for it ("stop"), a checkpoint
+    that did not leave it running ("checkpoint"); else it was its own doing."""
+    if code < 0:
+        return "unknown", False
+    asked: str | None = None
+    for e in stream:
+        if isinstance(e, (ev.Started, ev.Restored, ev.PidReceived)):
+            asked = None
+        elif isinstance(e, (ev.StopRequested, ev.Signalled)):
+            asked = "stop"
+        elif isinstance(e, ev.Checkpointed) and not e.leave_running:
+            asked = "checkpoint"
+    if asked is not None:
+        return asked, True
+    return ("exit" if code == 0 else "crash"), False
+
+
+def exit_event(state: ContainerState, stream: Iterable[ev.Event], status: ExitStatus,
+               reason: str | None = None) -> ev.Exited | None:
+    """The ``exited`` event for an exit status, or None if the log already has the
+    container ended (so whichever path reports an exit second writes nothing)."""
+    if state.state not in ALIVE:
+        return None
+    judged, expected = exit_reason(stream, status.exit_code)
+    return ev.Exited(status.exit_code, status.finished_at, expected, reason or judged)
+
+
+def auto_remove_due(state: ContainerState) -> bool:
+    """``--rm``: an ended container created with auto-remove is removed."""
+    return state.spec.auto_remove and state.state == EXITED
+
+
+class ConmonGone(enum.Enum):
+    """What to do about a container whose conmon died."""
+
+    NOTHING = "nothing"          # the log has it ended, or it has another conmon now
+    RECORD_EXIT = "record_exit"  # conmon left an exit file: an ordinary exit
+    KILL_AND_LOSE = "kill"       # the process runs unsupervised: kill it, record the loss
+    LOSE = "lose"                # no process and no exit file: record the loss
+
+
+def conmon_gone(state: ContainerState, conmon_pid: int | None, has_exit_file: bool,
+                process_alive: bool) -> ConmonGone:
+    """A container whose conmon (``conmon_pid``) is gone: nobody would ever record its
+    exit, so berth settles it. A process left running without conmon is killed, since
+    nothing would report its end; the exit is recorded with reason ``conmon_lost``."""
+    if has_exit_file:
+        return ConmonGone.RECORD_EXIT
+    if state.state not in ALIVE or (conmon_pid is not None and state.conmon_pid != conmon_pid):
+        return ConmonGone.NOTHING
+    return ConmonGone.KILL_AND_LOSE if process_alive else ConmonGone.LOSE
+
+
+CONMON_LOST_SIGNAL = int(signals.SIGKILL)
+
+
+class Reconcile(enum.Enum):
+    """What start-up reconciliation records for one container of its node."""
+
+    NOTHING = "nothing"
+    RECORD_EXIT = "record_exit"        # an exit file is waiting
+    SETTLE_CONMON = "settle_conmon"    # conmon died with no exit file
+    WAIT_EXIT = "wait_exit"            # runc has it stopped with a code: the file follows
+    LOSE = "lose"                      # the runtime lost it with nothing to say why
+    AUTO_REMOVE = "auto_remove"        # an --rm removal was due when the worker died
+
+
+def reconcile(state: ContainerState, *, has_exit_file: bool, conmon_alive: bool,
+              status: StatusReport | None) -> Reconcile:
+    """Compare the log's view of a container with what the runtime says now.
+
+    ``status`` is asked for only when the first two facts do not settle it; pass None
+    for "runc does not know it"."""
+    if state.state in ALIVE:
+        if has_exit_file:
+            return Reconcile.RECORD_EXIT
+        if state.conmon_pid and not conmon_alive:
+            return Reconcile.SETTLE_CONMON
+        if status is None or status.status in (Status.EXITED, Status.STOPPED):
+            if status is not None and status.exit_code is not None and status.exit_code >= 0:
+                return Reconcile.WAIT_EXIT
+            return Reconcile.LOSE
+        return Reconcile.NOTHING
+    if auto_remove_due(state):
+        return Reconcile.AUTO_REMOVE
+    return Reconcile.NOTHING
+
+
+def needs_runtime_status(state: ContainerState, *, has_exit_file: bool,
+                         conmon_alive: bool) -> bool:
+    """Whether ``reconcile`` needs runc's status (asked only when it does: it forks runc)."""
+    return (state.state in ALIVE and not has_exit_file
+            and not (state.conmon_pid and not conmon_alive))

@@ -1,0 +1,142 @@
+"""Reads: answered from the store (and, for logs, from the container's log file).
+
+Queries change nothing and are never recorded; they return domain values (states,
+recorded events), which the worker turns into reply maps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine import commands as c
+from engine import events as ev
+from engine.errors import NotFound, Timeout
+from engine.ids import is_full_id, validate_container_id
+from engine.projection import EXITED, REMOVED, ContainerState
+from engine.service import ContainerService
+
+MAX_LOG_CHUNK = 512 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """Whole log lines from ``offset`` on, as ``[time, stream, tag, text]``."""
+
+    lines: list[list[str]]
+    offset: int
+    state: str
+    exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    first_break: int | None
+    head: int
+    hash: str
+
+
+class Queries:
+    """Read-only answers; waits and log long-polls wake on the service's changes."""
+
+    def __init__(self, service: ContainerService,
+                 log_path: Callable[[str], str] | None = None) -> None:
+        self.service = service
+        self.store = service.store
+        self._log_path = log_path or service.runtime.log_path
+
+    def ref(self, ref: str, *, include_removed: bool = False) -> str:
+        """Resolve a reference; removed containers only by full id (names get reused)."""
+        try:
+            return self.store.resolve(ref)
+        except NotFound:
+            if include_removed and is_full_id(ref):
+                return self.store.get_container(ref, include_removed=True).id
+            raise
+
+    def resolve(self, q: c.Resolve) -> ContainerState:
+        return self.store.get_container(self.ref(q.container))
+
+    def ps(self, q: c.Ps) -> list[ContainerState]:
+        return self.store.list_containers(all=q.all)
+
+    def inspect(self, q: c.Inspect) -> ContainerState:
+        return self.store.get_container(self.ref(q.container, include_removed=True),
+                                        include_removed=True)
+
+    def events(self, q: c.Events) -> tuple[list[ev.RecordedEvent], int]:
+        head = self.store.max_position()
+        if not q.filtered:
+            return self.store.read_all(q.after + 1, q.limit), head
+        cid = self.store.resolve(q.container) if q.container is not None else None
+        types = list(q.types) if q.types is not None else None
+        found = [r for r in self.store.query(cid, types, q.since, q.until)
+                 if r.metadata.position > q.after]
+        return found[:q.limit], head
+
+    def history(self, q: c.History) -> tuple[list[ev.RecordedEvent], int]:
+        cid = self.ref(q.container, include_removed=True)
+        return self.store.read_stream(cid), self.store.max_position()
+
+    def state_at(self, q: c.StateAt) -> list[ContainerState]:
+        cid = self.ref(q.container, include_removed=True) if q.container else None
+        states = self.store.state_at(position=q.at_position, time=q.at_time, container=cid)
+        if cid is not None and cid not in states:
+            raise NotFound(f"container {q.container} did not exist at that moment")
+        return list(states.values())
+
+    def logs(self, q: c.Logs) -> LogChunk:
+        """Log lines from ``offset``. With ``wait_ms``, a long poll: answer as soon as
+        there is output or the container has exited, so followers need not spin."""
+        cid = validate_container_id(self.ref(q.container, include_removed=True))
+        deadline = time.monotonic() + q.wait_ms / 1000
+        changed = self.service.changed
+        while True:
+            chunk = self._read_log(cid, q.offset)
+            if (chunk.lines or chunk.state in (EXITED, REMOVED)
+                    or time.monotonic() >= deadline):
+                return chunk
+            with changed:
+                changed.wait(min(0.01, max(0.0, deadline - time.monotonic())))
+
+    def _read_log(self, cid: str, offset: int) -> LogChunk:
+        try:
+            with open(self._log_path(cid), "rb") as f:
+                f.seek(offset)
+                data = f.read(MAX_LOG_CHUNK)
+        except FileNotFoundError:
+            data = b""
+        # Only whole lines: a partial last line is left for the next read.
+        cut = data.rfind(b"\n") + 1
+        lines = []
+        for raw in data[:cut].decode(errors="replace").splitlines():
+            parts = raw.split(" ", 3)
+            if len(parts) == 4:
+                lines.append(parts)
+        state = self.store.get_container(cid, include_removed=True)
+        return LogChunk(lines, offset + cut, state.state, state.exit_code)
+
+    def rebuild(self, q: c.Rebuild) -> tuple[int, list[str]]:
+        count = self.store.rebuild_read_model()
+        return count, (self.store.verify_read_model() if q.verify else [])
+
+    def verify_audit(self, _q: c.VerifyAudit) -> AuditReport:
+        broken = self.store.verify_chain()
+        position, digest = self.store.head()
+        return AuditReport(broken, position, digest)
+
+    def wait(self, q: c.Wait) -> tuple[str, int]:
+        """Block until the container has exited (or the timeout given runs out)."""
+        cid = self.ref(q.container, include_removed=True)
+        deadline = None if q.timeout is None else time.monotonic() + q.timeout
+        with self.service.changed:
+            while True:
+                state = self.service.latest(cid)
+                if state.state in (EXITED, REMOVED) and state.exit_code is not None:
+                    return cid, state.exit_code
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Timeout(f"container {cid[:12]} did not exit within {q.timeout:g}s")
+                self.service.changed.wait(min(left, 1.0) if left is not None else 1.0)
+

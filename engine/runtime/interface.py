@@ -1,0 +1,92 @@
+"""The contract between the application core and an OCI runtime.
+
+``engine.service`` drives a runtime only through this protocol, so its rules can be
+exercised in unit tests by ``engine.runtime.memory.MemoryRuntime``. Both that and
+the real ``OCIRuntime`` (conmon + runc + CRIU) pass one contract suite
+(``tests/runtime/test_contract.py``), so the in-memory one cannot drift from what
+the real one does: the same states, the same typed errors for the same misuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from engine.runtime.exitfile import ExitStatus
+from engine.runtime.types import Created, ExecResult, StatusReport
+from engine.spec import RunSpec
+
+
+class Runtime(Protocol):
+    """What the service may ask of a runtime: facts and actions, never decisions."""
+
+    def bundle_path(self, container_id: str) -> str:
+        """Where the container's bundle lives (recorded in ``container.created``)."""
+        ...
+
+    def log_path(self, container_id: str) -> str:
+        """The container's output log, in conmon's ``k8s-file`` format."""
+        ...
+
+    def create(self, container_id: str, spec: RunSpec, *, name: str | None = None) -> Created:
+        """Write the bundle and create the container (created, not yet started)."""
+        ...
+
+    def start(self, container_id: str) -> object:
+        ...
+
+    def kill(self, container_id: str, signal: int | str, *, all_processes: bool = False) -> None:
+        ...
+
+    def stop(self, container_id: str, pid: int, *, stop_signal: int = 15,
+             timeout: float = 10) -> None:
+        """Stop signal, then SIGKILL after ``timeout``; a container already gone is fine."""
+        ...
+
+    def delete(self, container_id: str, *, force: bool = True) -> None:
+        """Make the runtime forget the container; NotFound if it never knew it."""
+        ...
+
+    def pause(self, container_id: str) -> None:
+        ...
+
+    def unpause(self, container_id: str) -> None:
+        ...
+
+    def cleanup(self, container_id: str) -> None:
+        """Remove the container's files (bundle, logs, exit file)."""
+        ...
+
+    def exec(self, container_id: str, cmd: Sequence[str], *, session_id: str,
+             env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
+             no_new_privileges: bool = False,
+             on_start: Callable[[int], None] | None = None) -> ExecResult:
+        ...
+
+    def checkpoint(self, container_id: str, *, leave_running: bool = False,
+                   tcp_established: bool = False) -> str:
+        """Checkpoint with CRIU; return the image directory."""
+        ...
+
+    def restore(self, container_id: str, spec: RunSpec, *, name: str | None = None,
+                image_path: str | None = None, tcp_established: bool = False) -> Created:
+        ...
+
+    def status(self, container_id: str, *, known_stopped: bool = False) -> StatusReport:
+        ...
+
+    def exit_status(self, container_id: str) -> ExitStatus | None:
+        """conmon's exit file, if it is there yet."""
+        ...
+
+    def wait_exit(self, container_id: str) -> ExitStatus | None:
+        """The exit file, waiting a bounded moment for conmon to write it."""
+        ...
+
+    def conmon_alive(self, conmon_pid: int | None, container_id: str) -> bool:
+        """Is ``conmon_pid`` still the conmon of this container (not a reused pid)?"""
+        ...
+
+    def container_ids(self) -> list[str]:
+        """The containers this runtime has files for (to find orphans)."""
+        ...

@@ -1,0 +1,39 @@
+"""The facts a runtime reports: plain values shared by every runtime implementation."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+MAX_EXEC_OUTPUT = 512 * 1024
+"""The tail of an exec session's output that is kept and replied (one limit, here)."""
+
+
+class Status(enum.StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    status: Status
+    pid: int = 0
+    exit_code: int | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    pid: int
+    conmon_pid: int
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: bytes
+    pid: int

@@ -1,0 +1,577 @@
+"""The application core's one path for changing a container.
+
+``ContainerService.handle`` takes a typed command and its causation (who asked, on
+whose behalf), takes the container's lock, loads its state, asks ``engine.decide``
+for a plan, drives the runtime through the plan's steps and appends what happened.
+It knows nothing of the bus: the worker process hands it typed commands and turns
+its outcomes into replies.
+
+Recording an exit has exactly one entry point, ``record_exit``: the inotify exit
+monitor, the conmon watcher, start-up reconciliation and the commands that cause an
+exit (stop, remove -f) all call it, and under the container's lock only a container
+the log still has alive gets an exit, so whichever path comes second writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from engine import commands as c
+from engine import decide as d
+from engine import events as ev
+from engine.errors import (
+    AlreadyExists,
+    BerthError,
+    InvalidArgument,
+    NotFound,
+    RuntimeFailure,
+    StoreError,
+    error_from_code,
+)
+from engine.ids import new_container_id, new_uuid, validate_container_id
+from engine.locks import ContainerLocks
+from engine.projection import ALIVE, ContainerState, apply
+from engine.runtime.exitfile import ExitStatus
+from engine.runtime.interface import Runtime
+from engine.runtime.types import MAX_EXEC_OUTPUT, Status
+from engine.runtime.waits import wait_pids_exit
+from engine.store import EventStore
+
+log = logging.getLogger("berth.service")
+
+# Events no publisher asked for (an exit conmon reported, an auto-removal) get a
+# deterministic command id derived from this namespace, so recording them twice
+# (after a crash, or from two paths) is a no-op in the store.
+SYSTEM_NAMESPACE = uuid.UUID("5f0c3d4e-6b1a-4c2e-9d7f-b3e1a2c4d5e6")
+KILL_WAIT_S = 10.0
+NOT_RECORDED = (InvalidArgument, NotFound, AlreadyExists, StoreError)
+"""Refusals that write nothing: bad input, an unknown container, an unreachable store."""
+
+Observer = Callable[[Sequence[ev.RecordedEvent]], None]
+
+
+def system_command_id(*parts: object) -> str:
+    return str(uuid.uuid5(SYSTEM_NAMESPACE, ":".join(str(p) for p in parts)))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a command recorded and what its reply says.
+
+    A resent command id gets the outcome its first attempt recorded: ``replayed``
+    holds those positions, and ``error`` the failure it recorded, if it failed.
+    """
+
+    recorded: tuple[ev.RecordedEvent, ...]
+    result: dict[str, Any]
+    replayed: tuple[int, ...] | None = None
+    error: BerthError | None = None
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        if self.replayed is not None:
+            return self.replayed
+        return tuple(r.position for r in self.recorded)
+
+
+@dataclass
+class Reconciled:
+    checked: int = 0
+    exits: int = 0
+    lost: int = 0
+    removed: int = 0
+    orphans: int = 0
+
+
+@dataclass
+class ContainerService:
+    """Changes the containers of one node: one writer for each of their streams."""
+
+    store: EventStore
+    runtime: Runtime
+    node: str
+    locks: ContainerLocks = field(default_factory=ContainerLocks)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+    observers: list[Observer] = field(default_factory=list)
+    """Called with every batch of committed events (publishing, the conmon watcher);
+    an observer must not raise and must not block."""
+    _states: dict[str, ContainerState] = field(default_factory=dict)
+
+    @property
+    def system_actor(self) -> str:
+        return f"berth-worker@{self.node}"
+
+    # -- state -----------------------------------------------------------------------
+
+    def container(self, container_id: str) -> ContainerState:
+        """The container's current state; NotFound unless it lives on this node.
+
+        The service is the only writer of its node's streams, so it keeps the states
+        its own appends produced (folded with the same pure projection) instead of
+        reading the read model back before every decision.
+        """
+        state = self._states.get(container_id)
+        if state is None:
+            state = self.store.get_container(container_id)
+            if state.node != self.node:
+                raise NotFound(f"container {container_id} lives on node {state.node!r}, "
+                               f"not {self.node!r}")
+            self._states[container_id] = state
+        if state.removed:
+            raise NotFound(f"no such container: {container_id}")
+        return state
+
+    def latest(self, container_id: str) -> ContainerState:
+        """The newest state, removed containers included (for waits and replies)."""
+        state = self._states.get(container_id)
+        if state is not None:
+            return state
+        return self.store.get_container(container_id, include_removed=True)
+
+    def forget(self, container_id: str) -> None:
+        """Drop the kept state; the next read goes to the store."""
+        self._states.pop(container_id, None)
+
+    def _remember(self, container_id: str, expected_version: int,
+                  recorded: Sequence[ev.RecordedEvent]) -> None:
+        if not recorded or recorded[0].metadata.stream_version != expected_version + 1:
+            # A replayed outcome (recorded before): the events are not new.
+            self.forget(container_id)
+            return
+        state = self._states.get(container_id)
+        for r in recorded:
+            state = apply(state, r)
+        if state is None:
+            self.forget(container_id)
+        else:
+            self._states[container_id] = state
+
+    # -- appending -------------------------------------------------------------------
+
+    def append(self, container_id: str, expected_version: int, events: Sequence[ev.Event],
+               causation: c.Causation | None = None, *, step: str | None = None,
+               system: tuple[object, ...] = (), system_type: str = "system",
+               ) -> list[ev.RecordedEvent]:
+        """Append, then tell the observers after the commit and wake the waiters.
+
+        A command that records in several steps (exec: started, then exited) passes
+        ``step`` for all but its last append: that step gets an id derived from the
+        command's, so each append stays idempotent on its own. Events no command
+        caused pass ``system``: the parts of their deterministic id.
+        """
+        if causation is not None:
+            command_id = (system_command_id(causation.command_id, step) if step
+                          else causation.command_id)
+            command_type = f"{causation.command_type}:{step}" if step else causation.command_type
+            correlation, actor = causation.correlation_id, causation.actor
+        else:
+            command_id = system_command_id(*(system or (container_id, expected_version)))
+            command_type, correlation, actor = system_type, "", self.system_actor
+        try:
+            recorded = self.store.append(
+                container_id, expected_version, events, command_id=command_id,
+                command_type=command_type, correlation_id=correlation, actor=actor,
+                node=self.node,
+            )
+        except BaseException:
+            self.forget(container_id)
+            raise
+        self._remember(container_id, expected_version, recorded)
+        self.announce(recorded)
+        return recorded
+
+    def announce(self, recorded: Sequence[ev.RecordedEvent]) -> None:
+        for observe in self.observers:
+            observe(recorded)
+        with self.changed:
+            self.changed.notify_all()
+
+    # -- commands --------------------------------------------------------------------
+
+    def handle(self, command: c.ContainerCommand, causation: c.Causation) -> Outcome:
+        """Carry out one command once: a command id already recorded gets its outcome
+        replayed (a resend after a lost reply, or after a worker restart)."""
+        done = self.store.outcome(causation.command_id)
+        if done is not None:
+            if done.ok:
+                # The stream tells a retried create which container it made.
+                return Outcome((), {"replayed": True, "id": done.stream, "node": self.node},
+                               replayed=tuple(done.positions))
+            return Outcome((), {}, replayed=tuple(done.positions),
+                           error=error_from_code(done.error_code or "internal",
+                                                 done.message or ""))
+        if isinstance(command, c.Create):
+            return self._create(command, causation)
+        if isinstance(command, c.Exec):
+            return self._exec(command, causation)
+        cid = validate_container_id(command.container)
+        with self.locks.hold(cid):
+            state = self.container(cid)
+            plan = d.decide(state, command)
+            if plan.noop:
+                return Outcome((), plan.result)
+            return self._carry_out(state, command, plan, causation)
+
+    def fail(self, command_type: str, container: str | None, causation: c.Causation,
+             exc: BerthError) -> tuple[int, ...]:
+        """Record that a command failed (``command.failed``), so "no lost command" holds
+        for failures too and a resend gets the same answer. Refusals that change
+        nothing (bad input, unknown container, store away) are not recorded."""
+        if (command_type not in c.CHANGE_COMMANDS or isinstance(exc, NOT_RECORDED)
+                or not container):
+            return ()
+        try:
+            recorded = self.store.record_failure(
+                causation.command_id, command_type, container, exc.code, exc.message,
+                correlation_id=causation.correlation_id, actor=causation.actor, node=self.node,
+            )
+        except BerthError as store_exc:
+            log.error("could not record the failure of %s: %s", causation.command_id, store_exc)
+            return ()
+        self.forget(container)
+        self.announce(recorded)
+        return tuple(r.position for r in recorded)
+
+    def _create(self, command: c.Create, causation: c.Causation) -> Outcome:
+        cid = new_container_id()
+        plan = d.decide(None, command)
+        # A name in use is refused by the append (AlreadyExists), which then discards
+        # the runtime container: no read on the success path.
+        with self.locks.hold(cid):
+            try:
+                created = self.runtime.create(cid, command.spec,
+                                              name=command.name or d.default_name(cid))
+                facts = d.Facts(container_id=cid, node=self.node,
+                                bundle=self.runtime.bundle_path(cid), created=created)
+                recorded = self.append(cid, 0, plan.then(facts), causation)
+            except BaseException:
+                self._discard(cid)
+                raise
+        created_event = recorded[0].event
+        assert isinstance(created_event, ev.ContainerCreated)
+        return Outcome(tuple(recorded), {"id": cid, "name": created_event.name, "node": self.node})
+
+    def _discard(self, cid: str) -> None:
+        try:
+            self.runtime.delete(cid, force=True)
+        except BerthError:
+            pass
+        self.runtime.cleanup(cid)
+
+    def _carry_out(self, state: ContainerState, command: c.ContainerCommand, plan: d.Plan,
+                   causation: c.Causation) -> Outcome:
+        """Run a plan under the container's lock (held by the caller)."""
+        cid = state.id
+        recorded: list[ev.RecordedEvent] = []
+        if plan.before:
+            recorded += self.append(cid, state.version, plan.before, causation)
+        facts = d.Facts(container_id=cid, node=self.node)
+        for step in plan.steps:
+            facts = self._step(step, state, command, facts)
+            if step is d.Step.RECORD_EXIT:
+                recorded += self.record_exit(cid, wait=True)
+        events = plan.then(facts)
+        now = self.latest(cid)
+        if events and not now.removed:
+            recorded += self.append(cid, now.version, events, causation,
+                                    step="done" if plan.before else None)
+        return Outcome(tuple(recorded), self._result(command, self.latest(cid), facts, plan))
+
+    def _step(self, step: d.Step, state: ContainerState, command: c.ContainerCommand,
+              facts: d.Facts) -> d.Facts:
+        rt, cid = self.runtime, state.id
+        match step:
+            case d.Step.CREATE:
+                return replace(facts, created=rt.create(cid, state.spec, name=state.name))
+            case d.Step.DELETE:
+                try:
+                    rt.delete(cid, force=True)
+                except NotFound:
+                    pass
+            case d.Step.CLEANUP:
+                rt.cleanup(cid)
+            case d.Step.START | d.Step.PAUSE | d.Step.UNPAUSE:
+                action = {d.Step.START: rt.start, d.Step.PAUSE: rt.pause,
+                          d.Step.UNPAUSE: rt.unpause}[step]
+                self._act_unless_done(cid, action, d.DONE_IF_REACHED[step])
+            case d.Step.STOP:
+                if state.pid:
+                    timeout = command.timeout if isinstance(command, c.Stop) else 0
+                    rt.stop(cid, state.pid, stop_signal=state.spec.stop_signal, timeout=timeout)
+            case d.Step.KILL:
+                assert isinstance(command, c.Kill)
+                rt.kill(cid, command.signal)
+            case d.Step.CHECKPOINT:
+                assert isinstance(command, c.Checkpoint)
+                image = rt.checkpoint(cid, leave_running=command.leave_running,
+                                      tcp_established=command.tcp_established)
+                exit_status = None if command.leave_running else rt.wait_exit(cid)
+                return replace(facts, image_path=image, exit=exit_status)
+            case d.Step.RESTORE:
+                assert isinstance(command, c.Restore)
+                return replace(facts, created=rt.restore(
+                    cid, state.spec, name=state.name, image_path=state.checkpoint_path,
+                    tcp_established=command.tcp_established))
+            case d.Step.RECORD_EXIT | d.Step.EXEC:
+                pass  # recorded by the caller / run outside the lock by _exec
+        return facts
+
+    def _act_unless_done(self, cid: str, action: Callable[[str], object],
+                         reached: Status) -> None:
+        """Run ``action``; if it fails but the runtime already reports ``reached``, an
+        earlier attempt of this command did it before its worker died: record it now
+        instead of failing, so the log catches up with reality."""
+        try:
+            action(cid)
+        except BerthError as exc:
+            try:
+                status = self.runtime.status(cid, known_stopped=True).status
+            except BerthError:
+                raise exc from None
+            if status != reached:
+                raise
+            log.warning("container %s is already %s (an earlier attempt did it): recording it",
+                        cid, reached)
+
+    @staticmethod
+    def _result(command: c.ContainerCommand, after: ContainerState, facts: d.Facts,
+                plan: d.Plan) -> dict[str, Any]:
+        if plan.result:
+            return dict(plan.result)
+        match command:
+            case c.Stop():
+                return {"id": after.id, "exit_code": after.exit_code}
+            case c.Checkpoint():
+                return {"id": after.id, "image_path": facts.image_path}
+            case c.Restore():
+                return {"id": after.id, "pid": facts.created.pid if facts.created else None}
+        return {"id": after.id}
+
+    def _exec(self, command: c.Exec, causation: c.Causation) -> Outcome:
+        """An exec session runs outside the container's lock (it may run for long, and
+        a stop must not wait for it); its start and end are recorded under it."""
+        command = replace(command, session_id=command.session_id or new_uuid())
+        cid = validate_container_id(command.container)
+        state = self.container(cid)
+        prior = self.store.outcome(system_command_id(causation.command_id, "started"))
+        started_session = None
+        if prior is not None:
+            started_session = next(
+                (r.event.session_id for r in self.store.read_stream(cid)
+                 if r.metadata.position in prior.positions and isinstance(r.event, ev.ExecStarted)),
+                "")
+        plan = d.decide_exec(state, command, started_session)
+        recorded: list[ev.RecordedEvent] = []
+        facts = d.Facts(container_id=cid, node=self.node)
+        if d.Step.EXEC in plan.steps:
+            assert command.session_id is not None
+            session = command.session_id
+
+            def started(pid: int) -> None:
+                with self.locks.hold(cid):
+                    now = self.container(cid)
+                    recorded.extend(self.append(cid, now.version,
+                                                [d.exec_started(command, session, pid)],
+                                                causation, step="started"))
+
+            result = self.runtime.exec(
+                cid, command.argv, session_id=session, env=command.env, cwd=command.cwd,
+                user=command.user, tty=command.tty,
+                no_new_privileges=state.spec.no_new_privileges, on_start=started)
+            if not recorded:
+                started(result.pid)
+            facts = replace(facts, exec_pid=result.pid, exec_exit_code=result.exit_code)
+            reply: dict[str, Any] = {"exit_code": result.exit_code,
+                                     "output": result.output[-MAX_EXEC_OUTPUT:].decode(
+                                         errors="replace"),
+                                     "session_id": session}
+        else:
+            reply = dict(plan.result)
+        with self.locks.hold(cid):
+            now = self.container(cid)
+            recorded += self.append(cid, now.version, plan.then(facts), causation)
+        return Outcome(tuple(recorded), reply)
+
+    # -- exits: the one entry point ---------------------------------------------------
+
+    def record_exit(self, container_id: str, *, status: ExitStatus | None = None,
+                    wait: bool = False, reason: str | None = None) -> list[ev.RecordedEvent]:
+        """Append the container's exit if the log still has it alive; return what was
+        written. ``status`` None: read conmon's exit file (``wait``: give conmon a
+        bounded moment to write it). ``reason`` overrides the reason judged from the
+        stream, for exits the caller knows more about (a lost conmon)."""
+        with self.locks.hold(container_id):
+            try:
+                state = self.container(container_id)
+            except NotFound:
+                return []
+            if state.state not in ALIVE:
+                return []
+            if status is None:
+                status = self.runtime.exit_status(container_id)
+                if status is None and wait:
+                    status = self.runtime.wait_exit(container_id)
+                if status is None:
+                    return []
+            stream = (r.event for r in self.store.read_stream(container_id))
+            exited = d.exit_event(state, stream, status, reason)
+            if exited is None:
+                return []
+            recorded = self.append(container_id, state.version, [exited],
+                                   system=(container_id, "exit", state.version),
+                                   system_type="container.exit")
+        if d.auto_remove_due(self.latest(container_id)):
+            recorded += self.auto_remove(container_id)
+        return recorded
+
+    def record_lost(self, container_id: str, reason: str = "unknown") -> list[ev.RecordedEvent]:
+        """The runtime no longer knows a container the log has alive, and no exit file
+        exists: record an exit with code -1."""
+        return self.record_exit(container_id, status=ExitStatus(-1, datetime.now(UTC)),
+                                reason=reason)
+
+    def auto_remove(self, container_id: str) -> list[ev.RecordedEvent]:
+        """``--rm``: delete the runtime container and its files, then record the removal."""
+        with self.locks.hold(container_id):
+            try:
+                state = self.container(container_id)
+            except NotFound:
+                return []
+            if not d.auto_remove_due(state):
+                return []
+            self._discard(container_id)
+            return self.append(container_id, state.version, [ev.Removed()],
+                               system=(container_id, "auto-remove", state.version),
+                               system_type="container.remove")
+
+    def settle_conmon_gone(self, container_id: str,
+                           conmon_pid: int | None) -> list[ev.RecordedEvent]:
+        """Record what became of a container whose conmon (``conmon_pid``) is gone."""
+        with self.locks.hold(container_id):
+            try:
+                state = self.container(container_id)
+            except NotFound:
+                return []
+            has_exit = self.runtime.exit_status(container_id) is not None
+            decision = d.conmon_gone(state, conmon_pid, has_exit,
+                                     not has_exit and self._process_alive(container_id))
+            if decision is d.ConmonGone.NOTHING:
+                return []
+            if decision is d.ConmonGone.RECORD_EXIT:
+                return self.record_exit(container_id)
+            recorded: list[ev.RecordedEvent] = []
+            if decision is d.ConmonGone.KILL_AND_LOSE:
+                self._kill_unsupervised(container_id, state)
+                recorded += self.append(
+                    container_id, state.version, [ev.Signalled(d.CONMON_LOST_SIGNAL)],
+                    system=(container_id, "conmon-lost-kill", state.version),
+                    system_type="container.kill")
+                log.warning("conmon of container %s died; killed the unsupervised container",
+                            container_id)
+            else:
+                log.warning("conmon of container %s died and the container is gone",
+                            container_id)
+            recorded += self.record_lost(container_id, reason="conmon_lost")
+            return recorded
+
+    def _process_alive(self, container_id: str) -> bool:
+        try:
+            status = self.runtime.status(container_id, known_stopped=True)
+        except NotFound:
+            return False
+        return status.status in (Status.CREATED, Status.RUNNING, Status.PAUSED)
+
+    def _kill_unsupervised(self, container_id: str, state: ContainerState) -> None:
+        """Kill every process of the container and make runc forget it; raise if it
+        lives on (a frozen process cannot die of SIGKILL, so thaw it first)."""
+        rt = self.runtime
+        if state.paused:
+            try:
+                rt.unpause(container_id)
+            except BerthError as exc:
+                log.warning("could not thaw %s before killing it: %s", container_id, exc)
+        try:
+            rt.kill(container_id, d.CONMON_LOST_SIGNAL, all_processes=True)
+        except BerthError:
+            if self._process_alive(container_id):
+                raise
+        if state.pid and not wait_pids_exit([state.pid], KILL_WAIT_S):
+            raise RuntimeFailure(f"container {container_id} survived SIGKILL after its "
+                                 "conmon died")
+        try:
+            rt.delete(container_id, force=True)
+        except BerthError as exc:
+            if self._process_alive(container_id):
+                raise
+            log.debug("runc delete of %s after conmon loss: %s", container_id, exc)
+
+    # -- start-up reconciliation --------------------------------------------------------
+
+    def reconcile(self) -> Reconciled:
+        """Append what happened while no worker was watching: exits whose files landed,
+        conmons that died, containers runc lost, ``--rm`` removals that were due; then
+        delete runtime containers the log never heard of. Runs before the worker takes
+        commands, so no create is half-way through."""
+        report = Reconciled()
+        for state in self.store.list_containers(all=True, node=self.node):
+            report.checked += 1
+            try:
+                self._reconcile_one(state, report)
+            except BerthError as exc:
+                log.error("reconciling %s failed: %s", state.id, exc)
+        report.orphans = self.remove_orphans()
+        return report
+
+    def _reconcile_one(self, state: ContainerState, report: Reconciled) -> None:
+        rt, cid = self.runtime, state.id
+        has_exit = rt.exit_status(cid) is not None
+        conmon = bool(state.conmon_pid) and rt.conmon_alive(state.conmon_pid, cid)
+        status = None
+        if d.needs_runtime_status(state, has_exit_file=has_exit, conmon_alive=conmon):
+            try:
+                status = rt.status(cid)
+            except NotFound:
+                status = None
+        match d.reconcile(state, has_exit_file=has_exit, conmon_alive=conmon, status=status):
+            case d.Reconcile.RECORD_EXIT:
+                report.exits += bool(self.record_exit(cid))
+            case d.Reconcile.WAIT_EXIT:
+                report.exits += bool(self.record_exit(cid, wait=True))
+            case d.Reconcile.SETTLE_CONMON:
+                report.lost += bool(self.settle_conmon_gone(cid, state.conmon_pid))
+            case d.Reconcile.LOSE:
+                report.lost += bool(self.record_lost(cid))
+            case d.Reconcile.AUTO_REMOVE:
+                report.removed += bool(self.auto_remove(cid))
+            case d.Reconcile.NOTHING:
+                pass
+
+    def remove_orphans(self) -> int:
+        """Delete this node's runtime containers that have no stream in the log.
+
+        ``create`` spawns conmon and the container first and appends ``created`` after;
+        a worker killed -9 in between leaves a container no event names, which nobody
+        could ever start, stop or remove through berth.
+        """
+        removed = 0
+        for name in self.runtime.container_ids():
+            try:
+                cid = validate_container_id(name)
+                self.store.get_container(cid, include_removed=True)
+                continue
+            except NotFound:
+                pass
+            except BerthError:
+                continue  # not a container id, or the store cannot say: leave it alone
+            self._discard(cid)
+            log.warning("removed container %s: created by a worker that died before "
+                        "recording it", cid)
+            removed += 1
+        return removed
+

@@ -1,0 +1,109 @@
+"""From a bus command to the application core and back: the worker's dispatch table.
+
+Each wire command is parsed once into a typed command (``engine.commands.parse``),
+looked up in an explicit table by its type, carried out by the service or answered
+by the queries, and the outcome (or a typed error) becomes a reply. No state rule
+lives here: this module only translates.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from bus.protocol import Command, Reply, events_result
+from engine import commands as c
+from engine.errors import BerthError
+from engine.queries import Queries
+from engine.service import ContainerService, Outcome
+from workers.oserrors import from_os_error
+from workers.present import detail, event_message, summary
+
+log = logging.getLogger("berth.dispatch")
+
+Answer = Callable[[Any, Command], Reply]
+
+
+def _ok(cmd: Command, result: dict[str, Any], positions: tuple[int, ...] = ()) -> Reply:
+    return Reply(cmd.id, True, positions=positions, result=result)
+
+
+class Dispatch:
+    """Answers every command a worker receives; one entry per command type."""
+
+    def __init__(self, service: ContainerService, queries: Queries) -> None:
+        self.service = service
+        self.queries = queries
+        q = queries
+        change = self._change
+        self._table: dict[str, Answer] = {
+            c.CREATE: change,
+            c.START: change,
+            c.STOP: change,
+            c.KILL: change,
+            c.PAUSE: change,
+            c.UNPAUSE: change,
+            c.EXEC: change,
+            c.CHECKPOINT: change,
+            c.RESTORE: change,
+            c.REMOVE: change,
+            c.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
+                                                    strict=True))),
+            c.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
+            c.PS: lambda p, cmd: _ok(cmd, {"containers": [summary(s) for s in q.ps(p)]}),
+            c.INSPECT: lambda i, cmd: _ok(cmd, detail(q.inspect(i))),
+            c.EVENTS: lambda e, cmd: _ok(cmd, _events(*q.events(e))),
+            c.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
+            c.STATE: lambda s, cmd: _ok(cmd, {"containers": [detail(x) for x in q.state_at(s)]}),
+            c.LOGS: lambda lq, cmd: _ok(cmd, _logs(q, lq)),
+            c.REBUILD: lambda r, cmd: _ok(cmd, dict(zip(("containers", "differences"),
+                                                       q.rebuild(r), strict=True))),
+            c.VERIFY_AUDIT: lambda v, cmd: _ok(cmd, _audit(q, v)),
+            c.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
+        }
+
+    def handle(self, cmd: Command) -> Reply:
+        causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+        try:
+            typed = c.parse(cmd.type, cmd.container, cmd.args)
+            return self._table[cmd.type](typed, cmd)
+        except BerthError as exc:
+            return self._failed(cmd, causation, exc)
+        except OSError as exc:  # the state directory refused a write (full, read-only)
+            return self._failed(cmd, causation, from_os_error(exc))
+        except Exception as exc:
+            log.exception("command %s (%s) failed unexpectedly", cmd.id, cmd.type)
+            return self._failed(cmd, causation, BerthError(f"internal error: {exc}"))
+
+    def _change(self, command: c.ContainerCommand, cmd: Command) -> Reply:
+        causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+        outcome: Outcome = self.service.handle(command, causation)
+        if outcome.error is not None:
+            err = outcome.error
+            return Reply(cmd.id, False, err.code, err.message, outcome.positions)
+        return _ok(cmd, outcome.result, outcome.positions)
+
+    def _failed(self, cmd: Command, causation: c.Causation, exc: BerthError) -> Reply:
+        positions = self.service.fail(cmd.type, cmd.container, causation, exc)
+        return Reply(cmd.id, False, exc.code, exc.message, positions)
+
+
+def _resolved(state: Any) -> dict[str, Any]:
+    return {"id": state.id, "node": state.node, "name": state.name}
+
+
+def _events(recorded: Any, head: int) -> dict[str, Any]:
+    return events_result([event_message(r) for r in recorded], head)
+
+
+def _logs(q: Queries, lq: c.Logs) -> dict[str, Any]:
+    chunk = q.logs(lq)
+    return {"lines": chunk.lines, "offset": chunk.offset, "state": chunk.state,
+            "exit_code": chunk.exit_code}
+
+
+def _audit(q: Queries, v: c.VerifyAudit) -> dict[str, Any]:
+    report = q.verify_audit(v)
+    return {"ok": report.first_break is None, "first_break": report.first_break,
+            "head": report.head, "hash": report.hash}
