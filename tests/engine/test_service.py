@@ -1,0 +1,191 @@
+"""The service's rules end to end in one process: a real SQLite store, the in-memory
+runtime (held to the real one by tests/runtime/test_contract.py), no broker.
+
+Side effects are asserted on the runtime's own record of what it was asked to do,
+so "runs once" means the action ran once, not only that one reply came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine import commands as c
+from engine import events as ev
+from engine.errors import AlreadyExists, InvalidState, NotFound
+from engine.ids import new_uuid
+from engine.runtime.memory import MemoryRuntime
+from engine.service import ContainerService
+from engine.spec import RunSpec
+from engine.store import EventStore, open_store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[EventStore]:
+    s = open_store(f"sqlite:///{tmp_path / 'berth.db'}")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def runtime() -> MemoryRuntime:
+    return MemoryRuntime()
+
+
+@pytest.fixture
+def service(store: EventStore, runtime: MemoryRuntime) -> ContainerService:
+    return ContainerService(store, runtime, "local")
+
+
+ROOTFS = "/"  # an existing directory: the spec's checks pass; nothing runs in it here
+
+
+def cause(kind: str, command_id: str | None = None) -> c.Causation:
+    cid = command_id or new_uuid()
+    return c.Causation(cid, cid, "tester", kind)
+
+
+def create(service: ContainerService, *args: str, **spec: object) -> str:
+    run = RunSpec(rootfs=ROOTFS, args=args or ("sleep", "30"), **spec)  # type: ignore[arg-type]
+    return str(service.handle(c.Create(run), cause(c.CREATE)).result["id"])
+
+
+def types(store: EventStore, cid: str) -> list[str]:
+    return [r.type for r in store.read_stream(cid)]
+
+
+def test_run_stop_records_the_lifecycle_with_the_stop_as_reason(
+        service: ContainerService, store: EventStore) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(c.START))
+    out = service.handle(c.Stop(cid, 1), cause(c.STOP))
+    assert out.result == {"id": cid, "exit_code": 137}
+    assert types(store, cid) == [ev.CONTAINER_CREATED, ev.CONTAINER_PID_RECEIVED,
+                                 ev.CONTAINER_STARTED, ev.CONTAINER_STOP_REQUESTED,
+                                 ev.CONTAINER_EXITED]
+    exited = store.read_stream(cid)[-1].event
+    assert isinstance(exited, ev.Exited) and (exited.reason, exited.expected) == ("stop", True)
+    assert store.get_container(cid).state == "exited"
+
+
+def test_a_resent_command_id_acts_once_even_on_a_new_service(
+        store: EventStore, runtime: MemoryRuntime) -> None:
+    """The store's dedupe is the last line: a restarted worker (a new service with no
+    memory) must not deliver the signal a second time."""
+    first = ContainerService(store, runtime, "local")
+    cid = create(first)
+    first.handle(c.Start(cid), cause(c.START))
+    kill = cause(c.KILL)
+    first.handle(c.Kill(cid, 10), kill)
+    again = ContainerService(store, runtime, "local").handle(c.Kill(cid, 10), kill)
+    assert again.result["replayed"] is True
+    assert runtime.calls.count(("kill", cid)) == 1
+    assert types(store, cid).count(ev.CONTAINER_SIGNALLED) == 1
+
+
+def test_a_resent_failure_is_answered_with_the_recorded_error(
+        service: ContainerService, store: EventStore) -> None:
+    cid = create(service)
+    pause = cause(c.PAUSE)
+    with pytest.raises(InvalidState) as refused:
+        service.handle(c.Pause(cid), pause)
+    service.fail(c.PAUSE, cid, pause, refused.value)
+    replay = service.handle(c.Pause(cid), pause)
+    assert replay.error is not None and replay.error.code == "invalid_state"
+    assert types(store, cid).count(ev.COMMAND_FAILED) == 1
+
+
+def test_an_exit_reported_by_two_paths_is_recorded_once(
+        service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(c.START))
+    runtime.crash(cid, 3)
+    first = service.record_exit(cid)
+    second = service.record_exit(cid, wait=True)
+    assert len(first) == 1 and second == []
+    exited = first[0].event
+    assert isinstance(exited, ev.Exited) and (exited.exit_code, exited.reason) == (3, "crash")
+
+
+def test_rm_container_is_removed_when_its_exit_is_recorded(
+        service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
+    cid = create(service, "true", auto_remove=True)
+    service.handle(c.Start(cid), cause(c.START))
+    recorded = service.record_exit(cid)
+    assert [r.type for r in recorded] == [ev.CONTAINER_EXITED, ev.CONTAINER_REMOVED]
+    assert cid not in runtime.containers and cid not in runtime.container_ids()
+    with pytest.raises(NotFound):
+        service.container(cid)
+
+
+def test_remove_force_of_a_paused_container_thaws_stops_and_removes(
+        service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(c.START))
+    service.handle(c.Pause(cid), cause(c.PAUSE))
+    with pytest.raises(InvalidState):
+        service.handle(c.Remove(cid), cause(c.REMOVE))
+    service.handle(c.Remove(cid, force=True), cause(c.REMOVE))
+    assert types(store, cid)[-2:] == [ev.CONTAINER_EXITED, ev.CONTAINER_REMOVED]
+    assert [a for a, x in runtime.calls if x == cid][-3:] == ["unpause", "stop", "delete"]
+    assert cid not in runtime.container_ids()
+
+
+def test_a_name_in_use_is_refused_and_leaves_no_runtime_container(
+        service: ContainerService, runtime: MemoryRuntime) -> None:
+    spec = RunSpec(rootfs=ROOTFS, args=("sleep", "30"))
+    service.handle(c.Create(spec, "web"), cause(c.CREATE))
+    with pytest.raises(AlreadyExists):
+        service.handle(c.Create(spec, "web"), cause(c.CREATE))
+    assert len(runtime.containers) == 1 and len(runtime.container_ids()) == 1
+
+
+def test_a_lost_conmon_with_a_live_process_is_killed_and_recorded(
+        service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(c.START))
+    conmon = service.container(cid).conmon_pid
+    runtime.lose_conmon(cid)
+    recorded = service.settle_conmon_gone(cid, conmon)
+    assert [r.type for r in recorded] == [ev.CONTAINER_SIGNALLED, ev.CONTAINER_EXITED]
+    exited = recorded[-1].event
+    assert isinstance(exited, ev.Exited) and exited.reason == "conmon_lost"
+    assert service.settle_conmon_gone(cid, conmon) == []  # settled once
+
+
+def test_reconcile_records_what_happened_while_no_worker_watched(
+        store: EventStore, runtime: MemoryRuntime) -> None:
+    before = ContainerService(store, runtime, "local")
+    ended, running = create(before), create(before)
+    for cid in (ended, running):
+        before.handle(c.Start(cid), cause(c.START))
+    runtime.crash(ended, 2)                            # while the worker was down
+    orphan = "f" * 64                                  # created, never recorded
+    runtime.create(orphan, RunSpec(rootfs=ROOTFS, args=("sleep", "1")))
+    report = ContainerService(store, runtime, "local").reconcile()
+    assert (report.checked, report.exits, report.lost, report.orphans) == (2, 1, 0, 1)
+    assert store.get_container(ended).exit_code == 2
+    assert store.get_container(running).state == "running"
+    assert orphan not in runtime.containers
+
+
+def test_exec_records_start_and_end_and_a_resend_after_a_crash_is_not_rerun(
+        service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(c.START))
+    out = service.handle(c.Exec(cid, ("echo", "hi")), cause(c.EXEC))
+    assert out.result["output"] == "hi\n" and out.result["exit_code"] == 0
+    assert types(store, cid)[-2:] == [ev.CONTAINER_EXEC_STARTED, ev.CONTAINER_EXEC_EXITED]
+    # A worker that died after recording the session's start: the resend closes it.
+    crashed = cause(c.EXEC)
+    service.append(cid, service.container(cid).version,
+                   [ev.ExecStarted("s1", ("sleep", "9"), 77)], crashed, step="started")
+    execs = runtime.calls.count(("exec", cid))
+    again = service.handle(c.Exec(cid, ("sleep", "9")), crashed)
+    assert again.result == {"exit_code": -1, "output": "", "session_id": "s1",
+                            "interrupted": True}
+    assert runtime.calls.count(("exec", cid)) == execs
