@@ -16,10 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Update, bindparam, delete, insert, select, update
 
-from engine import events as ev
 from engine.errors import InvalidArgument, NotFound
 from engine.projection import FIELDS, PAUSED, REMOVED, RUNNING, ContainerState
-from engine.store.mapper import pack, unpack
+from engine.store.mapper import SPECS, pack, unpack
 from engine.store.schema import containers
 
 # Same rule podman applies to names; ids are hex, so a valid id is a valid ref too.
@@ -54,29 +53,13 @@ def state_to_row(s: ContainerState) -> dict[str, Any]:
     }
 
 
-# Specs never change after create and many containers share one, so decoded specs are
-# kept by their stored bytes: ps decodes each distinct spec once, not once per row.
-_SPECS: dict[bytes, ev.RunSpec] = {}
-_SPECS_MAX = 4096
-
-
-def _spec(blob: bytes) -> ev.RunSpec:
-    key = bytes(blob)
-    spec = _SPECS.get(key)
-    if spec is None:
-        if len(_SPECS) >= _SPECS_MAX:
-            _SPECS.clear()
-        spec = _SPECS[key] = ev.RunSpec.from_data(unpack(key))
-    return spec
-
-
 def row_to_state(row: Any) -> ContainerState:
     return ContainerState(
         id=row.id,
         name=row.name,
         node=row.node,
         bundle=row.bundle,
-        spec=_spec(row.spec),
+        spec=SPECS.decode(bytes(row.spec)),
         state=row.state,
         created_at=row.created_at,
         version=row.version,
