@@ -144,7 +144,8 @@ def _sqlite_write_problem(orig: BaseException | None) -> str | None:
     if primary == _SQLITE_FULL:
         return "the disk holding the SQLite store is full; nothing was written"
     if primary == _SQLITE_READONLY:
-        return "the SQLite store is read-only (read-only file system or permissions); nothing was written"
+        return ("the SQLite store is read-only (read-only file system or permissions); "
+                "nothing was written")
     if primary == _SQLITE_IOERR:
         return f"the SQLite store could not be written ({orig}); nothing was written"
     return None
