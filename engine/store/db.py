@@ -37,10 +37,6 @@ WRITE = "berth_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def make_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
     """Create an Engine with berth's durability settings.
 
