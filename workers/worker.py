@@ -21,7 +21,8 @@ from bus.keys import client_keys_for
 from bus.worker_link import WorkerLink
 from engine.ids import validate_node
 from engine.runtime import OCIRuntime, RuntimeConfig
-from engine.store import EventStore, open_store
+from engine.store import EventStore
+from migrations.runner import upgrade
 from workers.conmon_watch import ConmonWatch
 from workers.context import WorkerContext
 from workers.exits import ExitMonitor
@@ -68,7 +69,10 @@ class Worker:
         self.config = config
         for path in (config.root, config.run):
             os.makedirs(path, mode=0o700, exist_ok=True)
-        self.store = store or open_store(config.database)
+        if store is None:
+            upgrade(config.database)  # a starting worker brings its database to head
+            store = EventStore(config.database)
+        self.store = store
         self.runtime = OCIRuntime(config.runtime_config())
         self.ctx = WorkerContext(self.store, self.runtime, config.node)
         self.handlers = Handlers(self.ctx)

@@ -40,8 +40,9 @@ def recorder_for(engine: Engine, mapper: Mapper) -> Recorder:
 class EventStore:
     """The event log with its read model. Thread-safe; open one per process.
 
-    The schema must already be at head: use ``open_store`` (which upgrades) unless
-    something else manages migrations.
+    The schema must already be at head. The store never changes it: Alembic in the
+    ``migrations`` package owns it, and the programs that open a store (a worker
+    starting, ``berth db upgrade``) upgrade the database first.
     """
 
     def __init__(self, url: str, *, synchronous: str = "NORMAL",
@@ -206,12 +207,3 @@ class EventStore:
             raise StoreError(f"event {row.position} has no hash")
         return int(row.position), bytes(row.hash).hex()
 
-
-
-def open_store(url: str, *, upgrade: bool = True, synchronous: str = "NORMAL",
-               retry: RetryPolicy | None = None) -> EventStore:
-    """Open the store at ``url``, first upgrading its schema to head (the default)."""
-    if upgrade:
-        from engine.store.migrate import upgrade as run_upgrade
-        run_upgrade(url)
-    return EventStore(url, synchronous=synchronous, retry=retry)
