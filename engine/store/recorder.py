@@ -230,8 +230,9 @@ class Recorder(ABC):
         """
         found: dict[str, int] = {}
         for chunk in sql.chunked(list(streams)):
-            query = (f"WITH wanted(s) AS (VALUES {sql.marks(f'({self.mark})', len(chunk))}) "
-                     "SELECT s, (SELECT max(stream_version) FROM events WHERE stream = wanted.s) "
+            wanted = sql.marks(f"({self.mark})", len(chunk))  # VALUES (?), (?), ...
+            query = (f"WITH wanted(s) AS (VALUES {wanted}) SELECT s, "
+                     "(SELECT max(stream_version) FROM events WHERE stream = wanted.s) "
                      "FROM wanted")
             for stream, version in conn.exec_driver_sql(query, tuple(chunk)):
                 if version is not None:
