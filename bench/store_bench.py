@@ -25,8 +25,9 @@ import msgpack  # type: ignore[import-untyped]
 
 from engine import events as ev
 from engine.projection import fold
-from engine.store import AppendRequest, EventStore, open_store
+from engine.store import AppendRequest, EventStore
 from engine.store.mapper import Mapper
+from migrations.runner import upgrade
 
 SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs/alpine", args=("sleep", "infinity"),
                   env=("PATH=/usr/bin:/bin", "TERM=xterm"))
@@ -39,6 +40,11 @@ def _cid() -> str:
     return uuid.uuid4().hex * 2
 
 
+def _migrated(url: str) -> EventStore:
+    upgrade(url)
+    return EventStore(url)
+
+
 # -- append -------------------------------------------------------------------------
 
 def _append_rate(url: str, writers: int, commands: int, per_command: int,
@@ -48,7 +54,8 @@ def _append_rate(url: str, writers: int, commands: int, per_command: int,
     A transaction carries ``commands`` commands (append_batch when more than one),
     each appending ``per_command`` events to one of its writer's container streams.
     """
-    stores = [open_store(url, upgrade=(n == 0)) for n in range(writers)]
+    upgrade(url)
+    stores = [EventStore(url) for _ in range(writers)]
     per_tx = commands * per_command
     rounds = max(1, total // writers // per_tx)
     barrier = threading.Barrier(writers + 1)
@@ -262,9 +269,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"{many:>16,.0f}")
 
         print(f"\n## building logs: {LIVE * LIVE_HISTORY + 500:,} and {big_events:,} events")
-        small = open_store(sqlite_fresh())
+        small = _migrated(sqlite_fresh())
         small_id = populate(small, LIVE * LIVE_HISTORY + 500)
-        big = open_store(sqlite_fresh())
+        big = _migrated(sqlite_fresh())
         t = time.perf_counter()
         big_id = populate(big, big_events)
         took = time.perf_counter() - t

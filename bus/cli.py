@@ -94,7 +94,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from engine.store.migrate import current_revision, upgrade
+    from migrations.runner import current_revision, upgrade
     from workers.worker import WorkerConfig
 
     url = WorkerConfig().database

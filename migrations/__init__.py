@@ -1,1 +1,1 @@
-"""Alembic revisions of berth's event store. Run them with ``engine.store.migrate``."""
+"""Alembic revisions of berth's event store. Run them with ``migrations.runner``."""

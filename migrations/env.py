@@ -48,5 +48,5 @@ def run_migrations_online() -> None:
 
 
 if context.is_offline_mode():
-    raise RuntimeError("berth migrations run online only (engine.store.migrate.upgrade)")
+    raise RuntimeError("berth migrations run online only (migrations.runner.upgrade)")
 run_migrations_online()

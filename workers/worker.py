@@ -25,7 +25,8 @@ from engine.ids import validate_node
 from engine.queries import Queries
 from engine.runtime import OCIRuntime, RuntimeConfig
 from engine.service import ContainerService, Reconciled
-from engine.store import EventStore, open_store
+from engine.store import EventStore
+from migrations.runner import upgrade
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
@@ -71,7 +72,10 @@ class Worker:
         self.config = config
         for path in (config.root, config.run):
             os.makedirs(path, mode=0o700, exist_ok=True)
-        self.store = store or open_store(config.database)
+        if store is None:
+            upgrade(config.database)  # a starting worker brings its database to head
+            store = EventStore(config.database)
+        self.store = store
         self.runtime = OCIRuntime(config.runtime_config())
         self.service = ContainerService(self.store, self.runtime, config.node)
         self.dispatch = Dispatch(self.service, Queries(self.service))

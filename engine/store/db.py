@@ -37,10 +37,6 @@ WRITE = "berth_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def make_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
     """Create an Engine with berth's durability settings.
 
@@ -144,7 +140,8 @@ def _sqlite_write_problem(orig: BaseException | None) -> str | None:
     if primary == _SQLITE_FULL:
         return "the disk holding the SQLite store is full; nothing was written"
     if primary == _SQLITE_READONLY:
-        return "the SQLite store is read-only (read-only file system or permissions); nothing was written"
+        return ("the SQLite store is read-only (read-only file system or permissions); "
+                "nothing was written")
     if primary == _SQLITE_IOERR:
         return f"the SQLite store could not be written ({orig}); nothing was written"
     return None

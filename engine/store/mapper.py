@@ -27,8 +27,6 @@ def _exited_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
             "expected": False, "reason": "unknown"}
 
 
-SPEC_CACHE_SIZE = 4096
-
 # (type, version it upcasts FROM) -> function giving the next version's payload.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     (ev.CONTAINER_EXITED, 1): _exited_v1_to_v2,
@@ -44,15 +42,44 @@ def unpack(blob: bytes) -> Any:
     return msgpack.unpackb(blob, raw=False)
 
 
+class SpecCache:
+    """Decoded ``RunSpec`` objects by their packed bytes.
+
+    Specs never change after create and most containers share a handful of them, yet
+    both a replay (one created event per container) and ``ps`` (one row per container)
+    would validate each again: that was the single dearest step of a replay. Keeping one
+    object per distinct spec also keeps a big fold's heap small. Safe to share between
+    threads: the dict only gains entries, or is cleared whole when full.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._specs: dict[bytes, ev.RunSpec] = {}
+
+    def decode(self, packed: bytes, data: dict[str, Any] | None = None) -> ev.RunSpec:
+        """The spec packed as ``packed``; ``data`` is its unpacked form if the caller
+        already has it."""
+        spec = self._specs.get(packed)
+        if spec is None:
+            if len(self._specs) >= self._capacity:
+                self._specs.clear()
+            spec = ev.RunSpec.from_data(unpack(packed) if data is None else data)
+            self._specs[packed] = spec
+        return spec
+
+
+SPECS = SpecCache()
+"""The process's one spec cache: the mapper's and the read model's decodes share it."""
+
+
 class Mapper:
     """Converts between ``NewEvent``/``RecordedEvent`` and ``events`` rows."""
 
     def __init__(self, upcasters: Mapping[tuple[str, int], Upcaster] | None = None) -> None:
         self._upcasters = dict(UPCASTERS if upcasters is None else upcasters)
-        # Decode caches, safe to share between threads: _last_time is replaced whole
-        # (never half-updated), _specs only gains entries or is cleared.
+        # A decode cache, safe to share between threads: replaced whole, never
+        # half-updated. Specs are cached in SPECS.
         self._last_time: tuple[int, datetime] = (-1, from_micros(0))
-        self._specs: dict[bytes, ev.RunSpec] = {}
 
     def to_values(self, new: ev.NewEvent, *, position: int, version: int,
                   recorded_at_us: int) -> tuple[Any, ...]:
@@ -103,21 +130,12 @@ class Mapper:
         return ev.RecordedEvent(meta, cls.from_data(payload))
 
     def _created(self, payload: dict[str, Any]) -> ev.ContainerCreated:
-        """Decode a created event, sharing RunSpec objects between equal specs.
-
-        Replays decode one spec per container and most containers share a handful of
-        specs; validating each again was the single dearest step of a replay, and
-        keeping one object per distinct spec also keeps a big fold's heap small.
-        """
+        """Decode a created event, sharing RunSpec objects between equal specs
+        (``SpecCache`` says why)."""
         raw_spec = payload.get("spec")
         if not isinstance(raw_spec, dict):
             return ev.ContainerCreated.from_data(payload)
-        key = pack(raw_spec)
-        spec = self._specs.get(key)
-        if spec is None:
-            if len(self._specs) >= SPEC_CACHE_SIZE:
-                self._specs.clear()
-            spec = self._specs[key] = ev.RunSpec.from_data(raw_spec)
+        spec = SPECS.decode(pack(raw_spec), raw_spec)
         try:
             return ev.ContainerCreated(name=payload["name"], node=payload["node"],
                                        bundle=payload["bundle"], spec=spec)

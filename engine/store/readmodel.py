@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Update, bindparam, delete, insert, select, update
 
-from engine import events as ev
 from engine.errors import InvalidArgument, NotFound
 from engine.projection import FIELDS, PAUSED, REMOVED, RUNNING, ContainerState
-from engine.store.mapper import pack, unpack
+from engine.store import sql
+from engine.store.mapper import SPECS, pack, unpack
 from engine.store.schema import containers
 
 # Same rule podman applies to names; ids are hex, so a valid id is a valid ref too.
@@ -54,29 +54,13 @@ def state_to_row(s: ContainerState) -> dict[str, Any]:
     }
 
 
-# Specs never change after create and many containers share one, so decoded specs are
-# kept by their stored bytes: ps decodes each distinct spec once, not once per row.
-_SPECS: dict[bytes, ev.RunSpec] = {}
-_SPECS_MAX = 4096
-
-
-def _spec(blob: bytes) -> ev.RunSpec:
-    key = bytes(blob)
-    spec = _SPECS.get(key)
-    if spec is None:
-        if len(_SPECS) >= _SPECS_MAX:
-            _SPECS.clear()
-        spec = _SPECS[key] = ev.RunSpec.from_data(unpack(key))
-    return spec
-
-
 def row_to_state(row: Any) -> ContainerState:
     return ContainerState(
         id=row.id,
         name=row.name,
         node=row.node,
         bundle=row.bundle,
-        spec=_spec(row.spec),
+        spec=SPECS.decode(bytes(row.spec)),
         state=row.state,
         created_at=row.created_at,
         version=row.version,
@@ -94,10 +78,8 @@ def row_to_state(row: Any) -> ContainerState:
 
 
 def load_states(conn: Connection, ids: Iterable[str]) -> dict[str, ContainerState]:
-    wanted = list(set(ids))
     found: dict[str, ContainerState] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start:start + 500]
+    for chunk in sql.chunked(list(set(ids))):
         for row in conn.execute(select(containers).where(containers.c.id.in_(chunk))):
             found[row.id] = row_to_state(row)
     return found
@@ -112,21 +94,18 @@ class StateCache:
     process's write changes the pair and forces a reload.
     """
 
-    def __init__(self, capacity: int = 20_000) -> None:
+    def __init__(self, mark: str, capacity: int = 20_000) -> None:
+        self._mark = mark  # the driver's placeholder: this runs in every append
         self._capacity = capacity
         self._states: dict[str, ContainerState] = {}
 
     def load(self, conn: Connection, ids: Iterable[str]) -> dict[str, ContainerState]:
-        wanted = list(set(ids))
         found: dict[str, ContainerState] = {}
         stale: list[str] = []
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            # Plain SQL to the driver: this runs in every append (see Recorder._write).
-            sql = ("SELECT id, version, last_position FROM containers WHERE id IN ("
-                   + ", ".join([mark] * len(chunk)) + ")")
-            for cid, version, last_position in conn.exec_driver_sql(sql, tuple(chunk)):
+        for chunk in sql.chunked(list(set(ids))):
+            query = sql.select_in("id, version, last_position", "containers", "id",
+                                  self._mark, len(chunk))
+            for cid, version, last_position in conn.exec_driver_sql(query, tuple(chunk)):
                 cached = self._states.get(cid)
                 if (cached is not None and cached.version == version
                         and cached.last_position == last_position):
@@ -199,9 +178,8 @@ def save_states(conn: Connection, states: Mapping[str, ContainerState],
 
 def replace_all(conn: Connection, states: Mapping[str, ContainerState]) -> None:
     conn.execute(delete(containers))
-    rows = [state_to_row(s) for s in states.values()]
-    for start in range(0, len(rows), 1000):
-        conn.execute(insert(containers), rows[start:start + 1000])
+    for chunk in sql.chunked([state_to_row(s) for s in states.values()], 1000):
+        conn.execute(insert(containers), chunk)
 
 
 def all_states(conn: Connection) -> dict[str, ContainerState]:

@@ -7,22 +7,27 @@ commit in position order: a reader that reads by position never sees a later pos
 before an earlier one commits, which a bare sequence cannot promise. The lock also
 makes the idempotency check (has this command id been recorded?) race-free. Plain
 readers are not blocked (EXCLUSIVE still admits ACCESS SHARE).
+
+``Recorder`` holds the SQL both dialects share; ``engine.store.sqlite`` and
+``engine.store.postgres`` each add how that dialect takes the lock and reads a snapshot.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, select
 
 from engine import events as ev
 from engine.errors import ConcurrencyError, InvalidArgument
 from engine.projection import ContainerState, fold
-from engine.store import audit, readmodel
-from engine.store.db import WRITE, is_sqlite, translated
+from engine.store import audit, readmodel, sql
+from engine.store.db import translated
 from engine.store.mapper import Mapper, pack, unpack
 from engine.store.schema import events, from_micros, to_micros
 
@@ -83,59 +88,70 @@ def _validate(req: AppendRequest) -> None:
             raise InvalidArgument("container.created must open a new stream")
 
 
-def _insert_sql(table: str, columns: tuple[str, ...], mark: str) -> str:
-    return (f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join([mark] * len(columns))})")
+class Recorder(ABC):
+    """Writes to the log. One instance per store; safe to share between threads.
 
+    The SQL is shared; a subclass per dialect says only what differs between them: the
+    driver's placeholder, how the writers' lock is taken, and how a reader gets one
+    snapshot across several queries (``engine.store.sqlite``, ``engine.store.postgres``).
+    """
 
-class Recorder:
-    """Writes to the log. One instance per store; safe to share between threads."""
+    mark: ClassVar[str]
+    """The driver's placeholder in plain SQL (see ``engine.store.sql``)."""
 
     def __init__(self, engine: Engine, mapper: Mapper) -> None:
         self._engine = engine
         self._mapper = mapper
-        self._sqlite = is_sqlite(engine)
-        self._cache = readmodel.StateCache()
-        mark = self._mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        self._insert_events = _insert_sql("events", (*audit.CONTENT, "prev_hash", "hash"), mark)
-        self._known_sql = f"SELECT command_id, positions FROM commands WHERE command_id = {mark}"
-        self._outcome_sql = (
-            "SELECT command_id, command_type, stream, outcome, error_code, message, positions, "
-            f"recorded_at FROM commands WHERE command_id = {mark}")
-        self._insert_commands = _insert_sql(
+        self._cache = readmodel.StateCache(self.mark)
+        mark = self.mark
+        self._insert_events = sql.insert("events", (*audit.CONTENT, "prev_hash", "hash"), mark)
+        self._outcome_sql = sql.select_in(
+            "command_id, command_type, stream, outcome, error_code, message, positions, "
+            "recorded_at", "commands", "command_id", mark, 1)
+        self._insert_commands = sql.insert(
             "commands", ("command_id", "command_type", "stream", "outcome", "error_code",
                          "message", "positions", "recorded_at"), mark)
 
-    def write(self, writes: Sequence[_Write]) -> list[list[ev.RecordedEvent]]:
-        for w in writes:
-            _validate(w.request)
-        with (translated("append"),
-              self._engine.connect().execution_options(**{WRITE: True}) as conn,
-              conn.begin()):
-            results, states = self._write(conn, writes)
-        self._cache.remember(states)  # only now: these states are committed
-        return results
+    @abstractmethod
+    def writing(self) -> AbstractContextManager[Connection]:
+        """A connection inside a transaction that holds the writers' lock, taken before
+        anything is read, for the whole transaction (see the module docstring)."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[Connection]:
+        """A connection inside a read transaction that sees one snapshot across all
+        its queries."""
+
+    def append(self, requests: Sequence[AppendRequest]) -> list[list[ev.RecordedEvent]]:
+        """Each request's events and an ok outcome, all in one transaction."""
+        return self._record([_Write(r) for r in requests])
+
+    def record_failure(self, request: AppendRequest, code: str,
+                       message: str) -> list[ev.RecordedEvent]:
+        """The request's events (its ``command.failed``) and an error outcome."""
+        return self._record([_Write(request, error_code=code, message=message)])[0]
 
     def forget_states(self) -> None:
         """Drop cached read-model states (after a rebuild rewrote the rows)."""
         self._cache.clear()
 
+    def _record(self, writes: Sequence[_Write]) -> list[list[ev.RecordedEvent]]:
+        for w in writes:
+            _validate(w.request)
+        with translated("append"), self.writing() as conn:
+            results, states = self._write(conn, writes)
+        self._cache.remember(states)  # only now: these states are committed
+        return results
+
     def _write(self, conn: Connection, writes: Sequence[_Write],
                ) -> tuple[list[list[ev.RecordedEvent]], list[ContainerState]]:
-        if not self._sqlite:
-            conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+        # Plain SQL to the driver throughout, as engine.store.sql explains.
         results: list[list[ev.RecordedEvent] | None] = [None] * len(writes)
-        ids = list({w.request.command_id for w in writes})
         known: dict[str, tuple[int, ...]] = {}
-        # The hot path of every append goes to the driver with plain SQL, as the
-        # inserts below do: building and cache-keying a Core statement per call was
-        # the largest share of a one-event append's CPU time.
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            sql = self._known_sql if len(chunk) == 1 else (
-                "SELECT command_id, positions FROM commands WHERE command_id IN ("
-                + ", ".join([self._mark] * len(chunk)) + ")")
-            for command_id, positions in conn.exec_driver_sql(sql, tuple(chunk)):
+        for chunk in sql.chunked(list({w.request.command_id for w in writes})):
+            query = sql.select_in("command_id, positions", "commands", "command_id",
+                                  self.mark, len(chunk))
+            for command_id, positions in conn.exec_driver_sql(query, tuple(chunk)):
                 known[command_id] = tuple(unpack(positions))
         fresh: list[int] = []
         claimed: set[str] = set()
@@ -213,14 +229,12 @@ class Recorder:
         version of the stream for a grouped one, so appends to long streams slowed.
         """
         found: dict[str, int] = {}
-        names = list(streams)
-        for start in range(0, len(names), 500):
-            chunk = names[start:start + 500]
-            wanted = ", ".join([f"({self._mark})"] * len(chunk))
-            sql = (f"WITH wanted(s) AS (VALUES {wanted}) SELECT s, "
-                   "(SELECT max(stream_version) FROM events WHERE stream = wanted.s) "
-                   "FROM wanted")
-            for stream, version in conn.exec_driver_sql(sql, tuple(chunk)):
+        for chunk in sql.chunked(list(streams)):
+            wanted = sql.marks(f"({self.mark})", len(chunk))  # VALUES (?), (?), ...
+            query = (f"WITH wanted(s) AS (VALUES {wanted}) SELECT s, "
+                     "(SELECT max(stream_version) FROM events WHERE stream = wanted.s) "
+                     "FROM wanted")
+            for stream, version in conn.exec_driver_sql(query, tuple(chunk)):
                 if version is not None:
                     found[stream] = int(version)
         return found
@@ -247,7 +261,7 @@ class Recorder:
         return [self._mapper.from_row(row) for row in conn.execute(query)]
 
     def outcome(self, command_id: str) -> CommandOutcome | None:
-        # Asked before every command a worker runs: plain SQL, as in _write.
+        # Asked before every command a worker runs: plain SQL (engine.store.sql).
         with translated("outcome"), self._engine.connect() as conn:
             row = conn.exec_driver_sql(self._outcome_sql, (command_id,)).first()
         if row is None:

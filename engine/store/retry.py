@@ -98,7 +98,8 @@ def call(policy: RetryPolicy, fn: Callable[P, R], *args: P.args, **kwargs: P.kwa
         return fn(*args, **kwargs)
     retrying = Retrying(
         retry=retry_if_exception_type(StoreUnreachable),
-        wait=wait_exponential_jitter(multiplier=policy.initial, max=policy.cap, jitter=policy.initial),
+        wait=wait_exponential_jitter(multiplier=policy.initial, max=policy.cap,
+                                     jitter=policy.initial),
         stop=stop_after_delay(policy.deadline),
         before_sleep=_log_retry,
         reraise=True,

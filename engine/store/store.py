@@ -11,25 +11,38 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Engine, select
 
 from engine import events as ev
 from engine.errors import StoreError
 from engine.projection import ContainerState, fold
 from engine.store import audit, readmodel, timetravel
-from engine.store.db import WRITE, is_sqlite, make_engine, translated
+from engine.store.db import make_engine, translated
 from engine.store.mapper import Mapper
+from engine.store.postgres import PostgresRecorder
 from engine.store.reader import Reader
-from engine.store.recorder import AppendRequest, CommandOutcome, Recorder, _Write
+from engine.store.recorder import AppendRequest, CommandOutcome, Recorder
 from engine.store.retry import RetryPolicy, retried
 from engine.store.schema import events
+from engine.store.sqlite import SQLiteRecorder
+
+# The one place a dialect is chosen (make_engine has already refused any other).
+RECORDERS: dict[str, type[Recorder]] = {
+    "sqlite": SQLiteRecorder,
+    "postgresql": PostgresRecorder,
+}
+
+
+def recorder_for(engine: Engine, mapper: Mapper) -> Recorder:
+    return RECORDERS[engine.dialect.name](engine, mapper)
 
 
 class EventStore:
     """The event log with its read model. Thread-safe; open one per process.
 
-    The schema must already be at head: use ``open_store`` (which upgrades) unless
-    something else manages migrations.
+    The schema must already be at head. The store never changes it: Alembic in the
+    ``migrations`` package owns it, and the programs that open a store (a worker
+    starting, ``berth db upgrade``) upgrade the database first.
     """
 
     def __init__(self, url: str, *, synchronous: str = "NORMAL",
@@ -40,7 +53,7 @@ class EventStore:
         self.retry_policy = retry if retry is not None else RetryPolicy.from_env()
         self._engine = make_engine(url, synchronous=synchronous)
         self._mapper = Mapper()
-        self._recorder = Recorder(self._engine, self._mapper)
+        self._recorder = recorder_for(self._engine, self._mapper)
         self._reader = Reader(self._engine, self._mapper)
 
     @property
@@ -56,14 +69,6 @@ class EventStore:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-    def _snapshot(self) -> Connection:
-        """A connection whose transaction sees one snapshot across several queries
-        (SQLite's deferred transactions already do; PostgreSQL needs REPEATABLE READ)."""
-        conn = self._engine.connect()
-        if not is_sqlite(self._engine):
-            conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        return conn
 
     # -- writes ---------------------------------------------------------------
 
@@ -82,14 +87,14 @@ class EventStore:
         """
         request = AppendRequest(stream, expected_version, tuple(events), command_id,
                                 command_type, correlation_id, actor, node)
-        return self._recorder.write([_Write(request)])[0]
+        return self._recorder.append([request])[0]
 
     @retried
     def append_batch(self, requests: Sequence[AppendRequest],
                      ) -> list[list[ev.RecordedEvent]]:
         """Several commands in one transaction, for throughput. All or nothing: one
         conflict refuses the whole batch, so retry the rest one by one."""
-        return self._recorder.write([_Write(r) for r in requests])
+        return self._recorder.append(requests)
 
     @retried
     def record_failure(self, command_id: str, command_type: str, stream: str, code: str,
@@ -104,7 +109,7 @@ class EventStore:
         failed = ev.CommandFailed(command_type=command_type, code=code, message=message)
         request = AppendRequest(stream, None, (failed,), command_id, command_type,
                                 correlation_id, actor, node)
-        return self._recorder.write([_Write(request, error_code=code, message=message)])[0]
+        return self._recorder.record_failure(request, code, message)
 
     @retried
     def outcome(self, command_id: str) -> CommandOutcome | None:
@@ -163,11 +168,7 @@ class EventStore:
     def rebuild_read_model(self) -> int:
         """Drop every row and replay the whole log, under the writer lock so no append
         interleaves. Returns the number of containers written."""
-        with (translated("rebuild read model"),
-              self._engine.connect().execution_options(**{WRITE: True}) as conn,
-              conn.begin()):
-            if not is_sqlite(self._engine):
-                conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+        with translated("rebuild read model"), self._recorder.writing() as conn:
             states = fold(self._reader.iter_all(conn=conn))
             readmodel.replace_all(conn, states)
             self._recorder.forget_states()
@@ -176,7 +177,7 @@ class EventStore:
     @retried
     def verify_read_model(self) -> list[str]:
         """Differences between the rows and a fresh fold of the log (empty if none)."""
-        with translated("verify read model"), self._snapshot() as conn, conn.begin():
+        with translated("verify read model"), self._recorder.snapshot() as conn:
             states = fold(self._reader.iter_all(conn=conn))
             rows = readmodel.all_states(conn)
         return readmodel.differences(states, rows)
@@ -191,7 +192,7 @@ class EventStore:
     @retried
     def verify_chain(self) -> int | None:
         """None if the hash chain holds; else the first position where it breaks."""
-        with translated("verify chain"), self._snapshot() as conn, conn.begin():
+        with translated("verify chain"), self._recorder.snapshot() as conn:
             return audit.first_break(audit.chain_rows(conn))
 
     @retried
@@ -206,11 +207,3 @@ class EventStore:
             raise StoreError(f"event {row.position} has no hash")
         return int(row.position), bytes(row.hash).hex()
 
-
-def open_store(url: str, *, upgrade: bool = True, synchronous: str = "NORMAL",
-               retry: RetryPolicy | None = None) -> EventStore:
-    """Open the store at ``url``, first upgrading its schema to head (the default)."""
-    if upgrade:
-        from engine.store.migrate import upgrade as run_upgrade
-        run_upgrade(url)
-    return EventStore(url, synchronous=synchronous, retry=retry)

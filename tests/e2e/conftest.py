@@ -18,7 +18,7 @@ from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
 from engine.errors import BerthError
 from engine.runtime import OCIRuntime
-from engine.store import EventStore, open_store
+from engine.store import EventStore
 from tests.helpers import wait_until
 from workers.worker import Worker, WorkerConfig
 
@@ -81,7 +81,7 @@ class Engine:
         return self.worker_proc
 
     def store(self) -> EventStore:
-        return open_store(self.db_url, upgrade=False)
+        return EventStore(self.db_url)
 
 
 def _answers(c: Client) -> bool:

@@ -19,12 +19,15 @@ from engine.ids import new_uuid
 from engine.runtime.memory import MemoryRuntime
 from engine.service import ContainerService
 from engine.spec import RunSpec
-from engine.store import EventStore, open_store
+from engine.store import EventStore
+from migrations.runner import upgrade
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[EventStore]:
-    s = open_store(f"sqlite:///{tmp_path / 'berth.db'}")
+    url = f"sqlite:///{tmp_path / 'berth.db'}"
+    upgrade(url)
+    s = EventStore(url)
     try:
         yield s
     finally:

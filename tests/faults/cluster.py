@@ -20,7 +20,7 @@ from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
 from engine.errors import BerthError
 from engine.runtime import OCIRuntime, RuntimeConfig
-from engine.store import EventStore, open_store
+from engine.store import EventStore
 from engine.store.retry import NO_RETRY
 from tests.helpers import wait_until
 
@@ -75,7 +75,7 @@ class Cluster:
 
     def store(self) -> EventStore:
         """A store for the test's own checks: fails at once instead of retrying."""
-        return open_store(self.db_url, upgrade=False, retry=NO_RETRY)
+        return EventStore(self.db_url, retry=NO_RETRY)
 
     def health(self) -> dict[str, Any]:
         with Client(self.endpoints.frontend, timeout=1, retries=0) as c:

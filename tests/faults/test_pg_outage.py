@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import open_store
+from migrations.runner import upgrade
 from tests import pgserver
 from tests.faults.cluster import Cluster
 from tests.faults.workload import Ledger, Publisher, check_log, run_publishers
@@ -67,7 +67,7 @@ def start_again(server: pgserver.PgServer) -> None:
 def test_postgres_restart_mid_load_completes_every_command_once(
         short_tmp: str, busybox_rootfs: str, pg: pgserver.PgServer) -> None:
     url = pg.url(pg.create_database())
-    open_store(url).close()  # migrate once, up front
+    upgrade(url)  # once, up front
     cluster = Cluster(short_tmp, busybox_rootfs, url)
     cluster.extra_env["BERTH_STORE_RETRY_SECONDS"] = "120"
     try:

@@ -39,7 +39,7 @@ from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
 from bus.keys import ClientKeys, client_keys
 from engine.errors import BerthError
-from engine.store import EventStore, open_store
+from engine.store import EventStore
 from tests import netns, pgserver
 from tests.helpers import wait_until
 
@@ -313,7 +313,7 @@ class Cluster:
 
     def store(self) -> EventStore:
         """The shared event store, read over the bridge like the workers do."""
-        return open_store(self.db_url, upgrade=False)
+        return EventStore(self.db_url)
 
     def log_problems(self) -> list[str]:
         """What is wrong with the shared event log, as sentences (empty: nothing).

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import EventStore, open_store
+from engine.store import EventStore
+from migrations.runner import upgrade
 from tests import pgserver
 
 
@@ -41,7 +42,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def store(db_url: str) -> Iterator[EventStore]:
-    s = open_store(db_url)
+    upgrade(db_url)
+    s = EventStore(db_url)
     try:
         yield s
     finally:

@@ -8,7 +8,8 @@ import uuid
 
 from engine import events as ev
 from engine.errors import ConcurrencyError
-from engine.store import EventStore, open_store
+from engine.store import EventStore
+from migrations.runner import upgrade
 from tests.store.helpers import create
 
 WRITERS = 4
@@ -44,8 +45,9 @@ def test_one_winner_per_stream_version(store: EventStore) -> None:
 def test_reader_by_position_never_skips(db_url: str) -> None:
     """Writers on separate connections; a reader polls read_all(last + 1) throughout
     and must see every position exactly once and in order."""
-    store = open_store(db_url)
-    writer_stores = [open_store(db_url, upgrade=False) for _ in range(WRITERS)]
+    upgrade(db_url)
+    store = EventStore(db_url)
+    writer_stores = [EventStore(db_url) for _ in range(WRITERS)]
     total = WRITERS * PER_WRITER
     done = threading.Event()
     errors: list[Exception] = []

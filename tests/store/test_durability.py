@@ -12,15 +12,16 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from engine.store import open_store
+from engine.store import EventStore
 from engine.store.mapper import unpack
 from engine.store.schema import commands, events
+from migrations.runner import upgrade
 
 WRITER = """
 import sys, uuid
 from engine import events as ev
-from engine.store import open_store
-store = open_store(sys.argv[1], upgrade=False)
+from engine.store import EventStore
+store = EventStore(sys.argv[1])
 spec = ev.RunSpec(rootfs="/r", args=("true",))
 n = 0
 while True:
@@ -34,10 +35,10 @@ while True:
 
 def test_kill_minus_nine_mid_append(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    open_store(url).close()
+    upgrade(url)
     proc = subprocess.Popen([sys.executable, "-c", WRITER, url],
                             cwd=Path(__file__).resolve().parents[2])
-    store = open_store(url, upgrade=False)
+    store = EventStore(url)
     try:
         deadline = time.monotonic() + 60
         while store.max_position() < 300:

@@ -10,13 +10,23 @@ import pytest
 
 from engine import events as ev
 from engine.errors import InvalidArgument, StoreError, StoreUnreachable
-from engine.store import EventStore, open_store
+from engine.store import EventStore
 from engine.store.retry import NO_RETRY, RetryPolicy
+from migrations.runner import upgrade
 
 
 def test_unreachable_sqlite_path(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/no/such/dir/store.db"
     with pytest.raises(StoreError):
-        open_store(f"sqlite:///{tmp_path}/no/such/dir/store.db")
+        upgrade(url)
+    store = EventStore(url)
+    try:
+        with pytest.raises(StoreError):
+            store.max_position()
+        with pytest.raises(StoreError):
+            store.append("s", 0, [ev.Started()], command_id="c", command_type="t")
+    finally:
+        store.close()
 
 
 def test_schema_missing_is_a_store_error(tmp_path: Path) -> None:

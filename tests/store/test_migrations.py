@@ -10,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from engine import events as ev
-from engine.store import open_store
+from engine.store import EventStore
 from engine.store.db import make_engine
 from engine.store.mapper import pack
-from engine.store.migrate import current_revision, head_revision, revisions, upgrade
 from engine.store.schema import metadata
+from migrations.runner import current_revision, head_revision, revisions, upgrade
 from tests.store.helpers import SPEC
 
 CID = "f" * 64
@@ -94,7 +94,8 @@ def test_upgrade_from_each_revision_with_data(db_url: str) -> None:
             SEEDERS[revision](conn)
         engine.dispose()
 
-        store = open_store(db_url)  # upgrades to head
+        upgrade(db_url)
+        store = EventStore(db_url)
         try:
             assert current_revision(db_url) == head_revision()
             history = store.read_stream(CID)

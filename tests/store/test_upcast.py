@@ -9,8 +9,8 @@ from engine import events as ev
 from engine.errors import StoreError
 from engine.store import EventStore, audit
 from engine.store.mapper import pack
-from engine.store.migrate import upgrade
 from engine.store.schema import events
+from migrations.runner import upgrade
 from tests.store.helpers import create, run
 
 

@@ -1,8 +1,11 @@
 """Schema management: Alembic, driven from code so it works from any directory.
 
-The schema is created and upgraded only here. ``script_location`` points at the
-installed ``migrations`` package, so neither an alembic.ini nor a particular cwd is
-needed; ``migrations/alembic.ini`` exists only for people running the alembic CLI.
+The schema is created and upgraded only here; the event store never runs Alembic, so
+``engine`` does not depend on this package. The programs that open a store call
+``upgrade`` first: a worker when it starts, and ``berth db upgrade``.
+``script_location`` is this package's directory, so neither an alembic.ini nor a
+particular cwd is needed; ``migrations/alembic.ini`` exists only for people running
+the alembic CLI.
 """
 
 from __future__ import annotations
@@ -15,14 +18,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
-import migrations
 from engine.errors import StoreError
 from engine.store.db import make_engine, translated
 
 
 def script_location() -> str:
-    # __path__, not __file__: an editable install may import it as a namespace package.
-    return str(Path(next(iter(migrations.__path__))).resolve())
+    return str(Path(__file__).resolve().parent)
 
 
 def alembic_config(url: str) -> Config:
@@ -45,7 +46,8 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
-    assert head is not None
+    if head is None:
+        raise StoreError(f"no migration revisions in {script_location()}")
     return head
 
 
