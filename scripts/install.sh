@@ -179,7 +179,7 @@ compile_berth() {
 }
 
 main() {
-    local bench=0 criu=1 venv=1 force_criu=0 force_pip=0
+    local bench=0 criu=1 venv=1 force_criu=0 force_pip=0 argv=("$@")
     while [ $# -gt 0 ]; do
         case "$1" in
             --bench) bench=1 ;;
@@ -192,7 +192,7 @@ main() {
         esac
         shift
     done
-    require_root
+    require_root "${argv[@]}"
     local t0=$SECONDS
     # One install at a time (CI jobs or engineers sharing a host).
     mkdir -p /run/lock

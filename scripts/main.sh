@@ -2,8 +2,14 @@
 # The README's main-job command: install everything (idempotent), start the
 # embedded engine (broker + worker + SQLite on ipc sockets), run containers
 # through the bus, and show what the event log recorded.
+#
+# Run it as root, or through sudo; as another user it runs itself again through sudo.
+# BERTH_ROOT and BERTH_RUN choose where the engine keeps its state and sockets.
 set -euo pipefail
 REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/common.sh
+. "$REPO/scripts/lib/common.sh"
+require_root "$@"
 "$REPO/scripts/install.sh"
 export BERTH_ROOT="${BERTH_ROOT:-/var/lib/berth}" BERTH_RUN="${BERTH_RUN:-/run/berth}"
 B="$REPO/.venv/bin/berth"
