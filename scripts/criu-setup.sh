@@ -316,7 +316,7 @@ verify_criu() {
 }
 
 main() {
-    local force=0 verify_only=0
+    local force=0 verify_only=0 argv=("$@")
     while [ $# -gt 0 ]; do
         case "$1" in
             --force) force=1 ;;
@@ -326,7 +326,7 @@ main() {
         esac
         shift
     done
-    require_root
+    require_root "${argv[@]}"
     if [ "$verify_only" -eq 0 ]; then
         if [ "$force" -eq 0 ] && is_installed; then
             step "CRIU: already set up in $PREFIX ($(sed -n 's/^criu=//p' "$STAMP")); skipping download (use --force to redo)"

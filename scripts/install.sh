@@ -126,10 +126,9 @@ setup_venv() {
     rm -f "$STAMP"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip \
         || warn "could not upgrade pip; continuing with the venv's own"
-    # compat mode: a plain .pth path entry instead of an import hook, which would
-    # cost every `berth` invocation ~20 ms of start-up.
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-        --config-settings editable_mode=compat -e "${REPO}[test]" \
+    # The build backend (hatchling, see pyproject.toml) makes the editable install a
+    # plain .pth path entry, with no import hook for every `berth` start to load.
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${REPO}[test]" \
         || die "pip install -e \"${REPO}[test]\" failed"
     printf '%s\n' "$want" >"$STAMP"
     info "installed berth $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("berth"))')"
@@ -171,12 +170,16 @@ verify_tools() {
 # path from source (~60 ms); it still reads them. compileall skips fresh files.
 compile_berth() {
     step "python: byte-compile berth"
-    (cd "$REPO" && "$VENV/bin/python" -m compileall -q engine bus workers migrations >/dev/null) \
+    local pkgs=() p
+    for p in berth engine bus workers migrations; do
+        if [ -d "$REPO/$p" ]; then pkgs+=("$p"); fi
+    done
+    (cd "$REPO" && "$VENV/bin/python" -m compileall -q "${pkgs[@]}" >/dev/null) \
         || warn "byte-compiling failed; berth still runs, only its start-up is slower"
 }
 
 main() {
-    local bench=0 criu=1 venv=1 force_criu=0 force_pip=0
+    local bench=0 criu=1 venv=1 force_criu=0 force_pip=0 argv=("$@")
     while [ $# -gt 0 ]; do
         case "$1" in
             --bench) bench=1 ;;
@@ -189,7 +192,7 @@ main() {
         esac
         shift
     done
-    require_root
+    require_root "${argv[@]}"
     local t0=$SECONDS
     # One install at a time (CI jobs or engineers sharing a host).
     mkdir -p /run/lock

@@ -10,10 +10,21 @@ die() {
     exit 1
 }
 
+# require_root "$@": go on as root. Otherwise run the calling script again through
+# sudo with the same arguments and the caller's BERTH_* variables (sudo resets the
+# environment), or, without sudo, say what to do and stop before touching anything.
 require_root() {
-    if [ "$(id -u)" -ne 0 ]; then
-        die "this script must run as root (it installs Debian packages and writes under /opt and /etc)"
+    [ "$(id -u)" -eq 0 ] && return 0
+    local self keep
+    self=$(readlink -f -- "$0")
+    if command -v sudo >/dev/null 2>&1; then
+        keep=$(compgen -e | grep '^BERTH_' | paste -sd, - || true)
+        info "not root: running $(basename -- "$self") again through sudo"
+        exec sudo ${keep:+"--preserve-env=$keep"} -- bash "$self" "$@"
     fi
+    local again
+    again=$(printf '%q ' "$0" "$@")
+    die "$(basename -- "$self") must run as root and sudo is not installed: run it again as root, for example with: su -c '${again% }'"
 }
 
 # pkg_installed NAME: true when dpkg reports NAME fully installed.
