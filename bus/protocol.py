@@ -35,6 +35,7 @@ from typing import Any, Final, TypeAlias
 import msgpack  # type: ignore[import-untyped]
 
 from engine.errors import ProtocolError
+from engine.ids import is_container_ref, is_node_name, is_uuid
 
 PROTOCOL_VERSION: Final = 1
 MAX_FRAME_SIZE: Final = 1024 * 1024
@@ -91,10 +92,7 @@ SERIAL_COMMANDS: Final = CONTAINER_COMMANDS - {WAIT}
 """Commands a worker runs one after another per container (they change it)."""
 PING: Final = "query.ping"
 
-# Same rules as engine.ids (bus may not import it: the CLI must start cheaply).
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_CONTAINER_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
-_NODE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+# Id, container and node rules are engine.ids's; the error type and wording are the bus's.
 _CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.]{0,127}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -111,7 +109,7 @@ def _fail(sentence: str) -> ProtocolError:
 
 
 def _uuid(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _UUID_RE.match(value):
+    if not is_uuid(value):
         raise _fail(f"{what} must be a lowercase UUID string, got {_show(value)}.")
     return value
 
@@ -119,7 +117,7 @@ def _uuid(value: object, what: str) -> str:
 def _container(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _CONTAINER_RE.match(value):
+    if not is_container_ref(value):
         raise _fail(
             f"invalid container reference {_show(value)}: use 1-64 characters from "
             "[a-zA-Z0-9_.-] starting with a letter or digit, or a 64-hex id."
@@ -130,7 +128,7 @@ def _container(value: object) -> str | None:
 def _node(value: object, *, required: bool = False) -> str | None:
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not _NODE_RE.match(value):
+    if not is_node_name(value):
         raise _fail(
             f"invalid node name {_show(value)}: use 1-63 characters from [a-zA-Z0-9_.-] "
             "starting with a letter or digit."
@@ -266,7 +264,8 @@ class Reply:
         if self.message is not None and (
             not isinstance(self.message, str) or len(self.message) > MAX_MESSAGE_LENGTH
         ):
-            raise _fail(f"reply message must be a string of at most {MAX_MESSAGE_LENGTH} characters.")
+            raise _fail(
+                f"reply message must be a string of at most {MAX_MESSAGE_LENGTH} characters.")
         if not isinstance(self.positions, tuple):
             raise _fail("reply positions must be a list of integers.")
         for position in self.positions:
@@ -503,22 +502,15 @@ def salvage_command_id(frame: bytes) -> str:
         return ""
     if isinstance(body, dict):
         value = body.get("id")
-        if isinstance(value, str) and _UUID_RE.match(value):
+        if is_uuid(value):
             return value
     return ""
 
 
 def error_reply(command_id: str, code: str, message: str) -> Reply:
     """An error reply with a stable code (see engine.errors)."""
-    return Reply(command_id=command_id, ok=False, error_code=code, message=message[:MAX_MESSAGE_LENGTH])
-
-
-def is_valid_container_ref(value: str) -> bool:
-    return bool(_CONTAINER_RE.match(value))
-
-
-def is_full_id(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return Reply(command_id=command_id, ok=False, error_code=code,
+                 message=message[:MAX_MESSAGE_LENGTH])
 
 
 # --------------------------------------------------------------------------- results

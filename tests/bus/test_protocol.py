@@ -30,6 +30,7 @@ from bus.protocol import (
     salvage_command_id,
 )
 from engine.errors import InvalidArgument, ProtocolError
+from engine.ids import new_uuid
 
 ID = "0b6c8d6e-5f0c-4a1e-9d1b-3c0b8f6f2a11"
 
@@ -194,3 +195,11 @@ def test_version_constant_is_on_the_wire() -> None:
 
 def test_command_ids_from_uuid4_are_valid() -> None:
     assert command(id=str(uuid.uuid4())).id
+
+
+def test_new_uuid_is_a_version_4_uuid_the_bus_accepts() -> None:
+    ids = {new_uuid() for _ in range(200)}
+    assert len(ids) == 200
+    for value in ids:
+        assert str(uuid.UUID(value)) == value and uuid.UUID(value).version == 4
+        assert command(id=value, correlation_id=value).id == value
