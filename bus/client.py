@@ -35,8 +35,8 @@ from bus.protocol import (
     decode,
     encode,
     now_iso,
-    parse_events_result,
 )
+from bus.results import parse_events_result
 from engine.errors import ProtocolError, Timeout, Unavailable, error_from_code
 from engine.ids import new_uuid
 

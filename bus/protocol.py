@@ -14,14 +14,7 @@ Socket envelopes (kept here so the broker, the worker link and the client agree)
 * broker ROUTER (backend) <-> worker DEALER: ``[payload]``;
 * broker XPUB -> subscribers: ``[event type as bytes, payload]``.
 
-Result conventions the workers and the client share (the result of a reply is a
-map of msgpack primitives):
-
-* ``query.resolve`` -> ``{"id": str, "node": str, "name": str | None}``;
-* ``query.ps`` -> ``{"containers": [map, ...]}``;
-* ``query.events`` (args ``after``: exclusive position, ``limit`` >= 1) ->
-  ``{"events": [event map, ...], "head": last committed position}``, built with
-  :func:`events_result` and read with :func:`parse_events_result`.
+What a reply's result holds for each query is not framing: see bus.results.
 """
 
 from __future__ import annotations
@@ -341,7 +334,8 @@ Message: TypeAlias = Command | Reply | EventMessage | Ready | Heartbeat | Discon
 # --------------------------------------------------------------------------- framing
 
 
-def _event_fields(event: EventMessage) -> dict[str, JSONish]:
+def event_fields(event: EventMessage) -> dict[str, JSONish]:
+    """An event as the map of fields its frame carries (without ``v``/``kind``)."""
     return {
         "position": event.position,
         "stream": event.stream,
@@ -378,7 +372,7 @@ def _fields(msg: Message) -> tuple[str, dict[str, JSONish]]:
             "result": msg.result,
         }
     if isinstance(msg, EventMessage):
-        return KIND_EVENT, _event_fields(msg)
+        return KIND_EVENT, event_fields(msg)
     if isinstance(msg, Ready):
         return KIND_READY, {"node": msg.node, "capacity": msg.capacity}
     if isinstance(msg, Heartbeat):
@@ -457,7 +451,9 @@ _EVENT_NAMES: Final = (
 )
 
 
-def _event_from(body: Mapping[str, JSONish]) -> EventMessage:
+def event_from_fields(body: Mapping[str, JSONish]) -> EventMessage:
+    """The event a map of fields describes (as :func:`event_fields` makes them);
+    unknown or missing fields raise ProtocolError."""
     return EventMessage(**_take(body, _EVENT_NAMES, KIND_EVENT))
 
 
@@ -477,7 +473,7 @@ def decode(frame: bytes) -> Message:
                 raise _fail("reply command id must be a string.")
             return Reply(**fields)
         if kind == KIND_EVENT:
-            return _event_from(body)
+            return event_from_fields(body)
         if kind == KIND_READY:
             return Ready(**_take(body, ("node", "capacity"), kind))
         if kind == KIND_HEARTBEAT:
@@ -512,38 +508,3 @@ def error_reply(command_id: str, code: str, message: str) -> Reply:
     return Reply(command_id=command_id, ok=False, error_code=code,
                  message=message[:MAX_MESSAGE_LENGTH])
 
-
-# --------------------------------------------------------------------------- results
-
-
-CONTAINER_STREAM_PREFIX: Final = "container-"
-
-
-def container_of(event: EventMessage) -> str:
-    """The container an event is about: ``data["container_id"]`` if present, else its
-    stream (a container's stream is named by its id, optionally ``container-<id>``)."""
-    value = event.data.get("container_id")
-    if isinstance(value, str):
-        return value
-    if event.stream.startswith(CONTAINER_STREAM_PREFIX):
-        return event.stream[len(CONTAINER_STREAM_PREFIX) :]
-    return event.stream
-
-
-def events_result(events: Sequence[EventMessage], head: int) -> dict[str, JSONish]:
-    """The result map of a ``query.events`` reply (used by the worker's handler)."""
-    return {"events": [_event_fields(event) for event in events], "head": head}
-
-
-def parse_events_result(result: Mapping[str, JSONish]) -> tuple[list[EventMessage], int]:
-    """Read a ``query.events`` result back into typed events and the head position."""
-    raw = result.get("events")
-    head = result.get("head", 0)
-    if not isinstance(raw, list) or type(head) is not int:
-        raise _fail("query.events result must hold an events list and an integer head.")
-    events = []
-    for item in raw:
-        if not isinstance(item, dict):
-            raise _fail("query.events result holds an event that is not a map.")
-        events.append(_event_from(item))
-    return events, head

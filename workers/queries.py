@@ -7,7 +7,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from bus.protocol import Command, events_result
+from bus.protocol import Command
+from bus.results import events_result
 from engine.errors import InvalidArgument, NotFound, Timeout
 from engine.events import datetime_from_data
 from engine.ids import is_full_id, validate_container_id
