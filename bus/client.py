@@ -36,7 +36,6 @@ from bus.protocol import (
     encode,
     now_iso,
 )
-from bus.results import parse_events_result
 from engine.errors import ProtocolError, Timeout, Unavailable, error_from_code
 from engine.ids import new_uuid
 
@@ -350,7 +349,12 @@ class Client:
         return self._on_container("query.logs", ref, node, **options).result
 
     def events(self, after: int = 0, limit: int = 500) -> tuple[list[EventMessage], int]:
-        """Events with position > ``after`` (at most ``limit``) and the head position."""
+        """Events with position > ``after`` (at most ``limit``) and the head position.
+
+        bus.results is imported here, as bus.subscription is below, to keep it off
+        the import path of commands that never read events (``berth ps``)."""
+        from bus.results import parse_events_result
+
         return parse_events_result(self.send("query.events", after=after, limit=limit).result)
 
     def rebuild(self) -> dict[str, Any]:
