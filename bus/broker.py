@@ -12,23 +12,17 @@ The broker keeps no container state: the client names the node. It never
 crashes on input: a bad frame from a client gets an error reply, a bad frame
 from a worker is dropped and logged. Rules of routing live in bus.routing.
 
-Security (bus.security): a socket bound on tcp is a CURVE server whose peers a
-ZAP handler admits by key (workers and publishers from separate directories);
-ipc sockets are 0600 files. Every command's ``actor`` is replaced by the peer's
-authenticated identity (the key's name, or the ipc peer's uid) before a worker
-sees it; each peer has a token bucket, and an over-rate peer is told so
-(``rate_limited``) or, for unreadable frames, ignored, so one peer's flood costs
-the others nothing but a fair share of the broker's loop.
+Who may connect, who the actor of a command is, which node a worker may serve
+and how fast a peer may send are bus.admission's rules; the broker asks its
+:class:`~bus.admission.Admission` and acts on the answer.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -37,7 +31,7 @@ from typing import Any
 import zmq
 
 from bus import endpoints as _endpoints
-from bus.keys import needs_curve
+from bus.admission import Admission
 from bus.protocol import (
     MAX_FRAME_SIZE,
     PING,
@@ -54,17 +48,7 @@ from bus.protocol import (
     salvage_command_id,
 )
 from bus.routing import Envelope, Pending, Router
-from bus.security import (
-    DOMAIN_CLIENTS,
-    DOMAIN_EVENTS,
-    DOMAIN_WORKERS,
-    BrokerSecurity,
-    PeerIdentities,
-    RateLimit,
-    RateLimiter,
-    ZapHandler,
-    make_curve_server,
-)
+from bus.security import DOMAIN_CLIENTS, DOMAIN_EVENTS, DOMAIN_WORKERS, BrokerSecurity, RateLimit
 from engine.errors import BerthError, PermissionDenied, ProtocolError, RateLimited
 
 log = logging.getLogger(__name__)
@@ -110,16 +94,9 @@ class Broker:
         frontend_endpoint = frontend_endpoint or defaults.frontend
         backend_endpoint = backend_endpoint or defaults.backend
         events_endpoint = events_endpoint or defaults.events
-        curve = [needs_curve(e) for e in (frontend_endpoint, backend_endpoint, events_endpoint)]
-        if any(curve) and security is None:
-            security = BrokerSecurity.load()
-        self.security = security
-        self._frontend_curve, self._backend_curve, self._events_curve = curve
-        self._peers = PeerIdentities()
-        self._limiter = None if rate_limit is None else RateLimiter(rate_limit)
-        self._owners: OrderedDict[str, str] = OrderedDict()
-        self._owners_size = max(1, reply_cache_size) * 2
-        self._zap: ZapHandler | None = None
+        self.admission = Admission(frontend_endpoint, backend_endpoint, events_endpoint,
+                                   security=security, rate_limit=rate_limit,
+                                   owners_size=max(1, reply_cache_size) * 2)
         self._own_ctx: zmq.Context[Any] | None = None
         self.heartbeat_interval = heartbeat_interval
         self.router = Router(
@@ -127,7 +104,7 @@ class Broker:
             pending_timeout=pending_timeout,
             cache_size=reply_cache_size,
         )
-        if context is None and any(curve):
+        if context is None and self.admission.curve:
             # ZAP is one handler per context: a private one keeps this broker's
             # key checks apart from any other broker or socket in the process.
             context = self._own_ctx = zmq.Context()
@@ -158,9 +135,7 @@ class Broker:
             0,
         )
         try:
-            if security is not None and any(curve):
-                self._zap = ZapHandler(self._ctx, security)  # before any CURVE socket binds
-                self._zap.start()
+            self.admission.start(self._ctx)  # before any CURVE socket binds
             self.frontend = self._bind(zmq.ROUTER, frontend_endpoint, DOMAIN_CLIENTS)
             self.backend = self._bind(zmq.ROUTER, backend_endpoint, DOMAIN_WORKERS)
             self.events = self._bind(zmq.XPUB, events_endpoint, DOMAIN_EVENTS)
@@ -183,9 +158,7 @@ class Broker:
         else:
             sock.setsockopt(zmq.SNDHWM, _EVENTS_HWM)
             sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_SIZE)  # subscribers send only topics
-        if needs_curve(endpoint):
-            assert self.security is not None  # loaded in __init__ whenever an endpoint needs it
-            make_curve_server(sock, self.security, domain)
+        self.admission.secure(sock, endpoint, domain)
         _endpoints.prepare_bind(endpoint)  # raises AlreadyExists if a broker listens
         try:
             sock.bind(endpoint)
@@ -198,6 +171,11 @@ class Broker:
     def _last_endpoint(sock: zmq.Socket[bytes]) -> str:
         value = sock.getsockopt(zmq.LAST_ENDPOINT)
         return value.decode() if isinstance(value, bytes) else str(value)
+
+    @property
+    def security(self) -> BrokerSecurity | None:
+        """The CURVE keys in use (None when every endpoint is ipc or inproc)."""
+        return self.admission.security
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,9 +200,7 @@ class Broker:
         for sock in self._sockets:
             sock.close(linger=0)
         self._sockets.clear()
-        if self._zap is not None:
-            self._zap.stop()
-            self._zap = None
+        self.admission.close()
         if self._own_ctx is not None:
             self._own_ctx.term()
             self._own_ctx = None
@@ -280,14 +256,13 @@ class Broker:
     # ------------------------------------------------------------------ clients
 
     def _on_client(self, received: list[zmq.Frame]) -> None:
-        peer = self._peers.of(received[-1], curve=self._frontend_curve)
+        peer = self.admission.client(received[-1])
         if peer is None:  # cannot happen behind ZAP; never route what nobody vouches for
             self.stats["unauthenticated"] += 1
-            log.warning("dropped a client message with no authenticated identity")
             return
         frames = [frame.bytes for frame in received]
         identity, rest = frames[0], frames[1:]
-        if self._limiter is not None and not self._limiter.allow(peer.key, time.monotonic()):
+        if not self.admission.within_rate(peer, time.monotonic()):
             self._refuse_over_rate(identity, rest, peer.name)
             return
         if len(rest) == 1:
@@ -316,9 +291,7 @@ class Broker:
             self._answer(envelope, Reply(msg.id, True, result={**self.health(), "identity": peer.name}),
                          count_error=False)
             return
-        if msg.actor != peer.name:  # the audit records who the broker knows, not a claim
-            msg = dataclasses.replace(msg, actor=peer.name)
-            payload = encode(msg)
+        msg, payload = self.admission.as_sent_by(msg, payload, peer)
         self._accept(msg, payload, envelope)
 
     def _refuse_over_rate(self, identity: bytes, rest: list[bytes], who: str) -> None:
@@ -334,10 +307,8 @@ class Broker:
                 f"{who} sends commands faster than the broker allows; retry later"))
 
     def _accept(self, command: Command, payload: bytes, envelope: Envelope) -> None:
-        owner = self._owners.get(command.id)
-        if owner is not None and owner != command.actor:  # a reused id: not someone else's reply
+        if self.admission.other_owner(command) is not None:  # not someone else's reply
             self.stats["impersonations"] += 1
-            log.warning("%s reused command id %s of %s; refused", command.actor, command.id, owner)
             self._answer(envelope, error_reply(
                 command.id, PermissionDenied.code, f"command id {command.id} belongs to another sender"))
             return
@@ -352,9 +323,7 @@ class Broker:
             if envelope not in pending.clients:
                 pending.clients = [*pending.clients[-(_MAX_ASKERS - 1):], envelope]
             return
-        self._owners[command.id] = command.actor
-        if len(self._owners) > self._owners_size:
-            self._owners.popitem(last=False)
+        self.admission.claim(command)
         self._route(Pending(command, payload, [envelope]), time.monotonic(), fresh=True)
 
     def _route(self, pending: Pending, now: float, *, fresh: bool) -> None:
@@ -444,21 +413,12 @@ class Broker:
             log.warning("dropped a %s sent by worker %r", type(msg).__name__, identity)
 
     def _admits(self, identity: bytes, node: str, frame: zmq.Frame) -> bool:
-        """Whether this worker may serve ``node``. Over CURVE a worker's key names
-        the one node it may serve, so a stolen or misused worker key cannot take
-        over another host's containers."""
-        peer = self._peers.of(frame, curve=self._backend_curve)
-        if peer is None:
-            self.stats["unauthenticated"] += 1
-            log.warning("ignored a worker with no authenticated identity")
+        """Whether this worker may serve ``node`` (bus.admission decides)."""
+        refusal = self.admission.worker_refusal(identity, node, frame,
+                                                known=identity in self.router.workers)
+        if refusal is not None:
+            self.stats[refusal] += 1
             return False
-        if self._backend_curve and peer.name != node:
-            self.stats["wrong_node"] += 1
-            log.warning("refused worker %r: its key %r may only serve node %r, not %r",
-                        identity, peer.name, peer.name, node)
-            return False
-        if identity not in self.router.workers:
-            log.info("worker %r authenticated as %s", identity, peer.name)
         return True
 
     def _worker_ready(self, identity: bytes, ready: Ready, now: float) -> None:
@@ -530,7 +490,7 @@ class Broker:
         return {
             "broker": True,
             "protocol": PROTOCOL_VERSION,
-            "curve": self._frontend_curve,
+            "curve": self.admission.frontend_curve,
             "uptime": round(time.monotonic() - self._started_at, 3),
             "outstanding": len(self.router.outstanding),
             "waiting": len(self.router.waiting()),
