@@ -19,6 +19,7 @@ and how fast a peer may send are bus.admission's rules; the broker asks its
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -32,8 +33,8 @@ import zmq
 
 from bus import endpoints as _endpoints
 from bus.admission import Admission
+from bus.broker_sockets import BrokerSockets
 from bus.protocol import (
-    MAX_FRAME_SIZE,
     PING,
     PROTOCOL_VERSION,
     Command,
@@ -48,7 +49,7 @@ from bus.protocol import (
     salvage_command_id,
 )
 from bus.routing import Envelope, Pending, Router
-from bus.security import DOMAIN_CLIENTS, DOMAIN_EVENTS, DOMAIN_WORKERS, BrokerSecurity, RateLimit
+from bus.security import BrokerSecurity, RateLimit
 from engine.errors import BerthError, PermissionDenied, ProtocolError, RateLimited
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,16 @@ DEFAULT_LIVENESS = 3
 DEFAULT_PENDING_TIMEOUT = 30.0
 DEFAULT_REPLY_CACHE = 10_000
 _BATCH = 256  # messages read from one socket before the others get a turn
-_EVENTS_HWM = 100_000
 _MAX_ASKERS = 8  # sockets remembered per outstanding command (retries from new sockets)
 _SALVAGE_LIMIT = 64 * 1024  # an over-rate frame larger than this is dropped unread
 DEFAULT_RATE_LIMIT = RateLimit()
+COUNTERS = (
+    "commands_received", "commands_routed", "replies_routed", "duplicate_replies",
+    "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
+    "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
+    "wrong_node",
+)
+"""What ``stats`` counts (and ``query.ping`` reports)."""
 
 
 class Broker:
@@ -97,80 +104,24 @@ class Broker:
         self.admission = Admission(frontend_endpoint, backend_endpoint, events_endpoint,
                                    security=security, rate_limit=rate_limit,
                                    owners_size=max(1, reply_cache_size) * 2)
-        self._own_ctx: zmq.Context[Any] | None = None
         self.heartbeat_interval = heartbeat_interval
         self.router = Router(
             worker_timeout=heartbeat_interval * liveness,
             pending_timeout=pending_timeout,
             cache_size=reply_cache_size,
         )
-        if context is None and self.admission.curve:
-            # ZAP is one handler per context: a private one keeps this broker's
-            # key checks apart from any other broker or socket in the process.
-            context = self._own_ctx = zmq.Context()
-        self._ctx = context or zmq.Context.instance()
-        self._sockets: list[zmq.Socket[bytes]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started_at = time.monotonic()
         self._next_heartbeat = 0.0
-        self.stats: dict[str, int] = dict.fromkeys(
-            (
-                "commands_received",
-                "commands_routed",
-                "replies_routed",
-                "duplicate_replies",
-                "retries_absorbed",
-                "errors",
-                "malformed_frames",
-                "events_published",
-                "workers_lost",
-                "redispatched",
-                "subscriptions",
-                "rate_limited",
-                "unauthenticated",
-                "impersonations",
-                "wrong_node",
-            ),
-            0,
-        )
-        try:
-            self.admission.start(self._ctx)  # before any CURVE socket binds
-            self.frontend = self._bind(zmq.ROUTER, frontend_endpoint, DOMAIN_CLIENTS)
-            self.backend = self._bind(zmq.ROUTER, backend_endpoint, DOMAIN_WORKERS)
-            self.events = self._bind(zmq.XPUB, events_endpoint, DOMAIN_EVENTS)
-        except BaseException:
-            self.close()
-            raise
-        self.frontend_endpoint = self._last_endpoint(self.frontend)
-        self.backend_endpoint = self._last_endpoint(self.backend)
-        self.events_endpoint = self._last_endpoint(self.events)
-
-    def _bind(self, kind: int, endpoint: str, domain: str) -> zmq.Socket[bytes]:
-        sock: zmq.Socket[bytes] = self._ctx.socket(kind)
-        self._sockets.append(sock)
-        sock.setsockopt(zmq.LINGER, 0)
-        if kind == zmq.ROUTER:
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            # Frames a bit over the limit still get a clear refusal; far bigger ones
-            # make zmq drop the peer before they cost memory.
-            sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
-        else:
-            sock.setsockopt(zmq.SNDHWM, _EVENTS_HWM)
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_SIZE)  # subscribers send only topics
-        self.admission.secure(sock, endpoint, domain)
-        _endpoints.prepare_bind(endpoint)  # raises AlreadyExists if a broker listens
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            raise BerthError(f"cannot bind the bus on {endpoint}: {exc}") from None
-        _endpoints.secure_bound(endpoint)
-        return sock
-
-    @staticmethod
-    def _last_endpoint(sock: zmq.Socket[bytes]) -> str:
-        value = sock.getsockopt(zmq.LAST_ENDPOINT)
-        return value.decode() if isinstance(value, bytes) else str(value)
+        self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.sockets = BrokerSockets(frontend_endpoint, backend_endpoint, events_endpoint,
+                                     self.admission, context)
+        self.frontend, self.backend, self.events = (
+            self.sockets.frontend, self.sockets.backend, self.sockets.events)
+        self.frontend_endpoint = self.sockets.frontend_endpoint
+        self.backend_endpoint = self.sockets.backend_endpoint
+        self.events_endpoint = self.sockets.events_endpoint
 
     @property
     def security(self) -> BrokerSecurity | None:
@@ -197,13 +148,7 @@ class Broker:
     def close(self) -> None:
         """Close the sockets with LINGER 0 (call after ``run`` has returned), then
         the ZAP handler and the private context, if any."""
-        for sock in self._sockets:
-            sock.close(linger=0)
-        self._sockets.clear()
-        self.admission.close()
-        if self._own_ctx is not None:
-            self._own_ctx.term()
-            self._own_ctx = None
+        self.sockets.close()
 
     def serve_forever(self) -> None:
         """Run until SIGINT/SIGTERM (for ``berth broker``), then close."""
@@ -283,13 +228,13 @@ class Broker:
             return
         if not isinstance(msg, Command):
             self.stats["malformed_frames"] += 1
-            self._answer(envelope, error_reply(
-                "", ProtocolError.code, f"the command socket accepts commands, not {type(msg).__name__}"))
+            self._answer(envelope, error_reply("", ProtocolError.code,
+                f"the command socket accepts commands, not {type(msg).__name__}"))
             return
         self.stats["commands_received"] += 1
         if msg.type == PING:  # "identity": how this peer's commands are recorded
-            self._answer(envelope, Reply(msg.id, True, result={**self.health(), "identity": peer.name}),
-                         count_error=False)
+            result = {**self.health(), "identity": peer.name}
+            self._answer(envelope, Reply(msg.id, True, result=result), count_error=False)
             return
         msg, payload = self.admission.as_sent_by(msg, payload, peer)
         self._accept(msg, payload, envelope)
@@ -301,7 +246,8 @@ class Broker:
         payload = rest[-1] if rest else b""
         command_id = salvage_command_id(payload) if len(payload) <= _SALVAGE_LIMIT else ""
         if command_id:
-            envelope: Envelope = (identity, b"") if len(rest) == 2 and rest[0] == b"" else (identity,)
+            req_style = len(rest) == 2 and rest[0] == b""
+            envelope: Envelope = (identity, b"") if req_style else (identity,)
             self._answer(envelope, error_reply(
                 command_id, RateLimited.code,
                 f"{who} sends commands faster than the broker allows; retry later"))
@@ -309,8 +255,8 @@ class Broker:
     def _accept(self, command: Command, payload: bytes, envelope: Envelope) -> None:
         if self.admission.other_owner(command) is not None:  # not someone else's reply
             self.stats["impersonations"] += 1
-            self._answer(envelope, error_reply(
-                command.id, PermissionDenied.code, f"command id {command.id} belongs to another sender"))
+            self._answer(envelope, error_reply(command.id, PermissionDenied.code,
+                f"command id {command.id} belongs to another sender"))
             return
         cached = self.router.replies.get(command.id)
         if cached is not None:
@@ -468,11 +414,10 @@ class Broker:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
             for worker in list(self.router.workers.values()):
-                try:
+                # On failure its liveness runs out and it is dropped below.
+                with contextlib.suppress(zmq.ZMQError):
                     self.backend.send_multipart(
                         [worker.identity, encode(Heartbeat(worker.node))], zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass  # its liveness runs out and it is dropped below
         for identity in self.router.expired(now):
             worker = self.router.workers[identity]
             log.warning("worker %r of node %s missed its heartbeats; dropping it",
