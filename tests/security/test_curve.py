@@ -57,7 +57,8 @@ def test_unknown_client_key_is_refused_and_logged(
     assert "berth.clients" in refusals[0]
 
 
-def test_client_without_keys_gets_no_answer_and_a_hint(tcp_broker: Broker, connect: Connect) -> None:
+def test_client_without_keys_gets_no_answer_and_a_hint(tcp_broker: Broker,
+                                                       connect: Connect) -> None:
     client = connect(None, timeout=0.3)
     with pytest.raises(Unavailable, match="BERTH_KEY and BERTH_SERVER_KEY"):
         client.ping()
