@@ -318,7 +318,7 @@ def plain_broker(argv: list[str]) -> None:
     berth itself never serves plain tcp; this patches the transport check in this
     process only and runs the ordinary Broker (no rate limit: unauthenticated tcp
     peers would all share one bucket)."""
-    import bus.broker
+    import bus.admission
     from bus.broker import Broker
 
     parser = argparse.ArgumentParser(prog="plain-broker")
@@ -326,7 +326,7 @@ def plain_broker(argv: list[str]) -> None:
     parser.add_argument("--workers-bind", required=True)
     parser.add_argument("--events-bind", required=True)
     opts = parser.parse_args(argv)
-    bus.broker.needs_curve = lambda endpoint: False  # type: ignore[attr-defined]
+    bus.admission.needs_curve = lambda endpoint: False  # type: ignore[attr-defined]
     Broker(opts.bind, opts.workers_bind, opts.events_bind, rate_limit=None).serve_forever()
 
 

@@ -12,23 +12,18 @@ The broker keeps no container state: the client names the node. It never
 crashes on input: a bad frame from a client gets an error reply, a bad frame
 from a worker is dropped and logged. Rules of routing live in bus.routing.
 
-Security (bus.security): a socket bound on tcp is a CURVE server whose peers a
-ZAP handler admits by key (workers and publishers from separate directories);
-ipc sockets are 0600 files. Every command's ``actor`` is replaced by the peer's
-authenticated identity (the key's name, or the ipc peer's uid) before a worker
-sees it; each peer has a token bucket, and an over-rate peer is told so
-(``rate_limited``) or, for unreadable frames, ignored, so one peer's flood costs
-the others nothing but a fair share of the broker's loop.
+Who may connect, who the actor of a command is, which node a worker may serve
+and how fast a peer may send are bus.admission's rules; the broker asks its
+:class:`~bus.admission.Admission` and acts on the answer.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import logging
 import signal
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -37,9 +32,9 @@ from typing import Any
 import zmq
 
 from bus import endpoints as _endpoints
-from bus.keys import needs_curve
+from bus.admission import Admission
+from bus.broker_sockets import BrokerSockets
 from bus.protocol import (
-    MAX_FRAME_SIZE,
     PING,
     PROTOCOL_VERSION,
     Command,
@@ -54,17 +49,7 @@ from bus.protocol import (
     salvage_command_id,
 )
 from bus.routing import Envelope, Pending, Router
-from bus.security import (
-    DOMAIN_CLIENTS,
-    DOMAIN_EVENTS,
-    DOMAIN_WORKERS,
-    BrokerSecurity,
-    PeerIdentities,
-    RateLimit,
-    RateLimiter,
-    ZapHandler,
-    make_curve_server,
-)
+from bus.security import BrokerSecurity, RateLimit
 from engine.errors import BerthError, PermissionDenied, ProtocolError, RateLimited
 
 log = logging.getLogger(__name__)
@@ -74,10 +59,16 @@ DEFAULT_LIVENESS = 3
 DEFAULT_PENDING_TIMEOUT = 30.0
 DEFAULT_REPLY_CACHE = 10_000
 _BATCH = 256  # messages read from one socket before the others get a turn
-_EVENTS_HWM = 100_000
 _MAX_ASKERS = 8  # sockets remembered per outstanding command (retries from new sockets)
 _SALVAGE_LIMIT = 64 * 1024  # an over-rate frame larger than this is dropped unread
 DEFAULT_RATE_LIMIT = RateLimit()
+COUNTERS = (
+    "commands_received", "commands_routed", "replies_routed", "duplicate_replies",
+    "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
+    "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
+    "wrong_node",
+)
+"""What ``stats`` counts (and ``query.ping`` reports)."""
 
 
 class Broker:
@@ -110,94 +101,32 @@ class Broker:
         frontend_endpoint = frontend_endpoint or defaults.frontend
         backend_endpoint = backend_endpoint or defaults.backend
         events_endpoint = events_endpoint or defaults.events
-        curve = [needs_curve(e) for e in (frontend_endpoint, backend_endpoint, events_endpoint)]
-        if any(curve) and security is None:
-            security = BrokerSecurity.load()
-        self.security = security
-        self._frontend_curve, self._backend_curve, self._events_curve = curve
-        self._peers = PeerIdentities()
-        self._limiter = None if rate_limit is None else RateLimiter(rate_limit)
-        self._owners: OrderedDict[str, str] = OrderedDict()
-        self._owners_size = max(1, reply_cache_size) * 2
-        self._zap: ZapHandler | None = None
-        self._own_ctx: zmq.Context[Any] | None = None
+        self.admission = Admission(frontend_endpoint, backend_endpoint, events_endpoint,
+                                   security=security, rate_limit=rate_limit,
+                                   owners_size=max(1, reply_cache_size) * 2)
         self.heartbeat_interval = heartbeat_interval
         self.router = Router(
             worker_timeout=heartbeat_interval * liveness,
             pending_timeout=pending_timeout,
             cache_size=reply_cache_size,
         )
-        if context is None and any(curve):
-            # ZAP is one handler per context: a private one keeps this broker's
-            # key checks apart from any other broker or socket in the process.
-            context = self._own_ctx = zmq.Context()
-        self._ctx = context or zmq.Context.instance()
-        self._sockets: list[zmq.Socket[bytes]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._started_at = time.monotonic()
         self._next_heartbeat = 0.0
-        self.stats: dict[str, int] = dict.fromkeys(
-            (
-                "commands_received",
-                "commands_routed",
-                "replies_routed",
-                "duplicate_replies",
-                "retries_absorbed",
-                "errors",
-                "malformed_frames",
-                "events_published",
-                "workers_lost",
-                "redispatched",
-                "subscriptions",
-                "rate_limited",
-                "unauthenticated",
-                "impersonations",
-                "wrong_node",
-            ),
-            0,
-        )
-        try:
-            if security is not None and any(curve):
-                self._zap = ZapHandler(self._ctx, security)  # before any CURVE socket binds
-                self._zap.start()
-            self.frontend = self._bind(zmq.ROUTER, frontend_endpoint, DOMAIN_CLIENTS)
-            self.backend = self._bind(zmq.ROUTER, backend_endpoint, DOMAIN_WORKERS)
-            self.events = self._bind(zmq.XPUB, events_endpoint, DOMAIN_EVENTS)
-        except BaseException:
-            self.close()
-            raise
-        self.frontend_endpoint = self._last_endpoint(self.frontend)
-        self.backend_endpoint = self._last_endpoint(self.backend)
-        self.events_endpoint = self._last_endpoint(self.events)
+        self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.sockets = BrokerSockets(frontend_endpoint, backend_endpoint, events_endpoint,
+                                     self.admission, context)
+        self.frontend, self.backend, self.events = (
+            self.sockets.frontend, self.sockets.backend, self.sockets.events)
+        self.frontend_endpoint = self.sockets.frontend_endpoint
+        self.backend_endpoint = self.sockets.backend_endpoint
+        self.events_endpoint = self.sockets.events_endpoint
 
-    def _bind(self, kind: int, endpoint: str, domain: str) -> zmq.Socket[bytes]:
-        sock: zmq.Socket[bytes] = self._ctx.socket(kind)
-        self._sockets.append(sock)
-        sock.setsockopt(zmq.LINGER, 0)
-        if kind == zmq.ROUTER:
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            # Frames a bit over the limit still get a clear refusal; far bigger ones
-            # make zmq drop the peer before they cost memory.
-            sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
-        else:
-            sock.setsockopt(zmq.SNDHWM, _EVENTS_HWM)
-            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_SIZE)  # subscribers send only topics
-        if needs_curve(endpoint):
-            assert self.security is not None  # loaded in __init__ whenever an endpoint needs it
-            make_curve_server(sock, self.security, domain)
-        _endpoints.prepare_bind(endpoint)  # raises AlreadyExists if a broker listens
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            raise BerthError(f"cannot bind the bus on {endpoint}: {exc}") from None
-        _endpoints.secure_bound(endpoint)
-        return sock
-
-    @staticmethod
-    def _last_endpoint(sock: zmq.Socket[bytes]) -> str:
-        value = sock.getsockopt(zmq.LAST_ENDPOINT)
-        return value.decode() if isinstance(value, bytes) else str(value)
+    @property
+    def security(self) -> BrokerSecurity | None:
+        """The CURVE keys in use (None when every endpoint is ipc or inproc)."""
+        return self.admission.security
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -219,15 +148,7 @@ class Broker:
     def close(self) -> None:
         """Close the sockets with LINGER 0 (call after ``run`` has returned), then
         the ZAP handler and the private context, if any."""
-        for sock in self._sockets:
-            sock.close(linger=0)
-        self._sockets.clear()
-        if self._zap is not None:
-            self._zap.stop()
-            self._zap = None
-        if self._own_ctx is not None:
-            self._own_ctx.term()
-            self._own_ctx = None
+        self.sockets.close()
 
     def serve_forever(self) -> None:
         """Run until SIGINT/SIGTERM (for ``berth broker``), then close."""
@@ -280,14 +201,13 @@ class Broker:
     # ------------------------------------------------------------------ clients
 
     def _on_client(self, received: list[zmq.Frame]) -> None:
-        peer = self._peers.of(received[-1], curve=self._frontend_curve)
+        peer = self.admission.client(received[-1])
         if peer is None:  # cannot happen behind ZAP; never route what nobody vouches for
             self.stats["unauthenticated"] += 1
-            log.warning("dropped a client message with no authenticated identity")
             return
         frames = [frame.bytes for frame in received]
         identity, rest = frames[0], frames[1:]
-        if self._limiter is not None and not self._limiter.allow(peer.key, time.monotonic()):
+        if not self.admission.within_rate(peer, time.monotonic()):
             self._refuse_over_rate(identity, rest, peer.name)
             return
         if len(rest) == 1:
@@ -308,17 +228,15 @@ class Broker:
             return
         if not isinstance(msg, Command):
             self.stats["malformed_frames"] += 1
-            self._answer(envelope, error_reply(
-                "", ProtocolError.code, f"the command socket accepts commands, not {type(msg).__name__}"))
+            self._answer(envelope, error_reply("", ProtocolError.code,
+                f"the command socket accepts commands, not {type(msg).__name__}"))
             return
         self.stats["commands_received"] += 1
         if msg.type == PING:  # "identity": how this peer's commands are recorded
-            self._answer(envelope, Reply(msg.id, True, result={**self.health(), "identity": peer.name}),
-                         count_error=False)
+            result = {**self.health(), "identity": peer.name}
+            self._answer(envelope, Reply(msg.id, True, result=result), count_error=False)
             return
-        if msg.actor != peer.name:  # the audit records who the broker knows, not a claim
-            msg = dataclasses.replace(msg, actor=peer.name)
-            payload = encode(msg)
+        msg, payload = self.admission.as_sent_by(msg, payload, peer)
         self._accept(msg, payload, envelope)
 
     def _refuse_over_rate(self, identity: bytes, rest: list[bytes], who: str) -> None:
@@ -328,18 +246,17 @@ class Broker:
         payload = rest[-1] if rest else b""
         command_id = salvage_command_id(payload) if len(payload) <= _SALVAGE_LIMIT else ""
         if command_id:
-            envelope: Envelope = (identity, b"") if len(rest) == 2 and rest[0] == b"" else (identity,)
+            req_style = len(rest) == 2 and rest[0] == b""
+            envelope: Envelope = (identity, b"") if req_style else (identity,)
             self._answer(envelope, error_reply(
                 command_id, RateLimited.code,
                 f"{who} sends commands faster than the broker allows; retry later"))
 
     def _accept(self, command: Command, payload: bytes, envelope: Envelope) -> None:
-        owner = self._owners.get(command.id)
-        if owner is not None and owner != command.actor:  # a reused id: not someone else's reply
+        if self.admission.other_owner(command) is not None:  # not someone else's reply
             self.stats["impersonations"] += 1
-            log.warning("%s reused command id %s of %s; refused", command.actor, command.id, owner)
-            self._answer(envelope, error_reply(
-                command.id, PermissionDenied.code, f"command id {command.id} belongs to another sender"))
+            self._answer(envelope, error_reply(command.id, PermissionDenied.code,
+                f"command id {command.id} belongs to another sender"))
             return
         cached = self.router.replies.get(command.id)
         if cached is not None:
@@ -352,9 +269,7 @@ class Broker:
             if envelope not in pending.clients:
                 pending.clients = [*pending.clients[-(_MAX_ASKERS - 1):], envelope]
             return
-        self._owners[command.id] = command.actor
-        if len(self._owners) > self._owners_size:
-            self._owners.popitem(last=False)
+        self.admission.claim(command)
         self._route(Pending(command, payload, [envelope]), time.monotonic(), fresh=True)
 
     def _route(self, pending: Pending, now: float, *, fresh: bool) -> None:
@@ -444,21 +359,12 @@ class Broker:
             log.warning("dropped a %s sent by worker %r", type(msg).__name__, identity)
 
     def _admits(self, identity: bytes, node: str, frame: zmq.Frame) -> bool:
-        """Whether this worker may serve ``node``. Over CURVE a worker's key names
-        the one node it may serve, so a stolen or misused worker key cannot take
-        over another host's containers."""
-        peer = self._peers.of(frame, curve=self._backend_curve)
-        if peer is None:
-            self.stats["unauthenticated"] += 1
-            log.warning("ignored a worker with no authenticated identity")
+        """Whether this worker may serve ``node`` (bus.admission decides)."""
+        refusal = self.admission.worker_refusal(identity, node, frame,
+                                                known=identity in self.router.workers)
+        if refusal is not None:
+            self.stats[refusal] += 1
             return False
-        if self._backend_curve and peer.name != node:
-            self.stats["wrong_node"] += 1
-            log.warning("refused worker %r: its key %r may only serve node %r, not %r",
-                        identity, peer.name, peer.name, node)
-            return False
-        if identity not in self.router.workers:
-            log.info("worker %r authenticated as %s", identity, peer.name)
         return True
 
     def _worker_ready(self, identity: bytes, ready: Ready, now: float) -> None:
@@ -508,11 +414,10 @@ class Broker:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
             for worker in list(self.router.workers.values()):
-                try:
+                # On failure its liveness runs out and it is dropped below.
+                with contextlib.suppress(zmq.ZMQError):
                     self.backend.send_multipart(
                         [worker.identity, encode(Heartbeat(worker.node))], zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    pass  # its liveness runs out and it is dropped below
         for identity in self.router.expired(now):
             worker = self.router.workers[identity]
             log.warning("worker %r of node %s missed its heartbeats; dropping it",
@@ -530,7 +435,7 @@ class Broker:
         return {
             "broker": True,
             "protocol": PROTOCOL_VERSION,
-            "curve": self._frontend_curve,
+            "curve": self.admission.frontend_curve,
             "uptime": round(time.monotonic() - self._started_at, 3),
             "outstanding": len(self.router.outstanding),
             "waiting": len(self.router.waiting()),

@@ -10,8 +10,8 @@ key come from ``curve=`` or ``BERTH_KEY``/``BERTH_SERVER_KEY`` (bus.keys); the
 broker records the name of its authorised key as the actor of its commands, so
 ``actor`` here is only a claim the broker replaces.
 
-Importing this module must stay cheap (``berth ps``): zmq, msgpack and
-engine.errors only; no SQLAlchemy, no engine.store, no engine.runtime.
+Importing this module must stay cheap (``berth ps``): zmq, msgpack,
+engine.errors and engine.ids only; no SQLAlchemy, no engine.store, no engine.runtime.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from bus.protocol import (
     decode,
     encode,
     now_iso,
-    parse_events_result,
 )
 from engine.errors import ProtocolError, Timeout, Unavailable, error_from_code
+from engine.ids import new_uuid
 
 if TYPE_CHECKING:
     from bus.subscription import Subscription
@@ -54,16 +54,6 @@ class Resolved:
     id: str
     node: str
     name: str | None
-
-
-def new_command_id() -> str:
-    """A random (version 4) UUID, built without importing ``uuid`` (the CLI's start-up
-    pays for every import)."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def default_actor() -> str:
@@ -146,7 +136,7 @@ class Client:
         correlation_id: str | None = None,
     ) -> Command:
         """Build (and validate) a command from this client's actor."""
-        cid = command_id or new_command_id()
+        cid = command_id or new_uuid()
         return Command(
             id=cid,
             type=type,
@@ -170,8 +160,8 @@ class Client:
     ) -> Reply:
         """Send a command and return its successful reply; raise the typed error
         of an error reply (``engine.errors``), ``Unavailable`` when nothing answers."""
-        return self.request(self.command(type, container, node, args, correlation_id=correlation_id),
-                            reply_timeout=reply_timeout)
+        command = self.command(type, container, node, args, correlation_id=correlation_id)
+        return self.request(command, reply_timeout=reply_timeout)
 
     def request(self, command: Command, *, reply_timeout: float | None = None,
                 check: bool = True) -> Reply:
@@ -359,7 +349,12 @@ class Client:
         return self._on_container("query.logs", ref, node, **options).result
 
     def events(self, after: int = 0, limit: int = 500) -> tuple[list[EventMessage], int]:
-        """Events with position > ``after`` (at most ``limit``) and the head position."""
+        """Events with position > ``after`` (at most ``limit``) and the head position.
+
+        bus.results is imported here, as bus.subscription is below, to keep it off
+        the import path of commands that never read events (``berth ps``)."""
+        from bus.results import parse_events_result
+
         return parse_events_result(self.send("query.events", after=after, limit=limit).result)
 
     def rebuild(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any, Final
 import zmq
 
 from engine.errors import InvalidArgument, PermissionDenied
+from engine.ids import is_node_name
 
 DEFAULT_ROOT: Final = "/var/lib/berth"
 PUBLIC_SUFFIX: Final = ".key"
@@ -43,7 +44,6 @@ ENV_BROKER_KEY: Final = "BERTH_BROKER_KEY"
 ENV_AUTHORIZED: Final = {WORKERS: "BERTH_AUTHORIZED_WORKERS",
                          PUBLISHERS: "BERTH_AUTHORIZED_PUBLISHERS"}
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _Z85_RE = re.compile(rb"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 
 
@@ -92,8 +92,9 @@ def broker_key_file(env: Mapping[str, str] | None = None) -> Path:
 
 
 def validate_key_name(name: str) -> str:
-    """A key's name becomes an actor in the audit log and a file name: keep it plain."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    """A key's name becomes an actor in the audit log and a file name: keep it plain.
+    It follows the node-name rule, since a worker's key is named after its node."""
+    if not is_node_name(name):
         raise InvalidArgument(
             f"invalid key name {name!r}: use 1-63 characters from [a-zA-Z0-9_.-] "
             "starting with a letter or digit")
@@ -227,7 +228,7 @@ def read_authorized_report(directory: Path) -> tuple[dict[bytes, str], list[str]
         if not filename.endswith(PUBLIC_SUFFIX):
             continue
         name = filename[: -len(PUBLIC_SUFFIX)]
-        if not _NAME_RE.match(name):
+        if not is_node_name(name):
             problems.append(f"skipped {directory / filename}: not a valid key name")
             continue
         try:
@@ -275,7 +276,8 @@ def generate(name: str, directory: str | os.PathLike[str] | None = None, *,
     ensure_private_dir(target)
     public_file, secret_file = target / f"{name}{PUBLIC_SUFFIX}", target / f"{name}{SECRET_SUFFIX}"
     if not force and (public_file.exists() or secret_file.exists()):
-        raise InvalidArgument(f"key {name!r} already exists in {target} (use --force to replace it)")
+        raise InvalidArgument(
+            f"key {name!r} already exists in {target} (use --force to replace it)")
     import zmq.auth  # only here: it imports asyncio
 
     old = os.umask(0o077)
@@ -299,7 +301,8 @@ def authorize(public_file: str | os.PathLike[str], role: str, *, name: str | Non
     if secret is not None:
         raise InvalidArgument(f"{source} holds a secret key: authorise the public "
                               f"{PUBLIC_SUFFIX} file, and keep the secret one with its owner")
-    stem = source.name[: -len(PUBLIC_SUFFIX)] if source.name.endswith(PUBLIC_SUFFIX) else source.stem
+    suffixed = source.name.endswith(PUBLIC_SUFFIX)
+    stem = source.name[: -len(PUBLIC_SUFFIX)] if suffixed else source.stem
     key_name = validate_key_name(name or stem)
     target = Path(directory) if directory is not None else authorized_dir(role)
     ensure_private_dir(target)

@@ -14,14 +14,7 @@ Socket envelopes (kept here so the broker, the worker link and the client agree)
 * broker ROUTER (backend) <-> worker DEALER: ``[payload]``;
 * broker XPUB -> subscribers: ``[event type as bytes, payload]``.
 
-Result conventions the workers and the client share (the result of a reply is a
-map of msgpack primitives):
-
-* ``query.resolve`` -> ``{"id": str, "node": str, "name": str | None}``;
-* ``query.ps`` -> ``{"containers": [map, ...]}``;
-* ``query.events`` (args ``after``: exclusive position, ``limit`` >= 1) ->
-  ``{"events": [event map, ...], "head": last committed position}``, built with
-  :func:`events_result` and read with :func:`parse_events_result`.
+What a reply's result holds for each query is not framing: see bus.results.
 """
 
 from __future__ import annotations
@@ -35,6 +28,7 @@ from typing import Any, Final, TypeAlias
 import msgpack  # type: ignore[import-untyped]
 
 from engine.errors import ProtocolError
+from engine.ids import is_container_ref, is_node_name, is_uuid
 
 PROTOCOL_VERSION: Final = 1
 MAX_FRAME_SIZE: Final = 1024 * 1024
@@ -91,10 +85,7 @@ SERIAL_COMMANDS: Final = CONTAINER_COMMANDS - {WAIT}
 """Commands a worker runs one after another per container (they change it)."""
 PING: Final = "query.ping"
 
-# Same rules as engine.ids (bus may not import it: the CLI must start cheaply).
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_CONTAINER_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")
-_NODE_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+# Id, container and node rules are engine.ids's; the error type and wording are the bus's.
 _CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.]{0,127}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -111,7 +102,7 @@ def _fail(sentence: str) -> ProtocolError:
 
 
 def _uuid(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _UUID_RE.match(value):
+    if not is_uuid(value):
         raise _fail(f"{what} must be a lowercase UUID string, got {_show(value)}.")
     return value
 
@@ -119,7 +110,7 @@ def _uuid(value: object, what: str) -> str:
 def _container(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _CONTAINER_RE.match(value):
+    if not is_container_ref(value):
         raise _fail(
             f"invalid container reference {_show(value)}: use 1-64 characters from "
             "[a-zA-Z0-9_.-] starting with a letter or digit, or a 64-hex id."
@@ -130,7 +121,7 @@ def _container(value: object) -> str | None:
 def _node(value: object, *, required: bool = False) -> str | None:
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not _NODE_RE.match(value):
+    if not is_node_name(value):
         raise _fail(
             f"invalid node name {_show(value)}: use 1-63 characters from [a-zA-Z0-9_.-] "
             "starting with a letter or digit."
@@ -266,7 +257,8 @@ class Reply:
         if self.message is not None and (
             not isinstance(self.message, str) or len(self.message) > MAX_MESSAGE_LENGTH
         ):
-            raise _fail(f"reply message must be a string of at most {MAX_MESSAGE_LENGTH} characters.")
+            raise _fail(
+                f"reply message must be a string of at most {MAX_MESSAGE_LENGTH} characters.")
         if not isinstance(self.positions, tuple):
             raise _fail("reply positions must be a list of integers.")
         for position in self.positions:
@@ -342,7 +334,8 @@ Message: TypeAlias = Command | Reply | EventMessage | Ready | Heartbeat | Discon
 # --------------------------------------------------------------------------- framing
 
 
-def _event_fields(event: EventMessage) -> dict[str, JSONish]:
+def event_fields(event: EventMessage) -> dict[str, JSONish]:
+    """An event as the map of fields its frame carries (without ``v``/``kind``)."""
     return {
         "position": event.position,
         "stream": event.stream,
@@ -379,7 +372,7 @@ def _fields(msg: Message) -> tuple[str, dict[str, JSONish]]:
             "result": msg.result,
         }
     if isinstance(msg, EventMessage):
-        return KIND_EVENT, _event_fields(msg)
+        return KIND_EVENT, event_fields(msg)
     if isinstance(msg, Ready):
         return KIND_READY, {"node": msg.node, "capacity": msg.capacity}
     if isinstance(msg, Heartbeat):
@@ -458,7 +451,9 @@ _EVENT_NAMES: Final = (
 )
 
 
-def _event_from(body: Mapping[str, JSONish]) -> EventMessage:
+def event_from_fields(body: Mapping[str, JSONish]) -> EventMessage:
+    """The event a map of fields describes (as :func:`event_fields` makes them);
+    unknown or missing fields raise ProtocolError."""
     return EventMessage(**_take(body, _EVENT_NAMES, KIND_EVENT))
 
 
@@ -478,7 +473,7 @@ def decode(frame: bytes) -> Message:
                 raise _fail("reply command id must be a string.")
             return Reply(**fields)
         if kind == KIND_EVENT:
-            return _event_from(body)
+            return event_from_fields(body)
         if kind == KIND_READY:
             return Ready(**_take(body, ("node", "capacity"), kind))
         if kind == KIND_HEARTBEAT:
@@ -503,55 +498,13 @@ def salvage_command_id(frame: bytes) -> str:
         return ""
     if isinstance(body, dict):
         value = body.get("id")
-        if isinstance(value, str) and _UUID_RE.match(value):
+        if is_uuid(value):
             return value
     return ""
 
 
 def error_reply(command_id: str, code: str, message: str) -> Reply:
     """An error reply with a stable code (see engine.errors)."""
-    return Reply(command_id=command_id, ok=False, error_code=code, message=message[:MAX_MESSAGE_LENGTH])
+    return Reply(command_id=command_id, ok=False, error_code=code,
+                 message=message[:MAX_MESSAGE_LENGTH])
 
-
-def is_valid_container_ref(value: str) -> bool:
-    return bool(_CONTAINER_RE.match(value))
-
-
-def is_full_id(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-# --------------------------------------------------------------------------- results
-
-
-CONTAINER_STREAM_PREFIX: Final = "container-"
-
-
-def container_of(event: EventMessage) -> str:
-    """The container an event is about: ``data["container_id"]`` if present, else its
-    stream (a container's stream is named by its id, optionally ``container-<id>``)."""
-    value = event.data.get("container_id")
-    if isinstance(value, str):
-        return value
-    if event.stream.startswith(CONTAINER_STREAM_PREFIX):
-        return event.stream[len(CONTAINER_STREAM_PREFIX) :]
-    return event.stream
-
-
-def events_result(events: Sequence[EventMessage], head: int) -> dict[str, JSONish]:
-    """The result map of a ``query.events`` reply (used by the worker's handler)."""
-    return {"events": [_event_fields(event) for event in events], "head": head}
-
-
-def parse_events_result(result: Mapping[str, JSONish]) -> tuple[list[EventMessage], int]:
-    """Read a ``query.events`` result back into typed events and the head position."""
-    raw = result.get("events")
-    head = result.get("head", 0)
-    if not isinstance(raw, list) or type(head) is not int:
-        raise _fail("query.events result must hold an events list and an integer head.")
-    events = []
-    for item in raw:
-        if not isinstance(item, dict):
-            raise _fail("query.events result holds an event that is not a map.")
-        events.append(_event_from(item))
-    return events, head

@@ -1,4 +1,8 @@
-"""The broker's side of bus security: CURVE, who a peer is, and how much it may send.
+"""The broker's security settings and its CURVE handshake check: who may connect.
+
+**Settings.** :class:`BrokerSecurity` (the broker's key pair and the directories
+of authorised worker and publisher keys) and :class:`RateLimit` (how fast one
+peer may send) are what the composition root hands the broker.
 
 **CURVE and ZAP.** Every broker socket bound on a network transport is a CURVE
 server with the broker's key pair and its own ZAP domain. libzmq asks the ZAP
@@ -8,29 +12,21 @@ client key only if it is in the authorised directory of that socket's role
 (workers for the backend, publishers for the frontend and the event feed), logs
 every refusal with the key and the peer's address, and hands libzmq the key's
 *name* as the connection's User-Id. libzmq then stamps that User-Id on every
-message of the connection, where :func:`peer_of` reads it.
+message of the connection, where bus.admission reads it.
 
-**ipc.** libzmq (on Linux) reads SO_PEERCRED when it accepts an ipc connection
-and appends ``:uid:gid:pid`` to the connection's peer address, which it stamps on
-every message as the ``Peer-Address`` property (and would pass to ZAP as the
-Address, although ipc sockets run the NULL mechanism and need no ZAP). So the
-uid of an ipc peer comes from the kernel, not from the peer. Where libzmq gives
-no credentials, the 0600 socket file means only the broker's own user (or root)
-could connect, and that user is the identity.
-
-Either way the identity is the broker's knowledge, never the peer's claim: the
-broker writes it into ``Command.actor`` before a worker sees the command.
+What the broker does with a connected peer's messages (its identity as the
+actor, its rate, the nodes a worker may serve) is bus.admission's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -50,11 +46,11 @@ ROLE_OF_DOMAIN: Final = {DOMAIN_CLIENTS: _keys.PUBLISHERS, DOMAIN_WORKERS: _keys
                          DOMAIN_EVENTS: _keys.PUBLISHERS}
 DEFAULT_RATE: Final = 1000.0
 DEFAULT_BURST: Final = 2000
-_MAX_PEERS: Final = 10_000
-_REFUSAL_LOG_RATE: Final = 5.0  # refusal lines per second, so a key-spraying peer cannot fill the log
+# Refusal lines per second, so a key-spraying peer cannot fill the log.
+_REFUSAL_LOG_RATE: Final = 5.0
 
 
-# --------------------------------------------------------------------------- configuration
+# --------------------------------------------------------------------------- settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +91,27 @@ class BrokerSecurity:
         return self.workers_dir if ROLE_OF_DOMAIN[domain] == _keys.WORKERS else self.publishers_dir
 
 
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Commands a second one peer may send to the broker, and the burst it may save."""
+
+    rate: float = DEFAULT_RATE
+    burst: int = DEFAULT_BURST
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0 or self.burst < 1:
+            raise InvalidArgument("a rate limit needs a positive rate and a burst of at least 1")
+
+
 def make_curve_server(sock: zmq.Socket[Any], security: BrokerSecurity, domain: str) -> None:
     """Turn ``sock`` into a CURVE server authenticated through ZAP ``domain`` (before bind)."""
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_PUBLICKEY, security.server.public)
     sock.setsockopt(zmq.CURVE_SECRETKEY, security.server.secret)
     sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
-    try:  # refuse, rather than accept, when no ZAP handler answers (a DRAFT option)
+    # Refuse, rather than accept, when no ZAP handler answers (a DRAFT option).
+    with contextlib.suppress(AttributeError, zmq.ZMQError):
         sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
-    except (AttributeError, zmq.ZMQError):
-        pass
 
 
 # --------------------------------------------------------------------------- ZAP
@@ -203,7 +210,8 @@ class ZapHandler:
         name = ring.name_of(z85)
         if name is None:
             self.refused += 1
-            self._refuse_log(domain, address, f"unknown key {z85.decode()} (not in {ring.directory})")
+            self._refuse_log(domain, address,
+                             f"unknown key {z85.decode()} (not in {ring.directory})")
             return [b"1.0", request_id, b"400", b"key not authorised", b"", b""]
         self.accepted += 1
         log.info("accepted key %r from %s on %s", name, address.decode(errors="replace"),
@@ -216,65 +224,7 @@ class ZapHandler:
                         domain.decode(errors="replace"), why)
 
 
-# --------------------------------------------------------------------------- identity
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Who sent a message: ``name`` goes into the actor, ``key`` buckets its rate."""
-
-    name: str
-    key: str
-
-
-def uid_identity(uid: int) -> str:
-    """``root(uid 0)``: a local user as the audit log shows it."""
-    try:
-        import pwd
-
-        return f"{pwd.getpwuid(uid).pw_name}(uid {uid})"
-    except (ImportError, KeyError):
-        return f"uid {uid}"
-
-
-class PeerIdentities:
-    """Reads the authenticated identity off a received frame's libzmq metadata."""
-
-    def __init__(self) -> None:
-        self._ipc: OrderedDict[str, Peer] = OrderedDict()
-        self._own = Peer(uid_identity(os.geteuid()), f"local:{os.geteuid()}")
-
-    def of(self, frame: zmq.Frame, *, curve: bool) -> Peer | None:
-        """The peer of ``frame`` (received with ``copy=False``); None when a CURVE
-        socket's frame carries no User-Id, which ZAP makes impossible."""
-        if curve:
-            try:
-                user = frame.get("User-Id")
-            except zmq.ZMQError:
-                return None
-            return Peer(str(user), f"key:{user}") if user else None
-        try:
-            address = str(frame.get("Peer-Address"))
-        except zmq.ZMQError:
-            return self._own
-        peer = self._ipc.get(address)
-        if peer is None:
-            peer = self._parse_ipc(address)
-            self._ipc[address] = peer
-            if len(self._ipc) > _MAX_PEERS:
-                self._ipc.popitem(last=False)
-        return peer
-
-    def _parse_ipc(self, address: str) -> Peer:
-        """``host:uid:gid:pid`` (libzmq's SO_PEERCRED suffix) -> ``user(uid N)``."""
-        parts = address.rsplit(":", 3)
-        if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
-            uid, pid = int(parts[1]), parts[3]
-            return Peer(uid_identity(uid), f"uid:{uid}:pid:{pid}")
-        return self._own
-
-
-# --------------------------------------------------------------------------- rate
+# --------------------------------------------------------------------------- token bucket
 
 
 @dataclass(slots=True)
@@ -295,34 +245,3 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """Commands a second one peer may send to the broker, and the burst it may save."""
-
-    rate: float = DEFAULT_RATE
-    burst: int = DEFAULT_BURST
-
-    def __post_init__(self) -> None:
-        if not self.rate > 0 or self.burst < 1:
-            raise InvalidArgument("a rate limit needs a positive rate and a burst of at least 1")
-
-
-@dataclass(slots=True)
-class RateLimiter:
-    """One token bucket per peer key, the least recently seen forgotten first
-    (a forgotten peer comes back with a full bucket, which is the safe side)."""
-
-    limit: RateLimit
-    buckets: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
-
-    def allow(self, peer: str, now: float) -> bool:
-        bucket = self.buckets.get(peer)
-        if bucket is None:
-            bucket = self.buckets[peer] = TokenBucket(self.limit.rate, self.limit.burst)
-            if len(self.buckets) > _MAX_PEERS:
-                self.buckets.popitem(last=False)
-        else:
-            self.buckets.move_to_end(peer)
-        return bucket.take(now)

@@ -23,7 +23,8 @@ from typing import Any, Self
 import zmq
 
 from bus.keys import ClientKeys, peer_socket
-from bus.protocol import MAX_FRAME_SIZE, EventMessage, container_of, decode
+from bus.protocol import MAX_FRAME_SIZE, EventMessage, decode
+from bus.results import container_of
 from engine.errors import ProtocolError
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from bus.protocol import Command, Reply, events_result
+from bus.protocol import Command, Reply
+from bus.results import events_result
 from engine import commands as c
 from engine.errors import BerthError
 from engine.queries import Queries

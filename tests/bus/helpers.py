@@ -6,7 +6,8 @@ import threading
 from collections.abc import Callable
 
 from bus.client import Client
-from bus.protocol import Command, EventMessage, Reply, events_result, now_iso
+from bus.protocol import Command, EventMessage, Reply, now_iso
+from bus.results import events_result
 from bus.worker_link import WorkerLink
 from engine.errors import InvalidState, NotFound
 from tests.helpers import wait_until

@@ -42,7 +42,7 @@ def test_lifecycle_event_sequence(up: Engine) -> None:
 
 
 def _history(c, ref: str):  # type: ignore[no-untyped-def]
-    from bus.protocol import parse_events_result
+    from bus.results import parse_events_result
 
     return parse_events_result(c.history(ref))
 

@@ -77,7 +77,8 @@ def test_garbage_frames_leave_the_broker_answering(up: Engine) -> None:
 
 
 def test_exec_resent_after_a_worker_kill_does_not_run_twice(engine: Engine) -> None:
-    from bus.protocol import encode, parse_events_result
+    from bus.protocol import encode
+    from bus.results import parse_events_result
 
     proc = engine.start_worker_process()
     c = engine.client(timeout=5, retries=2)

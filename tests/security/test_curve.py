@@ -22,7 +22,7 @@ Attach = Callable[..., WorkerLink]
 
 
 def _zap(broker: Broker) -> tuple[int, int]:
-    zap = broker._zap
+    zap = broker.admission.zap
     assert zap is not None
     return zap.accepted, zap.refused
 
@@ -57,7 +57,8 @@ def test_unknown_client_key_is_refused_and_logged(
     assert "berth.clients" in refusals[0]
 
 
-def test_client_without_keys_gets_no_answer_and_a_hint(tcp_broker: Broker, connect: Connect) -> None:
+def test_client_without_keys_gets_no_answer_and_a_hint(tcp_broker: Broker,
+                                                       connect: Connect) -> None:
     client = connect(None, timeout=0.3)
     with pytest.raises(Unavailable, match="BERTH_KEY and BERTH_SERVER_KEY"):
         client.ping()
@@ -176,7 +177,7 @@ def test_the_event_feed_admits_only_authorised_subscribers(
 def test_a_worker_key_serves_only_the_node_it_names(
         keystore: KeyStore, tcp_broker: Broker, attach: Attach,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="bus.broker")
+    caplog.set_level(logging.WARNING, logger="bus.admission")
     attach("n2", Recorder(), keystore.peer("n1", keys.WORKERS))  # n1's key claiming n2
     wait_until(lambda: "may only serve node 'n1', not 'n2'" in caplog.text, 5,
                what="refusal logged")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from bus.admission import uid_identity
 from bus.broker import Broker
 from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
-from bus.security import uid_identity
 from bus.worker_link import WorkerLink
 from tests.bus.helpers import HEARTBEAT, Recorder, wait_until, worker_count
 

@@ -1,0 +1,92 @@
+"""The broker's three listening sockets: their options, their transport security,
+binding and closing.
+
+* frontend ROUTER (clients) and backend ROUTER (workers): a reply to a peer that
+  has gone is reported, not dropped silently (ROUTER_MANDATORY), and a message
+  far over the frame limit cuts its sender off before it costs memory;
+* events XPUB (subscribers): a deep send queue, so a slow subscriber falls
+  behind (and catches up from the store) before anything is dropped.
+
+A network endpoint is a CURVE server whose handshakes the broker's ZAP handler
+checks; that handler must answer before the first such socket binds, and lives
+in a private context so this broker's key checks stay apart from any other
+socket in the process. An ipc endpoint gets a 0700 directory and a 0600 socket
+file, and binding refuses to take over a socket another broker listens on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import zmq
+
+from bus import endpoints as _endpoints
+from bus.admission import Admission
+from bus.protocol import MAX_FRAME_SIZE
+from bus.security import DOMAIN_CLIENTS, DOMAIN_EVENTS, DOMAIN_WORKERS
+from engine.errors import BerthError
+
+_EVENTS_HWM: Final = 100_000
+
+
+class BrokerSockets:
+    """Bound on construction (errors such as "address in use" surface at once);
+    ``close`` closes the sockets, then the ZAP handler and the private context."""
+
+    def __init__(self, frontend: str, backend: str, events: str, admission: Admission,
+                 context: zmq.Context[Any] | None = None) -> None:
+        self._admission = admission
+        self._own_ctx: zmq.Context[Any] | None = None
+        if context is None and admission.curve:
+            # ZAP is one handler per context: a private one keeps this broker's
+            # key checks apart from any other broker or socket in the process.
+            context = self._own_ctx = zmq.Context()
+        self._ctx = context or zmq.Context.instance()
+        self._sockets: list[zmq.Socket[bytes]] = []
+        try:
+            admission.start(self._ctx)  # before any CURVE socket binds
+            self.frontend = self._bind(zmq.ROUTER, frontend, DOMAIN_CLIENTS)
+            self.backend = self._bind(zmq.ROUTER, backend, DOMAIN_WORKERS)
+            self.events = self._bind(zmq.XPUB, events, DOMAIN_EVENTS)
+        except BaseException:
+            self.close()
+            raise
+        self.frontend_endpoint = _last_endpoint(self.frontend)
+        self.backend_endpoint = _last_endpoint(self.backend)
+        self.events_endpoint = _last_endpoint(self.events)
+
+    def _bind(self, kind: int, endpoint: str, domain: str) -> zmq.Socket[bytes]:
+        sock: zmq.Socket[bytes] = self._ctx.socket(kind)
+        self._sockets.append(sock)
+        sock.setsockopt(zmq.LINGER, 0)
+        if kind == zmq.ROUTER:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # Frames a bit over the limit still get a clear refusal; far bigger ones
+            # make zmq drop the peer before they cost memory.
+            sock.setsockopt(zmq.MAXMSGSIZE, 4 * MAX_FRAME_SIZE)
+        else:
+            sock.setsockopt(zmq.SNDHWM, _EVENTS_HWM)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_SIZE)  # subscribers send only topics
+        self._admission.secure(sock, endpoint, domain)
+        _endpoints.prepare_bind(endpoint)  # raises AlreadyExists if a broker listens
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise BerthError(f"cannot bind the bus on {endpoint}: {exc}") from None
+        _endpoints.secure_bound(endpoint)
+        return sock
+
+    def close(self) -> None:
+        """Close with LINGER 0 (after the broker's loop has returned)."""
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._sockets.clear()
+        self._admission.close()
+        if self._own_ctx is not None:
+            self._own_ctx.term()
+            self._own_ctx = None
+
+
+def _last_endpoint(sock: zmq.Socket[bytes]) -> str:
+    value = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return value.decode() if isinstance(value, bytes) else str(value)
