@@ -35,7 +35,6 @@ from bus import endpoints as _endpoints
 from bus.admission import Admission
 from bus.broker_sockets import BrokerSockets
 from bus.protocol import (
-    PING,
     PROTOCOL_VERSION,
     Command,
     Disconnect,
@@ -50,6 +49,7 @@ from bus.protocol import (
 )
 from bus.routing import Envelope, Pending, Router
 from bus.security import BrokerSecurity, RateLimit
+from engine.command_types import PING
 from engine.errors import BerthError, PermissionDenied, ProtocolError, RateLimited
 
 log = logging.getLogger(__name__)

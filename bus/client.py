@@ -36,6 +36,7 @@ from bus.protocol import (
     encode,
     now_iso,
 )
+from engine import command_types as c
 from engine.errors import ProtocolError, Timeout, Unavailable, error_from_code
 from engine.ids import new_uuid
 
@@ -178,7 +179,7 @@ class Client:
                 return reply
             self.close()  # Lazy Pirate: a fresh socket drops anything stuck in the old one
         total = timeout * (self.retries + 1)
-        if command.type != "query.ping" and self._broker_answers():
+        if command.type != c.PING and self._broker_answers():
             raise Timeout(
                 f"no reply to {command.type} {command.id} within {total:g}s; the engine is "
                 "running and may still finish it (retrying with the same id is safe)"
@@ -232,7 +233,7 @@ class Client:
         probe = Client(self.endpoint, events_endpoint=self.events_endpoint, actor=self.actor,
                        timeout=_PING_TIMEOUT, retries=0, context=self._ctx, curve=self.curve)
         try:
-            probe.request(probe.command("query.ping"))
+            probe.request(probe.command(c.PING))
         except Exception:  # noqa: BLE001 - any failure means no broker answered
             return False
         finally:
@@ -243,7 +244,7 @@ class Client:
 
     def resolve(self, ref: str) -> Resolved:
         """Id, node and name of a container given its id, a unique id prefix or its name."""
-        result = self.send("query.resolve", ref).result
+        result = self.send(c.RESOLVE, ref).result
         cid, node, name = result.get("id"), result.get("node"), result.get("name")
         if not isinstance(cid, str) or not isinstance(node, str):
             raise ProtocolError(f"query.resolve for {ref!r} answered without an id and a node")
@@ -270,49 +271,49 @@ class Client:
         """Create a container from a spec (image/rootfs, command, env, ...)."""
         if name is not None:
             spec["name"] = name
-        reply = self.send("container.create", name, node, reply_timeout=reply_timeout, **spec)
+        reply = self.send(c.CREATE, name, node, reply_timeout=reply_timeout, **spec)
         cid, where = reply.result.get("id"), reply.result.get("node")
         if isinstance(cid, str) and isinstance(where, str):
             self._nodes[cid] = where
         return reply
 
     def start(self, ref: str, *, node: str | None = None) -> Reply:
-        return self._on_container("container.start", ref, node)
+        return self._on_container(c.START, ref, node)
 
     def stop(self, ref: str, timeout: float = 10.0, *, node: str | None = None) -> Reply:
-        return self._on_container("container.stop", ref, node, self.timeout + timeout,
+        return self._on_container(c.STOP, ref, node, self.timeout + timeout,
                                   timeout=timeout)
 
     def kill(self, ref: str, signal: str | int = "SIGKILL", *, node: str | None = None) -> Reply:
-        return self._on_container("container.kill", ref, node, signal=signal)
+        return self._on_container(c.KILL, ref, node, signal=signal)
 
     def pause(self, ref: str, *, node: str | None = None) -> Reply:
-        return self._on_container("container.pause", ref, node)
+        return self._on_container(c.PAUSE, ref, node)
 
     def unpause(self, ref: str, *, node: str | None = None) -> Reply:
-        return self._on_container("container.unpause", ref, node)
+        return self._on_container(c.UNPAUSE, ref, node)
 
     def exec(self, ref: str, cmd: list[str], *, node: str | None = None,
              reply_timeout: float | None = None, **options: Any) -> Reply:
         """Run a process in the container and wait for it (as long as it takes unless
         ``reply_timeout`` is given)."""
         if reply_timeout is not None:
-            return self._on_container("container.exec", ref, node, reply_timeout, cmd=cmd,
+            return self._on_container(c.EXEC, ref, node, reply_timeout, cmd=cmd,
                                       **options)
         cid, where = self._locate(ref, node)
-        return self.request_patiently(self.command("container.exec", cid, where,
+        return self.request_patiently(self.command(c.EXEC, cid, where,
                                                    {"cmd": cmd, **options}))
 
     def checkpoint(self, ref: str, *, node: str | None = None,
                    reply_timeout: float | None = None, **options: Any) -> Reply:
-        return self._on_container("container.checkpoint", ref, node, reply_timeout, **options)
+        return self._on_container(c.CHECKPOINT, ref, node, reply_timeout, **options)
 
     def restore(self, ref: str, *, node: str | None = None,
                 reply_timeout: float | None = None, **options: Any) -> Reply:
-        return self._on_container("container.restore", ref, node, reply_timeout, **options)
+        return self._on_container(c.RESTORE, ref, node, reply_timeout, **options)
 
     def remove(self, ref: str, force: bool = False, *, node: str | None = None) -> Reply:
-        reply = self._on_container("container.remove", ref, node, force=force)
+        reply = self._on_container(c.REMOVE, ref, node, force=force)
         self._nodes.pop(ref, None)
         return reply
 
@@ -322,31 +323,31 @@ class Client:
         cid, where = self._locate(ref, node)
         args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
-        return self.request_patiently(self.command("container.wait", cid, where, args), deadline)
+        return self.request_patiently(self.command(c.WAIT, cid, where, args), deadline)
 
     # ------------------------------------------------------------------ queries
 
     def ping(self) -> dict[str, Any]:
         """The broker's health (answered by the broker, no worker needed)."""
-        return self.send("query.ping").result
+        return self.send(c.PING).result
 
     def ps(self, all: bool = False) -> list[dict[str, Any]]:
-        containers = self.send("query.ps", all=all).result.get("containers", [])
+        containers = self.send(c.PS, all=all).result.get("containers", [])
         return list(containers) if isinstance(containers, list) else []
 
     def inspect(self, ref: str) -> dict[str, Any]:
-        return self.send("query.inspect", ref).result
+        return self.send(c.INSPECT, ref).result
 
     def history(self, ref: str) -> dict[str, Any]:
-        return self.send("query.history", ref).result
+        return self.send(c.HISTORY, ref).result
 
     def state(self, ref: str, **at: Any) -> dict[str, Any]:
         """State of a container now, or ``at_position=``/``at_time=`` in the past."""
-        return self.send("query.state", ref, **at).result
+        return self.send(c.STATE, ref, **at).result
 
     def logs(self, ref: str, *, node: str | None = None, **options: Any) -> dict[str, Any]:
         """Logs live on the container's node, so this query goes there."""
-        return self._on_container("query.logs", ref, node, **options).result
+        return self._on_container(c.LOGS, ref, node, **options).result
 
     def events(self, after: int = 0, limit: int = 500) -> tuple[list[EventMessage], int]:
         """Events with position > ``after`` (at most ``limit``) and the head position.
@@ -355,13 +356,13 @@ class Client:
         the import path of commands that never read events (``berth ps``)."""
         from bus.results import parse_events_result
 
-        return parse_events_result(self.send("query.events", after=after, limit=limit).result)
+        return parse_events_result(self.send(c.EVENTS, after=after, limit=limit).result)
 
     def rebuild(self) -> dict[str, Any]:
-        return self.send("admin.rebuild", reply_timeout=max(self.timeout, 300.0)).result
+        return self.send(c.REBUILD, reply_timeout=max(self.timeout, 300.0)).result
 
     def verify_audit(self) -> dict[str, Any]:
-        return self.send("admin.verify_audit", reply_timeout=max(self.timeout, 300.0)).result
+        return self.send(c.VERIFY_AUDIT, reply_timeout=max(self.timeout, 300.0)).result
 
     # ------------------------------------------------------------------ events
 

@@ -27,6 +27,7 @@ from typing import Any, Final, TypeAlias
 
 import msgpack  # type: ignore[import-untyped]
 
+from engine.command_types import COMMAND_TYPES, CONTAINER_COMMANDS, CREATE
 from engine.errors import ProtocolError
 from engine.ids import is_container_ref, is_node_name, is_uuid
 
@@ -50,40 +51,6 @@ KINDS: Final = frozenset(
     {KIND_COMMAND, KIND_REPLY, KIND_EVENT, KIND_READY, KIND_HEARTBEAT, KIND_DISCONNECT}
 )
 
-CONTAINER_COMMANDS: Final = frozenset(
-    {
-        "container.create",
-        "container.start",
-        "container.stop",
-        "container.kill",
-        "container.pause",
-        "container.unpause",
-        "container.exec",
-        "container.checkpoint",
-        "container.restore",
-        "container.remove",
-        "container.wait",
-    }
-)
-QUERY_COMMANDS: Final = frozenset(
-    {
-        "query.ps",
-        "query.inspect",
-        "query.resolve",
-        "query.events",
-        "query.history",
-        "query.state",
-        "query.logs",
-        "query.ping",
-    }
-)
-ADMIN_COMMANDS: Final = frozenset({"admin.rebuild", "admin.verify_audit"})
-COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS
-CREATE: Final = "container.create"
-WAIT: Final = "container.wait"
-SERIAL_COMMANDS: Final = CONTAINER_COMMANDS - {WAIT}
-"""Commands a worker runs one after another per container (they change it)."""
-PING: Final = "query.ping"
 
 # Id, container and node rules are engine.ids's; the error type and wording are the bus's.
 _CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

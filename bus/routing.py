@@ -12,7 +12,8 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from bus.protocol import ADMIN_COMMANDS, CREATE, QUERY_COMMANDS, Command
+from bus.protocol import Command
+from engine.command_types import ADMIN_COMMANDS, CREATE, QUERY_COMMANDS
 from engine.errors import InvalidArgument, Unavailable
 
 Envelope = tuple[bytes, ...]

@@ -33,7 +33,6 @@ from bus import endpoints as _endpoints
 from bus.keys import ClientKeys, client_keys_from_env, needs_curve, peer_socket
 from bus.protocol import (
     MAX_FRAME_SIZE,
-    SERIAL_COMMANDS,
     Command,
     Disconnect,
     EventMessage,
@@ -44,6 +43,7 @@ from bus.protocol import (
     encode,
     error_reply,
 )
+from engine.command_types import CHANGE_COMMANDS
 from engine.errors import BerthError, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ class WorkerLink:
             # Only commands that change a container are serialised per container;
             # reads and waits run beside them, or `wait` would block the `stop`
             # it waits for.
-            key = command.container if command.type in SERIAL_COMMANDS else None
+            key = command.container if command.type in CHANGE_COMMANDS else None
             if key is None:
                 self._pool.submit(self._run_one, command)
                 return

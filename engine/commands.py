@@ -6,9 +6,9 @@ command, with one set of validation rules: every edge (the worker's dispatch, th
 client, tests) shares them, so a bad argument gets the same one-sentence refusal
 wherever it enters, and nothing past here sees a loose dict.
 
-The command-type names are constants here too (the bus imports them for framing),
-so a typo is a NameError rather than a silently unknown command. This module is on
-the client's import path: it must stay cheap (no store, no runtime).
+The command-type names are constants in ``engine.command_types`` (the bus and the
+client import only those), so a typo is a NameError rather than a silently unknown
+command.
 """
 
 from __future__ import annotations
@@ -17,47 +17,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
+from engine.command_types import CHANGE_COMMANDS, COMMAND_TYPES
 from engine.errors import InvalidArgument
 from engine.ids import validate_container_id, validate_name, validate_session_id
-from engine.signals import parse_signal
-from engine.spec import RunSpec
 
-# --------------------------------------------------------------------------- types
-
-CREATE: Final = "container.create"
-START: Final = "container.start"
-STOP: Final = "container.stop"
-KILL: Final = "container.kill"
-PAUSE: Final = "container.pause"
-UNPAUSE: Final = "container.unpause"
-EXEC: Final = "container.exec"
-CHECKPOINT: Final = "container.checkpoint"
-RESTORE: Final = "container.restore"
-REMOVE: Final = "container.remove"
-WAIT: Final = "container.wait"
-
-PS: Final = "query.ps"
-INSPECT: Final = "query.inspect"
-RESOLVE: Final = "query.resolve"
-EVENTS: Final = "query.events"
-HISTORY: Final = "query.history"
-STATE: Final = "query.state"
-LOGS: Final = "query.logs"
-PING: Final = "query.ping"
-
-REBUILD: Final = "admin.rebuild"
-VERIFY_AUDIT: Final = "admin.verify_audit"
-
-CHANGE_COMMANDS: Final = frozenset(
-    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
-)
-"""Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
-QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
-ADMIN_COMMANDS: Final = frozenset({REBUILD, VERIFY_AUDIT})
-COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS
+if TYPE_CHECKING:  # imported where parsed: the client imports this module for the names
+    from engine.spec import RunSpec
 
 MAX_EVENTS_PAGE: Final = 1000
 MAX_LOG_WAIT_MS: Final = 5000
@@ -299,6 +266,8 @@ def _container(command_type: str, container: str | None) -> str:
 
 
 def _create(args: Mapping[str, Any]) -> Create:
+    from engine.spec import RunSpec
+
     data = dict(args)
     name = data.pop("name", None)
     return Create(RunSpec.from_data(data).validate(),
@@ -371,6 +340,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "container.stop":
             return Stop(ref, _number(args, "timeout", 10, maximum=MAX_STOP_TIMEOUT))
         case "container.kill":
+            from engine.signals import parse_signal
+
             return Kill(ref, parse_signal(args.get("signal", "KILL")))
         case "container.pause":
             return Pause(ref)

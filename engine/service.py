@@ -25,6 +25,7 @@ from typing import Any
 from engine import commands as c
 from engine import decide as d
 from engine import events as ev
+from engine.command_types import CHANGE_COMMANDS
 from engine.errors import (
     AlreadyExists,
     BerthError,
@@ -223,7 +224,7 @@ class ContainerService:
         """Record that a command failed (``command.failed``), so "no lost command" holds
         for failures too and a resend gets the same answer. Refusals that change
         nothing (bad input, unknown container, store away) are not recorded."""
-        if (command_type not in c.CHANGE_COMMANDS or isinstance(exc, NOT_RECORDED)
+        if (command_type not in CHANGE_COMMANDS or isinstance(exc, NOT_RECORDED)
                 or not container):
             return ()
         try:

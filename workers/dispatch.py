@@ -14,6 +14,7 @@ from typing import Any
 
 from bus.protocol import Command, Reply
 from bus.results import events_result
+from engine import command_types as t
 from engine import commands as c
 from engine.errors import BerthError
 from engine.queries import Queries
@@ -39,29 +40,29 @@ class Dispatch:
         q = queries
         change = self._change
         self._table: dict[str, Answer] = {
-            c.CREATE: change,
-            c.START: change,
-            c.STOP: change,
-            c.KILL: change,
-            c.PAUSE: change,
-            c.UNPAUSE: change,
-            c.EXEC: change,
-            c.CHECKPOINT: change,
-            c.RESTORE: change,
-            c.REMOVE: change,
-            c.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
+            t.CREATE: change,
+            t.START: change,
+            t.STOP: change,
+            t.KILL: change,
+            t.PAUSE: change,
+            t.UNPAUSE: change,
+            t.EXEC: change,
+            t.CHECKPOINT: change,
+            t.RESTORE: change,
+            t.REMOVE: change,
+            t.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
                                                     strict=True))),
-            c.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
-            c.PS: lambda p, cmd: _ok(cmd, {"containers": [summary(s) for s in q.ps(p)]}),
-            c.INSPECT: lambda i, cmd: _ok(cmd, detail(q.inspect(i))),
-            c.EVENTS: lambda e, cmd: _ok(cmd, _events(*q.events(e))),
-            c.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
-            c.STATE: lambda s, cmd: _ok(cmd, {"containers": [detail(x) for x in q.state_at(s)]}),
-            c.LOGS: lambda lq, cmd: _ok(cmd, _logs(q, lq)),
-            c.REBUILD: lambda r, cmd: _ok(cmd, dict(zip(("containers", "differences"),
+            t.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
+            t.PS: lambda p, cmd: _ok(cmd, {"containers": [summary(s) for s in q.ps(p)]}),
+            t.INSPECT: lambda i, cmd: _ok(cmd, detail(q.inspect(i))),
+            t.EVENTS: lambda e, cmd: _ok(cmd, _events(*q.events(e))),
+            t.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
+            t.STATE: lambda s, cmd: _ok(cmd, {"containers": [detail(x) for x in q.state_at(s)]}),
+            t.LOGS: lambda lq, cmd: _ok(cmd, _logs(q, lq)),
+            t.REBUILD: lambda r, cmd: _ok(cmd, dict(zip(("containers", "differences"),
                                                        q.rebuild(r), strict=True))),
-            c.VERIFY_AUDIT: lambda v, cmd: _ok(cmd, _audit(q, v)),
-            c.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
+            t.VERIFY_AUDIT: lambda v, cmd: _ok(cmd, _audit(q, v)),
+            t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
         }
 
     def handle(self, cmd: Command) -> Reply:

@@ -39,6 +39,7 @@ from engine.runtime.waits import pid_alive, wait_pids_exit
 from engine.signals import parse_signal
 from engine.spec import RunSpec
 
+
 def systemd_booted() -> bool:
     """sd_booted(): true only where systemd is PID 1."""
     return os.path.isdir("/run/systemd/system")

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bus.protocol import (
-    COMMAND_TYPES,
     MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     Command,
@@ -27,6 +26,7 @@ from bus.protocol import (
     now_iso,
     salvage_command_id,
 )
+from engine.command_types import COMMAND_TYPES
 from engine.errors import InvalidArgument, ProtocolError
 from engine.ids import new_uuid
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import command_types as t
 from engine import commands as c
 from engine import events as ev
 from engine.errors import AlreadyExists, InvalidState, NotFound
@@ -54,7 +55,7 @@ def cause(kind: str, command_id: str | None = None) -> c.Causation:
 
 def create(service: ContainerService, *args: str, **spec: object) -> str:
     run = RunSpec(rootfs=ROOTFS, args=args or ("sleep", "30"), **spec)  # type: ignore[arg-type]
-    return str(service.handle(c.Create(run), cause(c.CREATE)).result["id"])
+    return str(service.handle(c.Create(run), cause(t.CREATE)).result["id"])
 
 
 def types(store: EventStore, cid: str) -> list[str]:
@@ -64,8 +65,8 @@ def types(store: EventStore, cid: str) -> list[str]:
 def test_run_stop_records_the_lifecycle_with_the_stop_as_reason(
         service: ContainerService, store: EventStore) -> None:
     cid = create(service)
-    service.handle(c.Start(cid), cause(c.START))
-    out = service.handle(c.Stop(cid, 1), cause(c.STOP))
+    service.handle(c.Start(cid), cause(t.START))
+    out = service.handle(c.Stop(cid, 1), cause(t.STOP))
     assert out.result == {"id": cid, "exit_code": 137}
     assert types(store, cid) == [ev.CONTAINER_CREATED, ev.CONTAINER_PID_RECEIVED,
                                  ev.CONTAINER_STARTED, ev.CONTAINER_STOP_REQUESTED,
@@ -81,8 +82,8 @@ def test_a_resent_command_id_acts_once_even_on_a_new_service(
     memory) must not deliver the signal a second time."""
     first = ContainerService(store, runtime, "local")
     cid = create(first)
-    first.handle(c.Start(cid), cause(c.START))
-    kill = cause(c.KILL)
+    first.handle(c.Start(cid), cause(t.START))
+    kill = cause(t.KILL)
     first.handle(c.Kill(cid, 10), kill)
     again = ContainerService(store, runtime, "local").handle(c.Kill(cid, 10), kill)
     assert again.result["replayed"] is True
@@ -93,10 +94,10 @@ def test_a_resent_command_id_acts_once_even_on_a_new_service(
 def test_a_resent_failure_is_answered_with_the_recorded_error(
         service: ContainerService, store: EventStore) -> None:
     cid = create(service)
-    pause = cause(c.PAUSE)
+    pause = cause(t.PAUSE)
     with pytest.raises(InvalidState) as refused:
         service.handle(c.Pause(cid), pause)
-    service.fail(c.PAUSE, cid, pause, refused.value)
+    service.fail(t.PAUSE, cid, pause, refused.value)
     replay = service.handle(c.Pause(cid), pause)
     assert replay.error is not None and replay.error.code == "invalid_state"
     assert types(store, cid).count(ev.COMMAND_FAILED) == 1
@@ -105,7 +106,7 @@ def test_a_resent_failure_is_answered_with_the_recorded_error(
 def test_an_exit_reported_by_two_paths_is_recorded_once(
         service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
     cid = create(service)
-    service.handle(c.Start(cid), cause(c.START))
+    service.handle(c.Start(cid), cause(t.START))
     runtime.crash(cid, 3)
     first = service.record_exit(cid)
     second = service.record_exit(cid, wait=True)
@@ -117,7 +118,7 @@ def test_an_exit_reported_by_two_paths_is_recorded_once(
 def test_rm_container_is_removed_when_its_exit_is_recorded(
         service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
     cid = create(service, "true", auto_remove=True)
-    service.handle(c.Start(cid), cause(c.START))
+    service.handle(c.Start(cid), cause(t.START))
     recorded = service.record_exit(cid)
     assert [r.type for r in recorded] == [ev.CONTAINER_EXITED, ev.CONTAINER_REMOVED]
     assert cid not in runtime.containers and cid not in runtime.container_ids()
@@ -128,11 +129,11 @@ def test_rm_container_is_removed_when_its_exit_is_recorded(
 def test_remove_force_of_a_paused_container_thaws_stops_and_removes(
         service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
     cid = create(service)
-    service.handle(c.Start(cid), cause(c.START))
-    service.handle(c.Pause(cid), cause(c.PAUSE))
+    service.handle(c.Start(cid), cause(t.START))
+    service.handle(c.Pause(cid), cause(t.PAUSE))
     with pytest.raises(InvalidState):
-        service.handle(c.Remove(cid), cause(c.REMOVE))
-    service.handle(c.Remove(cid, force=True), cause(c.REMOVE))
+        service.handle(c.Remove(cid), cause(t.REMOVE))
+    service.handle(c.Remove(cid, force=True), cause(t.REMOVE))
     assert types(store, cid)[-2:] == [ev.CONTAINER_EXITED, ev.CONTAINER_REMOVED]
     assert [a for a, x in runtime.calls if x == cid][-3:] == ["unpause", "stop", "delete"]
     assert cid not in runtime.container_ids()
@@ -141,16 +142,16 @@ def test_remove_force_of_a_paused_container_thaws_stops_and_removes(
 def test_a_name_in_use_is_refused_and_leaves_no_runtime_container(
         service: ContainerService, runtime: MemoryRuntime) -> None:
     spec = RunSpec(rootfs=ROOTFS, args=("sleep", "30"))
-    service.handle(c.Create(spec, "web"), cause(c.CREATE))
+    service.handle(c.Create(spec, "web"), cause(t.CREATE))
     with pytest.raises(AlreadyExists):
-        service.handle(c.Create(spec, "web"), cause(c.CREATE))
+        service.handle(c.Create(spec, "web"), cause(t.CREATE))
     assert len(runtime.containers) == 1 and len(runtime.container_ids()) == 1
 
 
 def test_a_lost_conmon_with_a_live_process_is_killed_and_recorded(
         service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
     cid = create(service)
-    service.handle(c.Start(cid), cause(c.START))
+    service.handle(c.Start(cid), cause(t.START))
     conmon = service.container(cid).conmon_pid
     runtime.lose_conmon(cid)
     recorded = service.settle_conmon_gone(cid, conmon)
@@ -165,7 +166,7 @@ def test_reconcile_records_what_happened_while_no_worker_watched(
     before = ContainerService(store, runtime, "local")
     ended, running = create(before), create(before)
     for cid in (ended, running):
-        before.handle(c.Start(cid), cause(c.START))
+        before.handle(c.Start(cid), cause(t.START))
     runtime.crash(ended, 2)                            # while the worker was down
     orphan = "f" * 64                                  # created, never recorded
     runtime.create(orphan, RunSpec(rootfs=ROOTFS, args=("sleep", "1")))
@@ -179,12 +180,12 @@ def test_reconcile_records_what_happened_while_no_worker_watched(
 def test_exec_records_start_and_end_and_a_resend_after_a_crash_is_not_rerun(
         service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
     cid = create(service)
-    service.handle(c.Start(cid), cause(c.START))
-    out = service.handle(c.Exec(cid, ("echo", "hi")), cause(c.EXEC))
+    service.handle(c.Start(cid), cause(t.START))
+    out = service.handle(c.Exec(cid, ("echo", "hi")), cause(t.EXEC))
     assert out.result["output"] == "hi\n" and out.result["exit_code"] == 0
     assert types(store, cid)[-2:] == [ev.CONTAINER_EXEC_STARTED, ev.CONTAINER_EXEC_EXITED]
     # A worker that died after recording the session's start: the resend closes it.
-    crashed = cause(c.EXEC)
+    crashed = cause(t.EXEC)
     service.append(cid, service.container(cid).version,
                    [ev.ExecStarted("s1", ("sleep", "9"), 77)], crashed, step="started")
     execs = runtime.calls.count(("exec", cid))

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bus.client import Client
-from bus.protocol import COMMAND_TYPES, Command, Ready, decode, encode, now_iso
+from bus.protocol import Command, Ready, decode, encode, now_iso
+from engine.command_types import COMMAND_TYPES
 from engine.errors import ProtocolError
 from tests.faults.cluster import Cluster
 from tests.helpers import wait_until

@@ -1,0 +1,43 @@
+"""The names of the commands on the wire: one place, importable for nothing.
+
+``engine.commands`` holds the typed commands and their parser; these names are kept
+apart because the client and the bus framing need only them, and building the
+command classes costs the CLI's start-up milliseconds it does not need.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+CREATE: Final = "container.create"
+START: Final = "container.start"
+STOP: Final = "container.stop"
+KILL: Final = "container.kill"
+PAUSE: Final = "container.pause"
+UNPAUSE: Final = "container.unpause"
+EXEC: Final = "container.exec"
+CHECKPOINT: Final = "container.checkpoint"
+RESTORE: Final = "container.restore"
+REMOVE: Final = "container.remove"
+WAIT: Final = "container.wait"
+
+PS: Final = "query.ps"
+INSPECT: Final = "query.inspect"
+RESOLVE: Final = "query.resolve"
+EVENTS: Final = "query.events"
+HISTORY: Final = "query.history"
+STATE: Final = "query.state"
+LOGS: Final = "query.logs"
+PING: Final = "query.ping"
+
+REBUILD: Final = "admin.rebuild"
+VERIFY_AUDIT: Final = "admin.verify_audit"
+
+CHANGE_COMMANDS: Final = frozenset(
+    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
+)
+"""Commands that change a container: run once per command id, serialised per container."""
+CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
+QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
+ADMIN_COMMANDS: Final = frozenset({REBUILD, VERIFY_AUDIT})
+COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS
