@@ -81,7 +81,7 @@ class Berth:
         self.env = dict(os.environ, BERTH_ROOT=f"{base}/root", BERTH_RUN=f"{base}/run")
         for key in ("BERTH_BUS", "BERTH_BUS_WORKERS", "BERTH_BUS_EVENTS", "BERTH_DB"):
             self.env.pop(key, None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "bus.cli", "up"], env=self.env, cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "berth", "up"], env=self.env, cwd=REPO,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.endpoint = f"ipc://{base}/run/bus.sock"
         deadline = time.monotonic() + 30
@@ -164,14 +164,14 @@ def main() -> int:
     # Measure berth as installed: scripts/install.sh byte-compiles it, and where
     # PYTHONDONTWRITEBYTECODE is set a source edit since then would make every CLI
     # start compile the client path again.
-    for package in ("engine", "bus", "workers"):
+    for package in ("engine", "bus", "workers", "berth"):
         compileall.compile_dir(os.path.join(REPO, package), quiet=1)
     base = tempfile.mkdtemp(prefix="berth-bench-", dir="/tmp")
     rootfs = build_busybox_rootfs(f"{base}/rootfs")
     floor = Floor(base, rootfs)
     berth = Berth(base)
     client = berth.client()
-    cli = [sys.executable, "-m", "bus.cli", "run", "--rm", rootfs, "/bin/true"]
+    cli = [sys.executable, "-m", "berth", "run", "--rm", rootfs, "/bin/true"]
     contenders: dict[str, Callable[[], object]] = {
         "floor (conmon+runc, no engine)": floor.run,
         "berth client library": lambda: client_lifecycle(client, rootfs, ["/bin/true"]),

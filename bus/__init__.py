@@ -1,1 +1,1 @@
-"""berth's wire: the msgpack protocol, the broker, the client library and the CLI."""
+"""berth's wire: the msgpack protocol, the broker, the client library and subscriptions."""

@@ -55,7 +55,7 @@ class Engine:
 
     def cli(self, *args: str, timeout: float = 60, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "bus.cli", *args], env=self.env, capture_output=True, check=False,
+            [sys.executable, "-m", "berth", *args], env=self.env, capture_output=True, check=False,
             text=True, timeout=timeout, input=None if input is None else input.decode(),
         )
 
@@ -73,7 +73,8 @@ class Engine:
     def start_worker_process(self) -> subprocess.Popen[bytes]:
         """A worker in its own process, so a test can kill -9 it."""
         self.worker_proc = subprocess.Popen(
-            [sys.executable, "-m", "bus.cli", "worker", "--node", "local", "--connect", self.endpoints.backend],
+            [sys.executable, "-m", "berth", "worker", "--node", "local",
+             "--connect", self.endpoints.backend],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         with self.client(timeout=1, retries=0) as c:

@@ -75,7 +75,8 @@ def test_engine_not_running_is_reported(short_tmp: str) -> None:
 
     env = dict(os.environ, BERTH_RUN=short_tmp + "/nothing-here")
     env.pop("BERTH_BUS", None)
-    result = subprocess.run([sys.executable, "-m", "bus.cli", "ps"], env=env, capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run([sys.executable, "-m", "berth", "ps"], env=env, capture_output=True,
+                            text=True, timeout=30, check=False)
     assert result.returncode != 0
     assert "not running" in result.stderr and "berth up" in result.stderr
 
@@ -114,8 +115,8 @@ def test_events_history_state_and_audit(up: Engine) -> None:
 
 def test_events_follow_is_a_catch_up_subscription(up: Engine) -> None:
     _ok(up.cli("run", "--rm", up.rootfs, "true"))
-    proc = subprocess.Popen([sys.executable, "-m", "bus.cli", "events", "--follow", "--format", "json"],
-                            env=up.env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "berth", "events", "--follow", "--format",
+                             "json"], env=up.env, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
@@ -132,7 +133,8 @@ def test_events_follow_is_a_catch_up_subscription(up: Engine) -> None:
 
 def test_twenty_concurrent_cli_run_rm(up: Engine) -> None:
     procs = [
-        subprocess.Popen([sys.executable, "-m", "bus.cli", "run", "--rm", up.rootfs, "sh", "-c", f"echo run-{i}"],
+        subprocess.Popen([sys.executable, "-m", "berth", "run", "--rm", up.rootfs,
+                          "sh", "-c", f"echo run-{i}"],
                          env=up.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(20)
     ]

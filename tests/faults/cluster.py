@@ -98,7 +98,7 @@ class Cluster:
     def start_broker_process(self) -> subprocess.Popen[bytes]:
         """``berth broker`` on the cluster's endpoints (from the environment)."""
         self.broker_proc = subprocess.Popen(
-            [sys.executable, "-m", "bus.cli", "broker"], env=self.env(),
+            [sys.executable, "-m", "berth", "broker"], env=self.env(),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def answers() -> bool:
@@ -125,7 +125,7 @@ class Cluster:
         node = self.node(name)
         with open(node.log, "ab") as log:
             node.proc = subprocess.Popen(
-                [sys.executable, "-m", "bus.cli", "worker", "--node", name,
+                [sys.executable, "-m", "berth", "worker", "--node", name,
                  "--connect", self.endpoints.backend],
                 env=self.env(node), stdout=subprocess.DEVNULL, stderr=log)
         if wait:

@@ -76,7 +76,7 @@ class Curve:
         curve = Curve(directory)
 
         def berth_keys(*args: str) -> None:
-            subprocess.run([sys.executable, "-m", "bus.cli", "keys", *args], env=_base_env(),
+            subprocess.run([sys.executable, "-m", "berth", "keys", *args], env=_base_env(),
                            check=True, capture_output=True, timeout=30)
 
         for name in ("broker", *workers, *publishers):
@@ -192,7 +192,7 @@ class Cluster:
     hosts: dict[str, HostState] = field(default_factory=dict)
     broker_proc: subprocess.Popen[bytes] | None = None
     clients: list[Client] = field(default_factory=list)
-    broker_command: Sequence[str] = (sys.executable, "-m", "bus.cli", "broker")
+    broker_command: Sequence[str] = (sys.executable, "-m", "berth", "broker")
     """How the broker is started; its endpoint options are appended."""
 
     # ------------------------------------------------------------------ environment
@@ -245,7 +245,7 @@ class Cluster:
         state = self.hosts[name]
         if state.proc is not None and state.proc.poll() is None:
             raise RuntimeError(f"the worker of host {name} is already running")
-        argv = [sys.executable, "-m", "bus.cli", "worker", "--node", name,
+        argv = [sys.executable, "-m", "berth", "worker", "--node", name,
                 "--connect", self.endpoints.backend]
         with open(state.log, "ab") as log:
             state.proc = state.host.popen(argv, env=self.env(role=name, host=name),
@@ -304,7 +304,7 @@ class Cluster:
     def cli(self, *args: str, host: str | None = None,
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """The ``berth`` CLI, in the root namespace or inside a host's namespace."""
-        argv = [sys.executable, "-m", "bus.cli", *args]
+        argv = [sys.executable, "-m", "berth", *args]
         env = self.env()
         if host is None:
             return subprocess.run(argv, env=env, capture_output=True, text=True,

@@ -22,7 +22,7 @@ def _mode(path: Path) -> int:
 
 def _berth(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, BERTH_ROOT=str(root), PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "bus.cli", *args], env=env, text=True,
+    return subprocess.run([sys.executable, "-m", "berth", *args], env=env, text=True,
                           capture_output=True, timeout=30, check=False)
 
 

@@ -30,7 +30,8 @@ def parse_time(text: str, now: datetime | None = None) -> str:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise InvalidArgument(f"invalid time {text!r}: use RFC 3339 or a duration like 10m") from None
+        raise InvalidArgument(
+            f"invalid time {text!r}: use RFC 3339 or a duration like 10m") from None
     if value.tzinfo is None:
         raise InvalidArgument(f"invalid time {text!r}: give a UTC offset (Z or +HH:MM)")
     return value.astimezone(UTC).isoformat()
@@ -105,7 +106,7 @@ def print_ps(rows: list[dict[str, Any]]) -> None:
         ])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 class NameCache:
@@ -154,17 +155,20 @@ def print_event(e: EventMessage, names: NameCache, format: str) -> None:
         return
     names.learn(e)
     data = " ".join(f"{k}={v}" for k, v in sorted(e.data.items()) if k != "spec")
-    print(f"{e.recorded_at} {e.position:>6} {e.type:<26} {e.stream[:12]} ({names.name(e.stream)}) {data}".rstrip())
+    line = (f"{e.recorded_at} {e.position:>6} {e.type:<26} {e.stream[:12]} "
+            f"({names.name(e.stream)}) {data}")
+    print(line.rstrip())
 
 
 def print_history(events: list[EventMessage]) -> None:
     table = [["POSITION", "TIME", "EVENT", "ACTOR", "COMMAND", "DETAIL"]]
     for e in events:
         detail = " ".join(f"{k}={v}" for k, v in sorted(e.data.items()) if k != "spec")
-        table.append([str(e.position), e.recorded_at, e.type, e.actor, (e.command_id or "")[:8], detail[:60]])
+        table.append([str(e.position), e.recorded_at, e.type, e.actor, (e.command_id or "")[:8],
+                      detail[:60]])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 class Progress:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bus import cli_format as fmt
+from berth.cli import format as fmt
 from engine.errors import InvalidArgument
 
 
@@ -57,18 +57,3 @@ def test_progress_shows_on_a_terminal_only() -> None:
         os.close(master)
         os.close(slave)
 
-
-def test_cli_command_list_matches_the_parser() -> None:
-    import argparse
-
-    from bus import cli
-
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == set(cli.COMMANDS)
-    assert cli._command_word(["--timeout", "3", "ps", "-a"]) == "ps"
-    assert cli._command_word(["--key", "ps", "run"]) == "run"
-    assert cli._command_word(["--help"]) is None
-    assert cli._command_word(["nonsense"]) is None
-    only = cli.build_parser("ps")
-    assert only.parse_args(["ps", "-a"]).all is True

@@ -2,11 +2,14 @@
 
 Sockets are ipc under ``$BERTH_RUN``, the database and bundles under
 ``$BERTH_ROOT``. ``berth down`` signals the process through its pid file;
-containers keep running under conmon either way.
+containers keep running under conmon either way. It lives in the composition root
+because it assembles parts of two layers (the broker of ``bus``, the worker of
+``workers``), and ``up -d`` starts this same program again (``python -m berth up``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -31,7 +34,8 @@ def _pidfile() -> str:
 
 
 def run_embedded(node: str = "local") -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     endpoints = default_endpoints()
     os.makedirs(_run_dir(), mode=0o700, exist_ok=True)
     broker = Broker(endpoints.frontend, endpoints.backend, endpoints.events)
@@ -39,15 +43,14 @@ def run_embedded(node: str = "local") -> int:
     worker = Worker(WorkerConfig(node=node, backend=endpoints.backend))
     with open(_pidfile(), "w") as f:
         f.write(str(os.getpid()))
-    log.info("berth up: node %s, bus %s, store %s", node, endpoints.frontend, worker.config.database)
+    log.info("berth up: node %s, bus %s, store %s", node, endpoints.frontend,
+             worker.config.database)
     try:
         worker.serve_forever()
     finally:
         broker.stop()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(_pidfile())
-        except FileNotFoundError:
-            pass
     return 0
 
 
@@ -78,14 +81,15 @@ def start_detached(node: str = "local", timeout: float = 30.0) -> int:
     log_path = os.path.join(root, "berth.log")
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bus.cli", "up", "--node", node],
+            [sys.executable, "-m", "berth", "up", "--node", node],
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
         )
     try:
         _ready(timeout)
     except Timeout:
         if proc.poll() is not None:
-            raise Unavailable(f"berth up exited with status {proc.returncode}; see {log_path}") from None
+            raise Unavailable(
+                f"berth up exited with status {proc.returncode}; see {log_path}") from None
         raise
     print(f"berth is up (pid {proc.pid}, log {log_path})")
     return 0

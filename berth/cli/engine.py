@@ -1,0 +1,120 @@
+"""The engine's own processes and keys: ``up``, ``down``, ``broker``, ``worker``, ``keys``.
+
+These commands run servers or touch key files, so they talk to no broker; what they
+need (the broker, the workers, the daemon) is imported inside each command, off the
+client path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from berth.cli import AddCommand
+
+COMMANDS = ("up", "down", "broker", "worker", "keys")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from berth.daemon import run_embedded, start_detached
+
+    if args.detach:
+        return start_detached(node=args.node)
+    return run_embedded(node=args.node)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from berth.daemon import stop_embedded
+
+    return stop_embedded()
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    import logging
+
+    from bus.broker import Broker
+    from bus.endpoints import default_endpoints
+    from bus.keys import needs_curve
+    from bus.security import BrokerSecurity, RateLimit
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    defaults = default_endpoints()
+    endpoints = (args.bind or defaults.frontend, args.workers_bind or defaults.backend,
+                 args.events_bind or defaults.events)
+    security = None
+    if any(needs_curve(e) for e in endpoints):
+        security = BrokerSecurity.load(args.broker_key, args.authorized_workers,
+                                       args.authorized_publishers)
+    rate = None if args.rate_limit <= 0 else RateLimit(args.rate_limit, args.burst)
+    broker = Broker(*endpoints, security=security, rate_limit=rate)
+    broker.serve_forever()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.worker import Worker, WorkerConfig
+
+    config = WorkerConfig(node=args.node, backend=args.connect)
+    config.key_file = args.worker_key or config.key_file
+    config.server_key_file = args.worker_server_key or config.server_key_file
+    Worker(config).serve_forever()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from bus import keys
+
+    if args.action == "generate":
+        public, secret = keys.generate(args.name, args.dir, force=args.force)
+        print(f"public key: {public}\nsecret key: {secret} (mode 0600: keep it on this host)")
+        return 0
+    dest = keys.authorize(args.file, args.role + "s", name=args.name, directory=args.dir)
+    print(f"authorised {args.role} key {dest.name[: -len(keys.PUBLIC_SUFFIX)]!r}: {dest}")
+    return 0
+
+
+def add_commands(add: AddCommand) -> None:
+    p = add("up", cmd_up, "run the embedded engine (broker, worker, SQLite)", server=True)
+    p.add_argument("-d", "--detach", action="store_true")
+    p.add_argument("--node", default=os.environ.get("BERTH_NODE", "local"))
+    add("down", cmd_down, "stop the embedded engine (containers keep running)", server=True)
+    p = add("broker", cmd_broker, "run the broker alone", server=True)
+    p.add_argument("--bind", default=None, help="frontend endpoint (default BERTH_BUS)")
+    p.add_argument("--workers-bind", default=None)
+    p.add_argument("--events-bind", default=None)
+    p.add_argument("--key", dest="broker_key", metavar="FILE",
+                   help="the broker's secret CURVE key file, needed on tcp "
+                        "(default BERTH_BROKER_KEY or $BERTH_ROOT/keys/broker.key_secret)")
+    p.add_argument("--authorized-workers", metavar="DIR",
+                   help="public keys of the workers it admits "
+                        "(default BERTH_AUTHORIZED_WORKERS or $BERTH_ROOT/keys/authorized/workers)")
+    p.add_argument("--authorized-publishers", metavar="DIR",
+                   help="public keys of the clients and subscribers it admits (default "
+                        "BERTH_AUTHORIZED_PUBLISHERS or $BERTH_ROOT/keys/authorized/publishers)")
+    p.add_argument("--rate-limit", type=float, default=1000.0, metavar="N",
+                   help="commands a second per peer (0: unlimited)")
+    p.add_argument("--burst", type=int, default=2000, metavar="N",
+                   help="commands a peer may send at once above its rate")
+    p = add("worker", cmd_worker, "run a worker for one node", server=True)
+    p.add_argument("--node", required=True)
+    p.add_argument("--connect", default=os.environ.get("BERTH_BUS_WORKERS"),
+                   help="broker's worker endpoint")
+    p.add_argument("--key", dest="worker_key", metavar="FILE",
+                   help="this worker's secret CURVE key file, for tcp (default BERTH_KEY)")
+    p.add_argument("--server-key", dest="worker_server_key", metavar="FILE",
+                   help="the broker's public CURVE key file (default BERTH_SERVER_KEY)")
+    p = add("keys", cmd_keys, "CURVE keys for a bus on tcp", server=True)
+    keys_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    k = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret")
+    k.add_argument("name", metavar="NAME")
+    k.add_argument("--dir", help="where (default $BERTH_ROOT/keys)")
+    k.add_argument("--force", action="store_true", help="replace an existing pair")
+    k = keys_sub.add_parser("authorize", help="let the broker admit a public key")
+    k.add_argument("role", choices=["worker", "publisher"])
+    k.add_argument("file", metavar="FILE.key")
+    k.add_argument("--name", help="the identity it gets (default: the file's name)")
+    k.add_argument("--dir",
+                   help="the authorised directory (default per role, under $BERTH_ROOT/keys)")
