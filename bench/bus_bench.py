@@ -118,7 +118,8 @@ def main() -> None:
         for name, values, rate in rows:
             if values:
                 print(f"{name:<28}{percentile(values, .5):>9.3f}{percentile(values, .9):>9.3f}"
-                      f"{percentile(values, .99):>9.3f}{statistics.fmean(values):>9.3f}{rate:>10.0f}")
+                      f"{percentile(values, .99):>9.3f}{statistics.fmean(values):>9.3f}"
+                      f"{rate:>10.0f}")
             else:
                 print(f"{name:<28}{'':>9}{'':>9}{'':>9}{'':>9}{rate:>10.0f}")
         target = percentile(rows[0][1], .5) < 1.0

@@ -54,7 +54,9 @@ class Floor:
     """conmon + runc with no engine: the cost berth adds nothing to."""
 
     def __init__(self, base: str, rootfs: str) -> None:
-        self.rt = OCIRuntime(RuntimeConfig(state_dir=f"{base}/floor-state", tmp_dir=f"{base}/floor-run"))
+        self.rt = OCIRuntime(
+            RuntimeConfig(state_dir=f"{base}/floor-state", tmp_dir=f"{base}/floor-run")
+        )
         self.rootfs = rootfs
         self._lock = threading.Lock()
 
@@ -90,9 +92,9 @@ class Berth:
                 with Client(self.endpoint, timeout=0.5, retries=0) as c:
                     c.ps()
                 break
-            except BerthError:
+            except BerthError as exc:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise SystemExit("berth up did not start")
+                    raise SystemExit("berth up did not start") from exc
                 time.sleep(0.05)
 
     def client(self) -> Client:
@@ -117,11 +119,13 @@ class Ctr:
     def __init__(self, base: str) -> None:
         self.sock = f"{base}/containerd.sock"
         self.proc = subprocess.Popen(
-            ["containerd", "--root", f"{base}/ctrd-root", "--state", f"{base}/ctrd-state", "--address", self.sock],
+            ["containerd", "--root", f"{base}/ctrd-root", "--state", f"{base}/ctrd-state",
+             "--address", self.sock],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 15
-        while subprocess.run(["ctr", "--address", self.sock, "version"], capture_output=True).returncode != 0:
+        version = ["ctr", "--address", self.sock, "version"]
+        while subprocess.run(version, capture_output=True).returncode != 0:
             if time.monotonic() > deadline:
                 self.close()
                 raise RuntimeError("containerd did not answer")
@@ -130,7 +134,8 @@ class Ctr:
 
     def argv(self, rootfs: str) -> list[str]:
         self.n += 1
-        return ["ctr", "--address", self.sock, "run", "--rm", "--rootfs", rootfs, f"bench-{os.getpid()}-{self.n}", "/bin/true"]
+        return ["ctr", "--address", self.sock, "run", "--rm", "--rootfs", rootfs,
+                f"bench-{os.getpid()}-{self.n}", "/bin/true"]
 
     def close(self) -> None:
         self.proc.terminate()
@@ -140,7 +145,9 @@ class Ctr:
 def _ensure_peers() -> None:
     if shutil.which("podman") and shutil.which("ctr") and shutil.which("containerd"):
         return
-    subprocess.run([os.path.join(REPO, "scripts", "install.sh"), "--bench", "--no-venv"], check=False)
+    subprocess.run(
+        [os.path.join(REPO, "scripts", "install.sh"), "--bench", "--no-venv"], check=False
+    )
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -154,7 +161,9 @@ def _check(argv: list[str], env: dict[str, str] | None = None) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--many", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=8)
@@ -188,7 +197,9 @@ def main() -> int:
             skipped["ctr run --rm"] = str(exc)
         try:
             _check(PODMAN + ["--rootfs", rootfs, "/bin/true"])
-            contenders["podman run --rm --network none"] = lambda: _check(PODMAN + ["--rootfs", rootfs, "/bin/true"])
+            contenders["podman run --rm --network none"] = lambda: _check(
+                PODMAN + ["--rootfs", rootfs, "/bin/true"]
+            )
         except (OSError, subprocess.CalledProcessError) as exc:
             skipped["podman run --rm --network none"] = f"cannot run here: {exc}"
     try:
@@ -209,7 +220,8 @@ def main() -> int:
         for name, why in skipped.items():
             print(f"{name:<34} skipped: {why}")
 
-        print(f"\n{args.many} containers of 'sleep 0.2' at concurrency {args.concurrency} (full lifecycle to removal)")
+        print(f"\n{args.many} containers of 'sleep 0.2' at concurrency {args.concurrency} "
+              "(full lifecycle to removal)")
         print(f"{'contender':<34} {'seconds':>8} {'ctr/s':>8} {'x floor':>8}")
         clients = threading.local()
 
@@ -223,17 +235,22 @@ def main() -> int:
             "berth client library": berth_one,
         }
         if "podman run --rm --network none" in contenders:
-            many["podman run --rm --network none"] = lambda: _check(PODMAN + ["--rootfs", rootfs, "sleep", "0.2"])
+            many["podman run --rm --network none"] = lambda: _check(
+                PODMAN + ["--rootfs", rootfs, "sleep", "0.2"]
+            )
         rates: dict[str, float] = {}
         for name, fn in many.items():
             with ThreadPoolExecutor(args.concurrency) as pool:
                 start = time.perf_counter()
-                list(pool.map(lambda _i: fn(), range(args.many)))
+                # fn bound as a default: the lambda must not late-bind the loop variable.
+                list(pool.map(lambda _i, fn=fn: fn(), range(args.many)))
                 elapsed = time.perf_counter() - start
             rates[name] = args.many / elapsed
-            print(f"{name:<34} {elapsed:>8.2f} {rates[name]:>8.1f} {rates[name] / rates['floor (conmon+runc, no engine)']:>8.2f}")
+            vs_floor = rates[name] / rates["floor (conmon+runc, no engine)"]
+            print(f"{name:<34} {elapsed:>8.2f} {rates[name]:>8.1f} {vs_floor:>8.2f}")
         if "podman run --rm --network none" in rates:
-            print(f"berth / podman throughput: {rates['berth client library'] / rates['podman run --rm --network none']:.2f}x")
+            ratio = rates["berth client library"] / rates["podman run --rm --network none"]
+            print(f"berth / podman throughput: {ratio:.2f}x")
     finally:
         client.close()
         berth.close()

@@ -19,9 +19,10 @@ long-running container, and now and then a stop (timeout 0) and start of it.
 Reported: commands/second, p50/p99 latency, and the ratio of tcp+curve to plain
 tcp (CURVE's cost) and to ipc; and the median of 1000 sequential ``query.ping``
 round trips (answered by the broker itself), which shows the transport's and
-CURVE's own cost where the load's numbers are dominated by PostgreSQL and runc. Then recovery: a worker holding 4 running
-containers is killed -9, the containers are killed while it is down, the worker
-is restarted at once; the time from the kill until every exit is recorded.
+CURVE's own cost where the load's numbers are dominated by PostgreSQL and runc.
+Then recovery: a worker holding 4 running containers is killed -9, the
+containers are killed while it is down, the worker is restarted at once; the
+time from the kill until every exit is recorded.
 
 Ratios within one run are what to read; absolute numbers depend on the machine
 (2 cores run the clients, the broker, the workers and PostgreSQL together).
@@ -49,8 +50,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bus.client import Client
-from engine.errors import BerthError
+# Imported after the sys.path set-up above, so the script also runs as a plain file.
+from bus.client import Client  # noqa: E402
+from engine.errors import BerthError  # noqa: E402
 
 MIX: dict[str, int] = {"ps": 32, "inspect": 32, "resolve": 32, "exec": 3, "restart": 1}
 """Weights of the operations; ``restart`` is a stop (timeout 0) and a start: two commands."""
@@ -216,7 +218,8 @@ def measure_load(transport: str, workers: int, rootfs: str, clients: int,
             errors[code] = errors.get(code, 0) + n
     wall = max(r.ended for r in collected) - min(r.started for r in collected)
     return Row(transport, workers, sum(r.commands for r in collected) / wall,
-               1000 * _percentile(queries, 0.50), 1000 * _percentile(latencies, 0.50), 1000 * _percentile(latencies, 0.99),
+               1000 * _percentile(queries, 0.50), 1000 * _percentile(latencies, 0.50),
+               1000 * _percentile(latencies, 0.99),
                errors, int(health.get("rate_limited", 0)), 1e6 * ping_p50)
 
 
@@ -293,7 +296,8 @@ def print_table(rows: list[Row]) -> None:
         curve, plain = by.get(("tcp+curve", workers)), by.get(("tcp plain", workers))
         if curve and plain:
             print(f"  {workers} worker(s): throughput x{curve.per_second / plain.per_second:.2f}, "
-                  f"p50 x{curve.p50_ms / plain.p50_ms:.2f}, p99 x{curve.p99_ms / plain.p99_ms:.2f}, "
+                  f"p50 x{curve.p50_ms / plain.p50_ms:.2f}, "
+                  f"p99 x{curve.p99_ms / plain.p99_ms:.2f}, "
                   f"broker round trip x{curve.ping_p50_us / plain.ping_p50_us:.2f}")
     for r in rows:
         if r.errors:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01, what: str = "condition") -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.01,
+    what: str = "condition",
+) -> T:
     """Poll ``predicate`` until it returns something truthy or the deadline passes."""
     deadline = time.monotonic() + timeout
     while True:

@@ -88,7 +88,9 @@ def test_container_refs_are_resolved_once_per_id(
         if command.type == "query.resolve":
             resolves[command.id] = command.container or ""
             return Reply(command.id, True, result={"id": FULL_ID, "node": "b", "name": "web"})
-        return Reply(command.id, True, result={"container": command.container, "node": command.node})
+        return Reply(
+            command.id, True, result={"container": command.container, "node": command.node}
+        )
 
     make_worker("a", handler)  # any worker answers query.resolve (a shared store)
     make_worker("b", handler)

@@ -53,7 +53,9 @@ class Engine:
         self.clients.append(c)
         return c
 
-    def cli(self, *args: str, timeout: float = 60, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 60, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "berth", *args], env=self.env, capture_output=True, check=False,
             text=True, timeout=timeout, input=None if input is None else input.decode(),

@@ -34,7 +34,8 @@ def test_detached_lifecycle_with_names(up: Engine) -> None:
     assert [(p["name"], p["state"], p["node"]) for p in ps] == [("svc", "running", "local")]
     table = _ok(up.cli("ps"))
     assert "svc" in table and "Up" in table
-    assert _ok(up.cli("exec", "-e", "B=2", "svc", "sh", "-c", 'echo "$A$B $(pwd) $(hostname)"')) == "12 /tmp h1\n"
+    exec_out = _ok(up.cli("exec", "-e", "B=2", "svc", "sh", "-c", 'echo "$A$B $(pwd) $(hostname)"'))
+    assert exec_out == "12 /tmp h1\n"
     assert up.cli("exec", cid[:8], "sh", "-c", "exit 9").returncode == 9
     _ok(up.cli("pause", "svc"))
     assert json.loads(_ok(up.cli("inspect", "svc")))["state"] == "paused"
@@ -67,7 +68,9 @@ def test_errors_are_one_clear_sentence(up: Engine) -> None:
         result = up.cli(*args)
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("berth: ") and expect in lines[0], result.stderr
+        assert len(lines) == 1 and lines[0].startswith("berth: ") and expect in lines[0], (
+            result.stderr
+        )
 
 
 def test_engine_not_running_is_reported(short_tmp: str) -> None:
@@ -88,19 +91,29 @@ def test_events_history_state_and_audit(up: Engine) -> None:
     time.sleep(0.05)
     _ok(up.cli("stop", "tt"))
     lines = [json.loads(x) for x in _ok(up.cli("events", "--format", "json")).splitlines()]
-    assert [e["type"] for e in lines][:3] == ["container.created", "container.pid_received", "container.started"]
-    assert all(set(e) >= {"position", "container", "name", "type", "time", "data", "command_id", "actor", "node"}
-               for e in lines)
+    assert [e["type"] for e in lines][:3] == [
+        "container.created", "container.pid_received", "container.started"
+    ]
+    fields = {
+        "position", "container", "name", "type", "time", "data", "command_id", "actor", "node"
+    }
+    assert all(set(e) >= fields for e in lines)
     assert lines[0]["name"] == "tt" and lines[0]["container"] == cid
-    only_exits = _ok(up.cli("events", "--format", "json", "--filter", "type=container.exited")).splitlines()
+    only_exits = _ok(
+        up.cli("events", "--format", "json", "--filter", "type=container.exited")
+    ).splitlines()
     assert [json.loads(x)["type"] for x in only_exits] == ["container.exited"]
-    by_ctr = _ok(up.cli("events", "--format", "json", "--filter", "container=tt", "--until", running_at))
+    by_ctr = _ok(
+        up.cli("events", "--format", "json", "--filter", "container=tt", "--until", running_at)
+    )
     assert "container.exited" not in by_ctr and "container.started" in by_ctr
     since = _ok(up.cli("events", "--format", "json", "--since", running_at))
     assert "container.created" not in since and "container.exited" in since
     history = _ok(up.cli("history", "tt"))
     assert "container.stop_requested" in history and "root(uid 0)" in history
-    hist_json = [json.loads(x) for x in _ok(up.cli("history", "--format", "json", "tt")).splitlines()]
+    hist_json = [
+        json.loads(x) for x in _ok(up.cli("history", "--format", "json", "tt")).splitlines()
+    ]
     stop = next(e for e in hist_json if e["type"] == "container.stop_requested")
     assert stop["command_id"] and stop["actor"] == "root(uid 0)"
     past = json.loads(_ok(up.cli("state", "--at", running_at, "tt")))

@@ -20,7 +20,9 @@ def _types(events: list[EventMessage]) -> list[str]:
 
 
 def _exited(c, cid: str, timeout: float = 15) -> dict:  # type: ignore[no-untyped-def]
-    return wait_until(lambda: (s := c.inspect(cid))["state"] == "exited" and s, timeout, what="exit")
+    return wait_until(
+        lambda: (s := c.inspect(cid))["state"] == "exited" and s, timeout, what="exit"
+    )
 
 
 def test_lifecycle_event_sequence(up: Engine) -> None:
@@ -135,7 +137,10 @@ def test_checkpoint_and_restore_through_the_bus(up: Engine) -> None:
     assert state["state"] == "exited" and state["exit_reason"] == "checkpoint"
     c.restore(cid)
     assert c.inspect(cid)["state"] == "running"
-    values = lambda: [int(l[3].split("=")[1]) for l in c.logs(cid)["lines"]]
+
+    def values() -> list[int]:
+        return [int(line[3].split("=")[1]) for line in c.logs(cid)["lines"]]
+
     before = len(values())
     wait_until(lambda: len(values()) > before + 3, 10, what="output after restore")
     seq = values()
@@ -214,7 +219,9 @@ def test_twenty_concurrent_run_rm(up: Engine) -> None:
     def one() -> None:
         try:
             c = up.client()
-            cid = c.create(rootfs=up.rootfs, args=["sh", "-c", "echo x"], auto_remove=True).result["id"]
+            cid = c.create(
+                rootfs=up.rootfs, args=["sh", "-c", "echo x"], auto_remove=True
+            ).result["id"]
             ids.append(cid)
             c.start(cid)
             assert c.wait(cid, timeout=60).result["exit_code"] == 0
@@ -248,7 +255,9 @@ def test_wait_does_not_block_a_stop_of_the_same_container(up: Engine) -> None:
     cid = c.create(rootfs=up.rootfs, args=["sh", "-c", LOOP]).result["id"]
     c.start(cid)
     codes: list[int] = []
-    waiter = threading.Thread(target=lambda: codes.append(up.client().wait(cid).result["exit_code"]))
+    waiter = threading.Thread(
+        target=lambda: codes.append(up.client().wait(cid).result["exit_code"])
+    )
     waiter.start()
     wait_until(lambda: c.logs(cid)["lines"], 10, what="output")
     c.stop(cid, timeout=5)

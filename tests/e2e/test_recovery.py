@@ -28,7 +28,9 @@ def test_worker_killed_while_container_runs_records_exit_on_restart(engine: Engi
     os.kill(pids[exit_early], signal.SIGKILL)  # exits while nobody watches
     assert wait_pids_exit([pids[exit_early]], 10)
     engine.start_worker_process()
-    state = wait_until(lambda: (s := c.inspect(exit_early))["state"] == "exited" and s, 20, what="recorded exit")
+    state = wait_until(
+        lambda: (s := c.inspect(exit_early))["state"] == "exited" and s, 20, what="recorded exit"
+    )
     assert state["exit_code"] == 137
     assert c.inspect(keeps_running)["state"] == "running"
     assert pid_alive(pids[keeps_running])
@@ -53,7 +55,9 @@ def test_exit_of_a_lost_container_is_recorded_with_unknown_code(engine: Engine) 
     wait_until(lambda: runtime.exit_status(cid), 10, what="exit file")
     os.unlink(runtime.paths(cid).exit_file)
     engine.start_worker_process()
-    state = wait_until(lambda: (s := c.inspect(cid))["state"] == "exited" and s, 20, what="recorded exit")
+    state = wait_until(
+        lambda: (s := c.inspect(cid))["state"] == "exited" and s, 20, what="recorded exit"
+    )
     # Its conmon is gone and left no exit status: the code is unknown (-1).
     assert state["exit_code"] == -1 and state["exit_reason"] == "conmon_lost"
 
@@ -64,7 +68,11 @@ def test_garbage_frames_leave_the_broker_answering(up: Engine) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(up.endpoints.frontend)
     try:
-        for frame in (b"", b"\xff\x00garbage", b"\x93\x01\x02\x03", os.urandom(2048), b"\x00" * (2 * 1024 * 1024)):
+        frames = (
+            b"", b"\xff\x00garbage", b"\x93\x01\x02\x03", os.urandom(2048),
+            b"\x00" * (2 * 1024 * 1024),
+        )
+        for frame in frames:
             sock.send(frame)
         sock.send_multipart([b"a", b"b", b"c"])
     finally:
@@ -84,16 +92,21 @@ def test_exec_resent_after_a_worker_kill_does_not_run_twice(engine: Engine) -> N
     c = engine.client(timeout=5, retries=2)
     cid = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
     c.start(cid)
-    command = c.command("container.exec", cid, "local",
-                        {"cmd": ["sh", "-c", "echo ran >> /tmp/runs; sleep 60"], "session_id": "once"})
+    command = c.command(
+        "container.exec", cid, "local",
+        {"cmd": ["sh", "-c", "echo ran >> /tmp/runs; sleep 60"], "session_id": "once"},
+    )
     ctx = zmq.Context.instance()
     raw = ctx.socket(zmq.DEALER)
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(engine.endpoints.frontend)
     try:
         raw.send(encode(command))  # the publisher's first try; its reply never comes
-        wait_until(lambda: any(e.type == "container.exec_started"
-                               for e in parse_events_result(c.history(cid))[0]), 15, what="exec started")
+        wait_until(
+            lambda: any(e.type == "container.exec_started"
+                        for e in parse_events_result(c.history(cid))[0]),
+            15, what="exec started",
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:

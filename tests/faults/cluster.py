@@ -36,7 +36,9 @@ class Node:
     log: str = ""
 
     def runtime(self) -> OCIRuntime:
-        return OCIRuntime(RuntimeConfig(state_dir=self.root, tmp_dir=os.path.join(self.run, "runtime")))
+        return OCIRuntime(
+            RuntimeConfig(state_dir=self.root, tmp_dir=os.path.join(self.run, "runtime"))
+        )
 
 
 @dataclass

@@ -192,13 +192,19 @@ def check_log(store: EventStore, ledger: Ledger) -> dict[str, int]:
         outcome = store.outcome(command.id)
         if outcome is None:
             # Refused before anything happened (bad state, not found, ...): no events.
-            assert not reply.positions, f"{command.type} {command.id} replied {reply} but has no outcome"
+            assert not reply.positions, (
+                f"{command.type} {command.id} replied {reply} but has no outcome"
+            )
             assert command.id not in by_command
             continue
         acknowledged += 1
-        assert outcome.ok == reply.ok, f"{command.type} {command.id}: reply {reply}, outcome {outcome}"
+        assert outcome.ok == reply.ok, (
+            f"{command.type} {command.id}: reply {reply}, outcome {outcome}"
+        )
         assert set(outcome.positions) <= set(reply.positions), (
-            f"{command.type} {command.id}: reply positions {reply.positions}, outcome {outcome.positions}")
+            f"{command.type} {command.id}: reply positions {reply.positions}, "
+            f"outcome {outcome.positions}"
+        )
     assert store.verify_read_model() == []
     assert store.verify_chain() is None
     return {"events": len(events), "streams": len(versions), "acknowledged": acknowledged,

@@ -28,7 +28,9 @@ def test_lost_node_is_refused_quickly_and_recovers(mh: Cluster) -> None:
     c = mh.client(timeout=REFUSAL_DEADLINE_S, retries=0)
     ids = {}
     for name in ("keeper", "victim"):
-        ids[name] = c.create(rootfs=mh.rootfs, args=["sleep", "600"], node="b", name=name).result["id"]
+        ids[name] = c.create(
+            rootfs=mh.rootfs, args=["sleep", "600"], node="b", name=name
+        ).result["id"]
         c.start(ids[name], node="b")
     pids = {name: c.inspect(cid)["pid"] for name, cid in ids.items()}
 

@@ -60,7 +60,9 @@ class Containers:
 @pytest.fixture
 def runtime(short_tmp: str) -> OCIRuntime:
     return OCIRuntime(
-        RuntimeConfig(state_dir=os.path.join(short_tmp, "state"), tmp_dir=os.path.join(short_tmp, "run"))
+        RuntimeConfig(
+            state_dir=os.path.join(short_tmp, "state"), tmp_dir=os.path.join(short_tmp, "run")
+        )
     )
 
 

@@ -20,7 +20,9 @@ COUNTER = "i=0; while true; do echo count=$i; i=$((i+1)); sleep 0.05; done"
 
 
 def _counts(containers: Containers, cid: str) -> list[int]:
-    return [int(line.rsplit("count=", 1)[1]) for line in containers.log_lines(cid) if "count=" in line]
+    return [
+        int(line.rsplit("count=", 1)[1]) for line in containers.log_lines(cid) if "count=" in line
+    ]
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +36,9 @@ def test_checkpoint_then_restore_continues_the_counter(containers: Containers) -
     wait_until(lambda: len(_counts(containers, cid)) >= 5, 10, what="counter output")
     image = containers.runtime.checkpoint(cid)
     assert os.path.isfile(os.path.join(image, "inventory.img"))
-    assert wait_pids_exit([created.pid], 10), "checkpoint without --leave-running must stop the process"
+    assert wait_pids_exit([created.pid], 10), (
+        "checkpoint without --leave-running must stop the process"
+    )
     last = _counts(containers, cid)[-1]
     spec = containers.spec("sh", "-c", COUNTER)
     restored = containers.runtime.restore(cid, spec)

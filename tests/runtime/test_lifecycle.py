@@ -11,7 +11,9 @@ from engine.runtime import Status
 from tests.helpers import wait_until
 from tests.runtime.conftest import Containers
 
-K8S_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+[+-]\d\d:\d\d (stdout|stderr) [FP] (.*)$")
+K8S_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+[+-]\d\d:\d\d (stdout|stderr) [FP] (.*)$"
+)
 
 
 def test_create_reports_pid_and_created_status(containers: Containers) -> None:

@@ -114,7 +114,9 @@ def test_exec_stop_kills_processes_ignoring_term(containers: Containers) -> None
     t = threading.Thread(
         target=lambda: results.append(
             containers.runtime.exec(
-                cid, ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"], session_id="stubborn"
+                cid,
+                ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+                session_id="stubborn",
             )
         )
     )

@@ -72,7 +72,9 @@ def test_bad_command_reports_runtime_message_and_cleans_up(containers: Container
         containers.runtime.runc.state(cid)
 
 
-def test_empty_rootfs_fails_with_message_and_cleans_up(containers: Containers, short_tmp: str) -> None:
+def test_empty_rootfs_fails_with_message_and_cleans_up(
+    containers: Containers, short_tmp: str
+) -> None:
     empty = os.path.join(short_tmp, "empty-rootfs")
     os.makedirs(empty)
     cid = new_container_id()
@@ -125,13 +127,19 @@ def test_systemd_cgroup_manager_refused_without_systemd(short_tmp: str) -> None:
     if os.path.isdir("/run/systemd/system"):
         pytest.skip("systemd is PID 1 on this host; the refusal only applies without it")
     with pytest.raises(InvalidArgument, match="systemd as PID 1"):
-        OCIRuntime(RuntimeConfig(state_dir=short_tmp + "/s", tmp_dir=short_tmp + "/r", cgroup_manager="systemd"))
+        OCIRuntime(
+            RuntimeConfig(
+                state_dir=short_tmp + "/s", tmp_dir=short_tmp + "/r", cgroup_manager="systemd"
+            )
+        )
     assert not os.path.exists(short_tmp + "/r")
 
 
 def test_unknown_cgroup_manager_refused(short_tmp: str) -> None:
     with pytest.raises(InvalidArgument, match="invalid cgroup manager"):
-        RuntimeConfig(state_dir=short_tmp + "/s", tmp_dir=short_tmp + "/r", cgroup_manager="cgroupv3")
+        RuntimeConfig(
+            state_dir=short_tmp + "/s", tmp_dir=short_tmp + "/r", cgroup_manager="cgroupv3"
+        )
 
 
 def test_runtime_creates_exit_and_socket_dirs(runtime: OCIRuntime) -> None:

@@ -16,7 +16,9 @@ from engine.runtime.runc import classify
 from engine.signals import parse_signal
 from engine.spec import PortMapping, RunSpec
 
-CFG = RuntimeConfig(state_dir="/s", tmp_dir="/r", runtime_path="/usr/bin/runc", conmon_path="/usr/bin/conmon")
+CFG = RuntimeConfig(
+    state_dir="/s", tmp_dir="/r", runtime_path="/usr/bin/runc", conmon_path="/usr/bin/conmon"
+)
 
 
 def _flags(argv: list[str], flag: str) -> list[str]:
@@ -30,7 +32,8 @@ def test_conmon_args_carry_the_seed_flags() -> None:
     )
     paths = ContainerPaths.of(cfg, "c1")
     argv = conmon_args(cfg, paths, ConmonOptions("c1", "web", terminal=True))
-    assert _flags(argv, "-c") == ["c1"] and _flags(argv, "-u") == ["c1"] and _flags(argv, "-n") == ["web"]
+    assert _flags(argv, "-c") == ["c1"] and _flags(argv, "-u") == ["c1"]
+    assert _flags(argv, "-n") == ["web"]
     assert _flags(argv, "-r") == ["/usr/bin/runc"]
     assert _flags(argv, "-b") == ["/s/containers/c1"]
     assert _flags(argv, "-p") == ["/s/containers/c1/pidfile"]
@@ -114,7 +117,10 @@ def test_runc_stderr_is_sorted_into_typed_errors(stderr: str, kind: type) -> Non
 
 
 def test_signal_parsing() -> None:
-    assert parse_signal("TERM") == 15 == parse_signal("SIGTERM") == parse_signal("sigterm") == parse_signal(15)
+    assert (
+        parse_signal("TERM") == 15 == parse_signal("SIGTERM") == parse_signal("sigterm")
+        == parse_signal(15)
+    )
     assert parse_signal("9") == 9
     assert parse_signal("RTMIN+1") == parse_signal("SIGRTMIN") + 1
 
@@ -141,7 +147,9 @@ def test_oci_config_reflects_the_spec() -> None:
 
 
 def test_runspec_round_trips_and_refuses_unknown_keys() -> None:
-    spec = RunSpec(rootfs="/r", args=("a",), ports=(PortMapping("127.0.0.1", 1, 2, "udp"),), memory=None)
+    spec = RunSpec(
+        rootfs="/r", args=("a",), ports=(PortMapping("127.0.0.1", 1, 2, "udp"),), memory=None
+    )
     assert RunSpec.from_data(spec.to_data()) == spec
     from engine.errors import InvalidArgument
 

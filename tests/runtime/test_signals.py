@@ -24,8 +24,12 @@ def _ready(containers: Containers, cid: str) -> bool:
     return any(line.endswith(" ready") for line in containers.log_lines(cid))
 
 
-@pytest.mark.parametrize("signal,expected", [("TERM", 100), ("SIGINT", 101), (9, 137), ("10", 102), ("usr1", 102)])
-def test_kill_delivers_signal_by_name_or_number(containers: Containers, signal: object, expected: int) -> None:
+@pytest.mark.parametrize(
+    "signal,expected", [("TERM", 100), ("SIGINT", 101), (9, 137), ("10", 102), ("usr1", 102)]
+)
+def test_kill_delivers_signal_by_name_or_number(
+    containers: Containers, signal: object, expected: int
+) -> None:
     cid, created = containers.run("sh", "-c", HANDLERS)
     wait_until(lambda: _ready(containers, cid), 10, what="handlers installed")
     containers.runtime.kill(cid, signal)  # type: ignore[arg-type]
