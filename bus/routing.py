@@ -126,7 +126,8 @@ class Router:
         """
         if command.node is not None:
             return command.node
-        if command.type == CREATE or command.type in QUERY_COMMANDS or command.type in ADMIN_COMMANDS:
+        if (command.type == CREATE or command.type in QUERY_COMMANDS
+                or command.type in ADMIN_COMMANDS):
             return None
         nodes = {w.node for w in self.workers.values()}
         if len(nodes) <= 1:

@@ -125,7 +125,8 @@ def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
         case c.Kill():
             return _kill(state, command)
         case c.Pause():
-            _refuse_unless(state, (RUNNING,), f"container {state.name} is {state.state}, not running")
+            _refuse_unless(state, (RUNNING,),
+                           f"container {state.name} is {state.state}, not running")
             return Plan((Step.PAUSE,), then=lambda _f: (ev.Paused(),))
         case c.Unpause():
             _refuse_unless(state, (PAUSED,), f"container {state.name} is {state.state}, not paused")
@@ -172,7 +173,8 @@ def _stop(state: ContainerState, command: c.Stop) -> Plan:
 
 
 def _kill(state: ContainerState, command: c.Kill) -> Plan:
-    _refuse_unless(state, (RUNNING, PAUSED), f"container {state.name} is {state.state}, not running")
+    _refuse_unless(state, (RUNNING, PAUSED),
+                   f"container {state.name} is {state.state}, not running")
     return Plan((Step.KILL,), then=lambda _f: (ev.Signalled(command.signal),),
                 result={"id": state.id, "signal": command.signal})
 

@@ -19,7 +19,8 @@ PROTOCOLS = ("tcp", "udp")
 MAX_ARGS = 4096
 MAX_ARG_BYTES = 128 * 1024
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HOSTNAME_RE = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+_LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _USER_RE = re.compile(r"^[0-9]{1,10}(:[0-9]{1,10})?$")
 
 
@@ -88,7 +89,8 @@ class RunSpec:
             raise InvalidArgument("run spec: args must name a command")
         for item in self.env:
             if "=" not in item or item.startswith("="):
-                raise InvalidArgument(f"run spec: invalid environment entry {item!r}: use KEY=VALUE")
+                raise InvalidArgument(
+                    f"run spec: invalid environment entry {item!r}: use KEY=VALUE")
         if isinstance(self.stop_signal, bool) or not 1 <= self.stop_signal <= 64:
             raise InvalidArgument(f"run spec: stop signal {self.stop_signal} out of range")
         if self.memory is not None and self.memory <= 0:
@@ -125,9 +127,11 @@ class RunSpec:
         if self.hostname and not _HOSTNAME_RE.match(self.hostname):
             raise InvalidArgument(f"invalid hostname {self.hostname!r}")
         parse_signal(self.stop_signal)
-        if self.memory is not None and (not isinstance(self.memory, int) or self.memory < 4 * 1024 * 1024):
+        if self.memory is not None and (not isinstance(self.memory, int)
+                                        or self.memory < 4 * 1024 * 1024):
             raise InvalidArgument(f"invalid memory limit {self.memory!r}: at least 4 MiB, in bytes")
-        if self.pids_limit is not None and (not isinstance(self.pids_limit, int) or self.pids_limit < 1):
+        if self.pids_limit is not None and (not isinstance(self.pids_limit, int)
+                                            or self.pids_limit < 1):
             raise InvalidArgument(f"invalid pids limit {self.pids_limit!r}: must be positive")
         seen: set[tuple[str, int]] = set()
         for port in self.ports:
@@ -177,7 +181,8 @@ class RunSpec:
             kwargs["env"] = tuple(data.get("env") or ())
             kwargs["cap_add"] = tuple(data.get("cap_add") or ())
             kwargs["ports"] = tuple(
-                PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3])) for p in data.get("ports") or ()
+                PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
+                for p in data.get("ports") or ()
             )
             if "stop_signal" in data:
                 kwargs["stop_signal"] = parse_signal(data["stop_signal"])

@@ -17,7 +17,7 @@ pid-reuse race) and settles each death with ``ContainerService.settle_conmon_gon
   exit, so berth kills it (``runc kill --all KILL``, then ``runc delete --force``),
   records that it did (``container.signalled`` from the worker's system actor) and
   records the exit with code -1 and reason ``conmon_lost``;
-* no exit file and no process: record the exit as lost (-1, ``unknown``).
+* no exit file and no process: record the exit as lost (-1, ``conmon_lost``).
 
 Start-up reconciliation settles conmons that died while no worker was running the
 same way. This module only notices deaths; it decides nothing.

@@ -32,7 +32,7 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
     after = 0
     while True:
         result = client.send("query.events", after=after, limit=500, **query).result
-        from bus.protocol import parse_events_result
+        from bus.results import parse_events_result
 
         events, head = parse_events_result(result)
         for event in events:
@@ -53,7 +53,7 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_history(args: argparse.Namespace, client: Client) -> int:
-    from bus.protocol import parse_events_result
+    from bus.results import parse_events_result
 
     events, _ = parse_events_result(client.history(args.container))
     names = fmt.NameCache(client)

@@ -156,7 +156,8 @@ def spawn(
         env["LISTEN_FDS"] = os.environ.get("LISTEN_FDS", "0")
         env["LISTEN_PID"] = "1"
     high = [_high_dup(fd) for fd in [sync_w, start_r, *extra]]
-    stderr_fd = os.open(paths.conmon_stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    stderr_fd = os.open(paths.conmon_stderr,
+                        os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     actions: list[tuple[int, ...]] = [
         (os.POSIX_SPAWN_DUP2, null_fd, 0),

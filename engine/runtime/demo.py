@@ -28,7 +28,8 @@ COUNTER = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
 def _step(label: str, fn: Callable[[], T]) -> T:
     start = time.perf_counter()
     result = fn()
-    print(f"  {label:<44} {1000 * (time.perf_counter() - start):7.1f} ms  {result if result is not None else ''}")
+    shown = result if result is not None else ""
+    print(f"  {label:<44} {1000 * (time.perf_counter() - start):7.1f} ms  {shown}")
     return result
 
 
@@ -53,23 +54,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=os.environ.get("BERTH_ROOT", "/var/lib/berth") + "/demo")
     args = p.parse_args(argv)
     rootfs = build_busybox_rootfs(os.path.join(args.root, "rootfs"))
-    rt = OCIRuntime(RuntimeConfig(state_dir=os.path.join(args.root, "state"), tmp_dir="/run/berth-demo"))
+    rt = OCIRuntime(RuntimeConfig(state_dir=os.path.join(args.root, "state"),
+                                  tmp_dir="/run/berth-demo"))
     cid = new_container_id()
     spec = RunSpec(rootfs=rootfs, args=("sh", "-c", COUNTER), hostname="demo")
     print(f"berth runtime demo: container {cid[:12]} from {rootfs}")
     try:
-        created = _step("create through conmon (pid from sync pipe)", lambda: rt.create(cid, spec, name="demo"))
+        created = _step("create through conmon (pid from sync pipe)",
+                        lambda: rt.create(cid, spec, name="demo"))
         _step("runc state", lambda: rt.status(cid).status.value)
         _step("start", lambda: rt.start(cid) and None)
         time.sleep(0.7)
         _step("log (k8s-file)", lambda: _last_log(rt, cid))
-        _step("exec: hostname", lambda: rt.exec(cid, ["hostname"], session_id="demo1").output.decode().strip())
+        _step("exec: hostname",
+              lambda: rt.exec(cid, ["hostname"], session_id="demo1").output.decode().strip())
         _step("pause", lambda: rt.pause(cid))
         _step("runc state", lambda: rt.status(cid).status.value)
         _step("unpause", lambda: rt.unpause(cid))
         _step("checkpoint (CRIU)", lambda: rt.checkpoint(cid))
         _step("log after checkpoint", lambda: _last_log(rt, cid))
-        restored = _step("restore through conmon --restore", lambda: rt.restore(cid, spec, name="demo"))
+        restored = _step("restore through conmon --restore",
+                         lambda: rt.restore(cid, spec, name="demo"))
         time.sleep(0.7)
         _step("log after restore (counter went on)", lambda: _last_log(rt, cid))
         _step("stop (SIGTERM, then KILL after 1 s)", lambda: rt.stop(cid, restored.pid, timeout=1))

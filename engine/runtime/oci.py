@@ -94,7 +94,8 @@ class OCIRuntime:
         """Validate the spec and write the container's bundle."""
         spec.validate()
         paths = self.paths(container_id)
-        write_bundle(paths.bundle, oci_config(spec, container_id, cgroups_path=self.cgroups_path(container_id)))
+        config = oci_config(spec, container_id, cgroups_path=self.cgroups_path(container_id))
+        write_bundle(paths.bundle, config)
         os.makedirs(os.path.join(paths.container_dir, "exec"), mode=0o700, exist_ok=True)
         return paths
 
@@ -214,7 +215,8 @@ class OCIRuntime:
         args = ["kill"] + (["--all"] if all_processes else []) + [cid, str(number)]
         self.runc.run(args, f"error sending signal to container {cid}")
 
-    def stop(self, container_id: str, pid: int, *, stop_signal: int = 15, timeout: float = 10) -> None:
+    def stop(self, container_id: str, pid: int, *, stop_signal: int = 15,
+             timeout: float = 10) -> None:
         """Stop with the stop signal, then ``kill --all KILL`` (stopContainer).
 
         Timeout 0 kills at once. A container that is already gone is not an error.
@@ -245,7 +247,8 @@ class OCIRuntime:
 
     def delete(self, container_id: str, *, force: bool = True) -> None:
         cid = validate_container_id(container_id)
-        self.runc.run(["delete"] + (["--force"] if force else []) + [cid], f"deleting container {cid}")
+        args = ["delete"] + (["--force"] if force else []) + [cid]
+        self.runc.run(args, f"deleting container {cid}")
 
     def pause(self, container_id: str) -> None:
         cid = validate_container_id(container_id)
@@ -319,7 +322,8 @@ class OCIRuntime:
         if code != 0 and pid == 0:
             # runc never started the process: this is a runtime error, not an exit code.
             log = _read_text(paths.runtime_log)
-            raise classify(log or output.decode(errors="replace"), f"cannot exec in container {cid}")
+            raise classify(log or output.decode(errors="replace"),
+                           f"cannot exec in container {cid}")
         return ExecResult(code, output[-MAX_EXEC_OUTPUT:], pid)
 
     def exec_stop(self, container_id: str, pids: Sequence[int], *, timeout: float = 10) -> None:
@@ -391,7 +395,8 @@ class OCIRuntime:
         except NotFound:
             pass
         self._clear_exit_file(paths)
-        return self.create(cid, spec, name=name, restore_path=image, tcp_established=tcp_established)
+        return self.create(cid, spec, name=name, restore_path=image,
+                           tcp_established=tcp_established)
 
 
 def _run_watching_pidfile(
@@ -403,7 +408,8 @@ def _run_watching_pidfile(
     except FileNotFoundError:
         pass
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT)
         deadline = None if timeout is None else time.monotonic() + timeout
         if on_start is not None:
             pid = 0
