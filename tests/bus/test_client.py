@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -22,21 +23,27 @@ FULL_ID = "ab" * 32
 
 def test_no_engine_on_ipc_is_reported_at_once(run_dir: Path) -> None:
     client = Client(f"ipc://{run_dir}/absent/bus.sock", timeout=5)
-    started = time.monotonic()
-    with pytest.raises(Unavailable, match="berth engine is not running at ipc://"):
-        client.ping()
-    assert time.monotonic() - started < 0.5
-    client.close()
+    try:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match="berth engine is not running at ipc://"):
+            client.ping()
+        assert time.monotonic() - started < 0.5
+    finally:
+        client.close()
 
 
 def test_no_engine_on_tcp_after_retries() -> None:
-    probe: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)  # a port nobody listens on
-    client = Client(f"tcp://127.0.0.1:{port}", timeout=0.2, retries=1)
-    with pytest.raises(Unavailable, match="not running"):
-        client.send("query.ps")
-    client.close()
+    # A port held bound but not listening: refused for as long as the test runs, and
+    # no other process can take it meanwhile (a probe closed before use could be).
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        client = Client(f"tcp://127.0.0.1:{port}", timeout=0.2, retries=1)
+        try:
+            with pytest.raises(Unavailable, match="not running"):
+                client.send("query.ps")
+        finally:
+            client.close()
 
 
 def test_lazy_pirate_resends_the_same_id_on_a_new_socket() -> None:
@@ -88,7 +95,8 @@ def test_container_refs_are_resolved_once_per_id(
         if command.type == "query.resolve":
             resolves[command.id] = command.container or ""
             return Reply(command.id, True, result={"id": FULL_ID, "node": "b", "name": "web"})
-        return Reply(command.id, True, result={"container": command.container, "node": command.node})
+        return Reply(command.id, True,
+                     result={"container": command.container, "node": command.node})
 
     make_worker("a", handler)  # any worker answers query.resolve (a shared store)
     make_worker("b", handler)
