@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
 
 from engine.errors import NotFound
-from engine.runtime import Status
+from engine.rootfs import build_busybox_rootfs
+from engine.runtime import OCIRuntime, Status
 from tests.helpers import wait_until
 from tests.runtime.conftest import Containers
 
-K8S_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+[+-]\d\d:\d\d (stdout|stderr) [FP] (.*)$")
+K8S_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+[+-]\d\d:\d\d"
+                      r" (stdout|stderr) [FP] (.*)$")
 
 
 def test_create_reports_pid_and_created_status(containers: Containers) -> None:
@@ -70,9 +73,20 @@ def test_environment_cwd_user_and_hostname_reach_the_process(containers: Contain
     assert any(line.endswith("hello /tmp 65534:65534 box1") for line in containers.log_lines(cid))
 
 
-def test_read_only_rootfs_refuses_writes(containers: Containers) -> None:
-    cid, created = containers.run("sh", "-c", "touch /etc/x-ro-test", read_only=True)
-    assert containers.wait_exit(cid, created.pid).exit_code != 0
+def test_read_only_rootfs_refuses_writes(runtime: OCIRuntime, short_tmp: str) -> None:
+    # Its own rootfs, not the shared one: the writable control run writes into it, and
+    # so would a read_only that stopped working.
+    own = Containers(runtime, build_busybox_rootfs(os.path.join(short_tmp, "rootfs")))
+    try:
+        cid, created = own.run("sh", "-c", "touch /etc/x-ro-test", read_only=True)
+        assert own.wait_exit(cid, created.pid).exit_code != 0
+        assert any("Read-only file system" in line for line in own.log_lines(cid))
+        assert not os.path.exists(os.path.join(own.rootfs, "etc", "x-ro-test"))
+        cid, created = own.run("sh", "-c", "touch /etc/x-rw-test")
+        assert own.wait_exit(cid, created.pid).exit_code == 0
+        assert os.path.exists(os.path.join(own.rootfs, "etc", "x-rw-test"))
+    finally:
+        own.cleanup()
 
 
 def test_pids_limit_is_enforced(containers: Containers) -> None:
