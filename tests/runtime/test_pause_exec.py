@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from engine.errors import BerthError, InvalidArgument, InvalidState
+from engine.errors import InvalidArgument, InvalidState
 from engine.runtime import ExecResult, Status
 from engine.runtime.conmon import read_pidfile
 from tests.helpers import wait_until
@@ -87,7 +87,7 @@ def test_exec_needs_a_command_and_a_session(containers: Containers) -> None:
 def test_exec_in_stopped_container_is_an_error(containers: Containers) -> None:
     cid, created = containers.run("true")
     containers.wait_exit(cid, created.pid)
-    with pytest.raises(BerthError):
+    with pytest.raises(InvalidState, match="stopped container"):
         containers.runtime.exec(cid, ["true"], session_id="late")
 
 
@@ -114,7 +114,8 @@ def test_exec_stop_kills_processes_ignoring_term(containers: Containers) -> None
     t = threading.Thread(
         target=lambda: results.append(
             containers.runtime.exec(
-                cid, ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"], session_id="stubborn"
+                cid, ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+                session_id="stubborn",
             )
         )
     )

@@ -15,17 +15,20 @@ from engine.store.retry import NO_RETRY, RetryPolicy
 
 
 def test_unreachable_sqlite_path(tmp_path: Path) -> None:
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="unable to open database file") as refused:
         open_store(f"sqlite:///{tmp_path}/no/such/dir/store.db")
+    assert refused.type is StoreError  # a missing directory does not come back: no retry
 
 
 def test_schema_missing_is_a_store_error(tmp_path: Path) -> None:
     store = EventStore(f"sqlite:///{tmp_path}/empty.db")
     try:
-        with pytest.raises(StoreError):
+        with pytest.raises(StoreError, match="no such table: events") as refused:
             store.max_position()
-        with pytest.raises(StoreError):
+        assert refused.type is StoreError
+        with pytest.raises(StoreError, match="no such table") as refused:
             store.append("s", 0, [ev.Started()], command_id="c", command_type="t")
+        assert refused.type is StoreError
     finally:
         store.close()
 
