@@ -95,8 +95,12 @@ FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ContainerState))
 
 
 def _pid(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
+    # runc create is done. Starting an exited container creates it again first, and
+    # like podman's init() that makes it "created" and forgets the old exit: a state
+    # read between this event and the start shows no exited container with a live pid.
     assert isinstance(e, ev.PidReceived)
-    return {"pid": e.pid, "conmon_pid": e.conmon_pid}
+    return {"state": CREATED, "pid": e.pid, "conmon_pid": e.conmon_pid, "exit_code": None,
+            "exit_reason": None}
 
 
 def _started(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:

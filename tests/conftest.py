@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,18 +14,57 @@ from engine.rootfs import build_busybox_rootfs
 
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One rootfs for the whole session, read-only to tests: every test using it is
+    checked afterwards (``_rootfs_untouched``). A test that must write gets its own."""
     if shutil.which("runc") is None or shutil.which("conmon") is None:
         pytest.fail("runc and conmon are required: run scripts/install.sh")
     return build_busybox_rootfs(str(tmp_path_factory.mktemp("rootfs") / "busybox"))
 
 
+def tree_listing(root: str) -> dict[str, tuple[object, ...]]:
+    """What a write would change: each entry's type and mode, owner, size and mtime,
+    a symlink's target. Cheap (lstat only): a busybox tree is a few hundred entries."""
+    listing: dict[str, tuple[object, ...]] = {}
+    pending = [root]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                rel = os.path.relpath(entry.path, root)
+                if stat.S_ISLNK(st.st_mode):
+                    listing[rel] = ("link", os.readlink(entry.path))
+                elif stat.S_ISDIR(st.st_mode):
+                    listing[rel] = ("dir", st.st_mode, st.st_uid, st.st_gid)
+                    pending.append(entry.path)
+                else:
+                    listing[rel] = ("file", st.st_mode, st.st_uid, st.st_gid, st.st_size,
+                                    st.st_mtime_ns)
+    return listing
+
+
+@pytest.fixture(autouse=True)
+def _rootfs_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test (at teardown) that changed the shared busybox rootfs: the tests
+    after it would run on a different tree."""
+    if "busybox_rootfs" not in request.fixturenames:
+        yield
+        return
+    root: str = request.getfixturevalue("busybox_rootfs")
+    before = tree_listing(root)
+    yield
+    after = tree_listing(root)
+    if after != before:
+        changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+        pytest.fail(f"the test changed the shared busybox rootfs {root}: {changed[:10]}")
+
+
 @pytest.fixture
-def short_tmp(tmp_path_factory: pytest.TempPathFactory) -> str:
+def short_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A short per-test directory: unix socket paths are limited to 108 bytes."""
     import tempfile
 
     path = tempfile.mkdtemp(prefix="berth-t-", dir="/tmp")
-    yield path  # type: ignore[misc]
+    yield path
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -260,29 +260,20 @@ def test_killed_worker_s_command_is_redispatched_on_its_node(
 
 
 def test_worker_reconnects_to_a_restarted_broker(
-        endpoints: Endpoints, make_client: Callable[..., Client]) -> None:
-    first = Broker(endpoints.frontend, endpoints.backend, endpoints.events,
-                   heartbeat_interval=HEARTBEAT)
-    first.start()
-    link = WorkerLink(endpoints.backend, "a", Recorder(), heartbeat_interval=HEARTBEAT,
-                      reconnect_max=0.4)
-    link.start()
-    second: Broker | None = None
-    try:
-        client = make_client()
-        wait_until(lambda: worker_count(client) == 1, what="worker registered")
-        first.stop()
-        wait_until(lambda: link.stats["reconnects"] >= 1, what="worker noticed the silence")
-        second = Broker(endpoints.frontend, endpoints.backend, endpoints.events,
-                        heartbeat_interval=HEARTBEAT)
-        second.start()
-        client.close()
-        wait_until(lambda: worker_count(client) == 1, what="worker back on the new broker")
-        assert client.send("container.start", "web", "a").ok
-    finally:
-        link.stop()
-        if second is not None:
-            second.stop()
+        make_broker: Callable[..., Broker], make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    # Both brokers and the link come from fixtures: stopped at teardown even when an
+    # assertion fails halfway (stopping the first broker twice is harmless).
+    first = make_broker()
+    link = make_worker("a", Recorder(), reconnect_max=0.4)
+    client = make_client()
+    assert worker_count(client) == 1
+    first.stop()
+    wait_until(lambda: link.stats["reconnects"] >= 1, what="worker noticed the silence")
+    make_broker()
+    client.close()
+    wait_until(lambda: worker_count(client) == 1, what="worker back on the new broker")
+    assert client.send("container.start", "web", "a").ok
 
 
 def test_events_fan_out_by_type_topic(broker: Broker, endpoints: Endpoints,

@@ -66,7 +66,8 @@ def test_from_now_and_filters(broker: Broker, client: Client,
         log.append("container.created", "c2")
         log.append("container.started", "c2")
         [event] = collect(sub, 1)
-        assert (event.position, event.type, event.stream) == (4, "container.started", "container-c2")
+        assert (event.position, event.type, event.stream) == (
+            4, "container.started", "container-c2")
         assert sub.last_position == 4
 
 

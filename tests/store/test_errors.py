@@ -17,14 +17,17 @@ from migrations.runner import upgrade
 
 def test_unreachable_sqlite_path(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/no/such/dir/store.db"
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="unable to open database file") as refused:
         upgrade(url)
+    assert refused.type is StoreError  # a missing directory does not come back: no retry
     store = EventStore(url)
     try:
-        with pytest.raises(StoreError):
+        with pytest.raises(StoreError) as read:
             store.max_position()
-        with pytest.raises(StoreError):
+        assert read.type is StoreError
+        with pytest.raises(StoreError) as write:
             store.append("s", 0, [ev.Started()], command_id="c", command_type="t")
+        assert write.type is StoreError
     finally:
         store.close()
 
@@ -32,10 +35,12 @@ def test_unreachable_sqlite_path(tmp_path: Path) -> None:
 def test_schema_missing_is_a_store_error(tmp_path: Path) -> None:
     store = EventStore(f"sqlite:///{tmp_path}/empty.db")
     try:
-        with pytest.raises(StoreError):
+        with pytest.raises(StoreError, match="no such table: events") as refused:
             store.max_position()
-        with pytest.raises(StoreError):
+        assert refused.type is StoreError
+        with pytest.raises(StoreError, match="no such table") as refused:
             store.append("s", 0, [ev.Started()], command_id="c", command_type="t")
+        assert refused.type is StoreError
     finally:
         store.close()
 

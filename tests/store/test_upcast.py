@@ -46,10 +46,12 @@ def test_exited_v1_reads_back_as_v2(store: EventStore) -> None:
 def test_newer_payload_than_this_code_is_refused(store: EventStore) -> None:
     cid = create(store)
     _raw_append(store, cid, 2, ev.CONTAINER_EXITED, 9, {"exit_code": 2})
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="v9 was written by a newer berth") as refused:
         store.read_stream(cid)
+    assert refused.type is StoreError  # not StoreUnreachable: retrying cannot help
 
 
 def test_unknown_revision_is_a_store_error(db_url: str) -> None:
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="9999") as refused:
         upgrade(db_url, "9999")
+    assert refused.type is StoreError
