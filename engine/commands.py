@@ -99,6 +99,8 @@ class Checkpoint:
     container: str
     leave_running: bool = False
     tcp_established: bool = False
+    image_path: str | None = None
+    """Set by the service, never from the wire: this command's own image directory."""
 
 
 @dataclass(frozen=True, slots=True)

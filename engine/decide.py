@@ -24,7 +24,7 @@ from engine import events as ev
 from engine.errors import InvalidState, NotFound
 from engine.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, Status, StatusReport
+from engine.runtime.types import Created, DumpReport, Status, StatusReport
 
 
 class Step(enum.Enum):
@@ -208,18 +208,56 @@ def _exec_exited(command: c.Exec) -> Callable[[Facts], tuple[ev.Event, ...]]:
 def _checkpoint(state: ContainerState, command: c.Checkpoint) -> Plan:
     _refuse_unless(state, (RUNNING,), f"container {state.name} is {state.state}: "
                    "only a running container can be checkpointed")
+    if not command.image_path:
+        raise ValueError("the service gives each checkpoint its own image directory")
+    intent = ev.CheckpointRequested(command.image_path, command.leave_running,
+                                    command.tcp_established)
+    return Plan((Step.CHECKPOINT,), before=(intent,),
+                then=lambda facts: checkpointed_events(intent, facts.exit))
 
-    def then(facts: Facts) -> tuple[ev.Event, ...]:
-        image = facts.image_path or ""
-        events: list[ev.Event] = [ev.Checkpointed(image, command.leave_running,
-                                                  command.tcp_established)]
-        if not command.leave_running:
-            code = facts.exit.exit_code if facts.exit else -1
-            events.append(ev.Exited(code, facts.exit.finished_at if facts.exit else None,
-                                    True, "checkpoint"))
-        return tuple(events)
 
-    return Plan((Step.CHECKPOINT,), then=then)
+def checkpointed_events(intent: ev.CheckpointRequested,
+                        exit: ExitStatus | None) -> tuple[ev.Event, ...]:
+    """What a finished checkpoint records: the image, and the exit it caused unless the
+    container was left running."""
+    events: list[ev.Event] = [ev.Checkpointed(intent.image_path, intent.leave_running,
+                                              intent.tcp_established)]
+    if not intent.leave_running:
+        events.append(ev.Exited(exit.exit_code if exit else -1,
+                                exit.finished_at if exit else None, True, "checkpoint"))
+    return tuple(events)
+
+
+def pending_checkpoint(stream: Iterable[ev.RecordedEvent]) -> ev.RecordedEvent | None:
+    """The ``checkpoint_requested`` whose command has no recorded end (no image, no
+    failure): its worker died during the dump. Nothing else is appended to a stream
+    while a checkpoint holds the container's lock, so only the last request can be it."""
+    pending: ev.RecordedEvent | None = None
+    for r in stream:
+        if isinstance(r.event, ev.CheckpointRequested):
+            pending = r
+        elif pending is not None and isinstance(r.event, (ev.Checkpointed, ev.CommandFailed)):
+            pending = None
+    return pending
+
+
+class SettleCheckpoint(enum.Enum):
+    """What became of a checkpoint whose worker died during it."""
+
+    CHECKPOINTED = "checkpointed"  # complete image, container stopped (or left running)
+    FAILED = "failed"              # no complete image, or the container still runs
+
+
+def settle_checkpoint(intent: ev.CheckpointRequested, dump: DumpReport,
+                      process_alive: bool) -> SettleCheckpoint:
+    """Decide from what is on disk, never by guessing: an image counts only if the dump
+    finished with success and wrote its inventory, and (unless asked to leave it
+    running) CRIU stopped the container; otherwise the process still runs, or its end
+    is an ordinary exit, and the command is recorded as failed. Never a lost process."""
+    complete = dump.finished and dump.complete and dump.exit_code in (0, None)
+    if complete and (intent.leave_running or not process_alive):
+        return SettleCheckpoint.CHECKPOINTED
+    return SettleCheckpoint.FAILED
 
 
 def _restore(state: ContainerState) -> Plan:

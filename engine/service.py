@@ -25,7 +25,7 @@ from typing import Any
 from engine import commands as c
 from engine import decide as d
 from engine import events as ev
-from engine.command_types import CHANGE_COMMANDS
+from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
 from engine.errors import (
     AlreadyExists,
     BerthError,
@@ -35,9 +35,10 @@ from engine.errors import (
     StoreError,
     error_from_code,
 )
+from engine.faults import crash_point
 from engine.ids import new_container_id, new_uuid, validate_container_id
 from engine.locks import ContainerLocks
-from engine.projection import ALIVE, ContainerState, apply
+from engine.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
@@ -88,6 +89,7 @@ class Reconciled:
     lost: int = 0
     removed: int = 0
     orphans: int = 0
+    checkpoints: int = 0
 
 
 @dataclass
@@ -200,6 +202,8 @@ class ContainerService:
         replayed (a resend after a lost reply, or after a worker restart)."""
         done = self.store.outcome(causation.command_id)
         if done is not None:
+            # A command that recorded its intent first has its end under a step id.
+            done = self.store.outcome(system_command_id(causation.command_id, "done")) or done
             if done.ok:
                 # The stream tells a retried create which container it made.
                 return Outcome((), {"replayed": True, "id": done.stream, "node": self.node},
@@ -212,6 +216,9 @@ class ContainerService:
         if isinstance(command, c.Exec):
             return self._exec(command, causation)
         cid = validate_container_id(command.container)
+        if isinstance(command, c.Checkpoint):
+            command = replace(command, image_path=self.runtime.checkpoint_dir(
+                cid, causation.command_id))
         with self.locks.hold(cid):
             state = self.container(cid)
             plan = d.decide(state, command)
@@ -272,17 +279,60 @@ class ContainerService:
         recorded: list[ev.RecordedEvent] = []
         if plan.before:
             recorded += self.append(cid, state.version, plan.before, causation)
+            crash_point(f"{causation.command_type}.intended")
         facts = d.Facts(container_id=cid, node=self.node)
-        for step in plan.steps:
-            facts = self._step(step, state, command, facts)
-            if step is d.Step.RECORD_EXIT:
-                recorded += self.record_exit(cid, wait=True)
+        try:
+            for step in plan.steps:
+                facts = self._step(step, state, command, facts)
+                if step is d.Step.RECORD_EXIT:
+                    recorded += self.record_exit(cid, wait=True)
+        except BerthError as exc:
+            if plan.before:
+                self._failed_after_intent(state, causation, exc)
+            raise
+        crash_point(f"{causation.command_type}.acted")
         events = plan.then(facts)
         now = self.latest(cid)
         if events and not now.removed:
             recorded += self.append(cid, now.version, events, causation,
                                     step="done" if plan.before else None)
         return Outcome(tuple(recorded), self._result(command, self.latest(cid), facts, plan))
+
+    def _failed_after_intent(self, state: ContainerState, causation: c.Causation,
+                             exc: BerthError) -> list[ev.RecordedEvent]:
+        """A command whose intent is recorded failed in the runtime: undo what the
+        failure left half-done (CRIU leaves a container it could not dump frozen), then
+        record the failure as the command's end, so the intent does not stay open and
+        a resend gets this answer."""
+        cid = state.id
+        if state.state == RUNNING and self._runtime_status(cid) is Status.PAUSED:
+            try:
+                self.runtime.unpause(cid)
+                log.warning("thawed container %s after a failed %s", cid,
+                            causation.command_type)
+            except BerthError as thaw:
+                log.error("could not thaw container %s: %s", cid, thaw)
+        return self._record_end_failure(cid, causation, exc)
+
+    def _record_end_failure(self, cid: str, causation: c.Causation,
+                            exc: BerthError) -> list[ev.RecordedEvent]:
+        try:
+            recorded = self.store.record_failure(
+                system_command_id(causation.command_id, "done"), causation.command_type, cid,
+                exc.code, exc.message, correlation_id=causation.correlation_id,
+                actor=causation.actor, node=self.node)
+        except BerthError as store_exc:
+            log.error("could not record the failure of %s: %s", causation.command_id, store_exc)
+            return []
+        self.forget(cid)
+        self.announce(recorded)
+        return list(recorded)
+
+    def _runtime_status(self, cid: str) -> Status | None:
+        try:
+            return self.runtime.status(cid, known_stopped=True).status
+        except BerthError:
+            return None
 
     def _step(self, step: d.Step, state: ContainerState, command: c.ContainerCommand,
               facts: d.Facts) -> d.Facts:
@@ -310,7 +360,8 @@ class ContainerService:
                 rt.kill(cid, command.signal)
             case d.Step.CHECKPOINT:
                 assert isinstance(command, c.Checkpoint)
-                image = rt.checkpoint(cid, leave_running=command.leave_running,
+                image = rt.checkpoint(cid, image_path=command.image_path,
+                                      leave_running=command.leave_running,
                                       tcp_established=command.tcp_established)
                 exit_status = None if command.leave_running else rt.wait_exit(cid)
                 return replace(facts, image_path=image, exit=exit_status)
@@ -531,6 +582,9 @@ class ContainerService:
 
     def _reconcile_one(self, state: ContainerState, report: Reconciled) -> None:
         rt, cid = self.runtime, state.id
+        if state.state in ALIVE and self.settle_checkpoint(cid):
+            report.checkpoints += 1
+            state = self.latest(cid)
         has_exit = rt.exit_status(cid) is not None
         conmon = bool(state.conmon_pid) and rt.conmon_alive(state.conmon_pid, cid)
         status = None
@@ -552,6 +606,35 @@ class ContainerService:
                 report.removed += bool(self.auto_remove(cid))
             case d.Reconcile.NOTHING:
                 pass
+
+    def settle_checkpoint(self, container_id: str) -> list[ev.RecordedEvent]:
+        """A checkpoint whose worker died during it: wait for its dump to end, then
+        record from the image and the container what became of it (``decide.
+        settle_checkpoint``): the image and the exit it caused, or the command's failure
+        with the container left running (thawed if CRIU left it frozen)."""
+        with self.locks.hold(container_id):
+            state = self.container(container_id)
+            pending = d.pending_checkpoint(self.store.read_stream(container_id))
+            if pending is None or not isinstance(pending.event, ev.CheckpointRequested):
+                return []
+            intent, meta = pending.event, pending.metadata
+            causation = c.Causation(meta.causation_id, meta.correlation_id, meta.actor,
+                                    CHECKPOINT)
+            dump = self.runtime.dump_report(intent.image_path)
+            alive = self._process_alive(container_id)
+            decision = d.settle_checkpoint(intent, dump, alive)
+            log.warning("checkpoint %s of %s was interrupted by a worker crash: %s",
+                        meta.causation_id, container_id, decision.value)
+            if decision is d.SettleCheckpoint.CHECKPOINTED:
+                exit_status = None if intent.leave_running else (
+                    self.runtime.exit_status(container_id)
+                    or self.runtime.wait_exit(container_id))
+                return self.append(container_id, state.version,
+                                   d.checkpointed_events(intent, exit_status), causation,
+                                   step="done")
+            return self._failed_after_intent(state, causation, RuntimeFailure(
+                f"the checkpoint of container {container_id} was interrupted by a worker "
+                "crash and left no complete image; the container was not checkpointed"))
 
     def remove_orphans(self) -> int:
         """Delete this node's runtime containers that have no stream in the log.

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, ExecResult, StatusReport
+from engine.runtime.types import Created, DumpReport, ExecResult, StatusReport
 from engine.spec import RunSpec
 
 
@@ -63,9 +63,17 @@ class Runtime(Protocol):
              on_start: Callable[[int], None] | None = None) -> ExecResult:
         ...
 
-    def checkpoint(self, container_id: str, *, leave_running: bool = False,
-                   tcp_established: bool = False) -> str:
-        """Checkpoint with CRIU; return the image directory."""
+    def checkpoint_dir(self, container_id: str, name: str) -> str:
+        """The image directory of one checkpoint, named for its command."""
+        ...
+
+    def checkpoint(self, container_id: str, *, image_path: str | None = None,
+                   leave_running: bool = False, tcp_established: bool = False) -> str:
+        """Checkpoint with CRIU into ``image_path``; return the image directory."""
+        ...
+
+    def dump_report(self, image_path: str, *, timeout: float = 300) -> DumpReport:
+        """How a checkpoint into ``image_path`` ended, once no process of it remains."""
         ...
 
     def restore(self, container_id: str, spec: RunSpec, *, name: str | None = None,

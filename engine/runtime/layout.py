@@ -54,6 +54,10 @@ class ContainerPaths:
     def checkpoint(self) -> str:
         return os.path.join(self.container_dir, "checkpoint")
 
+    def checkpoint_dir(self, name: str) -> str:
+        """One checkpoint's own image directory (``name``: an id, e.g. its command's)."""
+        return os.path.join(self.container_dir, "checkpoints", validate_session_id(name))
+
     @property
     def exit_file(self) -> str:
         return os.path.join(self.exits_dir, self.container_id)

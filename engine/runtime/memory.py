@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from engine.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound, RuntimeFailure
 from engine.ids import validate_container_id, validate_session_id
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, ExecResult, Status, StatusReport
+from engine.runtime.types import Created, DumpReport, ExecResult, Status, StatusReport
 from engine.signals import parse_signal
 from engine.spec import RunSpec
 
@@ -63,6 +63,8 @@ class MemoryRuntime:
     containers: dict[str, _Container] = field(default_factory=dict)
     exits: dict[str, ExitStatus] = field(default_factory=dict)
     files: set[str] = field(default_factory=set)
+    images: set[str] = field(default_factory=set)
+    """Checkpoint image directories written (complete images)."""
     calls: list[tuple[str, str]] = field(default_factory=list)
     """Every action taken, in order, as (action, container id): what tests assert on."""
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -202,18 +204,27 @@ class MemoryRuntime:
 
     # -- checkpoint / restore -------------------------------------------------------------
 
-    def checkpoint(self, container_id: str, *, leave_running: bool = False,
-                   tcp_established: bool = False) -> str:
+    def checkpoint_dir(self, container_id: str, name: str) -> str:
+        return f"{self.bundle_path(container_id)}/checkpoints/{validate_session_id(name)}"
+
+    def checkpoint(self, container_id: str, *, image_path: str | None = None,
+                   leave_running: bool = False, tcp_established: bool = False) -> str:
         with self._lock:
             box = self._get(container_id)
             if box.status != Status.RUNNING:
                 raise InvalidState(f"checkpointing container {container_id}: container "
                                    "not running")
             self.calls.append(("checkpoint", container_id))
-            box.checkpoint = f"{self.bundle_path(container_id)}/checkpoint"
+            box.checkpoint = image_path or f"{self.bundle_path(container_id)}/checkpoint"
+            self.images.add(box.checkpoint)
             if not leave_running:
                 self._exit(container_id, box, 0)
             return box.checkpoint
+
+    def dump_report(self, image_path: str, *, timeout: float = 300) -> DumpReport:
+        with self._lock:
+            done = image_path in self.images
+            return DumpReport(finished=True, exit_code=0 if done else None, complete=done)
 
     def restore(self, container_id: str, spec: RunSpec, *, name: str | None = None,
                 image_path: str | None = None, tcp_established: bool = False) -> Created:

@@ -37,3 +37,16 @@ class ExecResult:
     exit_code: int
     output: bytes
     pid: int
+
+
+@dataclass(frozen=True)
+class DumpReport:
+    """What a checkpoint directory says about its dump, read after it ended.
+
+    ``finished``: no process of the dump holds the directory any more; ``exit_code``:
+    the runtime's exit status (None if nobody lived to write it); ``complete``: CRIU
+    wrote the image's inventory."""
+
+    finished: bool
+    exit_code: int | None
+    complete: bool

@@ -20,7 +20,7 @@ from engine import events as ev
 from engine.errors import InvalidState, NotFound
 from engine.projection import ALIVE, STATES, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, Status, StatusReport
+from engine.runtime.types import Created, DumpReport, Status, StatusReport
 from engine.spec import RunSpec
 from tests.engine.states import SPEC, recorded, state
 
@@ -28,6 +28,7 @@ S = d.Step
 CID = "c" * 64
 R = InvalidState  # a refusal
 
+IMAGE = "/b/checkpoints/c1"
 COMMANDS: dict[str, c.ContainerCommand] = {
     "start": c.Start(CID),
     "stop": c.Stop(CID, 5),
@@ -35,8 +36,8 @@ COMMANDS: dict[str, c.ContainerCommand] = {
     "pause": c.Pause(CID),
     "unpause": c.Unpause(CID),
     "exec": c.Exec(CID, ("true",), session_id="s1"),
-    "checkpoint": c.Checkpoint(CID),
-    "checkpoint-leave": c.Checkpoint(CID, leave_running=True),
+    "checkpoint": c.Checkpoint(CID, image_path=IMAGE),
+    "checkpoint-leave": c.Checkpoint(CID, leave_running=True, image_path=IMAGE),
     "restore": c.Restore(CID),
     "rm": c.Remove(CID),
     "rm-f": c.Remove(CID, force=True),
@@ -70,10 +71,12 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("paused", "exec"): R,
     ("exited", "exec"): R,
     ("created", "checkpoint"): R,
-    ("running", "checkpoint"): ((S.CHECKPOINT,), (), (ev.Checkpointed, ev.Exited)),
+    ("running", "checkpoint"): ((S.CHECKPOINT,), (ev.CheckpointRequested,),
+                                (ev.Checkpointed, ev.Exited)),
     ("paused", "checkpoint"): R,
     ("exited", "checkpoint"): R,
-    ("running", "checkpoint-leave"): ((S.CHECKPOINT,), (), (ev.Checkpointed,)),
+    ("running", "checkpoint-leave"): ((S.CHECKPOINT,), (ev.CheckpointRequested,),
+                                      (ev.Checkpointed,)),
     ("created", "checkpoint-leave"): R,
     ("paused", "checkpoint-leave"): R,
     ("exited", "checkpoint-leave"): R,
@@ -155,10 +158,13 @@ def test_kill_records_the_signal_it_sent() -> None:
 
 
 def test_checkpoint_exit_is_expected_with_reason_checkpoint() -> None:
-    _, exited = d.decide(state("running"), c.Checkpoint(CID)).then(FACTS)
+    plan = d.decide(state("running"), COMMANDS["checkpoint"])
+    assert plan.before == (ev.CheckpointRequested(IMAGE, False, False),)
+    checkpointed, exited = plan.then(FACTS)
+    assert checkpointed == ev.Checkpointed(IMAGE, False, False)
     assert isinstance(exited, ev.Exited)
     assert (exited.exit_code, exited.expected, exited.reason) == (0, True, "checkpoint")
-    lost = d.decide(state("running"), c.Checkpoint(CID)).then(d.Facts(image_path="/i"))[1]
+    lost = plan.then(d.Facts(image_path="/i"))[1]
     assert isinstance(lost, ev.Exited) and lost.exit_code == -1
 
 
@@ -354,3 +360,48 @@ def test_decide_is_total(name: str, kind: str) -> None:
         d.decide(state(name), COMMANDS[kind])
     except (InvalidState, NotFound):
         pass
+
+
+# ---------------------------------------------------------------- interrupted checkpoints
+
+INTENT = ev.CheckpointRequested(IMAGE, False, False)
+
+
+def _stream(*events: ev.Event) -> list[ev.RecordedEvent]:
+    return [recorded(CID, i + 1, e) for i, e in enumerate(events)]
+
+
+def test_a_checkpoint_without_an_end_is_pending_until_image_or_failure_is_recorded() -> None:
+    assert d.pending_checkpoint(_stream(ev.Started())) is None
+    pending = d.pending_checkpoint(_stream(ev.Started(), INTENT))
+    assert pending is not None and pending.event == INTENT
+    assert d.pending_checkpoint(_stream(INTENT, ev.Checkpointed(IMAGE, False, False))) is None
+    assert d.pending_checkpoint(_stream(INTENT, ev.CommandFailed("container.checkpoint",
+                                                                 "runtime", "x"))) is None
+    # A later request after a settled one is pending again.
+    later = ev.CheckpointRequested("/b/checkpoints/c2", True, False)
+    found = d.pending_checkpoint(_stream(INTENT, ev.Checkpointed(IMAGE, False, False), later))
+    assert found is not None and found.event == later
+
+
+@pytest.mark.parametrize(("dump", "alive", "leave", "expected"), [
+    # CRIU finished, the image is complete, the container is gone: checkpointed.
+    (DumpReport(True, 0, True), False, False, d.SettleCheckpoint.CHECKPOINTED),
+    # The dump's exit status died with nobody to write it, but the image is complete.
+    (DumpReport(True, None, True), False, False, d.SettleCheckpoint.CHECKPOINTED),
+    # Left running on purpose: the image alone decides.
+    (DumpReport(True, 0, True), True, True, d.SettleCheckpoint.CHECKPOINTED),
+    # The container still runs: CRIU gave up (or never began); never lose the process.
+    (DumpReport(True, 0, True), True, False, d.SettleCheckpoint.FAILED),
+    (DumpReport(True, None, False), True, False, d.SettleCheckpoint.FAILED),
+    # runc reported failure, or no inventory: no image, whatever became of the process.
+    (DumpReport(True, 1, True), False, False, d.SettleCheckpoint.FAILED),
+    (DumpReport(True, 0, False), False, False, d.SettleCheckpoint.FAILED),
+    # Still dumping after the bound: not judged complete.
+    (DumpReport(False, None, True), False, False, d.SettleCheckpoint.FAILED),
+])
+def test_an_interrupted_checkpoint_is_settled_from_disk(dump: DumpReport, alive: bool,
+                                                          leave: bool,
+                                                          expected: d.SettleCheckpoint) -> None:
+    intent = ev.CheckpointRequested(IMAGE, leave, False)
+    assert d.settle_checkpoint(intent, dump, alive) is expected
