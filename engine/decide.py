@@ -24,7 +24,7 @@ from engine import events as ev
 from engine.errors import InvalidState, NotFound
 from engine.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, DumpReport, Status, StatusReport
+from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
 
 
 class Step(enum.Enum):
@@ -132,7 +132,7 @@ def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
             _refuse_unless(state, (PAUSED,), f"container {state.name} is {state.state}, not paused")
             return Plan((Step.UNPAUSE,), then=lambda _f: (ev.Unpaused(),))
         case c.Exec():
-            return decide_exec(state, command, None)
+            return decide_exec(state, command)
         case c.Checkpoint():
             return _checkpoint(state, command)
         case c.Restore():
@@ -179,21 +179,76 @@ def _kill(state: ContainerState, command: c.Kill) -> Plan:
                 result={"id": state.id, "signal": command.signal})
 
 
-def decide_exec(state: ContainerState, command: c.Exec, started_session: str | None) -> Plan:
-    """An exec, or the resend of one whose session had started when its worker died
-    (``started_session``): running it again would run the command twice and its exit
-    code died with the worker, so the session is closed with exit code -1."""
-    if started_session is not None:
-        return Plan(then=lambda _f: (ev.ExecExited(started_session, -1),),
-                    result={"exit_code": -1, "output": "", "session_id": started_session,
-                            "interrupted": True})
+def decide_exec(state: ContainerState, command: c.Exec) -> Plan:
+    """A new exec session: its intent (``exec_requested``) is recorded before its process
+    can exist, so a worker that dies while starting it leaves a session the next one
+    settles from the session's files instead of running it twice or losing its end."""
     _refuse_unless(state, (RUNNING,),
                    f"container {state.name} is {state.state}: exec needs a running container")
-    return Plan((Step.EXEC,), then=_exec_exited(command))
+    if not command.session_id:
+        raise ValueError("the service names each exec session before deciding")
+    return Plan((Step.EXEC,), before=(ev.ExecRequested(command.session_id, command.argv),),
+                then=_exec_exited(command))
 
 
 def exec_started(command: c.Exec, session_id: str, pid: int) -> ev.ExecStarted:
     return ev.ExecStarted(session_id, command.argv, pid)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecProgress:
+    """How far the log has followed one exec session."""
+
+    requested: ev.ExecRequested | None = None
+    started: bool = False
+    exit_code: int | None = None
+
+
+def exec_progress(stream: Iterable[ev.RecordedEvent], session_id: str) -> ExecProgress:
+    requested: ev.ExecRequested | None = None
+    started, code = False, None
+    for r in stream:
+        e = r.event
+        if isinstance(e, ev.ExecRequested) and e.session_id == session_id:
+            requested = e
+        elif isinstance(e, ev.ExecStarted) and e.session_id == session_id:
+            started = True
+        elif isinstance(e, ev.ExecExited) and e.session_id == session_id:
+            code = e.exit_code
+    return ExecProgress(requested, started, code)
+
+
+def exec_end_events(progress: ExecProgress, session_id: str, pid: int,
+                    exit_code: int) -> tuple[ev.Event, ...]:
+    """The events that close a session, whichever path learnt its end first (the exec
+    call, a resend, reconciliation, a watcher after a restart); none if it is closed."""
+    if progress.exit_code is not None:
+        return ()
+    events: list[ev.Event] = []
+    if not progress.started and pid > 0:
+        argv = progress.requested.command if progress.requested else ()
+        events.append(ev.ExecStarted(session_id, argv, pid))
+    events.append(ev.ExecExited(session_id, exit_code))
+    return tuple(events)
+
+
+class SettleExec(enum.Enum):
+    """What reconciliation does with an exec session the log has open."""
+
+    RECORD_EXIT = "record_exit"      # conmon wrote its exit code
+    WAIT = "wait"                    # it still runs under its conmon: wait for the code
+    NEVER_STARTED = "never_started"  # the worker died before claiming it: nothing ran
+    LOST = "lost"                    # claimed, but its conmon died without an exit code
+
+
+def settle_exec(session: ExecSession) -> SettleExec:
+    if session.exit_code is not None:
+        return SettleExec.RECORD_EXIT
+    if not session.claimed:
+        return SettleExec.NEVER_STARTED
+    if session.conmon_alive:
+        return SettleExec.WAIT
+    return SettleExec.LOST
 
 
 def _exec_exited(command: c.Exec) -> Callable[[Facts], tuple[ev.Event, ...]]:

@@ -36,7 +36,7 @@ from engine.errors import (
     error_from_code,
 )
 from engine.faults import crash_point
-from engine.ids import new_container_id, new_uuid, validate_container_id
+from engine.ids import new_container_id, validate_container_id
 from engine.locks import ContainerLocks
 from engine.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
@@ -90,6 +90,10 @@ class Reconciled:
     removed: int = 0
     orphans: int = 0
     checkpoints: int = 0
+    execs: int = 0
+    running_execs: list[tuple[str, str]] = field(default_factory=list)
+    """Exec sessions that outlived their worker and still run: the worker waits for them
+    (``finish_exec``)."""
 
 
 @dataclass
@@ -407,48 +411,114 @@ class ContainerService:
 
     def _exec(self, command: c.Exec, causation: c.Causation) -> Outcome:
         """An exec session runs outside the container's lock (it may run for long, and
-        a stop must not wait for it); its start and end are recorded under it."""
-        command = replace(command, session_id=command.session_id or new_uuid())
+        a stop must not wait for it); its intent, start and end are recorded under it.
+
+        The session is named after the command, so a resend (after a lost reply or a
+        worker's death) finds the same session: it is never started a second time,
+        and the reply carries its real exit code, read from what conmon recorded."""
         cid = validate_container_id(command.container)
-        state = self.container(cid)
-        prior = self.store.outcome(system_command_id(causation.command_id, "started"))
-        started_session = None
-        if prior is not None:
-            started_session = next(
-                (r.event.session_id for r in self.store.read_stream(cid)
-                 if r.metadata.position in prior.positions and isinstance(r.event, ev.ExecStarted)),
-                "")
-        plan = d.decide_exec(state, command, started_session)
+        session = command.session_id or system_command_id(causation.command_id, "session")
+        command = replace(command, session_id=session)
         recorded: list[ev.RecordedEvent] = []
-        facts = d.Facts(container_id=cid, node=self.node)
-        if d.Step.EXEC in plan.steps:
-            assert command.session_id is not None
-            session = command.session_id
-
-            def started(pid: int) -> None:
-                with self.locks.hold(cid):
-                    now = self.container(cid)
-                    recorded.extend(self.append(cid, now.version,
-                                                [d.exec_started(command, session, pid)],
-                                                causation, step="started"))
-
-            result = self.runtime.exec(
+        with self.locks.hold(cid):
+            state = self.container(cid)
+            resumed = self.store.outcome(
+                system_command_id(causation.command_id, "requested")) is not None
+            if not resumed:
+                plan = d.decide_exec(state, command)
+                recorded += self.append(cid, state.version, plan.before, causation,
+                                        step="requested")
+            progress = d.exec_progress(self.store.read_stream(cid), session)
+        crash_point("container.exec.intended")
+        if progress.exit_code is not None:
+            # Settled while no worker waited for it (reconciliation): never run it again.
+            tail = self.runtime.exec_wait(cid, session, timeout=0).output \
+                if self.runtime.exec_session(cid, session).exit_code is not None else b""
+            return Outcome(tuple(recorded), self._exec_reply(progress.exit_code, tail, session))
+        try:
+            pid = self.runtime.exec_start(
                 cid, command.argv, session_id=session, env=command.env, cwd=command.cwd,
                 user=command.user, tty=command.tty,
-                no_new_privileges=state.spec.no_new_privileges, on_start=started)
-            if not recorded:
-                started(result.pid)
-            facts = replace(facts, exec_pid=result.pid, exec_exit_code=result.exit_code)
-            reply: dict[str, Any] = {"exit_code": result.exit_code,
-                                     "output": result.output[-MAX_EXEC_OUTPUT:].decode(
-                                         errors="replace"),
-                                     "session_id": session}
-        else:
-            reply = dict(plan.result)
+                no_new_privileges=state.spec.no_new_privileges)
+        except BerthError:
+            # Nothing ran: close the session the intent opened, then report the failure.
+            recorded += self._close_exec(cid, session, 0, -1, causation, step="not-started")
+            raise
+        if pid is None:  # an earlier attempt claimed it: follow that process instead
+            pid = self.runtime.exec_session(cid, session).pid
+        if pid:
+            recorded += self._record_exec_started(cid, command, session, pid, causation)
+        crash_point("container.exec.started")
+        result = self.runtime.exec_wait(cid, session)
+        recorded += self._close_exec(cid, session, result.pid or pid or 0, result.exit_code,
+                                     causation)
+        return Outcome(tuple(recorded), self._exec_reply(result.exit_code, result.output,
+                                                         session))
+
+    @staticmethod
+    def _exec_reply(code: int, output: bytes, session: str) -> dict[str, Any]:
+        return {"exit_code": code,
+                "output": output[-MAX_EXEC_OUTPUT:].decode(errors="replace"),
+                "session_id": session}
+
+    def _record_exec_started(self, cid: str, command: c.Exec, session: str, pid: int,
+                             causation: c.Causation) -> list[ev.RecordedEvent]:
         with self.locks.hold(cid):
-            now = self.container(cid)
-            recorded += self.append(cid, now.version, plan.then(facts), causation)
-        return Outcome(tuple(recorded), reply)
+            try:
+                now = self.container(cid)
+            except NotFound:
+                return []
+            progress = d.exec_progress(self.store.read_stream(cid), session)
+            if progress.started or progress.exit_code is not None:
+                return []
+            return self.append(cid, now.version, [d.exec_started(command, session, pid)],
+                               causation, step="started")
+
+    def _close_exec(self, cid: str, session: str, pid: int, code: int,
+                    causation: c.Causation | None, *, step: str | None = None
+                    ) -> list[ev.RecordedEvent]:
+        """Record a session's end once, whichever path learnt it first."""
+        with self.locks.hold(cid):
+            try:
+                now = self.latest(cid)
+            except NotFound:
+                return []
+            if now.removed:
+                return []
+            progress = d.exec_progress(self.store.read_stream(cid), session)
+            events = d.exec_end_events(progress, session, pid, code)
+            if not events:
+                return []
+            if causation is not None:
+                return self.append(cid, now.version, events, causation, step=step)
+            return self.append(cid, now.version, events,
+                               system=(cid, session, "exec-exit"), system_type="container.exec")
+
+    def finish_exec(self, container_id: str, session_id: str) -> list[ev.RecordedEvent]:
+        """Wait for a session that outlived its worker and record its real exit code
+        (started for each session reconciliation found still running)."""
+        result = self.runtime.exec_wait(container_id, session_id)
+        return self._close_exec(container_id, session_id, result.pid, result.exit_code, None)
+
+    def settle_execs(self, state: ContainerState) -> tuple[int, list[str]]:
+        """Reconcile the exec sessions the log has open for a container: record the
+        exit codes conmon wrote meanwhile, close sessions that never started or whose
+        conmon died without a code (-1), and return the ones still running."""
+        settled, running = 0, []
+        for session in state.exec_sessions:
+            found = self.runtime.exec_session(state.id, session)
+            match d.settle_exec(found):
+                case d.SettleExec.RECORD_EXIT:
+                    settled += bool(self._close_exec(state.id, session, found.pid,
+                                                     found.exit_code if found.exit_code
+                                                     is not None else -1, None))
+                case d.SettleExec.NEVER_STARTED | d.SettleExec.LOST:
+                    log.warning("exec session %s of %s ended with no exit code (%s)",
+                                session, state.id, d.settle_exec(found).value)
+                    settled += bool(self._close_exec(state.id, session, found.pid, -1, None))
+                case d.SettleExec.WAIT:
+                    running.append(session)
+        return settled, running
 
     # -- exits: the one entry point ---------------------------------------------------
 
@@ -584,6 +654,11 @@ class ContainerService:
         rt, cid = self.runtime, state.id
         if state.state in ALIVE and self.settle_checkpoint(cid):
             report.checkpoints += 1
+            state = self.latest(cid)
+        if state.state in ALIVE and state.exec_sessions:
+            settled, running = self.settle_execs(state)
+            report.execs += settled
+            report.running_execs += [(cid, session) for session in running]
             state = self.latest(cid)
         has_exit = rt.exit_status(cid) is not None
         conmon = bool(state.conmon_pid) and rt.conmon_alive(state.conmon_pid, cid)

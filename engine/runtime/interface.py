@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, DumpReport, ExecResult, StatusReport
+from engine.runtime.types import Created, DumpReport, ExecResult, ExecSession, StatusReport
 from engine.spec import RunSpec
 
 
@@ -55,6 +55,23 @@ class Runtime(Protocol):
 
     def cleanup(self, container_id: str) -> None:
         """Remove the container's files (bundle, logs, exit file)."""
+        ...
+
+    def exec_start(self, container_id: str, cmd: Sequence[str], *, session_id: str,
+                   env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
+                   no_new_privileges: bool = False) -> int | None:
+        """Start a session that outlives the caller; its pid, or None if this session was
+        claimed by an earlier attempt (never a second process for one session)."""
+        ...
+
+    def exec_session(self, container_id: str, session_id: str) -> ExecSession:
+        """What is known of a session now, without waiting."""
+        ...
+
+    def exec_wait(self, container_id: str, session_id: str,
+                  timeout: float | None = None) -> ExecResult:
+        """The session's real exit code (-1 only if its monitor died without one) and
+        the bounded tail of its output, once it ended."""
         ...
 
     def exec(self, container_id: str, cmd: Sequence[str], *, session_id: str,

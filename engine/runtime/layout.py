@@ -62,5 +62,9 @@ class ContainerPaths:
     def exit_file(self) -> str:
         return os.path.join(self.exits_dir, self.container_id)
 
+    def exec_dir(self, session_id: str) -> str:
+        """An exec session's own directory (claimed before its process may exist)."""
+        return os.path.join(self.container_dir, "exec", validate_session_id(session_id))
+
     def exec_pidfile(self, session_id: str) -> str:
-        return os.path.join(self.container_dir, "exec", validate_session_id(session_id) + ".pid")
+        return os.path.join(self.exec_dir(session_id), "pid")

@@ -25,7 +25,14 @@ from datetime import UTC, datetime
 from engine.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound, RuntimeFailure
 from engine.ids import validate_container_id, validate_session_id
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, DumpReport, ExecResult, Status, StatusReport
+from engine.runtime.types import (
+    Created,
+    DumpReport,
+    ExecResult,
+    ExecSession,
+    Status,
+    StatusReport,
+)
 from engine.signals import parse_signal
 from engine.spec import RunSpec
 
@@ -63,6 +70,8 @@ class MemoryRuntime:
     containers: dict[str, _Container] = field(default_factory=dict)
     exits: dict[str, ExitStatus] = field(default_factory=dict)
     files: set[str] = field(default_factory=set)
+    sessions: dict[tuple[str, str], ExecResult] = field(default_factory=dict)
+    """Exec sessions by (container, session id); each ran to its end when it started."""
     images: set[str] = field(default_factory=set)
     """Checkpoint image directories written (complete images)."""
     calls: list[tuple[str, str]] = field(default_factory=list)
@@ -179,10 +188,9 @@ class MemoryRuntime:
 
     # -- exec ---------------------------------------------------------------------------
 
-    def exec(self, container_id: str, cmd: Sequence[str], *, session_id: str,
-             env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
-             no_new_privileges: bool = False,
-             on_start: Callable[[int], None] | None = None) -> ExecResult:
+    def exec_start(self, container_id: str, cmd: Sequence[str], *, session_id: str,
+                   env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
+                   no_new_privileges: bool = False) -> int | None:
         validate_session_id(session_id)
         if not cmd:
             raise InvalidArgument("must provide a command to execute")
@@ -191,16 +199,44 @@ class MemoryRuntime:
             if box.status != Status.RUNNING:
                 raise InvalidState(f"exec in container {container_id}: cannot exec in a "
                                    "stopped container")
+            key = (validate_container_id(container_id), session_id)
+            if key in self.sessions:
+                return None
             self.calls.append(("exec", container_id))
-        code = 0 if cmd[0] == "echo" else _quick_exit(cmd)
-        if code is None:
-            raise RuntimeFailure(f"cannot exec in container {container_id}: exec failed: "
-                                 f'exec: "{cmd[0]}": executable file not found in $PATH')
-        pid = next(_pids)
+            code = 0 if cmd[0] == "echo" else _quick_exit(cmd)
+            if code is None:
+                self.sessions[key] = ExecResult(-1, b"", 0)
+                raise RuntimeFailure(f"cannot exec in container {container_id}: exec failed: "
+                                     f'exec: "{cmd[0]}": executable file not found in $PATH')
+            output = (" ".join(cmd[1:]) + "\n").encode() if cmd[0] == "echo" else b""
+            pid = next(_pids)
+            self.sessions[key] = ExecResult(code, output, pid)
+            return pid
+
+    def exec_session(self, container_id: str, session_id: str) -> ExecSession:
+        with self._lock:
+            found = self.sessions.get((validate_container_id(container_id), session_id))
+            if found is None:
+                return ExecSession(False, 0, None, False)
+            return ExecSession(True, found.pid, found.exit_code, False)
+
+    def exec_wait(self, container_id: str, session_id: str,
+                  timeout: float | None = None) -> ExecResult:
+        with self._lock:
+            found = self.sessions.get((validate_container_id(container_id), session_id))
+            return found if found is not None else ExecResult(-1, b"", 0)
+
+    def exec(self, container_id: str, cmd: Sequence[str], *, session_id: str,
+             env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
+             no_new_privileges: bool = False,
+             on_start: Callable[[int], None] | None = None) -> ExecResult:
+        pid = self.exec_start(container_id, cmd, session_id=session_id, env=env, cwd=cwd,
+                              user=user, tty=tty, no_new_privileges=no_new_privileges)
+        if pid is None:
+            raise AlreadyExists(f"exec session {session_id} was started before")
         if on_start is not None:
             on_start(pid)
-        output = (" ".join(cmd[1:]) + "\n").encode() if cmd[0] == "echo" else b""
-        return ExecResult(code, output, pid)
+        return self.exec_wait(container_id, session_id)
 
     # -- checkpoint / restore -------------------------------------------------------------
 

@@ -50,3 +50,14 @@ class DumpReport:
     finished: bool
     exit_code: int | None
     complete: bool
+
+
+@dataclass(frozen=True)
+class ExecSession:
+    """What is known of an exec session outside any worker (facts for
+    ``decide.settle_exec``)."""
+
+    claimed: bool          # an attempt took the session: a process may have been started
+    pid: int               # 0 until the runtime reported it
+    exit_code: int | None  # the recorded exit code, once the session ended
+    conmon_alive: bool     # its monitor still runs (so the exit code will come)

@@ -20,7 +20,7 @@ from engine import events as ev
 from engine.errors import InvalidState, NotFound
 from engine.projection import ALIVE, STATES, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, DumpReport, Status, StatusReport
+from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
 from engine.spec import RunSpec
 from tests.engine.states import SPEC, recorded, state
 
@@ -67,7 +67,7 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("paused", "unpause"): ((S.UNPAUSE,), (), (ev.Unpaused,)),
     ("exited", "unpause"): R,
     ("created", "exec"): R,
-    ("running", "exec"): ((S.EXEC,), (), (ev.ExecExited,)),
+    ("running", "exec"): ((S.EXEC,), (ev.ExecRequested,), (ev.ExecExited,)),
     ("paused", "exec"): R,
     ("exited", "exec"): R,
     ("created", "checkpoint"): R,
@@ -168,13 +168,37 @@ def test_checkpoint_exit_is_expected_with_reason_checkpoint() -> None:
     assert isinstance(lost, ev.Exited) and lost.exit_code == -1
 
 
-def test_an_exec_resent_after_its_session_started_is_closed_not_rerun() -> None:
-    plan = d.decide_exec(state("running"), c.Exec(CID, ("true",)), "s9")
-    assert plan.steps == ()
-    assert plan.then(FACTS) == (ev.ExecExited("s9", -1),)
-    assert plan.result["interrupted"] is True
-    # even when the container has ended meanwhile: the session must be closed
-    assert d.decide_exec(state("exited"), c.Exec(CID, ("true",)), "s9").steps == ()
+def test_an_exec_records_its_intent_before_its_process_can_exist() -> None:
+    plan = d.decide(state("running"), COMMANDS["exec"])
+    assert plan.before == (ev.ExecRequested("s1", ("true",)),)
+    assert plan.then(FACTS) == (ev.ExecExited("s1", 3),)
+
+
+def test_a_session_is_closed_once_whoever_learns_its_end() -> None:
+    requested = ev.ExecRequested("s1", ("sleep", "9"))
+    fresh = d.exec_progress(_stream(requested), "s1")
+    assert fresh == d.ExecProgress(requested, False, None)
+    # A worker died before recording the start: the end records both, with the real code.
+    assert d.exec_end_events(fresh, "s1", 77, 4) == (ev.ExecStarted("s1", ("sleep", "9"), 77),
+                                                     ev.ExecExited("s1", 4))
+    started = d.exec_progress(_stream(requested, ev.ExecStarted("s1", ("sleep", "9"), 77)), "s1")
+    assert d.exec_end_events(started, "s1", 77, 4) == (ev.ExecExited("s1", 4),)
+    closed = d.exec_progress(_stream(requested, ev.ExecExited("s1", 4)), "s1")
+    assert closed.exit_code == 4 and d.exec_end_events(closed, "s1", 77, 0) == ()
+    assert d.exec_progress(_stream(requested), "other") == d.ExecProgress()
+
+
+@pytest.mark.parametrize(("found", "expected"), [
+    (ExecSession(True, 5, 0, True), d.SettleExec.RECORD_EXIT),
+    (ExecSession(True, 5, 3, False), d.SettleExec.RECORD_EXIT),
+    (ExecSession(True, 5, None, True), d.SettleExec.WAIT),
+    (ExecSession(True, 0, None, True), d.SettleExec.WAIT),   # runc has not reported yet
+    (ExecSession(False, 0, None, False), d.SettleExec.NEVER_STARTED),
+    (ExecSession(True, 5, None, False), d.SettleExec.LOST),
+])
+def test_reconciliation_settles_a_session_from_its_files(found: ExecSession,
+                                                         expected: d.SettleExec) -> None:
+    assert d.settle_exec(found) is expected
 
 
 # --------------------------------------------------------------------------- exits

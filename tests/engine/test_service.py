@@ -18,7 +18,7 @@ from engine import events as ev
 from engine.errors import AlreadyExists, InvalidState, NotFound
 from engine.ids import new_uuid
 from engine.runtime.memory import MemoryRuntime
-from engine.service import ContainerService
+from engine.service import ContainerService, system_command_id
 from engine.spec import RunSpec
 from engine.store import EventStore
 from migrations.runner import upgrade
@@ -184,12 +184,40 @@ def test_exec_records_start_and_end_and_a_resend_after_a_crash_is_not_rerun(
     out = service.handle(c.Exec(cid, ("echo", "hi")), cause(t.EXEC))
     assert out.result["output"] == "hi\n" and out.result["exit_code"] == 0
     assert types(store, cid)[-2:] == [ev.CONTAINER_EXEC_STARTED, ev.CONTAINER_EXEC_EXITED]
-    # A worker that died after recording the session's start: the resend closes it.
+    assert types(store, cid)[-3] == ev.CONTAINER_EXEC_REQUESTED  # the intent came first
+    # A worker that died after starting the session: the resend follows that session
+    # (never a second process) and records its real exit code.
     crashed = cause(t.EXEC)
+    session = system_command_id(crashed.command_id, "session")
     service.append(cid, service.container(cid).version,
-                   [ev.ExecStarted("s1", ("sleep", "9"), 77)], crashed, step="started")
+                   [ev.ExecRequested(session, ("sh", "-c", "exit 5"))], crashed,
+                   step="requested")
+    runtime.exec_start(cid, ["sh", "-c", "exit 5"], session_id=session)
     execs = runtime.calls.count(("exec", cid))
-    again = service.handle(c.Exec(cid, ("sleep", "9")), crashed)
-    assert again.result == {"exit_code": -1, "output": "", "session_id": "s1",
-                            "interrupted": True}
+    again = service.handle(c.Exec(cid, ("sh", "-c", "exit 5")), crashed)
+    assert again.result == {"exit_code": 5, "output": "", "session_id": session}
     assert runtime.calls.count(("exec", cid)) == execs
+    assert types(store, cid)[-2:] == [ev.CONTAINER_EXEC_STARTED, ev.CONTAINER_EXEC_EXITED]
+    assert service.container(cid).exec_sessions == ()
+    # Sent once more: the recorded outcome, nothing new.
+    before = types(store, cid)
+    service.handle(c.Exec(cid, ("sh", "-c", "exit 5")), crashed)
+    assert types(store, cid) == before
+
+
+def test_reconciliation_closes_sessions_from_their_files(
+        service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(t.START))
+    ended, never = "ended-session", "never-session"
+    for session in (ended, never):
+        service.append(cid, service.container(cid).version,
+                       [ev.ExecRequested(session, ("sh", "-c", "exit 6"))], cause(t.EXEC),
+                       step="requested")
+    runtime.exec_start(cid, ["sh", "-c", "exit 6"], session_id=ended)
+    report = ContainerService(store, runtime, "local").reconcile()
+    assert report.execs == 2 and report.running_execs == []
+    codes = {r.event.session_id: r.event.exit_code for r in store.read_stream(cid)
+             if isinstance(r.event, ev.ExecExited)}
+    assert codes == {ended: 6, never: -1}
+    assert store.get_container(cid).exec_sessions == ()

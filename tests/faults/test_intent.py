@@ -154,3 +154,80 @@ def test_a_checkpoint_whose_worker_dies_before_dumping_leaves_the_container_runn
     reply = client.request(command, reply_timeout=20, check=False)
     assert not reply.ok and "interrupted" in (reply.message or "")
     assert _types(client, cid) == types
+
+
+# --------------------------------------------------------------------------- exec
+
+# Each run of the session leaves one line in the container's own log (PID 1's stdout),
+# so a second process for the same command would show as a second line.
+SESSION = "echo ran-$MARK > /proc/1/fd/1; sleep 2; echo done; exit 7"
+
+
+def _runs(cluster: Cluster, cid: str, mark: str) -> int:
+    path = os.path.join(cluster.nodes["local"].root, "containers", cid, "ctr.log")
+    with open(path, errors="replace") as f:
+        return sum(1 for line in f if f"ran-{mark}" in line)
+
+
+def _exec_events(client: Client, cid: str) -> list[tuple[str, Any]]:
+    return [(e["type"], e["data"].get("exit_code")) for e in client.history(cid)["events"]
+            if e["type"].startswith("container.exec_")]
+
+
+@pytest.fixture
+def sleeper(cluster: Cluster) -> tuple[Client, str]:
+    cluster.start_broker_thread()
+    cluster.start_worker("local")
+    client = cluster.client(timeout=10, retries=0)
+    cid = client.create(rootfs=cluster.rootfs, args=["sleep", "600"], node="local").result["id"]
+    client.start(cid, node="local")
+    return client, cid
+
+
+def test_an_exec_whose_worker_dies_runs_once_and_its_real_exit_code_is_recorded(
+        cluster: Cluster, sleeper: tuple[Client, str]) -> None:
+    client, cid = sleeper
+    _restart_armed(cluster, "container.exec.started")
+    command = _send_dying(client, ct.EXEC, cid, cmd=["sh", "-c", SESSION], env=["MARK=a"])
+    _died_by_its_own_hand(cluster)
+    wait_until(lambda: _runs(cluster, cid, "a") == 1, 10, what="the session's process")
+    cluster.start_worker("local")  # while the session still runs under its conmon
+    # The resend follows the running session instead of starting another.
+    reply = client.request(command, reply_timeout=30)
+    assert reply.result["exit_code"] == 7 and reply.result["output"] == "done\n"
+    assert _runs(cluster, cid, "a") == 1
+    assert _exec_events(client, cid) == [("container.exec_requested", None),
+                                         ("container.exec_started", None),
+                                         ("container.exec_exited", 7)]
+    assert client.inspect(cid)["exec_sessions"] == []
+    with cluster.store() as store:
+        assert store.verify_read_model() == []
+
+
+def test_an_exec_outliving_its_worker_gets_its_exit_recorded_without_a_resend(
+        cluster: Cluster, sleeper: tuple[Client, str]) -> None:
+    client, cid = sleeper
+    _restart_armed(cluster, "container.exec.started")
+    _send_dying(client, ct.EXEC, cid, cmd=["sh", "-c", SESSION], env=["MARK=b"])
+    _died_by_its_own_hand(cluster)
+    cluster.start_worker("local")
+    wait_until(lambda: ("container.exec_exited", 7) in _exec_events(client, cid), 30,
+               what="the session's real exit code recorded")
+    assert _runs(cluster, cid, "b") == 1
+    assert client.inspect(cid)["exec_sessions"] == []
+
+
+def test_an_exec_whose_worker_dies_before_starting_it_never_runs(
+        cluster: Cluster, sleeper: tuple[Client, str]) -> None:
+    client, cid = sleeper
+    _restart_armed(cluster, "container.exec.intended")
+    command = _send_dying(client, ct.EXEC, cid, cmd=["sh", "-c", SESSION], env=["MARK=c"])
+    _died_by_its_own_hand(cluster)
+    cluster.start_worker("local")
+    # Reconciliation closes the session that never started; a resend does not start it.
+    assert _exec_events(client, cid) == [("container.exec_requested", None),
+                                         ("container.exec_exited", -1)]
+    reply = client.request(command, reply_timeout=30)
+    assert reply.result["exit_code"] == -1
+    assert _runs(cluster, cid, "c") == 0
+    assert client.inspect(cid)["exec_sessions"] == []
