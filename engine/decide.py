@@ -44,6 +44,15 @@ class Step(enum.Enum):
     CLEANUP = "cleanup"          # remove the container's files
 
 
+UNDO: dict[Step, Step] = {
+    Step.PAUSE: Step.UNPAUSE,
+    Step.UNPAUSE: Step.PAUSE,
+}
+"""Steps that can be taken back when the store refuses to record them, so every runtime
+action is either recorded or undone. Others are recorded as intent first (kill,
+checkpoint, stop, exec) or are caught up by a resend (``DONE_IF_REACHED``)."""
+
+
 DONE_IF_REACHED: dict[Step, Status] = {
     Step.START: Status.RUNNING,
     Step.PAUSE: Status.PAUSED,
@@ -175,7 +184,9 @@ def _stop(state: ContainerState, command: c.Stop) -> Plan:
 def _kill(state: ContainerState, command: c.Kill) -> Plan:
     _refuse_unless(state, (RUNNING, PAUSED),
                    f"container {state.name} is {state.state}, not running")
-    return Plan((Step.KILL,), then=lambda _f: (ev.Signalled(command.signal),),
+    # The signal is recorded before it is sent: a signal cannot be taken back, so a
+    # store that refuses the record must refuse it before the process is hit.
+    return Plan((Step.KILL,), before=(ev.Signalled(command.signal),),
                 result={"id": state.id, "signal": command.signal})
 
 

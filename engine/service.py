@@ -32,6 +32,7 @@ from engine.errors import (
     InvalidArgument,
     NotFound,
     RuntimeFailure,
+    StateUnwritable,
     StoreError,
     error_from_code,
 )
@@ -298,9 +299,30 @@ class ContainerService:
         events = plan.then(facts)
         now = self.latest(cid)
         if events and not now.removed:
-            recorded += self.append(cid, now.version, events, causation,
-                                    step="done" if plan.before else None)
+            try:
+                recorded += self.append(cid, now.version, events, causation,
+                                        step="done" if plan.before else None)
+            except (StoreError, StateUnwritable):
+                self._undo(cid, plan.steps)
+                raise
         return Outcome(tuple(recorded), self._result(command, self.latest(cid), facts, plan))
+
+    def _undo(self, cid: str, steps: Sequence[d.Step]) -> None:
+        """The store refused to record what the runtime just did: take it back where
+        that is possible (``decide.UNDO``), so the log and the container still agree."""
+        actions = {d.Step.PAUSE: self.runtime.pause, d.Step.UNPAUSE: self.runtime.unpause}
+        for step in reversed(steps):
+            inverse = d.UNDO.get(step)
+            if inverse is None:
+                log.error("container %s: %s was done but could not be recorded; a resend "
+                          "records it", cid, step.value)
+                continue
+            try:
+                actions[inverse](cid)
+                log.warning("container %s: undid %s, which the store refused to record",
+                            cid, step.value)
+            except BerthError as exc:
+                log.error("container %s: could not undo %s: %s", cid, step.value, exc)
 
     def _failed_after_intent(self, state: ContainerState, causation: c.Causation,
                              exc: BerthError) -> list[ev.RecordedEvent]:
@@ -541,7 +563,20 @@ class ContainerService:
                     status = self.runtime.wait_exit(container_id)
                 if status is None:
                     return []
-            stream = (r.event for r in self.store.read_stream(container_id))
+            records = self.store.read_stream(container_id)
+            if d.pending_checkpoint(records) is not None:
+                # A checkpoint whose end the store did not take (or whose worker died):
+                # the exit is CRIU's doing if the image is complete; settle that first.
+                settled = self.settle_checkpoint(container_id)
+                if settled:
+                    after = self.latest(container_id)
+                    if after.state not in ALIVE:
+                        if d.auto_remove_due(after):
+                            settled += self.auto_remove(container_id)
+                        return settled
+                records = self.store.read_stream(container_id)
+                state = self.container(container_id)
+            stream = (r.event for r in records)
             exited = d.exit_event(state, stream, status, reason)
             if exited is None:
                 return []

@@ -55,8 +55,8 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("paused", "stop"): R,
     ("exited", "stop"): NOOP,
     ("created", "kill"): R,
-    ("running", "kill"): ((S.KILL,), (), (ev.Signalled,)),
-    ("paused", "kill"): ((S.KILL,), (), (ev.Signalled,)),
+    ("running", "kill"): ((S.KILL,), (ev.Signalled,), ()),  # recorded before it is sent
+    ("paused", "kill"): ((S.KILL,), (ev.Signalled,), ()),
     ("exited", "kill"): R,
     ("created", "pause"): R,
     ("running", "pause"): ((S.PAUSE,), (), (ev.Paused,)),
@@ -154,7 +154,8 @@ def test_stop_asks_with_its_timeout_and_replies_the_state_when_nothing_runs() ->
 
 
 def test_kill_records_the_signal_it_sent() -> None:
-    assert d.decide(state("running"), c.Kill(CID, 10)).then(FACTS) == (ev.Signalled(10),)
+    plan = d.decide(state("running"), c.Kill(CID, 10))
+    assert plan.before == (ev.Signalled(10),) and plan.then(FACTS) == ()
 
 
 def test_checkpoint_exit_is_expected_with_reason_checkpoint() -> None:
