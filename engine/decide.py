@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from engine import commands as c
 from engine import events as ev
-from engine.errors import InvalidState, NotFound
+from engine.errors import InvalidArgument, InvalidState, NotFound
 from engine.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
@@ -190,14 +190,19 @@ def _kill(state: ContainerState, command: c.Kill) -> Plan:
                 result={"id": state.id, "signal": command.signal})
 
 
-def decide_exec(state: ContainerState, command: c.Exec) -> Plan:
+def decide_exec(state: ContainerState, command: c.Exec, used_before: bool = False) -> Plan:
     """A new exec session: its intent (``exec_requested``) is recorded before its process
     can exist, so a worker that dies while starting it leaves a session the next one
-    settles from the session's files instead of running it twice or losing its end."""
+    settles from the session's files instead of running it twice or losing its end.
+    A session id names one session of a container for good (``used_before``: the stream
+    has it already), so reusing one is refused rather than confused with the old one."""
     _refuse_unless(state, (RUNNING,),
                    f"container {state.name} is {state.state}: exec needs a running container")
     if not command.session_id:
         raise ValueError("the service names each exec session before deciding")
+    if used_before:
+        raise InvalidArgument(f"exec session id {command.session_id!r} was already used in "
+                              f"container {state.name}: choose a new one")
     return Plan((Step.EXEC,), before=(ev.ExecRequested(command.session_id, command.argv),),
                 then=_exec_exited(command))
 

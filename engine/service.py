@@ -53,6 +53,8 @@ log = logging.getLogger("berth.service")
 # (after a crash, or from two paths) is a no-op in the store.
 SYSTEM_NAMESPACE = uuid.UUID("5f0c3d4e-6b1a-4c2e-9d7f-b3e1a2c4d5e6")
 KILL_WAIT_S = 10.0
+KEEP_EXEC_SESSIONS = 8
+"""Ended exec sessions whose files (output tail, exit code) are kept per container."""
 NOT_RECORDED = (InvalidArgument, NotFound, AlreadyExists, StoreError)
 """Refusals that write nothing: bad input, an unknown container, an unreachable store."""
 
@@ -211,8 +213,11 @@ class ContainerService:
             done = self.store.outcome(system_command_id(causation.command_id, "done")) or done
             if done.ok:
                 # The stream tells a retried create which container it made.
-                return Outcome((), {"replayed": True, "id": done.stream, "node": self.node},
-                               replayed=tuple(done.positions))
+                result: dict[str, Any] = {"replayed": True, "id": done.stream,
+                                          "node": self.node}
+                if isinstance(command, c.Exec):
+                    result |= self._exec_replayed(done.stream, done.positions)
+                return Outcome((), result, replayed=tuple(done.positions))
             return Outcome((), {}, replayed=tuple(done.positions),
                            error=error_from_code(done.error_code or "internal",
                                                  done.message or ""))
@@ -446,11 +451,13 @@ class ContainerService:
             state = self.container(cid)
             resumed = self.store.outcome(
                 system_command_id(causation.command_id, "requested")) is not None
+            progress = d.exec_progress(self.store.read_stream(cid), session)
             if not resumed:
-                plan = d.decide_exec(state, command)
+                used = progress.requested is not None or progress.started \
+                    or progress.exit_code is not None
+                plan = d.decide_exec(state, command, used)
                 recorded += self.append(cid, state.version, plan.before, causation,
                                         step="requested")
-            progress = d.exec_progress(self.store.read_stream(cid), session)
         crash_point("container.exec.intended")
         if progress.exit_code is not None:
             # Settled while no worker waited for it (reconciliation): never run it again.
@@ -477,6 +484,19 @@ class ContainerService:
         return Outcome(tuple(recorded), self._exec_reply(result.exit_code, result.output,
                                                          session))
 
+    def _exec_replayed(self, cid: str, positions: Sequence[int]) -> dict[str, Any]:
+        """An exec's reply again: its recorded exit code, and its output while the
+        session's files are still kept."""
+        ended = [r.event for r in self.store.read_stream(cid)
+                 if r.metadata.position in positions and isinstance(r.event, ev.ExecExited)]
+        if not ended:
+            return {}
+        session, code = ended[0].session_id, ended[0].exit_code
+        found = self.runtime.exec_session(cid, session)
+        tail = (self.runtime.exec_wait(cid, session, timeout=0).output
+                if found.exit_code is not None else b"")
+        return self._exec_reply(code, tail, session)
+
     @staticmethod
     def _exec_reply(code: int, output: bytes, session: str) -> dict[str, Any]:
         return {"exit_code": code,
@@ -499,7 +519,16 @@ class ContainerService:
     def _close_exec(self, cid: str, session: str, pid: int, code: int,
                     causation: c.Causation | None, *, step: str | None = None
                     ) -> list[ev.RecordedEvent]:
-        """Record a session's end once, whichever path learnt it first."""
+        """Record a session's end once, whichever path learnt it first. The files of the
+        last few ended sessions are kept (a resend's reply still carries the output),
+        older ones go, so sessions do not pile up on disk."""
+        recorded = self._record_exec_end(cid, session, pid, code, causation, step)
+        self.runtime.exec_prune(cid, KEEP_EXEC_SESSIONS)
+        return recorded
+
+    def _record_exec_end(self, cid: str, session: str, pid: int, code: int,
+                         causation: c.Causation | None, step: str | None
+                         ) -> list[ev.RecordedEvent]:
         with self.locks.hold(cid):
             try:
                 now = self.latest(cid)

@@ -74,6 +74,10 @@ class Runtime(Protocol):
         the bounded tail of its output, once it ended."""
         ...
 
+    def exec_prune(self, container_id: str, keep: int) -> None:
+        """Remove the files of ended sessions but the newest ``keep``."""
+        ...
+
     def exec(self, container_id: str, cmd: Sequence[str], *, session_id: str,
              env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
              no_new_privileges: bool = False,

@@ -226,6 +226,13 @@ class MemoryRuntime:
             found = self.sessions.get((validate_container_id(container_id), session_id))
             return found if found is not None else ExecResult(-1, b"", 0)
 
+    def exec_prune(self, container_id: str, keep: int) -> None:
+        with self._lock:
+            cid = validate_container_id(container_id)
+            ended = [key for key in self.sessions if key[0] == cid]  # in start order
+            for key in ended[:max(len(ended) - keep, 0)]:
+                del self.sessions[key]
+
     def exec(self, container_id: str, cmd: Sequence[str], *, session_id: str,
              env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
              no_new_privileges: bool = False,

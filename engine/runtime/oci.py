@@ -329,6 +329,24 @@ class OCIRuntime:
         return ExecResult(code, execs.output_tail(session),
                           conmon.read_pidfile(session.pidfile))
 
+    def exec_prune(self, container_id: str, keep: int) -> None:
+        """Remove the directories of ended sessions (those with an exit file) but the
+        newest ``keep``, so a container's sessions take bounded disk."""
+        root = os.path.join(self.paths(container_id).container_dir, "exec")
+        ended: list[tuple[float, str]] = []
+        try:
+            names = os.listdir(root)
+        except FileNotFoundError:
+            return
+        for name in names:
+            session = execs.SessionPaths(os.path.join(root, name), container_id)
+            try:
+                ended.append((os.stat(session.exit_file).st_mtime, session.dir))
+            except FileNotFoundError:
+                continue  # still running, or not an exec session
+        for _mtime, path in sorted(ended, reverse=True)[keep:]:
+            shutil.rmtree(path, ignore_errors=True)
+
     def exec(
         self,
         container_id: str,

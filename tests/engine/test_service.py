@@ -15,7 +15,7 @@ import pytest
 from engine import command_types as t
 from engine import commands as c
 from engine import events as ev
-from engine.errors import AlreadyExists, InvalidState, NotFound
+from engine.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
 from engine.ids import new_uuid
 from engine.runtime.memory import MemoryRuntime
 from engine.service import ContainerService, system_command_id
@@ -202,6 +202,17 @@ def test_exec_records_start_and_end_and_a_resend_after_a_crash_is_not_rerun(
     # Sent once more: the recorded outcome, nothing new.
     before = types(store, cid)
     service.handle(c.Exec(cid, ("sh", "-c", "exit 5")), crashed)
+    assert types(store, cid) == before
+
+
+def test_a_session_id_names_one_session_for_good(service: ContainerService,
+                                                 store: EventStore) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(t.START))
+    service.handle(c.Exec(cid, ("true",), session_id="mine"), cause(t.EXEC))
+    before = types(store, cid)
+    with pytest.raises(InvalidArgument, match="already used"):
+        service.handle(c.Exec(cid, ("false",), session_id="mine"), cause(t.EXEC))
     assert types(store, cid) == before
 
 

@@ -152,6 +152,11 @@ def test_an_exec_session_starts_once_and_keeps_its_exit_code(harness: Harness) -
     after = rt.exec_session(cid, session)
     assert (after.claimed, after.pid, after.exit_code) == (True, pid, 3)
     assert rt.exec_wait(cid, session).exit_code == 3  # asked again: the same answer
+    newer = new_uuid()
+    rt.exec(cid, ["true"], session_id=newer)
+    rt.exec_prune(cid, 1)  # only the newest ended session keeps its files
+    assert not rt.exec_session(cid, session).claimed
+    assert rt.exec_session(cid, newer).exit_code == 0
 
 
 def test_conmon_is_alive_while_the_container_runs(harness: Harness) -> None:
