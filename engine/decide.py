@@ -47,6 +47,7 @@ class Step(enum.Enum):
 UNDO: dict[Step, Step] = {
     Step.PAUSE: Step.UNPAUSE,
     Step.UNPAUSE: Step.PAUSE,
+    Step.RESTORE: Step.DELETE,  # the image stays: the restore can be asked for again
 }
 """Steps that can be taken back when the store refuses to record them, so every runtime
 action is either recorded or undone. Others are recorded as intent first (kill,

@@ -315,7 +315,8 @@ class ContainerService:
     def _undo(self, cid: str, steps: Sequence[d.Step]) -> None:
         """The store refused to record what the runtime just did: take it back where
         that is possible (``decide.UNDO``), so the log and the container still agree."""
-        actions = {d.Step.PAUSE: self.runtime.pause, d.Step.UNPAUSE: self.runtime.unpause}
+        actions = {d.Step.PAUSE: self.runtime.pause, d.Step.UNPAUSE: self.runtime.unpause,
+                   d.Step.DELETE: self._discard_restored}
         for step in reversed(steps):
             inverse = d.UNDO.get(step)
             if inverse is None:
@@ -328,6 +329,14 @@ class ContainerService:
                             cid, step.value)
             except BerthError as exc:
                 log.error("container %s: could not undo %s: %s", cid, step.value, exc)
+
+    def _discard_restored(self, cid: str) -> None:
+        """Kill and forget a restored container whose restore the store did not record."""
+        try:
+            self.runtime.kill(cid, d.CONMON_LOST_SIGNAL, all_processes=True)
+        except BerthError as exc:
+            log.debug("killing the unrecorded restore of %s: %s", cid, exc)
+        self.runtime.delete(cid, force=True)
 
     def _failed_after_intent(self, state: ContainerState, causation: c.Causation,
                              exc: BerthError) -> list[ev.RecordedEvent]:

@@ -15,9 +15,10 @@ import pytest
 from engine import command_types as t
 from engine import commands as c
 from engine import events as ev
-from engine.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound
+from engine.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound, StoreError
 from engine.ids import new_uuid
 from engine.runtime.memory import MemoryRuntime
+from engine.runtime.types import Status
 from engine.service import ContainerService, system_command_id
 from engine.spec import RunSpec
 from engine.store import EventStore
@@ -232,3 +233,41 @@ def test_reconciliation_closes_sessions_from_their_files(
              if isinstance(r.event, ev.ExecExited)}
     assert codes == {ended: 6, never: -1}
     assert store.get_container(cid).exec_sessions == ()
+
+
+def _refuse_next_append(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store refuses the next append (a full disk), then works again."""
+    real = store.append
+
+    def refuse(*args: object, **kw: object) -> object:
+        monkeypatch.setattr(store, "append", real)
+        raise StoreError("the event store is full: nothing was written")
+
+    monkeypatch.setattr(store, "append", refuse)
+
+
+def test_every_runtime_action_the_store_refuses_is_undone_or_never_taken(
+        service: ContainerService, store: EventStore, runtime: MemoryRuntime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(t.START))
+    # pause: done by runc, refused by the store, taken back.
+    _refuse_next_append(store, monkeypatch)
+    with pytest.raises(StoreError):
+        service.handle(c.Pause(cid), cause(t.PAUSE))
+    assert runtime.containers[cid].status == Status.RUNNING
+    assert service.container(cid).state == "running"
+    # kill: recorded before it is sent, so a refusal means it was never sent.
+    _refuse_next_append(store, monkeypatch)
+    with pytest.raises(StoreError):
+        service.handle(c.Kill(cid, 9), cause(t.KILL))
+    assert ("kill", cid) not in runtime.calls
+    assert runtime.containers[cid].status == Status.RUNNING
+    # restore: the restored container is discarded, the image kept for another try.
+    service.handle(c.Checkpoint(cid), cause(t.CHECKPOINT))
+    _refuse_next_append(store, monkeypatch)
+    with pytest.raises(StoreError):
+        service.handle(c.Restore(cid), cause(t.RESTORE))
+    assert cid not in runtime.containers and service.container(cid).state == "exited"
+    assert service.handle(c.Restore(cid), cause(t.RESTORE)).result["pid"]
+    assert runtime.containers[cid].status == Status.RUNNING
