@@ -33,9 +33,10 @@ from engine.errors import (
     NotFound,
     RuntimeFailure,
     StoreError,
+    WrongNode,
     error_from_code,
 )
-from engine.ids import new_container_id, new_uuid, validate_container_id
+from engine.ids import is_full_id, new_container_id, new_uuid, validate_container_id
 from engine.locks import ContainerLocks
 from engine.projection import ALIVE, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
@@ -121,12 +122,23 @@ class ContainerService:
         if state is None:
             state = self.store.get_container(container_id)
             if state.node != self.node:
-                raise NotFound(f"container {container_id} lives on node {state.node!r}, "
-                               f"not {self.node!r}")
+                raise WrongNode(f"container {container_id} lives on node {state.node!r}, "
+                                f"not {self.node!r}", state.node)
             self._states[container_id] = state
         if state.removed:
             raise NotFound(f"no such container: {container_id}")
         return state
+
+    def resolve(self, ref: str) -> str:
+        """The full id of the container ``ref`` names (an id, a unique id prefix or a
+        name) if it lives on this node; ``WrongNode`` naming its node otherwise.
+
+        Publishers send a container command with the reference they were given, so a
+        command takes one round trip; the worker resolves it here.
+        """
+        cid = ref if is_full_id(ref) and ref in self._states else self.store.resolve(ref)
+        self.container(cid)
+        return cid
 
     def latest(self, container_id: str) -> ContainerState:
         """The newest state, removed containers included (for waits and replies)."""
@@ -211,7 +223,8 @@ class ContainerService:
             return self._create(command, causation)
         if isinstance(command, c.Exec):
             return self._exec(command, causation)
-        cid = validate_container_id(command.container)
+        cid = self.resolve(command.container)
+        command = replace(command, container=cid)
         with self.locks.hold(cid):
             state = self.container(cid)
             plan = d.decide(state, command)
@@ -357,8 +370,8 @@ class ContainerService:
     def _exec(self, command: c.Exec, causation: c.Causation) -> Outcome:
         """An exec session runs outside the container's lock (it may run for long, and
         a stop must not wait for it); its start and end are recorded under it."""
-        command = replace(command, session_id=command.session_id or new_uuid())
-        cid = validate_container_id(command.container)
+        cid = self.resolve(command.container)
+        command = replace(command, container=cid, session_id=command.session_id or new_uuid())
         state = self.container(cid)
         prior = self.store.outcome(system_command_id(causation.command_id, "started"))
         started_session = None
