@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from bus.client import Client
 from bus.protocol import Command, Reply, encode
@@ -197,3 +198,40 @@ def _in_container(pid: int, cid: str) -> bool:
             return cid in f.read()
     except OSError:
         return False
+
+
+def test_stop_resent_after_its_worker_died_mid_stop_still_stops(cluster: Cluster) -> None:
+    """The stop's intent (stop_requested) was recorded under the command's id and the
+    worker died while the container ignored SIGTERM: the resend must finish the stop,
+    not answer "done" from the intent while the container runs on."""
+    cluster.start_broker_process()
+    cluster.start_worker("local")
+    c = cluster.client(timeout=5, retries=2)
+    stubborn = "trap 'echo got-term' TERM; echo ready; while :; do sleep 1 & wait $!; done"
+    cid = str(c.create(rootfs=cluster.rootfs, args=["sh", "-c", stubborn]).result["id"])
+    c.start(cid)
+    node = cluster.nodes["local"]
+    wait_until(lambda: "ready" in _log_lines(node, cid), 30, what="the TERM trap installed")
+    # A short grace period, over before the resend: the resend kills at once and
+    # does not send the stop signal a second time.
+    stop = c.command(t.STOP, cid, "local", {"timeout": 1.0}, command_id=str(uuid.uuid4()))
+    sender = cluster.client(timeout=60, retries=0)
+    sender._socket().send(encode(stop))  # sent once; its reply will never come
+    wait_until(lambda: "got-term" in _log_lines(node, cid), 30, what="the stop signal")
+    cluster.kill9(node.proc)
+    cluster.kill9(cluster.broker_proc)
+    with EventStore(cluster.db_url) as store:
+        requested = [r.metadata.recorded_at for r in store.read_stream(cid)
+                     if r.metadata.causation_id == stop.id]
+    assert len(requested) == 1, "the stop's intent was not recorded under its id"
+    wait_until(lambda: datetime.now(UTC) > requested[0] + timedelta(seconds=1), 30,
+               interval=0.05, what="the grace period over")
+    cluster.start_broker_process()
+    cluster.start_worker("local")
+    reply = c.request(stop)
+    assert reply.ok, reply
+    state = c.inspect(cid)
+    assert (state["state"], state["exit_code"]) == ("exited", 137), state
+    assert _log_lines(node, cid).count("got-term") == 1, "the stop signal was sent twice"
+    assert c.request(stop).ok  # and a further resend changes nothing
+    assert c.inspect(cid)["finished_at"] == state["finished_at"]
