@@ -204,8 +204,7 @@ class ContainerService:
             if resumed is not None:
                 return resumed
             if done.ok:
-                # The stream tells a retried create which container it made.
-                return Outcome((), {"replayed": True, "id": done.stream, "node": self.node},
+                return Outcome((), self._replayed_result(command, done),
                                replayed=tuple(done.positions))
             return Outcome((), {}, replayed=tuple(done.positions),
                            error=error_from_code(done.error_code or "internal",
@@ -222,13 +221,27 @@ class ContainerService:
                 return Outcome((), plan.result)
             return self._carry_out(state, command, plan, causation)
 
+    def _replayed_result(self, command: c.ContainerCommand,
+                         done: CommandOutcome) -> dict[str, Any]:
+        """The reply to a command carried out before. The stream tells a retried create
+        which container it made; an exec's recorded end tells how its session ended
+        (its output is not kept: it went out with the first reply)."""
+        result: dict[str, Any] = {"replayed": True, "id": done.stream, "node": self.node}
+        if isinstance(command, c.Exec) and done.stream:
+            for r in self.store.read_stream(done.stream):
+                if r.metadata.position in done.positions and isinstance(r.event, ev.ExecExited):
+                    result.update(exit_code=r.event.exit_code, output="",
+                                  session_id=r.event.session_id)
+        return result
+
     def _resume(self, command: c.ContainerCommand, causation: c.Causation,
                 done: CommandOutcome) -> Outcome | None:
         """Finish a command whose first attempt recorded its intent and then lost its
         worker (``decide.resume``); None: the recorded outcome is the answer."""
-        if not isinstance(command, d.RESUMABLE) or not done.positions:
+        if not isinstance(command, d.RESUMABLE) or not done.positions or not done.stream:
             return None
-        cid = validate_container_id(command.container)
+        cid = done.stream  # the container the first attempt changed, whatever the reference
+        command = replace(command, container=cid)
         with self.locks.hold(cid):
             try:
                 state = self.container(cid)

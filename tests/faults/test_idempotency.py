@@ -80,6 +80,10 @@ def _resend_and_count(cluster: Cluster, c: Client, cid: str, first: Attempts) ->
     # A replayed exec names the events recorded under its own id (its end); the first
     # reply also named its start, recorded under a derived id.
     assert set(again_exec.positions) <= set(first_exec.positions) and again_exec.positions
+    # Whoever answers, the exec's reply still says how it ended (its output is not
+    # kept once the first reply is gone).
+    for key in ("exit_code", "session_id"):
+        assert again_exec.result[key] == first_exec.result[key], again_exec.result
     c.kill(cid, "SIGUSR2")
     wait_until(lambda: "got-usr2" in _log_lines(node, cid), 30, what="the marker signal")
     lines = _log_lines(node, cid)
