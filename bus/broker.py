@@ -20,6 +20,7 @@ and how fast a peer may send are bus.admission's rules; the broker asks its
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -33,8 +34,10 @@ import zmq
 
 from bus import endpoints as _endpoints
 from bus.admission import Admission
-from bus.broker_sockets import BrokerSockets
+from bus.broker_sockets import BrokerSockets, Oversized, receive
 from bus.protocol import (
+    MAX_MESSAGE_FRAMES,
+    MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
     Command,
     Disconnect,
@@ -66,7 +69,7 @@ COUNTERS = (
     "commands_received", "commands_routed", "replies_routed", "duplicate_replies",
     "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
     "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
-    "wrong_node",
+    "wrong_node", "oversized",
 )
 """What ``stats`` counts (and ``query.ping`` reports)."""
 
@@ -171,25 +174,54 @@ class Broker:
         while not stop_event.is_set():
             ready = dict(poller.poll(int(tick * 1000)))
             if self.backend in ready:
-                self._drain(self.backend, self._on_worker, copy=False)
+                self._drain(self.backend, self._on_worker)
             if self.frontend in ready:
-                self._drain(self.frontend, self._on_client, copy=False)
+                self._drain(self.frontend, self._on_client)
             if self.events in ready:
                 self._drain(self.events, self._on_subscription)
             self._guarded(self._tick, time.monotonic())
 
-    def _drain(self, sock: zmq.Socket[bytes], handle: Any, *, copy: bool = True) -> None:
-        """Handle up to _BATCH messages; ``copy=False`` hands over zmq.Frames, whose
-        metadata (User-Id, Peer-Address) says who sent them."""
+    def _drain(self, sock: zmq.Socket[bytes], handle: Any) -> None:
+        """Handle up to _BATCH messages, handed over as uncopied zmq.Frames whose
+        metadata (User-Id, Peer-Address) says who sent them; a message over the
+        whole-message cap is refused before any of it is copied."""
         for _ in range(_BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=copy)
+                received = receive(sock)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
                 log.warning("bus receive failed: %s", exc)
                 return
-            self._guarded(handle, frames)
+            if isinstance(received, Oversized):
+                self._guarded(functools.partial(self._refuse_oversized, sock), received)
+            else:
+                self._guarded(handle, received)
+
+    def _refuse_oversized(self, sock: zmq.Socket[bytes], big: Oversized) -> None:
+        """Log a message over the cap and tell a client (within its rate) why it got
+        no answer; its frames were never copied."""
+        self.stats["oversized"] += 1
+        if sock is self.frontend:
+            peer = self.admission.client(big.first)
+            if peer is None:
+                return
+            if not self.admission.within_rate(peer, time.monotonic()):
+                self.stats["rate_limited"] += 1  # a flood of these is neither logged nor answered
+                return
+            who = peer.name
+        elif sock is self.backend:
+            who = f"worker {big.first.bytes!r}"
+        else:
+            who = "a subscriber"
+        log.warning("refused a message of %d bytes in %d frames from %s: over the broker's "
+                    "limit of %d bytes in %d frames", big.size, big.frames, who,
+                    MAX_MESSAGE_SIZE, MAX_MESSAGE_FRAMES)
+        if sock is self.frontend:
+            self._answer((big.first.bytes,), error_reply(
+                "", ProtocolError.code,
+                f"a message of {big.size} bytes in {big.frames} frames exceeds the bus limit "
+                f"of {MAX_MESSAGE_SIZE} bytes in {MAX_MESSAGE_FRAMES} frames"))
 
     def _guarded(self, handle: Any, arg: Any) -> None:
         try:
@@ -401,11 +433,11 @@ class Broker:
             self.stats["redispatched"] += 1
             self._route(pending, now, fresh=False)
 
-    def _on_subscription(self, frames: list[bytes]) -> None:
-        frame = frames[0] if frames else b""
-        if frame[:1] == b"\x01":
+    def _on_subscription(self, frames: list[zmq.Frame]) -> None:
+        kind = frames[0].bytes[:1] if frames else b""
+        if kind == b"\x01":
             self.stats["subscriptions"] += 1
-        elif frame[:1] == b"\x00":
+        elif kind == b"\x00":
             self.stats["subscriptions"] -= 1
 
     # ------------------------------------------------------------------ timers
