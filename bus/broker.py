@@ -69,7 +69,7 @@ COUNTERS = (
     "commands_received", "commands_routed", "replies_routed", "duplicate_replies",
     "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
     "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
-    "wrong_node", "oversized",
+    "wrong_node", "oversized", "busy",
 )
 """What ``stats`` counts (and ``query.ping`` reports)."""
 
@@ -324,15 +324,38 @@ class Broker:
                 if pending.deadline is None:
                     pending.deadline = now + self.router.pending_timeout
             return
+        if fresh and (busy := self.router.busy(command, worker)) is not None:
+            self.stats["busy"] += 1
+            self._answer_all(pending, error_reply(command.id, busy.code, busy.message))
+            return
         self.router.assign(pending, worker)
         try:
             self.backend.send_multipart([worker.identity, pending.frame], zmq.NOBLOCK)
+        except zmq.Again:
+            self._back_off(pending, worker.node, now, fresh=fresh)
+            return
         except zmq.ZMQError as exc:
             log.warning("worker %r of node %s unreachable (%s); dropping it",
                         worker.identity, worker.node, exc)
             self._lose_worker(worker.identity, now)  # re-routes this command too
             return
         self.stats["commands_routed"] += 1
+
+    def _back_off(self, pending: Pending, node: str, now: float, *, fresh: bool) -> None:
+        """The worker's pipe is full: it is busy, not dead. A fresh command is told
+        to retry later; a re-dispatched one waits for room (``_tick`` tries again)."""
+        self.stats["busy"] += 1
+        command = pending.command
+        self.router.complete(command.id)
+        if fresh:
+            self._answer_all(pending, error_reply(
+                command.id, RateLimited.code,
+                f"the worker of node {node} is busy (its queue is full); retry later"))
+            return
+        pending.worker = None
+        if pending.deadline is None:
+            pending.deadline = now + self.router.pending_timeout
+        self.router.outstanding[command.id] = pending
 
     def _answer(self, envelope: Envelope, reply: Reply, *, count_error: bool = True) -> None:
         if count_error and not reply.ok:
@@ -461,6 +484,8 @@ class Broker:
                 exc = self.router.unavailable(pending.command, pending.command.node)
                 self._answer_all(pending, error_reply(pending.command.id, exc.code,
                                                       f"{exc.message} (waited for one)"))
+            elif self.router.workers:  # one found busy may have room now
+                self._route(pending, now, fresh=False)
 
     def health(self) -> dict[str, Any]:
         """What ``query.ping`` answers: counters, workers and outstanding work."""
