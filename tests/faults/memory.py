@@ -1,4 +1,4 @@
-"""Memory of a running process, read from ``/proc/PID/status`` (Linux).
+"""Memory (and CPU time) of a running process, read from ``/proc/PID`` (Linux).
 
 ``VmRSS`` is what the process holds now, ``VmHWM`` the most it ever held; a
 :class:`RssSampler` records the largest ``VmRSS`` of some processes while a test
@@ -8,6 +8,7 @@ runs its load, for figures taken under the load rather than after it.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from types import TracebackType
 
@@ -31,6 +32,13 @@ def rss_mib(pid: int) -> float:
 def peak_mib(pid: int) -> float:
     """The largest resident memory ``pid`` has had, in MiB (VmHWM)."""
     return _status_kib(pid, "VmHWM") / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time ``pid`` has used so far (user + system), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class RssSampler:

@@ -5,6 +5,10 @@
 * A flood of valid queries from several processes of one uid is held to that
   uid's one rate allowance and its share of the worker's queue: the broker keeps
   the (busy, healthy) worker, and another uid's commands all succeed.
+* A bounded wait on a running container is one request answered by the worker's
+  timeout (it was resent thousands of times until RateLimited), records nothing,
+  and a timeout that is not a finite positive number is refused at the client
+  and at the worker without pinning a thread.
 
 Memory figures are printed (run with ``-s``).
 """
@@ -17,12 +21,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import zmq
 
+from bus.client import Client
 from bus.protocol import MAX_MESSAGE_SIZE, Reply, decode
 from bus.security import DEFAULT_BURST, DEFAULT_RATE
+from engine.errors import InvalidArgument, Timeout
+from engine.events import COMMAND_FAILED
 from tests.faults.cluster import REPO, Cluster
-from tests.faults.memory import MIB, RssSampler, peak_mib, rss_mib
+from tests.faults.memory import MIB, RssSampler, cpu_seconds, peak_mib, rss_mib
 
 FRAME = int(3.9 * MIB)  # just under the per-frame cap (zmq's MAXMSGSIZE)
 FRAMES = 60
@@ -112,3 +120,86 @@ def test_a_flood_from_one_uid_keeps_the_worker_and_spares_another_uid(
     assert sum(f.get("ok", 0) for f in floods) > 0, "the flooders were never served at all"
     assert sum(f.get("busy", 0) for f in floods) > 0, "the flood never filled its share"
     assert worker.poll() is None
+
+
+def _requests(cluster: Cluster) -> int:
+    """Command frames the broker has taken in (answered, absorbed or over the rate)."""
+    assert cluster.broker is not None
+    stats = cluster.broker.stats
+    return stats["commands_received"] + stats["rate_limited"] + stats["malformed_frames"]
+
+
+@pytest.fixture
+def sleeper(cluster: Cluster) -> tuple[Client, str]:
+    """A broker thread, a worker process and a running ``sleep`` container."""
+    cluster.start_broker_thread()
+    cluster.start_worker("n1")
+    client = cluster.client()
+    cid = client.create(rootfs=cluster.rootfs, args=["sleep", "600"], node="n1").result["id"]
+    client.start(cid)
+    return client, cid
+
+
+def test_a_bounded_wait_is_one_request_and_records_nothing(
+        cluster: Cluster, sleeper: tuple[Client, str]) -> None:
+    client, cid = sleeper
+    before, started = _requests(cluster), time.monotonic()
+    with pytest.raises(Timeout) as refused:
+        client.wait(cid, timeout=1.0)
+    elapsed, sent = time.monotonic() - started, _requests(cluster) - before
+    print(f"\nwait(timeout=1.0) on a running container: {sent} request(s) in {elapsed:.2f}s")
+    assert "did not exit within 1s" in refused.value.message  # the worker's answer
+    assert sent == 1
+    assert elapsed < 10
+    with cluster.store() as store:
+        assert [e.type for e in store.read_all() if e.type == COMMAND_FAILED] == []
+    client.remove(cid, force=True)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1.0, 0, True, "5"])
+def test_a_wait_timeout_must_be_finite_and_positive_at_the_client(
+        cluster: Cluster, sleeper: tuple[Client, str], timeout: object) -> None:
+    client, cid = sleeper
+    before = _requests(cluster)
+    with pytest.raises(InvalidArgument, match="finite number of seconds"):
+        client.wait(cid, timeout=timeout)  # type: ignore[arg-type]
+    assert _requests(cluster) == before, "an invalid timeout was sent"
+    client.remove(cid, force=True)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -1.0, True, "5"])
+def test_a_wait_timeout_that_is_not_a_number_is_refused_at_the_worker(
+        cluster: Cluster, sleeper: tuple[Client, str], timeout: object) -> None:
+    client, cid = sleeper
+    worker = cluster.nodes["n1"].proc
+    assert worker is not None
+    with pytest.raises(InvalidArgument, match="invalid timeout"):
+        client.send("container.wait", cid, "n1", timeout=timeout)  # past the client's check
+    used, started = cpu_seconds(worker.pid), time.monotonic()
+    # A NaN wait used to spin a worker thread at 100%: the worker stays nearly idle.
+    wait_seconds = 2.0
+    while time.monotonic() - started < wait_seconds:
+        assert client.ps(all=True)  # the worker answers meanwhile
+        time.sleep(0.2)  # a pace for the probe, not synchronisation
+    busy = (cpu_seconds(worker.pid) - used) / (time.monotonic() - started)
+    assert busy < 0.5, f"the worker used {busy:.0%} of a CPU after the refusal"
+    with cluster.store() as store:
+        assert [e.type for e in store.read_all() if e.type == COMMAND_FAILED] == []
+    client.remove(cid, force=True)
+
+
+def test_a_long_wait_resends_at_a_doubling_interval(cluster: Cluster) -> None:
+    """Silence is resent (same id, the broker absorbs it) at 0.25, 0.5, 1, 2... s,
+    each after a ping of the broker, and the wait still ends in the exit code."""
+    cluster.start_broker_thread()
+    cluster.start_worker("n1")
+    client = cluster.client(timeout=0.25)
+    cid = client.create(rootfs=cluster.rootfs, args=["sleep", "4"], node="n1").result["id"]
+    client.start(cid)
+    before, started = _requests(cluster), time.monotonic()
+    assert client.wait(cid).result["exit_code"] == 0
+    elapsed, sent = time.monotonic() - started, _requests(cluster) - before
+    print(f"\nwait of {elapsed:.1f}s with a 0.25s reply timeout: {sent} requests")
+    # 0.25 + 0.5 + 1 + 2 + 4 s covers 4 s in 5 sends, each silence followed by a ping
+    assert 2 <= sent <= 12, sent
+    client.remove(cid, force=True)
