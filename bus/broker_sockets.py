@@ -18,11 +18,16 @@ frames just under it in one message. :func:`receive` reads a message frame by
 frame without copying and drops every frame past the whole-message cap unread,
 so such a message never costs the broker's Python side more than the cap (libzmq
 itself assembles a message before it hands over its first frame; that much
-cannot be refused earlier, and it is freed as soon as it has been read).
+cannot be refused earlier, and it is freed as soon as it has been read). glibc
+would keep such freed memory for reuse (a broker hit by 390 MB messages stayed at
+270 MB), so the broker pins malloc's mmap threshold: blocks of 1 MiB or more are
+mapped apart and go back to the system when freed (:func:`return_big_blocks`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,6 +40,18 @@ from bus.security import DOMAIN_CLIENTS, DOMAIN_EVENTS, DOMAIN_WORKERS
 from engine.errors import BerthError
 
 _EVENTS_HWM: Final = 100_000
+_M_MMAP_THRESHOLD: Final = -3  # glibc's mallopt parameter
+_BIG_BLOCK: Final = 1024 * 1024
+
+
+def return_big_blocks() -> bool:
+    """Make glibc map blocks of 1 MiB or more apart and unmap them when freed
+    (whether it could: other C libraries are left as they are)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _BIG_BLOCK))
+    except (OSError, AttributeError):
+        return False
 
 
 class BrokerSockets:
@@ -44,6 +61,7 @@ class BrokerSockets:
     def __init__(self, frontend: str, backend: str, events: str, admission: Admission,
                  context: zmq.Context[Any] | None = None) -> None:
         self._admission = admission
+        return_big_blocks()
         self._own_ctx: zmq.Context[Any] | None = None
         if context is None and admission.curve:
             # ZAP is one handler per context: a private one keeps this broker's
