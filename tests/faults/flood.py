@@ -14,8 +14,10 @@ where that user cannot read), so the broker sees another identity.
 
 from __future__ import annotations
 
+import errno  # noqa: F401 - imported before the process becomes UID (see main)
 import json
 import os
+import socket  # noqa: F401 - bus.endpoints imports it lazily, which UID may not be able to
 import sys
 import time
 from collections import Counter
