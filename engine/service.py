@@ -34,17 +34,18 @@ from engine.errors import (
     RuntimeFailure,
     StateUnwritable,
     StoreError,
+    WrongNode,
     error_from_code,
 )
 from engine.faults import crash_point
-from engine.ids import new_container_id, validate_container_id
+from engine.ids import is_full_id, new_container_id, validate_container_id
 from engine.locks import ContainerLocks
 from engine.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
 from engine.runtime.waits import wait_pids_exit
-from engine.store import EventStore
+from engine.store import CommandOutcome, EventStore
 
 log = logging.getLogger("berth.service")
 
@@ -130,12 +131,23 @@ class ContainerService:
         if state is None:
             state = self.store.get_container(container_id)
             if state.node != self.node:
-                raise NotFound(f"container {container_id} lives on node {state.node!r}, "
-                               f"not {self.node!r}")
+                raise WrongNode(f"container {container_id} lives on node {state.node!r}, "
+                                f"not {self.node!r}", state.node)
             self._states[container_id] = state
         if state.removed:
             raise NotFound(f"no such container: {container_id}")
         return state
+
+    def resolve(self, ref: str) -> str:
+        """The full id of the container ``ref`` names (an id, a unique id prefix or a
+        name) if it lives on this node; ``WrongNode`` naming its node otherwise.
+
+        Publishers send a container command with the reference they were given, so a
+        command takes one round trip; the worker resolves it here.
+        """
+        cid = ref if is_full_id(ref) and ref in self._states else self.store.resolve(ref)
+        self.container(cid)
+        return cid
 
     def latest(self, container_id: str) -> ContainerState:
         """The newest state, removed containers included (for waits and replies)."""
@@ -210,14 +222,15 @@ class ContainerService:
         done = self.store.outcome(causation.command_id)
         if done is not None:
             # A command that recorded its intent first has its end under a step id.
-            done = self.store.outcome(system_command_id(causation.command_id, "done")) or done
+            final = self.store.outcome(system_command_id(causation.command_id, "done"))
+            resumed = (self._resume(command, causation, done)
+                       if done.ok and final is None else None)
+            if resumed is not None:
+                return resumed
+            done = final or done
             if done.ok:
-                # The stream tells a retried create which container it made.
-                result: dict[str, Any] = {"replayed": True, "id": done.stream,
-                                          "node": self.node}
-                if isinstance(command, c.Exec):
-                    result |= self._exec_replayed(done.stream, done.positions)
-                return Outcome((), result, replayed=tuple(done.positions))
+                return Outcome((), self._replayed_result(command, done),
+                               replayed=tuple(done.positions))
             return Outcome((), {}, replayed=tuple(done.positions),
                            error=error_from_code(done.error_code or "internal",
                                                  done.message or ""))
@@ -225,7 +238,8 @@ class ContainerService:
             return self._create(command, causation)
         if isinstance(command, c.Exec):
             return self._exec(command, causation)
-        cid = validate_container_id(command.container)
+        cid = self.resolve(command.container)
+        command = replace(command, container=cid)
         if isinstance(command, c.Checkpoint):
             command = replace(command, image_path=self.runtime.checkpoint_dir(
                 cid, causation.command_id))
@@ -235,6 +249,42 @@ class ContainerService:
             if plan.noop:
                 return Outcome((), plan.result)
             return self._carry_out(state, command, plan, causation)
+
+    def _replayed_result(self, command: c.ContainerCommand,
+                         done: CommandOutcome) -> dict[str, Any]:
+        """The reply to a command carried out before. The stream tells a retried create
+        which container it made; an exec's recorded end tells how its session ended
+        (with its output while the session's files are kept)."""
+        result: dict[str, Any] = {"replayed": True, "id": done.stream, "node": self.node}
+        if isinstance(command, c.Exec) and done.stream:
+            result.update(self._exec_replayed(done.stream, done.positions))
+        return result
+
+    def _resume(self, command: c.ContainerCommand, causation: c.Causation,
+                done: CommandOutcome) -> Outcome | None:
+        """Finish a command whose first attempt recorded its intent and then lost its
+        worker (``decide.resume``); None: the recorded outcome is the answer."""
+        if not isinstance(command, d.RESUMABLE) or not done.positions or not done.stream:
+            return None
+        cid = done.stream  # the container the first attempt changed, whatever the reference
+        command = replace(command, container=cid)
+        with self.locks.hold(cid):
+            try:
+                state = self.container(cid)
+            except NotFound:
+                return None
+            stream = self.store.read_stream(cid)
+            last = max(done.positions)
+            first = [r for r in stream if r.metadata.position in done.positions]
+            since = [r for r in stream if r.metadata.position > last]
+            resumed = d.resume(state, command, first, since, datetime.now(UTC))
+            if resumed is None:
+                return None
+            log.warning("%s %s was cut short by a worker's death: finishing it",
+                        causation.command_type, causation.command_id)
+            again, plan = resumed
+            outcome = self._carry_out(state, again, plan, causation)
+        return replace(outcome, replayed=(*done.positions, *outcome.positions))
 
     def fail(self, command_type: str, container: str | None, causation: c.Causation,
              exc: BerthError) -> tuple[int, ...]:
@@ -452,9 +502,9 @@ class ContainerService:
         The session is named after the command, so a resend (after a lost reply or a
         worker's death) finds the same session: it is never started a second time,
         and the reply carries its real exit code, read from what conmon recorded."""
-        cid = validate_container_id(command.container)
+        cid = self.resolve(command.container)
         session = command.session_id or system_command_id(causation.command_id, "session")
-        command = replace(command, session_id=session)
+        command = replace(command, container=cid, session_id=session)
         recorded: list[ev.RecordedEvent] = []
         with self.locks.hold(cid):
             state = self.container(cid)
