@@ -147,8 +147,9 @@ def test_resend_after_broker_and_worker_restart_runs_once(cluster: Cluster) -> N
 
 def test_exec_resent_after_its_worker_died_mid_session_runs_once(cluster: Cluster) -> None:
     """The first attempt never answered: the worker and broker were killed while the
-    exec session ran (its start recorded, its end not). The resend reaches a fresh
-    worker, which must close the session as interrupted, not run the command again."""
+    exec session ran (its start recorded, its end not), then the session was killed.
+    The session ran under its own conmon, which recorded its real end (SIGKILL, 137):
+    the fresh worker records that, and the resend gets it without running again."""
     cluster.start_broker_process()
     cluster.start_worker("local")
     c = cluster.client(timeout=5, retries=2)
@@ -173,8 +174,9 @@ def test_exec_resent_after_its_worker_died_mid_session_runs_once(cluster: Cluste
     cluster.start_broker_process()
     cluster.start_worker("local")
     reply = c.request(exe)
-    assert reply.ok and reply.result["interrupted"] is True
-    assert reply.result["exit_code"] == -1
+    assert reply.ok and reply.result["exit_code"] == 137
+    ended = [e for e in c.history(cid)["events"] if e["type"] == "container.exec_exited"]
+    assert [e["data"]["exit_code"] for e in ended] == [137]
     c.kill(cid, "SIGUSR2")
     wait_until(lambda: "got-usr2" in _log_lines(node, cid), 30, what="the marker signal")
     assert _log_lines(node, cid).count("exec-ran") == 1
