@@ -7,7 +7,7 @@ the Engine; each part lives in its own module so each can be read in one sitting
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Self
 
@@ -16,15 +16,16 @@ from sqlalchemy import Engine, select
 from engine import events as ev
 from engine.errors import StoreError
 from engine.projection import ContainerState, fold
-from engine.store import audit, readmodel, timetravel
+from engine.store import audit, merkle, readmodel, timetravel, transparency
 from engine.store.db import make_engine, translated
 from engine.store.mapper import Mapper
 from engine.store.postgres import PostgresRecorder
 from engine.store.reader import Reader
 from engine.store.recorder import AppendRequest, CommandOutcome, Recorder
 from engine.store.retry import RetryPolicy, retried
-from engine.store.schema import events
+from engine.store.schema import events, to_micros, tree_heads
 from engine.store.sqlite import SQLiteRecorder
+from engine.treehead import InclusionProof, Signer, TreeHead
 
 # The one place a dialect is chosen (make_engine has already refused any other).
 RECORDERS: dict[str, type[Recorder]] = {
@@ -207,3 +208,70 @@ class EventStore:
             raise StoreError(f"event {row.position} has no hash")
         return int(row.position), bytes(row.hash).hex()
 
+
+    # -- the Merkle tree and its signed heads (engine.store.transparency) -----------
+
+    @retried
+    def scan_log(self) -> transparency.LogScan:
+        """The log's leaves and its chain and commands checks, from one snapshot."""
+        with translated("scan log"), self._recorder.snapshot() as conn:
+            return transparency.scan(conn)
+
+    @retried
+    def tree_heads(self) -> list[TreeHead]:
+        with translated("tree heads"), self._engine.connect() as conn:
+            rows = conn.execute(select(tree_heads).order_by(tree_heads.c.id)).all()
+        return [TreeHead(int(r.tree_size), bytes(r.root_hash), int(r.timestamp_us),
+                         r.key_id, bytes(r.signature), r.node) for r in rows]
+
+    @retried
+    def record_head(self, head: TreeHead) -> None:
+        with translated("record tree head"), self._engine.begin() as conn:
+            conn.execute(tree_heads.insert().values(
+                tree_size=head.size, root_hash=head.root, timestamp_us=head.timestamp_us,
+                key_id=head.key_id, signature=head.signature, node=head.node))
+
+    def checkpoint(self, signer: Signer | None, node: str = "") -> TreeHead:
+        """A tree head over the log as it is now, signed if ``signer`` is given, and
+        kept in the ``tree_heads`` table. Made only from a log whose own checks pass:
+        signing a broken log would vouch for the break."""
+        log = self.scan_log()
+        broken = log.chain_break or log.command_break
+        if broken is not None:
+            raise StoreError(f"the log is broken at position {broken}: not signing it")
+        root = merkle.Tree(log.leaves).root()
+        now = to_micros(datetime.now(UTC))
+        head = (signer.sign(log.size, root, now, node) if signer is not None
+                else TreeHead(log.size, root, now, "", b"", node))
+        self.record_head(head)
+        return head
+
+    def assess(self, given: Sequence[tuple[TreeHead, str]],
+               keys: dict[str, bytes]) -> transparency.Assessment:
+        """The log checked against the heads given (files) and the stored ones."""
+        log = self.scan_log()
+        stored = [(h, "stored") for h in self.tree_heads()]
+        return transparency.assess(log, [*given, *stored], keys)
+
+    @retried
+    def prove(self, position: int, size: int | None = None) -> InclusionProof:
+        """An inclusion proof of event ``position`` in the tree of ``size`` events
+        (the whole log by default), with the row it proves."""
+        from engine.errors import InvalidArgument
+
+        with translated("prove"), self._recorder.snapshot() as conn:
+            log = transparency.scan(conn)
+            n = log.size if size is None else size
+            if not 1 <= position <= n <= log.size:
+                raise InvalidArgument(f"no event {position} in a log of {n} events "
+                                      f"(it has {log.size})")
+            row = next(transparency.log_rows(conn, after=position - 1, page=1))
+        prev = (audit.GENESIS if row["prev_hash"] is None else bytes(row["prev_hash"]))
+        digest = audit.link(prev, row)
+        path = merkle.Tree(log.leaves).inclusion_proof(position - 1, n)
+        event = {"position": position, "stream": row["stream"], "type": row["type"],
+                 "actor": row["actor"], "node": row["node"],
+                 "causation_id": row["causation_id"], "recorded_at_us": row["recorded_at"],
+                 "prev_hash": prev.hex(), "canonical": audit.canonical(row).hex()}
+        return InclusionProof(position, n, transparency.leaf_of(digest, row), tuple(path),
+                              event)
