@@ -197,11 +197,16 @@ def assess(log: LogScan, heads: Sequence[tuple[TreeHead, str]],
     for size, ok in trusted:
         if ok:
             continue
-        if size > n:
-            problems.append((n + 1, f"truncated: a signed head vouches for {size} events, "
-                                    f"the log has {n}"))
-            continue
         below = max((s for s in holding if s < size), default=0)
+        if size > n:
+            # Exact when a trusted head at size n still holds; else the events from
+            # the last one that does may have been rewritten before the cut.
+            problems.append((below + 1, f"truncated: a signed head vouches for {size} "
+                                        f"events, the log has {n}" + (
+                                            "" if below == n else
+                                            f" (positions {below + 1}..{n} are not "
+                                            "vouched for either)")))
+            continue
         problems.append((below + 1, f"rewritten: the log no longer contains the {size} "
                                     f"events a signed head vouches for (positions "
                                     f"{below + 1}..{size})"))
