@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from engine.errors import InvalidArgument
-from engine.store import merkle
 
 ORIGIN: Final = "berth audit log"
 PUBLIC_SUFFIX: Final = ".audit_key"
@@ -203,6 +202,7 @@ class InclusionProof:
 
 def check_proof(proof: InclusionProof, head: TreeHead, public: bytes | None) -> list[str]:
     """What is wrong with ``proof`` against ``head`` (empty: it holds)."""
+    from engine.store import merkle
     problems: list[str] = []
     if public is None:
         problems.append("no key given: the head's signature is not checked")

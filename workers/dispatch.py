@@ -19,6 +19,7 @@ from engine import commands as c
 from engine.errors import BerthError
 from engine.queries import Queries
 from engine.service import ContainerService, Outcome
+from engine.treehead import TreeHead
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
 
@@ -62,6 +63,10 @@ class Dispatch:
             t.REBUILD: lambda r, cmd: _ok(cmd, dict(zip(("containers", "differences"),
                                                        q.rebuild(r), strict=True))),
             t.VERIFY_AUDIT: lambda v, cmd: _ok(cmd, _audit(q, v)),
+            t.AUDIT_CHECKPOINT: lambda a, cmd: _ok(cmd, _head(q.checkpoint(a), q)),
+            t.AUDIT_PROVE: lambda a, cmd: _ok(cmd, q.prove(a).to_json()),
+            t.AUDIT_EXPORT: lambda a, cmd: _ok(cmd, dict(zip(("rows", "head"), q.export(a),
+                                                            strict=True))),
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
         }
 
@@ -107,5 +112,15 @@ def _logs(q: Queries, lq: c.Logs) -> dict[str, Any]:
 
 def _audit(q: Queries, v: c.VerifyAudit) -> dict[str, Any]:
     report = q.verify_audit(v)
-    return {"ok": report.first_break is None, "first_break": report.first_break,
-            "head": report.head, "hash": report.hash}
+    return {"ok": report.ok, "first_break": report.first_affected,
+            "head": report.size, "hash": report.root.hex(), "vouched": report.vouched,
+            "problems": [[p, m] for p, m in report.problems],
+            "heads": [{"source": h.source, "size": h.head.size, "key_id": h.head.key_id,
+                       "signature": h.signature, "consistent": h.consistent,
+                       "node": h.head.node, "timestamp_us": h.head.timestamp_us}
+                      for h in report.heads],
+            "signer": None if q.signer is None else q.signer.key_id}
+
+
+def _head(head: TreeHead, q: Queries) -> dict[str, Any]:
+    return {"head": head.to_json(), "signed": head.signed}

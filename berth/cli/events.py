@@ -90,13 +90,104 @@ def cmd_projection(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, client: Client) -> int:
-    result = client.verify_audit()
-    if result["ok"]:
-        print(f"audit chain verified up to position {result['head']} "
-              f"(head hash {result['hash']})")
+    """The log's integrity (RFC 9162): verify, checkpoint, prove, check-proof."""
+    import json
+
+    from engine import treehead
+
+    if args.action == "check-proof":
+        return _check_proof(args)
+    if args.action == "checkpoint":
+        result = client.audit_checkpoint()
+        head = treehead.TreeHead.from_json(result["head"])
+        text = treehead.dump(head.to_json(), args.out)
+        if args.out:
+            print(f"tree head of {head.size} events written to {args.out}")
+        else:
+            print(text, end="")
+        if not head.signed:
+            print("warning: the head is UNSIGNED (the worker has no auditor key: set "
+                  "BERTH_AUDIT_KEY); it proves nothing to a third party", file=sys.stderr)
         return 0
-    print(f"audit chain BROKEN at position {result['first_break']}", file=sys.stderr)
-    return 1
+    if args.action == "prove":
+        if args.position is None or not args.position.isdigit():
+            print("berth: audit prove needs a POSITION (a number from 1)", file=sys.stderr)
+            return 2
+        proof = client.audit_prove(int(args.position), args.size)
+        text = treehead.dump(proof, args.out)
+        if args.out:
+            print(f"inclusion proof of event {args.position} in a tree of {proof['size']} "
+                  f"events written to {args.out}")
+        else:
+            print(text, end="")
+        return 0
+    heads: list[dict[str, Any]] = []
+    for path in args.against:
+        data = json.loads(_read(path))
+        for item in data if isinstance(data, list) else [data]:
+            heads.append(treehead.TreeHead.from_json(item).to_json())
+    keys = [treehead.load_public(k) for k in args.key]
+    result = client.verify_audit(heads, keys)
+    return _print_verify(result, args.against)
+
+
+def _read(path: str) -> str:
+    from engine.errors import InvalidArgument
+
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _print_verify(result: dict[str, Any], against: list[str]) -> int:
+    size, vouched = result["head"], result.get("vouched", 0)
+    signed = [h for h in result.get("heads", []) if h["signature"] == "ok"]
+    unsigned = [h for h in result.get("heads", []) if h["signature"] == "unsigned"]
+    if result.get("signer") is None:
+        print("note: the worker has no auditor key (BERTH_AUDIT_KEY): it signs no heads")
+    if unsigned:
+        print(f"note: {len(unsigned)} unsigned head(s) ignored: they prove nothing")
+    if not result["ok"]:
+        for position, message in result.get("problems", []):
+            where = f"position {position}: " if position is not None else ""
+            print(f"audit FAILED: {where}{message}", file=sys.stderr)
+        print(f"first position affected: {result['first_break']}", file=sys.stderr)
+        return 1
+    print(f"audit verified: {size} events, root {result['hash']}; hash chain and "
+          f"commands table intact; {len(signed)} signed head(s) consistent")
+    if not signed:
+        print("warning: no signed head checked: the log is only as trustworthy as the "
+              "database (pass --against FILE from 'berth audit checkpoint --out')")
+    elif vouched < size:
+        print(f"note: positions {vouched + 1}..{size} are after the newest signed head "
+              "and vouched for by none yet")
+    return 0
+
+
+def _check_proof(args: argparse.Namespace) -> int:
+    """Offline: the proof file against the head file and the auditor's public key."""
+    import json
+
+    from engine import treehead
+
+    if not args.head or not args.key or args.position is None:
+        print("berth: audit check-proof PROOF_FILE --head HEAD_FILE --key PUBKEY_FILE",
+              file=sys.stderr)
+        return 2
+    proof = treehead.InclusionProof.from_json(json.loads(_read(args.position)))
+    head = treehead.TreeHead.from_json(json.loads(_read(args.head)))
+    problems = treehead.check_proof(proof, head, treehead.load_public(args.key[0]))
+    for problem in problems:
+        print(f"proof FAILED: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    event = proof.event
+    print(f"proof verified: event {proof.position} ({event.get('type')} on "
+          f"{str(event.get('stream'))[:12]} by {event.get('actor')}) is in the log of "
+          f"{head.size} events signed by key {head.key_id}")
+    return 0
 
 
 def add_commands(add: AddCommand) -> None:
@@ -118,5 +209,14 @@ def add_commands(add: AddCommand) -> None:
     p = add("projection", cmd_projection, "rebuild the read model from the log")
     p.add_argument("action", choices=["rebuild"])
     p.add_argument("--verify", action="store_true")
-    p = add("audit", cmd_audit, "verify the log's hash chain")
-    p.add_argument("action", choices=["verify"])
+    p = add("audit", cmd_audit, "the log's integrity: signed tree heads and proofs")
+    p.add_argument("action", choices=["verify", "checkpoint", "prove", "check-proof"])
+    p.add_argument("position", nargs="?", metavar="POSITION|PROOF_FILE",
+                   help="prove: the event's position; check-proof: the proof file")
+    p.add_argument("--against", action="append", default=[], metavar="HEAD_FILE",
+                   help="verify: a tree head written by 'checkpoint --out' (repeatable)")
+    p.add_argument("--key", dest="key", action="append", default=[], metavar="PUBKEY",
+                   help="an auditor's public key file to trust (repeatable)")
+    p.add_argument("--head", metavar="HEAD_FILE", help="check-proof: the signed head")
+    p.add_argument("--size", type=int, help="prove: in the tree of this many events")
+    p.add_argument("--out", metavar="FILE", help="write the head or proof to FILE (JSON)")

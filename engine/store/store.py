@@ -6,10 +6,11 @@ the Engine; each part lives in its own module so each can be read in one sitting
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from sqlalchemy import Engine, select
 
@@ -231,15 +232,35 @@ class EventStore:
                 tree_size=head.size, root_hash=head.root, timestamp_us=head.timestamp_us,
                 key_id=head.key_id, signature=head.signature, node=head.node))
 
-    def checkpoint(self, signer: Signer | None, node: str = "") -> TreeHead:
+    def checkpoint(self, signer: Signer | None, node: str = "",
+                   after: TreeHead | None = None) -> TreeHead:
         """A tree head over the log as it is now, signed if ``signer`` is given, and
-        kept in the ``tree_heads`` table. Made only from a log whose own checks pass:
-        signing a broken log would vouch for the break."""
+        kept in the ``tree_heads`` table.
+
+        Refused over a log whose own checks fail, and over one that no longer holds
+        the last head this signer made (``after``, as the caller remembers it, and the
+        newest stored one its key signed): signing a rewritten log would vouch for
+        the rewrite. So an attacker's edit is caught at the next head, not blessed.
+        """
+        from engine.treehead import signature_ok
+
         log = self.scan_log()
         broken = log.chain_break or log.command_break
         if broken is not None:
             raise StoreError(f"the log is broken at position {broken}: not signing it")
-        root = merkle.Tree(log.leaves).root()
+        tree = merkle.Tree(log.leaves)
+        root = tree.root()
+        earlier = [after] if after is not None else []
+        if signer is not None:
+            own = [h for h in self.tree_heads() if h.key_id == signer.key_id
+                   and signature_ok(h, signer.public)]
+            earlier += own[-1:]
+        for head in earlier:
+            if head.size > log.size or not merkle.verify_consistency(
+                    head.size, log.size, head.root, root,
+                    tree.consistency_proof(head.size, log.size)):
+                raise StoreError(f"the log no longer holds the {head.size} events of the "
+                                 "last head signed: not signing it (run berth audit verify)")
         now = to_micros(datetime.now(UTC))
         head = (signer.sign(log.size, root, now, node) if signer is not None
                 else TreeHead(log.size, root, now, "", b"", node))
@@ -275,3 +296,12 @@ class EventStore:
                  "prev_hash": prev.hex(), "canonical": audit.canonical(row).hex()}
         return InclusionProof(position, n, transparency.leaf_of(digest, row), tuple(path),
                               event)
+
+    @retried
+    def export_page(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """Rows after position ``after`` as they are stored, each with its leaf and its
+        command's row: what ``berth log import`` writes back, byte for byte."""
+        with translated("export"), self._recorder.snapshot() as conn:
+            rows = list(itertools.islice(transparency.log_rows(conn, after, page=limit),
+                                         limit))
+        return [transparency.export_row(r) for r in rows]

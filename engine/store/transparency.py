@@ -88,6 +88,21 @@ def log_rows(conn: Connection, after: int = -(2**62),
         cursor = int(rows[-1].position)
 
 
+def export_row(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
+    """An event row, its hashes, its leaf and its command's row, for an export."""
+    out: dict[str, Any] = {name: row[name] for name in audit.CONTENT}
+    out["data"] = bytes(out["data"])
+    for name in ("prev_hash", "hash"):
+        out[name] = None if row[name] is None else bytes(row[name])
+    if row["c_command_id"] is not None:
+        command = {name: row["c_" + name] for name in _OUTCOME}
+        command["positions"] = bytes(command["positions"])
+        out["command"] = command
+    else:
+        out["command"] = None
+    return out
+
+
 def leaf_of(row_hash: bytes, row: Mapping[str, Any] | RowMapping) -> bytes:
     if row["c_command_id"] is None:
         return row_hash + NO_OUTCOME

@@ -304,3 +304,23 @@ def test_random_tampering_with_a_rehashed_chain_is_detected(
     report = _assess(store, head)
     assert not report.ok
     assert report.first_affected == first, (action, report.problems)
+
+
+@pytest.mark.parametrize("heads_erased", [False, True])
+def test_the_signer_refuses_to_bless_a_rewrite(store: EventStore, heads_erased: bool) -> None:
+    """The next head would vouch for the rewrite: refused, against the newest stored
+    head of its key, or (the stored heads deleted) the one it remembers."""
+    from engine.errors import StoreError
+
+    head = _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 2).values(actor="mallory"))
+        _rechain(conn)
+        if heads_erased:
+            _erase_heads(conn)
+    remembered = head if heads_erased else None
+    with pytest.raises(StoreError, match="no longer holds the 7 events"):
+        store.checkpoint(SIGNER, after=remembered)
+    run(store, store.read_all()[0].stream, LAST, ev.Signalled(9))
+    with pytest.raises(StoreError, match="no longer holds"):
+        store.checkpoint(SIGNER, after=remembered)
