@@ -179,7 +179,11 @@ class Logs:
 
 @dataclass(frozen=True, slots=True)
 class Rebuild:
+    """Replay the log into the read model; ``verify`` compares the rows with the log
+    first; a log whose hash chain is broken is replayed only with ``force``."""
+
     verify: bool = False
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +366,7 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "query.ping":
             return Ping()
         case "admin.rebuild":
-            return Rebuild(_flag(args, "verify"))
+            return Rebuild(_flag(args, "verify"), _flag(args, "force"))
         case "admin.verify_audit":
             return _verify_audit(args)
         case "audit.checkpoint":

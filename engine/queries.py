@@ -34,6 +34,14 @@ class LogChunk:
     exit_code: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    containers: int
+    differences: list[str]  # rows that differed from the log before the rebuild
+    broken_at: int | None  # where the log's own checks fail, if they do
+    rebuilt: bool
+
+
 class Queries:
     """Read-only answers; waits and log long-polls wake on the service's changes."""
 
@@ -119,9 +127,15 @@ class Queries:
         state = self.store.get_container(cid, include_removed=True)
         return LogChunk(lines, offset + cut, state.state, state.exit_code)
 
-    def rebuild(self, q: c.Rebuild) -> tuple[int, list[str]]:
-        count = self.store.rebuild_read_model()
-        return count, (self.store.verify_read_model() if q.verify else [])
+    def rebuild(self, q: c.Rebuild) -> RebuildReport:
+        """Compare first (a rebuild would repair, and so hide, an edited row), then
+        refuse to replay a log whose chain is broken unless forced, then rebuild."""
+        differences = self.store.verify_read_model() if q.verify else []
+        log = self.store.scan_log()
+        broken = log.chain_break or log.command_break
+        if broken is not None and not q.force:
+            return RebuildReport(0, differences, broken, rebuilt=False)
+        return RebuildReport(self.store.rebuild_read_model(), differences, broken, True)
 
     def verify_audit(self, q: c.VerifyAudit) -> Assessment:
         """The log against the heads given and the stored ones; a head counts if its

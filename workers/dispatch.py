@@ -17,7 +17,7 @@ from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
 from engine.errors import BerthError
-from engine.queries import Queries
+from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
 from workers.oserrors import from_os_error
@@ -60,8 +60,7 @@ class Dispatch:
             t.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
             t.STATE: lambda s, cmd: _ok(cmd, {"containers": [detail(x) for x in q.state_at(s)]}),
             t.LOGS: lambda lq, cmd: _ok(cmd, _logs(q, lq)),
-            t.REBUILD: lambda r, cmd: _ok(cmd, dict(zip(("containers", "differences"),
-                                                       q.rebuild(r), strict=True))),
+            t.REBUILD: lambda r, cmd: _ok(cmd, _rebuilt(q.rebuild(r))),
             t.VERIFY_AUDIT: lambda v, cmd: _ok(cmd, _audit(q, v)),
             t.AUDIT_CHECKPOINT: lambda a, cmd: _ok(cmd, _head(q.checkpoint(a), q)),
             t.AUDIT_PROVE: lambda a, cmd: _ok(cmd, q.prove(a).to_json()),
@@ -108,6 +107,11 @@ def _logs(q: Queries, lq: c.Logs) -> dict[str, Any]:
     chunk = q.logs(lq)
     return {"lines": chunk.lines, "offset": chunk.offset, "state": chunk.state,
             "exit_code": chunk.exit_code}
+
+
+def _rebuilt(report: RebuildReport) -> dict[str, Any]:
+    return {"containers": report.containers, "differences": report.differences,
+            "broken_at": report.broken_at, "rebuilt": report.rebuilt}
 
 
 def _audit(q: Queries, v: c.VerifyAudit) -> dict[str, Any]:

@@ -77,16 +77,25 @@ def cmd_state(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_projection(args: argparse.Namespace, client: Client) -> int:
-    result = client.send("admin.rebuild", verify=args.verify, reply_timeout=600).result
-    print(f"rebuilt the read model: {result['containers']} containers")
+    result = client.send("admin.rebuild", verify=args.verify, force=args.force,
+                         reply_timeout=600).result
+    differences = result.get("differences") or []
     if args.verify:
-        differences = result.get("differences") or []
         for line in differences:
             print(f"  difference: {line}")
         print("verified: rebuild equals the incremental read model" if not differences
-              else "verification FAILED")
-        return 0 if not differences else 1
-    return 0
+              else f"verification FAILED: {len(differences)} difference(s) between the "
+                   "read model and the log (listed above, before any rebuild)")
+    broken = result.get("broken_at")
+    if not result.get("rebuilt"):
+        print(f"refused to rebuild: the log's hash chain is broken at position {broken} "
+              "(see berth audit verify; --force replays it anyway)", file=sys.stderr)
+        return 1
+    if broken is not None:
+        print(f"warning: rebuilt from a log whose chain is broken at position {broken}",
+              file=sys.stderr)
+    print(f"rebuilt the read model: {result['containers']} containers")
+    return 1 if differences or broken is not None else 0
 
 
 def cmd_audit(args: argparse.Namespace, client: Client) -> int:
@@ -155,7 +164,7 @@ def _print_verify(result: dict[str, Any], against: list[str]) -> int:
             print(f"audit FAILED: {where}{message}", file=sys.stderr)
         print(f"first position affected: {result['first_break']}", file=sys.stderr)
         return 1
-    print(f"audit verified: {size} events, root {result['hash']}; hash chain and "
+    print(f"audit chain verified: {size} events, root {result['hash']}; "
           f"commands table intact; {len(signed)} signed head(s) consistent")
     if not signed:
         print("warning: no signed head checked: the log is only as trustworthy as the "
@@ -208,7 +217,10 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("container", nargs="?", metavar="CTR")
     p = add("projection", cmd_projection, "rebuild the read model from the log")
     p.add_argument("action", choices=["rebuild"])
-    p.add_argument("--verify", action="store_true")
+    p.add_argument("--verify", action="store_true",
+                   help="first compare the read model with the log, row by row")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild even from a log whose hash chain is broken")
     p = add("audit", cmd_audit, "the log's integrity: signed tree heads and proofs")
     p.add_argument("action", choices=["verify", "checkpoint", "prove", "check-proof"])
     p.add_argument("position", nargs="?", metavar="POSITION|PROOF_FILE",

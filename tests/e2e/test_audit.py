@@ -55,7 +55,7 @@ def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
     assert "proof verified: event 1" in _ok(checked)
     verified = _ok(engine.cli("audit", "verify", "--against", str(head_file),
                               "--key", str(public)))
-    assert "audit verified" in verified and "signed head(s) consistent" in verified
+    assert "audit chain verified" in verified and "signed head(s) consistent" in verified
     # The worker also signs on its own while the log grows.
     store = engine.store()
     try:
@@ -96,3 +96,37 @@ def test_without_a_key_heads_are_unsigned_and_verify_says_so(up: Engine,
     assert "no auditor key" in out and "no signed head checked" in out
     bad = up.cli("audit", "verify", "--against", str(tmp_path / "missing.json"))
     assert bad.returncode != 0 and "cannot read" in bad.stderr
+
+
+def test_projection_rebuild_verify_compares_first_and_refuses_a_broken_chain(
+        up: Engine) -> None:
+    from engine.store.schema import containers
+
+    cid = _ok(up.cli("create", "--name", "c1", up.rootfs, "true")).strip()
+    store = up.store()
+    try:
+        with store._engine.begin() as conn:
+            conn.execute(update(containers).where(containers.c.id == cid)
+                         .values(state="hacked"))
+        up.worker.store._recorder.forget_states()  # type: ignore[union-attr]
+        found = up.cli("projection", "rebuild", "--verify")
+        assert found.returncode == 1, found
+        assert f"difference: {cid}: state: log='created' row='hacked'" in found.stdout
+        assert "verification FAILED" in found.stdout
+        assert store.get_container(cid).state == "created"  # then it was rebuilt
+        # A broken chain: the edited row is reported and left alone, unless forced.
+        with store._engine.begin() as conn:
+            conn.execute(update(containers).where(containers.c.id == cid)
+                         .values(state="hacked"))
+            conn.execute(update(events).where(events.c.position == 1).values(actor="x"))
+        refused = up.cli("projection", "rebuild", "--verify")
+        assert refused.returncode == 1
+        assert "refused to rebuild: the log's hash chain is broken at position 1" in \
+            refused.stderr
+        assert "row='hacked'" in refused.stdout
+        assert store.get_container(cid).state == "hacked"
+        forced = up.cli("projection", "rebuild", "--force")
+        assert forced.returncode == 1 and "rebuilt the read model" in forced.stdout
+        assert store.get_container(cid).state == "created"
+    finally:
+        store.close()
