@@ -123,7 +123,8 @@ def add_commands(add: AddCommand) -> None:
     k.add_argument("--dir", help="where (default $BERTH_ROOT/keys)")
     k.add_argument("--force", action="store_true", help="replace an existing pair")
     k = keys_sub.add_parser("authorize", help="let the broker admit a public key")
-    k.add_argument("role", choices=["worker", "publisher"])
+    k.add_argument("role", choices=["worker", "publisher", "auditor"],
+                   help="auditor: a CURVE key that may only query and read the audit log")
     k.add_argument("file", metavar="FILE.key")
     k.add_argument("--name", help="the identity it gets (default: the file's name)")
     k.add_argument("--dir",
