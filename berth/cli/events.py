@@ -20,6 +20,11 @@ COMMANDS = ("events", "history", "state", "projection", "audit")
 
 
 def cmd_events(args: argparse.Namespace, client: Client) -> int:
+    if args.action == "export":
+        return _export(args, client)
+    if args.format not in ("table", "json"):
+        print(f"berth: --format {args.format} is for 'events export'", file=sys.stderr)
+        return 2
     filters = fmt.parse_filters(args.filter)
     since = fmt.parse_time(args.since) if args.since else None
     until = fmt.parse_time(args.until) if args.until else None
@@ -49,6 +54,48 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
                 return 0
             fmt.print_event(event, names, args.format)
             sys.stdout.flush()
+    return 0
+
+
+def _export(args: argparse.Namespace, client: Client) -> int:
+    """The whole log with its hashes and leaves, under a tree head taken first: the
+    head covers exactly the events written (later ones are left for the next export)."""
+    import csv
+    import json
+
+    from engine.store import exchange
+    from engine.treehead import TreeHead
+
+    fmt_ = "jsonl" if args.format in ("table", "json") else args.format
+    head = TreeHead.from_json(client.audit_checkpoint()["head"])
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        writer = csv.writer(out) if fmt_ == "csv" else None
+        if writer is not None:
+            writer.writerow(exchange.CSV_COLUMNS)
+        else:
+            out.write(json.dumps(exchange.header(head), sort_keys=True) + "\n")
+        after = 0
+        while after < head.size:
+            rows = client.audit_export(after, min(1000, head.size - after))["rows"]
+            if not rows:
+                break
+            for row in rows:
+                if writer is not None:
+                    writer.writerow(exchange.csv_record(row))
+                else:
+                    out.write(json.dumps(exchange.encode_row(row), sort_keys=True) + "\n")
+            after = rows[-1]["position"]
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if fmt_ == "csv" and args.out:
+        from engine.treehead import dump
+
+        dump(head.to_json(), args.out + ".head.json")
+    where = f" to {args.out}" if args.out else ""
+    note = "" if head.signed else " (its head is UNSIGNED: the worker has no auditor key)"
+    print(f"exported {after} events{where}{note}", file=sys.stderr)
     return 0
 
 
@@ -106,6 +153,8 @@ def cmd_audit(args: argparse.Namespace, client: Client) -> int:
 
     if args.action == "check-proof":
         return _check_proof(args)
+    if args.action == "check-export":
+        return _check_export(args)
     if args.action == "checkpoint":
         result = client.audit_checkpoint()
         head = treehead.TreeHead.from_json(result["head"])
@@ -175,6 +224,27 @@ def _print_verify(result: dict[str, Any], against: list[str]) -> int:
     return 0
 
 
+def _check_export(args: argparse.Namespace) -> int:
+    """Offline: an export's chain, leaves and root against its head and a key."""
+    from engine import treehead
+    from engine.store import exchange
+
+    if args.position is None or not args.key:
+        print("berth: audit check-export EXPORT_FILE --key PUBKEY_FILE", file=sys.stderr)
+        return 2
+    public = treehead.load_public(args.key[0])
+    with open(args.position) as f:
+        head, rows = exchange.read_jsonl(f)
+        problems, size, root = exchange.check(rows, head, public)
+    for problem in problems:
+        print(f"export FAILED: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"export verified: {size} events, root {root.hex()}, signed by key "
+          f"{head.key_id if head else '?'}")
+    return 0
+
+
 def _check_proof(args: argparse.Namespace) -> int:
     """Offline: the proof file against the head file and the auditor's public key."""
     import json
@@ -200,12 +270,15 @@ def _check_proof(args: argparse.Namespace) -> int:
 
 
 def add_commands(add: AddCommand) -> None:
-    p = add("events", cmd_events, "the event log")
+    p = add("events", cmd_events, "the event log; 'events export' writes it with its proofs")
+    p.add_argument("action", nargs="?", choices=["export"])
+    p.add_argument("--out", metavar="FILE", help="export: write to FILE (default stdout)")
     p.add_argument("--since")
     p.add_argument("--until")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--follow", action="store_true")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table",
+                   help="table or json to read; jsonl (default) or csv to export")
     p = add("history", cmd_history, "a container's audit trail")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("container", metavar="CTR")
@@ -222,9 +295,10 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--force", action="store_true",
                    help="rebuild even from a log whose hash chain is broken")
     p = add("audit", cmd_audit, "the log's integrity: signed tree heads and proofs")
-    p.add_argument("action", choices=["verify", "checkpoint", "prove", "check-proof"])
-    p.add_argument("position", nargs="?", metavar="POSITION|PROOF_FILE",
-                   help="prove: the event's position; check-proof: the proof file")
+    p.add_argument("action", choices=["verify", "checkpoint", "prove", "check-proof",
+                                       "check-export"])
+    p.add_argument("position", nargs="?", metavar="POSITION|FILE",
+                   help="prove: the event's position; check-proof, check-export: the file")
     p.add_argument("--against", action="append", default=[], metavar="HEAD_FILE",
                    help="verify: a tree head written by 'checkpoint --out' (repeatable)")
     p.add_argument("--key", dest="key", action="append", default=[], metavar="PUBKEY",

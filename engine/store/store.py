@@ -7,7 +7,7 @@ the Engine; each part lives in its own module so each can be read in one sitting
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -15,7 +15,7 @@ from typing import Any, Self
 from sqlalchemy import Engine, select
 
 from engine import events as ev
-from engine.errors import StoreError
+from engine.errors import InvalidArgument, StoreError
 from engine.projection import ContainerState, fold
 from engine.store import audit, merkle, readmodel, timetravel, transparency
 from engine.store.db import make_engine, translated
@@ -24,7 +24,7 @@ from engine.store.postgres import PostgresRecorder
 from engine.store.reader import Reader
 from engine.store.recorder import AppendRequest, CommandOutcome, Recorder
 from engine.store.retry import RetryPolicy, retried
-from engine.store.schema import events, to_micros, tree_heads
+from engine.store.schema import commands, events, to_micros, tree_heads
 from engine.store.sqlite import SQLiteRecorder
 from engine.treehead import InclusionProof, Signer, TreeHead
 
@@ -278,8 +278,6 @@ class EventStore:
     def prove(self, position: int, size: int | None = None) -> InclusionProof:
         """An inclusion proof of event ``position`` in the tree of ``size`` events
         (the whole log by default), with the row it proves."""
-        from engine.errors import InvalidArgument
-
         with translated("prove"), self._recorder.snapshot() as conn:
             log = transparency.scan(conn)
             n = log.size if size is None else size
@@ -305,3 +303,38 @@ class EventStore:
             rows = list(itertools.islice(transparency.log_rows(conn, after, page=limit),
                                          limit))
         return [transparency.export_row(r) for r in rows]
+
+    def import_rows(self, rows: Iterable[dict[str, Any]], head: TreeHead | None) -> int:
+        """Write exported rows (``engine.store.exchange``) into this EMPTY store as they
+        were stored, commands and head included, then replay the read model. Returns
+        the number of events. Refuses a store holding anything."""
+        count = 0
+        with translated("import"), self._recorder.writing() as conn:
+            for table in (events, commands, tree_heads):
+                if conn.execute(select(table).limit(1)).first() is not None:
+                    raise InvalidArgument(f"the store is not empty (its {table.name} table "
+                                          "has rows): import only into a new database")
+            seen: set[str] = set()
+            batch: list[dict[str, Any]] = []
+            outcomes: list[dict[str, Any]] = []
+            for row in rows:
+                count += 1
+                batch.append({name: row[name] for name in (*audit.CONTENT, "prev_hash",
+                                                           "hash")})
+                command = row["command"]
+                if command is not None and command["command_id"] not in seen:
+                    seen.add(command["command_id"])
+                    outcomes.append(dict(command))
+                if len(batch) >= 5000:
+                    conn.execute(events.insert(), batch)
+                    batch = []
+            if batch:
+                conn.execute(events.insert(), batch)
+            if outcomes:
+                conn.execute(commands.insert(), outcomes)
+            if head is not None:
+                conn.execute(tree_heads.insert().values(
+                    tree_size=head.size, root_hash=head.root, timestamp_us=head.timestamp_us,
+                    key_id=head.key_id, signature=head.signature, node=head.node))
+        self.rebuild_read_model()
+        return count

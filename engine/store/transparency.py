@@ -35,8 +35,9 @@ from engine.treehead import TreeHead, signature_ok
 
 NO_OUTCOME = b"\x00" * 32
 
-_OUTCOME = ("command_id", "command_type", "stream", "outcome", "error_code", "message",
-            "positions", "recorded_at")
+OUTCOME_COLUMNS = ("command_id", "command_type", "stream", "outcome", "error_code",
+                   "message", "positions", "recorded_at")
+_OUTCOME = OUTCOME_COLUMNS
 
 
 def outcome_digest(values: Sequence[Any]) -> bytes:
@@ -107,6 +108,13 @@ def leaf_of(row_hash: bytes, row: Mapping[str, Any] | RowMapping) -> bytes:
     if row["c_command_id"] is None:
         return row_hash + NO_OUTCOME
     return row_hash + outcome_digest([row["c_" + name] for name in _OUTCOME])
+
+
+def leaf_from(row_hash: bytes, command: Mapping[str, Any] | None) -> bytes:
+    """The same leaf from an exported row's ``command`` map."""
+    if command is None:
+        return row_hash + NO_OUTCOME
+    return row_hash + outcome_digest([command[name] for name in _OUTCOME])
 
 
 def scan(conn: Connection) -> LogScan:
