@@ -380,6 +380,12 @@ class Client:
         return self.send(c.AUDIT_PROVE, reply_timeout=max(self.timeout, 300.0),
                          **args).result
 
+    def audit_consistency(self, first: int) -> dict[str, Any]:
+        """A new signed head and the proof that the log of ``first`` events (an older
+        head's size) is a prefix of it."""
+        return self.send(c.AUDIT_CONSISTENCY, first=first,
+                         reply_timeout=max(self.timeout, 300.0)).result
+
     def audit_export(self, after: int = 0, limit: int = 1000) -> dict[str, Any]:
         return self.send(c.AUDIT_EXPORT, after=after, limit=limit,
                          reply_timeout=max(self.timeout, 60.0)).result

@@ -207,6 +207,13 @@ class AuditProve:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConsistency:
+    """A new head, and the proof that the log of ``first`` events is a prefix of it."""
+
+    first: int
+
+
+@dataclass(frozen=True, slots=True)
 class AuditExport:
     """Rows of the log with their hashes and leaves, ``after`` a position, a page."""
 
@@ -221,7 +228,7 @@ class Ping:
 
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
-    | AuditCheckpoint | AuditProve | AuditExport | Ping
+    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping
 )
 Command: TypeAlias = ContainerCommand | Query
 
@@ -374,6 +381,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "audit.prove":
             size = None if args.get("size") is None else _integer(args, "size", 1, minimum=1)
             return AuditProve(_integer(args, "position", 0, minimum=1), size)
+        case "audit.consistency":
+            return AuditConsistency(_integer(args, "first", 0))
         case "audit.export":
             return AuditExport(_integer(args, "after", 0),
                                _integer(args, "limit", 1000, minimum=1, maximum=5000))

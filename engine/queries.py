@@ -19,7 +19,7 @@ from engine.ids import is_full_id, validate_container_id
 from engine.projection import EXITED, REMOVED, ContainerState
 from engine.service import ContainerService
 from engine.store.transparency import Assessment
-from engine.treehead import InclusionProof, Signer, TreeHead
+from engine.treehead import ConsistencyProof, InclusionProof, Signer, TreeHead
 
 MAX_LOG_CHUNK = 512 * 1024
 
@@ -158,6 +158,12 @@ class Queries:
 
     def prove(self, q: c.AuditProve) -> InclusionProof:
         return self.store.prove(q.position, q.size)
+
+    def consistency(self, q: c.AuditConsistency) -> ConsistencyProof:
+        """A fresh head (refused over a rewritten log) and the proof from ``first``."""
+        head = self.checkpoint(c.AuditCheckpoint())
+        return ConsistencyProof(q.first, head, tuple(self.store.consistency(q.first,
+                                                                            head.size)))
 
     def export(self, q: c.AuditExport) -> tuple[list[dict[str, Any]], int]:
         return self.store.export_page(q.after, q.limit), self.store.max_position()

@@ -220,6 +220,46 @@ def check_proof(proof: InclusionProof, head: TreeHead, public: bytes | None) -> 
     return problems
 
 
+@dataclass(frozen=True, slots=True)
+class ConsistencyProof:
+    """The log of ``first`` events is a prefix of the one ``head`` signs (§2.1.4)."""
+
+    first: int
+    head: TreeHead
+    path: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "consistency", "first": self.first, "head": self.head.to_json(),
+                "path": [p.hex() for p in self.path]}
+
+    @classmethod
+    def from_json(cls, data: Any) -> ConsistencyProof:
+        try:
+            return cls(int(data["first"]), TreeHead.from_json(data["head"]),
+                       tuple(bytes.fromhex(p) for p in data["path"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidArgument(f"not a consistency proof: {exc}") from None
+
+
+def check_consistency(proof: ConsistencyProof, old: TreeHead, public: bytes) -> list[str]:
+    """What is wrong with ``proof`` from the ``old`` head (empty: the log only grew)."""
+    from engine.store import merkle
+
+    problems = []
+    for name, head in (("old", old), ("new", proof.head)):
+        if not signature_ok(head, public):
+            problems.append(f"the {name} head's signature does not verify with the key given"
+                            if head.signed else f"the {name} head is unsigned")
+    if proof.first != old.size:
+        problems.append(f"the proof starts at {proof.first} events, the old head has "
+                        f"{old.size}")
+    elif not merkle.verify_consistency(old.size, proof.head.size, old.root, proof.head.root,
+                                       proof.path):
+        problems.append(f"the log of {proof.head.size} events does not contain the "
+                        f"{old.size} the old head signed, unchanged")
+    return problems
+
+
 def _leaf_matches_event(proof: InclusionProof) -> bool:
     """The leaf is ``row hash || outcome digest`` (engine.store.transparency); the row
     hash is ``sha256(prev_hash || canonical row)``, both carried by the proof."""

@@ -64,6 +64,7 @@ class Dispatch:
             t.VERIFY_AUDIT: lambda v, cmd: _ok(cmd, _audit(q, v)),
             t.AUDIT_CHECKPOINT: lambda a, cmd: _ok(cmd, _head(q.checkpoint(a), q)),
             t.AUDIT_PROVE: lambda a, cmd: _ok(cmd, q.prove(a).to_json()),
+            t.AUDIT_CONSISTENCY: lambda a, cmd: _ok(cmd, q.consistency(a).to_json()),
             t.AUDIT_EXPORT: lambda a, cmd: _ok(cmd, dict(zip(("rows", "head"), q.export(a),
                                                             strict=True))),
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),

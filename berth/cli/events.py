@@ -167,6 +167,16 @@ def cmd_audit(args: argparse.Namespace, client: Client) -> int:
             print("warning: the head is UNSIGNED (the worker has no auditor key: set "
                   "BERTH_AUDIT_KEY); it proves nothing to a third party", file=sys.stderr)
         return 0
+    if args.action == "prove" and args.since_head:
+        old = treehead.TreeHead.from_json(json.loads(_read(args.since_head)))
+        result = client.audit_consistency(old.size)
+        text = treehead.dump(result, args.out)
+        if args.out:
+            print(f"consistency proof from {old.size} to {result['head']['size']} events "
+                  f"written to {args.out}")
+        else:
+            print(text, end="")
+        return 0
     if args.action == "prove":
         if args.position is None or not args.position.isdigit():
             print("berth: audit prove needs a POSITION (a number from 1)", file=sys.stderr)
@@ -255,9 +265,22 @@ def _check_proof(args: argparse.Namespace) -> int:
         print("berth: audit check-proof PROOF_FILE --head HEAD_FILE --key PUBKEY_FILE",
               file=sys.stderr)
         return 2
-    proof = treehead.InclusionProof.from_json(json.loads(_read(args.position)))
+    data = json.loads(_read(args.position))
     head = treehead.TreeHead.from_json(json.loads(_read(args.head)))
-    problems = treehead.check_proof(proof, head, treehead.load_public(args.key[0]))
+    public = treehead.load_public(args.key[0])
+    if isinstance(data, dict) and data.get("kind") == "consistency":
+        growth = treehead.ConsistencyProof.from_json(data)
+        problems = treehead.check_consistency(growth, head, public)
+        for problem in problems:
+            print(f"proof FAILED: {problem}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"proof verified: the log of {growth.head.size} events signed at "
+              f"{growth.head.timestamp_us} still holds the {head.size} events of the head "
+              "given, unchanged")
+        return 0
+    proof = treehead.InclusionProof.from_json(data)
+    problems = treehead.check_proof(proof, head, public)
     for problem in problems:
         print(f"proof FAILED: {problem}", file=sys.stderr)
     if problems:
@@ -305,4 +328,6 @@ def add_commands(add: AddCommand) -> None:
                    help="an auditor's public key file to trust (repeatable)")
     p.add_argument("--head", metavar="HEAD_FILE", help="check-proof: the signed head")
     p.add_argument("--size", type=int, help="prove: in the tree of this many events")
+    p.add_argument("--since", dest="since_head", metavar="HEAD_FILE",
+                   help="prove: a consistency proof from this older head to a new one")
     p.add_argument("--out", metavar="FILE", help="write the head or proof to FILE (JSON)")

@@ -7,6 +7,7 @@ the Engine; each part lives in its own module so each can be read in one sitting
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
@@ -57,6 +58,10 @@ class EventStore:
         self._mapper = Mapper()
         self._recorder = recorder_for(self._engine, self._mapper)
         self._reader = Reader(self._engine, self._mapper)
+        # The leaves this process has already signed over, and the chain hash after
+        # them: a head extends these by the new rows only (engine.store.transparency).
+        self._signed: tuple[list[bytes], bytes] = ([], audit.GENESIS)
+        self._signing = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -244,10 +249,23 @@ class EventStore:
         """
         from engine.treehead import signature_ok
 
-        log = self.scan_log()
-        broken = log.chain_break or log.command_break
-        if broken is not None:
-            raise StoreError(f"the log is broken at position {broken}: not signing it")
+        with self._signing:
+            known, chain = self._signed
+            with translated("scan log"), self._recorder.snapshot() as conn:
+                tail = transparency.scan(conn, len(known), chain)
+            broken = tail.chain_break or tail.command_break
+            if broken is not None:
+                raise StoreError(f"the log is broken at position {broken}: not signing it")
+            leaves = known + tail.leaves
+            head = self._sign(leaves, signer, node, after)
+            self._signed = (leaves, tail.chain)
+            return head
+
+    def _sign(self, leaves: list[bytes], signer: Signer | None, node: str,
+              after: TreeHead | None) -> TreeHead:
+        from engine.treehead import signature_ok
+
+        log = transparency.LogScan(leaves)
         tree = merkle.Tree(log.leaves)
         root = tree.root()
         earlier = [after] if after is not None else []
@@ -294,6 +312,15 @@ class EventStore:
                  "prev_hash": prev.hex(), "canonical": audit.canonical(row).hex()}
         return InclusionProof(position, n, transparency.leaf_of(digest, row), tuple(path),
                               event)
+
+    @retried
+    def consistency(self, first: int, second: int) -> list[bytes]:
+        """PROOF(first, D[second]) of RFC 9162 §2.1.4 over the log as stored now."""
+        log = self.scan_log()
+        if not 0 <= first <= second <= log.size:
+            raise InvalidArgument(f"no consistency proof from {first} to {second} events "
+                                  f"(the log has {log.size})")
+        return merkle.Tree(log.leaves[:second]).consistency_proof(first, second)
 
     @retried
     def export_page(self, after: int, limit: int) -> list[dict[str, Any]]:

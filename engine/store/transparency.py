@@ -55,6 +55,7 @@ class LogScan:
     chain_break: int | None = None
     command_break: int | None = None
     orphan_commands: list[str] = field(default_factory=list)
+    chain: bytes = audit.GENESIS  # the chain's hash after the last row read
 
     @property
     def size(self) -> int:
@@ -117,15 +118,19 @@ def leaf_from(row_hash: bytes, command: Mapping[str, Any] | None) -> bytes:
     return row_hash + outcome_digest([command[name] for name in _OUTCOME])
 
 
-def scan(conn: Connection) -> LogScan:
+def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS) -> LogScan:
     """One pass: leaves from content (not from the stored hashes), the chain check,
-    and the commands table checked against the events."""
+    and the commands table checked against the events.
+
+    ``after``/``chain``: only the rows after that position, continuing the chain from
+    that hash (a signer extending what it has already read); invented outcomes are
+    then not looked for.
+    """
     result = LogScan()
-    chain = audit.GENESIS
-    expected = 1
+    expected = after + 1
     listed: dict[str, tuple[int, ...]] = {}
     seen: dict[str, list[int]] = {}
-    for row in log_rows(conn):
+    for row in (log_rows(conn, after) if after else log_rows(conn)):
         position = int(row["position"])
         if position != expected:
             result.chain_break = result.chain_break or expected
@@ -147,9 +152,11 @@ def scan(conn: Connection) -> LogScan:
         if cid in listed and listed[cid] != tuple(positions):
             first = min(set(positions) ^ set(listed[cid]), default=positions[0])
             result.command_break = min(first, result.command_break or first)
-    for (cid,) in conn.execute(select(commands.c.command_id)):
-        if cid not in seen:
-            result.orphan_commands.append(cid)
+    result.chain = chain
+    if not after:
+        for (cid,) in conn.execute(select(commands.c.command_id)):
+            if cid not in seen:
+                result.orphan_commands.append(cid)
     return result
 
 

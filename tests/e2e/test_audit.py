@@ -56,6 +56,13 @@ def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
     verified = _ok(engine.cli("audit", "verify", "--against", str(head_file),
                               "--key", str(public)))
     assert "audit chain verified" in verified and "signed head(s) consistent" in verified
+    # The log grows; a consistency proof shows the old head's events are still there.
+    _ok(engine.cli("create", "--name", "a2", engine.rootfs, "true"))
+    growth = tmp_path / "growth.json"
+    _ok(engine.cli("audit", "prove", "--since", str(head_file), "--out", str(growth)))
+    grew = _ok(engine.cli("audit", "check-proof", str(growth), "--head", str(head_file),
+                          "--key", str(public)))
+    assert "still holds the" in grew
     # The worker also signs on its own while the log grows.
     store = engine.store()
     try:
@@ -74,8 +81,12 @@ def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
         assert store.verify_chain() is None
     finally:
         store.close()
+    # The worker signs only what it read: new rows do not link to the rewritten chain.
+    _ok(engine.cli("create", "--name", "a3", engine.rootfs, "true"))
     refused = engine.cli("audit", "checkpoint")
     assert refused.returncode != 0 and "not signing it" in refused.stderr
+    no_growth = engine.cli("audit", "prove", "--since", str(head_file))
+    assert no_growth.returncode != 0 and "not signing it" in no_growth.stderr
     failed = engine.cli("audit", "verify", "--against", str(head_file), "--key", str(public))
     assert failed.returncode == 1, failed
     assert "first position affected: 1" in failed.stderr

@@ -236,8 +236,9 @@ def test_a_broken_log_is_not_signed(store: EventStore) -> None:
     _log(store)
     with store._engine.begin() as conn:
         conn.execute(update(events).where(events.c.position == 2).values(actor="mallory"))
-    with pytest.raises(StoreError, match="broken at position 2"):
-        store.checkpoint(SIGNER)
+    with EventStore(store.url) as fresh, pytest.raises(StoreError,
+                                                        match="broken at position 2"):
+        fresh.checkpoint(SIGNER)
 
 
 # --------------------------------------------------------------------- random tampering
@@ -258,7 +259,8 @@ def test_random_tampering_with_a_rehashed_chain_is_detected(
         conn.execute(delete(events))
         conn.exec_driver_sql("DELETE FROM containers")
     store._recorder.forget_states()
-    head = _log(store, heads_every_event=True)
+    with EventStore(store.url) as signer:  # a signer that has read nothing before
+        head = _log(signer, heads_every_event=True)
     at = data.draw(st.integers(1, LAST), label="position")
     with store._engine.begin() as conn:
         rows = _rows(conn)
@@ -306,10 +308,26 @@ def test_random_tampering_with_a_rehashed_chain_is_detected(
     assert report.first_affected == first, (action, report.problems)
 
 
+def test_the_signer_signs_what_it_read_never_a_rewrite(store: EventStore) -> None:
+    """A head extends the leaves this process already read: rows rewritten behind it
+    do not enter a head; rows appended after a rewritten chain do not link to it."""
+    from engine.errors import StoreError
+
+    head = _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 2).values(actor="mallory"))
+        _rechain(conn)
+    again = store.checkpoint(SIGNER)
+    assert (again.size, again.root) == (head.size, head.root)  # the honest tree
+    run(store, store.read_all()[0].stream, LAST, ev.Signalled(9))
+    with pytest.raises(StoreError, match=f"broken at position {LAST + 1}"):
+        store.checkpoint(SIGNER)
+
+
 @pytest.mark.parametrize("heads_erased", [False, True])
-def test_the_signer_refuses_to_bless_a_rewrite(store: EventStore, heads_erased: bool) -> None:
-    """The next head would vouch for the rewrite: refused, against the newest stored
-    head of its key, or (the stored heads deleted) the one it remembers."""
+def test_a_new_signer_refuses_to_bless_a_rewrite(store: EventStore, heads_erased: bool) -> None:
+    """A process that has read nothing yet (a worker just started) checks the log
+    against the newest head of its key in the table, or the one it is given."""
     from engine.errors import StoreError
 
     head = _log(store)
@@ -319,8 +337,9 @@ def test_the_signer_refuses_to_bless_a_rewrite(store: EventStore, heads_erased: 
         if heads_erased:
             _erase_heads(conn)
     remembered = head if heads_erased else None
-    with pytest.raises(StoreError, match="no longer holds the 7 events"):
-        store.checkpoint(SIGNER, after=remembered)
-    run(store, store.read_all()[0].stream, LAST, ev.Signalled(9))
-    with pytest.raises(StoreError, match="no longer holds"):
-        store.checkpoint(SIGNER, after=remembered)
+    with EventStore(store.url) as fresh:
+        with pytest.raises(StoreError, match="no longer holds the 7 events"):
+            fresh.checkpoint(SIGNER, after=remembered)
+        run(fresh, fresh.read_all()[0].stream, LAST, ev.Signalled(9))
+        with pytest.raises(StoreError, match="no longer holds"):
+            fresh.checkpoint(SIGNER, after=remembered)

@@ -81,3 +81,24 @@ def test_every_proof_checks_against_a_signed_head(store: EventStore) -> None:
 
 def treehead_events() -> list[ev.Event]:
     return [ev.PidReceived(10, 9), ev.Started()]
+
+
+def test_a_consistency_proof_shows_the_log_only_grew(store: EventStore) -> None:
+    from engine.treehead import ConsistencyProof, check_consistency
+
+    cid = create(store)
+    old = store.checkpoint(SIGNER)
+    run(store, cid, 1, *treehead_events())
+    new = store.checkpoint(SIGNER)
+    proof = ConsistencyProof.from_json(json.loads(json.dumps(ConsistencyProof(
+        old.size, new, tuple(store.consistency(old.size, new.size))).to_json())))
+    assert check_consistency(proof, old, SIGNER.public) == []
+    forged_old = SIGNER.sign(old.size, b"\x01" * 32, 0)
+    assert check_consistency(proof, forged_old, SIGNER.public) == [
+        f"the log of {new.size} events does not contain the {old.size} the old head "
+        "signed, unchanged"]
+    assert "the new head is unsigned" in check_consistency(
+        dataclasses.replace(proof, head=dataclasses.replace(new, signature=b"")), old,
+        SIGNER.public)
+    with pytest.raises(InvalidArgument, match="no consistency proof"):
+        store.consistency(new.size + 1, new.size + 1)
