@@ -242,13 +242,15 @@ class EventStore:
         """A tree head over the log as it is now, signed if ``signer`` is given, and
         kept in the ``tree_heads`` table.
 
-        Refused over a log whose own checks fail, and over one that no longer holds
-        the last head this signer made (``after``, as the caller remembers it, and the
-        newest stored one its key signed): signing a rewritten log would vouch for
-        the rewrite. So an attacker's edit is caught at the next head, not blessed.
+        The head extends the leaves this store already signed over with the rows
+        appended since (read once, checked against the chain hash it ended on), so
+        it costs the new rows, not the log, and it signs what this process read: a
+        row rewritten behind it never enters a head, and rows appended after a
+        rewritten chain do not link and are refused. A process that has read nothing
+        yet (a worker just started) reads the whole log and refuses it if it no
+        longer holds the last head this signer made (``after``, as the caller
+        remembers it, or the newest stored one its key signed).
         """
-        from engine.treehead import signature_ok
-
         with self._signing:
             known, chain = self._signed
             with translated("scan log"), self._recorder.snapshot() as conn:
@@ -265,23 +267,21 @@ class EventStore:
               after: TreeHead | None) -> TreeHead:
         from engine.treehead import signature_ok
 
-        log = transparency.LogScan(leaves)
-        tree = merkle.Tree(log.leaves)
-        root = tree.root()
+        tree = merkle.Tree(leaves)
+        size, root = tree.size, tree.root()
         earlier = [after] if after is not None else []
         if signer is not None:
             own = [h for h in self.tree_heads() if h.key_id == signer.key_id
                    and signature_ok(h, signer.public)]
             earlier += own[-1:]
         for head in earlier:
-            if head.size > log.size or not merkle.verify_consistency(
-                    head.size, log.size, head.root, root,
-                    tree.consistency_proof(head.size, log.size)):
+            if head.size > size or not merkle.verify_consistency(
+                    head.size, size, head.root, root, tree.consistency_proof(head.size)):
                 raise StoreError(f"the log no longer holds the {head.size} events of the "
                                  "last head signed: not signing it (run berth audit verify)")
         now = to_micros(datetime.now(UTC))
-        head = (signer.sign(log.size, root, now, node) if signer is not None
-                else TreeHead(log.size, root, now, "", b"", node))
+        head = (signer.sign(size, root, now, node) if signer is not None
+                else TreeHead(size, root, now, "", b"", node))
         self.record_head(head)
         return head
 
