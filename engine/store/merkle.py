@@ -47,6 +47,22 @@ class Tree:
             level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
             self.levels.append(level)
 
+    def extend(self, leaf_hashes: Sequence[bytes]) -> None:
+        """Append leaves, hashing only the nodes they change (a log only grows)."""
+        start = len(self.levels[0])
+        self.levels[0].extend(leaf_hashes)
+        height = 0
+        while len(self.levels[height]) > 1:
+            below = self.levels[height]
+            if height + 1 == len(self.levels):
+                self.levels.append([])
+            above = self.levels[height + 1]
+            start //= 2  # the first parent that can have changed
+            del above[start:]
+            above.extend(node_hash(below[i], below[i + 1])
+                         for i in range(2 * start, len(below) - 1, 2))
+            height += 1
+
     @property
     def size(self) -> int:
         return len(self.levels[0])

@@ -58,10 +58,10 @@ class EventStore:
         self._mapper = Mapper()
         self._recorder = recorder_for(self._engine, self._mapper)
         self._reader = Reader(self._engine, self._mapper)
-        # The leaves this process has already signed over, and the chain hash after
-        # them: a head extends these by the new rows only (engine.store.transparency).
-        self._signed: tuple[list[bytes], bytes] = ([], audit.GENESIS)
-        self._signing = threading.Lock()
+        # The tree of the leaves this process has read, and the chain hash after them:
+        # heads and proofs extend it by the new rows only (see ``checkpoint``).
+        self._read: tuple[merkle.Tree, bytes] = (merkle.Tree([]), audit.GENESIS)
+        self._reading = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -251,23 +251,25 @@ class EventStore:
         longer holds the last head this signer made (``after``, as the caller
         remembers it, or the newest stored one its key signed).
         """
-        with self._signing:
-            known, chain = self._signed
-            with translated("scan log"), self._recorder.snapshot() as conn:
-                tail = transparency.scan(conn, len(known), chain)
-            broken = tail.chain_break or tail.command_break
-            if broken is not None:
-                raise StoreError(f"the log is broken at position {broken}: not signing it")
-            leaves = known + tail.leaves
-            head = self._sign(leaves, signer, node, after)
-            self._signed = (leaves, tail.chain)
-            return head
+        with self._reading:
+            return self._sign(self._tree("not signing it"), signer, node, after)
 
-    def _sign(self, leaves: list[bytes], signer: Signer | None, node: str,
+    def _tree(self, refusal: str) -> merkle.Tree:
+        """The tree read so far, extended by the rows appended since (under the lock)."""
+        tree, chain = self._read
+        with translated("scan log"), self._recorder.snapshot() as conn:
+            tail = transparency.scan(conn, tree.size, chain)
+        broken = tail.chain_break or tail.command_break
+        if broken is not None:
+            raise StoreError(f"the log is broken at position {broken}: {refusal}")
+        tree.extend(tail.leaves)
+        self._read = (tree, tail.chain)
+        return tree
+
+    def _sign(self, tree: merkle.Tree, signer: Signer | None, node: str,
               after: TreeHead | None) -> TreeHead:
         from engine.treehead import signature_ok
 
-        tree = merkle.Tree(leaves)
         size, root = tree.size, tree.root()
         earlier = [after] if after is not None else []
         if signer is not None:
@@ -295,32 +297,38 @@ class EventStore:
     @retried
     def prove(self, position: int, size: int | None = None) -> InclusionProof:
         """An inclusion proof of event ``position`` in the tree of ``size`` events
-        (the whole log by default), with the row it proves."""
-        with translated("prove"), self._recorder.snapshot() as conn:
-            log = transparency.scan(conn)
-            n = log.size if size is None else size
-            if not 1 <= position <= n <= log.size:
+        (the whole log by default), with the row it proves, from the tree this
+        process has read (extended by the new rows): a row rewritten behind it then
+        no longer matches its proof's leaf, and the proof fails for what it shows."""
+        with self._reading:
+            tree = self._tree("no proof from it")
+            n = tree.size if size is None else size
+            if not 1 <= position <= n <= tree.size:
                 raise InvalidArgument(f"no event {position} in a log of {n} events "
-                                      f"(it has {log.size})")
+                                      f"(it has {tree.size})")
+            path = tree.inclusion_proof(position - 1, n)
+            leaf_hash = tree.leaf(position - 1)
+        with translated("prove"), self._engine.connect() as conn:
             row = next(transparency.log_rows(conn, after=position - 1, page=1))
         prev = (audit.GENESIS if row["prev_hash"] is None else bytes(row["prev_hash"]))
-        digest = audit.link(prev, row)
-        path = merkle.Tree(log.leaves).inclusion_proof(position - 1, n)
+        leaf = transparency.leaf_of(audit.link(prev, row), row)
+        if merkle.leaf_hash(leaf) != leaf_hash:
+            raise StoreError(f"event {position} was changed after it was read: the "
+                             "log has been tampered with (run berth audit verify)")
         event = {"position": position, "stream": row["stream"], "type": row["type"],
                  "actor": row["actor"], "node": row["node"],
                  "causation_id": row["causation_id"], "recorded_at_us": row["recorded_at"],
                  "prev_hash": prev.hex(), "canonical": audit.canonical(row).hex()}
-        return InclusionProof(position, n, transparency.leaf_of(digest, row), tuple(path),
-                              event)
+        return InclusionProof(position, n, leaf, tuple(path), event)
 
-    @retried
     def consistency(self, first: int, second: int) -> list[bytes]:
-        """PROOF(first, D[second]) of RFC 9162 §2.1.4 over the log as stored now."""
-        log = self.scan_log()
-        if not 0 <= first <= second <= log.size:
-            raise InvalidArgument(f"no consistency proof from {first} to {second} events "
-                                  f"(the log has {log.size})")
-        return merkle.Tree(log.leaves[:second]).consistency_proof(first, second)
+        """PROOF(first, D[second]) of RFC 9162 §2.1.4 over the tree this process read."""
+        with self._reading:
+            tree = self._tree("no proof from it")
+            if not 0 <= first <= second <= tree.size:
+                raise InvalidArgument(f"no consistency proof from {first} to {second} "
+                                      f"events (the log has {tree.size})")
+            return tree.consistency_proof(first, second)
 
     @retried
     def export_page(self, after: int, limit: int) -> list[dict[str, Any]]:

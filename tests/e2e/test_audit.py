@@ -90,12 +90,28 @@ def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
     failed = engine.cli("audit", "verify", "--against", str(head_file), "--key", str(public))
     assert failed.returncode == 1, failed
     assert "first position affected: 1" in failed.stderr
-    # The proof taken before still checks against the head; a fresh one does not.
-    _ok(engine.cli("audit", "prove", "1", "--size", str(head["size"]), "--out",
-                   str(proof_file)))
-    stale = engine.cli("audit", "check-proof", str(proof_file), "--head", str(head_file),
-                       "--key", str(public))
-    assert stale.returncode == 1 and "not in the tree the head signs" in stale.stderr
+    # The proof taken before still checks against the head; the worker, which read
+    # the log before it was rewritten, proves nothing from it (the new row does not
+    # link to what it read).
+    assert "proof verified" in _ok(engine.cli(
+        "audit", "check-proof", str(proof_file), "--head", str(head_file),
+        "--key", str(public)))
+    stale = engine.cli("audit", "prove", "1")
+    assert stale.returncode != 0 and "the log is broken at position" in stale.stderr
+    # A proof made from the rewritten row (as a worker that never read it would make
+    # one) does not check against the head.
+    proof = json.loads(proof_file.read_text())
+    store = engine.store()
+    try:
+        with store._engine.connect() as conn:
+            row = next(r for r in audit.chain_rows(conn) if r["position"] == 1)
+        proof["event"]["canonical"] = audit.canonical(row).hex()
+    finally:
+        store.close()
+    proof_file.write_text(json.dumps(proof))
+    forged = engine.cli("audit", "check-proof", str(proof_file), "--head", str(head_file),
+                        "--key", str(public))
+    assert forged.returncode == 1 and "not the leaf" in forged.stderr
 
 
 def test_without_a_key_heads_are_unsigned_and_verify_says_so(up: Engine,

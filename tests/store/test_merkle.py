@@ -188,6 +188,19 @@ def test_a_changed_leaf_or_a_truncation_fails_consistency(
     assert not verify_consistency(first, second, old_root, tree.root(), proof)
 
 
+@given(st.lists(st.lists(st.binary(max_size=4), max_size=20), max_size=8))
+def test_a_tree_extended_piece_by_piece_is_the_tree_built_at_once(
+        pieces: list[list[bytes]]) -> None:
+    tree = Tree([])
+    everything: list[bytes] = []
+    for piece in pieces:
+        tree.extend([merkle.leaf_hash(x) for x in piece])
+        everything += piece
+        whole = _tree(everything)
+        assert tree.root() == whole.root() == _mth(everything)
+        assert tree.levels == whole.levels
+
+
 def test_bad_sizes_are_refused() -> None:
     tree = _tree(LEAVES)
     with pytest.raises(ValueError):

@@ -343,3 +343,16 @@ def test_a_new_signer_refuses_to_bless_a_rewrite(store: EventStore, heads_erased
         run(fresh, fresh.read_all()[0].stream, LAST, ev.Signalled(9))
         with pytest.raises(StoreError, match="no longer holds"):
             fresh.checkpoint(SIGNER, after=remembered)
+
+
+def test_a_row_rewritten_behind_the_reader_gets_no_proof(store: EventStore) -> None:
+    from engine.errors import StoreError
+
+    _log(store)
+    store.prove(2)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 2).values(actor="mallory"))
+        _rechain(conn)
+    with pytest.raises(StoreError, match="event 2 was changed after it was read"):
+        store.prove(2)
+    assert store.prove(1).position == 1
