@@ -37,12 +37,13 @@ from bus.protocol import (
     now_iso,
 )
 from engine import command_types as c
-from engine.errors import ProtocolError, Timeout, Unavailable, error_from_code
+from engine.errors import ProtocolError, Timeout, Unavailable, WrongNode, error_from_code
 from engine.ids import new_uuid
 
 if TYPE_CHECKING:
     from bus.subscription import Subscription
 
+WRONG_NODE = WrongNode.code
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 2
 _PING_TIMEOUT = 1.0
@@ -195,13 +196,14 @@ class Client:
         return (" (or it refuses this client's key: is it in the broker's authorised-publishers "
                 "directory, and is BERTH_SERVER_KEY the broker's public key?)")
 
-    def request_patiently(self, command: Command, deadline: float | None = None) -> Reply:
+    def request_patiently(self, command: Command, deadline: float | None = None, *,
+                          check: bool = True) -> Reply:
         """For commands that legitimately take long (wait, exec): keep resending the
         same id while the engine is alive (the broker absorbs the repeats), until the
         reply or ``deadline`` (time.monotonic(); None: no limit)."""
         while True:
             try:
-                return self.request(command)
+                return self.request(command, check=check)
             except Timeout:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
@@ -252,19 +254,31 @@ class Client:
         self._nodes[resolved.id] = resolved.node
         return resolved
 
-    def _locate(self, ref: str, node: str | None) -> tuple[str, str]:
-        if node is not None:
-            return ref, node
-        cached = self._nodes.get(ref)
-        if cached is not None:
-            return ref, cached
-        resolved = self.resolve(ref)
-        return resolved.id, resolved.node
-
     def _on_container(self, type: str, ref: str, node: str | None,
-                      reply_timeout: float | None = None, **args: Any) -> Reply:
-        cid, where = self._locate(ref, node)
-        return self.send(type, cid, where, reply_timeout=reply_timeout, **args)
+                      reply_timeout: float | None = None, *, patient: bool = False,
+                      deadline: float | None = None, **args: Any) -> Reply:
+        """Send a container command by reference in one round trip: the worker that
+        gets it resolves the reference. Without a known node any worker may get it; if
+        the container lives on another node it answers ``wrong_node`` naming it, and
+        the command is sent there (a new id: the first was refused before acting)."""
+        where = node or self._nodes.get(ref)
+        for _attempt in range(2):
+            command = self.command(type, ref, where, args)
+            reply = (self.request_patiently(command, deadline, check=False) if patient
+                     else self.request(command, reply_timeout=reply_timeout, check=False))
+            moved = reply.result.get("node") if reply.error_code == WRONG_NODE else None
+            if not isinstance(moved, str) or moved == where:
+                break
+            where = moved
+        if not reply.ok:
+            raise error_from_code(reply.error_code or "internal", reply.message or "")
+        node_of = reply.result.get("node", where)
+        if isinstance(node_of, str):
+            self._nodes[ref] = node_of
+            cid = reply.result.get("id")
+            if isinstance(cid, str):
+                self._nodes[cid] = node_of
+        return reply
 
     def create(self, *, name: str | None = None, node: str | None = None,
                reply_timeout: float | None = None, **spec: Any) -> Reply:
@@ -297,12 +311,8 @@ class Client:
              reply_timeout: float | None = None, **options: Any) -> Reply:
         """Run a process in the container and wait for it (as long as it takes unless
         ``reply_timeout`` is given)."""
-        if reply_timeout is not None:
-            return self._on_container(c.EXEC, ref, node, reply_timeout, cmd=cmd,
-                                      **options)
-        cid, where = self._locate(ref, node)
-        return self.request_patiently(self.command(c.EXEC, cid, where,
-                                                   {"cmd": cmd, **options}))
+        return self._on_container(c.EXEC, ref, node, reply_timeout,
+                                  patient=reply_timeout is None, cmd=cmd, **options)
 
     def checkpoint(self, ref: str, *, node: str | None = None,
                    reply_timeout: float | None = None, **options: Any) -> Reply:
@@ -320,10 +330,9 @@ class Client:
     def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None) -> Reply:
         """Block until the container exits (the worker answers then); ``timeout``
         bounds the wait (None: as long as it takes, while the engine is alive)."""
-        cid, where = self._locate(ref, node)
         args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
-        return self.request_patiently(self.command(c.WAIT, cid, where, args), deadline)
+        return self._on_container(c.WAIT, ref, node, patient=True, deadline=deadline, **args)
 
     # ------------------------------------------------------------------ queries
 

@@ -13,8 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from bus.protocol import Command
-from engine.command_types import ADMIN_COMMANDS, CREATE, QUERY_COMMANDS
-from engine.errors import InvalidArgument, Unavailable
+from engine.errors import Unavailable
 
 Envelope = tuple[bytes, ...]
 """The routing frames in front of a client's payload: (identity,) or (identity, b"")."""
@@ -121,21 +120,11 @@ class Router:
     def target_node(self, command: Command) -> str | None:
         """The node a command must run on, or None when any worker will do.
 
-        Raises InvalidArgument for a container command without a node when the
-        live workers span several nodes (the client must resolve the node first).
+        A container command that names no node goes to any worker: the worker
+        resolves the reference and, if the container lives elsewhere, answers
+        ``wrong_node`` with the node, and the publisher sends it there.
         """
-        if command.node is not None:
-            return command.node
-        if (command.type == CREATE or command.type in QUERY_COMMANDS
-                or command.type in ADMIN_COMMANDS):
-            return None
-        nodes = {w.node for w in self.workers.values()}
-        if len(nodes) <= 1:
-            return None
-        raise InvalidArgument(
-            f"{command.type} for {command.container!r} names no node and workers serve "
-            f"{len(nodes)} nodes; resolve the container's node first"
-        )
+        return command.node
 
     def choose(self, command: Command, node: str | None) -> WorkerState | None:
         """The live worker for a command: one already busy with its container, else

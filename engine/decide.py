@@ -17,7 +17,8 @@ from __future__ import annotations
 import enum
 import signal as signals
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from engine import commands as c
 from engine import events as ev
@@ -190,6 +191,35 @@ def decide_exec(state: ContainerState, command: c.Exec, started_session: str | N
     _refuse_unless(state, (RUNNING,),
                    f"container {state.name} is {state.state}: exec needs a running container")
     return Plan((Step.EXEC,), then=_exec_exited(command))
+
+
+RESUMABLE = (c.Stop,)
+"""Commands whose first attempt may record its intent and die before its end."""
+
+
+def resume(state: ContainerState, command: c.ContainerCommand,
+           first: Iterable[ev.RecordedEvent], since: Iterable[ev.RecordedEvent],
+           now: datetime) -> tuple[c.Stop, Plan] | None:
+    """A resent command id whose first attempt recorded an outcome: None replays that
+    outcome; a (command, plan) finishes what the first attempt left undone when its
+    worker died.
+
+    Only a stop leaves such a gap: its intent (``stop_requested``, recorded under the
+    command's id) precedes the stop signal, and its end (the exit) is recorded only
+    once the container is gone. While no exit followed the intent (``since``: the
+    stream after it) and the container runs, the resend goes on with what is left
+    of the grace period, SIGKILL at once when it is over (the stop signal was sent).
+    """
+    if not isinstance(command, c.Stop) or state.state != RUNNING:
+        return None
+    intents = [(r.metadata.recorded_at, r.event) for r in first
+               if isinstance(r.event, ev.StopRequested)]
+    if not intents or any(isinstance(r.event, ev.Exited) for r in since):
+        return None
+    requested_at, intent = intents[-1]
+    ends = requested_at + timedelta(seconds=intent.timeout)
+    left = max(0.0, (ends - now).total_seconds())
+    return replace(command, timeout=left), Plan((Step.STOP, Step.RECORD_EXIT))
 
 
 def exec_started(command: c.Exec, session_id: str, pid: int) -> ev.ExecStarted:

@@ -33,16 +33,17 @@ from engine.errors import (
     NotFound,
     RuntimeFailure,
     StoreError,
+    WrongNode,
     error_from_code,
 )
-from engine.ids import new_container_id, new_uuid, validate_container_id
+from engine.ids import is_full_id, new_container_id, new_uuid, validate_container_id
 from engine.locks import ContainerLocks
 from engine.projection import ALIVE, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
 from engine.runtime.waits import wait_pids_exit
-from engine.store import EventStore
+from engine.store import CommandOutcome, EventStore
 
 log = logging.getLogger("berth.service")
 
@@ -121,12 +122,23 @@ class ContainerService:
         if state is None:
             state = self.store.get_container(container_id)
             if state.node != self.node:
-                raise NotFound(f"container {container_id} lives on node {state.node!r}, "
-                               f"not {self.node!r}")
+                raise WrongNode(f"container {container_id} lives on node {state.node!r}, "
+                                f"not {self.node!r}", state.node)
             self._states[container_id] = state
         if state.removed:
             raise NotFound(f"no such container: {container_id}")
         return state
+
+    def resolve(self, ref: str) -> str:
+        """The full id of the container ``ref`` names (an id, a unique id prefix or a
+        name) if it lives on this node; ``WrongNode`` naming its node otherwise.
+
+        Publishers send a container command with the reference they were given, so a
+        command takes one round trip; the worker resolves it here.
+        """
+        cid = ref if is_full_id(ref) and ref in self._states else self.store.resolve(ref)
+        self.container(cid)
+        return cid
 
     def latest(self, container_id: str) -> ContainerState:
         """The newest state, removed containers included (for waits and replies)."""
@@ -200,9 +212,11 @@ class ContainerService:
         replayed (a resend after a lost reply, or after a worker restart)."""
         done = self.store.outcome(causation.command_id)
         if done is not None:
+            resumed = self._resume(command, causation, done) if done.ok else None
+            if resumed is not None:
+                return resumed
             if done.ok:
-                # The stream tells a retried create which container it made.
-                return Outcome((), {"replayed": True, "id": done.stream, "node": self.node},
+                return Outcome((), self._replayed_result(command, done),
                                replayed=tuple(done.positions))
             return Outcome((), {}, replayed=tuple(done.positions),
                            error=error_from_code(done.error_code or "internal",
@@ -211,13 +225,53 @@ class ContainerService:
             return self._create(command, causation)
         if isinstance(command, c.Exec):
             return self._exec(command, causation)
-        cid = validate_container_id(command.container)
+        cid = self.resolve(command.container)
+        command = replace(command, container=cid)
         with self.locks.hold(cid):
             state = self.container(cid)
             plan = d.decide(state, command)
             if plan.noop:
                 return Outcome((), plan.result)
             return self._carry_out(state, command, plan, causation)
+
+    def _replayed_result(self, command: c.ContainerCommand,
+                         done: CommandOutcome) -> dict[str, Any]:
+        """The reply to a command carried out before. The stream tells a retried create
+        which container it made; an exec's recorded end tells how its session ended
+        (its output is not kept: it went out with the first reply)."""
+        result: dict[str, Any] = {"replayed": True, "id": done.stream, "node": self.node}
+        if isinstance(command, c.Exec) and done.stream:
+            for r in self.store.read_stream(done.stream):
+                if r.metadata.position in done.positions and isinstance(r.event, ev.ExecExited):
+                    result.update(exit_code=r.event.exit_code, output="",
+                                  session_id=r.event.session_id)
+        return result
+
+    def _resume(self, command: c.ContainerCommand, causation: c.Causation,
+                done: CommandOutcome) -> Outcome | None:
+        """Finish a command whose first attempt recorded its intent and then lost its
+        worker (``decide.resume``); None: the recorded outcome is the answer."""
+        if not isinstance(command, d.RESUMABLE) or not done.positions or not done.stream:
+            return None
+        cid = done.stream  # the container the first attempt changed, whatever the reference
+        command = replace(command, container=cid)
+        with self.locks.hold(cid):
+            try:
+                state = self.container(cid)
+            except NotFound:
+                return None
+            stream = self.store.read_stream(cid)
+            last = max(done.positions)
+            first = [r for r in stream if r.metadata.position in done.positions]
+            since = [r for r in stream if r.metadata.position > last]
+            resumed = d.resume(state, command, first, since, datetime.now(UTC))
+            if resumed is None:
+                return None
+            log.warning("%s %s was cut short by a worker's death: finishing it",
+                        causation.command_type, causation.command_id)
+            again, plan = resumed
+            outcome = self._carry_out(state, again, plan, causation)
+        return replace(outcome, replayed=(*done.positions, *outcome.positions))
 
     def fail(self, command_type: str, container: str | None, causation: c.Causation,
              exc: BerthError) -> tuple[int, ...]:
@@ -357,8 +411,8 @@ class ContainerService:
     def _exec(self, command: c.Exec, causation: c.Causation) -> Outcome:
         """An exec session runs outside the container's lock (it may run for long, and
         a stop must not wait for it); its start and end are recorded under it."""
-        command = replace(command, session_id=command.session_id or new_uuid())
-        cid = validate_container_id(command.container)
+        cid = self.resolve(command.container)
+        command = replace(command, container=cid, session_id=command.session_id or new_uuid())
         state = self.container(cid)
         prior = self.store.outcome(system_command_id(causation.command_id, "started"))
         started_session = None
