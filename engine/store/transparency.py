@@ -199,8 +199,10 @@ def assess(log: LogScan, heads: Sequence[tuple[TreeHead, str]],
     if log.command_break is not None:
         problems.append((log.command_break, "the commands table disagrees with the events "
                                             f"at position {log.command_break}"))
-    for cid in log.orphan_commands[:10]:
-        problems.append((None, f"command {cid} has an outcome but no event"))
+    if log.orphan_commands:
+        more = len(log.orphan_commands) - 1
+        problems.append((None, f"command {log.orphan_commands[0]} has an outcome but no "
+                               "event" + (f" (and {more} more)" if more else "")))
     checks: list[HeadCheck] = []
     trusted: list[tuple[int, bool]] = []
     for head, source in heads:
@@ -224,21 +226,23 @@ def assess(log: LogScan, heads: Sequence[tuple[TreeHead, str]],
         checks.append(HeadCheck(head, source, status, consistent))
         trusted.append((head.size, consistent))
     holding = [size for size, ok in trusted if ok]
-    for size, ok in trusted:
-        if ok:
-            continue
+    broken = sorted(size for size, ok in trusted if not ok)
+    rewritten = [size for size in broken if size <= n]
+    if rewritten:  # one line for the smallest: the others only widen it
+        size = rewritten[0]
         below = max((s for s in holding if s < size), default=0)
-        if size > n:
-            # Exact when a trusted head at size n still holds; else the events from
-            # the last one that does may have been rewritten before the cut.
-            problems.append((below + 1, f"truncated: a signed head vouches for {size} "
-                                        f"events, the log has {n}" + (
-                                            "" if below == n else
-                                            f" (positions {below + 1}..{n} are not "
-                                            "vouched for either)")))
-            continue
         problems.append((below + 1, f"rewritten: the log no longer contains the {size} "
-                                    f"events a signed head vouches for (positions "
-                                    f"{below + 1}..{size})"))
+                                    "events a signed head vouches for (the change is in "
+                                    f"positions {below + 1}..{size}; {len(broken)} signed "
+                                    "head(s) no longer hold)"))
+    if broken and broken[-1] > n:
+        # Exact when a trusted head at size n still holds; else the events from the
+        # last one that does may have been rewritten before the cut.
+        below = max((s for s in holding if s <= n), default=0)
+        problems.append((below + 1, f"truncated: a signed head vouches for {broken[-1]} "
+                                    f"events, the log has {n}" + (
+                                        "" if below == n else
+                                        f" (positions {below + 1}..{n} are not vouched "
+                                        "for either)")))
     vouched = max((s for s in holding), default=0)
     return Assessment(n, root, problems, checks, min(vouched, n))
