@@ -224,9 +224,18 @@ class EventStore:
             return transparency.scan(conn)
 
     @retried
-    def tree_heads(self) -> list[TreeHead]:
+    def tree_heads(self, *, key_id: str | None = None,
+                   newest: int | None = None) -> list[TreeHead]:
+        """Stored heads, oldest first; or (``newest``) the last few, newest first."""
+        query = select(tree_heads)
+        if key_id is not None:
+            query = query.where(tree_heads.c.key_id == key_id)
+        if newest is not None:
+            query = query.order_by(tree_heads.c.id.desc()).limit(newest)
+        else:
+            query = query.order_by(tree_heads.c.id)
         with translated("tree heads"), self._engine.connect() as conn:
-            rows = conn.execute(select(tree_heads).order_by(tree_heads.c.id)).all()
+            rows = conn.execute(query).all()
         return [TreeHead(int(r.tree_size), bytes(r.root_hash), int(r.timestamp_us),
                          r.key_id, bytes(r.signature), r.node) for r in rows]
 
@@ -273,9 +282,9 @@ class EventStore:
         size, root = tree.size, tree.root()
         earlier = [after] if after is not None else []
         if signer is not None:
-            own = [h for h in self.tree_heads() if h.key_id == signer.key_id
-                   and signature_ok(h, signer.public)]
-            earlier += own[-1:]
+            own = [h for h in self.tree_heads(key_id=signer.key_id, newest=10)
+                   if signature_ok(h, signer.public)]
+            earlier += own[:1]
         for head in earlier:
             if head.size > size or not merkle.verify_consistency(
                     head.size, size, head.root, root, tree.consistency_proof(head.size)):
