@@ -37,9 +37,10 @@ from typing import Any, Final
 
 import zmq
 
-from bus.keys import needs_curve
+from bus.keys import AUDITOR_PREFIX, needs_curve
 from bus.protocol import Command, encode
 from bus.security import BrokerSecurity, RateLimit, TokenBucket, ZapHandler, make_curve_server
+from engine.command_types import AUDIT_COMMANDS, QUERY_COMMANDS
 from engine.errors import BerthError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ UNAUTHENTICATED: Final = "unauthenticated"
 WRONG_NODE: Final = "wrong_node"
 
 _MAX_PEERS: Final = 10_000
+READ_ONLY_COMMANDS: Final = QUERY_COMMANDS | AUDIT_COMMANDS
 
 
 # --------------------------------------------------------------------------- identity
@@ -61,6 +63,8 @@ class Peer:
 
     name: str
     key: str
+    read_only: bool = False
+    """An auditor's key: queries and audit reads only (bus.keys.AUDITORS)."""
 
 
 def uid_identity(uid: int) -> str:
@@ -88,7 +92,9 @@ class PeerIdentities:
                 user = frame.get("User-Id")
             except zmq.ZMQError:
                 return None
-            return Peer(str(user), f"key:{user}") if user else None
+            if not user:
+                return None
+            return Peer(str(user), f"key:{user}", str(user).startswith(AUDITOR_PREFIX))
         try:
             address = str(frame.get("Peer-Address"))
         except zmq.ZMQError:
@@ -196,6 +202,14 @@ class Admission:
 
     def within_rate(self, peer: Peer, now: float) -> bool:
         return self._limiter is None or self._limiter.allow(peer.key, now)
+
+    def refusal(self, command: Command, peer: Peer) -> str | None:
+        """Why ``peer`` may not send ``command`` (None: it may): a read-only peer
+        sends queries and audit reads, never a command that changes a container."""
+        if peer.read_only and command.type not in READ_ONLY_COMMANDS:
+            log.warning("refused %s from read-only %s", command.type, peer.name)
+            return f"{peer.name} is read-only: it may not send {command.type}"
+        return None
 
     def as_sent_by(self, command: Command, frame: bytes, peer: Peer) -> tuple[Command, bytes]:
         """The command and its frame with the peer's identity as the actor: the

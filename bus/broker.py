@@ -69,7 +69,7 @@ COUNTERS = (
     "commands_received", "commands_routed", "replies_routed", "duplicate_replies",
     "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
     "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
-    "wrong_node", "oversized", "busy",
+    "wrong_node", "oversized", "busy", "read_only_refused",
 )
 """What ``stats`` counts (and ``query.ping`` reports)."""
 
@@ -267,6 +267,11 @@ class Broker:
         if msg.type == PING:  # "identity": how this peer's commands are recorded
             result = {**self.health(), "identity": peer.name}
             self._answer(envelope, Reply(msg.id, True, result=result), count_error=False)
+            return
+        refused = self.admission.refusal(msg, peer)
+        if refused is not None:
+            self.stats["read_only_refused"] += 1
+            self._answer(envelope, error_reply(msg.id, PermissionDenied.code, refused))
             return
         msg, payload = self.admission.as_sent_by(msg, payload, peer)
         self._accept(msg, payload, envelope)

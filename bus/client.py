@@ -412,8 +412,34 @@ class Client:
     def rebuild(self) -> dict[str, Any]:
         return self.send(c.REBUILD, reply_timeout=max(self.timeout, 300.0)).result
 
-    def verify_audit(self) -> dict[str, Any]:
-        return self.send(c.VERIFY_AUDIT, reply_timeout=max(self.timeout, 300.0)).result
+    def verify_audit(self, heads: Iterable[dict[str, Any]] = (),
+                     keys: Iterable[bytes] = ()) -> dict[str, Any]:
+        """The log checked against the stored tree heads and ``heads`` (as
+        ``berth audit checkpoint --out`` wrote them), trusting ``keys`` (raw Ed25519
+        public keys) besides the worker's own."""
+        return self.send(c.VERIFY_AUDIT, heads=list(heads), keys=list(keys),
+                         reply_timeout=max(self.timeout, 300.0)).result
+
+    def audit_checkpoint(self) -> dict[str, Any]:
+        """A tree head over the log now, signed by the answering worker's auditor key."""
+        return self.send(c.AUDIT_CHECKPOINT, reply_timeout=max(self.timeout, 300.0)).result
+
+    def audit_prove(self, position: int, size: int | None = None) -> dict[str, Any]:
+        args: dict[str, Any] = {"position": position}
+        if size is not None:
+            args["size"] = size
+        return self.send(c.AUDIT_PROVE, reply_timeout=max(self.timeout, 300.0),
+                         **args).result
+
+    def audit_consistency(self, first: int) -> dict[str, Any]:
+        """A new signed head and the proof that the log of ``first`` events (an older
+        head's size) is a prefix of it."""
+        return self.send(c.AUDIT_CONSISTENCY, first=first,
+                         reply_timeout=max(self.timeout, 300.0)).result
+
+    def audit_export(self, after: int = 0, limit: int = 1000) -> dict[str, Any]:
+        return self.send(c.AUDIT_EXPORT, after=after, limit=limit,
+                         reply_timeout=max(self.timeout, 60.0)).result
 
     # ------------------------------------------------------------------ events
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("sqlalchemy", "alembic", "psycopg", "engine.store", "engine.runtime", "workers",
-         "migrations")
+         "migrations", "nacl", "cryptography", "engine.treehead")
 PROBE = """
 import json, sys
 import bus.client
