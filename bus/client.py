@@ -37,7 +37,8 @@ from bus.protocol import (
     now_iso,
 )
 from engine import command_types as c
-from engine.errors import ProtocolError, Timeout, Unavailable, error_from_code
+from engine.commands import check_timeout
+from engine.errors import InvalidArgument, ProtocolError, Timeout, Unavailable, error_from_code
 from engine.ids import new_uuid
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 2
 _PING_TIMEOUT = 1.0
+_MAX_REPLY_TIMEOUT = 2 * 365 * 24 * 3600.0
+"""Beyond this a reply wait is a mistake (and zmq's poll cannot take it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,9 @@ class Client:
             raise Unavailable(f"berth engine is not running at {self.endpoint}")
         frame = encode(command)
         timeout = self.timeout if reply_timeout is None else reply_timeout
+        if not 0 < timeout <= _MAX_REPLY_TIMEOUT:  # also refuses NaN
+            raise InvalidArgument(f"invalid reply timeout {timeout!r}: must be a number of "
+                                  f"seconds > 0 and <= {_MAX_REPLY_TIMEOUT:g}")
         for _attempt in range(self.retries + 1):
             reply = self._exchange(frame, command.id, timeout)
             if reply is not None:
@@ -281,6 +287,7 @@ class Client:
         return self._on_container(c.START, ref, node)
 
     def stop(self, ref: str, timeout: float = 10.0, *, node: str | None = None) -> Reply:
+        timeout = check_timeout(timeout)  # before it bounds the reply wait below
         return self._on_container(c.STOP, ref, node, self.timeout + timeout,
                                   timeout=timeout)
 
@@ -320,6 +327,8 @@ class Client:
     def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None) -> Reply:
         """Block until the container exits (the worker answers then); ``timeout``
         bounds the wait (None: as long as it takes, while the engine is alive)."""
+        if timeout is not None:
+            timeout = check_timeout(timeout)  # before it becomes a deadline below
         cid, where = self._locate(ref, node)
         args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
