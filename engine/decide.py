@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from engine import commands as c
 from engine import events as ev
-from engine.errors import InvalidState, NotFound
+from engine.errors import NotFound, Refused
 from engine.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, Status, StatusReport
@@ -95,7 +95,7 @@ def default_name(container_id: str) -> str:
 
 def _refuse_unless(state: ContainerState, allowed: Iterable[str], message: str) -> None:
     if state.state not in allowed:
-        raise InvalidState(message)
+        raise Refused(message)
 
 
 def _pid_of(facts: Facts) -> ev.PidReceived:
@@ -110,7 +110,7 @@ def _pid_of(facts: Facts) -> ev.PidReceived:
 def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
     """The plan for ``command`` given the container's state (None: no container yet).
 
-    Raises ``InvalidState`` (the container's state does not allow it) or
+    Raises ``Refused`` (an ``InvalidState``: the state does not allow it) or
     ``NotFound`` (no such container); a refused command changes nothing.
     """
     if isinstance(command, c.Create):
@@ -144,7 +144,7 @@ def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
 
 def _create(state: ContainerState | None, command: c.Create) -> Plan:
     if state is not None:
-        raise InvalidState(f"container {state.name} already exists")
+        raise Refused(f"container {state.name} already exists")
 
     def then(facts: Facts) -> tuple[ev.Event, ...]:
         name = command.name or default_name(facts.container_id)
@@ -166,7 +166,7 @@ def _start(state: ContainerState) -> Plan:
 
 def _stop(state: ContainerState, command: c.Stop) -> Plan:
     if state.state == PAUSED:
-        raise InvalidState(f"container {state.name} is paused: unpause it before stopping")
+        raise Refused(f"container {state.name} is paused: unpause it before stopping")
     if state.state != RUNNING:
         return Plan(result={"id": state.id, "state": state.state})
     return Plan((Step.STOP, Step.RECORD_EXIT), before=(ev.StopRequested(int(command.timeout)),))
@@ -224,7 +224,7 @@ def _checkpoint(state: ContainerState, command: c.Checkpoint) -> Plan:
 
 def _restore(state: ContainerState) -> Plan:
     if state.state != EXITED or not state.checkpoint_path:
-        raise InvalidState(f"container {state.name} is {state.state} and has no checkpoint "
+        raise Refused(f"container {state.name} is {state.state} and has no checkpoint "
                            "to restore")
 
     def then(facts: Facts) -> tuple[ev.Event, ...]:
@@ -238,7 +238,7 @@ def _remove(state: ContainerState, command: c.Remove) -> Plan:
     steps: tuple[Step, ...] = ()
     if state.state in (RUNNING, PAUSED):
         if not command.force:
-            raise InvalidState(f"container {state.name} is {state.state}: stop it first "
+            raise Refused(f"container {state.name} is {state.state}: stop it first "
                                "or use --force")
         steps = ((Step.UNPAUSE,) if state.state == PAUSED else ()) + (Step.STOP, Step.RECORD_EXIT)
     return Plan((*steps, Step.DELETE, Step.CLEANUP), then=lambda _f: (ev.Removed(),))

@@ -31,6 +31,7 @@ from engine.errors import (
     BerthError,
     InvalidArgument,
     NotFound,
+    Refused,
     RuntimeFailure,
     StoreError,
     error_from_code,
@@ -222,20 +223,25 @@ class ContainerService:
     def fail(self, command_type: str, container: str | None, causation: c.Causation,
              exc: BerthError) -> tuple[int, ...]:
         """Record that a command failed (``command.failed``), so "no lost command" holds
-        for failures too and a resend gets the same answer. Refusals that change
-        nothing (bad input, unknown container, store away) are not recorded."""
+        for failures too and a resend gets the same answer. Bad input, an unknown
+        container or a store away are not recorded. A refusal by the rules
+        (``Refused``: nothing ran) is recorded as ``command.refused`` outside the
+        container's stream, so its version and state stay as they were."""
         if (command_type not in CHANGE_COMMANDS or isinstance(exc, NOT_RECORDED)
                 or not container):
             return ()
+        refused = isinstance(exc, Refused)
+        record = self.store.record_refusal if refused else self.store.record_failure
         try:
-            recorded = self.store.record_failure(
+            recorded = record(
                 causation.command_id, command_type, container, exc.code, exc.message,
                 correlation_id=causation.correlation_id, actor=causation.actor, node=self.node,
             )
         except BerthError as store_exc:
             log.error("could not record the failure of %s: %s", causation.command_id, store_exc)
             return ()
-        self.forget(container)
+        if not refused:
+            self.forget(container)
         self.announce(recorded)
         return tuple(r.position for r in recorded)
 

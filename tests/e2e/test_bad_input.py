@@ -157,3 +157,56 @@ def test_wire_frames_with_wrong_types_get_one_sentence(svc: Engine) -> None:
         sock.close()
     assert _head(svc) == head
     assert svc.cli("exec", RUNNING, "true").returncode == 0  # the worker still serves
+
+
+def _seen(engine: Engine, ref: str) -> tuple[str, str]:
+    """What ``inspect`` and ``ps -a`` show of a container, as the CLI prints them."""
+    inspect = engine.cli("inspect", ref)
+    ps = engine.cli("ps", "-a", "--format", "json")
+    assert inspect.returncode == 0 and ps.returncode == 0, (inspect.stderr, ps.stderr)
+    return inspect.stdout, ps.stdout
+
+
+def test_refused_commands_are_answered_and_change_no_state(up: Engine) -> None:
+    """Each refusal is answered with its error and audited as ``command.refused``, in a
+    stream of its own: the container's version, last position and everything ``ps`` and
+    ``inspect`` show stay the same, and a resend of the same id gets the same answer."""
+    def run(*args: str) -> str:
+        result = up.cli(*args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    stopped = run("run", "-d", "--name", "stopped", up.rootfs, "true")
+    assert run("wait", stopped) == "0"
+    running = run("run", "-d", "--name", "running", up.rootfs, "sleep", "1000")
+    paused = run("run", "-d", "--name", "paused", up.rootfs, "sleep", "1000")
+    run("pause", paused)
+    store = up.store()
+    try:
+        for args, ref, expect in (
+            (("exec", "stopped", "true"), stopped, "exited"),
+            (("checkpoint", "paused"), paused, "paused"),
+            (("rm", "running"), running, "--force"),
+            (("restore", "stopped"), stopped, "no checkpoint"),
+        ):
+            before, head = _seen(up, ref), store.max_position()
+            result = up.cli(*args)
+            assert result.returncode == 125, (args, result.stdout, result.stderr)
+            _one_sentence(result.stderr)
+            assert expect in result.stderr, (args, result.stderr)
+            assert _seen(up, ref) == before, args
+            written = store.read_all(head + 1)
+            assert [(r.type, r.stream, r.event.to_data()["container"]) for r in written] == [
+                ("command.refused", "berth:refused", ref)], args
+            assert written[0].metadata.actor  # who asked is in the audit trail
+    finally:
+        store.close()
+    c = up.client()
+    command = c.command("container.remove", running, "local", {})
+    first = c.request(command, check=False)
+    again = c.request(command, check=False)
+    assert not first.ok and (again.error_code, again.message) == (first.error_code,
+                                                                 first.message)
+    assert again.positions == first.positions
+    run("rm", "-f", "running")
+    run("rm", "-f", "paused")
