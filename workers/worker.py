@@ -31,6 +31,7 @@ from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
 from workers.present import event_message
+from workers.statedirs import private_directory
 
 log = logging.getLogger("berth.worker")
 
@@ -70,8 +71,8 @@ class WorkerConfig:
 class Worker:
     def __init__(self, config: WorkerConfig, *, store: EventStore | None = None) -> None:
         self.config = config
-        for path in (config.root, config.run):
-            os.makedirs(path, mode=0o700, exist_ok=True)
+        private_directory(config.root, "BERTH_ROOT")
+        private_directory(config.run, "BERTH_RUN")
         if store is None:
             upgrade(config.database)  # a starting worker brings its database to head
             store = EventStore(config.database)
