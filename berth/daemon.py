@@ -22,6 +22,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 from bus.broker import Broker
@@ -139,7 +140,24 @@ def run_embedded(node: str = "local") -> int:
                 os.unlink(_pidfile())
     finally:
         os.close(lock)  # the lock goes last: the pid file is gone by then
+    leave_past_deadline()
     return 0
+
+
+def leave_past_deadline() -> None:
+    """End the process even if a command outlived the worker's shutdown deadline: its
+    pool thread would otherwise hold the interpreter's exit (it joins them) forever.
+    Everything that must be written was written or closed by then; the container the
+    command acted on goes on, and the next start's reconciliation records its end."""
+    lingering = [t.name for t in threading.enumerate()
+                 if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if lingering:
+        log.warning("leaving with %d command thread(s) still running past the shutdown "
+                    "deadline: %s", len(lingering), ", ".join(lingering))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _serve(node: str) -> None:
@@ -228,7 +246,7 @@ def _running_pid() -> int | None:
         os.close(fd)
 
 
-def stop_embedded(timeout: float = 15.0) -> int:
+def stop_embedded(timeout: float = 30.0) -> int:
     pid = _running_pid()
     deadline = time.monotonic() + timeout
     while pid == 0 and time.monotonic() < deadline:  # an engine still starting

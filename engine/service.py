@@ -100,6 +100,9 @@ class ContainerService:
     node: str
     locks: ContainerLocks = field(default_factory=ContainerLocks)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    closing: threading.Event = field(default_factory=threading.Event)
+    """Set when the worker stops: blocked reads (waits, log long-polls) end at once
+    with a retryable error instead of holding the shutdown up."""
     observers: list[Observer] = field(default_factory=list)
     """Called with every batch of committed events (publishing, the conmon watcher);
     an observer must not raise and must not block."""
@@ -187,6 +190,13 @@ class ContainerService:
         self._remember(container_id, expected_version, recorded)
         self.announce(recorded)
         return recorded
+
+    def begin_shutdown(self) -> None:
+        """Wake every blocked read so it answers "retry" (``closing``); commands under
+        way carry on, and exits keep being recorded until the worker closes."""
+        self.closing.set()
+        with self.changed:
+            self.changed.notify_all()
 
     def announce(self, recorded: Sequence[ev.RecordedEvent]) -> None:
         for observe in self.observers:

@@ -63,6 +63,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config.key_file = args.worker_key or config.key_file
     config.server_key_file = args.worker_server_key or config.server_key_file
     Worker(config).serve_forever()
+    from berth.daemon import leave_past_deadline
+
+    leave_past_deadline()
     return 0
 
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+from engine import events as ev
 from engine.errors import BerthError
 from engine.runtime import OCIRuntime
+from engine.store import EventStore
 from tests.e2e.conftest import REPO, Engine
 from tests.helpers import wait_until
 from workers.worker import WorkerConfig
@@ -183,3 +188,108 @@ def test_the_attach_socket_entry_goes_with_the_container(up: Engine) -> None:
     assert os.path.lexists(entry)
     c.remove(cid, force=True)
     assert not os.path.lexists(entry)
+
+
+# --------------------------------------------------------------------------- shutdown
+
+
+def test_a_blocked_wait_is_answered_retry_when_the_worker_stops(up: Engine) -> None:
+    """The wait is in flight at the worker (its link counted it); closing the worker
+    answers it at once with a retryable error and does not wait for the container."""
+    c = up.client()
+    cid = c.create(rootfs=up.rootfs, args=["sleep", "1000"]).result["id"]
+    c.start(cid)
+    worker = up.worker
+    assert worker is not None and worker.link is not None
+    link = worker.link
+    before = link.stats["commands"]
+    waiting = subprocess.Popen([sys.executable, "-m", "berth", "wait", cid], env=up.env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # resolve, then the wait itself
+        wait_until(lambda: link.stats["commands"] >= before + 2, 30,
+                   what="the wait at the worker")
+        started = time.monotonic()
+        worker.close()
+        up.worker = None
+        assert time.monotonic() - started < 5
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 125 and out == ""
+    _one_line(err)
+    assert "cancelled" in err and "retry" in err, err
+    store = up.store()
+    try:
+        assert store.get_container(cid).state == "running"  # the engine stop stops no container
+    finally:
+        store.close()
+
+
+def _one_line(text: str) -> None:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in text, text
+
+
+def _inspect(place: Place, ref: str) -> dict[str, Any]:
+    result = place.berth("inspect", ref)
+    assert result.returncode == 0, result.stderr
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def test_down_has_a_deadline_and_exits_landing_meanwhile_are_recorded(place: Place) -> None:
+    """``down`` while a stop with a long timeout is under way: the worker refuses new
+    commands, lets the stop run until its deadline, then leaves (it used to hang on the
+    command's thread). An exit that lands while it stops is recorded before it stops;
+    one that lands after it stopped is recorded by the next start's reconciliation."""
+    assert place.berth("up", "-d").returncode == 0
+    stubborn = place.berth("run", "-d", place.rootfs, "sh", "-c",
+                           "trap '' TERM; while true; do sleep 0.1; done").stdout.strip()
+    during = place.berth("run", "-d", place.rootfs, "sleep", "1000").stdout.strip()
+    after = place.berth("run", "-d", place.rootfs, "sleep", "1000").stdout.strip()
+    during_pid = _inspect_pid(place, during)
+    stop = place.start("stop", "-t", "300", stubborn)
+    db = f"sqlite:///{place.root}/berth.db"
+    try:
+        store = EventStore(db)
+        try:
+            wait_until(lambda: "container.stop_requested" in
+                       [r.type for r in store.read_stream(stubborn)], 30, what="stop under way")
+        finally:
+            store.close()
+        down = place.start("down")
+        wait_until(lambda: "stopping" in place.berth("ps").stderr, 30, what="intake closed")
+        os.kill(during_pid, signal.SIGKILL)  # lands while the worker drains
+        down_out, down_err = down.communicate(timeout=60)
+        assert down.returncode == 0 and "berth is down" in down_out, (down_out, down_err)
+        _, stop_err = stop.communicate(timeout=60)
+        assert stop.returncode == 125 and "stopped before this command finished" in stop_err, \
+            stop_err
+    finally:
+        for proc in (stop,):
+            if proc.poll() is None:
+                proc.kill()
+    store = EventStore(db)
+    try:
+        exited = [r.event for r in store.read_stream(during) if isinstance(r.event, ev.Exited)]
+        assert [e.exit_code for e in exited] == [137]  # recorded before the worker stopped
+        assert store.get_container(stubborn).state == "running"
+        after_pid = store.get_container(after).pid
+    finally:
+        store.close()
+    assert after_pid is not None
+    os.kill(after_pid, signal.SIGKILL)  # no worker runs: its exit file waits
+    wait_until(functools.partial(_gone, after_pid), 10, what="process gone")
+    assert place.berth("up", "-d").returncode == 0
+    waited = place.berth("wait", after)
+    assert (waited.returncode, waited.stdout.strip()) == (0, "137"), waited.stderr
+    for cid in (stubborn, during, after):
+        assert place.berth("rm", "-f", cid).returncode == 0
+
+
+def _inspect_pid(place: Place, ref: str) -> int:
+    pid = _inspect(place, ref)["pid"]
+    assert isinstance(pid, int)
+    return pid
