@@ -293,3 +293,31 @@ def _inspect_pid(place: Place, ref: str) -> int:
     pid = _inspect(place, ref)["pid"]
     assert isinstance(pid, int)
     return pid
+
+
+def test_an_attached_run_rm_cut_off_by_the_shutdown_says_what_it_left(up: Engine) -> None:
+    """The engine stopping under an attached ``run --rm`` ends it at once with one
+    sentence that names the container it could not remove (it keeps running)."""
+    worker = up.worker
+    assert worker is not None
+    attached = subprocess.Popen(
+        [sys.executable, "-m", "berth", "run", "--rm", "--name", "fg", up.rootfs, "sh", "-c",
+         "echo started; sleep 1000"], env=up.env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        store = up.store()
+        try:
+            wait_until(lambda: [s for s in store.list_containers() if s.name == "fg"
+                                and s.state == "running"], 30, what="the attached run")
+            cid = store.resolve("fg")
+        finally:
+            store.close()
+        worker.close()
+        up.worker = None
+        out, err = attached.communicate(timeout=30)
+    finally:
+        if attached.poll() is None:
+            attached.kill()
+    assert attached.returncode == 125 and out == "started\n", (out, err)
+    _one_line(err)
+    assert f"container {cid[:12]} keeps running and was not removed" in err, err
