@@ -19,9 +19,11 @@ anything, so the rules of trust read in one place:
   it would otherwise be handed the first sender's reply).
 * **Workers.** Over CURVE a worker's key names the one node it may serve, so a
   stolen or misused worker key cannot take over another host's containers.
-* **Rate.** Each peer has a token bucket; the broker tells an over-rate peer so
-  (or ignores its unreadable frames), and one peer's flood costs the others
-  nothing but a fair share of the broker's loop.
+* **Rate.** Each authenticated identity (a uid on ipc, a key's name over CURVE)
+  has one token bucket, however many sockets or processes it sends from (keyed
+  by pid, a forking sender would multiply its allowance); the broker tells an
+  over-rate peer so (or ignores its unreadable frames), and one identity's flood
+  costs the others nothing but a fair share of the broker's loop.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ _MAX_PEERS: Final = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """Who sent a message: ``name`` goes into the actor, ``key`` buckets its rate."""
+    """Who sent a message: ``name`` goes into the actor, ``key`` buckets its rate
+    (one bucket per authenticated identity, never per connection or process)."""
 
     name: str
     key: str
@@ -75,7 +78,7 @@ class PeerIdentities:
 
     def __init__(self) -> None:
         self._ipc: OrderedDict[str, Peer] = OrderedDict()
-        self._own = Peer(uid_identity(os.geteuid()), f"local:{os.geteuid()}")
+        self._own = Peer(uid_identity(os.geteuid()), f"uid:{os.geteuid()}")
 
     def of(self, frame: zmq.Frame, *, curve: bool) -> Peer | None:
         """The peer of ``frame`` (received with ``copy=False``); None when a CURVE
@@ -99,11 +102,12 @@ class PeerIdentities:
         return peer
 
     def _parse_ipc(self, address: str) -> Peer:
-        """``host:uid:gid:pid`` (libzmq's SO_PEERCRED suffix) -> ``user(uid N)``."""
+        """``host:uid:gid:pid`` (libzmq's SO_PEERCRED suffix) -> ``user(uid N)``; the
+        pid names a connection, not an identity, so it keys nothing."""
         parts = address.rsplit(":", 3)
         if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
-            uid, pid = int(parts[1]), parts[3]
-            return Peer(uid_identity(uid), f"uid:{uid}:pid:{pid}")
+            uid = int(parts[1])
+            return Peer(uid_identity(uid), f"uid:{uid}")
         return self._own
 
 

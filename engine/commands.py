@@ -18,11 +18,12 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from engine.command_types import CHANGE_COMMANDS, COMMAND_TYPES
 from engine.errors import InvalidArgument
+from engine.events import datetime_from_data
 from engine.ids import validate_container_id, validate_name, validate_session_id
 
 if TYPE_CHECKING:  # imported where parsed: the client imports this module for the names
@@ -107,6 +108,8 @@ class Checkpoint:
     container: str
     leave_running: bool = False
     tcp_established: bool = False
+    image_path: str | None = None
+    """Set by the service, never from the wire: this command's own image directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,17 +317,7 @@ def _text(args: Mapping[str, Any], key: str) -> str:
 
 def _time(args: Mapping[str, Any], key: str) -> datetime | None:
     value = args.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidArgument(f"expected an ISO 8601 time for {key}, got {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidArgument(f"bad ISO 8601 time {value!r}") from exc
-    if parsed.tzinfo is None:
-        raise InvalidArgument(f"time {value!r} has no UTC offset")
-    return parsed.astimezone(UTC)
+    return None if value is None else datetime_from_data(value)
 
 
 def _container(command_type: str, container: str | None) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from engine import commands as c
 from engine import events as ev
-from engine.errors import NotFound, Timeout, Unavailable
+from engine.errors import NotFound, Timeout, Unavailable, WrongNode
 from engine.ids import is_full_id, validate_container_id
 from engine.projection import EXITED, REMOVED, ContainerState
 from engine.service import ContainerService
@@ -55,6 +55,16 @@ class Queries:
                 return self.store.get_container(ref, include_removed=True).id
             raise
 
+    def local(self, ref: str) -> str:
+        """Resolve a reference to a container of THIS node (removed ones included):
+        logs are files on the container's node, and a wait is woken by its exit,
+        which only its node records. ``WrongNode`` redirects the publisher."""
+        cid = self.ref(ref, include_removed=True)
+        node = self.store.get_container(cid, include_removed=True).node
+        if node != self.service.node:
+            raise WrongNode(f"container {ref} lives on node {node!r}", node)
+        return cid
+
     def resolve(self, q: c.Resolve) -> ContainerState:
         return self.store.get_container(self.ref(q.container))
 
@@ -89,7 +99,7 @@ class Queries:
     def logs(self, q: c.Logs) -> LogChunk:
         """Log lines from ``offset``. With ``wait_ms``, a long poll: answer as soon as
         there is output or the container has exited, so followers need not spin."""
-        cid = validate_container_id(self.ref(q.container, include_removed=True))
+        cid = validate_container_id(self.local(q.container))
         deadline = time.monotonic() + q.wait_ms / 1000
         changed = self.service.changed
         while True:
@@ -136,7 +146,7 @@ class Queries:
 
     def wait(self, q: c.Wait) -> tuple[str, int]:
         """Block until the container has exited (or the timeout given runs out)."""
-        cid = self.ref(q.container, include_removed=True)
+        cid = self.local(q.container)
         deadline = None if q.timeout is None else time.monotonic() + q.timeout
         with self.service.changed:
             while True:

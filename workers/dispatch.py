@@ -16,7 +16,7 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError
+from engine.errors import BerthError, WrongNode
 from engine.queries import Queries
 from engine.service import ContainerService, Outcome
 from workers.oserrors import from_os_error
@@ -70,6 +70,8 @@ class Dispatch:
         try:
             typed = c.parse(cmd.type, cmd.container, cmd.args)
             return self._table[cmd.type](typed, cmd)
+        except WrongNode as exc:  # a redirect: nothing done, nothing recorded
+            return Reply(cmd.id, False, exc.code, exc.message, result={"node": exc.node})
         except BerthError as exc:
             return self._failed(cmd, causation, exc)
         except OSError as exc:  # the state directory refused a write (full, read-only)

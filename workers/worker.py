@@ -21,6 +21,7 @@ from bus.endpoints import default_endpoints
 from bus.keys import client_keys_for
 from bus.worker_link import WorkerLink
 from engine import events as ev
+from engine.errors import BerthError
 from engine.ids import validate_node
 from engine.queries import Queries
 from engine.runtime import OCIRuntime, RuntimeConfig
@@ -93,6 +94,9 @@ class Worker:
         self.monitor = ExitMonitor(self.service, self.runtime.config.exits_dir)
         self.reconciled = self.service.reconcile()
         log.info("reconciled %s", self.reconciled)
+        for cid, session in self.reconciled.running_execs:
+            threading.Thread(target=self._finish_exec, args=(cid, session), daemon=True,
+                             name=f"berth-exec-{session[:12]}").start()
         self.monitor.start()
         self.conmons = ConmonWatch(self.service)
         self.service.observers.append(self.conmons.observe)
@@ -107,6 +111,14 @@ class Worker:
         self.service.observers.append(self._publish)
         self.link.start()
 
+    def _finish_exec(self, container_id: str, session_id: str) -> None:
+        """Wait for an exec session that outlived the previous worker; record its end."""
+        try:
+            self.service.finish_exec(container_id, session_id)
+        except BerthError as exc:
+            log.error("could not record the end of exec session %s of %s: %s",
+                      session_id, container_id, exc)
+
     def _publish(self, recorded: Sequence[ev.RecordedEvent]) -> None:
         """Publish committed events on the bus (the link queues them; never blocks)."""
         link = self.link
@@ -120,7 +132,8 @@ class Worker:
             "connected": bool(self.link and self.link.connected.is_set()),
             "exits_recorded": self.monitor.recorded if self.monitor else 0,
             "conmons_lost": self.conmons.settled if self.conmons else 0,
-            "reconciled": vars(self.reconciled),
+            "reconciled": {k: v for k, v in vars(self.reconciled).items()
+                           if isinstance(v, int)},
         }
 
     def serve_forever(self) -> None:
