@@ -149,8 +149,10 @@ def leave_past_deadline() -> None:
     pool thread would otherwise hold the interpreter's exit (it joins them) forever.
     Everything that must be written was written or closed by then; the container the
     command acted on goes on, and the next start's reconciliation records its end."""
+    # Daemon or not: the executor's threads are joined at exit either way (and a pool
+    # fed by a daemon thread makes daemon threads).
     lingering = [t.name for t in threading.enumerate()
-                 if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+                 if t is not threading.main_thread() and t.is_alive()]
     if lingering:
         log.warning("leaving with %d command thread(s) still running past the shutdown "
                     "deadline: %s", len(lingering), ", ".join(lingering))
@@ -257,7 +259,7 @@ def stop_embedded(timeout: float = 30.0) -> int:
         return 0
     os.kill(pid, signal.SIGTERM)
     while time.monotonic() < deadline:
-        if _running_pid() is None:
+        if _running_pid() is None and not _alive(pid):
             print("berth is down (containers keep running)")
             return 0
         time.sleep(0.05)

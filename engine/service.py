@@ -307,6 +307,10 @@ class ContainerService:
         if (command_type not in CHANGE_COMMANDS or isinstance(exc, NOT_RECORDED)
                 or not container):
             return ()
+        try:  # the publisher may have named it: record against its id
+            container = self.store.resolve(container)
+        except BerthError:
+            pass
         refused = isinstance(exc, Refused)
         record = self.store.record_refusal if refused else self.store.record_failure
         try:

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from engine.commands import check_argv, check_cwd, check_env, check_user
 from engine.errors import InvalidArgument
 from engine.signals import parse_signal
 
@@ -116,6 +115,10 @@ class RunSpec:
 
     def validate(self) -> RunSpec:
         """Check everything that can be checked without starting a process."""
+        # The process rules are engine.commands', shared with exec; imported here as
+        # engine.commands imports engine.events, which imports this module.
+        from engine.commands import check_argv, check_cwd, check_env, check_user
+
         if not isinstance(self.rootfs, str) or not os.path.isabs(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} must be an absolute path")
         if "\0" in self.rootfs or not os.path.isdir(self.rootfs):
