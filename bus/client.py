@@ -44,6 +44,7 @@ from bus.protocol import (
     now_iso,
 )
 from engine import command_types as c
+from engine.commands import check_timeout
 from engine.errors import (
     InvalidArgument,
     ProtocolError,
@@ -63,6 +64,9 @@ DEFAULT_RETRIES = 2
 RESEND_MAX = 30.0
 """Longest silence a patient request waits before it resends (and pings the broker)."""
 _PING_TIMEOUT = 1.0
+_POLL_SLICE = 60.0
+"""Longest single poll: zmq's poll takes a C int of milliseconds (24 days at most), and
+a stop may rightly wait a year."""
 
 
 def positive_seconds(value: object, what: str) -> float:
@@ -255,8 +259,8 @@ class Client:
             return None
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            if not sock.poll(max(1, int(left * 1000)), zmq.POLLIN):
-                return None
+            if not sock.poll(max(1, int(min(left, _POLL_SLICE) * 1000)), zmq.POLLIN):
+                continue  # a slice of the wait ran out; the loop checks the deadline
             parts = sock.recv_multipart()
             try:
                 msg = decode(parts[-1])
@@ -334,6 +338,7 @@ class Client:
         return self._on_container(c.START, ref, node)
 
     def stop(self, ref: str, timeout: float = 10.0, *, node: str | None = None) -> Reply:
+        timeout = check_timeout(timeout)  # before it bounds the reply wait below
         return self._on_container(c.STOP, ref, node, self.timeout + timeout,
                                   timeout=timeout)
 

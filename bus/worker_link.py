@@ -51,7 +51,7 @@ from bus.protocol import (
     error_reply,
 )
 from engine.command_types import CHANGE_COMMANDS
-from engine.errors import BerthError, ProtocolError
+from engine.errors import BerthError, ProtocolError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,8 @@ class WorkerLink:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._stop = threading.Event()
+        self._intake_closed = False
+        self._idle = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._disconnect_on_stop = True
         self.connected = threading.Event()
@@ -124,9 +126,31 @@ class WorkerLink:
                                         name=f"berth-link-{self.node}", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0, *, disconnect: bool = True) -> None:
-        """Stop intake and the I/O thread; ``disconnect=False`` leaves silently,
-        as a crashed worker would (the broker notices by missing heartbeats)."""
+    def close_intake(self) -> None:
+        """From now on a new command is answered ``unavailable`` ("stopping, retry");
+        resends of commands under way are still answered once they finish."""
+        with self._lock:
+            self._intake_closed = True
+
+    def stop(self, timeout: float = 5.0, *, disconnect: bool = True, drain: float = 0.0) -> None:
+        """Stop intake, give the commands under way up to ``drain`` seconds to finish
+        (their replies still leave), then stop the I/O thread. ``disconnect=False``
+        leaves silently, as a crashed worker would (the broker notices by missing
+        heartbeats). A command still running after ``drain`` is answered
+        ``unavailable`` (it did not finish here), so no publisher waits for a worker
+        that has gone."""
+        self.close_intake()
+        deadline = time.monotonic() + drain
+        with self._idle:
+            while self._inflight and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            if self._inflight and disconnect:
+                log.warning("stopping with %d command(s) still running", len(self._inflight))
+                for command_id in self._inflight:
+                    self._outbox.append(encode(error_reply(
+                        command_id, Unavailable.code,
+                        f"the worker of node {self.node} stopped before this command "
+                        "finished; check the container once the engine is back")))
         self._disconnect_on_stop = disconnect
         self._stop.set()
         if self._thread is not None:
@@ -262,6 +286,11 @@ class WorkerLink:
             if command.id in self._inflight:
                 self.stats["duplicates"] += 1
                 return
+            if self._intake_closed:
+                self._outbox.append(encode(error_reply(
+                    command.id, Unavailable.code,
+                    f"the worker of node {self.node} is stopping; retry once it is back")))
+                return
             self._inflight.add(command.id)
             self.stats["commands"] += 1
             # Only commands that change a container are serialised per container;
@@ -297,14 +326,17 @@ class WorkerLink:
         except ProtocolError as exc:
             frame = encode(error_reply(command.id, exc.code, f"the reply could not be sent: {exc}"))
         with self._lock:
-            self._inflight.discard(command.id)
             self._recent[command.id] = frame
             self._recent_bytes += len(frame)
             while len(self._recent) > _RECENT or self._recent_bytes > _RECENT_BYTES:
                 _, dropped = self._recent.popitem(last=False)
                 self._recent_bytes -= len(dropped)
             self.stats["replies"] += 1
-        self._post(frame)
+            self._outbox.append(frame)
+            # Only once its reply is in the outbox: stop() then flushes it.
+            self._inflight.discard(command.id)
+            self._idle.notify_all()
+        self._post_wakeup()
 
     def _call(self, command: Command) -> Reply:
         try:
@@ -324,6 +356,9 @@ class WorkerLink:
 
     def _post(self, frame: bytes) -> None:
         self._outbox.append(frame)
+        self._post_wakeup()
+
+    def _post_wakeup(self) -> None:
         # A full pipe means a wakeup is pending already; a closed one, a closed link.
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"\0")

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from engine import commands as c
 from engine import events as ev
-from engine.errors import InvalidArgument, InvalidState, NotFound
+from engine.errors import InvalidArgument, NotFound, Refused
 from engine.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
@@ -106,7 +106,7 @@ def default_name(container_id: str) -> str:
 
 def _refuse_unless(state: ContainerState, allowed: Iterable[str], message: str) -> None:
     if state.state not in allowed:
-        raise InvalidState(message)
+        raise Refused(message)
 
 
 def _pid_of(facts: Facts) -> ev.PidReceived:
@@ -121,7 +121,7 @@ def _pid_of(facts: Facts) -> ev.PidReceived:
 def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
     """The plan for ``command`` given the container's state (None: no container yet).
 
-    Raises ``InvalidState`` (the container's state does not allow it) or
+    Raises ``Refused`` (an ``InvalidState``: the state does not allow it) or
     ``NotFound`` (no such container); a refused command changes nothing.
     """
     if isinstance(command, c.Create):
@@ -155,7 +155,7 @@ def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
 
 def _create(state: ContainerState | None, command: c.Create) -> Plan:
     if state is not None:
-        raise InvalidState(f"container {state.name} already exists")
+        raise Refused(f"container {state.name} already exists")
 
     def then(facts: Facts) -> tuple[ev.Event, ...]:
         name = command.name or default_name(facts.container_id)
@@ -177,7 +177,7 @@ def _start(state: ContainerState) -> Plan:
 
 def _stop(state: ContainerState, command: c.Stop) -> Plan:
     if state.state == PAUSED:
-        raise InvalidState(f"container {state.name} is paused: unpause it before stopping")
+        raise Refused(f"container {state.name} is paused: unpause it before stopping")
     if state.state != RUNNING:
         return Plan(result={"id": state.id, "state": state.state})
     return Plan((Step.STOP, Step.RECORD_EXIT), before=(ev.StopRequested(int(command.timeout)),))
@@ -364,7 +364,7 @@ def settle_checkpoint(intent: ev.CheckpointRequested, dump: DumpReport,
 
 def _restore(state: ContainerState) -> Plan:
     if state.state != EXITED or not state.checkpoint_path:
-        raise InvalidState(f"container {state.name} is {state.state} and has no checkpoint "
+        raise Refused(f"container {state.name} is {state.state} and has no checkpoint "
                            "to restore")
 
     def then(facts: Facts) -> tuple[ev.Event, ...]:
@@ -378,7 +378,7 @@ def _remove(state: ContainerState, command: c.Remove) -> Plan:
     steps: tuple[Step, ...] = ()
     if state.state in (RUNNING, PAUSED):
         if not command.force:
-            raise InvalidState(f"container {state.name} is {state.state}: stop it first "
+            raise Refused(f"container {state.name} is {state.state}: stop it first "
                                "or use --force")
         steps = ((Step.UNPAUSE,) if state.state == PAUSED else ()) + (Step.STOP, Step.RECORD_EXIT)
     return Plan((*steps, Step.DELETE, Step.CLEANUP), then=lambda _f: (ev.Removed(),))

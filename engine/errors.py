@@ -61,6 +61,15 @@ class InvalidState(BerthError):
     exit_code = 125
 
 
+class Refused(InvalidState):
+    """The rules refused the command before anything ran (``engine.decide``).
+
+    Its own class so the service can tell a refusal, which changed nothing, from a
+    failure part-way through a command; on the wire it is ``invalid_state`` like any
+    state error.
+    """
+
+
 class PermissionDenied(BerthError):
     """The runtime or the filesystem refused the operation."""
 

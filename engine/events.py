@@ -39,6 +39,10 @@ CONTAINER_CHECKPOINTED = "container.checkpointed"
 CONTAINER_RESTORED = "container.restored"
 CONTAINER_REMOVED = "container.removed"
 COMMAND_FAILED = "command.failed"
+COMMAND_REFUSED = "command.refused"
+REFUSALS_STREAM = "berth:refused"
+"""The stream of ``command.refused``: no container's (a name cannot hold a colon), so
+a refusal never takes a version of the container it names."""
 
 # Why a container exited. "stop" and "checkpoint" were asked for (expected=True);
 # "exit" and "crash" are the process's own doing; "conmon_lost" when its conmon died
@@ -279,12 +283,25 @@ class CommandFailed(Event):
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class CommandRefused(Event):
+    """A command the rules refused before anything ran (wrong state): recorded for the
+    audit trail and so a retried command id gets the same answer, in REFUSALS_STREAM,
+    so the container's version and state stay exactly as they were."""
+
+    type: ClassVar[str] = COMMAND_REFUSED
+    command_type: str
+    container: str
+    code: str
+    message: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         ContainerCreated, PidReceived, Started, Signalled, StopRequested, Exited, Paused,
         Unpaused, ExecRequested, ExecStarted, ExecExited, CheckpointRequested, Checkpointed,
-        Restored, Removed, CommandFailed,
+        Restored, Removed, CommandFailed, CommandRefused,
     )
 }
 

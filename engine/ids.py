@@ -46,26 +46,27 @@ def new_uuid() -> str:
 
 
 def is_full_id(value: str) -> bool:
-    return bool(_HEX_ID_RE.match(value))
+    return bool(_HEX_ID_RE.fullmatch(value))
 
 
 def is_uuid(value: object) -> TypeGuard[str]:
     """A lowercase UUID string (command and correlation ids)."""
-    return isinstance(value, str) and bool(_UUID_RE.match(value))
+    return isinstance(value, str) and bool(_UUID_RE.fullmatch(value))
 
 
 def is_container_id(value: object) -> TypeGuard[str]:
     """Safe as a single path component and a runc argument."""
-    return isinstance(value, str) and bool(_ID_RE.match(value)) and value not in (".", "..")
+    return isinstance(value, str) and bool(_ID_RE.fullmatch(value)) and value not in (".", "..")
 
 
 def is_container_ref(value: object) -> TypeGuard[str]:
     """A container id or a container name: what a command may name a container by."""
-    return isinstance(value, str) and bool(_ID_RE.match(value) or _NAME_RE.match(value))
+    return isinstance(value, str) and bool(_ID_RE.fullmatch(value)
+                                           or _NAME_RE.fullmatch(value))
 
 
 def is_node_name(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and bool(_NODE_RE.match(value))
+    return isinstance(value, str) and bool(_NODE_RE.fullmatch(value))
 
 
 def validate_container_id(value: object) -> str:
@@ -79,7 +80,7 @@ def validate_container_id(value: object) -> str:
 
 
 def validate_name(value: object) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise InvalidArgument(
             f"invalid container name {value!r}: use 1-{MAX_NAME_LENGTH} characters from "
             "[a-zA-Z0-9_.-], starting with a letter or digit"
@@ -100,7 +101,7 @@ def validate_session_id(value: object) -> str:
     """Exec session ids name pid files, so they follow the container id rules."""
     if not isinstance(value, str) or value == "":
         raise InvalidArgument("an exec session needs a non-empty session id")
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise InvalidArgument(
             f"invalid exec session id {value!r}: use 1-{MAX_SESSION_ID_LENGTH} characters "
             "from [a-zA-Z0-9_.-]"

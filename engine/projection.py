@@ -178,6 +178,7 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.CONTAINER_RESTORED: _restored,
     ev.CONTAINER_REMOVED: _removed,
     ev.COMMAND_FAILED: _audit_only,
+    ev.COMMAND_REFUSED: _audit_only,  # written in no container's stream; inert if it were
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from engine import commands as c
 from engine import events as ev
-from engine.errors import NotFound, Timeout, WrongNode
+from engine.errors import NotFound, Timeout, Unavailable, WrongNode
 from engine.ids import is_full_id, validate_container_id
 from engine.projection import EXITED, REMOVED, ContainerState
 from engine.service import ContainerService
@@ -117,6 +117,7 @@ class Queries:
             if (chunk.lines or chunk.state in (EXITED, REMOVED)
                     or time.monotonic() >= deadline):
                 return chunk
+            self._unless_closing(f"following the log of {cid[:12]}")
             with changed:
                 changed.wait(min(0.01, max(0.0, deadline - time.monotonic())))
 
@@ -178,6 +179,13 @@ class Queries:
     def export(self, q: c.AuditExport) -> tuple[list[dict[str, Any]], int]:
         return self.store.export_page(q.after, q.limit), self.store.max_position()
 
+    def _unless_closing(self, what: str) -> None:
+        """A blocked read ends when the worker stops: the container goes on (stopping
+        the engine never stops one), so the answer is "retry", not a result."""
+        if self.service.closing.is_set():
+            raise Unavailable(f"the worker of node {self.service.node} is stopping: {what} "
+                              "was cancelled; retry once the engine is back")
+
     def wait(self, q: c.Wait) -> tuple[str, int]:
         """Block until the container has exited (or the timeout given runs out)."""
         cid = self.local(q.container)
@@ -187,6 +195,7 @@ class Queries:
                 state = self.service.latest(cid)
                 if state.state in (EXITED, REMOVED) and state.exit_code is not None:
                     return cid, state.exit_code
+                self._unless_closing(f"waiting for {cid[:12]}")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise Timeout(f"container {cid[:12]} did not exit within {q.timeout:g}s")

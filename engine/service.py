@@ -31,6 +31,7 @@ from engine.errors import (
     BerthError,
     InvalidArgument,
     NotFound,
+    Refused,
     RuntimeFailure,
     StateUnwritable,
     StoreError,
@@ -109,6 +110,9 @@ class ContainerService:
     node: str
     locks: ContainerLocks = field(default_factory=ContainerLocks)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    closing: threading.Event = field(default_factory=threading.Event)
+    """Set when the worker stops: blocked reads (waits, log long-polls) end at once
+    with a retryable error instead of holding the shutdown up."""
     observers: list[Observer] = field(default_factory=list)
     """Called with every batch of committed events (publishing, the conmon watcher);
     an observer must not raise and must not block."""
@@ -208,6 +212,13 @@ class ContainerService:
         self.announce(recorded)
         return recorded
 
+    def begin_shutdown(self) -> None:
+        """Wake every blocked read so it answers "retry" (``closing``); commands under
+        way carry on, and exits keep being recorded until the worker closes."""
+        self.closing.set()
+        with self.changed:
+            self.changed.notify_all()
+
     def announce(self, recorded: Sequence[ev.RecordedEvent]) -> None:
         for observe in self.observers:
             observe(recorded)
@@ -289,20 +300,29 @@ class ContainerService:
     def fail(self, command_type: str, container: str | None, causation: c.Causation,
              exc: BerthError) -> tuple[int, ...]:
         """Record that a command failed (``command.failed``), so "no lost command" holds
-        for failures too and a resend gets the same answer. Refusals that change
-        nothing (bad input, unknown container, store away) are not recorded."""
+        for failures too and a resend gets the same answer. Bad input, an unknown
+        container or a store away are not recorded. A refusal by the rules
+        (``Refused``: nothing ran) is recorded as ``command.refused`` outside the
+        container's stream, so its version and state stay as they were."""
         if (command_type not in CHANGE_COMMANDS or isinstance(exc, NOT_RECORDED)
                 or not container):
             return ()
+        try:  # the publisher may have named it: record against its id
+            container = self.store.resolve(container)
+        except BerthError:
+            pass
+        refused = isinstance(exc, Refused)
+        record = self.store.record_refusal if refused else self.store.record_failure
         try:
-            recorded = self.store.record_failure(
+            recorded = record(
                 causation.command_id, command_type, container, exc.code, exc.message,
                 correlation_id=causation.correlation_id, actor=causation.actor, node=self.node,
             )
         except BerthError as store_exc:
             log.error("could not record the failure of %s: %s", causation.command_id, store_exc)
             return ()
-        self.forget(container)
+        if not refused:
+            self.forget(container)
         self.announce(recorded)
         return tuple(r.position for r in recorded)
 

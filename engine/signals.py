@@ -26,6 +26,8 @@ def parse_signal(value: object) -> int:
         number = value
     elif isinstance(value, str):
         text = value.strip().upper()
+        if not text.isascii() or not text.isprintable() or len(text) > 32:
+            raise InvalidArgument(f"invalid signal {value!r}: use a name (TERM) or a number")
         if text.isdigit():
             number = int(text)
         else:

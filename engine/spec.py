@@ -16,12 +16,21 @@ from engine.errors import InvalidArgument
 from engine.signals import parse_signal
 
 PROTOCOLS = ("tcp", "udp")
-MAX_ARGS = 4096
-MAX_ARG_BYTES = 128 * 1024
-_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
-_USER_RE = re.compile(r"^[0-9]{1,10}(:[0-9]{1,10})?$")
+_CAP_RE = re.compile(r"^CAP_[A-Z_]+$")
+# The wire type of each option (from_data refuses any other): a string where a list
+# is due would otherwise become a tuple of characters, a bool would pass for an int.
+_STR, _BOOL, _LIST, _INT = (str,), (bool,), (list, tuple), (int,)
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "rootfs": _STR, "args": _LIST, "env": _LIST, "cwd": _STR, "user": _STR,
+    "hostname": _STR, "terminal": _BOOL, "stop_signal": (int, str), "memory": _INT,
+    "pids_limit": _INT, "read_only": _BOOL, "ports": _LIST, "auto_remove": _BOOL,
+    "no_new_privileges": _BOOL, "cap_add": _LIST,
+}
+_WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
+         (int, str): "a signal name or number"}
+_OPTIONAL = frozenset({"memory", "pids_limit"})
 
 
 class PortMapping(NamedTuple):
@@ -106,25 +115,19 @@ class RunSpec:
 
     def validate(self) -> RunSpec:
         """Check everything that can be checked without starting a process."""
+        # The process rules are engine.commands', shared with exec; imported here as
+        # engine.commands imports engine.events, which imports this module.
+        from engine.commands import check_argv, check_cwd, check_env, check_user
+
         if not isinstance(self.rootfs, str) or not os.path.isabs(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} must be an absolute path")
         if "\0" in self.rootfs or not os.path.isdir(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} is not an existing directory")
-        if not self.args or not all(isinstance(a, str) and a for a in self.args[:1]):
-            raise InvalidArgument("a container needs a command to run")
-        if len(self.args) > MAX_ARGS or sum(len(a) for a in self.args) > MAX_ARG_BYTES:
-            raise InvalidArgument("the container command is too long")
-        if any("\0" in a for a in self.args):
-            raise InvalidArgument("the container command contains a NUL byte")
-        for item in self.env:
-            key, sep, _ = item.partition("=")
-            if not sep or not _ENV_KEY_RE.match(key) or "\0" in item:
-                raise InvalidArgument(f"invalid environment entry {item!r}: use KEY=VALUE")
-        if not os.path.isabs(self.cwd) or "\0" in self.cwd:
-            raise InvalidArgument(f"working directory {self.cwd!r} must be an absolute path")
-        if not _USER_RE.match(self.user):
-            raise InvalidArgument(f"invalid user {self.user!r}: use UID[:GID] (numbers)")
-        if self.hostname and not _HOSTNAME_RE.match(self.hostname):
+        check_argv(self.args, "the container command")
+        check_env(self.env)
+        check_cwd(self.cwd)
+        check_user(self.user)
+        if self.hostname and not _HOSTNAME_RE.fullmatch(self.hostname):
             raise InvalidArgument(f"invalid hostname {self.hostname!r}")
         parse_signal(self.stop_signal)
         if self.memory is not None and (not isinstance(self.memory, int)
@@ -140,7 +143,7 @@ class RunSpec:
                 raise InvalidArgument(f"host port {port.host_port}/{port.protocol} is given twice")
             seen.add((port.protocol, port.host_port))
         for cap in self.cap_add:
-            if not re.match(r"^CAP_[A-Z_]+$", cap):
+            if not isinstance(cap, str) or not _CAP_RE.fullmatch(cap):
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
         return self
 
@@ -175,6 +178,19 @@ class RunSpec:
         unknown = set(data) - known
         if unknown:
             raise InvalidArgument(f"unknown run option(s): {', '.join(sorted(unknown))}")
+        for key, value in data.items():
+            if value is None and key in _OPTIONAL:
+                continue
+            if (not isinstance(value, _OPTION_TYPES[key])
+                    or (isinstance(value, bool) and bool not in _OPTION_TYPES[key])):
+                raise InvalidArgument(f"invalid run option {key} {value!r}: must be "
+                                      f"{_WHAT[_OPTION_TYPES[key]]}")
+        for port in data.get("ports") or ():
+            if (not isinstance(port, (list, tuple)) or len(port) != 4
+                    or not isinstance(port[0], str) or not isinstance(port[3], str)
+                    or any(isinstance(n, bool) or not isinstance(n, int) for n in port[1:3])):
+                raise InvalidArgument(f"invalid port mapping {port!r}: use "
+                                      "[host ip, host port, container port, protocol]")
         try:
             kwargs: dict[str, Any] = dict(data)
             kwargs["args"] = tuple(data.get("args") or ())

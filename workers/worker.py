@@ -34,6 +34,7 @@ from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
 from workers.present import event_message
+from workers.statedirs import private_directory
 
 log = logging.getLogger("berth.worker")
 
@@ -54,6 +55,9 @@ class WorkerConfig:
     backend: str | None = None
     concurrency: int = 32  # blocked waits and log long-polls each hold a thread
     heartbeat_interval: float = 0.5
+    shutdown_timeout: float = 10.0
+    """How long a stopping worker lets commands under way finish (stop, exec,
+    checkpoint) before it leaves; blocked waits and log polls end at once."""
     key_file: str | None = field(default_factory=lambda: os.environ.get("BERTH_KEY"))
     """This worker's secret CURVE key file, for a tcp backend."""
     server_key_file: str | None = field(default_factory=lambda: os.environ.get("BERTH_SERVER_KEY"))
@@ -80,8 +84,8 @@ class WorkerConfig:
 class Worker:
     def __init__(self, config: WorkerConfig, *, store: EventStore | None = None) -> None:
         self.config = config
-        for path in (config.root, config.run):
-            os.makedirs(path, mode=0o700, exist_ok=True)
+        private_directory(config.root, "BERTH_ROOT")
+        private_directory(config.run, "BERTH_RUN")
         if store is None:
             upgrade(config.database)  # a starting worker brings its database to head
             store = EventStore(config.database)
@@ -174,8 +178,17 @@ class Worker:
         self._stopped.set()
 
     def close(self, *, disconnect: bool = True) -> None:
+        """Stop with a deadline, leaving nothing half-done: new commands are refused
+        ("stopping, retry"), blocked waits and log polls are answered with that same
+        retryable error, commands under way get ``shutdown_timeout`` to finish and
+        send their replies. The exit monitor closes last, so an exit that lands
+        meanwhile is recorded before the worker stops; one that lands after is in its
+        exit file, which the next start's reconciliation records."""
         if self.link is not None:
-            self.link.stop(disconnect=disconnect)
+            self.link.close_intake()
+            self.service.begin_shutdown()
+            self.link.stop(disconnect=disconnect,
+                           drain=self.config.shutdown_timeout if disconnect else 0.0)
             log.info("worker %s stopped: %s", self.config.node, self.link.stats)
             self.link = None
         self._stopped.set()

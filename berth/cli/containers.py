@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
 from bus.client import Client
+from engine.errors import Unavailable
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
@@ -70,10 +71,22 @@ def cmd_run(args: argparse.Namespace, client: Client) -> int:
     cid, node = str(reply.result["id"]), str(reply.result["node"])
     try:
         client.start(cid, node=node)
-        return _follow_until_exit(client, cid, node)
-    finally:
+        code = _follow_until_exit(client, cid, node)
+    except Unavailable as exc:
+        # The engine stopped under us; the container goes on (stopping the engine
+        # never stops one), so it cannot be removed now: say so, do not pretend.
+        if args.rm:
+            raise Unavailable(f"{exc}; container {cid[:12]} keeps running and was not "
+                              f"removed: remove it with 'berth rm -f {cid[:12]}' once the "
+                              "engine is back") from None
+        raise
+    except BaseException:
         if args.rm:
             client.remove(cid, force=True, node=node)
+        raise
+    if args.rm:
+        client.remove(cid, force=True, node=node)
+    return code
 
 
 def _follow_until_exit(client: Client, cid: str, node: str) -> int:

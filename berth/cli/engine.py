@@ -55,12 +55,17 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.statedirs import PRIVATE_UMASK
     from workers.worker import Worker, WorkerConfig
 
+    os.umask(PRIVATE_UMASK)
     config = WorkerConfig(node=args.node, backend=args.connect)
     config.key_file = args.worker_key or config.key_file
     config.server_key_file = args.worker_server_key or config.server_key_file
     Worker(config).serve_forever()
+    from berth.daemon import leave_past_deadline
+
+    leave_past_deadline()
     return 0
 
 

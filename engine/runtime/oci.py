@@ -7,6 +7,7 @@ events and the projection decides what they mean.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -274,6 +275,14 @@ class OCIRuntime:
         paths = self.paths(container_id)
         shutil.rmtree(paths.container_dir, ignore_errors=True)
         self._clear_exit_file(paths)
+        # conmon's attach-socket entry (--socket-dir-path): a link to the bundle, or
+        # a directory; never followed.
+        sockets = os.path.join(self.config.sockets_dir, validate_container_id(container_id))
+        if os.path.islink(sockets) or os.path.isfile(sockets):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sockets)
+        elif os.path.isdir(sockets):
+            shutil.rmtree(sockets, ignore_errors=True)
 
     # -- exec ------------------------------------------------------------------
 

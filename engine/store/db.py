@@ -8,7 +8,10 @@ berth's codes.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -52,12 +55,38 @@ def make_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
     if backend == "sqlite":
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise InvalidArgument(f"bad sqlite synchronous mode {synchronous!r}")
+        database = parsed.database or ""
+        if database not in {"", ":memory:"}:
+            _private_file(database)
         engine = create_engine(url, connect_args={"check_same_thread": False})
-        _configure_sqlite(engine, synchronous.upper(), parsed.database or "")
+        _configure_sqlite(engine, synchronous.upper(), database)
         return engine
     if backend == "postgresql":
         return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
     raise InvalidArgument(f"unsupported store backend {backend!r} (sqlite or postgresql)")
+
+
+def _private_file(database: str) -> None:
+    """Make the SQLite file (and its WAL and shared-memory files) 0600 before any
+    connection opens it: the log holds what publishers sent (``-e SECRET=...``), and
+    SQLite gives the WAL it creates the database file's mode."""
+    try:
+        fd = os.open(database, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return  # no directory, no permission: SQLite's own error says so, on first use
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"the database file {database} is not a regular file")
+        if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            side = os.lstat(database + suffix)
+            if stat.S_ISREG(side.st_mode) and stat.S_IMODE(side.st_mode) & 0o077:
+                os.chmod(database + suffix, 0o600)
 
 
 def _configure_sqlite(engine: Engine, synchronous: str, database: str) -> None:

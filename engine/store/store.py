@@ -119,6 +119,19 @@ class EventStore:
         return self._recorder.record_failure(request, code, message)
 
     @retried
+    def record_refusal(self, command_id: str, command_type: str, container: str, code: str,
+                       message: str, *, correlation_id: str = "", actor: str = "",
+                       node: str = "") -> list[ev.RecordedEvent]:
+        """Record that the rules refused a command: a ``command.refused`` event in the
+        refusals stream (never the container's: nothing about it changed) plus an error
+        outcome, so a retry gets the same error and the audit trail shows who asked."""
+        refused = ev.CommandRefused(command_type=command_type, container=container, code=code,
+                                    message=message)
+        request = AppendRequest(ev.REFUSALS_STREAM, None, (refused,), command_id, command_type,
+                                correlation_id, actor, node)
+        return self._recorder.record_failure(request, code, message)
+
+    @retried
     def outcome(self, command_id: str) -> CommandOutcome | None:
         return self._recorder.outcome(command_id)
 

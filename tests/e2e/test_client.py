@@ -160,14 +160,16 @@ def test_retry_with_same_command_id_runs_once(up: Engine) -> None:
     assert _types(history).count("container.started") == 1
 
 
-def test_failure_of_a_valid_command_is_recorded(up: Engine) -> None:
+def test_refusal_of_a_valid_command_is_recorded_apart(up: Engine) -> None:
     c = up.client()
     cid = c.create(rootfs=up.rootfs, args=["sleep", "60"]).result["id"]
     with pytest.raises(InvalidState):
         c.unpause(cid)
     history, _ = _history(c, cid)
-    failed = [e for e in history if e.type == "command.failed"]
-    assert failed and failed[0].data["code"] == "invalid_state"
+    assert "command.refused" not in _types(history)
+    events, _ = c.events()
+    refused = [e for e in events if e.type == "command.refused"]
+    assert [(e.data["container"], e.data["code"]) for e in refused] == [(cid, "invalid_state")]
 
 
 def test_bad_input_writes_nothing(up: Engine) -> None:

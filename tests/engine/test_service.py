@@ -15,7 +15,14 @@ import pytest
 from engine import command_types as t
 from engine import commands as c
 from engine import events as ev
-from engine.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound, StoreError
+from engine.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+    Refused,
+    StoreError,
+)
 from engine.ids import new_uuid
 from engine.runtime.memory import MemoryRuntime
 from engine.runtime.types import Status
@@ -96,12 +103,15 @@ def test_a_resent_failure_is_answered_with_the_recorded_error(
         service: ContainerService, store: EventStore) -> None:
     cid = create(service)
     pause = cause(t.PAUSE)
-    with pytest.raises(InvalidState) as refused:
+    before = types(store, cid)
+    with pytest.raises(Refused) as refused:
         service.handle(c.Pause(cid), pause)
     service.fail(t.PAUSE, cid, pause, refused.value)
     replay = service.handle(c.Pause(cid), pause)
     assert replay.error is not None and replay.error.code == "invalid_state"
-    assert types(store, cid).count(ev.COMMAND_FAILED) == 1
+    # A refusal is audited outside the container's stream: its version does not move.
+    assert types(store, cid) == before
+    assert types(store, ev.REFUSALS_STREAM) == [ev.COMMAND_REFUSED]
 
 
 def test_an_exit_reported_by_two_paths_is_recorded_once(

@@ -88,6 +88,17 @@ def test_failure_on_unknown_stream_creates_nothing() -> None:
     assert pj.fold(log) == {}
 
 
+def test_a_refusal_changes_no_container() -> None:
+    """Refusals live in their own stream: the container they name keeps its version."""
+    log = recorded([
+        ("a", ev.ContainerCreated("web", "n1", "/b/a", SPEC)),
+        (ev.REFUSALS_STREAM, ev.CommandRefused("container.exec", "a", "invalid_state", "no")),
+    ])
+    states = pj.fold(log)
+    assert set(states) == {"a"} and states["a"].version == 1
+    assert states["a"].last_position == 1
+
+
 def test_checkpoint_then_restore() -> None:
     log = recorded([
         ("a", ev.ContainerCreated("web", "n1", "/b/a", SPEC)),
