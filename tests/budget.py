@@ -3,8 +3,8 @@
 Mutation testing (scripts/mutation.sh) reruns the tests that reach a mutated function
 once per mutant, a thousand times and more; at the normal budget that does not fit
 CI. With ``BERTH_HYPOTHESIS_PROFILE=mutation`` every property test searches a tenth
-as far, derandomized and without shrinking, so a mutant's verdict is the same on every run. Unset, the
-suite keeps its own settings.
+as far, derandomized and without shrinking, so a mutant's verdict is the same on
+every run. Unset, the suite keeps its own settings.
 """
 
 from __future__ import annotations
