@@ -4,6 +4,7 @@ so it names the field, the rule and (shortened) the value that broke it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -28,6 +29,7 @@ from bus.protocol import (
     error_reply,
     event_fields,
     event_from_fields,
+    now_iso,
     salvage_command_id,
 )
 from engine.errors import ProtocolError
@@ -297,3 +299,49 @@ def test_a_defect_the_checks_did_not_foresee_is_still_a_refusal() -> None:
 def test_is_container_command() -> None:
     assert command().is_container_command
     assert not command(type="query.ps", container=None).is_container_command
+
+
+def test_a_timestamp_of_at_most_64_characters() -> None:
+    longest = "2024-01-02T03:04:05." + "1" * 38 + "+00:00"
+    assert len(longest) == 64
+    assert command(sent_at=longest).sent_at == longest
+    too_long = "2024-01-02T03:04:05." + "1" * 39 + "+00:00"
+    with pytest.raises(ProtocolError) as err:
+        command(sent_at=too_long)
+    assert str(err.value) == f"sent_at must be an ISO 8601 time string, got {too_long!r}."
+
+
+def test_now_iso_is_utc_with_its_offset() -> None:
+    when = datetime.fromisoformat(now_iso())
+    assert when.utcoffset() == timedelta(0)
+
+
+def test_a_value_msgpack_cannot_hold_is_refused_at_encoding() -> None:
+    with pytest.raises(ProtocolError) as err:
+        encode(command(args={"a": 2**65}))
+    assert str(err.value) == "cannot encode command: Integer value out of range."
+
+
+def _args_for_frame_of(size: int) -> dict[str, Any]:
+    """Args that make the command frame exactly ``size`` bytes (str32 header: the
+    string's length does not change the header's)."""
+    base = len(encode(command(args={"a": "x" * 70_000})))
+    return {"a": "x" * (70_000 + size - base)}
+
+
+def test_a_frame_of_exactly_the_limit_is_encoded_and_decoded() -> None:
+    exact = command(args=_args_for_frame_of(MAX_FRAME_SIZE))
+    data = encode(exact)
+    assert len(data) == MAX_FRAME_SIZE
+    assert decode(data) == exact
+    with pytest.raises(ProtocolError) as err:
+        encode(command(args=_args_for_frame_of(MAX_FRAME_SIZE + 1)))
+    assert str(err.value) == (f"command frame of {MAX_FRAME_SIZE + 1} bytes exceeds the "
+                              f"{MAX_FRAME_SIZE}-byte limit.")
+
+
+def test_a_reply_with_an_unknown_field_names_its_kind() -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode(frame(v=PROTOCOL_VERSION, kind="reply", command_id=ID, ok=True,
+                     error_code=None, message=None, positions=[], result={}, extra=1))
+    assert str(err.value) == "reply has unknown fields: extra."

@@ -301,3 +301,11 @@ def test_complete_of_a_waiting_or_orphaned_command() -> None:
     assert r.waiting() == [waiting]
     assert r.complete(waiting.command.id) is waiting
     assert r.outstanding == {}
+
+
+def test_the_router_keeps_replies_up_to_its_cache_size() -> None:
+    r = router(cache_size=2)
+    for command_id in ("a", "b", "c"):
+        r.replies.put(command_id, command_id.encode())
+    assert len(r.replies) == 2
+    assert r.replies.get("c") == b"c" and "a" not in r.replies
