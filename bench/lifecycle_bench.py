@@ -3,9 +3,11 @@
 Every round runs each contender once, interleaved, so machine noise hits them
 alike; the table gives medians and ratios measured in this one run.
 
-* floor: conmon + runc driven with no engine (berth's runtime layer alone: create
-  through conmon, read the pid, ``runc start``, wait for the exit file with
-  inotify, ``runc delete``);
+* floor: berth's runtime layer in-process (engine.runtime.OCIRuntime called
+  directly: no bus, no worker, no event store). One lifecycle is: write the OCI
+  bundle, create through conmon (conmon runs ``runc create``) and read the pid it
+  reports, ``runc start``, wait for conmon's exit file with inotify, ``runc
+  delete``, remove the bundle. What berth adds is everything above this;
 * berth client: ``create``, ``start``, ``wait``, ``remove`` through the Python client
   against ``berth up`` (broker, worker, SQLite on ipc sockets);
 * berth CLI: ``berth run --rm ROOTFS /bin/true`` as a fresh process;
@@ -14,9 +16,16 @@ alike; the table gives medians and ratios measured in this one run.
   ``scripts/install.sh --bench`` when missing; skipped, with the reason, if they
   cannot run).
 
-Then 200 containers of ``sleep 0.2`` at concurrency 8, for berth, the floor and podman.
+Then throughput: 200 containers of ``sleep 0.2`` at concurrency 8, for the floor,
+berth's client library and podman. Each contender first runs an untimed warm-up
+batch of ``--concurrency`` containers (it starts every thread of the contender's
+pool; berth's threads open their clients then), then the batches are
+interleaved: ``--many-runs`` runs, each running every contender's batch once,
+the order flipped every run; the table gives the median and the spread.
 
     .venv/bin/python -m bench.lifecycle_bench [--rounds 30] [--many 200] [--concurrency 8]
+    .venv/bin/python -m bench.lifecycle_bench --rounds 3 --many 8 --concurrency 2 \\
+        --many-runs 2 --no-peers                 # a smoke run
 """
 
 from __future__ import annotations
@@ -50,8 +59,15 @@ PODMAN = ["podman", "--runtime", "runc", "run", "--rm", "--network", "none",
           "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 
 
+FLOOR = "floor (runtime layer only)"
+FLOOR_CONTAINS = ("floor = berth's runtime layer in-process, no bus/worker/store:\n"
+                  "  write the bundle, create through conmon (runc create) and read the pid,\n"
+                  "  runc start, wait for the exit file (inotify), runc delete, remove the bundle")
+
+
 class Floor:
-    """conmon + runc with no engine: the cost berth adds nothing to."""
+    """berth's runtime layer called in-process, no engine around it: the cost berth
+    adds nothing to (see FLOOR_CONTAINS for exactly what one lifecycle does)."""
 
     def __init__(self, base: str, rootfs: str) -> None:
         self.rt = OCIRuntime(
@@ -160,6 +176,43 @@ def _check(argv: list[str], env: dict[str, str] | None = None) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
 
 
+def _order(names: list[str], run: int) -> list[str]:
+    """``names`` forwards on even runs, backwards on odd ones: no contender always
+    runs first or right after the same neighbour."""
+    return names if run % 2 == 0 else names[::-1]
+
+
+def throughput(many: dict[str, Callable[[], object]], count: int, concurrency: int,
+               runs: int) -> dict[str, list[float]]:
+    """Seconds of each contender's batches of ``count`` lifecycles on ``concurrency``
+    threads. Each contender keeps one pool for all its batches (its threads, and what
+    they hold, outlive a batch), warmed up by an untimed batch of ``concurrency``
+    lifecycles, which starts each of its threads, before any batch is timed; then
+    the contenders' batches alternate, run by run."""
+    pools = {name: ThreadPoolExecutor(concurrency) for name in many}
+
+    def batch(name: str, n: int) -> float:
+        fn = many[name]
+        start = time.perf_counter()
+        # fn bound as a default: the lambda must not late-bind it.
+        list(pools[name].map(lambda _i, fn=fn: fn(), range(n)))
+        return time.perf_counter() - start
+
+    try:
+        for name in many:
+            batch(name, concurrency)
+        seconds: dict[str, list[float]] = {name: [] for name in many}
+        for run in range(runs):
+            for name in _order(list(many), run):
+                seconds[name].append(batch(name, count))
+                print(f"  {name}, run {run + 1}/{runs}: {seconds[name][-1]:.2f}s",
+                      file=sys.stderr, flush=True)
+        return seconds
+    finally:
+        for pool in pools.values():
+            pool.shutdown()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -167,8 +220,12 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--many", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--many-runs", type=int, default=3,
+                   help="interleaved throughput runs per contender (at least 2)")
     p.add_argument("--no-peers", action="store_true")
     args = p.parse_args()
+    if args.many_runs < 2:
+        p.error("--many-runs must be at least 2: one run says nothing of its spread")
 
     # Measure berth as installed: scripts/install.sh byte-compiles it, and where
     # PYTHONDONTWRITEBYTECODE is set a source edit since then would make every CLI
@@ -180,9 +237,19 @@ def main() -> int:
     floor = Floor(base, rootfs)
     berth = Berth(base)
     client = berth.client()
+    opened: list[Client] = []  # the throughput threads' own clients, closed at the end
+    local = threading.local()
+
+    def thread_client() -> Client:
+        if not hasattr(local, "c"):
+            local.c = berth.client()
+            opened.append(local.c)  # list.append is atomic: no lock needed
+        c: Client = local.c
+        return c
+
     cli = [sys.executable, "-m", "berth", "run", "--rm", rootfs, "/bin/true"]
     contenders: dict[str, Callable[[], object]] = {
-        "floor (conmon+runc, no engine)": floor.run,
+        FLOOR: floor.run,
         "berth client library": lambda: client_lifecycle(client, rootfs, ["/bin/true"]),
         "berth CLI (run --rm)": lambda: _check(cli, berth.env),
     }
@@ -209,7 +276,7 @@ def main() -> int:
         for _ in range(args.rounds):
             for name, fn in contenders.items():
                 times[name].append(_timed(fn))
-        floor_med = statistics.median(times["floor (conmon+runc, no engine)"])
+        floor_med = statistics.median(times[FLOOR])
         print(f"\nLifecycle of one /bin/true container, {args.rounds} interleaved rounds")
         print(f"{'contender':<34} {'median ms':>10} {'p90 ms':>8} {'x floor':>8}")
         for name, ts in times.items():
@@ -219,39 +286,34 @@ def main() -> int:
             print(f"{name:<34} {med * 1000:>10.1f} {p90 * 1000:>8.1f} {med / floor_med:>8.2f}")
         for name, why in skipped.items():
             print(f"{name:<34} skipped: {why}")
-
-        print(f"\n{args.many} containers of 'sleep 0.2' at concurrency {args.concurrency} "
-              "(full lifecycle to removal)")
-        print(f"{'contender':<34} {'seconds':>8} {'ctr/s':>8} {'x floor':>8}")
-        clients = threading.local()
-
-        def berth_one() -> None:
-            if not hasattr(clients, "c"):
-                clients.c = berth.client()
-            client_lifecycle(clients.c, rootfs, ["sleep", "0.2"])
+        print(FLOOR_CONTAINS)
 
         many: dict[str, Callable[[], object]] = {
-            "floor (conmon+runc, no engine)": lambda: floor.run(("sleep", "0.2")),
-            "berth client library": berth_one,
+            FLOOR: lambda: floor.run(("sleep", "0.2")),
+            "berth client library": lambda: client_lifecycle(thread_client(), rootfs,
+                                                             ["sleep", "0.2"]),
         }
         if "podman run --rm --network none" in contenders:
             many["podman run --rm --network none"] = lambda: _check(
                 PODMAN + ["--rootfs", rootfs, "sleep", "0.2"]
             )
-        rates: dict[str, float] = {}
-        for name, fn in many.items():
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                start = time.perf_counter()
-                # fn bound as a default: the lambda must not late-bind the loop variable.
-                list(pool.map(lambda _i, fn=fn: fn(), range(args.many)))
-                elapsed = time.perf_counter() - start
-            rates[name] = args.many / elapsed
-            vs_floor = rates[name] / rates["floor (conmon+runc, no engine)"]
-            print(f"{name:<34} {elapsed:>8.2f} {rates[name]:>8.1f} {vs_floor:>8.2f}")
+        batches = throughput(many, args.many, args.concurrency, args.many_runs)
+        print(f"\n{args.many} containers of 'sleep 0.2' at concurrency {args.concurrency} "
+              f"(full lifecycle to removal), median of {args.many_runs} interleaved runs "
+              "after a warm-up")
+        print(f"{'contender':<34} {'seconds':>8} {'spread':>6} {'ctr/s':>8} {'x floor':>8}")
+        rates = {name: args.many / statistics.median(ts) for name, ts in batches.items()}
+        for name, ts in batches.items():
+            spread = 100 * (max(ts) - min(ts)) / statistics.median(ts)
+            print(f"{name:<34} {statistics.median(ts):>8.2f} {spread:>5.0f}% "
+                  f"{rates[name]:>8.1f} {rates[name] / rates[FLOOR]:>8.2f}")
+        print(FLOOR_CONTAINS)
         if "podman run --rm --network none" in rates:
             ratio = rates["berth client library"] / rates["podman run --rm --network none"]
             print(f"berth / podman throughput: {ratio:.2f}x")
     finally:
+        for c in opened:
+            c.close()
         client.close()
         berth.close()
         if ctr is not None:

@@ -8,11 +8,20 @@ with 1, 2 and 4 workers, over
 * ``tcp+curve``   one network namespace per host, tcp over veth links to the
                   broker on a bridge, CURVE keys (what ``berth broker`` requires);
 * ``tcp plain``   the same without CURVE. ``berth broker`` refuses plain tcp, so
-                  this bench starts its own broker process with CURVE switched off
-                  (``plain-broker`` below: bench-only, never part of berth).
+                  here it runs with CURVE switched off in its process (``broker
+                  plain`` below: bench-only, never part of berth).
 
-The load: ``--clients`` processes (own pid, own CURVE key: the broker's per-peer
-rate limit applies to each apart, as it would to separate publishers), each
+Every configuration's broker is started by the same launcher (``python -m
+bench.multihost_bench broker curve|plain``, which runs ``berth broker``'s own
+code) with the same options, the rate limit included, so tcp+curve and tcp plain
+differ only in CURVE: the keys, and the handshake and encryption they bring. The
+rate limiter is on in both but set above any rate this load reaches (``--rate-limit``,
+``--burst``): without CURVE the broker cannot tell tcp peers apart, so at berth's
+default limit the plain load would share one bucket and the comparison would measure
+the limiter, not CURVE.
+
+The load: ``--clients`` processes (each its own pid and, over tcp+curve, its own
+CURVE key: separate publishers, as the broker sees them), each
 sending a mixed but cheap stream for ``--seconds``: ``query.ps``, ``query.inspect``
 and ``query.resolve`` of the load's containers, ``container.exec true`` in its own
 long-running container, and now and then a stop (timeout 0) and start of it.
@@ -20,15 +29,22 @@ Reported: commands/second, p50/p99 latency, and the ratio of tcp+curve to plain
 tcp (CURVE's cost) and to ipc; and the median of 1000 sequential ``query.ping``
 round trips (answered by the broker itself), which shows the transport's and
 CURVE's own cost where the load's numbers are dominated by PostgreSQL and runc.
-Then recovery: a worker holding 4 running containers is killed -9, the
-containers are killed while it is down, the worker is restarted at once; the
-time from the kill until every exit is recorded.
+Each configuration is measured ``--repeats`` times, interleaved (every repeat runs
+each configuration once, the order flipped every repeat, a fresh cluster each
+time); the table gives the medians and the spread of the throughput.
+
+Then recovery, ``--recoveries`` samples per transport, interleaved the same way:
+a worker holding 4 running containers is killed -9, the containers are killed
+while it is down, the worker is restarted at once; the time from the kill until
+every exit is recorded (min/median/max).
 
 Ratios within one run are what to read; absolute numbers depend on the machine
 (2 cores run the clients, the broker, the workers and PostgreSQL together).
 
-    .venv/bin/python -m bench.multihost_bench            # a few minutes
-    .venv/bin/python -m bench.multihost_bench --quick    # about a minute
+    .venv/bin/python -m bench.multihost_bench            # several minutes
+    .venv/bin/python -m bench.multihost_bench --quick    # a few minutes
+    .venv/bin/python -m bench.multihost_bench --seconds 1 --workers 1 --clients 2 \\
+        --repeats 2 --recoveries 2                       # a smoke run
 """
 
 from __future__ import annotations
@@ -38,6 +54,7 @@ import multiprocessing as mp
 import os
 import random
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -157,20 +174,36 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+TRANSPORTS = ("ipc", "tcp+curve", "tcp plain")
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    """``berth broker`` options every configuration's broker gets alike."""
+
+    rate_limit: float
+    burst: int
+
+    def argv(self) -> tuple[str, ...]:
+        return ("--rate-limit", f"{self.rate_limit:g}", "--burst", str(self.burst))
+
+
 @contextmanager
-def _cluster(transport: str, workers: int, rootfs: str, clients: int) -> Iterator[Any]:
+def _cluster(transport: str, workers: int, rootfs: str, clients: int,
+             broker: BrokerOptions) -> Iterator[Any]:
+    """A cluster whose broker is started by this module's launcher in every
+    configuration: only ``tcp plain`` switches CURVE off (in the keys and the broker)."""
     from tests.multihost.cluster import cluster
 
     hosts = [f"h{i}" for i in range(1, workers + 1)]
     publishers = ("client", *(f"load{i}" for i in range(clients)))
-    if transport == "tcp plain":
-        broker = (sys.executable, "-m", "bench.multihost_bench", "plain-broker")
-        with cluster(hosts, rootfs, curve=False, durable=True, broker_command=broker) as c:
-            yield c
-    else:
-        with cluster(hosts, rootfs, transport=transport.split("+")[0], durable=True,
-                     publishers=publishers) as c:
-            yield c
+    plain = transport == "tcp plain"
+    command = (sys.executable, "-m", "bench.multihost_bench", "broker",
+               "plain" if plain else "curve", *broker.argv())
+    with cluster(hosts, rootfs, transport="ipc" if transport == "ipc" else "tcp",
+                 curve=not plain, durable=True, broker_command=command,
+                 publishers=publishers) as c:
+        yield c
 
 
 def _load_containers(c: Any, clients: int) -> list[tuple[str, str, str]]:
@@ -188,8 +221,8 @@ def _load_containers(c: Any, clients: int) -> list[tuple[str, str, str]]:
 
 
 def measure_load(transport: str, workers: int, rootfs: str, clients: int,
-                 seconds: float) -> Row:
-    with _cluster(transport, workers, rootfs, clients) as c:
+                 seconds: float, broker: BrokerOptions) -> Row:
+    with _cluster(transport, workers, rootfs, clients, broker) as c:
         containers = _load_containers(c, clients)
         refs = tuple((cid, name) for cid, name, _ in containers)
         ctx = mp.get_context("spawn")  # zmq contexts must not cross a fork
@@ -242,14 +275,15 @@ class Recovery:
     after_restart_s: float
 
 
-def measure_recovery(transport: str, rootfs: str, containers: int = 4) -> Recovery:
+def measure_recovery(transport: str, rootfs: str, broker: BrokerOptions,
+                     containers: int = 4) -> Recovery:
     """kill -9 the worker of h1 with ``containers`` running there, let them all
     exit while it is down, restart it; seconds from the kill until every exit is
     in the log (and, apart, until the broker noticed the loss)."""
     from engine.runtime.waits import wait_pids_exit
     from tests.helpers import wait_until
 
-    with _cluster(transport, 2, rootfs, 1) as c:
+    with _cluster(transport, 2, rootfs, 1, broker) as c:
         client = c.client(timeout=10)
         ids = []
         for i in range(containers):
@@ -279,19 +313,42 @@ def measure_recovery(transport: str, rootfs: str, containers: int = 4) -> Recove
 # ----------------------------------------------------------------------------- output
 
 
-def print_table(rows: list[Row]) -> None:
+def _median_row(samples: list[Row]) -> Row:
+    """One configuration's samples as one row: the median of each measure, errors and
+    rate-limit refusals summed over the samples."""
+    errors: dict[str, int] = {}
+    for r in samples:
+        for code, n in r.errors.items():
+            errors[code] = errors.get(code, 0) + n
+    return Row(samples[0].transport, samples[0].workers,
+               statistics.median(r.per_second for r in samples),
+               statistics.median(r.query_p50_ms for r in samples),
+               statistics.median(r.p50_ms for r in samples),
+               statistics.median(r.p99_ms for r in samples),
+               errors, sum(r.rate_limited for r in samples),
+               statistics.median(r.ping_p50_us for r in samples))
+
+
+def _spread(values: Sequence[float]) -> float:
+    """(max - min) / median, as a percentage."""
+    return 100 * (max(values) - min(values)) / statistics.median(values)
+
+
+def print_table(samples: dict[tuple[str, int], list[Row]]) -> None:
+    rows = [_median_row(v) for v in samples.values()]
     by = {(r.transport, r.workers): r for r in rows}
-    print(f"{'transport':<11} {'workers':>7} {'cmds/s':>8} {'query p50':>9} {'p50 ms':>8} "
-          f"{'p99 ms':>8} {'vs ipc':>7} {'ping us':>8} {'errors':>7} {'limited':>7}")
+    print(f"{'transport':<11} {'workers':>7} {'cmds/s':>8} {'spread':>6} {'query p50':>9} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'vs ipc':>7} {'ping us':>8} {'errors':>7} "
+          f"{'limited':>7}")
     for r in rows:
         base = by.get(("ipc", r.workers))
         ratio = f"{r.per_second / base.per_second:.2f}" if base else "-"
-        print(f"{r.transport:<11} {r.workers:>7} {r.per_second:>8.0f} {r.query_p50_ms:>9.2f} "
-              f"{r.p50_ms:>8.2f} "
-              f"{r.p99_ms:>8.1f} {ratio:>7} {r.ping_p50_us:>8.0f} {sum(r.errors.values()):>7} "
-              f"{r.rate_limited:>7}")
+        spread = _spread([s.per_second for s in samples[(r.transport, r.workers)]])
+        print(f"{r.transport:<11} {r.workers:>7} {r.per_second:>8.0f} {spread:>5.0f}% "
+              f"{r.query_p50_ms:>9.2f} {r.p50_ms:>8.2f} {r.p99_ms:>8.1f} {ratio:>7} "
+              f"{r.ping_p50_us:>8.0f} {sum(r.errors.values()):>7} {r.rate_limited:>7}")
     print()
-    print("CURVE's cost (tcp+curve / tcp plain, same workers):")
+    print("CURVE's cost (tcp+curve / tcp plain, same workers, broker options and launcher):")
     for workers in sorted({r.workers for r in rows}):
         curve, plain = by.get(("tcp+curve", workers)), by.get(("tcp plain", workers))
         if curve and plain:
@@ -304,64 +361,108 @@ def print_table(rows: list[Row]) -> None:
             print(f"  errors in {r.transport}/{r.workers}: {r.errors}")
 
 
-def print_recovery(rows: list[Recovery]) -> None:
+def print_recovery(samples: dict[str, list[Recovery]]) -> None:
+    runs = min(len(v) for v in samples.values())
     print()
-    print(f"{'recovery (kill -9, 4 exits meanwhile)':<40} {'loss seen s':>11} "
-          f"{'kill->recorded s':>16} {'restart->recorded s':>19}")
-    for r in rows:
-        print(f"{r.transport:<40} {r.detected_s:>11.2f} {r.recorded_s:>16.2f} "
-              f"{r.after_restart_s:>19.2f}")
+    print(f"recovery after kill -9 with 4 exits meanwhile: seconds, min/median/max of "
+          f"{runs} samples")
+    print(f"{'transport':<11} {'loss seen':>17} {'kill->recorded':>17} "
+          f"{'restart->recorded':>17}")
+
+    def cell(values: list[float]) -> str:
+        return f"{min(values):.2f}/{statistics.median(values):.2f}/{max(values):.2f}"
+
+    for transport, rs in samples.items():
+        print(f"{transport:<11} {cell([r.detected_s for r in rs]):>17} "
+              f"{cell([r.recorded_s for r in rs]):>17} "
+              f"{cell([r.after_restart_s for r in rs]):>17}")
 
 
 # ----------------------------------------------------------------------------- main
 
 
-def plain_broker(argv: list[str]) -> None:
-    """Bench-only: ``berth broker`` with CURVE switched off, to measure its cost.
+def bench_broker(argv: list[str]) -> int:
+    """The launcher of every configuration's broker: ``broker curve|plain OPTIONS``
+    runs ``berth broker OPTIONS``, the same code and options either way.
 
-    berth itself never serves plain tcp; this patches the transport check in this
-    process only and runs the ordinary Broker (no rate limit: unauthenticated tcp
-    peers would all share one bucket)."""
-    import bus.admission
-    from bus.broker import Broker
+    ``plain`` (bench-only: berth itself never serves plain tcp) switches off the
+    check that every network endpoint runs CURVE, in this process only, so the
+    broker binds its tcp sockets without keys."""
+    mode, options = argv[0], argv[1:]
+    if mode not in ("curve", "plain"):
+        raise SystemExit(f"broker mode must be curve or plain, not {mode!r}")
+    if mode == "plain":
+        import bus.admission
+        import bus.keys
 
-    parser = argparse.ArgumentParser(prog="plain-broker")
-    parser.add_argument("--bind", required=True)
-    parser.add_argument("--workers-bind", required=True)
-    parser.add_argument("--events-bind", required=True)
-    opts = parser.parse_args(argv)
-    bus.admission.needs_curve = lambda endpoint: False  # type: ignore[attr-defined]
-    Broker(opts.bind, opts.workers_bind, opts.events_bind, rate_limit=None).serve_forever()
+        def never(endpoint: str) -> bool:
+            return False
+
+        bus.keys.needs_curve = never
+        bus.admission.needs_curve = never  # type: ignore[attr-defined]  # imported by name
+    from berth.cli import main as berth_main
+
+    return berth_main(["broker", *options])
+
+
+def _order(items: Sequence[str], run: int) -> list[str]:
+    """``items`` forwards on even runs, backwards on odd ones: no configuration always
+    runs first or right after the same neighbour."""
+    return list(items) if run % 2 == 0 else list(items)[::-1]
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "plain-broker":
-        plain_broker(sys.argv[2:])
-        return
+    if len(sys.argv) > 1 and sys.argv[1] == "broker":
+        sys.exit(bench_broker(sys.argv[2:]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, for development")
     parser.add_argument("--seconds", type=float, default=None, help="load per configuration")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", default="1,2,4", help="worker counts, comma-separated")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="samples of each load configuration (default 3; 2 with --quick)")
+    parser.add_argument("--recoveries", type=int, default=3,
+                        help="recovery samples per transport (at least 2)")
+    parser.add_argument("--rate-limit", type=float, default=1_000_000,
+                        help="every broker's per-peer rate limit (commands/s, 0: none)")
+    parser.add_argument("--burst", type=int, default=1_000_000,
+                        help="every broker's per-peer burst")
     opts = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, runc)")
+    if opts.recoveries < 2:
+        parser.error("--recoveries must be at least 2: one sample says nothing of its spread")
     seconds = opts.seconds or (2.0 if opts.quick else 6.0)
+    repeats = opts.repeats or (2 if opts.quick else 3)
+    broker = BrokerOptions(opts.rate_limit, opts.burst)
     from engine.rootfs import build_busybox_rootfs
 
     with tempfile.TemporaryDirectory(prefix="berth-mhb-") as tmp:
         rootfs = build_busybox_rootfs(os.path.join(tmp, "busybox"))
-        rows = []
-        for workers in (int(w) for w in opts.workers.split(",")):
-            for transport in ("ipc", "tcp+curve", "tcp plain"):
-                row = measure_load(transport, workers, rootfs, opts.clients, seconds)
-                print(f"  {transport}, {workers} worker(s): {row.per_second:.0f} cmds/s",
-                      file=sys.stderr, flush=True)
-                rows.append(row)
-        recoveries = [measure_recovery(t, rootfs) for t in ("ipc", "tcp+curve")]
-    print(f"\nmixed load {MIX}, {opts.clients} client processes, {seconds:g}s each; "
+        worker_counts = [int(w) for w in opts.workers.split(",")]
+        samples: dict[tuple[str, int], list[Row]] = {
+            (t, w): [] for w in worker_counts for t in TRANSPORTS}
+        for run in range(repeats):
+            for workers in worker_counts:
+                for transport in _order(TRANSPORTS, run):
+                    row = measure_load(transport, workers, rootfs, opts.clients, seconds,
+                                       broker)
+                    print(f"  {transport}, {workers} worker(s), run {run + 1}/{repeats}: "
+                          f"{row.per_second:.0f} cmds/s", file=sys.stderr, flush=True)
+                    samples[(transport, workers)].append(row)
+        recoveries: dict[str, list[Recovery]] = {"ipc": [], "tcp+curve": []}
+        for run in range(opts.recoveries):
+            for transport in _order(list(recoveries), run):
+                recovered = measure_recovery(transport, rootfs, broker)
+                print(f"  recovery {transport}, run {run + 1}/{opts.recoveries}: "
+                      f"{recovered.recorded_s:.2f}s", file=sys.stderr, flush=True)
+                recoveries[transport].append(recovered)
+    limit = (f"rate-limited at {broker.rate_limit:,.0f}/s, burst {broker.burst:,}"
+             if broker.rate_limit > 0 else "not rate-limited")
+    print(f"\nmixed load {MIX}, {opts.clients} client processes, {seconds:g}s each, "
+          f"median of {repeats} interleaved runs; every broker {limit} per peer; "
           f"PostgreSQL with fsync on; {os.cpu_count()} cores\n")
-    print_table(rows)
+    print_table(samples)
     print_recovery(recoveries)
 
 

@@ -3,16 +3,24 @@
     .venv/bin/python -m bench.store_bench            # full: a 1,000,000-event log
     .venv/bin/python -m bench.store_bench --quick    # a minute or so, for development
     .venv/bin/python -m bench.store_bench --events 200000 --no-pg
+    .venv/bin/python -m bench.store_bench --events 5000 --append-events 200 --runs 3 \\
+        --replays 2 --reps 10                        # a smoke run: is every table sane?
 
-The machine is shared and small (2 cores), so the numbers that mean something are the
-ratios measured within one run, not the absolute rates. PostgreSQL is a private,
-durable (fsync on) server started by tests/pgserver.py unless BERTH_PG_HOST is set.
+Every measurement is made on SQLite and on PostgreSQL, interleaved (SQLite, PG, PG,
+SQLite, ... configuration by configuration, the order flipped each run), so a burst of
+load from others on the machine hits both alike. Each append rate is measured
+``--runs`` times on a fresh database: the table gives the median and the spread
+((max - min) / median). The machine is shared and small (2 cores), so the numbers
+that mean something are the ratios measured within one run, not the absolute rates.
+PostgreSQL is a private, durable (fsync on) server started by tests/pgserver.py
+unless BERTH_PG_HOST is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -20,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import msgpack  # type: ignore[import-untyped]
 
@@ -34,6 +43,8 @@ SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs/alpine", args=("sleep", "infinit
 LIVE = 50            # long-lived containers: what ps shows, whatever the log size
 LIVE_HISTORY = 10    # events in each live container's stream
 CHURN_EVENTS = 5     # create, pid, start, exit, remove: a --rm run
+
+T = TypeVar("T")
 
 
 def _cid() -> str:
@@ -132,17 +143,18 @@ def populate(store: EventStore, events: int) -> str:
 
 # -- replay -------------------------------------------------------------------------
 
+PASSES = ("raw", "typed", "fold")
+
+
 def _timed(fn: Callable[[], int]) -> tuple[int, float]:
     t = time.perf_counter()
     n = fn()
     return n, time.perf_counter() - t
 
 
-def replay(store: EventStore, repeats: int) -> tuple[int, float, float, float]:
-    """(events, raw decode s, typed decode s, decode + fold s), all reading the same
-    pages from the database, so the ratios isolate what typing and folding add. The
-    passes are interleaved and each keeps its best time: on a shared machine that is
-    the least noisy estimate of its own cost."""
+def _replay_passes(store: EventStore) -> dict[str, Callable[[], int]]:
+    """The three replay passes over one store, each reading the same pages from the
+    database, so the ratios isolate what typing and folding add."""
     unpack = msgpack.unpackb
     decode = Mapper().from_values
 
@@ -165,49 +177,81 @@ def replay(store: EventStore, repeats: int) -> tuple[int, float, float, float]:
     def folded() -> int:
         states = fold(decode(row) for rows in store.reader.iter_rows(page=10_000)
                       for row in rows)
-        assert sum(1 for s in states.values() if not s.removed) == LIVE
+        if sum(1 for s in states.values() if not s.removed) != LIVE:
+            raise RuntimeError(f"replay of {store.dialect} lost a live container")
         return len(states)
 
-    best = {"raw": float("inf"), "typed": float("inf"), "fold": float("inf")}
-    n = 0
-    for _ in range(repeats):
-        for name, fn in (("raw", raw), ("typed", typed), ("fold", folded)):
-            count, took = _timed(fn)
-            if name == "raw":
-                n = count
-            best[name] = min(best[name], took)
-    return n, best["raw"], best["typed"], best["fold"]
+    return {"raw": raw, "typed": typed, "fold": folded}
+
+
+def replay(stores: dict[str, EventStore], repeats: int
+           ) -> dict[str, tuple[int, dict[str, float]]]:
+    """backend -> (events, {pass: best seconds}). Passes and backends are interleaved
+    (each repeat runs every pass on every backend, the backend order flipped each
+    time) and each keeps its best time: on a shared machine that is the least noisy
+    estimate of its own cost."""
+    passes = {name: _replay_passes(store) for name, store in stores.items()}
+    best = {name: dict.fromkeys(PASSES, float("inf")) for name in stores}
+    counts = dict.fromkeys(stores, 0)
+    for r in range(repeats):
+        for pass_name in PASSES:
+            for backend in _order(list(stores), r):
+                count, took = _timed(passes[backend][pass_name])
+                if pass_name == "raw":
+                    counts[backend] = count
+                best[backend][pass_name] = min(best[backend][pass_name], took)
+    return {name: (counts[name], best[name]) for name in stores}
 
 
 # -- flatness -----------------------------------------------------------------------
 
-def _median_ms(fn: Callable[[], object], reps: int) -> float:
-    fn()
-    samples = []
-    for _ in range(reps):
-        t = time.perf_counter()
+QUERIES: tuple[tuple[str, Callable[[EventStore, str], Callable[[], object]]], ...] = (
+    ("ps -a (live containers)", lambda s, c: lambda: s.list_containers(all=True)),
+    ("ps (running only)", lambda s, c: lambda: s.list_containers()),
+    ("one container's history", lambda s, c: lambda: s.read_stream(c)),
+    ("resolve by name", lambda s, c: lambda: s.resolve("live7")),
+)
+
+
+def _interleaved_medians(fns: dict[tuple[str, str, str], Callable[[], object]],
+                         reps: int) -> dict[tuple[str, str, str], float]:
+    """Median ms of each function, sampled in turn (one call of each per rep, the order
+    flipped every rep) after one warm-up call each."""
+    for fn in fns.values():
         fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples) * 1000
+    samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in fns}
+    for r in range(reps):
+        for key in _order(list(fns), r):
+            t = time.perf_counter()
+            fns[key]()
+            samples[key].append(time.perf_counter() - t)
+    return {key: statistics.median(v) * 1000 for key, v in samples.items()}
 
 
-def flatness(small: EventStore, small_id: str, big: EventStore, big_id: str,
-             reps: int) -> list[tuple[str, float, float]]:
-    out = []
-    for label, make in (
-        ("ps -a (live containers)", lambda s, c: lambda: s.list_containers(all=True)),
-        ("ps (running only)", lambda s, c: lambda: s.list_containers()),
-        ("one container's history", lambda s, c: lambda: s.read_stream(c)),
-        ("resolve by name", lambda s, c: lambda: s.resolve("live7")),
-    ):
-        a = _median_ms(make(small, small_id), reps)
-        b = _median_ms(make(big, big_id), reps)
-        out.append((label, a, b))
-    assert len(small.list_containers(all=True)) == len(big.list_containers(all=True)) == LIVE
-    return out
+def flatness(logs: dict[str, tuple[EventStore, str, EventStore, str]], reps: int
+             ) -> dict[str, list[tuple[str, float, float]]]:
+    """backend -> [(query, small ms, big ms)], every query on every log sampled in turn."""
+    fns: dict[tuple[str, str, str], Callable[[], object]] = {}
+    for backend, (small, small_id, big, big_id) in logs.items():
+        if not len(small.list_containers(all=True)) == len(big.list_containers(all=True)) \
+                == LIVE:
+            raise RuntimeError(f"{backend}: the logs do not hold {LIVE} live containers")
+        for label, make in QUERIES:
+            fns[(backend, label, "small")] = make(small, small_id)
+            fns[(backend, label, "big")] = make(big, big_id)
+    medians = _interleaved_medians(fns, reps)
+    return {backend: [(label, medians[(backend, label, "small")],
+                       medians[(backend, label, "big")]) for label, _ in QUERIES]
+            for backend in logs}
 
 
 # -- driver -------------------------------------------------------------------------
+
+def _order(items: list[T], run: int) -> list[T]:
+    """``items`` forwards on even runs, backwards on odd ones: no configuration always
+    runs first (cold) or right after the same neighbour."""
+    return items if run % 2 == 0 else items[::-1]
+
 
 @contextmanager
 def _postgres(enabled: bool) -> Iterator[Callable[[], str] | None]:
@@ -231,70 +275,121 @@ def _postgres(enabled: bool) -> Iterator[Callable[[], str] | None]:
                 server.drop_database(name)
 
 
+APPEND_KINDS = (  # (column, commands per transaction, events per command, total scale)
+    ("1/tx", 1, 1, 1),
+    ("100/tx 1 cmd", 1, 100, 20),
+    ("100/tx 100 cmds", 100, 1, 20),
+)
+
+
+def _spread(values: list[float]) -> float:
+    """(max - min) / median, as a percentage."""
+    return 100 * (max(values) - min(values)) / statistics.median(values)
+
+
+def bench_append(backends: dict[str, Callable[[], str]], runs: int, total: int) -> None:
+    """Each (writers, kind) configuration ``runs`` times, every backend in turn, each
+    on a fresh database; ``total`` events per 1/tx run (20x that for the batches)."""
+    print(f"\n## append (events/s; median of {runs} runs, spread = (max - min) / median)")
+    print("  1/tx: one command of one event per transaction")
+    print("  100/tx 1 cmd: one command appending 100 events to its stream")
+    print("  100/tx 100 cmds: append_batch of 100 one-event commands, 100 streams")
+    configs = [(writers, kind) for writers in (1, 4) for kind in APPEND_KINDS]
+    rates: dict[tuple[str, int, str], list[float]] = {}
+    for run in range(runs):
+        for writers, (column, commands, per_command, scale) in configs:
+            for backend in _order(list(backends), run):
+                rate = _append_rate(backends[backend](), writers, commands, per_command,
+                                    total * scale)
+                rates.setdefault((backend, writers, column), []).append(rate)
+        print(f"  run {run + 1}/{runs} done", file=sys.stderr, flush=True)
+    header = "".join(f" {column:>15} {'spread':>6}" for column, *_ in APPEND_KINDS)
+    print(f"{'backend':<11} {'writers':>7}{header}")
+    for backend in backends:
+        for writers in (1, 4):
+            cells = ""
+            for column, *_ in APPEND_KINDS:
+                values = rates[(backend, writers, column)]
+                cells += f" {statistics.median(values):>15,.0f} {_spread(values):>5.0f}%"
+            print(f"{backend:<11} {writers:>7}{cells}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000,
-                        help="size of the big log for replay and flatness")
+    parser.add_argument("--events", type=int, default=None,
+                        help="size of the big log for replay and flatness "
+                             "(default 1,000,000; 50,000 with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (50,000-event log, short append runs)")
     parser.add_argument("--no-pg", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs of each append configuration (at least 3)")
+    parser.add_argument("--append-events", type=int, default=None,
+                        help="events per 1/tx append run, 20x that for the batched ones "
+                             "(default 2,000; 400 with --quick)")
+    parser.add_argument("--replays", type=int, default=None,
+                        help="interleaved replay repeats (default 2; 3 with --quick)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="samples of each flatness query (default 200; 30 with --quick)")
     args = parser.parse_args(argv)
-    big_events = 50_000 if args.quick else args.events
-    single_total = 400 if args.quick else 2_000
-    batch_total = 4_000 if args.quick else 40_000
-    reps = 30 if args.quick else 200
+    if args.runs < 3:
+        parser.error("--runs must be at least 3: a median of fewer says nothing about spread")
+    big_events = args.events or (50_000 if args.quick else 1_000_000)
+    small_events = LIVE * LIVE_HISTORY + 500
+    if big_events < small_events:
+        parser.error(f"--events must be at least {small_events} (the small log's size)")
+    append_total = args.append_events or (400 if args.quick else 2_000)
+    replays = args.replays or (3 if args.quick else 2)
+    reps = args.reps or (30 if args.quick else 200)
 
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp, \
             _postgres(not args.no_pg) as pg_fresh:
         def sqlite_fresh() -> str:
             return f"sqlite:///{Path(tmp) / uuid.uuid4().hex}.db"
 
-        backends: list[tuple[str, Callable[[], str]]] = [("sqlite", sqlite_fresh)]
+        backends: dict[str, Callable[[], str]] = {"sqlite": sqlite_fresh}
         if pg_fresh is not None:
-            backends.append(("postgresql", pg_fresh))
+            backends["postgresql"] = pg_fresh
 
-        print("\n## append (events/s)")
-        print("  1/tx: one command of one event per transaction")
-        print("  100/tx 1 cmd: one command appending 100 events to its stream")
-        print("  100/tx 100 cmds: append_batch of 100 one-event commands, 100 streams")
-        print(f"{'backend':<11} {'writers':>7} {'1/tx':>9} {'100/tx 1 cmd':>13} "
-              f"{'100/tx 100 cmds':>16}")
-        for name, fresh in backends:
-            for writers in (1, 4):
-                single = _append_rate(fresh(), writers, 1, 1, single_total)
-                one_cmd = _append_rate(fresh(), writers, 1, 100, batch_total)
-                many = _append_rate(fresh(), writers, 100, 1, batch_total)
-                print(f"{name:<11} {writers:>7} {single:>9,.0f} {one_cmd:>13,.0f} "
-                      f"{many:>16,.0f}")
+        bench_append(backends, args.runs, append_total)
 
-        print(f"\n## building logs: {LIVE * LIVE_HISTORY + 500:,} and {big_events:,} events")
-        small = _migrated(sqlite_fresh())
-        small_id = populate(small, LIVE * LIVE_HISTORY + 500)
-        big = _migrated(sqlite_fresh())
-        t = time.perf_counter()
-        big_id = populate(big, big_events)
-        took = time.perf_counter() - t
-        print(f"sqlite: {big.max_position():,} events in {took:.1f}s "
-              f"({big.max_position() / took:,.0f} events/s through append_batch)")
+        print(f"\n## building logs: {small_events:,} and {big_events:,} events")
+        logs: dict[str, tuple[EventStore, str, EventStore, str]] = {}
+        for backend, fresh in backends.items():
+            small = _migrated(fresh())
+            small_id = populate(small, small_events)
+            big = _migrated(fresh())
+            t = time.perf_counter()
+            big_id = populate(big, big_events)
+            took = time.perf_counter() - t
+            print(f"{backend}: {big.max_position():,} events in {took:.1f}s "
+                  f"({big.max_position() / took:,.0f} events/s through append_batch)")
+            logs[backend] = (small, small_id, big, big_id)
 
-        print(f"\n## replay of {big.max_position():,} events (sqlite, same pages read each "
-              "time; best of interleaved runs)")
-        n, raw, typed, folded = replay(big, 3 if args.quick else 2)
-        print(f"{'pass':<32} {'events/s':>12} {'vs raw':>8}")
-        print(f"{'read + msgpack decode (raw)':<32} {n / raw:>12,.0f} {1.0:>8.2f}")
-        print(f"{'read + typed events':<32} {n / typed:>12,.0f} {typed / raw:>8.2f}")
-        print(f"{'read + typed + fold (replay)':<32} {n / folded:>12,.0f} {folded / raw:>8.2f}"
-              f"   target <= 3")
+        print(f"\n## replay of {big_events:,} events (same pages read each time; best of "
+              f"{replays} interleaved runs)")
+        print(f"{'backend':<11} {'pass':<32} {'events/s':>12} {'vs raw':>8}")
+        labels = {"raw": "read + msgpack decode (raw)", "typed": "read + typed events",
+                  "fold": "read + typed + fold (replay)"}
+        for backend, (n, best) in replay({b: log[2] for b, log in logs.items()},
+                                         replays).items():
+            for pass_name in PASSES:
+                took = best[pass_name]
+                target = "   target <= 3" if pass_name == "fold" else ""
+                print(f"{backend:<11} {labels[pass_name]:<32} {n / took:>12,.0f} "
+                      f"{took / best['raw']:>8.2f}{target}")
 
-        print(f"\n## flatness (median ms; {small.max_position():,} vs "
-              f"{big.max_position():,} events)")
-        print(f"{'query':<26} {'small':>9} {'big':>9} {'ratio':>7}")
-        for label, a, b in flatness(small, small_id, big, big_id, reps):
-            print(f"{label:<26} {a:>9.3f} {b:>9.3f} {b / a:>7.2f}")
+        print(f"\n## flatness (median ms of {reps} interleaved samples; {small_events:,} vs "
+              f"{big_events:,} events)")
+        print(f"{'backend':<11} {'query':<26} {'small':>9} {'big':>9} {'ratio':>7}")
+        for backend, rows in flatness(logs, reps).items():
+            for label, a, b in rows:
+                print(f"{backend:<11} {label:<26} {a:>9.3f} {b:>9.3f} {b / a:>7.2f}")
         print("target ratio <= 1.5")
-        small.close()
-        big.close()
+        for small, _, big, _ in logs.values():
+            small.close()
+            big.close()
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ anything, so the rules of trust read in one place:
   it would otherwise be handed the first sender's reply).
 * **Workers.** Over CURVE a worker's key names the one node it may serve, so a
   stolen or misused worker key cannot take over another host's containers.
-* **Rate.** Each peer has a token bucket; the broker tells an over-rate peer so
-  (or ignores its unreadable frames), and one peer's flood costs the others
-  nothing but a fair share of the broker's loop.
+* **Rate.** Each authenticated identity (a uid on ipc, a key's name over CURVE)
+  has one token bucket, however many sockets or processes it sends from (keyed
+  by pid, a forking sender would multiply its allowance); the broker tells an
+  over-rate peer so (or ignores its unreadable frames), and one identity's flood
+  costs the others nothing but a fair share of the broker's loop.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from typing import Any, Final
 
 import zmq
 
-from bus.keys import needs_curve
+from bus.keys import AUDITOR_PREFIX, needs_curve
 from bus.protocol import Command, encode
 from bus.security import BrokerSecurity, RateLimit, TokenBucket, ZapHandler, make_curve_server
+from engine.command_types import AUDIT_COMMANDS, QUERY_COMMANDS
 from engine.errors import BerthError
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ UNAUTHENTICATED: Final = "unauthenticated"
 WRONG_NODE: Final = "wrong_node"
 
 _MAX_PEERS: Final = 10_000
+READ_ONLY_COMMANDS: Final = QUERY_COMMANDS | AUDIT_COMMANDS
 
 
 # --------------------------------------------------------------------------- identity
@@ -54,10 +58,13 @@ _MAX_PEERS: Final = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """Who sent a message: ``name`` goes into the actor, ``key`` buckets its rate."""
+    """Who sent a message: ``name`` goes into the actor, ``key`` buckets its rate
+    (one bucket per authenticated identity, never per connection or process)."""
 
     name: str
     key: str
+    read_only: bool = False
+    """An auditor's key: queries and audit reads only (bus.keys.AUDITORS)."""
 
 
 def uid_identity(uid: int) -> str:
@@ -75,7 +82,7 @@ class PeerIdentities:
 
     def __init__(self) -> None:
         self._ipc: OrderedDict[str, Peer] = OrderedDict()
-        self._own = Peer(uid_identity(os.geteuid()), f"local:{os.geteuid()}")
+        self._own = Peer(uid_identity(os.geteuid()), f"uid:{os.geteuid()}")
 
     def of(self, frame: zmq.Frame, *, curve: bool) -> Peer | None:
         """The peer of ``frame`` (received with ``copy=False``); None when a CURVE
@@ -85,7 +92,9 @@ class PeerIdentities:
                 user = frame.get("User-Id")
             except zmq.ZMQError:
                 return None
-            return Peer(str(user), f"key:{user}") if user else None
+            if not user:
+                return None
+            return Peer(str(user), f"key:{user}", str(user).startswith(AUDITOR_PREFIX))
         try:
             address = str(frame.get("Peer-Address"))
         except zmq.ZMQError:
@@ -99,11 +108,12 @@ class PeerIdentities:
         return peer
 
     def _parse_ipc(self, address: str) -> Peer:
-        """``host:uid:gid:pid`` (libzmq's SO_PEERCRED suffix) -> ``user(uid N)``."""
+        """``host:uid:gid:pid`` (libzmq's SO_PEERCRED suffix) -> ``user(uid N)``; the
+        pid names a connection, not an identity, so it keys nothing."""
         parts = address.rsplit(":", 3)
         if len(parts) == 4 and all(p.isdigit() for p in parts[1:]):
-            uid, pid = int(parts[1]), parts[3]
-            return Peer(uid_identity(uid), f"uid:{uid}:pid:{pid}")
+            uid = int(parts[1])
+            return Peer(uid_identity(uid), f"uid:{uid}")
         return self._own
 
 
@@ -192,6 +202,14 @@ class Admission:
 
     def within_rate(self, peer: Peer, now: float) -> bool:
         return self._limiter is None or self._limiter.allow(peer.key, now)
+
+    def refusal(self, command: Command, peer: Peer) -> str | None:
+        """Why ``peer`` may not send ``command`` (None: it may): a read-only peer
+        sends queries and audit reads, never a command that changes a container."""
+        if peer.read_only and command.type not in READ_ONLY_COMMANDS:
+            log.warning("refused %s from read-only %s", command.type, peer.name)
+            return f"{peer.name} is read-only: it may not send {command.type}"
+        return None
 
     def as_sent_by(self, command: Command, frame: bytes, peer: Peer) -> tuple[Command, bytes]:
         """The command and its frame with the peer's identity as the actor: the

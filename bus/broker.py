@@ -20,6 +20,7 @@ and how fast a peer may send are bus.admission's rules; the broker asks its
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -33,8 +34,10 @@ import zmq
 
 from bus import endpoints as _endpoints
 from bus.admission import Admission
-from bus.broker_sockets import BrokerSockets
+from bus.broker_sockets import BrokerSockets, Oversized, receive
 from bus.protocol import (
+    MAX_MESSAGE_FRAMES,
+    MAX_MESSAGE_SIZE,
     PROTOCOL_VERSION,
     Command,
     Disconnect,
@@ -66,7 +69,7 @@ COUNTERS = (
     "commands_received", "commands_routed", "replies_routed", "duplicate_replies",
     "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
     "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
-    "wrong_node",
+    "wrong_node", "oversized", "busy", "read_only_refused",
 )
 """What ``stats`` counts (and ``query.ping`` reports)."""
 
@@ -171,25 +174,54 @@ class Broker:
         while not stop_event.is_set():
             ready = dict(poller.poll(int(tick * 1000)))
             if self.backend in ready:
-                self._drain(self.backend, self._on_worker, copy=False)
+                self._drain(self.backend, self._on_worker)
             if self.frontend in ready:
-                self._drain(self.frontend, self._on_client, copy=False)
+                self._drain(self.frontend, self._on_client)
             if self.events in ready:
                 self._drain(self.events, self._on_subscription)
             self._guarded(self._tick, time.monotonic())
 
-    def _drain(self, sock: zmq.Socket[bytes], handle: Any, *, copy: bool = True) -> None:
-        """Handle up to _BATCH messages; ``copy=False`` hands over zmq.Frames, whose
-        metadata (User-Id, Peer-Address) says who sent them."""
+    def _drain(self, sock: zmq.Socket[bytes], handle: Any) -> None:
+        """Handle up to _BATCH messages, handed over as uncopied zmq.Frames whose
+        metadata (User-Id, Peer-Address) says who sent them; a message over the
+        whole-message cap is refused before any of it is copied."""
         for _ in range(_BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=copy)
+                received = receive(sock)
             except zmq.Again:
                 return
             except zmq.ZMQError as exc:
                 log.warning("bus receive failed: %s", exc)
                 return
-            self._guarded(handle, frames)
+            if isinstance(received, Oversized):
+                self._guarded(functools.partial(self._refuse_oversized, sock), received)
+            else:
+                self._guarded(handle, received)
+
+    def _refuse_oversized(self, sock: zmq.Socket[bytes], big: Oversized) -> None:
+        """Log a message over the cap and tell a client (within its rate) why it got
+        no answer; its frames were never copied."""
+        self.stats["oversized"] += 1
+        if sock is self.frontend:
+            peer = self.admission.client(big.first)
+            if peer is None:
+                return
+            if not self.admission.within_rate(peer, time.monotonic()):
+                self.stats["rate_limited"] += 1  # a flood of these is neither logged nor answered
+                return
+            who = peer.name
+        elif sock is self.backend:
+            who = f"worker {big.first.bytes!r}"
+        else:
+            who = "a subscriber"
+        log.warning("refused a message of %d bytes in %d frames from %s: over the broker's "
+                    "limit of %d bytes in %d frames", big.size, big.frames, who,
+                    MAX_MESSAGE_SIZE, MAX_MESSAGE_FRAMES)
+        if sock is self.frontend:
+            self._answer((big.first.bytes,), error_reply(
+                "", ProtocolError.code,
+                f"a message of {big.size} bytes in {big.frames} frames exceeds the bus limit "
+                f"of {MAX_MESSAGE_SIZE} bytes in {MAX_MESSAGE_FRAMES} frames"))
 
     def _guarded(self, handle: Any, arg: Any) -> None:
         try:
@@ -235,6 +267,11 @@ class Broker:
         if msg.type == PING:  # "identity": how this peer's commands are recorded
             result = {**self.health(), "identity": peer.name}
             self._answer(envelope, Reply(msg.id, True, result=result), count_error=False)
+            return
+        refused = self.admission.refusal(msg, peer)
+        if refused is not None:
+            self.stats["read_only_refused"] += 1
+            self._answer(envelope, error_reply(msg.id, PermissionDenied.code, refused))
             return
         msg, payload = self.admission.as_sent_by(msg, payload, peer)
         self._accept(msg, payload, envelope)
@@ -292,15 +329,38 @@ class Broker:
                 if pending.deadline is None:
                     pending.deadline = now + self.router.pending_timeout
             return
+        if fresh and (busy := self.router.busy(command, worker)) is not None:
+            self.stats["busy"] += 1
+            self._answer_all(pending, error_reply(command.id, busy.code, busy.message))
+            return
         self.router.assign(pending, worker)
         try:
             self.backend.send_multipart([worker.identity, pending.frame], zmq.NOBLOCK)
+        except zmq.Again:
+            self._back_off(pending, worker.node, now, fresh=fresh)
+            return
         except zmq.ZMQError as exc:
             log.warning("worker %r of node %s unreachable (%s); dropping it",
                         worker.identity, worker.node, exc)
             self._lose_worker(worker.identity, now)  # re-routes this command too
             return
         self.stats["commands_routed"] += 1
+
+    def _back_off(self, pending: Pending, node: str, now: float, *, fresh: bool) -> None:
+        """The worker's pipe is full: it is busy, not dead. A fresh command is told
+        to retry later; a re-dispatched one waits for room (``_tick`` tries again)."""
+        self.stats["busy"] += 1
+        command = pending.command
+        self.router.complete(command.id)
+        if fresh:
+            self._answer_all(pending, error_reply(
+                command.id, RateLimited.code,
+                f"the worker of node {node} is busy (its queue is full); retry later"))
+            return
+        pending.worker = None
+        if pending.deadline is None:
+            pending.deadline = now + self.router.pending_timeout
+        self.router.outstanding[command.id] = pending
 
     def _answer(self, envelope: Envelope, reply: Reply, *, count_error: bool = True) -> None:
         if count_error and not reply.ok:
@@ -401,11 +461,11 @@ class Broker:
             self.stats["redispatched"] += 1
             self._route(pending, now, fresh=False)
 
-    def _on_subscription(self, frames: list[bytes]) -> None:
-        frame = frames[0] if frames else b""
-        if frame[:1] == b"\x01":
+    def _on_subscription(self, frames: list[zmq.Frame]) -> None:
+        kind = frames[0].bytes[:1] if frames else b""
+        if kind == b"\x01":
             self.stats["subscriptions"] += 1
-        elif frame[:1] == b"\x00":
+        elif kind == b"\x00":
             self.stats["subscriptions"] -= 1
 
     # ------------------------------------------------------------------ timers
@@ -429,6 +489,8 @@ class Broker:
                 exc = self.router.unavailable(pending.command, pending.command.node)
                 self._answer_all(pending, error_reply(pending.command.id, exc.code,
                                                       f"{exc.message} (waited for one)"))
+            elif self.router.workers:  # one found busy may have room now
+                self._route(pending, now, fresh=False)
 
     def health(self) -> dict[str, Any]:
         """What ``query.ping`` answers: counters, workers and outstanding work."""

@@ -5,6 +5,12 @@ and, on silence, closes the socket (LINGER 0), opens a new one and resends the
 SAME command id, so the broker and the workers run it at most once while the
 client cannot lose it. Error replies become typed ``engine.errors`` exceptions.
 
+Silence and an answer are kept apart: an error reply (a worker's ``timeout`` to
+a bounded wait, say) is final and never resent, while a command that takes long
+(``wait``, ``exec``) is resent only after silence, at an interval doubling up to
+a cap, and only while the broker still answers a ping. Timeouts must be finite
+positive numbers: a NaN would make every wait end at once and the resends spin.
+
 Over tcp the client is a CURVE client: its own key pair and the broker's public
 key come from ``curve=`` or ``BERTH_KEY``/``BERTH_SERVER_KEY`` (bus.keys); the
 broker records the name of its authorised key as the actor of its commands, so
@@ -16,6 +22,7 @@ engine.errors and engine.ids only; no SQLAlchemy, no engine.store, no engine.run
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -37,15 +44,33 @@ from bus.protocol import (
     now_iso,
 )
 from engine import command_types as c
-from engine.errors import ProtocolError, Timeout, Unavailable, error_from_code
+from engine.errors import (
+    InvalidArgument,
+    ProtocolError,
+    Timeout,
+    Unavailable,
+    WrongNode,
+    error_from_code,
+)
 from engine.ids import new_uuid
 
 if TYPE_CHECKING:
     from bus.subscription import Subscription
 
+WRONG_NODE = WrongNode.code
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 2
+RESEND_MAX = 30.0
+"""Longest silence a patient request waits before it resends (and pings the broker)."""
 _PING_TIMEOUT = 1.0
+
+
+def positive_seconds(value: object, what: str) -> float:
+    """``value`` as seconds if it is a finite number > 0; else InvalidArgument."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0):
+        raise InvalidArgument(f"invalid {what} {value!r}: must be a finite number of seconds > 0")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +122,7 @@ class Client:
             curve = client_keys_from_env()
         self.curve = curve
         self.actor = actor or default_actor()
-        self.timeout = timeout
+        self.timeout = positive_seconds(timeout, "client timeout")
         self.retries = retries
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
@@ -170,7 +195,8 @@ class Client:
         if not _endpoints.is_reachable(self.endpoint):
             raise Unavailable(f"berth engine is not running at {self.endpoint}")
         frame = encode(command)
-        timeout = self.timeout if reply_timeout is None else reply_timeout
+        timeout = (self.timeout if reply_timeout is None
+                   else positive_seconds(reply_timeout, "reply timeout"))
         for _attempt in range(self.retries + 1):
             reply = self._exchange(frame, command.id, timeout)
             if reply is not None:
@@ -195,16 +221,31 @@ class Client:
         return (" (or it refuses this client's key: is it in the broker's authorised-publishers "
                 "directory, and is BERTH_SERVER_KEY the broker's public key?)")
 
-    def request_patiently(self, command: Command, deadline: float | None = None) -> Reply:
-        """For commands that legitimately take long (wait, exec): keep resending the
-        same id while the engine is alive (the broker absorbs the repeats), until the
-        reply or ``deadline`` (time.monotonic(); None: no limit)."""
+    def request_patiently(self, command: Command, deadline: float | None = None, *,
+                          check: bool = True) -> Reply:
+        """For commands that legitimately take long (wait, exec): wait for the reply
+        until ``deadline`` (time.monotonic(); None: no limit). Only silence is
+        resent (same id, a fresh socket; the broker absorbs the repeat), after an
+        interval that doubles from ``timeout`` up to RESEND_MAX, and only while the
+        broker answers a ping; any reply, an error too, is the answer."""
+        if not _endpoints.is_reachable(self.endpoint):
+            raise Unavailable(f"berth engine is not running at {self.endpoint}")
+        frame = encode(command)
+        interval = self.timeout
         while True:
-            try:
-                return self.request(command)
-            except Timeout:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
+            wait = interval if deadline is None else min(interval, deadline - time.monotonic())
+            reply = self._exchange(frame, command.id, max(wait, 0.001))
+            if reply is not None:
+                if check and not reply.ok:
+                    raise error_from_code(reply.error_code or "internal", reply.message or "")
+                return reply
+            self.close()  # Lazy Pirate: a fresh socket drops anything stuck in the old one
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Timeout(f"no reply to {command.type} {command.id} in time; the engine "
+                              "may still finish it (retrying with the same id is safe)")
+            if not self._broker_answers():
+                raise Unavailable(f"berth engine is not running at {self.endpoint}{self._hint()}")
+            interval = min(interval * 2, RESEND_MAX)
 
     def _exchange(self, frame: bytes, command_id: str, timeout: float) -> Reply | None:
         sock = self._socket()
@@ -252,19 +293,31 @@ class Client:
         self._nodes[resolved.id] = resolved.node
         return resolved
 
-    def _locate(self, ref: str, node: str | None) -> tuple[str, str]:
-        if node is not None:
-            return ref, node
-        cached = self._nodes.get(ref)
-        if cached is not None:
-            return ref, cached
-        resolved = self.resolve(ref)
-        return resolved.id, resolved.node
-
     def _on_container(self, type: str, ref: str, node: str | None,
-                      reply_timeout: float | None = None, **args: Any) -> Reply:
-        cid, where = self._locate(ref, node)
-        return self.send(type, cid, where, reply_timeout=reply_timeout, **args)
+                      reply_timeout: float | None = None, *, patient: bool = False,
+                      deadline: float | None = None, **args: Any) -> Reply:
+        """Send a container command by reference in one round trip: the worker that
+        gets it resolves the reference. Without a known node any worker may get it; if
+        the container lives on another node it answers ``wrong_node`` naming it, and
+        the command is sent there (a new id: the first was refused before acting)."""
+        where = node or self._nodes.get(ref)
+        for _attempt in range(2):
+            command = self.command(type, ref, where, args)
+            reply = (self.request_patiently(command, deadline, check=False) if patient
+                     else self.request(command, reply_timeout=reply_timeout, check=False))
+            moved = reply.result.get("node") if reply.error_code == WRONG_NODE else None
+            if not isinstance(moved, str) or moved == where:
+                break
+            where = moved
+        if not reply.ok:
+            raise error_from_code(reply.error_code or "internal", reply.message or "")
+        node_of = reply.result.get("node", where)
+        if isinstance(node_of, str):
+            self._nodes[ref] = node_of
+            cid = reply.result.get("id")
+            if isinstance(cid, str):
+                self._nodes[cid] = node_of
+        return reply
 
     def create(self, *, name: str | None = None, node: str | None = None,
                reply_timeout: float | None = None, **spec: Any) -> Reply:
@@ -297,12 +350,8 @@ class Client:
              reply_timeout: float | None = None, **options: Any) -> Reply:
         """Run a process in the container and wait for it (as long as it takes unless
         ``reply_timeout`` is given)."""
-        if reply_timeout is not None:
-            return self._on_container(c.EXEC, ref, node, reply_timeout, cmd=cmd,
-                                      **options)
-        cid, where = self._locate(ref, node)
-        return self.request_patiently(self.command(c.EXEC, cid, where,
-                                                   {"cmd": cmd, **options}))
+        return self._on_container(c.EXEC, ref, node, reply_timeout,
+                                  patient=reply_timeout is None, cmd=cmd, **options)
 
     def checkpoint(self, ref: str, *, node: str | None = None,
                    reply_timeout: float | None = None, **options: Any) -> Reply:
@@ -319,11 +368,13 @@ class Client:
 
     def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None) -> Reply:
         """Block until the container exits (the worker answers then); ``timeout``
-        bounds the wait (None: as long as it takes, while the engine is alive)."""
-        cid, where = self._locate(ref, node)
+        bounds the wait (None: as long as it takes, while the engine is alive; else
+        a finite number of seconds > 0, checked before anything is sent)."""
+        if timeout is not None:
+            timeout = positive_seconds(timeout, "wait timeout")
         args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
-        return self.request_patiently(self.command(c.WAIT, cid, where, args), deadline)
+        return self._on_container(c.WAIT, ref, node, patient=True, deadline=deadline, **args)
 
     # ------------------------------------------------------------------ queries
 
@@ -361,8 +412,34 @@ class Client:
     def rebuild(self) -> dict[str, Any]:
         return self.send(c.REBUILD, reply_timeout=max(self.timeout, 300.0)).result
 
-    def verify_audit(self) -> dict[str, Any]:
-        return self.send(c.VERIFY_AUDIT, reply_timeout=max(self.timeout, 300.0)).result
+    def verify_audit(self, heads: Iterable[dict[str, Any]] = (),
+                     keys: Iterable[bytes] = ()) -> dict[str, Any]:
+        """The log checked against the stored tree heads and ``heads`` (as
+        ``berth audit checkpoint --out`` wrote them), trusting ``keys`` (raw Ed25519
+        public keys) besides the worker's own."""
+        return self.send(c.VERIFY_AUDIT, heads=list(heads), keys=list(keys),
+                         reply_timeout=max(self.timeout, 300.0)).result
+
+    def audit_checkpoint(self) -> dict[str, Any]:
+        """A tree head over the log now, signed by the answering worker's auditor key."""
+        return self.send(c.AUDIT_CHECKPOINT, reply_timeout=max(self.timeout, 300.0)).result
+
+    def audit_prove(self, position: int, size: int | None = None) -> dict[str, Any]:
+        args: dict[str, Any] = {"position": position}
+        if size is not None:
+            args["size"] = size
+        return self.send(c.AUDIT_PROVE, reply_timeout=max(self.timeout, 300.0),
+                         **args).result
+
+    def audit_consistency(self, first: int) -> dict[str, Any]:
+        """A new signed head and the proof that the log of ``first`` events (an older
+        head's size) is a prefix of it."""
+        return self.send(c.AUDIT_CONSISTENCY, first=first,
+                         reply_timeout=max(self.timeout, 300.0)).result
+
+    def audit_export(self, after: int = 0, limit: int = 1000) -> dict[str, Any]:
+        return self.send(c.AUDIT_EXPORT, after=after, limit=limit,
+                         reply_timeout=max(self.timeout, 60.0)).result
 
     # ------------------------------------------------------------------ events
 

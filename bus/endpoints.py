@@ -124,6 +124,22 @@ def _someone_listens(path: Path) -> bool:
     return True
 
 
+def _refused(path: Path) -> bool:
+    """The kernel refuses a connection: no process listens on this socket file. Any
+    other failure is left to the client's own timeout to judge."""
+    import errno
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError as exc:
+        return exc.errno in (errno.ECONNREFUSED, errno.ENOENT)
+    finally:
+        probe.close()
+    return False
+
+
 def secure_bound(endpoint: str) -> None:
     """After binding an ipc endpoint: let only the owner (root) connect to it."""
     path = ipc_path(endpoint)
@@ -132,9 +148,12 @@ def secure_bound(endpoint: str) -> None:
 
 
 def is_reachable(endpoint: str) -> bool:
-    """False when an ipc endpoint's socket file is missing (nothing can be listening);
-    PermissionDenied when this user may not use it (the bus is root-only), rather
-    than a silent wait for a connection the kernel refuses."""
+    """False when nothing can be listening on an ipc endpoint: its socket file is
+    missing, or left behind by a broker that stopped (``berth down``, kill -9) so the
+    kernel refuses connections to it; otherwise a client would wait out its whole
+    retry budget before saying so. PermissionDenied when this user may not use it
+    (the bus is root-only), rather than a silent wait for a connection the kernel
+    refuses."""
     path = ipc_path(endpoint)
     if path is None:
         return True
@@ -148,4 +167,4 @@ def is_reachable(endpoint: str) -> bool:
         allowed = os.access(path, os.R_OK | os.W_OK)
     if not allowed:
         raise PermissionDenied(f"permission denied on {endpoint}: only root may use the berth bus")
-    return True
+    return not _refused(path)

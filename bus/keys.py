@@ -33,7 +33,12 @@ SECRET_SUFFIX: Final = ".key_secret"
 BROKER_KEY_NAME: Final = "broker"
 WORKERS: Final = "workers"
 PUBLISHERS: Final = "publishers"
-ROLES: Final = (WORKERS, PUBLISHERS)
+AUDITORS: Final = "auditors"
+"""Read-only publishers: their commands are limited to queries and audit reads."""
+ROLES: Final = (WORKERS, PUBLISHERS, AUDITORS)
+AUDITOR_PREFIX: Final = "auditor:"
+"""How the broker names a peer whose key it found among the auditors (a key name
+cannot hold a colon, so no publisher can pass for one)."""
 
 ENV_KEY: Final = "BERTH_KEY"
 """A client's or worker's own secret key file."""
@@ -42,7 +47,8 @@ ENV_SERVER_KEY: Final = "BERTH_SERVER_KEY"
 ENV_BROKER_KEY: Final = "BERTH_BROKER_KEY"
 """The broker's own secret key file (default ``$BERTH_ROOT/keys/broker.key_secret``)."""
 ENV_AUTHORIZED: Final = {WORKERS: "BERTH_AUTHORIZED_WORKERS",
-                         PUBLISHERS: "BERTH_AUTHORIZED_PUBLISHERS"}
+                         PUBLISHERS: "BERTH_AUTHORIZED_PUBLISHERS",
+                         AUDITORS: "BERTH_AUTHORIZED_AUDITORS"}
 
 _Z85_RE = re.compile(rb"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 

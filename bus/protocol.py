@@ -34,6 +34,12 @@ from engine.ids import is_container_ref, is_node_name, is_uuid
 PROTOCOL_VERSION: Final = 1
 MAX_FRAME_SIZE: Final = 1024 * 1024
 """Largest frame accepted on any bus socket (bytes); bigger frames are refused."""
+MAX_MESSAGE_SIZE: Final = 4 * MAX_FRAME_SIZE
+"""Largest whole message (all its frames together, bytes) a bus socket reads; a
+frame a bit over MAX_FRAME_SIZE still gets a clear refusal, anything bigger is
+dropped unread. zmq's own MAXMSGSIZE caps single frames only."""
+MAX_MESSAGE_FRAMES: Final = 4
+"""Most frames one message may have (routing identity, REQ delimiter, payload)."""
 
 MAX_ACTOR_LENGTH: Final = 256
 MAX_STREAM_LENGTH: Final = 256

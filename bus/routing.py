@@ -4,17 +4,30 @@ Which worker gets a command, which commands a worker still owes, which commands
 wait for a worker of their node, and which recent command ids were answered (so
 a client retrying the same id gets the same reply and the handler runs once).
 The broker (bus.broker) owns one :class:`Router` and does the socket I/O.
+
+A worker's queue is bounded: the broker hands it at most ``queue_limit`` commands
+at a time, and one sender at most half of them, so a flood from one sender fills
+only its own share; the sender is told to retry later (``RateLimited``) and the
+worker, busy but healthy, is never mistaken for a dead one.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Final
 
 from bus.protocol import Command
-from engine.command_types import ADMIN_COMMANDS, CREATE, QUERY_COMMANDS
-from engine.errors import InvalidArgument, Unavailable
+from engine.errors import RateLimited, Unavailable
+
+MIN_QUEUE: Final = 256
+"""Commands a worker may owe at least, whatever capacity it announced (a worker
+re-admitted by its heartbeat has not announced one yet)."""
+QUEUE_PER_SLOT: Final = 8
+"""Commands a worker may owe per command it runs at once (its capacity)."""
+DEFAULT_REPLY_BYTES: Final = 64 * 1024 * 1024
+"""Most bytes of answered replies kept for retries (a reply frame may be 1 MiB)."""
 
 Envelope = tuple[bytes, ...]
 """The routing frames in front of a client's payload: (identity,) or (identity, b"")."""
@@ -30,6 +43,21 @@ class WorkerState:
     expires_at: float
     outstanding: set[str] = field(default_factory=set)
     last_dispatch: int = 0
+    by_sender: Counter[str] = field(default_factory=Counter)
+    """How many of ``outstanding`` each actor sent."""
+
+    @property
+    def queue_limit(self) -> int:
+        return max(MIN_QUEUE, QUEUE_PER_SLOT * self.capacity)
+
+    def full_for(self, actor: str) -> str | None:
+        """Why this worker takes no more commands from ``actor`` now, or None."""
+        if len(self.outstanding) >= self.queue_limit:
+            return f"all {self.queue_limit} places in its queue are taken"
+        share = self.queue_limit // 2
+        if self.by_sender[actor] >= share:
+            return f"{actor} already has {share} commands in its queue, its share"
+        return None
 
 
 @dataclass(slots=True)
@@ -46,20 +74,28 @@ class Pending:
 
 
 class RecentReplies:
-    """A bounded map of command id -> encoded reply, oldest forgotten first."""
+    """A map of command id -> encoded reply bounded in entries and in bytes,
+    oldest forgotten first."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int = DEFAULT_REPLY_BYTES) -> None:
         self._size = size
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._items: OrderedDict[str, bytes] = OrderedDict()
 
     def get(self, command_id: str) -> bytes | None:
         return self._items.get(command_id)
 
     def put(self, command_id: str, frame: bytes) -> None:
+        old = self._items.pop(command_id, None)
+        if old is not None:
+            self._bytes -= len(old)
         self._items[command_id] = frame
-        self._items.move_to_end(command_id)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
+        self._bytes += len(frame)
+        while len(self._items) > self._size or (self._bytes > self._max_bytes
+                                                and len(self._items) > 1):
+            _, dropped = self._items.popitem(last=False)
+            self._bytes -= len(dropped)
 
     def __contains__(self, command_id: object) -> bool:
         return command_id in self._items
@@ -121,21 +157,11 @@ class Router:
     def target_node(self, command: Command) -> str | None:
         """The node a command must run on, or None when any worker will do.
 
-        Raises InvalidArgument for a container command without a node when the
-        live workers span several nodes (the client must resolve the node first).
+        A container command that names no node goes to any worker: the worker
+        resolves the reference and, if the container lives elsewhere, answers
+        ``wrong_node`` with the node, and the publisher sends it there.
         """
-        if command.node is not None:
-            return command.node
-        if (command.type == CREATE or command.type in QUERY_COMMANDS
-                or command.type in ADMIN_COMMANDS):
-            return None
-        nodes = {w.node for w in self.workers.values()}
-        if len(nodes) <= 1:
-            return None
-        raise InvalidArgument(
-            f"{command.type} for {command.container!r} names no node and workers serve "
-            f"{len(nodes)} nodes; resolve the container's node first"
-        )
+        return command.node
 
     def choose(self, command: Command, node: str | None) -> WorkerState | None:
         """The live worker for a command: one already busy with its container, else
@@ -151,10 +177,20 @@ class Router:
                         return worker  # keep one container's commands in one queue
         return min(candidates, key=lambda w: (len(w.outstanding), w.last_dispatch))
 
+    def busy(self, command: Command, worker: WorkerState) -> RateLimited | None:
+        """The refusal of a fresh command ``worker`` has no room for, or None."""
+        reason = worker.full_for(command.actor)
+        if reason is None:
+            return None
+        return RateLimited(f"the worker of node {worker.node} is busy ({reason}); "
+                           "retry later")
+
     def assign(self, pending: Pending, worker: WorkerState) -> None:
         pending.worker = worker.identity
         pending.deadline = None
-        worker.outstanding.add(pending.command.id)
+        if pending.command.id not in worker.outstanding:
+            worker.outstanding.add(pending.command.id)
+            worker.by_sender[pending.command.actor] += 1
         worker.last_dispatch = next(self._seq)
         self.outstanding[pending.command.id] = pending
 
@@ -170,8 +206,12 @@ class Router:
             return None
         if pending.worker is not None:
             worker = self.workers.get(pending.worker)
-            if worker is not None:
+            if worker is not None and command_id in worker.outstanding:
                 worker.outstanding.discard(command_id)
+                actor = pending.command.actor
+                worker.by_sender[actor] -= 1
+                if worker.by_sender[actor] <= 0:
+                    del worker.by_sender[actor]
         return pending
 
     def waiting(self) -> list[Pending]:

@@ -60,6 +60,8 @@ class BrokerSecurity:
     server: _keys.KeyPair
     workers_dir: Path
     publishers_dir: Path
+    auditors_dir: Path | None = None
+    """Keys admitted read-only on the client and event sockets (optional)."""
 
     @classmethod
     def load(cls, key_file: str | os.PathLike[str] | None = None,
@@ -85,7 +87,11 @@ class BrokerSecurity:
                     f"FILE.key')")
             _keys.check_not_writable_by_others(path)
             dirs[role] = path
-        return cls(_keys.load_pair(key_path), dirs[_keys.WORKERS], dirs[_keys.PUBLISHERS])
+        auditors = _keys.authorized_dir(_keys.AUDITORS, env)
+        if auditors.is_dir():
+            _keys.check_not_writable_by_others(auditors)
+        return cls(_keys.load_pair(key_path), dirs[_keys.WORKERS], dirs[_keys.PUBLISHERS],
+                   auditors if auditors.is_dir() else None)
 
     def directory(self, domain: str) -> Path:
         return self.workers_dir if ROLE_OF_DOMAIN[domain] == _keys.WORKERS else self.publishers_dir
@@ -151,6 +157,8 @@ class ZapHandler:
     def __init__(self, context: zmq.Context[Any], security: BrokerSecurity) -> None:
         self._ctx = context
         self._rings = {domain: KeyRing(security.directory(domain)) for domain in ROLE_OF_DOMAIN}
+        self._auditors = (None if security.auditors_dir is None
+                          else KeyRing(security.auditors_dir))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log_bucket = TokenBucket(_REFUSAL_LOG_RATE, 20)
@@ -208,6 +216,9 @@ class ZapHandler:
             return [b"1.0", request_id, b"400", b"not allowed", b"", b""]
         z85 = z85_encode(request[6])
         name = ring.name_of(z85)
+        if name is None and self._auditors is not None and domain != DOMAIN_WORKERS.encode():
+            auditor = self._auditors.name_of(z85)
+            name = None if auditor is None else _keys.AUDITOR_PREFIX + auditor
         if name is None:
             self.refused += 1
             self._refuse_log(domain, address,

@@ -11,6 +11,12 @@ When the broker stops beating, the link closes its socket (LINGER 0), waits a
 doubling interval with a cap and reconnects (zguide Paranoid Pirate worker);
 replies produced meanwhile wait in the outbox and go out on the new socket.
 
+Heartbeats share the socket with commands and replies, so command traffic must
+not starve them: the I/O thread reads at most a batch of commands per turn and
+sends a due heartbeat before the outbox. How many commands wait here is bounded
+by the broker, which hands a worker only as many as its queue limit
+(bus.routing); replies kept for resends are bounded in bytes.
+
 Over tcp the link is a CURVE client (``curve=`` or BERTH_KEY/BERTH_SERVER_KEY);
 the broker admits it only if its public key is in the authorised-workers
 directory. Keys are set on every new socket, so reconnects stay authenticated.
@@ -18,6 +24,7 @@ directory. Keys are set on every new socket, so reconnects stay authenticated.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -52,6 +59,8 @@ Handler = Callable[[Command], Reply]
 """Runs one command and answers it; raise an engine.errors.BerthError to refuse."""
 
 _RECENT = 1024
+_RECENT_BYTES = 64 * 1024 * 1024  # replies kept for resends, at most (a reply may be 1 MiB)
+_BATCH = 256  # commands read per turn of the I/O loop, so heartbeats keep their pace
 
 
 class WorkerLink:
@@ -95,6 +104,7 @@ class WorkerLink:
         self._queues: dict[str, deque[Command]] = {}
         self._inflight: set[str] = set()
         self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._recent_bytes = 0
         self._outbox: deque[bytes] = deque()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -127,10 +137,8 @@ class WorkerLink:
 
     def close(self) -> None:
         for fd in (self._wake_r, self._wake_w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self._wake_r = self._wake_w = -1
 
     def publish_event(self, event: EventMessage) -> None:
@@ -156,11 +164,11 @@ class WorkerLink:
                     delay = self.heartbeat_interval
                 if self._wake_r in ready:
                     self._drain_wakeups()
-                self._flush(sock)
                 now = time.monotonic()
-                if now >= next_beat:
+                if now >= next_beat:  # ahead of queued replies
                     self._send(sock, encode(Heartbeat(self.node)))
                     next_beat = now + self.heartbeat_interval
+                self._flush(sock)
                 if now - last_heard > self.heartbeat_interval * self.liveness:
                     log.warning("broker silent for %.1fs; reconnecting in %.1fs",
                                 now - last_heard, delay)
@@ -196,8 +204,10 @@ class WorkerLink:
         return sock
 
     def _receive(self, sock: zmq.Socket[bytes]) -> bool:
+        """Take up to _BATCH messages (the rest wait for the next turn); whether
+        anything came from the broker."""
         heard = False
-        while True:
+        for _ in range(_BATCH):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -218,6 +228,7 @@ class WorkerLink:
             elif not isinstance(msg, (Heartbeat, Disconnect)):
                 self.stats["dropped_frames"] += 1
                 log.warning("dropped a %s from the broker", type(msg).__name__)
+        return heard
 
     def _send(self, sock: zmq.Socket[bytes], frame: bytes) -> bool:
         try:
@@ -288,8 +299,10 @@ class WorkerLink:
         with self._lock:
             self._inflight.discard(command.id)
             self._recent[command.id] = frame
-            while len(self._recent) > _RECENT:
-                self._recent.popitem(last=False)
+            self._recent_bytes += len(frame)
+            while len(self._recent) > _RECENT or self._recent_bytes > _RECENT_BYTES:
+                _, dropped = self._recent.popitem(last=False)
+                self._recent_bytes -= len(dropped)
             self.stats["replies"] += 1
         self._post(frame)
 
@@ -311,7 +324,6 @@ class WorkerLink:
 
     def _post(self, frame: bytes) -> None:
         self._outbox.append(frame)
-        try:
+        # A full pipe means a wakeup is pending already; a closed one, a closed link.
+        with contextlib.suppress(OSError):
             os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full (a wakeup is pending) or the link is closed

@@ -32,6 +32,10 @@ PING: Final = "query.ping"
 
 REBUILD: Final = "admin.rebuild"
 VERIFY_AUDIT: Final = "admin.verify_audit"
+AUDIT_CHECKPOINT: Final = "audit.checkpoint"
+AUDIT_PROVE: Final = "audit.prove"
+AUDIT_CONSISTENCY: Final = "audit.consistency"
+AUDIT_EXPORT: Final = "audit.export"
 
 CHANGE_COMMANDS: Final = frozenset(
     {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
@@ -39,5 +43,9 @@ CHANGE_COMMANDS: Final = frozenset(
 """Commands that change a container: run once per command id, serialised per container."""
 CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
 QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
-ADMIN_COMMANDS: Final = frozenset({REBUILD, VERIFY_AUDIT})
+AUDIT_COMMANDS: Final = frozenset(
+    {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})
+"""What an auditor's key may send besides queries: reads of the log and its proofs, and
+a tree head on demand (which vouches for the log, and changes no container)."""
+ADMIN_COMMANDS: Final = frozenset({REBUILD}) | AUDIT_COMMANDS
 COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS

@@ -16,15 +16,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from engine.command_types import CHANGE_COMMANDS, COMMAND_TYPES
 from engine.errors import InvalidArgument
+from engine.events import datetime_from_data
 from engine.ids import validate_container_id, validate_name, validate_session_id
 
 if TYPE_CHECKING:  # imported where parsed: the client imports this module for the names
     from engine.spec import RunSpec
+    from engine.treehead import TreeHead
 
 MAX_EVENTS_PAGE: Final = 1000
 MAX_LOG_WAIT_MS: Final = 5000
@@ -99,6 +101,8 @@ class Checkpoint:
     container: str
     leave_running: bool = False
     tcp_established: bool = False
+    image_path: str | None = None
+    """Set by the service, never from the wire: this command's own image directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,12 +182,46 @@ class Logs:
 
 @dataclass(frozen=True, slots=True)
 class Rebuild:
+    """Replay the log into the read model; ``verify`` compares the rows with the log
+    first; a log whose hash chain is broken is replayed only with ``force``."""
+
     verify: bool = False
+    force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyAudit:
-    pass
+    """Check the log against the stored heads and ``heads`` (from the operator's
+    files), trusting signatures by ``keys`` and by the worker's own key."""
+
+    heads: tuple[TreeHead, ...] = ()
+    keys: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheckpoint:
+    """A tree head over the log now, signed with the worker's auditor key if it has one."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditProve:
+    position: int
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditConsistency:
+    """A new head, and the proof that the log of ``first`` events is a prefix of it."""
+
+    first: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditExport:
+    """Rows of the log with their hashes and leaves, ``after`` a position, a page."""
+
+    after: int = 0
+    limit: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +231,7 @@ class Ping:
 
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
-    | Ping
+    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping
 )
 Command: TypeAlias = ContainerCommand | Query
 
@@ -243,17 +281,7 @@ def _text(args: Mapping[str, Any], key: str) -> str:
 
 def _time(args: Mapping[str, Any], key: str) -> datetime | None:
     value = args.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidArgument(f"expected an ISO 8601 time for {key}, got {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InvalidArgument(f"bad ISO 8601 time {value!r}") from exc
-    if parsed.tzinfo is None:
-        raise InvalidArgument(f"time {value!r} has no UTC offset")
-    return parsed.astimezone(UTC)
+    return None if value is None else datetime_from_data(value)
 
 
 def _container(command_type: str, container: str | None) -> str:
@@ -308,6 +336,18 @@ def _wait(ref: str, args: Mapping[str, Any]) -> Wait:
     return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT))
 
 
+def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
+    from engine.treehead import TreeHead
+
+    heads = args.get("heads") or []
+    keys = args.get("keys") or []
+    if not isinstance(heads, list) or not isinstance(keys, list) or len(heads) > 1000:
+        raise InvalidArgument("invalid heads or keys: lists expected")
+    if not all(isinstance(k, bytes) and len(k) == 32 for k in keys):
+        raise InvalidArgument("invalid keys: 32-byte Ed25519 public keys expected")
+    return VerifyAudit(tuple(TreeHead.from_json(h) for h in heads), tuple(keys))
+
+
 def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> Command:
     """The typed command for a wire command; InvalidArgument with one sentence if not.
 
@@ -326,9 +366,19 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "query.ping":
             return Ping()
         case "admin.rebuild":
-            return Rebuild(_flag(args, "verify"))
+            return Rebuild(_flag(args, "verify"), _flag(args, "force"))
         case "admin.verify_audit":
-            return VerifyAudit()
+            return _verify_audit(args)
+        case "audit.checkpoint":
+            return AuditCheckpoint()
+        case "audit.prove":
+            size = None if args.get("size") is None else _integer(args, "size", 1, minimum=1)
+            return AuditProve(_integer(args, "position", 0, minimum=1), size)
+        case "audit.consistency":
+            return AuditConsistency(_integer(args, "first", 0))
+        case "audit.export":
+            return AuditExport(_integer(args, "after", 0),
+                               _integer(args, "limit", 1000, minimum=1, maximum=5000))
     if command_type not in COMMAND_TYPES:
         raise InvalidArgument(f"unknown command type {command_type!r}")
     ref = _container(command_type, container)

@@ -17,14 +17,15 @@ from __future__ import annotations
 import enum
 import signal as signals
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from engine import commands as c
 from engine import events as ev
-from engine.errors import InvalidState, NotFound
+from engine.errors import InvalidArgument, InvalidState, NotFound
 from engine.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, Status, StatusReport
+from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
 
 
 class Step(enum.Enum):
@@ -42,6 +43,16 @@ class Step(enum.Enum):
     RESTORE = "restore"          # conmon --restore
     RECORD_EXIT = "record_exit"  # wait for the exit the plan caused and record it
     CLEANUP = "cleanup"          # remove the container's files
+
+
+UNDO: dict[Step, Step] = {
+    Step.PAUSE: Step.UNPAUSE,
+    Step.UNPAUSE: Step.PAUSE,
+    Step.RESTORE: Step.DELETE,  # the image stays: the restore can be asked for again
+}
+"""Steps that can be taken back when the store refuses to record them, so every runtime
+action is either recorded or undone. Others are recorded as intent first (kill,
+checkpoint, stop, exec) or are caught up by a resend (``DONE_IF_REACHED``)."""
 
 
 DONE_IF_REACHED: dict[Step, Status] = {
@@ -132,7 +143,7 @@ def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
             _refuse_unless(state, (PAUSED,), f"container {state.name} is {state.state}, not paused")
             return Plan((Step.UNPAUSE,), then=lambda _f: (ev.Unpaused(),))
         case c.Exec():
-            return decide_exec(state, command, None)
+            return decide_exec(state, command)
         case c.Checkpoint():
             return _checkpoint(state, command)
         case c.Restore():
@@ -175,25 +186,116 @@ def _stop(state: ContainerState, command: c.Stop) -> Plan:
 def _kill(state: ContainerState, command: c.Kill) -> Plan:
     _refuse_unless(state, (RUNNING, PAUSED),
                    f"container {state.name} is {state.state}, not running")
-    return Plan((Step.KILL,), then=lambda _f: (ev.Signalled(command.signal),),
+    # The signal is recorded before it is sent: a signal cannot be taken back, so a
+    # store that refuses the record must refuse it before the process is hit.
+    return Plan((Step.KILL,), before=(ev.Signalled(command.signal),),
                 result={"id": state.id, "signal": command.signal})
 
 
-def decide_exec(state: ContainerState, command: c.Exec, started_session: str | None) -> Plan:
-    """An exec, or the resend of one whose session had started when its worker died
-    (``started_session``): running it again would run the command twice and its exit
-    code died with the worker, so the session is closed with exit code -1."""
-    if started_session is not None:
-        return Plan(then=lambda _f: (ev.ExecExited(started_session, -1),),
-                    result={"exit_code": -1, "output": "", "session_id": started_session,
-                            "interrupted": True})
+def decide_exec(state: ContainerState, command: c.Exec, used_before: bool = False) -> Plan:
+    """A new exec session: its intent (``exec_requested``) is recorded before its process
+    can exist, so a worker that dies while starting it leaves a session the next one
+    settles from the session's files instead of running it twice or losing its end.
+    A session id names one session of a container for good (``used_before``: the stream
+    has it already), so reusing one is refused rather than confused with the old one."""
     _refuse_unless(state, (RUNNING,),
                    f"container {state.name} is {state.state}: exec needs a running container")
-    return Plan((Step.EXEC,), then=_exec_exited(command))
+    if not command.session_id:
+        raise ValueError("the service names each exec session before deciding")
+    if used_before:
+        raise InvalidArgument(f"exec session id {command.session_id!r} was already used in "
+                              f"container {state.name}: choose a new one")
+    return Plan((Step.EXEC,), before=(ev.ExecRequested(command.session_id, command.argv),),
+                then=_exec_exited(command))
+
+
+RESUMABLE = (c.Stop,)
+"""Commands whose first attempt may record its intent and die before its end."""
+
+
+def resume(state: ContainerState, command: c.ContainerCommand,
+           first: Iterable[ev.RecordedEvent], since: Iterable[ev.RecordedEvent],
+           now: datetime) -> tuple[c.Stop, Plan] | None:
+    """A resent command id whose first attempt recorded an outcome: None replays that
+    outcome; a (command, plan) finishes what the first attempt left undone when its
+    worker died.
+
+    Only a stop leaves such a gap: its intent (``stop_requested``, recorded under the
+    command's id) precedes the stop signal, and its end (the exit) is recorded only
+    once the container is gone. While no exit followed the intent (``since``: the
+    stream after it) and the container runs, the resend goes on with what is left
+    of the grace period, SIGKILL at once when it is over (the stop signal was sent).
+    """
+    if not isinstance(command, c.Stop) or state.state != RUNNING:
+        return None
+    intents = [(r.metadata.recorded_at, r.event) for r in first
+               if isinstance(r.event, ev.StopRequested)]
+    if not intents or any(isinstance(r.event, ev.Exited) for r in since):
+        return None
+    requested_at, intent = intents[-1]
+    ends = requested_at + timedelta(seconds=intent.timeout)
+    left = max(0.0, (ends - now).total_seconds())
+    return replace(command, timeout=left), Plan((Step.STOP, Step.RECORD_EXIT))
 
 
 def exec_started(command: c.Exec, session_id: str, pid: int) -> ev.ExecStarted:
     return ev.ExecStarted(session_id, command.argv, pid)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecProgress:
+    """How far the log has followed one exec session."""
+
+    requested: ev.ExecRequested | None = None
+    started: bool = False
+    exit_code: int | None = None
+
+
+def exec_progress(stream: Iterable[ev.RecordedEvent], session_id: str) -> ExecProgress:
+    requested: ev.ExecRequested | None = None
+    started, code = False, None
+    for r in stream:
+        e = r.event
+        if isinstance(e, ev.ExecRequested) and e.session_id == session_id:
+            requested = e
+        elif isinstance(e, ev.ExecStarted) and e.session_id == session_id:
+            started = True
+        elif isinstance(e, ev.ExecExited) and e.session_id == session_id:
+            code = e.exit_code
+    return ExecProgress(requested, started, code)
+
+
+def exec_end_events(progress: ExecProgress, session_id: str, pid: int,
+                    exit_code: int) -> tuple[ev.Event, ...]:
+    """The events that close a session, whichever path learnt its end first (the exec
+    call, a resend, reconciliation, a watcher after a restart); none if it is closed."""
+    if progress.exit_code is not None:
+        return ()
+    events: list[ev.Event] = []
+    if not progress.started and pid > 0:
+        argv = progress.requested.command if progress.requested else ()
+        events.append(ev.ExecStarted(session_id, argv, pid))
+    events.append(ev.ExecExited(session_id, exit_code))
+    return tuple(events)
+
+
+class SettleExec(enum.Enum):
+    """What reconciliation does with an exec session the log has open."""
+
+    RECORD_EXIT = "record_exit"      # conmon wrote its exit code
+    WAIT = "wait"                    # it still runs under its conmon: wait for the code
+    NEVER_STARTED = "never_started"  # the worker died before claiming it: nothing ran
+    LOST = "lost"                    # claimed, but its conmon died without an exit code
+
+
+def settle_exec(session: ExecSession) -> SettleExec:
+    if session.exit_code is not None:
+        return SettleExec.RECORD_EXIT
+    if not session.claimed:
+        return SettleExec.NEVER_STARTED
+    if session.conmon_alive:
+        return SettleExec.WAIT
+    return SettleExec.LOST
 
 
 def _exec_exited(command: c.Exec) -> Callable[[Facts], tuple[ev.Event, ...]]:
@@ -208,18 +310,56 @@ def _exec_exited(command: c.Exec) -> Callable[[Facts], tuple[ev.Event, ...]]:
 def _checkpoint(state: ContainerState, command: c.Checkpoint) -> Plan:
     _refuse_unless(state, (RUNNING,), f"container {state.name} is {state.state}: "
                    "only a running container can be checkpointed")
+    if not command.image_path:
+        raise ValueError("the service gives each checkpoint its own image directory")
+    intent = ev.CheckpointRequested(command.image_path, command.leave_running,
+                                    command.tcp_established)
+    return Plan((Step.CHECKPOINT,), before=(intent,),
+                then=lambda facts: checkpointed_events(intent, facts.exit))
 
-    def then(facts: Facts) -> tuple[ev.Event, ...]:
-        image = facts.image_path or ""
-        events: list[ev.Event] = [ev.Checkpointed(image, command.leave_running,
-                                                  command.tcp_established)]
-        if not command.leave_running:
-            code = facts.exit.exit_code if facts.exit else -1
-            events.append(ev.Exited(code, facts.exit.finished_at if facts.exit else None,
-                                    True, "checkpoint"))
-        return tuple(events)
 
-    return Plan((Step.CHECKPOINT,), then=then)
+def checkpointed_events(intent: ev.CheckpointRequested,
+                        exit: ExitStatus | None) -> tuple[ev.Event, ...]:
+    """What a finished checkpoint records: the image, and the exit it caused unless the
+    container was left running."""
+    events: list[ev.Event] = [ev.Checkpointed(intent.image_path, intent.leave_running,
+                                              intent.tcp_established)]
+    if not intent.leave_running:
+        events.append(ev.Exited(exit.exit_code if exit else -1,
+                                exit.finished_at if exit else None, True, "checkpoint"))
+    return tuple(events)
+
+
+def pending_checkpoint(stream: Iterable[ev.RecordedEvent]) -> ev.RecordedEvent | None:
+    """The ``checkpoint_requested`` whose command has no recorded end (no image, no
+    failure): its worker died during the dump. Nothing else is appended to a stream
+    while a checkpoint holds the container's lock, so only the last request can be it."""
+    pending: ev.RecordedEvent | None = None
+    for r in stream:
+        if isinstance(r.event, ev.CheckpointRequested):
+            pending = r
+        elif pending is not None and isinstance(r.event, (ev.Checkpointed, ev.CommandFailed)):
+            pending = None
+    return pending
+
+
+class SettleCheckpoint(enum.Enum):
+    """What became of a checkpoint whose worker died during it."""
+
+    CHECKPOINTED = "checkpointed"  # complete image, container stopped (or left running)
+    FAILED = "failed"              # no complete image, or the container still runs
+
+
+def settle_checkpoint(intent: ev.CheckpointRequested, dump: DumpReport,
+                      process_alive: bool) -> SettleCheckpoint:
+    """Decide from what is on disk, never by guessing: an image counts only if the dump
+    finished with success and wrote its inventory, and (unless asked to leave it
+    running) CRIU stopped the container; otherwise the process still runs, or its end
+    is an ordinary exit, and the command is recorded as failed. Never a lost process."""
+    complete = dump.finished and dump.complete and dump.exit_code in (0, None)
+    if complete and (intent.leave_running or not process_alive):
+        return SettleCheckpoint.CHECKPOINTED
+    return SettleCheckpoint.FAILED
 
 
 def _restore(state: ContainerState) -> Plan:

@@ -36,6 +36,17 @@ class NotFound(BerthError):
     exit_code = 125
 
 
+class WrongNode(NotFound):
+    """The container lives on another node; ``node`` names it, so the publisher can
+    send the command there (a redirect, not a failure: nothing was done or recorded)."""
+
+    code = "wrong_node"
+
+    def __init__(self, message: str, node: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
 class AlreadyExists(BerthError):
     """A container id or name is already taken."""
 
@@ -128,6 +139,7 @@ ERRORS_BY_CODE: dict[str, type[BerthError]] = {
         BerthError,
         InvalidArgument,
         NotFound,
+        WrongNode,
         AlreadyExists,
         InvalidState,
         PermissionDenied,
@@ -145,4 +157,6 @@ ERRORS_BY_CODE: dict[str, type[BerthError]] = {
 
 def error_from_code(code: str, message: str) -> BerthError:
     """Rebuild a typed error from a wire reply's code and message."""
+    if code == WrongNode.code:
+        return NotFound(message)  # the redirect was not followed: to the caller, not here
     return ERRORS_BY_CODE.get(code, BerthError)(message)

@@ -33,6 +33,8 @@ CONTAINER_PAUSED = "container.paused"
 CONTAINER_UNPAUSED = "container.unpaused"
 CONTAINER_EXEC_STARTED = "container.exec_started"
 CONTAINER_EXEC_EXITED = "container.exec_exited"
+CONTAINER_EXEC_REQUESTED = "container.exec_requested"
+CONTAINER_CHECKPOINT_REQUESTED = "container.checkpoint_requested"
 CONTAINER_CHECKPOINTED = "container.checkpointed"
 CONTAINER_RESTORED = "container.restored"
 CONTAINER_REMOVED = "container.removed"
@@ -204,10 +206,43 @@ class ExecStarted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ExecRequested(Event):
+    """Intent: an exec session is about to be started. Recorded before its process can
+    exist, so a worker that dies while starting it leaves a session the next worker
+    finds and settles from what is on disk, instead of a process nobody recorded."""
+
+    type: ClassVar[str] = CONTAINER_EXEC_REQUESTED
+    session_id: str
+    command: tuple[str, ...]
+
+    def to_data(self) -> dict[str, Any]:
+        return {"session_id": self.session_id, "command": list(self.command)}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            return cls(session_id=data["session_id"], command=tuple(data["command"]))
+        except KeyError as exc:
+            raise _bad(cls.type, f"missing {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
 class ExecExited(Event):
     type: ClassVar[str] = CONTAINER_EXEC_EXITED
     session_id: str
     exit_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRequested(Event):
+    """Intent: CRIU is about to dump the container into ``image_path`` (a directory of
+    its own). A worker that dies during the dump leaves this behind, and the next one
+    decides from the image and the container what happened (``decide.settle_checkpoint``)."""
+
+    type: ClassVar[str] = CONTAINER_CHECKPOINT_REQUESTED
+    image_path: str
+    leave_running: bool
+    tcp_established: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +283,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         ContainerCreated, PidReceived, Started, Signalled, StopRequested, Exited, Paused,
-        Unpaused, ExecStarted, ExecExited, Checkpointed, Restored, Removed, CommandFailed,
+        Unpaused, ExecRequested, ExecStarted, ExecExited, CheckpointRequested, Checkpointed,
+        Restored, Removed, CommandFailed,
     )
 }
 

@@ -125,8 +125,12 @@ def _unpaused(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
     return {"state": RUNNING}
 
 
-def _exec_started(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
-    assert isinstance(e, ev.ExecStarted)
+def _exec_opened(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
+    # A session is open from its intent on (exec_requested), so one whose worker died
+    # before it started is still listed until it is settled; exec_started adds nothing new.
+    assert isinstance(e, (ev.ExecRequested, ev.ExecStarted))
+    if e.session_id in s.exec_sessions:
+        return {}
     return {"exec_sessions": (*s.exec_sessions, e.session_id)}
 
 
@@ -153,7 +157,8 @@ def _removed(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
 
 
 def _audit_only(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
-    # signalled, stop_requested, command.failed: part of the history, not of the state.
+    # signalled, stop_requested, checkpoint_requested, command.failed: part of the
+    # history, not of the state (a pending checkpoint is found in the stream).
     return {}
 
 
@@ -165,8 +170,10 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.CONTAINER_EXITED: _exited,
     ev.CONTAINER_PAUSED: _paused,
     ev.CONTAINER_UNPAUSED: _unpaused,
-    ev.CONTAINER_EXEC_STARTED: _exec_started,
+    ev.CONTAINER_EXEC_REQUESTED: _exec_opened,
+    ev.CONTAINER_EXEC_STARTED: _exec_opened,
     ev.CONTAINER_EXEC_EXITED: _exec_exited,
+    ev.CONTAINER_CHECKPOINT_REQUESTED: _audit_only,
     ev.CONTAINER_CHECKPOINTED: _checkpointed,
     ev.CONTAINER_RESTORED: _restored,
     ev.CONTAINER_REMOVED: _removed,

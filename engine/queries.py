@@ -6,16 +6,20 @@ recorded events), which the worker turns into reply maps.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from engine import commands as c
 from engine import events as ev
-from engine.errors import NotFound, Timeout
+from engine.errors import NotFound, Timeout, WrongNode
 from engine.ids import is_full_id, validate_container_id
 from engine.projection import EXITED, REMOVED, ContainerState
 from engine.service import ContainerService
+from engine.store.transparency import Assessment
+from engine.treehead import ConsistencyProof, InclusionProof, Signer, TreeHead
 
 MAX_LOG_CHUNK = 512 * 1024
 
@@ -31,20 +35,26 @@ class LogChunk:
 
 
 @dataclass(frozen=True, slots=True)
-class AuditReport:
-    first_break: int | None
-    head: int
-    hash: str
+class RebuildReport:
+    containers: int
+    differences: list[str]  # rows that differed from the log before the rebuild
+    broken_at: int | None  # where the log's own checks fail, if they do
+    rebuilt: bool
 
 
 class Queries:
     """Read-only answers; waits and log long-polls wake on the service's changes."""
 
     def __init__(self, service: ContainerService,
-                 log_path: Callable[[str], str] | None = None) -> None:
+                 log_path: Callable[[str], str] | None = None, *,
+                 signer: Signer | None = None) -> None:
         self.service = service
         self.store = service.store
         self._log_path = log_path or service.runtime.log_path
+        self.signer = signer
+        """The node's auditor key: it signs tree heads, and its heads are trusted."""
+        self._last_head: TreeHead | None = None
+        self._signing = threading.Lock()
 
     def ref(self, ref: str, *, include_removed: bool = False) -> str:
         """Resolve a reference; removed containers only by full id (names get reused)."""
@@ -54,6 +64,16 @@ class Queries:
             if include_removed and is_full_id(ref):
                 return self.store.get_container(ref, include_removed=True).id
             raise
+
+    def local(self, ref: str) -> str:
+        """Resolve a reference to a container of THIS node (removed ones included):
+        logs are files on the container's node, and a wait is woken by its exit,
+        which only its node records. ``WrongNode`` redirects the publisher."""
+        cid = self.ref(ref, include_removed=True)
+        node = self.store.get_container(cid, include_removed=True).node
+        if node != self.service.node:
+            raise WrongNode(f"container {ref} lives on node {node!r}", node)
+        return cid
 
     def resolve(self, q: c.Resolve) -> ContainerState:
         return self.store.get_container(self.ref(q.container))
@@ -89,7 +109,7 @@ class Queries:
     def logs(self, q: c.Logs) -> LogChunk:
         """Log lines from ``offset``. With ``wait_ms``, a long poll: answer as soon as
         there is output or the container has exited, so followers need not spin."""
-        cid = validate_container_id(self.ref(q.container, include_removed=True))
+        cid = validate_container_id(self.local(q.container))
         deadline = time.monotonic() + q.wait_ms / 1000
         changed = self.service.changed
         while True:
@@ -117,18 +137,50 @@ class Queries:
         state = self.store.get_container(cid, include_removed=True)
         return LogChunk(lines, offset + cut, state.state, state.exit_code)
 
-    def rebuild(self, q: c.Rebuild) -> tuple[int, list[str]]:
-        count = self.store.rebuild_read_model()
-        return count, (self.store.verify_read_model() if q.verify else [])
+    def rebuild(self, q: c.Rebuild) -> RebuildReport:
+        """Compare first (a rebuild would repair, and so hide, an edited row), then
+        refuse to replay a log whose chain is broken unless forced, then rebuild."""
+        differences = self.store.verify_read_model() if q.verify else []
+        log = self.store.scan_log()
+        broken = log.chain_break or log.command_break
+        if broken is not None and not q.force:
+            return RebuildReport(0, differences, broken, rebuilt=False)
+        return RebuildReport(self.store.rebuild_read_model(), differences, broken, True)
 
-    def verify_audit(self, _q: c.VerifyAudit) -> AuditReport:
-        broken = self.store.verify_chain()
-        position, digest = self.store.head()
-        return AuditReport(broken, position, digest)
+    def verify_audit(self, q: c.VerifyAudit) -> Assessment:
+        """The log against the heads given and the stored ones; a head counts if its
+        signature checks with a key given or with this node's own."""
+        from engine.treehead import key_id
+
+        keys = {key_id(k): k for k in q.keys}
+        if self.signer is not None:
+            keys[self.signer.key_id] = self.signer.public
+        return self.store.assess([(h, "given") for h in q.heads], keys)
+
+    def checkpoint(self, _q: c.AuditCheckpoint) -> TreeHead:
+        """A head, refused if the log no longer holds the last one this node signed
+        (remembered here, so deleting stored heads does not lift the check)."""
+        with self._signing:
+            head = self.store.checkpoint(self.signer, self.service.node, self._last_head)
+            if head.signed:
+                self._last_head = head
+            return head
+
+    def prove(self, q: c.AuditProve) -> InclusionProof:
+        return self.store.prove(q.position, q.size)
+
+    def consistency(self, q: c.AuditConsistency) -> ConsistencyProof:
+        """A fresh head (refused over a rewritten log) and the proof from ``first``."""
+        head = self.checkpoint(c.AuditCheckpoint())
+        return ConsistencyProof(q.first, head, tuple(self.store.consistency(q.first,
+                                                                            head.size)))
+
+    def export(self, q: c.AuditExport) -> tuple[list[dict[str, Any]], int]:
+        return self.store.export_page(q.after, q.limit), self.store.max_position()
 
     def wait(self, q: c.Wait) -> tuple[str, int]:
         """Block until the container has exited (or the timeout given runs out)."""
-        cid = self.ref(q.container, include_removed=True)
+        cid = self.local(q.container)
         deadline = None if q.timeout is None else time.monotonic() + q.timeout
         with self.service.changed:
             while True:

@@ -25,24 +25,27 @@ from typing import Any
 from engine import commands as c
 from engine import decide as d
 from engine import events as ev
-from engine.command_types import CHANGE_COMMANDS
+from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
 from engine.errors import (
     AlreadyExists,
     BerthError,
     InvalidArgument,
     NotFound,
     RuntimeFailure,
+    StateUnwritable,
     StoreError,
+    WrongNode,
     error_from_code,
 )
-from engine.ids import new_container_id, new_uuid, validate_container_id
+from engine.faults import crash_point
+from engine.ids import is_full_id, new_container_id, validate_container_id
 from engine.locks import ContainerLocks
-from engine.projection import ALIVE, ContainerState, apply
+from engine.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
 from engine.runtime.waits import wait_pids_exit
-from engine.store import EventStore
+from engine.store import CommandOutcome, EventStore
 
 log = logging.getLogger("berth.service")
 
@@ -51,6 +54,8 @@ log = logging.getLogger("berth.service")
 # (after a crash, or from two paths) is a no-op in the store.
 SYSTEM_NAMESPACE = uuid.UUID("5f0c3d4e-6b1a-4c2e-9d7f-b3e1a2c4d5e6")
 KILL_WAIT_S = 10.0
+KEEP_EXEC_SESSIONS = 8
+"""Ended exec sessions whose files (output tail, exit code) are kept per container."""
 NOT_RECORDED = (InvalidArgument, NotFound, AlreadyExists, StoreError)
 """Refusals that write nothing: bad input, an unknown container, an unreachable store."""
 
@@ -88,6 +93,11 @@ class Reconciled:
     lost: int = 0
     removed: int = 0
     orphans: int = 0
+    checkpoints: int = 0
+    execs: int = 0
+    running_execs: list[tuple[str, str]] = field(default_factory=list)
+    """Exec sessions that outlived their worker and still run: the worker waits for them
+    (``finish_exec``)."""
 
 
 @dataclass
@@ -121,12 +131,23 @@ class ContainerService:
         if state is None:
             state = self.store.get_container(container_id)
             if state.node != self.node:
-                raise NotFound(f"container {container_id} lives on node {state.node!r}, "
-                               f"not {self.node!r}")
+                raise WrongNode(f"container {container_id} lives on node {state.node!r}, "
+                                f"not {self.node!r}", state.node)
             self._states[container_id] = state
         if state.removed:
             raise NotFound(f"no such container: {container_id}")
         return state
+
+    def resolve(self, ref: str) -> str:
+        """The full id of the container ``ref`` names (an id, a unique id prefix or a
+        name) if it lives on this node; ``WrongNode`` naming its node otherwise.
+
+        Publishers send a container command with the reference they were given, so a
+        command takes one round trip; the worker resolves it here.
+        """
+        cid = ref if is_full_id(ref) and ref in self._states else self.store.resolve(ref)
+        self.container(cid)
+        return cid
 
     def latest(self, container_id: str) -> ContainerState:
         """The newest state, removed containers included (for waits and replies)."""
@@ -200,9 +221,15 @@ class ContainerService:
         replayed (a resend after a lost reply, or after a worker restart)."""
         done = self.store.outcome(causation.command_id)
         if done is not None:
+            # A command that recorded its intent first has its end under a step id.
+            final = self.store.outcome(system_command_id(causation.command_id, "done"))
+            resumed = (self._resume(command, causation, done)
+                       if done.ok and final is None else None)
+            if resumed is not None:
+                return resumed
+            done = final or done
             if done.ok:
-                # The stream tells a retried create which container it made.
-                return Outcome((), {"replayed": True, "id": done.stream, "node": self.node},
+                return Outcome((), self._replayed_result(command, done),
                                replayed=tuple(done.positions))
             return Outcome((), {}, replayed=tuple(done.positions),
                            error=error_from_code(done.error_code or "internal",
@@ -211,13 +238,53 @@ class ContainerService:
             return self._create(command, causation)
         if isinstance(command, c.Exec):
             return self._exec(command, causation)
-        cid = validate_container_id(command.container)
+        cid = self.resolve(command.container)
+        command = replace(command, container=cid)
+        if isinstance(command, c.Checkpoint):
+            command = replace(command, image_path=self.runtime.checkpoint_dir(
+                cid, causation.command_id))
         with self.locks.hold(cid):
             state = self.container(cid)
             plan = d.decide(state, command)
             if plan.noop:
                 return Outcome((), plan.result)
             return self._carry_out(state, command, plan, causation)
+
+    def _replayed_result(self, command: c.ContainerCommand,
+                         done: CommandOutcome) -> dict[str, Any]:
+        """The reply to a command carried out before. The stream tells a retried create
+        which container it made; an exec's recorded end tells how its session ended
+        (with its output while the session's files are kept)."""
+        result: dict[str, Any] = {"replayed": True, "id": done.stream, "node": self.node}
+        if isinstance(command, c.Exec) and done.stream:
+            result.update(self._exec_replayed(done.stream, done.positions))
+        return result
+
+    def _resume(self, command: c.ContainerCommand, causation: c.Causation,
+                done: CommandOutcome) -> Outcome | None:
+        """Finish a command whose first attempt recorded its intent and then lost its
+        worker (``decide.resume``); None: the recorded outcome is the answer."""
+        if not isinstance(command, d.RESUMABLE) or not done.positions or not done.stream:
+            return None
+        cid = done.stream  # the container the first attempt changed, whatever the reference
+        command = replace(command, container=cid)
+        with self.locks.hold(cid):
+            try:
+                state = self.container(cid)
+            except NotFound:
+                return None
+            stream = self.store.read_stream(cid)
+            last = max(done.positions)
+            first = [r for r in stream if r.metadata.position in done.positions]
+            since = [r for r in stream if r.metadata.position > last]
+            resumed = d.resume(state, command, first, since, datetime.now(UTC))
+            if resumed is None:
+                return None
+            log.warning("%s %s was cut short by a worker's death: finishing it",
+                        causation.command_type, causation.command_id)
+            again, plan = resumed
+            outcome = self._carry_out(state, again, plan, causation)
+        return replace(outcome, replayed=(*done.positions, *outcome.positions))
 
     def fail(self, command_type: str, container: str | None, causation: c.Causation,
              exc: BerthError) -> tuple[int, ...]:
@@ -272,17 +339,90 @@ class ContainerService:
         recorded: list[ev.RecordedEvent] = []
         if plan.before:
             recorded += self.append(cid, state.version, plan.before, causation)
+            crash_point(f"{causation.command_type}.intended")
         facts = d.Facts(container_id=cid, node=self.node)
-        for step in plan.steps:
-            facts = self._step(step, state, command, facts)
-            if step is d.Step.RECORD_EXIT:
-                recorded += self.record_exit(cid, wait=True)
+        try:
+            for step in plan.steps:
+                facts = self._step(step, state, command, facts)
+                if step is d.Step.RECORD_EXIT:
+                    recorded += self.record_exit(cid, wait=True)
+        except BerthError as exc:
+            if plan.before:
+                self._failed_after_intent(state, causation, exc)
+            raise
+        crash_point(f"{causation.command_type}.acted")
         events = plan.then(facts)
         now = self.latest(cid)
         if events and not now.removed:
-            recorded += self.append(cid, now.version, events, causation,
-                                    step="done" if plan.before else None)
+            try:
+                recorded += self.append(cid, now.version, events, causation,
+                                        step="done" if plan.before else None)
+            except (StoreError, StateUnwritable):
+                self._undo(cid, plan.steps)
+                raise
         return Outcome(tuple(recorded), self._result(command, self.latest(cid), facts, plan))
+
+    def _undo(self, cid: str, steps: Sequence[d.Step]) -> None:
+        """The store refused to record what the runtime just did: take it back where
+        that is possible (``decide.UNDO``), so the log and the container still agree."""
+        actions = {d.Step.PAUSE: self.runtime.pause, d.Step.UNPAUSE: self.runtime.unpause,
+                   d.Step.DELETE: self._discard_restored}
+        for step in reversed(steps):
+            inverse = d.UNDO.get(step)
+            if inverse is None:
+                log.error("container %s: %s was done but could not be recorded; a resend "
+                          "records it", cid, step.value)
+                continue
+            try:
+                actions[inverse](cid)
+                log.warning("container %s: undid %s, which the store refused to record",
+                            cid, step.value)
+            except BerthError as exc:
+                log.error("container %s: could not undo %s: %s", cid, step.value, exc)
+
+    def _discard_restored(self, cid: str) -> None:
+        """Kill and forget a restored container whose restore the store did not record."""
+        try:
+            self.runtime.kill(cid, d.CONMON_LOST_SIGNAL, all_processes=True)
+        except BerthError as exc:
+            log.debug("killing the unrecorded restore of %s: %s", cid, exc)
+        self.runtime.delete(cid, force=True)
+
+    def _failed_after_intent(self, state: ContainerState, causation: c.Causation,
+                             exc: BerthError) -> list[ev.RecordedEvent]:
+        """A command whose intent is recorded failed in the runtime: undo what the
+        failure left half-done (CRIU leaves a container it could not dump frozen), then
+        record the failure as the command's end, so the intent does not stay open and
+        a resend gets this answer."""
+        cid = state.id
+        if state.state == RUNNING and self._runtime_status(cid) is Status.PAUSED:
+            try:
+                self.runtime.unpause(cid)
+                log.warning("thawed container %s after a failed %s", cid,
+                            causation.command_type)
+            except BerthError as thaw:
+                log.error("could not thaw container %s: %s", cid, thaw)
+        return self._record_end_failure(cid, causation, exc)
+
+    def _record_end_failure(self, cid: str, causation: c.Causation,
+                            exc: BerthError) -> list[ev.RecordedEvent]:
+        try:
+            recorded = self.store.record_failure(
+                system_command_id(causation.command_id, "done"), causation.command_type, cid,
+                exc.code, exc.message, correlation_id=causation.correlation_id,
+                actor=causation.actor, node=self.node)
+        except BerthError as store_exc:
+            log.error("could not record the failure of %s: %s", causation.command_id, store_exc)
+            return []
+        self.forget(cid)
+        self.announce(recorded)
+        return list(recorded)
+
+    def _runtime_status(self, cid: str) -> Status | None:
+        try:
+            return self.runtime.status(cid, known_stopped=True).status
+        except BerthError:
+            return None
 
     def _step(self, step: d.Step, state: ContainerState, command: c.ContainerCommand,
               facts: d.Facts) -> d.Facts:
@@ -310,7 +450,8 @@ class ContainerService:
                 rt.kill(cid, command.signal)
             case d.Step.CHECKPOINT:
                 assert isinstance(command, c.Checkpoint)
-                image = rt.checkpoint(cid, leave_running=command.leave_running,
+                image = rt.checkpoint(cid, image_path=command.image_path,
+                                      leave_running=command.leave_running,
                                       tcp_established=command.tcp_established)
                 exit_status = None if command.leave_running else rt.wait_exit(cid)
                 return replace(facts, image_path=image, exit=exit_status)
@@ -356,48 +497,138 @@ class ContainerService:
 
     def _exec(self, command: c.Exec, causation: c.Causation) -> Outcome:
         """An exec session runs outside the container's lock (it may run for long, and
-        a stop must not wait for it); its start and end are recorded under it."""
-        command = replace(command, session_id=command.session_id or new_uuid())
-        cid = validate_container_id(command.container)
-        state = self.container(cid)
-        prior = self.store.outcome(system_command_id(causation.command_id, "started"))
-        started_session = None
-        if prior is not None:
-            started_session = next(
-                (r.event.session_id for r in self.store.read_stream(cid)
-                 if r.metadata.position in prior.positions and isinstance(r.event, ev.ExecStarted)),
-                "")
-        plan = d.decide_exec(state, command, started_session)
+        a stop must not wait for it); its intent, start and end are recorded under it.
+
+        The session is named after the command, so a resend (after a lost reply or a
+        worker's death) finds the same session: it is never started a second time,
+        and the reply carries its real exit code, read from what conmon recorded."""
+        cid = self.resolve(command.container)
+        session = command.session_id or system_command_id(causation.command_id, "session")
+        command = replace(command, container=cid, session_id=session)
         recorded: list[ev.RecordedEvent] = []
-        facts = d.Facts(container_id=cid, node=self.node)
-        if d.Step.EXEC in plan.steps:
-            assert command.session_id is not None
-            session = command.session_id
-
-            def started(pid: int) -> None:
-                with self.locks.hold(cid):
-                    now = self.container(cid)
-                    recorded.extend(self.append(cid, now.version,
-                                                [d.exec_started(command, session, pid)],
-                                                causation, step="started"))
-
-            result = self.runtime.exec(
+        with self.locks.hold(cid):
+            state = self.container(cid)
+            resumed = self.store.outcome(
+                system_command_id(causation.command_id, "requested")) is not None
+            progress = d.exec_progress(self.store.read_stream(cid), session)
+            if not resumed:
+                used = progress.requested is not None or progress.started \
+                    or progress.exit_code is not None
+                plan = d.decide_exec(state, command, used)
+                recorded += self.append(cid, state.version, plan.before, causation,
+                                        step="requested")
+        crash_point("container.exec.intended")
+        if progress.exit_code is not None:
+            # Settled while no worker waited for it (reconciliation): never run it again.
+            tail = self.runtime.exec_wait(cid, session, timeout=0).output \
+                if self.runtime.exec_session(cid, session).exit_code is not None else b""
+            return Outcome(tuple(recorded), self._exec_reply(progress.exit_code, tail, session))
+        try:
+            pid = self.runtime.exec_start(
                 cid, command.argv, session_id=session, env=command.env, cwd=command.cwd,
                 user=command.user, tty=command.tty,
-                no_new_privileges=state.spec.no_new_privileges, on_start=started)
-            if not recorded:
-                started(result.pid)
-            facts = replace(facts, exec_pid=result.pid, exec_exit_code=result.exit_code)
-            reply: dict[str, Any] = {"exit_code": result.exit_code,
-                                     "output": result.output[-MAX_EXEC_OUTPUT:].decode(
-                                         errors="replace"),
-                                     "session_id": session}
-        else:
-            reply = dict(plan.result)
+                no_new_privileges=state.spec.no_new_privileges)
+        except BerthError:
+            # Nothing ran: close the session the intent opened, then report the failure.
+            recorded += self._close_exec(cid, session, 0, -1, causation, step="not-started")
+            raise
+        if pid is None:  # an earlier attempt claimed it: follow that process instead
+            pid = self.runtime.exec_session(cid, session).pid
+        if pid:
+            recorded += self._record_exec_started(cid, command, session, pid, causation)
+        crash_point("container.exec.started")
+        result = self.runtime.exec_wait(cid, session)
+        recorded += self._close_exec(cid, session, result.pid or pid or 0, result.exit_code,
+                                     causation)
+        return Outcome(tuple(recorded), self._exec_reply(result.exit_code, result.output,
+                                                         session))
+
+    def _exec_replayed(self, cid: str, positions: Sequence[int]) -> dict[str, Any]:
+        """An exec's reply again: its recorded exit code, and its output while the
+        session's files are still kept."""
+        ended = [r.event for r in self.store.read_stream(cid)
+                 if r.metadata.position in positions and isinstance(r.event, ev.ExecExited)]
+        if not ended:
+            return {}
+        session, code = ended[0].session_id, ended[0].exit_code
+        found = self.runtime.exec_session(cid, session)
+        tail = (self.runtime.exec_wait(cid, session, timeout=0).output
+                if found.exit_code is not None else b"")
+        return self._exec_reply(code, tail, session)
+
+    @staticmethod
+    def _exec_reply(code: int, output: bytes, session: str) -> dict[str, Any]:
+        return {"exit_code": code,
+                "output": output[-MAX_EXEC_OUTPUT:].decode(errors="replace"),
+                "session_id": session}
+
+    def _record_exec_started(self, cid: str, command: c.Exec, session: str, pid: int,
+                             causation: c.Causation) -> list[ev.RecordedEvent]:
         with self.locks.hold(cid):
-            now = self.container(cid)
-            recorded += self.append(cid, now.version, plan.then(facts), causation)
-        return Outcome(tuple(recorded), reply)
+            try:
+                now = self.container(cid)
+            except NotFound:
+                return []
+            progress = d.exec_progress(self.store.read_stream(cid), session)
+            if progress.started or progress.exit_code is not None:
+                return []
+            return self.append(cid, now.version, [d.exec_started(command, session, pid)],
+                               causation, step="started")
+
+    def _close_exec(self, cid: str, session: str, pid: int, code: int,
+                    causation: c.Causation | None, *, step: str | None = None
+                    ) -> list[ev.RecordedEvent]:
+        """Record a session's end once, whichever path learnt it first. The files of the
+        last few ended sessions are kept (a resend's reply still carries the output),
+        older ones go, so sessions do not pile up on disk."""
+        recorded = self._record_exec_end(cid, session, pid, code, causation, step)
+        self.runtime.exec_prune(cid, KEEP_EXEC_SESSIONS)
+        return recorded
+
+    def _record_exec_end(self, cid: str, session: str, pid: int, code: int,
+                         causation: c.Causation | None, step: str | None
+                         ) -> list[ev.RecordedEvent]:
+        with self.locks.hold(cid):
+            try:
+                now = self.latest(cid)
+            except NotFound:
+                return []
+            if now.removed:
+                return []
+            progress = d.exec_progress(self.store.read_stream(cid), session)
+            events = d.exec_end_events(progress, session, pid, code)
+            if not events:
+                return []
+            if causation is not None:
+                return self.append(cid, now.version, events, causation, step=step)
+            return self.append(cid, now.version, events,
+                               system=(cid, session, "exec-exit"), system_type="container.exec")
+
+    def finish_exec(self, container_id: str, session_id: str) -> list[ev.RecordedEvent]:
+        """Wait for a session that outlived its worker and record its real exit code
+        (started for each session reconciliation found still running)."""
+        result = self.runtime.exec_wait(container_id, session_id)
+        return self._close_exec(container_id, session_id, result.pid, result.exit_code, None)
+
+    def settle_execs(self, state: ContainerState) -> tuple[int, list[str]]:
+        """Reconcile the exec sessions the log has open for a container: record the
+        exit codes conmon wrote meanwhile, close sessions that never started or whose
+        conmon died without a code (-1), and return the ones still running."""
+        settled, running = 0, []
+        for session in state.exec_sessions:
+            found = self.runtime.exec_session(state.id, session)
+            match d.settle_exec(found):
+                case d.SettleExec.RECORD_EXIT:
+                    settled += bool(self._close_exec(state.id, session, found.pid,
+                                                     found.exit_code if found.exit_code
+                                                     is not None else -1, None))
+                case d.SettleExec.NEVER_STARTED | d.SettleExec.LOST:
+                    log.warning("exec session %s of %s ended with no exit code (%s)",
+                                session, state.id, d.settle_exec(found).value)
+                    settled += bool(self._close_exec(state.id, session, found.pid, -1, None))
+                case d.SettleExec.WAIT:
+                    running.append(session)
+        return settled, running
 
     # -- exits: the one entry point ---------------------------------------------------
 
@@ -420,7 +651,20 @@ class ContainerService:
                     status = self.runtime.wait_exit(container_id)
                 if status is None:
                     return []
-            stream = (r.event for r in self.store.read_stream(container_id))
+            records = self.store.read_stream(container_id)
+            if d.pending_checkpoint(records) is not None:
+                # A checkpoint whose end the store did not take (or whose worker died):
+                # the exit is CRIU's doing if the image is complete; settle that first.
+                settled = self.settle_checkpoint(container_id)
+                if settled:
+                    after = self.latest(container_id)
+                    if after.state not in ALIVE:
+                        if d.auto_remove_due(after):
+                            settled += self.auto_remove(container_id)
+                        return settled
+                records = self.store.read_stream(container_id)
+                state = self.container(container_id)
+            stream = (r.event for r in records)
             exited = d.exit_event(state, stream, status, reason)
             if exited is None:
                 return []
@@ -531,6 +775,14 @@ class ContainerService:
 
     def _reconcile_one(self, state: ContainerState, report: Reconciled) -> None:
         rt, cid = self.runtime, state.id
+        if state.state in ALIVE and self.settle_checkpoint(cid):
+            report.checkpoints += 1
+            state = self.latest(cid)
+        if state.state in ALIVE and state.exec_sessions:
+            settled, running = self.settle_execs(state)
+            report.execs += settled
+            report.running_execs += [(cid, session) for session in running]
+            state = self.latest(cid)
         has_exit = rt.exit_status(cid) is not None
         conmon = bool(state.conmon_pid) and rt.conmon_alive(state.conmon_pid, cid)
         status = None
@@ -552,6 +804,35 @@ class ContainerService:
                 report.removed += bool(self.auto_remove(cid))
             case d.Reconcile.NOTHING:
                 pass
+
+    def settle_checkpoint(self, container_id: str) -> list[ev.RecordedEvent]:
+        """A checkpoint whose worker died during it: wait for its dump to end, then
+        record from the image and the container what became of it (``decide.
+        settle_checkpoint``): the image and the exit it caused, or the command's failure
+        with the container left running (thawed if CRIU left it frozen)."""
+        with self.locks.hold(container_id):
+            state = self.container(container_id)
+            pending = d.pending_checkpoint(self.store.read_stream(container_id))
+            if pending is None or not isinstance(pending.event, ev.CheckpointRequested):
+                return []
+            intent, meta = pending.event, pending.metadata
+            causation = c.Causation(meta.causation_id, meta.correlation_id, meta.actor,
+                                    CHECKPOINT)
+            dump = self.runtime.dump_report(intent.image_path)
+            alive = self._process_alive(container_id)
+            decision = d.settle_checkpoint(intent, dump, alive)
+            log.warning("checkpoint %s of %s was interrupted by a worker crash: %s",
+                        meta.causation_id, container_id, decision.value)
+            if decision is d.SettleCheckpoint.CHECKPOINTED:
+                exit_status = None if intent.leave_running else (
+                    self.runtime.exit_status(container_id)
+                    or self.runtime.wait_exit(container_id))
+                return self.append(container_id, state.version,
+                                   d.checkpointed_events(intent, exit_status), causation,
+                                   step="done")
+            return self._failed_after_intent(state, causation, RuntimeFailure(
+                f"the checkpoint of container {container_id} was interrupted by a worker "
+                "crash and left no complete image; the container was not checkpointed"))
 
     def remove_orphans(self) -> int:
         """Delete this node's runtime containers that have no stream in the log.

@@ -30,14 +30,17 @@ import logging
 import os
 import selectors
 import threading
+import time
 from collections.abc import Sequence
 
 from engine import events as ev
-from engine.errors import BerthError
+from engine.errors import BerthError, StateUnwritable, StoreError
 from engine.projection import ALIVE
 from engine.service import ContainerService
 
 log = logging.getLogger("berth.conmon_watch")
+
+RETRY_S = 0.5
 
 
 class ConmonWatch:
@@ -55,6 +58,8 @@ class ConmonWatch:
         self._by_fd: dict[int, tuple[str, int]] = {}
         self._by_container: dict[str, int] = {}
         self._dead: list[tuple[str, int]] = []
+        self._retry: list[tuple[float, str, int]] = []
+        """Settlements the store refused: (next attempt, container, conmon pid)."""
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="berth-conmon-watch", daemon=True)
@@ -129,8 +134,9 @@ class ConmonWatch:
         while not self._stop.is_set():
             with self._lock:
                 fds = list(self._by_fd)
+            wait = min([1.0] + [at - time.monotonic() for at, _, _ in self._retry])
             try:
-                ready = _readable([self._wake_r, *fds], 1.0)
+                ready = _readable([self._wake_r, *fds], max(wait, 0.01))
             except OSError:  # an fd closed under us by unwatch: look again
                 continue
             if self._wake_r in ready:
@@ -148,12 +154,21 @@ class ConmonWatch:
                         self._by_container.pop(entry[0], None)
                         os.close(fd)
                         dead.append(entry)
-            for container_id, conmon_pid in dead:
+            now = time.monotonic()
+            due = [(cid, pid) for at, cid, pid in self._retry if at <= now]
+            self._retry = [r for r in self._retry if r[0] > now]
+            for container_id, conmon_pid in dead + due:
                 self._settle(container_id, conmon_pid)
 
     def _settle(self, container_id: str, conmon_pid: int) -> None:
         try:
             self.settled += bool(self.service.settle_conmon_gone(container_id, conmon_pid))
+        except (StoreError, StateUnwritable) as exc:
+            # The store refused (full disk, database away): try again until it accepts,
+            # so the exit is recorded as soon as it can be, with its real reason.
+            log.error("the store refused settling the conmon of %s (%s): retrying",
+                      container_id, exc)
+            self._retry.append((time.monotonic() + RETRY_S, container_id, conmon_pid))
         except BerthError as exc:
             log.error("could not settle the lost conmon of %s: %s", container_id, exc)
         except Exception:  # the watcher must outlive any one container's trouble

@@ -16,9 +16,10 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError
-from engine.queries import Queries
+from engine.errors import BerthError, WrongNode
+from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
+from engine.treehead import TreeHead
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
 
@@ -59,9 +60,13 @@ class Dispatch:
             t.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
             t.STATE: lambda s, cmd: _ok(cmd, {"containers": [detail(x) for x in q.state_at(s)]}),
             t.LOGS: lambda lq, cmd: _ok(cmd, _logs(q, lq)),
-            t.REBUILD: lambda r, cmd: _ok(cmd, dict(zip(("containers", "differences"),
-                                                       q.rebuild(r), strict=True))),
+            t.REBUILD: lambda r, cmd: _ok(cmd, _rebuilt(q.rebuild(r))),
             t.VERIFY_AUDIT: lambda v, cmd: _ok(cmd, _audit(q, v)),
+            t.AUDIT_CHECKPOINT: lambda a, cmd: _ok(cmd, _head(q.checkpoint(a), q)),
+            t.AUDIT_PROVE: lambda a, cmd: _ok(cmd, q.prove(a).to_json()),
+            t.AUDIT_CONSISTENCY: lambda a, cmd: _ok(cmd, q.consistency(a).to_json()),
+            t.AUDIT_EXPORT: lambda a, cmd: _ok(cmd, dict(zip(("rows", "head"), q.export(a),
+                                                            strict=True))),
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
         }
 
@@ -70,6 +75,8 @@ class Dispatch:
         try:
             typed = c.parse(cmd.type, cmd.container, cmd.args)
             return self._table[cmd.type](typed, cmd)
+        except WrongNode as exc:  # a redirect: nothing done, nothing recorded
+            return Reply(cmd.id, False, exc.code, exc.message, result={"node": exc.node})
         except BerthError as exc:
             return self._failed(cmd, causation, exc)
         except OSError as exc:  # the state directory refused a write (full, read-only)
@@ -105,7 +112,22 @@ def _logs(q: Queries, lq: c.Logs) -> dict[str, Any]:
             "exit_code": chunk.exit_code}
 
 
+def _rebuilt(report: RebuildReport) -> dict[str, Any]:
+    return {"containers": report.containers, "differences": report.differences,
+            "broken_at": report.broken_at, "rebuilt": report.rebuilt}
+
+
 def _audit(q: Queries, v: c.VerifyAudit) -> dict[str, Any]:
     report = q.verify_audit(v)
-    return {"ok": report.first_break is None, "first_break": report.first_break,
-            "head": report.head, "hash": report.hash}
+    return {"ok": report.ok, "first_break": report.first_affected,
+            "head": report.size, "hash": report.root.hex(), "vouched": report.vouched,
+            "problems": [[p, m] for p, m in report.problems],
+            "heads": [{"source": h.source, "size": h.head.size, "key_id": h.head.key_id,
+                       "signature": h.signature, "consistent": h.consistent,
+                       "node": h.head.node, "timestamp_us": h.head.timestamp_us}
+                      for h in report.heads],
+            "signer": None if q.signer is None else q.signer.key_id}
+
+
+def _head(head: TreeHead, q: Queries) -> dict[str, Any]:
+    return {"head": head.to_json(), "signed": head.signed}

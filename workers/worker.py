@@ -20,12 +20,15 @@ from typing import Any
 from bus.endpoints import default_endpoints
 from bus.keys import client_keys_for
 from bus.worker_link import WorkerLink
+from engine import commands as c
 from engine import events as ev
+from engine.errors import BerthError
 from engine.ids import validate_node
 from engine.queries import Queries
 from engine.runtime import OCIRuntime, RuntimeConfig
 from engine.service import ContainerService, Reconciled
 from engine.store import EventStore
+from engine.treehead import load_signer
 from migrations.runner import upgrade
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
@@ -55,6 +58,13 @@ class WorkerConfig:
     """This worker's secret CURVE key file, for a tcp backend."""
     server_key_file: str | None = field(default_factory=lambda: os.environ.get("BERTH_SERVER_KEY"))
     """The broker's public CURVE key file, for a tcp backend."""
+    audit_key_file: str | None = field(
+        default_factory=lambda: os.environ.get("BERTH_AUDIT_KEY"))
+    """This node's auditor (Ed25519) secret key file: it signs the log's tree heads.
+    Without one, heads are made only on demand, and unsigned."""
+    audit_interval: float = field(
+        default_factory=lambda: float(os.environ.get("BERTH_AUDIT_INTERVAL", "60")))
+    """Seconds between signed tree heads while the log grows (0: only on demand)."""
 
     def __post_init__(self) -> None:
         validate_node(self.node)
@@ -78,7 +88,13 @@ class Worker:
         self.store = store
         self.runtime = OCIRuntime(config.runtime_config())
         self.service = ContainerService(self.store, self.runtime, config.node)
-        self.dispatch = Dispatch(self.service, Queries(self.service))
+        self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
+                       else None)
+        if self.signer is None:
+            log.warning("no auditor key (BERTH_AUDIT_KEY): tree heads are unsigned and "
+                        "the log's integrity rests on the database alone")
+        self.dispatch = Dispatch(self.service, Queries(self.service, signer=self.signer))
+        self._heads: threading.Thread | None = None
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
         self.link: WorkerLink | None = None
@@ -89,6 +105,9 @@ class Worker:
         self.monitor = ExitMonitor(self.service, self.runtime.config.exits_dir)
         self.reconciled = self.service.reconcile()
         log.info("reconciled %s", self.reconciled)
+        for cid, session in self.reconciled.running_execs:
+            threading.Thread(target=self._finish_exec, args=(cid, session), daemon=True,
+                             name=f"berth-exec-{session[:12]}").start()
         self.monitor.start()
         self.conmons = ConmonWatch(self.service)
         self.service.observers.append(self.conmons.observe)
@@ -102,6 +121,29 @@ class Worker:
         )
         self.service.observers.append(self._publish)
         self.link.start()
+        if self.signer is not None and self.config.audit_interval > 0:
+            self._heads = threading.Thread(target=self._sign_heads, name="tree-heads",
+                                           daemon=True)
+            self._heads.start()
+
+    def _sign_heads(self) -> None:
+        """A signed tree head every ``audit_interval`` seconds while the log grows, so
+        a rewrite is pinned between two heads (engine.store.transparency)."""
+        signed = -1
+        while not self._stopped.wait(self.config.audit_interval):
+            try:
+                if self.store.max_position() != signed:
+                    signed = self.dispatch.queries.checkpoint(c.AuditCheckpoint()).size
+            except BerthError as exc:
+                log.error("no tree head signed: %s", exc)
+
+    def _finish_exec(self, container_id: str, session_id: str) -> None:
+        """Wait for an exec session that outlived the previous worker; record its end."""
+        try:
+            self.service.finish_exec(container_id, session_id)
+        except BerthError as exc:
+            log.error("could not record the end of exec session %s of %s: %s",
+                      session_id, container_id, exc)
 
     def _publish(self, recorded: Sequence[ev.RecordedEvent]) -> None:
         """Publish committed events on the bus (the link queues them; never blocks)."""
@@ -116,7 +158,8 @@ class Worker:
             "connected": bool(self.link and self.link.connected.is_set()),
             "exits_recorded": self.monitor.recorded if self.monitor else 0,
             "conmons_lost": self.conmons.settled if self.conmons else 0,
-            "reconciled": vars(self.reconciled),
+            "reconciled": {k: v for k, v in vars(self.reconciled).items()
+                           if isinstance(v, int)},
         }
 
     def serve_forever(self) -> None:
@@ -135,6 +178,10 @@ class Worker:
             self.link.stop(disconnect=disconnect)
             log.info("worker %s stopped: %s", self.config.node, self.link.stats)
             self.link = None
+        self._stopped.set()
+        if self._heads is not None:
+            self._heads.join(timeout=10)
+            self._heads = None
         if self.conmons is not None:
             self.service.observers.remove(self.conmons.observe)
             self.conmons.close()

@@ -40,7 +40,7 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 class _Unused:
-    """Stands in for the sub-parsers a command line does not name: building all 26
+    """Stands in for the sub-parsers a command line does not name: building all 27
     costs ~40 ms of argparse and gettext look-ups on every start."""
 
     def add_argument(self, *args: Any, **kwargs: Any) -> _Unused:

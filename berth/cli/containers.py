@@ -145,10 +145,6 @@ def cmd_exec(args: argparse.Namespace, client: Client) -> int:
         args.container, [args.command, *args.args], env=list(args.env), cwd=args.workdir or "",
         user=args.user or "", tty=bool(args.tty), reply_timeout=None,
     )
-    if reply.result.get("interrupted"):
-        print("berth: the exec session had started when its worker stopped; "
-              "its exit code is unknown", file=sys.stderr)
-        return 125
     sys.stdout.write(str(reply.result.get("output", "")))
     sys.stdout.flush()
     return int(reply.result["exit_code"])

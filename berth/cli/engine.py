@@ -67,6 +67,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from bus import keys
 
+    if args.action == "generate" and args.role == "auditor":
+        from engine import treehead
+
+        public, secret = treehead.generate(args.name, args.dir or keys.keys_dir())
+        print(f"public key: {public}\nsecret key: {secret} (mode 0600: give it to the "
+              f"worker as {treehead.ENV_AUDIT_KEY}; give the public key to auditors)")
+        return 0
     if args.action == "generate":
         public, secret = keys.generate(args.name, args.dir, force=args.force)
         print(f"public key: {public}\nsecret key: {secret} (mode 0600: keep it on this host)")
@@ -108,12 +115,16 @@ def add_commands(add: AddCommand) -> None:
                    help="the broker's public CURVE key file (default BERTH_SERVER_KEY)")
     p = add("keys", cmd_keys, "CURVE keys for a bus on tcp", server=True)
     keys_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    k = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret")
+    k = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret "
+                                              "(--role auditor: NAME.audit_key[_secret])")
     k.add_argument("name", metavar="NAME")
+    k.add_argument("--role", choices=["curve", "auditor"], default="curve",
+                   help="auditor: an Ed25519 key that signs the log's tree heads")
     k.add_argument("--dir", help="where (default $BERTH_ROOT/keys)")
     k.add_argument("--force", action="store_true", help="replace an existing pair")
     k = keys_sub.add_parser("authorize", help="let the broker admit a public key")
-    k.add_argument("role", choices=["worker", "publisher"])
+    k.add_argument("role", choices=["worker", "publisher", "auditor"],
+                   help="auditor: a CURVE key that may only query and read the audit log")
     k.add_argument("file", metavar="FILE.key")
     k.add_argument("--name", help="the identity it gets (default: the file's name)")
     k.add_argument("--dir",

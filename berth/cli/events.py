@@ -20,6 +20,11 @@ COMMANDS = ("events", "history", "state", "projection", "audit")
 
 
 def cmd_events(args: argparse.Namespace, client: Client) -> int:
+    if args.action == "export":
+        return _export(args, client)
+    if args.format not in ("table", "json"):
+        print(f"berth: --format {args.format} is for 'events export'", file=sys.stderr)
+        return 2
     filters = fmt.parse_filters(args.filter)
     since = fmt.parse_time(args.since) if args.since else None
     until = fmt.parse_time(args.until) if args.until else None
@@ -52,6 +57,48 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, client: Client) -> int:
+    """The whole log with its hashes and leaves, under a tree head taken first: the
+    head covers exactly the events written (later ones are left for the next export)."""
+    import csv
+    import json
+
+    from engine.store import exchange
+    from engine.treehead import TreeHead
+
+    fmt_ = "jsonl" if args.format in ("table", "json") else args.format
+    head = TreeHead.from_json(client.audit_checkpoint()["head"])
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        writer = csv.writer(out) if fmt_ == "csv" else None
+        if writer is not None:
+            writer.writerow(exchange.CSV_COLUMNS)
+        else:
+            out.write(json.dumps(exchange.header(head), sort_keys=True) + "\n")
+        after = 0
+        while after < head.size:
+            rows = client.audit_export(after, min(1000, head.size - after))["rows"]
+            if not rows:
+                break
+            for row in rows:
+                if writer is not None:
+                    writer.writerow(exchange.csv_record(row))
+                else:
+                    out.write(json.dumps(exchange.encode_row(row), sort_keys=True) + "\n")
+            after = rows[-1]["position"]
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if fmt_ == "csv" and args.out:
+        from engine.treehead import dump
+
+        dump(head.to_json(), args.out + ".head.json")
+    where = f" to {args.out}" if args.out else ""
+    note = "" if head.signed else " (its head is UNSIGNED: the worker has no auditor key)"
+    print(f"exported {after} events{where}{note}", file=sys.stderr)
+    return 0
+
+
 def cmd_history(args: argparse.Namespace, client: Client) -> int:
     from bus.results import parse_events_result
 
@@ -77,35 +124,184 @@ def cmd_state(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_projection(args: argparse.Namespace, client: Client) -> int:
-    result = client.send("admin.rebuild", verify=args.verify, reply_timeout=600).result
-    print(f"rebuilt the read model: {result['containers']} containers")
+    result = client.send("admin.rebuild", verify=args.verify, force=args.force,
+                         reply_timeout=600).result
+    differences = result.get("differences") or []
     if args.verify:
-        differences = result.get("differences") or []
         for line in differences:
             print(f"  difference: {line}")
         print("verified: rebuild equals the incremental read model" if not differences
-              else "verification FAILED")
-        return 0 if not differences else 1
-    return 0
+              else f"verification FAILED: {len(differences)} difference(s) between the "
+                   "read model and the log (listed above, before any rebuild)")
+    broken = result.get("broken_at")
+    if not result.get("rebuilt"):
+        print(f"refused to rebuild: the log's hash chain is broken at position {broken} "
+              "(see berth audit verify; --force replays it anyway)", file=sys.stderr)
+        return 1
+    if broken is not None:
+        print(f"warning: rebuilt from a log whose chain is broken at position {broken}",
+              file=sys.stderr)
+    print(f"rebuilt the read model: {result['containers']} containers")
+    return 1 if differences or broken is not None else 0
 
 
 def cmd_audit(args: argparse.Namespace, client: Client) -> int:
-    result = client.verify_audit()
-    if result["ok"]:
-        print(f"audit chain verified up to position {result['head']} "
-              f"(head hash {result['hash']})")
+    """The log's integrity (RFC 9162): verify, checkpoint, prove, check-proof."""
+    import json
+
+    from engine import treehead
+
+    if args.action == "check-proof":
+        return _check_proof(args)
+    if args.action == "check-export":
+        return _check_export(args)
+    if args.action == "checkpoint":
+        result = client.audit_checkpoint()
+        head = treehead.TreeHead.from_json(result["head"])
+        text = treehead.dump(head.to_json(), args.out)
+        if args.out:
+            print(f"tree head of {head.size} events written to {args.out}")
+        else:
+            print(text, end="")
+        if not head.signed:
+            print("warning: the head is UNSIGNED (the worker has no auditor key: set "
+                  "BERTH_AUDIT_KEY); it proves nothing to a third party", file=sys.stderr)
         return 0
-    print(f"audit chain BROKEN at position {result['first_break']}", file=sys.stderr)
-    return 1
+    if args.action == "prove" and args.since_head:
+        old = treehead.TreeHead.from_json(json.loads(_read(args.since_head)))
+        result = client.audit_consistency(old.size)
+        text = treehead.dump(result, args.out)
+        if args.out:
+            print(f"consistency proof from {old.size} to {result['head']['size']} events "
+                  f"written to {args.out}")
+        else:
+            print(text, end="")
+        return 0
+    if args.action == "prove":
+        if args.position is None or not args.position.isdigit():
+            print("berth: audit prove needs a POSITION (a number from 1)", file=sys.stderr)
+            return 2
+        proof = client.audit_prove(int(args.position), args.size)
+        text = treehead.dump(proof, args.out)
+        if args.out:
+            print(f"inclusion proof of event {args.position} in a tree of {proof['size']} "
+                  f"events written to {args.out}")
+        else:
+            print(text, end="")
+        return 0
+    heads: list[dict[str, Any]] = []
+    for path in args.against:
+        data = json.loads(_read(path))
+        for item in data if isinstance(data, list) else [data]:
+            heads.append(treehead.TreeHead.from_json(item).to_json())
+    keys = [treehead.load_public(k) for k in args.key]
+    result = client.verify_audit(heads, keys)
+    return _print_verify(result, args.against)
+
+
+def _read(path: str) -> str:
+    from engine.errors import InvalidArgument
+
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _print_verify(result: dict[str, Any], against: list[str]) -> int:
+    size, vouched = result["head"], result.get("vouched", 0)
+    signed = [h for h in result.get("heads", []) if h["signature"] == "ok"]
+    unsigned = [h for h in result.get("heads", []) if h["signature"] == "unsigned"]
+    if result.get("signer") is None:
+        print("note: the worker has no auditor key (BERTH_AUDIT_KEY): it signs no heads")
+    if unsigned:
+        print(f"note: {len(unsigned)} unsigned head(s) ignored: they prove nothing")
+    if not result["ok"]:
+        for position, message in result.get("problems", []):
+            where = f"position {position}: " if position is not None else ""
+            print(f"audit FAILED: {where}{message}", file=sys.stderr)
+        print(f"first position affected: {result['first_break']}", file=sys.stderr)
+        return 1
+    print(f"audit chain verified: {size} events, root {result['hash']}; "
+          f"commands table intact; {len(signed)} signed head(s) consistent")
+    if not signed:
+        print("warning: no signed head checked: the log is only as trustworthy as the "
+              "database (pass --against FILE from 'berth audit checkpoint --out')")
+    elif vouched < size:
+        print(f"note: positions {vouched + 1}..{size} are after the newest signed head "
+              "and vouched for by none yet")
+    return 0
+
+
+def _check_export(args: argparse.Namespace) -> int:
+    """Offline: an export's chain, leaves and root against its head and a key."""
+    from engine import treehead
+    from engine.store import exchange
+
+    if args.position is None or not args.key:
+        print("berth: audit check-export EXPORT_FILE --key PUBKEY_FILE", file=sys.stderr)
+        return 2
+    public = treehead.load_public(args.key[0])
+    with open(args.position) as f:
+        head, rows = exchange.read_jsonl(f)
+        problems, size, root = exchange.check(rows, head, public)
+    for problem in problems:
+        print(f"export FAILED: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"export verified: {size} events, root {root.hex()}, signed by key "
+          f"{head.key_id if head else '?'}")
+    return 0
+
+
+def _check_proof(args: argparse.Namespace) -> int:
+    """Offline: the proof file against the head file and the auditor's public key."""
+    import json
+
+    from engine import treehead
+
+    if not args.head or not args.key or args.position is None:
+        print("berth: audit check-proof PROOF_FILE --head HEAD_FILE --key PUBKEY_FILE",
+              file=sys.stderr)
+        return 2
+    data = json.loads(_read(args.position))
+    head = treehead.TreeHead.from_json(json.loads(_read(args.head)))
+    public = treehead.load_public(args.key[0])
+    if isinstance(data, dict) and data.get("kind") == "consistency":
+        growth = treehead.ConsistencyProof.from_json(data)
+        problems = treehead.check_consistency(growth, head, public)
+        for problem in problems:
+            print(f"proof FAILED: {problem}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"proof verified: the log of {growth.head.size} events signed at "
+              f"{growth.head.timestamp_us} still holds the {head.size} events of the head "
+              "given, unchanged")
+        return 0
+    proof = treehead.InclusionProof.from_json(data)
+    problems = treehead.check_proof(proof, head, public)
+    for problem in problems:
+        print(f"proof FAILED: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    event = proof.event
+    print(f"proof verified: event {proof.position} ({event.get('type')} on "
+          f"{str(event.get('stream'))[:12]} by {event.get('actor')}) is in the log of "
+          f"{head.size} events signed by key {head.key_id}")
+    return 0
 
 
 def add_commands(add: AddCommand) -> None:
-    p = add("events", cmd_events, "the event log")
+    p = add("events", cmd_events, "the event log; 'events export' writes it with its proofs")
+    p.add_argument("action", nargs="?", choices=["export"])
+    p.add_argument("--out", metavar="FILE", help="export: write to FILE (default stdout)")
     p.add_argument("--since")
     p.add_argument("--until")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--follow", action="store_true")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table",
+                   help="table or json to read; jsonl (default) or csv to export")
     p = add("history", cmd_history, "a container's audit trail")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("container", metavar="CTR")
@@ -117,6 +313,21 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("container", nargs="?", metavar="CTR")
     p = add("projection", cmd_projection, "rebuild the read model from the log")
     p.add_argument("action", choices=["rebuild"])
-    p.add_argument("--verify", action="store_true")
-    p = add("audit", cmd_audit, "verify the log's hash chain")
-    p.add_argument("action", choices=["verify"])
+    p.add_argument("--verify", action="store_true",
+                   help="first compare the read model with the log, row by row")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild even from a log whose hash chain is broken")
+    p = add("audit", cmd_audit, "the log's integrity: signed tree heads and proofs")
+    p.add_argument("action", choices=["verify", "checkpoint", "prove", "check-proof",
+                                       "check-export"])
+    p.add_argument("position", nargs="?", metavar="POSITION|FILE",
+                   help="prove: the event's position; check-proof, check-export: the file")
+    p.add_argument("--against", action="append", default=[], metavar="HEAD_FILE",
+                   help="verify: a tree head written by 'checkpoint --out' (repeatable)")
+    p.add_argument("--key", dest="key", action="append", default=[], metavar="PUBKEY",
+                   help="an auditor's public key file to trust (repeatable)")
+    p.add_argument("--head", metavar="HEAD_FILE", help="check-proof: the signed head")
+    p.add_argument("--size", type=int, help="prove: in the tree of this many events")
+    p.add_argument("--since", dest="since_head", metavar="HEAD_FILE",
+                   help="prove: a consistency proof from this older head to a new one")
+    p.add_argument("--out", metavar="FILE", help="write the head or proof to FILE (JSON)")

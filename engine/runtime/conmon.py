@@ -103,11 +103,11 @@ class SpawnResult:
     conmon_pid: int
 
 
-def _high_dup(fd: int) -> int:
+def high_dup(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
 
 
-def _read_sync(fd: int, deadline: float) -> bytes:
+def read_sync(fd: int, deadline: float) -> bytes:
     buf = b""
     while b"\n" not in buf:
         left = deadline - time.monotonic()
@@ -155,7 +155,7 @@ def spawn(
     if listen_fds():
         env["LISTEN_FDS"] = os.environ.get("LISTEN_FDS", "0")
         env["LISTEN_PID"] = "1"
-    high = [_high_dup(fd) for fd in [sync_w, start_r, *extra]]
+    high = [high_dup(fd) for fd in [sync_w, start_r, *extra]]
     stderr_fd = os.open(paths.conmon_stderr,
                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -176,8 +176,8 @@ def spawn(
                 os.close(fd)
         # The cgroup is set (cgroupfs: runc places the container itself); let conmon go on.
         os.write(start_w, b"\0")
-        _wait_child(child, deadline)
-        line = _read_sync(sync_r, deadline)
+        reap_daemonising(child, deadline)
+        line = read_sync(sync_r, deadline)
         pid = parse_sync(line, _tail(paths.conmon_stderr))
         return SpawnResult(pid=pid, conmon_pid=read_pidfile(paths.conmon_pidfile))
     finally:
@@ -185,7 +185,7 @@ def spawn(
         os.close(start_w)
 
 
-def _wait_child(pid: int, deadline: float) -> None:
+def reap_daemonising(pid: int, deadline: float) -> None:
     """Reap conmon's first process, which exits once it has daemonised."""
     if not wait_pids_exit([pid], deadline - time.monotonic()):
         raise Timeout("container creation timeout: conmon did not daemonise")

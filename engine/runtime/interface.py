@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, ExecResult, StatusReport
+from engine.runtime.types import Created, DumpReport, ExecResult, ExecSession, StatusReport
 from engine.spec import RunSpec
 
 
@@ -57,15 +57,44 @@ class Runtime(Protocol):
         """Remove the container's files (bundle, logs, exit file)."""
         ...
 
+    def exec_start(self, container_id: str, cmd: Sequence[str], *, session_id: str,
+                   env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
+                   no_new_privileges: bool = False) -> int | None:
+        """Start a session that outlives the caller; its pid, or None if this session was
+        claimed by an earlier attempt (never a second process for one session)."""
+        ...
+
+    def exec_session(self, container_id: str, session_id: str) -> ExecSession:
+        """What is known of a session now, without waiting."""
+        ...
+
+    def exec_wait(self, container_id: str, session_id: str,
+                  timeout: float | None = None) -> ExecResult:
+        """The session's real exit code (-1 only if its monitor died without one) and
+        the bounded tail of its output, once it ended."""
+        ...
+
+    def exec_prune(self, container_id: str, keep: int) -> None:
+        """Remove the files of ended sessions but the newest ``keep``."""
+        ...
+
     def exec(self, container_id: str, cmd: Sequence[str], *, session_id: str,
              env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
              no_new_privileges: bool = False,
              on_start: Callable[[int], None] | None = None) -> ExecResult:
         ...
 
-    def checkpoint(self, container_id: str, *, leave_running: bool = False,
-                   tcp_established: bool = False) -> str:
-        """Checkpoint with CRIU; return the image directory."""
+    def checkpoint_dir(self, container_id: str, name: str) -> str:
+        """The image directory of one checkpoint, named for its command."""
+        ...
+
+    def checkpoint(self, container_id: str, *, image_path: str | None = None,
+                   leave_running: bool = False, tcp_established: bool = False) -> str:
+        """Checkpoint with CRIU into ``image_path``; return the image directory."""
+        ...
+
+    def dump_report(self, image_path: str, *, timeout: float = 300) -> DumpReport:
+        """How a checkpoint into ``image_path`` ended, once no process of it remains."""
         ...
 
     def restore(self, container_id: str, spec: RunSpec, *, name: str | None = None,

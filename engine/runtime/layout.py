@@ -54,9 +54,17 @@ class ContainerPaths:
     def checkpoint(self) -> str:
         return os.path.join(self.container_dir, "checkpoint")
 
+    def checkpoint_dir(self, name: str) -> str:
+        """One checkpoint's own image directory (``name``: an id, e.g. its command's)."""
+        return os.path.join(self.container_dir, "checkpoints", validate_session_id(name))
+
     @property
     def exit_file(self) -> str:
         return os.path.join(self.exits_dir, self.container_id)
 
+    def exec_dir(self, session_id: str) -> str:
+        """An exec session's own directory (claimed before its process may exist)."""
+        return os.path.join(self.container_dir, "exec", validate_session_id(session_id))
+
     def exec_pidfile(self, session_id: str) -> str:
-        return os.path.join(self.container_dir, "exec", validate_session_id(session_id) + ".pid")
+        return os.path.join(self.exec_dir(session_id), "pid")

@@ -25,7 +25,14 @@ from datetime import UTC, datetime
 from engine.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound, RuntimeFailure
 from engine.ids import validate_container_id, validate_session_id
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, ExecResult, Status, StatusReport
+from engine.runtime.types import (
+    Created,
+    DumpReport,
+    ExecResult,
+    ExecSession,
+    Status,
+    StatusReport,
+)
 from engine.signals import parse_signal
 from engine.spec import RunSpec
 
@@ -63,6 +70,10 @@ class MemoryRuntime:
     containers: dict[str, _Container] = field(default_factory=dict)
     exits: dict[str, ExitStatus] = field(default_factory=dict)
     files: set[str] = field(default_factory=set)
+    sessions: dict[tuple[str, str], ExecResult] = field(default_factory=dict)
+    """Exec sessions by (container, session id); each ran to its end when it started."""
+    images: set[str] = field(default_factory=set)
+    """Checkpoint image directories written (complete images)."""
     calls: list[tuple[str, str]] = field(default_factory=list)
     """Every action taken, in order, as (action, container id): what tests assert on."""
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -177,10 +188,9 @@ class MemoryRuntime:
 
     # -- exec ---------------------------------------------------------------------------
 
-    def exec(self, container_id: str, cmd: Sequence[str], *, session_id: str,
-             env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
-             no_new_privileges: bool = False,
-             on_start: Callable[[int], None] | None = None) -> ExecResult:
+    def exec_start(self, container_id: str, cmd: Sequence[str], *, session_id: str,
+                   env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
+                   no_new_privileges: bool = False) -> int | None:
         validate_session_id(session_id)
         if not cmd:
             raise InvalidArgument("must provide a command to execute")
@@ -189,31 +199,75 @@ class MemoryRuntime:
             if box.status != Status.RUNNING:
                 raise InvalidState(f"exec in container {container_id}: cannot exec in a "
                                    "stopped container")
+            key = (validate_container_id(container_id), session_id)
+            if key in self.sessions:
+                return None
             self.calls.append(("exec", container_id))
-        code = 0 if cmd[0] == "echo" else _quick_exit(cmd)
-        if code is None:
-            raise RuntimeFailure(f"cannot exec in container {container_id}: exec failed: "
-                                 f'exec: "{cmd[0]}": executable file not found in $PATH')
-        pid = next(_pids)
+            code = 0 if cmd[0] == "echo" else _quick_exit(cmd)
+            if code is None:
+                self.sessions[key] = ExecResult(-1, b"", 0)
+                raise RuntimeFailure(f"cannot exec in container {container_id}: exec failed: "
+                                     f'exec: "{cmd[0]}": executable file not found in $PATH')
+            output = (" ".join(cmd[1:]) + "\n").encode() if cmd[0] == "echo" else b""
+            pid = next(_pids)
+            self.sessions[key] = ExecResult(code, output, pid)
+            return pid
+
+    def exec_session(self, container_id: str, session_id: str) -> ExecSession:
+        with self._lock:
+            found = self.sessions.get((validate_container_id(container_id), session_id))
+            if found is None:
+                return ExecSession(False, 0, None, False)
+            return ExecSession(True, found.pid, found.exit_code, False)
+
+    def exec_wait(self, container_id: str, session_id: str,
+                  timeout: float | None = None) -> ExecResult:
+        with self._lock:
+            found = self.sessions.get((validate_container_id(container_id), session_id))
+            return found if found is not None else ExecResult(-1, b"", 0)
+
+    def exec_prune(self, container_id: str, keep: int) -> None:
+        with self._lock:
+            cid = validate_container_id(container_id)
+            ended = [key for key in self.sessions if key[0] == cid]  # in start order
+            for key in ended[:max(len(ended) - keep, 0)]:
+                del self.sessions[key]
+
+    def exec(self, container_id: str, cmd: Sequence[str], *, session_id: str,
+             env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
+             no_new_privileges: bool = False,
+             on_start: Callable[[int], None] | None = None) -> ExecResult:
+        pid = self.exec_start(container_id, cmd, session_id=session_id, env=env, cwd=cwd,
+                              user=user, tty=tty, no_new_privileges=no_new_privileges)
+        if pid is None:
+            raise AlreadyExists(f"exec session {session_id} was started before")
         if on_start is not None:
             on_start(pid)
-        output = (" ".join(cmd[1:]) + "\n").encode() if cmd[0] == "echo" else b""
-        return ExecResult(code, output, pid)
+        return self.exec_wait(container_id, session_id)
 
     # -- checkpoint / restore -------------------------------------------------------------
 
-    def checkpoint(self, container_id: str, *, leave_running: bool = False,
-                   tcp_established: bool = False) -> str:
+    def checkpoint_dir(self, container_id: str, name: str) -> str:
+        return f"{self.bundle_path(container_id)}/checkpoints/{validate_session_id(name)}"
+
+    def checkpoint(self, container_id: str, *, image_path: str | None = None,
+                   leave_running: bool = False, tcp_established: bool = False) -> str:
         with self._lock:
             box = self._get(container_id)
             if box.status != Status.RUNNING:
                 raise InvalidState(f"checkpointing container {container_id}: container "
                                    "not running")
             self.calls.append(("checkpoint", container_id))
-            box.checkpoint = f"{self.bundle_path(container_id)}/checkpoint"
+            box.checkpoint = image_path or f"{self.bundle_path(container_id)}/checkpoint"
+            self.images.add(box.checkpoint)
             if not leave_running:
                 self._exit(container_id, box, 0)
             return box.checkpoint
+
+    def dump_report(self, image_path: str, *, timeout: float = 300) -> DumpReport:
+        with self._lock:
+            done = image_path in self.images
+            return DumpReport(finished=True, exit_code=0 if done else None, complete=done)
 
     def restore(self, container_id: str, spec: RunSpec, *, name: str | None = None,
                 image_path: str | None = None, tcp_established: bool = False) -> Created:

@@ -7,24 +7,28 @@ events and the projection decides what they mean.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
+import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from engine.bundle import oci_config, write_bundle
 from engine.errors import (
+    AlreadyExists,
     BerthError,
     InvalidArgument,
     NotFound,
     RuntimeFailure,
     Timeout,
 )
+from engine.faults import crash_point
 from engine.ids import validate_container_id, validate_name, validate_session_id
-from engine.runtime import conmon
+from engine.runtime import conmon, execs
 from engine.runtime.config import (
     KILL_CONTAINER_TIMEOUT,
     SYSTEMD,
@@ -34,7 +38,14 @@ from engine.runtime.exitfile import ExitStatus, read_exit_file, wait_exit_file
 from engine.runtime.layout import ContainerPaths
 from engine.runtime.ports import bind_ports
 from engine.runtime.runc import Runc, classify
-from engine.runtime.types import MAX_EXEC_OUTPUT, Created, ExecResult, Status, StatusReport
+from engine.runtime.types import (
+    Created,
+    DumpReport,
+    ExecResult,
+    ExecSession,
+    Status,
+    StatusReport,
+)
 from engine.runtime.waits import pid_alive, wait_pids_exit
 from engine.signals import parse_signal
 from engine.spec import RunSpec
@@ -266,6 +277,76 @@ class OCIRuntime:
 
     # -- exec ------------------------------------------------------------------
 
+    def exec_session_paths(self, container_id: str, session_id: str) -> execs.SessionPaths:
+        cid = validate_container_id(container_id)
+        return execs.SessionPaths(self.paths(cid).exec_dir(session_id), cid)
+
+    def exec_start(
+        self,
+        container_id: str,
+        cmd: Sequence[str],
+        *,
+        session_id: str,
+        env: Sequence[str] = (),
+        cwd: str = "",
+        user: str = "",
+        tty: bool = False,
+        no_new_privileges: bool = False,
+        cap_add: Sequence[str] = (),
+    ) -> int | None:
+        """Start an exec session through conmon and return its pid; None if this session
+        was claimed before (an earlier attempt may have started it: never twice).
+
+        The session outlives the caller: conmon records its pid, output and exit code
+        in the session's directory (``exec_session``, ``exec_wait``)."""
+        cid = validate_container_id(container_id)
+        if not cmd:
+            raise InvalidArgument("must provide a command to execute")
+        sid = validate_session_id(session_id)
+        paths = self.paths(cid)
+        try:
+            with open(paths.config_json) as f:
+                base = json.load(f)["process"]
+        except (OSError, ValueError, KeyError):
+            raise NotFound(f"cannot exec in container {cid}: it has no bundle") from None
+        proc = execs.process_spec(base, list(cmd), env=list(env), cwd=cwd, user=user, tty=tty,
+                                  no_new_privileges=no_new_privileges, cap_add=list(cap_add))
+        session = self.exec_session_paths(cid, sid)
+        if not execs.claim(session):
+            return None
+        return execs.spawn(self.config, session, sid, proc)
+
+    def exec_session(self, container_id: str, session_id: str) -> ExecSession:
+        """What the session's directory says now (claimed, pid, exit code, conmon)."""
+        return execs.on_disk(self.exec_session_paths(container_id, session_id))
+
+    def exec_wait(self, container_id: str, session_id: str,
+                  timeout: float | None = None) -> ExecResult:
+        """Wait for the session's end: its real exit code (-1 only if conmon died
+        without one) and the tail of its output."""
+        session = self.exec_session_paths(container_id, session_id)
+        code = execs.wait(session, timeout)
+        return ExecResult(code, execs.output_tail(session),
+                          conmon.read_pidfile(session.pidfile))
+
+    def exec_prune(self, container_id: str, keep: int) -> None:
+        """Remove the directories of ended sessions (those with an exit file) but the
+        newest ``keep``, so a container's sessions take bounded disk."""
+        root = os.path.join(self.paths(container_id).container_dir, "exec")
+        ended: list[tuple[float, str]] = []
+        try:
+            names = os.listdir(root)
+        except FileNotFoundError:
+            return
+        for name in names:
+            session = execs.SessionPaths(os.path.join(root, name), container_id)
+            try:
+                ended.append((os.stat(session.exit_file).st_mtime, session.dir))
+            except FileNotFoundError:
+                continue  # still running, or not an exec session
+        for _mtime, path in sorted(ended, reverse=True)[keep:]:
+            shutil.rmtree(path, ignore_errors=True)
+
     def exec(
         self,
         container_id: str,
@@ -283,48 +364,19 @@ class OCIRuntime:
     ) -> ExecResult:
         """Run ``cmd`` in the container and return its exit code and output (execContainer).
 
-        ``on_start`` is called with the session's pid as soon as runc has written its
-        pid file, so the caller can record the session before it ends.
-        """
-        cid = validate_container_id(container_id)
-        if not cmd:
-            raise InvalidArgument("must provide a command to execute")
-        sid = validate_session_id(session_id)
-        paths = self.paths(cid)
-        args = self.runc.global_args(log=paths.runtime_log) + ["exec"]
-        if cwd:
-            if not os.path.isabs(cwd):
-                raise InvalidArgument(f"exec working directory {cwd!r} must be absolute")
-            args += ["--cwd", cwd]
-        pidfile = paths.exec_pidfile(sid)
-        args += ["--pid-file", pidfile]
-        args.append("--tty" if tty else "--tty=false")
-        if user:
-            args += ["--user", user]
-        if no_new_privileges:
-            args.append("--no-new-privs")
-        for cap in cap_add:
-            args += ["--cap", cap]
-        for item in env:
-            if "=" not in item:
-                raise InvalidArgument(f"invalid environment entry {item!r}: use KEY=VALUE")
-            args += ["--env", item]
-        args += [cid, *cmd]
-        os.makedirs(os.path.dirname(pidfile), mode=0o700, exist_ok=True)
+        ``on_start`` is called with the session's pid as soon as conmon reports it."""
+        pid = self.exec_start(container_id, cmd, session_id=session_id, env=env, cwd=cwd,
+                              user=user, tty=tty, no_new_privileges=no_new_privileges,
+                              cap_add=cap_add)
+        if pid is None:
+            raise AlreadyExists(f"exec session {session_id} was started before")
+        if on_start is not None:
+            on_start(pid)
         try:
-            if tty:
-                code, output = _run_on_pty(args, timeout)
-            else:
-                code, output = _run_watching_pidfile(args, timeout, pidfile, on_start)
-        except subprocess.TimeoutExpired:
-            raise Timeout(f"exec in container {cid} did not finish within {timeout}s") from None
-        pid = conmon.read_pidfile(pidfile)
-        if code != 0 and pid == 0:
-            # runc never started the process: this is a runtime error, not an exit code.
-            log = _read_text(paths.runtime_log)
-            raise classify(log or output.decode(errors="replace"),
-                           f"cannot exec in container {cid}")
-        return ExecResult(code, output[-MAX_EXEC_OUTPUT:], pid)
+            return self.exec_wait(container_id, session_id, timeout)
+        except Timeout:
+            raise Timeout(f"exec in container {container_id} did not finish within "
+                          f"{timeout}s") from None
 
     def exec_stop(self, container_id: str, pids: Sequence[int], *, timeout: float = 10) -> None:
         """Stop exec sessions and every other process: TERM, then KILL (execStopContainer)."""
@@ -342,6 +394,11 @@ class OCIRuntime:
 
     # -- checkpoint / restore --------------------------------------------------
 
+    def checkpoint_dir(self, container_id: str, name: str) -> str:
+        """The image directory of one checkpoint (``name``: its command id), so a new
+        checkpoint never overwrites the image an earlier one left for restore."""
+        return self.paths(container_id).checkpoint_dir(name)
+
     def checkpoint(
         self,
         container_id: str,
@@ -351,7 +408,13 @@ class OCIRuntime:
         leave_running: bool = False,
         tcp_established: bool = False,
     ) -> str:
-        """Checkpoint through runc and CRIU; return the image path."""
+        """Checkpoint through runc and CRIU; return the image path.
+
+        The dump runs detached from this process's fate: runc's exit status goes to a
+        file in the image directory and every process of the dump holds a lock on it,
+        so a worker that dies meanwhile leaves a dump its successor can wait for and
+        judge (``dump_report``) instead of a process nobody knows the end of.
+        """
         cid = validate_container_id(container_id)
         paths = self.paths(cid)
         image = image_path or paths.checkpoint
@@ -364,16 +427,28 @@ class OCIRuntime:
                 f"CRIU is not available at {self.config.criu_path}: run scripts/install.sh "
                 "or set BERTH_CRIU"
             )
-        shutil.rmtree(image, ignore_errors=True)
-        os.makedirs(image, mode=0o700)
+        if image_path is None:
+            shutil.rmtree(image, ignore_errors=True)
+        os.makedirs(image, mode=0o700, exist_ok=True)
         args = ["checkpoint", "--image-path", image, "--work-path", work]
         if leave_running:
             args.append("--leave-running")
         if tcp_established:
             args.append("--tcp-established")
         args.append(cid)
-        self.runc.run(args, f"checkpointing container {cid}", criu=True, timeout=300)
+        dump = _DumpFiles(image)
+        code = dump.run(self.runc.global_args(criu=True) + args, timeout=300)
+        if code != 0:
+            raise classify(_read_text(dump.stderr), f"checkpointing container {cid}")
         return image
+
+    def dump_report(self, image_path: str, *, timeout: float = 300) -> DumpReport:
+        """Wait (bounded) until no process of a checkpoint's dump holds its directory,
+        then report how it ended: runc's exit status, and whether CRIU wrote the image."""
+        dump = _DumpFiles(image_path)
+        finished = dump.wait_unlocked(timeout)
+        return DumpReport(finished=finished, exit_code=dump.exit_code(),
+                          complete=os.path.isfile(os.path.join(image_path, "inventory.img")))
 
     def restore(
         self,
@@ -399,68 +474,62 @@ class OCIRuntime:
                            tcp_established=tcp_established)
 
 
-def _run_watching_pidfile(
-    args: list[str], timeout: float | None, pidfile: str, on_start: Callable[[int], None] | None
-) -> tuple[int, bytes]:
-    """Run runc exec with its output in a temporary file, reporting the pid once known."""
-    try:
-        os.unlink(pidfile)
-    except FileNotFoundError:
-        pass
-    with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if on_start is not None:
-            pid = 0
-            while proc.poll() is None and pid == 0:
-                pid = conmon.read_pidfile(pidfile)
-                if pid == 0:
-                    time.sleep(0.002)
-            pid = pid or conmon.read_pidfile(pidfile)
-            if pid:
-                on_start(pid)
+class _DumpFiles:
+    """The bookkeeping files of one dump, kept in its image directory: a lock every
+    process of the dump inherits, runc's stderr and its exit status (written by a
+    shell that outlives the worker)."""
+
+    def __init__(self, image: str) -> None:
+        self.lock = os.path.join(image, "berth-dump.lock")
+        self.status = os.path.join(image, "berth-dump.status")
+        self.stderr = os.path.join(image, "berth-dump.stderr")
+
+    def run(self, argv: list[str], timeout: float) -> int:
+        lock = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            code = proc.wait(left)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-        out.seek(0)
-        return code, out.read()
-
-
-def _run_on_pty(args: list[str], timeout: float | None) -> tuple[int, bytes]:
-    """Run runc with a pseudo-terminal as its controlling terminal.
-
-    ``runc exec --tty`` without a console socket uses the caller's terminal, so
-    it needs one: util-linux ``setsid --ctty`` makes the pty slave controlling.
-    """
-    master, slave = os.openpty()
-    try:
-        proc = subprocess.Popen(
-            ["setsid", "--ctty", *args], stdin=slave, stdout=slave, stderr=slave
-        )
-    finally:
-        os.close(slave)
-    chunks: list[bytes] = []
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        while True:
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
-                raise subprocess.TimeoutExpired(args, timeout or 0)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with open(self.stderr, "wb") as err:
+                proc = subprocess.Popen(
+                    ["sh", "-c", '"$@"; echo $? > "$0"', self.status, *argv],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                    pass_fds=(lock,), start_new_session=True)
+            crash_point("checkpoint.dumping")
             try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every slave end is closed
-                break
-            if not data:
-                break
-            chunks.append(data)
-        return proc.wait(), b"".join(chunks)
-    finally:
-        os.close(master)
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise Timeout(f"checkpoint did not finish within {timeout:g}s") from None
+        finally:
+            os.close(lock)
+        crash_point("checkpoint.dumped")
+        code = self.exit_code()
+        return -1 if code is None else code
+
+    def wait_unlocked(self, timeout: float) -> bool:
+        try:
+            lock = os.open(self.lock, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True  # the dump never started
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.05)
+        finally:
+            os.close(lock)
+
+    def exit_code(self) -> int | None:
+        try:
+            with open(self.status) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
 
 
 def _read_text(path: str) -> str:

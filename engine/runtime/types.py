@@ -37,3 +37,27 @@ class ExecResult:
     exit_code: int
     output: bytes
     pid: int
+
+
+@dataclass(frozen=True)
+class DumpReport:
+    """What a checkpoint directory says about its dump, read after it ended.
+
+    ``finished``: no process of the dump holds the directory any more; ``exit_code``:
+    the runtime's exit status (None if nobody lived to write it); ``complete``: CRIU
+    wrote the image's inventory."""
+
+    finished: bool
+    exit_code: int | None
+    complete: bool
+
+
+@dataclass(frozen=True)
+class ExecSession:
+    """What is known of an exec session outside any worker (facts for
+    ``decide.settle_exec``)."""
+
+    claimed: bool          # an attempt took the session: a process may have been started
+    pid: int               # 0 until the runtime reported it
+    exit_code: int | None  # the recorded exit code, once the session ended
+    conmon_alive: bool     # its monitor still runs (so the exit code will come)

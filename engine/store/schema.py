@@ -137,3 +137,15 @@ commands = Table(
     Column("positions", LargeBinary, nullable=False),
     Column("recorded_at", EpochMicros, nullable=False),
 )
+
+tree_heads = Table(
+    "tree_heads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("timestamp_us", BigInteger, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+    Column("node", String(128), nullable=False),
+)

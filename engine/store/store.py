@@ -6,25 +6,28 @@ the Engine; each part lives in its own module so each can be read in one sitting
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+import itertools
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from sqlalchemy import Engine, select
 
 from engine import events as ev
-from engine.errors import StoreError
+from engine.errors import InvalidArgument, StoreError
 from engine.projection import ContainerState, fold
-from engine.store import audit, readmodel, timetravel
+from engine.store import audit, merkle, readmodel, timetravel, transparency
 from engine.store.db import make_engine, translated
 from engine.store.mapper import Mapper
 from engine.store.postgres import PostgresRecorder
 from engine.store.reader import Reader
 from engine.store.recorder import AppendRequest, CommandOutcome, Recorder
 from engine.store.retry import RetryPolicy, retried
-from engine.store.schema import events
+from engine.store.schema import commands, events, to_micros, tree_heads
 from engine.store.sqlite import SQLiteRecorder
+from engine.treehead import InclusionProof, Signer, TreeHead
 
 # The one place a dialect is chosen (make_engine has already refused any other).
 RECORDERS: dict[str, type[Recorder]] = {
@@ -55,6 +58,10 @@ class EventStore:
         self._mapper = Mapper()
         self._recorder = recorder_for(self._engine, self._mapper)
         self._reader = Reader(self._engine, self._mapper)
+        # The tree of the leaves this process has read, and the chain hash after them:
+        # heads and proofs extend it by the new rows only (see ``checkpoint``).
+        self._read: tuple[merkle.Tree, bytes] = (merkle.Tree([]), audit.GENESIS)
+        self._reading = threading.Lock()
 
     @property
     def dialect(self) -> str:
@@ -207,3 +214,171 @@ class EventStore:
             raise StoreError(f"event {row.position} has no hash")
         return int(row.position), bytes(row.hash).hex()
 
+
+    # -- the Merkle tree and its signed heads (engine.store.transparency) -----------
+
+    @retried
+    def scan_log(self) -> transparency.LogScan:
+        """The log's leaves and its chain and commands checks, from one snapshot."""
+        with translated("scan log"), self._recorder.snapshot() as conn:
+            return transparency.scan(conn)
+
+    @retried
+    def tree_heads(self, *, key_id: str | None = None,
+                   newest: int | None = None) -> list[TreeHead]:
+        """Stored heads, oldest first; or (``newest``) the last few, newest first."""
+        query = select(tree_heads)
+        if key_id is not None:
+            query = query.where(tree_heads.c.key_id == key_id)
+        if newest is not None:
+            query = query.order_by(tree_heads.c.id.desc()).limit(newest)
+        else:
+            query = query.order_by(tree_heads.c.id)
+        with translated("tree heads"), self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [TreeHead(int(r.tree_size), bytes(r.root_hash), int(r.timestamp_us),
+                         r.key_id, bytes(r.signature), r.node) for r in rows]
+
+    @retried
+    def record_head(self, head: TreeHead) -> None:
+        with translated("record tree head"), self._engine.begin() as conn:
+            conn.execute(tree_heads.insert().values(
+                tree_size=head.size, root_hash=head.root, timestamp_us=head.timestamp_us,
+                key_id=head.key_id, signature=head.signature, node=head.node))
+
+    def checkpoint(self, signer: Signer | None, node: str = "",
+                   after: TreeHead | None = None) -> TreeHead:
+        """A tree head over the log as it is now, signed if ``signer`` is given, and
+        kept in the ``tree_heads`` table.
+
+        The head extends the leaves this store already signed over with the rows
+        appended since (read once, checked against the chain hash it ended on), so
+        it costs the new rows, not the log, and it signs what this process read: a
+        row rewritten behind it never enters a head, and rows appended after a
+        rewritten chain do not link and are refused. A process that has read nothing
+        yet (a worker just started) reads the whole log and refuses it if it no
+        longer holds the last head this signer made (``after``, as the caller
+        remembers it, or the newest stored one its key signed).
+        """
+        with self._reading:
+            return self._sign(self._tree("not signing it"), signer, node, after)
+
+    def _tree(self, refusal: str) -> merkle.Tree:
+        """The tree read so far, extended by the rows appended since (under the lock)."""
+        tree, chain = self._read
+        with translated("scan log"), self._recorder.snapshot() as conn:
+            tail = transparency.scan(conn, tree.size, chain)
+        broken = tail.chain_break or tail.command_break
+        if broken is not None:
+            raise StoreError(f"the log is broken at position {broken}: {refusal}")
+        tree.extend(tail.leaves)
+        self._read = (tree, tail.chain)
+        return tree
+
+    def _sign(self, tree: merkle.Tree, signer: Signer | None, node: str,
+              after: TreeHead | None) -> TreeHead:
+        from engine.treehead import signature_ok
+
+        size, root = tree.size, tree.root()
+        earlier = [after] if after is not None else []
+        if signer is not None:
+            own = [h for h in self.tree_heads(key_id=signer.key_id, newest=10)
+                   if signature_ok(h, signer.public)]
+            earlier += own[:1]
+        for head in earlier:
+            if head.size > size or not merkle.verify_consistency(
+                    head.size, size, head.root, root, tree.consistency_proof(head.size)):
+                raise StoreError(f"the log no longer holds the {head.size} events of the "
+                                 "last head signed: not signing it (run berth audit verify)")
+        now = to_micros(datetime.now(UTC))
+        head = (signer.sign(size, root, now, node) if signer is not None
+                else TreeHead(size, root, now, "", b"", node))
+        self.record_head(head)
+        return head
+
+    def assess(self, given: Sequence[tuple[TreeHead, str]],
+               keys: dict[str, bytes]) -> transparency.Assessment:
+        """The log checked against the heads given (files) and the stored ones."""
+        log = self.scan_log()
+        stored = [(h, "stored") for h in self.tree_heads()]
+        return transparency.assess(log, [*given, *stored], keys)
+
+    @retried
+    def prove(self, position: int, size: int | None = None) -> InclusionProof:
+        """An inclusion proof of event ``position`` in the tree of ``size`` events
+        (the whole log by default), with the row it proves, from the tree this
+        process has read (extended by the new rows): a row rewritten behind it then
+        no longer matches its proof's leaf, and the proof fails for what it shows."""
+        with self._reading:
+            tree = self._tree("no proof from it")
+            n = tree.size if size is None else size
+            if not 1 <= position <= n <= tree.size:
+                raise InvalidArgument(f"no event {position} in a log of {n} events "
+                                      f"(it has {tree.size})")
+            path = tree.inclusion_proof(position - 1, n)
+            leaf_hash = tree.leaf(position - 1)
+        with translated("prove"), self._engine.connect() as conn:
+            row = next(transparency.log_rows(conn, after=position - 1, page=1))
+        prev = (audit.GENESIS if row["prev_hash"] is None else bytes(row["prev_hash"]))
+        leaf = transparency.leaf_of(audit.link(prev, row), row)
+        if merkle.leaf_hash(leaf) != leaf_hash:
+            raise StoreError(f"event {position} was changed after it was read: the "
+                             "log has been tampered with (run berth audit verify)")
+        event = {"position": position, "stream": row["stream"], "type": row["type"],
+                 "actor": row["actor"], "node": row["node"],
+                 "causation_id": row["causation_id"], "recorded_at_us": row["recorded_at"],
+                 "prev_hash": prev.hex(), "canonical": audit.canonical(row).hex()}
+        return InclusionProof(position, n, leaf, tuple(path), event)
+
+    def consistency(self, first: int, second: int) -> list[bytes]:
+        """PROOF(first, D[second]) of RFC 9162 §2.1.4 over the tree this process read."""
+        with self._reading:
+            tree = self._tree("no proof from it")
+            if not 0 <= first <= second <= tree.size:
+                raise InvalidArgument(f"no consistency proof from {first} to {second} "
+                                      f"events (the log has {tree.size})")
+            return tree.consistency_proof(first, second)
+
+    @retried
+    def export_page(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """Rows after position ``after`` as they are stored, each with its leaf and its
+        command's row: what ``berth log import`` writes back, byte for byte."""
+        with translated("export"), self._recorder.snapshot() as conn:
+            rows = list(itertools.islice(transparency.log_rows(conn, after, page=limit),
+                                         limit))
+        return [transparency.export_row(r) for r in rows]
+
+    def import_rows(self, rows: Iterable[dict[str, Any]], head: TreeHead | None) -> int:
+        """Write exported rows (``engine.store.exchange``) into this EMPTY store as they
+        were stored, commands and head included, then replay the read model. Returns
+        the number of events. Refuses a store holding anything."""
+        count = 0
+        with translated("import"), self._recorder.writing() as conn:
+            for table in (events, commands, tree_heads):
+                if conn.execute(select(table).limit(1)).first() is not None:
+                    raise InvalidArgument(f"the store is not empty (its {table.name} table "
+                                          "has rows): import only into a new database")
+            seen: set[str] = set()
+            batch: list[dict[str, Any]] = []
+            outcomes: list[dict[str, Any]] = []
+            for row in rows:
+                count += 1
+                batch.append({name: row[name] for name in (*audit.CONTENT, "prev_hash",
+                                                           "hash")})
+                command = row["command"]
+                if command is not None and command["command_id"] not in seen:
+                    seen.add(command["command_id"])
+                    outcomes.append(dict(command))
+                if len(batch) >= 5000:
+                    conn.execute(events.insert(), batch)
+                    batch = []
+            if batch:
+                conn.execute(events.insert(), batch)
+            if outcomes:
+                conn.execute(commands.insert(), outcomes)
+            if head is not None:
+                conn.execute(tree_heads.insert().values(
+                    tree_size=head.size, root_hash=head.root, timestamp_us=head.timestamp_us,
+                    key_id=head.key_id, signature=head.signature, node=head.node))
+        self.rebuild_read_model()
+        return count

@@ -18,9 +18,9 @@ import zmq
 from bus.broker import Broker
 from bus.client import Client
 from bus.endpoints import Endpoints
-from bus.protocol import MAX_FRAME_SIZE, EventMessage, Reply, decode, encode
+from bus.protocol import MAX_FRAME_SIZE, Command, EventMessage, Reply, decode, encode
 from bus.worker_link import WorkerLink
-from engine.errors import InvalidArgument, NotFound, Unavailable
+from engine.errors import NotFound, Unavailable
 from tests.bus.helpers import HEARTBEAT, MemoryLog, Recorder, wait_until, worker_count
 
 
@@ -83,13 +83,28 @@ def test_unknown_node_is_refused_at_once(broker: Broker, client: Client,
     assert time.monotonic() - started < 1.0
 
 
-def test_container_command_without_node_needs_one_when_nodes_differ(
+class Owner(Recorder):
+    """A worker of a cluster where "web" lives on node b: other nodes redirect."""
+
+    def __call__(self, command: Command) -> Reply:
+        if self.name != "b":
+            self.commands.append(command)
+            return Reply(command.id, False, "wrong_node", "container web lives on node 'b'",
+                         result={"node": "b"})
+        return super().__call__(command)
+
+
+def test_a_container_command_without_node_is_redirected_to_its_node(
         broker: Broker, client: Client, make_worker: Callable[..., WorkerLink]) -> None:
-    make_worker("a", Recorder("a"))
-    assert client.send("container.start", "web").ok  # one node: no ambiguity
-    make_worker("b", Recorder("b"))
-    with pytest.raises(InvalidArgument, match="resolve the container's node"):
-        client.send("container.start", "web")
+    """The worker resolves the reference; a worker of another node answers wrong_node
+    and the client sends the command where the container lives, once."""
+    a, b = Owner("a"), Owner("b")
+    make_worker("a", a)
+    make_worker("b", b)
+    for _ in range(4):  # whichever worker the broker picks, the command lands on b
+        assert client.start("web").result["worker"] == "b"
+    assert len(b.commands) == 4 and all(cmd.container == "web" for cmd in b.commands)
+    assert len(a.commands) <= 1  # after one redirect the client knows web's node
 
 
 def test_create_goes_to_the_least_loaded_worker(broker: Broker, make_client: Callable[..., Client],

@@ -80,27 +80,24 @@ def test_a_slow_command_raises_timeout_not_unavailable(
     assert len(rec.started) == 1  # the retry was absorbed by the broker
 
 
-def test_container_refs_are_resolved_once_per_id(
+def test_a_container_command_is_one_round_trip(
         broker: Broker, client: Client, make_worker: Callable[..., WorkerLink]) -> None:
-    resolves: dict[str, str] = {}  # command id -> ref: a Lazy Pirate resend is one resolve
+    """The reference travels as given and the worker resolves it: no query.resolve
+    before the command, and an explicit node is used as given."""
+    seen: list[Command] = []
 
     def handler(command: Command) -> Reply:
-        if command.type == "query.resolve":
-            resolves[command.id] = command.container or ""
-            return Reply(command.id, True, result={"id": FULL_ID, "node": "b", "name": "web"})
-        return Reply(
-            command.id, True, result={"container": command.container, "node": command.node}
-        )
+        seen.append(command)
+        return Reply(command.id, True,
+                     result={"container": command.container, "node": command.node})
 
-    make_worker("a", handler)  # any worker answers query.resolve (a shared store)
-    make_worker("b", handler)
-    reply = client.start("web")
-    assert reply.result == {"container": FULL_ID, "node": "b"}
-    assert client.stop(FULL_ID, timeout=1).result["node"] == "b"
-    assert client.kill(FULL_ID, "SIGTERM").ok
-    assert list(resolves.values()) == ["web"]  # the id -> node mapping came from the cache
-    assert client.pause("web", node="b").result["container"] == "web"  # explicit node: no resolve
-    assert list(resolves.values()) == ["web"]
+    make_worker("a", handler)
+    assert client.start("web").result == {"container": "web", "node": None}
+    assert client.stop(FULL_ID, timeout=1).ok
+    assert client.kill("web", "SIGTERM").ok
+    assert client.pause("web", node="a").result == {"container": "web", "node": "a"}
+    assert [c.type for c in seen] == ["container.start", "container.stop", "container.kill",
+                                      "container.pause"]
 
 
 def test_wait_outlasts_the_reply_timeout_while_the_engine_lives(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from typing import Any
 
 import pytest
 
@@ -275,3 +276,27 @@ def test_logs_long_poll_returns_on_exit(up: Engine) -> None:
     chunk = c.logs(cid, offset=0, wait_ms=5000)
     assert chunk["state"] == "exited" and chunk["exit_code"] == 0
     assert time.monotonic() - start < 4
+
+
+def test_a_command_by_name_is_one_round_trip_and_records_the_full_id(up: Engine) -> None:
+    """`berth stop NAME`: the worker resolves the name; the client sends one command
+    (no query.resolve first), and the log names the container by its full id."""
+    c = up.client()
+    cid = c.create(name="one-trip", rootfs=up.rootfs, args=["sleep", "30"]).result["id"]
+    fresh = up.client()  # knows nothing of the container: no cached node
+    sent: list[str] = []
+    request = fresh.request
+
+    def counting(command: Any, **kw: Any) -> Any:
+        sent.append(command.type)
+        return request(command, **kw)
+
+    fresh.request = counting  # type: ignore[method-assign]
+    fresh.start("one-trip")
+    fresh.stop("one-trip", timeout=1)
+    assert sent == ["container.start", "container.stop"]
+    history, _ = _history(c, cid)
+    assert _types(history)[-2:] == ["container.stop_requested", "container.exited"]
+    assert all(e.stream == cid for e in history)
+    with pytest.raises(NotFound):
+        fresh.stop("no-such-name")

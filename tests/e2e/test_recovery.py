@@ -94,7 +94,7 @@ def test_exec_resent_after_a_worker_kill_does_not_run_twice(engine: Engine) -> N
     c.start(cid)
     command = c.command(
         "container.exec", cid, "local",
-        {"cmd": ["sh", "-c", "echo ran >> /tmp/runs; sleep 60"], "session_id": "once"},
+        {"cmd": ["sh", "-c", "echo ran >> /tmp/runs; sleep 3; exit 4"], "session_id": "once"},
     )
     ctx = zmq.Context.instance()
     raw = ctx.socket(zmq.DEALER)
@@ -112,12 +112,15 @@ def test_exec_resent_after_a_worker_kill_does_not_run_twice(engine: Engine) -> N
     finally:
         raw.close()
     engine.start_worker_process()
-    reply = c.request(command)  # the resend, same command id
-    assert reply.result["interrupted"] is True and reply.result["exit_code"] == -1
+    # The resend, same command id: the session outlived the worker under its conmon,
+    # so the resend follows it (no second process) and gets its real exit code.
+    reply = c.request(command, reply_timeout=30)
+    assert reply.result["exit_code"] == 4
     history = parse_events_result(c.history(cid))[0]
     sessions = [e for e in history if e.type.startswith("container.exec_")]
     assert [(e.type, e.data["session_id"]) for e in sessions] == [
-        ("container.exec_started", "once"), ("container.exec_exited", "once")]
-    assert sessions[1].data["exit_code"] == -1
+        ("container.exec_requested", "once"), ("container.exec_started", "once"),
+        ("container.exec_exited", "once")]
+    assert sessions[2].data["exit_code"] == 4
     assert c.exec(cid, ["cat", "/tmp/runs"]).result["output"] == "ran\n"
     assert c.request(command).positions == reply.positions  # and a third try changes nothing

@@ -109,8 +109,7 @@ def test_events_refuses_bad_filters() -> None:
 
 
 def test_times() -> None:
-    assert refused(t.EVENTS, None, {"since": 5}) == (
-        "expected an ISO 8601 time for since, got 5")
+    assert refused(t.EVENTS, None, {"since": 5}) == "expected an ISO 8601 time, got 5"
     assert refused(t.EVENTS, None, {"until": "yesterday"}) == "bad ISO 8601 time 'yesterday'"
     assert refused(t.EVENTS, None, {"since": "2024-01-02T03:04:05"}) == (
         "time '2024-01-02T03:04:05' has no UTC offset")
@@ -247,8 +246,11 @@ def test_every_command_type_parses() -> None:
         t.REMOVE: c.Remove, t.WAIT: c.Wait, t.INSPECT: c.Inspect, t.RESOLVE: c.Resolve,
         t.HISTORY: c.History, t.LOGS: c.Logs, t.PS: c.Ps, t.EVENTS: c.Events,
         t.STATE: c.StateAt, t.PING: c.Ping, t.REBUILD: c.Rebuild,
-        t.VERIFY_AUDIT: c.VerifyAudit,
+        t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
+        t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
+        t.AUDIT_EXPORT: c.AuditExport,
     }
     assert set(expected) | {t.CREATE, t.EXEC} == set(t.COMMAND_TYPES)
     for command_type, kind in expected.items():
-        assert type(c.parse(command_type, "web", {})) is kind, command_type
+        args = {"position": 1} if command_type == t.AUDIT_PROVE else {}
+        assert type(c.parse(command_type, "web", args)) is kind, command_type

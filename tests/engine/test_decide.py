@@ -20,7 +20,7 @@ from engine import events as ev
 from engine.errors import InvalidState, NotFound
 from engine.projection import ALIVE, STATES, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, Status, StatusReport
+from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
 from engine.spec import RunSpec
 from tests.budget import examples
 from tests.engine.states import SPEC, recorded, state
@@ -29,6 +29,7 @@ S = d.Step
 CID = "c" * 64
 R = InvalidState  # a refusal
 
+IMAGE = "/b/checkpoints/c1"
 COMMANDS: dict[str, c.ContainerCommand] = {
     "start": c.Start(CID),
     "stop": c.Stop(CID, 5),
@@ -36,8 +37,8 @@ COMMANDS: dict[str, c.ContainerCommand] = {
     "pause": c.Pause(CID),
     "unpause": c.Unpause(CID),
     "exec": c.Exec(CID, ("true",), session_id="s1"),
-    "checkpoint": c.Checkpoint(CID),
-    "checkpoint-leave": c.Checkpoint(CID, leave_running=True),
+    "checkpoint": c.Checkpoint(CID, image_path=IMAGE),
+    "checkpoint-leave": c.Checkpoint(CID, leave_running=True, image_path=IMAGE),
     "restore": c.Restore(CID),
     "rm": c.Remove(CID),
     "rm-f": c.Remove(CID, force=True),
@@ -55,8 +56,8 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("paused", "stop"): R,
     ("exited", "stop"): NOOP,
     ("created", "kill"): R,
-    ("running", "kill"): ((S.KILL,), (), (ev.Signalled,)),
-    ("paused", "kill"): ((S.KILL,), (), (ev.Signalled,)),
+    ("running", "kill"): ((S.KILL,), (ev.Signalled,), ()),  # recorded before it is sent
+    ("paused", "kill"): ((S.KILL,), (ev.Signalled,), ()),
     ("exited", "kill"): R,
     ("created", "pause"): R,
     ("running", "pause"): ((S.PAUSE,), (), (ev.Paused,)),
@@ -67,14 +68,16 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("paused", "unpause"): ((S.UNPAUSE,), (), (ev.Unpaused,)),
     ("exited", "unpause"): R,
     ("created", "exec"): R,
-    ("running", "exec"): ((S.EXEC,), (), (ev.ExecExited,)),
+    ("running", "exec"): ((S.EXEC,), (ev.ExecRequested,), (ev.ExecExited,)),
     ("paused", "exec"): R,
     ("exited", "exec"): R,
     ("created", "checkpoint"): R,
-    ("running", "checkpoint"): ((S.CHECKPOINT,), (), (ev.Checkpointed, ev.Exited)),
+    ("running", "checkpoint"): ((S.CHECKPOINT,), (ev.CheckpointRequested,),
+                                (ev.Checkpointed, ev.Exited)),
     ("paused", "checkpoint"): R,
     ("exited", "checkpoint"): R,
-    ("running", "checkpoint-leave"): ((S.CHECKPOINT,), (), (ev.Checkpointed,)),
+    ("running", "checkpoint-leave"): ((S.CHECKPOINT,), (ev.CheckpointRequested,),
+                                      (ev.Checkpointed,)),
     ("created", "checkpoint-leave"): R,
     ("paused", "checkpoint-leave"): R,
     ("exited", "checkpoint-leave"): R,
@@ -152,24 +155,52 @@ def test_stop_asks_with_its_timeout_and_replies_the_state_when_nothing_runs() ->
 
 
 def test_kill_records_the_signal_it_sent() -> None:
-    assert d.decide(state("running"), c.Kill(CID, 10)).then(FACTS) == (ev.Signalled(10),)
+    plan = d.decide(state("running"), c.Kill(CID, 10))
+    assert plan.before == (ev.Signalled(10),) and plan.then(FACTS) == ()
 
 
 def test_checkpoint_exit_is_expected_with_reason_checkpoint() -> None:
-    _, exited = d.decide(state("running"), c.Checkpoint(CID)).then(FACTS)
+    plan = d.decide(state("running"), COMMANDS["checkpoint"])
+    assert plan.before == (ev.CheckpointRequested(IMAGE, False, False),)
+    checkpointed, exited = plan.then(FACTS)
+    assert checkpointed == ev.Checkpointed(IMAGE, False, False)
     assert isinstance(exited, ev.Exited)
     assert (exited.exit_code, exited.expected, exited.reason) == (0, True, "checkpoint")
-    lost = d.decide(state("running"), c.Checkpoint(CID)).then(d.Facts(image_path="/i"))[1]
+    lost = plan.then(d.Facts(image_path="/i"))[1]
     assert isinstance(lost, ev.Exited) and lost.exit_code == -1
 
 
-def test_an_exec_resent_after_its_session_started_is_closed_not_rerun() -> None:
-    plan = d.decide_exec(state("running"), c.Exec(CID, ("true",)), "s9")
-    assert plan.steps == ()
-    assert plan.then(FACTS) == (ev.ExecExited("s9", -1),)
-    assert plan.result["interrupted"] is True
-    # even when the container has ended meanwhile: the session must be closed
-    assert d.decide_exec(state("exited"), c.Exec(CID, ("true",)), "s9").steps == ()
+def test_an_exec_records_its_intent_before_its_process_can_exist() -> None:
+    plan = d.decide(state("running"), COMMANDS["exec"])
+    assert plan.before == (ev.ExecRequested("s1", ("true",)),)
+    assert plan.then(FACTS) == (ev.ExecExited("s1", 3),)
+
+
+def test_a_session_is_closed_once_whoever_learns_its_end() -> None:
+    requested = ev.ExecRequested("s1", ("sleep", "9"))
+    fresh = d.exec_progress(_stream(requested), "s1")
+    assert fresh == d.ExecProgress(requested, False, None)
+    # A worker died before recording the start: the end records both, with the real code.
+    assert d.exec_end_events(fresh, "s1", 77, 4) == (ev.ExecStarted("s1", ("sleep", "9"), 77),
+                                                     ev.ExecExited("s1", 4))
+    started = d.exec_progress(_stream(requested, ev.ExecStarted("s1", ("sleep", "9"), 77)), "s1")
+    assert d.exec_end_events(started, "s1", 77, 4) == (ev.ExecExited("s1", 4),)
+    closed = d.exec_progress(_stream(requested, ev.ExecExited("s1", 4)), "s1")
+    assert closed.exit_code == 4 and d.exec_end_events(closed, "s1", 77, 0) == ()
+    assert d.exec_progress(_stream(requested), "other") == d.ExecProgress()
+
+
+@pytest.mark.parametrize(("found", "expected"), [
+    (ExecSession(True, 5, 0, True), d.SettleExec.RECORD_EXIT),
+    (ExecSession(True, 5, 3, False), d.SettleExec.RECORD_EXIT),
+    (ExecSession(True, 5, None, True), d.SettleExec.WAIT),
+    (ExecSession(True, 0, None, True), d.SettleExec.WAIT),   # runc has not reported yet
+    (ExecSession(False, 0, None, False), d.SettleExec.NEVER_STARTED),
+    (ExecSession(True, 5, None, False), d.SettleExec.LOST),
+])
+def test_reconciliation_settles_a_session_from_its_files(found: ExecSession,
+                                                         expected: d.SettleExec) -> None:
+    assert d.settle_exec(found) is expected
 
 
 # --------------------------------------------------------------------------- exits
@@ -356,3 +387,48 @@ def test_decide_is_total(name: str, kind: str) -> None:
         d.decide(state(name), COMMANDS[kind])
     except (InvalidState, NotFound):
         pass
+
+
+# ---------------------------------------------------------------- interrupted checkpoints
+
+INTENT = ev.CheckpointRequested(IMAGE, False, False)
+
+
+def _stream(*events: ev.Event) -> list[ev.RecordedEvent]:
+    return [recorded(CID, i + 1, e) for i, e in enumerate(events)]
+
+
+def test_a_checkpoint_without_an_end_is_pending_until_image_or_failure_is_recorded() -> None:
+    assert d.pending_checkpoint(_stream(ev.Started())) is None
+    pending = d.pending_checkpoint(_stream(ev.Started(), INTENT))
+    assert pending is not None and pending.event == INTENT
+    assert d.pending_checkpoint(_stream(INTENT, ev.Checkpointed(IMAGE, False, False))) is None
+    assert d.pending_checkpoint(_stream(INTENT, ev.CommandFailed("container.checkpoint",
+                                                                 "runtime", "x"))) is None
+    # A later request after a settled one is pending again.
+    later = ev.CheckpointRequested("/b/checkpoints/c2", True, False)
+    found = d.pending_checkpoint(_stream(INTENT, ev.Checkpointed(IMAGE, False, False), later))
+    assert found is not None and found.event == later
+
+
+@pytest.mark.parametrize(("dump", "alive", "leave", "expected"), [
+    # CRIU finished, the image is complete, the container is gone: checkpointed.
+    (DumpReport(True, 0, True), False, False, d.SettleCheckpoint.CHECKPOINTED),
+    # The dump's exit status died with nobody to write it, but the image is complete.
+    (DumpReport(True, None, True), False, False, d.SettleCheckpoint.CHECKPOINTED),
+    # Left running on purpose: the image alone decides.
+    (DumpReport(True, 0, True), True, True, d.SettleCheckpoint.CHECKPOINTED),
+    # The container still runs: CRIU gave up (or never began); never lose the process.
+    (DumpReport(True, 0, True), True, False, d.SettleCheckpoint.FAILED),
+    (DumpReport(True, None, False), True, False, d.SettleCheckpoint.FAILED),
+    # runc reported failure, or no inventory: no image, whatever became of the process.
+    (DumpReport(True, 1, True), False, False, d.SettleCheckpoint.FAILED),
+    (DumpReport(True, 0, False), False, False, d.SettleCheckpoint.FAILED),
+    # Still dumping after the bound: not judged complete.
+    (DumpReport(False, None, True), False, False, d.SettleCheckpoint.FAILED),
+])
+def test_an_interrupted_checkpoint_is_settled_from_disk(dump: DumpReport, alive: bool,
+                                                          leave: bool,
+                                                          expected: d.SettleCheckpoint) -> None:
+    intent = ev.CheckpointRequested(IMAGE, leave, False)
+    assert d.settle_checkpoint(intent, dump, alive) is expected

@@ -87,27 +87,37 @@ def test_exec_records_the_sessions_exit_code() -> None:
     assert plan.then(FACTS) == (ev.ExecExited("s1", 3),)
 
 
-@pytest.mark.parametrize(("session", "code"), [("s1", None), (None, 3), (None, None)])
-def test_an_exec_without_its_session_or_exit_code_is_a_programming_error(
-        session: str | None, code: int | None) -> None:
-    plan = d.decide(state("running"), c.Exec(CID, ("true",), session_id=session))
+def test_an_exec_without_its_session_or_exit_code_is_a_programming_error() -> None:
     with pytest.raises(ValueError) as err:
-        plan.then(d.Facts(exec_exit_code=code))
+        d.decide(state("running"), c.Exec(CID, ("true",)))
+    assert str(err.value) == "the service names each exec session before deciding"
+    plan = d.decide(state("running"), c.Exec(CID, ("true",), session_id="s1"))
+    with pytest.raises(ValueError) as err:
+        plan.then(d.Facts(exec_exit_code=None))
     assert str(err.value) == "an exec step reports its session and exit code"
 
 
-def test_checkpoint_records_the_image_and_the_exit() -> None:
-    plan = d.decide(state("running"), c.Checkpoint(CID, tcp_established=True))
-    assert plan.then(FACTS) == (ev.Checkpointed("/b/checkpoint", False, True),
+def test_checkpoint_records_its_intent_the_image_and_the_exit() -> None:
+    plan = d.decide(state("running"), c.Checkpoint(CID, tcp_established=True,
+                                                   image_path="/b/ck1"))
+    assert plan.before == (ev.CheckpointRequested("/b/ck1", False, True),)
+    assert plan.then(FACTS) == (ev.Checkpointed("/b/ck1", False, True),
                                 ev.Exited(0, WHEN, True, "checkpoint"))
-    leave = d.decide(state("running"), c.Checkpoint(CID, leave_running=True))
-    assert leave.then(FACTS) == (ev.Checkpointed("/b/checkpoint", True, False),)
+    leave = d.decide(state("running"), c.Checkpoint(CID, leave_running=True,
+                                                    image_path="/b/ck2"))
+    assert leave.then(FACTS) == (ev.Checkpointed("/b/ck2", True, False),)
 
 
-def test_checkpoint_without_an_image_or_an_exit_status() -> None:
-    plan = d.decide(state("running"), c.Checkpoint(CID))
-    assert plan.then(d.Facts()) == (ev.Checkpointed("", False, False),
+def test_checkpoint_without_an_exit_status() -> None:
+    plan = d.decide(state("running"), c.Checkpoint(CID, image_path="/b/ck1"))
+    assert plan.then(d.Facts()) == (ev.Checkpointed("/b/ck1", False, False),
                                     ev.Exited(-1, None, True, "checkpoint"))
+
+
+def test_checkpoint_without_an_image_directory_is_a_programming_error() -> None:
+    with pytest.raises(ValueError) as err:
+        d.decide(state("running"), c.Checkpoint(CID))
+    assert str(err.value) == "the service gives each checkpoint its own image directory"
 
 
 def test_an_exit_event_keeps_when_the_process_ended() -> None:

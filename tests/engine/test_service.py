@@ -15,10 +15,11 @@ import pytest
 from engine import command_types as t
 from engine import commands as c
 from engine import events as ev
-from engine.errors import AlreadyExists, InvalidState, NotFound
+from engine.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound, StoreError
 from engine.ids import new_uuid
 from engine.runtime.memory import MemoryRuntime
-from engine.service import ContainerService
+from engine.runtime.types import Status
+from engine.service import ContainerService, system_command_id
 from engine.spec import RunSpec
 from engine.store import EventStore
 from migrations.runner import upgrade
@@ -184,12 +185,89 @@ def test_exec_records_start_and_end_and_a_resend_after_a_crash_is_not_rerun(
     out = service.handle(c.Exec(cid, ("echo", "hi")), cause(t.EXEC))
     assert out.result["output"] == "hi\n" and out.result["exit_code"] == 0
     assert types(store, cid)[-2:] == [ev.CONTAINER_EXEC_STARTED, ev.CONTAINER_EXEC_EXITED]
-    # A worker that died after recording the session's start: the resend closes it.
+    assert types(store, cid)[-3] == ev.CONTAINER_EXEC_REQUESTED  # the intent came first
+    # A worker that died after starting the session: the resend follows that session
+    # (never a second process) and records its real exit code.
     crashed = cause(t.EXEC)
+    session = system_command_id(crashed.command_id, "session")
     service.append(cid, service.container(cid).version,
-                   [ev.ExecStarted("s1", ("sleep", "9"), 77)], crashed, step="started")
+                   [ev.ExecRequested(session, ("sh", "-c", "exit 5"))], crashed,
+                   step="requested")
+    runtime.exec_start(cid, ["sh", "-c", "exit 5"], session_id=session)
     execs = runtime.calls.count(("exec", cid))
-    again = service.handle(c.Exec(cid, ("sleep", "9")), crashed)
-    assert again.result == {"exit_code": -1, "output": "", "session_id": "s1",
-                            "interrupted": True}
+    again = service.handle(c.Exec(cid, ("sh", "-c", "exit 5")), crashed)
+    assert again.result == {"exit_code": 5, "output": "", "session_id": session}
     assert runtime.calls.count(("exec", cid)) == execs
+    assert types(store, cid)[-2:] == [ev.CONTAINER_EXEC_STARTED, ev.CONTAINER_EXEC_EXITED]
+    assert service.container(cid).exec_sessions == ()
+    # Sent once more: the recorded outcome, nothing new.
+    before = types(store, cid)
+    service.handle(c.Exec(cid, ("sh", "-c", "exit 5")), crashed)
+    assert types(store, cid) == before
+
+
+def test_a_session_id_names_one_session_for_good(service: ContainerService,
+                                                 store: EventStore) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(t.START))
+    service.handle(c.Exec(cid, ("true",), session_id="mine"), cause(t.EXEC))
+    before = types(store, cid)
+    with pytest.raises(InvalidArgument, match="already used"):
+        service.handle(c.Exec(cid, ("false",), session_id="mine"), cause(t.EXEC))
+    assert types(store, cid) == before
+
+
+def test_reconciliation_closes_sessions_from_their_files(
+        service: ContainerService, store: EventStore, runtime: MemoryRuntime) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(t.START))
+    ended, never = "ended-session", "never-session"
+    for session in (ended, never):
+        service.append(cid, service.container(cid).version,
+                       [ev.ExecRequested(session, ("sh", "-c", "exit 6"))], cause(t.EXEC),
+                       step="requested")
+    runtime.exec_start(cid, ["sh", "-c", "exit 6"], session_id=ended)
+    report = ContainerService(store, runtime, "local").reconcile()
+    assert report.execs == 2 and report.running_execs == []
+    codes = {r.event.session_id: r.event.exit_code for r in store.read_stream(cid)
+             if isinstance(r.event, ev.ExecExited)}
+    assert codes == {ended: 6, never: -1}
+    assert store.get_container(cid).exec_sessions == ()
+
+
+def _refuse_next_append(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store refuses the next append (a full disk), then works again."""
+    real = store.append
+
+    def refuse(*args: object, **kw: object) -> object:
+        monkeypatch.setattr(store, "append", real)
+        raise StoreError("the event store is full: nothing was written")
+
+    monkeypatch.setattr(store, "append", refuse)
+
+
+def test_every_runtime_action_the_store_refuses_is_undone_or_never_taken(
+        service: ContainerService, store: EventStore, runtime: MemoryRuntime,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cid = create(service)
+    service.handle(c.Start(cid), cause(t.START))
+    # pause: done by runc, refused by the store, taken back.
+    _refuse_next_append(store, monkeypatch)
+    with pytest.raises(StoreError):
+        service.handle(c.Pause(cid), cause(t.PAUSE))
+    assert runtime.containers[cid].status == Status.RUNNING
+    assert service.container(cid).state == "running"
+    # kill: recorded before it is sent, so a refusal means it was never sent.
+    _refuse_next_append(store, monkeypatch)
+    with pytest.raises(StoreError):
+        service.handle(c.Kill(cid, 9), cause(t.KILL))
+    assert ("kill", cid) not in runtime.calls
+    assert runtime.containers[cid].status == Status.RUNNING
+    # restore: the restored container is discarded, the image kept for another try.
+    service.handle(c.Checkpoint(cid), cause(t.CHECKPOINT))
+    _refuse_next_append(store, monkeypatch)
+    with pytest.raises(StoreError):
+        service.handle(c.Restore(cid), cause(t.RESTORE))
+    assert cid not in runtime.containers and service.container(cid).state == "exited"
+    assert service.handle(c.Restore(cid), cause(t.RESTORE)).result["pid"]
+    assert runtime.containers[cid].status == Status.RUNNING

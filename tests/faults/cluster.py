@@ -99,9 +99,10 @@ class Cluster:
 
     def start_broker_process(self) -> subprocess.Popen[bytes]:
         """``berth broker`` on the cluster's endpoints (from the environment)."""
-        self.broker_proc = subprocess.Popen(
-            [sys.executable, "-m", "berth", "broker"], env=self.env(),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(self.base, "broker.log"), "ab") as log:
+            self.broker_proc = subprocess.Popen(
+                [sys.executable, "-m", "berth", "broker"], env=self.env(),
+                stdout=subprocess.DEVNULL, stderr=log)
 
         def answers() -> bool:
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 
@@ -19,6 +20,7 @@ import pytest
 from bus.client import Client
 from engine.errors import BerthError, StateUnwritable, StoreError
 from tests.faults.cluster import Cluster, remove_all_containers
+from tests.helpers import wait_until
 
 TMPFS_SIZE = "8m"
 CLEAR_CODES = {StateUnwritable.code, StoreError.code}
@@ -174,6 +176,107 @@ def test_read_only_state_directory_refuses_clearly_and_keeps_the_log(
             _mount("-o", "remount,rw", small_root)
         _consistent(cluster)
         _works(c, busybox_rootfs)
+        _consistent(cluster)
+    finally:
+        cluster.close()
+        remove_all_containers(node)
+
+
+# --------------------------------------------------------------------------- recorded or undone
+
+
+def _exhaust_store(c: Client, cid: str) -> BerthError:
+    """With the disk full, pause/unpause until SQLite can no longer grow its WAL; return
+    the refusal. Each refused pause or unpause must have been undone in the runtime."""
+    for _ in range(100):
+        try:
+            c.pause(cid, node="local")
+            c.unpause(cid, node="local")
+        except BerthError as exc:
+            return exc
+    raise AssertionError("SQLite never ran out of space")
+
+
+def _runtime_state(cluster: Cluster, cid: str) -> str:
+    return str(cluster.nodes["local"].runtime().status(cid).status)
+
+
+def test_a_refused_record_leaves_no_runtime_action_behind(disk_cluster: Cluster) -> None:
+    c = disk_cluster.client(timeout=10, retries=1)
+    root = disk_cluster.nodes["local"].root
+    cid = c.create(rootfs=disk_cluster.rootfs, args=["sleep", "600"], node="local").result["id"]
+    c.start(cid, node="local")
+    pid = int(c.inspect(cid)["pid"])
+    filler = _fill(root)
+    try:
+        refused = _exhaust_store(c, cid)
+        assert refused.code == StoreError.code
+        # The refused pause (or unpause) was taken back: runc agrees with the log.
+        assert _runtime_state(disk_cluster, cid) == c.inspect(cid)["state"]
+        # A signal is recorded before it is sent: refused, so never sent.
+        exc = _clear_failure(lambda: c.kill(cid, "KILL", node="local"))
+        assert exc.code == StoreError.code and "nothing was written" in exc.message
+        assert os.path.exists(f"/proc/{pid}"), "SIGKILL was delivered but not recorded"
+    finally:
+        os.unlink(filler)
+    if c.inspect(cid)["state"] == "paused":
+        c.unpause(cid, node="local")
+    c.kill(cid, "KILL", node="local")
+    state = wait_until(lambda: (s := c.inspect(cid))["state"] == "exited" and s, 15,
+                       what="the killed container's exit")
+    assert state["exit_reason"] == "stop"
+    _consistent(disk_cluster)
+
+
+def test_an_exit_during_a_store_outage_is_recorded_when_it_comes_back(
+        disk_cluster: Cluster) -> None:
+    c = disk_cluster.client(timeout=10, retries=1)
+    node = disk_cluster.nodes["local"]
+    cid = c.create(rootfs=disk_cluster.rootfs, args=["sleep", "600"], node="local").result["id"]
+    c.start(cid, node="local")
+    pid = int(c.inspect(cid)["pid"])
+    filler = _fill(node.root)
+    try:
+        _exhaust_store(c, cid)
+        os.kill(pid, signal.SIGKILL)  # the container dies on its own while the store is full
+        if _runtime_state(disk_cluster, cid) == "paused":
+            node.runtime().unpause(cid)  # frozen: the kill lands once thawed
+        exit_file = os.path.join(node.run, "runtime", "exits", cid)
+        wait_until(lambda: os.path.exists(exit_file), 15, what="conmon's exit file")
+        assert c.inspect(cid)["state"] != "exited"  # the store cannot take it yet
+    finally:
+        os.unlink(filler)
+    # No command, no restart: the exit is retried until the store accepts it.
+    state = wait_until(lambda: (s := c.inspect(cid))["state"] == "exited" and s, 15,
+                       what="the exit recorded after the store came back")
+    assert (state["exit_code"], state["exit_reason"]) == (137, "crash")
+    _consistent(disk_cluster)
+
+
+def test_a_checkpoint_that_cannot_write_its_image_leaves_the_container_running(
+        short_tmp: str, busybox_rootfs: str, small_root: str) -> None:
+    # The store lives outside the full directory: only the image cannot be written.
+    cluster = Cluster(short_tmp, busybox_rootfs, f"sqlite:///{os.path.join(short_tmp, 'berth.db')}")
+    node = cluster.node("local")
+    node.root = small_root
+    try:
+        cluster.start_broker_thread()
+        cluster.start_worker("local")
+        c = cluster.client(timeout=60, retries=0)
+        cid = c.create(rootfs=busybox_rootfs, args=["sleep", "600"], node="local").result["id"]
+        c.start(cid, node="local")
+        filler = _fill(small_root)
+        try:
+            exc = _clear_failure(lambda: c.checkpoint(cid, node="local", reply_timeout=120))
+            assert "\n" not in exc.message
+        finally:
+            os.unlink(filler)
+        assert c.inspect(cid)["state"] == "running"
+        assert _runtime_state(cluster, cid) == "running", "the container was left frozen"
+        types = [e["type"] for e in c.history(cid)["events"]]
+        assert types[-2:] == ["container.checkpoint_requested", "command.failed"], types
+        image = c.checkpoint(cid, node="local", reply_timeout=120).result["image_path"]
+        assert os.path.isfile(os.path.join(image, "inventory.img"))
         _consistent(cluster)
     finally:
         cluster.close()

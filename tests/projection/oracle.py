@@ -84,7 +84,9 @@ TABLE: dict[tuple[str, str], Row] = {
     (RUNNING, ev.CONTAINER_STOP_REQUESTED): NOTHING,
     (RUNNING, ev.CONTAINER_EXITED): EXIT_ROW,
     (RUNNING, ev.CONTAINER_PAUSED): Row(state=PAUSED),
+    (RUNNING, ev.CONTAINER_EXEC_REQUESTED): Row(exec_sessions=ADD),  # open from the intent
     (RUNNING, ev.CONTAINER_EXEC_STARTED): Row(exec_sessions=ADD),
+    (RUNNING, ev.CONTAINER_CHECKPOINT_REQUESTED): NOTHING,  # intent: the image decides
     (RUNNING, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
     # The image is recorded; the run state changes only by the exit that follows.
     (RUNNING, ev.CONTAINER_CHECKPOINTED): Row(checkpoint_path=EVENT),
@@ -150,8 +152,8 @@ def _value(column: str, how: str, old: Any, e: ev.Event, m: ev.Metadata) -> Any:
         return m.recorded_at
     if how == EXIT_TIME and isinstance(e, ev.Exited):
         return e.finished_at if e.finished_at is not None else m.recorded_at
-    if how == ADD and isinstance(e, ev.ExecStarted):
-        return (*old, e.session_id)
+    if how == ADD and isinstance(e, (ev.ExecRequested, ev.ExecStarted)):
+        return old if e.session_id in old else (*old, e.session_id)
     if how == DROP and isinstance(e, ev.ExecExited):
         return tuple(s for s in old if s != e.session_id)
     if how == EVENT:

@@ -61,7 +61,7 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 def test_registry_covers_every_topic() -> None:
     topics = {v for k, v in vars(ev).items() if k.startswith(("CONTAINER_", "COMMAND_"))}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 14
+    assert len(topics) == 16
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1

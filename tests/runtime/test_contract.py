@@ -137,6 +137,28 @@ def test_exec_reports_code_and_output(harness: Harness) -> None:
         rt.exec(cid, ["no-such-program"], session_id=new_uuid())
 
 
+def test_an_exec_session_starts_once_and_keeps_its_exit_code(harness: Harness) -> None:
+    rt = harness.runtime
+    cid, _pid = harness.create("sleep", "30")
+    rt.start(cid)
+    session = new_uuid()
+    assert not rt.exec_session(cid, session).claimed
+    pid = rt.exec_start(cid, ["sh", "-c", "exit 3"], session_id=session)
+    assert pid is not None and pid > 0
+    # A second attempt of the same session never starts a second process.
+    assert rt.exec_start(cid, ["sh", "-c", "exit 3"], session_id=session) is None
+    result = rt.exec_wait(cid, session, timeout=20)
+    assert (result.exit_code, result.pid) == (3, pid)
+    after = rt.exec_session(cid, session)
+    assert (after.claimed, after.pid, after.exit_code) == (True, pid, 3)
+    assert rt.exec_wait(cid, session).exit_code == 3  # asked again: the same answer
+    newer = new_uuid()
+    rt.exec(cid, ["true"], session_id=newer)
+    rt.exec_prune(cid, 1)  # only the newest ended session keeps its files
+    assert not rt.exec_session(cid, session).claimed
+    assert rt.exec_session(cid, newer).exit_code == 0
+
+
 def test_conmon_is_alive_while_the_container_runs(harness: Harness) -> None:
     rt = harness.runtime
     cid = new_container_id()

@@ -10,7 +10,7 @@ import pytest
 from engine.bundle import STOP_SIGNAL_ANNOTATION, oci_config
 from engine.errors import InvalidState, NotFound, PermissionDenied, RuntimeFailure, Timeout
 from engine.runtime.config import RuntimeConfig
-from engine.runtime.conmon import ConmonOptions, _read_sync, conmon_args, conmon_env, parse_sync
+from engine.runtime.conmon import ConmonOptions, conmon_args, conmon_env, parse_sync, read_sync
 from engine.runtime.layout import ContainerPaths
 from engine.runtime.runc import classify
 from engine.signals import parse_signal
@@ -93,7 +93,7 @@ def test_sync_read_is_bounded() -> None:
     try:
         start = time.monotonic()
         with pytest.raises(Timeout, match="creation timeout"):
-            _read_sync(r, time.monotonic() + 0.2)
+            read_sync(r, time.monotonic() + 0.2)
         assert time.monotonic() - start < 2
     finally:
         os.close(r)

@@ -62,8 +62,9 @@ def test_another_uid_is_recorded_as_itself(ipc_bus: tuple[Endpoints, Recorder]) 
     socket_file.chmod(0o666)
     with Client(endpoints.frontend, timeout=2, retries=0) as client:
         wait_until(lambda: worker_count(client, "n1") == 1, what="worker registered")
-    # Python itself lives under 0700 /root here: import as root, then become nobody.
-    script = ("import os, sys; from bus.client import Client; "
+    # Python itself lives under 0700 /root here: import as root (the client's lazy
+    # imports too, which a real user's readable stdlib would give it), then become nobody.
+    script = ("import os, sys, socket; from bus.client import Client; "
               f"os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY}); "
               "c = Client(sys.argv[1], actor='root@trusted', timeout=5, retries=0); "
               "print(c.send('container.start', 'web', 'n1').ok)")

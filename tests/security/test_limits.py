@@ -13,6 +13,7 @@ from bus.broker import Broker
 from bus.client import Client
 from bus.keys import ClientKeys
 from bus.protocol import MAX_FRAME_SIZE, Reply, decode, encode
+from bus.routing import MIN_QUEUE
 from bus.security import RateLimit
 from bus.worker_link import WorkerLink
 from engine.errors import RateLimited
@@ -131,3 +132,52 @@ def test_oversized_frames_are_refused_and_huge_ones_cut_the_sender_off(
         assert not sock.poll(300)  # no reply to a frame zmq never delivered
     finally:
         sock.close(linger=0)
+
+
+def test_one_sender_fills_only_its_share_of_a_worker_queue(
+        keystore: KeyStore, make_tcp_broker: Callable[..., Broker]) -> None:
+    """Past its share the sender is told the worker is busy (retry later); the
+    worker is kept, and another sender's command still goes through."""
+    broker = make_tcp_broker(rate_limit=None)
+    recorder = Recorder()
+    link = WorkerLink(broker.backend_endpoint, "n1", recorder, heartbeat_interval=0.1,
+                      concurrency=1, curve=keystore.peer("n1", keys.WORKERS))
+    link.start()
+    greedy_keys = keystore.peer("greedy", keys.PUBLISHERS)
+    greedy = _dealer(broker, greedy_keys)
+    builder = Client(broker.frontend_endpoint, curve=greedy_keys)
+    polite = Client(broker.frontend_endpoint, curve=keystore.peer("polite", keys.PUBLISHERS),
+                    timeout=30, retries=0)
+    share, extra = MIN_QUEUE // 2, 50
+    answers: list[Reply] = []
+    try:
+        wait_until(lambda: len(broker.router.workers) == 1, what="worker registered")
+        for _ in range(share + extra):  # each blocks in the worker until the gate opens
+            greedy.send(encode(builder.command("container.start", "web", "n1", {"gate": "g"})))
+        while len(answers) < extra and greedy.poll(10_000):
+            reply = decode(greedy.recv())
+            assert isinstance(reply, Reply)
+            answers.append(reply)
+        assert [(r.error_code, "busy" in (r.message or "")) for r in answers] == [
+            ("rate_limited", True)] * extra
+        done: list[Reply] = []
+        thread = threading.Thread(target=lambda: done.append(polite.send("container.start",
+                                                                         "db", "n1")))
+        thread.start()
+        wait_until(lambda: broker.stats["commands_routed"] == share + 1, 30,
+                   what="the other sender's command routed")
+        recorder.gate("g").set()
+        thread.join(30)
+        assert done and done[0].ok
+        while len(answers) < share + extra and greedy.poll(10_000):
+            reply = decode(greedy.recv())
+            assert isinstance(reply, Reply)
+            answers.append(reply)
+        assert sum(1 for r in answers if r.ok) == share
+        assert broker.stats["workers_lost"] == 0
+    finally:
+        recorder.gate("g").set()
+        greedy.close(linger=0)
+        builder.close()
+        polite.close()
+        link.stop(timeout=2)

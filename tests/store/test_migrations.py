@@ -44,7 +44,8 @@ def _seed_0001(conn: sa.Connection) -> None:
     ]
     conn.execute(_events_v1.insert(), [
         {"position": p, "stream": CID, "stream_version": p, "type": t, "schema_version": v,
-         "data": pack(d), "recorded_at": T + p, "causation_id": f"c{p}",
+         "data": pack(d), "recorded_at": T + p,
+         "causation_id": "c2" if p == 3 else f"c{p}",  # one start: pid and started
          "correlation_id": "", "actor": "old-cli", "node": "n1"} for p, t, v, d in rows])
     conn.execute(_containers.insert().values(
         id=CID, name="old", state="exited", node="n1", bundle="/b", rootfs=SPEC.rootfs,
@@ -74,8 +75,16 @@ def _seed_0003(conn: sa.Connection) -> None:
         prev = digest
 
 
+def _seed_0004(conn: sa.Connection) -> None:
+    """0004 adds the tree heads table; an unsigned head over the seeded log."""
+    _seed_0003(conn)
+    conn.execute(sa.text("INSERT INTO tree_heads (tree_size, root_hash, timestamp_us, key_id, "
+                         "signature, node) VALUES (4, :r, :t, '', :s, 'n1')"),
+                 {"r": b"\x00" * 32, "t": T + 5, "s": b""})
+
+
 SEEDERS: dict[str, Callable[[sa.Connection], None]] = {
-    "0001": _seed_0001, "0002": _seed_0002, "0003": _seed_0003,
+    "0001": _seed_0001, "0002": _seed_0002, "0003": _seed_0003, "0004": _seed_0004,
 }
 
 
@@ -114,6 +123,8 @@ def test_upgrade_from_each_revision_with_data(db_url: str) -> None:
                                 command_type="container.rm")
             assert more[0].position == 5 and more[0].metadata.stream_version == 5
             assert store.verify_chain() is None
+            log = store.scan_log()
+            assert (log.size, log.chain_break, log.command_break) == (5, None, None)
             assert store.get_container(CID, include_removed=True).removed
         finally:
             store.close()
@@ -140,6 +151,6 @@ def test_upgrade_is_idempotent(db_url: str) -> None:
 def _reset(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as conn:
-        for table in ("containers", "commands", "events", "alembic_version"):
+        for table in ("tree_heads", "containers", "commands", "events", "alembic_version"):
             conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
     engine.dispose()

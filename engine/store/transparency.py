@@ -1,0 +1,248 @@
+"""The log as a Merkle tree (RFC 9162), and what a set of tree heads says about it.
+
+Leaf ``i`` (event position ``i + 1``) is ``row hash || outcome digest``:
+
+- the row hash is the hash chain's ``sha256(prev || canonical row)`` (engine.store.audit),
+  recomputed from the row's content, so it commits to the position, stream, version,
+  type, payload and every metadata column (actor, causation, correlation, node, time);
+- the outcome digest is ``sha256`` of the canonical ``commands`` row of the command
+  that caused the event (32 zero bytes for events older than that table), so editing
+  a recorded outcome, which retried commands are answered with, changes the tree too.
+
+A command row must also list exactly the positions its events have, and every command
+row must have an event: an invented outcome has no leaf to hide in.
+
+Trust comes from heads, never from the database: a head counts if its Ed25519
+signature checks with a key the verifier trusts, wherever it was read from. Against
+each such head the current tree must give a consistency proof (§2.1.4); the first
+position affected by a rewrite is just after the largest trusted head that still
+holds (exact when heads are frequent or when the chain itself breaks there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+from sqlalchemy import BigInteger, Connection, RowMapping, select, type_coerce
+
+from engine.store import audit, merkle
+from engine.store.schema import commands, events
+from engine.treehead import TreeHead, signature_ok
+
+NO_OUTCOME = b"\x00" * 32
+
+OUTCOME_COLUMNS = ("command_id", "command_type", "stream", "outcome", "error_code",
+                   "message", "positions", "recorded_at")
+_OUTCOME = OUTCOME_COLUMNS
+
+
+def outcome_digest(values: Sequence[Any]) -> bytes:
+    """sha256 of a commands row's columns in ``_OUTCOME`` order (time in micros)."""
+    items = list(values)
+    items[6] = bytes(items[6])
+    return hashlib.sha256(msgpack.packb(items, use_bin_type=True)).digest()
+
+
+@dataclass(slots=True)
+class LogScan:
+    """Everything the tree and the checks need, from one pass over the log."""
+
+    leaves: list[bytes] = field(default_factory=list)  # leaf hashes, index = position - 1
+    chain_break: int | None = None
+    command_break: int | None = None
+    orphan_commands: list[str] = field(default_factory=list)
+    chain: bytes = audit.GENESIS  # the chain's hash after the last row read
+
+    @property
+    def size(self) -> int:
+        return len(self.leaves)
+
+
+def log_rows(conn: Connection, after: int = -(2**62),
+             page: int = 5000) -> Iterator[RowMapping]:
+    """Every event row with its hash columns and its command's row, in position order."""
+    columns = (
+        events.c.position, events.c.stream, events.c.stream_version, events.c.type,
+        events.c.schema_version, events.c.data,
+        type_coerce(events.c.recorded_at, BigInteger).label("recorded_at"),
+        events.c.causation_id, events.c.correlation_id, events.c.actor, events.c.node,
+        events.c.prev_hash, events.c.hash,
+        commands.c.command_id.label("c_command_id"),
+        commands.c.command_type.label("c_command_type"), commands.c.stream.label("c_stream"),
+        commands.c.outcome.label("c_outcome"), commands.c.error_code.label("c_error_code"),
+        commands.c.message.label("c_message"), commands.c.positions.label("c_positions"),
+        type_coerce(commands.c.recorded_at, BigInteger).label("c_recorded_at"),
+    )
+    joined = events.outerjoin(commands, commands.c.command_id == events.c.causation_id)
+    cursor = after
+    while True:
+        rows = conn.execute(select(*columns).select_from(joined)
+                            .where(events.c.position > cursor)
+                            .order_by(events.c.position).limit(page)).all()
+        for row in rows:
+            yield row._mapping
+        if len(rows) < page:
+            return
+        cursor = int(rows[-1].position)
+
+
+def export_row(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
+    """An event row, its hashes, its leaf and its command's row, for an export."""
+    out: dict[str, Any] = {name: row[name] for name in audit.CONTENT}
+    out["data"] = bytes(out["data"])
+    for name in ("prev_hash", "hash"):
+        out[name] = None if row[name] is None else bytes(row[name])
+    if row["c_command_id"] is not None:
+        command = {name: row["c_" + name] for name in _OUTCOME}
+        command["positions"] = bytes(command["positions"])
+        out["command"] = command
+    else:
+        out["command"] = None
+    return out
+
+
+def leaf_of(row_hash: bytes, row: Mapping[str, Any] | RowMapping) -> bytes:
+    if row["c_command_id"] is None:
+        return row_hash + NO_OUTCOME
+    return row_hash + outcome_digest([row["c_" + name] for name in _OUTCOME])
+
+
+def leaf_from(row_hash: bytes, command: Mapping[str, Any] | None) -> bytes:
+    """The same leaf from an exported row's ``command`` map."""
+    if command is None:
+        return row_hash + NO_OUTCOME
+    return row_hash + outcome_digest([command[name] for name in _OUTCOME])
+
+
+def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS) -> LogScan:
+    """One pass: leaves from content (not from the stored hashes), the chain check,
+    and the commands table checked against the events.
+
+    ``after``/``chain``: only the rows after that position, continuing the chain from
+    that hash (a signer extending what it has already read); invented outcomes are
+    then not looked for.
+    """
+    result = LogScan()
+    expected = after + 1
+    listed: dict[str, tuple[int, ...]] = {}
+    seen: dict[str, list[int]] = {}
+    for row in (log_rows(conn, after) if after else log_rows(conn)):
+        position = int(row["position"])
+        if position != expected:
+            result.chain_break = result.chain_break or expected
+            if position < expected:
+                continue  # a forged row below position 1 leaves no leaf
+        digest = audit.link(chain, row)
+        if result.chain_break is None and (
+                row["prev_hash"] is None or bytes(row["prev_hash"]) != chain
+                or row["hash"] is None or bytes(row["hash"]) != digest):
+            result.chain_break = position
+        chain = digest
+        expected = position + 1
+        result.leaves.append(merkle.leaf_hash(leaf_of(digest, row)))
+        cid = row["causation_id"]
+        seen.setdefault(cid, []).append(position)
+        if row["c_command_id"] is not None:
+            listed[cid] = tuple(msgpack.unpackb(bytes(row["c_positions"])))
+    for cid, positions in seen.items():
+        if cid in listed and listed[cid] != tuple(positions):
+            first = min(set(positions) ^ set(listed[cid]), default=positions[0])
+            result.command_break = min(first, result.command_break or first)
+    result.chain = chain
+    if not after:
+        for (cid,) in conn.execute(select(commands.c.command_id)):
+            if cid not in seen:
+                result.orphan_commands.append(cid)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class HeadCheck:
+    head: TreeHead
+    source: str  # "stored" or a file name
+    signature: str  # "ok", "bad", "unsigned", "unknown key"
+    consistent: bool | None  # None: not checked (its signature does not count)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    size: int
+    root: bytes
+    problems: list[tuple[int | None, str]]
+    heads: list[HeadCheck]
+    vouched: int  # the largest trusted head's size that holds
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_affected(self) -> int | None:
+        known = [p for p, _ in self.problems if p is not None]
+        return min(known) if known else None
+
+
+def assess(log: LogScan, heads: Sequence[tuple[TreeHead, str]],
+           keys: Mapping[str, bytes]) -> Assessment:
+    """Check the scanned log against every head; ``keys`` maps key id to public key."""
+    tree = merkle.Tree(log.leaves)
+    n = tree.size
+    root = tree.root()
+    problems: list[tuple[int | None, str]] = []
+    if log.chain_break is not None:
+        problems.append((log.chain_break, f"the hash chain breaks at position "
+                                          f"{log.chain_break}"))
+    if log.command_break is not None:
+        problems.append((log.command_break, "the commands table disagrees with the events "
+                                            f"at position {log.command_break}"))
+    if log.orphan_commands:
+        more = len(log.orphan_commands) - 1
+        problems.append((None, f"command {log.orphan_commands[0]} has an outcome but no "
+                               "event" + (f" (and {more} more)" if more else "")))
+    checks: list[HeadCheck] = []
+    trusted: list[tuple[int, bool]] = []
+    for head, source in heads:
+        public = keys.get(head.key_id)
+        if not head.signed:
+            status = "unsigned"
+        elif public is None:
+            status = "unknown key"
+        else:
+            status = "ok" if signature_ok(head, public) else "bad"
+        if status == "bad":
+            problems.append((None, f"{source} head of size {head.size}: bad signature"))
+        if status != "ok":
+            checks.append(HeadCheck(head, source, status, None))
+            continue
+        if head.size > n:
+            consistent = False
+        else:
+            proof = tree.consistency_proof(head.size, n)
+            consistent = merkle.verify_consistency(head.size, n, head.root, root, proof)
+        checks.append(HeadCheck(head, source, status, consistent))
+        trusted.append((head.size, consistent))
+    holding = [size for size, ok in trusted if ok]
+    broken = sorted(size for size, ok in trusted if not ok)
+    rewritten = [size for size in broken if size <= n]
+    if rewritten:  # one line for the smallest: the others only widen it
+        size = rewritten[0]
+        below = max((s for s in holding if s < size), default=0)
+        problems.append((below + 1, f"rewritten: the log no longer contains the {size} "
+                                    "events a signed head vouches for (the change is in "
+                                    f"positions {below + 1}..{size}; {len(broken)} signed "
+                                    "head(s) no longer hold)"))
+    if broken and broken[-1] > n:
+        # Exact when a trusted head at size n still holds; else the events from the
+        # last one that does may have been rewritten before the cut.
+        below = max((s for s in holding if s <= n), default=0)
+        problems.append((below + 1, f"truncated: a signed head vouches for {broken[-1]} "
+                                    f"events, the log has {n}" + (
+                                        "" if below == n else
+                                        f" (positions {below + 1}..{n} are not vouched "
+                                        "for either)")))
+    vouched = max((s for s in holding), default=0)
+    return Assessment(n, root, problems, checks, min(vouched, n))

@@ -1,0 +1,207 @@
+"""The audit commands through the CLI, against a worker that signs with an auditor key:
+checkpoint to a file, prove, check the proof offline, and catch a rewrite that
+recomputed the whole hash chain."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from sqlalchemy import update
+
+from engine.store import audit
+from engine.store.schema import events
+from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def _signed_engine(engine: Engine, tmp_path: Path) -> Path:
+    """An auditor key made with the CLI, and the worker started with it."""
+    keys = tmp_path / "keys"
+    out = _ok(engine.cli("keys", "generate", "--role", "auditor", "node1", "--dir", str(keys)))
+    assert "node1.audit_key_secret" in out
+    assert os.stat(keys / "node1.audit_key_secret").st_mode & 0o077 == 0
+    config = engine.config()
+    config.audit_key_file = str(keys / "node1.audit_key_secret")
+    config.audit_interval = 0.2
+    from workers.worker import Worker
+
+    engine.worker = Worker(config)
+    engine.worker.start()
+    wait_until(lambda: engine.worker is not None and engine.worker.link is not None
+               and engine.worker.link.connected.is_set(), 10, what="worker connected")
+    return keys / "node1.audit_key"
+
+
+def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
+        engine: Engine, tmp_path: Path) -> None:
+    public = _signed_engine(engine, tmp_path)
+    cid = _ok(engine.cli("create", "--name", "a1", engine.rootfs, "true")).strip()
+    _ok(engine.cli("rm", cid))
+    head_file, proof_file = tmp_path / "head.json", tmp_path / "proof.json"
+    _ok(engine.cli("audit", "checkpoint", "--out", str(head_file)))
+    head = json.loads(head_file.read_text())
+    assert head["size"] >= 2 and head["signature"]
+    _ok(engine.cli("audit", "prove", "1", "--out", str(proof_file)))
+    checked = engine.cli("audit", "check-proof", str(proof_file), "--head", str(head_file),
+                         "--key", str(public))
+    assert "proof verified: event 1" in _ok(checked)
+    verified = _ok(engine.cli("audit", "verify", "--against", str(head_file),
+                              "--key", str(public)))
+    assert "audit chain verified" in verified and "signed head(s) consistent" in verified
+    # The log grows; a consistency proof shows the old head's events are still there.
+    _ok(engine.cli("create", "--name", "a2", engine.rootfs, "true"))
+    growth = tmp_path / "growth.json"
+    _ok(engine.cli("audit", "prove", "--since", str(head_file), "--out", str(growth)))
+    grew = _ok(engine.cli("audit", "check-proof", str(growth), "--head", str(head_file),
+                          "--key", str(public)))
+    assert "still holds the" in grew
+    # The worker also signs on its own while the log grows.
+    store = engine.store()
+    try:
+        wait_until(lambda: any(h.signed for h in store.tree_heads()), 10,
+                   what="a periodic signed head")
+        # A rewrite by someone who recomputes every hash: the chain alone sees nothing.
+        with store._engine.begin() as conn:
+            conn.execute(update(events).where(events.c.position == 1)
+                         .values(actor="mallory"))
+            prev = audit.GENESIS
+            for row in list(audit.chain_rows(conn)):
+                digest = audit.link(prev, row)
+                conn.execute(update(events).where(events.c.position == row["position"])
+                             .values(prev_hash=prev, hash=digest))
+                prev = digest
+        assert store.verify_chain() is None
+    finally:
+        store.close()
+    # The worker signs only what it read: new rows do not link to the rewritten chain.
+    _ok(engine.cli("create", "--name", "a3", engine.rootfs, "true"))
+    refused = engine.cli("audit", "checkpoint")
+    assert refused.returncode != 0 and "not signing it" in refused.stderr
+    no_growth = engine.cli("audit", "prove", "--since", str(head_file))
+    assert no_growth.returncode != 0 and "not signing it" in no_growth.stderr
+    failed = engine.cli("audit", "verify", "--against", str(head_file), "--key", str(public))
+    assert failed.returncode == 1, failed
+    assert "first position affected: 1" in failed.stderr
+    # The proof taken before still checks against the head; the worker, which read
+    # the log before it was rewritten, proves nothing from it (the new row does not
+    # link to what it read).
+    assert "proof verified" in _ok(engine.cli(
+        "audit", "check-proof", str(proof_file), "--head", str(head_file),
+        "--key", str(public)))
+    stale = engine.cli("audit", "prove", "1")
+    assert stale.returncode != 0 and "the log is broken at position" in stale.stderr
+    # A proof made from the rewritten row (as a worker that never read it would make
+    # one) does not check against the head.
+    proof = json.loads(proof_file.read_text())
+    store = engine.store()
+    try:
+        with store._engine.connect() as conn:
+            row = next(r for r in audit.chain_rows(conn) if r["position"] == 1)
+        proof["event"]["canonical"] = audit.canonical(row).hex()
+    finally:
+        store.close()
+    proof_file.write_text(json.dumps(proof))
+    forged = engine.cli("audit", "check-proof", str(proof_file), "--head", str(head_file),
+                        "--key", str(public))
+    assert forged.returncode == 1 and "not the leaf" in forged.stderr
+
+
+def test_without_a_key_heads_are_unsigned_and_verify_says_so(up: Engine,
+                                                              tmp_path: Path) -> None:
+    _ok(up.cli("create", "--name", "b1", up.rootfs, "true"))
+    result = up.cli("audit", "checkpoint", "--out", str(tmp_path / "h.json"))
+    assert "UNSIGNED" in _ok(result) + result.stderr
+    out = _ok(up.cli("audit", "verify", "--against", str(tmp_path / "h.json")))
+    assert "no auditor key" in out and "no signed head checked" in out
+    bad = up.cli("audit", "verify", "--against", str(tmp_path / "missing.json"))
+    assert bad.returncode != 0 and "cannot read" in bad.stderr
+
+
+def test_projection_rebuild_verify_compares_first_and_refuses_a_broken_chain(
+        up: Engine) -> None:
+    from engine.store.schema import containers
+
+    cid = _ok(up.cli("create", "--name", "c1", up.rootfs, "true")).strip()
+    store = up.store()
+    try:
+        with store._engine.begin() as conn:
+            conn.execute(update(containers).where(containers.c.id == cid)
+                         .values(state="hacked"))
+        up.worker.store._recorder.forget_states()  # type: ignore[union-attr]
+        found = up.cli("projection", "rebuild", "--verify")
+        assert found.returncode == 1, found
+        assert f"difference: {cid}: state: log='created' row='hacked'" in found.stdout
+        assert "verification FAILED" in found.stdout
+        assert store.get_container(cid).state == "created"  # then it was rebuilt
+        # A broken chain: the edited row is reported and left alone, unless forced.
+        with store._engine.begin() as conn:
+            conn.execute(update(containers).where(containers.c.id == cid)
+                         .values(state="hacked"))
+            conn.execute(update(events).where(events.c.position == 1).values(actor="x"))
+        refused = up.cli("projection", "rebuild", "--verify")
+        assert refused.returncode == 1
+        assert "refused to rebuild: the log's hash chain is broken at position 1" in \
+            refused.stderr
+        assert "row='hacked'" in refused.stdout
+        assert store.get_container(cid).state == "hacked"
+        forced = up.cli("projection", "rebuild", "--force")
+        assert forced.returncode == 1 and "rebuilt the read model" in forced.stdout
+        assert store.get_container(cid).state == "created"
+    finally:
+        store.close()
+
+
+def test_export_check_offline_and_import_into_an_empty_store(
+        engine: Engine, tmp_path: Path) -> None:
+    from engine.store import EventStore, readmodel
+
+    public = _signed_engine(engine, tmp_path)
+    cid = _ok(engine.cli("create", "--name", "x1", engine.rootfs, "true")).strip()
+    _ok(engine.cli("create", "--name", "x2", engine.rootfs, "true"))
+    _ok(engine.cli("rm", cid))
+    export = tmp_path / "log.jsonl"
+    done = engine.cli("events", "export", "--format", "jsonl", "--out", str(export))
+    assert "exported" in _ok(done) + done.stderr
+    checked = engine.cli("audit", "check-export", str(export), "--key", str(public))
+    assert "export verified" in _ok(checked)
+    copy_url = f"sqlite:///{tmp_path / 'copy.db'}"
+    imported = engine.cli("log", "import", str(export), "--db", copy_url, "--key", str(public))
+    assert "head signature checked" in _ok(imported)
+    again = engine.cli("log", "import", str(export), "--db", copy_url)
+    assert again.returncode != 0 and "not empty" in again.stderr
+    source, copy = engine.store(), EventStore(copy_url)
+    try:
+        size = json.loads(export.read_text().splitlines()[0])["head"]["size"]
+        a, b = source.scan_log(), copy.scan_log()
+        assert a.leaves[:size] == b.leaves and b.size == size
+        with source._engine.connect() as x, copy._engine.connect() as y:
+            assert readmodel.all_states(x) == readmodel.all_states(y)
+    finally:
+        source.close()
+        copy.close()
+    # CSV: the same rows for table tools, its head in a file beside it.
+    table = tmp_path / "log.csv"
+    _ok(engine.cli("events", "export", "--format", "csv", "--out", str(table)))
+    assert table.read_text().splitlines()[0].startswith("position,stream,")
+    csv_copy = f"sqlite:///{tmp_path / 'copy2.db'}"
+    assert "imported" in _ok(engine.cli("log", "import", str(table), "--db", csv_copy,
+                                        "--key", str(public)))
+    # A tampered export is refused, nothing written.
+    lines = export.read_text().splitlines()
+    row = json.loads(lines[1])
+    row["actor"] = "mallory"
+    lines[1] = json.dumps(row)
+    export.write_text("\n".join(lines) + "\n")
+    bad = engine.cli("audit", "check-export", str(export), "--key", str(public))
+    assert bad.returncode == 1 and "export FAILED: position 1" in bad.stderr
+    refused = engine.cli("log", "import", str(export), "--db",
+                         f"sqlite:///{tmp_path / 'copy3.db'}")
+    assert refused.returncode == 1 and "nothing imported" in refused.stderr

@@ -1,0 +1,360 @@
+"""An attacker who can write the database and knows every scheme (the hash chain, the
+leaves, the tree), but not the auditor's signing key, against the signed tree heads.
+
+Each case takes a signed head before the tampering, as an operator who exported it
+with ``berth audit checkpoint --out`` has, and then rewrites what it likes, including
+recomputing every hash in the chain and deleting the stored heads: the assessment
+must fail, and name the first position affected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import HealthCheck, given, settings
+from sqlalchemy import Connection, delete, update
+
+from engine import events as ev
+from engine.store import EventStore, audit
+from engine.store.mapper import pack
+from engine.store.schema import commands, events, tree_heads
+from engine.store.transparency import Assessment
+from engine.treehead import Signer, TreeHead
+from tests.store.helpers import create, run
+
+SIGNER = Signer(b"\x11" * 32)
+KEYS = {SIGNER.key_id: SIGNER.public}
+LAST = 7
+
+
+def _log(store: EventStore, *, heads_every_event: bool = False) -> TreeHead:
+    """Seven events; returns a signed head over all of them (taken before tampering)."""
+    steps: list[tuple[int, tuple[ev.Event, ...]]] = [
+        (1, (ev.PidReceived(10, 9), ev.Started())),
+        (3, (ev.Signalled(15), ev.Exited(143, None, True, "stop"))),
+        (5, (ev.PidReceived(11, 8), ev.Started())),
+    ]
+    cid = create(store)
+    if heads_every_event:
+        store.checkpoint(SIGNER)
+    for version, batch in steps:
+        for i, event in enumerate(batch):
+            run(store, cid, version + i, event)
+            if heads_every_event:
+                store.checkpoint(SIGNER)
+    assert store.max_position() == LAST
+    head = store.checkpoint(SIGNER)
+    assert _assess(store, head).ok
+    return head
+
+
+def _assess(store: EventStore, *given: TreeHead) -> Assessment:
+    return store.assess([(h, "file") for h in given], KEYS)
+
+
+def _rows(conn: Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in audit.chain_rows(conn)]
+
+
+def _rechain(conn: Connection) -> None:
+    """What an attacker does after any change: recompute every link and hash, and make
+    the commands table list the positions the events now have."""
+    prev = audit.GENESIS
+    owned: dict[str, list[int]] = {}
+    for row in _rows(conn):
+        digest = audit.link(prev, row)
+        conn.execute(update(events).where(events.c.position == row["position"])
+                     .values(prev_hash=prev, hash=digest))
+        prev = digest
+        owned.setdefault(row["causation_id"], []).append(int(row["position"]))
+    conn.execute(delete(commands).where(commands.c.command_id.not_in(list(owned))))
+    for cid, positions in owned.items():
+        conn.execute(update(commands).where(commands.c.command_id == cid)
+                     .values(positions=pack(positions)))
+
+
+def _erase_heads(conn: Connection) -> None:
+    conn.execute(delete(tree_heads))
+
+
+def _detected(store: EventStore, head: TreeHead, first: int) -> Assessment:
+    report = _assess(store, head)
+    assert not report.ok
+    assert report.first_affected == first, report.problems
+    log = store.scan_log()
+    assert (log.chain_break, log.command_break) == (None, None)  # alone, they saw nothing
+    return report
+
+
+def test_an_untouched_log_holds_against_its_heads(store: EventStore) -> None:
+    head = _log(store)
+    run(store, store.read_all()[0].stream, LAST, ev.Signalled(9))
+    report = _assess(store, head)
+    assert report.ok and report.vouched == LAST and report.size == LAST + 1
+    assert [c.signature for c in report.heads] == ["ok", "ok"]
+
+
+def test_an_edited_row_with_the_whole_chain_recomputed(store: EventStore) -> None:
+    head = _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 4)
+                     .values(data=pack({"signal": 9})))
+        _rechain(conn)
+        _erase_heads(conn)
+    _detected(store, head, 1)  # one head: somewhere in 1..7
+
+
+def test_rewritten_actors_are_pinned_to_the_position_by_frequent_heads(
+        store: EventStore) -> None:
+    """The worker's regular heads stay in the table; the attacker cannot forge them,
+    and deleting them only widens the window: here they pin the position."""
+    head = _log(store, heads_every_event=True)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position >= 3).values(actor="mallory"))
+        _rechain(conn)
+    report = _detected(store, head, 3)
+    assert [m for _, m in report.problems] == [
+        "rewritten: the log no longer contains the 3 events a signed head vouches for (the "
+        "change is in positions 3..3; 7 signed head(s) no longer hold)"]
+
+
+def test_a_deleted_middle_event_renumbered_and_rehashed(store: EventStore) -> None:
+    head = _log(store, heads_every_event=True)
+    with store._engine.begin() as conn:
+        conn.execute(delete(events).where(events.c.position == 4))
+        for position in range(5, LAST + 1):
+            conn.execute(update(events).where(events.c.position == position)
+                         .values(position=position - 1))
+        _rechain(conn)
+    _detected(store, head, 4)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_last_events_truncated(store: EventStore, n: int) -> None:
+    """The stored head at the new size still holds, so the cut is exact."""
+    head = _log(store, heads_every_event=True)
+    with store._engine.begin() as conn:
+        conn.execute(delete(events).where(events.c.position > LAST - n))
+        _rechain(conn)
+    report = _detected(store, head, LAST - n + 1)
+    assert any("truncated" in message for _, message in report.problems)
+
+
+def test_the_last_events_truncated_and_the_stored_heads_erased(store: EventStore) -> None:
+    """Only the exported head is left: the events it covers are all in doubt."""
+    head = _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(delete(events).where(events.c.position > LAST - 2))
+        _rechain(conn)
+        _erase_heads(conn)
+    report = _detected(store, head, 1)
+    assert any("truncated" in message for _, message in report.problems)
+
+
+def test_a_forged_append_with_a_valid_hash_is_vouched_for_by_no_head(
+        store: EventStore) -> None:
+    """A row appended by hand, chained and with its commands row: consistent with the
+    old head (it only extends the log), but no signature covers it."""
+    head = _log(store)
+    with store._engine.begin() as conn:
+        last = _rows(conn)[-1]
+        forged = last | {"position": LAST + 1, "stream_version": last["stream_version"] + 1,
+                         "type": ev.CONTAINER_SIGNALLED, "data": pack({"signal": 9}),
+                         "causation_id": "forged", "prev_hash": bytes(last["hash"])}
+        forged["hash"] = audit.link(bytes(last["hash"]), forged)
+        conn.execute(events.insert().values(**forged))
+        conn.execute(commands.insert().values(
+            command_id="forged", command_type="container.kill", stream=last["stream"],
+            outcome="ok", error_code=None, message=None, positions=pack([LAST + 1]),
+            recorded_at=forged["recorded_at"]))
+    report = _assess(store, head)
+    assert report.size == LAST + 1 and report.vouched == LAST  # position 8: unvouched
+    assert store.scan_log().chain_break is None
+
+
+def test_two_events_reordered_and_rehashed(store: EventStore) -> None:
+    head = _log(store, heads_every_event=True)
+    with store._engine.begin() as conn:
+        for a, b in ((5, -5), (6, 5), (-5, 6)):
+            conn.execute(update(events).where(events.c.position == a).values(position=b))
+        _rechain(conn)
+    _detected(store, head, 5)
+
+
+def test_an_edited_outcome_in_the_commands_table(store: EventStore) -> None:
+    """Retried commands are answered from this table: editing it is a rewrite too."""
+    head = _log(store)
+    cid = store.read_all()[3].metadata.causation_id
+    with store._engine.begin() as conn:
+        conn.execute(update(commands).where(commands.c.command_id == cid)
+                     .values(outcome="error", error_code="forged", message="never happened"))
+    _detected(store, head, 1)
+    assert store.scan_log().command_break is None  # its positions still agree
+
+
+def test_an_outcome_listing_other_positions(store: EventStore) -> None:
+    _log(store)
+    cid = store.read_all()[3].metadata.causation_id
+    with store._engine.begin() as conn:
+        conn.execute(update(commands).where(commands.c.command_id == cid)
+                     .values(positions=pack([4, 5])))
+    assert store.scan_log().command_break == 5
+    assert not _assess(store).ok
+
+
+def test_an_invented_outcome_has_no_event(store: EventStore) -> None:
+    _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(commands.insert().values(
+            command_id="invented", command_type="container.kill", stream="x", outcome="ok",
+            error_code=None, message=None, positions=pack([]), recorded_at=0))
+    report = _assess(store)
+    assert any("invented" in message for _, message in report.problems)
+
+
+def test_a_forged_stored_head_is_reported(store: EventStore) -> None:
+    """A head row with the signer's key id but a signature made without the key."""
+    _log(store)
+    store.record_head(TreeHead(3, b"\x01" * 32, 0, SIGNER.key_id, b"\x02" * 64))
+    report = _assess(store)
+    assert not report.ok
+    assert "bad" in [c.signature for c in report.heads]
+
+
+def test_a_head_from_an_unknown_key_counts_for_nothing(store: EventStore) -> None:
+    _log(store)
+    other = Signer(b"\x22" * 32)
+    forged = other.sign(LAST, b"\x03" * 32, 0)
+    report = _assess(store, forged)
+    assert report.ok  # not trusted: neither a proof nor a problem
+    assert [c.signature for c in report.heads][0] == "unknown key"
+
+
+def test_a_broken_log_is_not_signed(store: EventStore) -> None:
+    from engine.errors import StoreError
+
+    _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 2).values(actor="mallory"))
+    with EventStore(store.url) as fresh, pytest.raises(StoreError,
+                                                        match="broken at position 2"):
+        fresh.checkpoint(SIGNER)
+
+
+# --------------------------------------------------------------------- random tampering
+
+ACTIONS = st.sampled_from(["edit", "delete", "insert", "reorder", "truncate", "outcome"])
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(action=ACTIONS, data=st.data())
+def test_random_tampering_with_a_rehashed_chain_is_detected(
+        store: EventStore, action: str, data: st.DataObject) -> None:
+    """Whatever the attacker does to the vouched events, and then rehashes: the heads
+    (one every event, as a busy worker makes them) show it at the position changed."""
+    with store._engine.begin() as conn:
+        conn.execute(delete(tree_heads))
+        conn.execute(delete(commands))
+        conn.execute(delete(events))
+        conn.exec_driver_sql("DELETE FROM containers")
+    store._recorder.forget_states()
+    with EventStore(store.url) as signer:  # a signer that has read nothing before
+        head = _log(signer, heads_every_event=True)
+    at = data.draw(st.integers(1, LAST), label="position")
+    with store._engine.begin() as conn:
+        rows = _rows(conn)
+        if action == "edit":
+            column = data.draw(st.sampled_from(["actor", "node", "data", "type",
+                                                "correlation_id"]))
+            value: Any = pack({"forged": 1}) if column == "data" else "forged"
+            conn.execute(update(events).where(events.c.position == at)
+                         .values({column: value}))
+            first = at
+        elif action == "delete":
+            conn.execute(delete(events).where(events.c.position == at))
+            for position in range(at + 1, LAST + 1):
+                conn.execute(update(events).where(events.c.position == position)
+                             .values(position=position - 1))
+            first = at
+        elif action == "insert":
+            for position in range(LAST, at - 1, -1):
+                conn.execute(update(events).where(events.c.position == position)
+                             .values(position=position + 1))
+            copy = rows[at - 1] | {"position": at, "stream": "f" * 64, "stream_version": 1}
+            del copy["prev_hash"], copy["hash"]
+            conn.execute(events.insert().values(**copy))
+            first = at
+        elif action == "reorder":
+            other = data.draw(st.integers(1, LAST).filter(lambda p: p != at), label="other")
+            for a, b in ((at, -1), (other, at), (-1, other)):
+                conn.execute(update(events).where(events.c.position == a).values(position=b))
+            first = min(at, other)
+        elif action == "truncate":
+            conn.execute(delete(events).where(events.c.position >= at))
+            first = at
+        else:
+            cid = rows[at - 1]["causation_id"]
+            conn.execute(update(commands).where(commands.c.command_id == cid)
+                         .values(message="forged"))
+            owned = [r["position"] for r in rows if r["causation_id"] == cid]
+            first = min(owned)
+        _rechain(conn)
+        if data.draw(st.booleans(), label="erase stored heads"):
+            _erase_heads(conn)
+            first = 1  # only the exported head is left: all it covers is in doubt
+    report = _assess(store, head)
+    assert not report.ok
+    assert report.first_affected == first, (action, report.problems)
+
+
+def test_the_signer_signs_what_it_read_never_a_rewrite(store: EventStore) -> None:
+    """A head extends the leaves this process already read: rows rewritten behind it
+    do not enter a head; rows appended after a rewritten chain do not link to it."""
+    from engine.errors import StoreError
+
+    head = _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 2).values(actor="mallory"))
+        _rechain(conn)
+    again = store.checkpoint(SIGNER)
+    assert (again.size, again.root) == (head.size, head.root)  # the honest tree
+    run(store, store.read_all()[0].stream, LAST, ev.Signalled(9))
+    with pytest.raises(StoreError, match=f"broken at position {LAST + 1}"):
+        store.checkpoint(SIGNER)
+
+
+@pytest.mark.parametrize("heads_erased", [False, True])
+def test_a_new_signer_refuses_to_bless_a_rewrite(store: EventStore, heads_erased: bool) -> None:
+    """A process that has read nothing yet (a worker just started) checks the log
+    against the newest head of its key in the table, or the one it is given."""
+    from engine.errors import StoreError
+
+    head = _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 2).values(actor="mallory"))
+        _rechain(conn)
+        if heads_erased:
+            _erase_heads(conn)
+    remembered = head if heads_erased else None
+    with EventStore(store.url) as fresh:
+        with pytest.raises(StoreError, match="no longer holds the 7 events"):
+            fresh.checkpoint(SIGNER, after=remembered)
+        run(fresh, fresh.read_all()[0].stream, LAST, ev.Signalled(9))
+        with pytest.raises(StoreError, match="no longer holds"):
+            fresh.checkpoint(SIGNER, after=remembered)
+
+
+def test_a_row_rewritten_behind_the_reader_gets_no_proof(store: EventStore) -> None:
+    from engine.errors import StoreError
+
+    _log(store)
+    store.prove(2)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 2).values(actor="mallory"))
+        _rechain(conn)
+    with pytest.raises(StoreError, match="event 2 was changed after it was read"):
+        store.prove(2)
+    assert store.prove(1).position == 1
