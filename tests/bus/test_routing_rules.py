@@ -14,7 +14,7 @@ from typing import Any
 from bus.protocol import Command, now_iso
 from bus.routing import Pending, RecentReplies, Router, WorkerState
 from engine import command_types as t
-from engine.errors import Unavailable
+from engine.errors import RateLimited, Unavailable
 
 TIMEOUT = 10.0
 PENDING = 5.0
@@ -281,3 +281,49 @@ def test_the_router_keeps_replies_up_to_its_cache_size() -> None:
         r.replies.put(command_id, command_id.encode())
     assert len(r.replies) == 2
     assert r.replies.get("c") == b"c" and "a" not in r.replies
+
+
+# ------------------------------------------------------------------ queue shares
+
+
+def test_assign_and_complete_count_each_senders_commands() -> None:
+    r = router()
+    w = r.register(b"w1", "n1", 4, now=0.0)
+    first = dispatch(r, command(actor="alice"), w)
+    second = dispatch(r, command(actor="alice"), w)
+    dispatch(r, command(actor="bob"), w)
+    assert w.by_sender == {"alice": 2, "bob": 1}
+    r.assign(first, w)  # a re-dispatch of the same command counts once
+    assert w.by_sender == {"alice": 2, "bob": 1}
+    r.complete(first.command.id)
+    assert w.by_sender == {"alice": 1, "bob": 1}
+    r.complete(second.command.id)
+    assert w.by_sender == {"bob": 1}  # a sender with nothing left is forgotten
+
+
+def test_a_worker_takes_no_more_than_a_senders_share() -> None:
+    r = router()
+    w = r.register(b"w1", "n1", 1, now=0.0)
+    share = w.queue_limit // 2
+    assert share * 2 == w.queue_limit and share > 1
+    for _ in range(share - 1):
+        dispatch(r, command(actor="alice"), w)
+    assert r.busy(command(actor="alice"), w) is None
+    dispatch(r, command(actor="alice"), w)
+    refusal = r.busy(command(actor="alice"), w)
+    assert isinstance(refusal, RateLimited)
+    assert str(refusal) == (f"the worker of node n1 is busy (alice already has {share} "
+                            "commands in its queue, its share); retry later")
+    assert r.busy(command(actor="bob"), w) is None
+
+
+def test_a_full_queue_refuses_everyone() -> None:
+    w = WorkerState(b"w1", "n1", capacity=1, expires_at=0.0)
+    w.outstanding.update(f"c{n}" for n in range(w.queue_limit))
+    r = router()
+    refusal = r.busy(command(actor="carol"), w)
+    assert refusal is not None
+    assert str(refusal) == (f"the worker of node n1 is busy (all {w.queue_limit} places in "
+                            "its queue are taken); retry later")
+    w.outstanding.pop()
+    assert r.busy(command(actor="carol"), w) is None

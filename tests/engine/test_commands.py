@@ -254,3 +254,54 @@ def test_every_command_type_parses() -> None:
     for command_type, kind in expected.items():
         args = {"position": 1} if command_type == t.AUDIT_PROVE else {}
         assert type(c.parse(command_type, "web", args)) is kind, command_type
+
+
+# ------------------------------------------------------------------ admin and audit
+
+
+def test_rebuild_flags() -> None:
+    assert c.parse(t.REBUILD, None, {"force": True}) == c.Rebuild(False, True)
+    assert c.parse(t.REBUILD, None, {"verify": True, "force": True}) == c.Rebuild(True, True)
+    assert refused(t.REBUILD, None, {"force": "yes"}) == (
+        "invalid force 'yes': must be true or false")
+
+
+def test_verify_audit_takes_lists_of_heads_and_32_byte_keys() -> None:
+    key = bytes(range(32))
+    assert c.parse(t.VERIFY_AUDIT, None, {}) == c.VerifyAudit((), ())
+    assert c.parse(t.VERIFY_AUDIT, None, {"keys": [key]}) == c.VerifyAudit((), (key,))
+    assert c.parse(t.VERIFY_AUDIT, None, {"heads": [], "keys": []}) == c.VerifyAudit()
+    lists = "invalid heads or keys: lists expected"
+    assert refused(t.VERIFY_AUDIT, None, {"heads": "h"}) == lists
+    assert refused(t.VERIFY_AUDIT, None, {"keys": key}) == lists
+    assert refused(t.VERIFY_AUDIT, None, {"heads": [{}] * 1001}) == lists
+    short = "invalid keys: 32-byte Ed25519 public keys expected"
+    assert refused(t.VERIFY_AUDIT, None, {"keys": [key[:31]]}) == short
+    assert refused(t.VERIFY_AUDIT, None, {"keys": [key + b"x"]}) == short
+    assert refused(t.VERIFY_AUDIT, None, {"keys": ["a" * 32]}) == short
+
+
+def test_audit_checkpoint_and_consistency() -> None:
+    assert c.parse(t.AUDIT_CHECKPOINT, None, {}) == c.AuditCheckpoint()
+    assert c.parse(t.AUDIT_CONSISTENCY, None, {}) == c.AuditConsistency(0)
+    assert c.parse(t.AUDIT_CONSISTENCY, None, {"first": 7}) == c.AuditConsistency(7)
+    assert refused(t.AUDIT_CONSISTENCY, None, {"first": -1}) == "invalid first -1"
+
+
+def test_audit_prove() -> None:
+    assert c.parse(t.AUDIT_PROVE, None, {"position": 1}) == c.AuditProve(1, None)
+    assert c.parse(t.AUDIT_PROVE, None, {"position": 3, "size": 1}) == c.AuditProve(3, 1)
+    assert c.parse(t.AUDIT_PROVE, None, {"position": 3, "size": None}) == c.AuditProve(3, None)
+    assert refused(t.AUDIT_PROVE, None, {}) == "invalid position 0"
+    assert refused(t.AUDIT_PROVE, None, {"position": 0}) == "invalid position 0"
+    assert refused(t.AUDIT_PROVE, None, {"position": 1, "size": 0}) == "invalid size 0"
+    assert refused(t.AUDIT_PROVE, None, {"position": 1, "size": "2"}) == "invalid size '2'"
+
+
+def test_audit_export() -> None:
+    assert c.parse(t.AUDIT_EXPORT, None, {}) == c.AuditExport(0, 1000)
+    assert c.parse(t.AUDIT_EXPORT, None, {"after": 4, "limit": 1}) == c.AuditExport(4, 1)
+    assert c.parse(t.AUDIT_EXPORT, None, {"limit": 5000}) == c.AuditExport(0, 5000)
+    assert refused(t.AUDIT_EXPORT, None, {"limit": 0}) == "invalid limit 0"
+    assert refused(t.AUDIT_EXPORT, None, {"limit": 5001}) == "invalid limit 5001"
+    assert refused(t.AUDIT_EXPORT, None, {"after": -1}) == "invalid after -1"

@@ -7,7 +7,8 @@ refused and which steps run; this file pins what the caller and the log then see
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import dataclasses
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +18,7 @@ from engine import events as ev
 from engine.errors import InvalidState, NotFound
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created
-from tests.engine.states import SPEC, state
+from tests.engine.states import SPEC, recorded, state
 
 CID = "c" * 64
 WHEN = datetime(2026, 12, 1, 11, tzinfo=UTC)
@@ -125,3 +126,59 @@ def test_an_exit_event_keeps_when_the_process_ended() -> None:
     assert event == ev.Exited(3, WHEN, False, "crash")
     assert d.exit_event(state("running"), (ev.Started(),), ExitStatus(3, WHEN),
                         "conmon_lost") == ev.Exited(3, WHEN, False, "conmon_lost")
+
+
+# --------------------------------------------------------------------------- resends
+
+
+def _at(seconds: float) -> datetime:
+    return WHEN + timedelta(seconds=seconds)
+
+
+def _intent(timeout: int, at: float) -> ev.RecordedEvent:
+    r = recorded(CID, 4, ev.StopRequested(timeout))
+    return dataclasses.replace(r, metadata=dataclasses.replace(r.metadata, recorded_at=_at(at)))
+
+
+def test_a_resent_stop_goes_on_with_the_grace_period_left() -> None:
+    resumed = d.resume(state("running"), c.Stop(CID, 10), [_intent(10, 0)], [], _at(4))
+    assert resumed is not None
+    command, plan = resumed
+    assert command == c.Stop(CID, 6.0)
+    assert plan.steps == (d.Step.STOP, d.Step.RECORD_EXIT)
+    assert plan.before == ()
+    late = d.resume(state("running"), c.Stop(CID, 10), [_intent(10, 0)], [], _at(30))
+    assert late is not None and late[0].timeout == 0.0
+
+
+def test_the_last_stop_intent_counts() -> None:
+    resumed = d.resume(state("running"), c.Stop(CID, 10),
+                       [_intent(10, 0), _intent(20, 5)], [], _at(6))
+    assert resumed is not None and resumed[0].timeout == 19.0
+
+
+def test_a_resend_replays_when_nothing_is_left_to_do() -> None:
+    exited = recorded(CID, 5, ev.Exited(143, WHEN, True, "stop"))
+    intents = [_intent(10, 0)]
+    assert d.resume(state("running"), c.Stop(CID), intents, [exited], _at(1)) is None
+    assert d.resume(state("exited"), c.Stop(CID), intents, [], _at(1)) is None
+    assert d.resume(state("running"), c.Kill(CID, 9), intents, [], _at(1)) is None
+    assert d.resume(state("running"), c.Stop(CID), [], [], _at(1)) is None
+    started = recorded(CID, 4, ev.Started())
+    assert d.resume(state("running"), c.Stop(CID), [started], [], _at(1)) is None
+
+
+def test_exec_end_events() -> None:
+    requested = ev.ExecRequested("s1", ("ls",))
+    fresh = d.ExecProgress(requested=requested)
+    assert d.exec_end_events(fresh, "s1", 42, 0) == (
+        ev.ExecStarted("s1", ("ls",), 42), ev.ExecExited("s1", 0))
+    assert d.exec_end_events(fresh, "s1", 1, 2) == (
+        ev.ExecStarted("s1", ("ls",), 1), ev.ExecExited("s1", 2))
+    assert d.exec_end_events(fresh, "s1", 0, 2) == (ev.ExecExited("s1", 2),)
+    assert d.exec_end_events(d.ExecProgress(), "s1", 5, 1) == (
+        ev.ExecStarted("s1", (), 5), ev.ExecExited("s1", 1))
+    started = d.ExecProgress(requested=requested, started=True)
+    assert d.exec_end_events(started, "s1", 42, 3) == (ev.ExecExited("s1", 3),)
+    closed = d.ExecProgress(requested=requested, started=True, exit_code=0)
+    assert d.exec_end_events(closed, "s1", 42, 3) == ()
