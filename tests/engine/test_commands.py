@@ -305,3 +305,13 @@ def test_audit_export() -> None:
     assert refused(t.AUDIT_EXPORT, None, {"limit": 0}) == "invalid limit 0"
     assert refused(t.AUDIT_EXPORT, None, {"limit": 5001}) == "invalid limit 5001"
     assert refused(t.AUDIT_EXPORT, None, {"after": -1}) == "invalid after -1"
+
+
+def test_verify_audit_reads_each_head() -> None:
+    head = {"size": 3, "root": "ab" * 32, "timestamp_us": 5, "node": "n1"}
+    parsed = c.parse(t.VERIFY_AUDIT, None, {"heads": [head]})
+    assert isinstance(parsed, c.VerifyAudit)
+    assert [(h.size, h.root, h.timestamp_us, h.node) for h in parsed.heads] == [
+        (3, bytes.fromhex("ab" * 32), 5, "n1")]
+    # a thousand heads is still a list the parser reads (and here refuses head by head)
+    assert refused(t.VERIFY_AUDIT, None, {"heads": [{}] * 1000}) == "not a tree head: 'size'"
