@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from engine.rootfs import build_busybox_rootfs
+from tests import budget  # noqa: F401  (loads the hypothesis profile named in the environment)
 
 
 @pytest.fixture(scope="session")

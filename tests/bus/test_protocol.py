@@ -29,6 +29,7 @@ from bus.protocol import (
 from engine.command_types import COMMAND_TYPES
 from engine.errors import InvalidArgument, ProtocolError
 from engine.ids import new_uuid
+from tests.budget import examples
 
 ID = "0b6c8d6e-5f0c-4a1e-9d1b-3c0b8f6f2a11"
 
@@ -68,7 +69,7 @@ uuids = st.uuids().map(str)
     actor=st.text(st.characters(min_codepoint=32, blacklist_characters="\x7f",
                                 blacklist_categories=["Cs"]), min_size=1, max_size=50),
 )
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_command_round_trip(id: str, type: str, container: str, node: str | None,
                             args: dict[str, Any], actor: str) -> None:
     msg = Command(id, type, container, node, args, actor, id, now_iso())
@@ -79,7 +80,7 @@ def test_command_round_trip(id: str, type: str, container: str, node: str | None
        type=st.from_regex(r"\A[a-z][a-z0-9_.]{0,30}\Z"),
        data=st.dictionaries(st.text(max_size=8), primitives),
        command_id=st.none() | uuids)
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 def test_event_round_trip(position: int, version: int, type: str, data: dict[str, Any],
                           command_id: str | None) -> None:
     msg = EventMessage(position, "container-web", version, type, data, now_iso(), command_id,
@@ -105,7 +106,7 @@ def test_garbage_bytes_raise_protocol_error_only(frame: bytes) -> None:
         decode(frame)
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.dictionaries(st.sampled_from(["v", "kind", "id", "type", "container", "node", "args",
                                         "actor", "correlation_id", "sent_at", "command_id", "ok",
                                         "positions", "result", "error_code", "message"]),

@@ -22,6 +22,7 @@ from engine.projection import ALIVE, STATES, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
 from engine.spec import RunSpec
+from tests.budget import examples
 from tests.engine.states import SPEC, recorded, state
 
 S = d.Step
@@ -374,7 +375,8 @@ class DecideAndFold(RuleBasedStateMachine):
 
 
 TestDecideAndFold = DecideAndFold.TestCase
-TestDecideAndFold.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+TestDecideAndFold.settings = settings(max_examples=examples(150), stateful_step_count=30,
+                                     deadline=None)
 
 
 @given(st.sampled_from(["created", "running", "paused", "exited", "removed"]),

@@ -12,6 +12,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from engine import events as ev
 from engine import projection as pj
+from tests.budget import examples
 from tests.projection import oracle
 from tests.projection.machine import LifecycleMachine, MemoryLog, check
 
@@ -53,5 +54,5 @@ def test_restore_runs_again_with_no_exit_code() -> None:
 def test_the_lifecycle_follows_the_oracle() -> None:
     run_state_machine_as_test(
         LifecycleMachine,
-        settings=settings(max_examples=300, stateful_step_count=40, deadline=None),
+        settings=settings(max_examples=examples(300), stateful_step_count=40, deadline=None),
     )

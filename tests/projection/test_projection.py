@@ -8,6 +8,7 @@ from hypothesis import given, settings
 
 from engine import events as ev
 from engine import projection as pj
+from tests.budget import examples
 from tests.projection.histories import STEPS, history
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -121,7 +122,7 @@ def _log_of(steps: list[tuple[int, int]]) -> list[ev.RecordedEvent]:
     return recorded(pairs)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(STEPS, STEPS)
 def test_fold_is_resumable(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
     """Folding a prefix then the rest equals folding everything: the read model's
@@ -134,7 +135,7 @@ def test_fold_is_resumable(a: list[tuple[int, int]], b: list[tuple[int, int]]) -
     assert resumed == whole
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(STEPS)
 def test_states_are_consistent(steps: list[tuple[int, int]]) -> None:
     log = _log_of(steps)
@@ -155,7 +156,7 @@ def test_states_are_consistent(steps: list[tuple[int, int]]) -> None:
     assert len(names) == len(set(names))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(STEPS, STEPS)
 def test_bulk_fold_equals_repeated_apply(a: list[tuple[int, int]],
                                          b: list[tuple[int, int]]) -> None:

@@ -1,0 +1,317 @@
+"""``engine.commands.parse``, pure: every wire command to its typed command, and every
+bad argument refused with its one sentence (the same wherever the command entered)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import command_types as t
+from engine import commands as c
+from engine.errors import InvalidArgument
+from engine.spec import RunSpec
+
+
+def refused(command_type: str, container: str | None, args: dict[str, Any]) -> str:
+    with pytest.raises(InvalidArgument) as err:
+        c.parse(command_type, container, args)
+    return str(err.value)
+
+
+# ------------------------------------------------------------------ commands without a container
+
+
+def test_create(tmp_path: Path) -> None:
+    spec = RunSpec(rootfs=str(tmp_path), args=("sleep", "1"))
+    parsed = c.parse(t.CREATE, None, {**spec.to_data(), "name": "web"})
+    assert parsed == c.Create(spec, "web")
+    assert c.parse(t.CREATE, None, spec.to_data()) == c.Create(spec, None)
+
+
+def test_create_refuses_a_bad_name_and_a_bad_spec(tmp_path: Path) -> None:
+    data = RunSpec(rootfs=str(tmp_path), args=("sleep", "1")).to_data()
+    assert refused(t.CREATE, None, {**data, "name": "-web"}).startswith(
+        "invalid container name '-web'")
+    assert refused(t.CREATE, None, {**data, "colour": "red"}) == "unknown run option(s): colour"
+
+
+def test_create_does_not_change_the_callers_args(tmp_path: Path) -> None:
+    data = {**RunSpec(rootfs=str(tmp_path), args=("sleep", "1")).to_data(), "name": "web"}
+    c.parse(t.CREATE, None, data)
+    assert data["name"] == "web"
+
+
+def test_ps() -> None:
+    assert c.parse(t.PS, None, {}) == c.Ps(False)
+    assert c.parse(t.PS, None, {"all": True}) == c.Ps(True)
+    assert refused(t.PS, None, {"all": 1}) == "invalid all 1: must be true or false"
+    assert refused(t.PS, None, {"all": "yes"}) == "invalid all 'yes': must be true or false"
+
+
+def test_ping_rebuild_verify_audit() -> None:
+    assert c.parse(t.PING, None, {}) == c.Ping()
+    assert c.parse(t.REBUILD, None, {}) == c.Rebuild(False)
+    assert c.parse(t.REBUILD, None, {"verify": True}) == c.Rebuild(True)
+    assert c.parse(t.VERIFY_AUDIT, None, {}) == c.VerifyAudit()
+
+
+def test_events_defaults() -> None:
+    parsed = c.parse(t.EVENTS, None, {})
+    assert parsed == c.Events(0, 500, None, None, None, None)
+    assert not parsed.filtered
+
+
+def test_events_with_every_filter() -> None:
+    parsed = c.parse(t.EVENTS, None, {
+        "after": 7, "limit": c.MAX_EVENTS_PAGE, "types": ["container.started"],
+        "container": "web", "since": "2024-01-02T03:04:05+02:00",
+        "until": "2024-01-02T05:00:00Z"})
+    assert isinstance(parsed, c.Events)
+    assert parsed == c.Events(7, c.MAX_EVENTS_PAGE, ("container.started",), "web",
+                              datetime(2024, 1, 2, 1, 4, 5, tzinfo=UTC),
+                              datetime(2024, 1, 2, 5, 0, 0, tzinfo=UTC))
+    assert parsed.since is not None and parsed.since.tzinfo is UTC
+    assert parsed.filtered
+
+
+@pytest.mark.parametrize("events", [
+    c.Events(types=()), c.Events(container="web"),
+    c.Events(since=datetime(2024, 1, 1, tzinfo=UTC)),
+    c.Events(until=datetime(2024, 1, 1, tzinfo=UTC)),
+])
+def test_events_filtered_by_any_one_filter(events: c.Events) -> None:
+    assert events.filtered
+    assert not c.Events(after=3, limit=5).filtered
+
+
+def test_events_limits() -> None:
+    assert c.parse(t.EVENTS, None, {"limit": 1}) == c.Events(limit=1)
+    assert refused(t.EVENTS, None, {"limit": 0}) == "invalid limit 0"
+    assert refused(t.EVENTS, None, {"limit": c.MAX_EVENTS_PAGE + 1}) == "invalid limit 1001"
+    assert refused(t.EVENTS, None, {"after": -1}) == "invalid after -1"
+    assert refused(t.EVENTS, None, {"after": True}) == "invalid after True"
+    assert refused(t.EVENTS, None, {"after": 1.0}) == "invalid after 1.0"
+    assert c.parse(t.EVENTS, None, {"after": 0}) == c.Events(after=0)
+
+
+def test_events_refuses_bad_filters() -> None:
+    assert refused(t.EVENTS, None, {"types": "container.started"}) == (
+        "event type filter must be a list of strings")
+    assert refused(t.EVENTS, None, {"types": ["a", 1]}) == (
+        "event type filter must be a list of strings")
+    assert refused(t.EVENTS, None, {"container": 5}) == (
+        "the container filter must be a container reference")
+    assert c.parse(t.EVENTS, None, {"types": []}) == c.Events(types=())
+
+
+def test_times() -> None:
+    assert refused(t.EVENTS, None, {"since": 5}) == "expected an ISO 8601 time, got 5"
+    assert refused(t.EVENTS, None, {"until": "yesterday"}) == "bad ISO 8601 time 'yesterday'"
+    assert refused(t.EVENTS, None, {"since": "2024-01-02T03:04:05"}) == (
+        "time '2024-01-02T03:04:05' has no UTC offset")
+    east = timezone(timedelta(hours=5))
+    parsed = c.parse(t.EVENTS, None, {"until": datetime(2024, 1, 1, 5, tzinfo=east).isoformat()})
+    assert isinstance(parsed, c.Events)
+    assert parsed.until == datetime(2024, 1, 1, 0, tzinfo=UTC)
+    assert parsed.until is not None and parsed.until.utcoffset() == timedelta(0)
+
+
+def test_state_at() -> None:
+    assert c.parse(t.STATE, None, {}) == c.StateAt(None, None, None)
+    assert c.parse(t.STATE, "web", {"at_position": 0}) == c.StateAt("web", 0, None)
+    assert c.parse(t.STATE, "web", {"at_position": 12}) == c.StateAt("web", 12, None)
+    assert c.parse(t.STATE, None, {"at_time": "2024-01-01T00:00:00+00:00"}) == c.StateAt(
+        None, None, datetime(2024, 1, 1, tzinfo=UTC))
+    assert refused(t.STATE, "web", {"at_position": -1}) == "invalid at_position -1"
+
+
+# ------------------------------------------------------------------ the container reference
+
+
+def test_unknown_command_type() -> None:
+    assert refused("container.fly", "web", {}) == "unknown command type 'container.fly'"
+
+
+@pytest.mark.parametrize("command_type", sorted(
+    t.CONTAINER_COMMANDS - {t.CREATE} | {t.INSPECT, t.RESOLVE, t.HISTORY, t.LOGS}))
+def test_a_container_command_needs_a_container(command_type: str) -> None:
+    assert refused(command_type, None, {}) == f"{command_type} needs a container"
+    assert refused(command_type, "", {}) == f"{command_type} needs a container"
+
+
+def test_changes_need_a_valid_container_id_reads_take_any_reference() -> None:
+    assert refused(t.START, "a/b", {}).startswith("invalid container id 'a/b'")
+    assert c.parse(t.INSPECT, "a/b", {}) == c.Inspect("a/b")
+    assert c.parse(t.RESOLVE, "a b", {}) == c.Resolve("a b")
+    assert c.parse(t.HISTORY, "x/y", {}) == c.History("x/y")
+
+
+# ------------------------------------------------------------------ changes
+
+
+def test_simple_changes() -> None:
+    assert c.parse(t.START, "web", {}) == c.Start("web")
+    assert c.parse(t.PAUSE, "web", {}) == c.Pause("web")
+    assert c.parse(t.UNPAUSE, "web", {}) == c.Unpause("web")
+
+
+def test_stop() -> None:
+    assert c.parse(t.STOP, "web", {}) == c.Stop("web", 10.0)
+    assert c.parse(t.STOP, "web", {"timeout": 0}) == c.Stop("web", 0.0)
+    parsed = c.parse(t.STOP, "web", {"timeout": 3})
+    assert parsed == c.Stop("web", 3.0)
+    assert isinstance(parsed, c.Stop) and type(parsed.timeout) is float
+    assert c.parse(t.STOP, "web", {"timeout": c.MAX_STOP_TIMEOUT}) == c.Stop(
+        "web", c.MAX_STOP_TIMEOUT)
+    assert refused(t.STOP, "web", {"timeout": -0.5}) == (
+        "invalid timeout -0.5: must be a number >= 0 and <= 3.1536e+07")
+    assert refused(t.STOP, "web", {"timeout": c.MAX_STOP_TIMEOUT + 1}).startswith(
+        "invalid timeout 31536001.0")
+    assert refused(t.STOP, "web", {"timeout": math.nan}).startswith("invalid timeout nan")
+    assert refused(t.STOP, "web", {"timeout": True}).startswith("invalid timeout True")
+    assert refused(t.STOP, "web", {"timeout": "5"}).startswith("invalid timeout '5'")
+
+
+def test_kill() -> None:
+    assert c.parse(t.KILL, "web", {}) == c.Kill("web", 9)
+    assert c.parse(t.KILL, "web", {"signal": "TERM"}) == c.Kill("web", 15)
+    assert refused(t.KILL, "web", {"signal": "NOPE"}) == (
+        "invalid signal 'NOPE': unknown signal name")
+
+
+def test_exec() -> None:
+    assert c.parse(t.EXEC, "web", {"cmd": ["ls", "-l"]}) == c.Exec("web", ("ls", "-l"))
+    parsed = c.parse(t.EXEC, "web", {"cmd": ["sh"], "env": ["A=1"], "cwd": "/tmp",
+                                     "user": "1000", "tty": True, "session_id": "s1"})
+    assert parsed == c.Exec("web", ("sh",), ("A=1",), "/tmp", "1000", True, "s1")
+    assert c.parse(t.EXEC, "web", {"cmd": ["sh"], "session_id": ""}) == c.Exec("web", ("sh",))
+
+
+def test_exec_refusals() -> None:
+    assert refused(t.EXEC, "web", {}) == "must provide a command to execute"
+    assert refused(t.EXEC, "web", {"cmd": []}) == "must provide a command to execute"
+    assert refused(t.EXEC, "web", {"cmd": "ls"}) == "invalid cmd: must be a list of strings"
+    assert refused(t.EXEC, "web", {"cmd": ["ls", 1]}) == "invalid cmd: must be a list of strings"
+    assert refused(t.EXEC, "web", {"cmd": ["ls"], "env": [1]}) == (
+        "invalid env: must be a list of strings")
+    assert refused(t.EXEC, "web", {"cmd": ["ls"], "cwd": 5}) == (
+        "invalid cwd 5: must be a string")
+    assert refused(t.EXEC, "web", {"cmd": ["ls"], "tty": "no"}) == (
+        "invalid tty 'no': must be true or false")
+    assert refused(t.EXEC, "web", {"cmd": ["ls"], "session_id": "a/b"}).startswith(
+        "invalid exec session id 'a/b'")
+
+
+def test_checkpoint_restore_remove() -> None:
+    assert c.parse(t.CHECKPOINT, "web", {}) == c.Checkpoint("web", False, False)
+    assert c.parse(t.CHECKPOINT, "web", {"leave_running": True}) == c.Checkpoint(
+        "web", True, False)
+    assert c.parse(t.CHECKPOINT, "web", {"tcp_established": True}) == c.Checkpoint(
+        "web", False, True)
+    assert c.parse(t.RESTORE, "web", {}) == c.Restore("web", False)
+    assert c.parse(t.RESTORE, "web", {"tcp_established": True}) == c.Restore("web", True)
+    assert c.parse(t.REMOVE, "web", {}) == c.Remove("web", False)
+    assert c.parse(t.REMOVE, "web", {"force": True}) == c.Remove("web", True)
+
+
+# ------------------------------------------------------------------ container reads
+
+
+def test_wait() -> None:
+    assert c.parse(t.WAIT, "web", {}) == c.Wait("web", None)
+    assert c.parse(t.WAIT, "web", {"timeout": None}) == c.Wait("web", None)
+    assert c.parse(t.WAIT, "web", {"timeout": 0}) == c.Wait("web", 0.0)
+    assert c.parse(t.WAIT, "web", {"timeout": 2.5}) == c.Wait("web", 2.5)
+    assert refused(t.WAIT, "web", {"timeout": -1}) == (
+        "invalid timeout -1: must be a number >= 0 and <= 3.1536e+07")
+
+
+def test_logs() -> None:
+    assert c.parse(t.LOGS, "web", {}) == c.Logs("web", 0, 0)
+    assert c.parse(t.LOGS, "web", {"offset": 10, "wait_ms": c.MAX_LOG_WAIT_MS}) == c.Logs(
+        "web", 10, c.MAX_LOG_WAIT_MS)
+    assert refused(t.LOGS, "web", {"wait_ms": c.MAX_LOG_WAIT_MS + 1}) == "invalid wait_ms 5001"
+    assert refused(t.LOGS, "web", {"offset": -1}) == "invalid offset -1"
+
+
+def test_every_command_type_parses() -> None:
+    """No command type falls through to the wrong typed command."""
+    expected = {
+        t.START: c.Start, t.STOP: c.Stop, t.KILL: c.Kill, t.PAUSE: c.Pause,
+        t.UNPAUSE: c.Unpause, t.CHECKPOINT: c.Checkpoint, t.RESTORE: c.Restore,
+        t.REMOVE: c.Remove, t.WAIT: c.Wait, t.INSPECT: c.Inspect, t.RESOLVE: c.Resolve,
+        t.HISTORY: c.History, t.LOGS: c.Logs, t.PS: c.Ps, t.EVENTS: c.Events,
+        t.STATE: c.StateAt, t.PING: c.Ping, t.REBUILD: c.Rebuild,
+        t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
+        t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
+        t.AUDIT_EXPORT: c.AuditExport,
+    }
+    assert set(expected) | {t.CREATE, t.EXEC} == set(t.COMMAND_TYPES)
+    for command_type, kind in expected.items():
+        args = {"position": 1} if command_type == t.AUDIT_PROVE else {}
+        assert type(c.parse(command_type, "web", args)) is kind, command_type
+
+
+# ------------------------------------------------------------------ admin and audit
+
+
+def test_rebuild_flags() -> None:
+    assert c.parse(t.REBUILD, None, {"force": True}) == c.Rebuild(False, True)
+    assert c.parse(t.REBUILD, None, {"verify": True, "force": True}) == c.Rebuild(True, True)
+    assert refused(t.REBUILD, None, {"force": "yes"}) == (
+        "invalid force 'yes': must be true or false")
+
+
+def test_verify_audit_takes_lists_of_heads_and_32_byte_keys() -> None:
+    key = bytes(range(32))
+    assert c.parse(t.VERIFY_AUDIT, None, {}) == c.VerifyAudit((), ())
+    assert c.parse(t.VERIFY_AUDIT, None, {"keys": [key]}) == c.VerifyAudit((), (key,))
+    assert c.parse(t.VERIFY_AUDIT, None, {"heads": [], "keys": []}) == c.VerifyAudit()
+    lists = "invalid heads or keys: lists expected"
+    assert refused(t.VERIFY_AUDIT, None, {"heads": "h"}) == lists
+    assert refused(t.VERIFY_AUDIT, None, {"keys": key}) == lists
+    assert refused(t.VERIFY_AUDIT, None, {"heads": [{}] * 1001}) == lists
+    short = "invalid keys: 32-byte Ed25519 public keys expected"
+    assert refused(t.VERIFY_AUDIT, None, {"keys": [key[:31]]}) == short
+    assert refused(t.VERIFY_AUDIT, None, {"keys": [key + b"x"]}) == short
+    assert refused(t.VERIFY_AUDIT, None, {"keys": ["a" * 32]}) == short
+
+
+def test_audit_checkpoint_and_consistency() -> None:
+    assert c.parse(t.AUDIT_CHECKPOINT, None, {}) == c.AuditCheckpoint()
+    assert c.parse(t.AUDIT_CONSISTENCY, None, {}) == c.AuditConsistency(0)
+    assert c.parse(t.AUDIT_CONSISTENCY, None, {"first": 7}) == c.AuditConsistency(7)
+    assert refused(t.AUDIT_CONSISTENCY, None, {"first": -1}) == "invalid first -1"
+
+
+def test_audit_prove() -> None:
+    assert c.parse(t.AUDIT_PROVE, None, {"position": 1}) == c.AuditProve(1, None)
+    assert c.parse(t.AUDIT_PROVE, None, {"position": 3, "size": 1}) == c.AuditProve(3, 1)
+    assert c.parse(t.AUDIT_PROVE, None, {"position": 3, "size": None}) == c.AuditProve(3, None)
+    assert refused(t.AUDIT_PROVE, None, {}) == "invalid position 0"
+    assert refused(t.AUDIT_PROVE, None, {"position": 0}) == "invalid position 0"
+    assert refused(t.AUDIT_PROVE, None, {"position": 1, "size": 0}) == "invalid size 0"
+    assert refused(t.AUDIT_PROVE, None, {"position": 1, "size": "2"}) == "invalid size '2'"
+
+
+def test_audit_export() -> None:
+    assert c.parse(t.AUDIT_EXPORT, None, {}) == c.AuditExport(0, 1000)
+    assert c.parse(t.AUDIT_EXPORT, None, {"after": 4, "limit": 1}) == c.AuditExport(4, 1)
+    assert c.parse(t.AUDIT_EXPORT, None, {"limit": 5000}) == c.AuditExport(0, 5000)
+    assert refused(t.AUDIT_EXPORT, None, {"limit": 0}) == "invalid limit 0"
+    assert refused(t.AUDIT_EXPORT, None, {"limit": 5001}) == "invalid limit 5001"
+    assert refused(t.AUDIT_EXPORT, None, {"after": -1}) == "invalid after -1"
+
+
+def test_verify_audit_reads_each_head() -> None:
+    head = {"size": 3, "root": "ab" * 32, "timestamp_us": 5, "node": "n1"}
+    parsed = c.parse(t.VERIFY_AUDIT, None, {"heads": [head]})
+    assert isinstance(parsed, c.VerifyAudit)
+    assert [(h.size, h.root, h.timestamp_us, h.node) for h in parsed.heads] == [
+        (3, bytes.fromhex("ab" * 32), 5, "n1")]
+    # a thousand heads is still a list the parser reads (and here refuses head by head)
+    assert refused(t.VERIFY_AUDIT, None, {"heads": [{}] * 1000}) == "not a tree head: 'size'"
