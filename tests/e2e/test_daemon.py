@@ -317,6 +317,8 @@ def test_an_attached_run_rm_cut_off_by_the_shutdown_says_what_it_left(up: Engine
     finally:
         if attached.poll() is None:
             attached.kill()
-    assert attached.returncode == 125 and out == "started\n", (out, err)
+    # Whether the CLI had fetched "started" before the worker went is a race; what
+    # is asserted is that nothing else was printed and the sentence below.
+    assert attached.returncode == 125 and out in ("", "started\n"), (out, err)
     _one_line(err)
     assert f"container {cid[:12]} keeps running and was not removed" in err, err

@@ -188,12 +188,14 @@ def test_exec() -> None:
     parsed = c.parse(t.EXEC, "web", {"cmd": ["sh"], "env": ["A=1"], "cwd": "/tmp",
                                      "user": "1000", "tty": True, "session_id": "s1"})
     assert parsed == c.Exec("web", ("sh",), ("A=1",), "/tmp", "1000", True, "s1")
-    assert c.parse(t.EXEC, "web", {"cmd": ["sh"], "session_id": ""}) == c.Exec("web", ("sh",))
+    assert refused(t.EXEC, "web", {"cmd": ["sh"], "session_id": ""}) == (
+        "an exec session needs a non-empty session id")
 
 
 def test_exec_refusals() -> None:
-    assert refused(t.EXEC, "web", {}) == "must provide a command to execute"
-    assert refused(t.EXEC, "web", {"cmd": []}) == "must provide a command to execute"
+    empty = "the exec command is empty: name a program to run"
+    assert refused(t.EXEC, "web", {}) == empty
+    assert refused(t.EXEC, "web", {"cmd": []}) == empty
     assert refused(t.EXEC, "web", {"cmd": "ls"}) == "invalid cmd: must be a list of strings"
     assert refused(t.EXEC, "web", {"cmd": ["ls", 1]}) == "invalid cmd: must be a list of strings"
     assert refused(t.EXEC, "web", {"cmd": ["ls"], "env": [1]}) == (
