@@ -28,6 +28,7 @@ import time
 from bus.broker import Broker
 from bus.endpoints import default_endpoints
 from engine.errors import BerthError, PermissionDenied, Timeout, Unavailable
+from engine.runtime.waits import pid_alive
 from workers.statedirs import PRIVATE_UMASK, private_directory
 from workers.worker import DEFAULT_ROOT, DEFAULT_RUN, Worker, WorkerConfig
 
@@ -97,19 +98,12 @@ def _take_lock() -> int:
             return fd
         except BlockingIOError:
             holder = _read_pid()
-            if (holder and _alive(holder)) or time.monotonic() > deadline:
+            if (holder and pid_alive(holder)) or time.monotonic() > deadline:
                 os.close(fd)
                 raise AlreadyUp(holder) from None
             time.sleep(0.02)  # held by a reader's probe, or an engine not yet written
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
@@ -259,7 +253,7 @@ def stop_embedded(timeout: float = 30.0) -> int:
         return 0
     os.kill(pid, signal.SIGTERM)
     while time.monotonic() < deadline:
-        if _running_pid() is None and not _alive(pid):
+        if _running_pid() is None and not pid_alive(pid):
             print("berth is down (containers keep running)")
             return 0
         time.sleep(0.05)

@@ -179,7 +179,7 @@ def _session_pid(line: bytes, session: SessionPaths) -> int:
         raise RuntimeFailure(f"conmon sent an unreadable exec sync message: {line[:200]!r}") \
             from None
     if pid <= 0:
-        message = str(doc.get("message") or "") or _read_text(session.runtime_log)
+        message = str(doc.get("message") or "") or read_tail(session.runtime_log)
         raise classify(message or "exec failed",
                        f"cannot exec in container {session.container_id}")
     return pid
@@ -280,7 +280,8 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def _read_text(path: str) -> str:
+def read_tail(path: str) -> str:
+    """The last 4,000 characters of a runtime log (empty if it cannot be read)."""
     try:
         with open(path, errors="replace") as f:
             return f.read()[-4000:]

@@ -448,7 +448,7 @@ class OCIRuntime:
         dump = _DumpFiles(image)
         code = dump.run(self.runc.global_args(criu=True) + args, timeout=300)
         if code != 0:
-            raise classify(_read_text(dump.stderr), f"checkpointing container {cid}")
+            raise classify(execs.read_tail(dump.stderr), f"checkpointing container {cid}")
         return image
 
     def dump_report(self, image_path: str, *, timeout: float = 300) -> DumpReport:
@@ -539,11 +539,3 @@ class _DumpFiles:
                 return int(f.read().strip())
         except (OSError, ValueError):
             return None
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()[-4000:]
-    except OSError:
-        return ""
