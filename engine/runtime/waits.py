@@ -43,7 +43,11 @@ def wait_pids_exit(pids: Iterable[int], timeout: float) -> bool:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            ready, _, _ = select.select(pending, [], [], left)
+            # poll, not select: a busy worker's descriptor numbers pass 1024
+            poller = select.poll()
+            for fd in pending:
+                poller.register(fd, select.POLLIN)
+            ready = {fd for fd, _mask in poller.poll(max(1, int(left * 1000)))}
             pending = [fd for fd in pending if fd not in ready]
         return True
     finally:
