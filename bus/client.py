@@ -405,14 +405,19 @@ class Client:
         """Logs live on the container's node, so this query goes there."""
         return self._on_container(c.LOGS, ref, node, **options).result
 
-    def events(self, after: int = 0, limit: int = 500) -> tuple[list[EventMessage], int]:
-        """Events with position > ``after`` (at most ``limit``) and the head position.
+    def events(self, after: int = 0, limit: int = 500,
+               **filters: Any) -> tuple[list[EventMessage], int]:
+        """Events with position > ``after`` (at most ``limit``) and the head position;
+        ``filters``: ``container`` (a reference), ``types``, ``since``, ``until``.
 
         bus.results is imported here, as bus.subscription is below, to keep it off
         the import path of commands that never read events (``berth ps``)."""
         from bus.results import parse_events_result
 
-        return parse_events_result(self.send(c.EVENTS, after=after, limit=limit).result)
+        # The filters travel in the command's args: ``send``'s own ``container``
+        # parameter names the command's target, which a filter is not.
+        args = {"after": after, "limit": limit, **filters}
+        return parse_events_result(self.request(self.command(c.EVENTS, args=args)).result)
 
     def rebuild(self) -> dict[str, Any]:
         return self.send(c.REBUILD, reply_timeout=max(self.timeout, 300.0)).result

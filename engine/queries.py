@@ -91,9 +91,10 @@ class Queries:
             return self.store.read_all(q.after + 1, q.limit), head
         cid = self.store.resolve(q.container) if q.container is not None else None
         types = list(q.types) if q.types is not None else None
-        found = [r for r in self.store.query(cid, types, q.since, q.until)
-                 if r.metadata.position > q.after]
-        return found[:q.limit], head
+        # One page from the position on: a follower paging through a big log reads
+        # each matching row once, not every earlier match again for every page.
+        return self.store.query(cid, types, q.since, q.until, limit=q.limit,
+                                after=q.after), head
 
     def history(self, q: c.History) -> tuple[list[ev.RecordedEvent], int]:
         cid = self.ref(q.container, include_removed=True)

@@ -36,10 +36,7 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
     query = {k: v for k, v in query.items() if v is not None}
     after = 0
     while True:
-        result = client.send("query.events", after=after, limit=500, **query).result
-        from bus.results import parse_events_result
-
-        events, head = parse_events_result(result)
+        events, head = client.events(after=after, limit=500, **query)
         for event in events:
             fmt.print_event(event, names, args.format)
         if not events:

@@ -59,13 +59,16 @@ class Reader:
 
     def query(self, container: str | None = None, types: Sequence[str] | None = None,
               since: datetime | None = None, until: datetime | None = None,
-              newest_first: bool = False, limit: int | None = None,
+              newest_first: bool = False, limit: int | None = None, after: int = 0,
               ) -> list[ev.RecordedEvent]:
-        """The ``berth events`` filter: one container, some types, a time window."""
+        """The ``berth events`` filter: one container, some types, a time window;
+        ``after`` (a position) pages through it without re-reading earlier rows."""
         if types is not None:
             for name in types:
                 ev.event_class(name)  # refuses unknown types with InvalidArgument
         query = select(*COLUMNS)
+        if after > 0:
+            query = query.where(events.c.position > after)
         if container is not None:
             query = query.where(events.c.stream == container)
         if types is not None:

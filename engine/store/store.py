@@ -152,9 +152,10 @@ class EventStore:
     @retried
     def query(self, container: str | None = None, types: Sequence[str] | None = None,
               since: datetime | None = None, until: datetime | None = None,
-              newest_first: bool = False, limit: int | None = None,
+              newest_first: bool = False, limit: int | None = None, after: int = 0,
               ) -> list[ev.RecordedEvent]:
-        return self._reader.query(container, types, since, until, newest_first, limit)
+        return self._reader.query(container, types, since, until, newest_first, limit,
+                                  after)
 
     @retried
     def max_position(self) -> int:

@@ -172,3 +172,17 @@ def test_logs_follow_streams_until_exit(up: Engine) -> None:
     assert result.stdout == "line-1\nline-2\nline-3\n"
     assert result.stderr == "done\n"
     assert json.loads(_ok(up.cli("inspect", cid)))["state"] == "exited"
+
+
+def test_events_filter_by_container_lists_only_that_container(up: Engine) -> None:
+    """Regression: the container filter was passed as the command's target instead of
+    its arguments, so every container's events were listed."""
+    a = _ok(up.cli("run", "-d", "--name", "fa", up.rootfs, "sleep", "30")).strip()
+    b = _ok(up.cli("run", "-d", "--name", "fb", up.rootfs, "sleep", "30")).strip()
+    lines = _ok(up.cli("events", "--filter", "container=fa", "--format", "json")).splitlines()
+    streams = {json.loads(line)["container"] for line in lines}
+    assert streams == {a}, (streams, b)
+    typed = _ok(up.cli("events", "--filter", "container=fb", "--filter",
+                       "type=container.started", "--format", "json")).splitlines()
+    assert [(json.loads(x)["container"], json.loads(x)["type"]) for x in typed] == [
+        (b, "container.started")]
