@@ -304,8 +304,12 @@ class ContainerService:
         container or a store away are not recorded. A refusal by the rules
         (``Refused``: nothing ran) is recorded as ``command.refused`` outside the
         container's stream, so its version and state stay as they were."""
-        if (command_type not in CHANGE_COMMANDS or isinstance(exc, NOT_RECORDED)
-                or not container):
+        if command_type not in CHANGE_COMMANDS or isinstance(exc, NOT_RECORDED):
+            return ()
+        done = self.store.outcome(causation.command_id)
+        if done is not None:  # recorded where it happened (a create, against its new id)
+            return tuple(done.positions)
+        if not container:
             return ()
         try:  # the publisher may have named it: record against its id
             container = self.store.resolve(container)
@@ -338,6 +342,13 @@ class ContainerService:
                 facts = d.Facts(container_id=cid, node=self.node,
                                 bundle=self.runtime.bundle_path(cid), created=created)
                 recorded = self.append(cid, 0, plan.then(facts), causation)
+            except BerthError as exc:
+                # A create the runtime refused leaves no files, and its failure is
+                # recorded against the id the container would have had (a create by
+                # no name has no other stream to hold it).
+                self._discard(cid)
+                self.fail(causation.command_type, cid, causation, exc)
+                raise
             except BaseException:
                 self._discard(cid)
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -186,3 +187,18 @@ def test_events_filter_by_container_lists_only_that_container(up: Engine) -> Non
                        "type=container.started", "--format", "json")).splitlines()
     assert [(json.loads(x)["container"], json.loads(x)["type"]) for x in typed] == [
         (b, "container.started")]
+
+
+def test_a_refused_create_leaves_a_failure_record_and_no_files(up: Engine) -> None:
+    """Regression: `run --rm ROOTFS /nonexistent` left its bundle directory and nothing
+    in the log (a later start then called it an orphan of a dead worker)."""
+    containers = os.path.join(up.config().root, "containers")
+    before = set(os.listdir(containers)) if os.path.isdir(containers) else set()
+    result = up.cli("run", "--rm", up.rootfs, "/nonexistent")
+    assert result.returncode != 0 and result.stderr.count("\n") == 1, result
+    after = set(os.listdir(containers)) if os.path.isdir(containers) else set()
+    assert after == before
+    failed = [json.loads(line) for line in _ok(up.cli(
+        "events", "--filter", "type=command.failed", "--format", "json")).splitlines()]
+    assert [(e["data"]["command_type"], e["actor"] != "") for e in failed] == [
+        ("container.create", True)]
