@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Update, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Update, bindparam, delete, insert, not_, select, update
 
 from engine.errors import InvalidArgument, NotFound
 from engine.projection import FIELDS, PAUSED, REMOVED, RUNNING, ContainerState
@@ -189,7 +189,7 @@ def all_states(conn: Connection) -> dict[str, ContainerState]:
 def list_containers(conn: Connection, *, all: bool = False,
                     node: str | None = None) -> list[ContainerState]:
     """What ``ps`` shows: live containers newest first; only running/paused unless ``all``."""
-    query = select(containers).where(containers.c.removed.is_(False))
+    query = select(containers).where(not_(containers.c.removed))
     if not all:
         query = query.where(containers.c.state.in_((RUNNING, PAUSED)))
     if node is not None:
@@ -210,7 +210,7 @@ def resolve(conn: Connection, ref: str) -> str:
     """Turn what a user typed into a container id: full id, then name, then id prefix."""
     if not isinstance(ref, str) or not REF_PATTERN.match(ref):
         raise InvalidArgument(f"invalid container reference {ref!r}")
-    live = containers.c.removed.is_(False)
+    live = not_(containers.c.removed)
     exact = conn.execute(
         select(containers.c.id).where(live, containers.c.id == ref)).scalar()
     if exact is not None:
