@@ -39,13 +39,12 @@ from engine.errors import (
     error_from_code,
 )
 from engine.faults import crash_point
-from engine.ids import is_full_id, new_container_id, validate_container_id
+from engine.ids import is_full_id, new_container_id
 from engine.locks import ContainerLocks
 from engine.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
-from engine.runtime.waits import wait_pids_exit
 from engine.store import CommandOutcome, EventStore
 
 log = logging.getLogger("berth.service")
@@ -54,7 +53,6 @@ log = logging.getLogger("berth.service")
 # deterministic command id derived from this namespace, so recording them twice
 # (after a crash, or from two paths) is a no-op in the store.
 SYSTEM_NAMESPACE = uuid.UUID("5f0c3d4e-6b1a-4c2e-9d7f-b3e1a2c4d5e6")
-KILL_WAIT_S = 10.0
 KEEP_EXEC_SESSIONS = 8
 """Ended exec sessions whose files (output tail, exit code) are kept per container."""
 NOT_RECORDED = (InvalidArgument, NotFound, AlreadyExists, StoreError)
@@ -85,20 +83,6 @@ class Outcome:
         if self.replayed is not None:
             return self.replayed
         return tuple(r.position for r in self.recorded)
-
-
-@dataclass
-class Reconciled:
-    checked: int = 0
-    exits: int = 0
-    lost: int = 0
-    removed: int = 0
-    orphans: int = 0
-    checkpoints: int = 0
-    execs: int = 0
-    running_execs: list[tuple[str, str]] = field(default_factory=list)
-    """Exec sessions that outlived their worker and still run: the worker waits for them
-    (``finish_exec``)."""
 
 
 @dataclass
@@ -346,17 +330,17 @@ class ContainerService:
                 # A create the runtime refused leaves no files, and its failure is
                 # recorded against the id the container would have had (a create by
                 # no name has no other stream to hold it).
-                self._discard(cid)
+                self.discard(cid)
                 self.fail(causation.command_type, cid, causation, exc)
                 raise
             except BaseException:
-                self._discard(cid)
+                self.discard(cid)
                 raise
         created_event = recorded[0].event
         assert isinstance(created_event, ev.ContainerCreated)
         return Outcome(tuple(recorded), {"id": cid, "name": created_event.name, "node": self.node})
 
-    def _discard(self, cid: str) -> None:
+    def discard(self, cid: str) -> None:
         try:
             self.runtime.delete(cid, force=True)
         except BerthError:
@@ -721,120 +705,17 @@ class ContainerService:
                 return []
             if not d.auto_remove_due(state):
                 return []
-            self._discard(container_id)
+            self.discard(container_id)
             return self.append(container_id, state.version, [ev.Removed()],
                                system=(container_id, "auto-remove", state.version),
                                system_type="container.remove")
 
-    def settle_conmon_gone(self, container_id: str,
-                           conmon_pid: int | None) -> list[ev.RecordedEvent]:
-        """Record what became of a container whose conmon (``conmon_pid``) is gone."""
-        with self.locks.hold(container_id):
-            try:
-                state = self.container(container_id)
-            except NotFound:
-                return []
-            has_exit = self.runtime.exit_status(container_id) is not None
-            decision = d.conmon_gone(state, conmon_pid, has_exit,
-                                     not has_exit and self._process_alive(container_id))
-            if decision is d.ConmonGone.NOTHING:
-                return []
-            if decision is d.ConmonGone.RECORD_EXIT:
-                return self.record_exit(container_id)
-            recorded: list[ev.RecordedEvent] = []
-            if decision is d.ConmonGone.KILL_AND_LOSE:
-                self._kill_unsupervised(container_id, state)
-                recorded += self.append(
-                    container_id, state.version, [ev.Signalled(d.CONMON_LOST_SIGNAL)],
-                    system=(container_id, "conmon-lost-kill", state.version),
-                    system_type="container.kill")
-                log.warning("conmon of container %s died; killed the unsupervised container",
-                            container_id)
-            else:
-                log.warning("conmon of container %s died and the container is gone",
-                            container_id)
-            recorded += self.record_lost(container_id, reason="conmon_lost")
-            return recorded
-
-    def _process_alive(self, container_id: str) -> bool:
+    def process_alive(self, container_id: str) -> bool:
         try:
             status = self.runtime.status(container_id, known_stopped=True)
         except NotFound:
             return False
         return status.status in (Status.CREATED, Status.RUNNING, Status.PAUSED)
-
-    def _kill_unsupervised(self, container_id: str, state: ContainerState) -> None:
-        """Kill every process of the container and make runc forget it; raise if it
-        lives on (a frozen process cannot die of SIGKILL, so thaw it first)."""
-        rt = self.runtime
-        if state.paused:
-            try:
-                rt.unpause(container_id)
-            except BerthError as exc:
-                log.warning("could not thaw %s before killing it: %s", container_id, exc)
-        try:
-            rt.kill(container_id, d.CONMON_LOST_SIGNAL, all_processes=True)
-        except BerthError:
-            if self._process_alive(container_id):
-                raise
-        if state.pid and not wait_pids_exit([state.pid], KILL_WAIT_S):
-            raise RuntimeFailure(f"container {container_id} survived SIGKILL after its "
-                                 "conmon died")
-        try:
-            rt.delete(container_id, force=True)
-        except BerthError as exc:
-            if self._process_alive(container_id):
-                raise
-            log.debug("runc delete of %s after conmon loss: %s", container_id, exc)
-
-    # -- start-up reconciliation --------------------------------------------------------
-
-    def reconcile(self) -> Reconciled:
-        """Append what happened while no worker was watching: exits whose files landed,
-        conmons that died, containers runc lost, ``--rm`` removals that were due; then
-        delete runtime containers the log never heard of. Runs before the worker takes
-        commands, so no create is half-way through."""
-        report = Reconciled()
-        for state in self.store.list_containers(all=True, node=self.node):
-            report.checked += 1
-            try:
-                self._reconcile_one(state, report)
-            except BerthError as exc:
-                log.error("reconciling %s failed: %s", state.id, exc)
-        report.orphans = self.remove_orphans()
-        return report
-
-    def _reconcile_one(self, state: ContainerState, report: Reconciled) -> None:
-        rt, cid = self.runtime, state.id
-        if state.state in ALIVE and self.settle_checkpoint(cid):
-            report.checkpoints += 1
-            state = self.latest(cid)
-        if state.state in ALIVE and state.exec_sessions:
-            settled, running = self.settle_execs(state)
-            report.execs += settled
-            report.running_execs += [(cid, session) for session in running]
-            state = self.latest(cid)
-        has_exit = rt.exit_status(cid) is not None
-        conmon = bool(state.conmon_pid) and rt.conmon_alive(state.conmon_pid, cid)
-        status = None
-        if d.needs_runtime_status(state, has_exit_file=has_exit, conmon_alive=conmon):
-            try:
-                status = rt.status(cid)
-            except NotFound:
-                status = None
-        match d.reconcile(state, has_exit_file=has_exit, conmon_alive=conmon, status=status):
-            case d.Reconcile.RECORD_EXIT:
-                report.exits += bool(self.record_exit(cid))
-            case d.Reconcile.WAIT_EXIT:
-                report.exits += bool(self.record_exit(cid, wait=True))
-            case d.Reconcile.SETTLE_CONMON:
-                report.lost += bool(self.settle_conmon_gone(cid, state.conmon_pid))
-            case d.Reconcile.LOSE:
-                report.lost += bool(self.record_lost(cid))
-            case d.Reconcile.AUTO_REMOVE:
-                report.removed += bool(self.auto_remove(cid))
-            case d.Reconcile.NOTHING:
-                pass
 
     def settle_checkpoint(self, container_id: str) -> list[ev.RecordedEvent]:
         """A checkpoint whose worker died during it: wait for its dump to end, then
@@ -850,7 +731,7 @@ class ContainerService:
             causation = c.Causation(meta.causation_id, meta.correlation_id, meta.actor,
                                     CHECKPOINT)
             dump = self.runtime.dump_report(intent.image_path)
-            alive = self._process_alive(container_id)
+            alive = self.process_alive(container_id)
             decision = d.settle_checkpoint(intent, dump, alive)
             log.warning("checkpoint %s of %s was interrupted by a worker crash: %s",
                         meta.causation_id, container_id, decision.value)
@@ -865,26 +746,4 @@ class ContainerService:
                 f"the checkpoint of container {container_id} was interrupted by a worker "
                 "crash and left no complete image; the container was not checkpointed"))
 
-    def remove_orphans(self) -> int:
-        """Delete this node's runtime containers that have no stream in the log.
-
-        ``create`` spawns conmon and the container first and appends ``created`` after;
-        a worker killed -9 in between leaves a container no event names, which nobody
-        could ever start, stop or remove through berth.
-        """
-        removed = 0
-        for name in self.runtime.container_ids():
-            try:
-                cid = validate_container_id(name)
-                self.store.get_container(cid, include_removed=True)
-                continue
-            except NotFound:
-                pass
-            except BerthError:
-                continue  # not a container id, or the store cannot say: leave it alone
-            self._discard(cid)
-            log.warning("removed container %s: created by a worker that died before "
-                        "recording it", cid)
-            removed += 1
-        return removed
 

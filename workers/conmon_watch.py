@@ -8,7 +8,7 @@ container process is still there.
 
 ``ConmonWatch`` holds a pidfd for the conmon of every live container of this node
 (a pidfd turns readable the moment its process exits, with no polling and no
-pid-reuse race) and settles each death with ``ContainerService.settle_conmon_gone``, whose rules
+pid-reuse race) and settles each death with ``engine.recovery.settle_conmon_gone``, whose rules
 (``engine.decide.conmon_gone``) are:
 
 * an exit file exists: conmon exited normally after its container; record the exit
@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from engine import events as ev
 from engine.errors import BerthError, StateUnwritable, StoreError
 from engine.projection import ALIVE
+from engine.recovery import settle_conmon_gone
 from engine.service import ContainerService
 
 log = logging.getLogger("berth.conmon_watch")
@@ -162,7 +163,7 @@ class ConmonWatch:
 
     def _settle(self, container_id: str, conmon_pid: int) -> None:
         try:
-            self.settled += bool(self.service.settle_conmon_gone(container_id, conmon_pid))
+            self.settled += bool(settle_conmon_gone(self.service, container_id, conmon_pid))
         except (StoreError, StateUnwritable) as exc:
             # The store refused (full disk, database away): try again until it accepts,
             # so the exit is recorded as soon as it can be, with its real reason.

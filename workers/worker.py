@@ -25,8 +25,9 @@ from engine import events as ev
 from engine.errors import BerthError
 from engine.ids import validate_node
 from engine.queries import Queries
+from engine.recovery import Reconciled, reconcile
 from engine.runtime import OCIRuntime, RuntimeConfig
-from engine.service import ContainerService, Reconciled
+from engine.service import ContainerService
 from engine.store import EventStore
 from engine.treehead import load_signer
 from migrations.runner import upgrade
@@ -107,7 +108,7 @@ class Worker:
 
     def start(self) -> None:
         self.monitor = ExitMonitor(self.service, self.runtime.config.exits_dir)
-        self.reconciled = self.service.reconcile()
+        self.reconciled = reconcile(self.service)
         log.info("reconciled %s", self.reconciled)
         for cid, session in self.reconciled.running_execs:
             threading.Thread(target=self._finish_exec, args=(cid, session), daemon=True,

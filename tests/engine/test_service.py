@@ -24,6 +24,7 @@ from engine.errors import (
     StoreError,
 )
 from engine.ids import new_uuid
+from engine.recovery import reconcile, settle_conmon_gone
 from engine.runtime.memory import MemoryRuntime
 from engine.runtime.types import Status
 from engine.service import ContainerService, system_command_id
@@ -165,11 +166,11 @@ def test_a_lost_conmon_with_a_live_process_is_killed_and_recorded(
     service.handle(c.Start(cid), cause(t.START))
     conmon = service.container(cid).conmon_pid
     runtime.lose_conmon(cid)
-    recorded = service.settle_conmon_gone(cid, conmon)
+    recorded = settle_conmon_gone(service, cid, conmon)
     assert [r.type for r in recorded] == [ev.CONTAINER_SIGNALLED, ev.CONTAINER_EXITED]
     exited = recorded[-1].event
     assert isinstance(exited, ev.Exited) and exited.reason == "conmon_lost"
-    assert service.settle_conmon_gone(cid, conmon) == []  # settled once
+    assert settle_conmon_gone(service, cid, conmon) == []  # settled once
 
 
 def test_reconcile_records_what_happened_while_no_worker_watched(
@@ -181,7 +182,7 @@ def test_reconcile_records_what_happened_while_no_worker_watched(
     runtime.crash(ended, 2)                            # while the worker was down
     orphan = "f" * 64                                  # created, never recorded
     runtime.create(orphan, RunSpec(rootfs=ROOTFS, args=("sleep", "1")))
-    report = ContainerService(store, runtime, "local").reconcile()
+    report = reconcile(ContainerService(store, runtime, "local"))
     assert (report.checked, report.exits, report.lost, report.orphans) == (2, 1, 0, 1)
     assert store.get_container(ended).exit_code == 2
     assert store.get_container(running).state == "running"
@@ -237,7 +238,7 @@ def test_reconciliation_closes_sessions_from_their_files(
                        [ev.ExecRequested(session, ("sh", "-c", "exit 6"))], cause(t.EXEC),
                        step="requested")
     runtime.exec_start(cid, ["sh", "-c", "exit 6"], session_id=ended)
-    report = ContainerService(store, runtime, "local").reconcile()
+    report = reconcile(ContainerService(store, runtime, "local"))
     assert report.execs == 2 and report.running_execs == []
     codes = {r.event.session_id: r.event.exit_code for r in store.read_stream(cid)
              if isinstance(r.event, ev.ExecExited)}
