@@ -213,3 +213,123 @@ def test_bad_sizes_are_refused() -> None:
     assert not verify_consistency(5, 4, tree.root(5), tree.root(4), [])
     assert not verify_consistency(3, 3, tree.root(3), tree.root(4), [])
     assert not verify_consistency(3, 5, tree.root(3), tree.root(5), [])
+
+
+# Exhaustive over every small tree, without hypothesis: the verifiers' bit-walking loops
+# take a different branch for each shape of (index, size) and (first, second), and a
+# handful of random examples misses some of them.
+SMALL = 33
+SMALL_TREE = _tree([i.to_bytes(2, "big") for i in range(SMALL)])
+OTHER = merkle.leaf_hash(b"not in the tree")
+
+
+def test_every_inclusion_proof_of_every_small_tree_verifies_and_only_as_given() -> None:
+    tree = SMALL_TREE
+    for size in range(1, SMALL + 1):
+        root = tree.root(size)
+        for index in range(size):
+            proof = tree.inclusion_proof(index, size)
+            leaf = tree.leaf(index)
+            assert verify_inclusion(leaf, index, size, proof, root), (index, size)
+            assert not verify_inclusion(OTHER, index, size, proof, root)
+            assert not verify_inclusion(leaf, index, size, proof, OTHER)
+            assert not verify_inclusion(leaf, index, size, [*proof, OTHER], root), (index, size)
+            assert not verify_inclusion(leaf, index, size, [*proof, root], root), (index, size)
+            if proof:
+                assert not verify_inclusion(leaf, index, size, proof[:-1], root)
+            for i in range(len(proof)):
+                bad = [*proof[:i], OTHER, *proof[i + 1:]]
+                assert not verify_inclusion(leaf, index, size, bad, root)
+            for other in range(size):
+                if other != index:
+                    assert not verify_inclusion(leaf, other, size, proof, root), (
+                        index, other, size)
+            if size + 1 <= SMALL:
+                assert not verify_inclusion(leaf, index, size + 1, proof, tree.root(size + 1))
+            if size > 1:
+                assert not verify_inclusion(leaf, index, size - 1, proof, tree.root(size - 1))
+
+
+def test_an_index_out_of_range_is_not_included() -> None:
+    tree = SMALL_TREE
+    for size in range(1, 9):
+        # The leaf just past the end: a one-leaf tree's root is its leaf hash, so only
+        # the bound check refuses leaf 1 of 1.
+        assert not verify_inclusion(tree.leaf(size - 1), size, size,
+                                    tree.inclusion_proof(size - 1, size), tree.root(size))
+    assert not verify_inclusion(tree.leaf(0), 1, 1, [], tree.root(1))
+    assert verify_inclusion(tree.leaf(0), 0, 1, [], tree.root(1))
+    assert not verify_inclusion(tree.leaf(0), -1, 1, [], tree.root(1))
+
+
+def test_every_consistency_proof_of_every_small_tree_verifies_and_only_as_given() -> None:
+    tree = SMALL_TREE
+    for second in range(1, SMALL + 1):
+        new = tree.root(second)
+        for first in range(1, second):
+            old = tree.root(first)
+            proof = tree.consistency_proof(first, second)
+            assert verify_consistency(first, second, old, new, proof), (first, second)
+            assert not verify_consistency(first, second, OTHER, new, proof)
+            assert not verify_consistency(first, second, old, OTHER, proof)
+            assert not verify_consistency(first, second, old, new, [*proof, OTHER]), (
+                first, second)
+            assert not verify_consistency(first, second, old, new, [*proof, new])
+            assert not verify_consistency(first, second, old, new, proof[:-1])
+            for i in range(len(proof)):
+                bad = [*proof[:i], OTHER, *proof[i + 1:]]
+                assert not verify_consistency(first, second, old, new, bad), (first, second, i)
+            if second + 1 <= SMALL:
+                assert not verify_consistency(first, second + 1, old, tree.root(second + 1),
+                                              proof)
+            if first + 1 < second:
+                assert not verify_consistency(first + 1, second, tree.root(first + 1), new,
+                                              proof), (first, second)
+
+
+def test_the_consistency_edge_cases() -> None:
+    tree = SMALL_TREE
+    for size in range(SMALL + 1):
+        root = tree.root(size)
+        assert verify_consistency(0, size, merkle.EMPTY_ROOT, root, [])
+        assert verify_consistency(size, size, root, root, [])
+        assert not verify_consistency(size, size, root, root, [root])
+        if size:
+            # The empty tree is a prefix of every tree, but only as the empty root.
+            assert not verify_consistency(0, size, root, root, [])
+            assert not verify_consistency(0, size, OTHER, root, [])
+            assert not verify_consistency(0, size, merkle.EMPTY_ROOT, root, [root])
+            assert not verify_consistency(size, size, root, OTHER, [])
+            assert not verify_consistency(size, size - 1, root, tree.root(size - 1), [])
+    assert not verify_consistency(-1, 3, merkle.EMPTY_ROOT, tree.root(3), [])
+
+
+def test_the_default_size_is_the_whole_tree() -> None:
+    tree = _tree(LEAVES)
+    assert tree.root() == tree.root(8)
+    for index in range(8):
+        assert tree.inclusion_proof(index) == tree.inclusion_proof(index, 8)
+    for first in range(9):
+        assert tree.consistency_proof(first) == tree.consistency_proof(first, 8)
+
+
+def test_the_refusal_sentences() -> None:
+    tree = _tree(LEAVES)
+    with pytest.raises(ValueError) as err:
+        tree.root(9)
+    assert str(err.value) == "tree size 9 is outside 0..8"
+    with pytest.raises(ValueError) as err:
+        tree.root(-1)
+    assert str(err.value) == "tree size -1 is outside 0..8"
+    with pytest.raises(ValueError) as err:
+        tree.inclusion_proof(8)
+    assert str(err.value) == "no leaf 8 in a tree of size 8"
+    with pytest.raises(ValueError) as err:
+        tree.inclusion_proof(0, 9)
+    assert str(err.value) == "no leaf 0 in a tree of size 9"
+    with pytest.raises(ValueError) as err:
+        tree.consistency_proof(9)
+    assert str(err.value) == "no consistency proof from size 9 to 8"
+    with pytest.raises(ValueError) as err:
+        tree.consistency_proof(5, 4)
+    assert str(err.value) == "no consistency proof from size 5 to 4"
