@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 
+from berth import logs
 from bus.broker import Broker
 from bus.endpoints import default_endpoints
 from engine.errors import BerthError, PermissionDenied, Timeout, Unavailable
@@ -116,8 +117,7 @@ def _write_pid() -> None:
 
 
 def run_embedded(node: str = "local") -> int:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure()
     os.umask(PRIVATE_UMASK)
     private_directory(_run_dir(), "BERTH_RUN")
     try:

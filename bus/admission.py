@@ -245,9 +245,14 @@ class Admission:
             log.warning("ignored a worker with no authenticated identity")
             return UNAUTHENTICATED
         if self.backend_curve and peer.name != node:
-            log.warning("refused worker %r: its key %r may only serve node %r, not %r",
-                        identity, peer.name, peer.name, node)
+            log.warning("refused worker %s: its key %r may only serve node %r, not %r",
+                        identity_label(identity), peer.name, peer.name, node)
             return WRONG_NODE
         if not known:
-            log.info("worker %r authenticated as %s", identity, peer.name)
+            log.info("worker %s authenticated as %s", identity_label(identity), peer.name)
         return None
+
+
+def identity_label(identity: bytes) -> str:
+    """A ZeroMQ routing id as a log shows it: hex, not Python's bytes repr."""
+    return identity.hex()

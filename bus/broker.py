@@ -33,7 +33,7 @@ from typing import Any
 import zmq
 
 from bus import endpoints as _endpoints
-from bus.admission import Admission
+from bus.admission import Admission, identity_label
 from bus.broker_sockets import BrokerSockets, Oversized, receive
 from bus.protocol import (
     MAX_MESSAGE_FRAMES,
@@ -387,14 +387,15 @@ class Broker:
         identity = frames[0]
         if len(frames) != 2:
             self.stats["malformed_frames"] += 1
-            log.warning("dropped a %d-frame message from worker %r", len(frames) - 1, identity)
+            log.warning("dropped a %d-frame message from worker %s", len(frames) - 1,
+                        identity_label(identity))
             return
         payload = frames[1]
         try:
             msg = decode(payload)
         except ProtocolError as exc:
             self.stats["malformed_frames"] += 1
-            log.warning("dropped a bad frame from worker %r: %s", identity, exc)
+            log.warning("dropped a bad frame from worker %s: %s", identity_label(identity), exc)
             return
         now = time.monotonic()
         if isinstance(msg, Reply):
@@ -412,11 +413,12 @@ class Broker:
             if self._admits(identity, msg.node, received[-1]):
                 self._worker_ready(identity, msg, now)
         elif isinstance(msg, Disconnect):
-            log.info("worker %r disconnected", identity)
+            log.info("worker %s disconnected", identity_label(identity))
             self._lose_worker(identity, now)
         else:
             self.stats["malformed_frames"] += 1
-            log.warning("dropped a %s sent by worker %r", type(msg).__name__, identity)
+            log.warning("dropped a %s sent by worker %s", type(msg).__name__,
+                        identity_label(identity))
 
     def _admits(self, identity: bytes, node: str, frame: zmq.Frame) -> bool:
         """Whether this worker may serve ``node`` (bus.admission decides)."""
@@ -431,7 +433,8 @@ class Broker:
         known = identity in self.router.workers
         self.router.register(identity, ready.node, ready.capacity, now)
         if not known:
-            log.info("worker %r ready for node %s (capacity %d)", identity, ready.node,
+            log.info("worker %s ready for node %s (capacity %d)", identity_label(identity),
+                     ready.node,
                      ready.capacity)
         for pending in self.router.waiting():
             self._route(pending, now, fresh=False)

@@ -32,15 +32,13 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    import logging
-
+    from berth import logs
     from bus.broker import Broker
     from bus.endpoints import default_endpoints
     from bus.keys import needs_curve
     from bus.security import BrokerSecurity, RateLimit
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure()
     defaults = default_endpoints()
     endpoints = (args.bind or defaults.frontend, args.workers_bind or defaults.backend,
                  args.events_bind or defaults.events)
@@ -55,9 +53,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from berth import logs
     from workers.statedirs import PRIVATE_UMASK
     from workers.worker import Worker, WorkerConfig
 
+    logs.configure()
     os.umask(PRIVATE_UMASK)
     config = WorkerConfig(node=args.node, backend=args.connect)
     config.key_file = args.worker_key or config.key_file

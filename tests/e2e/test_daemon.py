@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -322,3 +323,17 @@ def test_an_attached_run_rm_cut_off_by_the_shutdown_says_what_it_left(up: Engine
     assert attached.returncode == 125 and out in ("", "started\n"), (out, err)
     _one_line(err)
     assert f"container {cid[:12]} keeps running and was not removed" in err, err
+
+
+def test_the_engine_log_shows_identities_in_hex_and_no_library_chatter(place: Place) -> None:
+    """Regression: berth.log printed worker identities as Python bytes (b'\\x00...') and
+    every Alembic migration step at INFO."""
+    assert place.berth("up", "-d").returncode == 0
+    assert place.berth("down", timeout=60).returncode == 0
+    with open(os.path.join(place.root, "berth.log")) as f:
+        text = f.read()
+    assert "berth up: node local" in text  # berth's own INFO lines are there
+    assert "alembic" not in text
+    ready = [line for line in text.splitlines() if "ready for node local" in line]
+    assert ready and all("b'" not in line for line in ready), ready
+    assert re.search(r"worker [0-9a-f]{10} ready for node local", ready[0]), ready
