@@ -42,10 +42,17 @@ _STATE = (
 
 
 def runtime_message(stderr: str) -> str:
-    """Extract the human part of runc's logrus-formatted stderr."""
+    """Extract the human part of runc's logrus-formatted stderr.
+
+    logrus escapes a message's newlines (CRIU's "...\\nlog file: ...") as the two
+    characters backslash and n; they become "; " so the error reads as one line."""
     found = _MSG_RE.findall(stderr)
-    text = "; ".join(m.replace('\\"', '"') for m in found) if found else stderr
+    text = "; ".join(_unescape(m) for m in found) if found else stderr
     return " ".join(text.split())
+
+
+def _unescape(message: str) -> str:
+    return message.replace('\\"', '"').replace("\\n", "; ").replace("\\t", " ")
 
 
 def classify(stderr: str, action: str) -> BerthError:

@@ -155,3 +155,16 @@ def test_runspec_round_trips_and_refuses_unknown_keys() -> None:
 
     with pytest.raises(InvalidArgument, match="unknown run option"):
         RunSpec.from_data({**spec.to_data(), "privileged": True})
+
+
+def test_a_runtime_message_with_escaped_newlines_reads_as_one_line() -> None:
+    """Regression: a failed checkpoint's error carried CRIU's log path after a literal
+    backslash-n, as runc's logrus escapes it."""
+    from engine.runtime.runc import classify, runtime_message
+
+    stderr = ('time="2026-12-01T10:03:00Z" level=error msg="criu failed: type NOTIFY '
+              'errno 0\\nlog file: /var/lib/berth/c/dump.log"\n')
+    assert runtime_message(stderr) == (
+        "criu failed: type NOTIFY errno 0; log file: /var/lib/berth/c/dump.log")
+    error = classify(stderr, "checkpointing container c")
+    assert "\\n" not in error.message and "\n" not in error.message
