@@ -394,8 +394,9 @@ class Client:
     def inspect(self, ref: str) -> dict[str, Any]:
         return self.send(c.INSPECT, ref).result
 
-    def history(self, ref: str) -> dict[str, Any]:
-        return self.send(c.HISTORY, ref).result
+    def history(self, ref: str, *, all: bool = False) -> dict[str, Any]:
+        """The container's events; ``all``: of every container that had the name."""
+        return self.send(c.HISTORY, ref, all=all).result
 
     def state(self, ref: str, **at: Any) -> dict[str, Any]:
         """State of a container now, or ``at_position=``/``at_time=`` in the past."""

@@ -172,6 +172,8 @@ class Events:
 @dataclass(frozen=True, slots=True)
 class History:
     container: str
+    all: bool = False
+    """Every container that ever had this name, not only the newest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,7 +486,7 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "query.resolve":
             return Resolve(ref)
         case "query.history":
-            return History(ref)
+            return History(ref, _flag(args, "all"))
         case _:  # query.logs: the last type left in COMMAND_TYPES
             return Logs(ref, _integer(args, "offset", 0),
                         _integer(args, "wait_ms", 0, maximum=MAX_LOG_WAIT_MS))

@@ -15,7 +15,7 @@ from typing import Any
 from engine import commands as c
 from engine import events as ev
 from engine.errors import NotFound, Timeout, Unavailable, WrongNode
-from engine.ids import is_full_id, validate_container_id
+from engine.ids import validate_container_id
 from engine.projection import EXITED, REMOVED, ContainerState
 from engine.service import ContainerService
 from engine.store.transparency import Assessment
@@ -57,12 +57,14 @@ class Queries:
         self._signing = threading.Lock()
 
     def ref(self, ref: str, *, include_removed: bool = False) -> str:
-        """Resolve a reference; removed containers only by full id (names get reused)."""
+        """Resolve a reference: a live container first; with ``include_removed``
+        (history, inspect, state, logs) a removed one too, a name meaning the newest
+        container that had it."""
         try:
             return self.store.resolve(ref)
         except NotFound:
-            if include_removed and is_full_id(ref):
-                return self.store.get_container(ref, include_removed=True).id
+            if include_removed:
+                return self.store.resolve(ref, include_removed=True)
             raise
 
     def local(self, ref: str) -> str:
@@ -97,8 +99,11 @@ class Queries:
                                 after=q.after), head
 
     def history(self, q: c.History) -> tuple[list[ev.RecordedEvent], int]:
-        cid = self.ref(q.container, include_removed=True)
-        return self.store.read_stream(cid), self.store.max_position()
+        ids = self.store.named(q.container) if q.all else []
+        if not ids:
+            ids = [self.ref(q.container, include_removed=True)]
+        streams = [r for cid in ids for r in self.store.read_stream(cid)]
+        return sorted(streams, key=lambda r: r.position), self.store.max_position()
 
     def state_at(self, q: c.StateAt) -> list[ContainerState]:
         cid = self.ref(q.container, include_removed=True) if q.container else None

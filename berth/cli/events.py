@@ -99,7 +99,7 @@ def _export(args: argparse.Namespace, client: Client) -> int:
 def cmd_history(args: argparse.Namespace, client: Client) -> int:
     from bus.results import parse_events_result
 
-    events, _ = parse_events_result(client.history(args.container))
+    events, _ = parse_events_result(client.history(args.container, all=args.all))
     names = fmt.NameCache(client)
     if args.format == "json":
         for event in events:
@@ -299,8 +299,10 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--follow", action="store_true")
     p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table",
                    help="table or json to read; jsonl (default) or csv to export")
-    p = add("history", cmd_history, "a container's audit trail")
+    p = add("history", cmd_history, "a container's audit trail (removed ones too)")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="every container that ever had this name, not only the newest")
     p.add_argument("container", metavar="CTR")
     p = add("state", cmd_state, "state as it was at a past moment, from the log")
     g = p.add_mutually_exclusive_group()

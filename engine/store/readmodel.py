@@ -14,7 +14,17 @@ import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Update, bindparam, delete, insert, not_, select, update
+from sqlalchemy import (
+    Connection,
+    Update,
+    bindparam,
+    delete,
+    insert,
+    not_,
+    select,
+    true,
+    update,
+)
 
 from engine.errors import InvalidArgument, NotFound
 from engine.projection import FIELDS, PAUSED, REMOVED, RUNNING, ContainerState
@@ -206,17 +216,21 @@ def get_container(conn: Connection, container_id: str, *,
     return row_to_state(row)
 
 
-def resolve(conn: Connection, ref: str) -> str:
-    """Turn what a user typed into a container id: full id, then name, then id prefix."""
+def resolve(conn: Connection, ref: str, *, include_removed: bool = False) -> str:
+    """Turn what a user typed into a container id: full id, then name, then id prefix.
+
+    ``include_removed`` (history, audit): a removed container too; a name then means
+    the newest container that had it (names are reused once freed)."""
     if not isinstance(ref, str) or not REF_PATTERN.match(ref):
         raise InvalidArgument(f"invalid container reference {ref!r}")
-    live = not_(containers.c.removed)
+    live = not_(containers.c.removed) if not include_removed else true()
     exact = conn.execute(
         select(containers.c.id).where(live, containers.c.id == ref)).scalar()
     if exact is not None:
         return str(exact)
     named = conn.execute(
-        select(containers.c.id).where(live, containers.c.name == ref)).scalar()
+        select(containers.c.id).where(live, containers.c.name == ref)
+        .order_by(containers.c.created_at.desc()).limit(1)).scalar()
     if named is not None:
         return str(named)
     matches = conn.execute(
@@ -230,6 +244,13 @@ def resolve(conn: Connection, ref: str) -> str:
         raise InvalidArgument(f"container reference {ref!r} is ambiguous: "
                               "give more of the id")
     return str(matches[0])
+
+
+def named(conn: Connection, name: str) -> list[str]:
+    """Every container that ever had ``name``, newest first (``history --all``)."""
+    return [str(cid) for cid in conn.execute(
+        select(containers.c.id).where(containers.c.name == name)
+        .order_by(containers.c.created_at.desc())).scalars()]
 
 
 def differences(expected: Mapping[str, ContainerState],

@@ -181,9 +181,14 @@ class EventStore:
                                            include_removed=include_removed)
 
     @retried
-    def resolve(self, ref: str) -> str:
+    def resolve(self, ref: str, *, include_removed: bool = False) -> str:
         with translated("resolve"), self._engine.connect() as conn:
-            return readmodel.resolve(conn, ref)
+            return readmodel.resolve(conn, ref, include_removed=include_removed)
+
+    def named(self, name: str) -> list[str]:
+        """Every container that ever had ``name``, newest first."""
+        with translated("named"), self._engine.connect() as conn:
+            return readmodel.named(conn, name)
 
     @retried
     def rebuild_read_model(self) -> int:

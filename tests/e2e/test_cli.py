@@ -202,3 +202,21 @@ def test_a_refused_create_leaves_a_failure_record_and_no_files(up: Engine) -> No
         "events", "--filter", "type=command.failed", "--format", "json")).splitlines()]
     assert [(e["data"]["command_type"], e["actor"] != "") for e in failed] == [
         ("container.create", True)]
+
+
+def test_history_finds_removed_containers_by_name_and_all_that_had_it(up: Engine) -> None:
+    """Regression: `berth history NAME` after `rm` said "no such container"."""
+    first = _ok(up.cli("run", "-d", "--name", "gone", up.rootfs, "sleep", "30")).strip()
+    _ok(up.cli("rm", "-f", "gone"))
+    lines = _ok(up.cli("history", "--format", "json", "gone")).splitlines()
+    assert {json.loads(x)["container"] for x in lines} == {first}
+    assert json.loads(lines[-1])["type"] == "container.removed"
+    second = _ok(up.cli("run", "-d", "--name", "gone", up.rootfs, "sleep", "30")).strip()
+    _ok(up.cli("rm", "-f", "gone"))
+    newest = _ok(up.cli("history", "--format", "json", "gone")).splitlines()
+    assert {json.loads(x)["container"] for x in newest} == {second}
+    both = [json.loads(x) for x in _ok(up.cli("history", "--all", "--format", "json",
+                                               "gone")).splitlines()]
+    assert {e["container"] for e in both} == {first, second}
+    assert [e["position"] for e in both] == sorted(e["position"] for e in both)
+    assert _ok(up.cli("history", "--format", "json", first[:10])).count("\n") == len(lines)

@@ -148,6 +148,8 @@ def test_changes_need_a_valid_container_id_reads_take_any_reference() -> None:
     assert c.parse(t.INSPECT, "a/b", {}) == c.Inspect("a/b")
     assert c.parse(t.RESOLVE, "a b", {}) == c.Resolve("a b")
     assert c.parse(t.HISTORY, "x/y", {}) == c.History("x/y")
+    assert c.parse(t.HISTORY, "web", {"all": True}) == c.History("web", all=True)
+    assert refused(t.HISTORY, "web", {"all": "yes"}) == "invalid all 'yes': must be true or false"
 
 
 # ------------------------------------------------------------------ changes
