@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from engine import commands as c
@@ -105,12 +106,20 @@ class Queries:
         streams = [r for cid in ids for r in self.store.read_stream(cid)]
         return sorted(streams, key=lambda r: r.position), self.store.max_position()
 
-    def state_at(self, q: c.StateAt) -> list[ContainerState]:
+    def state_at(self, q: c.StateAt) -> tuple[list[ContainerState], datetime]:
+        """What ``ps -a`` would have shown at that moment (a container asked for by
+        name is shown even if it was removed by then), and the moment itself, from
+        which ages are counted: the time asked, or the time of the position."""
         cid = self.ref(q.container, include_removed=True) if q.container else None
         states = self.store.state_at(position=q.at_position, time=q.at_time, container=cid)
         if cid is not None and cid not in states:
             raise NotFound(f"container {q.container} did not exist at that moment")
-        return list(states.values())
+        moment = q.at_time
+        if moment is None and q.at_position:
+            found = self.store.read_all(q.at_position, 1)
+            moment = found[0].metadata.recorded_at if found else None
+        shown = [s for s in states.values() if cid is not None or not s.removed]
+        return shown, moment or datetime.now(UTC)
 
     def logs(self, q: c.Logs) -> LogChunk:
         """Log lines from ``offset``. With ``wait_ms``, a long poll: answer as soon as

@@ -58,7 +58,7 @@ class Dispatch:
             t.INSPECT: lambda i, cmd: _ok(cmd, detail(q.inspect(i))),
             t.EVENTS: lambda e, cmd: _ok(cmd, _events(*q.events(e))),
             t.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
-            t.STATE: lambda s, cmd: _ok(cmd, {"containers": [detail(x) for x in q.state_at(s)]}),
+            t.STATE: lambda s, cmd: _ok(cmd, _state_at(q, s)),
             t.LOGS: lambda lq, cmd: _ok(cmd, _logs(q, lq)),
             t.REBUILD: lambda r, cmd: _ok(cmd, _rebuilt(q.rebuild(r))),
             t.VERIFY_AUDIT: lambda v, cmd: _ok(cmd, _audit(q, v)),
@@ -131,3 +131,8 @@ def _audit(q: Queries, v: c.VerifyAudit) -> dict[str, Any]:
 
 def _head(head: TreeHead, q: Queries) -> dict[str, Any]:
     return {"head": head.to_json(), "signed": head.signed}
+
+
+def _state_at(q: Queries, s: c.StateAt) -> dict[str, Any]:
+    states, moment = q.state_at(s)
+    return {"containers": [detail(x) for x in states], "at": moment.isoformat()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
@@ -116,7 +117,9 @@ def cmd_state(args: argparse.Namespace, client: Client) -> int:
     if args.at_position is not None:
         at["at_position"] = args.at_position
     result = client.send("query.state", args.container, **at).result
-    fmt.print_rows(result.get("containers", []), args.format == "json" or bool(args.container))
+    moment = result.get("at")  # ages are counted from the moment asked about
+    fmt.print_rows(result.get("containers", []), args.format == "json" or bool(args.container),
+                   now=datetime.fromisoformat(moment) if isinstance(moment, str) else None)
     return 0
 
 

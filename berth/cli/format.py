@@ -87,17 +87,19 @@ def status_text(row: dict[str, Any], now: datetime) -> str:
     return state.capitalize()
 
 
-def print_rows(rows: list[dict[str, Any]], as_json: bool) -> None:
-    """JSON lines, or the ps table."""
+def print_rows(rows: list[dict[str, Any]], as_json: bool,
+               now: datetime | None = None) -> None:
+    """JSON lines, or the ps table (ages counted from ``now``: the present, or the
+    moment a ``state --at`` asked about)."""
     if as_json:
         for row in rows:
             print(json.dumps(row, sort_keys=True))
     else:
-        print_ps(rows)
+        print_ps(rows, now)
 
 
-def print_ps(rows: list[dict[str, Any]]) -> None:
-    now = datetime.now(UTC)
+def print_ps(rows: list[dict[str, Any]], now: datetime | None = None) -> None:
+    now = now or datetime.now(UTC)
     table = [["CONTAINER ID", "NAME", "NODE", "STATUS", "CREATED", "COMMAND"]]
     for r in rows:
         table.append([

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -220,3 +221,20 @@ def test_history_finds_removed_containers_by_name_and_all_that_had_it(up: Engine
     assert {e["container"] for e in both} == {first, second}
     assert [e["position"] for e in both] == sorted(e["position"] for e in both)
     assert _ok(up.cli("history", "--format", "json", first[:10])).count("\n") == len(lines)
+
+
+def test_state_at_a_past_moment_shows_what_ps_a_showed_then(up: Engine) -> None:
+    """Regression: `state --at T` counted ages from now and listed containers that had
+    been removed before T."""
+    _ok(up.cli("run", "-d", "--name", "then", up.rootfs, "sleep", "30"))
+    wait_until(lambda: "Up" in _ok(up.cli("ps")), 10, what="then running")
+    at = datetime.now(UTC).isoformat()
+    _ok(up.cli("rm", "-f", "then"))
+    after = datetime.now(UTC).isoformat()
+    time.sleep(2.5)  # time must pass for an age counted from now to show it
+    row = [line for line in _ok(up.cli("state", "--at", at)).splitlines() if " then " in line]
+    assert len(row) == 1 and re.search(r"\bUp [01]s\b", row[0]), row
+    listed = _ok(up.cli("state", "--at", after))
+    assert " then " not in listed  # removed by then: ps -a would not list it
+    asked = json.loads(_ok(up.cli("state", "--at", after, "then")).splitlines()[0])
+    assert asked["state"] == "removed"  # asked for by name, it is shown as it was
