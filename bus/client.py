@@ -44,7 +44,6 @@ from bus.protocol import (
     now_iso,
 )
 from engine import command_types as c
-from engine.commands import check_timeout
 from engine.errors import (
     InvalidArgument,
     ProtocolError,
@@ -325,7 +324,12 @@ class Client:
 
     def create(self, *, name: str | None = None, node: str | None = None,
                reply_timeout: float | None = None, **spec: Any) -> Reply:
-        """Create a container from a spec (image/rootfs, command, env, ...)."""
+        """Create a container from a spec (rootfs, args, env, ports, memory, ...),
+        checked here with the worker's own rules; ``memory="64m"`` and
+        ``ports=["8080:80"]`` are accepted as the CLI accepts them."""
+        from engine.spec import spec_from_user  # not on the path of 'berth ps'
+
+        spec = spec_from_user(spec)
         if name is not None:
             spec["name"] = name
         reply = self.send(c.CREATE, name, node, reply_timeout=reply_timeout, **spec)
@@ -338,6 +342,8 @@ class Client:
         return self._on_container(c.START, ref, node)
 
     def stop(self, ref: str, timeout: float = 10.0, *, node: str | None = None) -> Reply:
+        from engine.commands import check_timeout  # the typed commands: not for 'ps'
+
         timeout = check_timeout(timeout)  # before it bounds the reply wait below
         return self._on_container(c.STOP, ref, node, self.timeout + timeout,
                                   timeout=timeout)

@@ -33,6 +33,42 @@ _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an in
 _OPTIONAL = frozenset({"memory", "pids_limit"})
 
 
+_SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
+_SIZES = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """A size as podman takes it: bytes, or a number with k, m or g (``64m``)."""
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise InvalidArgument(f"invalid size {text!r}: use bytes, or a number with k, m or g")
+    return int(m.group(1)) * _SIZES[m.group(2).lower()]
+
+
+def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
+    """Run options as a program writes them -> the wire form, checked by the same type
+    rules as the worker's. Accepts what the CLI accepts: sizes with units (``64m``),
+    ports as ``[IP:]HOST:CTR[/PROTO]``, an env map; refuses a command given as one
+    string (it would be run character by character)."""
+    data = dict(options)
+    for key in ("args", "env", "cap_add"):
+        if isinstance(data.get(key), str):
+            raise InvalidArgument(f"run option {key} must be a list of strings, not one "
+                                  f"string: for example ['sh', '-c', 'echo hi']")
+        if isinstance(data.get(key), tuple):
+            data[key] = list(data[key])
+    if isinstance(data.get("env"), dict):
+        data["env"] = [f"{k}={v}" for k, v in data["env"].items()]
+    if isinstance(data.get("memory"), str):
+        data["memory"] = parse_size(data["memory"])
+    ports = data.get("ports")
+    if isinstance(ports, (list, tuple)):
+        data["ports"] = [list(PortMapping.parse(p)) if isinstance(p, str)
+                         else list(p) if isinstance(p, (list, tuple)) else p for p in ports]
+    RunSpec.from_data(data)  # the worker's type rules, at the publisher's edge
+    return data
+
+
 class PortMapping(NamedTuple):
     """A host port to reserve for the container's lifetime (libpod's bindPorts).
 

@@ -14,11 +14,10 @@ from bus.client import Client
 from bus.protocol import EventMessage
 from engine.errors import InvalidArgument, NotFound
 from engine.spec import PortMapping
+from engine.spec import parse_size as parse_size  # the CLI's and the client's one rule
 
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
-_SIZES = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 def parse_time(text: str, now: datetime | None = None) -> str:
@@ -35,13 +34,6 @@ def parse_time(text: str, now: datetime | None = None) -> str:
     if value.tzinfo is None:
         raise InvalidArgument(f"invalid time {text!r}: give a UTC offset (Z or +HH:MM)")
     return value.astimezone(UTC).isoformat()
-
-
-def parse_size(text: str) -> int:
-    m = _SIZE_RE.match(text.strip())
-    if not m:
-        raise InvalidArgument(f"invalid size {text!r}: use bytes, or a number with k, m or g")
-    return int(m.group(1)) * _SIZES[m.group(2).lower()]
 
 
 def parse_port(text: str) -> list[Any]:

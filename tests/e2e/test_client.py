@@ -302,3 +302,32 @@ def test_a_command_by_name_is_one_round_trip_and_records_the_full_id(up: Engine)
     assert all(e.stream == cid for e in history)
     with pytest.raises(NotFound):
         fresh.stop("no-such-name")
+
+
+def test_the_client_checks_a_spec_at_its_edge_and_takes_the_cli_forms(up: Engine) -> None:
+    """Regression: create(args="echo hi") ran `e`; memory="64m" raised a TypeError from
+    deep inside; ports=["8080:80"] said "unknown protocol '0'"."""
+    c = up.client()
+    before = c.ps(all=True)
+    with pytest.raises(InvalidArgument, match="args must be a list of strings"):
+        c.create(rootfs=up.rootfs, args="echo hi")
+    with pytest.raises(InvalidArgument, match="invalid size"):
+        c.create(rootfs=up.rootfs, args=["true"], memory="lots")
+    with pytest.raises(InvalidArgument, match="invalid run option pids_limit"):
+        c.create(rootfs=up.rootfs, args=["true"], pids_limit="10")
+    assert c.ps(all=True) == before  # nothing was sent, nothing created
+    cid = c.create(rootfs=up.rootfs, args=("sleep", "30"), memory="64m",
+                   env={"A": "1"}).result["id"]
+    spec = c.inspect(cid)["spec"]
+    assert spec["memory"] == 64 * 1024 * 1024 and spec["env"] == ["A=1"]
+    assert spec["args"] == ["sleep", "30"]
+
+
+def test_ports_in_the_cli_form_become_the_wire_form() -> None:
+    from engine.spec import spec_from_user
+
+    data = spec_from_user({"rootfs": "/r", "args": ["true"],
+                           "ports": ["8080:80", "127.0.0.1:53:53/udp"]})
+    assert data["ports"] == [["", 8080, 80, "tcp"], ["127.0.0.1", 53, 53, "udp"]]
+    with pytest.raises(InvalidArgument, match="invalid port mapping '8080'"):
+        spec_from_user({"rootfs": "/r", "args": ["true"], "ports": ["8080"]})
