@@ -73,15 +73,20 @@ def first_break(rows: Iterable[Mapping[str, Any] | RowMapping]) -> int | None:
     return None
 
 
+CHAIN_COLUMNS = (
+    events.c.position, events.c.stream, events.c.stream_version, events.c.type,
+    events.c.schema_version, events.c.data,
+    type_coerce(events.c.recorded_at, BigInteger).label("recorded_at"),
+    events.c.causation_id, events.c.correlation_id, events.c.actor, events.c.node,
+    events.c.prev_hash, events.c.hash,
+)
+"""An event row as the chain hashes it, with its hash columns (one list for every
+reader of the chain)."""
+
+
 def chain_rows(conn: Connection, page: int = 5000) -> Iterator[RowMapping]:
     """Every event row with its hash columns, in position order, a page at a time."""
-    columns = (
-        events.c.position, events.c.stream, events.c.stream_version, events.c.type,
-        events.c.schema_version, events.c.data,
-        type_coerce(events.c.recorded_at, BigInteger).label("recorded_at"),
-        events.c.causation_id, events.c.correlation_id, events.c.actor, events.c.node,
-        events.c.prev_hash, events.c.hash,
-    )
+    columns = CHAIN_COLUMNS
     cursor = -(2**62)  # a forged row at position 0 or below must be seen too
     while True:
         rows = conn.execute(select(*columns).where(events.c.position > cursor)

@@ -66,11 +66,7 @@ def log_rows(conn: Connection, after: int = -(2**62),
              page: int = 5000) -> Iterator[RowMapping]:
     """Every event row with its hash columns and its command's row, in position order."""
     columns = (
-        events.c.position, events.c.stream, events.c.stream_version, events.c.type,
-        events.c.schema_version, events.c.data,
-        type_coerce(events.c.recorded_at, BigInteger).label("recorded_at"),
-        events.c.causation_id, events.c.correlation_id, events.c.actor, events.c.node,
-        events.c.prev_hash, events.c.hash,
+        *audit.CHAIN_COLUMNS,
         commands.c.command_id.label("c_command_id"),
         commands.c.command_type.label("c_command_type"), commands.c.stream.label("c_stream"),
         commands.c.outcome.label("c_outcome"), commands.c.error_code.label("c_error_code"),
