@@ -20,7 +20,8 @@ CRIU_WRAPPER="$CRIU_PREFIX/bin/criu"
 CONFIG_DIR=/etc/berth
 MIN_PY=(3 11)
 
-BASE_PKGS=(runc conmon crun iptables busybox-static postgresql iproute2 inotify-tools)
+BASE_PKGS=(runc conmon crun iptables busybox-static postgresql iproute2 inotify-tools
+           skopeo docker-registry containernetworking-plugins catatonit)
 BENCH_PKGS=(podman containerd hyperfine)
 
 usage() {
@@ -148,7 +149,7 @@ setup_criu() {
 
 # --- 4. verify ---------------------------------------------------------------------------
 verify_tools() {
-    step "verify: runc, conmon, crun, iptables, busybox"
+    step "verify: runc, conmon, crun, iptables, busybox, skopeo, registry, CNI, catatonit"
     local out
     out=$(runc --version 2>&1) || die "verification failed: \`runc --version\`: $out"
     info "runc: $(printf '%s\n' "$out" | head -n 1)"
@@ -163,6 +164,17 @@ verify_tools() {
         die "verification failed: /bin/busybox is dynamically linked (need busybox-static, not busybox)"
     fi
     info "busybox: $(/bin/busybox 2>&1 | head -n 1)"
+    out=$(skopeo --version 2>&1) || die "verification failed: \`skopeo --version\`: $out"
+    info "skopeo: $out"
+    [ -x /usr/bin/docker-registry ] \
+        || die "verification failed: /usr/bin/docker-registry missing (package docker-registry)"
+    local plugin
+    for plugin in bridge host-local portmap firewall loopback; do
+        [ -x "/usr/lib/cni/$plugin" ] \
+            || die "verification failed: CNI plugin /usr/lib/cni/$plugin missing (containernetworking-plugins)"
+    done
+    info "CNI plugins: /usr/lib/cni (bridge host-local portmap firewall loopback)"
+    [ -x /usr/bin/catatonit ] || die "verification failed: /usr/bin/catatonit missing (package catatonit)"
 }
 
 # Byte-compile berth's own packages. Where PYTHONDONTWRITEBYTECODE is set, Python
