@@ -69,7 +69,7 @@ COUNTERS = (
     "commands_received", "commands_routed", "replies_routed", "duplicate_replies",
     "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
     "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
-    "wrong_node", "oversized", "busy", "read_only_refused",
+    "wrong_node", "oversized", "busy", "read_only_refused", "held_for_worker",
 )
 """What ``stats`` counts (and ``query.ping`` reports)."""
 
@@ -310,8 +310,9 @@ class Broker:
         self._route(Pending(command, payload, [envelope]), time.monotonic(), fresh=True)
 
     def _route(self, pending: Pending, now: float, *, fresh: bool) -> None:
-        """Send a command to its worker; with none, refuse a fresh command at once
-        and let a re-dispatched one wait for a worker until its deadline."""
+        """Send a command to its worker; with none, let it wait for one until its
+        deadline (a fresh one: until just before its publisher stops waiting), unless
+        its node never had a worker or too many commands wait already."""
         command = pending.command
         try:
             node = self.router.target_node(command)
@@ -321,13 +322,17 @@ class Broker:
             return
         worker = self.router.choose(command, node)
         if worker is None:
-            if fresh:
+            if fresh and (self.router.refuse_at_once(node)
+                          or len(self.router.waiting()) >= self.router.max_waiting):
                 refusal = self.router.unavailable(command, node)
                 self._answer_all(pending, error_reply(command.id, refusal.code, refusal.message))
-            else:
-                self.router.outstanding[command.id] = pending
-                if pending.deadline is None:
-                    pending.deadline = now + self.router.pending_timeout
+                return
+            self.router.outstanding[command.id] = pending
+            if pending.deadline is None:
+                pending.deadline = (self.router.hold_until(command, now) if fresh
+                                    else now + self.router.pending_timeout)
+            if fresh:
+                self.stats["held_for_worker"] += 1
             return
         if fresh and (busy := self.router.busy(command, worker)) is not None:
             self.stats["busy"] += 1

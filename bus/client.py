@@ -36,6 +36,7 @@ from bus.keys import ClientKeys, client_keys_from_env, needs_curve, peer_socket
 from bus.protocol import (
     MAX_ACTOR_LENGTH,
     MAX_FRAME_SIZE,
+    MAX_WAIT,
     Command,
     EventMessage,
     Reply,
@@ -175,6 +176,7 @@ class Client:
             actor=self.actor,
             correlation_id=correlation_id or cid,
             sent_at=now_iso(),
+            wait=min(self.timeout, MAX_WAIT),
         )
 
     def send(
