@@ -164,7 +164,7 @@ def _serve(node: str) -> None:
         worker = Worker(WorkerConfig(node=node, backend=endpoints.backend))
         log.info("berth up: node %s, bus %s, store %s", node, endpoints.frontend,
                  worker.config.database)
-        worker.serve_forever()
+        worker.serve_forever(on_stop=broker.close_intake)
     finally:
         broker.stop()
 

@@ -53,7 +53,14 @@ from bus.protocol import (
 from bus.routing import Envelope, Pending, Router
 from bus.security import BrokerSecurity, RateLimit
 from engine.command_types import PING
-from engine.errors import BerthError, PermissionDenied, ProtocolError, RateLimited
+from engine.errors import (
+    BerthError,
+    HandedBack,
+    PermissionDenied,
+    ProtocolError,
+    RateLimited,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,7 @@ DEFAULT_LIVENESS = 3
 DEFAULT_PENDING_TIMEOUT = 30.0
 DEFAULT_REPLY_CACHE = 10_000
 _BATCH = 256  # messages read from one socket before the others get a turn
+_STOPPING = "the engine is stopping; retry once it is back"
 _MAX_ASKERS = 8  # sockets remembered per outstanding command (retries from new sockets)
 _SALVAGE_LIMIT = 64 * 1024  # an over-rate frame larger than this is dropped unread
 DEFAULT_RATE_LIMIT = RateLimit()
@@ -70,6 +78,7 @@ COUNTERS = (
     "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
     "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
     "wrong_node", "oversized", "busy", "read_only_refused", "held_for_worker",
+    "handed_back",
 )
 """What ``stats`` counts (and ``query.ping`` reports)."""
 
@@ -115,6 +124,7 @@ class Broker:
         )
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closing = threading.Event()
         self._started_at = time.monotonic()
         self._next_heartbeat = 0.0
         self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)
@@ -139,6 +149,12 @@ class Broker:
         self._thread = threading.Thread(target=self.run, args=(self._stop,), name="berth-broker",
                                         daemon=True)
         self._thread.start()
+
+    def close_intake(self) -> None:
+        """The whole engine is stopping (``berth down``): from now on a new command,
+        and one a stopping worker hands back, is answered ``unavailable`` at once
+        instead of being held for a worker that will not come back soon."""
+        self._closing.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread started by ``start`` and close the sockets."""
@@ -307,6 +323,9 @@ class Broker:
                 pending.clients = [*pending.clients[-(_MAX_ASKERS - 1):], envelope]
             return
         self.admission.claim(command)
+        if self._closing.is_set() and command.type != PING:
+            self._answer(envelope, error_reply(command.id, Unavailable.code, _STOPPING))
+            return
         self._route(Pending(command, payload, [envelope]), time.monotonic(), fresh=True)
 
     def _route(self, pending: Pending, now: float, *, fresh: bool) -> None:
@@ -405,7 +424,10 @@ class Broker:
         now = time.monotonic()
         if isinstance(msg, Reply):
             self.router.touch(identity, now)
-            self._on_reply(msg, payload)
+            if msg.error_code == HandedBack.code:
+                self._take_back(identity, msg.command_id, now)
+            else:
+                self._on_reply(msg, payload)
         elif isinstance(msg, EventMessage):
             self.router.touch(identity, now)
             self._publish(msg, payload)
@@ -443,6 +465,21 @@ class Broker:
                      ready.capacity)
         for pending in self.router.waiting():
             self._route(pending, now, fresh=False)
+
+    def _take_back(self, identity: bytes, command_id: str, now: float) -> None:
+        """A stopping worker gave a command back unrun: route it to another worker
+        of its node, or hold it for the next one, as for a fresh command; the
+        stopping worker gets no more (a rolling restart fails no command)."""
+        pending = self.router.take_back(identity, command_id)
+        if pending is None:  # answered meanwhile, or not this worker's
+            return
+        self.stats["handed_back"] += 1
+        if self._closing.is_set():
+            self.router.complete(command_id)
+            self._answer_all(pending, error_reply(command_id, Unavailable.code, _STOPPING))
+            return
+        pending.deadline = self.router.hold_until(pending.command, now)
+        self._route(pending, now, fresh=False)
 
     def _on_reply(self, reply: Reply, payload: bytes) -> None:
         pending = self.router.complete(reply.command_id)

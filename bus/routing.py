@@ -50,6 +50,8 @@ class WorkerState:
     last_dispatch: int = 0
     by_sender: Counter[str] = field(default_factory=Counter)
     """How many of ``outstanding`` each actor sent."""
+    stopping: bool = False
+    """It handed a command back: it is draining and gets no new ones."""
 
     @property
     def queue_limit(self) -> int:
@@ -137,6 +139,7 @@ class Router:
                 pending.deadline = now + self.pending_timeout
         else:
             worker.capacity = capacity
+            worker.stopping = False  # it announced itself again: it takes commands
         worker.expires_at = now + self.worker_timeout
         self.nodes_seen[node] = None
         self.nodes_seen.move_to_end(node)
@@ -179,7 +182,8 @@ class Router:
     def choose(self, command: Command, node: str | None) -> WorkerState | None:
         """The live worker for a command: one already busy with its container, else
         the least loaded (fewest outstanding commands, then least recently used)."""
-        candidates = [w for w in self.workers.values() if node is None or w.node == node]
+        candidates = [w for w in self.workers.values()
+                      if (node is None or w.node == node) and not w.stopping]
         if not candidates:
             return None
         if command.container is not None:
@@ -240,6 +244,20 @@ class Router:
                 worker.by_sender[actor] -= 1
                 if worker.by_sender[actor] <= 0:
                     del worker.by_sender[actor]
+        return pending
+
+    def take_back(self, identity: bytes, command_id: str) -> Pending | None:
+        """A stopping worker gave ``command_id`` back unrun: mark it stopping, free
+        the slot, and return the command to route again (None if it is not this
+        worker's to give back)."""
+        worker = self.workers.get(identity)
+        pending = self.outstanding.get(command_id)
+        if worker is None or pending is None or pending.worker != identity:
+            return None
+        worker.stopping = True
+        self.complete(command_id)
+        pending.worker = None
+        self.outstanding[command_id] = pending
         return pending
 
     def waiting(self) -> list[Pending]:

@@ -51,7 +51,7 @@ from bus.protocol import (
     error_reply,
 )
 from engine.command_types import CHANGE_COMMANDS
-from engine.errors import BerthError, ProtocolError, Unavailable
+from engine.errors import BerthError, HandedBack, ProtocolError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -286,9 +286,9 @@ class WorkerLink:
             if command.id in self._inflight:
                 self.stats["duplicates"] += 1
                 return
-            if self._intake_closed:
+            if self._intake_closed:  # the broker holds it for this node's next worker
                 self._outbox.append(encode(error_reply(
-                    command.id, Unavailable.code,
+                    command.id, HandedBack.code,
                     f"the worker of node {self.node} is stopping; retry once it is back")))
                 return
             self._inflight.add(command.id)

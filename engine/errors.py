@@ -129,6 +129,14 @@ class Unavailable(BerthError):
     exit_code = 125
 
 
+class HandedBack(Unavailable):
+    """A stopping worker did not run the command and gives it back to the broker,
+    which holds it for another worker of the node (a publisher sees this only from
+    a broker that predates it)."""
+
+    code = "handed_back"
+
+
 class RateLimited(BerthError):
     """The broker refused a command because its sender exceeded its rate limit."""
 
@@ -158,6 +166,7 @@ ERRORS_BY_CODE: dict[str, type[BerthError]] = {
         StoreError,
         StateUnwritable,
         Unavailable,
+        HandedBack,
         RateLimited,
         ProtocolError,
     )

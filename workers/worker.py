@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,12 +167,16 @@ class Worker:
                            if isinstance(v, int)},
         }
 
-    def serve_forever(self) -> None:
-        """Run until SIGTERM/SIGINT; containers keep running afterwards."""
+    def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM/SIGINT; containers keep running afterwards. ``on_stop``
+        runs first when the signal comes (the embedded engine closes its broker's
+        intake there, since no other worker will take the node's commands)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stopped.set())
         self.start()
         self._stopped.wait()
+        if on_stop is not None:
+            on_stop()
         self.close()
 
     def stop(self) -> None:

@@ -309,6 +309,37 @@ def test_held_commands_are_bounded(
         thread.join(5)
 
 
+def test_a_stopping_worker_hands_new_commands_back_to_its_successor(
+        broker: Broker, make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    """A rolling restart fails nothing: commands that reach the old worker while it
+    drains go to the new one, and the command it was running finishes there."""
+    old = Recorder("old")
+    link = make_worker("a", old)
+    client = make_client(timeout=10, retries=0)
+    replies: list[Reply] = []
+    running = threading.Thread(target=lambda: replies.append(
+        client.send("container.start", "web", "a", gate="slow")))
+    running.start()
+    wait_until(lambda: old.started, what="the slow command runs")
+    link.close_intake()  # what SIGTERM does first
+    late = make_client(timeout=10, retries=0)
+    handed: list[Reply] = []
+    sent = threading.Thread(target=lambda: handed.append(
+        late.send("container.start", "db", "a")))
+    sent.start()
+    wait_until(lambda: broker.stats["handed_back"] == 1, what="the new command handed back")
+    new = Recorder("new")
+    make_worker("a", new)
+    sent.join(10)
+    assert handed and handed[0].ok and handed[0].result["worker"] == "new"
+    old.gate("slow").set()
+    running.join(10)
+    assert replies and replies[0].result["worker"] == "old"
+    assert [c.container for c in new.commands] == ["db"]
+    assert broker.stats["errors"] == 0
+
+
 def _swallow(call: Callable[[], object]) -> None:
     with contextlib.suppress(Unavailable):
         call()
