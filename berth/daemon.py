@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from berth import logs
 from bus.broker import Broker
@@ -32,6 +33,9 @@ from engine.errors import BerthError, PermissionDenied, Timeout, Unavailable
 from engine.runtime.waits import pid_alive
 from workers.statedirs import PRIVATE_UMASK, private_directory
 from workers.worker import DEFAULT_ROOT, DEFAULT_RUN, Worker, WorkerConfig
+
+if TYPE_CHECKING:
+    from bus.metrics import MetricsServer
 
 log = logging.getLogger("berth.up")
 
@@ -158,15 +162,36 @@ def leave_past_deadline() -> None:
 
 def _serve(node: str) -> None:
     endpoints = default_endpoints()
+    config = WorkerConfig(node=node, backend=endpoints.backend)
     broker = Broker(endpoints.frontend, endpoints.backend, endpoints.events)
     broker.start()
+    server = None
     try:
-        worker = Worker(WorkerConfig(node=node, backend=endpoints.backend))
+        worker = Worker(config)
+        if config.metrics is not None:
+            server = _serve_metrics(config.metrics, broker, worker)
         log.info("berth up: node %s, bus %s, store %s", node, endpoints.frontend,
                  worker.config.database)
         worker.serve_forever(on_stop=broker.close_intake)
     finally:
+        if server is not None:
+            server.close()
         broker.stop()
+
+
+def _serve_metrics(address: str, broker: Broker, worker: Worker) -> MetricsServer:
+    """One /metrics and /ready for the embedded broker and worker together."""
+    from prometheus_client import CollectorRegistry
+
+    from bus.metrics import MetricsServer, broker_metrics, broker_readiness, listen_address
+    from workers.metrics import worker_readiness
+
+    registry = CollectorRegistry()
+    broker_metrics(broker, registry)
+    worker.registry = registry
+    broker_ready, worker_ready = broker_readiness(broker), worker_readiness(worker)
+    return MetricsServer(listen_address(address), registry,
+                         lambda: broker_ready() or worker_ready()).start()
 
 
 def _answers() -> bool:

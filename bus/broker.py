@@ -25,7 +25,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -127,7 +127,12 @@ class Broker:
         self._closing = threading.Event()
         self._started_at = time.monotonic()
         self._next_heartbeat = 0.0
+        self.ticked_at: float | None = None
+        """When the routing loop last went round (time.monotonic()); None before it runs."""
         self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.on_answer: Callable[[str, str | None, float], None] | None = None
+        """Told (command type, error code or None, seconds since accepted) for each
+        routed command answered; the metrics set it (None: nothing measured)."""
         self.sockets = BrokerSockets(frontend_endpoint, backend_endpoint, events_endpoint,
                                      self.admission, context)
         self.frontend, self.backend, self.events = (
@@ -326,7 +331,8 @@ class Broker:
         if self._closing.is_set() and command.type != PING:
             self._answer(envelope, error_reply(command.id, Unavailable.code, _STOPPING))
             return
-        self._route(Pending(command, payload, [envelope]), time.monotonic(), fresh=True)
+        now = time.monotonic()
+        self._route(Pending(command, payload, [envelope], received=now), now, fresh=True)
 
     def _route(self, pending: Pending, now: float, *, fresh: bool) -> None:
         """Send a command to its worker; with none, let it wait for one until its
@@ -394,6 +400,9 @@ class Broker:
     def _answer_all(self, pending: Pending, reply: Reply) -> None:
         if not reply.ok:
             self.stats["errors"] += 1
+        if self.on_answer is not None:
+            self.on_answer(pending.command.type, reply.error_code if not reply.ok else None,
+                           time.monotonic() - pending.received)
         frame = encode(reply)
         for envelope in pending.clients:
             self._send_client(envelope, frame)
@@ -488,6 +497,9 @@ class Broker:
             return
         self.router.replies.put(reply.command_id, payload)
         self.stats["replies_routed"] += 1
+        if self.on_answer is not None:
+            self.on_answer(pending.command.type, reply.error_code if not reply.ok else None,
+                           time.monotonic() - pending.received)
         for envelope in pending.clients:
             self._send_client(envelope, payload)
 
@@ -516,6 +528,7 @@ class Broker:
     # ------------------------------------------------------------------ timers
 
     def _tick(self, now: float) -> None:
+        self.ticked_at = now
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
             for worker in list(self.router.workers.values()):

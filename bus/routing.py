@@ -78,6 +78,8 @@ class Pending:
     worker: bytes | None = None
     deadline: float | None = None
     """Set while the command waits for a worker (after its worker was lost)."""
+    received: float = 0.0
+    """When the broker accepted it (time.monotonic()), for the latency it reports."""
 
 
 class RecentReplies:

@@ -114,6 +114,8 @@ class WorkerLink:
         self._idle = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._disconnect_on_stop = True
+        self.heard_at: float | None = None
+        """When the broker was last heard from (time.monotonic()); None: never."""
         self.connected = threading.Event()
         """Set once the link has sent Ready on a socket (and heard the broker since)."""
 
@@ -184,7 +186,7 @@ class WorkerLink:
                 wait = max(0.0, min(next_beat - now, 0.1))
                 ready = dict(poller.poll(int(wait * 1000)))
                 if sock in ready and self._receive(sock):
-                    last_heard = time.monotonic()
+                    last_heard = self.heard_at = time.monotonic()
                     delay = self.heartbeat_interval
                 if self._wake_r in ready:
                     self._drain_wakeups()

@@ -20,6 +20,12 @@ COMMANDS = ("up", "down", "broker", "worker", "keys")
 def cmd_up(args: argparse.Namespace) -> int:
     from berth.daemon import run_embedded, start_detached
 
+    if args.metrics:
+        from bus.metrics import listen_address
+
+        listen_address(args.metrics)  # refused here, not in the detached process's log
+        os.environ["BERTH_METRICS"] = args.metrics
+
     if args.detach:
         return start_detached(node=args.node)
     return run_embedded(node=args.node)
@@ -47,8 +53,26 @@ def cmd_broker(args: argparse.Namespace) -> int:
         security = BrokerSecurity.load(args.broker_key, args.authorized_workers,
                                        args.authorized_publishers)
     rate = None if args.rate_limit <= 0 else RateLimit(args.rate_limit, args.burst)
+    address = None
+    if args.metrics:
+        from bus.metrics import listen_address
+
+        address = listen_address(args.metrics)  # refused before anything binds
     broker = Broker(*endpoints, security=security, rate_limit=rate)
-    broker.serve_forever()
+    server = None
+    if address is not None:
+        from prometheus_client import CollectorRegistry
+
+        from bus.metrics import MetricsServer, broker_metrics, broker_readiness
+
+        registry = CollectorRegistry()
+        broker_metrics(broker, registry)
+        server = MetricsServer(address, registry, broker_readiness(broker)).start()
+    try:
+        broker.serve_forever()
+    finally:
+        if server is not None:
+            server.close()
     return 0
 
 
@@ -59,7 +83,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     logs.configure()
     os.umask(PRIVATE_UMASK)
-    config = WorkerConfig(node=args.node, backend=args.connect)
+    config = WorkerConfig(node=args.node, backend=args.connect, metrics=args.metrics or None)
     config.key_file = args.worker_key or config.key_file
     config.server_key_file = args.worker_server_key or config.server_key_file
     Worker(config).serve_forever()
@@ -92,6 +116,9 @@ def add_commands(add: AddCommand) -> None:
     p = add("up", cmd_up, "run the embedded engine (broker, worker, SQLite)", server=True)
     p.add_argument("-d", "--detach", action="store_true")
     p.add_argument("--node", default=os.environ.get("BERTH_NODE", "local"))
+    p.add_argument("--metrics", metavar="ADDR:PORT", default=os.environ.get("BERTH_METRICS"),
+                   help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
+                        "off when unset)")
     add("down", cmd_down, "stop the embedded engine (containers keep running)", server=True)
     p = add("broker", cmd_broker, "run the broker alone", server=True)
     p.add_argument("--bind", default=None, help="frontend endpoint (default BERTH_BUS)")
@@ -110,6 +137,9 @@ def add_commands(add: AddCommand) -> None:
                    help="commands a second per peer (0: unlimited)")
     p.add_argument("--burst", type=int, default=2000, metavar="N",
                    help="commands a peer may send at once above its rate")
+    p.add_argument("--metrics", metavar="ADDR:PORT", default=os.environ.get("BERTH_METRICS"),
+                   help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
+                        "off when unset)")
     p = add("worker", cmd_worker, "run a worker for one node", server=True)
     p.add_argument("--node", required=True)
     p.add_argument("--connect", default=os.environ.get("BERTH_BUS_WORKERS"),
@@ -118,6 +148,9 @@ def add_commands(add: AddCommand) -> None:
                    help="this worker's secret CURVE key file, for tcp (default BERTH_KEY)")
     p.add_argument("--server-key", dest="worker_server_key", metavar="FILE",
                    help="the broker's public CURVE key file (default BERTH_SERVER_KEY)")
+    p.add_argument("--metrics", metavar="ADDR:PORT", default=os.environ.get("BERTH_METRICS"),
+                   help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
+                        "off when unset)")
     p = add("keys", cmd_keys, "CURVE keys for a bus on tcp", server=True)
     keys_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     k = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret "
