@@ -218,6 +218,7 @@ def _ready(timeout: float) -> None:
 def start_detached(node: str = "local", timeout: float = 30.0) -> int:
     """Start ``berth up`` in the background; report the engine that is up, truthfully:
     of two concurrent starts one takes the lock and the other names it."""
+    logs.settings_from_env()  # a bad log setting is refused here, not in the child's log
     os.umask(PRIVATE_UMASK)
     root = private_directory(os.environ.get("BERTH_ROOT", DEFAULT_ROOT), "BERTH_ROOT")
     private_directory(_run_dir(), "BERTH_RUN")
@@ -226,11 +227,16 @@ def start_detached(node: str = "local", timeout: float = 30.0) -> int:
         _ready(timeout)
         print(f"berth is already up (pid {running})")
         return 0
-    log_path = os.path.join(root, "berth.log")
-    with os.fdopen(_open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as out:
+    # The engine's log is rotated (berth.logs); what the process itself prints
+    # outside logging (a crash) goes beside it.
+    env = dict(os.environ)
+    env.setdefault("BERTH_LOG_FILE", os.path.join(root, "berth.log"))
+    log_path = env["BERTH_LOG_FILE"]
+    stderr_path = os.path.join(root, "berth.stderr")
+    with os.fdopen(_open(stderr_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "berth", "up", "--node", node],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -238,7 +244,8 @@ def start_detached(node: str = "local", timeout: float = 30.0) -> int:
             holder = _running_pid()
             if not holder:
                 raise Unavailable(
-                    f"berth up exited with status {proc.returncode}; see {log_path}")
+                    f"berth up exited with status {proc.returncode}; see {log_path} "
+                    f"and {stderr_path}")
             _ready(max(deadline - time.monotonic(), 1.0))
             print(f"berth is already up (pid {holder})")
             return 0

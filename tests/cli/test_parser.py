@@ -27,7 +27,8 @@ def test_cli_command_list_matches_the_parser() -> None:
 
 
 def test_help_lists_the_commands_noun_by_noun() -> None:
-    """``berth --help`` keeps its order: the engine's processes, db, containers, the log, the system."""
+    """``berth --help`` keeps its order: the engine's processes, db, containers, the log,
+    the system."""
     text = cli.build_parser().format_help()
     listed = [line.split()[0] for line in text.splitlines()
               if line.startswith("    ") and line.split()[0] in cli.COMMANDS]
