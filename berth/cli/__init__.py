@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from berth import config
 from berth.cli import containers, db, engine, events, system
 from bus.client import Client
 from engine.errors import BerthError, Unavailable
@@ -99,6 +100,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        config.apply()  # before the parser: its defaults read the environment
+    except BerthError as exc:
+        print(f"berth: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = build_parser(_command_word(argv)).parse_args(argv)
     try:
         if args.server:
