@@ -26,7 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from berth import logs
+from berth import logs, sdnotify
 from bus.broker import Broker
 from bus.endpoints import default_endpoints
 from engine.errors import BerthError, PermissionDenied, Timeout, Unavailable
@@ -172,7 +172,12 @@ def _serve(node: str) -> None:
             server = _serve_metrics(config.metrics, broker, worker)
         log.info("berth up: node %s, bus %s, store %s", node, endpoints.frontend,
                  worker.config.database)
-        worker.serve_forever(on_stop=broker.close_intake)
+        def stopping() -> None:
+            sdnotify.notify("STOPPING=1")
+            broker.close_intake()
+
+        worker.serve_forever(on_stop=stopping, on_ready=lambda: sdnotify.notify(
+            f"READY=1\nSTATUS=serving node {node}"))
     finally:
         if server is not None:
             server.close()

@@ -202,13 +202,18 @@ class Worker:
                            if isinstance(v, int)},
         }
 
-    def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
-        """Run until SIGTERM/SIGINT; containers keep running afterwards. ``on_stop``
-        runs first when the signal comes (the embedded engine closes its broker's
-        intake there, since no other worker will take the node's commands)."""
+    def serve_forever(self, on_stop: Callable[[], object] | None = None,
+                      on_ready: Callable[[], object] | None = None) -> None:
+        """Run until SIGTERM/SIGINT; containers keep running afterwards. ``on_ready``
+        runs once reconciliation is done and commands are taken (readiness for a
+        service manager); ``on_stop`` first when the signal comes (the embedded
+        engine closes its broker's intake there, since no other worker will take the
+        node's commands)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stopped.set())
         self.start()
+        if on_ready is not None:
+            on_ready()
         self._stopped.wait()
         if on_stop is not None:
             on_stop()

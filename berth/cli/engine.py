@@ -68,9 +68,13 @@ def cmd_broker(args: argparse.Namespace) -> int:
         registry = CollectorRegistry()
         broker_metrics(broker, registry)
         server = MetricsServer(address, registry, broker_readiness(broker)).start()
+    from berth import sdnotify
+
+    sdnotify.notify("READY=1\nSTATUS=routing")  # bound: clients may connect
     try:
         broker.serve_forever()
     finally:
+        sdnotify.notify("STOPPING=1")
         if server is not None:
             server.close()
     return 0
@@ -86,7 +90,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = WorkerConfig(node=args.node, backend=args.connect, metrics=args.metrics or None)
     config.key_file = args.worker_key or config.key_file
     config.server_key_file = args.worker_server_key or config.server_key_file
-    Worker(config).serve_forever()
+    from berth import sdnotify
+
+    Worker(config).serve_forever(
+        on_ready=lambda: sdnotify.notify(f"READY=1\nSTATUS=serving node {config.node}"),
+        on_stop=lambda: sdnotify.notify("STOPPING=1"))
     from berth.daemon import leave_past_deadline
 
     leave_past_deadline()
