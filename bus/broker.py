@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -34,6 +35,7 @@ import zmq
 
 from bus import endpoints as _endpoints
 from bus.admission import Admission, identity_label
+from bus.binarystar import BinaryStar, DualActive, State
 from bus.broker_sockets import BrokerSockets, Oversized, receive
 from bus.protocol import (
     MAX_MESSAGE_FRAMES,
@@ -56,6 +58,7 @@ from engine.command_types import PING
 from engine.errors import (
     BerthError,
     HandedBack,
+    Passive,
     PermissionDenied,
     ProtocolError,
     RateLimited,
@@ -78,9 +81,19 @@ COUNTERS = (
     "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
     "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
     "wrong_node", "oversized", "busy", "read_only_refused", "held_for_worker",
-    "handed_back",
+    "handed_back", "passive_refused",
 )
 """What ``stats`` counts (and ``query.ping`` reports)."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A Binary Star pair: this broker's role, where it says its state, and where
+    its peer says its own."""
+
+    role: str
+    state_bind: str
+    peer: str
 
 
 class Broker:
@@ -105,6 +118,7 @@ class Broker:
         context: zmq.Context[Any] | None = None,
         security: BrokerSecurity | None = None,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        pair: Pair | None = None,
     ) -> None:
         """``security``: CURVE keys for tcp endpoints (None: loaded from the
         environment's defaults when an endpoint is tcp; a clear error if absent).
@@ -137,6 +151,15 @@ class Broker:
                                      self.admission, context)
         self.frontend, self.backend, self.events = (
             self.sockets.frontend, self.sockets.backend, self.sockets.events)
+        self.star: BinaryStar | None = None
+        """This broker's side of a Binary Star pair (None: a lone broker)."""
+        self.fatal: str | None = None
+        """Why the broker stopped by itself (two actives in a pair)."""
+        self._state_pub: zmq.Socket[bytes] | None = None
+        self._state_sub: zmq.Socket[bytes] | None = None
+        if pair is not None:
+            self.star = BinaryStar.start(pair.role, heartbeat_interval, time.monotonic())
+            self._state_pub, self._state_sub = self.sockets.pair(pair.state_bind, pair.peer)
         self.frontend_endpoint = self.sockets.frontend_endpoint
         self.backend_endpoint = self.sockets.backend_endpoint
         self.events_endpoint = self.sockets.events_endpoint
@@ -190,10 +213,14 @@ class Broker:
         poller.register(self.backend, zmq.POLLIN)
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.events, zmq.POLLIN)
+        if self._state_sub is not None:
+            poller.register(self._state_sub, zmq.POLLIN)
         tick = min(self.heartbeat_interval, 0.1)
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
-        while not stop_event.is_set():
+        while not stop_event.is_set() and self.fatal is None:
             ready = dict(poller.poll(int(tick * 1000)))
+            if self._state_sub is not None and self._state_sub in ready:
+                self._on_peer_state(self._state_sub)
             if self.backend in ready:
                 self._drain(self.backend, self._on_worker)
             if self.frontend in ready:
@@ -201,6 +228,40 @@ class Broker:
             if self.events in ready:
                 self._drain(self.events, self._on_subscription)
             self._guarded(self._tick, time.monotonic())
+
+    def _on_peer_state(self, sock: zmq.Socket[bytes]) -> None:
+        """The pair's other broker said its state (bus.binarystar decides)."""
+        assert self.star is not None
+        for _ in range(_BATCH):
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            state = State.from_wire(frame)
+            if state is None:
+                self.stats["malformed_frames"] += 1
+                continue
+            before = self.star.state
+            try:
+                self.star.peer(state, time.monotonic())
+            except DualActive as exc:
+                log.critical("%s: stopping rather than splitting the engine in two", exc)
+                self.fatal = str(exc)
+                return
+            if self.star.state is not before:
+                log.info("pair: %s -> %s (the peer is %s)", before.name.lower(),
+                         self.star.state.name.lower(), state.name.lower())
+
+    def _serving(self, now: float) -> bool:
+        """Whether this broker serves a client now; a pair's passive side may take
+        over here (its peer silent, a client asking), as Binary Star says."""
+        if self.star is None:
+            return True
+        before = self.star.state
+        serving = self.star.client_request(now)
+        if serving and before is not State.ACTIVE:
+            log.warning("pair: taking over as active (the peer is silent and a client asks)")
+        return serving
 
     def _drain(self, sock: zmq.Socket[bytes], handle: Any) -> None:
         """Handle up to _BATCH messages, handed over as uncopied zmq.Frames whose
@@ -288,6 +349,12 @@ class Broker:
         if msg.type == PING:  # "identity": how this peer's commands are recorded
             result = {**self.health(), "identity": peer.name}
             self._answer(envelope, Reply(msg.id, True, result=result), count_error=False)
+            return
+        if not self._serving(time.monotonic()):
+            self.stats["passive_refused"] += 1
+            self._answer(envelope, error_reply(msg.id, Passive.code,
+                                               "this broker is the passive one of its pair"),
+                         count_error=False)
             return
         refused = self.admission.refusal(msg, peer)
         if refused is not None:
@@ -416,6 +483,9 @@ class Broker:
     # ------------------------------------------------------------------ workers
 
     def _on_worker(self, received: list[zmq.Frame]) -> None:
+        if self.star is not None and self.star.state in (State.BACKUP, State.PASSIVE):
+            self.stats["passive_refused"] += 1  # silence: the worker turns to the other
+            return
         frames = [frame.bytes for frame in received]
         identity = frames[0]
         if len(frames) != 2:
@@ -531,6 +601,9 @@ class Broker:
         self.ticked_at = now
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
+            if self.star is not None and self._state_pub is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    self._state_pub.send(self.star.state.wire, zmq.NOBLOCK)
             for worker in list(self.router.workers.values()):
                 # On failure its liveness runs out and it is dropped below.
                 with contextlib.suppress(zmq.ZMQError):
@@ -563,6 +636,7 @@ class Broker:
                 {"node": w.node, "capacity": w.capacity, "outstanding": len(w.outstanding)}
                 for w in self.router.workers.values()
             ],
+            "pair": None if self.star is None else self.star.state.name.lower(),
             **self.stats,
         }
 

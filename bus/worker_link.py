@@ -81,8 +81,11 @@ class WorkerLink:
     ) -> None:
         """``curve``: this worker's keys for a tcp backend (None: from BERTH_KEY and
         BERTH_SERVER_KEY when the endpoint is tcp)."""
-        self.endpoint = backend_endpoint or _endpoints.default_endpoints().backend
-        if curve is None and needs_curve(self.endpoint):
+        self.endpoints = _endpoints.split(backend_endpoint
+                                          or _endpoints.default_endpoints().backend)
+        """One broker, or a Binary Star pair: a silent broker's successor is tried next."""
+        self.endpoint = self.endpoints[0]
+        if curve is None and any(needs_curve(e) for e in self.endpoints):
             curve = client_keys_from_env()
             if curve is None:
                 log.warning("connecting to %s without CURVE keys: a berth broker refuses "
@@ -206,6 +209,10 @@ class WorkerLink:
                         break
                     delay = min(delay * 2, self.reconnect_max)
                     self.stats["reconnects"] += 1
+                    if len(self.endpoints) > 1:  # fail over to the pair's other broker
+                        nxt = (self.endpoints.index(self.endpoint) + 1) % len(self.endpoints)
+                        self.endpoint = self.endpoints[nxt]
+                        delay = self.heartbeat_interval  # no backoff between the two
                     sock = self._connect()
                     poller.register(sock, zmq.POLLIN)
                     last_heard = next_beat = time.monotonic()

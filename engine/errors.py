@@ -137,6 +137,13 @@ class HandedBack(Unavailable):
     code = "handed_back"
 
 
+class Passive(Unavailable):
+    """The passive broker of a Binary Star pair turned the command away unrun: the
+    publisher sends it to the other broker."""
+
+    code = "passive"
+
+
 class RateLimited(BerthError):
     """The broker refused a command because its sender exceeded its rate limit."""
 
@@ -167,6 +174,7 @@ ERRORS_BY_CODE: dict[str, type[BerthError]] = {
         StateUnwritable,
         Unavailable,
         HandedBack,
+        Passive,
         RateLimited,
         ProtocolError,
     )

@@ -11,6 +11,8 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from engine.errors import InvalidArgument
+
 if TYPE_CHECKING:
     from berth.cli import AddCommand
 
@@ -40,13 +42,19 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_broker(args: argparse.Namespace) -> int:
     from berth import logs
     from bus.broker import Broker
-    from bus.endpoints import default_endpoints
+    from bus.endpoints import default_endpoints, derive_lenient
     from bus.keys import needs_curve
     from bus.security import BrokerSecurity, RateLimit
 
     logs.configure()
     defaults = default_endpoints()
-    endpoints = (args.bind or defaults.frontend, args.workers_bind or defaults.backend,
+    if args.bind:  # the worker and event sockets beside it, as BERTH_BUS would place them
+        beside = derive_lenient(args.bind)
+        defaults = type(defaults)(
+            args.bind,
+            os.environ.get("BERTH_BUS_WORKERS") or beside.backend or defaults.backend,
+            os.environ.get("BERTH_BUS_EVENTS") or beside.events or defaults.events)
+    endpoints = (defaults.frontend, args.workers_bind or defaults.backend,
                  args.events_bind or defaults.events)
     security = None
     if any(needs_curve(e) for e in endpoints):
@@ -58,7 +66,17 @@ def cmd_broker(args: argparse.Namespace) -> int:
         from bus.metrics import listen_address
 
         address = listen_address(args.metrics)  # refused before anything binds
-    broker = Broker(*endpoints, security=security, rate_limit=rate)
+    pair = None
+    if args.peer or args.role:
+        from bus.broker import Pair
+
+        if not (args.peer and args.role):
+            raise InvalidArgument("a broker pair needs both --peer ENDPOINT and "
+                                  "--role primary|backup")
+        if "," in endpoints[0]:
+            raise InvalidArgument("--bind takes this broker's own endpoint, not a list")
+        pair = Pair(args.role, args.state_bind or _state_endpoint(endpoints[0]), args.peer)
+    broker = Broker(*endpoints, security=security, rate_limit=rate, pair=pair)
     server = None
     if address is not None:
         from prometheus_client import CollectorRegistry
@@ -77,7 +95,20 @@ def cmd_broker(args: argparse.Namespace) -> int:
         sdnotify.notify("STOPPING=1")
         if server is not None:
             server.close()
-    return 0
+    return 1 if broker.fatal else 0
+
+
+def _state_endpoint(frontend: str) -> str:
+    """Where a pair's broker says its state by default: ``state.sock`` beside an ipc
+    frontend, or the frontend's port + 3 on tcp."""
+    from bus.endpoints import derive, ipc_path
+
+    path = ipc_path(frontend)
+    if path is not None:
+        return f"ipc://{path.parent / 'state.sock'}"
+    events = derive(frontend).events  # tcp://host:port+2; raises if underivable
+    host, _, port = events.rpartition(":")
+    return f"{host}:{int(port) + 1}"
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -129,7 +160,8 @@ def add_commands(add: AddCommand) -> None:
                         "off when unset)")
     add("down", cmd_down, "stop the embedded engine (containers keep running)", server=True)
     p = add("broker", cmd_broker, "run the broker alone", server=True)
-    p.add_argument("--bind", default=None, help="frontend endpoint (default BERTH_BUS)")
+    p.add_argument("--bind", default=None, help="frontend endpoint (default BERTH_BUS); the "
+                   "worker and event endpoints default to beside it")
     p.add_argument("--workers-bind", default=None)
     p.add_argument("--events-bind", default=None)
     p.add_argument("--key", dest="broker_key", metavar="FILE",
@@ -145,6 +177,13 @@ def add_commands(add: AddCommand) -> None:
                    help="commands a second per peer (0: unlimited)")
     p.add_argument("--burst", type=int, default=2000, metavar="N",
                    help="commands a peer may send at once above its rate")
+    p.add_argument("--role", choices=["primary", "backup"],
+                   help="this broker's role in a Binary Star pair (with --peer)")
+    p.add_argument("--peer", metavar="ENDPOINT",
+                   help="the pair's other broker's state endpoint (its --state-bind)")
+    p.add_argument("--state-bind", metavar="ENDPOINT",
+                   help="where this broker says its state to its peer (default: state.sock "
+                        "beside an ipc --bind, or its port + 3 on tcp)")
     p.add_argument("--metrics", metavar="ADDR:PORT", default=os.environ.get("BERTH_METRICS"),
                    help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
                         "off when unset)")
