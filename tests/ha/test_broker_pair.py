@@ -115,9 +115,9 @@ def _serving(c: Client) -> bool:
 
 
 def test_the_backup_turns_clients_away_while_the_primary_lives(pair: Pair) -> None:
-    with Client(pair.bus("b"), timeout=2, retries=0) as only_b:
-        with pytest.raises(Passive, match="passive one of its pair"):
-            only_b.ps()
+    with (Client(pair.bus("b"), timeout=2, retries=0) as only_b,
+          pytest.raises(Passive, match="passive one of its pair")):
+        only_b.ps()
     assert pair.state("b") == "passive"
     with pair.client(timeout=2, retries=1) as c:
         wait_until(lambda: _serving(c), 30, what="the worker registered at a")
