@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Counter as Counter_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from bus.metrics import CommandMetrics, Readiness, collector
@@ -40,11 +41,15 @@ class WorkerMetrics:
             "berth_worker_exit_recording_seconds", "Time from a container's exit (its "
             "exit file written) to its exit event recorded.", buckets=EXIT_DELAY_BUCKETS,
             registry=registry)
+        self.appended = Counter_("berth_worker_events_appended", "Events this worker "
+                                 "appended to the log.", registry=registry)
         registry.register(collector(self._collect))
 
     def observe(self, recorded: Sequence[ev.RecordedEvent]) -> None:
-        """After each commit: the delay of every exit recorded, whoever found it (the
-        exit monitor, the conmon watcher, a stop, reconciliation)."""
+        """After each commit: the events appended, and the delay of every exit
+        recorded, whoever found it (the exit monitor, the conmon watcher, a stop,
+        reconciliation)."""
+        self.appended.inc(len(recorded))
         for r in recorded:
             if isinstance(r.event, ev.Exited) and r.event.finished_at is not None:
                 delay = (r.metadata.recorded_at - r.event.finished_at).total_seconds()

@@ -98,6 +98,8 @@ def test_the_embedded_engine_reports_commands_containers_and_exits(place: Place)
     assert _sample(text, "berth_worker_containers", state="running") == 1
     assert _sample(text, "berth_worker_exit_recording_seconds_count") >= 2
     assert _sample(text, "berth_log_position") > 0
+    assert _sample(text, "berth_worker_events_appended_total") == _sample(
+        text, "berth_log_position")  # this engine's worker wrote the whole log
     assert _sample(text, "berth_broker_events_total", event="commands_received") >= 8
     assert _get(f"{base}/nothing")[0] == 404
 
