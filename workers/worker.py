@@ -13,13 +13,13 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bus.endpoints import default_endpoints
 from bus.keys import client_keys_for
-from bus.worker_link import WorkerLink
+from bus.worker_link import Handler, WorkerLink
 from engine import commands as c
 from engine import events as ev
 from engine.errors import BerthError
@@ -36,6 +36,11 @@ from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
 from workers.present import event_message
 from workers.statedirs import private_directory
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from bus.metrics import MetricsServer
 
 log = logging.getLogger("berth.worker")
 
@@ -71,8 +76,15 @@ class WorkerConfig:
         default_factory=lambda: float(os.environ.get("BERTH_AUDIT_INTERVAL", "60")))
     """Seconds between signed tree heads while the log grows (0: only on demand)."""
 
+    metrics: str | None = field(default_factory=lambda: os.environ.get("BERTH_METRICS") or None)
+    """ADDR:PORT to serve /metrics and /ready on (None: no metrics)."""
+
     def __post_init__(self) -> None:
         validate_node(self.node)
+        if self.metrics is not None:
+            from bus.metrics import listen_address
+
+            listen_address(self.metrics)  # a bad address is refused before anything starts
 
     @property
     def database(self) -> str:
@@ -105,6 +117,10 @@ class Worker:
         self.link: WorkerLink | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
+        self.registry: CollectorRegistry | None = None
+        """Where this worker's metrics go when the caller serves them (the embedded
+        engine: one endpoint for its broker and worker); else ``config.metrics``."""
+        self._metrics_server: MetricsServer | None = None
 
     def start(self) -> None:
         self.monitor = ExitMonitor(self.service, self.runtime.config.exits_dir)
@@ -117,8 +133,9 @@ class Worker:
         self.conmons = ConmonWatch(self.service)
         self.service.observers.append(self.conmons.observe)
         self.conmons.start()
+        handler = self._measured(self.dispatch.handle)
         self.link = WorkerLink(
-            self.config.backend, self.config.node, self.dispatch.handle,
+            self.config.backend, self.config.node, handler,
             concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,
             curve=client_keys_for((self.config.backend or default_endpoints().backend,),
                                   key_file=self.config.key_file,
@@ -130,6 +147,24 @@ class Worker:
             self._heads = threading.Thread(target=self._sign_heads, name="tree-heads",
                                            daemon=True)
             self._heads.start()
+
+    def _measured(self, handler: Handler) -> Handler:
+        """The handler, measured when metrics are asked for (they import
+        prometheus_client, so only then)."""
+        if self.registry is None and self.config.metrics is None:
+            return handler
+        from prometheus_client import CollectorRegistry
+
+        from bus.metrics import MetricsServer, listen_address
+        from workers.metrics import WorkerMetrics, worker_readiness
+
+        registry = self.registry or CollectorRegistry()
+        metrics = WorkerMetrics(self, registry)
+        self.service.observers.append(metrics.observe)
+        if self.registry is None and self.config.metrics is not None:
+            self._metrics_server = MetricsServer(listen_address(self.config.metrics), registry,
+                                                 worker_readiness(self)).start()
+        return metrics.instrument(handler)
 
     def _sign_heads(self) -> None:
         """A signed tree head every ``audit_interval`` seconds while the log grows, so
@@ -167,12 +202,21 @@ class Worker:
                            if isinstance(v, int)},
         }
 
-    def serve_forever(self) -> None:
-        """Run until SIGTERM/SIGINT; containers keep running afterwards."""
+    def serve_forever(self, on_stop: Callable[[], object] | None = None,
+                      on_ready: Callable[[], object] | None = None) -> None:
+        """Run until SIGTERM/SIGINT; containers keep running afterwards. ``on_ready``
+        runs once reconciliation is done and commands are taken (readiness for a
+        service manager); ``on_stop`` first when the signal comes (the embedded
+        engine closes its broker's intake there, since no other worker will take the
+        node's commands)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stopped.set())
         self.start()
+        if on_ready is not None:
+            on_ready()
         self._stopped.wait()
+        if on_stop is not None:
+            on_stop()
         self.close()
 
     def stop(self) -> None:
@@ -193,6 +237,9 @@ class Worker:
             log.info("worker %s stopped: %s", self.config.node, self.link.stats)
             self.link = None
         self._stopped.set()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         if self._heads is not None:
             self._heads.join(timeout=10)
             self._heads = None
