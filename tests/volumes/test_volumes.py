@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
-from engine.errors import InvalidArgument
+from bus.client import Client
+from engine.errors import InvalidArgument, Unavailable
 from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -28,6 +30,14 @@ def _events(up: Engine, *types: str) -> list[tuple[str, str, dict[str, Any]]]:
     with up.store() as store:
         return [(r.stream, r.type, r.event.to_data())
                 for r in store.query(types=list(types) or None)]
+
+
+def _answers(client: Client) -> bool:
+    try:
+        client.volumes()
+    except Unavailable:
+        return False
+    return True
 
 
 def _data_dir(up: Engine, name: str) -> str:
@@ -117,6 +127,8 @@ def test_volume_rm_is_refused_while_a_container_uses_it(up: Engine) -> None:
     assert not os.path.exists(os.path.join(up.root, "volumes", name))
     assert [t for _s, t, _d in _events(up, "volume.created", "volume.removed")] == [
         "volume.created", "volume.removed"]
+    shown = _ok(up.cli("events"))
+    assert "volume.removed" in shown and f"volume:{name}"[:12] in shown
     missing = up.cli("volume", "rm", name)
     assert missing.returncode != 0 and f"no such volume: {name}" in missing.stderr
     _ok(up.cli("volume", "rm", "-f", name))
@@ -125,6 +137,9 @@ def test_volume_rm_is_refused_while_a_container_uses_it(up: Engine) -> None:
 def test_prune_removes_only_unused_volumes(up: Engine) -> None:
     unused, used = _name("unused"), _name("used")
     client = up.client()
+    # The worker says "connected" once its READY is sent, which the broker may not have
+    # read yet: wait until a worker answers before the first in-process command.
+    wait_until(lambda: _answers(client), 10, what="a worker answering")
     client.volume_create(unused)
     client.create(rootfs=up.rootfs, args=["true"], volumes=[f"{used}:/var"], name="user")
     assert sorted(v["name"] for v in client.volumes()) == sorted([unused, used])
