@@ -148,6 +148,11 @@ def test_prune_removes_only_unused_volumes(up: Engine) -> None:
     assert not os.path.exists(os.path.join(up.root, "volumes", unused))
     assert os.path.isdir(_data_dir(up, used))
     assert [n for n in os.listdir(os.path.join(up.root, "volumes"))] == [used]
+    # Volume streams sit beside the containers' in one log: the read model replays the
+    # same, and the audit chain holds.
+    with up.store() as store:
+        assert store.verify_read_model() == []
+    assert client.verify_audit()["ok"] is True
 
 
 def test_a_new_volume_is_filled_from_the_rootfs(up: Engine, short_tmp: str) -> None:
