@@ -372,7 +372,9 @@ class Client:
                reply_timeout: float | None = None, **spec: Any) -> Reply:
         """Create a container from a spec (rootfs, args, env, ports, memory, ...),
         checked here with the worker's own rules; ``memory="64m"`` and
-        ``ports=["8080:80"]`` are accepted as the CLI accepts them."""
+        ``ports=["8080:80"]`` are accepted as the CLI accepts them, and mounts as
+        ``volumes=["/srv:/data:ro", "NAME:/db"]``, ``mount=["type=tmpfs,target=/t"]``,
+        ``tmpfs=["/run:size=1m"]``."""
         from engine.spec import spec_from_user  # not on the path of 'berth ps'
 
         spec = spec_from_user(spec)
@@ -503,6 +505,32 @@ class Client:
     def audit_export(self, after: int = 0, limit: int = 1000) -> dict[str, Any]:
         return self.send(c.AUDIT_EXPORT, after=after, limit=limit,
                          reply_timeout=max(self.timeout, 60.0)).result
+
+    # ------------------------------------------------------------------ volumes
+
+    def volume_create(self, name: str, *, labels: dict[str, str] | None = None,
+                      node: str | None = None) -> dict[str, Any]:
+        """Create a named volume on ``node`` (None: the node that answers)."""
+        return self.send(c.VOLUME_CREATE, None, node, name=name, labels=dict(labels or {})).result
+
+    def volumes(self, *, node: str | None = None) -> list[dict[str, Any]]:
+        found = self.send(c.VOLUME_LS, None, node).result.get("volumes", [])
+        return list(found) if isinstance(found, list) else []
+
+    def volume_inspect(self, name: str, *, node: str | None = None) -> dict[str, Any]:
+        return self.send(c.VOLUME_INSPECT, None, node, name=name).result
+
+    def volume_remove(self, *names: str, force: bool = False,
+                      node: str | None = None) -> list[str]:
+        """Remove volumes no container mounts; ``force``: a missing one is no error."""
+        removed = self.send(c.VOLUME_REMOVE, None, node, names=list(names),
+                            force=force).result.get("removed", [])
+        return list(removed) if isinstance(removed, list) else []
+
+    def volume_prune(self, *, node: str | None = None) -> list[str]:
+        """Remove every volume no container mounts; the names removed."""
+        removed = self.send(c.VOLUME_PRUNE, None, node).result.get("removed", [])
+        return list(removed) if isinstance(removed, list) else []
 
     # ------------------------------------------------------------------ events
 

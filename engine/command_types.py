@@ -37,6 +37,16 @@ AUDIT_PROVE: Final = "audit.prove"
 AUDIT_CONSISTENCY: Final = "audit.consistency"
 AUDIT_EXPORT: Final = "audit.export"
 
+# volumes
+VOLUME_CREATE: Final = "volume.create"
+VOLUME_REMOVE: Final = "volume.remove"
+VOLUME_PRUNE: Final = "volume.prune"
+VOLUME_LS: Final = "volume.ls"
+VOLUME_INSPECT: Final = "volume.inspect"
+VOLUME_COMMANDS: Final = frozenset(
+    {VOLUME_CREATE, VOLUME_REMOVE, VOLUME_PRUNE, VOLUME_LS, VOLUME_INSPECT})
+"""Commands about named volumes: no container, answered by the node that keeps them."""
+
 CHANGE_COMMANDS: Final = frozenset(
     {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
 )
@@ -48,4 +58,4 @@ AUDIT_COMMANDS: Final = frozenset(
 """What an auditor's key may send besides queries: reads of the log and its proofs, and
 a tree head on demand (which vouches for the log, and changes no container)."""
 ADMIN_COMMANDS: Final = frozenset({REBUILD}) | AUDIT_COMMANDS
-COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS
+COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS | VOLUME_COMMANDS

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from engine.command_types import CHANGE_COMMANDS, COMMAND_TYPES
+from engine.command_types import CHANGE_COMMANDS, COMMAND_TYPES, VOLUME_COMMANDS
 from engine.errors import InvalidArgument
 from engine.events import datetime_from_data
 from engine.ids import validate_container_id, validate_name, validate_session_id
@@ -243,7 +243,38 @@ Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
     | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping
 )
-Command: TypeAlias = ContainerCommand | Query
+# volumes
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeCreate:
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRemove:
+    names: tuple[str, ...]
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VolumePrune:
+    """Remove every volume of the node that no container mounts."""
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeLs:
+    """The volumes that exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInspect:
+    name: str
+
+
+VolumeCommand: TypeAlias = VolumeCreate | VolumeRemove | VolumePrune | VolumeLs | VolumeInspect
+Command: TypeAlias = ContainerCommand | Query | VolumeCommand
 
 
 # --------------------------------------------------------------------------- process rules
@@ -422,6 +453,29 @@ def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
     return VerifyAudit(tuple(TreeHead.from_json(h) for h in heads), tuple(keys))
 
 
+def _volume(command_type: str, args: Mapping[str, Any]) -> VolumeCommand:
+    """A volume command; the names obey engine.mountspec's one rule."""
+    from engine.mountspec import validate_volume_name
+    from engine.volumes import check_labels
+
+    match command_type:
+        case "volume.create":
+            return VolumeCreate(validate_volume_name(args.get("name")),
+                                check_labels(args.get("labels") or {}))
+        case "volume.remove":
+            names = _strings(args, "names")
+            if not names:
+                raise InvalidArgument("volume rm needs at least one volume name")
+            return VolumeRemove(tuple(validate_volume_name(n) for n in names),
+                                _flag(args, "force"))
+        case "volume.prune":
+            return VolumePrune()
+        case "volume.ls":
+            return VolumeLs()
+        case _:  # volume.inspect
+            return VolumeInspect(validate_volume_name(args.get("name")))
+
+
 def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> Command:
     """The typed command for a wire command; InvalidArgument with one sentence if not.
 
@@ -453,6 +507,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "audit.export":
             return AuditExport(_integer(args, "after", 0),
                                _integer(args, "limit", 1000, minimum=1, maximum=5000))
+    if command_type in VOLUME_COMMANDS:
+        return _volume(command_type, args)
     if command_type not in COMMAND_TYPES:
         raise InvalidArgument(f"unknown command type {command_type!r}")
     ref = _container(command_type, container)

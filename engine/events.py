@@ -306,6 +306,46 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
+# -- volumes: not containers', each in its own stream ("volume:NAME", see engine.volumes)
+VOLUME_CREATED = "volume.created"
+VOLUME_REMOVED = "volume.removed"
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeCreated(Event):
+    """A named volume came to be on ``node``: asked for (``volume create``) or by the
+    first container that mounts it (``implicit``)."""
+
+    type: ClassVar[str] = VOLUME_CREATED
+    name: str
+    node: str
+    labels: tuple[tuple[str, str], ...] = ()
+    implicit: bool = False
+
+    def to_data(self) -> dict[str, Any]:
+        return {"name": self.name, "node": self.node, "labels": dict(self.labels),
+                "implicit": self.implicit}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            labels = data.get("labels") or {}
+            return cls(name=data["name"], node=data["node"],
+                       labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+                       implicit=bool(data.get("implicit", False)))
+        except (KeyError, AttributeError) as exc:
+            raise _bad(cls.type, f"missing or bad {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRemoved(Event):
+    type: ClassVar[str] = VOLUME_REMOVED
+    name: str
+
+
+EVENT_TYPES.update({cls.type: cls for cls in (VolumeCreated, VolumeRemoved)})
+
+
 def event_class(event_type: str) -> type[Event]:
     try:
         return EVENT_TYPES[event_type]

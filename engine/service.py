@@ -18,9 +18,10 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import commands as c
 from engine import decide as d
@@ -45,7 +46,11 @@ from engine.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
+from engine.spec import RunSpec
 from engine.store import CommandOutcome, EventStore
+
+if TYPE_CHECKING:
+    from engine.volume_service import VolumeService
 
 log = logging.getLogger("berth.service")
 
@@ -101,6 +106,8 @@ class ContainerService:
     """Called with every batch of committed events (publishing, the conmon watcher);
     an observer must not raise and must not block."""
     _states: dict[str, ContainerState] = field(default_factory=dict)
+    volumes: VolumeService | None = None
+    """The node's named volumes: a create provides the ones its spec mounts."""
 
     @property
     def system_actor(self) -> str:
@@ -319,7 +326,7 @@ class ContainerService:
         plan = d.decide(None, command)
         # A name in use is refused by the append (AlreadyExists), which then discards
         # the runtime container: no read on the success path.
-        with self.locks.hold(cid):
+        with self.locks.hold(cid), self._volumes_for(command.spec, causation):
             try:
                 created = self.runtime.create(cid, command.spec,
                                               name=command.name or d.default_name(cid))
@@ -339,6 +346,12 @@ class ContainerService:
         created_event = recorded[0].event
         assert isinstance(created_event, ev.ContainerCreated)
         return Outcome(tuple(recorded), {"id": cid, "name": created_event.name, "node": self.node})
+
+    def _volumes_for(self, spec: RunSpec, causation: c.Causation) -> AbstractContextManager[None]:
+        """The named volumes a new container mounts, made and held until it is recorded."""
+        if self.volumes is None or not spec.mounts:
+            return nullcontext()
+        return self.volumes.provide(spec, causation)
 
     def discard(self, cid: str) -> None:
         try:

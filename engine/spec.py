@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine.errors import InvalidArgument
+from engine.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
 from engine.signals import parse_signal
 
 PROTOCOLS = ("tcp", "udp")
@@ -27,10 +28,13 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "hostname": _STR, "terminal": _BOOL, "stop_signal": (int, str), "memory": _INT,
     "pids_limit": _INT, "read_only": _BOOL, "ports": _LIST, "auto_remove": _BOOL,
     "no_new_privileges": _BOOL, "cap_add": _LIST,
+    "mounts": _LIST,  # volumes
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number"}
 _OPTIONAL = frozenset({"memory", "pids_limit"})
+_MOUNT_FORMS = ("volumes", "mount", "tmpfs", "mounts")
+"""The user's ways of naming mounts (engine.mountspec.mounts_from_user)."""
 
 
 _SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
@@ -65,6 +69,8 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     if isinstance(ports, (list, tuple)):
         data["ports"] = [list(PortMapping.parse(p)) if isinstance(p, str)
                          else list(p) if isinstance(p, (list, tuple)) else p for p in ports]
+    if any(key in data for key in _MOUNT_FORMS):  # volumes: -v, --mount, --tmpfs forms
+        data["mounts"] = mounts_from_user({k: data.pop(k) for k in _MOUNT_FORMS if k in data})
     RunSpec.from_data(data)  # the worker's type rules, at the publisher's edge
     return data
 
@@ -125,6 +131,7 @@ class RunSpec:
     auto_remove: bool = False
     no_new_privileges: bool = False
     cap_add: tuple[str, ...] = field(default=())
+    mounts: tuple[Mount, ...] = ()
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -148,6 +155,7 @@ class RunSpec:
             for number in (port.host_port, port.container_port):
                 if not 0 <= number <= 65535:
                     raise InvalidArgument(f"run spec: port {number} out of range")
+        check_mounts(self.mounts)
 
     def validate(self) -> RunSpec:
         """Check everything that can be checked without starting a process."""
@@ -181,6 +189,7 @@ class RunSpec:
         for cap in self.cap_add:
             if not isinstance(cap, str) or not _CAP_RE.fullmatch(cap):
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
+        check_host_paths(self.mounts)
         return self
 
     @property
@@ -205,6 +214,7 @@ class RunSpec:
             "auto_remove": self.auto_remove,
             "no_new_privileges": self.no_new_privileges,
             "cap_add": list(self.cap_add),
+            "mounts": [m.to_data() for m in self.mounts],
         }
 
     @classmethod
@@ -232,6 +242,7 @@ class RunSpec:
             kwargs["args"] = tuple(data.get("args") or ())
             kwargs["env"] = tuple(data.get("env") or ())
             kwargs["cap_add"] = tuple(data.get("cap_add") or ())
+            kwargs["mounts"] = tuple(Mount.from_data(m) for m in data.get("mounts") or ())
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()

@@ -16,10 +16,11 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError, WrongNode
+from engine.errors import BerthError, Unavailable, WrongNode
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
+from engine.volume_service import VolumeService
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
 
@@ -68,6 +69,12 @@ class Dispatch:
             t.AUDIT_EXPORT: lambda a, cmd: _ok(cmd, dict(zip(("rows", "head"), q.export(a),
                                                             strict=True))),
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
+            # volumes
+            t.VOLUME_CREATE: lambda q, cmd: self._volume(self._volumes().create, q, cmd),
+            t.VOLUME_REMOVE: lambda q, cmd: self._volume(self._volumes().remove, q, cmd),
+            t.VOLUME_PRUNE: lambda q, cmd: self._volume(self._volumes().prune, q, cmd),
+            t.VOLUME_LS: lambda q, cmd: _ok(cmd, self._volumes().ls(q)),
+            t.VOLUME_INSPECT: lambda q, cmd: _ok(cmd, self._volumes().inspect(q)),
         }
 
     def handle(self, cmd: Command) -> Reply:
@@ -92,6 +99,17 @@ class Dispatch:
             err = outcome.error
             return Reply(cmd.id, False, err.code, err.message, outcome.positions)
         return _ok(cmd, outcome.result, outcome.positions)
+
+    def _volumes(self) -> VolumeService:
+        if self.service.volumes is None:
+            raise Unavailable("this worker keeps no volumes")
+        return self.service.volumes
+
+    def _volume(self, change: Callable[[Any, c.Causation], tuple[list[Any], dict[str, Any]]],
+                command: Any, cmd: Command) -> Reply:
+        causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+        recorded, result = change(command, causation)
+        return _ok(cmd, result, tuple(r.position for r in recorded))
 
     def _failed(self, cmd: Command, causation: c.Causation, exc: BerthError) -> Reply:
         positions = self.service.fail(cmd.type, cmd.container, causation, exc)

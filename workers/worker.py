@@ -27,9 +27,11 @@ from engine.ids import validate_node
 from engine.queries import Queries
 from engine.recovery import Reconciled, reconcile
 from engine.runtime import OCIRuntime, RuntimeConfig
+from engine.runtime.mounts import volumes_root
 from engine.service import ContainerService
 from engine.store import EventStore
 from engine.treehead import load_signer
+from engine.volume_service import VolumeService
 from migrations.runner import upgrade
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
@@ -105,6 +107,9 @@ class Worker:
         self.store = store
         self.runtime = OCIRuntime(config.runtime_config())
         self.service = ContainerService(self.store, self.runtime, config.node)
+        self.volumes = VolumeService(  # volumes
+            self.store, volumes_root(config.root), config.node, self.service.announce)
+        self.service.volumes = self.volumes
         self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
                        else None)
         if self.signer is None:
@@ -125,6 +130,7 @@ class Worker:
     def start(self) -> None:
         self.monitor = ExitMonitor(self.service, self.runtime.config.exits_dir)
         self.reconciled = reconcile(self.service)
+        self.volumes.sweep()  # volumes: removals a crash cut short
         log.info("reconciled %s", self.reconciled)
         for cid, session in self.reconciled.running_execs:
             threading.Thread(target=self._finish_exec, args=(cid, session), daemon=True,

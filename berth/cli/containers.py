@@ -40,6 +40,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         "read_only": bool(args.read_only),
         "auto_remove": bool(getattr(args, "rm", False)),
         "ports": ports,
+        "volumes": list(args.volume), "mount": list(args.mount), "tmpfs": list(args.tmpfs),
     }
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
@@ -190,6 +191,11 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", metavar="BYTES")
     p.add_argument("--pids-limit", type=int)
     p.add_argument("--read-only", action="store_true")
+    p.add_argument("-v", "--volume", action="append", default=[],
+                   metavar="HOST_PATH|NAME:CTR_PATH[:ro|rw]")
+    p.add_argument("--mount", action="append", default=[],
+                   metavar="type=bind|volume|tmpfs,source=...,target=...[,readonly]")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:size=N,mode=OCTAL]")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--node")
     p.add_argument("rootfs", metavar="ROOTFS")

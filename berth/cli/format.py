@@ -118,6 +118,8 @@ class NameCache:
             self._names[e.stream] = str(e.data["name"])
 
     def name(self, cid: str) -> str:
+        if ":" in cid:  # a volume's stream, or another of no container
+            return ""
         if self._names is None or cid not in self._names:
             self._names = {r["id"]: r["name"] for r in self._client.ps(all=True)}
             if cid not in self._names:

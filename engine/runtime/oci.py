@@ -37,6 +37,7 @@ from engine.runtime.config import (
 )
 from engine.runtime.exitfile import ExitStatus, read_exit_file, wait_exit_file
 from engine.runtime.layout import ContainerPaths
+from engine.runtime.mounts import volumes_root, with_mounts
 from engine.runtime.ports import bind_ports
 from engine.runtime.runc import Runc, classify
 from engine.runtime.types import (
@@ -107,6 +108,8 @@ class OCIRuntime:
         spec.validate()
         paths = self.paths(container_id)
         config = oci_config(spec, container_id, cgroups_path=self.cgroups_path(container_id))
+        config["mounts"] = with_mounts(config["mounts"], spec.mounts,  # volumes
+                                       volumes_root(self.config.state_dir))
         write_bundle(paths.bundle, config)
         os.makedirs(os.path.join(paths.container_dir, "exec"), mode=0o700, exist_ok=True)
         return paths

@@ -253,10 +253,15 @@ def test_every_command_type_parses() -> None:
         t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
         t.AUDIT_EXPORT: c.AuditExport,
+        # volumes
+        t.VOLUME_CREATE: c.VolumeCreate, t.VOLUME_REMOVE: c.VolumeRemove,
+        t.VOLUME_PRUNE: c.VolumePrune, t.VOLUME_LS: c.VolumeLs, t.VOLUME_INSPECT: c.VolumeInspect,
     }
     assert set(expected) | {t.CREATE, t.EXEC} == set(t.COMMAND_TYPES)
+    special = {t.AUDIT_PROVE: {"position": 1}, t.VOLUME_CREATE: {"name": "v"},
+               t.VOLUME_INSPECT: {"name": "v"}, t.VOLUME_REMOVE: {"names": ["v"]}}
     for command_type, kind in expected.items():
-        args = {"position": 1} if command_type == t.AUDIT_PROVE else {}
+        args = special.get(command_type, {})
         assert type(c.parse(command_type, "web", args)) is kind, command_type
 
 

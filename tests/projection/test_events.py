@@ -48,6 +48,10 @@ any_event = st.one_of(
     st.builds(ev.Removed),
     st.builds(ev.CommandFailed, command_type=text, code=text, message=text),
     st.builds(ev.CommandRefused, command_type=text, container=text, code=text, message=text),
+    st.builds(ev.VolumeCreated, name=text, node=text,
+              labels=st.dictionaries(text, text, max_size=3).map(
+                  lambda d: tuple(sorted(d.items()))), implicit=st.booleans()),
+    st.builds(ev.VolumeRemoved, name=text),
 )
 
 
@@ -60,9 +64,10 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 
 
 def test_registry_covers_every_topic() -> None:
-    topics = {v for k, v in vars(ev).items() if k.startswith(("CONTAINER_", "COMMAND_"))}
+    topics = {v for k, v in vars(ev).items()
+              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_"))}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 17
+    assert len(topics) == 19
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1
