@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from engine import commands as c
 from engine import decide as d
@@ -45,6 +45,7 @@ from engine.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
+from engine.spec import RunSpec
 from engine.store import CommandOutcome, EventStore
 
 log = logging.getLogger("berth.service")
@@ -59,6 +60,16 @@ NOT_RECORDED = (InvalidArgument, NotFound, AlreadyExists, StoreError)
 """Refusals that write nothing: bad input, an unknown container, an unreachable store."""
 
 Observer = Callable[[Sequence[ev.RecordedEvent]], None]
+
+
+class RootfsProvider(Protocol):
+    """Root filesystems of containers made from images (``engine.images.service``)."""
+
+    def prepare(self, container_id: str, spec: RunSpec) -> RunSpec: ...
+
+    def release(self, container_id: str) -> None: ...
+
+    def remount(self, container_id: str, spec: RunSpec) -> None: ...
 
 
 def system_command_id(*parts: object) -> str:
@@ -101,6 +112,8 @@ class ContainerService:
     """Called with every batch of committed events (publishing, the conmon watcher);
     an observer must not raise and must not block."""
     _states: dict[str, ContainerState] = field(default_factory=dict)
+    images: RootfsProvider | None = None
+    """Mounts the root filesystem of a container made from an image (engine.images)."""
 
     @property
     def system_actor(self) -> str:
@@ -321,6 +334,9 @@ class ContainerService:
         # the runtime container: no read on the success path.
         with self.locks.hold(cid):
             try:
+                if command.spec.image and not command.spec.rootfs:
+                    command = replace(command, spec=self._image_rootfs(cid, command.spec))
+                    plan = d.decide(None, command)
                 created = self.runtime.create(cid, command.spec,
                                               name=command.name or d.default_name(cid))
                 facts = d.Facts(container_id=cid, node=self.node,
@@ -346,6 +362,14 @@ class ContainerService:
         except BerthError:
             pass
         self.runtime.cleanup(cid)
+        if self.images is not None:
+            self.images.release(cid)
+
+    def _image_rootfs(self, cid: str, spec: RunSpec) -> RunSpec:
+        if self.images is None:
+            raise InvalidArgument("this node has no image store: give a root filesystem "
+                                  "directory")
+        return self.images.prepare(cid, spec)
 
     def _carry_out(self, state: ContainerState, command: c.ContainerCommand, plan: d.Plan,
                    causation: c.Causation) -> Outcome:
@@ -444,6 +468,8 @@ class ContainerService:
         rt, cid = self.runtime, state.id
         match step:
             case d.Step.CREATE:
+                if self.images is not None and state.spec.image_id:
+                    self.images.remount(cid, state.spec)
                 return replace(facts, created=rt.create(cid, state.spec, name=state.name))
             case d.Step.DELETE:
                 try:
@@ -452,6 +478,8 @@ class ContainerService:
                     pass
             case d.Step.CLEANUP:
                 rt.cleanup(cid)
+                if self.images is not None:
+                    self.images.release(cid)
             case d.Step.START | d.Step.PAUSE | d.Step.UNPAUSE:
                 action = {d.Step.START: rt.start, d.Step.PAUSE: rt.pause,
                           d.Step.UNPAUSE: rt.unpause}[step]
@@ -472,6 +500,8 @@ class ContainerService:
                 return replace(facts, image_path=image, exit=exit_status)
             case d.Step.RESTORE:
                 assert isinstance(command, c.Restore)
+                if self.images is not None and state.spec.image_id:
+                    self.images.remount(cid, state.spec)
                 return replace(facts, created=rt.restore(
                     cid, state.spec, name=state.name, image_path=state.checkpoint_path,
                     tcp_established=command.tcp_established))

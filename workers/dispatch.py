@@ -17,6 +17,7 @@ from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
 from engine.errors import BerthError, WrongNode
+from engine.images.service import ImageService
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
@@ -35,7 +36,8 @@ def _ok(cmd: Command, result: dict[str, Any], positions: tuple[int, ...] = ()) -
 class Dispatch:
     """Answers every command a worker receives; one entry per command type."""
 
-    def __init__(self, service: ContainerService, queries: Queries) -> None:
+    def __init__(self, service: ContainerService, queries: Queries,
+                 images: ImageService | None = None) -> None:
         self.service = service
         self.queries = queries
         q = queries
@@ -69,6 +71,9 @@ class Dispatch:
                                                             strict=True))),
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
         }
+        if images is not None:  # images: the node's image store
+            self._table.update(dict.fromkeys(t.IMAGE_COMMANDS, self._image))
+        self.images = images
 
     def handle(self, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
@@ -91,6 +96,12 @@ class Dispatch:
         if outcome.error is not None:
             err = outcome.error
             return Reply(cmd.id, False, err.code, err.message, outcome.positions)
+        return _ok(cmd, outcome.result, outcome.positions)
+
+    def _image(self, command: Any, cmd: Command) -> Reply:
+        causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+        assert self.images is not None
+        outcome = self.images.handle(command, causation)
         return _ok(cmd, outcome.result, outcome.positions)
 
     def _failed(self, cmd: Command, causation: c.Causation, exc: BerthError) -> Reply:
