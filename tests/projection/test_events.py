@@ -48,6 +48,8 @@ any_event = st.one_of(
     st.builds(ev.Removed),
     st.builds(ev.CommandFailed, command_type=text, code=text, message=text),
     st.builds(ev.CommandRefused, command_type=text, container=text, code=text, message=text),
+    *(st.builds(kind, reference=text, digest=text, image_id=text, size=ints)
+      for kind in (ev.ImagePulled, ev.ImageLoaded, ev.ImageTagged, ev.ImageRemoved)),
 )
 
 
@@ -60,9 +62,10 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 
 
 def test_registry_covers_every_topic() -> None:
-    topics = {v for k, v in vars(ev).items() if k.startswith(("CONTAINER_", "COMMAND_"))}
+    topics = {v for k, v in vars(ev).items()
+              if k.startswith(("CONTAINER_", "COMMAND_", "IMAGE_")) and "." in str(v)}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 17
+    assert len(topics) == 21  # 17 + 4 of images
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1
