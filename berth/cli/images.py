@@ -77,7 +77,7 @@ def pull_for_run(client: Client, spec: dict[str, Any], args: argparse.Namespace)
 def cmd_pull(args: argparse.Namespace, client: Client) -> int:
     result = _send(client, t.IMAGE_PULL, args.node, long=True,
                    label=f"pulling {args.reference}", reference=args.reference, **_auth(args))
-    print(result["image"]["id"])
+    print(result.get("image", {}).get("id", ""))  # a replayed pull has no summary
     return 0
 
 
@@ -85,7 +85,7 @@ def cmd_push(args: argparse.Namespace, client: Client) -> int:
     dest = args.destination or args.image
     result = _send(client, t.IMAGE_PUSH, args.node, long=True, label=f"pushing {dest}",
                    reference=args.image, destination=dest, **_auth(args))
-    print(result["destination"])
+    print(result.get("destination", dest))
     return 0
 
 
@@ -127,7 +127,7 @@ def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
 def cmd_rmi(args: argparse.Namespace, client: Client) -> int:
     result = _send(client, t.IMAGE_REMOVE, args.node, references=args.images,
                    force=bool(args.force))
-    for image in result["removed"]:
+    for image in result.get("removed", ()):
         print(f"Untagged: {image['name']}" if image["name"] else f"Deleted: {image['id']}")
     return 0
 
@@ -140,7 +140,7 @@ def cmd_tag(args: argparse.Namespace, client: Client) -> int:
 def cmd_load(args: argparse.Namespace, client: Client) -> int:
     result = _send(client, t.IMAGE_LOAD, args.node, long=True, label=f"loading {args.input}",
                    path=os.path.abspath(args.input))
-    for image in result["images"]:
+    for image in result.get("images", ()):
         print(f"Loaded image: {image['name'] or image['id']}")
     return 0
 
@@ -149,7 +149,7 @@ def cmd_import(args: argparse.Namespace, client: Client) -> int:
     result = _send(client, t.IMAGE_IMPORT, args.node, long=True,
                    label=f"importing {args.tarball}", path=os.path.abspath(args.tarball),
                    reference=args.reference)
-    print(result["image"]["id"])
+    print(result.get("image", {}).get("id", ""))
     return 0
 
 
@@ -161,9 +161,10 @@ def cmd_save(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_prune(args: argparse.Namespace, client: Client) -> int:
     result = _send(client, t.IMAGE_PRUNE, args.node)
-    for image in result["removed"]:
+    for image in result.get("removed", ()):
         print(image["id"])
-    print(f"removed {result['blobs']} blobs and {result['layers']} layers", file=sys.stderr)
+    print(f"removed {result.get('blobs', 0)} blobs and {result.get('layers', 0)} layers",
+          file=sys.stderr)
     return 0
 
 

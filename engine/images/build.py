@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import tarfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -27,12 +28,6 @@ __all__ = ["REF_NAME", "add_image", "add_index", "tar_of"]
 
 
 def _canonical(doc: Mapping[str, Any]) -> bytes:
-    return json_bytes(doc)
-
-
-def json_bytes(doc: Mapping[str, Any]) -> bytes:
-    import json
-
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 

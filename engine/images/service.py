@@ -23,7 +23,7 @@ from engine.images.config import apply_image
 from engine.images.layout import Image
 from engine.images.reference import parse_reference
 from engine.images.store import ImageStore
-from engine.projection import ALIVE, RUNNING
+from engine.projection import PAUSED, RUNNING
 from engine.service import ContainerService, system_command_id
 from engine.spec import RunSpec
 
@@ -148,7 +148,7 @@ class ImageService:
 
     def users(self, image: Image) -> list[tuple[str, str, bool]]:
         """(id, name, running) of this node's containers made from ``image``."""
-        return [(s.id, s.name, s.state in ALIVE and s.state == RUNNING)
+        return [(s.id, s.name, s.state in (RUNNING, PAUSED))
                 for s in self.containers.store.list_containers(all=True,
                                                                node=self.containers.node)
                 if s.spec.image_id == image.id]
@@ -159,10 +159,8 @@ class ImageService:
         for ref in refs:
             image = self.store.find(ref)
             named = [i for i in self.store.images() if i.id == image.id]
-            by_id = image.id.removeprefix("sha256:").startswith(
-                ref.removeprefix("sha256:")) and not any(
-                i.name == _full(ref) for i in named)
-            going = named if by_id else [image]
+            # a name removes that name; an id removes every name of the image
+            going = [image] if image.name and image.name == _full(ref) else named
             if len(going) == len(named):  # the image itself goes: who uses it?
                 users = self.users(image)
                 running = [name for _cid, name, live in users if live]
@@ -220,6 +218,7 @@ class ImageService:
         """At worker start: unmount and remove the overlays of containers the log no
         longer has (removed, or never recorded); remount those of live ones."""
         cleaned = 0
+        self.store.clear_staging()
         for cid in self.store.containers():
             try:
                 state = self.containers.store.get_container(cid, include_removed=True)

@@ -54,7 +54,7 @@ def test_pull_and_run_prints_the_images_output(iup: Engine, registry: Registry, 
     assert created[0].spec.image == ref and created[0].spec.image_id == image_id
     assert created[0].spec.image_digest == pulls[0].event.digest
     # the container's overlay went with it
-    assert os.listdir(os.path.join(iup.root, "overlay")) == []
+    assert ImageStore(iup.root).containers() == []
 
 
 def test_whiteouts_and_opaque_directories_hide_lower_files(
@@ -94,12 +94,16 @@ def test_rmi_is_refused_while_a_container_uses_the_image(
         iup: Engine, registry: Registry, repo: str, base_layer: bytes) -> None:
     ref = _publish(iup.root, registry, repo, [base_layer], CAT_MOTD)
     created = iup.cli("create", "--tls-verify=false", "--name", f"user-{repo[-8:]}", ref,
-                      timeout=120)
+                      "sleep", "60", timeout=120)
     assert created.returncode == 0, created.stderr
     refused = iup.cli("rmi", ref)
     assert refused.returncode != 0 and "used by container" in refused.stderr
     assert ref in iup.cli("images", "--format", "json").stdout
-    assert iup.cli("rm", created.stdout.strip()).returncode == 0
+    started = iup.cli("start", created.stdout.strip())
+    assert started.returncode == 0, started.stderr
+    running = iup.cli("rmi", "-f", ref)  # -f: only when no user of it runs
+    assert running.returncode != 0 and "running container" in running.stderr
+    assert iup.cli("rm", "-f", created.stdout.strip()).returncode == 0
     removed = iup.cli("rmi", ref)
     assert removed.returncode == 0, removed.stderr
     assert ref not in iup.cli("images", "--format", "json").stdout
@@ -200,3 +204,15 @@ def test_import_save_and_load_round_trip(iup: Engine, busybox_rootfs: str) -> No
     with iup.store() as store:
         kinds = [r.type for r in store.read_all() if r.type.startswith("image.")]
     assert kinds == [ev.IMAGE_LOADED, ev.IMAGE_REMOVED, ev.IMAGE_LOADED]
+
+
+def test_push_copies_a_stored_image_to_a_registry(iup: Engine, registry: Registry, repo: str,
+                                                  base_layer: bytes) -> None:
+    ref = _publish(iup.root, registry, repo, [base_layer], CAT_MOTD)
+    assert _pull(iup, ref).returncode == 0
+    dest = f"{registry.host}/{repo}-copy:pushed"
+    pushed = iup.cli("push", "--tls-verify=false", ref, dest, timeout=120)
+    assert pushed.returncode == 0, pushed.stderr
+    inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--config",
+                                f"docker://{dest}"], capture_output=True, text=True, check=True)
+    assert json.loads(inspected.stdout)["config"]["Cmd"] == CAT_MOTD["Cmd"]
