@@ -134,21 +134,27 @@ def test_a_blob_with_the_wrong_content_is_refused_and_nothing_is_kept(
     assert os.listdir(store.layers_dir) == [] and os.listdir(store.staging_dir) == []
 
 
-def test_worker_start_removes_leftover_overlays(engine: Engine, registry: Registry, repo: str,
-                                                base_layer: bytes) -> None:
+def test_worker_start_removes_leftover_overlays_and_remounts_live_ones(
+        engine: Engine, registry: Registry, repo: str, base_layer: bytes) -> None:
     engine.start_worker()
     try:
         ref = _publish(engine.root, registry, repo, [base_layer], CAT_MOTD)
         assert _pull(engine, ref).returncode == 0
+        live = engine.cli("create", "--pull", "never", ref, "echo", "still here").stdout.strip()
         store = ImageStore(engine.root)
+        live_root = os.path.join(store.container_dir(live), "merged")
         leftover = "f" * 64  # a container the log never recorded
         rootfs = store.mount(leftover, store.find(ref))
-        assert overlay.is_mounted(rootfs.merged)
+        assert overlay.is_mounted(rootfs.merged) and overlay.is_mounted(live_root)
         assert engine.worker is not None
         engine.worker.close()
+        overlay.unmount(live_root)  # as a reboot would
         engine.start_worker()
         assert not overlay.is_mounted(rootfs.merged)
         assert not os.path.exists(os.path.dirname(rootfs.merged))
+        assert overlay.is_mounted(live_root)
+        started = engine.cli("start", "-a", live)
+        assert started.returncode == 0 and started.stdout == "still here\n", started.stderr
     finally:
         unmount_overlays(engine.root)
 

@@ -41,7 +41,8 @@ def test_whiteout_names_map_to_their_meaning() -> None:
 
 
 def test_overlay_options_are_top_first_and_refuse_separators() -> None:
-    assert overlay_options(["/l2", "/l1"], "/u", "/w") == "lowerdir=/l2:/l1,upperdir=/u,workdir=/w"
+    assert overlay_options(["/l2", "/l1"], "/u", "/w") == (
+        "lowerdir=/l2:/l1,upperdir=/u,workdir=/w,volatile")
     with pytest.raises(Exception, match="without , or :"):
         overlay_options(["/a:b"], "/u", "/w")
     with pytest.raises(Exception, match="too deep"):
