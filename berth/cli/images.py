@@ -56,8 +56,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def image_spec(target: str, spec: dict[str, Any]) -> None:
     """``run``/``create``'s IMAGE|ROOTFS: a path that exists is a root filesystem
-    directory; anything else names an image."""
-    if os.path.exists(target):
+    directory; anything else names an image (but a word that starts like a path stays
+    one, so a mistyped directory is reported as a missing directory)."""
+    if os.path.exists(target) or target.startswith(("/", "./", "../")):
         return
     spec["rootfs"] = ""
     spec["image"] = target
