@@ -222,3 +222,14 @@ def test_push_copies_a_stored_image_to_a_registry(iup: Engine, registry: Registr
     inspected = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--config",
                                 f"docker://{dest}"], capture_output=True, text=True, check=True)
     assert json.loads(inspected.stdout)["config"]["Cmd"] == CAT_MOTD["Cmd"]
+
+
+def test_a_missing_image_with_pull_never_is_one_sentence_and_nothing_is_written(
+        iup: Engine) -> None:
+    refused = _run(iup, "--pull", "never", "localhost/nowhere:1", "true")
+    assert refused.returncode != 0
+    assert "is not in this node's store" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    with iup.store() as store:
+        assert store.read_all() == []
+    assert ImageStore(iup.root).containers() == []
