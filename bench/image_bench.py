@@ -9,7 +9,12 @@ CLI (a fresh process each, as a user runs it) and through the client library (cr
 start, wait, remove: less noise). The table gives medians and the ratio, measured in
 this one run.
 
-    .venv/bin/python -m bench.image_bench [--rounds 30] [--layers 10] [--mb 100]
+Then pull: a ~100 MB, 5-layer image from a local registry (Debian's docker-registry
+on loopback), ``berth pull`` against ``podman pull`` of the same reference (a private
+podman storage), interleaved, each starting from an empty store every round.
+
+    .venv/bin/python -m bench.image_bench [--rounds 30] [--layers 10] [--mb 100] \
+        [--pull-rounds 5]
 """
 
 from __future__ import annotations
@@ -53,6 +58,66 @@ def image_archive(base: str, rootfs: str, layers: int, megabytes: int) -> str:
     return archive
 
 
+def pull_bench(base: str, rootfs: str, env: dict[str, str], rounds: int,
+               megabytes: int) -> None:
+    from tests.images.registry import push, start_registry, tar_directory
+
+    registry = start_registry(os.path.join(base, "registry"))
+    try:
+        layout = Layout(os.path.join(base, "pull-layout")).init()
+        per_layer = megabytes * 1024 * 1024 // 4
+        blobs = [tar_directory(rootfs)] + [
+            build.tar_of({f"p{n}/": None, f"p{n}/blob": os.urandom(per_layer)})
+            for n in range(4)]
+        build.add_image(layout, "pull", blobs)
+        ref = f"{registry.host}/bench/pull:5"
+        push(layout, "pull", ref)
+        cli = [sys.executable, "-m", "berth"]
+        podman = ["podman", "--root", os.path.join(base, "podman-root"), "--runroot",
+                  os.path.join(base, "podman-run"), "--storage-driver", "overlay"]
+
+        def berth_pull() -> None:
+            subprocess.run([*cli, "pull", "--tls-verify=false", ref], env=env, check=True,
+                           capture_output=True, cwd=REPO)
+
+        def berth_clear() -> None:
+            subprocess.run([*cli, "rmi", ref], env=env, check=True, capture_output=True,
+                           cwd=REPO)
+
+        def podman_pull() -> None:
+            subprocess.run([*podman, "pull", "--quiet", "--tls-verify=false", ref],
+                           check=True, capture_output=True)
+
+        def podman_clear() -> None:
+            subprocess.run([*podman, "rmi", "--all", "--force"], check=True,
+                           capture_output=True)
+
+        contenders = {"berth pull": (berth_pull, berth_clear)}
+        try:
+            podman_pull()
+            podman_clear()
+            contenders["podman pull"] = (podman_pull, podman_clear)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print(f"podman pull skipped: {exc}")
+        times: dict[str, list[float]] = {}
+        names = list(contenders)
+        for n in range(rounds):
+            for name in names if n % 2 == 0 else names[::-1]:
+                pull, clear = contenders[name]
+                times.setdefault(name, []).append(_timed(pull))
+                clear()
+        print(f"pull: 5 layers, {megabytes} MB of layer data, {rounds} rounds, interleaved")
+        for name in names:
+            print(f"  {name:<12} {statistics.median(times[name]):>7.2f} s")
+        if len(names) == 2:
+            ratio = statistics.median(times[names[0]]) / statistics.median(times[names[1]])
+            print(f"  ratio berth/podman {ratio:.3f}")
+        if "podman pull" in contenders:
+            subprocess.run([*podman, "system", "reset", "--force"], capture_output=True)
+    finally:
+        registry.stop()
+
+
 def _timed(fn: object) -> float:
     start = time.perf_counter()
     fn()  # type: ignore[operator]
@@ -64,6 +129,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--pull-rounds", type=int, default=5, help="0: no pull comparison")
     opts = parser.parse_args()
     base = tempfile.mkdtemp(prefix="berth-ib-", dir="/tmp")
     berth = None
@@ -113,6 +179,8 @@ def main() -> int:
             img = statistics.median(times[(path, "image")]) * 1000
             dirs = statistics.median(times[(path, "directory")]) * 1000
             print(f"{path:<8} {img:>10.1f} {dirs:>13.1f} {img / dirs:>7.3f}")
+        if opts.pull_rounds > 0:
+            pull_bench(base, rootfs, env, opts.pull_rounds, opts.mb)
         return 0
     finally:
         if berth is not None:
