@@ -20,6 +20,7 @@ import tarfile
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
@@ -33,6 +34,8 @@ from engine.runtime import overlay, skopeo
 log = logging.getLogger("berth.images")
 
 ARCHIVE_FORMATS = ("docker-archive", "oci-archive")
+UNPACKERS = 4
+"""Layers unpacked at once (decompression and hashing run outside the GIL)."""
 REMOVED = ".removed-"
 """Prefix of an unmounted overlay directory waiting for its removal."""
 
@@ -144,15 +147,24 @@ class ImageStore:
 
     def _adopt(self, stage: Layout, only: str | None = None) -> list[Image]:
         """Check a staging layout, unpack its layers, move its blobs in, name its images."""
-        images = stage.images(verify_layers=True)
+        images = stage.images()  # manifests and configs checked against their digests
         if only is not None:
             images = [i for i in images if i.name == only] or images[:1]
         if not images:
             raise InvalidArgument("the copy produced no image")
-        for image in images:
-            for (digest, _size, _media), diff_id in zip(image.layers, image.diff_ids,
-                                                        strict=True):
-                self._ensure_layer(stage, digest, diff_id)
+        layers = {(digest, size, diff_id) for image in images
+                  for (digest, size, _m), diff_id in zip(image.layers, image.diff_ids,
+                                                         strict=True)}
+        fresh = [self.layer_path(d) for d, _s, _i in layers
+                 if not os.path.isdir(self.layer_path(d))]
+        try:
+            with ThreadPoolExecutor(max_workers=UNPACKERS) as pool:
+                # each layer checked against its digest and diff_id while it is unpacked
+                list(pool.map(lambda layer: self._check_layer(stage, *layer), layers))
+        except BaseException:
+            for path in fresh:  # the image did not enter: neither do its other layers
+                shutil.rmtree(path, ignore_errors=True)
+            raise
         with self.layout.lock():
             for digest in stage.referenced_blobs(images):
                 target = self.layout.blob_path(digest)
@@ -174,8 +186,19 @@ class ImageStore:
     def _ensure_layer(self, source: Layout, digest: str, diff_id: str) -> str:
         dest = self.layer_path(digest)
         if not os.path.isdir(dest):
-            unpack_layer(source.blob_path(digest), dest, diff_id)
+            unpack_layer(source.blob_path(digest), dest, diff_id, digest)
         return dest
+
+    def _check_layer(self, stage: Layout, digest: str, size: int, diff_id: str) -> None:
+        """A staged layer: unpacked (and so checked) unless the store has it already;
+        a blob the store lacks for an unpacked layer is checked on its own."""
+        if os.path.isdir(self.layer_path(digest)):
+            if not self.layout.has_blob(digest):
+                stage.verify_blob(digest, size)
+            return
+        if os.path.getsize(stage.blob_path(digest)) != size:
+            stage.verify_blob(digest, size)  # raises, with the sizes
+        self._ensure_layer(stage, digest, diff_id)
 
     # -- leaving the store -----------------------------------------------------------
 

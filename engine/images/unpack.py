@@ -23,9 +23,10 @@ import shutil
 import stat
 import tarfile
 import uuid
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from engine.errors import InvalidArgument
+from engine.images.layout import DigestMismatch, sha256_file
 
 OPAQUE_MARKER = ".wh..wh..opq"
 WHITEOUT_PREFIX = ".wh."
@@ -102,38 +103,53 @@ class _Hashing:
         return "sha256:" + self.sha.hexdigest()
 
 
-def _open_layer(blob: str) -> IO[bytes]:
-    with open(blob, "rb") as f:
-        magic = f.read(4)
+def _decompressed(stored: _Hashing, magic: bytes) -> IO[bytes]:
     if magic.startswith(_GZIP_MAGIC):
-        return gzip.open(blob, "rb")  # type: ignore[return-value]
+        return cast(IO[bytes], gzip.GzipFile(fileobj=cast(IO[bytes], stored), mode="rb"))
     if magic == _ZSTD_MAGIC:
         raise LayerError("zstd-compressed layers are not supported: push the image with "
                          "gzip layers")
-    return open(blob, "rb")
+    return stored  # type: ignore[return-value]
 
 
-def unpack_layer(blob: str, dest: str, diff_id: str | None = None) -> str:
+def unpack_layer(blob: str, dest: str, diff_id: str | None = None,
+                 digest: str | None = None) -> str:
     """Unpack the layer ``blob`` into ``dest`` (which must not exist) and return it.
 
-    ``diff_id``: the digest of the uncompressed layer, as the image config lists it;
-    a layer whose content differs is refused.
+    ``digest``: the blob's own digest; ``diff_id``: the digest of the uncompressed
+    layer, as the image config lists it. Both are checked in the one pass that unpacks
+    (the stored bytes are hashed as they are read, the tar as it is decompressed), and
+    a layer that matches either badly is refused, nothing of it kept.
     """
     tmp = f"{dest}.tmp-{uuid.uuid4().hex[:12]}"
     os.makedirs(tmp, mode=0o755)
     try:
-        with _open_layer(blob) as raw:
-            hashing = _Hashing(raw)
-            _extract(hashing, tmp)
-            got = hashing.drain()
+        with open(blob, "rb") as f:
+            magic = f.read(4)
+            f.seek(0)
+            stored = _Hashing(f)
+            plain = _Hashing(_decompressed(stored, magic))
+            _extract(plain, tmp)
+            got = plain.drain()
+            stored_digest = stored.drain()
+        if digest is not None and stored_digest != digest:
+            raise DigestMismatch(f"blob {digest} does not match its digest (its content "
+                                 f"hashes to {stored_digest})")
         if diff_id is not None and got != diff_id:
             raise LayerError(f"layer {os.path.basename(blob)} does not match its diff_id: "
                              f"expected {diff_id}, got {got}")
         os.rename(tmp, dest)
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile, LayerError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno == 39 and os.path.isdir(dest):
+        if isinstance(exc, OSError) and exc.errno in (17, 39) and os.path.isdir(dest):
             return dest  # unpacked meanwhile by another caller: same content
+        if digest is not None and not isinstance(exc, DigestMismatch):
+            actual = sha256_file(blob)  # a corrupt blob is the cause to report
+            if actual != digest:
+                raise DigestMismatch(f"blob {digest} does not match its digest (its "
+                                     f"content hashes to {actual})") from None
+        if isinstance(exc, LayerError):
+            raise
         raise LayerError(f"cannot unpack layer {os.path.basename(blob)}: {exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -233,3 +233,24 @@ def test_a_missing_image_with_pull_never_is_one_sentence_and_nothing_is_written(
     with iup.store() as store:
         assert store.read_all() == []
     assert ImageStore(iup.root).containers() == []
+
+
+def test_prune_removes_what_a_moved_tag_left_behind(iup: Engine, registry: Registry,
+                                                    repo: str, base_layer: bytes) -> None:
+    first = _publish(os.path.join(iup.root, "a"), registry, repo,
+                     [base_layer, layer({"v": b"1"})])
+    assert _pull(iup, first).returncode == 0
+    store = ImageStore(iup.root)
+    old = store.find(first)
+    second = _publish(os.path.join(iup.root, "b"), registry, repo,
+                      [base_layer, layer({"v": b"2"})])
+    assert second == first
+    assert _pull(iup, second).returncode == 0
+    new = store.find(first)
+    assert new.id != old.id and store.layout.has_blob(old.config_digest)
+    pruned = iup.cli("image", "prune")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "removed 3 blobs and 1 layers" in pruned.stderr  # manifest, config, top layer
+    assert not store.layout.has_blob(old.config_digest)
+    done = _run(iup, "--pull", "never", first, "cat", "/v")
+    assert done.stdout == "2"
