@@ -65,6 +65,10 @@ class ImageService:
         self.store = store
         self.containers = containers
         self._lock = threading.Lock()
+        self._layers = threading.Lock()
+        """Held while a container's overlay is mounted and while unused layers are
+        removed, so a removal never takes the layers of a container being created
+        (a pull, which only adds, does not take it: creates go on during a pull)."""
 
     # -- commands ------------------------------------------------------------------
 
@@ -172,9 +176,10 @@ class ImageService:
                                        f"{', '.join(n for _c, n, _r in users)}: remove them, "
                                        "or use -f")
             targets += [i for i in going if i not in targets]
-        for image in targets:
-            self.store.untag(image)
-        self.store.collect(self.store.layers_in_use())
+        with self._layers:
+            for image in targets:
+                self.store.untag(image)
+            self.store.collect(self.store.layers_in_use())
         outcome = self._record([(i, ev.ImageRemoved) for i in targets], causation,
                                {"removed": [summary(i) for i in targets]})
         return outcome
@@ -183,9 +188,10 @@ class ImageService:
         """Remove untagged images no container uses, then every blob and layer no image
         and no container needs."""
         dangling = [i for i in self.store.images() if not i.name and not self.users(i)]
-        for image in dangling:
-            self.store.untag(image)
-        blobs, layers = self.store.collect(self.store.layers_in_use())
+        with self._layers:
+            for image in dangling:
+                self.store.untag(image)
+            blobs, layers = self.store.collect(self.store.layers_in_use())
         result = {"removed": [summary(i) for i in dangling], "blobs": blobs, "layers": layers}
         if not dangling:
             return ImageOutcome(result)
@@ -196,8 +202,9 @@ class ImageService:
     def prepare(self, container_id: str, spec: RunSpec) -> RunSpec:
         """Mount the container's overlay of its image and return its spec completed from
         the image's configuration (recording the image's reference, digest and id)."""
-        image = self.store.find(spec.image)
-        rootfs = self.store.mount(container_id, image)
+        with self._layers:
+            image = self.store.find(spec.image)
+            rootfs = self.store.mount(container_id, image)
         passwd = _read(os.path.join(rootfs.merged, "etc", "passwd"))
         group = _read(os.path.join(rootfs.merged, "etc", "group"))
         return apply_image(spec, image.run_config, rootfs=rootfs.merged,
