@@ -46,6 +46,20 @@ VOLUME_INSPECT: Final = "volume.inspect"
 VOLUME_COMMANDS: Final = frozenset(
     {VOLUME_CREATE, VOLUME_REMOVE, VOLUME_PRUNE, VOLUME_LS, VOLUME_INSPECT})
 """Commands about named volumes: no container, answered by the node that keeps them."""
+# images: the node's image store (engine.images)
+IMAGE_PULL: Final = "image.pull"
+IMAGE_LIST: Final = "image.list"
+IMAGE_INSPECT: Final = "image.inspect"
+IMAGE_REMOVE: Final = "image.remove"
+IMAGE_LOAD: Final = "image.load"
+IMAGE_IMPORT: Final = "image.import"
+IMAGE_SAVE: Final = "image.save"
+IMAGE_PUSH: Final = "image.push"
+IMAGE_TAG: Final = "image.tag"
+IMAGE_PRUNE: Final = "image.prune"
+IMAGE_COMMANDS: Final = frozenset({IMAGE_PULL, IMAGE_LIST, IMAGE_INSPECT, IMAGE_REMOVE,
+                                   IMAGE_LOAD, IMAGE_IMPORT, IMAGE_SAVE, IMAGE_PUSH,
+                                   IMAGE_TAG, IMAGE_PRUNE})
 
 CHANGE_COMMANDS: Final = frozenset(
     {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
@@ -58,4 +72,5 @@ AUDIT_COMMANDS: Final = frozenset(
 """What an auditor's key may send besides queries: reads of the log and its proofs, and
 a tree head on demand (which vouches for the log, and changes no container)."""
 ADMIN_COMMANDS: Final = frozenset({REBUILD}) | AUDIT_COMMANDS
-COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS | VOLUME_COMMANDS
+COMMAND_TYPES: Final = (CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS | VOLUME_COMMANDS
+                       | IMAGE_COMMANDS)

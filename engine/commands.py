@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from engine.command_types import CHANGE_COMMANDS, COMMAND_TYPES, VOLUME_COMMANDS
+from engine.command_types import (
+    CHANGE_COMMANDS,
+    COMMAND_TYPES,
+    IMAGE_COMMANDS,
+    VOLUME_COMMANDS,
+)
 from engine.errors import InvalidArgument
 from engine.events import datetime_from_data
 from engine.ids import validate_container_id, validate_name, validate_session_id
@@ -482,6 +487,10 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
     ``container`` is the reference as the publisher gave it (an id, a prefix or a
     name); resolving it is the service's job.
     """
+    if command_type in IMAGE_COMMANDS:
+        from engine.images.commands import parse_image
+
+        return parse_image(command_type, args)  # type: ignore[return-value]
     match command_type:
         case "container.create":
             return _create(args)

@@ -43,6 +43,13 @@ COMMAND_REFUSED = "command.refused"
 REFUSALS_STREAM = "berth:refused"
 """The stream of ``command.refused``: no container's (a name cannot hold a colon), so
 a refusal never takes a version of the container it names."""
+# images: each image's events on the stream "image:" + its id (a container name
+# cannot hold a colon).
+IMAGE_PULLED = "image.pulled"
+IMAGE_LOADED = "image.loaded"
+IMAGE_TAGGED = "image.tagged"
+IMAGE_REMOVED = "image.removed"
+IMAGE_STREAM_PREFIX = "image:"
 
 # Why a container exited. "stop" and "checkpoint" were asked for (expected=True);
 # "exit" and "crash" are the process's own doing; "conmon_lost" when its conmon died
@@ -296,12 +303,57 @@ class CommandRefused(Event):
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class ImagePulled(Event):
+    """An image entered the node's store from a registry, under ``reference``."""
+
+    type: ClassVar[str] = IMAGE_PULLED
+    reference: str
+    digest: str
+    """The manifest's digest."""
+    image_id: str
+    """The config's digest."""
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLoaded(Event):
+    """An image entered the store from an archive or a root filesystem tarball."""
+
+    type: ClassVar[str] = IMAGE_LOADED
+    reference: str
+    digest: str
+    image_id: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTagged(Event):
+    type: ClassVar[str] = IMAGE_TAGGED
+    reference: str
+    digest: str
+    image_id: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRemoved(Event):
+    """A name was removed from the store (the image's blobs go when no name is left)."""
+
+    type: ClassVar[str] = IMAGE_REMOVED
+    reference: str
+    digest: str
+    image_id: str
+    size: int
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         ContainerCreated, PidReceived, Started, Signalled, StopRequested, Exited, Paused,
         Unpaused, ExecRequested, ExecStarted, ExecExited, CheckpointRequested, Checkpointed,
         Restored, Removed, CommandFailed, CommandRefused,
+        ImagePulled, ImageLoaded, ImageTagged, ImageRemoved,  # images
     )
 }
 

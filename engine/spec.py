@@ -29,12 +29,17 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "pids_limit": _INT, "read_only": _BOOL, "ports": _LIST, "auto_remove": _BOOL,
     "no_new_privileges": _BOOL, "cap_add": _LIST,
     "mounts": _LIST,  # volumes
+    # images
+    "entrypoint": _LIST, "image": _STR, "image_digest": _STR, "image_id": _STR,
+    "exposed_ports": _LIST, "labels": _LIST,
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number"}
-_OPTIONAL = frozenset({"memory", "pids_limit"})
+_OPTIONAL = frozenset({"memory", "pids_limit", "entrypoint"})
 _MOUNT_FORMS = ("volumes", "mount", "tmpfs", "mounts")
 """The user's ways of naming mounts (engine.mountspec.mounts_from_user)."""
+_IMAGE_FIELDS = ("image", "image_digest", "image_id")
+_IMAGE_LISTS = ("exposed_ports", "labels")
 
 
 _SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
@@ -132,12 +137,20 @@ class RunSpec:
     no_new_privileges: bool = False
     cap_add: tuple[str, ...] = field(default=())
     mounts: tuple[Mount, ...] = ()
+    # images: the user's --entrypoint (None: the image's), and what the worker records
+    # of the image a container runs (its reference, manifest digest and id).
+    entrypoint: tuple[str, ...] | None = None
+    image: str = ""
+    image_digest: str = ""
+    image_id: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
-        if not self.rootfs:
-            raise InvalidArgument("run spec: rootfs is required")
-        if not self.args:
+        if not self.rootfs and not self.image:
+            raise InvalidArgument("run spec: a rootfs or an image is required")
+        if not self.args and not self.image:
             raise InvalidArgument("run spec: args must name a command")
         for item in self.env:
             if "=" not in item or item.startswith("="):
@@ -163,11 +176,16 @@ class RunSpec:
         # engine.commands imports engine.events, which imports this module.
         from engine.commands import check_argv, check_cwd, check_env, check_user
 
-        if not isinstance(self.rootfs, str) or not os.path.isabs(self.rootfs):
+        if self.image and not self.rootfs:  # the worker mounts the image's layers
+            _check_image_fields(self)
+        elif not isinstance(self.rootfs, str) or not os.path.isabs(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} must be an absolute path")
-        if "\0" in self.rootfs or not os.path.isdir(self.rootfs):
+        elif "\0" in self.rootfs or not os.path.isdir(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} is not an existing directory")
-        check_argv(self.args, "the container command")
+        if self.args or not self.image:
+            check_argv(self.args, "the container command")
+        if self.entrypoint:
+            check_argv(self.entrypoint, "the entrypoint")
         check_env(self.env)
         check_cwd(self.cwd)
         check_user(self.user)
@@ -215,7 +233,16 @@ class RunSpec:
             "no_new_privileges": self.no_new_privileges,
             "cap_add": list(self.cap_add),
             "mounts": [m.to_data() for m in self.mounts],
+            **self._image_data(),
         }
+
+    def _image_data(self) -> dict[str, Any]:
+        """The image fields, only when set: a spec without an image is stored as before."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in _IMAGE_FIELDS if getattr(self, k)}
+        out.update({k: list(getattr(self, k)) for k in _IMAGE_LISTS if getattr(self, k)})
+        if self.entrypoint is not None:
+            out["entrypoint"] = list(self.entrypoint)
+        return out
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> RunSpec:
@@ -243,6 +270,10 @@ class RunSpec:
             kwargs["env"] = tuple(data.get("env") or ())
             kwargs["cap_add"] = tuple(data.get("cap_add") or ())
             kwargs["mounts"] = tuple(Mount.from_data(m) for m in data.get("mounts") or ())
+            for key in _IMAGE_LISTS:
+                kwargs[key] = tuple(data.get(key) or ())
+            if data.get("entrypoint") is not None:
+                kwargs["entrypoint"] = tuple(data["entrypoint"])
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()
@@ -252,3 +283,12 @@ class RunSpec:
             return cls(**kwargs)
         except (TypeError, ValueError, IndexError) as exc:
             raise InvalidArgument(f"invalid run specification: {exc}") from None
+
+
+def _check_image_fields(spec: RunSpec) -> None:
+    """An image reference as a publisher may send it (the worker resolves it)."""
+    for key in (*_IMAGE_FIELDS, *_IMAGE_LISTS):
+        value = getattr(spec, key)
+        items = value if isinstance(value, tuple) else (value,)
+        if any(not isinstance(v, str) or "\0" in v or len(v) > 4096 for v in items):
+            raise InvalidArgument(f"invalid run option {key} {value!r}")

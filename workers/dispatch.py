@@ -17,6 +17,7 @@ from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
 from engine.errors import BerthError, Unavailable, WrongNode
+from engine.images.service import ImageService
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
@@ -36,7 +37,8 @@ def _ok(cmd: Command, result: dict[str, Any], positions: tuple[int, ...] = ()) -
 class Dispatch:
     """Answers every command a worker receives; one entry per command type."""
 
-    def __init__(self, service: ContainerService, queries: Queries) -> None:
+    def __init__(self, service: ContainerService, queries: Queries,
+                 images: ImageService | None = None) -> None:
         self.service = service
         self.queries = queries
         q = queries
@@ -76,6 +78,9 @@ class Dispatch:
             t.VOLUME_LS: lambda q, cmd: _ok(cmd, self._volumes().ls(q)),
             t.VOLUME_INSPECT: lambda q, cmd: _ok(cmd, self._volumes().inspect(q)),
         }
+        if images is not None:  # images: the node's image store
+            self._table.update(dict.fromkeys(t.IMAGE_COMMANDS, self._image))
+        self.images = images
 
     def handle(self, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
@@ -110,6 +115,12 @@ class Dispatch:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
         recorded, result = change(command, causation)
         return _ok(cmd, result, tuple(r.position for r in recorded))
+    def _image(self, command: Any, cmd: Command) -> Reply:
+        causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+        if self.images is None:  # not in the table then; kept for the type checker
+            raise BerthError("this worker has no image store")
+        outcome = self.images.handle(command, causation)
+        return _ok(cmd, outcome.result, outcome.positions)
 
     def _failed(self, cmd: Command, causation: c.Causation, exc: BerthError) -> Reply:
         positions = self.service.fail(cmd.type, cmd.container, causation, exc)

@@ -24,6 +24,8 @@ from engine import commands as c
 from engine import events as ev
 from engine.errors import BerthError
 from engine.ids import validate_node
+from engine.images.service import ImageService
+from engine.images.store import ImageStore
 from engine.queries import Queries
 from engine.recovery import Reconciled, reconcile
 from engine.runtime import OCIRuntime, RuntimeConfig
@@ -110,12 +112,15 @@ class Worker:
         self.volumes = VolumeService(  # volumes
             self.store, volumes_root(config.root), config.node, self.service.announce)
         self.service.volumes = self.volumes
+        self.images = ImageService(ImageStore(config.root), self.service)
+        self.service.images = self.images
         self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
                        else None)
         if self.signer is None:
             log.warning("no auditor key (BERTH_AUDIT_KEY): tree heads are unsigned and "
                         "the log's integrity rests on the database alone")
-        self.dispatch = Dispatch(self.service, Queries(self.service, signer=self.signer))
+        self.dispatch = Dispatch(self.service, Queries(self.service, signer=self.signer),
+                                 self.images)
         self._heads: threading.Thread | None = None
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
@@ -132,6 +137,7 @@ class Worker:
         self.reconciled = reconcile(self.service)
         self.volumes.sweep()  # volumes: removals a crash cut short
         log.info("reconciled %s", self.reconciled)
+        self.images.reconcile()  # leftover overlays of containers that no longer exist
         for cid, session in self.reconciled.running_execs:
             threading.Thread(target=self._finish_exec, args=(cid, session), daemon=True,
                              name=f"berth-exec-{session[:12]}").start()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
+from berth.cli import images
 from bus.client import Client
 from engine.errors import Unavailable
 
@@ -31,7 +32,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
     ports = [fmt.parse_port(p) for p in args.publish]
     spec: dict[str, Any] = {
         "rootfs": rootfs,
-        "args": [args.command, *args.args],
+        "args": [args.command, *args.args] if args.command is not None else [],
         "env": list(args.env),
         "cwd": args.workdir,
         "user": args.user,
@@ -48,25 +49,29 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["memory"] = fmt.parse_size(args.memory)
     if args.pids_limit is not None:
         spec["pids_limit"] = args.pids_limit
+    images.image_spec(args.rootfs, spec)  # images: not a directory -> an image reference
     return spec
 
 
 def cmd_create(args: argparse.Namespace, client: Client) -> int:
-    reply = client.create(name=args.name, node=args.node, **_spec_args(args))
+    spec = _spec_args(args)
+    images.pull_for_run(client, spec, args)
+    reply = client.create(name=args.name, node=args.node, **spec)
     print(reply.result["id"])
     return 0
 
 
 def cmd_run(args: argparse.Namespace, client: Client) -> int:
+    spec = _spec_args(args)
+    images.pull_for_run(client, spec, args)
     if args.detach:
-        reply = client.create(name=args.name, node=args.node, **_spec_args(args))
+        reply = client.create(name=args.name, node=args.node, **spec)
         cid = str(reply.result["id"])
         client.start(cid, node=str(reply.result["node"]))
         print(cid)
         return 0
     # Attached --rm is done here, as podman does: the worker removing the container
     # would race this client for the last lines of its log.
-    spec = _spec_args(args)
     spec["auto_remove"] = False
     reply = client.create(name=args.name, node=args.node, **spec)
     cid, node = str(reply.result["id"]), str(reply.result["node"])
@@ -198,8 +203,9 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:size=N,mode=OCTAL]")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--node")
-    p.add_argument("rootfs", metavar="ROOTFS")
-    p.add_argument("command", metavar="CMD")
+    images.add_run_options(p)
+    p.add_argument("rootfs", metavar="IMAGE|ROOTFS")
+    p.add_argument("command", metavar="CMD", nargs="?")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
 
 

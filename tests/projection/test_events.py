@@ -52,6 +52,8 @@ any_event = st.one_of(
               labels=st.dictionaries(text, text, max_size=3).map(
                   lambda d: tuple(sorted(d.items()))), implicit=st.booleans()),
     st.builds(ev.VolumeRemoved, name=text),
+    *(st.builds(kind, reference=text, digest=text, image_id=text, size=ints)
+      for kind in (ev.ImagePulled, ev.ImageLoaded, ev.ImageTagged, ev.ImageRemoved)),
 )
 
 
@@ -65,9 +67,9 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 
 def test_registry_covers_every_topic() -> None:
     topics = {v for k, v in vars(ev).items()
-              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_"))}
+              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_", "IMAGE_")) and "." in str(v)}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 19
+    assert len(topics) == 23  # 17 + 2 of volumes + 4 of images
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1
