@@ -179,6 +179,10 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.CONTAINER_REMOVED: _removed,
     ev.COMMAND_FAILED: _audit_only,
     ev.COMMAND_REFUSED: _audit_only,  # written in no container's stream; inert if it were
+    # restart policies and health checks: the count of restarts is the starts' (a
+    # restart is a start again), a health status is read from the stream
+    ev.CONTAINER_RESTARTING: _audit_only,
+    ev.CONTAINER_HEALTH_STATUS: _audit_only,
 }
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine.errors import InvalidArgument
+from engine.health import check_health_options, health_from_user
+from engine.restarts import check_restart_options
 from engine.signals import parse_signal
 
 PROTOCOLS = ("tcp", "udp")
@@ -22,14 +24,19 @@ _CAP_RE = re.compile(r"^CAP_[A-Z_]+$")
 # The wire type of each option (from_data refuses any other): a string where a list
 # is due would otherwise become a tuple of characters, a bool would pass for an int.
 _STR, _BOOL, _LIST, _INT = (str,), (bool,), (list, tuple), (int,)
+_NUM: tuple[type, ...] = (int, float)
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "rootfs": _STR, "args": _LIST, "env": _LIST, "cwd": _STR, "user": _STR,
     "hostname": _STR, "terminal": _BOOL, "stop_signal": (int, str), "memory": _INT,
     "pids_limit": _INT, "read_only": _BOOL, "ports": _LIST, "auto_remove": _BOOL,
     "no_new_privileges": _BOOL, "cap_add": _LIST,
+    # restart policies and health checks (engine.restarts, engine.health)
+    "restart": _STR, "health_cmd": _LIST, "health_interval": _NUM, "health_timeout": _NUM,
+    "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
+    "no_healthcheck": _BOOL,
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
-         (int, str): "a signal name or number"}
+         (int, str): "a signal name or number", _NUM: "a number of seconds"}
 _OPTIONAL = frozenset({"memory", "pids_limit"})
 
 
@@ -65,6 +72,7 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     if isinstance(ports, (list, tuple)):
         data["ports"] = [list(PortMapping.parse(p)) if isinstance(p, str)
                          else list(p) if isinstance(p, (list, tuple)) else p for p in ports]
+    health_from_user(data)
     RunSpec.from_data(data)  # the worker's type rules, at the publisher's edge
     return data
 
@@ -125,6 +133,15 @@ class RunSpec:
     auto_remove: bool = False
     no_new_privileges: bool = False
     cap_add: tuple[str, ...] = field(default=())
+    # restart policies and health checks (engine.restarts, engine.health)
+    restart: str = "no"
+    health_cmd: tuple[str, ...] = ()
+    health_interval: float = 30.0
+    health_timeout: float = 30.0
+    health_retries: int = 3
+    health_start_period: float = 0.0
+    health_on_failure: str = "none"
+    no_healthcheck: bool = False
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -148,6 +165,8 @@ class RunSpec:
             for number in (port.host_port, port.container_port):
                 if not 0 <= number <= 65535:
                     raise InvalidArgument(f"run spec: port {number} out of range")
+        check_restart_options(self.restart, self.auto_remove)
+        check_health_options(self)
 
     def validate(self) -> RunSpec:
         """Check everything that can be checked without starting a process."""
@@ -205,6 +224,14 @@ class RunSpec:
             "auto_remove": self.auto_remove,
             "no_new_privileges": self.no_new_privileges,
             "cap_add": list(self.cap_add),
+            "restart": self.restart,
+            "health_cmd": list(self.health_cmd),
+            "health_interval": self.health_interval,
+            "health_timeout": self.health_timeout,
+            "health_retries": self.health_retries,
+            "health_start_period": self.health_start_period,
+            "health_on_failure": self.health_on_failure,
+            "no_healthcheck": self.no_healthcheck,
         }
 
     @classmethod
@@ -232,6 +259,7 @@ class RunSpec:
             kwargs["args"] = tuple(data.get("args") or ())
             kwargs["env"] = tuple(data.get("env") or ())
             kwargs["cap_add"] = tuple(data.get("cap_add") or ())
+            kwargs["health_cmd"] = tuple(data.get("health_cmd") or ())
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()

@@ -35,6 +35,7 @@ from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
 from workers.present import event_message
+from workers.restarts import RestartScheduler
 from workers.statedirs import private_directory
 
 log = logging.getLogger("berth.worker")
@@ -102,6 +103,7 @@ class Worker:
         self._heads: threading.Thread | None = None
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
+        self.restarts: RestartScheduler | None = None
         self.link: WorkerLink | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
@@ -117,6 +119,10 @@ class Worker:
         self.conmons = ConmonWatch(self.service)
         self.service.observers.append(self.conmons.observe)
         self.conmons.start()
+        # restart policies: after reconciliation recorded the exits it found
+        self.restarts = RestartScheduler(self.service)
+        self.service.observers.append(self.restarts.observe)
+        self.restarts.start()
         self.link = WorkerLink(
             self.config.backend, self.config.node, self.dispatch.handle,
             concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,
@@ -196,6 +202,10 @@ class Worker:
         if self._heads is not None:
             self._heads.join(timeout=10)
             self._heads = None
+        if self.restarts is not None:
+            self.service.observers.remove(self.restarts.observe)
+            self.restarts.close()
+            self.restarts = None
         if self.conmons is not None:
             self.service.observers.remove(self.conmons.observe)
             self.conmons.close()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
+from berth.cli import orchestration
 from bus.client import Client
 from engine.errors import Unavailable
 
@@ -47,6 +48,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["memory"] = fmt.parse_size(args.memory)
     if args.pids_limit is not None:
         spec["pids_limit"] = args.pids_limit
+    spec.update(orchestration.spec_options(args))  # --restart, --health-*
     return spec
 
 
@@ -192,6 +194,7 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--node")
+    orchestration.add_spec_options(p)
     p.add_argument("rootfs", metavar="ROOTFS")
     p.add_argument("command", metavar="CMD")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")

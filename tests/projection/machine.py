@@ -240,6 +240,20 @@ class LifecycleMachine(RuleBasedStateMachine):
         cid = data.draw(st.sampled_from(self.restorable()))
         self.append(cid, [ev.Restored(pid, conmon)])
 
+    @precondition(lambda self: self.has(EXITED))
+    @rule(data=st.data(), pid=PIDS, conmon=PIDS, code=EXIT_CODES)
+    def restart(self, data: st.DataObject, pid: int, conmon: int, code: int) -> None:
+        """A restart policy answers an exit: its intent, then a start again."""
+        cid = self.pick(data, EXITED)
+        self.append(cid, [ev.Restarting(1, 0.1, self.expected[cid].fields["last_position"],
+                                        code, "always")])
+        self.append(cid, [ev.PidReceived(pid, conmon), ev.Started()])
+
+    @precondition(lambda self: self.has(RUNNING))
+    @rule(data=st.data(), status=st.sampled_from(sorted(ev.HEALTH_STATES)), code=EXIT_CODES)
+    def health(self, data: st.DataObject, status: str, code: int) -> None:
+        self.append(self.pick(data, RUNNING), [ev.HealthStatus(status, code, "out")])
+
     @precondition(lambda self: self.has(*LIVE, EXITED))
     @rule(data=st.data())
     def remove(self, data: st.DataObject) -> None:

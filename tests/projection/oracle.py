@@ -92,6 +92,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (RUNNING, ev.CONTAINER_CHECKPOINTED): Row(checkpoint_path=EVENT),
     (RUNNING, ev.CONTAINER_REMOVED): REMOVE_ROW,     # forced, exit status never found
     (RUNNING, ev.COMMAND_FAILED): NOTHING,
+    (RUNNING, ev.CONTAINER_HEALTH_STATUS): NOTHING,  # read from the stream, not the state
     # paused: frozen; the pid and exec sessions stay
     (PAUSED, ev.CONTAINER_SIGNALLED): NOTHING,
     (PAUSED, ev.CONTAINER_UNPAUSED): Row(state=RUNNING),
@@ -105,6 +106,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (EXITED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
     (EXITED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (EXITED, ev.COMMAND_FAILED): NOTHING,
+    (EXITED, ev.CONTAINER_RESTARTING): NOTHING,  # intent: the start that follows counts
     # removed: only refusals are still recorded
     (REMOVED, ev.COMMAND_FAILED): NOTHING,
 }

@@ -48,6 +48,10 @@ any_event = st.one_of(
     st.builds(ev.Removed),
     st.builds(ev.CommandFailed, command_type=text, code=text, message=text),
     st.builds(ev.CommandRefused, command_type=text, container=text, code=text, message=text),
+    st.builds(ev.Restarting, attempt=ints, delay_s=st.floats(0, 60), exit_position=ints,
+              exit_code=st.integers(-1, 255), policy=text),
+    st.builds(ev.HealthStatus, status=st.sampled_from(sorted(ev.HEALTH_STATES)),
+              exit_code=st.integers(-1, 255), output=text, failing_streak=ints),
 )
 
 
@@ -62,7 +66,7 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 def test_registry_covers_every_topic() -> None:
     topics = {v for k, v in vars(ev).items() if k.startswith(("CONTAINER_", "COMMAND_"))}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 17
+    assert len(topics) == 19
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1

@@ -1,0 +1,64 @@
+"""Restart-policy and health-check options of ``run``/``create``, and ``healthcheck``.
+
+The options become run-spec keys (checked again at the client's edge by
+``engine.spec.spec_from_user`` and by the worker); durations keep their units here,
+the spec's rules turn them into seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from bus.client import Client
+
+if TYPE_CHECKING:
+    from berth.cli import AddCommand
+
+COMMANDS = ("healthcheck",)
+
+
+def add_spec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--restart", metavar="POLICY",
+                   help="no, on-failure[:MAX], always or unless-stopped (default no)")
+    p.add_argument("--health-cmd", metavar="CMD", help="a command run by /bin/sh -c in the "
+                   "container; exit 0 means healthy")
+    p.add_argument("--health-interval", metavar="DURATION", help="between probes (30s)")
+    p.add_argument("--health-timeout", metavar="DURATION", help="a probe's limit (30s)")
+    p.add_argument("--health-retries", type=int, metavar="N",
+                   help="failures in a row that make it unhealthy (3)")
+    p.add_argument("--health-start-period", metavar="DURATION",
+                   help="failures in this time after a start do not count (0s)")
+    p.add_argument("--health-on-failure", choices=["none", "kill", "restart"],
+                   help="what to do when it turns unhealthy (none)")
+    p.add_argument("--no-healthcheck", action="store_true", help="no health check")
+
+
+def spec_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run-spec keys the options above give (only those given)."""
+    keys = {"restart": args.restart, "health_cmd": args.health_cmd,
+            "health_interval": args.health_interval, "health_timeout": args.health_timeout,
+            "health_retries": args.health_retries,
+            "health_start_period": args.health_start_period,
+            "health_on_failure": args.health_on_failure}
+    spec = {k: v for k, v in keys.items() if v is not None}
+    if args.no_healthcheck:
+        spec["no_healthcheck"] = True
+    return spec
+
+
+def cmd_healthcheck_run(args: argparse.Namespace, client: Client) -> int:
+    """Run one probe now: print its output; exit 0 if healthy, 1 if not (podman's)."""
+    reply = client.healthcheck(args.container)
+    output = str(reply.result.get("output", ""))
+    if output:
+        print(output.rstrip("\n"))
+    print(reply.result["status"])
+    return 0 if reply.result["exit_code"] == 0 else 1
+
+
+def add_commands(add: AddCommand) -> None:
+    p = add("healthcheck", cmd_healthcheck_run, "run a container's health check now")
+    sub = p.add_subparsers(dest="health_action", required=True, metavar="ACTION")
+    run = sub.add_parser("run", help="run one probe now")
+    run.add_argument("container", metavar="CTR")
