@@ -377,15 +377,23 @@ class Client:
         self._nodes.pop(ref, None)
         return reply
 
-    def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None) -> Reply:
-        """Block until the container exits (the worker answers then); ``timeout``
-        bounds the wait (None: as long as it takes, while the engine is alive; else
-        a finite number of seconds > 0, checked before anything is sent)."""
+    def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None,
+             condition: str = "exited") -> Reply:
+        """Block until the container exits (the worker answers then), or reaches
+        ``condition`` (running, healthy); ``timeout`` bounds the wait (None: as long as
+        it takes, while the engine is alive; else a finite number of seconds > 0,
+        checked before anything is sent)."""
         if timeout is not None:
             timeout = positive_seconds(timeout, "wait timeout")
         args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        if condition != "exited":
+            args["condition"] = condition
         deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
         return self._on_container(c.WAIT, ref, node, patient=True, deadline=deadline, **args)
+
+    def healthcheck(self, ref: str, *, node: str | None = None) -> Reply:
+        """Run the container's health check once now: its status, exit code, output."""
+        return self._on_container(c.HEALTHCHECK, ref, node, reply_timeout=None)
 
     # ------------------------------------------------------------------ queries
 

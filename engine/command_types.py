@@ -20,6 +20,8 @@ CHECKPOINT: Final = "container.checkpoint"
 RESTORE: Final = "container.restore"
 REMOVE: Final = "container.remove"
 WAIT: Final = "container.wait"
+# health checks: one probe now (routed to the container's node; records only a change)
+HEALTHCHECK: Final = "container.healthcheck"
 
 PS: Final = "query.ps"
 INSPECT: Final = "query.inspect"
@@ -41,7 +43,7 @@ CHANGE_COMMANDS: Final = frozenset(
     {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
 )
 """Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
+CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT, HEALTHCHECK}
 QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
 AUDIT_COMMANDS: Final = frozenset(
     {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})

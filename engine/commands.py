@@ -137,6 +137,18 @@ ContainerCommand: TypeAlias = (
 class Wait:
     container: str
     timeout: float | None = None
+    condition: str = "exited"
+    """exited, running or healthy (podman's ``wait --condition``)."""
+
+
+WAIT_CONDITIONS: Final = ("exited", "running", "healthy")
+
+
+@dataclass(frozen=True, slots=True)
+class Healthcheck:
+    """Run the container's health check once, now."""
+
+    container: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +253,7 @@ class Ping:
 
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
-    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping
+    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Healthcheck
 )
 Command: TypeAlias = ContainerCommand | Query
 
@@ -405,9 +417,13 @@ def _state_at(ref: str | None, args: Mapping[str, Any]) -> StateAt:
 
 
 def _wait(ref: str, args: Mapping[str, Any]) -> Wait:
+    condition = args.get("condition", "exited")
+    if condition not in WAIT_CONDITIONS:
+        raise InvalidArgument(f"invalid wait condition {condition!r}: use exited, running "
+                              "or healthy")
     if args.get("timeout") is None:
-        return Wait(ref)
-    return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT))
+        return Wait(ref, condition=condition)
+    return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT), condition)
 
 
 def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
@@ -481,6 +497,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return Remove(ref, _flag(args, "force"))
         case "container.wait":
             return _wait(ref, args)
+        case "container.healthcheck":
+            return Healthcheck(ref)
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

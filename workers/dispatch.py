@@ -20,6 +20,7 @@ from engine.errors import BerthError, WrongNode
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
+from workers.health import HealthMonitor, healthcheck, with_health
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
 
@@ -38,6 +39,8 @@ class Dispatch:
     def __init__(self, service: ContainerService, queries: Queries) -> None:
         self.service = service
         self.queries = queries
+        self.health: HealthMonitor | None = None
+        """The worker's health monitor, set when it runs (probes, inspect's probe log)."""
         q = queries
         change = self._change
         self._table: dict[str, Answer] = {
@@ -54,8 +57,9 @@ class Dispatch:
             t.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
                                                     strict=True))),
             t.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
-            t.PS: lambda p, cmd: _ok(cmd, {"containers": [summary(s) for s in q.ps(p)]}),
-            t.INSPECT: lambda i, cmd: _ok(cmd, detail(q.inspect(i))),
+            t.PS: lambda p, cmd: _ok(cmd, {"containers": [
+                with_health(summary(s), service, s, self.health) for s in q.ps(p)]}),
+            t.INSPECT: lambda i, cmd: _ok(cmd, self._inspected(q.inspect(i))),
             t.EVENTS: lambda e, cmd: _ok(cmd, _events(*q.events(e))),
             t.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
             t.STATE: lambda s, cmd: _ok(cmd, _state_at(q, s)),
@@ -68,7 +72,14 @@ class Dispatch:
             t.AUDIT_EXPORT: lambda a, cmd: _ok(cmd, dict(zip(("rows", "head"), q.export(a),
                                                             strict=True))),
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
+            t.HEALTHCHECK: lambda hc, cmd: _ok(cmd, healthcheck(self.health, service,
+                                                                hc.container)),
         }
+
+    def _inspected(self, state: Any) -> dict[str, Any]:
+        return with_health(detail(state), self.service, state,
+                           self.health if state.node == self.service.node else None,
+                           details=True)
 
     def handle(self, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)

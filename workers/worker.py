@@ -34,6 +34,7 @@ from migrations.runner import upgrade
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
+from workers.health import HealthMonitor
 from workers.present import event_message
 from workers.restarts import RestartScheduler
 from workers.statedirs import private_directory
@@ -104,6 +105,7 @@ class Worker:
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
         self.restarts: RestartScheduler | None = None
+        self.health_monitor: HealthMonitor | None = None
         self.link: WorkerLink | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
@@ -123,6 +125,10 @@ class Worker:
         self.restarts = RestartScheduler(self.service)
         self.service.observers.append(self.restarts.observe)
         self.restarts.start()
+        self.health_monitor = HealthMonitor(self.service)
+        self.service.observers.append(self.health_monitor.observe)
+        self.health_monitor.start()
+        self.dispatch.health = self.health_monitor
         self.link = WorkerLink(
             self.config.backend, self.config.node, self.dispatch.handle,
             concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,
@@ -202,6 +208,10 @@ class Worker:
         if self._heads is not None:
             self._heads.join(timeout=10)
             self._heads = None
+        if self.health_monitor is not None:
+            self.service.observers.remove(self.health_monitor.observe)
+            self.health_monitor.close()
+            self.dispatch.health = self.health_monitor = None
         if self.restarts is not None:
             self.service.observers.remove(self.restarts.observe)
             self.restarts.close()

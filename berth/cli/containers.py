@@ -125,6 +125,11 @@ def _simple(method: str, **extra: Callable[[argparse.Namespace], Any]) -> Handle
 
 
 def cmd_wait(args: argparse.Namespace, client: Client) -> int:
+    if args.condition != "exited":  # running, healthy: print the condition reached
+        with fmt.Progress(f"waiting for {args.container} to be {args.condition}"):
+            client.wait(args.container, condition=args.condition)
+        print(args.condition)
+        return 0
     with fmt.Progress(f"waiting for {args.container} to exit"):
         reply = client.wait(args.container)
     print(reply.result["exit_code"])
@@ -224,6 +229,7 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("container", metavar="CTR")
     p = add("wait", cmd_wait, "wait for a container to exit; print its exit code")
+    p.add_argument("--condition", choices=["exited", "running", "healthy"], default="exited")
     p.add_argument("container", metavar="CTR")
     p = add("logs", cmd_logs, "print a container's output")
     p.add_argument("-f", "--follow", action="store_true")
