@@ -234,6 +234,23 @@ def test_wait() -> None:
         "invalid timeout -1: must be a number >= 0 and <= 3.1536e+07")
 
 
+def test_wait_for_a_condition() -> None:
+    assert c.parse(t.WAIT, "web", {}).condition == "exited"
+    assert c.parse(t.WAIT, "web", {"condition": "healthy"}) == c.Wait("web", None, "healthy")
+    assert c.parse(t.WAIT, "web", {"condition": "running", "timeout": 3}) == c.Wait(
+        "web", 3.0, "running")
+    assert c.parse(t.WAIT, "web", {"condition": "exited"}) == c.Wait("web", None, "exited")
+    for bad in ("stopped", "", ["healthy"]):
+        assert refused(t.WAIT, "web", {"condition": bad}) == (
+            f"invalid wait condition {bad!r}: use exited, running or healthy")
+    assert refused(t.WAIT, "web", {"condition": "nope", "timeout": 1}).startswith(
+        "invalid wait condition")
+
+
+def test_healthcheck_names_a_container() -> None:
+    assert c.parse(t.HEALTHCHECK, "web", {}) == c.Healthcheck("web")
+
+
 def test_logs() -> None:
     assert c.parse(t.LOGS, "web", {}) == c.Logs("web", 0, 0)
     assert c.parse(t.LOGS, "web", {"offset": 10, "wait_ms": c.MAX_LOG_WAIT_MS}) == c.Logs(
@@ -252,7 +269,7 @@ def test_every_command_type_parses() -> None:
         t.STATE: c.StateAt, t.PING: c.Ping, t.REBUILD: c.Rebuild,
         t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
-        t.AUDIT_EXPORT: c.AuditExport,
+        t.AUDIT_EXPORT: c.AuditExport, t.HEALTHCHECK: c.Healthcheck,
     }
     assert set(expected) | {t.CREATE, t.EXEC} == set(t.COMMAND_TYPES)
     for command_type, kind in expected.items():
