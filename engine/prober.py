@@ -33,6 +33,10 @@ from engine.store import EventStore
 
 log = logging.getLogger("berth.health")
 
+ON_FAILURE_STOP_S = 1.0
+"""The grace period of ``--health-on-failure restart``'s stop: an unhealthy container
+is not trusted to shut down cleanly, so it is not waited for long."""
+
 
 def status_of(store: EventStore, state: ContainerState) -> str | None:
     """The container's health as the log says (None: no check, or not running)."""
@@ -130,5 +134,5 @@ class Prober:
         if action == "kill":
             svc.handle(c.Kill(container_id, int(signal.SIGKILL)), cause("kill", "container.kill"))
             return
-        svc.handle(c.Stop(container_id, timeout=1.0), cause("stop", "container.stop"))
+        svc.handle(c.Stop(container_id, timeout=ON_FAILURE_STOP_S), cause("stop", "container.stop"))
         svc.handle(c.Start(container_id), cause("start", "container.start"))
