@@ -391,6 +391,15 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
         return self._on_container(c.WAIT, ref, node, patient=True, deadline=deadline, **args)
 
+    def update(self, ref: str, *, node: str | None = None, **changes: Any) -> Reply:
+        """Change run options of an existing container: ``memory`` (bytes or ``64m``),
+        ``pids_limit``, ``cpus``, ``restart``; the reply lists the ones changed."""
+        if isinstance(changes.get("memory"), str):
+            from engine.spec import parse_size
+
+            changes["memory"] = parse_size(changes["memory"])
+        return self._on_container(c.UPDATE, ref, node, **changes)
+
     def healthcheck(self, ref: str, *, node: str | None = None) -> Reply:
         """Run the container's health check once now: its status, exit code, output."""
         return self._on_container(c.HEALTHCHECK, ref, node, reply_timeout=None)

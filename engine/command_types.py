@@ -22,6 +22,8 @@ REMOVE: Final = "container.remove"
 WAIT: Final = "container.wait"
 # health checks: one probe now (routed to the container's node; records only a change)
 HEALTHCHECK: Final = "container.healthcheck"
+# updates: resources through runc update, the restart policy (engine.decide._update)
+UPDATE: Final = "container.update"
 
 PS: Final = "query.ps"
 INSPECT: Final = "query.inspect"
@@ -40,7 +42,7 @@ AUDIT_CONSISTENCY: Final = "audit.consistency"
 AUDIT_EXPORT: Final = "audit.export"
 
 CHANGE_COMMANDS: Final = frozenset(
-    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
+    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE, UPDATE}
 )
 """Commands that change a container: run once per command id, serialised per container."""
 CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT, HEALTHCHECK}

@@ -125,8 +125,25 @@ class Remove:
     force: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Update:
+    """New values for some run options of an existing container (None: unchanged)."""
+
+    container: str
+    memory: int | None = None
+    pids_limit: int | None = None
+    cpus: float | None = None
+    restart: str | None = None
+
+    def changes(self) -> dict[str, object]:
+        given = {"memory": self.memory, "pids_limit": self.pids_limit, "cpus": self.cpus,
+                 "restart": self.restart}
+        return {k: v for k, v in given.items() if v is not None}
+
+
 ContainerCommand: TypeAlias = (
     Create | Start | Stop | Kill | Pause | Unpause | Exec | Checkpoint | Restore | Remove
+    | Update
 )
 
 
@@ -426,6 +443,26 @@ def _wait(ref: str, args: Mapping[str, Any]) -> Wait:
     return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT), condition)
 
 
+def _update(ref: str, args: Mapping[str, Any]) -> Update:
+    """Only the types here: the values are the run spec's to judge (engine.decide)."""
+    from engine.restarts import parse_policy
+
+    memory = None if args.get("memory") is None else _integer(args, "memory", 0,
+                                                                minimum=4 * 1024 * 1024)
+    pids = None if args.get("pids_limit") is None else _integer(args, "pids_limit", 0,
+                                                                minimum=1)
+    cpus = None if args.get("cpus") is None else _number(args, "cpus", 0, minimum=0.01,
+                                                              maximum=1024)
+    restart = args.get("restart")
+    if restart is not None:
+        restart = str(parse_policy(restart))
+    update = Update(ref, memory, pids, cpus, restart)
+    if not update.changes():
+        raise InvalidArgument("nothing to update: give --memory, --pids-limit, --cpus or "
+                              "--restart")
+    return update
+
+
 def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
     from engine.treehead import TreeHead
 
@@ -499,6 +536,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return _wait(ref, args)
         case "container.healthcheck":
             return Healthcheck(ref)
+        case "container.update":
+            return _update(ref, args)
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

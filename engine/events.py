@@ -40,9 +40,10 @@ CONTAINER_RESTORED = "container.restored"
 CONTAINER_REMOVED = "container.removed"
 COMMAND_FAILED = "command.failed"
 COMMAND_REFUSED = "command.refused"
-# restart policies and health checks (engine.restarts, engine.health)
+# restart policies, health checks, updates (engine.restarts, engine.health)
 CONTAINER_RESTARTING = "container.restarting"
 CONTAINER_HEALTH_STATUS = "container.health_status"
+CONTAINER_UPDATED = "container.updated"
 REFUSALS_STREAM = "berth:refused"
 """The stream of ``command.refused``: no container's (a name cannot hold a colon), so
 a refusal never takes a version of the container it names."""
@@ -337,13 +338,24 @@ class HealthStatus(Event):
             raise _bad(self.type, f"unknown health status {self.status!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class Updated(Event):
+    """``berth update``: run options changed on an existing container (resources through
+    ``runc update`` when it has a process, the restart policy in the log alone). ``old``
+    and ``new`` map the changed run options' names to their values before and after."""
+
+    type: ClassVar[str] = CONTAINER_UPDATED
+    old: dict[str, Any]
+    new: dict[str, Any]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         ContainerCreated, PidReceived, Started, Signalled, StopRequested, Exited, Paused,
         Unpaused, ExecRequested, ExecStarted, ExecExited, CheckpointRequested, Checkpointed,
         Restored, Removed, CommandFailed, CommandRefused,
-        Restarting, HealthStatus,
+        Restarting, HealthStatus, Updated,
     )
 }
 

@@ -196,6 +196,8 @@ def decide_restart(policy: RestartPolicy, seen: RestartHistory, *, exited: bool
     restarted for its last exit, and how long after that exit's record."""
     if not exited:
         return RestartDecision(Verdict.NO, why="not exited")
+    if policy.name == NO:  # also a pending restart: `berth update --restart no` ends a loop
+        return RestartDecision(Verdict.NO, why="policy no")
     if seen.pending is not None:
         p = seen.pending
         return RestartDecision(Verdict.CARRY_OUT, p.attempt, p.delay_s, p.exit_position,
@@ -203,8 +205,6 @@ def decide_restart(policy: RestartPolicy, seen: RestartHistory, *, exited: bool
     last = seen.last_exit
     if last is None or seen.answered:
         return RestartDecision(Verdict.NO, why="no exit left to answer")
-    if policy.name == NO:
-        return RestartDecision(Verdict.NO, why="policy no")
     if last.reason in NOT_UNDONE:
         return RestartDecision(Verdict.NO, why=f"exit asked for ({last.reason})")
     if policy.name == ON_FAILURE:

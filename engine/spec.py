@@ -33,11 +33,11 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     # restart policies and health checks (engine.restarts, engine.health)
     "restart": _STR, "health_cmd": _LIST, "health_interval": _NUM, "health_timeout": _NUM,
     "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
-    "no_healthcheck": _BOOL,
+    "no_healthcheck": _BOOL, "cpus": _NUM,
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number", _NUM: "a number of seconds"}
-_OPTIONAL = frozenset({"memory", "pids_limit"})
+_OPTIONAL = frozenset({"memory", "pids_limit", "cpus"})
 
 
 _SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
@@ -142,6 +142,8 @@ class RunSpec:
     health_start_period: float = 0.0
     health_on_failure: str = "none"
     no_healthcheck: bool = False
+    cpus: float | None = None
+    """CPUs' worth of time per period (``--cpus 0.5``): a CFS quota, as Docker's."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -166,6 +168,8 @@ class RunSpec:
                 if not 0 <= number <= 65535:
                     raise InvalidArgument(f"run spec: port {number} out of range")
         check_restart_options(self.restart, self.auto_remove)
+        if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
+            raise InvalidArgument(f"run spec: invalid cpus {self.cpus!r}: from 0.01 to 1024")
         check_health_options(self)
 
     def validate(self) -> RunSpec:
@@ -232,6 +236,7 @@ class RunSpec:
             "health_start_period": self.health_start_period,
             "health_on_failure": self.health_on_failure,
             "no_healthcheck": self.no_healthcheck,
+            "cpus": self.cpus,
         }
 
     @classmethod

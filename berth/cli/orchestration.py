@@ -8,6 +8,7 @@ the spec's rules turn them into seconds.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import TYPE_CHECKING, Any
 
 from bus.client import Client
@@ -15,7 +16,7 @@ from bus.client import Client
 if TYPE_CHECKING:
     from berth.cli import AddCommand
 
-COMMANDS = ("healthcheck",)
+COMMANDS = ("update", "healthcheck")
 
 
 def add_spec_options(p: argparse.ArgumentParser) -> None:
@@ -57,7 +58,25 @@ def cmd_healthcheck_run(args: argparse.Namespace, client: Client) -> int:
     return 0 if reply.result["exit_code"] == 0 else 1
 
 
+def cmd_update(args: argparse.Namespace, client: Client) -> int:
+    changes: dict[str, Any] = {k: v for k, v in (
+        ("memory", args.memory), ("pids_limit", args.pids_limit), ("cpus", args.cpus),
+        ("restart", args.restart)) if v is not None}
+    reply = client.update(args.container, **changes)
+    print(args.container)
+    changed = reply.result.get("changed") or []
+    if not changed:
+        print("nothing changed", file=sys.stderr)
+    return 0
+
+
 def add_commands(add: AddCommand) -> None:
+    p = add("update", cmd_update, "change a container's resource limits or restart policy")
+    p.add_argument("--memory", metavar="BYTES", help="bytes, or a number with k, m or g")
+    p.add_argument("--pids-limit", type=int, metavar="N")
+    p.add_argument("--cpus", type=float, metavar="N")
+    p.add_argument("--restart", metavar="POLICY")
+    p.add_argument("container", metavar="CTR")
     p = add("healthcheck", cmd_healthcheck_run, "run a container's health check now")
     sub = p.add_subparsers(dest="health_action", required=True, metavar="ACTION")
     run = sub.add_parser("run", help="run one probe now")

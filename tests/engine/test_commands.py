@@ -247,6 +247,25 @@ def test_wait_for_a_condition() -> None:
         "invalid wait condition")
 
 
+def test_update_takes_the_values_given() -> None:
+    cid = "a" * 64
+    mib = 1024 * 1024
+    assert c.parse(t.UPDATE, cid, {"memory": 4 * mib, "pids_limit": 1, "cpus": 0.01,
+                                   "restart": "on-failure:2"}) == c.Update(
+        cid, 4 * mib, 1, 0.01, "on-failure:2")
+    assert c.parse(t.UPDATE, cid, {"cpus": 1024}) == c.Update(cid, cpus=1024.0)
+    assert c.parse(t.UPDATE, cid, {"restart": "no", "memory": None}).changes() == {
+        "restart": "no"}
+    assert refused(t.UPDATE, cid, {}) == ("nothing to update: give --memory, --pids-limit, "
+                                          "--cpus or --restart")
+    assert refused(t.UPDATE, cid, {"memory": 4 * mib - 1}) == f"invalid memory {4 * mib - 1}"
+    assert refused(t.UPDATE, cid, {"pids_limit": 0}) == "invalid pids_limit 0"
+    assert refused(t.UPDATE, cid, {"cpus": 0.001}).startswith("invalid cpus 0.001")
+    assert refused(t.UPDATE, cid, {"cpus": 1025}).startswith("invalid cpus 1025")
+    assert refused(t.UPDATE, cid, {"restart": "often"}).startswith(
+        "invalid restart policy 'often'")
+
+
 def test_healthcheck_names_a_container() -> None:
     assert c.parse(t.HEALTHCHECK, "web", {}) == c.Healthcheck("web")
 
@@ -271,7 +290,8 @@ def test_every_command_type_parses() -> None:
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
         t.AUDIT_EXPORT: c.AuditExport, t.HEALTHCHECK: c.Healthcheck,
     }
-    assert set(expected) | {t.CREATE, t.EXEC} == set(t.COMMAND_TYPES)
+    assert type(c.parse(t.UPDATE, "a" * 64, {"cpus": 1})) is c.Update
+    assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE} == set(t.COMMAND_TYPES)
     for command_type, kind in expected.items():
         args = {"position": 1} if command_type == t.AUDIT_PROVE else {}
         assert type(c.parse(command_type, "web", args)) is kind, command_type

@@ -144,8 +144,9 @@ def test_a_restart_recorded_and_not_carried_out_is_due() -> None:
     h = r.history(s.items)
     assert h.pending == r.PendingRestart(pending.position, pending.exit_position, 1, 0.1,
                                          pending.recorded_at)
-    # ...whatever the policy says now (it was decided under the one in force then)
-    assert s.judge("no").verdict is r.Verdict.CARRY_OUT
+    # ...unless the policy is "no" now (berth update --restart no ends a crash loop)
+    assert s.judge("on-failure:1").verdict is r.Verdict.CARRY_OUT
+    assert s.judge("no").verdict is r.Verdict.NO
 
 
 def test_nothing_to_do_for_a_container_not_exited_or_never_exited() -> None:

@@ -249,6 +249,16 @@ class LifecycleMachine(RuleBasedStateMachine):
                                         code, "always")])
         self.append(cid, [ev.PidReceived(pid, conmon), ev.Started()])
 
+    @precondition(lambda self: self.has(*LIVE, EXITED))
+    @rule(data=st.data(), memory=st.integers(4, 64), pids=st.none() | st.integers(1, 99))
+    def update(self, data: st.DataObject, memory: int, pids: int | None) -> None:
+        cid = self.pick(data, *LIVE, EXITED)
+        old = self.expected[cid].fields["spec"]
+        new: dict[str, object] = {"memory": memory * 1024 * 1024}
+        if pids is not None:
+            new["pids_limit"] = pids
+        self.append(cid, [ev.Updated({k: getattr(old, k) for k in new}, new)])
+
     @precondition(lambda self: self.has(RUNNING))
     @rule(data=st.data(), status=st.sampled_from(sorted(ev.HEALTH_STATES)), code=EXIT_CODES)
     def health(self, data: st.DataObject, status: str, code: int) -> None:

@@ -52,6 +52,8 @@ any_event = st.one_of(
               exit_code=st.integers(-1, 255), policy=text),
     st.builds(ev.HealthStatus, status=st.sampled_from(sorted(ev.HEALTH_STATES)),
               exit_code=st.integers(-1, 255), output=text, failing_streak=ints),
+    st.builds(ev.Updated, old=st.fixed_dictionaries({"memory": st.none() | ints}),
+              new=st.fixed_dictionaries({"memory": ints, "restart": st.just("always")})),
 )
 
 
@@ -66,7 +68,7 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 def test_registry_covers_every_topic() -> None:
     topics = {v for k, v in vars(ev).items() if k.startswith(("CONTAINER_", "COMMAND_"))}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 19
+    assert len(topics) == 20
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1
