@@ -400,6 +400,14 @@ class Client:
             changes["memory"] = parse_size(changes["memory"])
         return self._on_container(c.UPDATE, ref, node, **changes)
 
+    def top(self, ref: str, *, node: str | None = None) -> dict[str, Any]:
+        """The container's processes: pid, user, CPU time, command."""
+        return self._on_container(c.TOP, ref, node).result
+
+    def stats(self, ref: str, *, node: str | None = None) -> dict[str, Any]:
+        """The container's cumulative counters now (CPU ns, memory, pids, I/O bytes)."""
+        return self._on_container(c.STATS, ref, node).result
+
     def healthcheck(self, ref: str, *, node: str | None = None) -> Reply:
         """Run the container's health check once now: its status, exit code, output."""
         return self._on_container(c.HEALTHCHECK, ref, node, reply_timeout=None)

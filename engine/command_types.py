@@ -24,6 +24,9 @@ WAIT: Final = "container.wait"
 HEALTHCHECK: Final = "container.healthcheck"
 # updates: resources through runc update, the restart policy (engine.decide._update)
 UPDATE: Final = "container.update"
+# live usage: reads answered by the container's node, never recorded (workers/usage.py)
+TOP: Final = "container.top"
+STATS: Final = "container.stats"
 
 PS: Final = "query.ps"
 INSPECT: Final = "query.inspect"
@@ -45,7 +48,7 @@ CHANGE_COMMANDS: Final = frozenset(
     {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE, UPDATE}
 )
 """Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT, HEALTHCHECK}
+CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS}
 QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
 AUDIT_COMMANDS: Final = frozenset(
     {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})

@@ -162,6 +162,20 @@ WAIT_CONDITIONS: Final = ("exited", "running", "healthy")
 
 
 @dataclass(frozen=True, slots=True)
+class Top:
+    """The container's processes now."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The container's resource counters now."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
 class Healthcheck:
     """Run the container's health check once, now."""
 
@@ -271,6 +285,7 @@ class Ping:
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
     | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Healthcheck
+    | Top | Stats
 )
 Command: TypeAlias = ContainerCommand | Query
 
@@ -538,6 +553,10 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return Healthcheck(ref)
         case "container.update":
             return _update(ref, args)
+        case "container.top":
+            return Top(ref)
+        case "container.stats":
+            return Stats(ref)
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

@@ -16,13 +16,14 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError, WrongNode
+from engine.errors import BerthError, Unavailable, WrongNode
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
 from workers.health import HealthMonitor, healthcheck, with_health
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
+from workers.usage import UsageReader
 
 log = logging.getLogger("berth.dispatch")
 
@@ -41,6 +42,8 @@ class Dispatch:
         self.queries = queries
         self.health: HealthMonitor | None = None
         """The worker's health monitor, set when it runs (probes, inspect's probe log)."""
+        self.usage: UsageReader | None = None
+        """Reads of live processes and counters (top, stats), set by the worker."""
         q = queries
         change = self._change
         self._table: dict[str, Answer] = {
@@ -75,7 +78,14 @@ class Dispatch:
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
             t.HEALTHCHECK: lambda hc, cmd: _ok(cmd, healthcheck(self.health, service,
                                                                 hc.container)),
+            t.TOP: lambda tp, cmd: _ok(cmd, self._usage().top(tp.container)),
+            t.STATS: lambda st, cmd: _ok(cmd, self._usage().stats(st.container)),
         }
+
+    def _usage(self) -> UsageReader:
+        if self.usage is None:
+            raise Unavailable(f"the worker of node {self.service.node} is not serving yet")
+        return self.usage
 
     def _inspected(self, state: Any) -> dict[str, Any]:
         return with_health(detail(state), self.service, state,

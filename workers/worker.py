@@ -38,6 +38,7 @@ from workers.health import HealthMonitor
 from workers.present import event_message
 from workers.restarts import RestartScheduler
 from workers.statedirs import private_directory
+from workers.usage import UsageReader
 
 log = logging.getLogger("berth.worker")
 
@@ -129,6 +130,7 @@ class Worker:
         self.service.observers.append(self.health_monitor.observe)
         self.health_monitor.start()
         self.dispatch.health = self.health_monitor
+        self.dispatch.usage = UsageReader(self.service, self.runtime)
         self.link = WorkerLink(
             self.config.backend, self.config.node, self.dispatch.handle,
             concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,

@@ -287,6 +287,15 @@ class OCIRuntime:
                      "--cpu-quota", str(round(cpus * CPU_PERIOD_US))]
         self.runc.run([*args, cid], f"updating container {cid}")
 
+    def pids(self, container_id: str) -> list[int]:
+        """The host pids of the container's processes (``runc ps``), for ``berth top``."""
+        cid = validate_container_id(container_id)
+        proc = self.runc.run(["ps", "--format", "json", cid], f"listing processes of {cid}")
+        try:
+            return [int(p) for p in json.loads(proc.stdout or b"[]") or []]
+        except (ValueError, TypeError) as exc:
+            raise RuntimeFailure(f"listing processes of {cid}: runc answered {exc}") from None
+
     def cleanup(self, container_id: str) -> None:
         """Remove the container's files once runc no longer knows it."""
         paths = self.paths(container_id)

@@ -266,8 +266,12 @@ def test_update_takes_the_values_given() -> None:
         "invalid restart policy 'often'")
 
 
-def test_healthcheck_names_a_container() -> None:
+def test_healthcheck_top_and_stats_name_a_container() -> None:
     assert c.parse(t.HEALTHCHECK, "web", {}) == c.Healthcheck("web")
+    assert c.parse(t.TOP, "web", {}) == c.Top("web")
+    assert c.parse(t.STATS, "web", {}) == c.Stats("web")
+    for kind in (t.HEALTHCHECK, t.TOP, t.STATS):
+        assert refused(kind, None, {}).startswith(f"{kind} needs a container")
 
 
 def test_logs() -> None:
@@ -288,7 +292,8 @@ def test_every_command_type_parses() -> None:
         t.STATE: c.StateAt, t.PING: c.Ping, t.REBUILD: c.Rebuild,
         t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
-        t.AUDIT_EXPORT: c.AuditExport, t.HEALTHCHECK: c.Healthcheck,
+        t.AUDIT_EXPORT: c.AuditExport, t.HEALTHCHECK: c.Healthcheck, t.TOP: c.Top,
+        t.STATS: c.Stats,
     }
     assert type(c.parse(t.UPDATE, "a" * 64, {"cpus": 1})) is c.Update
     assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE} == set(t.COMMAND_TYPES)
