@@ -27,11 +27,14 @@ from datetime import UTC, datetime, timedelta
 
 from engine import events as ev
 from engine import restarts as r
-from engine.errors import NotFound
+from engine.errors import BerthError, NotFound, StateUnwritable, StoreError
 from engine.projection import EXITED
-from engine.service import ContainerService
+from engine.service import ContainerService, system_command_id
 
 log = logging.getLogger("berth.restarts")
+
+RESTART = "container.restart"
+"""The command type of the events a restart policy records."""
 
 
 def stream_items(stream: Iterable[ev.RecordedEvent]) -> list[r.StreamItem]:
@@ -44,6 +47,8 @@ def stream_items(stream: Iterable[ev.RecordedEvent]) -> list[r.StreamItem]:
         elif isinstance(e, ev.Exited):
             items.append(r.StreamItem(m.position, m.recorded_at, "exited", e.exit_code,
                                       e.reason, e.finished_at))
+        elif isinstance(e, ev.CommandFailed) and e.command_type == RESTART:
+            items.append(r.StreamItem(m.position, m.recorded_at, "restart_failed"))
         elif isinstance(e, ev.Restarting):
             items.append(r.StreamItem(m.position, m.recorded_at, "restarting",
                                       exit_position=e.exit_position, attempt=e.attempt,
@@ -102,7 +107,7 @@ class Restarter:
                                    decision.exit_position, code, str(policy))
             recorded = svc.append(container_id, state.version, [intent],
                                   system=(container_id, "restarting", decision.exit_position),
-                                  system_type="container.restart")
+                                  system_type=RESTART)
         meta = recorded[0].metadata  # a second record of one exit returns the first
         log.info("container %s exited (%d): restart %d in %.1fs (%s)", container_id, code,
                  decision.attempt, decision.delay_s, policy)
@@ -122,14 +127,34 @@ class Restarter:
                     or seen.pending.position != due.restarting_position):
                 return []
             rt = svc.runtime
-            with contextlib.suppress(NotFound):  # a crashed attempt's container goes first
-                rt.delete(cid, force=True)
-            created = rt.create(cid, state.spec, name=state.name)
-            rt.start(cid)
+            try:
+                with contextlib.suppress(NotFound):  # a crashed attempt's container first
+                    rt.delete(cid, force=True)
+                created = rt.create(cid, state.spec, name=state.name)
+                rt.start(cid)
+            except (StoreError, StateUnwritable):
+                raise
+            except BerthError as exc:
+                return self._failed(cid, due, exc)
             return svc.append(cid, state.version,
                               [ev.PidReceived(created.pid, created.conmon_pid), ev.Started()],
                               system=(cid, "restart", due.restarting_position),
-                              system_type="container.restart")
+                              system_type=RESTART)
+
+    def _failed(self, cid: str, due: Due, exc: BerthError) -> list[ev.RecordedEvent]:
+        """The runtime refused the restart: leave no half-made container, and close the
+        restart with ``command.failed`` so it is not tried again (held by the lock)."""
+        svc = self.service
+        log.error("restart %d of %s failed, not retried: %s", due.attempt, cid, exc)
+        with contextlib.suppress(BerthError):
+            svc.runtime.delete(cid, force=True)
+        recorded = svc.store.record_failure(
+            system_command_id(cid, "restart", due.restarting_position), RESTART, cid,
+            exc.code, f"restart {due.attempt} failed: {exc.message}", actor=svc.system_actor,
+            node=svc.node)
+        svc.forget(cid)
+        svc.announce(recorded)
+        return list(recorded)
 
 
 def _after(at: datetime, seconds: float) -> datetime:

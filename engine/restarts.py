@@ -10,7 +10,8 @@ the log left off and never restarts a container twice for one exit:
   same exit writes nothing;
 * a ``restarting`` with no ``started`` after it is a restart still due: whoever finds
   it (the worker's scheduler, or reconciliation after a crash) carries it out when its
-  delay is over.
+  delay is over; one the runtime refused (its rootfs gone, say) is closed by a
+  ``command.failed`` and not tried again, so a broken container does not loop.
 
 The semantics are Docker's and podman's:
 
@@ -140,7 +141,7 @@ class StreamItem:
     position: int
     recorded_at: datetime
     kind: str
-    """"started", "exited", "restarting", "removed" or anything else (ignored)."""
+    """"started", "exited", "restarting", "restart_failed" or anything else (ignored)."""
     exit_code: int = 0
     reason: str = ""
     finished_at: datetime | None = None
@@ -167,6 +168,8 @@ def history(stream: Iterable[StreamItem]) -> RestartHistory:
             answered, running, started_at = False, False, None
             if ran is not None and ran >= RESET_AFTER_S:
                 streak = 0
+        elif item.kind == "restart_failed" and pending is not None:
+            pending = None  # the runtime refused it: recorded, not tried again
         elif item.kind == "restarting":
             pending = PendingRestart(item.position, item.exit_position, item.attempt,
                                      item.delay_s, item.recorded_at)

@@ -121,6 +121,6 @@ class RestartScheduler:
             log.error("restart %d of %s failed: %s", due.attempt, due.container_id, exc)
             self._schedule(due.container_id, RETRY_S)
             return
-        if recorded:
+        if any(isinstance(rec.event, ev.Started) for rec in recorded):
             self.restarted += 1
             log.info("restarted %s (restart %d)", due.container_id, due.attempt)

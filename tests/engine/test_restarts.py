@@ -170,3 +170,15 @@ def test_a_restarting_for_an_older_exit_does_not_answer_the_last() -> None:
     assert not r.history(s.items).answered
     s.items.append(r.StreamItem(100, s.clock, "other"))
     assert r.history(s.items).pending is not None
+
+
+def test_a_restart_the_runtime_refused_is_not_tried_again() -> None:
+    s = Stream().start().exit().restart(1, started=False)
+    s._add("restart_failed", 0.2)
+    h = r.history(s.items)
+    assert h.pending is None and h.answered
+    assert s.judge("always").verdict is r.Verdict.NO
+    # a failure with nothing pending changes nothing
+    s = Stream().start().exit()
+    s._add("restart_failed", 0.1)
+    assert s.judge("always").verdict is r.Verdict.RECORD

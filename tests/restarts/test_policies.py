@@ -4,6 +4,7 @@ undoing an explicit stop, backing off as Docker does."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 
 import pytest
@@ -150,3 +151,27 @@ def test_unless_stopped_stays_stopped_and_always_comes_back_after_down_up(
     assert count(up, stopped, ev.Restarting) == 0
     assert c.inspect(stopped)["state"] == "exited"
     assert c.inspect(crashed)["restart_count"] == 1
+
+
+def test_a_restart_the_runtime_refuses_is_recorded_once_and_not_retried(
+        up: Engine, short_tmp: str) -> None:
+    rootfs = os.path.join(short_tmp, "rootfs")
+    shutil.copytree(up.rootfs, rootfs, symlinks=True)
+    c = up.client()
+    # the container breaks its own root filesystem, so its restart cannot exec sh
+    cid = c.create(rootfs=rootfs, args=["/bin/sh", "-c", "rm -rf /bin; exit 1"],
+                   restart="always").result["id"]
+    c.start(cid)
+    wait_until(lambda: of_type(stream(up, cid), ev.CommandFailed), 30,
+               what="the failed restart recorded")
+    assert up.worker is not None and up.worker.restarts is not None
+    up.worker.restarts.ask(cid)  # as a worker's start would: the failure is the answer
+    wait_until(lambda: _judged(up, cid, 2), 10, what="asked again after the failure")
+    records = stream(up, cid)
+    failed = of_type(records, ev.CommandFailed)
+    assert len(failed) == 1 and isinstance(failed[0].event, ev.CommandFailed)
+    assert failed[0].event.command_type == "container.restart"
+    assert failed[0].event.message.startswith("restart 1 failed")
+    assert len(of_type(records, ev.Restarting)) == 1
+    assert len(of_type(records, ev.Started)) == 1
+    assert c.inspect(cid)["state"] == "exited"
