@@ -183,6 +183,11 @@ def _start(state: ContainerState) -> Plan:
 def _stop(state: ContainerState, command: c.Stop) -> Plan:
     if state.state == PAUSED:
         raise Refused(f"container {state.name} is paused: unpause it before stopping")
+    if state.state == EXITED and state.spec.restart != "no":
+        # Nothing runs, but a restart policy may be waiting out its backoff: the
+        # recorded stop tells it the container is to stay stopped (engine.restarts).
+        return Plan(before=(ev.StopRequested(int(command.timeout)),),
+                    result={"id": state.id, "state": state.state})
     if state.state != RUNNING:
         return Plan(result={"id": state.id, "state": state.state})
     return Plan((Step.STOP, Step.RECORD_EXIT), before=(ev.StopRequested(int(command.timeout)),))

@@ -47,6 +47,8 @@ def stream_items(stream: Iterable[ev.RecordedEvent]) -> list[r.StreamItem]:
         elif isinstance(e, ev.Exited):
             items.append(r.StreamItem(m.position, m.recorded_at, "exited", e.exit_code,
                                       e.reason, e.finished_at))
+        elif isinstance(e, ev.StopRequested):
+            items.append(r.StreamItem(m.position, m.recorded_at, "stopped"))
         elif isinstance(e, ev.CommandFailed) and e.command_type == RESTART:
             items.append(r.StreamItem(m.position, m.recorded_at, "restart_failed"))
         elif isinstance(e, ev.Restarting):

@@ -19,7 +19,8 @@ The semantics are Docker's and podman's:
   times since the container was last started by hand (no MAX: no limit);
   ``always`` and ``unless-stopped``: after any exit.
 * An explicit ``berth stop`` or ``berth kill`` (exit reason ``stop``) is never undone,
-  and neither is an exit a checkpoint caused. Docker's ``always`` differs from
+  and neither is an exit a checkpoint caused; a ``berth stop`` of a container waiting
+  out its backoff (recorded as ``stop_requested``) calls the pending restart off. Docker's ``always`` differs from
   ``unless-stopped`` only in that a *daemon* restart revives a manually stopped
   container; berth's engine going down never stops a container and an explicit stop is
   never undone, so the two behave alike here: both restart, after ``berth up``, a
@@ -141,7 +142,8 @@ class StreamItem:
     position: int
     recorded_at: datetime
     kind: str
-    """"started", "exited", "restarting", "restart_failed" or anything else (ignored)."""
+    """"started", "exited", "restarting", "restart_failed", "stopped" (a stop asked for),
+    or anything else (ignored)."""
     exit_code: int = 0
     reason: str = ""
     finished_at: datetime | None = None
@@ -168,6 +170,10 @@ def history(stream: Iterable[StreamItem]) -> RestartHistory:
             answered, running, started_at = False, False, None
             if ran is not None and ran >= RESET_AFTER_S:
                 streak = 0
+        elif item.kind == "stopped" and not running:
+            # berth stop of an exited container: a pending restart is called off, and
+            # the last exit stays unanswered by the policy
+            pending, answered = None, True
         elif item.kind == "restart_failed" and pending is not None:
             pending = None  # the runtime refused it: recorded, not tried again
         elif item.kind == "restarting":

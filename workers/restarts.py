@@ -36,6 +36,8 @@ class RestartScheduler:
         self.service = service
         self.restarter = Restarter(service)
         self.restarted = 0
+        self.called_off = 0
+        """Restarts that were no longer due when their time came (stopped, removed)."""
         self.judged: dict[str, int] = {}
         """How many times each container's exits were judged (what tests wait on)."""
         self._cond = threading.Condition()
@@ -124,3 +126,5 @@ class RestartScheduler:
         if any(isinstance(rec.event, ev.Started) for rec in recorded):
             self.restarted += 1
             log.info("restarted %s (restart %d)", due.container_id, due.attempt)
+        elif not recorded:
+            self.called_off += 1

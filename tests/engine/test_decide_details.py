@@ -213,3 +213,14 @@ def test_an_update_the_spec_rules_refuse_is_bad_input() -> None:
     current = state("exited", spec=dataclasses.replace(SPEC, auto_remove=True))
     with pytest.raises(InvalidArgument, match="conflicts with --rm"):
         d.decide(current, c.Update(CID, restart="always"))
+
+
+def test_stop_of_an_exited_container_with_a_restart_policy_records_the_wish() -> None:
+    current = state("exited", spec=dataclasses.replace(SPEC, restart="always"))
+    plan = d.decide(current, c.Stop(CID, 7))
+    assert not plan.noop and plan.steps == ()
+    assert plan.before == (ev.StopRequested(7),)
+    assert plan.result == {"id": current.id, "state": "exited"}
+    assert d.decide(state("exited"), c.Stop(CID, 7)).noop  # no policy: nothing to tell
+    created = state("created", spec=dataclasses.replace(SPEC, restart="always"))
+    assert d.decide(created, c.Stop(CID, 7)).noop

@@ -182,3 +182,19 @@ def test_a_restart_the_runtime_refused_is_not_tried_again() -> None:
     s = Stream().start().exit()
     s._add("restart_failed", 0.1)
     assert s.judge("always").verdict is r.Verdict.RECORD
+
+
+def test_a_stop_of_an_exited_container_calls_a_pending_restart_off() -> None:
+    s = Stream().start().exit().restart(1, started=False)
+    s._add("stopped", 0.05)
+    h = r.history(s.items)
+    assert h.pending is None and h.answered
+    assert s.judge("always").verdict is r.Verdict.NO
+    # ...and one with nothing pending leaves the last exit unanswered by the policy
+    s = Stream().start().exit()
+    s._add("stopped", 0.05)
+    assert s.judge("always").verdict is r.Verdict.NO
+    # a stop of a running container is judged by its exit (reason "stop"), not here
+    s = Stream().start()
+    s._add("stopped", 0.05)
+    assert not r.history(s.items).answered and r.history(s.items).running

@@ -249,6 +249,12 @@ class LifecycleMachine(RuleBasedStateMachine):
                                         code, "always")])
         self.append(cid, [ev.PidReceived(pid, conmon), ev.Started()])
 
+    @precondition(lambda self: self.has(EXITED))
+    @rule(data=st.data(), timeout=st.integers(0, 30))
+    def stop_exited(self, data: st.DataObject, timeout: int) -> None:
+        """A stop of an exited container with a restart policy: recorded, nothing runs."""
+        self.append(self.pick(data, EXITED), [ev.StopRequested(timeout)])
+
     @precondition(lambda self: self.has(*LIVE, EXITED))
     @rule(data=st.data(), memory=st.integers(4, 64), pids=st.none() | st.integers(1, 99))
     def update(self, data: st.DataObject, memory: int, pids: int | None) -> None:

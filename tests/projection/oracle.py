@@ -113,6 +113,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (EXITED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (EXITED, ev.COMMAND_FAILED): NOTHING,
     (EXITED, ev.CONTAINER_RESTARTING): NOTHING,  # intent: the start that follows counts
+    (EXITED, ev.CONTAINER_STOP_REQUESTED): NOTHING,  # calls a pending restart off
     (EXITED, ev.CONTAINER_UPDATED): Row(spec=MERGE),  # the next start uses the new spec
     # removed: only refusals are still recorded
     (REMOVED, ev.COMMAND_FAILED): NOTHING,

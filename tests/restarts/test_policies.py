@@ -175,3 +175,24 @@ def test_a_restart_the_runtime_refuses_is_recorded_once_and_not_retried(
     assert len(of_type(records, ev.Restarting)) == 1
     assert len(of_type(records, ev.Started)) == 1
     assert c.inspect(cid)["state"] == "exited"
+
+
+def test_a_stop_during_the_backoff_calls_the_restart_off(up: Engine) -> None:
+    c = up.client()
+    cid = c.create(rootfs=up.rootfs, args=["sh", "-c", "exit 3"], restart="always"
+                   ).result["id"]
+    c.start(cid)
+    # the fifth restart waits 1.6 s: stop the container while it waits
+    wait_until(lambda: count(up, cid, ev.Restarting) >= 5
+               and isinstance(stream(up, cid)[-1].event, ev.Restarting), 30,
+               what="a restart waiting out its backoff")
+    reply = c.stop(cid, timeout=1)
+    assert reply.result["state"] == "exited"
+    worker = up.worker
+    assert worker is not None and worker.restarts is not None
+    wait_until(lambda: worker.restarts is not None and worker.restarts.called_off >= 1, 10,
+               what="the restart called off when it came due")
+    records = stream(up, cid)
+    assert isinstance(records[-1].event, ev.StopRequested)
+    assert len(of_type(records, ev.Started)) == 5  # the start and four restarts
+    assert c.inspect(cid)["state"] == "exited"
