@@ -20,8 +20,8 @@ The semantics are Docker's and podman's:
   ``always`` and ``unless-stopped``: after any exit.
 * An explicit ``berth stop`` or ``berth kill`` (exit reason ``stop``) is never undone,
   and neither is an exit a checkpoint caused; a ``berth stop`` of a container waiting
-  out its backoff (recorded as ``stop_requested``) calls the pending restart off. Docker's ``always`` differs from
-  ``unless-stopped`` only in that a *daemon* restart revives a manually stopped
+  out its backoff (recorded as ``stop_requested``) calls the pending restart off.
+  Docker's ``always`` differs from ``unless-stopped`` only in that a *daemon* restart revives a manually stopped
   container; berth's engine going down never stops a container and an explicit stop is
   never undone, so the two behave alike here: both restart, after ``berth up``, a
   container that exited while the engine was down, and neither revives one stopped by
