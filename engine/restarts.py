@@ -21,11 +21,11 @@ The semantics are Docker's and podman's:
 * An explicit ``berth stop`` or ``berth kill`` (exit reason ``stop``) is never undone,
   and neither is an exit a checkpoint caused; a ``berth stop`` of a container waiting
   out its backoff (recorded as ``stop_requested``) calls the pending restart off.
-  Docker's ``always`` differs from ``unless-stopped`` only in that a *daemon* restart revives a manually stopped
-  container; berth's engine going down never stops a container and an explicit stop is
-  never undone, so the two behave alike here: both restart, after ``berth up``, a
-  container that exited while the engine was down, and neither revives one stopped by
-  hand.
+  Docker's ``always`` differs from ``unless-stopped`` only in that a *daemon*
+  restart revives a manually stopped container; berth's engine going down never
+  stops a container and an explicit stop is never undone, so the two behave alike
+  here: both restart, after ``berth up``, a container that exited while the engine
+  was down, and neither revives one stopped by hand.
 * Backoff as Docker's restart manager: the first restart waits ``BACKOFF_FIRST_S``
   (100 ms), each further one twice as long, at most ``BACKOFF_MAX_S`` (1 min); a run of
   at least ``RESET_AFTER_S`` (10 s) resets the delay to the first one.
