@@ -256,6 +256,8 @@ def test_update_takes_the_values_given() -> None:
     assert c.parse(t.UPDATE, cid, {"cpus": 1024}) == c.Update(cid, cpus=1024.0)
     assert c.parse(t.UPDATE, cid, {"restart": "no", "memory": None}).changes() == {
         "restart": "no"}
+    assert c.Update(cid, 4 * mib, 2, 0.5, "always").changes() == {
+        "memory": 4 * mib, "pids_limit": 2, "cpus": 0.5, "restart": "always"}
     assert refused(t.UPDATE, cid, {}) == ("nothing to update: give --memory, --pids-limit, "
                                           "--cpus or --restart")
     assert refused(t.UPDATE, cid, {"memory": 4 * mib - 1}) == f"invalid memory {4 * mib - 1}"
