@@ -20,6 +20,13 @@ CHECKPOINT: Final = "container.checkpoint"
 RESTORE: Final = "container.restore"
 REMOVE: Final = "container.remove"
 WAIT: Final = "container.wait"
+# health checks: one probe now (routed to the container's node; records only a change)
+HEALTHCHECK: Final = "container.healthcheck"
+# updates: resources through runc update, the restart policy (engine.decide._update)
+UPDATE: Final = "container.update"
+# live usage: reads answered by the container's node, never recorded (workers/usage.py)
+TOP: Final = "container.top"
+STATS: Final = "container.stats"
 
 PS: Final = "query.ps"
 INSPECT: Final = "query.inspect"
@@ -62,10 +69,10 @@ IMAGE_COMMANDS: Final = frozenset({IMAGE_PULL, IMAGE_LIST, IMAGE_INSPECT, IMAGE_
                                    IMAGE_TAG, IMAGE_PRUNE})
 
 CHANGE_COMMANDS: Final = frozenset(
-    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
+    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE, UPDATE}
 )
 """Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
+CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS}
 QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
 AUDIT_COMMANDS: Final = frozenset(
     {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})

@@ -130,8 +130,25 @@ class Remove:
     force: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Update:
+    """New values for some run options of an existing container (None: unchanged)."""
+
+    container: str
+    memory: int | None = None
+    pids_limit: int | None = None
+    cpus: float | None = None
+    restart: str | None = None
+
+    def changes(self) -> dict[str, object]:
+        given = {"memory": self.memory, "pids_limit": self.pids_limit, "cpus": self.cpus,
+                 "restart": self.restart}
+        return {k: v for k, v in given.items() if v is not None}
+
+
 ContainerCommand: TypeAlias = (
     Create | Start | Stop | Kill | Pause | Unpause | Exec | Checkpoint | Restore | Remove
+    | Update
 )
 
 
@@ -142,6 +159,32 @@ ContainerCommand: TypeAlias = (
 class Wait:
     container: str
     timeout: float | None = None
+    condition: str = "exited"
+    """exited, running or healthy (podman's ``wait --condition``)."""
+
+
+WAIT_CONDITIONS: Final = ("exited", "running", "healthy")
+
+
+@dataclass(frozen=True, slots=True)
+class Top:
+    """The container's processes now."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The container's resource counters now."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Healthcheck:
+    """Run the container's health check once, now."""
+
+    container: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +289,8 @@ class Ping:
 
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
-    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping
+    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Healthcheck
+    | Top | Stats
 )
 # volumes
 
@@ -441,9 +485,33 @@ def _state_at(ref: str | None, args: Mapping[str, Any]) -> StateAt:
 
 
 def _wait(ref: str, args: Mapping[str, Any]) -> Wait:
+    condition = args.get("condition", "exited")
+    if condition not in WAIT_CONDITIONS:
+        raise InvalidArgument(f"invalid wait condition {condition!r}: use exited, running "
+                              "or healthy")
     if args.get("timeout") is None:
-        return Wait(ref)
-    return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT))
+        return Wait(ref, condition=condition)
+    return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT), condition)
+
+
+def _update(ref: str, args: Mapping[str, Any]) -> Update:
+    """Only the types here: the values are the run spec's to judge (engine.decide)."""
+    from engine.restarts import parse_policy
+
+    memory = None if args.get("memory") is None else _integer(args, "memory", 0,
+                                                                minimum=4 * 1024 * 1024)
+    pids = None if args.get("pids_limit") is None else _integer(args, "pids_limit", 0,
+                                                                minimum=1)
+    cpus = None if args.get("cpus") is None else _number(args, "cpus", 0, minimum=0.01,
+                                                              maximum=1024)
+    restart = args.get("restart")
+    if restart is not None:
+        restart = str(parse_policy(restart))
+    update = Update(ref, memory, pids, cpus, restart)
+    if not update.changes():
+        raise InvalidArgument("nothing to update: give --memory, --pids-limit, --cpus or "
+                              "--restart")
+    return update
 
 
 def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
@@ -546,6 +614,14 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return Remove(ref, _flag(args, "force"))
         case "container.wait":
             return _wait(ref, args)
+        case "container.healthcheck":
+            return Healthcheck(ref)
+        case "container.update":
+            return _update(ref, args)
+        case "container.top":
+            return Top(ref)
+        case "container.stats":
+            return Stats(ref)
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

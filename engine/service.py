@@ -520,6 +520,10 @@ class ContainerService:
                 return replace(facts, created=rt.restore(
                     cid, state.spec, name=state.name, image_path=state.checkpoint_path,
                     tcp_established=command.tcp_established))
+            case d.Step.UPDATE:
+                assert isinstance(command, c.Update)
+                rt.update(cid, memory=command.memory, pids_limit=command.pids_limit,
+                          cpus=command.cpus)
             case d.Step.RECORD_EXIT | d.Step.EXEC:
                 pass  # recorded by the caller / run outside the lock by _exec
         return facts

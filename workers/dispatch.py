@@ -22,8 +22,10 @@ from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
 from engine.volume_service import VolumeService
+from workers.health import HealthMonitor, healthcheck, with_health
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
+from workers.usage import UsageReader
 
 log = logging.getLogger("berth.dispatch")
 
@@ -41,6 +43,10 @@ class Dispatch:
                  images: ImageService | None = None) -> None:
         self.service = service
         self.queries = queries
+        self.health: HealthMonitor | None = None
+        """The worker's health monitor, set when it runs (probes, inspect's probe log)."""
+        self.usage: UsageReader | None = None
+        """Reads of live processes and counters (top, stats), set by the worker."""
         q = queries
         change = self._change
         self._table: dict[str, Answer] = {
@@ -54,11 +60,13 @@ class Dispatch:
             t.CHECKPOINT: change,
             t.RESTORE: change,
             t.REMOVE: change,
+            t.UPDATE: change,
             t.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
                                                     strict=True))),
             t.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
-            t.PS: lambda p, cmd: _ok(cmd, {"containers": [summary(s) for s in q.ps(p)]}),
-            t.INSPECT: lambda i, cmd: _ok(cmd, detail(q.inspect(i))),
+            t.PS: lambda p, cmd: _ok(cmd, {"containers": [
+                with_health(summary(s), service, s, self.health) for s in q.ps(p)]}),
+            t.INSPECT: lambda i, cmd: _ok(cmd, self._inspected(q.inspect(i))),
             t.EVENTS: lambda e, cmd: _ok(cmd, _events(*q.events(e))),
             t.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
             t.STATE: lambda s, cmd: _ok(cmd, _state_at(q, s)),
@@ -77,10 +85,24 @@ class Dispatch:
             t.VOLUME_PRUNE: lambda q, cmd: self._volume(self._volumes().prune, q, cmd),
             t.VOLUME_LS: lambda q, cmd: _ok(cmd, self._volumes().ls(q)),
             t.VOLUME_INSPECT: lambda q, cmd: _ok(cmd, self._volumes().inspect(q)),
+            t.HEALTHCHECK: lambda hc, cmd: _ok(cmd, healthcheck(self.health, service,
+                                                                hc.container)),
+            t.TOP: lambda tp, cmd: _ok(cmd, self._usage().top(tp.container)),
+            t.STATS: lambda st, cmd: _ok(cmd, self._usage().stats(st.container)),
         }
         if images is not None:  # images: the node's image store
             self._table.update(dict.fromkeys(t.IMAGE_COMMANDS, self._image))
         self.images = images
+
+    def _usage(self) -> UsageReader:
+        if self.usage is None:
+            raise Unavailable(f"the worker of node {self.service.node} is not serving yet")
+        return self.usage
+
+    def _inspected(self, state: Any) -> dict[str, Any]:
+        return with_health(detail(state), self.service, state,
+                           self.health if state.node == self.service.node else None,
+                           details=True)
 
     def handle(self, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)

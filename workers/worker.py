@@ -38,8 +38,11 @@ from migrations.runner import upgrade
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
+from workers.health import HealthMonitor
 from workers.present import event_message
+from workers.restarts import RestartScheduler
 from workers.statedirs import private_directory
+from workers.usage import UsageReader
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -124,6 +127,8 @@ class Worker:
         self._heads: threading.Thread | None = None
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
+        self.restarts: RestartScheduler | None = None
+        self.health_monitor: HealthMonitor | None = None
         self.link: WorkerLink | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
@@ -145,6 +150,15 @@ class Worker:
         self.conmons = ConmonWatch(self.service)
         self.service.observers.append(self.conmons.observe)
         self.conmons.start()
+        # restart policies: after reconciliation recorded the exits it found
+        self.restarts = RestartScheduler(self.service)
+        self.service.observers.append(self.restarts.observe)
+        self.restarts.start()
+        self.health_monitor = HealthMonitor(self.service)
+        self.service.observers.append(self.health_monitor.observe)
+        self.health_monitor.start()
+        self.dispatch.health = self.health_monitor
+        self.dispatch.usage = UsageReader(self.service, self.runtime)
         handler = self._measured(self.dispatch.handle)
         self.link = WorkerLink(
             self.config.backend, self.config.node, handler,
@@ -255,6 +269,14 @@ class Worker:
         if self._heads is not None:
             self._heads.join(timeout=10)
             self._heads = None
+        if self.health_monitor is not None:
+            self.service.observers.remove(self.health_monitor.observe)
+            self.health_monitor.close()
+            self.dispatch.health = self.health_monitor = None
+        if self.restarts is not None:
+            self.service.observers.remove(self.restarts.observe)
+            self.restarts.close()
+            self.restarts = None
         if self.conmons is not None:
             self.service.observers.remove(self.conmons.observe)
             self.conmons.close()

@@ -52,6 +52,9 @@ from engine.runtime.waits import pid_alive, wait_pids_exit
 from engine.signals import parse_signal
 from engine.spec import RunSpec
 
+CPU_PERIOD_US = 100_000
+"""The CFS period of ``--cpus`` (Docker's): the quota is cpus times this."""
+
 
 def systemd_booted() -> bool:
     """sd_booted(): true only where systemd is PID 1."""
@@ -272,6 +275,29 @@ class OCIRuntime:
     def unpause(self, container_id: str) -> None:
         cid = validate_container_id(container_id)
         self.runc.run(["resume", cid], f"resuming container {cid}")
+
+    def update(self, container_id: str, *, memory: int | None = None,
+               pids_limit: int | None = None, cpus: float | None = None) -> None:
+        """``runc update``: new cgroup limits for a live container (berth update)."""
+        cid = validate_container_id(container_id)
+        args = ["update"]
+        if memory is not None:
+            args += ["--memory", str(memory)]
+        if pids_limit is not None:
+            args += ["--pids-limit", str(pids_limit)]
+        if cpus is not None:
+            args += ["--cpu-period", str(CPU_PERIOD_US),
+                     "--cpu-quota", str(round(cpus * CPU_PERIOD_US))]
+        self.runc.run([*args, cid], f"updating container {cid}")
+
+    def pids(self, container_id: str) -> list[int]:
+        """The host pids of the container's processes (``runc ps``), for ``berth top``."""
+        cid = validate_container_id(container_id)
+        proc = self.runc.run(["ps", "--format", "json", cid], f"listing processes of {cid}")
+        try:
+            return [int(p) for p in json.loads(proc.stdout or b"[]") or []]
+        except (ValueError, TypeError) as exc:
+            raise RuntimeFailure(f"listing processes of {cid}: runc answered {exc}") from None
 
     def cleanup(self, container_id: str) -> None:
         """Remove the container's files once runc no longer knows it."""
