@@ -387,6 +387,23 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
         return self._on_container(c.WAIT, ref, node, patient=True, deadline=deadline, **args)
 
+    # ------------------------------------------------------------------ networks (issue 11)
+
+    def network_create(self, name: str, *, subnet: str | None = None,
+                       gateway: str | None = None, node: str | None = None) -> Reply:
+        return self.send(c.NETWORK_CREATE, None, node, name=name, subnet=subnet or "",
+                         gateway=gateway or "")
+
+    def network_remove(self, name: str, *, node: str | None = None) -> Reply:
+        return self.send(c.NETWORK_REMOVE, None, node, name=name)
+
+    def networks(self, *, node: str | None = None) -> list[dict[str, Any]]:
+        found = self.send(c.NETWORKS, None, node).result.get("networks", [])
+        return list(found) if isinstance(found, list) else []
+
+    def network_inspect(self, name: str, *, node: str | None = None) -> dict[str, Any]:
+        return self.send(c.NETWORK_INSPECT, None, node, name=name).result
+
     # ------------------------------------------------------------------ queries
 
     def ping(self) -> dict[str, Any]:

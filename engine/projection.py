@@ -179,6 +179,11 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.CONTAINER_REMOVED: _removed,
     ev.COMMAND_FAILED: _audit_only,
     ev.COMMAND_REFUSED: _audit_only,  # written in no container's stream; inert if it were
+    # networks (issue 11): a network's events are in its own stream; an attachment is
+    # part of the container's history (docs/events.md), not of its row.
+    ev.NETWORK_CREATED: _audit_only,
+    ev.NETWORK_REMOVED: _audit_only,
+    ev.CONTAINER_NETWORK_ATTACHED: _audit_only,
 }
 
 

@@ -27,6 +27,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "hostname": _STR, "terminal": _BOOL, "stop_signal": (int, str), "memory": _INT,
     "pids_limit": _INT, "read_only": _BOOL, "ports": _LIST, "auto_remove": _BOOL,
     "no_new_privileges": _BOOL, "cap_add": _LIST,
+    "network": _STR,  # networks (issue 11)
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number"}
@@ -125,6 +126,8 @@ class RunSpec:
     auto_remove: bool = False
     no_new_privileges: bool = False
     cap_add: tuple[str, ...] = field(default=())
+    network: str = ""
+    """networks (issue 11): "" the node's default network, "none", "host" or a name."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -181,6 +184,10 @@ class RunSpec:
         for cap in self.cap_add:
             if not isinstance(cap, str) or not _CAP_RE.fullmatch(cap):
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
+        if self.network:
+            from engine.networks import check_reference  # networks import this module
+
+            check_reference(self.network)
         return self
 
     @property
@@ -205,6 +212,7 @@ class RunSpec:
             "auto_remove": self.auto_remove,
             "no_new_privileges": self.no_new_privileges,
             "cap_add": list(self.cap_add),
+            "network": self.network,
         }
 
     @classmethod

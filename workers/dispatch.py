@@ -16,7 +16,8 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError, WrongNode
+from engine.errors import BerthError, InvalidArgument, WrongNode
+from engine.network_service import NetworkOutcome, NetworkService
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
@@ -35,9 +36,11 @@ def _ok(cmd: Command, result: dict[str, Any], positions: tuple[int, ...] = ()) -
 class Dispatch:
     """Answers every command a worker receives; one entry per command type."""
 
-    def __init__(self, service: ContainerService, queries: Queries) -> None:
+    def __init__(self, service: ContainerService, queries: Queries,
+                 networks: NetworkService | None = None) -> None:
         self.service = service
         self.queries = queries
+        self.networks = networks
         q = queries
         change = self._change
         self._table: dict[str, Answer] = {
@@ -68,6 +71,13 @@ class Dispatch:
             t.AUDIT_EXPORT: lambda a, cmd: _ok(cmd, dict(zip(("rows", "head"), q.export(a),
                                                             strict=True))),
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
+            # networks (issue 11)
+            t.NETWORK_CREATE: lambda n, cmd: _net(cmd, self._networks().create(
+                n.name, n.subnet, n.gateway, _causation(cmd))),
+            t.NETWORK_REMOVE: lambda n, cmd: _net(cmd, self._networks().remove(
+                n.name, _causation(cmd))),
+            t.NETWORKS: lambda _n, cmd: _ok(cmd, {"networks": self._networks().list()}),
+            t.NETWORK_INSPECT: lambda n, cmd: _ok(cmd, self._networks().inspect(n.name)),
         }
 
     def handle(self, cmd: Command) -> Reply:
@@ -85,6 +95,11 @@ class Dispatch:
             log.exception("command %s (%s) failed unexpectedly", cmd.id, cmd.type)
             return self._failed(cmd, causation, BerthError(f"internal error: {exc}"))
 
+    def _networks(self) -> NetworkService:
+        if self.networks is None:
+            raise InvalidArgument("this worker has no networks")
+        return self.networks
+
     def _change(self, command: c.ContainerCommand, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
         outcome: Outcome = self.service.handle(command, causation)
@@ -96,6 +111,14 @@ class Dispatch:
     def _failed(self, cmd: Command, causation: c.Causation, exc: BerthError) -> Reply:
         positions = self.service.fail(cmd.type, cmd.container, causation, exc)
         return Reply(cmd.id, False, exc.code, exc.message, positions)
+
+
+def _causation(cmd: Command) -> c.Causation:
+    return c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+
+
+def _net(cmd: Command, outcome: NetworkOutcome) -> Reply:
+    return _ok(cmd, outcome.result, outcome.positions)
 
 
 def _resolved(state: Any) -> dict[str, Any]:

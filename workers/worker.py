@@ -24,9 +24,11 @@ from engine import commands as c
 from engine import events as ev
 from engine.errors import BerthError
 from engine.ids import validate_node
+from engine.network_service import NetworkService
 from engine.queries import Queries
 from engine.recovery import Reconciled, reconcile
 from engine.runtime import OCIRuntime, RuntimeConfig
+from engine.runtime.network import NetworkSetup
 from engine.service import ContainerService
 from engine.store import EventStore
 from engine.treehead import load_signer
@@ -93,12 +95,18 @@ class Worker:
         self.store = store
         self.runtime = OCIRuntime(config.runtime_config())
         self.service = ContainerService(self.store, self.runtime, config.node)
+        # networks (issue 11): CNI networks for the containers; the default network
+        # is $BERTH_DEFAULT_NETWORK (docs/operations.md), "berth" when unset.
+        self.networks = NetworkService(self.store, None, config.node)
+        self.networks.setup = NetworkSetup(self.runtime.config.tmp_dir, self.networks.lookup)
+        self.runtime.networks = self.networks.setup
         self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
                        else None)
         if self.signer is None:
             log.warning("no auditor key (BERTH_AUDIT_KEY): tree heads are unsigned and "
                         "the log's integrity rests on the database alone")
-        self.dispatch = Dispatch(self.service, Queries(self.service, signer=self.signer))
+        self.dispatch = Dispatch(self.service, Queries(self.service, signer=self.signer),
+                                 self.networks)
         self._heads: threading.Thread | None = None
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
@@ -110,6 +118,9 @@ class Worker:
         self.monitor = ExitMonitor(self.service, self.runtime.config.exits_dir)
         self.reconciled = reconcile(self.service)
         log.info("reconciled %s", self.reconciled)
+        released, failed = self.networks.reconcile()  # networks (issue 11)
+        if released or failed:
+            log.info("networks reconciled: %d released, %d failing CHECK", released, failed)
         for cid, session in self.reconciled.running_execs:
             threading.Thread(target=self._finish_exec, args=(cid, session), daemon=True,
                              name=f"berth-exec-{session[:12]}").start()

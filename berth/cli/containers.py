@@ -40,6 +40,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         "read_only": bool(args.read_only),
         "auto_remove": bool(getattr(args, "rm", False)),
         "ports": ports,
+        "network": args.network or "",  # networks (issue 11)
     }
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
@@ -192,6 +193,8 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--node")
+    p.add_argument("--network", metavar="NAME",
+                   help="a network's name, none or host (default: the node's default)")
     p.add_argument("rootfs", metavar="ROOTFS")
     p.add_argument("command", metavar="CMD")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")

@@ -16,8 +16,10 @@ import pytest
 from bus.broker import Broker
 from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
-from engine.errors import BerthError
+from engine.errors import BerthError, NotFound
+from engine.networks import Network
 from engine.runtime import OCIRuntime
+from engine.runtime.network import NetworkSetup
 from engine.store import EventStore
 from tests.helpers import wait_until
 from workers.worker import Worker, WorkerConfig
@@ -87,6 +89,10 @@ class Engine:
         return EventStore(self.db_url)
 
 
+def _no_user_networks(name: str) -> Network:
+    raise NotFound(f"no such network: {name}")
+
+
 def _answers(c: Client) -> bool:
     try:
         c.ps()
@@ -97,6 +103,8 @@ def _answers(c: Client) -> bool:
 
 def _remove_all(engine: Engine) -> None:
     runtime = OCIRuntime(engine.config().runtime_config())
+    # networks (issue 11): what a test left behind leaves its network too (CNI DEL).
+    runtime.networks = NetworkSetup(runtime.config.tmp_dir, _no_user_networks)
     containers_dir = os.path.join(engine.root, "containers")
     ids = os.listdir(containers_dir) if os.path.isdir(containers_dir) else []
     for cid in ids:
@@ -105,6 +113,8 @@ def _remove_all(engine: Engine) -> None:
         except BerthError:
             pass
         runtime.cleanup(cid)
+    for cid in runtime.networks.attached():
+        runtime.networks.leave(cid)
 
 
 @pytest.fixture

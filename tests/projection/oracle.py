@@ -79,6 +79,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (CREATED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),  # interrupted exec
     (CREATED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (CREATED, ev.COMMAND_FAILED): NOTHING,
+    (CREATED, ev.CONTAINER_NETWORK_ATTACHED): NOTHING,  # history only (issue 11)
     # running
     (RUNNING, ev.CONTAINER_SIGNALLED): NOTHING,
     (RUNNING, ev.CONTAINER_STOP_REQUESTED): NOTHING,

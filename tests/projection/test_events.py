@@ -48,6 +48,14 @@ any_event = st.one_of(
     st.builds(ev.Removed),
     st.builds(ev.CommandFailed, command_type=text, code=text, message=text),
     st.builds(ev.CommandRefused, command_type=text, container=text, code=text, message=text),
+    # networks (issue 11)
+    st.builds(ev.NetworkCreated, name=text, subnet=text, gateway=text, bridge=text),
+    st.builds(ev.NetworkRemoved, name=text),
+    st.builds(ev.NetworkAttached, network=text, interface=text,
+              addresses=st.lists(text, max_size=2).map(tuple), gateway=text, mac=text,
+              ports=st.lists(st.builds(ev.PortMapping, text, st.integers(1, 65535),
+                                       st.integers(1, 65535), st.sampled_from(["tcp", "udp"])),
+                             max_size=2).map(tuple)),
 )
 
 
@@ -60,9 +68,10 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 
 
 def test_registry_covers_every_topic() -> None:
-    topics = {v for k, v in vars(ev).items() if k.startswith(("CONTAINER_", "COMMAND_"))}
+    topics = {v for k, v in vars(ev).items()
+              if k.startswith(("CONTAINER_", "COMMAND_", "NETWORK_"))}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 17
+    assert len(topics) == 20
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1
