@@ -238,6 +238,20 @@ def port_mappings(ports: Sequence[PortMapping]) -> list[dict[str, Any]]:
     return out
 
 
+def unpublished(expose: Sequence[str], ports: Sequence[PortMapping]) -> list[tuple[int, str]]:
+    """``-P``: the exposed (port, protocol) pairs that no ``-p`` publishes yet."""
+    from engine.spec import parse_expose
+
+    taken = {(p.container_port, p.protocol) for p in ports}
+    wanted = []
+    for item in expose:
+        pair = parse_expose(item)
+        if pair not in taken:
+            taken.add(pair)
+            wanted.append(pair)
+    return wanted
+
+
 def attachment_from_result(network: str, result: Mapping[str, Any],
                            ports: Sequence[PortMapping]) -> Attachment:
     """The facts of a CNI 1.0 result: the container interface's addresses and MAC

@@ -27,7 +27,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "hostname": _STR, "terminal": _BOOL, "stop_signal": (int, str), "memory": _INT,
     "pids_limit": _INT, "read_only": _BOOL, "ports": _LIST, "auto_remove": _BOOL,
     "no_new_privileges": _BOOL, "cap_add": _LIST,
-    "network": _STR,  # networks (issue 11)
+    "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks (issue 11)
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number"}
@@ -68,6 +68,17 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
                          else list(p) if isinstance(p, (list, tuple)) else p for p in ports]
     RunSpec.from_data(data)  # the worker's type rules, at the publisher's edge
     return data
+
+
+def parse_expose(text: object) -> tuple[int, str]:
+    """An exposed port as images and ``--expose`` give it: ``PORT[/tcp|udp]``."""
+    if not isinstance(text, str):
+        raise InvalidArgument(f"invalid exposed port {text!r}: use PORT[/tcp|udp]")
+    number, _, proto = text.partition("/")
+    proto = proto or "tcp"
+    if proto not in PROTOCOLS or not number.isdigit() or not 1 <= int(number) <= 65535:
+        raise InvalidArgument(f"invalid exposed port {text!r}: use PORT[/tcp|udp]")
+    return int(number), proto
 
 
 class PortMapping(NamedTuple):
@@ -128,6 +139,10 @@ class RunSpec:
     cap_add: tuple[str, ...] = field(default=())
     network: str = ""
     """networks (issue 11): "" the node's default network, "none", "host" or a name."""
+    expose: tuple[str, ...] = ()
+    """Container ports ``PORT[/tcp|udp]`` the image or ``--expose`` declares."""
+    publish_all: bool = False
+    """``-P``: publish every exposed port not given with ``-p`` on a free host port."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -188,6 +203,8 @@ class RunSpec:
             from engine.networks import check_reference  # networks import this module
 
             check_reference(self.network)
+        for item in self.expose:
+            parse_expose(item)
         return self
 
     @property
@@ -213,6 +230,8 @@ class RunSpec:
             "no_new_privileges": self.no_new_privileges,
             "cap_add": list(self.cap_add),
             "network": self.network,
+            "expose": list(self.expose),
+            "publish_all": self.publish_all,
         }
 
     @classmethod
@@ -240,6 +259,7 @@ class RunSpec:
             kwargs["args"] = tuple(data.get("args") or ())
             kwargs["env"] = tuple(data.get("env") or ())
             kwargs["cap_add"] = tuple(data.get("cap_add") or ())
+            kwargs["expose"] = tuple(data.get("expose") or ())
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()

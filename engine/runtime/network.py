@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -148,6 +149,9 @@ class NetworkSetup:
         previous = self.record(container_id)
         if previous and previous.get("result") and os.path.ismount(self.netns_path(
                 container_id)):
+            # The ports portmap forwards are the ones ADD was given (-P chose them then).
+            ports = tuple(PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
+                          for p in previous.get("ports") or ())
             attachment = nw.attachment_from_result(net.name, previous["result"], ports)
         else:
             attachment = self._add(container_id, net, name, hostname, ports)
@@ -162,7 +166,8 @@ class NetworkSetup:
         netns = self.netns_path(container_id)
         capabilities = {"portMappings": nw.port_mappings(ports)}
         record = {"mode": "bridge", "network": net.name, "name": name, "hostname": hostname,
-                  "conflist": conflist, "ifname": nw.IFNAME, "capabilities": capabilities}
+                  "conflist": conflist, "ifname": nw.IFNAME, "capabilities": capabilities,
+                  "ports": [list(p) for p in ports]}
         self._write_record(container_id, record)  # the intent, before any side effect
         call = Invocation(container_id, netns, nw.IFNAME, capabilities)
         try:
@@ -335,3 +340,18 @@ def remove_bridge(bridge: str) -> None:
     if done.returncode != 0:
         log.warning("cannot delete bridge %s: %s", bridge,
                     done.stderr.decode(errors="replace").strip())
+
+
+def published_ports(ports: Sequence[PortMapping], expose: Sequence[str],
+                    publish_all: bool) -> tuple[PortMapping, ...]:
+    """The ``-p`` ports, plus (``-P``) each exposed port on a free host port: one the
+    kernel hands out for port 0 (conmon binds it again at once to reserve it)."""
+    if not publish_all:
+        return tuple(ports)
+    added = []
+    for container_port, proto in nw.unpublished(expose, ports):
+        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("0.0.0.0", 0))
+            added.append(PortMapping("", int(s.getsockname()[1]), container_port, proto))
+    return (*ports, *added)

@@ -37,7 +37,7 @@ from engine.runtime.config import (
 )
 from engine.runtime.exitfile import ExitStatus, read_exit_file, wait_exit_file
 from engine.runtime.layout import ContainerPaths
-from engine.runtime.network import Joined, NetworkSetup, apply_to_config
+from engine.runtime.network import Joined, NetworkSetup, apply_to_config, published_ports
 from engine.runtime.ports import bind_ports
 from engine.runtime.runc import Runc, classify
 from engine.runtime.types import (
@@ -138,10 +138,14 @@ class OCIRuntime:
         cid = validate_container_id(container_id)
         validate_name(name or cid[:63])
         joined = None
+        ports = spec.ports
         if self.networks is not None:  # networks (issue 11): before the process exists
             spec.validate()
+            ports = published_ports(spec.ports, spec.expose, spec.publish_all)
             joined = self.networks.join(cid, name=name or cid, hostname=spec.hostname
-                                        or cid[:12], requested=spec.network, ports=spec.ports)
+                                        or cid[:12], requested=spec.network, ports=ports)
+            if joined.attachment is not None:
+                ports = joined.attachment.ports
         elif spec.network not in ("", "none"):
             raise InvalidArgument(f"network {spec.network!r}: this runtime has no networks")
         try:
@@ -151,7 +155,7 @@ class OCIRuntime:
             raise
         if restore_path is None:
             self._clear_exit_file(paths)
-        sockets = bind_ports(spec.ports) if self.config.reserve_ports else []
+        sockets = bind_ports(ports) if self.config.reserve_ports else []
         opts = conmon.ConmonOptions(
             container_id=cid,
             name=name or cid,

@@ -240,3 +240,20 @@ def test_worker_killed_mid_create_leaves_nothing_after_restart(engine: Engine) -
     # a container with a new id; the one that died half-made is gone for good.
     assert cid not in os.listdir(netdir)
     assert up.cli("inspect", cid).returncode != 0
+
+
+def test_publish_all_puts_exposed_ports_on_free_host_ports(up: Engine) -> None:
+    fixed = _unused_port()
+    _ok(up.cli("run", "-d", "--name", "all", "-P", "--expose", "80", "--expose", "81/udp",
+               "--expose", "82", "-p", f"{fixed}:82", up.rootfs, "sh", "-c", HTTPD))
+    lines = sorted(_ok(up.cli("port", "all")).splitlines())
+    assert len(lines) == 3, lines
+    assert lines[2] == f"82/tcp -> 0.0.0.0:{fixed}"  # -p wins over -P for its port
+    assert lines[1].startswith("81/udp -> 0.0.0.0:")
+    assert lines[0].startswith("80/tcp -> 0.0.0.0:")
+    port = int(lines[0].rsplit(":", 1)[1])
+    assert port not in (fixed, 80)
+    answer = wait_until(lambda: _get(port), 30, interval=0.1, what="httpd via the -P port")
+    assert "hello-from-" in answer
+    bad = up.cli("run", "--expose", "70000", up.rootfs, "true")
+    assert bad.returncode != 0 and "invalid exposed port" in bad.stderr
