@@ -18,7 +18,7 @@ from bus.client import Client
 from engine.errors import BerthError, Unavailable
 
 # The order of the nouns is the order of the commands in ``berth --help``.
-NOUNS = (engine, db, containers, events, networks)
+NOUNS = (engine, db, containers, networks, events)
 COMMANDS: tuple[str, ...] = tuple(name for noun in NOUNS for name in noun.COMMANDS)
 
 

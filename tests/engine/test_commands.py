@@ -253,10 +253,14 @@ def test_every_command_type_parses() -> None:
         t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
         t.AUDIT_EXPORT: c.AuditExport,
+        t.NETWORK_CREATE: c.NetworkCreate, t.NETWORK_REMOVE: c.NetworkRemove,
+        t.NETWORKS: c.Networks, t.NETWORK_INSPECT: c.NetworkInspect,
     }
     assert set(expected) | {t.CREATE, t.EXEC} == set(t.COMMAND_TYPES)
     for command_type, kind in expected.items():
-        args = {"position": 1} if command_type == t.AUDIT_PROVE else {}
+        args = ({"position": 1} if command_type == t.AUDIT_PROVE
+                else {"name": "net1"} if command_type.startswith(("network.", "query.network"))
+                else {})
         assert type(c.parse(command_type, "web", args)) is kind, command_type
 
 
