@@ -192,24 +192,26 @@ def effective(requested: str, default: str) -> str:
 # -- CNI configuration --------------------------------------------------------------------
 
 
-def conflist(network: Network, ipam_dir: str) -> dict[str, Any]:
+def conflist(network: Network, ipam_dir: str, *, ports: bool = True) -> dict[str, Any]:
     """The CNI network configuration list of ``network``: a bridge that is the
     subnet's gateway and masquerades traffic leaving it, host-local addresses kept in
     ``ipam_dir`` (host-wide, see docs/operations.md), published ports (portmap with
-    SNAT so 127.0.0.1:PORT works), the firewall plugin's forward rules, and ``lo``."""
-    return {
-        "cniVersion": CNI_VERSION,
-        "name": f"berth-{network.name}",
-        "plugins": [
-            {"type": "bridge", "bridge": network.bridge, "isGateway": True, "ipMasq": True,
-             "hairpinMode": True,
-             "ipam": {"type": "host-local", "dataDir": ipam_dir,
-                      "ranges": [[{"subnet": network.subnet, "gateway": network.gateway}]],
-                      "routes": [{"dst": "0.0.0.0/0"}]}},
-            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-            {"type": "firewall", "backend": "iptables"},
-        ],
-    }
+    SNAT so 127.0.0.1:PORT works) unless the container publishes none (``ports``
+    False: portmap would only cost two runs of iptables), and the firewall plugin's
+    forward rules. The list a container was given is kept with it, so its DEL runs
+    exactly the plugins its ADD ran."""
+    plugins: list[dict[str, Any]] = [
+        {"type": "bridge", "bridge": network.bridge, "isGateway": True, "ipMasq": True,
+         "hairpinMode": True,
+         "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                  "ranges": [[{"subnet": network.subnet, "gateway": network.gateway}]],
+                  "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        {"type": "firewall", "backend": "iptables"},
+    ]
+    if not ports:
+        plugins = [p for p in plugins if p["type"] != "portmap"]
+    return {"cniVersion": CNI_VERSION, "name": f"berth-{network.name}", "plugins": plugins}
 
 
 def for_check(conflist: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,7 +163,7 @@ class NetworkSetup:
 
     def _add(self, container_id: str, net: nw.Network, name: str, hostname: str,
              ports: Sequence[PortMapping]) -> nw.Attachment:
-        conflist = nw.conflist(net, self.ipam_dir)
+        conflist = nw.conflist(net, self.ipam_dir, ports=bool(ports))
         netns = self.netns_path(container_id)
         capabilities = {"portMappings": nw.port_mappings(ports)}
         record = {"mode": "bridge", "network": net.name, "name": name, "hostname": hostname,
@@ -171,10 +172,14 @@ class NetworkSetup:
         self._write_record(container_id, record)  # the intent, before any side effect
         call = Invocation(container_id, netns, nw.IFNAME, capabilities)
         try:
-            with self._network_lock(net.name):
-                make_netns(netns)
-                self.cni.add_one(nw.loopback_conf(), Invocation(container_id, netns, "lo", {}))
-                result = self.cni.add(conflist, call)
+            make_netns(netns)
+            # lo is a network of its own: brought up while the chain runs.
+            with ThreadPoolExecutor(1) as pool:
+                lo = pool.submit(self.cni.add_one, nw.loopback_conf(),
+                                 Invocation(container_id, netns, "lo", {}))
+                with self._network_lock(net.name):
+                    result = self.cni.add(conflist, call)
+                lo.result()
             crash_point("container.create.network_added")
             attachment = nw.attachment_from_result(net.name, result, ports)
         except BaseException:

@@ -63,6 +63,8 @@ def test_conflist_chains_bridge_portmap_firewall_with_host_wide_ipam() -> None:
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}]]
     assert conf["plugins"][1]["capabilities"] == {"portMappings": True}
     assert conf["plugins"][1]["snat"] is True
+    bare = nw.conflist(nw.DEFAULT, "/run/berth-ipam", ports=False)  # nothing published
+    assert [p["type"] for p in bare["plugins"]] == ["bridge", "firewall"]
     assert nw.port_mappings([PortMapping("", 8080, 80, "tcp"),
                              PortMapping("127.0.0.1", 53, 53, "udp")]) == [
         {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
