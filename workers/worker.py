@@ -72,6 +72,10 @@ class WorkerConfig:
     audit_interval: float = field(
         default_factory=lambda: float(os.environ.get("BERTH_AUDIT_INTERVAL", "60")))
     """Seconds between signed tree heads while the log grows (0: only on demand)."""
+    default_network: str | None = field(
+        default_factory=lambda: os.environ.get("BERTH_DEFAULT_NETWORK"))
+    """networks (issue 11): the network of a container created without --network
+    ("berth" when unset; "none" gives every such container only lo)."""
 
     def __post_init__(self) -> None:
         validate_node(self.node)
@@ -98,7 +102,8 @@ class Worker:
         # networks (issue 11): CNI networks for the containers; the default network
         # is $BERTH_DEFAULT_NETWORK (docs/operations.md), "berth" when unset.
         self.networks = NetworkService(self.store, None, config.node)
-        self.networks.setup = NetworkSetup(self.runtime.config.tmp_dir, self.networks.lookup)
+        self.networks.setup = NetworkSetup(self.runtime.config.tmp_dir, self.networks.lookup,
+                                           default=config.default_network)
         self.runtime.networks = self.networks.setup
         self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
                        else None)

@@ -37,6 +37,8 @@ class Engine:
     worker: Worker | None = None
     worker_proc: subprocess.Popen[bytes] | None = None
     clients: list[Client] = field(default_factory=list)
+    default_network: str | None = None
+    """networks (issue 11): the worker's default network (None: berth's default)."""
 
     @property
     def db_url(self) -> str:
@@ -48,6 +50,8 @@ class Engine:
         env.update(BERTH_ROOT=self.root, BERTH_RUN=self.run, BERTH_DB=self.db_url,
                    BERTH_BUS=self.endpoints.frontend, BERTH_BUS_WORKERS=self.endpoints.backend,
                    BERTH_BUS_EVENTS=self.endpoints.events, PYTHONPATH=REPO)
+        if self.default_network:
+            env["BERTH_DEFAULT_NETWORK"] = self.default_network
         return env
 
     def client(self, **kw: Any) -> Client:
@@ -65,7 +69,8 @@ class Engine:
 
     def config(self) -> WorkerConfig:
         return WorkerConfig(node="local", root=self.root, run=self.run, db_url=self.db_url,
-                            backend=self.endpoints.backend)
+                            backend=self.endpoints.backend,
+                            default_network=self.default_network)
 
     def start_worker(self) -> Worker:
         self.worker = Worker(self.config())
@@ -118,14 +123,23 @@ def _remove_all(engine: Engine) -> None:
 
 
 @pytest.fixture
-def engine(short_tmp: str, busybox_rootfs: str) -> Iterator[Engine]:
+def default_network() -> str | None:
+    """The worker's default network: berth's own default. A module whose tests are
+    about something else may override this fixture with "none" (no CNI cost)."""
+    return None
+
+
+@pytest.fixture
+def engine(short_tmp: str, busybox_rootfs: str,
+           default_network: str | None) -> Iterator[Engine]:
     root, run = os.path.join(short_tmp, "root"), os.path.join(short_tmp, "run")
     endpoints = from_run_dir(run)
     # Default heartbeats (0.5 s, 3 missed): shorter ones drop a live worker when
     # twenty CLI processes starve it of CPU on a 2-core machine.
     broker = Broker(endpoints.frontend, endpoints.backend, endpoints.events)
     broker.start()
-    eng = Engine(root, run, busybox_rootfs, endpoints, broker)
+    eng = Engine(root, run, busybox_rootfs, endpoints, broker,
+                 default_network=default_network)
     try:
         yield eng
     finally:

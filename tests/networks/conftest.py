@@ -16,7 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import Engine, engine, up  # noqa: F401, F811 (fixtures)
+from tests.e2e.conftest import (  # noqa: F401, F811 (fixtures)
+    Engine,
+    default_network,
+    engine,
+    up,
+)
 
 CLAIMS = "/run/berth-test-subnets"
 _counter = itertools.count()
