@@ -136,6 +136,8 @@ class NetworkService:
                 command_type=causation.command_type, correlation_id=causation.correlation_id,
                 actor=causation.actor, node=self.node)
             remove_bridge(network.bridge)
+            if self.setup is not None:
+                self.setup.forget_network(name)
         return NetworkOutcome({"name": name}, tuple(r.position for r in recorded))
 
     # -- reconciliation -----------------------------------------------------------------

@@ -211,7 +211,12 @@ def conflist(network: Network, ipam_dir: str, *, ports: bool = True) -> dict[str
     ]
     if not ports:
         plugins = [p for p in plugins if p["type"] != "portmap"]
-    return {"cniVersion": CNI_VERSION, "name": f"berth-{network.name}", "plugins": plugins}
+    return {"cniVersion": CNI_VERSION, "name": cni_name(network.name), "plugins": plugins}
+
+
+def cni_name(network: str) -> str:
+    """The CNI network name (host-local keeps its addresses in a directory of it)."""
+    return f"berth-{network}"
 
 
 def for_check(conflist: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, Any]:

@@ -217,6 +217,11 @@ class NetworkSetup:
             self._refresh_hosts(str(record["network"]))
         return errors
 
+    def forget_network(self, name: str) -> None:
+        """A removed network's host-local directory goes too (no container holds an
+        address on it any more: removal is refused while one is attached)."""
+        shutil.rmtree(os.path.join(self.ipam_dir, nw.cni_name(name)), ignore_errors=True)
+
     def check(self, container_id: str) -> str | None:
         """CNI CHECK of a live container's network; the problem, or None."""
         record = self.record(container_id) or {}

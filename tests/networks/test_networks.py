@@ -154,6 +154,7 @@ def test_network_rm_is_refused_while_a_container_is_attached(
     _ok(up.cli("network", "rm", net))
     assert net not in _ok(up.cli("network", "ls"))
     assert not os.path.exists(f"/sys/class/net/{bridge_for(net)}")
+    assert not os.path.exists(os.path.join(DEFAULT_IPAM_DIR, f"berth-{net}"))
     # The log holds both facts on the network's own stream.
     store = up.store()
     try:
