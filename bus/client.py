@@ -459,6 +459,22 @@ class Client:
     def healthcheck(self, ref: str, *, node: str | None = None) -> Reply:
         """Run the container's health check once now: its status, exit code, output."""
         return self._on_container(c.HEALTHCHECK, ref, node, reply_timeout=None)
+    # ------------------------------------------------------------------ networks (issue 11)
+
+    def network_create(self, name: str, *, subnet: str | None = None,
+                       gateway: str | None = None, node: str | None = None) -> Reply:
+        return self.send(c.NETWORK_CREATE, None, node, name=name, subnet=subnet or "",
+                         gateway=gateway or "")
+
+    def network_remove(self, name: str, *, node: str | None = None) -> Reply:
+        return self.send(c.NETWORK_REMOVE, None, node, name=name)
+
+    def networks(self, *, node: str | None = None) -> list[dict[str, Any]]:
+        found = self.send(c.NETWORKS, None, node).result.get("networks", [])
+        return list(found) if isinstance(found, list) else []
+
+    def network_inspect(self, name: str, *, node: str | None = None) -> dict[str, Any]:
+        return self.send(c.NETWORK_INSPECT, None, node, name=name).result
 
     # ------------------------------------------------------------------ queries
 

@@ -67,17 +67,24 @@ IMAGE_PRUNE: Final = "image.prune"
 IMAGE_COMMANDS: Final = frozenset({IMAGE_PULL, IMAGE_LIST, IMAGE_INSPECT, IMAGE_REMOVE,
                                    IMAGE_LOAD, IMAGE_IMPORT, IMAGE_SAVE, IMAGE_PUSH,
                                    IMAGE_TAG, IMAGE_PRUNE})
+# networks (issue 11)
+NETWORK_CREATE: Final = "network.create"
+NETWORK_REMOVE: Final = "network.remove"
+NETWORKS: Final = "query.networks"
+NETWORK_INSPECT: Final = "query.network_inspect"
+NETWORK_COMMANDS: Final = frozenset({NETWORK_CREATE, NETWORK_REMOVE})
 
 CHANGE_COMMANDS: Final = frozenset(
     {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE, UPDATE}
 )
 """Commands that change a container: run once per command id, serialised per container."""
 CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS}
-QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
+QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING,
+                                   NETWORKS, NETWORK_INSPECT})
 AUDIT_COMMANDS: Final = frozenset(
     {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})
 """What an auditor's key may send besides queries: reads of the log and its proofs, and
 a tree head on demand (which vouches for the log, and changes no container)."""
 ADMIN_COMMANDS: Final = frozenset({REBUILD}) | AUDIT_COMMANDS
 COMMAND_TYPES: Final = (CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS | VOLUME_COMMANDS
-                       | IMAGE_COMMANDS)
+                       | IMAGE_COMMANDS | NETWORK_COMMANDS)

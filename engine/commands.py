@@ -287,6 +287,32 @@ class Ping:
     """Answered by the broker; a worker that receives one answers it too."""
 
 
+# networks (issue 11)
+@dataclass(frozen=True, slots=True)
+class NetworkCreate:
+    name: str
+    subnet: str | None = None
+    gateway: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRemove:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Networks:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInspect:
+    name: str
+
+
+NetworkCommand: TypeAlias = NetworkCreate | NetworkRemove | Networks | NetworkInspect
+
+
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
     | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Healthcheck
@@ -323,7 +349,7 @@ class VolumeInspect:
 
 
 VolumeCommand: TypeAlias = VolumeCreate | VolumeRemove | VolumePrune | VolumeLs | VolumeInspect
-Command: TypeAlias = ContainerCommand | Query | VolumeCommand
+Command: TypeAlias = ContainerCommand | Query | VolumeCommand | NetworkCommand
 
 
 # --------------------------------------------------------------------------- process rules
@@ -547,6 +573,19 @@ def _volume(command_type: str, args: Mapping[str, Any]) -> VolumeCommand:
             return VolumeLs()
         case _:  # volume.inspect
             return VolumeInspect(validate_volume_name(args.get("name")))
+def _network_name(args: Mapping[str, Any]) -> str:
+    from engine.networks import validate_name
+
+    return validate_name(args.get("name"))
+
+
+def _optional_text(args: Mapping[str, Any], key: str) -> str | None:
+    value = args.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"invalid {key} {value!r}: must be a string")
+    return value
 
 
 def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> Command:
@@ -584,6 +623,15 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "audit.export":
             return AuditExport(_integer(args, "after", 0),
                                _integer(args, "limit", 1000, minimum=1, maximum=5000))
+        case "network.create":  # networks (issue 11)
+            return NetworkCreate(_network_name(args), _optional_text(args, "subnet"),
+                                 _optional_text(args, "gateway"))
+        case "network.remove":
+            return NetworkRemove(_network_name(args))
+        case "query.networks":
+            return Networks()
+        case "query.network_inspect":
+            return NetworkInspect(_network_name(args))
     if command_type in VOLUME_COMMANDS:
         return _volume(command_type, args)
     if command_type not in COMMAND_TYPES:

@@ -44,6 +44,10 @@ COMMAND_REFUSED = "command.refused"
 CONTAINER_RESTARTING = "container.restarting"
 CONTAINER_HEALTH_STATUS = "container.health_status"
 CONTAINER_UPDATED = "container.updated"
+# networks (issue 11)
+NETWORK_CREATED = "network.created"
+NETWORK_REMOVED = "network.removed"
+CONTAINER_NETWORK_ATTACHED = "container.network_attached"
 REFUSALS_STREAM = "berth:refused"
 """The stream of ``command.refused``: no container's (a name cannot hold a colon), so
 a refusal never takes a version of the container it names."""
@@ -396,6 +400,50 @@ class Updated(Event):
     type: ClassVar[str] = CONTAINER_UPDATED
     old: dict[str, Any]
     new: dict[str, Any]
+# networks (issue 11): a network's own stream is "network:NAME"; the attachment is the
+# container's, appended with its ``created`` event.
+@dataclass(frozen=True, slots=True)
+class NetworkCreated(Event):
+    type: ClassVar[str] = NETWORK_CREATED
+    name: str
+    subnet: str
+    gateway: str
+    bridge: str
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRemoved(Event):
+    type: ClassVar[str] = NETWORK_REMOVED
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkAttached(Event):
+    """The address, gateway and published ports the CNI plugins gave a container."""
+
+    type: ClassVar[str] = CONTAINER_NETWORK_ATTACHED
+    network: str
+    interface: str
+    addresses: tuple[str, ...]
+    gateway: str
+    mac: str
+    ports: tuple[PortMapping, ...] = ()
+
+    def to_data(self) -> dict[str, Any]:
+        return {"network": self.network, "interface": self.interface,
+                "addresses": list(self.addresses), "gateway": self.gateway, "mac": self.mac,
+                "ports": [list(p) for p in self.ports]}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            return cls(str(data["network"]), str(data["interface"]),
+                       tuple(str(a) for a in data["addresses"]), str(data["gateway"]),
+                       str(data["mac"]),
+                       tuple(PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
+                             for p in data.get("ports") or ()))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise _bad(cls.type, str(exc)) from exc
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -406,6 +454,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Restored, Removed, CommandFailed, CommandRefused,
         ImagePulled, ImageLoaded, ImageTagged, ImageRemoved,  # images
         Restarting, HealthStatus, Updated,
+        NetworkCreated, NetworkRemoved, NetworkAttached,  # networks (issue 11)
     )
 }
 

@@ -39,6 +39,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "restart": _STR, "health_cmd": _LIST, "health_interval": _NUM, "health_timeout": _NUM,
     "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
     "no_healthcheck": _BOOL, "cpus": _NUM,
+    "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks (issue 11)
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number", _NUM: "a number of seconds"}
@@ -86,6 +87,17 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     health_from_user(data)
     RunSpec.from_data(data)  # the worker's type rules, at the publisher's edge
     return data
+
+
+def parse_expose(text: object) -> tuple[int, str]:
+    """An exposed port as images and ``--expose`` give it: ``PORT[/tcp|udp]``."""
+    if not isinstance(text, str):
+        raise InvalidArgument(f"invalid exposed port {text!r}: use PORT[/tcp|udp]")
+    number, _, proto = text.partition("/")
+    proto = proto or "tcp"
+    if proto not in PROTOCOLS or not number.isdigit() or not 1 <= int(number) <= 65535:
+        raise InvalidArgument(f"invalid exposed port {text!r}: use PORT[/tcp|udp]")
+    return int(number), proto
 
 
 class PortMapping(NamedTuple):
@@ -164,6 +176,12 @@ class RunSpec:
     no_healthcheck: bool = False
     cpus: float | None = None
     """CPUs' worth of time per period (``--cpus 0.5``): a CFS quota, as Docker's."""
+    network: str = ""
+    """networks (issue 11): "" the node's default network, "none", "host" or a name."""
+    expose: tuple[str, ...] = ()
+    """Container ports ``PORT[/tcp|udp]`` the image or ``--expose`` declares."""
+    publish_all: bool = False
+    """``-P``: publish every exposed port not given with ``-p`` on a free host port."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -231,6 +249,12 @@ class RunSpec:
             if not isinstance(cap, str) or not _CAP_RE.fullmatch(cap):
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
         check_host_paths(self.mounts)
+        if self.network:
+            from engine.networks import check_reference  # networks import this module
+
+            check_reference(self.network)
+        for item in self.expose:
+            parse_expose(item)
         return self
 
     @property
@@ -266,6 +290,9 @@ class RunSpec:
             "health_on_failure": self.health_on_failure,
             "no_healthcheck": self.no_healthcheck,
             "cpus": self.cpus,
+            "network": self.network,
+            "expose": list(self.expose),
+            "publish_all": self.publish_all,
         }
 
     def _image_data(self) -> dict[str, Any]:
@@ -307,6 +334,7 @@ class RunSpec:
             if data.get("entrypoint") is not None:
                 kwargs["entrypoint"] = tuple(data["entrypoint"])
             kwargs["health_cmd"] = tuple(data.get("health_cmd") or ())
+            kwargs["expose"] = tuple(data.get("expose") or ())
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()

@@ -16,8 +16,9 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError, Unavailable, WrongNode
+from engine.errors import BerthError, InvalidArgument, Unavailable, WrongNode
 from engine.images.service import ImageService
+from engine.network_service import NetworkOutcome, NetworkService
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
@@ -40,9 +41,11 @@ class Dispatch:
     """Answers every command a worker receives; one entry per command type."""
 
     def __init__(self, service: ContainerService, queries: Queries,
-                 images: ImageService | None = None) -> None:
+                 images: ImageService | None = None,
+                 networks: NetworkService | None = None) -> None:
         self.service = service
         self.queries = queries
+        self.networks = networks
         self.health: HealthMonitor | None = None
         """The worker's health monitor, set when it runs (probes, inspect's probe log)."""
         self.usage: UsageReader | None = None
@@ -89,6 +92,13 @@ class Dispatch:
                                                                 hc.container)),
             t.TOP: lambda tp, cmd: _ok(cmd, self._usage().top(tp.container)),
             t.STATS: lambda st, cmd: _ok(cmd, self._usage().stats(st.container)),
+            # networks (issue 11)
+            t.NETWORK_CREATE: lambda n, cmd: _net(cmd, self._networks().create(
+                n.name, n.subnet, n.gateway, _causation(cmd))),
+            t.NETWORK_REMOVE: lambda n, cmd: _net(cmd, self._networks().remove(
+                n.name, _causation(cmd))),
+            t.NETWORKS: lambda _n, cmd: _ok(cmd, {"networks": self._networks().list()}),
+            t.NETWORK_INSPECT: lambda n, cmd: _ok(cmd, self._networks().inspect(n.name)),
         }
         if images is not None:  # images: the node's image store
             self._table.update(dict.fromkeys(t.IMAGE_COMMANDS, self._image))
@@ -119,6 +129,11 @@ class Dispatch:
             log.exception("command %s (%s) failed unexpectedly", cmd.id, cmd.type)
             return self._failed(cmd, causation, BerthError(f"internal error: {exc}"))
 
+    def _networks(self) -> NetworkService:
+        if self.networks is None:
+            raise InvalidArgument("this worker has no networks")
+        return self.networks
+
     def _change(self, command: c.ContainerCommand, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
         outcome: Outcome = self.service.handle(command, causation)
@@ -147,6 +162,14 @@ class Dispatch:
     def _failed(self, cmd: Command, causation: c.Causation, exc: BerthError) -> Reply:
         positions = self.service.fail(cmd.type, cmd.container, causation, exc)
         return Reply(cmd.id, False, exc.code, exc.message, positions)
+
+
+def _causation(cmd: Command) -> c.Causation:
+    return c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+
+
+def _net(cmd: Command, outcome: NetworkOutcome) -> Reply:
+    return _ok(cmd, outcome.result, outcome.positions)
 
 
 def _resolved(state: Any) -> dict[str, Any]:

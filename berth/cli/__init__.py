@@ -14,12 +14,22 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from berth import config
-from berth.cli import containers, db, engine, events, images, orchestration, system, volumes
+from berth.cli import (
+    containers,
+    db,
+    engine,
+    events,
+    images,
+    networks,
+    orchestration,
+    system,
+    volumes,
+)
 from bus.client import Client
 from engine.errors import BerthError, Unavailable
 
 # The order of the nouns is the order of the commands in ``berth --help``.
-NOUNS = (engine, db, containers, images, volumes, orchestration, events, system)
+NOUNS = (engine, db, containers, images, volumes, networks, orchestration, events, system)
 COMMANDS: tuple[str, ...] = tuple(name for noun in NOUNS for name in noun.COMMANDS)
 
 

@@ -42,6 +42,9 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         "auto_remove": bool(getattr(args, "rm", False)),
         "ports": ports,
         "volumes": list(args.volume), "mount": list(args.mount), "tmpfs": list(args.tmpfs),
+        "network": args.network or "",  # networks (issue 11)
+        "expose": list(args.expose),
+        "publish_all": bool(args.publish_all),
     }
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
@@ -211,6 +214,12 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node")
     images.add_run_options(p)
     orchestration.add_spec_options(p)
+    p.add_argument("--network", metavar="NAME",
+                   help="a network's name, none or host (default: the node's default)")
+    p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
+                   help="a container port -P publishes (repeatable)")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every exposed port on a free host port")
     p.add_argument("rootfs", metavar="IMAGE|ROOTFS")
     p.add_argument("command", metavar="CMD", nargs="?")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")

@@ -299,13 +299,17 @@ def test_every_command_type_parses() -> None:
         # volumes
         t.VOLUME_CREATE: c.VolumeCreate, t.VOLUME_REMOVE: c.VolumeRemove,
         t.VOLUME_PRUNE: c.VolumePrune, t.VOLUME_LS: c.VolumeLs, t.VOLUME_INSPECT: c.VolumeInspect,
+        # networks
+        t.NETWORK_CREATE: c.NetworkCreate, t.NETWORK_REMOVE: c.NetworkRemove,
+        t.NETWORKS: c.Networks, t.NETWORK_INSPECT: c.NetworkInspect,
     }
     assert type(c.parse(t.UPDATE, "a" * 64, {"cpus": 1})) is c.Update
     assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE} == set(t.COMMAND_TYPES) - t.IMAGE_COMMANDS
     special = {t.AUDIT_PROVE: {"position": 1}, t.VOLUME_CREATE: {"name": "v"},
                t.VOLUME_INSPECT: {"name": "v"}, t.VOLUME_REMOVE: {"names": ["v"]}}
     for command_type, kind in expected.items():
-        args = special.get(command_type, {})
+        args = special.get(command_type, {"name": "net1"} if command_type.startswith(
+            ("network.", "query.network")) else {})
         assert type(c.parse(command_type, "web", args)) is kind, command_type
 
 
