@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from berth.cli import containers, db, engine, events
 from bus.client import Client
@@ -59,6 +59,19 @@ class _Unused:
         pass
 
 
+USAGE_EXIT = 125
+"""podman's exit code for a usage error (argparse's own is 2, which a container's
+command may well return: ``berth run ... ; echo $?`` must tell the two apart)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with podman's exit code for a usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
+
+
 def _command_word(argv: list[str]) -> str | None:
     """The sub-command named on the command line, if it is a known one."""
     takes_value = {"--timeout", "--key", "--server-key"}
@@ -75,7 +88,7 @@ def _command_word(argv: list[str]) -> str | None:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``) the top level and one sub-command."""
-    parser = argparse.ArgumentParser(prog="berth", description="An event-sourced container engine.")
+    parser = Parser(prog="berth", description="An event-sourced container engine.")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for each reply")
     parser.add_argument("--key", dest="client_key", metavar="FILE",

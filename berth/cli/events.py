@@ -25,7 +25,7 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
         return _export(args, client)
     if args.format not in ("table", "json"):
         print(f"berth: --format {args.format} is for 'events export'", file=sys.stderr)
-        return 2
+        return 125
     filters = fmt.parse_filters(args.filter)
     since = fmt.parse_time(args.since) if args.since else None
     until = fmt.parse_time(args.until) if args.until else None
@@ -180,7 +180,7 @@ def cmd_audit(args: argparse.Namespace, client: Client) -> int:
     if args.action == "prove":
         if args.position is None or not args.position.isdigit():
             print("berth: audit prove needs a POSITION (a number from 1)", file=sys.stderr)
-            return 2
+            return 125
         proof = client.audit_prove(int(args.position), args.size)
         text = treehead.dump(proof, args.out)
         if args.out:
@@ -241,7 +241,7 @@ def _check_export(args: argparse.Namespace) -> int:
 
     if args.position is None or not args.key:
         print("berth: audit check-export EXPORT_FILE --key PUBKEY_FILE", file=sys.stderr)
-        return 2
+        return 125
     public = treehead.load_public(args.key[0])
     with open(args.position) as f:
         head, rows = exchange.read_jsonl(f)
@@ -264,7 +264,7 @@ def _check_proof(args: argparse.Namespace) -> int:
     if not args.head or not args.key or args.position is None:
         print("berth: audit check-proof PROOF_FILE --head HEAD_FILE --key PUBKEY_FILE",
               file=sys.stderr)
-        return 2
+        return 125
     data = json.loads(_read(args.position))
     head = treehead.TreeHead.from_json(json.loads(_read(args.head)))
     public = treehead.load_public(args.key[0])
