@@ -377,6 +377,12 @@ class Client:
         self._nodes.pop(ref, None)
         return reply
 
+    def rename(self, ref: str, name: str, *, node: str | None = None) -> Reply:
+        """Give the container a new name; a name in use is refused (``already_exists``)."""
+        reply = self._on_container(c.RENAME, ref, node, name=name)
+        self._nodes.pop(ref, None)
+        return reply
+
     def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None) -> Reply:
         """Block until the container exits (the worker answers then); ``timeout``
         bounds the wait (None: as long as it takes, while the engine is alive; else

@@ -20,6 +20,8 @@ CHECKPOINT: Final = "container.checkpoint"
 RESTORE: Final = "container.restore"
 REMOVE: Final = "container.remove"
 WAIT: Final = "container.wait"
+# CLI verbs (podman's)
+RENAME: Final = "container.rename"
 
 PS: Final = "query.ps"
 INSPECT: Final = "query.inspect"
@@ -39,6 +41,7 @@ AUDIT_EXPORT: Final = "audit.export"
 
 CHANGE_COMMANDS: Final = frozenset(
     {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
+    | {RENAME}
 )
 """Commands that change a container: run once per command id, serialised per container."""
 CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}

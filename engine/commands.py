@@ -125,8 +125,17 @@ class Remove:
     force: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Rename:
+    """Give a container a new name (podman's ``rename``); its id stays."""
+
+    container: str
+    name: str
+
+
 ContainerCommand: TypeAlias = (
     Create | Start | Stop | Kill | Pause | Unpause | Exec | Checkpoint | Restore | Remove
+    | Rename
 )
 
 
@@ -481,6 +490,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return Remove(ref, _flag(args, "force"))
         case "container.wait":
             return _wait(ref, args)
+        case "container.rename":
+            return Rename(ref, validate_name(args.get("name")))
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

@@ -150,6 +150,8 @@ def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
             return _restore(state)
         case c.Remove():
             return _remove(state, command)
+        case c.Rename():
+            return _rename(state, command)
     raise TypeError(f"no rule for {type(command).__name__}")  # pragma: no cover - exhaustive
 
 
@@ -382,6 +384,15 @@ def _remove(state: ContainerState, command: c.Remove) -> Plan:
                                "or use --force")
         steps = ((Step.UNPAUSE,) if state.state == PAUSED else ()) + (Step.STOP, Step.RECORD_EXIT)
     return Plan((*steps, Step.DELETE, Step.CLEANUP), then=lambda _f: (ev.Removed(),))
+
+
+def _rename(state: ContainerState, command: c.Rename) -> Plan:
+    """Any live container may be renamed; a name in use is refused by the append (the
+    read model's unique live names), so the check and the write are one."""
+    if command.name == state.name:
+        return Plan(result={"id": state.id, "name": state.name})
+    return Plan(before=(ev.Renamed(command.name),),
+                result={"id": state.id, "name": command.name})
 
 
 # --------------------------------------------------------------------------- exits

@@ -38,6 +38,8 @@ CONTAINER_CHECKPOINT_REQUESTED = "container.checkpoint_requested"
 CONTAINER_CHECKPOINTED = "container.checkpointed"
 CONTAINER_RESTORED = "container.restored"
 CONTAINER_REMOVED = "container.removed"
+# CLI verbs (podman's)
+CONTAINER_RENAMED = "container.renamed"
 COMMAND_FAILED = "command.failed"
 COMMAND_REFUSED = "command.refused"
 REFUSALS_STREAM = "berth:refused"
@@ -273,6 +275,14 @@ class Removed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Renamed(Event):
+    """The container's name from now on (the old one is free again)."""
+
+    type: ClassVar[str] = CONTAINER_RENAMED
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class CommandFailed(Event):
     """A command that was refused or failed: recorded so "no lost command" holds even
     for failures, and so a retried command id gets the same answer."""
@@ -302,6 +312,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ContainerCreated, PidReceived, Started, Signalled, StopRequested, Exited, Paused,
         Unpaused, ExecRequested, ExecStarted, ExecExited, CheckpointRequested, Checkpointed,
         Restored, Removed, CommandFailed, CommandRefused,
+        Renamed,
     )
 }
 

@@ -156,6 +156,11 @@ def _removed(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
     return {"state": REMOVED, "pid": None, "conmon_pid": None, "exec_sessions": ()}
 
 
+def _renamed(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
+    assert isinstance(e, ev.Renamed)
+    return {"name": e.name}
+
+
 def _audit_only(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
     # signalled, stop_requested, checkpoint_requested, command.failed: part of the
     # history, not of the state (a pending checkpoint is found in the stream).
@@ -179,6 +184,8 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.CONTAINER_REMOVED: _removed,
     ev.COMMAND_FAILED: _audit_only,
     ev.COMMAND_REFUSED: _audit_only,  # written in no container's stream; inert if it were
+    # CLI verbs (podman's)
+    ev.CONTAINER_RENAMED: _renamed,
 }
 
 

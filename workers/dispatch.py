@@ -51,6 +51,7 @@ class Dispatch:
             t.CHECKPOINT: change,
             t.RESTORE: change,
             t.REMOVE: change,
+            t.RENAME: change,
             t.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
                                                     strict=True))),
             t.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),

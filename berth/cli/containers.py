@@ -1,29 +1,26 @@
-"""Container commands: ``run``, ``create``, ``start``, ``stop``, ``kill``, ``pause``,
-``unpause``, ``rm``, ``wait``, ``logs``, ``inspect``, ``ps``, ``exec``, ``checkpoint``,
-``restore``. Each one is a few calls of :class:`bus.client.Client`."""
+"""Container commands: ``run``, ``create``, ``start``, ``logs``, ``exec``, ``checkpoint``,
+``restore``. Each one is a few calls of :class:`bus.client.Client`. The verbs that take
+several containers are in :mod:`berth.cli.several`, ``ps`` in :mod:`berth.cli.listing`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
+from berth.cli.several import each
 from bus.client import Client
-from engine.errors import Unavailable
+from engine.errors import InvalidArgument, Unavailable
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
 
 Handler = Callable[[argparse.Namespace, Client], int]
 
-COMMANDS = (
-    "run", "create", "start", "stop", "kill", "pause", "unpause", "rm", "wait", "logs",
-    "inspect", "ps", "exec", "checkpoint", "restore",
-)
+COMMANDS = ("run", "create", "start", "logs", "exec", "checkpoint", "restore")
 
 
 def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,30 +100,16 @@ def _follow_until_exit(client: Client, cid: str, node: str) -> int:
 
 
 def cmd_start(args: argparse.Namespace, client: Client) -> int:
-    resolved = client.resolve(args.container)
-    client.start(resolved.id, node=resolved.node)
     if args.attach:
+        if len(args.containers) != 1:
+            raise InvalidArgument("start --attach takes one container")
+        resolved = client.resolve(args.containers[0])
+        client.start(resolved.id, node=resolved.node)
         return _follow_until_exit(client, resolved.id, resolved.node)
-    print(args.container)
-    return 0
+    def start(ref: str) -> None:
+        client.start(ref)
 
-
-def _simple(method: str, **extra: Callable[[argparse.Namespace], Any]) -> Handler:
-    def run(args: argparse.Namespace, client: Client) -> int:
-        kwargs = {k: f(args) for k, f in extra.items()}
-        with fmt.Progress(f"{method} {args.container}"):
-            getattr(client, method)(args.container, **kwargs)
-        print(args.container)
-        return 0
-
-    return run
-
-
-def cmd_wait(args: argparse.Namespace, client: Client) -> int:
-    with fmt.Progress(f"waiting for {args.container} to exit"):
-        reply = client.wait(args.container)
-    print(reply.result["exit_code"])
-    return 0
+    return each(args.containers, start)
 
 
 def cmd_logs(args: argparse.Namespace, client: Client) -> int:
@@ -141,16 +124,6 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         if new == offset and done:
             return 0
         offset = new
-
-
-def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
-    print(json.dumps(client.inspect(args.container), indent=2, sort_keys=True))
-    return 0
-
-
-def cmd_ps(args: argparse.Namespace, client: Client) -> int:
-    fmt.print_rows(client.ps(all=args.all), args.format == "json")
-    return 0
 
 
 def cmd_exec(args: argparse.Namespace, client: Client) -> int:
@@ -205,31 +178,12 @@ def add_commands(add: AddCommand) -> None:
             p.add_argument("-d", "--detach", action="store_true")
             p.add_argument("--rm", action="store_true")
         _spec_options(p)
-    p = add("start", cmd_start, "start a container")
+    p = add("start", cmd_start, "start one or more containers")
     p.add_argument("-a", "--attach", action="store_true")
-    p.add_argument("container", metavar="CTR")
-    p = add("stop", _simple("stop", timeout=lambda a: a.time), "stop a container")
-    p.add_argument("-t", "--time", type=float, default=10.0)
-    p.add_argument("container", metavar="CTR")
-    p = add("kill", _simple("kill", signal=lambda a: a.signal), "send a signal")
-    p.add_argument("-s", "--signal", default="KILL")
-    p.add_argument("container", metavar="CTR")
-    for name in ("pause", "unpause"):
-        p = add(name, _simple(name), f"{name} a container")
-        p.add_argument("container", metavar="CTR")
-    p = add("rm", _simple("remove", force=lambda a: a.force), "remove a container")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("container", metavar="CTR")
-    p = add("wait", cmd_wait, "wait for a container to exit; print its exit code")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("containers", nargs="+", metavar="CTR")
     p = add("logs", cmd_logs, "print a container's output")
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("container", metavar="CTR")
-    p = add("inspect", cmd_inspect, "a container as JSON")
-    p.add_argument("container", metavar="CTR")
-    p = add("ps", cmd_ps, "list containers")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("--format", choices=["table", "json"], default="table")
     p = add("exec", cmd_exec, "run a command in a running container")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     p.add_argument("-w", "--workdir")

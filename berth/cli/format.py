@@ -112,7 +112,8 @@ class NameCache:
 
     def learn(self, e: EventMessage) -> None:
         """``container.created`` carries the name: remember it, also for removed containers."""
-        if e.type == "container.created" and isinstance(e.data.get("name"), str):
+        if e.type in ("container.created", "container.renamed") \
+                and isinstance(e.data.get("name"), str):
             if self._names is None:
                 self._names = {}
             self._names[e.stream] = str(e.data["name"])

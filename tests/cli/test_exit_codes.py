@@ -12,8 +12,9 @@ from tests.e2e.conftest import Engine
 def test_usage_and_engine_errors_exit_125(up: Engine) -> None:
     bad_flag = up.cli("run", "--no-such-flag", up.rootfs, "true")
     assert bad_flag.returncode == 125 and "unrecognized arguments" in bad_flag.stderr
-    missing = up.cli("rm")
+    missing = up.cli("wait")
     assert missing.returncode == 125 and "required" in missing.stderr
+    assert up.cli("rm").returncode == 125
     assert up.cli("start", "no-such-ctr").returncode == 125
     assert up.cli("events", "--format", "csv").returncode == 125
 
@@ -24,7 +25,7 @@ def test_command_not_found_is_127_and_leaves_nothing(up: Engine) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "/nonexistent" in lines[0] and "not found" in lines[0]
     assert up.cli("run", "--rm", up.rootfs, "no-such-command").returncode == 127
-    assert up.cli("ps", "-a", "--format", "json").stdout.strip() in ("", "[]")
+    assert json.loads(up.cli("ps", "-a", "--format", "json").stdout) == []
 
 
 def test_command_not_invokable_is_126(up: Engine) -> None:
@@ -41,4 +42,4 @@ def test_the_containers_own_code_and_exec(up: Engine) -> None:
     assert up.cli("exec", cid, "/nonexistent").returncode == 127
     assert up.cli("exec", cid, "/etc/passwd").returncode == 126
     assert up.cli("exec", cid, "sh", "-c", "exit 5").returncode == 5
-    assert json.loads(up.cli("inspect", cid).stdout)["state"] == "running"
+    assert json.loads(up.cli("inspect", cid).stdout)[0]["state"] == "running"

@@ -242,6 +242,12 @@ def test_logs() -> None:
     assert refused(t.LOGS, "web", {"offset": -1}) == "invalid offset -1"
 
 
+def test_rename() -> None:
+    assert c.parse(t.RENAME, "web", {"name": "db"}) == c.Rename("web", "db")
+    assert "invalid container name" in refused(t.RENAME, "web", {"name": "a:b"})
+    assert "invalid container name" in refused(t.RENAME, "web", {})
+
+
 def test_every_command_type_parses() -> None:
     """No command type falls through to the wrong typed command."""
     expected = {
@@ -252,11 +258,12 @@ def test_every_command_type_parses() -> None:
         t.STATE: c.StateAt, t.PING: c.Ping, t.REBUILD: c.Rebuild,
         t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
-        t.AUDIT_EXPORT: c.AuditExport,
+        t.AUDIT_EXPORT: c.AuditExport, t.RENAME: c.Rename,
     }
     assert set(expected) | {t.CREATE, t.EXEC} == set(t.COMMAND_TYPES)
     for command_type, kind in expected.items():
-        args = {"position": 1} if command_type == t.AUDIT_PROVE else {}
+        args = {"position": 1, "name": "web2"} if command_type in (t.AUDIT_PROVE, t.RENAME) \
+            else {}
         assert type(c.parse(command_type, "web", args)) is kind, command_type
 
 
