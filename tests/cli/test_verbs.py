@@ -92,3 +92,22 @@ def test_port_lists_the_published_ports(up: Engine) -> None:
                "sh", "-c", LOOP))
     assert _ok(up.cli("port", "pp")) == f"80/tcp -> 127.0.0.1:{free}\n"
     assert _ok(up.cli("port", "pp", "80/tcp")) == f"127.0.0.1:{free}\n"
+
+
+def test_prune_removes_the_stopped_containers_only(up: Engine) -> None:
+    _ok(up.cli("run", "-d", "--name", "live", up.rootfs, "sh", "-c", LOOP))
+    done = _ok(up.cli("run", "-d", "--name", "done", up.rootfs, "true")).strip()
+    made = _ok(up.cli("create", "--name", "made", up.rootfs, "true")).strip()
+    _ok(up.cli("wait", "done"))
+    df = _ok(up.cli("system", "df")).splitlines()
+    assert df[1].split() == ["Containers", "3", "1", "2"]
+    asked = up.cli("container", "prune", input=b"n\n")
+    assert asked.returncode == 0 and "Are you sure" in asked.stdout
+    assert set(_states(up)) == {"live", "done", "made"}
+    assert set(_ok(up.cli("container", "prune", "-f")).split()) == {done, made}
+    assert _states(up) == {"live": "running"}
+    _ok(up.cli("stop", "-t", "5", "live"))
+    pruned = _ok(up.cli("system", "prune", "--force")).splitlines()
+    assert pruned[0] == "Deleted Containers" and len(pruned) == 2
+    assert _states(up) == {}
+    assert "container.removed" in _ok(up.cli("history", "live"))
