@@ -67,7 +67,7 @@ class ContainerState:
 
     @property
     def command(self) -> tuple[str, ...]:
-        return self.spec.args
+        return self.spec.argv
 
     @property
     def auto_remove(self) -> bool:

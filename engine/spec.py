@@ -13,6 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine.errors import InvalidArgument
+from engine.process_options import (
+    Ulimit,
+    check_caps,
+    check_labels,
+    check_ulimits,
+    is_user_form,
+    parse_ulimit,
+    resolve_user,
+)
 from engine.signals import parse_signal
 
 PROTOCOLS = ("tcp", "udp")
@@ -27,10 +36,13 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "hostname": _STR, "terminal": _BOOL, "stop_signal": (int, str), "memory": _INT,
     "pids_limit": _INT, "read_only": _BOOL, "ports": _LIST, "auto_remove": _BOOL,
     "no_new_privileges": _BOOL, "cap_add": _LIST,
+    # CLI verbs (podman's run flags)
+    "entrypoint": _LIST, "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST,
+    "seccomp": _STR,
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
-         (int, str): "a signal name or number"}
-_OPTIONAL = frozenset({"memory", "pids_limit"})
+         (int, str): "a signal name or number", (dict,): "a map of strings"}
+_OPTIONAL = frozenset({"memory", "pids_limit", "entrypoint"})
 
 
 _SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
@@ -51,7 +63,7 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     ports as ``[IP:]HOST:CTR[/PROTO]``, an env map; refuses a command given as one
     string (it would be run character by character)."""
     data = dict(options)
-    for key in ("args", "env", "cap_add"):
+    for key in ("args", "env", "cap_add", "cap_drop"):
         if isinstance(data.get(key), str):
             raise InvalidArgument(f"run option {key} must be a list of strings, not one "
                                   f"string: for example ['sh', '-c', 'echo hi']")
@@ -61,6 +73,13 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
         data["env"] = [f"{k}={v}" for k, v in data["env"].items()]
     if isinstance(data.get("memory"), str):
         data["memory"] = parse_size(data["memory"])
+    if isinstance(data.get("entrypoint"), str):
+        data["entrypoint"] = [data["entrypoint"]]
+    if isinstance(data.get("entrypoint"), tuple):
+        data["entrypoint"] = list(data["entrypoint"])
+    if isinstance(data.get("ulimits"), (list, tuple)):
+        data["ulimits"] = [list(parse_ulimit(u)) if isinstance(u, str) else u
+                           for u in data["ulimits"]]
     ports = data.get("ports")
     if isinstance(ports, (list, tuple)):
         data["ports"] = [list(PortMapping.parse(p)) if isinstance(p, str)
@@ -125,12 +144,20 @@ class RunSpec:
     auto_remove: bool = False
     no_new_privileges: bool = False
     cap_add: tuple[str, ...] = field(default=())
+    # CLI verbs (podman's run flags)
+    entrypoint: tuple[str, ...] | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    init: bool = False
+    cap_drop: tuple[str, ...] = ()
+    ulimits: tuple[Ulimit, ...] = ()
+    seccomp: str = ""
+    """"" for the default profile, "unconfined" for none."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
         if not self.rootfs:
             raise InvalidArgument("run spec: rootfs is required")
-        if not self.args:
+        if not self.argv:
             raise InvalidArgument("run spec: args must name a command")
         for item in self.env:
             if "=" not in item or item.startswith("="):
@@ -159,10 +186,24 @@ class RunSpec:
             raise InvalidArgument(f"rootfs {self.rootfs!r} must be an absolute path")
         if "\0" in self.rootfs or not os.path.isdir(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} is not an existing directory")
-        check_argv(self.args, "the container command")
+        check_argv(self.argv, "the container command")
         check_env(self.env)
         check_cwd(self.cwd)
-        check_user(self.user)
+        if not is_user_form(self.user):
+            check_user(self.user)  # its sentence for a malformed user
+        resolve_user(self.rootfs, self.user)  # a name must be in the container's files
+        check_labels(self.labels)
+        check_caps(self.cap_add, "--cap-add")
+        check_caps(self.cap_drop, "--cap-drop")
+        check_ulimits(self.ulimits)
+        if self.seccomp not in ("", "unconfined"):
+            raise InvalidArgument(f"invalid seccomp option {self.seccomp!r}: use unconfined, "
+                                  "or nothing for the default profile")
+        if self.init:
+            from engine.process_options import INIT_PATH
+
+            if not os.path.isfile(INIT_PATH):
+                raise InvalidArgument(f"--init needs catatonit at {INIT_PATH} on the node")
         if self.hostname and not _HOSTNAME_RE.fullmatch(self.hostname):
             raise InvalidArgument(f"invalid hostname {self.hostname!r}")
         parse_signal(self.stop_signal)
@@ -179,14 +220,20 @@ class RunSpec:
                 raise InvalidArgument(f"host port {port.host_port}/{port.protocol} is given twice")
             seen.add((port.protocol, port.host_port))
         for cap in self.cap_add:
-            if not isinstance(cap, str) or not _CAP_RE.fullmatch(cap):
+            if not isinstance(cap, str) or not (cap == "ALL" or _CAP_RE.fullmatch(cap)):
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
         return self
 
     @property
     def uid_gid(self) -> tuple[int, int]:
+        """The numeric user (a user given by name: see ``process_options.resolve_user``)."""
         uid, _, gid = self.user.partition(":")
         return int(uid), int(gid or 0)
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The process's command line: the entrypoint, then the arguments."""
+        return (*(self.entrypoint or ()), *self.args)
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -205,6 +252,12 @@ class RunSpec:
             "auto_remove": self.auto_remove,
             "no_new_privileges": self.no_new_privileges,
             "cap_add": list(self.cap_add),
+            "entrypoint": None if self.entrypoint is None else list(self.entrypoint),
+            "labels": dict(self.labels),
+            "init": self.init,
+            "cap_drop": list(self.cap_drop),
+            "ulimits": [list(u) for u in self.ulimits],
+            "seccomp": self.seccomp,
         }
 
     @classmethod
@@ -232,6 +285,15 @@ class RunSpec:
             kwargs["args"] = tuple(data.get("args") or ())
             kwargs["env"] = tuple(data.get("env") or ())
             kwargs["cap_add"] = tuple(data.get("cap_add") or ())
+            kwargs["cap_drop"] = tuple(data.get("cap_drop") or ())
+            if data.get("entrypoint") is not None:
+                kwargs["entrypoint"] = tuple(data["entrypoint"])
+            labels = data.get("labels") or {}
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+                raise InvalidArgument("invalid run option labels: a map of strings to strings")
+            kwargs["labels"] = tuple(sorted(labels.items()))
+            kwargs["ulimits"] = tuple(Ulimit(str(u[0]), int(u[1]), int(u[2]))
+                                      for u in data.get("ulimits") or ())
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
+from berth.cli.runflags import add_run_flags, run_flag_spec
 from berth.cli.several import each
 from bus.client import Client
 from engine.errors import InvalidArgument, Unavailable
@@ -44,6 +45,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["memory"] = fmt.parse_size(args.memory)
     if args.pids_limit is not None:
         spec["pids_limit"] = args.pids_limit
+    spec.update(run_flag_spec(args, spec["env"]))
     return spec
 
 
@@ -155,7 +157,9 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     p.add_argument("-w", "--workdir", default="/")
-    p.add_argument("-u", "--user", default="0:0", metavar="UID[:GID]")
+    p.add_argument("-u", "--user", default="0:0", metavar="USER[:GROUP]",
+                   help="a name or number, looked up in the rootfs's /etc/passwd and "
+                        "/etc/group (default 0:0)")
     p.add_argument("--hostname")
     p.add_argument("--stop-signal")
     p.add_argument("-p", "--publish", action="append", default=[],
@@ -165,6 +169,7 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--node")
+    add_run_flags(p)
     p.add_argument("rootfs", metavar="ROOTFS")
     p.add_argument("command", metavar="CMD")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")

@@ -1,8 +1,9 @@
 """``ps`` as podman's: ``-q``, repeatable ``--filter KEY=VALUE``, ``--format`` json (one
 array), table or a Go template.
 
-Filters of one key are alternatives, filters of different keys must all hold (as
-podman's): ``--filter status=exited --filter status=created --filter label=tier``.
+Filters of one key are alternatives (but every ``label=`` must hold), filters of
+different keys must all hold, as podman's: ``--filter status=exited --filter
+status=created --filter label=tier``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ _TESTS: dict[str, Callable[[Row, str], bool]] = {
 
 
 def matches(row: Row, filters: dict[str, list[str]]) -> bool:
-    return all(any(_TESTS[key](row, v) for v in values) for key, values in filters.items())
+    """Values of one key are alternatives, except labels: every label asked for must be
+    there (as podman's)."""
+    return all((all if key == "label" else any)(_TESTS[key](row, v) for v in values)
+               for key, values in filters.items())
 
 
 def view(row: Row, now: datetime) -> Row:
