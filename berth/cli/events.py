@@ -23,9 +23,11 @@ COMMANDS = ("events", "history", "state", "projection", "audit")
 def cmd_events(args: argparse.Namespace, client: Client) -> int:
     if args.action == "export":
         return _export(args, client)
-    if args.format not in ("table", "json"):
+    if args.format in ("jsonl", "csv"):
         print(f"berth: --format {args.format} is for 'events export'", file=sys.stderr)
         return 125
+    if args.format not in ("table", "json"):
+        fmt.parsed_template(args.format)  # a bad template is refused before any output
     filters = fmt.parse_filters(args.filter)
     since = fmt.parse_time(args.since) if args.since else None
     until = fmt.parse_time(args.until) if args.until else None
@@ -296,12 +298,18 @@ def add_commands(add: AddCommand) -> None:
     p = add("events", cmd_events, "the event log; 'events export' writes it with its proofs")
     p.add_argument("action", nargs="?", choices=["export"])
     p.add_argument("--out", metavar="FILE", help="export: write to FILE (default stdout)")
-    p.add_argument("--since")
-    p.add_argument("--until")
-    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--follow", action="store_true")
-    p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table",
-                   help="table or json to read; jsonl (default) or csv to export")
+    p.add_argument("--since", metavar="T",
+                   help="events after T: RFC 3339 (with or without a time), a duration "
+                        "ago (1h30m) or a unix timestamp")
+    p.add_argument("--until", metavar="T", help="events up to T (same forms as --since)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="container=CTR or type=TYPE")
+    p.add_argument("--follow", action="store_true",
+                   help="keep printing new events as they are recorded")
+    p.add_argument("--format", default="table", metavar="FORMAT",
+                   help="table, json (one object per line) or a Go template such as "
+                        "'{{.Time}} {{.Name}} {{.Status}}' to read; jsonl (default) or "
+                        "csv to export")
     p = add("history", cmd_history, "a container's audit trail (removed ones too)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.add_argument("-a", "--all", action="store_true",

@@ -110,11 +110,15 @@ def _action(body: str, text: str) -> _Action:
 
 
 def _lookup(value: Any, path: tuple[str, ...]) -> Any:
-    for name in path:
+    """The top level is a struct to Go (an unknown field is an error: a typo is not
+    printed as nothing); below it, maps (labels, event data) give ``<no value>``."""
+    for depth, name in enumerate(path):
         if isinstance(value, Mapping) and name in value:
             value = value[name]
         elif isinstance(value, Mapping) and _snake(name) in value:
             value = value[_snake(name)]
+        elif depth > 0 and isinstance(value, Mapping):
+            return None
         else:
             raise InvalidArgument(f"template: can't evaluate field {name}")
     return value

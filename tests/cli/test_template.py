@@ -18,6 +18,7 @@ def test_fields_text_and_escapes() -> None:
     assert template.parse("name={{.Names}}\\t{{ .State }}").render(ROW) == "name=web\trunning"
     assert template.parse("{{.Command}}").render(ROW) == "[sh -c echo]"
     assert template.parse("{{.Labels.a}}").render(ROW) == "1"
+    assert template.parse("{{.Labels.missing}}").render(ROW) == "<no value>"  # a map's key
     assert template.parse("{{.ExitCode}}").render(ROW) == "<no value>"  # exit_code
     assert template.parse("{{.StartedAt}}").render(ROW) == "T"  # snake_case fallback
     assert template.parse("no actions").render(ROW) == "no actions"

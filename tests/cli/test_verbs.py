@@ -72,6 +72,10 @@ def test_rename_is_an_event_and_follows_in_ps_and_history(up: Engine) -> None:
     history = _ok(up.cli("history", "--format", "json", "new")).splitlines()
     renamed = [json.loads(e) for e in history if '"container.renamed"' in e]
     assert [e["data"] for e in renamed] == [{"name": "new"}]
+    lines = _ok(up.cli("events", "--filter", "container=new", "--format",
+                       "{{.Type}} {{.Status}} {{.Name}} {{.Data.name}}")).splitlines()
+    assert lines[0] == "container created old old"  # names learnt as the log goes
+    assert "container renamed new new" in lines
     clash = up.cli("rename", "new", "taken")
     assert clash.returncode == 125 and "already in use" in clash.stderr
     bad = up.cli("rename", "new", "no:colons")
