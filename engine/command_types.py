@@ -31,6 +31,8 @@ HISTORY: Final = "query.history"
 STATE: Final = "query.state"
 LOGS: Final = "query.logs"
 PING: Final = "query.ping"
+# CLI verbs (podman's)
+INFO: Final = "query.info"
 
 REBUILD: Final = "admin.rebuild"
 VERIFY_AUDIT: Final = "admin.verify_audit"
@@ -45,7 +47,8 @@ CHANGE_COMMANDS: Final = frozenset(
 )
 """Commands that change a container: run once per command id, serialised per container."""
 CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
-QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
+QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING}
+                                  | {INFO})
 AUDIT_COMMANDS: Final = frozenset(
     {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})
 """What an auditor's key may send besides queries: reads of the log and its proofs, and

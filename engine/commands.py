@@ -248,9 +248,14 @@ class Ping:
     """Answered by the broker; a worker that receives one answers it too."""
 
 
+@dataclass(frozen=True, slots=True)
+class Info:
+    """What a node runs: the versions of its runtime binaries, its store and position."""
+
+
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
-    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping
+    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Info
 )
 Command: TypeAlias = ContainerCommand | Query
 
@@ -448,6 +453,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return _state_at(container, args)
         case "query.ping":
             return Ping()
+        case "query.info":
+            return Info()
         case "admin.rebuild":
             return Rebuild(_flag(args, "verify"), _flag(args, "force"))
         case "admin.verify_audit":

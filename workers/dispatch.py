@@ -20,6 +20,7 @@ from engine.errors import BerthError, WrongNode
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
+from workers.info import node_info
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
 
@@ -69,6 +70,7 @@ class Dispatch:
             t.AUDIT_EXPORT: lambda a, cmd: _ok(cmd, dict(zip(("rows", "head"), q.export(a),
                                                             strict=True))),
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
+            t.INFO: lambda _i, cmd: _ok(cmd, node_info(service)),
         }
 
     def handle(self, cmd: Command) -> Reply:

@@ -64,6 +64,19 @@ USAGE_EXIT = 125
 command may well return: ``berth run ... ; echo $?`` must tell the two apart)."""
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print berth's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from berth.cli.system import berth_version
+
+        print(f"berth version {berth_version()}")
+        parser.exit(0)
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with podman's exit code for a usage error."""
 
@@ -89,6 +102,7 @@ def _command_word(argv: list[str]) -> str | None:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``) the top level and one sub-command."""
     parser = Parser(prog="berth", description="An event-sourced container engine.")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for each reply")
     parser.add_argument("--key", dest="client_key", metavar="FILE",

@@ -154,25 +154,27 @@ def cmd_restore(args: argparse.Namespace, client: Client) -> int:
 
 
 def _spec_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    p.add_argument("-w", "--workdir", default="/")
+    p.add_argument("--name", help="the container's name (default berth-ID12)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="an environment variable (repeatable)")
+    p.add_argument("-w", "--workdir", default="/", help="the working directory (default /)")
     p.add_argument("-u", "--user", default="0:0", metavar="USER[:GROUP]",
                    help="a name or number, looked up in the rootfs's /etc/passwd and "
                         "/etc/group (default 0:0)")
-    p.add_argument("--hostname")
-    p.add_argument("--stop-signal")
+    p.add_argument("--hostname", help="the container's host name (default: its short id)")
+    p.add_argument("--stop-signal", help="the signal stop sends first (default TERM)")
     p.add_argument("-p", "--publish", action="append", default=[],
-                   metavar="[IP:]HOST:CTR[/PROTO]")
-    p.add_argument("--memory", metavar="BYTES")
-    p.add_argument("--pids-limit", type=int)
-    p.add_argument("--read-only", action="store_true")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("--node")
+                   metavar="[IP:]HOST:CTR[/PROTO]",
+                   help="publish a container port on the host (repeatable)")
+    p.add_argument("--memory", metavar="SIZE", help="a memory limit: bytes, or 64m, 1g")
+    p.add_argument("--pids-limit", type=int, help="at most this many processes")
+    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
+    p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
+    p.add_argument("--node", help="the node to run on (default: any worker)")
     add_run_flags(p)
-    p.add_argument("rootfs", metavar="ROOTFS")
-    p.add_argument("command", metavar="CMD")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
+    p.add_argument("rootfs", metavar="ROOTFS", help="the root filesystem directory")
+    p.add_argument("command", metavar="CMD", help="the command to run")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG", help="its arguments")
 
 
 def add_commands(add: AddCommand) -> None:
@@ -180,27 +182,33 @@ def add_commands(add: AddCommand) -> None:
                                ("create", cmd_create, "create a container")):
         p = add(name, fn, helptext)
         if name == "run":
-            p.add_argument("-d", "--detach", action="store_true")
-            p.add_argument("--rm", action="store_true")
+            p.add_argument("-d", "--detach", action="store_true",
+                           help="print the id and leave it running")
+            p.add_argument("--rm", action="store_true", help="remove it once it exits")
         _spec_options(p)
     p = add("start", cmd_start, "start one or more containers")
-    p.add_argument("-a", "--attach", action="store_true")
-    p.add_argument("containers", nargs="+", metavar="CTR")
+    p.add_argument("-a", "--attach", action="store_true",
+                   help="follow its output and exit with its code (one container)")
+    p.add_argument("containers", nargs="+", metavar="CTR", help="name or id (prefix)")
     p = add("logs", cmd_logs, "print a container's output")
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it exits")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
     p = add("exec", cmd_exec, "run a command in a running container")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-u", "--user")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("container", metavar="CTR")
-    p.add_argument("command", metavar="CMD")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="an environment variable (repeatable)")
+    p.add_argument("-w", "--workdir", help="the working directory (default: the container's)")
+    p.add_argument("-u", "--user", help="UID[:GID] (default: the container's)")
+    p.add_argument("-t", "--tty", action="store_true", help="give the process a terminal")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
+    p.add_argument("command", metavar="CMD", help="the command to run")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG", help="its arguments")
     p = add("checkpoint", cmd_checkpoint, "checkpoint a running container (CRIU)")
-    p.add_argument("--leave-running", action="store_true")
-    p.add_argument("--tcp-established", action="store_true")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("--leave-running", action="store_true",
+                   help="keep it running after the checkpoint")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="checkpoint open TCP connections too")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
     p = add("restore", cmd_restore, "restore a checkpointed container")
-    p.add_argument("--tcp-established", action="store_true")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="restore open TCP connections too")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")

@@ -81,9 +81,9 @@ def _read_export(path: str) -> tuple[Any, list[dict[str, Any]]]:
 
 def add_commands(add: AddCommand) -> None:
     p = add("db", cmd_db, "database maintenance", server=True)
-    p.add_argument("action", choices=["upgrade"])
+    p.add_argument("action", choices=["upgrade"], help="upgrade: migrate to the newest schema")
     p = add("log", cmd_log, "import an export of the log into an empty store", server=True)
-    p.add_argument("action", choices=["import"])
+    p.add_argument("action", choices=["import"], help="import: replay an export")
     p.add_argument("file", metavar="FILE", help="written by 'berth events export'")
     p.add_argument("--key", metavar="PUBKEY", help="the auditor's public key: check the "
                                                    "export's head signature first")

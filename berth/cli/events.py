@@ -296,7 +296,8 @@ def _check_proof(args: argparse.Namespace) -> int:
 
 def add_commands(add: AddCommand) -> None:
     p = add("events", cmd_events, "the event log; 'events export' writes it with its proofs")
-    p.add_argument("action", nargs="?", choices=["export"])
+    p.add_argument("action", nargs="?", choices=["export"],
+                   help="export: the whole log with its hashes and proofs")
     p.add_argument("--out", metavar="FILE", help="export: write to FILE (default stdout)")
     p.add_argument("--since", metavar="T",
                    help="events after T: RFC 3339 (with or without a time), a duration "
@@ -311,25 +312,30 @@ def add_commands(add: AddCommand) -> None:
                         "'{{.Time}} {{.Name}} {{.Status}}' to read; jsonl (default) or "
                         "csv to export")
     p = add("history", cmd_history, "a container's audit trail (removed ones too)")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="table (default) or json (one event per line)")
     p.add_argument("-a", "--all", action="store_true",
                    help="every container that ever had this name, not only the newest")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix), removed ones too")
     p = add("state", cmd_state, "state as it was at a past moment, from the log")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--at", metavar="T")
-    g.add_argument("--at-position", type=int, metavar="N")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("container", nargs="?", metavar="CTR")
+    g.add_argument("--at", metavar="T", help="a moment: RFC 3339, a duration ago (1h30m) or "
+                                          "a unix timestamp")
+    g.add_argument("--at-position", type=int, metavar="N", help="after the event at position N")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="table (default) or json")
+    p.add_argument("container", nargs="?", metavar="CTR", help="only this container")
     p = add("projection", cmd_projection, "rebuild the read model from the log")
-    p.add_argument("action", choices=["rebuild"])
+    p.add_argument("action", choices=["rebuild"], help="rebuild: replay the log")
     p.add_argument("--verify", action="store_true",
                    help="first compare the read model with the log, row by row")
     p.add_argument("--force", action="store_true",
                    help="rebuild even from a log whose hash chain is broken")
     p = add("audit", cmd_audit, "the log's integrity: signed tree heads and proofs")
     p.add_argument("action", choices=["verify", "checkpoint", "prove", "check-proof",
-                                       "check-export"])
+                                       "check-export"],
+                   help="verify the log, sign a checkpoint, prove an event, or check a "
+                        "proof or an export offline")
     p.add_argument("position", nargs="?", metavar="POSITION|FILE",
                    help="prove: the event's position; check-proof, check-export: the file")
     p.add_argument("--against", action="append", default=[], metavar="HEAD_FILE",

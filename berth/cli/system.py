@@ -1,5 +1,6 @@
 """The engine as a whole, podman's way: ``container prune``, ``system prune``,
-``system df``.
+``system df``, ``info``, ``version``; and the CLI about itself: ``help COMMAND``,
+``completion SHELL``.
 
 Prune removes what is stopped (exited or never started) and nothing that runs; each
 removal is an ordinary ``container.remove`` command, so the log tells who pruned what.
@@ -17,7 +18,7 @@ from engine.errors import BerthError, Unavailable
 if TYPE_CHECKING:
     from berth.cli import AddCommand
 
-COMMANDS = ("container", "system")
+COMMANDS = ("container", "system", "info", "version", "help", "completion")
 
 STOPPED = ("created", "exited")
 
@@ -93,6 +94,100 @@ def _print_table(table: list[list[Any]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
+def berth_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("berth")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    import platform
+
+    print(f"Version:      {berth_version()}\nPython:       {platform.python_version()}\n"
+          f"OS/Arch:      {platform.system().lower()}/{platform.machine()}")
+    return 0
+
+
+def gather_info(client: Client) -> dict[str, Any]:
+    """The client, the broker and every node a worker serves (one ``query.info`` each)."""
+    import platform
+
+    from engine.command_types import INFO, PING
+
+    health = client.send(PING).result
+    nodes: dict[str, Any] = {}
+    for node in sorted({str(w["node"]) for w in health.get("workers", [])}):
+        try:
+            nodes[node] = client.send(INFO, node=node).result
+        except Unavailable:
+            raise
+        except BerthError as exc:
+            nodes[node] = {"error": str(exc)}
+    return {
+        "client": {"berth": berth_version(), "python": platform.python_version(),
+                   "bus": client.endpoint},
+        "broker": {k: health.get(k) for k in ("protocol", "curve", "uptime", "outstanding")}
+        | {"workers": health.get("workers", [])},
+        "nodes": nodes,
+    }
+
+
+def cmd_info(args: argparse.Namespace, client: Client) -> int:
+    info = gather_info(client)
+    if args.format == "json":
+        import json
+
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    _print_tree(info, 0)
+    return 0
+
+
+def _print_tree(value: Any, depth: int) -> None:
+    """YAML-like, as podman's ``info`` prints."""
+    pad = "  " * depth
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                print(f"{pad}{key}:")
+                _print_tree(item, depth + 1)
+            else:
+                print(f"{pad}{key}: {item if item not in (None, {}, []) else ''}".rstrip())
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                print(f"{pad}- " + ", ".join(f"{k}: {v}" for k, v in item.items()))
+            else:
+                print(f"{pad}- {item}")
+
+
+def cmd_help(args: argparse.Namespace) -> int:
+    from berth import cli
+
+    parser = cli.build_parser(args.command)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command not in cli.COMMANDS:
+        print(f"berth: no such command {args.command!r}: see 'berth help'", file=sys.stderr)
+        return 125
+    parser.parse_args([args.command, "--help"])  # prints the command's help, exits 0
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """A completion script generated from the parser itself (shtab), so it never lags."""
+    import shtab
+
+    from berth import cli
+
+    print(shtab.complete(cli.build_parser(), shell=args.shell))
+    return 0
+
+
 def add_commands(add: AddCommand) -> None:
     p = add("container", cmd_container, "container management: prune")
     p.add_argument("action", choices=["prune"], help="prune: remove all stopped containers")
@@ -103,3 +198,12 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("-f", "--force", action="store_true",
                    help="prune: do not ask for confirmation")
     p.add_argument("-v", "--verbose", action="store_true", help="df: one line per container")
+    p = add("info", cmd_info, "versions, the store, the workers and their nodes")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text (default) or json")
+    add("version", cmd_version, "berth's version", server=True)
+    p = add("help", cmd_help, "help on a command", server=True)
+    p.add_argument("command", nargs="?", metavar="COMMAND", help="the command to explain")
+    p = add("completion", cmd_completion, "a shell completion script", server=True)
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="SHELL",
+                   help="bash, zsh or fish; e.g. source <(berth completion bash)")

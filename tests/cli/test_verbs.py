@@ -115,3 +115,17 @@ def test_prune_removes_the_stopped_containers_only(up: Engine) -> None:
     assert pruned[0] == "Deleted Containers" and len(pruned) == 2
     assert _states(up) == {}
     assert "container.removed" in _ok(up.cli("history", "live"))
+
+
+def test_info_names_the_versions_the_store_and_the_nodes(up: Engine) -> None:
+    _ok(up.cli("run", "--rm", up.rootfs, "true"))
+    info = json.loads(_ok(up.cli("info", "--format", "json")))
+    assert [w["node"] for w in info["broker"]["workers"]] == ["local"]
+    node = info["nodes"]["local"]
+    assert node["binaries"]["runtime"]["version"].startswith("runc version")
+    assert node["binaries"]["conmon"]["version"].startswith("conmon version")
+    assert "criu" in node["binaries"]
+    assert node["store"]["url"] == up.db_url and node["store"]["position"] >= 5
+    assert info["client"]["berth"] == node["berth"]
+    text = _ok(up.cli("info"))
+    assert "runc version" in text and "position:" in text and "local" in text

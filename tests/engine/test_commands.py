@@ -258,7 +258,7 @@ def test_every_command_type_parses() -> None:
         t.STATE: c.StateAt, t.PING: c.Ping, t.REBUILD: c.Rebuild,
         t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
-        t.AUDIT_EXPORT: c.AuditExport, t.RENAME: c.Rename,
+        t.AUDIT_EXPORT: c.AuditExport, t.RENAME: c.Rename, t.INFO: c.Info,
     }
     assert set(expected) | {t.CREATE, t.EXEC} == set(t.COMMAND_TYPES)
     for command_type, kind in expected.items():
