@@ -383,6 +383,17 @@ class Client:
         self._nodes.pop(ref, None)
         return reply
 
+    def copy_in(self, ref: str, path: str, data: bytes, *, node: str | None = None) -> Reply:
+        """Extract ``data`` (a tar of one file or directory) at ``path`` in the container."""
+        return self._on_container(c.COPY_IN, ref, node, path=path, data=data)
+
+    def copy_out(self, ref: str, path: str, *, node: str | None = None) -> bytes:
+        """The file or directory at ``path`` in the container, as a tar."""
+        data = self._on_container(c.COPY_OUT, ref, node, path=path).result.get("data")
+        if not isinstance(data, bytes):
+            raise ProtocolError("query.copy_out answered without data")
+        return data
+
     def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None) -> Reply:
         """Block until the container exits (the worker answers then); ``timeout``
         bounds the wait (None: as long as it takes, while the engine is alive; else

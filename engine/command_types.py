@@ -22,6 +22,7 @@ REMOVE: Final = "container.remove"
 WAIT: Final = "container.wait"
 # CLI verbs (podman's)
 RENAME: Final = "container.rename"
+COPY_IN: Final = "container.copy_in"
 
 PS: Final = "query.ps"
 INSPECT: Final = "query.inspect"
@@ -33,6 +34,7 @@ LOGS: Final = "query.logs"
 PING: Final = "query.ping"
 # CLI verbs (podman's)
 INFO: Final = "query.info"
+COPY_OUT: Final = "query.copy_out"
 
 REBUILD: Final = "admin.rebuild"
 VERIFY_AUDIT: Final = "admin.verify_audit"
@@ -43,10 +45,11 @@ AUDIT_EXPORT: Final = "audit.export"
 
 CHANGE_COMMANDS: Final = frozenset(
     {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
-    | {RENAME}
+    | {RENAME, COPY_IN}
 )
 """Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
+CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT} | {COPY_OUT}
+"""COPY_OUT reads a container's files: not a query an auditor's key may send."""
 QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING}
                                   | {INFO})
 AUDIT_COMMANDS: Final = frozenset(

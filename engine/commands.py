@@ -133,9 +133,19 @@ class Rename:
     name: str
 
 
+@dataclass(frozen=True, slots=True)
+class CopyIn:
+    """Extract a tar (of one file or directory) at ``path`` in the container's root
+    filesystem (``berth cp HOST CTR:PATH``)."""
+
+    container: str
+    path: str
+    data: bytes
+
+
 ContainerCommand: TypeAlias = (
     Create | Start | Stop | Kill | Pause | Unpause | Exec | Checkpoint | Restore | Remove
-    | Rename
+    | Rename | CopyIn
 )
 
 
@@ -249,13 +259,21 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True)
+class CopyOut:
+    """A file or directory of the container's root filesystem as a tar."""
+
+    container: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class Info:
     """What a node runs: the versions of its runtime binaries, its store and position."""
 
 
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
-    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Info
+    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Info | CopyOut
 )
 Command: TypeAlias = ContainerCommand | Query
 
@@ -369,6 +387,13 @@ def _text(args: Mapping[str, Any], key: str) -> str:
 def _time(args: Mapping[str, Any], key: str) -> datetime | None:
     value = args.get(key)
     return None if value is None else datetime_from_data(value)
+
+
+def _container_path(args: Mapping[str, Any]) -> str:
+    path = args.get("path")
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        raise InvalidArgument(f"invalid container path {path!r}: it must be absolute")
+    return path
 
 
 def _container(command_type: str, container: str | None) -> str:
@@ -499,6 +524,16 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return _wait(ref, args)
         case "container.rename":
             return Rename(ref, validate_name(args.get("name")))
+        case "container.copy_in":
+            data = args.get("data")
+            if not isinstance(data, bytes):
+                raise InvalidArgument("container.copy_in needs data: a tar archive (bytes)")
+            from engine.copying import check_archive
+
+            check_archive(data)
+            return CopyIn(ref, _container_path(args), data)
+        case "query.copy_out":
+            return CopyOut(ref, _container_path(args))
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

@@ -43,6 +43,7 @@ class Step(enum.Enum):
     RESTORE = "restore"          # conmon --restore
     RECORD_EXIT = "record_exit"  # wait for the exit the plan caused and record it
     CLEANUP = "cleanup"          # remove the container's files
+    COPY_IN = "copy_in"          # extract the command's tar into the root filesystem
 
 
 UNDO: dict[Step, Step] = {
@@ -152,6 +153,8 @@ def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
             return _remove(state, command)
         case c.Rename():
             return _rename(state, command)
+        case c.CopyIn():
+            return _copy_in(command)
     raise TypeError(f"no rule for {type(command).__name__}")  # pragma: no cover - exhaustive
 
 
@@ -393,6 +396,16 @@ def _rename(state: ContainerState, command: c.Rename) -> Plan:
         return Plan(result={"id": state.id, "name": state.name})
     return Plan(before=(ev.Renamed(command.name),),
                 result={"id": state.id, "name": command.name})
+
+
+def _copy_in(command: c.CopyIn) -> Plan:
+    """Any container that still exists takes files (podman's cp works stopped too);
+    the write is recorded as intent first, with the archive's digest."""
+    import hashlib
+
+    digest = hashlib.sha256(command.data).hexdigest()
+    return Plan((Step.COPY_IN,),
+                before=(ev.CopiedIn(command.path, len(command.data), digest),))
 
 
 # --------------------------------------------------------------------------- exits

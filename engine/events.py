@@ -40,6 +40,7 @@ CONTAINER_RESTORED = "container.restored"
 CONTAINER_REMOVED = "container.removed"
 # CLI verbs (podman's)
 CONTAINER_RENAMED = "container.renamed"
+CONTAINER_COPIED_IN = "container.copied_in"
 COMMAND_FAILED = "command.failed"
 COMMAND_REFUSED = "command.refused"
 REFUSALS_STREAM = "berth:refused"
@@ -283,6 +284,17 @@ class Renamed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CopiedIn(Event):
+    """Files about to be written into the container's root filesystem (the intent,
+    recorded before the write): where, how many bytes of tar, and their SHA-256."""
+
+    type: ClassVar[str] = CONTAINER_COPIED_IN
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class CommandFailed(Event):
     """A command that was refused or failed: recorded so "no lost command" holds even
     for failures, and so a retried command id gets the same answer."""
@@ -312,7 +324,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ContainerCreated, PidReceived, Started, Signalled, StopRequested, Exited, Paused,
         Unpaused, ExecRequested, ExecStarted, ExecExited, CheckpointRequested, Checkpointed,
         Restored, Removed, CommandFailed, CommandRefused,
-        Renamed,
+        Renamed, CopiedIn,
     )
 }
 

@@ -186,6 +186,7 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.COMMAND_REFUSED: _audit_only,  # written in no container's stream; inert if it were
     # CLI verbs (podman's)
     ev.CONTAINER_RENAMED: _renamed,
+    ev.CONTAINER_COPIED_IN: _audit_only,
 }
 
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine import commands as c
+from engine import copying
 from engine import decide as d
 from engine import events as ev
 from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
@@ -460,6 +461,9 @@ class ContainerService:
                 if state.pid:
                     timeout = command.timeout if isinstance(command, c.Stop) else 0
                     rt.stop(cid, state.pid, stop_signal=state.spec.stop_signal, timeout=timeout)
+            case d.Step.COPY_IN:
+                assert isinstance(command, c.CopyIn)
+                copying.unpack(state.spec.rootfs, command.path, command.data)
             case d.Step.KILL:
                 assert isinstance(command, c.Kill)
                 rt.kill(cid, command.signal)

@@ -16,7 +16,8 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError, WrongNode
+from engine import copying
+from engine.errors import BerthError, NotFound, WrongNode
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
@@ -53,6 +54,8 @@ class Dispatch:
             t.RESTORE: change,
             t.REMOVE: change,
             t.RENAME: change,
+            t.COPY_IN: change,
+            t.COPY_OUT: lambda co, cmd: _ok(cmd, _copy_out(q, co)),
             t.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
                                                     strict=True))),
             t.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
@@ -107,6 +110,15 @@ def _resolved(state: Any) -> dict[str, Any]:
 
 def _events(recorded: Any, head: int) -> dict[str, Any]:
     return events_result([event_message(r) for r in recorded], head)
+
+
+def _copy_out(q: Queries, co: c.CopyOut) -> dict[str, Any]:
+    """The tar of a path in a container of this node (its root filesystem is here)."""
+    cid = q.local(co.container)
+    state = q.inspect(c.Inspect(cid))
+    if state.removed:
+        raise NotFound(f"no such container: {co.container}")
+    return {"id": cid, "data": copying.pack(state.spec.rootfs, co.path)}
 
 
 def _logs(q: Queries, lq: c.Logs) -> dict[str, Any]:

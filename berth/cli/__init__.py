@@ -13,12 +13,12 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, Protocol
 
-from berth.cli import containers, db, engine, events, listing, several, system
+from berth.cli import containers, db, engine, events, files, listing, several, system
 from bus.client import Client
 from engine.errors import BerthError, Unavailable
 
 # The order of the nouns is the order of the commands in ``berth --help``.
-NOUNS = (engine, db, containers, listing, several, system, events)
+NOUNS = (engine, db, containers, listing, several, files, system, events)
 COMMANDS: tuple[str, ...] = tuple(name for noun in NOUNS for name in noun.COMMANDS)
 
 

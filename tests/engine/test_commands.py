@@ -248,6 +248,22 @@ def test_rename() -> None:
     assert "invalid container name" in refused(t.RENAME, "web", {})
 
 
+def test_copy() -> None:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("f"), io.BytesIO(b""))
+    tar_bytes = buffer.getvalue()
+    assert c.parse(t.COPY_IN, "web", {"path": "/tmp", "data": tar_bytes}) == c.CopyIn(
+        "web", "/tmp", tar_bytes)
+    assert "not a tar" in refused(t.COPY_IN, "web", {"path": "/tmp", "data": b"x" * 600})
+    assert c.parse(t.COPY_OUT, "web", {"path": "/etc/x"}) == c.CopyOut("web", "/etc/x")
+    assert "absolute" in refused(t.COPY_OUT, "web", {"path": "etc"})
+    assert "bytes" in refused(t.COPY_IN, "web", {"path": "/tmp", "data": "text"})
+
+
 def test_every_command_type_parses() -> None:
     """No command type falls through to the wrong typed command."""
     expected = {
@@ -259,11 +275,11 @@ def test_every_command_type_parses() -> None:
         t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
         t.AUDIT_EXPORT: c.AuditExport, t.RENAME: c.Rename, t.INFO: c.Info,
+        t.COPY_OUT: c.CopyOut,
     }
-    assert set(expected) | {t.CREATE, t.EXEC} == set(t.COMMAND_TYPES)
+    assert set(expected) | {t.CREATE, t.EXEC, t.COPY_IN} == set(t.COMMAND_TYPES)
     for command_type, kind in expected.items():
-        args = {"position": 1, "name": "web2"} if command_type in (t.AUDIT_PROVE, t.RENAME) \
-            else {}
+        args = {"position": 1, "name": "web2", "path": "/x"}
         assert type(c.parse(command_type, "web", args)) is kind, command_type
 
 

@@ -78,6 +78,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (CREATED, ev.CONTAINER_STARTED): START_ROW,
     (CREATED, ev.CONTAINER_EXITED): EXIT_ROW,        # conmon lost before start
     (CREATED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),  # interrupted exec
+    (CREATED, ev.CONTAINER_COPIED_IN): NOTHING,
     (CREATED, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (CREATED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (CREATED, ev.COMMAND_FAILED): NOTHING,
@@ -92,6 +93,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (RUNNING, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
     # The image is recorded; the run state changes only by the exit that follows.
     (RUNNING, ev.CONTAINER_CHECKPOINTED): Row(checkpoint_path=EVENT),
+    (RUNNING, ev.CONTAINER_COPIED_IN): NOTHING,
     (RUNNING, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (RUNNING, ev.CONTAINER_REMOVED): REMOVE_ROW,     # forced, exit status never found
     (RUNNING, ev.COMMAND_FAILED): NOTHING,
@@ -100,6 +102,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (PAUSED, ev.CONTAINER_UNPAUSED): Row(state=RUNNING),
     (PAUSED, ev.CONTAINER_EXITED): EXIT_ROW,         # killed while frozen
     (PAUSED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
+    (PAUSED, ev.CONTAINER_COPIED_IN): NOTHING,
     (PAUSED, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (PAUSED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (PAUSED, ev.COMMAND_FAILED): NOTHING,
@@ -107,6 +110,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (EXITED, ev.CONTAINER_PID_RECEIVED): CREATE_AGAIN,  # start of an exited container
     (EXITED, ev.CONTAINER_RESTORED): RESTORE_ROW,
     (EXITED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
+    (EXITED, ev.CONTAINER_COPIED_IN): NOTHING,
     (EXITED, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (EXITED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (EXITED, ev.COMMAND_FAILED): NOTHING,

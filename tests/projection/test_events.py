@@ -47,6 +47,7 @@ any_event = st.one_of(
     st.builds(ev.Restored, pid=ints, conmon_pid=st.none() | ints),
     st.builds(ev.Removed),
     st.builds(ev.Renamed, name=text),
+    st.builds(ev.CopiedIn, path=text, size=ints, sha256=text),
     st.builds(ev.CommandFailed, command_type=text, code=text, message=text),
     st.builds(ev.CommandRefused, command_type=text, container=text, code=text, message=text),
 )
@@ -63,7 +64,7 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 def test_registry_covers_every_topic() -> None:
     topics = {v for k, v in vars(ev).items() if k.startswith(("CONTAINER_", "COMMAND_"))}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 18
+    assert len(topics) == 19
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1
