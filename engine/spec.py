@@ -10,19 +10,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.errors import InvalidArgument
-from engine.process_options import (
-    Ulimit,
-    check_caps,
-    check_labels,
-    check_ulimits,
-    is_user_form,
-    parse_ulimit,
-    resolve_user,
-)
 from engine.signals import parse_signal
+
+if TYPE_CHECKING:  # loaded where used: the CLI's start-up path imports this module
+    from engine.process_options import Ulimit
 
 PROTOCOLS = ("tcp", "udp")
 _LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
@@ -78,6 +72,8 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     if isinstance(data.get("entrypoint"), tuple):
         data["entrypoint"] = list(data["entrypoint"])
     if isinstance(data.get("ulimits"), (list, tuple)):
+        from engine.process_options import parse_ulimit
+
         data["ulimits"] = [list(parse_ulimit(u)) if isinstance(u, str) else u
                            for u in data["ulimits"]]
     ports = data.get("ports")
@@ -181,6 +177,13 @@ class RunSpec:
         # The process rules are engine.commands', shared with exec; imported here as
         # engine.commands imports engine.events, which imports this module.
         from engine.commands import check_argv, check_cwd, check_env, check_user
+        from engine.process_options import (
+            check_caps,
+            check_labels,
+            check_ulimits,
+            is_user_form,
+            resolve_user,
+        )
 
         if not isinstance(self.rootfs, str) or not os.path.isabs(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} must be an absolute path")
@@ -292,8 +295,12 @@ class RunSpec:
             if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
                 raise InvalidArgument("invalid run option labels: a map of strings to strings")
             kwargs["labels"] = tuple(sorted(labels.items()))
-            kwargs["ulimits"] = tuple(Ulimit(str(u[0]), int(u[1]), int(u[2]))
-                                      for u in data.get("ulimits") or ())
+            kwargs["ulimits"] = ()
+            if data.get("ulimits"):
+                from engine.process_options import Ulimit
+
+                kwargs["ulimits"] = tuple(Ulimit(str(u[0]), int(u[1]), int(u[2]))
+                                          for u in data["ulimits"])
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()

@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 from engine.errors import InvalidArgument
-from engine.process_options import normalize_cap, parse_env_file, parse_ulimit
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -38,6 +37,9 @@ def run_flag_spec(args: argparse.Namespace, env: list[str]) -> dict[str, Any]:
     """The run-spec options of these flags; ``env`` (from ``-e``) wins over env files."""
     spec: dict[str, Any] = {}
     from_files: list[str] = []
+    if args.env_file or args.cap_add or args.cap_drop or args.ulimit:
+        # the process rules, loaded only when these flags are given (start-up cost)
+        from engine.process_options import normalize_cap, parse_env_file, parse_ulimit
     for path in args.env_file:
         try:
             with open(path, encoding="utf-8") as f:
