@@ -129,3 +129,17 @@ def test_info_names_the_versions_the_store_and_the_nodes(up: Engine) -> None:
     assert info["client"]["berth"] == node["berth"]
     text = _ok(up.cli("info"))
     assert "runc version" in text and "position:" in text and "local" in text
+
+
+def test_all_acts_on_the_containers_each_verb_applies_to(up: Engine) -> None:
+    for name in ("x1", "x2"):
+        _ok(up.cli("run", "-d", "--name", name, up.rootfs, "sh", "-c", LOOP))
+    _ok(up.cli("create", "--name", "x3", up.rootfs, "true"))
+    assert sorted(_ok(up.cli("pause", "--all")).split()) == ["x1", "x2"]
+    assert sorted(_ok(up.cli("unpause", "-a")).split()) == ["x1", "x2"]
+    assert sorted(_ok(up.cli("kill", "-a", "-s", "TERM")).split()) == ["x1", "x2"]
+    assert _ok(up.cli("wait", "x1", "x2")).split() == ["0", "0"]
+    both = up.cli("rm", "-a", "x1")
+    assert both.returncode == 125 and "not both" in both.stderr
+    assert sorted(_ok(up.cli("rm", "-a")).split()) == ["x1", "x2", "x3"]
+    assert _states(up) == {}
