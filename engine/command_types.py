@@ -35,6 +35,7 @@ PING: Final = "query.ping"
 # CLI verbs (podman's)
 INFO: Final = "query.info"
 COPY_OUT: Final = "query.copy_out"
+COPY_CHUNK: Final = "container.copy_chunk"
 
 REBUILD: Final = "admin.rebuild"
 VERIFY_AUDIT: Final = "admin.verify_audit"
@@ -48,8 +49,9 @@ CHANGE_COMMANDS: Final = frozenset(
     | {RENAME, COPY_IN}
 )
 """Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT} | {COPY_OUT}
-"""COPY_OUT reads a container's files: not a query an auditor's key may send."""
+CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT} | {COPY_OUT, COPY_CHUNK}
+"""COPY_OUT reads a container's files: not a query an auditor's key may send;
+COPY_CHUNK stages a piece of a copy_in (nothing recorded until the copy_in)."""
 QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING}
                                   | {INFO})
 AUDIT_COMMANDS: Final = frozenset(

@@ -141,6 +141,19 @@ class CopyIn:
     container: str
     path: str
     data: bytes
+    transfer: str | None = None
+    """The earlier pieces were sent with ``container.copy_chunk`` under this id;
+    ``data`` is the last piece (the worker joins them before the service sees it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CopyChunk:
+    """A piece of a large archive for a ``container.copy_in`` to come, at ``offset``."""
+
+    container: str
+    transfer: str
+    offset: int
+    data: bytes
 
 
 ContainerCommand: TypeAlias = (
@@ -264,6 +277,10 @@ class CopyOut:
 
     container: str
     path: str
+    transfer: str | None = None
+    """Pages of a large archive: the first page packs it under this id, the next
+    ones (``offset``) are read from the worker's copy."""
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +291,7 @@ class Info:
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
     | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Info | CopyOut
+    | CopyChunk
 )
 Command: TypeAlias = ContainerCommand | Query
 
@@ -387,6 +405,25 @@ def _text(args: Mapping[str, Any], key: str) -> str:
 def _time(args: Mapping[str, Any], key: str) -> datetime | None:
     value = args.get(key)
     return None if value is None else datetime_from_data(value)
+
+
+def _bytes(args: Mapping[str, Any], key: str) -> bytes:
+    from engine.copying import CHUNK
+
+    data = args.get(key)
+    if not isinstance(data, bytes) or len(data) > CHUNK:
+        raise InvalidArgument(f"invalid {key}: a piece of a tar archive, bytes, at most "
+                              f"{CHUNK} of them")
+    return data
+
+
+def _transfer(args: Mapping[str, Any]) -> str | None:
+    transfer = args.get("transfer")
+    if transfer is None:
+        return None
+    if not isinstance(transfer, str) or not re.fullmatch(r"[0-9a-f-]{8,64}", transfer):
+        raise InvalidArgument(f"invalid transfer id {transfer!r}")
+    return transfer
 
 
 def _container_path(args: Mapping[str, Any]) -> str:
@@ -525,15 +562,21 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "container.rename":
             return Rename(ref, validate_name(args.get("name")))
         case "container.copy_in":
-            data = args.get("data")
-            if not isinstance(data, bytes):
-                raise InvalidArgument("container.copy_in needs data: a tar archive (bytes)")
-            from engine.copying import check_archive
+            data = _bytes(args, "data")
+            transfer = _transfer(args)
+            if transfer is None:  # the whole archive (else checked once joined)
+                from engine.copying import check_archive
 
-            check_archive(data)
-            return CopyIn(ref, _container_path(args), data)
+                check_archive(data)
+            return CopyIn(ref, _container_path(args), data, transfer)
+        case "container.copy_chunk":
+            transfer = _transfer(args)
+            if transfer is None:
+                raise InvalidArgument("container.copy_chunk needs a transfer id")
+            return CopyChunk(ref, transfer, _integer(args, "offset", 0), _bytes(args, "data"))
         case "query.copy_out":
-            return CopyOut(ref, _container_path(args))
+            return CopyOut(ref, _container_path(args), _transfer(args),
+                           _integer(args, "offset", 0))
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

@@ -20,8 +20,10 @@ from typing import Final
 
 from engine.errors import InvalidArgument, NotFound
 
-MAX_COPY: Final = 768 * 1024
-"""Largest tar carried in one copy (it travels in one bus frame of at most 1 MiB)."""
+CHUNK: Final = 768 * 1024
+"""Largest piece of a tar in one message (a bus frame holds at most 1 MiB)."""
+MAX_COPY: Final = 256 * 1024 * 1024
+"""Largest tar one copy carries (in pieces): it is held in the worker's memory."""
 _MAX_LINKS: Final = 40
 
 
@@ -58,14 +60,14 @@ def resolve_in_root(root: str, path: str) -> str:
     return os.path.join(root, *resolved)
 
 
-def pack(root: str, path: str) -> bytes:
+def pack(root: str, path: str, limit: int = MAX_COPY) -> bytes:
     """The file or directory at container path ``path`` as a tar holding one top-level
     entry named after it (links inside stay links)."""
     source = resolve_in_root(root, path)
     if not os.path.lexists(source):
         raise NotFound(f"no such file or directory in the container: {path}")
     name = os.path.basename(source.rstrip("/")) or "."
-    buffer = _Bounded()
+    buffer = _Bounded(limit)
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         tar.add(source, arcname=name)
     return buffer.getvalue()
@@ -131,11 +133,15 @@ def _extract(tar: tarfile.TarFile, dest: str, path: str) -> int:
 
 
 class _Bounded(io.BytesIO):
-    """A buffer that refuses to grow past MAX_COPY (a big tree fails fast, not after
+    """A buffer that refuses to grow past its limit (a big tree fails fast, not after
     it was read whole)."""
 
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        if self.tell() + len(data) > MAX_COPY:
-            raise InvalidArgument(f"the copy is larger than {MAX_COPY} bytes, the most "
+        if self.tell() + len(data) > self.limit:
+            raise InvalidArgument(f"the copy is larger than {self.limit} bytes, the most "
                                   "berth cp carries at once")
         return super().write(data)

@@ -400,9 +400,13 @@ def _rename(state: ContainerState, command: c.Rename) -> Plan:
 
 def _copy_in(command: c.CopyIn) -> Plan:
     """Any container that still exists takes files (podman's cp works stopped too);
-    the write is recorded as intent first, with the archive's digest."""
+    the write is recorded as intent first, with the archive's digest. A copy still
+    naming a transfer lost its earlier pieces (the worker joins them otherwise)."""
     import hashlib
 
+    if command.transfer is not None:
+        raise Refused("the earlier pieces of this copy are gone (it took too long, or the "
+                      "worker restarted): copy again")
     digest = hashlib.sha256(command.data).hexdigest()
     return Plan((Step.COPY_IN,),
                 before=(ev.CopiedIn(command.path, len(command.data), digest),))

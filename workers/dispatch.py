@@ -21,6 +21,7 @@ from engine.errors import BerthError, NotFound, WrongNode
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
+from workers.copies import Transfers
 from workers.info import node_info
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
@@ -40,6 +41,7 @@ class Dispatch:
     def __init__(self, service: ContainerService, queries: Queries) -> None:
         self.service = service
         self.queries = queries
+        self.copies = Transfers()
         q = queries
         change = self._change
         self._table: dict[str, Answer] = {
@@ -54,8 +56,9 @@ class Dispatch:
             t.RESTORE: change,
             t.REMOVE: change,
             t.RENAME: change,
-            t.COPY_IN: change,
-            t.COPY_OUT: lambda co, cmd: _ok(cmd, _copy_out(q, co)),
+            t.COPY_IN: lambda ci, cmd: change(self.copies.join(ci), cmd),
+            t.COPY_CHUNK: lambda cc, cmd: _ok(cmd, {"staged": self.copies.stage(cc)}),
+            t.COPY_OUT: lambda co, cmd: _ok(cmd, _copy_out(q, co, self.copies)),
             t.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
                                                     strict=True))),
             t.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
@@ -112,13 +115,18 @@ def _events(recorded: Any, head: int) -> dict[str, Any]:
     return events_result([event_message(r) for r in recorded], head)
 
 
-def _copy_out(q: Queries, co: c.CopyOut) -> dict[str, Any]:
-    """The tar of a path in a container of this node (its root filesystem is here)."""
+def _copy_out(q: Queries, co: c.CopyOut, copies: Transfers) -> dict[str, Any]:
+    """The tar of a path in a container of this node (its root filesystem is here):
+    whole if it fits one message, else a page of it (``transfer``, ``offset``)."""
     cid = q.local(co.container)
     state = q.inspect(c.Inspect(cid))
     if state.removed:
         raise NotFound(f"no such container: {co.container}")
-    return {"id": cid, "data": copying.pack(state.spec.rootfs, co.path)}
+    if co.transfer is None:
+        return {"id": cid, "data": copying.pack(state.spec.rootfs, co.path, copying.CHUNK)}
+    data, size = copies.page(f"{cid}/{co.transfer}", co.offset,
+                             lambda: copying.pack(state.spec.rootfs, co.path))
+    return {"id": cid, "data": data, "size": size}
 
 
 def _logs(q: Queries, lq: c.Logs) -> dict[str, Any]:

@@ -65,6 +65,24 @@ def test_copy_into_and_out_of_a_container(up: Engine, short_tmp: str) -> None:
     assert os.path.isfile(os.path.join(root, "data", "again.txt"))
 
 
+def test_a_large_copy_goes_in_pieces_both_ways(up: Engine, short_tmp: str) -> None:
+    root = _own_rootfs(up, short_tmp)
+    _ok(up.cli("create", "--name", "big", root, "true"))
+    payload = os.urandom(3 * 1024 * 1024 + 12345)  # four pieces of at most 768 KiB
+    src = os.path.join(short_tmp, "blob")
+    with open(src, "wb") as f:
+        f.write(payload)
+    _ok(up.cli("cp", src, "big:/data/blob"))
+    with open(os.path.join(root, "data", "blob"), "rb") as f:
+        assert f.read() == payload
+    back = os.path.join(short_tmp, "back")
+    _ok(up.cli("cp", "big:/data/blob", back))
+    with open(back, "rb") as f:
+        assert f.read() == payload
+    history = _ok(up.cli("history", "big"))
+    assert history.count("container.copied_in") == 1  # pieces are not events, the copy is
+
+
 def _berth(up: Engine) -> list[str]:
     import sys
 
@@ -108,3 +126,40 @@ def test_nothing_escapes_the_root_filesystem(up: Engine, short_tmp: str) -> None
     assert not os.path.exists("/tmp/" + name + ".4")
     both = up.cli("cp", src, short_tmp)
     assert both.returncode == 125 and "between the host and a container" in both.stderr
+
+
+def test_pieces_are_staged_in_order_and_resends_are_harmless() -> None:
+    from engine import commands as c
+    from engine.errors import InvalidArgument
+    from workers.copies import Transfers
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("f")
+        info.size = 3000
+        tar.addfile(info, io.BytesIO(b"z" * 3000))
+    archive = buffer.getvalue()
+    copies, tid = Transfers(), str(uuid.uuid4())
+    assert copies.stage(c.CopyChunk("ctr", tid, 0, archive[:1024])) == 1024
+    assert copies.stage(c.CopyChunk("ctr", tid, 0, archive[:1024])) == 1024  # a resend
+    try:
+        copies.stage(c.CopyChunk("ctr", tid, 4096, archive[4096:5120]))
+        raise AssertionError("a gap was accepted")
+    except InvalidArgument:
+        pass
+    copies.stage(c.CopyChunk("ctr", tid, 1024, archive[1024:2048]))
+    joined = copies.join(c.CopyIn("ctr", "/x", archive[2048:], tid))
+    assert joined == c.CopyIn("ctr", "/x", archive)
+    # a resend of the closing copy_in after it was joined goes on as it came (the
+    # service replays the first outcome, or the rules refuse a copy without pieces)
+    again = c.CopyIn("ctr", "/x", archive[2048:], tid)
+    assert copies.join(again) is again
+    made: list[int] = []
+
+    def make() -> bytes:
+        made.append(1)
+        return b"a" * (768 * 1024 + 10)
+
+    first, size = copies.page("k", 0, make)
+    second, _ = copies.page("k", len(first), make)
+    assert (len(first), len(second), size, len(made)) == (768 * 1024, 10, 768 * 1024 + 10, 1)

@@ -262,6 +262,16 @@ def test_copy() -> None:
     assert c.parse(t.COPY_OUT, "web", {"path": "/etc/x"}) == c.CopyOut("web", "/etc/x")
     assert "absolute" in refused(t.COPY_OUT, "web", {"path": "etc"})
     assert "bytes" in refused(t.COPY_IN, "web", {"path": "/tmp", "data": "text"})
+    tid = "0f0e0d0c-0b0a-4000-8000-000000000001"
+    # a copy in pieces: its last piece need not be a tar on its own
+    assert c.parse(t.COPY_IN, "web", {"path": "/t", "data": b"x", "transfer": tid}) == \
+        c.CopyIn("web", "/t", b"x", tid)
+    assert c.parse(t.COPY_CHUNK, "web", {"transfer": tid, "offset": 5, "data": b"y"}) == \
+        c.CopyChunk("web", tid, 5, b"y")
+    assert "transfer" in refused(t.COPY_CHUNK, "web", {"offset": 0, "data": b"y"})
+    assert "at most" in refused(t.COPY_CHUNK, "web", {"transfer": tid, "data": b"y" * 800_000})
+    assert c.parse(t.COPY_OUT, "web", {"path": "/x", "transfer": tid, "offset": 9}) == \
+        c.CopyOut("web", "/x", tid, 9)
 
 
 def test_every_command_type_parses() -> None:
@@ -277,7 +287,7 @@ def test_every_command_type_parses() -> None:
         t.AUDIT_EXPORT: c.AuditExport, t.RENAME: c.Rename, t.INFO: c.Info,
         t.COPY_OUT: c.CopyOut,
     }
-    assert set(expected) | {t.CREATE, t.EXEC, t.COPY_IN} == set(t.COMMAND_TYPES)
+    assert set(expected) | {t.CREATE, t.EXEC, t.COPY_IN, t.COPY_CHUNK} == set(t.COMMAND_TYPES)
     for command_type, kind in expected.items():
         args = {"position": 1, "name": "web2", "path": "/x"}
         assert type(c.parse(command_type, "web", args)) is kind, command_type
