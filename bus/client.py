@@ -425,6 +425,43 @@ class Client:
         self._nodes.pop(ref, None)
         return reply
 
+    def rename(self, ref: str, name: str, *, node: str | None = None) -> Reply:
+        """Give the container a new name; a name in use is refused (``already_exists``)."""
+        reply = self._on_container(c.RENAME, ref, node, name=name)
+        self._nodes.pop(ref, None)
+        return reply
+
+    def copy_in(self, ref: str, path: str, data: bytes, *, node: str | None = None) -> Reply:
+        """Extract ``data`` (a tar of one file or directory) at ``path`` in the container;
+        a large archive goes in pieces (a bus frame holds at most 1 MiB)."""
+        from engine.copying import CHUNK
+
+        if len(data) <= CHUNK:
+            return self._on_container(c.COPY_IN, ref, node, path=path, data=data)
+        resolved = self.resolve(ref)  # every piece to the same container and node
+        transfer = new_uuid()
+        last = (len(data) - 1) // CHUNK * CHUNK
+        for offset in range(0, last, CHUNK):
+            self._on_container(c.COPY_CHUNK, resolved.id, resolved.node, transfer=transfer,
+                               offset=offset, data=data[offset:offset + CHUNK])
+        return self._on_container(c.COPY_IN, resolved.id, resolved.node, path=path,
+                                  transfer=transfer, data=data[last:])
+
+    def copy_out(self, ref: str, path: str, *, node: str | None = None) -> bytes:
+        """The file or directory at ``path`` in the container, as a tar (read in pages)."""
+        resolved = self.resolve(ref)
+        transfer, parts, size = new_uuid(), [], None
+        offset = 0
+        while size is None or offset < size:
+            result = self._on_container(c.COPY_OUT, resolved.id, resolved.node, path=path,
+                                        transfer=transfer, offset=offset).result
+            data, size = result.get("data"), result.get("size")
+            if not isinstance(data, bytes) or type(size) is not int or not (data or not size):
+                raise ProtocolError("query.copy_out answered without data")
+            parts.append(data)
+            offset += len(data)
+        return b"".join(parts)
+
     def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None,
              condition: str = "exited") -> Reply:
         """Block until the container exits (the worker answers then), or reaches

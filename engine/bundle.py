@@ -10,6 +10,15 @@ import json
 import os
 from typing import Any
 
+from engine.process_options import (
+    INIT_IN_CONTAINER,
+    INIT_PATH,
+    capabilities,
+    default_ulimits,
+    resolve_user,
+    rlimits,
+)
+from engine.seccomp import UNCONFINED, load_profile, oci_seccomp
 from engine.spec import RunSpec
 
 STOP_SIGNAL_ANNOTATION = "org.opencontainers.image.stopSignal"
@@ -74,11 +83,20 @@ _MOUNTS: list[dict[str, Any]] = [
 def oci_config(spec: RunSpec, container_id: str, *, cgroups_path: str) -> dict[str, Any]:
     """Return the runtime-spec document for ``spec``.
 
+    Pure but for two reads: a user given by name is looked up in the root
+    filesystem's /etc/passwd, and the default seccomp profile is loaded (once).
+
     Every container gets fresh pid, ipc, uts, mount and network namespaces: the
     equivalent of ``podman run --network none``.
     """
-    uid, gid = spec.uid_gid
-    caps = sorted(set(DEFAULT_CAPS) | set(spec.cap_add))
+    user = resolve_user(spec.rootfs, spec.user)  # a name: from the container's own files
+    caps = capabilities(DEFAULT_CAPS, spec.cap_add, spec.cap_drop)
+    argv = list(spec.argv)
+    mounts = [dict(m) for m in _MOUNTS]
+    if spec.init:  # podman's --init: catatonit as PID 1, the command under it
+        argv = [INIT_IN_CONTAINER, "--", *argv]
+        mounts.append({"destination": INIT_IN_CONTAINER, "type": "bind", "source": INIT_PATH,
+                       "options": ["bind", "ro", "nosuid", "nodev"]})
     env = list(spec.env)
     if not any(e.startswith("PATH=") for e in env):
         env.insert(0, DEFAULT_PATH)
@@ -95,16 +113,19 @@ def oci_config(spec: RunSpec, container_id: str, *, cgroups_path: str) -> dict[s
         "ociVersion": "1.0.2",
         "process": {
             "terminal": spec.terminal,
-            "user": {"uid": uid, "gid": gid},
-            "args": list(spec.args),
+            "user": {"uid": user.uid, "gid": user.gid,
+                     **({"additionalGids": list(user.additional_gids)}
+                        if user.additional_gids else {})},
+            "args": argv,
             "env": env,
             "cwd": spec.cwd,
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
             "noNewPrivileges": spec.no_new_privileges,
+            "rlimits": rlimits(spec.ulimits, default_ulimits()),
         },
         "root": {"path": spec.rootfs, "readonly": spec.read_only},
         "hostname": spec.hostname or container_id[:12],
-        "mounts": [dict(m) for m in _MOUNTS],
+        "mounts": mounts,
         "annotations": {STOP_SIGNAL_ANNOTATION: str(spec.stop_signal)},
         "linux": {
             "cgroupsPath": cgroups_path,
@@ -131,6 +152,8 @@ def oci_config(spec: RunSpec, container_id: str, *, cgroups_path: str) -> dict[s
                 "/proc/sys",
                 "/proc/sysrq-trigger",
             ],
+            **({} if spec.seccomp == UNCONFINED
+               else {"seccomp": oci_seccomp(load_profile(), caps)}),
         },
     }
 

@@ -27,6 +27,9 @@ UPDATE: Final = "container.update"
 # live usage: reads answered by the container's node, never recorded (workers/usage.py)
 TOP: Final = "container.top"
 STATS: Final = "container.stats"
+# CLI verbs (podman's)
+RENAME: Final = "container.rename"
+COPY_IN: Final = "container.copy_in"
 
 PS: Final = "query.ps"
 INSPECT: Final = "query.inspect"
@@ -36,6 +39,10 @@ HISTORY: Final = "query.history"
 STATE: Final = "query.state"
 LOGS: Final = "query.logs"
 PING: Final = "query.ping"
+# CLI verbs (podman's)
+INFO: Final = "query.info"
+COPY_OUT: Final = "query.copy_out"
+COPY_CHUNK: Final = "container.copy_chunk"
 
 REBUILD: Final = "admin.rebuild"
 VERIFY_AUDIT: Final = "admin.verify_audit"
@@ -76,11 +83,15 @@ NETWORK_COMMANDS: Final = frozenset({NETWORK_CREATE, NETWORK_REMOVE})
 
 CHANGE_COMMANDS: Final = frozenset(
     {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE, UPDATE}
+    | {RENAME, COPY_IN}
 )
 """Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS}
+CONTAINER_COMMANDS: Final = (CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS}
+                             | {COPY_OUT, COPY_CHUNK})
+"""COPY_OUT reads a container's files: not a query an auditor's key may send;
+COPY_CHUNK stages a piece of a copy_in (nothing recorded until the copy_in)."""
 QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING,
-                                   NETWORKS, NETWORK_INSPECT})
+                                   NETWORKS, NETWORK_INSPECT} | {INFO})
 AUDIT_COMMANDS: Final = frozenset(
     {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})
 """What an auditor's key may send besides queries: reads of the log and its proofs, and

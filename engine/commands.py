@@ -146,9 +146,40 @@ class Update:
         return {k: v for k, v in given.items() if v is not None}
 
 
+@dataclass(frozen=True, slots=True)
+class Rename:
+    """Give a container a new name (podman's ``rename``); its id stays."""
+
+    container: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CopyIn:
+    """Extract a tar (of one file or directory) at ``path`` in the container's root
+    filesystem (``berth cp HOST CTR:PATH``)."""
+
+    container: str
+    path: str
+    data: bytes
+    transfer: str | None = None
+    """The earlier pieces were sent with ``container.copy_chunk`` under this id;
+    ``data`` is the last piece (the worker joins them before the service sees it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CopyChunk:
+    """A piece of a large archive for a ``container.copy_in`` to come, at ``offset``."""
+
+    container: str
+    transfer: str
+    offset: int
+    data: bytes
+
+
 ContainerCommand: TypeAlias = (
     Create | Start | Stop | Kill | Pause | Unpause | Exec | Checkpoint | Restore | Remove
-    | Update
+    | Update | Rename | CopyIn
 )
 
 
@@ -311,12 +342,29 @@ class NetworkInspect:
 
 
 NetworkCommand: TypeAlias = NetworkCreate | NetworkRemove | Networks | NetworkInspect
+@dataclass(frozen=True, slots=True)
+class CopyOut:
+    """A file or directory of the container's root filesystem as a tar."""
+
+    container: str
+    path: str
+    transfer: str | None = None
+    """Pages of a large archive: the first page packs it under this id, the next
+    ones (``offset``) are read from the worker's copy."""
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """What a node runs: the versions of its runtime binaries, its store and position."""
 
 
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
     | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Healthcheck
     | Top | Stats
+    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Info | CopyOut
+    | CopyChunk
 )
 # volumes
 
@@ -461,6 +509,32 @@ def _text(args: Mapping[str, Any], key: str) -> str:
 def _time(args: Mapping[str, Any], key: str) -> datetime | None:
     value = args.get(key)
     return None if value is None else datetime_from_data(value)
+
+
+def _bytes(args: Mapping[str, Any], key: str) -> bytes:
+    from engine.copying import CHUNK
+
+    data = args.get(key)
+    if not isinstance(data, bytes) or len(data) > CHUNK:
+        raise InvalidArgument(f"invalid {key}: a piece of a tar archive, bytes, at most "
+                              f"{CHUNK} of them")
+    return data
+
+
+def _transfer(args: Mapping[str, Any]) -> str | None:
+    transfer = args.get("transfer")
+    if transfer is None:
+        return None
+    if not isinstance(transfer, str) or not re.fullmatch(r"[0-9a-f-]{8,64}", transfer):
+        raise InvalidArgument(f"invalid transfer id {transfer!r}")
+    return transfer
+
+
+def _container_path(args: Mapping[str, Any]) -> str:
+    path = args.get("path")
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        raise InvalidArgument(f"invalid container path {path!r}: it must be absolute")
+    return path
 
 
 def _container(command_type: str, container: str | None) -> str:
@@ -609,6 +683,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return _state_at(container, args)
         case "query.ping":
             return Ping()
+        case "query.info":
+            return Info()
         case "admin.rebuild":
             return Rebuild(_flag(args, "verify"), _flag(args, "force"))
         case "admin.verify_audit":
@@ -670,6 +746,24 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return Top(ref)
         case "container.stats":
             return Stats(ref)
+        case "container.rename":
+            return Rename(ref, validate_name(args.get("name")))
+        case "container.copy_in":
+            data = _bytes(args, "data")
+            transfer = _transfer(args)
+            if transfer is None:  # the whole archive (else checked once joined)
+                from engine.copying import check_archive
+
+                check_archive(data)
+            return CopyIn(ref, _container_path(args), data, transfer)
+        case "container.copy_chunk":
+            transfer = _transfer(args)
+            if transfer is None:
+                raise InvalidArgument("container.copy_chunk needs a transfer id")
+            return CopyChunk(ref, transfer, _integer(args, "offset", 0), _bytes(args, "data"))
+        case "query.copy_out":
+            return CopyOut(ref, _container_path(args), _transfer(args),
+                           _integer(args, "offset", 0))
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

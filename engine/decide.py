@@ -45,6 +45,7 @@ class Step(enum.Enum):
     RECORD_EXIT = "record_exit"  # wait for the exit the plan caused and record it
     CLEANUP = "cleanup"          # remove the container's files
     UPDATE = "update"            # runc update: the command's resource limits
+    COPY_IN = "copy_in"          # extract the command's tar into the root filesystem
 
 
 UNDO: dict[Step, Step] = {
@@ -155,6 +156,10 @@ def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
             return _remove(state, command)
         case c.Update():
             return _update(state, command)
+        case c.Rename():
+            return _rename(state, command)
+        case c.CopyIn():
+            return _copy_in(command)
     raise TypeError(f"no rule for {type(command).__name__}")  # pragma: no cover - exhaustive
 
 
@@ -412,6 +417,29 @@ def _remove(state: ContainerState, command: c.Remove) -> Plan:
                                "or use --force")
         steps = ((Step.UNPAUSE,) if state.state == PAUSED else ()) + (Step.STOP, Step.RECORD_EXIT)
     return Plan((*steps, Step.DELETE, Step.CLEANUP), then=lambda _f: (ev.Removed(),))
+
+
+def _rename(state: ContainerState, command: c.Rename) -> Plan:
+    """Any live container may be renamed; a name in use is refused by the append (the
+    read model's unique live names), so the check and the write are one."""
+    if command.name == state.name:
+        return Plan(result={"id": state.id, "name": state.name})
+    return Plan(before=(ev.Renamed(command.name),),
+                result={"id": state.id, "name": command.name})
+
+
+def _copy_in(command: c.CopyIn) -> Plan:
+    """Any container that still exists takes files (podman's cp works stopped too);
+    the write is recorded as intent first, with the archive's digest. A copy still
+    naming a transfer lost its earlier pieces (the worker joins them otherwise)."""
+    import hashlib
+
+    if command.transfer is not None:
+        raise Refused("the earlier pieces of this copy are gone (it took too long, or the "
+                      "worker restarted): copy again")
+    digest = hashlib.sha256(command.data).hexdigest()
+    return Plan((Step.COPY_IN,),
+                before=(ev.CopiedIn(command.path, len(command.data), digest),))
 
 
 # --------------------------------------------------------------------------- exits

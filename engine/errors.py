@@ -84,6 +84,21 @@ class RuntimeFailure(BerthError):
     exit_code = 125
 
 
+class CommandNotFound(RuntimeFailure):
+    """The container's command does not exist: podman's (and a shell's) exit 127."""
+
+    code = "command_not_found"
+    exit_code = 127
+
+
+class CommandNotInvokable(RuntimeFailure):
+    """The container's command exists but cannot be run (not executable, a directory):
+    podman's (and a shell's) exit 126."""
+
+    code = "command_not_invokable"
+    exit_code = 126
+
+
 class Timeout(BerthError):
     """A bounded wait ran out (conmon sync pipe, stop, exit file, reply)."""
 
@@ -168,6 +183,8 @@ ERRORS_BY_CODE: dict[str, type[BerthError]] = {
         InvalidState,
         PermissionDenied,
         RuntimeFailure,
+        CommandNotFound,
+        CommandNotInvokable,
         Timeout,
         ConcurrencyError,
         StoreError,

@@ -38,6 +38,9 @@ CONTAINER_CHECKPOINT_REQUESTED = "container.checkpoint_requested"
 CONTAINER_CHECKPOINTED = "container.checkpointed"
 CONTAINER_RESTORED = "container.restored"
 CONTAINER_REMOVED = "container.removed"
+# CLI verbs (podman's)
+CONTAINER_RENAMED = "container.renamed"
+CONTAINER_COPIED_IN = "container.copied_in"
 COMMAND_FAILED = "command.failed"
 COMMAND_REFUSED = "command.refused"
 # restart policies, health checks, updates (engine.restarts, engine.health)
@@ -288,6 +291,25 @@ class Removed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Renamed(Event):
+    """The container's name from now on (the old one is free again)."""
+
+    type: ClassVar[str] = CONTAINER_RENAMED
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CopiedIn(Event):
+    """Files about to be written into the container's root filesystem (the intent,
+    recorded before the write): where, how many bytes of tar, and their SHA-256."""
+
+    type: ClassVar[str] = CONTAINER_COPIED_IN
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class CommandFailed(Event):
     """A command that was refused or failed: recorded so "no lost command" holds even
     for failures, and so a retried command id gets the same answer."""
@@ -455,6 +477,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ImagePulled, ImageLoaded, ImageTagged, ImageRemoved,  # images
         Restarting, HealthStatus, Updated,
         NetworkCreated, NetworkRemoved, NetworkAttached,  # networks (issue 11)
+        Renamed, CopiedIn,
     )
 }
 

@@ -67,7 +67,7 @@ class ContainerState:
 
     @property
     def command(self) -> tuple[str, ...]:
-        return self.spec.args
+        return self.spec.argv
 
     @property
     def auto_remove(self) -> bool:
@@ -161,6 +161,9 @@ def _removed(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
 def _updated(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
     assert isinstance(e, ev.Updated)
     return {"spec": ev.RunSpec.from_data({**s.spec.to_data(), **e.new})}
+def _renamed(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
+    assert isinstance(e, ev.Renamed)
+    return {"name": e.name}
 
 
 def _audit_only(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
@@ -196,6 +199,9 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.NETWORK_CREATED: _audit_only,
     ev.NETWORK_REMOVED: _audit_only,
     ev.CONTAINER_NETWORK_ATTACHED: _audit_only,
+    # CLI verbs (podman's)
+    ev.CONTAINER_RENAMED: _renamed,
+    ev.CONTAINER_COPIED_IN: _audit_only,
 }
 
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine import commands as c
+from engine import copying
 from engine import decide as d
 from engine import events as ev
 from engine import networks as nw
@@ -507,6 +508,9 @@ class ContainerService:
                 if state.pid:
                     timeout = command.timeout if isinstance(command, c.Stop) else 0
                     rt.stop(cid, state.pid, stop_signal=state.spec.stop_signal, timeout=timeout)
+            case d.Step.COPY_IN:
+                assert isinstance(command, c.CopyIn)
+                copying.unpack(state.spec.rootfs, command.path, command.data)
             case d.Step.KILL:
                 assert isinstance(command, c.Kill)
                 rt.kill(cid, command.signal)

@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.errors import InvalidArgument
 from engine.health import check_health_options, health_from_user
 from engine.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
 from engine.restarts import check_restart_options
 from engine.signals import parse_signal
+
+if TYPE_CHECKING:  # loaded where used: the CLI's start-up path imports this module
+    from engine.process_options import Ulimit
 
 PROTOCOLS = ("tcp", "udp")
 _LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
@@ -34,20 +37,23 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "mounts": _LIST,  # volumes
     # images
     "entrypoint": _LIST, "image": _STR, "image_digest": _STR, "image_id": _STR,
-    "exposed_ports": _LIST, "labels": _LIST,
+    "exposed_ports": _LIST,
     # restart policies and health checks (engine.restarts, engine.health)
     "restart": _STR, "health_cmd": _LIST, "health_interval": _NUM, "health_timeout": _NUM,
     "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
     "no_healthcheck": _BOOL, "cpus": _NUM,
     "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks (issue 11)
+    # CLI verbs (podman's run flags)
+    "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST, "seccomp": _STR,
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
-         (int, str): "a signal name or number", _NUM: "a number of seconds"}
+         (int, str): "a signal name or number", _NUM: "a number of seconds",
+         (dict,): "a map of strings"}
 _OPTIONAL = frozenset({"memory", "pids_limit", "entrypoint", "cpus"})
 _MOUNT_FORMS = ("volumes", "mount", "tmpfs", "mounts")
 """The user's ways of naming mounts (engine.mountspec.mounts_from_user)."""
 _IMAGE_FIELDS = ("image", "image_digest", "image_id")
-_IMAGE_LISTS = ("exposed_ports", "labels")
+_IMAGE_LISTS = ("exposed_ports",)
 
 
 _SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
@@ -68,7 +74,7 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     ports as ``[IP:]HOST:CTR[/PROTO]``, an env map; refuses a command given as one
     string (it would be run character by character)."""
     data = dict(options)
-    for key in ("args", "env", "cap_add"):
+    for key in ("args", "env", "cap_add", "cap_drop"):
         if isinstance(data.get(key), str):
             raise InvalidArgument(f"run option {key} must be a list of strings, not one "
                                   f"string: for example ['sh', '-c', 'echo hi']")
@@ -78,6 +84,15 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
         data["env"] = [f"{k}={v}" for k, v in data["env"].items()]
     if isinstance(data.get("memory"), str):
         data["memory"] = parse_size(data["memory"])
+    if isinstance(data.get("entrypoint"), str):
+        data["entrypoint"] = [data["entrypoint"]]
+    if isinstance(data.get("entrypoint"), tuple):
+        data["entrypoint"] = list(data["entrypoint"])
+    if isinstance(data.get("ulimits"), (list, tuple)):
+        from engine.process_options import parse_ulimit
+
+        data["ulimits"] = [list(parse_ulimit(u)) if isinstance(u, str) else u
+                           for u in data["ulimits"]]
     ports = data.get("ports")
     if isinstance(ports, (list, tuple)):
         data["ports"] = [list(PortMapping.parse(p)) if isinstance(p, str)
@@ -157,14 +172,17 @@ class RunSpec:
     no_new_privileges: bool = False
     cap_add: tuple[str, ...] = field(default=())
     mounts: tuple[Mount, ...] = ()
-    # images: the user's --entrypoint (None: the image's), and what the worker records
-    # of the image a container runs (its reference, manifest digest and id).
+    # images: what the worker records of the image a container runs (its reference,
+    # manifest digest and id) and the ports it exposes (for -P)
     entrypoint: tuple[str, ...] | None = None
+    """The entrypoint: the user's ``--entrypoint``, or the image's once the worker
+    applied it (None: none). The process runs ``argv``: this, then ``args``."""
     image: str = ""
     image_digest: str = ""
     image_id: str = ""
     exposed_ports: tuple[str, ...] = ()
-    labels: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    """``--label`` and the image's labels (the user's win), sorted by key."""
     # restart policies and health checks (engine.restarts, engine.health)
     restart: str = "no"
     health_cmd: tuple[str, ...] = ()
@@ -182,12 +200,18 @@ class RunSpec:
     """Container ports ``PORT[/tcp|udp]`` the image or ``--expose`` declares."""
     publish_all: bool = False
     """``-P``: publish every exposed port not given with ``-p`` on a free host port."""
+    # CLI verbs (podman's run flags)
+    init: bool = False
+    cap_drop: tuple[str, ...] = ()
+    ulimits: tuple[Ulimit, ...] = ()
+    seccomp: str = ""
+    """"" for the default profile, "unconfined" for none."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
         if not self.rootfs and not self.image:
             raise InvalidArgument("run spec: a rootfs or an image is required")
-        if not self.args and not self.image:
+        if not self.argv and not self.image:
             raise InvalidArgument("run spec: args must name a command")
         for item in self.env:
             if "=" not in item or item.startswith("="):
@@ -216,6 +240,13 @@ class RunSpec:
         # The process rules are engine.commands', shared with exec; imported here as
         # engine.commands imports engine.events, which imports this module.
         from engine.commands import check_argv, check_cwd, check_env, check_user
+        from engine.process_options import (
+            check_caps,
+            check_labels,
+            check_ulimits,
+            is_user_form,
+            resolve_user,
+        )
 
         if self.image and not self.rootfs:  # the worker mounts the image's layers
             _check_image_fields(self)
@@ -223,13 +254,26 @@ class RunSpec:
             raise InvalidArgument(f"rootfs {self.rootfs!r} must be an absolute path")
         elif "\0" in self.rootfs or not os.path.isdir(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} is not an existing directory")
-        if self.args or not self.image:
-            check_argv(self.args, "the container command")
-        if self.entrypoint:
-            check_argv(self.entrypoint, "the entrypoint")
+        if self.argv or not self.image:  # an image's own command comes at the worker
+            check_argv(self.argv, "the container command")
         check_env(self.env)
         check_cwd(self.cwd)
-        check_user(self.user)
+        if not is_user_form(self.user):
+            check_user(self.user)  # its sentence for a malformed user
+        if self.rootfs:  # an image's names are resolved once the worker mounted it
+            resolve_user(self.rootfs, self.user)  # a name must be in the container's files
+        check_labels(self.labels)
+        check_caps(self.cap_add, "--cap-add")
+        check_caps(self.cap_drop, "--cap-drop")
+        check_ulimits(self.ulimits)
+        if self.seccomp not in ("", "unconfined"):
+            raise InvalidArgument(f"invalid seccomp option {self.seccomp!r}: use unconfined, "
+                                  "or nothing for the default profile")
+        if self.init:
+            from engine.process_options import INIT_PATH
+
+            if not os.path.isfile(INIT_PATH):
+                raise InvalidArgument(f"--init needs catatonit at {INIT_PATH} on the node")
         if self.hostname and not _HOSTNAME_RE.fullmatch(self.hostname):
             raise InvalidArgument(f"invalid hostname {self.hostname!r}")
         parse_signal(self.stop_signal)
@@ -246,7 +290,7 @@ class RunSpec:
                 raise InvalidArgument(f"host port {port.host_port}/{port.protocol} is given twice")
             seen.add((port.protocol, port.host_port))
         for cap in self.cap_add:
-            if not isinstance(cap, str) or not _CAP_RE.fullmatch(cap):
+            if not isinstance(cap, str) or not (cap == "ALL" or _CAP_RE.fullmatch(cap)):
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
         check_host_paths(self.mounts)
         if self.network:
@@ -259,8 +303,14 @@ class RunSpec:
 
     @property
     def uid_gid(self) -> tuple[int, int]:
+        """The numeric user (a user given by name: see ``process_options.resolve_user``)."""
         uid, _, gid = self.user.partition(":")
         return int(uid), int(gid or 0)
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The process's command line: the entrypoint, then the arguments."""
+        return (*(self.entrypoint or ()), *self.args)
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -293,14 +343,18 @@ class RunSpec:
             "network": self.network,
             "expose": list(self.expose),
             "publish_all": self.publish_all,
+            "entrypoint": None if self.entrypoint is None else list(self.entrypoint),
+            "labels": dict(self.labels),
+            "init": self.init,
+            "cap_drop": list(self.cap_drop),
+            "ulimits": [list(u) for u in self.ulimits],
+            "seccomp": self.seccomp,
         }
 
     def _image_data(self) -> dict[str, Any]:
         """The image fields, only when set: a spec without an image is stored as before."""
         out: dict[str, Any] = {k: getattr(self, k) for k in _IMAGE_FIELDS if getattr(self, k)}
         out.update({k: list(getattr(self, k)) for k in _IMAGE_LISTS if getattr(self, k)})
-        if self.entrypoint is not None:
-            out["entrypoint"] = list(self.entrypoint)
         return out
 
     @classmethod
@@ -331,10 +385,21 @@ class RunSpec:
             kwargs["mounts"] = tuple(Mount.from_data(m) for m in data.get("mounts") or ())
             for key in _IMAGE_LISTS:
                 kwargs[key] = tuple(data.get(key) or ())
-            if data.get("entrypoint") is not None:
-                kwargs["entrypoint"] = tuple(data["entrypoint"])
             kwargs["health_cmd"] = tuple(data.get("health_cmd") or ())
             kwargs["expose"] = tuple(data.get("expose") or ())
+            kwargs["cap_drop"] = tuple(data.get("cap_drop") or ())
+            if data.get("entrypoint") is not None:
+                kwargs["entrypoint"] = tuple(data["entrypoint"])
+            labels = data.get("labels") or {}
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+                raise InvalidArgument("invalid run option labels: a map of strings to strings")
+            kwargs["labels"] = tuple(sorted(labels.items()))
+            kwargs["ulimits"] = ()
+            if data.get("ulimits"):
+                from engine.process_options import Ulimit
+
+                kwargs["ulimits"] = tuple(Ulimit(str(u[0]), int(u[1]), int(u[2]))
+                                          for u in data["ulimits"])
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()

@@ -16,14 +16,17 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError, InvalidArgument, Unavailable, WrongNode
+from engine import copying
+from engine.errors import BerthError, InvalidArgument, NotFound, Unavailable, WrongNode
 from engine.images.service import ImageService
 from engine.network_service import NetworkOutcome, NetworkService
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
 from engine.volume_service import VolumeService
+from workers.copies import Transfers
 from workers.health import HealthMonitor, healthcheck, with_health
+from workers.info import node_info
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
 from workers.usage import UsageReader
@@ -50,6 +53,7 @@ class Dispatch:
         """The worker's health monitor, set when it runs (probes, inspect's probe log)."""
         self.usage: UsageReader | None = None
         """Reads of live processes and counters (top, stats), set by the worker."""
+        self.copies = Transfers()
         q = queries
         change = self._change
         self._table: dict[str, Answer] = {
@@ -64,6 +68,10 @@ class Dispatch:
             t.RESTORE: change,
             t.REMOVE: change,
             t.UPDATE: change,
+            t.RENAME: change,
+            t.COPY_IN: lambda ci, cmd: change(self.copies.join(ci), cmd),
+            t.COPY_CHUNK: lambda cc, cmd: _ok(cmd, {"staged": self.copies.stage(cc)}),
+            t.COPY_OUT: lambda co, cmd: _ok(cmd, _copy_out(q, co, self.copies)),
             t.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
                                                     strict=True))),
             t.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
@@ -99,6 +107,7 @@ class Dispatch:
                 n.name, _causation(cmd))),
             t.NETWORKS: lambda _n, cmd: _ok(cmd, {"networks": self._networks().list()}),
             t.NETWORK_INSPECT: lambda n, cmd: _ok(cmd, self._networks().inspect(n.name)),
+            t.INFO: lambda _i, cmd: _ok(cmd, node_info(service)),
         }
         if images is not None:  # images: the node's image store
             self._table.update(dict.fromkeys(t.IMAGE_COMMANDS, self._image))
@@ -178,6 +187,20 @@ def _resolved(state: Any) -> dict[str, Any]:
 
 def _events(recorded: Any, head: int) -> dict[str, Any]:
     return events_result([event_message(r) for r in recorded], head)
+
+
+def _copy_out(q: Queries, co: c.CopyOut, copies: Transfers) -> dict[str, Any]:
+    """The tar of a path in a container of this node (its root filesystem is here):
+    whole if it fits one message, else a page of it (``transfer``, ``offset``)."""
+    cid = q.local(co.container)
+    state = q.inspect(c.Inspect(cid))
+    if state.removed:
+        raise NotFound(f"no such container: {co.container}")
+    if co.transfer is None:
+        return {"id": cid, "data": copying.pack(state.spec.rootfs, co.path, copying.CHUNK)}
+    data, size = copies.page(f"{cid}/{co.transfer}", co.offset,
+                             lambda: copying.pack(state.spec.rootfs, co.path))
+    return {"id": cid, "data": data, "size": size}
 
 
 def _logs(q: Queries, lq: c.Logs) -> dict[str, Any]:

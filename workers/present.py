@@ -30,6 +30,7 @@ def summary(s: ContainerState) -> dict[str, Any]:
         "rootfs": s.rootfs,
         "command": list(s.command),
         "restart_count": s.restart_count,
+        "labels": dict(s.spec.labels),
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from berth import config
 from berth.cli import (
@@ -19,9 +19,12 @@ from berth.cli import (
     db,
     engine,
     events,
+    files,
     images,
+    listing,
     networks,
     orchestration,
+    several,
     system,
     volumes,
 )
@@ -29,7 +32,8 @@ from bus.client import Client
 from engine.errors import BerthError, Unavailable
 
 # The order of the nouns is the order of the commands in ``berth --help``.
-NOUNS = (engine, db, containers, images, volumes, networks, orchestration, events, system)
+NOUNS = (engine, db, containers, listing, several, files, images, volumes, networks,
+         orchestration, system, events)
 COMMANDS: tuple[str, ...] = tuple(name for noun in NOUNS for name in noun.COMMANDS)
 
 
@@ -70,6 +74,32 @@ class _Unused:
         pass
 
 
+USAGE_EXIT = 125
+"""podman's exit code for a usage error (argparse's own is 2, which a container's
+command may well return: ``berth run ... ; echo $?`` must tell the two apart)."""
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print berth's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from berth.cli.system import berth_version
+
+        print(f"berth version {berth_version()}")
+        parser.exit(0)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with podman's exit code for a usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message}\n")
+
+
 def _command_word(argv: list[str]) -> str | None:
     """The sub-command named on the command line, if it is a known one."""
     takes_value = {"--timeout", "--key", "--server-key"}
@@ -86,7 +116,8 @@ def _command_word(argv: list[str]) -> str | None:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``) the top level and one sub-command."""
-    parser = argparse.ArgumentParser(prog="berth", description="An event-sourced container engine.")
+    parser = Parser(prog="berth", description="An event-sourced container engine.")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for each reply")
     parser.add_argument("--key", dest="client_key", metavar="FILE",

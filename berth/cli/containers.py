@@ -1,11 +1,10 @@
-"""Container commands: ``run``, ``create``, ``start``, ``stop``, ``kill``, ``pause``,
-``unpause``, ``rm``, ``wait``, ``logs``, ``inspect``, ``ps``, ``exec``, ``checkpoint``,
-``restore``. Each one is a few calls of :class:`bus.client.Client`."""
+"""Container commands: ``run``, ``create``, ``start``, ``logs``, ``exec``, ``checkpoint``,
+``restore``. Each one is a few calls of :class:`bus.client.Client`. The verbs that take
+several containers are in :mod:`berth.cli.several`, ``ps`` in :mod:`berth.cli.listing`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -13,18 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
 from berth.cli import images, orchestration
+from berth.cli.runflags import add_run_flags, run_flag_spec
+from berth.cli.several import each
 from bus.client import Client
-from engine.errors import Unavailable
+from engine.errors import InvalidArgument, Unavailable
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
 
 Handler = Callable[[argparse.Namespace, Client], int]
 
-COMMANDS = (
-    "run", "create", "start", "stop", "kill", "pause", "unpause", "rm", "wait", "logs",
-    "inspect", "ps", "exec", "checkpoint", "restore",
-)
+COMMANDS = ("run", "create", "start", "logs", "exec", "checkpoint", "restore")
 
 
 def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,6 +52,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["pids_limit"] = args.pids_limit
     images.image_spec(args.rootfs, spec)  # images: not a directory -> an image reference
     spec.update(orchestration.spec_options(args))  # --restart, --health-*
+    spec.update(run_flag_spec(args, spec["env"]))
     return spec
 
 
@@ -113,35 +112,16 @@ def _follow_until_exit(client: Client, cid: str, node: str) -> int:
 
 
 def cmd_start(args: argparse.Namespace, client: Client) -> int:
-    resolved = client.resolve(args.container)
-    client.start(resolved.id, node=resolved.node)
     if args.attach:
+        if len(args.containers) != 1:
+            raise InvalidArgument("start --attach takes one container")
+        resolved = client.resolve(args.containers[0])
+        client.start(resolved.id, node=resolved.node)
         return _follow_until_exit(client, resolved.id, resolved.node)
-    print(args.container)
-    return 0
+    def start(ref: str) -> None:
+        client.start(ref)
 
-
-def _simple(method: str, **extra: Callable[[argparse.Namespace], Any]) -> Handler:
-    def run(args: argparse.Namespace, client: Client) -> int:
-        kwargs = {k: f(args) for k, f in extra.items()}
-        with fmt.Progress(f"{method} {args.container}"):
-            getattr(client, method)(args.container, **kwargs)
-        print(args.container)
-        return 0
-
-    return run
-
-
-def cmd_wait(args: argparse.Namespace, client: Client) -> int:
-    if args.condition != "exited":  # running, healthy: print the condition reached
-        with fmt.Progress(f"waiting for {args.container} to be {args.condition}"):
-            client.wait(args.container, condition=args.condition)
-        print(args.condition)
-        return 0
-    with fmt.Progress(f"waiting for {args.container} to exit"):
-        reply = client.wait(args.container)
-    print(reply.result["exit_code"])
-    return 0
+    return each(args.containers, start)
 
 
 def cmd_logs(args: argparse.Namespace, client: Client) -> int:
@@ -156,16 +136,6 @@ def cmd_logs(args: argparse.Namespace, client: Client) -> int:
         if new == offset and done:
             return 0
         offset = new
-
-
-def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
-    print(json.dumps(client.inspect(args.container), indent=2, sort_keys=True))
-    return 0
-
-
-def cmd_ps(args: argparse.Namespace, client: Client) -> int:
-    fmt.print_rows(client.ps(all=args.all), args.format == "json")
-    return 0
 
 
 def cmd_exec(args: argparse.Namespace, client: Client) -> int:
@@ -194,24 +164,32 @@ def cmd_restore(args: argparse.Namespace, client: Client) -> int:
 
 
 def _spec_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    p.add_argument("-w", "--workdir", default="/")
-    p.add_argument("-u", "--user", default="0:0", metavar="UID[:GID]")
-    p.add_argument("--hostname")
-    p.add_argument("--stop-signal")
+    p.add_argument("--name", help="the container's name (default berth-ID12)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="an environment variable (repeatable)")
+    p.add_argument("-w", "--workdir", default="/", help="the working directory (default /)")
+    p.add_argument("-u", "--user", default="0:0", metavar="USER[:GROUP]",
+                   help="a name or number, looked up in the rootfs's /etc/passwd and "
+                        "/etc/group (default 0:0)")
+    p.add_argument("--hostname", help="the container's host name (default: its short id)")
+    p.add_argument("--stop-signal", help="the signal stop sends first (default TERM)")
     p.add_argument("-p", "--publish", action="append", default=[],
-                   metavar="[IP:]HOST:CTR[/PROTO]")
-    p.add_argument("--memory", metavar="BYTES")
-    p.add_argument("--pids-limit", type=int)
-    p.add_argument("--read-only", action="store_true")
+                   metavar="[IP:]HOST:CTR[/PROTO]",
+                   help="publish a container port on the host (repeatable)")
+    p.add_argument("--memory", metavar="SIZE", help="a memory limit: bytes, or 64m, 1g")
+    p.add_argument("--pids-limit", type=int, help="at most this many processes")
+    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
     p.add_argument("-v", "--volume", action="append", default=[],
-                   metavar="HOST_PATH|NAME:CTR_PATH[:ro|rw]")
+                   metavar="HOST_PATH|NAME:CTR_PATH[:ro|rw]",
+                   help="bind a host path or a named volume (repeatable)")
     p.add_argument("--mount", action="append", default=[],
-                   metavar="type=bind|volume|tmpfs,source=...,target=...[,readonly]")
-    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:size=N,mode=OCTAL]")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("--node")
+                   metavar="type=bind|volume|tmpfs,source=...,target=...[,readonly]",
+                   help="a mount, docker's syntax (repeatable)")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:size=N,mode=OCTAL]",
+                   help="a tmpfs at PATH (repeatable)")
+    p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
+    p.add_argument("--node", help="the node to run on (default: any worker)")
+    add_run_flags(p)
     images.add_run_options(p)
     orchestration.add_spec_options(p)
     p.add_argument("--network", metavar="NAME",
@@ -220,9 +198,11 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
                    help="a container port -P publishes (repeatable)")
     p.add_argument("-P", "--publish-all", action="store_true",
                    help="publish every exposed port on a free host port")
-    p.add_argument("rootfs", metavar="IMAGE|ROOTFS")
-    p.add_argument("command", metavar="CMD", nargs="?")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
+    p.add_argument("rootfs", metavar="IMAGE|ROOTFS",
+                   help="an image, or a root filesystem directory (a path)")
+    p.add_argument("command", metavar="CMD", nargs="?",
+                   help="the command to run (default: the image's)")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG", help="its arguments")
 
 
 def add_commands(add: AddCommand) -> None:
@@ -230,47 +210,33 @@ def add_commands(add: AddCommand) -> None:
                                ("create", cmd_create, "create a container")):
         p = add(name, fn, helptext)
         if name == "run":
-            p.add_argument("-d", "--detach", action="store_true")
-            p.add_argument("--rm", action="store_true")
+            p.add_argument("-d", "--detach", action="store_true",
+                           help="print the id and leave it running")
+            p.add_argument("--rm", action="store_true", help="remove it once it exits")
         _spec_options(p)
-    p = add("start", cmd_start, "start a container")
-    p.add_argument("-a", "--attach", action="store_true")
-    p.add_argument("container", metavar="CTR")
-    p = add("stop", _simple("stop", timeout=lambda a: a.time), "stop a container")
-    p.add_argument("-t", "--time", type=float, default=10.0)
-    p.add_argument("container", metavar="CTR")
-    p = add("kill", _simple("kill", signal=lambda a: a.signal), "send a signal")
-    p.add_argument("-s", "--signal", default="KILL")
-    p.add_argument("container", metavar="CTR")
-    for name in ("pause", "unpause"):
-        p = add(name, _simple(name), f"{name} a container")
-        p.add_argument("container", metavar="CTR")
-    p = add("rm", _simple("remove", force=lambda a: a.force), "remove a container")
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("container", metavar="CTR")
-    p = add("wait", cmd_wait, "wait for a container to exit; print its exit code")
-    p.add_argument("--condition", choices=["exited", "running", "healthy"], default="exited")
-    p.add_argument("container", metavar="CTR")
+    p = add("start", cmd_start, "start one or more containers")
+    p.add_argument("-a", "--attach", action="store_true",
+                   help="follow its output and exit with its code (one container)")
+    p.add_argument("containers", nargs="+", metavar="CTR", help="name or id (prefix)")
     p = add("logs", cmd_logs, "print a container's output")
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("container", metavar="CTR")
-    p = add("inspect", cmd_inspect, "a container as JSON")
-    p.add_argument("container", metavar="CTR")
-    p = add("ps", cmd_ps, "list containers")
-    p.add_argument("-a", "--all", action="store_true")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it exits")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
     p = add("exec", cmd_exec, "run a command in a running container")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    p.add_argument("-w", "--workdir")
-    p.add_argument("-u", "--user")
-    p.add_argument("-t", "--tty", action="store_true")
-    p.add_argument("container", metavar="CTR")
-    p.add_argument("command", metavar="CMD")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="an environment variable (repeatable)")
+    p.add_argument("-w", "--workdir", help="the working directory (default: the container's)")
+    p.add_argument("-u", "--user", help="UID[:GID] (default: the container's)")
+    p.add_argument("-t", "--tty", action="store_true", help="give the process a terminal")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
+    p.add_argument("command", metavar="CMD", help="the command to run")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG", help="its arguments")
     p = add("checkpoint", cmd_checkpoint, "checkpoint a running container (CRIU)")
-    p.add_argument("--leave-running", action="store_true")
-    p.add_argument("--tcp-established", action="store_true")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("--leave-running", action="store_true",
+                   help="keep it running after the checkpoint")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="checkpoint open TCP connections too")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
     p = add("restore", cmd_restore, "restore a checkpointed container")
-    p.add_argument("--tcp-established", action="store_true")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("--tcp-established", action="store_true",
+                   help="restore open TCP connections too")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")

@@ -105,7 +105,7 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("file", metavar="FILE", nargs="?", help="the backup file")
     p.add_argument("--db", metavar="URL", help="the store (default BERTH_DB or the root's)")
     p = add("log", cmd_log, "import an export of the log into an empty store", server=True)
-    p.add_argument("action", choices=["import"])
+    p.add_argument("action", choices=["import"], help="import: replay an export")
     p.add_argument("file", metavar="FILE", help="written by 'berth events export'")
     p.add_argument("--key", metavar="PUBKEY", help="the auditor's public key: check the "
                                                    "export's head signature first")

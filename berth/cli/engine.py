@@ -153,8 +153,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def add_commands(add: AddCommand) -> None:
     p = add("up", cmd_up, "run the embedded engine (broker, worker, SQLite)", server=True)
-    p.add_argument("-d", "--detach", action="store_true")
-    p.add_argument("--node", default=os.environ.get("BERTH_NODE", "local"))
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.add_argument("--node", default=os.environ.get("BERTH_NODE", "local"),
+                   help="this host's node name (default BERTH_NODE or local)")
     p.add_argument("--metrics", metavar="ADDR:PORT", default=os.environ.get("BERTH_METRICS"),
                    help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
                         "off when unset)")
@@ -162,8 +163,10 @@ def add_commands(add: AddCommand) -> None:
     p = add("broker", cmd_broker, "run the broker alone", server=True)
     p.add_argument("--bind", default=None, help="frontend endpoint (default BERTH_BUS); the "
                    "worker and event endpoints default to beside it")
-    p.add_argument("--workers-bind", default=None)
-    p.add_argument("--events-bind", default=None)
+    p.add_argument("--workers-bind", default=None,
+                   help="the endpoint workers connect to (default BERTH_BUS_WORKERS)")
+    p.add_argument("--events-bind", default=None,
+                   help="the event publishing endpoint (default BERTH_BUS_EVENTS)")
     p.add_argument("--key", dest="broker_key", metavar="FILE",
                    help="the broker's secret CURVE key file, needed on tcp "
                         "(default BERTH_BROKER_KEY or $BERTH_ROOT/keys/broker.key_secret)")
@@ -188,7 +191,7 @@ def add_commands(add: AddCommand) -> None:
                    help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
                         "off when unset)")
     p = add("worker", cmd_worker, "run a worker for one node", server=True)
-    p.add_argument("--node", required=True)
+    p.add_argument("--node", required=True, help="the node this worker serves")
     p.add_argument("--connect", default=os.environ.get("BERTH_BUS_WORKERS"),
                    help="broker's worker endpoint")
     p.add_argument("--key", dest="worker_key", metavar="FILE",
@@ -202,7 +205,7 @@ def add_commands(add: AddCommand) -> None:
     keys_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     k = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret "
                                               "(--role auditor: NAME.audit_key[_secret])")
-    k.add_argument("name", metavar="NAME")
+    k.add_argument("name", metavar="NAME", help="the key pair's name")
     k.add_argument("--role", choices=["curve", "auditor"], default="curve",
                    help="auditor: an Ed25519 key that signs the log's tree heads")
     k.add_argument("--dir", help="where (default $BERTH_ROOT/keys)")
@@ -210,7 +213,7 @@ def add_commands(add: AddCommand) -> None:
     k = keys_sub.add_parser("authorize", help="let the broker admit a public key")
     k.add_argument("role", choices=["worker", "publisher", "auditor"],
                    help="auditor: a CURVE key that may only query and read the audit log")
-    k.add_argument("file", metavar="FILE.key")
+    k.add_argument("file", metavar="FILE.key", help="the public key file")
     k.add_argument("--name", help="the identity it gets (default: the file's name)")
     k.add_argument("--dir",
                    help="the authorised directory (default per role, under $BERTH_ROOT/keys)")

@@ -23,9 +23,11 @@ COMMANDS = ("events", "history", "state", "projection", "audit")
 def cmd_events(args: argparse.Namespace, client: Client) -> int:
     if args.action == "export":
         return _export(args, client)
-    if args.format not in ("table", "json"):
+    if args.format in ("jsonl", "csv"):
         print(f"berth: --format {args.format} is for 'events export'", file=sys.stderr)
-        return 2
+        return 125
+    if args.format not in ("table", "json"):
+        fmt.parsed_template(args.format)  # a bad template is refused before any output
     filters = fmt.parse_filters(args.filter)
     since = fmt.parse_time(args.since) if args.since else None
     until = fmt.parse_time(args.until) if args.until else None
@@ -180,7 +182,7 @@ def cmd_audit(args: argparse.Namespace, client: Client) -> int:
     if args.action == "prove":
         if args.position is None or not args.position.isdigit():
             print("berth: audit prove needs a POSITION (a number from 1)", file=sys.stderr)
-            return 2
+            return 125
         proof = client.audit_prove(int(args.position), args.size)
         text = treehead.dump(proof, args.out)
         if args.out:
@@ -241,7 +243,7 @@ def _check_export(args: argparse.Namespace) -> int:
 
     if args.position is None or not args.key:
         print("berth: audit check-export EXPORT_FILE --key PUBKEY_FILE", file=sys.stderr)
-        return 2
+        return 125
     public = treehead.load_public(args.key[0])
     with open(args.position) as f:
         head, rows = exchange.read_jsonl(f)
@@ -264,7 +266,7 @@ def _check_proof(args: argparse.Namespace) -> int:
     if not args.head or not args.key or args.position is None:
         print("berth: audit check-proof PROOF_FILE --head HEAD_FILE --key PUBKEY_FILE",
               file=sys.stderr)
-        return 2
+        return 125
     data = json.loads(_read(args.position))
     head = treehead.TreeHead.from_json(json.loads(_read(args.head)))
     public = treehead.load_public(args.key[0])
@@ -294,34 +296,46 @@ def _check_proof(args: argparse.Namespace) -> int:
 
 def add_commands(add: AddCommand) -> None:
     p = add("events", cmd_events, "the event log; 'events export' writes it with its proofs")
-    p.add_argument("action", nargs="?", choices=["export"])
+    p.add_argument("action", nargs="?", choices=["export"],
+                   help="export: the whole log with its hashes and proofs")
     p.add_argument("--out", metavar="FILE", help="export: write to FILE (default stdout)")
-    p.add_argument("--since")
-    p.add_argument("--until")
-    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--follow", action="store_true")
-    p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table",
-                   help="table or json to read; jsonl (default) or csv to export")
+    p.add_argument("--since", metavar="T",
+                   help="events after T: RFC 3339 (with or without a time), a duration "
+                        "ago (1h30m) or a unix timestamp")
+    p.add_argument("--until", metavar="T", help="events up to T (same forms as --since)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="container=CTR or type=TYPE")
+    p.add_argument("--follow", action="store_true",
+                   help="keep printing new events as they are recorded")
+    p.add_argument("--format", default="table", metavar="FORMAT",
+                   help="table, json (one object per line) or a Go template such as "
+                        "'{{.Time}} {{.Name}} {{.Status}}' to read; jsonl (default) or "
+                        "csv to export")
     p = add("history", cmd_history, "a container's audit trail (removed ones too)")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="table (default) or json (one event per line)")
     p.add_argument("-a", "--all", action="store_true",
                    help="every container that ever had this name, not only the newest")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix), removed ones too")
     p = add("state", cmd_state, "state as it was at a past moment, from the log")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--at", metavar="T")
-    g.add_argument("--at-position", type=int, metavar="N")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("container", nargs="?", metavar="CTR")
+    g.add_argument("--at", metavar="T", help="a moment: RFC 3339, a duration ago (1h30m) or "
+                                          "a unix timestamp")
+    g.add_argument("--at-position", type=int, metavar="N", help="after the event at position N")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="table (default) or json")
+    p.add_argument("container", nargs="?", metavar="CTR", help="only this container")
     p = add("projection", cmd_projection, "rebuild the read model from the log")
-    p.add_argument("action", choices=["rebuild"])
+    p.add_argument("action", choices=["rebuild"], help="rebuild: replay the log")
     p.add_argument("--verify", action="store_true",
                    help="first compare the read model with the log, row by row")
     p.add_argument("--force", action="store_true",
                    help="rebuild even from a log whose hash chain is broken")
     p = add("audit", cmd_audit, "the log's integrity: signed tree heads and proofs")
     p.add_argument("action", choices=["verify", "checkpoint", "prove", "check-proof",
-                                       "check-export"])
+                                       "check-export"],
+                   help="verify the log, sign a checkpoint, prove an event, or check a "
+                        "proof or an export offline")
     p.add_argument("position", nargs="?", metavar="POSITION|FILE",
                    help="prove: the event's position; check-proof, check-export: the file")
     p.add_argument("--against", action="append", default=[], metavar="HEAD_FILE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -16,23 +17,33 @@ from engine.errors import InvalidArgument, NotFound
 from engine.spec import PortMapping
 from engine.spec import parse_size as parse_size  # the CLI's and the client's one rule
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)"
+_DURATION_RE = re.compile(rf"^(?:{_DURATION_PART})+$")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 0.001, "s": 1, "m": 60, "h": 3600,
+          "d": 86400}
+_TIMESTAMP_RE = re.compile(r"^\d+(\.\d{1,9})?$")
 
 
 def parse_time(text: str, now: datetime | None = None) -> str:
-    """RFC 3339 or a duration ago (``10m``, ``2h``) -> ISO 8601 UTC."""
+    """A moment as podman takes one -> ISO 8601 UTC: RFC 3339 (``2026-11-28T10:03:00Z``),
+    with or without a time or an offset (without one: local time, as podman's), a Go
+    duration ago (``10m``, ``1h30m``, ``1.5h``), or a unix timestamp (``1700000000``,
+    with up to nine decimals)."""
     now = now or datetime.now(UTC)
-    m = _DURATION_RE.match(text.strip())
-    if m:
-        return (now - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])).isoformat()
+    text = text.strip()
+    if _DURATION_RE.fullmatch(text):
+        seconds = sum(float(n) * _UNITS[u] for n, u in re.findall(_DURATION_PART, text))
+        return (now - timedelta(seconds=seconds)).isoformat()
+    if _TIMESTAMP_RE.fullmatch(text):
+        return datetime.fromtimestamp(float(text), UTC).isoformat()
     try:
-        value = datetime.fromisoformat(text.strip())
+        value = datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
     except ValueError:
         raise InvalidArgument(
-            f"invalid time {text!r}: use RFC 3339 or a duration like 10m") from None
+            f"invalid time {text!r}: use RFC 3339 (2026-11-28T10:03:00Z or 2026-11-28), "
+            "a duration like 1h30m, or a unix timestamp") from None
     if value.tzinfo is None:
-        raise InvalidArgument(f"invalid time {text!r}: give a UTC offset (Z or +HH:MM)")
+        value = value.astimezone()  # local time, as podman reads a time without an offset
     return value.astimezone(UTC).isoformat()
 
 
@@ -113,7 +124,8 @@ class NameCache:
 
     def learn(self, e: EventMessage) -> None:
         """``container.created`` carries the name: remember it, also for removed containers."""
-        if e.type == "container.created" and isinstance(e.data.get("name"), str):
+        if e.type in ("container.created", "container.renamed") \
+                and isinstance(e.data.get("name"), str):
             if self._names is None:
                 self._names = {}
             self._names[e.stream] = str(e.data["name"])
@@ -146,7 +158,27 @@ def event_json(e: EventMessage, names: NameCache) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=4)
+def parsed_template(text: str) -> Any:
+    """A ``--format`` Go template, parsed once (``berth.cli.template``, loaded on use)."""
+    from berth.cli import template
+
+    return template.parse(text)
+
+
+def event_view(e: EventMessage, names: NameCache) -> dict[str, Any]:
+    """An event under podman's template names as well as berth's own keys."""
+    view = event_json(e, names)
+    kind, _, status = e.type.partition(".")
+    view.update(ID=e.stream, Name=view["name"], Type=kind, Status=status, Time=e.recorded_at,
+                Position=e.position, Actor=e.actor, Node=e.node, Data=e.data)
+    return view
+
+
 def print_event(e: EventMessage, names: NameCache, format: str) -> None:
+    if format not in ("table", "json"):
+        print(parsed_template(format).render(event_view(e, names)))
+        return
     if format == "json":
         print(json.dumps(event_json(e, names), sort_keys=True, default=str))
         return

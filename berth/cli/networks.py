@@ -12,7 +12,7 @@ from bus.client import Client
 if TYPE_CHECKING:
     from berth.cli import AddCommand
 
-COMMANDS = ("network", "port")
+COMMANDS = ("network",)
 
 
 def cmd_network(args: argparse.Namespace, client: Client) -> int:
@@ -40,20 +40,6 @@ def cmd_network(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
-def cmd_port(args: argparse.Namespace, client: Client) -> int:
-    """The container's published ports, from its ``container.network_attached``
-    event (the ports -P chose are only there)."""
-    from bus.results import parse_events_result
-
-    events, _ = parse_events_result(client.history(args.container))
-    attached = [e for e in events if e.type == "container.network_attached"]
-    if not attached:
-        return 0
-    for ip, host, ctr, proto in attached[-1].data.get("ports") or []:
-        print(f"{ctr}/{proto} -> {ip or '0.0.0.0'}:{host}")
-    return 0
-
-
 def _table(rows: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -77,5 +63,3 @@ def add_commands(add: AddCommand) -> None:
     rm.add_argument("name", metavar="NAME")
     for sub in (create, ls, inspect, rm):
         sub.add_argument("--node", help="the node whose worker answers")
-    p = add("port", cmd_port, "a container's published ports")
-    p.add_argument("container", metavar="CTR")

@@ -97,17 +97,28 @@ def exposed_ports(config: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(set(out)))
 
 
-def labels(config: Mapping[str, Any]) -> tuple[str, ...]:
+def labels(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     found = config.get("Labels") or {}
-    return tuple(f"{k}={v}" for k, v in sorted(found.items()) if isinstance(v, str))
+    return tuple((k, v) for k, v in sorted(found.items())
+                 if isinstance(k, str) and isinstance(v, str))
 
 
 def apply_image(spec: RunSpec, config: Mapping[str, Any], *, rootfs: str, reference: str,
                 manifest_digest: str, image_id: str, passwd: str = "",
                 group: str = "") -> RunSpec:
     """The spec the container runs with: the user's, completed from the image."""
-    argv = command_line(spec.entrypoint, spec.args, _strings(config, "Entrypoint"),
-                        _strings(config, "Cmd"))
+    # The spec runs entrypoint + args (RunSpec.argv): the user's --entrypoint with the
+    # user's arguments only, else the image's Entrypoint with the user's arguments or the
+    # image's Cmd (command_line says the same as one list).
+    command_line(spec.entrypoint, spec.args, _strings(config, "Entrypoint"),
+                 _strings(config, "Cmd"))  # refuses an image with nothing to run
+    entrypoint: tuple[str, ...] | None
+    if spec.entrypoint is not None:
+        entrypoint, args = spec.entrypoint, spec.args
+    else:
+        image_entrypoint = tuple(_strings(config, "Entrypoint"))
+        entrypoint = image_entrypoint or None
+        args = spec.args or tuple(_strings(config, "Cmd"))
     env = merge_env(_strings(config, "Env"), spec.env)
     cwd = spec.cwd
     if cwd == DEFAULT_CWD and isinstance(config.get("WorkingDir"), str) and config["WorkingDir"]:
@@ -119,10 +130,9 @@ def apply_image(spec: RunSpec, config: Mapping[str, Any], *, rootfs: str, refere
     stop_signal = spec.stop_signal
     if stop_signal == DEFAULT_STOP_SIGNAL and isinstance(config.get("StopSignal"), str):
         stop_signal = parse_signal(config["StopSignal"])
-    user_labels = {entry.partition("=")[0]: entry for entry in spec.labels}
-    merged_labels = {entry.partition("=")[0]: entry for entry in labels(config)}
-    merged_labels.update(user_labels)
-    return replace(spec, rootfs=rootfs, args=argv, env=env, cwd=cwd, user=user,
-                   stop_signal=stop_signal, image=reference, image_digest=manifest_digest,
-                   image_id=image_id, exposed_ports=exposed_ports(config),
-                   labels=tuple(merged_labels.values()))
+    merged_labels = {**dict(labels(config)), **dict(spec.labels)}  # the user's win
+    return replace(spec, rootfs=rootfs, entrypoint=entrypoint, args=args, env=env, cwd=cwd,
+                   user=user, stop_signal=stop_signal, image=reference,
+                   image_digest=manifest_digest, image_id=image_id,
+                   exposed_ports=exposed_ports(config),
+                   labels=tuple(sorted(merged_labels.items())))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from engine.errors import RuntimeFailure, Timeout
 from engine.runtime.config import SYSTEMD, RuntimeConfig
 from engine.runtime.layout import ContainerPaths
+from engine.runtime.runc import classify_start
 from engine.runtime.waits import wait_pids_exit
 
 _FIRST_EXTRA_FD = 3
@@ -138,7 +139,7 @@ def parse_sync(line: bytes, stderr_tail: str) -> int:
     if pid <= 0:
         message = str(doc.get("message") or "").strip()
         if message:
-            raise RuntimeFailure(f"container create failed: {message}")
+            raise classify_start(message, "container create failed")
         raise RuntimeFailure("container create failed")
     return pid
 

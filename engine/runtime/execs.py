@@ -27,7 +27,7 @@ from engine.errors import InvalidArgument, RuntimeFailure, Timeout
 from engine.runtime import conmon
 from engine.runtime.config import RuntimeConfig
 from engine.runtime.exitfile import read_exit_file
-from engine.runtime.runc import classify
+from engine.runtime.runc import classify_start
 from engine.runtime.types import MAX_EXEC_OUTPUT, ExecSession
 from engine.runtime.waits import pid_alive
 
@@ -180,7 +180,7 @@ def _session_pid(line: bytes, session: SessionPaths) -> int:
             from None
     if pid <= 0:
         message = str(doc.get("message") or "") or read_tail(session.runtime_log)
-        raise classify(message or "exec failed",
+        raise classify_start(message or "exec failed",
                        f"cannot exec in container {session.container_id}")
     return pid
 

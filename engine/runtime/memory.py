@@ -22,7 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from engine.errors import AlreadyExists, InvalidArgument, InvalidState, NotFound, RuntimeFailure
+from engine.errors import (
+    AlreadyExists,
+    CommandNotFound,
+    InvalidArgument,
+    InvalidState,
+    NotFound,
+)
 from engine.ids import validate_container_id, validate_session_id
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import (
@@ -214,8 +220,9 @@ class MemoryRuntime:
             code = 0 if cmd[0] == "echo" else _quick_exit(cmd)
             if code is None:
                 self.sessions[key] = ExecResult(-1, b"", 0)
-                raise RuntimeFailure(f"cannot exec in container {container_id}: exec failed: "
-                                     f'exec: "{cmd[0]}": executable file not found in $PATH')
+                raise CommandNotFound(f"cannot exec in container {container_id}: {cmd[0]}: "
+                                      "executable file not found in the container: the "
+                                      "command was not found")
             output = (" ".join(cmd[1:]) + "\n").encode() if cmd[0] == "echo" else b""
             pid = next(_pids)
             self.sessions[key] = ExecResult(code, output, pid)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from engine.errors import (
     BerthError,
+    CommandNotFound,
+    CommandNotInvokable,
     InvalidState,
     NotFound,
     PermissionDenied,
@@ -23,6 +25,8 @@ from engine.errors import (
 from engine.runtime.config import RuntimeConfig
 
 _MSG_RE = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+# runc's words when the process it starts cannot be run: ``exec: "CMD": REASON``.
+_EXEC_RE = re.compile(r'exec: "((?:[^"\\]|\\.)*)": (.*)$')
 
 _NOT_FOUND = ("does not exist", "container not found", "no such file or directory: container")
 _PERMISSION = ("permission denied", "operation not permitted")
@@ -67,6 +71,24 @@ def classify(stderr: str, action: str) -> BerthError:
     if any(s in low for s in _STATE):
         return InvalidState(full)
     return RuntimeFailure(full)
+
+
+def classify_start(message: str, action: str) -> BerthError:
+    """Sort why a container's (or an exec's) process did not start, as podman does:
+    a command that is not there (exit 127), one that cannot be invoked (exit 126),
+    anything else by :func:`classify`."""
+    text = runtime_message(message)
+    found = _EXEC_RE.search(text)
+    if found:
+        command, reason = found.group(1), found.group(2).lower()
+        if "not found" in reason or "no such file" in reason:
+            return CommandNotFound(f"{action}: {command}: executable file not found in "
+                                   "the container: the command was not found")
+        if "permission denied" in reason or "is a directory" in reason \
+                or "exec format error" in reason:
+            return CommandNotInvokable(f"{action}: {command}: {found.group(2)}: the "
+                                       "command cannot be invoked")
+    return classify(message, action)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def state_to_row(s: ContainerState) -> dict[str, Any]:
         "node": s.node,
         "bundle": s.bundle,
         "rootfs": s.spec.rootfs,
-        "command": shlex.join(s.spec.args),
+        "command": shlex.join(s.spec.argv),
         "spec": pack(s.spec.to_data()),
         "pid": s.pid,
         "conmon_pid": s.conmon_pid,

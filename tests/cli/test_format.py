@@ -17,9 +17,32 @@ def test_parse_time_accepts_rfc3339_and_durations() -> None:
     assert fmt.parse_time("10m", now) == "2026-11-28T10:03:00+00:00"
     assert fmt.parse_time("2026-11-28T10:03:00Z") == "2026-11-28T10:03:00+00:00"
     assert fmt.parse_time("2026-11-28T11:03:00+01:00") == "2026-11-28T10:03:00+00:00"
-    for bad in ("yesterday", "2026-11-28T10:03:00", "10x", ""):
+    for bad in ("yesterday", "10x", "", "1h30", "2026-13-01", "-5", "1e9"):
         with pytest.raises(InvalidArgument, match="invalid time"):
             fmt.parse_time(bad)
+
+
+def test_parse_time_takes_what_podman_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = datetime(2026, 11, 28, 10, 13, tzinfo=UTC)
+    # Go durations, compound and fractional
+    assert fmt.parse_time("1h30m", now) == "2026-11-28T08:43:00+00:00"
+    assert fmt.parse_time("1.5h", now) == "2026-11-28T08:43:00+00:00"
+    assert fmt.parse_time("2h45m10s", now) == "2026-11-28T07:27:50+00:00"
+    assert fmt.parse_time("500ms", now) == "2026-11-28T10:12:59.500000+00:00"
+    # unix timestamps, with up to nine decimals
+    assert fmt.parse_time("1764324780") == "2025-11-28T10:13:00+00:00"
+    assert fmt.parse_time("1764324780.25") == "2025-11-28T10:13:00.250000+00:00"
+    # RFC 3339 without an offset, or without a time: local time, as podman's
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    __import__("time").tzset()
+    try:
+        assert fmt.parse_time("2026-11-28T11:03:00") == "2026-11-28T10:03:00+00:00"
+        assert fmt.parse_time("2026-11-28 11:03:00") == "2026-11-28T10:03:00+00:00"
+        assert fmt.parse_time("2026-11-28") == "2026-11-27T23:00:00+00:00"
+    finally:
+        monkeypatch.delenv("TZ")
+        __import__("time").tzset()
+    assert fmt.parse_time("2026-11-28T10:03:00Z") == "2026-11-28T10:03:00+00:00"
 
 
 def test_parse_size_and_port() -> None:

@@ -17,8 +17,11 @@ def test_cli_command_list_matches_the_parser() -> None:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(cli.COMMANDS)
-    # 27 + volume, system, 6 of images, 4 of orchestration, network and port
-    assert len(cli.COMMANDS) == len(set(cli.COMMANDS)) == 41
+    assert len(cli.COMMANDS) == len(set(cli.COMMANDS))
+    podman = {"run", "create", "start", "stop", "kill", "pause", "unpause", "rm", "wait",
+              "logs", "inspect", "ps", "exec", "restart", "rename", "port", "volume", "network",
+              "pull", "images", "rmi", "update", "stats", "top", "system", "info"}
+    assert podman <= set(cli.COMMANDS)
     assert cli._command_word(["--timeout", "3", "ps", "-a"]) == "ps"
     assert cli._command_word(["--key", "ps", "run"]) == "run"
     assert cli._command_word(["--help"]) is None

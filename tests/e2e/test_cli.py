@@ -25,14 +25,14 @@ def test_run_streams_output_and_exits_with_the_code(up: Engine) -> None:
     result = up.cli("run", "--rm", up.rootfs, "sh", "-c", "echo out; echo err >&2; exit 3")
     assert result.returncode == 3
     assert result.stdout == "out\n" and result.stderr == "err\n"
-    assert _ok(up.cli("ps", "-a", "--format", "json")) == ""
+    assert json.loads(_ok(up.cli("ps", "-a", "--format", "json"))) == []
 
 
 def test_detached_lifecycle_with_names(up: Engine) -> None:
     cid = _ok(up.cli("run", "-d", "--name", "svc", "-e", "A=1", "-w", "/tmp", "--hostname", "h1",
                      up.rootfs, "sh", "-c", LOOP)).strip()
     assert len(cid) == 64
-    ps = [json.loads(line) for line in _ok(up.cli("ps", "--format", "json")).splitlines()]
+    ps = json.loads(_ok(up.cli("ps", "--format", "json")))
     assert [(p["name"], p["state"], p["node"]) for p in ps] == [("svc", "running", "local")]
     table = _ok(up.cli("ps"))
     assert "svc" in table and "Up" in table
@@ -40,13 +40,13 @@ def test_detached_lifecycle_with_names(up: Engine) -> None:
     assert exec_out == "12 /tmp h1\n"
     assert up.cli("exec", cid[:8], "sh", "-c", "exit 9").returncode == 9
     _ok(up.cli("pause", "svc"))
-    assert json.loads(_ok(up.cli("inspect", "svc")))["state"] == "paused"
+    assert json.loads(_ok(up.cli("inspect", "svc")))[0]["state"] == "paused"
     _ok(up.cli("unpause", "svc"))
     wait_until(lambda: "tick" in _ok(up.cli("logs", "svc")), 10, what="logs")
     _ok(up.cli("stop", "-t", "5", "svc"))
     assert _ok(up.cli("wait", "svc")).strip() == "0"
     _ok(up.cli("rm", "svc"))
-    assert _ok(up.cli("ps", "-a", "--format", "json")) == ""
+    assert json.loads(_ok(up.cli("ps", "-a", "--format", "json"))) == []
 
 
 def test_create_start_attach_and_kill(up: Engine) -> None:
@@ -176,7 +176,7 @@ def test_logs_follow_streams_until_exit(up: Engine) -> None:
     assert result.returncode == 0
     assert result.stdout == "line-1\nline-2\nline-3\n"
     assert result.stderr == "done\n"
-    assert json.loads(_ok(up.cli("inspect", cid)))["state"] == "exited"
+    assert json.loads(_ok(up.cli("inspect", cid)))[0]["state"] == "exited"
 
 
 def test_events_filter_by_container_lists_only_that_container(up: Engine) -> None:

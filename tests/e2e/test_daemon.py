@@ -238,8 +238,8 @@ def _one_line(text: str) -> None:
 def _inspect(place: Place, ref: str) -> dict[str, Any]:
     result = place.berth("inspect", ref)
     assert result.returncode == 0, result.stderr
-    found: dict[str, Any] = json.loads(result.stdout)
-    return found
+    found: list[dict[str, Any]] = json.loads(result.stdout)
+    return found[0]
 
 
 def test_down_has_a_deadline_and_exits_landing_meanwhile_are_recorded(place: Place) -> None:

@@ -91,7 +91,7 @@ def test_up_down_and_the_next_up_records_what_happened_meanwhile(
     assert "already up" in _ok(embedded.cli("up", "-d"))
     cid = _ok(embedded.cli("run", "-d", "--name", "web", busybox_rootfs,
                            "sleep", "600")).strip()
-    pid = json.loads(_ok(embedded.cli("inspect", "web")))["pid"]
+    pid = json.loads(_ok(embedded.cli("inspect", "web")))[0]["pid"]
     assert pid_alive(pid)
 
     assert "containers keep running" in _ok(embedded.cli("down"))
@@ -107,7 +107,7 @@ def test_up_down_and_the_next_up_records_what_happened_meanwhile(
     assert wait_pids_exit([pid], 30)
 
     _ok(embedded.cli("up", "-d"))
-    state = json.loads(_ok(embedded.cli("inspect", "web")))
+    state = json.loads(_ok(embedded.cli("inspect", "web")))[0]
     assert (state["id"], state["state"], state["exit_code"]) == (cid, "exited", 137)
     table = _ok(embedded.cli("ps", "-a")).splitlines()
     assert len(table) == 2 and re.search(r"\bweb\b.*\bExited \(137\)", table[1]), table
@@ -139,7 +139,7 @@ def test_publish_reserves_the_host_port_until_rm(up: Engine) -> None:
     port = _unused_port()
     _ok(up.cli("run", "-d", "--name", "pub", "-p", f"127.0.0.1:{port}:80", up.rootfs,
                "sleep", "600"))
-    detail = json.loads(_ok(up.cli("inspect", "pub")))
+    detail = json.loads(_ok(up.cli("inspect", "pub")))[0]
     assert [port, 80] == [detail["spec"]["ports"][0][1], detail["spec"]["ports"][0][2]]
     assert not _can_bind(port), "the published port is free while the container lives"
     _ok(up.cli("rm", "-f", "pub"))
@@ -153,7 +153,7 @@ def test_publish_reserves_the_host_port_until_rm(up: Engine) -> None:
                      "sleep", "600")
     assert bad.returncode != 0 and f"port 127.0.0.1:{taken}" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
-    assert _ok(up.cli("ps", "-a", "--format", "json")) == ""
+    assert json.loads(_ok(up.cli("ps", "-a", "--format", "json"))) == []
 
 
 # -- checkpoint / restore ------------------------------------------------------------------
@@ -169,10 +169,10 @@ def test_checkpoint_and_restore_from_the_cli_continue_the_process(up: Engine) ->
     _ok(up.cli("run", "-d", "--name", "count", up.rootfs, "sh", "-c", COUNTER))
     wait_until(lambda: len(_numbers(up, "count")) >= 3, 30, what="the counter counting")
     _ok(up.cli("checkpoint", "count"))
-    assert json.loads(_ok(up.cli("inspect", "count")))["state"] == "exited"
+    assert json.loads(_ok(up.cli("inspect", "count")))[0]["state"] == "exited"
     at_checkpoint = max(_numbers(up, "count"))
     _ok(up.cli("restore", "count"))
-    assert json.loads(_ok(up.cli("inspect", "count")))["state"] == "running"
+    assert json.loads(_ok(up.cli("inspect", "count")))[0]["state"] == "running"
     wait_until(lambda: max(_numbers(up, "count")) >= at_checkpoint + 3, 30,
                what="the counter going on after restore")
     after = _numbers(up, "count")

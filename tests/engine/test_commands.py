@@ -284,6 +284,38 @@ def test_logs() -> None:
     assert refused(t.LOGS, "web", {"offset": -1}) == "invalid offset -1"
 
 
+def test_rename() -> None:
+    assert c.parse(t.RENAME, "web", {"name": "db"}) == c.Rename("web", "db")
+    assert "invalid container name" in refused(t.RENAME, "web", {"name": "a:b"})
+    assert "invalid container name" in refused(t.RENAME, "web", {})
+
+
+def test_copy() -> None:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("f"), io.BytesIO(b""))
+    tar_bytes = buffer.getvalue()
+    assert c.parse(t.COPY_IN, "web", {"path": "/tmp", "data": tar_bytes}) == c.CopyIn(
+        "web", "/tmp", tar_bytes)
+    assert "not a tar" in refused(t.COPY_IN, "web", {"path": "/tmp", "data": b"x" * 600})
+    assert c.parse(t.COPY_OUT, "web", {"path": "/etc/x"}) == c.CopyOut("web", "/etc/x")
+    assert "absolute" in refused(t.COPY_OUT, "web", {"path": "etc"})
+    assert "bytes" in refused(t.COPY_IN, "web", {"path": "/tmp", "data": "text"})
+    tid = "0f0e0d0c-0b0a-4000-8000-000000000001"
+    # a copy in pieces: its last piece need not be a tar on its own
+    assert c.parse(t.COPY_IN, "web", {"path": "/t", "data": b"x", "transfer": tid}) == \
+        c.CopyIn("web", "/t", b"x", tid)
+    assert c.parse(t.COPY_CHUNK, "web", {"transfer": tid, "offset": 5, "data": b"y"}) == \
+        c.CopyChunk("web", tid, 5, b"y")
+    assert "transfer" in refused(t.COPY_CHUNK, "web", {"offset": 0, "data": b"y"})
+    assert "at most" in refused(t.COPY_CHUNK, "web", {"transfer": tid, "data": b"y" * 800_000})
+    assert c.parse(t.COPY_OUT, "web", {"path": "/x", "transfer": tid, "offset": 9}) == \
+        c.CopyOut("web", "/x", tid, 9)
+
+
 def test_every_command_type_parses() -> None:
     """No command type falls through to the wrong typed command."""
     expected = {
@@ -295,7 +327,7 @@ def test_every_command_type_parses() -> None:
         t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
         t.AUDIT_EXPORT: c.AuditExport, t.HEALTHCHECK: c.Healthcheck, t.TOP: c.Top,
-        t.STATS: c.Stats,
+        t.STATS: c.Stats, t.RENAME: c.Rename, t.INFO: c.Info, t.COPY_OUT: c.CopyOut,
         # volumes
         t.VOLUME_CREATE: c.VolumeCreate, t.VOLUME_REMOVE: c.VolumeRemove,
         t.VOLUME_PRUNE: c.VolumePrune, t.VOLUME_LS: c.VolumeLs, t.VOLUME_INSPECT: c.VolumeInspect,
@@ -304,12 +336,12 @@ def test_every_command_type_parses() -> None:
         t.NETWORKS: c.Networks, t.NETWORK_INSPECT: c.NetworkInspect,
     }
     assert type(c.parse(t.UPDATE, "a" * 64, {"cpus": 1})) is c.Update
-    assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE} == set(t.COMMAND_TYPES) - t.IMAGE_COMMANDS
-    special = {t.AUDIT_PROVE: {"position": 1}, t.VOLUME_CREATE: {"name": "v"},
-               t.VOLUME_INSPECT: {"name": "v"}, t.VOLUME_REMOVE: {"names": ["v"]}}
+    assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE, t.COPY_IN, t.COPY_CHUNK} \
+        == set(t.COMMAND_TYPES) - t.IMAGE_COMMANDS
+    special = {t.VOLUME_CREATE: {"name": "v"}, t.VOLUME_INSPECT: {"name": "v"},
+               t.VOLUME_REMOVE: {"names": ["v"]}}
     for command_type, kind in expected.items():
-        args = special.get(command_type, {"name": "net1"} if command_type.startswith(
-            ("network.", "query.network")) else {})
+        args = special.get(command_type, {"position": 1, "name": "web2", "path": "/x"})
         assert type(c.parse(command_type, "web", args)) is kind, command_type
 
 

@@ -53,7 +53,7 @@ def test_container_for_node_b_runs_on_host_b(mh: Cluster) -> None:
     # The CLI on host a sees it on node b.
     listed = mh.cli("ps", "--format", "json", host="a")
     assert listed.returncode == 0, listed.stderr
-    rows = {r["name"]: r for r in map(json.loads, listed.stdout.splitlines())}
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert rows["on-b"]["node"] == "b" and rows["on-b"]["state"] == "running"
     # The log says who asked (the name of the client's CURVE key) and which node did it.
     with mh.store() as store:

@@ -194,6 +194,11 @@ class LifecycleMachine(RuleBasedStateMachine):
     def unpause(self, data: st.DataObject) -> None:
         self.append(self.pick(data, PAUSED), [ev.Unpaused()])
 
+    @precondition(lambda self: self.has(*LIVE, EXITED))
+    @rule(data=st.data())
+    def rename(self, data: st.DataObject) -> None:
+        self.append(self.pick(data, *LIVE, EXITED), [ev.Renamed(self.new_name())])
+
     @precondition(lambda self: self.has(RUNNING))
     @rule(data=st.data(), pid=PIDS)
     def exec_start(self, data: st.DataObject, pid: int) -> None:

@@ -53,6 +53,7 @@ class Row:
     checkpoint_path: str = SAME
     exec_sessions: str = SAME
     spec: str = SAME
+    name: str = SAME
 
 
 NOTHING = Row()
@@ -80,6 +81,8 @@ TABLE: dict[tuple[str, str], Row] = {
     (CREATED, ev.CONTAINER_STARTED): START_ROW,
     (CREATED, ev.CONTAINER_EXITED): EXIT_ROW,        # conmon lost before start
     (CREATED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),  # interrupted exec
+    (CREATED, ev.CONTAINER_COPIED_IN): NOTHING,
+    (CREATED, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (CREATED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (CREATED, ev.COMMAND_FAILED): NOTHING,
     (CREATED, ev.CONTAINER_UPDATED): Row(spec=MERGE),
@@ -95,6 +98,8 @@ TABLE: dict[tuple[str, str], Row] = {
     (RUNNING, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
     # The image is recorded; the run state changes only by the exit that follows.
     (RUNNING, ev.CONTAINER_CHECKPOINTED): Row(checkpoint_path=EVENT),
+    (RUNNING, ev.CONTAINER_COPIED_IN): NOTHING,
+    (RUNNING, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (RUNNING, ev.CONTAINER_REMOVED): REMOVE_ROW,     # forced, exit status never found
     (RUNNING, ev.COMMAND_FAILED): NOTHING,
     (RUNNING, ev.CONTAINER_HEALTH_STATUS): NOTHING,  # read from the stream, not the state
@@ -104,6 +109,8 @@ TABLE: dict[tuple[str, str], Row] = {
     (PAUSED, ev.CONTAINER_UNPAUSED): Row(state=RUNNING),
     (PAUSED, ev.CONTAINER_EXITED): EXIT_ROW,         # killed while frozen
     (PAUSED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
+    (PAUSED, ev.CONTAINER_COPIED_IN): NOTHING,
+    (PAUSED, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (PAUSED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (PAUSED, ev.COMMAND_FAILED): NOTHING,
     (PAUSED, ev.CONTAINER_UPDATED): Row(spec=MERGE),
@@ -111,6 +118,8 @@ TABLE: dict[tuple[str, str], Row] = {
     (EXITED, ev.CONTAINER_PID_RECEIVED): CREATE_AGAIN,  # start of an exited container
     (EXITED, ev.CONTAINER_RESTORED): RESTORE_ROW,
     (EXITED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
+    (EXITED, ev.CONTAINER_COPIED_IN): NOTHING,
+    (EXITED, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (EXITED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (EXITED, ev.COMMAND_FAILED): NOTHING,
     (EXITED, ev.CONTAINER_RESTARTING): NOTHING,  # intent: the start that follows counts

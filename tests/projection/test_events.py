@@ -46,6 +46,8 @@ any_event = st.one_of(
               tcp_established=st.booleans()),
     st.builds(ev.Restored, pid=ints, conmon_pid=st.none() | ints),
     st.builds(ev.Removed),
+    st.builds(ev.Renamed, name=text),
+    st.builds(ev.CopiedIn, path=text, size=ints, sha256=text),
     st.builds(ev.CommandFailed, command_type=text, code=text, message=text),
     st.builds(ev.CommandRefused, command_type=text, container=text, code=text, message=text),
     st.builds(ev.VolumeCreated, name=text, node=text,
@@ -84,8 +86,8 @@ def test_registry_covers_every_topic() -> None:
               if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_", "IMAGE_", "NETWORK_"))
               and "." in str(v)}
     assert set(ev.EVENT_TYPES) == topics
-    # 17 + 2 of volumes + 4 of images + 3 of orchestration + 3 of networks
-    assert len(topics) == 29
+    # 17 + 2 of volumes + 4 of images + 3 of orchestration + 3 of networks + 2 of verbs
+    assert len(topics) == 31
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1

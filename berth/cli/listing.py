@@ -1,0 +1,118 @@
+"""``ps`` as podman's: ``-q``, repeatable ``--filter KEY=VALUE``, ``--format`` json (one
+array), table or a Go template.
+
+Filters of one key are alternatives (but every ``label=`` must hold), filters of
+different keys must all hold, as podman's: ``--filter status=exited --filter
+status=created --filter label=tier``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from berth.cli import format as fmt
+from bus.client import Client
+from engine.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from berth.cli import AddCommand
+
+COMMANDS = ("ps",)
+
+FILTER_KEYS = ("id", "name", "status", "label", "node", "ancestor")
+STATES = ("created", "running", "paused", "exited")
+
+Row = dict[str, Any]
+
+
+def parse_ps_filters(items: list[str]) -> dict[str, list[str]]:
+    """``KEY=VALUE`` items grouped by key; one sentence for a wrong one."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in FILTER_KEYS or not value:
+            raise InvalidArgument(f"invalid filter {item!r}: use KEY=VALUE with KEY one of "
+                                  f"{', '.join(FILTER_KEYS)}")
+        if key == "status" and value not in STATES:
+            raise InvalidArgument(f"invalid status {value!r}: use one of {', '.join(STATES)}")
+        if key == "name":
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise InvalidArgument(f"invalid name filter {value!r}: {exc}") from None
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _label_matches(row: Row, wanted: str) -> bool:
+    labels = row.get("labels") or {}
+    key, sep, value = wanted.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+_TESTS: dict[str, Callable[[Row, str], bool]] = {
+    "id": lambda row, v: str(row["id"]).startswith(v),
+    "name": lambda row, v: re.search(v, str(row["name"])) is not None,
+    "status": lambda row, v: row["state"] == v,
+    "label": _label_matches,
+    "node": lambda row, v: row.get("node") == v,
+    "ancestor": lambda row, v: v in (row.get("rootfs"), row.get("image")),
+}
+
+
+def matches(row: Row, filters: dict[str, list[str]]) -> bool:
+    """Values of one key are alternatives, except labels: every label asked for must be
+    there (as podman's)."""
+    return all((all if key == "label" else any)(_TESTS[key](row, v) for v in values)
+               for key, values in filters.items())
+
+
+def view(row: Row, now: datetime) -> Row:
+    """A ps row under podman's template names as well as berth's own keys."""
+    out = dict(row)
+    out.update(ID=str(row["id"])[:12], Names=row["name"], State=row["state"],
+               Status=fmt.status_text(row, now), Image=row.get("image") or row.get("rootfs"),
+               Command=" ".join(row.get("command") or []), Node=row.get("node"),
+               Labels=row.get("labels") or {}, CreatedAt=row.get("created_at"),
+               ExitCode=row.get("exit_code"), Pid=row.get("pid"))
+    return out
+
+
+def cmd_ps(args: argparse.Namespace, client: Client) -> int:
+    filters = parse_ps_filters(args.filter)
+    # A status filter asks for those states whatever -a says, as podman's does.
+    rows = [r for r in client.ps(all=args.all or "status" in filters) if matches(r, filters)]
+    if args.quiet:
+        for row in rows:
+            print(row["id"] if args.no_trunc else str(row["id"])[:12])
+        return 0
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, sort_keys=True))
+    elif args.format in (None, "table"):
+        fmt.print_ps(rows)
+    else:
+        from berth.cli import template
+
+        now = datetime.now(UTC)
+        for line in template.parse(args.format).render_all([view(r, now) for r in rows]):
+            print(line)
+    return 0
+
+
+def add_commands(add: AddCommand) -> None:
+    p = add("ps", cmd_ps, "list containers")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="every container, not only the running and paused ones")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the container ids")
+    p.add_argument("--no-trunc", action="store_true", help="full ids with -q")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="id=, name= (a regular expression), status=, label=KEY[=VALUE], "
+                        "node=, ancestor= (rootfs or image); repeatable")
+    p.add_argument("--format", metavar="FORMAT",
+                   help="table (default), json (one array), or a Go template such as "
+                        "'{{.ID}} {{.Names}}' ('table ' before it adds a header)")

@@ -1,0 +1,225 @@
+"""Verbs that take several containers, as podman's do: ``stop``, ``kill``, ``pause``,
+``unpause``, ``rm``, ``wait``, ``inspect``, ``restart``; and ``port``.
+
+Each container is handled on its own: a success prints the reference as given (or,
+for ``wait``, the exit code), a failure prints one ``berth: ...`` line on stderr and
+the next container is still tried; the exit status is 125 if any failed. An engine
+that stops answering ends the whole command at once (every later one would fail too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from berth.cli import format as fmt
+from bus.client import Client
+from engine.errors import BerthError, Unavailable
+
+if TYPE_CHECKING:
+    from berth.cli import AddCommand
+
+COMMANDS = ("stop", "kill", "pause", "unpause", "rm", "wait", "inspect", "restart", "rename",
+            "port")
+
+FAILED = 125
+"""podman's exit status when the engine failed for at least one container."""
+
+
+def each(refs: Iterable[str], action: Callable[[str], str | None]) -> int:
+    """Run ``action`` on each reference; print what it returns (the reference itself
+    when it returns None), or the error; 125 if any failed."""
+    failed = False
+    for ref in refs:
+        try:
+            shown = action(ref)
+        except Unavailable:
+            raise
+        except BerthError as exc:
+            print(f"berth: {exc}", file=sys.stderr)
+            failed = True
+            continue
+        print(ref if shown is None else shown)
+        sys.stdout.flush()
+    return FAILED if failed else 0
+
+
+def cmd_stop(args: argparse.Namespace, client: Client) -> int:
+    def stop(ref: str) -> None:
+        with fmt.Progress(f"stopping {ref}"):
+            client.stop(ref, timeout=args.time)
+
+    return each(_targets(args, client), stop)
+
+
+def cmd_kill(args: argparse.Namespace, client: Client) -> int:
+    return each(_targets(args, client), lambda ref: _none(client.kill(ref, signal=args.signal)))
+
+
+def cmd_pause(args: argparse.Namespace, client: Client) -> int:
+    return each(_targets(args, client), lambda ref: _none(client.pause(ref)))
+
+
+def cmd_unpause(args: argparse.Namespace, client: Client) -> int:
+    return each(_targets(args, client), lambda ref: _none(client.unpause(ref)))
+
+
+def cmd_rm(args: argparse.Namespace, client: Client) -> int:
+    """``-f`` removes a running container too: the engine kills it first (a stop with
+    no grace time), as podman's ``rm -f`` does."""
+    return each(_targets(args, client), lambda ref: _none(client.remove(ref, force=args.force)))
+
+
+def cmd_wait(args: argparse.Namespace, client: Client) -> int:
+    def wait(ref: str) -> str:
+        if args.condition != "exited":  # running, healthy: print the condition reached
+            with fmt.Progress(f"waiting for {ref} to be {args.condition}"):
+                client.wait(ref, condition=args.condition)
+            return str(args.condition)
+        with fmt.Progress(f"waiting for {ref} to exit"):
+            return str(client.wait(ref).result["exit_code"])
+
+    return each(args.containers, wait)
+
+
+def cmd_restart(args: argparse.Namespace, client: Client) -> int:
+    """Stop (if running) and start again: starting an exited container runs it anew."""
+    def restart(ref: str) -> None:
+        with fmt.Progress(f"restarting {ref}"):
+            client.stop(ref, timeout=args.time)
+            client.start(ref)
+
+    return each(_targets(args, client), restart)
+
+
+def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
+    """One JSON array of the containers found, as podman prints it (or the template
+    per container); the ones not found are each reported on stderr."""
+    found: list[dict[str, Any]] = []
+    failed = False
+    for ref in args.containers:
+        try:
+            found.append(client.inspect(ref))
+        except Unavailable:
+            raise
+        except BerthError as exc:
+            print(f"berth: {exc}", file=sys.stderr)
+            failed = True
+    if args.format:
+        from berth.cli import template
+
+        tmpl = template.parse(args.format)
+        for item in found:
+            print(tmpl.render(inspect_view(item)))
+    else:
+        print(json.dumps(found, indent=2, sort_keys=True))
+    return FAILED if failed else 0
+
+
+def inspect_view(item: dict[str, Any]) -> dict[str, Any]:
+    """inspect's fields under podman's template names as well as berth's own."""
+    view = dict(item)
+    view.update(ID=item.get("id"), Name=item.get("name"), Names=item.get("name"),
+                State=item.get("state"), Pid=item.get("pid"),
+                ExitCode=item.get("exit_code"), Node=item.get("node"),
+                Image=item.get("rootfs"), Created=item.get("created_at"))
+    return view
+
+
+def cmd_rename(args: argparse.Namespace, client: Client) -> int:
+    client.rename(args.container, args.name)
+    return 0
+
+
+def cmd_port(args: argparse.Namespace, client: Client) -> int:
+    """The published ports, podman's way: ``80/tcp -> 0.0.0.0:8080``: from the
+    container's ``container.network_attached`` event (the ports ``-P`` chose are only
+    there), else as its spec asked (``--network none`` reserves them without a
+    network)."""
+    from bus.results import parse_events_result
+
+    events, _ = parse_events_result(client.history(args.container))
+    attached = [e for e in events if e.type == "container.network_attached"]
+    ports = (attached[-1].data.get("ports") or [] if attached
+             else client.inspect(args.container).get("spec", {}).get("ports", []))
+    for host_ip, host_port, ctr_port, proto in ports:
+        if args.port and args.port not in (str(ctr_port), f"{ctr_port}/{proto}"):
+            continue
+        line = f"{host_ip or '0.0.0.0'}:{host_port}"
+        print(line if args.port else f"{ctr_port}/{proto} -> {line}")
+    return 0
+
+
+def _none(_reply: object) -> None:
+    return None
+
+
+_ALL_IN = {"kill": ("running", "paused"), "pause": ("running",), "unpause": ("paused",),
+           "stop": ("running", "paused")}
+"""With ``--all``, the states a verb acts on (podman's ``kill -a`` signals the running
+ones only); a verb not listed acts on every container."""
+
+
+def _targets(args: argparse.Namespace, client: Client) -> list[str]:
+    """The containers named, or with ``--all`` every one the verb applies to."""
+    if getattr(args, "all", False):
+        if args.containers:
+            raise_usage("give container names or --all, not both")
+        states = _ALL_IN.get(args.cmd)
+        return [row["name"] for row in client.ps(all=True)
+                if states is None or row["state"] in states]
+    if not args.containers:
+        raise_usage("name at least one container (or --all)")
+    return list(args.containers)
+
+
+def raise_usage(message: str) -> None:
+    from engine.errors import InvalidArgument
+
+    raise InvalidArgument(message)
+
+
+def add_commands(add: AddCommand) -> None:
+    several = "CTR"
+    p = add("stop", cmd_stop, "stop one or more containers")
+    p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds to wait after the stop signal before killing (default 10)")
+    p.add_argument("-a", "--all", action="store_true", help="stop every container")
+    p.add_argument("containers", nargs="*", metavar=several, help="name or id (prefix)")
+    p = add("kill", cmd_kill, "send a signal to one or more containers")
+    p.add_argument("-s", "--signal", default="KILL",
+                   help="signal name or number (default KILL)")
+    p.add_argument("-a", "--all", action="store_true", help="signal every running container")
+    p.add_argument("containers", nargs="*", metavar=several, help="name or id (prefix)")
+    for name, fn in (("pause", cmd_pause), ("unpause", cmd_unpause)):
+        p = add(name, fn, f"{name} one or more containers")
+        p.add_argument("-a", "--all", action="store_true", help=f"{name} every container")
+        p.add_argument("containers", nargs="*", metavar=several, help="name or id (prefix)")
+    p = add("rm", cmd_rm, "remove one or more containers")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove running containers too (they are killed first)")
+    p.add_argument("-a", "--all", action="store_true", help="remove every container")
+    p.add_argument("containers", nargs="*", metavar=several, help="name or id (prefix)")
+    p = add("wait", cmd_wait, "wait for containers to exit; print each exit code")
+    p.add_argument("--condition", choices=["exited", "running", "healthy"], default="exited",
+                   help="wait until exited (print the exit code), running or healthy")
+    p.add_argument("containers", nargs="+", metavar=several, help="name or id (prefix)")
+    p = add("inspect", cmd_inspect, "containers as one JSON array")
+    p.add_argument("-f", "--format", metavar="TEMPLATE",
+                   help="a Go template per container, e.g. '{{.State}}' or '{{json .}}'")
+    p.add_argument("containers", nargs="+", metavar=several, help="name or id (prefix)")
+    p = add("restart", cmd_restart, "stop and start one or more containers")
+    p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds to wait after the stop signal before killing (default 10)")
+    p.add_argument("-a", "--all", action="store_true", help="restart every container")
+    p.add_argument("containers", nargs="*", metavar=several, help="name or id (prefix)")
+    p = add("rename", cmd_rename, "give a container a new name (its id stays)")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
+    p.add_argument("name", metavar="NEW_NAME", help="the new name")
+    p = add("port", cmd_port, "a container's published ports")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
+    p.add_argument("port", nargs="?", metavar="PORT[/PROTO]",
+                   help="only the host address of this container port")

@@ -1,0 +1,243 @@
+"""What a container's process gets besides its argv, podman's way: capabilities
+(``--cap-add``/``--cap-drop``), resource limits (``--ulimit`` over podman's defaults),
+a user given by name (resolved from the root filesystem's ``/etc/passwd`` and
+``/etc/group``), labels, and the tiny init (``--init``: catatonit as PID 1).
+
+Parsing and the OCI fragments are pure; :func:`resolve_user` reads the two files of
+the root filesystem, the only I/O here.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import resource
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, NamedTuple
+
+from engine.errors import InvalidArgument
+
+INIT_PATH: Final = os.environ.get("BERTH_INIT_PATH", "/usr/bin/catatonit")
+"""The host's init binary, bind-mounted read-only into a container run with ``--init``."""
+INIT_IN_CONTAINER: Final = "/dev/init"
+"""Where it is mounted: on the container's own /dev tmpfs, so the mount point is never
+made in the root filesystem (podman's /run/podman-init is on its overlay; berth may
+run on the user's own directory, which must stay untouched)."""
+
+ALL_CAPS: Final = (
+    "CAP_AUDIT_CONTROL", "CAP_AUDIT_READ", "CAP_AUDIT_WRITE", "CAP_BLOCK_SUSPEND", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER", "CAP_FSETID", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_KILL", "CAP_LEASE",
+    "CAP_LINUX_IMMUTABLE", "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_MKNOD", "CAP_NET_ADMIN",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_RAW", "CAP_PERFMON", "CAP_SETFCAP",
+    "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_CHROOT", "CAP_SYS_MODULE", "CAP_SYS_NICE", "CAP_SYS_PACCT", "CAP_SYS_PTRACE",
+    "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+)
+
+RLIMITS: Final = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice",
+                  "nofile", "nproc", "rss", "rtprio", "rttime", "sigpending", "stack")
+UNLIMITED: Final = 2**64 - 1
+DEFAULT_ULIMITS: Final = (("nofile", 1048576, 1048576), ("nproc", 4194304, 4194304))
+"""podman's defaults for a root container: many open files, many processes."""
+
+
+class Ulimit(NamedTuple):
+    name: str
+    soft: int
+    hard: int
+
+
+DEFAULT_ULIMITS_OBJECTS: Final = tuple(Ulimit(*u) for u in DEFAULT_ULIMITS)
+
+
+def normalize_cap(name: str) -> str:
+    """``net_admin``, ``NET_ADMIN`` or ``CAP_NET_ADMIN`` -> ``CAP_NET_ADMIN``; ``ALL`` stays."""
+    upper = name.strip().upper()
+    if upper == "ALL":
+        return upper
+    return upper if upper.startswith("CAP_") else "CAP_" + upper
+
+
+def check_caps(caps: Iterable[str], what: str) -> None:
+    for cap in caps:
+        if cap != "ALL" and cap not in ALL_CAPS:
+            raise InvalidArgument(f"invalid capability {cap!r} in {what}: use a name such as "
+                                  "CAP_NET_ADMIN (or ALL)")
+
+
+def capabilities(default: Sequence[str], add: Iterable[str], drop: Iterable[str]) -> list[str]:
+    """The capability set: podman's defaults, plus ``add``, minus ``drop`` (``ALL`` in
+    either means every capability; an explicit add wins over ``--cap-drop ALL``)."""
+    add, drop = set(add), set(drop)
+    caps = set(ALL_CAPS) if "ALL" in add else set(default) | add
+    if "ALL" in drop:
+        caps = add - {"ALL"}
+    return sorted(caps - (drop - {"ALL"}))
+
+
+def parse_ulimit(text: str) -> Ulimit:
+    """``nofile=1024[:2048]`` (-1 for unlimited) as podman's ``--ulimit``."""
+    name, sep, values = text.partition("=")
+    soft_text, _, hard_text = values.partition(":")
+    try:
+        if not sep or name not in RLIMITS:
+            raise ValueError
+        soft = _limit(soft_text)
+        hard = _limit(hard_text) if hard_text else soft
+    except ValueError:
+        raise InvalidArgument(f"invalid ulimit {text!r}: use NAME=SOFT[:HARD] with NAME one of "
+                              f"{', '.join(RLIMITS)}") from None
+    if soft > hard:
+        raise InvalidArgument(f"invalid ulimit {text!r}: the soft limit exceeds the hard one")
+    return Ulimit(name, soft, hard)
+
+
+def _limit(text: str) -> int:
+    value = int(text)
+    if value == -1:
+        return UNLIMITED
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def check_ulimits(ulimits: Sequence[Ulimit]) -> None:
+    seen: set[str] = set()
+    for u in ulimits:
+        if u.name not in RLIMITS or not 0 <= u.soft <= u.hard <= UNLIMITED:
+            raise InvalidArgument(f"invalid ulimit {u.name}={u.soft}:{u.hard}")
+        if u.name in seen:
+            raise InvalidArgument(f"ulimit {u.name} is given twice")
+        seen.add(u.name)
+
+
+@functools.lru_cache(maxsize=1)
+def default_ulimits() -> tuple[Ulimit, ...]:
+    """podman's defaults, lowered to this process's hard limits when it cannot raise
+    them (no CAP_SYS_RESOURCE, as in some sandboxes), as podman does rootless: runc
+    would otherwise refuse to create every container."""
+    if _holds_sys_resource():
+        return tuple(Ulimit(*u) for u in DEFAULT_ULIMITS)
+    out = []
+    for name, soft, hard in DEFAULT_ULIMITS:
+        ceiling = resource.getrlimit(_RESOURCE[name])[1]
+        if ceiling != resource.RLIM_INFINITY:
+            soft, hard = min(soft, ceiling), min(hard, ceiling)
+        out.append(Ulimit(name, soft, hard))
+    return tuple(out)
+
+
+_RESOURCE: Final = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
+_CAP_SYS_RESOURCE: Final = 24
+
+
+def _holds_sys_resource() -> bool:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
+    except OSError:
+        pass
+    return False
+
+
+def rlimits(ulimits: Sequence[Ulimit],
+            defaults: Sequence[Ulimit] = DEFAULT_ULIMITS_OBJECTS) -> list[dict[str, Any]]:
+    """The OCI ``process.rlimits``: the defaults, overridden by ``--ulimit``."""
+    chosen = {name: (soft, hard) for name, soft, hard in defaults}
+    chosen.update({u.name: (u.soft, u.hard) for u in ulimits})
+    return [{"type": f"RLIMIT_{name.upper()}", "soft": soft, "hard": hard}
+            for name, (soft, hard) in sorted(chosen.items())]
+
+
+def check_labels(labels: Sequence[tuple[str, str]]) -> None:
+    for key, value in labels:
+        if not isinstance(key, str) or not key or "=" in key or not isinstance(value, str):
+            raise InvalidArgument(f"invalid label {key!r}: use KEY=VALUE with a non-empty key")
+
+
+def parse_env_file(text: str, path: str) -> list[str]:
+    """podman's ``--env-file``: KEY=VALUE lines; blank lines and ``#`` comments skipped;
+    a bare KEY takes the value it has in the caller's environment (dropped if unset)."""
+    out: list[str] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, _ = line.partition("=")
+        if not key or " " in key.strip():
+            raise InvalidArgument(f"invalid line {number} in env file {path}: use KEY=VALUE")
+        if sep:
+            out.append(raw.lstrip())
+        elif key in os.environ:
+            out.append(f"{key}={os.environ[key]}")
+    return out
+
+
+# --------------------------------------------------------------------------- users
+
+_NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
+_ID_RE: Final = re.compile(r"^[0-9]{1,10}$")
+
+
+def is_user_form(user: str) -> bool:
+    """``UID[:GID]`` or ``NAME[:GROUP]``, each part a number or a name."""
+    parts = user.split(":")
+    return 1 <= len(parts) <= 2 and all(_ID_RE.fullmatch(p) or _NAME_RE.fullmatch(p)
+                                        for p in parts)
+
+
+class ResolvedUser(NamedTuple):
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
+
+
+def _entries(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f
+                    if line.strip() and not line.startswith("#")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+
+
+def resolve_user(rootfs: str, user: str) -> ResolvedUser:
+    """The user of ``NAME[:GROUP]`` or ``UID[:GID]`` in the container's own files, as
+    podman does: a name must be in ``ROOTFS/etc/passwd`` (its primary group unless one
+    is given), a group name in ``ROOTFS/etc/group``; the groups listing the user are
+    its additional groups."""
+    name, _, group = user.partition(":")
+    passwd = _entries(os.path.join(rootfs, "etc", "passwd"))
+    groups = _entries(os.path.join(rootfs, "etc", "group"))
+    login: str | None = None
+    if _ID_RE.fullmatch(name):
+        uid, gid = int(name), 0
+        for entry in passwd:
+            if len(entry) >= 4 and entry[2] == name:
+                login, gid = entry[0], int(entry[3]) if entry[3].isdigit() else 0
+                break
+    else:
+        found = next((e for e in passwd if len(e) >= 4 and e[0] == name), None)
+        if found is None or not found[2].isdigit() or not found[3].isdigit():
+            raise InvalidArgument(f"user {name!r} is not in the container's /etc/passwd")
+        login, uid, gid = name, int(found[2]), int(found[3])
+    if group:
+        if _ID_RE.fullmatch(group):
+            gid = int(group)
+        else:
+            named = [g for g in groups if len(g) >= 3 and g[0] == group and g[2].isdigit()]
+            if not named:
+                raise InvalidArgument(f"group {group!r} is not in the container's /etc/group")
+            gid = int(named[0][2])
+    extra: tuple[int, ...] = ()
+    if login is not None:
+        extra = tuple(sorted({int(g[2]) for g in groups if len(g) >= 4 and g[2].isdigit()
+                              and login in g[3].split(",") and int(g[2]) != gid}))
+    return ResolvedUser(uid, gid, extra)

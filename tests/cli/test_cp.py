@@ -1,0 +1,165 @@
+"""``berth cp`` both ways through a real engine, and paths that try to leave the
+container's root filesystem."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import uuid
+
+from tests.e2e.conftest import Engine
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def _own_rootfs(up: Engine, where: str) -> str:
+    """A private copy: cp writes into the root filesystem (the shared one stays clean)."""
+    root = os.path.join(where, "rootfs")
+    shutil.copytree(up.rootfs, root, symlinks=True)
+    os.mkdir(os.path.join(root, "data"))
+    os.symlink("/", os.path.join(root, "hostroot"))  # absolute: the container's /
+    os.symlink("../../../../../../..", os.path.join(root, "data", "up"))
+    return root
+
+
+def test_copy_into_and_out_of_a_container(up: Engine, short_tmp: str) -> None:
+    root = _own_rootfs(up, short_tmp)
+    _ok(up.cli("run", "-d", "--name", "box", root, "sleep", "60"))
+    host = os.path.join(short_tmp, "host")
+    os.makedirs(os.path.join(host, "tree", "sub"))
+    with open(os.path.join(host, "note.txt"), "w") as f:
+        f.write("hello\n")
+    with open(os.path.join(host, "tree", "sub", "deep.txt"), "w") as f:
+        f.write("deep\n")
+    # host -> container: a file into a directory, a directory as a new name
+    assert _ok(up.cli("cp", os.path.join(host, "note.txt"), "box:/data/")) == ""
+    _ok(up.cli("cp", os.path.join(host, "tree"), "box:/data/copied"))
+    out = _ok(up.cli("exec", "box", "sh", "-c", "cat /data/note.txt /data/copied/sub/deep.txt"))
+    assert out == "hello\ndeep\n"
+    # container -> host: a file as a new name, a directory into a directory
+    _ok(up.cli("exec", "box", "sh", "-c", "mkdir -p /data/made && echo made > /data/made/f"))
+    back = os.path.join(short_tmp, "back")
+    os.mkdir(back)
+    _ok(up.cli("cp", "box:/etc/passwd", os.path.join(back, "pw")))
+    with open(os.path.join(back, "pw")) as f:
+        assert f.read().startswith("root:x:0:0")
+    _ok(up.cli("cp", "box:/data/made", back))
+    with open(os.path.join(back, "made", "f")) as f:
+        assert f.read() == "made\n"
+    # as a tar on stdout
+    raw = subprocess.run([*_berth(up), "cp", "box:/data/note.txt", "-"], env=up.env,
+                         capture_output=True, check=True, timeout=60).stdout
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        assert tar.getnames() == ["note.txt"]
+    # each copy in is an event of the container's history
+    assert _ok(up.cli("history", "box")).count("container.copied_in") == 2
+    # a stopped container takes files too
+    _ok(up.cli("stop", "-t", "1", "box"))
+    _ok(up.cli("cp", os.path.join(host, "note.txt"), "box:/data/again.txt"))
+    assert os.path.isfile(os.path.join(root, "data", "again.txt"))
+
+
+def test_a_large_copy_goes_in_pieces_both_ways(up: Engine, short_tmp: str) -> None:
+    root = _own_rootfs(up, short_tmp)
+    _ok(up.cli("create", "--name", "big", root, "true"))
+    payload = os.urandom(3 * 1024 * 1024 + 12345)  # four pieces of at most 768 KiB
+    src = os.path.join(short_tmp, "blob")
+    with open(src, "wb") as f:
+        f.write(payload)
+    _ok(up.cli("cp", src, "big:/data/blob"))
+    with open(os.path.join(root, "data", "blob"), "rb") as f:
+        assert f.read() == payload
+    back = os.path.join(short_tmp, "back")
+    _ok(up.cli("cp", "big:/data/blob", back))
+    with open(back, "rb") as f:
+        assert f.read() == payload
+    history = _ok(up.cli("history", "big"))
+    assert history.count("container.copied_in") == 1  # pieces are not events, the copy is
+
+
+def _berth(up: Engine) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "berth"]
+
+
+def test_nothing_escapes_the_root_filesystem(up: Engine, short_tmp: str) -> None:
+    root = _own_rootfs(up, short_tmp)
+    _ok(up.cli("create", "--name", "jail", root, "true"))
+    name = f"berth-cp-{uuid.uuid4().hex[:8]}"
+    src = os.path.join(short_tmp, name)
+    with open(src, "w") as f:
+        f.write("x")
+    # links in the container are followed inside it: /hostroot is its own /
+    _ok(up.cli("cp", src, "jail:/hostroot/data/"))
+    assert os.path.isfile(os.path.join(root, "data", name))
+    _ok(up.cli("cp", src, "jail:/data/up/tmp/" + name + ".2"))
+    assert os.path.isfile(os.path.join(root, "tmp", name + ".2"))
+    assert not os.path.exists("/tmp/" + name + ".2")
+    # .. stops at the container's /: the host's files are never read
+    missing = up.cli("cp", "jail:/../../../../etc/shadow", short_tmp)
+    assert missing.returncode == 125 and "no such file" in missing.stderr
+    # a crafted archive: a name with .. is refused, an absolute one lands inside
+    def send(member: str) -> subprocess.CompletedProcess[bytes]:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo(member)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+        return subprocess.run([*_berth(up), "cp", "-", "jail:/data/"], env=up.env,
+                              input=buffer.getvalue(), capture_output=True, timeout=60,
+                              check=False)
+
+    refused = send("../../" + name + ".3")
+    assert refused.returncode == 125 and b"outside" in refused.stderr, refused.stderr
+    # refused at the edge: no intent recorded (only the two copies above are)
+    assert _ok(up.cli("history", "jail")).count("container.copied_in") == 2
+    assert not os.path.exists(os.path.join(os.path.dirname(root), name + ".3"))
+    assert send("/tmp/" + name + ".4").returncode == 0
+    assert os.path.isfile(os.path.join(root, "data", "tmp", name + ".4"))
+    assert not os.path.exists("/tmp/" + name + ".4")
+    both = up.cli("cp", src, short_tmp)
+    assert both.returncode == 125 and "between the host and a container" in both.stderr
+
+
+def test_pieces_are_staged_in_order_and_resends_are_harmless() -> None:
+    from engine import commands as c
+    from engine.errors import InvalidArgument
+    from workers.copies import Transfers
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("f")
+        info.size = 3000
+        tar.addfile(info, io.BytesIO(b"z" * 3000))
+    archive = buffer.getvalue()
+    copies, tid = Transfers(), str(uuid.uuid4())
+    assert copies.stage(c.CopyChunk("ctr", tid, 0, archive[:1024])) == 1024
+    assert copies.stage(c.CopyChunk("ctr", tid, 0, archive[:1024])) == 1024  # a resend
+    try:
+        copies.stage(c.CopyChunk("ctr", tid, 4096, archive[4096:5120]))
+        raise AssertionError("a gap was accepted")
+    except InvalidArgument:
+        pass
+    copies.stage(c.CopyChunk("ctr", tid, 1024, archive[1024:2048]))
+    joined = copies.join(c.CopyIn("ctr", "/x", archive[2048:], tid))
+    assert joined == c.CopyIn("ctr", "/x", archive)
+    # a resend of the closing copy_in after it was joined goes on as it came (the
+    # service replays the first outcome, or the rules refuse a copy without pieces)
+    again = c.CopyIn("ctr", "/x", archive[2048:], tid)
+    assert copies.join(again) is again
+    made: list[int] = []
+
+    def make() -> bytes:
+        made.append(1)
+        return b"a" * (768 * 1024 + 10)
+
+    first, size = copies.page("k", 0, make)
+    second, _ = copies.page("k", len(first), make)
+    assert (len(first), len(second), size, len(made)) == (768 * 1024, 10, 768 * 1024 + 10, 1)

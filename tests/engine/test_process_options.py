@@ -1,0 +1,104 @@
+"""The process options' pure rules: capabilities, ulimits, env files, users by name,
+the seccomp profile's conversion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import process_options as po
+from engine.errors import InvalidArgument
+from engine.seccomp import load_profile, oci_seccomp
+
+
+def test_capabilities() -> None:
+    default = ("CAP_CHOWN", "CAP_KILL")
+    assert po.capabilities(default, [], ["CAP_KILL"]) == ["CAP_CHOWN"]
+    assert po.capabilities(default, ["CAP_NET_ADMIN"], []) == [
+        "CAP_CHOWN", "CAP_KILL", "CAP_NET_ADMIN"]
+    assert po.capabilities(default, ["CAP_KILL"], ["ALL"]) == ["CAP_KILL"]
+    assert po.capabilities(default, ["ALL"], ["CAP_CHOWN"]) == sorted(
+        set(po.ALL_CAPS) - {"CAP_CHOWN"})
+    assert po.normalize_cap("net_admin") == "CAP_NET_ADMIN" == po.normalize_cap("CAP_NET_ADMIN")
+    with pytest.raises(InvalidArgument, match="invalid capability"):
+        po.check_caps(["CAP_FLY"], "--cap-add")
+
+
+def test_ulimits() -> None:
+    assert po.parse_ulimit("nofile=1024:2048") == ("nofile", 1024, 2048)
+    assert po.parse_ulimit("nproc=10") == ("nproc", 10, 10)
+    assert po.parse_ulimit("core=-1") == ("core", po.UNLIMITED, po.UNLIMITED)
+    for bad in ("nofile", "files=1", "nofile=x", "nofile=2:1", "nofile=-2"):
+        with pytest.raises(InvalidArgument):
+            po.parse_ulimit(bad)
+    limits = po.rlimits([po.Ulimit("nofile", 5, 6)], po.DEFAULT_ULIMITS_OBJECTS)
+    assert {"type": "RLIMIT_NOFILE", "soft": 5, "hard": 6} in limits
+    assert {"type": "RLIMIT_NPROC", "soft": 4194304, "hard": 4194304} in limits
+    with pytest.raises(InvalidArgument, match="twice"):
+        po.check_ulimits([po.Ulimit("nofile", 1, 1), po.Ulimit("nofile", 2, 2)])
+
+
+def test_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FROM_HOST", "h")
+    monkeypatch.delenv("NOT_SET", raising=False)
+    text = "# c\n\nA=1\nB C=x\nFROM_HOST\nNOT_SET\nC=a=b\n"
+    with pytest.raises(InvalidArgument, match="line 4"):
+        po.parse_env_file(text, "f")
+    assert po.parse_env_file(text.replace("B C=x\n", ""), "f") == [
+        "A=1", "FROM_HOST=h", "C=a=b"]
+
+
+def test_users_by_name(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text(
+        "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n")
+    (tmp_path / "etc" / "group").write_text(
+        "root:x:0:\nalice:x:1000:\nwheel:x:10:alice,bob\naudio:x:29:bob\n")
+    root = str(tmp_path)
+    assert po.resolve_user(root, "alice") == (1000, 1000, (10,))
+    assert po.resolve_user(root, "alice:wheel") == (1000, 10, ())
+    assert po.resolve_user(root, "alice:29") == (1000, 29, (10,))
+    assert po.resolve_user(root, "1000") == (1000, 1000, (10,))
+    assert po.resolve_user(root, "4242") == (4242, 0, ())
+    assert po.resolve_user(root, "4242:7") == (4242, 7, ())
+    with pytest.raises(InvalidArgument, match="/etc/passwd"):
+        po.resolve_user(root, "bob")
+    with pytest.raises(InvalidArgument, match="/etc/group"):
+        po.resolve_user(root, "alice:video")
+    assert po.is_user_form("alice:wheel") and po.is_user_form("0:0")
+    assert not po.is_user_form("a:b:c") and not po.is_user_form("a b")
+
+
+def test_seccomp_profile_follows_caps_and_arch() -> None:
+    profile = {
+        "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+        "archMap": [{"architecture": "SCMP_ARCH_X86_64",
+                     "subArchitectures": ["SCMP_ARCH_X86"]}],
+        "syscalls": [
+            {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["mount"], "action": "SCMP_ACT_ALLOW",
+             "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+            {"names": ["mount"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+             "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+            {"names": ["arm_only"], "action": "SCMP_ACT_ALLOW",
+             "includes": {"arches": ["arm64"]}},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 0, "value": 8, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]},
+        ],
+    }
+    plain = oci_seccomp(profile, ["CAP_CHOWN"], machine="x86_64")
+    assert plain["defaultAction"] == "SCMP_ACT_ERRNO" and plain["defaultErrnoRet"] == 38
+    assert plain["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    assert [(s["names"], s["action"]) for s in plain["syscalls"]] == [
+        (["read"], "SCMP_ACT_ALLOW"), (["mount"], "SCMP_ACT_ERRNO"),
+        (["personality"], "SCMP_ACT_ALLOW")]
+    assert plain["syscalls"][1]["errnoRet"] == 1
+    admin = oci_seccomp(profile, ["CAP_SYS_ADMIN"], machine="x86_64")
+    assert (["mount"], "SCMP_ACT_ALLOW") in [(s["names"], s["action"]) for s in admin["syscalls"]]
+
+
+def test_the_installed_profile_loads() -> None:
+    oci = oci_seccomp(load_profile(), ["CAP_CHOWN"])
+    allowed = {n for s in oci["syscalls"] if s["action"] == "SCMP_ACT_ALLOW" for n in s["names"]}
+    assert {"read", "write", "execve"} <= allowed and "swapoff" not in allowed
