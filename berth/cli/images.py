@@ -183,32 +183,36 @@ def _node(p: Any) -> None:
 def _pull(p: Any) -> None:
     _auth_options(p)
     _node(p)
-    p.add_argument("reference", metavar="REF")
+    p.add_argument("reference", metavar="REF",
+                   help="the image to pull (e.g. docker.io/library/busybox:latest)")
 
 
 def _push(p: Any) -> None:
     _auth_options(p)
     _node(p)
-    p.add_argument("image", metavar="IMAGE")
-    p.add_argument("destination", metavar="REF", nargs="?")
+    p.add_argument("image", metavar="IMAGE", help="the image in this node's store")
+    p.add_argument("destination", metavar="REF", nargs="?",
+                   help="where to push it (default: its own name)")
 
 
 def _images(p: Any) -> None:
     _node(p)
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="table (default) or one JSON array")
+    p.add_argument("-q", "--quiet", action="store_true", help="print image ids only")
 
 
 def _rmi(p: Any) -> None:
     _node(p)
-    p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("images", metavar="IMAGE", nargs="+")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove even if a stopped container uses it")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="images to remove (names or ids)")
 
 
 def _tag(p: Any) -> None:
     _node(p)
-    p.add_argument("image", metavar="IMAGE")
-    p.add_argument("target", metavar="TARGET")
+    p.add_argument("image", metavar="IMAGE", help="the image to name")
+    p.add_argument("target", metavar="TARGET", help="its new name (NAME[:TAG])")
 
 
 def add_commands(add: AddCommand) -> None:
@@ -228,23 +232,25 @@ def add_commands(add: AddCommand) -> None:
     _images(sp("ls", cmd_images, "list images"))
     q = sp("inspect", cmd_inspect, "images as JSON")
     _node(q)
-    q.add_argument("images", metavar="IMAGE", nargs="+")
+    q.add_argument("images", metavar="IMAGE", nargs="+", help="images to show (names or ids)")
     _rmi(sp("rm", cmd_rmi, "remove images"))
     _pull(sp("pull", cmd_pull, "pull an image from a registry"))
     _push(sp("push", cmd_push, "push an image to a registry"))
     _tag(sp("tag", cmd_tag, "give an image another name"))
     q = sp("load", cmd_load, "load images from a docker-archive or oci-archive")
     _node(q)
-    q.add_argument("-i", "--input", required=True, metavar="FILE")
+    q.add_argument("-i", "--input", required=True, metavar="FILE",
+                   help="a docker-archive or oci-archive file on the node")
     q = sp("import", cmd_import, "make an image of a root filesystem tarball")
     _node(q)
-    q.add_argument("tarball", metavar="TARBALL")
-    q.add_argument("reference", metavar="NAME[:TAG]")
+    q.add_argument("tarball", metavar="TARBALL", help="a root filesystem tarball on the node")
+    q.add_argument("reference", metavar="NAME[:TAG]", help="the image's name")
     q = sp("save", cmd_save, "write an image to an archive")
     _node(q)
-    q.add_argument("-o", "--output", required=True, metavar="FILE")
+    q.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the archive to write on the node")
     q.add_argument("--format", choices=["docker-archive", "oci-archive"],
-                   default="docker-archive")
-    q.add_argument("image", metavar="IMAGE")
+                   default="docker-archive", help="the archive's format (default docker-archive)")
+    q.add_argument("image", metavar="IMAGE", help="the image to save")
     q = sp("prune", cmd_prune, "remove untagged images and unreferenced blobs and layers")
     _node(q)

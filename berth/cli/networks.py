@@ -54,12 +54,13 @@ def add_commands(add: AddCommand) -> None:
                         "10.89.N.0/24)")
     create.add_argument("--gateway", metavar="IP", help="the bridge's address (default: "
                         "the subnet's first)")
-    create.add_argument("name", metavar="NAME")
+    create.add_argument("name", metavar="NAME", help="the network's name")
     ls = actions.add_parser("ls", help="list networks")
-    ls.add_argument("--format", choices=["table", "json"], default="table")
+    ls.add_argument("--format", choices=["table", "json"], default="table",
+                    help="table (default) or one JSON array")
     inspect = actions.add_parser("inspect", help="a network as JSON, with its containers")
-    inspect.add_argument("name", metavar="NAME")
+    inspect.add_argument("name", metavar="NAME", help="the network's name")
     rm = actions.add_parser("rm", help="remove a network no container is attached to")
-    rm.add_argument("name", metavar="NAME")
+    rm.add_argument("name", metavar="NAME", help="the network's name")
     for sub in (create, ls, inspect, rm):
         sub.add_argument("--node", help="the node whose worker answers")

@@ -142,17 +142,20 @@ def cmd_stats(args: argparse.Namespace, client: Client) -> int:
 def add_commands(add: AddCommand) -> None:
     p = add("stats", cmd_stats, "live resource use of running containers (cgroup counters)")
     p.add_argument("--no-stream", action="store_true", help="print one sample and exit")
-    p.add_argument("--format", choices=["table", "json"], default="table")
-    p.add_argument("containers", nargs="*", metavar="CTR")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="table (default) or one JSON array")
+    p.add_argument("containers", nargs="*", metavar="CTR",
+                   help="containers (default: every running one)")
     p = add("top", cmd_top, "the processes of a running container")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
     p = add("update", cmd_update, "change a container's resource limits or restart policy")
     p.add_argument("--memory", metavar="BYTES", help="bytes, or a number with k, m or g")
-    p.add_argument("--pids-limit", type=int, metavar="N")
-    p.add_argument("--cpus", type=float, metavar="N")
-    p.add_argument("--restart", metavar="POLICY")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("--pids-limit", type=int, metavar="N", help="at most this many processes")
+    p.add_argument("--cpus", type=float, metavar="N", help="CPUs' worth of time (e.g. 0.5)")
+    p.add_argument("--restart", metavar="POLICY",
+                   help="no, on-failure[:MAX], always or unless-stopped")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
     p = add("healthcheck", cmd_healthcheck_run, "run a container's health check now")
     sub = p.add_subparsers(dest="health_action", required=True, metavar="ACTION")
     run = sub.add_parser("run", help="run one probe now")
-    run.add_argument("container", metavar="CTR")
+    run.add_argument("container", metavar="CTR", help="name or id (prefix)")

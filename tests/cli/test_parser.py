@@ -31,14 +31,13 @@ def test_cli_command_list_matches_the_parser() -> None:
 
 
 def test_help_lists_the_commands_noun_by_noun() -> None:
-    """``berth --help`` keeps its order: the engine's processes, db, containers, the log,
-    the system."""
+    """``berth --help`` keeps its order: the engine's processes, db, containers, ..., the log."""
     text = cli.build_parser().format_help()
     listed = [line.split()[0] for line in text.splitlines()
               if line.startswith("    ") and line.split()[0] in cli.COMMANDS]
     assert listed == list(cli.COMMANDS)
     assert listed[:6] == ["up", "down", "broker", "worker", "keys", "db"]
-    assert listed[-6:] == ["events", "history", "state", "projection", "audit", "system"]
+    assert listed[-5:] == ["events", "history", "state", "projection", "audit"]
 
 
 def test_the_client_path_imports_nothing_of_the_servers() -> None:

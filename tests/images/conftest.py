@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from engine.runtime import overlay
-from tests.e2e.conftest import Engine, engine, up  # noqa: F401 (fixtures)
+from tests.e2e.conftest import Engine, default_network, engine, up  # noqa: F401 (fixtures)
 from tests.images.registry import Registry, start_registry, tar_directory
 
 

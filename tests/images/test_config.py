@@ -56,13 +56,34 @@ def test_apply_image_completes_only_what_the_user_left_default() -> None:
     assert (done.rootfs, done.args, done.env, done.cwd, done.user, done.stop_signal) == (
         "/m", ("run",), ("A=1",), "/srv", "33:34", 3)
     assert (done.image, done.image_digest, done.image_id) == ("r.io/x:1", "m", "i")
-    assert done.exposed_ports == ("53/udp", "8080/tcp") and done.labels == ("a=1",)
+    assert done.exposed_ports == ("53/udp", "8080/tcp") and done.labels == (("a", "1"),)
+    assert done.entrypoint is None and done.argv == ("run",)
     mine = RunSpec(rootfs="", args=("sh",), image="r/x", cwd="/tmp", user="5:5", stop_signal=9,
-                   env=("A=2",))
+                   env=("A=2",), labels=(("a", "2"), ("b", "3")))
     done = apply_image(mine, config, rootfs="/m", reference="r", manifest_digest="m",
                        image_id="i", passwd=PASSWD)
     assert (done.args, done.env, done.cwd, done.user, done.stop_signal) == (
         ("sh",), ("A=2",), "/tmp", "5:5", 9)
+    assert done.labels == (("a", "2"), ("b", "3"))  # the user's win
+
+
+def test_the_image_entrypoint_is_the_spec_entrypoint() -> None:
+    """The spec runs entrypoint + args: the image's Entrypoint is recorded as the spec's,
+    the user's --entrypoint replaces it and drops the image's Cmd."""
+    config = {"Entrypoint": ["/e"], "Cmd": ["c"]}
+
+    def applied(spec: RunSpec) -> RunSpec:
+        return apply_image(spec, config, rootfs="/m", reference="r", manifest_digest="m",
+                           image_id="i")
+
+    done = applied(RunSpec(rootfs="", args=(), image="r"))
+    assert (done.entrypoint, done.args, done.argv) == (("/e",), ("c",), ("/e", "c"))
+    done = applied(RunSpec(rootfs="", args=("x",), image="r"))
+    assert (done.entrypoint, done.args, done.argv) == (("/e",), ("x",), ("/e", "x"))
+    done = applied(RunSpec(rootfs="", args=(), image="r", entrypoint=("/o",)))
+    assert (done.entrypoint, done.args, done.argv) == (("/o",), (), ("/o",))
+    done = applied(RunSpec(rootfs="", args=("y",), image="r", entrypoint=()))
+    assert (done.entrypoint, done.args, done.argv) == ((), ("y",), ("y",))
 
 
 def test_exposed_ports_ignores_malformed_keys() -> None:
@@ -70,11 +91,11 @@ def test_exposed_ports_ignores_malformed_keys() -> None:
         "80/tcp",)
 
 
-def test_a_spec_with_an_image_round_trips_and_one_without_is_stored_as_before() -> None:
+def test_a_spec_with_an_image_round_trips_and_one_without_has_no_image_keys() -> None:
     spec = RunSpec(rootfs="/m", args=("a",), image="r", image_digest="d", image_id="i",
-                   exposed_ports=("80/tcp",), labels=("k=v",), entrypoint=())
+                   exposed_ports=("80/tcp",), labels=(("k", "v"),), entrypoint=())
     assert RunSpec.from_data(spec.to_data()) == spec
     plain = RunSpec(rootfs="/r", args=("a",))
-    assert not {"image", "entrypoint", "labels"} & set(plain.to_data())
+    assert not {"image", "image_digest", "image_id", "exposed_ports"} & set(plain.to_data())
     with pytest.raises(InvalidArgument, match="a rootfs or an image"):
         RunSpec(rootfs="", args=("a",))

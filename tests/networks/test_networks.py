@@ -50,7 +50,7 @@ def _get(port: int) -> str:
 
 
 def _cid(up: Engine, name: str) -> str:
-    return str(json.loads(_ok(up.cli("inspect", name)))["id"])
+    return str(json.loads(_ok(up.cli("inspect", name)))[0]["id"])
 
 
 def _leftovers(up: Engine, cid: str) -> list[str]:
