@@ -29,7 +29,7 @@ from engine.recovery import Reconciled, reconcile
 from engine.runtime import OCIRuntime, RuntimeConfig
 from engine.service import ContainerService
 from engine.store import EventStore
-from engine.treehead import load_signer
+from engine.treehead import load_public, load_signer
 from migrations.runner import upgrade
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
@@ -70,6 +70,9 @@ class WorkerConfig:
     audit_interval: float = field(
         default_factory=lambda: float(os.environ.get("BERTH_AUDIT_INTERVAL", "60")))
     """Seconds between signed tree heads while the log grows (0: only on demand)."""
+    audit_trust: str | None = field(default_factory=lambda: os.environ.get("BERTH_AUDIT_TRUST"))
+    """Other writers' auditor public key files (``:``-separated): rows they signed are
+    vouched for in this node's heads (several nodes sharing one store)."""
 
     def __post_init__(self) -> None:
         validate_node(self.node)
@@ -90,11 +93,15 @@ class Worker:
         if store is None:
             upgrade(config.database)  # a starting worker brings its database to head
             store = EventStore(config.database)
+        self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
+                       else None)
+        trusted = [load_public(path) for path in (config.audit_trust or "").split(os.pathsep)
+                   if path]
+        if self.signer is not None or trusted:
+            store.sign_appends_with(self.signer, trusted)  # every row this worker appends
         self.store = store
         self.runtime = OCIRuntime(config.runtime_config())
         self.service = ContainerService(self.store, self.runtime, config.node)
-        self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
-                       else None)
         if self.signer is None:
             log.warning("no auditor key (BERTH_AUDIT_KEY): tree heads are unsigned and "
                         "the log's integrity rests on the database alone")

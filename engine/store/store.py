@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 from engine import events as ev
 from engine.errors import InvalidArgument, StoreError
 from engine.projection import ContainerState, fold
-from engine.store import audit, merkle, readmodel, timetravel, transparency
+from engine.store import audit, merkle, readmodel, timetravel, transparency, vouch
 from engine.store.db import make_engine, translated
 from engine.store.mapper import Mapper
 from engine.store.postgres import PostgresRecorder
@@ -27,7 +27,7 @@ from engine.store.recorder import AppendRequest, CommandOutcome, Recorder
 from engine.store.retry import RetryPolicy, retried
 from engine.store.schema import commands, events, to_micros, tree_heads
 from engine.store.sqlite import SQLiteRecorder
-from engine.treehead import InclusionProof, Signer, TreeHead
+from engine.treehead import InclusionProof, Signer, TreeHead, key_id
 
 # The one place a dialect is chosen (make_engine has already refused any other).
 RECORDERS: dict[str, type[Recorder]] = {
@@ -49,7 +49,7 @@ class EventStore:
     """
 
     def __init__(self, url: str, *, synchronous: str = "NORMAL",
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, signer: Signer | None = None) -> None:
         self.url = url
         # Calls that lose their connection are retried (engine.store.retry); the
         # decorated methods below are the store's whole public surface.
@@ -57,11 +57,34 @@ class EventStore:
         self._engine = make_engine(url, synchronous=synchronous)
         self._mapper = Mapper()
         self._recorder = recorder_for(self._engine, self._mapper)
+        self._trusted: dict[str, bytes] = {}
+        self.sign_appends_with(signer)
         self._reader = Reader(self._engine, self._mapper)
-        # The tree of the leaves this process has read, and the chain hash after them:
-        # heads and proofs extend it by the new rows only (see ``checkpoint``).
-        self._read: tuple[merkle.Tree, bytes] = (merkle.Tree([]), audit.GENESIS)
+        # The tree of the leaves this process has read, the chain hash after them and
+        # how many unsigned rows open the log: heads and proofs extend it by the new
+        # rows only (see ``checkpoint``).
+        self._read: tuple[merkle.Tree, bytes, int] = (merkle.Tree([]), audit.GENESIS, 0)
         self._reading = threading.Lock()
+
+    def sign_appends_with(self, signer: Signer | None,
+                          trusted: Iterable[bytes] = ()) -> None:
+        """Sign every row this store appends from now on with ``signer`` (a worker's
+        auditor key, engine.store.vouch), and vouch in tree heads only for rows whose
+        writer is that key, ``trusted`` (other writers' public keys) or the head's own."""
+        self._recorder.writer = signer
+        self._trusted = {key_id(public): public for public in trusted}
+        if signer is not None:
+            self._trusted[signer.key_id] = signer.public
+
+    def trusted_keys(self) -> dict[str, bytes]:
+        """Key id to public key of the writers this store's heads vouch for."""
+        return dict(self._trusted)
+
+    def _trust(self, signer: Signer | None) -> vouch.Trust | None:
+        keys = dict(self._trusted)
+        if signer is not None:
+            keys[signer.key_id] = signer.public
+        return vouch.Trust(keys) if keys else None
 
     @property
     def dialect(self) -> str:
@@ -237,10 +260,11 @@ class EventStore:
     # -- the Merkle tree and its signed heads (engine.store.transparency) -----------
 
     @retried
-    def scan_log(self) -> transparency.LogScan:
-        """The log's leaves and its chain and commands checks, from one snapshot."""
+    def scan_log(self, keys: Mapping[str, bytes] | None = None) -> transparency.LogScan:
+        """The log's leaves and its chain and commands checks, from one snapshot; with
+        ``keys`` (key id to public key), each row's writer signature too."""
         with translated("scan log"), self._recorder.snapshot() as conn:
-            return transparency.scan(conn)
+            return transparency.scan(conn, trust=vouch.Trust(keys) if keys else None)
 
     @retried
     def tree_heads(self, *, key_id: str | None = None,
@@ -280,18 +304,24 @@ class EventStore:
         remembers it, or the newest stored one its key signed).
         """
         with self._reading:
-            return self._sign(self._tree("not signing it"), signer, node, after)
+            return self._sign(self._tree("not signing it", signer), signer, node, after)
 
-    def _tree(self, refusal: str) -> merkle.Tree:
-        """The tree read so far, extended by the rows appended since (under the lock)."""
-        tree, chain = self._read
+    def _tree(self, refusal: str, signer: Signer | None = None) -> merkle.Tree:
+        """The tree read so far, extended by the rows appended since (under the lock).
+
+        Rows enter it only if their writer signatures check with a trusted key (when
+        any is known): a head never vouches for a row no trusted writer vouched for."""
+        tree, chain, legacy = self._read
         with translated("scan log"), self._recorder.snapshot() as conn:
-            tail = transparency.scan(conn, tree.size, chain)
+            tail = transparency.scan(conn, tree.size, chain, self._trust(signer), legacy)
         broken = tail.chain_break or tail.command_break
         if broken is not None:
             raise StoreError(f"the log is broken at position {broken}: {refusal}")
+        if tail.forged is not None:
+            raise StoreError(f"forged at position {tail.forged}: {tail.forged_reason}: "
+                             f"{refusal}")
         tree.extend(tail.leaves)
-        self._read = (tree, tail.chain)
+        self._read = (tree, tail.chain, tail.legacy)
         return tree
 
     def _sign(self, tree: merkle.Tree, signer: Signer | None, node: str,
@@ -318,7 +348,7 @@ class EventStore:
     def assess(self, given: Sequence[tuple[TreeHead, str]],
                keys: dict[str, bytes]) -> transparency.Assessment:
         """The log checked against the heads given (files) and the stored ones."""
-        log = self.scan_log()
+        log = self.scan_log(keys)
         stored = [(h, "stored") for h in self.tree_heads()]
         return transparency.assess(log, [*given, *stored], keys)
 
@@ -383,11 +413,12 @@ class EventStore:
             for row in rows:
                 count += 1
                 batch.append({name: row[name] for name in (*audit.CONTENT, "prev_hash",
-                                                           "hash")})
+                                                           "hash")}
+                             | {name: row.get(name) for name in ("signer", "signature")})
                 command = row["command"]
                 if command is not None and command["command_id"] not in seen:
                     seen.add(command["command_id"])
-                    outcomes.append(dict(command))
+                    outcomes.append({"signer": None, "signature": None, **command})
                 if len(batch) >= 5000:
                     conn.execute(events.insert(), batch)
                     batch = []
