@@ -5,16 +5,19 @@ recomputed the whole hash chain."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 
 from engine.store import audit
 from engine.store.schema import events
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
+from tests.store.helpers import forge_append
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -112,6 +115,36 @@ def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
     forged = engine.cli("audit", "check-proof", str(proof_file), "--head", str(head_file),
                         "--key", str(public))
     assert forged.returncode == 1 and "not the leaf" in forged.stderr
+
+
+def test_a_forged_append_is_reported_and_never_signed(
+        engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A row forged after the newest head, chained and with its commands row: its
+    missing writer signature gives it away, and no head is signed over it."""
+    public = _signed_engine(engine, tmp_path)
+    _ok(engine.cli("create", "--name", "f1", engine.rootfs, "true"))
+    assert "every writer signature checks" in _ok(engine.cli("audit", "verify", "--key",
+                                                             str(public)))
+    store = engine.store()
+    try:
+        wait_until(lambda: any(h.signed and h.size == store.max_position()
+                               for h in store.tree_heads()), 10, what="a head over the log")
+        caplog.set_level(logging.ERROR, logger="berth.worker")
+        with store._engine.begin() as conn:
+            forge_append(conn, "unsigned")
+        forged = store.max_position()
+        failed = engine.cli("audit", "verify", "--key", str(public))
+        assert failed.returncode == 1, failed
+        assert (f"position {forged}: forged at position {forged}: the event row carries "
+                "no writer signature") in failed.stderr
+        assert f"first position affected: {forged}" in failed.stderr
+        refused = engine.cli("audit", "checkpoint")
+        assert refused.returncode != 0 and f"forged at position {forged}" in refused.stderr
+        wait_until(lambda: f"forged at position {forged}" in caplog.text, 10,
+                   what="the periodic signer refusing")
+        assert max(h.size for h in store.tree_heads()) < forged
+    finally:
+        store.close()
 
 
 def test_without_a_key_heads_are_unsigned_and_verify_says_so(up: Engine,

@@ -16,16 +16,16 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, update
 
 from engine import events as ev
-from engine.store import EventStore, audit, vouch
+from engine.store import EventStore, audit
 from engine.store.mapper import pack
 from engine.store.schema import commands, events, tree_heads
 from engine.store.transparency import Assessment
 from engine.treehead import Signer, TreeHead
 from migrations.runner import upgrade
-from tests.store.helpers import create, run
+from tests.store.helpers import create, forge_append, run
 
 SIGNER = Signer(b"\x11" * 32)
 KEYS = {SIGNER.key_id: SIGNER.public}
@@ -166,33 +166,6 @@ def test_the_last_events_truncated_and_the_stored_heads_erased(store: EventStore
     assert any("truncated" in message for _, message in report.problems)
 
 
-def _forge_append(conn: Connection, how: str) -> None:
-    """A row appended by hand after the newest head, chained, with its commands row:
-    with no signature, with one copied from a real row, or signed by the attacker's
-    own key (which no verifier trusts)."""
-    rows = [dict(r) for r in conn.execute(select(
-        *audit.CHAIN_COLUMNS, events.c.signer, events.c.signature)
-        .order_by(events.c.position)).mappings()]
-    last = rows[-1]
-    position = int(last["position"]) + 1
-    forged = last | {"position": position, "stream_version": last["stream_version"] + 1,
-                     "type": ev.CONTAINER_SIGNALLED, "data": pack({"signal": 9}),
-                     "causation_id": f"forged{position}", "prev_hash": bytes(last["hash"])}
-    forged["hash"] = audit.link(bytes(last["hash"]), forged)
-    outcome: dict[str, Any] = {
-        "command_id": f"forged{position}", "command_type": "container.kill",
-        "stream": last["stream"], "outcome": "ok", "error_code": None, "message": None,
-        "positions": pack([position]), "recorded_at": forged["recorded_at"]}
-    if how == "unsigned":
-        forged["signer"] = forged["signature"] = None
-    elif how == "own key":
-        mallory = Signer(b"\x66" * 32)
-        forged["signer"], forged["signature"] = vouch.stamp(mallory, vouch.EVENT,
-                                                            forged["hash"])
-    conn.execute(events.insert().values(**forged))
-    conn.execute(commands.insert().values(**outcome))
-
-
 @pytest.mark.parametrize(("how", "why"), [
     ("unsigned", "carries no writer signature"),
     ("copied", f"carries a signature by key {SIGNER.key_id} that does not verify"),
@@ -206,7 +179,7 @@ def test_a_forged_append_with_a_valid_hash_is_reported_forged(
 
     head = _log(store)
     with store._engine.begin() as conn:
-        _forge_append(conn, how)
+        forge_append(conn, how)
     report = _assess(store, head)
     assert report.size == LAST + 1 and report.vouched == LAST
     assert report.first_affected == LAST + 1
@@ -261,7 +234,7 @@ def test_rows_from_before_writer_signatures_open_the_log_and_nowhere_else(
 def test_writer_signatures_are_not_checked_without_a_trusted_key(store: EventStore) -> None:
     _log(store)
     with store._engine.begin() as conn:
-        _forge_append(conn, "unsigned")
+        forge_append(conn, "unsigned")
     report = store.assess([], {})
     assert report.ok and not report.writers_checked  # nothing to check them with
 
@@ -391,7 +364,7 @@ def test_random_tampering_with_a_rehashed_chain_is_detected(
             first = at
         elif action == "forge":
             for _ in range(data.draw(st.integers(1, 3), label="forged rows")):
-                _forge_append(conn, data.draw(st.sampled_from(["unsigned", "copied",
+                forge_append(conn, data.draw(st.sampled_from(["unsigned", "copied",
                                                                "own key"]), label="how"))
             first = LAST + 1
         else:
