@@ -17,6 +17,10 @@ signature checks with a key the verifier trusts, wherever it was read from. Agai
 each such head the current tree must give a consistency proof (§2.1.4); the first
 position affected by a rewrite is just after the largest trusted head that still
 holds (exact when heads are frequent or when the chain itself breaks there).
+
+Rows after the newest head are vouched for by their writers' signatures
+(engine.store.vouch), checked in the same pass: a forged append, which every head
+is consistent with, is reported at its position, and never enters a head.
 """
 
 from __future__ import annotations
