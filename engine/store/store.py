@@ -27,7 +27,7 @@ from engine.store.recorder import AppendRequest, CommandOutcome, Recorder
 from engine.store.retry import RetryPolicy, retried
 from engine.store.schema import commands, events, to_micros, tree_heads
 from engine.store.sqlite import SQLiteRecorder
-from engine.treehead import InclusionProof, Signer, TreeHead, key_id
+from engine.treehead import InclusionProof, Signer, TreeHead, key_id, signature_ok
 
 # The one place a dialect is chosen (make_engine has already refused any other).
 RECORDERS: dict[str, type[Recorder]] = {
@@ -345,12 +345,18 @@ class EventStore:
         self.record_head(head)
         return head
 
+    @retried
     def assess(self, given: Sequence[tuple[TreeHead, str]],
                keys: dict[str, bytes]) -> transparency.Assessment:
-        """The log checked against the heads given (files) and the stored ones."""
-        log = self.scan_log(keys)
-        stored = [(h, "stored") for h in self.tree_heads()]
-        return transparency.assess(log, [*given, *stored], keys)
+        """The log checked against the heads given (files) and the stored ones, and
+        its rows after the largest trusted head against their writers' signatures."""
+        heads = [*given, *((h, "stored") for h in self.tree_heads())]
+        covered = max((h.size for h, _ in heads
+                       if h.key_id in keys and signature_ok(h, keys[h.key_id])), default=0)
+        with translated("scan log"), self._recorder.snapshot() as conn:
+            log = transparency.scan(conn, trust=vouch.Trust(keys) if keys else None,
+                                    covered=covered)
+        return transparency.assess(log, heads, keys)
 
     @retried
     def prove(self, position: int, size: int | None = None) -> InclusionProof:

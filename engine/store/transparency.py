@@ -132,10 +132,15 @@ def leaf_from(row_hash: bytes, command: Mapping[str, Any] | None) -> bytes:
 
 
 def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
-         trust: vouch.Trust | None = None, legacy: int = 0) -> LogScan:
+         trust: vouch.Trust | None = None, legacy: int = 0, covered: int = 0) -> LogScan:
     """One pass: leaves from content (not from the stored hashes), the chain check,
     the commands table checked against the events, and (with ``trust``) each row's
-    writer signature.
+    writer signature after position ``covered``.
+
+    ``covered``: the size of the largest trusted head a verifier holds. The rows it
+    covers are vouched for by it if it holds, and if it does not, ``assess`` reports
+    a rewrite at or before the first of them that changed: their writer signatures
+    add nothing, and checking them was most of the cost of a verify.
 
     ``after``/``chain``/``legacy``: only the rows after that position, continuing the
     chain from that hash and the count of unsigned rows opening the log (a signer
@@ -169,7 +174,7 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
         opening = opening and not row["signer"]
         if opening:
             result.legacy = position
-        elif trust and result.forged is None:
+        elif trust and result.forged is None and position > covered:
             reason = trust.problem(vouch.EVENT, digest, row["signer"], row["signature"])
             if reason is not None:
                 reason = "the event row " + reason
