@@ -238,3 +238,36 @@ def test_export_check_offline_and_import_into_an_empty_store(
     refused = engine.cli("log", "import", str(export), "--db",
                          f"sqlite:///{tmp_path / 'copy3.db'}")
     assert refused.returncode == 1 and "nothing imported" in refused.stderr
+
+
+def test_a_worker_vouches_for_the_writers_in_berth_audit_trust(tmp_path: Path) -> None:
+    """Nodes sharing a store: node a signs heads over rows node b signed, because its
+    BERTH_AUDIT_TRUST names b's public key; a writer nobody named gets no head."""
+    from engine import commands as c
+    from engine import treehead
+    from engine.errors import StoreError
+    from engine.store import EventStore
+    from tests.store.helpers import create
+    from workers.worker import Worker, WorkerConfig
+
+    keys = tmp_path / "keys"
+    for name in ("a", "b", "mallory"):
+        treehead.generate(name, keys)
+    url = f"sqlite:///{tmp_path / 'berth.db'}"
+    worker = Worker(WorkerConfig(  # not started: its store and its signer are the point
+        node="a", root=str(tmp_path / "root"), run=str(tmp_path / "run"), db_url=url,
+        audit_key_file=str(keys / "a.audit_key_secret"), audit_trust=str(keys / "b.audit_key"),
+        audit_interval=0))
+    try:
+        create(worker.store, "from-a")
+        with EventStore(url, signer=treehead.load_signer(keys / "b.audit_key_secret")) as b:
+            create(b, "from-b")
+        head = worker.dispatch.queries.checkpoint(c.AuditCheckpoint())
+        assert head.signed and head.size == 2
+        mallory = treehead.load_signer(keys / "mallory.audit_key_secret")
+        with EventStore(url, signer=mallory) as m:
+            create(m, "from-mallory")
+        with pytest.raises(StoreError, match=f"forged at position 3: .*{mallory.key_id}"):
+            worker.dispatch.queries.checkpoint(c.AuditCheckpoint())
+    finally:
+        worker.store.close()
