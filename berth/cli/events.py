@@ -135,12 +135,13 @@ def cmd_projection(args: argparse.Namespace, client: Client) -> int:
                    "read model and the log (listed above, before any rebuild)")
     broken = result.get("broken_at")
     if not result.get("rebuilt"):
-        print(f"refused to rebuild: the log's hash chain is broken at position {broken} "
-              "(see berth audit verify; --force replays it anyway)", file=sys.stderr)
+        print(f"refused to rebuild: the log's hash chain is broken, or a row is forged, at "
+              f"position {broken} (see berth audit verify; --force replays it anyway)",
+              file=sys.stderr)
         return 1
     if broken is not None:
-        print(f"warning: rebuilt from a log whose chain is broken at position {broken}",
-              file=sys.stderr)
+        print(f"warning: rebuilt from a log whose chain is broken, or a row forged, at "
+              f"position {broken}", file=sys.stderr)
     print(f"rebuilt the read model: {result['containers']} containers")
     return 1 if differences or broken is not None else 0
 

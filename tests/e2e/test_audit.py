@@ -140,6 +140,8 @@ def test_a_forged_append_is_reported_and_never_signed(
         assert f"first position affected: {forged}" in failed.stderr
         refused = engine.cli("audit", "checkpoint")
         assert refused.returncode != 0 and f"forged at position {forged}" in refused.stderr
+        replay = engine.cli("projection", "rebuild")  # nor replayed into the read model
+        assert replay.returncode == 1 and f"forged, at position {forged}" in replay.stderr
         wait_until(lambda: f"forged at position {forged}" in caplog.text, 10,
                    what="the periodic signer refusing")
         assert max(h.size for h in store.tree_heads()) < forged
@@ -181,8 +183,8 @@ def test_projection_rebuild_verify_compares_first_and_refuses_a_broken_chain(
             conn.execute(update(events).where(events.c.position == 1).values(actor="x"))
         refused = up.cli("projection", "rebuild", "--verify")
         assert refused.returncode == 1
-        assert "refused to rebuild: the log's hash chain is broken at position 1" in \
-            refused.stderr
+        assert ("refused to rebuild: the log's hash chain is broken, or a row is forged, at "
+                "position 1") in refused.stderr
         assert "row='hacked'" in refused.stdout
         assert store.get_container(cid).state == "hacked"
         forced = up.cli("projection", "rebuild", "--force")
