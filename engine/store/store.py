@@ -304,41 +304,44 @@ class EventStore:
         remembers it, or the newest stored one its key signed).
         """
         with self._reading:
-            return self._sign(self._tree("not signing it", signer), signer, node, after)
+            earlier = [after] if after is not None else []
+            if signer is not None:
+                own = [h for h in self.tree_heads(key_id=signer.key_id, newest=10)
+                       if signature_ok(h, signer.public)]
+                earlier += own[:1]
+            return self._sign(self._tree("not signing it", signer, earlier), signer, node)
 
-    def _tree(self, refusal: str, signer: Signer | None = None) -> merkle.Tree:
+    def _tree(self, refusal: str, signer: Signer | None = None,
+              earlier: Sequence[TreeHead] = ()) -> merkle.Tree:
         """The tree read so far, extended by the rows appended since (under the lock).
 
         Rows enter it only if their writer signatures check with a trusted key (when
-        any is known): a head never vouches for a row no trusted writer vouched for."""
+        any is known): a head never vouches for a row no trusted writer vouched for.
+        A process reading the log for the first time skips that check for the rows
+        ``earlier`` (heads this signer made, so made over checked rows) cover, and
+        keeps what it read only if the log still holds each of them."""
         tree, chain, legacy = self._read
+        covered = max((h.size for h in earlier), default=0) if tree.size == 0 else 0
         with translated("scan log"), self._recorder.snapshot() as conn:
-            tail = transparency.scan(conn, tree.size, chain, self._trust(signer), legacy)
+            tail = transparency.scan(conn, tree.size, chain, self._trust(signer), legacy,
+                                     covered)
         broken = tail.chain_break or tail.command_break
         if broken is not None:
             raise StoreError(f"the log is broken at position {broken}: {refusal}")
         if tail.forged is not None:
             raise StoreError(f"forged at position {tail.forged}: {tail.forged_reason}: "
                              f"{refusal}")
-        tree.extend(tail.leaves)
+        if tree.size == 0:
+            tree = merkle.Tree(tail.leaves)
+            _still_holds(tree, earlier, refusal)  # before keeping rows left unchecked
+        else:
+            tree.extend(tail.leaves)
         self._read = (tree, tail.chain, tail.legacy)
+        _still_holds(tree, earlier, refusal)
         return tree
 
-    def _sign(self, tree: merkle.Tree, signer: Signer | None, node: str,
-              after: TreeHead | None) -> TreeHead:
-        from engine.treehead import signature_ok
-
+    def _sign(self, tree: merkle.Tree, signer: Signer | None, node: str) -> TreeHead:
         size, root = tree.size, tree.root()
-        earlier = [after] if after is not None else []
-        if signer is not None:
-            own = [h for h in self.tree_heads(key_id=signer.key_id, newest=10)
-                   if signature_ok(h, signer.public)]
-            earlier += own[:1]
-        for head in earlier:
-            if head.size > size or not merkle.verify_consistency(
-                    head.size, size, head.root, root, tree.consistency_proof(head.size)):
-                raise StoreError(f"the log no longer holds the {head.size} events of the "
-                                 "last head signed: not signing it (run berth audit verify)")
         now = to_micros(datetime.now(UTC))
         head = (signer.sign(size, root, now, node) if signer is not None
                 else TreeHead(size, root, now, "", b"", node))
@@ -438,3 +441,12 @@ class EventStore:
                     key_id=head.key_id, signature=head.signature, node=head.node))
         self.rebuild_read_model()
         return count
+
+
+def _still_holds(tree: merkle.Tree, heads: Sequence[TreeHead], refusal: str) -> None:
+    for head in heads:
+        if head.size > tree.size or not merkle.verify_consistency(
+                head.size, tree.size, head.root, tree.root(),
+                tree.consistency_proof(head.size)):
+            raise StoreError(f"the log no longer holds the {head.size} events of the last "
+                             f"head signed: {refusal} (run berth audit verify)")
