@@ -306,10 +306,17 @@ class EventStore:
         with self._reading:
             earlier = [after] if after is not None else []
             if signer is not None:
-                own = [h for h in self.tree_heads(key_id=signer.key_id, newest=10)
-                       if signature_ok(h, signer.public)]
-                earlier += own[:1]
+                earlier += self._newest_head({signer.key_id: signer.public})
             return self._sign(self._tree("not signing it", signer, earlier), signer, node)
+
+    def _newest_head(self, keys: Mapping[str, bytes]) -> list[TreeHead]:
+        """The newest stored head of each of ``keys`` whose signature checks (of its
+        last ten): heads whose rows were checked when they were signed."""
+        found = []
+        for kid, public in keys.items():
+            found += [h for h in self.tree_heads(key_id=kid, newest=10)
+                      if signature_ok(h, public)][:1]
+        return found
 
     def _tree(self, refusal: str, signer: Signer | None = None,
               earlier: Sequence[TreeHead] = ()) -> merkle.Tree:
@@ -368,7 +375,7 @@ class EventStore:
         process has read (extended by the new rows): a row rewritten behind it then
         no longer matches its proof's leaf, and the proof fails for what it shows."""
         with self._reading:
-            tree = self._tree("no proof from it")
+            tree = self._tree("no proof from it", None, self._newest_head(self._trusted))
             n = tree.size if size is None else size
             if not 1 <= position <= n <= tree.size:
                 raise InvalidArgument(f"no event {position} in a log of {n} events "
@@ -391,7 +398,7 @@ class EventStore:
     def consistency(self, first: int, second: int) -> list[bytes]:
         """PROOF(first, D[second]) of RFC 9162 §2.1.4 over the tree this process read."""
         with self._reading:
-            tree = self._tree("no proof from it")
+            tree = self._tree("no proof from it", None, self._newest_head(self._trusted))
             if not 0 <= first <= second <= tree.size:
                 raise InvalidArgument(f"no consistency proof from {first} to {second} "
                                       f"events (the log has {tree.size})")
