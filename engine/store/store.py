@@ -301,7 +301,8 @@ class EventStore:
         rewritten chain do not link and are refused. A process that has read nothing
         yet (a worker just started) reads the whole log and refuses it if it no
         longer holds the last head this signer made (``after``, as the caller
-        remembers it, or the newest stored one its key signed).
+        remembers it, or the newest stored one its key signed). No head covers a row
+        whose writer signature does not check (engine.store.vouch).
         """
         with self._reading:
             earlier = [after] if after is not None else []
@@ -325,8 +326,8 @@ class EventStore:
         Rows enter it only if their writer signatures check with a trusted key (when
         any is known): a head never vouches for a row no trusted writer vouched for.
         A process reading the log for the first time skips that check for the rows
-        ``earlier`` (heads this signer made, so made over checked rows) cover, and
-        keeps what it read only if the log still holds each of them."""
+        ``earlier`` cover (heads of trusted keys, which were signed over checked rows),
+        and keeps what it read only if the log still holds each of them."""
         tree, chain, legacy = self._read
         covered = max((h.size for h in earlier), default=0) if tree.size == 0 else 0
         with translated("scan log"), self._recorder.snapshot() as conn:
