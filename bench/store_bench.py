@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.store_bench --events 200000 --no-pg
     .venv/bin/python -m bench.store_bench --events 5000 --append-events 200 --runs 3 \\
         --replays 2 --reps 10                        # a smoke run: is every table sane?
+    .venv/bin/python -m bench.store_bench --signing-only --runs 5   # writer signatures
 
 Every measurement is made on SQLite and on PostgreSQL, interleaved (SQLite, PG, PG,
 SQLite, ... configuration by configuration, the order flipped each run), so a burst of
@@ -14,6 +15,10 @@ load from others on the machine hits both alike. Each append rate is measured
 that mean something are the ratios measured within one run, not the absolute rates.
 PostgreSQL is a private, durable (fsync on) server started by tests/pgserver.py
 unless BERTH_PG_HOST is set.
+
+The writer-signature table compares appends by a store with an auditor key (every
+events and commands row signed, engine/store/vouch.py) with appends by one without,
+configuration by configuration in the same run, as above.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from engine import events as ev
 from engine.projection import fold
 from engine.store import AppendRequest, EventStore
 from engine.store.mapper import Mapper
+from engine.treehead import Signer
 from migrations.runner import upgrade
 
 SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs/alpine", args=("sleep", "infinity"),
@@ -58,15 +64,19 @@ def _migrated(url: str) -> EventStore:
 
 # -- append -------------------------------------------------------------------------
 
+WRITER = Signer(b"\x42" * 32)
+
+
 def _append_rate(url: str, writers: int, commands: int, per_command: int,
-                 total: int) -> float:
+                 total: int, signer: Signer | None = None) -> float:
     """Events/s with ``writers`` threads, each with its own store (own connections).
 
     A transaction carries ``commands`` commands (append_batch when more than one),
-    each appending ``per_command`` events to one of its writer's container streams.
+    each appending ``per_command`` events to one of its writer's container streams;
+    with ``signer``, every row is signed by it (engine/store/vouch.py).
     """
     upgrade(url)
-    stores = [EventStore(url) for _ in range(writers)]
+    stores = [EventStore(url, signer=signer) for _ in range(writers)]
     per_tx = commands * per_command
     rounds = max(1, total // writers // per_tx)
     barrier = threading.Barrier(writers + 1)
@@ -322,6 +332,35 @@ def bench_append(backends: dict[str, Callable[[], str]], runs: int, total: int) 
             print(f"{backend:<11} {writers:>7}{cells}")
 
 
+def bench_signing(backends: dict[str, Callable[[], str]], runs: int, total: int) -> None:
+    """Appends with and without writer signatures, interleaved (the order of the two
+    flipped each run), each on a fresh database; one writer and four."""
+    print(f"\n## writer signatures (events/s; median of {runs} runs, spread = (max - min) "
+          "/ median)")
+    configs = [(writers, kind) for writers in (1, 4) for kind in APPEND_KINDS]
+    rates: dict[tuple[str, int, str, str], list[float]] = {}
+    for run in range(runs):
+        for writers, (column, commands, per_command, scale) in configs:
+            for backend in _order(list(backends), run):
+                for signed in _order(["unsigned", "signed"], run):
+                    rate = _append_rate(backends[backend](), writers, commands, per_command,
+                                        total * scale, WRITER if signed == "signed" else None)
+                    rates.setdefault((backend, writers, column, signed), []).append(rate)
+        print(f"  run {run + 1}/{runs} done", file=sys.stderr, flush=True)
+    print(f"{'backend':<11} {'writers':>7} {'kind':<16} {'unsigned':>10} {'spread':>6} "
+          f"{'signed':>10} {'spread':>6} {'ratio':>6}")
+    for backend in backends:
+        for writers in (1, 4):
+            for column, *_ in APPEND_KINDS:
+                plain = rates[(backend, writers, column, "unsigned")]
+                signed_ = rates[(backend, writers, column, "signed")]
+                p, q = statistics.median(plain), statistics.median(signed_)
+                print(f"{backend:<11} {writers:>7} {column:<16} {p:>10,.0f} "
+                      f"{_spread(plain):>5.0f}% {q:>10,.0f} {_spread(signed_):>5.0f}% "
+                      f"{q / p:>6.2f}")
+    print("ratio: signed / unsigned events per second")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -338,6 +377,8 @@ def main(argv: list[str] | None = None) -> None:
                              "(default 2,000; 400 with --quick)")
     parser.add_argument("--replays", type=int, default=None,
                         help="interleaved replay repeats (default 2; 3 with --quick)")
+    parser.add_argument("--signing-only", action="store_true",
+                        help="only the writer-signature comparison of appends")
     parser.add_argument("--reps", type=int, default=None,
                         help="samples of each flatness query (default 200; 30 with --quick)")
     args = parser.parse_args(argv)
@@ -360,7 +401,11 @@ def main(argv: list[str] | None = None) -> None:
         if pg_fresh is not None:
             backends["postgresql"] = pg_fresh
 
+        if args.signing_only:
+            bench_signing(backends, args.runs, append_total)
+            return
         bench_append(backends, args.runs, append_total)
+        bench_signing(backends, args.runs, append_total)
 
         print(f"\n## building logs: {small_events:,} and {big_events:,} events")
         logs: dict[str, tuple[EventStore, str, EventStore, str]] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +21,7 @@ from engine.prober import condition_met
 from engine.projection import EXITED, REMOVED, ContainerState
 from engine.service import ContainerService
 from engine.store.transparency import Assessment
-from engine.treehead import ConsistencyProof, InclusionProof, Signer, TreeHead
+from engine.treehead import ConsistencyProof, InclusionProof, Signer, TreeHead, key_id
 
 MAX_LOG_CHUNK = 512 * 1024
 _WAITED = {"exited": "exit", "running": "run", "healthy": "turn healthy"}
@@ -159,21 +159,23 @@ class Queries:
         """Compare first (a rebuild would repair, and so hide, an edited row), then
         refuse to replay a log whose chain is broken unless forced, then rebuild."""
         differences = self.store.verify_read_model() if q.verify else []
-        log = self.store.scan_log()
-        broken = log.chain_break or log.command_break
+        log = self.store.scan_log(self._keys())
+        broken = log.chain_break or log.command_break or log.forged
         if broken is not None and not q.force:
             return RebuildReport(0, differences, broken, rebuilt=False)
         return RebuildReport(self.store.rebuild_read_model(), differences, broken, True)
 
     def verify_audit(self, q: c.VerifyAudit) -> Assessment:
-        """The log against the heads given and the stored ones; a head counts if its
-        signature checks with a key given or with this node's own."""
-        from engine.treehead import key_id
+        """The log against the heads given and the stored ones; a head, or a writer's
+        signature on a row, counts if it checks with a key given, this node's own, or
+        one it trusts (``BERTH_AUDIT_TRUST``)."""
+        return self.store.assess([(h, "given") for h in q.heads], self._keys(q.keys))
 
-        keys = {key_id(k): k for k in q.keys}
+    def _keys(self, given: Sequence[bytes] = ()) -> dict[str, bytes]:
+        keys = {key_id(k): k for k in given} | self.store.trusted_keys()
         if self.signer is not None:
             keys[self.signer.key_id] = self.signer.public
-        return self.store.assess([(h, "given") for h in q.heads], keys)
+        return keys
 
     def checkpoint(self, _q: c.AuditCheckpoint) -> TreeHead:
         """A head, refused if the log no longer holds the last one this node signed

@@ -87,20 +87,26 @@ class Signer:
     seed: bytes
     public: bytes = field(init=False)
     key_id: str = field(init=False)
+    _key: Any = field(init=False, repr=False, compare=False)
+    """The expanded nacl SigningKey: made once, since writers sign every row."""
 
     def __post_init__(self) -> None:
         from nacl.signing import SigningKey
 
-        public = bytes(SigningKey(self.seed).verify_key)
+        signing = SigningKey(self.seed)
+        public = bytes(signing.verify_key)
+        object.__setattr__(self, "_key", signing)
         object.__setattr__(self, "public", public)
         object.__setattr__(self, "key_id", key_id(public))
 
-    def sign(self, size: int, root: bytes, timestamp_us: int, node: str = "") -> TreeHead:
-        from nacl.signing import SigningKey
+    def sign_bytes(self, message: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of ``message``."""
+        return bytes(self._key.sign(message).signature)
 
+    def sign(self, size: int, root: bytes, timestamp_us: int, node: str = "") -> TreeHead:
         unsigned = TreeHead(size, root, timestamp_us, self.key_id, b"", node)
-        signature = SigningKey(self.seed).sign(unsigned.note()).signature
-        return TreeHead(size, root, timestamp_us, self.key_id, bytes(signature), node)
+        return TreeHead(size, root, timestamp_us, self.key_id,
+                        self.sign_bytes(unsigned.note()), node)
 
 
 def signature_ok(head: TreeHead, public: bytes) -> bool:

@@ -223,7 +223,8 @@ def _audit(q: Queries, v: c.VerifyAudit) -> dict[str, Any]:
                        "signature": h.signature, "consistent": h.consistent,
                        "node": h.head.node, "timestamp_us": h.head.timestamp_us}
                       for h in report.heads],
-            "signer": None if q.signer is None else q.signer.key_id}
+            "signer": None if q.signer is None else q.signer.key_id,
+            "legacy": report.legacy, "writers_checked": report.writers_checked}
 
 
 def _head(head: TreeHead, q: Queries) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from engine.runtime.mounts import volumes_root
 from engine.runtime.network import NetworkSetup
 from engine.service import ContainerService
 from engine.store import EventStore
-from engine.treehead import load_signer
+from engine.treehead import load_public, load_signer
 from engine.volume_service import VolumeService
 from migrations.runner import upgrade
 from workers.conmon_watch import ConmonWatch
@@ -91,6 +91,9 @@ class WorkerConfig:
 
     metrics: str | None = field(default_factory=lambda: os.environ.get("BERTH_METRICS") or None)
     """ADDR:PORT to serve /metrics and /ready on (None: no metrics)."""
+    audit_trust: str | None = field(default_factory=lambda: os.environ.get("BERTH_AUDIT_TRUST"))
+    """Other writers' auditor public key files (``:``-separated): rows they signed are
+    vouched for in this node's heads (several nodes sharing one store)."""
 
     def __post_init__(self) -> None:
         validate_node(self.node)
@@ -115,6 +118,12 @@ class Worker:
         if store is None:
             upgrade(config.database)  # a starting worker brings its database to head
             store = EventStore(config.database)
+        self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
+                       else None)
+        trusted = [load_public(path) for path in (config.audit_trust or "").split(os.pathsep)
+                   if path]
+        if self.signer is not None or trusted:
+            store.sign_appends_with(self.signer, trusted)  # every row this worker appends
         self.store = store
         self.runtime = OCIRuntime(config.runtime_config())
         self.service = ContainerService(self.store, self.runtime, config.node)
@@ -129,8 +138,6 @@ class Worker:
         self.networks.setup = NetworkSetup(self.runtime.config.tmp_dir, self.networks.lookup,
                                            default=config.default_network)
         self.runtime.networks = self.networks.setup
-        self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
-                       else None)
         if self.signer is None:
             log.warning("no auditor key (BERTH_AUDIT_KEY): tree heads are unsigned and "
                         "the log's integrity rests on the database alone")

@@ -137,12 +137,13 @@ def cmd_projection(args: argparse.Namespace, client: Client) -> int:
                    "read model and the log (listed above, before any rebuild)")
     broken = result.get("broken_at")
     if not result.get("rebuilt"):
-        print(f"refused to rebuild: the log's hash chain is broken at position {broken} "
-              "(see berth audit verify; --force replays it anyway)", file=sys.stderr)
+        print(f"refused to rebuild: the log's hash chain is broken, or a row is forged, at "
+              f"position {broken} (see berth audit verify; --force replays it anyway)",
+              file=sys.stderr)
         return 1
     if broken is not None:
-        print(f"warning: rebuilt from a log whose chain is broken at position {broken}",
-              file=sys.stderr)
+        print(f"warning: rebuilt from a log whose chain is broken, or a row forged, at "
+              f"position {broken}", file=sys.stderr)
     print(f"rebuilt the read model: {result['containers']} containers")
     return 1 if differences or broken is not None else 0
 
@@ -219,20 +220,30 @@ def _print_verify(result: dict[str, Any], against: list[str]) -> int:
         print("note: the worker has no auditor key (BERTH_AUDIT_KEY): it signs no heads")
     if unsigned:
         print(f"note: {len(unsigned)} unsigned head(s) ignored: they prove nothing")
+    if result.get("legacy"):
+        print(f"note: positions 1..{result['legacy']} carry no writer signature (written "
+              "before revision 0005 or by workers without an auditor key): only signed "
+              "heads vouch for them")
+    if not result.get("writers_checked", True):
+        print("note: writer signatures not checked: no auditor key is trusted "
+              "(pass --key PUBKEY)")
     if not result["ok"]:
         for position, message in result.get("problems", []):
             where = f"position {position}: " if position is not None else ""
             print(f"audit FAILED: {where}{message}", file=sys.stderr)
         print(f"first position affected: {result['first_break']}", file=sys.stderr)
         return 1
+    writers = "every writer signature checks; " if result.get("writers_checked") else ""
     print(f"audit chain verified: {size} events, root {result['hash']}; "
-          f"commands table intact; {len(signed)} signed head(s) consistent")
+          f"commands table intact; {writers}{len(signed)} signed head(s) consistent")
     if not signed:
         print("warning: no signed head checked: the log is only as trustworthy as the "
               "database (pass --against FILE from 'berth audit checkpoint --out')")
     elif vouched < size:
-        print(f"note: positions {vouched + 1}..{size} are after the newest signed head "
-              "and vouched for by none yet")
+        by = ("only their writers' signatures vouch for them yet"
+              if result.get("writers_checked") else "vouched for by none yet")
+        print(f"note: positions {vouched + 1}..{size} are after the newest signed head: "
+              f"{by}")
     return 0
 
 

@@ -26,11 +26,29 @@ from engine.treehead import TreeHead, signature_ok
 
 KIND: Final = "berth-log-export"
 VERSION: Final = 1
-CSV_COLUMNS: Final = (*audit.CONTENT, "prev_hash", "hash", "leaf_hash", "command")
+CSV_COLUMNS: Final = (*audit.CONTENT, "prev_hash", "hash", "leaf_hash", "command", "signer",
+                      "signature")
 
 
 def _b64(value: bytes) -> str:
     return base64.b64encode(value).decode()
+
+
+def _encode_signed(out: dict[str, Any], row: Mapping[str, Any]) -> None:
+    """The writer's key id and signature (engine.store.vouch), if the row has them."""
+    signature = row.get("signature")
+    out["signer"] = row.get("signer")
+    out["signature"] = None if signature is None else _b64(signature)
+
+
+def _decode_signed(out: dict[str, Any], obj: Mapping[str, Any]) -> None:
+    """Older exports have neither: the rows import as written before revision 0005."""
+    signer, signature = obj.get("signer"), obj.get("signature")
+    if signer is not None and not isinstance(signer, str):
+        raise ValueError("signer is not text")
+    out["signer"] = signer
+    out["signature"] = (None if signature is None
+                        else base64.b64decode(signature, validate=True))
 
 
 def encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,10 +57,12 @@ def encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out["data"] = _b64(row["data"])
     out["prev_hash"] = None if row["prev_hash"] is None else row["prev_hash"].hex()
     out["hash"] = None if row["hash"] is None else row["hash"].hex()
+    _encode_signed(out, row)
     command = row["command"]
     if command is not None:
         command = dict(command)
         command["positions"] = _b64(command["positions"])
+        _encode_signed(command, row["command"])
     out["command"] = command
     digest = audit.link(row["prev_hash"] or audit.GENESIS, row)
     out["leaf_hash"] = merkle.leaf_hash(leaf_from(digest, row["command"])).hex()
@@ -61,11 +81,14 @@ def decode_row(obj: Mapping[str, Any]) -> dict[str, Any]:
         row["data"] = base64.b64decode(obj["data"], validate=True)
         row["prev_hash"] = None if obj["prev_hash"] is None else bytes.fromhex(obj["prev_hash"])
         row["hash"] = None if obj["hash"] is None else bytes.fromhex(obj["hash"])
+        _decode_signed(row, obj)
         command = obj.get("command")
         if command is not None:
-            command = {name: command[name] for name in OUTCOME_COLUMNS}
+            given = command
+            command = {name: given[name] for name in OUTCOME_COLUMNS}
             command["positions"] = base64.b64decode(command["positions"], validate=True)
             command["recorded_at"] = int(command["recorded_at"])
+            _decode_signed(command, given)
         row["command"] = command
         row["leaf_hash"] = bytes.fromhex(obj["leaf_hash"]) if obj.get("leaf_hash") else None
     except (KeyError, TypeError, ValueError) as exc:
@@ -107,17 +130,19 @@ def read_jsonl(lines: Iterable[str]) -> tuple[TreeHead | None, Iterator[dict[str
 
 def csv_record(row: Mapping[str, Any]) -> list[Any]:
     encoded = encode_row(row)
-    return [json.dumps(encoded["command"], sort_keys=True) if name == "command"
+    # JSON for the command and the signer: a CSV cell cannot tell None from "".
+    return [json.dumps(encoded[name], sort_keys=True) if name in ("command", "signer")
             else encoded[name] for name in CSV_COLUMNS]
 
 
 def from_csv_record(record: Mapping[str, str]) -> dict[str, Any]:
     obj: dict[str, Any] = dict(record)
-    try:
-        obj["command"] = json.loads(record.get("command") or "null")
-    except json.JSONDecodeError:
-        raise InvalidArgument("a CSV row's command column is not JSON") from None
-    for name in ("prev_hash", "hash"):
+    for name in ("command", "signer"):
+        try:
+            obj[name] = json.loads(record.get(name) or "null")
+        except json.JSONDecodeError:
+            raise InvalidArgument(f"a CSV row's {name} column is not JSON") from None
+    for name in ("prev_hash", "hash", "signature"):
         obj[name] = obj.get(name) or None
     return decode_row(obj)
 

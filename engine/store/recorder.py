@@ -26,10 +26,12 @@ from sqlalchemy import Connection, Engine, select
 from engine import events as ev
 from engine.errors import ConcurrencyError, InvalidArgument
 from engine.projection import ContainerState, fold
-from engine.store import audit, readmodel, sql
+from engine.store import audit, readmodel, sql, vouch
 from engine.store.db import translated
 from engine.store.mapper import Mapper, pack, unpack
 from engine.store.schema import events, from_micros, to_micros
+from engine.store.transparency import outcome_digest
+from engine.treehead import Signer
 
 MAX_STREAM_LEN = 128
 
@@ -99,18 +101,21 @@ class Recorder(ABC):
     mark: ClassVar[str]
     """The driver's placeholder in plain SQL (see ``engine.store.sql``)."""
 
-    def __init__(self, engine: Engine, mapper: Mapper) -> None:
+    def __init__(self, engine: Engine, mapper: Mapper, writer: Signer | None = None) -> None:
         self._engine = engine
         self._mapper = mapper
+        self.writer = writer
+        """This process's auditor key: it signs every row appended (engine.store.vouch)."""
         self._cache = readmodel.StateCache(self.mark)
         mark = self.mark
-        self._insert_events = sql.insert("events", (*audit.CONTENT, "prev_hash", "hash"), mark)
+        self._insert_events = sql.insert(
+            "events", (*audit.CONTENT, "prev_hash", "hash", "signer", "signature"), mark)
         self._outcome_sql = sql.select_in(
             "command_id, command_type, stream, outcome, error_code, message, positions, "
             "recorded_at", "commands", "command_id", mark, 1)
         self._insert_commands = sql.insert(
             "commands", ("command_id", "command_type", "stream", "outcome", "error_code",
-                         "message", "positions", "recorded_at"), mark)
+                         "message", "positions", "recorded_at", "signer", "signature"), mark)
 
     @abstractmethod
     def writing(self) -> AbstractContextManager[Connection]:
@@ -173,6 +178,7 @@ class Recorder(ABC):
             now_us = int(head.at)
         recorded_at = from_micros(now_us)
 
+        writer = self.writer
         rows: list[tuple[Any, ...]] = []
         command_rows: list[tuple[Any, ...]] = []
         by_command: dict[str, list[ev.RecordedEvent]] = {}
@@ -193,17 +199,21 @@ class Recorder(ABC):
                 values = self._mapper.to_values(new, position=position, version=current,
                                                 recorded_at_us=now_us)
                 digest = audit.link_values(prev, values)
-                rows.append((*values, prev, digest))
+                rows.append((*values, prev, digest,
+                             *vouch.stamp(writer, vouch.EVENT, digest)))
                 prev = digest
                 meta = ev.Metadata(req.stream, current, position, event.type, recorded_at,
                                    req.command_id, req.correlation_id, req.actor, req.node)
                 recorded.append(ev.RecordedEvent(meta, event))
             versions[req.stream] = current
-            command_rows.append((
+            outcome = (
                 req.command_id, req.command_type, req.stream,
                 "ok" if w.error_code is None else "error", w.error_code, w.message,
                 pack([r.position for r in recorded]), now_us,
-            ))
+            )
+            command_rows.append((*outcome, *(
+                vouch.stamp(writer, vouch.OUTCOME, outcome_digest(outcome)) if writer
+                else vouch.UNSIGNED)))
             by_command[req.command_id] = recorded
             results[i] = recorded
         # The two hot inserts go to the driver's executemany with plain tuples: Core's

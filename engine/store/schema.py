@@ -81,6 +81,10 @@ events = Table(
     Column("node", String(128), nullable=False),
     Column("prev_hash", LargeBinary(32), nullable=True),
     Column("hash", LargeBinary(32), nullable=True),
+    # The writer's key id and Ed25519 signature of the hash (engine/store/vouch.py);
+    # NULL on rows written before revision 0005.
+    Column("signer", String(64), nullable=True),
+    Column("signature", LargeBinary, nullable=True),
     UniqueConstraint("stream", "stream_version", name="uq_events_stream_version"),
     Index("ix_events_type_position", "type", "position"),
     Index("ix_events_recorded_at", "recorded_at"),
@@ -136,6 +140,8 @@ commands = Table(
     Column("message", Text, nullable=True),
     Column("positions", LargeBinary, nullable=False),
     Column("recorded_at", EpochMicros, nullable=False),
+    Column("signer", String(64), nullable=True),
+    Column("signature", LargeBinary, nullable=True),
 )
 
 tree_heads = Table(

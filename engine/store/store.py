@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -18,7 +18,7 @@ from sqlalchemy import Engine, select
 from engine import events as ev
 from engine.errors import InvalidArgument, StoreError
 from engine.projection import ContainerState, fold
-from engine.store import audit, merkle, readmodel, timetravel, transparency
+from engine.store import audit, merkle, readmodel, timetravel, transparency, vouch
 from engine.store.db import make_engine, translated
 from engine.store.mapper import Mapper
 from engine.store.postgres import PostgresRecorder
@@ -27,7 +27,7 @@ from engine.store.recorder import AppendRequest, CommandOutcome, Recorder
 from engine.store.retry import RetryPolicy, retried
 from engine.store.schema import commands, events, to_micros, tree_heads
 from engine.store.sqlite import SQLiteRecorder
-from engine.treehead import InclusionProof, Signer, TreeHead
+from engine.treehead import InclusionProof, Signer, TreeHead, key_id, signature_ok
 
 # The one place a dialect is chosen (make_engine has already refused any other).
 RECORDERS: dict[str, type[Recorder]] = {
@@ -49,7 +49,7 @@ class EventStore:
     """
 
     def __init__(self, url: str, *, synchronous: str = "NORMAL",
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, signer: Signer | None = None) -> None:
         self.url = url
         # Calls that lose their connection are retried (engine.store.retry); the
         # decorated methods below are the store's whole public surface.
@@ -57,11 +57,34 @@ class EventStore:
         self._engine = make_engine(url, synchronous=synchronous)
         self._mapper = Mapper()
         self._recorder = recorder_for(self._engine, self._mapper)
+        self._trusted: dict[str, bytes] = {}
+        self.sign_appends_with(signer)
         self._reader = Reader(self._engine, self._mapper)
-        # The tree of the leaves this process has read, and the chain hash after them:
-        # heads and proofs extend it by the new rows only (see ``checkpoint``).
-        self._read: tuple[merkle.Tree, bytes] = (merkle.Tree([]), audit.GENESIS)
+        # The tree of the leaves this process has read, the chain hash after them and
+        # how many unsigned rows open the log: heads and proofs extend it by the new
+        # rows only (see ``checkpoint``).
+        self._read: tuple[merkle.Tree, bytes, int] = (merkle.Tree([]), audit.GENESIS, 0)
         self._reading = threading.Lock()
+
+    def sign_appends_with(self, signer: Signer | None,
+                          trusted: Iterable[bytes] = ()) -> None:
+        """Sign every row this store appends from now on with ``signer`` (a worker's
+        auditor key, engine.store.vouch), and vouch in tree heads only for rows whose
+        writer is that key, ``trusted`` (other writers' public keys) or the head's own."""
+        self._recorder.writer = signer
+        self._trusted = {key_id(public): public for public in trusted}
+        if signer is not None:
+            self._trusted[signer.key_id] = signer.public
+
+    def trusted_keys(self) -> dict[str, bytes]:
+        """Key id to public key of the writers this store's heads vouch for."""
+        return dict(self._trusted)
+
+    def _trust(self, signer: Signer | None) -> vouch.Trust | None:
+        keys = dict(self._trusted)
+        if signer is not None:
+            keys[signer.key_id] = signer.public
+        return vouch.Trust(keys) if keys else None
 
     @property
     def dialect(self) -> str:
@@ -237,10 +260,11 @@ class EventStore:
     # -- the Merkle tree and its signed heads (engine.store.transparency) -----------
 
     @retried
-    def scan_log(self) -> transparency.LogScan:
-        """The log's leaves and its chain and commands checks, from one snapshot."""
+    def scan_log(self, keys: Mapping[str, bytes] | None = None) -> transparency.LogScan:
+        """The log's leaves and its chain and commands checks, from one snapshot; with
+        ``keys`` (key id to public key), each row's writer signature too."""
         with translated("scan log"), self._recorder.snapshot() as conn:
-            return transparency.scan(conn)
+            return transparency.scan(conn, trust=vouch.Trust(keys) if keys else None)
 
     @retried
     def tree_heads(self, *, key_id: str | None = None,
@@ -277,50 +301,73 @@ class EventStore:
         rewritten chain do not link and are refused. A process that has read nothing
         yet (a worker just started) reads the whole log and refuses it if it no
         longer holds the last head this signer made (``after``, as the caller
-        remembers it, or the newest stored one its key signed).
+        remembers it, or the newest stored one its key signed). No head covers a row
+        whose writer signature does not check (engine.store.vouch).
         """
         with self._reading:
-            return self._sign(self._tree("not signing it"), signer, node, after)
+            earlier = [after] if after is not None else []
+            if signer is not None:
+                earlier += self._newest_head({signer.key_id: signer.public})
+            return self._sign(self._tree("not signing it", signer, earlier), signer, node)
 
-    def _tree(self, refusal: str) -> merkle.Tree:
-        """The tree read so far, extended by the rows appended since (under the lock)."""
-        tree, chain = self._read
+    def _newest_head(self, keys: Mapping[str, bytes]) -> list[TreeHead]:
+        """The newest stored head of each of ``keys`` whose signature checks (of its
+        last ten): heads whose rows were checked when they were signed."""
+        found = []
+        for kid, public in keys.items():
+            found += [h for h in self.tree_heads(key_id=kid, newest=10)
+                      if signature_ok(h, public)][:1]
+        return found
+
+    def _tree(self, refusal: str, signer: Signer | None = None,
+              earlier: Sequence[TreeHead] = ()) -> merkle.Tree:
+        """The tree read so far, extended by the rows appended since (under the lock).
+
+        Rows enter it only if their writer signatures check with a trusted key (when
+        any is known): a head never vouches for a row no trusted writer vouched for.
+        A process reading the log for the first time skips that check for the rows
+        ``earlier`` cover (heads of trusted keys, which were signed over checked rows),
+        and keeps what it read only if the log still holds each of them."""
+        tree, chain, legacy = self._read
+        covered = max((h.size for h in earlier), default=0) if tree.size == 0 else 0
         with translated("scan log"), self._recorder.snapshot() as conn:
-            tail = transparency.scan(conn, tree.size, chain)
+            tail = transparency.scan(conn, tree.size, chain, self._trust(signer), legacy,
+                                     covered)
         broken = tail.chain_break or tail.command_break
         if broken is not None:
             raise StoreError(f"the log is broken at position {broken}: {refusal}")
-        tree.extend(tail.leaves)
-        self._read = (tree, tail.chain)
+        if tail.forged is not None:
+            raise StoreError(f"forged at position {tail.forged}: {tail.forged_reason}: "
+                             f"{refusal}")
+        if tree.size == 0:
+            tree = merkle.Tree(tail.leaves)
+            _still_holds(tree, earlier, refusal)  # before keeping rows left unchecked
+        else:
+            tree.extend(tail.leaves)
+        self._read = (tree, tail.chain, tail.legacy)
+        _still_holds(tree, earlier, refusal)
         return tree
 
-    def _sign(self, tree: merkle.Tree, signer: Signer | None, node: str,
-              after: TreeHead | None) -> TreeHead:
-        from engine.treehead import signature_ok
-
+    def _sign(self, tree: merkle.Tree, signer: Signer | None, node: str) -> TreeHead:
         size, root = tree.size, tree.root()
-        earlier = [after] if after is not None else []
-        if signer is not None:
-            own = [h for h in self.tree_heads(key_id=signer.key_id, newest=10)
-                   if signature_ok(h, signer.public)]
-            earlier += own[:1]
-        for head in earlier:
-            if head.size > size or not merkle.verify_consistency(
-                    head.size, size, head.root, root, tree.consistency_proof(head.size)):
-                raise StoreError(f"the log no longer holds the {head.size} events of the "
-                                 "last head signed: not signing it (run berth audit verify)")
         now = to_micros(datetime.now(UTC))
         head = (signer.sign(size, root, now, node) if signer is not None
                 else TreeHead(size, root, now, "", b"", node))
         self.record_head(head)
         return head
 
+    @retried
     def assess(self, given: Sequence[tuple[TreeHead, str]],
                keys: dict[str, bytes]) -> transparency.Assessment:
-        """The log checked against the heads given (files) and the stored ones."""
-        log = self.scan_log()
-        stored = [(h, "stored") for h in self.tree_heads()]
-        return transparency.assess(log, [*given, *stored], keys)
+        """The log checked against the heads given (files) and the stored ones, and
+        its rows after the largest trusted head against their writers' signatures."""
+        heads = [*given, *((h, "stored") for h in self.tree_heads())]
+        covered = max((h.size for h, _ in heads
+                       if h.key_id in keys and signature_ok(h, keys[h.key_id])), default=0)
+        with translated("scan log"), self._recorder.snapshot() as conn:
+            log = transparency.scan(conn, trust=vouch.Trust(keys) if keys else None,
+                                    covered=covered)
+        return transparency.assess(log, heads, keys)
 
     @retried
     def prove(self, position: int, size: int | None = None) -> InclusionProof:
@@ -329,7 +376,7 @@ class EventStore:
         process has read (extended by the new rows): a row rewritten behind it then
         no longer matches its proof's leaf, and the proof fails for what it shows."""
         with self._reading:
-            tree = self._tree("no proof from it")
+            tree = self._tree("no proof from it", None, self._newest_head(self._trusted))
             n = tree.size if size is None else size
             if not 1 <= position <= n <= tree.size:
                 raise InvalidArgument(f"no event {position} in a log of {n} events "
@@ -352,7 +399,7 @@ class EventStore:
     def consistency(self, first: int, second: int) -> list[bytes]:
         """PROOF(first, D[second]) of RFC 9162 §2.1.4 over the tree this process read."""
         with self._reading:
-            tree = self._tree("no proof from it")
+            tree = self._tree("no proof from it", None, self._newest_head(self._trusted))
             if not 0 <= first <= second <= tree.size:
                 raise InvalidArgument(f"no consistency proof from {first} to {second} "
                                       f"events (the log has {tree.size})")
@@ -383,11 +430,12 @@ class EventStore:
             for row in rows:
                 count += 1
                 batch.append({name: row[name] for name in (*audit.CONTENT, "prev_hash",
-                                                           "hash")})
+                                                           "hash")}
+                             | {name: row.get(name) for name in ("signer", "signature")})
                 command = row["command"]
                 if command is not None and command["command_id"] not in seen:
                     seen.add(command["command_id"])
-                    outcomes.append(dict(command))
+                    outcomes.append({"signer": None, "signature": None, **command})
                 if len(batch) >= 5000:
                     conn.execute(events.insert(), batch)
                     batch = []
@@ -401,3 +449,12 @@ class EventStore:
                     key_id=head.key_id, signature=head.signature, node=head.node))
         self.rebuild_read_model()
         return count
+
+
+def _still_holds(tree: merkle.Tree, heads: Sequence[TreeHead], refusal: str) -> None:
+    for head in heads:
+        if head.size > tree.size or not merkle.verify_consistency(
+                head.size, tree.size, head.root, tree.root(),
+                tree.consistency_proof(head.size)):
+            raise StoreError(f"the log no longer holds the {head.size} events of the last "
+                             f"head signed: {refusal} (run berth audit verify)")

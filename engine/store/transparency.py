@@ -17,6 +17,10 @@ signature checks with a key the verifier trusts, wherever it was read from. Agai
 each such head the current tree must give a consistency proof (§2.1.4); the first
 position affected by a rewrite is just after the largest trusted head that still
 holds (exact when heads are frequent or when the chain itself breaks there).
+
+Rows after the newest head are vouched for by their writers' signatures
+(engine.store.vouch), checked in the same pass: a forged append, which every head
+is consistent with, is reported at its position, and never enters a head.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 from sqlalchemy import BigInteger, Connection, RowMapping, select, type_coerce
 
-from engine.store import audit, merkle
+from engine.store import audit, merkle, vouch
 from engine.store.schema import commands, events
 from engine.treehead import TreeHead, signature_ok
 
@@ -56,6 +60,10 @@ class LogScan:
     command_break: int | None = None
     orphan_commands: list[str] = field(default_factory=list)
     chain: bytes = audit.GENESIS  # the chain's hash after the last row read
+    forged: int | None = None  # the first row no trusted writer vouches for
+    forged_reason: str = ""
+    legacy: int = 0  # positions 1..legacy carry no writer signature: heads only
+    writers_checked: bool = False  # False: no key was trusted, nothing was checked
 
     @property
     def size(self) -> int:
@@ -66,12 +74,13 @@ def log_rows(conn: Connection, after: int = -(2**62),
              page: int = 5000) -> Iterator[RowMapping]:
     """Every event row with its hash columns and its command's row, in position order."""
     columns = (
-        *audit.CHAIN_COLUMNS,
+        *audit.CHAIN_COLUMNS, events.c.signer, events.c.signature,
         commands.c.command_id.label("c_command_id"),
         commands.c.command_type.label("c_command_type"), commands.c.stream.label("c_stream"),
         commands.c.outcome.label("c_outcome"), commands.c.error_code.label("c_error_code"),
         commands.c.message.label("c_message"), commands.c.positions.label("c_positions"),
         type_coerce(commands.c.recorded_at, BigInteger).label("c_recorded_at"),
+        commands.c.signer.label("c_signer"), commands.c.signature.label("c_signature"),
     )
     joined = events.outerjoin(commands, commands.c.command_id == events.c.causation_id)
     cursor = after
@@ -92,13 +101,21 @@ def export_row(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     out["data"] = bytes(out["data"])
     for name in ("prev_hash", "hash"):
         out[name] = None if row[name] is None else bytes(row[name])
+    out.update(_signed(row, ""))
     if row["c_command_id"] is not None:
         command = {name: row["c_" + name] for name in _OUTCOME}
         command["positions"] = bytes(command["positions"])
+        command.update(_signed(row, "c_"))
         out["command"] = command
     else:
         out["command"] = None
     return out
+
+
+def _signed(row: Mapping[str, Any] | RowMapping, prefix: str) -> dict[str, Any]:
+    signature = row[prefix + "signature"]
+    return {"signer": row[prefix + "signer"],
+            "signature": None if signature is None else bytes(signature)}
 
 
 def leaf_of(row_hash: bytes, row: Mapping[str, Any] | RowMapping) -> bytes:
@@ -114,18 +131,26 @@ def leaf_from(row_hash: bytes, command: Mapping[str, Any] | None) -> bytes:
     return row_hash + outcome_digest([command[name] for name in _OUTCOME])
 
 
-def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS) -> LogScan:
+def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
+         trust: vouch.Trust | None = None, legacy: int = 0, covered: int = 0) -> LogScan:
     """One pass: leaves from content (not from the stored hashes), the chain check,
-    and the commands table checked against the events.
+    the commands table checked against the events, and (with ``trust``) each row's
+    writer signature after position ``covered``.
 
-    ``after``/``chain``: only the rows after that position, continuing the chain from
-    that hash (a signer extending what it has already read); invented outcomes are
-    then not looked for.
+    ``covered``: the size of the largest trusted head a verifier holds. The rows it
+    covers are vouched for by it if it holds, and if it does not, ``assess`` reports
+    a rewrite at or before the first of them that changed: their writer signatures
+    add nothing, and checking them was most of the cost of a verify.
+
+    ``after``/``chain``/``legacy``: only the rows after that position, continuing the
+    chain from that hash and the count of unsigned rows opening the log (a signer
+    extending what it has already read); invented outcomes are then not looked for.
     """
-    result = LogScan()
+    result = LogScan(writers_checked=bool(trust), legacy=legacy)
     expected = after + 1
     listed: dict[str, tuple[int, ...]] = {}
     seen: dict[str, list[int]] = {}
+    opening = legacy == after  # unsigned rows (before 0005 or a key) only open the log
     for row in (log_rows(conn, after) if after else log_rows(conn)):
         position = int(row["position"])
         if position != expected:
@@ -139,11 +164,27 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS) -> LogS
             result.chain_break = position
         chain = digest
         expected = position + 1
-        result.leaves.append(merkle.leaf_hash(leaf_of(digest, row)))
         cid = row["causation_id"]
-        seen.setdefault(cid, []).append(position)
-        if row["c_command_id"] is not None:
+        if row["c_command_id"] is None:
+            outcome = NO_OUTCOME
+        else:
+            outcome = outcome_digest([row["c_" + name] for name in _OUTCOME])
             listed[cid] = tuple(msgpack.unpackb(bytes(row["c_positions"])))
+        result.leaves.append(merkle.leaf_hash(digest + outcome))
+        opening = opening and not row["signer"]
+        if opening:
+            result.legacy = position
+        elif trust and result.forged is None and position > covered:
+            reason = trust.problem(vouch.EVENT, digest, row["signer"], row["signature"])
+            if reason is not None:
+                reason = "the event row " + reason
+            elif row["c_command_id"] is not None and cid not in seen:
+                reason = trust.problem(vouch.OUTCOME, outcome, row["c_signer"],
+                                       row["c_signature"])
+                reason = reason and "its command's outcome row " + reason
+            if reason is not None:
+                result.forged, result.forged_reason = position, reason
+        seen.setdefault(cid, []).append(position)
     for cid, positions in seen.items():
         if cid in listed and listed[cid] != tuple(positions):
             first = min(set(positions) ^ set(listed[cid]), default=positions[0])
@@ -171,6 +212,8 @@ class Assessment:
     problems: list[tuple[int | None, str]]
     heads: list[HeadCheck]
     vouched: int  # the largest trusted head's size that holds
+    legacy: int = 0  # positions 1..legacy predate writer signatures: heads only
+    writers_checked: bool = False  # False: no key trusted, writer signatures unchecked
 
     @property
     def ok(self) -> bool:
@@ -195,6 +238,9 @@ def assess(log: LogScan, heads: Sequence[tuple[TreeHead, str]],
     if log.command_break is not None:
         problems.append((log.command_break, "the commands table disagrees with the events "
                                             f"at position {log.command_break}"))
+    if log.forged is not None:
+        problems.append((log.forged, f"forged at position {log.forged}: "
+                                     f"{log.forged_reason}"))
     if log.orphan_commands:
         more = len(log.orphan_commands) - 1
         problems.append((None, f"command {log.orphan_commands[0]} has an outcome but no "
@@ -241,4 +287,5 @@ def assess(log: LogScan, heads: Sequence[tuple[TreeHead, str]],
                                         f" (positions {below + 1}..{n} are not vouched "
                                         "for either)")))
     vouched = max((s for s in holding), default=0)
-    return Assessment(n, root, problems, checks, min(vouched, n))
+    return Assessment(n, root, problems, checks, min(vouched, n), log.legacy,
+                      log.writers_checked)

@@ -5,6 +5,7 @@ recomputed the whole hash chain."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from engine.store import audit
 from engine.store.schema import events
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
+from tests.store.helpers import forge_append
 
 
 @pytest.fixture
@@ -121,6 +123,38 @@ def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
     assert forged.returncode == 1 and "not the leaf" in forged.stderr
 
 
+def test_a_forged_append_is_reported_and_never_signed(
+        engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A row forged after the newest head, chained and with its commands row: its
+    missing writer signature gives it away, and no head is signed over it."""
+    public = _signed_engine(engine, tmp_path)
+    _ok(engine.cli("create", "--name", "f1", engine.rootfs, "true"))
+    assert "every writer signature checks" in _ok(engine.cli("audit", "verify", "--key",
+                                                             str(public)))
+    store = engine.store()
+    try:
+        wait_until(lambda: any(h.signed and h.size == store.max_position()
+                               for h in store.tree_heads()), 10, what="a head over the log")
+        caplog.set_level(logging.ERROR, logger="berth.worker")
+        with store._engine.begin() as conn:
+            forge_append(conn, "unsigned")
+        forged = store.max_position()
+        failed = engine.cli("audit", "verify", "--key", str(public))
+        assert failed.returncode == 1, failed
+        assert (f"position {forged}: forged at position {forged}: the event row carries "
+                "no writer signature") in failed.stderr
+        assert f"first position affected: {forged}" in failed.stderr
+        refused = engine.cli("audit", "checkpoint")
+        assert refused.returncode != 0 and f"forged at position {forged}" in refused.stderr
+        replay = engine.cli("projection", "rebuild")  # nor replayed into the read model
+        assert replay.returncode == 1 and f"forged, at position {forged}" in replay.stderr
+        wait_until(lambda: f"forged at position {forged}" in caplog.text, 10,
+                   what="the periodic signer refusing")
+        assert max(h.size for h in store.tree_heads()) < forged
+    finally:
+        store.close()
+
+
 def test_without_a_key_heads_are_unsigned_and_verify_says_so(up: Engine,
                                                               tmp_path: Path) -> None:
     _ok(up.cli("create", "--name", "b1", up.rootfs, "true"))
@@ -155,8 +189,8 @@ def test_projection_rebuild_verify_compares_first_and_refuses_a_broken_chain(
             conn.execute(update(events).where(events.c.position == 1).values(actor="x"))
         refused = up.cli("projection", "rebuild", "--verify")
         assert refused.returncode == 1
-        assert "refused to rebuild: the log's hash chain is broken at position 1" in \
-            refused.stderr
+        assert ("refused to rebuild: the log's hash chain is broken, or a row is forged, at "
+                "position 1") in refused.stderr
         assert "row='hacked'" in refused.stdout
         assert store.get_container(cid).state == "hacked"
         forced = up.cli("projection", "rebuild", "--force")
@@ -212,3 +246,36 @@ def test_export_check_offline_and_import_into_an_empty_store(
     refused = engine.cli("log", "import", str(export), "--db",
                          f"sqlite:///{tmp_path / 'copy3.db'}")
     assert refused.returncode == 1 and "nothing imported" in refused.stderr
+
+
+def test_a_worker_vouches_for_the_writers_in_berth_audit_trust(tmp_path: Path) -> None:
+    """Nodes sharing a store: node a signs heads over rows node b signed, because its
+    BERTH_AUDIT_TRUST names b's public key; a writer nobody named gets no head."""
+    from engine import commands as c
+    from engine import treehead
+    from engine.errors import StoreError
+    from engine.store import EventStore
+    from tests.store.helpers import create
+    from workers.worker import Worker, WorkerConfig
+
+    keys = tmp_path / "keys"
+    for name in ("a", "b", "mallory"):
+        treehead.generate(name, keys)
+    url = f"sqlite:///{tmp_path / 'berth.db'}"
+    worker = Worker(WorkerConfig(  # not started: its store and its signer are the point
+        node="a", root=str(tmp_path / "root"), run=str(tmp_path / "run"), db_url=url,
+        audit_key_file=str(keys / "a.audit_key_secret"), audit_trust=str(keys / "b.audit_key"),
+        audit_interval=0))
+    try:
+        create(worker.store, "from-a")
+        with EventStore(url, signer=treehead.load_signer(keys / "b.audit_key_secret")) as b:
+            create(b, "from-b")
+        head = worker.dispatch.queries.checkpoint(c.AuditCheckpoint())
+        assert head.signed and head.size == 2
+        mallory = treehead.load_signer(keys / "mallory.audit_key_secret")
+        with EventStore(url, signer=mallory) as m:
+            create(m, "from-mallory")
+        with pytest.raises(StoreError, match=f"forged at position 3: .*{mallory.key_id}"):
+            worker.dispatch.queries.checkpoint(c.AuditCheckpoint())
+    finally:
+        worker.store.close()

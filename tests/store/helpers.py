@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
+
+from sqlalchemy import Connection, select
 
 from engine import events as ev
-from engine.store import EventStore
+from engine.store import EventStore, audit, schema, vouch
+from engine.store.mapper import pack
+from engine.treehead import Signer
 
 SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs", args=("sleep", "1000"))
 
@@ -26,3 +31,30 @@ def create(store: EventStore, name: str = "web", cid: str | None = None,
 def run(store: EventStore, cid: str, version: int, *events: ev.Event) -> list[ev.RecordedEvent]:
     return store.append(cid, version, list(events), command_id=uuid.uuid4().hex,
                         command_type="container.any", actor="tester", node="node1")
+
+
+def forge_append(conn: Connection, how: str) -> None:
+    """A row appended by hand after the newest head, chained, with its commands row:
+    with no signature, with one copied from a real row, or signed by the attacker's
+    own key (which no verifier trusts)."""
+    rows = [dict(r) for r in conn.execute(select(
+        *audit.CHAIN_COLUMNS, schema.events.c.signer, schema.events.c.signature)
+        .order_by(schema.events.c.position)).mappings()]
+    last = rows[-1]
+    position = int(last["position"]) + 1
+    forged = last | {"position": position, "stream_version": last["stream_version"] + 1,
+                     "type": ev.CONTAINER_SIGNALLED, "data": pack({"signal": 9}),
+                     "causation_id": f"forged{position}", "prev_hash": bytes(last["hash"])}
+    forged["hash"] = audit.link(bytes(last["hash"]), forged)
+    outcome: dict[str, Any] = {
+        "command_id": f"forged{position}", "command_type": "container.kill",
+        "stream": last["stream"], "outcome": "ok", "error_code": None, "message": None,
+        "positions": pack([position]), "recorded_at": forged["recorded_at"]}
+    if how == "unsigned":
+        forged["signer"] = forged["signature"] = None
+    elif how == "own key":
+        mallory = Signer(b"\x66" * 32)
+        forged["signer"], forged["signature"] = vouch.stamp(mallory, vouch.EVENT,
+                                                            forged["hash"])
+    conn.execute(schema.events.insert().values(**forged))
+    conn.execute(schema.commands.insert().values(**outcome))

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from engine import events as ev
 from engine.errors import InvalidArgument
 from engine.store import EventStore, audit, exchange, merkle, readmodel
+from engine.store.schema import events
 from engine.treehead import Signer, TreeHead
 from migrations.runner import upgrade
 from tests import pgserver
@@ -101,6 +103,36 @@ def test_csv_rows_round_trip(store: EventStore) -> None:
     text.seek(0)
     back = [exchange.from_csv_record(r) for r in csv.DictReader(text)]
     assert exchange.check(back, head, SIGNER.public)[0] == []
+
+
+@pytest.mark.parametrize("form", ["jsonl", "csv"])
+def test_writer_signatures_travel_with_an_export(db_url: str, other: EventStore,
+                                                 form: str) -> None:
+    """Each row's writer signature (engine.store.vouch) is exported and imported as it
+    was: the copy's rows still check against the writer's key, none left unsigned."""
+    import csv
+    import io
+
+    upgrade(db_url)
+    with EventStore(db_url, signer=SIGNER) as signed:
+        head = _log(signed)
+        if form == "jsonl":
+            _, rows = exchange.read_jsonl(_export(signed, head))
+            loaded = list(rows)
+        else:
+            text = io.StringIO()
+            writer = csv.writer(text)
+            writer.writerow(exchange.CSV_COLUMNS)
+            for row in signed.export_page(0, 100):
+                writer.writerow(exchange.csv_record(row))
+            text.seek(0)
+            loaded = [exchange.from_csv_record(r) for r in csv.DictReader(text)]
+    other.import_rows(loaded, head)
+    log = other.scan_log({SIGNER.key_id: SIGNER.public})
+    assert (log.size, log.legacy, log.forged) == (head.size, 0, None)
+    with other._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 3).values(signature=b"x" * 64))
+    assert other.scan_log({SIGNER.key_id: SIGNER.public}).forged == 3
 
 
 @pytest.mark.parametrize("change", ["actor", "rehashed actor", "drop", "outcome", "head"])

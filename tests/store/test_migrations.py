@@ -14,10 +14,12 @@ from engine.store import EventStore
 from engine.store.db import make_engine
 from engine.store.mapper import pack
 from engine.store.schema import metadata
+from engine.treehead import Signer
 from migrations.runner import current_revision, head_revision, revisions, upgrade
 from tests.store.helpers import SPEC
 
 CID = "f" * 64
+WRITER = Signer(b"\x07" * 32)
 T = 1_700_000_000_000_000  # epoch micros
 
 _events_v1 = sa.table("events", *(sa.column(c) for c in (
@@ -83,8 +85,28 @@ def _seed_0004(conn: sa.Connection) -> None:
                  {"r": b"\x00" * 32, "t": T + 5, "s": b""})
 
 
+def _seed_0005(conn: sa.Connection) -> None:
+    """0005 adds writer signatures: the same log, each row signed by its writer."""
+    from engine.store import vouch
+    from engine.store.transparency import OUTCOME_COLUMNS, outcome_digest
+
+    _seed_0004(conn)
+    for row in conn.execute(sa.text("SELECT position, hash FROM events")).all():
+        signer, signature = vouch.stamp(WRITER, vouch.EVENT, bytes(row.hash))
+        conn.execute(sa.text("UPDATE events SET signer = :k, signature = :s "
+                             "WHERE position = :p"),
+                     {"k": signer, "s": signature, "p": row.position})
+    for row in conn.execute(sa.select(_commands)).all():
+        signer, signature = vouch.stamp(WRITER, vouch.OUTCOME, outcome_digest(
+            [getattr(row, name) for name in OUTCOME_COLUMNS]))
+        conn.execute(sa.text("UPDATE commands SET signer = :k, signature = :s "
+                             "WHERE command_id = :c"),
+                     {"k": signer, "s": signature, "c": row.command_id})
+
+
 SEEDERS: dict[str, Callable[[sa.Connection], None]] = {
     "0001": _seed_0001, "0002": _seed_0002, "0003": _seed_0003, "0004": _seed_0004,
+    "0005": _seed_0005,
 }
 
 
@@ -104,7 +126,7 @@ def test_upgrade_from_each_revision_with_data(db_url: str) -> None:
         engine.dispose()
 
         upgrade(db_url)
-        store = EventStore(db_url)
+        store = EventStore(db_url, signer=WRITER)
         try:
             assert current_revision(db_url) == head_revision()
             history = store.read_stream(CID)
@@ -123,8 +145,11 @@ def test_upgrade_from_each_revision_with_data(db_url: str) -> None:
                                 command_type="container.rm")
             assert more[0].position == 5 and more[0].metadata.stream_version == 5
             assert store.verify_chain() is None
-            log = store.scan_log()
+            log = store.scan_log({WRITER.key_id: WRITER.public})
             assert (log.size, log.chain_break, log.command_break) == (5, None, None)
+            # Rows written before 0005 stay unsigned, covered by heads only; the
+            # writer signs from the upgrade on.
+            assert (log.legacy, log.forged) == (0 if revision >= "0005" else 4, None)
             assert store.get_container(CID, include_removed=True).removed
         finally:
             store.close()

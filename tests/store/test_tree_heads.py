@@ -1,5 +1,6 @@
 """An attacker who can write the database and knows every scheme (the hash chain, the
-leaves, the tree), but not the auditor's signing key, against the signed tree heads.
+leaves, the tree), but not the auditor's signing key, against the signed tree heads
+and the writers' signatures on each row.
 
 Each case takes a signed head before the tampering, as an operator who exported it
 with ``berth audit checkpoint --out`` has, and then rewrites what it likes, including
@@ -9,6 +10,7 @@ must fail, and name the first position affected.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import hypothesis.strategies as st
@@ -22,11 +24,20 @@ from engine.store.mapper import pack
 from engine.store.schema import commands, events, tree_heads
 from engine.store.transparency import Assessment
 from engine.treehead import Signer, TreeHead
-from tests.store.helpers import create, run
+from migrations.runner import upgrade
+from tests.store.helpers import create, forge_append, run
 
 SIGNER = Signer(b"\x11" * 32)
 KEYS = {SIGNER.key_id: SIGNER.public}
 LAST = 7
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[EventStore]:
+    """The worker's store: it signs every row it appends with the auditor key."""
+    upgrade(db_url)
+    with EventStore(db_url, signer=SIGNER) as s:
+        yield s
 
 
 def _log(store: EventStore, *, heads_every_event: bool = False) -> TreeHead:
@@ -153,25 +164,91 @@ def test_the_last_events_truncated_and_the_stored_heads_erased(store: EventStore
     assert any("truncated" in message for _, message in report.problems)
 
 
-def test_a_forged_append_with_a_valid_hash_is_vouched_for_by_no_head(
-        store: EventStore) -> None:
-    """A row appended by hand, chained and with its commands row: consistent with the
-    old head (it only extends the log), but no signature covers it."""
+@pytest.mark.parametrize(("how", "why"), [
+    ("unsigned", "carries no writer signature"),
+    ("copied", f"carries a signature by key {SIGNER.key_id} that does not verify"),
+    ("own key", "is signed by key " + Signer(b"\x66" * 32).key_id + ", which is not trusted"),
+])
+def test_a_forged_append_with_a_valid_hash_is_reported_forged(
+        store: EventStore, how: str, why: str) -> None:
+    """Consistent with the old head (it only extends the log), and so no head can see
+    it; the writers' signatures do, and no head is ever signed over it."""
+    from engine.errors import StoreError
+
     head = _log(store)
     with store._engine.begin() as conn:
-        last = _rows(conn)[-1]
-        forged = last | {"position": LAST + 1, "stream_version": last["stream_version"] + 1,
-                         "type": ev.CONTAINER_SIGNALLED, "data": pack({"signal": 9}),
-                         "causation_id": "forged", "prev_hash": bytes(last["hash"])}
-        forged["hash"] = audit.link(bytes(last["hash"]), forged)
-        conn.execute(events.insert().values(**forged))
-        conn.execute(commands.insert().values(
-            command_id="forged", command_type="container.kill", stream=last["stream"],
-            outcome="ok", error_code=None, message=None, positions=pack([LAST + 1]),
-            recorded_at=forged["recorded_at"]))
+        forge_append(conn, how)
     report = _assess(store, head)
-    assert report.size == LAST + 1 and report.vouched == LAST  # position 8: unvouched
-    assert store.scan_log().chain_break is None
+    assert report.size == LAST + 1 and report.vouched == LAST
+    assert report.first_affected == LAST + 1
+    assert [m for _, m in report.problems] == [
+        f"forged at position {LAST + 1}: the event row {why}"]
+    assert store.scan_log().chain_break is None  # the chain alone sees nothing
+    stored = len(store.tree_heads())
+    with pytest.raises(StoreError, match=f"forged at position {LAST + 1}: .*not signing"):
+        store.checkpoint(SIGNER)  # the running worker, which had read up to the head
+    with EventStore(store.url) as fresh, pytest.raises(StoreError, match="forged at"):
+        fresh.checkpoint(SIGNER)  # a worker just started, which reads the whole log
+    assert len(store.tree_heads()) == stored  # nothing recorded, nothing signed
+    run(store, store.read_all()[0].stream, LAST + 1, ev.Signalled(9))
+    with pytest.raises(StoreError, match=f"forged at position {LAST + 1}"):
+        store.checkpoint(SIGNER)  # nor later, over a real row appended after it
+
+
+def test_an_outcome_edited_after_the_newest_head_is_reported_forged(
+        store: EventStore) -> None:
+    head = _log(store)
+    run(store, store.read_all()[0].stream, LAST, ev.Signalled(9))
+    cid = store.read_all()[LAST].metadata.causation_id
+    with store._engine.begin() as conn:
+        conn.execute(update(commands).where(commands.c.command_id == cid)
+                     .values(message="never happened"))
+    report = _assess(store, head)
+    assert [m for _, m in report.problems] == [
+        f"forged at position {LAST + 1}: its command's outcome row carries a signature by "
+        f"key {SIGNER.key_id} that does not verify"]
+
+
+def test_rows_from_before_writer_signatures_open_the_log_and_nowhere_else(
+        store: EventStore) -> None:
+    """Revision 0005 leaves older rows unsigned (NULL): they are reported as covered by
+    heads only. An unsigned row after a signed one cannot be older: it is forged."""
+    _log(store)
+    with store._engine.begin() as conn:
+        for table in (events, commands):
+            conn.execute(update(table).values(signer=None, signature=None))
+    run(store, store.read_all()[0].stream, LAST, ev.Signalled(9))
+    report = _assess(store)
+    assert report.ok and report.legacy == LAST and report.writers_checked
+    run(store, store.read_all()[0].stream, LAST + 1, ev.Signalled(9))
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == LAST + 2)
+                     .values(signer=None, signature=None))
+    report = _assess(store)
+    assert report.first_affected == LAST + 2 and report.legacy == LAST
+    assert "carries no writer signature" in report.problems[0][1]
+
+
+def test_the_rows_a_trusted_head_covers_are_vouched_for_by_it(store: EventStore) -> None:
+    """verify checks writer signatures after the largest trusted head only: a head
+    that holds proves the rows it covers; one that does not is reported itself."""
+    _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 3)
+                     .values(signature=b"\x00" * 64))
+    assert _assess(store).ok  # the stored head over all 7 holds
+    with store._engine.begin() as conn:
+        _erase_heads(conn)
+    report = _assess(store)
+    assert report.first_affected == 3 and "does not verify" in report.problems[0][1]
+
+
+def test_writer_signatures_are_not_checked_without_a_trusted_key(store: EventStore) -> None:
+    _log(store)
+    with store._engine.begin() as conn:
+        forge_append(conn, "unsigned")
+    report = store.assess([], {})
+    assert report.ok and not report.writers_checked  # nothing to check them with
 
 
 def test_two_events_reordered_and_rehashed(store: EventStore) -> None:
@@ -245,7 +322,8 @@ def test_a_broken_log_is_not_signed(store: EventStore) -> None:
 
 # --------------------------------------------------------------------- random tampering
 
-ACTIONS = st.sampled_from(["edit", "delete", "insert", "reorder", "truncate", "outcome"])
+ACTIONS = st.sampled_from(["edit", "delete", "insert", "reorder", "truncate", "outcome",
+                           "forge"])
 
 
 @settings(max_examples=25, deadline=None,
@@ -253,15 +331,16 @@ ACTIONS = st.sampled_from(["edit", "delete", "insert", "reorder", "truncate", "o
 @given(action=ACTIONS, data=st.data())
 def test_random_tampering_with_a_rehashed_chain_is_detected(
         store: EventStore, action: str, data: st.DataObject) -> None:
-    """Whatever the attacker does to the vouched events, and then rehashes: the heads
-    (one every event, as a busy worker makes them) show it at the position changed."""
+    """Whatever the attacker does to the vouched events, and then rehashes, or a row it
+    appends after them: the heads (one every event, as a busy worker makes them) or
+    the writers' signatures show it at the position changed."""
     with store._engine.begin() as conn:
         conn.execute(delete(tree_heads))
         conn.execute(delete(commands))
         conn.execute(delete(events))
         conn.exec_driver_sql("DELETE FROM containers")
     store._recorder.forget_states()
-    with EventStore(store.url) as signer:  # a signer that has read nothing before
+    with EventStore(store.url, signer=SIGNER) as signer:  # one that has read nothing
         head = _log(signer, heads_every_event=True)
     at = data.draw(st.integers(1, LAST), label="position")
     with store._engine.begin() as conn:
@@ -295,6 +374,11 @@ def test_random_tampering_with_a_rehashed_chain_is_detected(
         elif action == "truncate":
             conn.execute(delete(events).where(events.c.position >= at))
             first = at
+        elif action == "forge":
+            for _ in range(data.draw(st.integers(1, 3), label="forged rows")):
+                forge_append(conn, data.draw(st.sampled_from(["unsigned", "copied",
+                                                               "own key"]), label="how"))
+            first = LAST + 1
         else:
             cid = rows[at - 1]["causation_id"]
             conn.execute(update(commands).where(commands.c.command_id == cid)
@@ -304,7 +388,8 @@ def test_random_tampering_with_a_rehashed_chain_is_detected(
         _rechain(conn)
         if data.draw(st.booleans(), label="erase stored heads"):
             _erase_heads(conn)
-            first = 1  # only the exported head is left: all it covers is in doubt
+            if action != "forge":  # a forged append changes nothing a head covers
+                first = 1  # only the exported head is left: all it covers is in doubt
     report = _assess(store, head)
     assert not report.ok
     assert report.first_affected == first, (action, report.problems)
@@ -327,24 +412,37 @@ def test_the_signer_signs_what_it_read_never_a_rewrite(store: EventStore) -> Non
 
 
 @pytest.mark.parametrize("heads_erased", [False, True])
-def test_a_new_signer_refuses_to_bless_a_rewrite(store: EventStore, heads_erased: bool) -> None:
+@pytest.mark.parametrize("rewrite", ["edit", "truncate"])
+def test_a_new_signer_refuses_to_bless_a_rewrite(store: EventStore, heads_erased: bool,
+                                                 rewrite: str) -> None:
     """A process that has read nothing yet (a worker just started) checks the log
-    against the newest head of its key in the table, or the one it is given."""
+    against the newest head of its key in the table, or the one it is given, and the
+    writer signatures of the rows after it; and it keeps nothing it read from a log
+    that fails, so without any head left it still checks every row."""
     from engine.errors import StoreError
 
     head = _log(store)
     with store._engine.begin() as conn:
-        conn.execute(update(events).where(events.c.position == 2).values(actor="mallory"))
+        if rewrite == "edit":
+            conn.execute(update(events).where(events.c.position == 2)
+                         .values(actor="mallory"))
+        else:
+            conn.execute(delete(events).where(events.c.position > LAST - 2))
         _rechain(conn)
         if heads_erased:
             _erase_heads(conn)
     remembered = head if heads_erased else None
-    with EventStore(store.url) as fresh:
+    with EventStore(store.url, signer=SIGNER) as fresh:
         with pytest.raises(StoreError, match="no longer holds the 7 events"):
             fresh.checkpoint(SIGNER, after=remembered)
-        run(fresh, fresh.read_all()[0].stream, LAST, ev.Signalled(9))
-        with pytest.raises(StoreError, match="no longer holds"):
+        run(fresh, fresh.read_all()[0].stream, fresh.max_position(), ev.Signalled(9))
+        with pytest.raises(StoreError, match="no longer holds the 7 events"):
             fresh.checkpoint(SIGNER, after=remembered)
+        if rewrite == "edit":  # rechained: the writer signatures give it away
+            with fresh._engine.begin() as conn:
+                _erase_heads(conn)
+            with pytest.raises(StoreError, match="forged at position 2"):
+                fresh.checkpoint(SIGNER)
 
 
 def test_a_row_rewritten_behind_the_reader_gets_no_proof(store: EventStore) -> None:
