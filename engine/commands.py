@@ -102,6 +102,8 @@ class Exec:
     user: str = ""
     tty: bool = False
     session_id: str | None = None
+    stdin: bool = False
+    """Keep the session's stdin open for an attached client (``exec -i``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +384,8 @@ def _exec(ref: str, args: Mapping[str, Any]) -> Exec:
     return Exec(ref, argv, check_env(_strings(args, "env")),
                 check_cwd(_text(args, "cwd"), optional=True),
                 check_user(_text(args, "user"), optional=True),
-                _flag(args, "tty"), validate_session_id(session) if session is not None else None)
+                _flag(args, "tty"), validate_session_id(session) if session is not None else None,
+                _flag(args, "stdin"))
 
 
 def _events(args: Mapping[str, Any]) -> Events:

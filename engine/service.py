@@ -542,7 +542,8 @@ class ContainerService:
             pid = self.runtime.exec_start(
                 cid, command.argv, session_id=session, env=command.env, cwd=command.cwd,
                 user=command.user, tty=command.tty,
-                no_new_privileges=state.spec.no_new_privileges)
+                no_new_privileges=state.spec.no_new_privileges,
+                **({"stdin": True} if command.stdin else {}))
         except BerthError:
             # Nothing ran: close the session the intent opened, then report the failure.
             recorded += self._close_exec(cid, session, 0, -1, causation, step="not-started")

@@ -27,6 +27,8 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "hostname": _STR, "terminal": _BOOL, "stop_signal": (int, str), "memory": _INT,
     "pids_limit": _INT, "read_only": _BOOL, "ports": _LIST, "auto_remove": _BOOL,
     "no_new_privileges": _BOOL, "cap_add": _LIST,
+    # interactive stdio
+    "stdin": _BOOL,
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number"}
@@ -125,6 +127,8 @@ class RunSpec:
     auto_remove: bool = False
     no_new_privileges: bool = False
     cap_add: tuple[str, ...] = field(default=())
+    stdin: bool = False
+    """Keep the process's stdin open (conmon ``-i``) for an attached client (``run -i``)."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -189,7 +193,7 @@ class RunSpec:
         return int(uid), int(gid or 0)
 
     def to_data(self) -> dict[str, Any]:
-        return {
+        data = {
             "rootfs": self.rootfs,
             "args": list(self.args),
             "env": list(self.env),
@@ -206,6 +210,9 @@ class RunSpec:
             "no_new_privileges": self.no_new_privileges,
             "cap_add": list(self.cap_add),
         }
+        if self.stdin:  # only when set: the records of earlier specs stay byte for byte
+            data["stdin"] = True
+        return data
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> RunSpec:

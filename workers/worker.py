@@ -31,6 +31,7 @@ from engine.service import ContainerService
 from engine.store import EventStore
 from engine.treehead import load_signer
 from migrations.runner import upgrade
+from workers.attach import StreamServer, start_streams
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
@@ -103,6 +104,7 @@ class Worker:
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
         self.link: WorkerLink | None = None
+        self.streams: StreamServer | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
 
@@ -125,6 +127,7 @@ class Worker:
                                   server_key_file=self.config.server_key_file),
         )
         self.service.observers.append(self._publish)
+        self.streams = start_streams(self.runtime, self.config.backend, self.config.node)
         self.link.start()
         if self.signer is not None and self.config.audit_interval > 0:
             self._heads = threading.Thread(target=self._sign_heads, name="tree-heads",
@@ -193,6 +196,9 @@ class Worker:
             log.info("worker %s stopped: %s", self.config.node, self.link.stats)
             self.link = None
         self._stopped.set()
+        if self.streams is not None:
+            self.streams.close()
+            self.streams = None
         if self._heads is not None:
             self._heads.join(timeout=10)
             self._heads = None

@@ -138,6 +138,7 @@ class OCIRuntime:
             container_id=cid,
             name=name or cid,
             terminal=spec.terminal,
+            stdin=spec.stdin,
             restore_path=restore_path,
             restore_tcp_established=tcp_established,
             extra_fds=tuple(s.fileno() for s in sockets),
@@ -302,6 +303,7 @@ class OCIRuntime:
         tty: bool = False,
         no_new_privileges: bool = False,
         cap_add: Sequence[str] = (),
+        stdin: bool = False,
     ) -> int | None:
         """Start an exec session through conmon and return its pid; None if this session
         was claimed before (an earlier attempt may have started it: never twice).
@@ -323,7 +325,7 @@ class OCIRuntime:
         session = self.exec_session_paths(cid, sid)
         if not execs.claim(session):
             return None
-        return execs.spawn(self.config, session, sid, proc)
+        return execs.spawn(self.config, session, sid, proc, stdin=stdin)
 
     def exec_session(self, container_id: str, session_id: str) -> ExecSession:
         """What the session's directory says now (claimed, pid, exit code, conmon)."""
