@@ -136,6 +136,7 @@ class StreamSession:
         self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME + 1024)
+        self.sock.setsockopt(zmq.RCVHWM, 4 * WINDOW)
         self.sock.connect(endpoint)
         self.stdin_credit = 0
         self._taken = 0

@@ -420,6 +420,9 @@ class StreamServer:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, s.MAX_FRAME + 1024)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # Credit keeps a session's frames in flight under WINDOW; a client that ignores
+        # it fills this and loses its session rather than the worker's memory.
+        sock.setsockopt(zmq.SNDHWM, 4 * s.WINDOW)
         sock.bind(self.endpoint)
         secure_bound(self.endpoint)
         self._sock = sock

@@ -369,6 +369,8 @@ def run_attached(args: argparse.Namespace, client: Client, spec: dict[str, Any])
     ``--rm`` removes it afterwards (here, as podman does: the worker removing it would
     race this client for the last of its output)."""
     interactive = bool(getattr(args, "interactive", False))
+    keys = getattr(args, "detach_keys", DEFAULT_DETACH_KEYS)
+    parse_detach_keys(keys)  # a bad option is refused before anything is created
     spec["auto_remove"] = False
     if interactive:
         spec["stdin"] = True
@@ -377,7 +379,7 @@ def run_attached(args: argparse.Namespace, client: Client, spec: dict[str, Any])
     try:
         code = attach_session(
             client, cid, node, stdin=interactive, use_tty=bool(args.tty),
-            detach_keys=getattr(args, "detach_keys", DEFAULT_DETACH_KEYS),
+            detach_keys=keys,
             sig_proxy=bool(getattr(args, "sig_proxy", True)),
             before=lambda: client.start(cid, node=node))
     except Detached:

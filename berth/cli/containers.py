@@ -69,10 +69,10 @@ def cmd_run(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_start(args: argparse.Namespace, client: Client) -> int:
     resolved = client.resolve(args.container)
-    client.start(resolved.id, node=resolved.node)
-    if args.attach:
+    if args.attach:  # attached before it starts, so none of its output is missed
         return attach.start_attached(client, resolved.id, resolved.node,
                                      stdin=bool(args.interactive))
+    client.start(resolved.id, node=resolved.node)
     print(args.container)
     return 0
 
