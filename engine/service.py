@@ -61,6 +61,16 @@ NOT_RECORDED = (InvalidArgument, NotFound, AlreadyExists, StoreError)
 Observer = Callable[[Sequence[ev.RecordedEvent]], None]
 
 
+def _stdio_options(command: c.Exec) -> dict[str, Any]:
+    """The interactive-stdio options of an exec session, only when asked for."""
+    options: dict[str, Any] = {}
+    if command.stdin:
+        options["stdin"] = True
+    if command.tty and all(command.console):
+        options["console"] = command.console
+    return options
+
+
 def system_command_id(*parts: object) -> str:
     return str(uuid.uuid5(SYSTEM_NAMESPACE, ":".join(str(p) for p in parts)))
 
@@ -543,7 +553,7 @@ class ContainerService:
                 cid, command.argv, session_id=session, env=command.env, cwd=command.cwd,
                 user=command.user, tty=command.tty,
                 no_new_privileges=state.spec.no_new_privileges,
-                **({"stdin": True} if command.stdin else {}))
+                **_stdio_options(command))
         except BerthError:
             # Nothing ran: close the session the intent opened, then report the failure.
             recorded += self._close_exec(cid, session, 0, -1, causation, step="not-started")
@@ -556,8 +566,8 @@ class ContainerService:
         result = self.runtime.exec_wait(cid, session)
         recorded += self._close_exec(cid, session, result.pid or pid or 0, result.exit_code,
                                      causation)
-        return Outcome(tuple(recorded), self._exec_reply(result.exit_code, result.output,
-                                                         session))
+        output = b"" if command.streamed else result.output  # streamed: never buffered
+        return Outcome(tuple(recorded), self._exec_reply(result.exit_code, output, session))
 
     def _exec_replayed(self, cid: str, positions: Sequence[int]) -> dict[str, Any]:
         """An exec's reply again: its recorded exit code, and its output while the

@@ -501,6 +501,10 @@ def _exec_command(client: Client, args: argparse.Namespace, cid: str, node: str,
     options: dict[str, Any] = {}
     if session is not None:
         options["session_id"] = session
+        options["streamed"] = True
+        h, w = _window(bool(args.tty))
+        if h and w:
+            options.update(height=h, width=w)
     if interactive:
         options["stdin"] = True
     return client.exec(cid, [args.command, *args.args], node=node, env=list(args.env),

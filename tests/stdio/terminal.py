@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -53,10 +54,8 @@ class OnTerminal:
         while self.proc.poll() is None and time.monotonic() < deadline:
             ready, _, _ = select.select([self.master], [], [], 0.05)
             if ready:
-                try:
+                with contextlib.suppress(OSError):
                     self.output += os.read(self.master, 4096)
-                except OSError:
-                    pass
         return self.proc.wait(max(0.1, deadline - time.monotonic()))
 
     def close(self) -> None:

@@ -164,9 +164,11 @@ def test_attach_and_detach_keys_leave_the_container_running(up: Engine) -> None:
 
 def test_exec_it_runs_on_a_terminal(up: Engine) -> None:
     _ok(up.cli("run", "-d", "--name", "tx", up.rootfs, "sleep", "60"))
-    term = OnTerminal(up, "exec", "-it", "tx", "sh", "-c", "tty; read line; echo got-$line")
+    term = OnTerminal(up, "exec", "-it", "tx", "sh", "-c",
+                      "tty; stty size; read line; echo got-$line", rows=29, cols=77)
     try:
-        term.read_until(b"/dev/pts/")
+        term.read_until(b"29 77")
+        assert b"/dev/pts/" in term.output
         term.write(b"abc\r")
         term.read_until(b"got-abc")
         assert term.wait() == 0
