@@ -200,7 +200,6 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("container", metavar="CTR")
     p.add_argument("command", metavar="CMD")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
-    attach.add_commands(add)
     p = add("checkpoint", cmd_checkpoint, "checkpoint a running container (CRIU)")
     p.add_argument("--leave-running", action="store_true")
     p.add_argument("--tcp-established", action="store_true")
@@ -208,3 +207,4 @@ def add_commands(add: AddCommand) -> None:
     p = add("restore", cmd_restore, "restore a checkpointed container")
     p.add_argument("--tcp-established", action="store_true")
     p.add_argument("container", metavar="CTR")
+    attach.add_commands(add)
