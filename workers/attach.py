@@ -36,7 +36,7 @@ import zmq
 
 from bus import stream as s
 from bus.endpoints import prepare_bind, secure_bound
-from engine.errors import BerthError, InvalidArgument, NotFound, ProtocolError
+from engine.errors import BerthError, InvalidArgument, NotFound, ProtocolError, RateLimited
 from engine.ids import validate_container_id, validate_session_id
 from engine.runtime import OCIRuntime
 from engine.runtime import attach as conmon_attach
@@ -52,6 +52,8 @@ _TICK = 1.0
 """Longest a session thread sleeps without checking that its client is still there."""
 _EXEC_APPEAR = 30.0
 """How long an exec stream waits for its session's files (the exec command makes them)."""
+MAX_SESSIONS = 256
+"""Stream sessions a worker serves at once (each holds a thread); more are refused."""
 _PACKET = conmon_attach.BUFFER - 1
 """Largest stdin packet: conmon reads its attach socket STDIO_BUF_SIZE bytes at a time."""
 
@@ -498,13 +500,16 @@ class StreamServer:
         session = self._sessions.get(identity)
         if session is not None:
             session.deliver(msg)
+        elif msg.op == "open" and len(self._sessions) >= MAX_SESSIONS:
+            self._refuse(sock, identity, RateLimited.code,
+                         f"this worker serves {MAX_SESSIONS} stream sessions already; retry later")
         elif msg.op == "open":
             session = Session(self, identity, msg)
             self._sessions[identity] = session
             self.stats["sessions"] += 1
             session.start()
         elif msg.op not in ("close", "ping", "credit"):
-            self._refuse(sock, identity, "not_found", "no such stream session")
+            self._refuse(sock, identity, NotFound.code, "no such stream session")
 
     def _refuse(self, sock: zmq.Socket[bytes], identity: bytes, code: str, message: str) -> None:
         self.stats["refused"] += 1
