@@ -40,7 +40,7 @@ from engine.errors import BerthError, InvalidArgument, NotFound, ProtocolError, 
 from engine.ids import validate_container_id, validate_session_id
 from engine.runtime import OCIRuntime
 from engine.runtime import attach as conmon_attach
-from engine.runtime.exitfile import read_exit_file, wait_exit_file
+from engine.runtime.exitfile import read_exit_file
 from engine.runtime.logfile import LogReader, Record, tail_offset
 from workers.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, Inotify
 
@@ -52,6 +52,8 @@ _TICK = 1.0
 """Longest a session thread sleeps without checking that its client is still there."""
 _EXEC_APPEAR = 30.0
 """How long an exec stream waits for its session's files (the exec command makes them)."""
+_EXIT_WAIT = 60.0
+"""Longest an attach session waits for conmon's exit file after the output ended."""
 MAX_SESSIONS = 256
 """Stream sessions a worker serves at once (each holds a thread); more are refused."""
 _PACKET = conmon_attach.BUFFER - 1
@@ -178,9 +180,25 @@ class Session(threading.Thread):
             _Pump(self, sock, directory, forward=True).run()
         finally:
             sock.close()
-        found = wait_exit_file(self.server.runtime.paths(cid).exit_file, first_wait=0.01,
-                               factor=1.5, steps=14)
-        self.emit("exit", code=None if found is None else found.exit_code)
+        self.emit("exit", code=self._exit_code(self.server.runtime.paths(cid).exit_file))
+
+    def _exit_code(self, exit_file: str) -> int | None:
+        """The code in conmon's exit file, waiting for it (inotify) while the client
+        is there, at most _EXIT_WAIT: conmon writes it a moment after it closes the
+        attach socket, longer on a loaded machine. None if it never came (the client
+        then asks the bus, which records the exit in any case)."""
+        deadline = time.monotonic() + _EXIT_WAIT
+        with contextlib.closing(Inotify(os.path.dirname(exit_file),
+                                        IN_CLOSE_WRITE | IN_MOVED_TO)) as exits:
+            while (found := read_exit_file(exit_file)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if exits.fd in self.wait([exits.fd], [], min(left, _TICK)):
+                    for _ in exits.read(0):
+                        pass
+                self._take()  # raises once the client has gone
+        return found.exit_code
 
     def _resize_from(self, frame: s.Frame, directory: str) -> None:
         h, w = int(frame.get("height", frame.get("h", 0)) or 0), int(

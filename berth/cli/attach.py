@@ -395,6 +395,8 @@ def run_attached(args: argparse.Namespace, client: Client, spec: dict[str, Any])
             with contextlib.suppress(BerthError):
                 client.remove(cid, force=True, node=node)
         raise
+    if code is None:  # the worker could not read conmon's exit file: the log has it
+        code = int(client.wait(cid, node=node).result["exit_code"])
     if args.rm:
         client.remove(cid, force=True, node=node)
     return exit_status(code)
@@ -408,6 +410,8 @@ def start_attached(client: Client, cid: str, node: str, *, stdin: bool = False) 
                               before=lambda: client.start(cid, node=node))
     except Detached:
         return 0
+    if code is None:
+        code = int(client.wait(cid, node=node).result["exit_code"])
     return exit_status(code)
 
 
