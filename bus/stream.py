@@ -91,7 +91,7 @@ def encode(op: str, **fields: Any) -> bytes:
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "kind": str, "container": str, "session": str, "stdin": bool, "tty": bool,
-    "n": int, "data": bytes, "fd": int, "h": int, "w": int, "code": (int, type(None)),
+    "n": int, "data": bytes, "fd": int, "h": int, "w": int, "code": (int, str, type(None)),
     "message": str, "lines": list, "logs": dict, "credit": int, "height": int, "width": int,
 }
 

@@ -30,6 +30,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -169,7 +170,7 @@ class Session(threading.Thread):
         return os.path.join(self.server.runtime.config.sockets_dir, uuid)
 
     def _attach(self) -> None:
-        cid = validate_container_id(str(self.request.get("container")))
+        cid = self.server.resolve(str(self.request.get("container")))
         directory = self._sockets(cid)
         if not os.path.isdir(directory):
             raise NotFound(f"container {cid[:12]} is not running: nothing to attach to")
@@ -209,7 +210,7 @@ class Session(threading.Thread):
     # -- exec -------------------------------------------------------------------------
 
     def _exec(self) -> None:
-        cid = validate_container_id(str(self.request.get("container")))
+        cid = self.server.resolve(str(self.request.get("container")))
         sid = validate_session_id(str(self.request.get("session")))
         paths = self.server.runtime.exec_session_paths(cid, sid)
         deadline = time.monotonic() + _EXEC_APPEAR
@@ -241,7 +242,7 @@ class Session(threading.Thread):
     # -- logs -------------------------------------------------------------------------
 
     def _logs(self) -> None:
-        cid = validate_container_id(str(self.request.get("container")))
+        cid = self.server.resolve(str(self.request.get("container")))
         options = self.request.get("logs") or {}
         paths = self.server.runtime.paths(cid)
         if not os.path.isdir(paths.container_dir):
@@ -421,8 +422,12 @@ class StreamServer:
     """The worker's stream socket and its I/O thread."""
 
     def __init__(self, runtime: OCIRuntime, endpoint: str,
+                 resolve: Callable[[str], str] = validate_container_id,
                  context: zmq.Context[Any] | None = None) -> None:
+        """``resolve``: a container reference (id, unique prefix, name) -> the id of a
+        container of this node (the service's, so a client needs no round trip first)."""
         self.runtime = runtime
+        self.resolve = resolve
         self.endpoint = endpoint
         self._ctx = context or zmq.Context.instance()
         self._sessions: dict[bytes, Session] = {}
@@ -568,7 +573,8 @@ class StreamServer:
             session.wake()  # lets it notice a silent client
 
 
-def start_streams(runtime: OCIRuntime, backend: str | None, node: str) -> StreamServer | None:
+def start_streams(runtime: OCIRuntime, backend: str | None, node: str,
+                  resolve: Callable[[str], str] = validate_container_id) -> StreamServer | None:
     """The node's stream socket next to its ipc bus endpoint; None (attached commands
     then fall back to reading logs through the bus) where it cannot be: a tcp bus, or
     the socket taken by another live worker of the same node."""
@@ -577,7 +583,7 @@ def start_streams(runtime: OCIRuntime, backend: str | None, node: str) -> Stream
     endpoint = s.stream_endpoint(backend or default_endpoints().backend, node)
     if endpoint is None:
         return None
-    server = StreamServer(runtime, endpoint)
+    server = StreamServer(runtime, endpoint, resolve)
     try:
         server.start()
     except (BerthError, zmq.ZMQError) as exc:

@@ -127,7 +127,8 @@ class Worker:
                                   server_key_file=self.config.server_key_file),
         )
         self.service.observers.append(self._publish)
-        self.streams = start_streams(self.runtime, self.config.backend, self.config.node)
+        self.streams = start_streams(self.runtime, self.config.backend, self.config.node,
+                                     self.service.resolve)
         self.link.start()
         if self.signer is not None and self.config.audit_interval > 0:
             self._heads = threading.Thread(target=self._sign_heads, name="tree-heads",

@@ -32,6 +32,7 @@ import zmq
 
 from berth.cli import format as fmt
 from bus.client import Client
+from bus.endpoints import ipc_path
 from bus.protocol import Reply
 from bus.stream import Frame, StreamSession, stream_endpoint
 from engine.errors import BerthError, InvalidArgument, Unavailable
@@ -90,6 +91,19 @@ def endpoint_for(client: Client, node: str) -> str | None:
     if endpoint is None or not os.path.exists(endpoint[len("ipc://"):]):
         return None
     return endpoint
+
+
+def located(client: Client, ref: str) -> tuple[str | None, str, str | None]:
+    """(stream endpoint, container reference, node) for ``ref``. With one worker's
+    stream socket next to the bus (``berth up``), that worker resolves the reference
+    itself and no round trip is spent on it; else the bus resolves it first."""
+    path = ipc_path(client.endpoint)
+    if path is not None:
+        found = list(path.parent.glob("stream-*.sock"))
+        if len(found) == 1:
+            return f"ipc://{found[0]}", ref, None
+    resolved = client.resolve(ref)
+    return endpoint_for(client, resolved.node), resolved.id, resolved.node
 
 
 def terminal_size(fd: int) -> tuple[int, int]:
@@ -437,14 +451,13 @@ def cmd_attach(args: argparse.Namespace, client: Client) -> int:
 def exec_streamed(args: argparse.Namespace, client: Client) -> int:
     """``berth exec``: the exec command goes through the bus (it is recorded), its
     output and input through a stream session named by the same session id."""
-    resolved = client.resolve(args.container)
-    endpoint = endpoint_for(client, resolved.node)
+    endpoint, target, node = located(client, args.container)
     interactive = bool(getattr(args, "interactive", False))
     if endpoint is None:
         if interactive:
-            raise Unavailable(f"no stream socket for node {resolved.node}: exec -i needs the "
+            raise Unavailable(f"no stream socket for node {node}: exec -i needs the "
                               "engine's ipc sockets")
-        reply = _exec_command(client, args, resolved.id, resolved.node, None, False)
+        reply = _exec_command(client, args, target, node, None, False)
         sys.stdout.write(str(reply.result.get("output", "")))
         sys.stdout.flush()
         return int(reply.result["exit_code"])
@@ -457,18 +470,18 @@ def exec_streamed(args: argparse.Namespace, client: Client) -> int:
         with Client(client.endpoint, events_endpoint=client.events_endpoint,
                     actor=client.actor, timeout=client.timeout, curve=client.curve) as own:
             try:
-                outcome["reply"] = _exec_command(own, args, resolved.id, resolved.node, sid,
-                                                 interactive)
+                outcome["reply"] = _exec_command(own, args, target, node, sid, interactive)
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 outcome["error"] = exc
             finally:
-                os.write(stop_w, b"\0")
+                with contextlib.suppress(OSError):  # the main thread may have finished
+                    os.write(stop_w, b"\0")
 
     thread = threading.Thread(target=command, name="berth-exec", daemon=True)
     try:
         with StreamSession(endpoint) as session:
             h, w = _window(use_tty)
-            session.open("exec", resolved.id, session=sid, stdin=interactive, tty=use_tty,
+            session.open("exec", target, session=sid, stdin=interactive, tty=use_tty,
                          height=h, width=w)
             thread.start()
             signals = (signal.SIGWINCH,) if use_tty else ()
@@ -483,23 +496,25 @@ def exec_streamed(args: argparse.Namespace, client: Client) -> int:
                 try:
                     streamed = pump.run()
                 except Detached:
-                    return 0
+                    return 0  # the session goes on; its end is recorded without us
                 if "error" in outcome:
                     raise outcome["error"]
+        if streamed is not None:
+            # conmon's exit file said it: the worker records the same code on its own,
+            # so the reply (it follows that write) need not be waited for.
+            return exit_status(streamed)
         thread.join()
     finally:
         os.close(stop_r)
-        if not thread.is_alive():
-            os.close(stop_w)
     if "error" in outcome:
         raise outcome["error"]
     answer: Reply | None = outcome.get("reply")
-    if answer is not None:
-        return int(answer.result["exit_code"])
-    return exit_status(streamed)
+    if answer is None:
+        raise Unavailable("the exec ended without a reply")
+    return int(answer.result["exit_code"])
 
 
-def _exec_command(client: Client, args: argparse.Namespace, cid: str, node: str,
+def _exec_command(client: Client, args: argparse.Namespace, cid: str, node: str | None,
                   session: str | None, interactive: bool) -> Reply:
     options: dict[str, Any] = {}
     if session is not None:
@@ -531,16 +546,16 @@ def logs_streamed(args: argparse.Namespace, client: Client) -> int:
             options[name] = parse_log_time(value)
     printer = Printer(timestamps=bool(args.timestamps))
     for ref in args.container:
-        resolved = client.resolve(ref)
-        endpoint = endpoint_for(client, resolved.node)
+        endpoint, target, node = located(client, ref)
         if endpoint is None:
             if len(options) > 1 or args.timestamps:
-                raise Unavailable(f"no stream socket for node {resolved.node}: --tail, "
+                raise Unavailable(f"no stream socket for node {node}: --tail, "
                                   "--since, --until and -t need the engine's ipc sockets")
+            resolved = client.resolve(ref)
             _logs_polled(client, resolved.id, resolved.node, bool(args.follow))
             continue
         with StreamSession(endpoint) as session:
-            _open(session, "logs", resolved.id, logs=options)
+            _open(session, "logs", target, logs=options)
             Pump(session, printer=printer).run()
     return 0
 

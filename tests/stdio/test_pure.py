@@ -14,6 +14,11 @@ from engine.runtime.logfile import LogReader, parse, tail_offset
 def test_frames_round_trip_and_bad_ones_are_refused_with_a_sentence() -> None:
     frame = s.decode(s.encode("in", data=b"abc"), s.CLIENT_OPS)
     assert (frame.op, frame.get("data")) == ("in", b"abc")
+    # ``code`` is an exit code in ``exit`` and an error code in ``error``.
+    assert s.decode(s.encode("exit", code=3), s.WORKER_OPS).get("code") == 3
+    assert s.decode(s.encode("exit", code=None), s.WORKER_OPS).get("code") is None
+    refusal = s.decode(s.encode("error", code="not_found", message="no"), s.WORKER_OPS)
+    assert (refusal.get("code"), refusal.get("message")) == ("not_found", "no")
     for raw, words in (
         (b"\xc1", "unreadable"),
         (msgpack.packb([1, 2]), "map of protocol version 1"),
