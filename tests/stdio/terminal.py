@@ -45,6 +45,9 @@ class OnTerminal:
                 self.output += data
         return self.output
 
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
     def write(self, data: bytes) -> None:
         os.write(self.master, data)
 

@@ -139,6 +139,29 @@ def test_tty_gives_a_terminal_of_the_clients_size(up: Engine) -> None:
         term.close()
 
 
+def test_a_resized_terminal_resizes_the_containers(up: Engine) -> None:
+    """SIGWINCH (sent here by hand: the test's pty is nobody's controlling terminal)
+    makes the client send the new size; each line typed shows the size seen inside."""
+    term = OnTerminal(up, "run", "-it", "--rm", up.rootfs, "sh", "-c",
+                      'while read x; do [ "$x" = q ] && exit 0; echo "size $(stty size) end"; '
+                      "done", rows=20, cols=60)
+    try:
+        term.write(b"\r")
+        term.read_until(b"size 20 60 end")
+        term.resize(33, 99)
+        term.proc.send_signal(signal.SIGWINCH)
+        deadline = time.monotonic() + 15
+        while b"size 33 99 end" not in term.output:
+            assert time.monotonic() < deadline, term.output
+            term.output = b""
+            term.write(b"\r")
+            term.read_until(b" end")
+        term.write(b"q\r")
+        assert term.wait() == 0
+    finally:
+        term.close()
+
+
 def test_attach_and_detach_keys_leave_the_container_running(up: Engine) -> None:
     _ok(up.cli("run", "-d", "-i", "-t", "--name", "shell", up.rootfs, "sh"))
     term = OnTerminal(up, "attach", "shell")
