@@ -3,7 +3,9 @@
 * first line of ``berth run``: from spawning ``berth run --rm ROOTFS echo hi`` to
   reading ``hi`` on its stdout (and to its exit);
 * exec round trip: ``berth exec CTR true`` as a fresh process against
-  ``runc exec CTR true`` on the same container (both processes, interleaved);
+  ``runc exec CTR true`` on the same container (both processes, interleaved), with
+  ``berth ps`` (the CLI's start-up and one round trip) and the client library's
+  ``exec`` in-process to show where the time goes;
 * ``logs -f``: a container prints a line every 100 ms; ``berth logs -f -t`` prints
   each with conmon's timestamp (taken when conmon read the line from the
   container); the latency is the moment the line is read here minus that stamp.
@@ -109,13 +111,19 @@ def main() -> None:
             shown = subprocess.run([*BERTH, "inspect", "bench-exec"], env=env, check=True,
                                    capture_output=True, text=True).stdout
             ctr = json.loads(shown)["id"]
-            first, whole, berth_exec, runc_exec = [], [], [], []
+            first, whole, berth_exec, runc_exec, ps, library = [], [], [], [], [], []
+            client = berth.client()
             for _ in range(opts.rounds):
+                ps.append(timed([*BERTH, "ps"], env))
+                start = time.perf_counter()
+                client.exec("bench-exec", ["true"])
+                library.append(time.perf_counter() - start)
                 line, total = first_line(env, rootfs)
                 first.append(line)
                 whole.append(total)
                 berth_exec.append(timed([*BERTH, "exec", "bench-exec", "true"], env))
                 runc_exec.append(timed([runc, "--root", runc_root, "exec", ctr, "true"], env))
+            client.close()
             follow = logs_follow(env, "bench-logs", opts.rounds * 2)
         finally:
             berth.close()
@@ -131,6 +139,8 @@ def main() -> None:
     print(f"berth exec CTR true (CLI process)          {ms(berth_exec)}")
     print(f"runc exec CTR true (process)               {ms(runc_exec)}")
     print(f"  ratio berth/runc: {statistics.median(berth_exec) / statistics.median(runc_exec):.2f}")
+    print(f"berth ps (CLI start-up + one round trip)   {ms(ps)}")
+    print(f"Client.exec(CTR, ['true']) in-process      {ms(library)}")
     print(f"logs -f: line stamped by conmon -> printed {ms(follow)}")
 
 
