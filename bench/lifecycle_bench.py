@@ -95,10 +95,12 @@ class Floor:
 class Berth:
     """``berth up`` in its own process, on private directories."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, extra_env: dict[str, str] | None = None) -> None:
         self.env = dict(os.environ, BERTH_ROOT=f"{base}/root", BERTH_RUN=f"{base}/run")
-        for key in ("BERTH_BUS", "BERTH_BUS_WORKERS", "BERTH_BUS_EVENTS", "BERTH_DB"):
+        for key in ("BERTH_BUS", "BERTH_BUS_WORKERS", "BERTH_BUS_EVENTS", "BERTH_DB",
+                    "BERTH_METRICS"):
             self.env.pop(key, None)
+        self.env.update(extra_env or {})
         self.proc = subprocess.Popen([sys.executable, "-m", "berth", "up"], env=self.env, cwd=REPO,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.endpoint = f"ipc://{base}/run/bus.sock"
@@ -119,6 +121,9 @@ class Berth:
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(20)
+
+
+METRICS_ON = "berth client library, metrics on"
 
 
 def client_lifecycle(c: Client, rootfs: str, args: list[str]) -> None:
@@ -164,6 +169,22 @@ def _ensure_peers() -> None:
     subprocess.run(
         [os.path.join(REPO, "scripts", "install.sh"), "--bench", "--no-venv"], check=False
     )
+
+
+def _metric_cost(samples: int = 100_000) -> float:
+    """Seconds the metrics add to one command: the broker's and the worker's
+    histogram observation and counter increment (the rest is read at scrape time)."""
+    from prometheus_client import CollectorRegistry
+
+    from bus.metrics import CommandMetrics
+
+    broker, worker = (CommandMetrics(CollectorRegistry(), name)
+                      for name in ("bench_broker", "bench_worker"))
+    started = time.perf_counter()
+    for i in range(samples):
+        broker.observe("container.start", None, 0.001 * (i % 7))
+        worker.observe("container.start", None, 0.001 * (i % 7))
+    return (time.perf_counter() - started) / samples
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -223,6 +244,9 @@ def main() -> int:
     p.add_argument("--many-runs", type=int, default=3,
                    help="interleaved throughput runs per contender (at least 2)")
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--metrics", action="store_true",
+                   help="also run a second engine with Prometheus metrics on (BERTH_METRICS) "
+                        "and report the cost side by side")
     args = p.parse_args()
     if args.many_runs < 2:
         p.error("--many-runs must be at least 2: one run says nothing of its spread")
@@ -253,6 +277,11 @@ def main() -> int:
         "berth client library": lambda: client_lifecycle(client, rootfs, ["/bin/true"]),
         "berth CLI (run --rm)": lambda: _check(cli, berth.env),
     }
+    metered: Berth | None = None
+    if args.metrics:
+        metered = Berth(f"{base}/metered", {"BERTH_METRICS": "127.0.0.1:0"})
+        metered_client = metered.client()
+        contenders[METRICS_ON] = lambda: client_lifecycle(metered_client, rootfs, ["/bin/true"])
     skipped: dict[str, str] = {}
     ctr: Ctr | None = None
     if not args.no_peers:
@@ -287,6 +316,14 @@ def main() -> int:
         for name, why in skipped.items():
             print(f"{name:<34} skipped: {why}")
         print(FLOOR_CONTAINS)
+        if metered is not None:
+            off = statistics.median(times["berth client library"])
+            on = statistics.median(times[METRICS_ON])
+            print(f"metrics cost on the client library's lifecycle: {100 * (on / off - 1):+.1f}% "
+                  "(medians; within the noise when the machine is busy)")
+            per = _metric_cost()
+            print(f"what metrics add per command (one observation at the broker and one at "
+                  f"the worker): {per * 1e6:.1f} us = {100 * per / off:.4f}% of a lifecycle")
 
         many: dict[str, Callable[[], object]] = {
             FLOOR: lambda: floor.run(("sleep", "0.2")),
@@ -316,6 +353,9 @@ def main() -> int:
             c.close()
         client.close()
         berth.close()
+        if metered is not None:
+            metered_client.close()
+            metered.close()
         if ctr is not None:
             ctr.close()
         shutil.rmtree(base, ignore_errors=True)

@@ -24,14 +24,18 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-from berth import logs
+from berth import logs, sdnotify
 from bus.broker import Broker
 from bus.endpoints import default_endpoints
 from engine.errors import BerthError, PermissionDenied, Timeout, Unavailable
 from engine.runtime.waits import pid_alive
 from workers.statedirs import PRIVATE_UMASK, private_directory
 from workers.worker import DEFAULT_ROOT, DEFAULT_RUN, Worker, WorkerConfig
+
+if TYPE_CHECKING:
+    from bus.metrics import MetricsServer
 
 log = logging.getLogger("berth.up")
 
@@ -158,15 +162,41 @@ def leave_past_deadline() -> None:
 
 def _serve(node: str) -> None:
     endpoints = default_endpoints()
+    config = WorkerConfig(node=node, backend=endpoints.backend)
     broker = Broker(endpoints.frontend, endpoints.backend, endpoints.events)
     broker.start()
+    server = None
     try:
-        worker = Worker(WorkerConfig(node=node, backend=endpoints.backend))
+        worker = Worker(config)
+        if config.metrics is not None:
+            server = _serve_metrics(config.metrics, broker, worker)
         log.info("berth up: node %s, bus %s, store %s", node, endpoints.frontend,
                  worker.config.database)
-        worker.serve_forever()
+        def stopping() -> None:
+            sdnotify.notify("STOPPING=1")
+            broker.close_intake()
+
+        worker.serve_forever(on_stop=stopping, on_ready=lambda: sdnotify.notify(
+            f"READY=1\nSTATUS=serving node {node}"))
     finally:
+        if server is not None:
+            server.close()
         broker.stop()
+
+
+def _serve_metrics(address: str, broker: Broker, worker: Worker) -> MetricsServer:
+    """One /metrics and /ready for the embedded broker and worker together."""
+    from prometheus_client import CollectorRegistry
+
+    from bus.metrics import MetricsServer, broker_metrics, broker_readiness, listen_address
+    from workers.metrics import worker_readiness
+
+    registry = CollectorRegistry()
+    broker_metrics(broker, registry)
+    worker.registry = registry
+    broker_ready, worker_ready = broker_readiness(broker), worker_readiness(worker)
+    return MetricsServer(listen_address(address), registry,
+                         lambda: broker_ready() or worker_ready()).start()
 
 
 def _answers() -> bool:
@@ -193,6 +223,7 @@ def _ready(timeout: float) -> None:
 def start_detached(node: str = "local", timeout: float = 30.0) -> int:
     """Start ``berth up`` in the background; report the engine that is up, truthfully:
     of two concurrent starts one takes the lock and the other names it."""
+    logs.settings_from_env()  # a bad log setting is refused here, not in the child's log
     os.umask(PRIVATE_UMASK)
     root = private_directory(os.environ.get("BERTH_ROOT", DEFAULT_ROOT), "BERTH_ROOT")
     private_directory(_run_dir(), "BERTH_RUN")
@@ -201,11 +232,16 @@ def start_detached(node: str = "local", timeout: float = 30.0) -> int:
         _ready(timeout)
         print(f"berth is already up (pid {running})")
         return 0
-    log_path = os.path.join(root, "berth.log")
-    with os.fdopen(_open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as out:
+    # The engine's log is rotated (berth.logs); what the process itself prints
+    # outside logging (a crash) goes beside it.
+    env = dict(os.environ)
+    env.setdefault("BERTH_LOG_FILE", os.path.join(root, "berth.log"))
+    log_path = env["BERTH_LOG_FILE"]
+    stderr_path = os.path.join(root, "berth.stderr")
+    with os.fdopen(_open(stderr_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "berth", "up", "--node", node],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, env=env,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -213,7 +249,8 @@ def start_detached(node: str = "local", timeout: float = 30.0) -> int:
             holder = _running_pid()
             if not holder:
                 raise Unavailable(
-                    f"berth up exited with status {proc.returncode}; see {log_path}")
+                    f"berth up exited with status {proc.returncode}; see {log_path} "
+                    f"and {stderr_path}")
             _ready(max(deadline - time.monotonic(), 1.0))
             print(f"berth is already up (pid {holder})")
             return 0

@@ -25,8 +25,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -34,6 +35,7 @@ import zmq
 
 from bus import endpoints as _endpoints
 from bus.admission import Admission, identity_label
+from bus.binarystar import BinaryStar, DualActive, State
 from bus.broker_sockets import BrokerSockets, Oversized, receive
 from bus.protocol import (
     MAX_MESSAGE_FRAMES,
@@ -53,7 +55,15 @@ from bus.protocol import (
 from bus.routing import Envelope, Pending, Router
 from bus.security import BrokerSecurity, RateLimit
 from engine.command_types import PING
-from engine.errors import BerthError, PermissionDenied, ProtocolError, RateLimited
+from engine.errors import (
+    BerthError,
+    HandedBack,
+    Passive,
+    PermissionDenied,
+    ProtocolError,
+    RateLimited,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +72,7 @@ DEFAULT_LIVENESS = 3
 DEFAULT_PENDING_TIMEOUT = 30.0
 DEFAULT_REPLY_CACHE = 10_000
 _BATCH = 256  # messages read from one socket before the others get a turn
+_STOPPING = "the engine is stopping; retry once it is back"
 _MAX_ASKERS = 8  # sockets remembered per outstanding command (retries from new sockets)
 _SALVAGE_LIMIT = 64 * 1024  # an over-rate frame larger than this is dropped unread
 DEFAULT_RATE_LIMIT = RateLimit()
@@ -69,9 +80,20 @@ COUNTERS = (
     "commands_received", "commands_routed", "replies_routed", "duplicate_replies",
     "retries_absorbed", "errors", "malformed_frames", "events_published", "workers_lost",
     "redispatched", "subscriptions", "rate_limited", "unauthenticated", "impersonations",
-    "wrong_node", "oversized", "busy", "read_only_refused",
+    "wrong_node", "oversized", "busy", "read_only_refused", "held_for_worker",
+    "handed_back", "passive_refused",
 )
 """What ``stats`` counts (and ``query.ping`` reports)."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A Binary Star pair: this broker's role, where it says its state, and where
+    its peer says its own."""
+
+    role: str
+    state_bind: str
+    peer: str
 
 
 class Broker:
@@ -96,6 +118,7 @@ class Broker:
         context: zmq.Context[Any] | None = None,
         security: BrokerSecurity | None = None,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        pair: Pair | None = None,
     ) -> None:
         """``security``: CURVE keys for tcp endpoints (None: loaded from the
         environment's defaults when an endpoint is tcp; a clear error if absent).
@@ -115,13 +138,28 @@ class Broker:
         )
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._closing = threading.Event()
         self._started_at = time.monotonic()
         self._next_heartbeat = 0.0
+        self.ticked_at: float | None = None
+        """When the routing loop last went round (time.monotonic()); None before it runs."""
         self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.on_answer: Callable[[str, str | None, float], None] | None = None
+        """Told (command type, error code or None, seconds since accepted) for each
+        routed command answered; the metrics set it (None: nothing measured)."""
         self.sockets = BrokerSockets(frontend_endpoint, backend_endpoint, events_endpoint,
                                      self.admission, context)
         self.frontend, self.backend, self.events = (
             self.sockets.frontend, self.sockets.backend, self.sockets.events)
+        self.star: BinaryStar | None = None
+        """This broker's side of a Binary Star pair (None: a lone broker)."""
+        self.fatal: str | None = None
+        """Why the broker stopped by itself (two actives in a pair)."""
+        self._state_pub: zmq.Socket[bytes] | None = None
+        self._state_sub: zmq.Socket[bytes] | None = None
+        if pair is not None:
+            self.star = BinaryStar.start(pair.role, heartbeat_interval, time.monotonic())
+            self._state_pub, self._state_sub = self.sockets.pair(pair.state_bind, pair.peer)
         self.frontend_endpoint = self.sockets.frontend_endpoint
         self.backend_endpoint = self.sockets.backend_endpoint
         self.events_endpoint = self.sockets.events_endpoint
@@ -139,6 +177,12 @@ class Broker:
         self._thread = threading.Thread(target=self.run, args=(self._stop,), name="berth-broker",
                                         daemon=True)
         self._thread.start()
+
+    def close_intake(self) -> None:
+        """The whole engine is stopping (``berth down``): from now on a new command,
+        and one a stopping worker hands back, is answered ``unavailable`` at once
+        instead of being held for a worker that will not come back soon."""
+        self._closing.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread started by ``start`` and close the sockets."""
@@ -169,10 +213,14 @@ class Broker:
         poller.register(self.backend, zmq.POLLIN)
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.events, zmq.POLLIN)
+        if self._state_sub is not None:
+            poller.register(self._state_sub, zmq.POLLIN)
         tick = min(self.heartbeat_interval, 0.1)
         self._next_heartbeat = time.monotonic() + self.heartbeat_interval
-        while not stop_event.is_set():
+        while not stop_event.is_set() and self.fatal is None:
             ready = dict(poller.poll(int(tick * 1000)))
+            if self._state_sub is not None and self._state_sub in ready:
+                self._on_peer_state(self._state_sub)
             if self.backend in ready:
                 self._drain(self.backend, self._on_worker)
             if self.frontend in ready:
@@ -180,6 +228,40 @@ class Broker:
             if self.events in ready:
                 self._drain(self.events, self._on_subscription)
             self._guarded(self._tick, time.monotonic())
+
+    def _on_peer_state(self, sock: zmq.Socket[bytes]) -> None:
+        """The pair's other broker said its state (bus.binarystar decides)."""
+        assert self.star is not None
+        for _ in range(_BATCH):
+            try:
+                frame = sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            state = State.from_wire(frame)
+            if state is None:
+                self.stats["malformed_frames"] += 1
+                continue
+            before = self.star.state
+            try:
+                self.star.peer(state, time.monotonic())
+            except DualActive as exc:
+                log.critical("%s: stopping rather than splitting the engine in two", exc)
+                self.fatal = str(exc)
+                return
+            if self.star.state is not before:
+                log.info("pair: %s -> %s (the peer is %s)", before.name.lower(),
+                         self.star.state.name.lower(), state.name.lower())
+
+    def _serving(self, now: float) -> bool:
+        """Whether this broker serves a client now; a pair's passive side may take
+        over here (its peer silent, a client asking), as Binary Star says."""
+        if self.star is None:
+            return True
+        before = self.star.state
+        serving = self.star.client_request(now)
+        if serving and before is not State.ACTIVE:
+            log.warning("pair: taking over as active (the peer is silent and a client asks)")
+        return serving
 
     def _drain(self, sock: zmq.Socket[bytes], handle: Any) -> None:
         """Handle up to _BATCH messages, handed over as uncopied zmq.Frames whose
@@ -268,6 +350,12 @@ class Broker:
             result = {**self.health(), "identity": peer.name}
             self._answer(envelope, Reply(msg.id, True, result=result), count_error=False)
             return
+        if not self._serving(time.monotonic()):
+            self.stats["passive_refused"] += 1
+            self._answer(envelope, error_reply(msg.id, Passive.code,
+                                               "this broker is the passive one of its pair"),
+                         count_error=False)
+            return
         refused = self.admission.refusal(msg, peer)
         if refused is not None:
             self.stats["read_only_refused"] += 1
@@ -307,11 +395,16 @@ class Broker:
                 pending.clients = [*pending.clients[-(_MAX_ASKERS - 1):], envelope]
             return
         self.admission.claim(command)
-        self._route(Pending(command, payload, [envelope]), time.monotonic(), fresh=True)
+        if self._closing.is_set() and command.type != PING:
+            self._answer(envelope, error_reply(command.id, Unavailable.code, _STOPPING))
+            return
+        now = time.monotonic()
+        self._route(Pending(command, payload, [envelope], received=now), now, fresh=True)
 
     def _route(self, pending: Pending, now: float, *, fresh: bool) -> None:
-        """Send a command to its worker; with none, refuse a fresh command at once
-        and let a re-dispatched one wait for a worker until its deadline."""
+        """Send a command to its worker; with none, let it wait for one until its
+        deadline (a fresh one: until just before its publisher stops waiting), unless
+        its node never had a worker or too many commands wait already."""
         command = pending.command
         try:
             node = self.router.target_node(command)
@@ -321,13 +414,17 @@ class Broker:
             return
         worker = self.router.choose(command, node)
         if worker is None:
-            if fresh:
+            if fresh and (self.router.refuse_at_once(node)
+                          or len(self.router.waiting()) >= self.router.max_waiting):
                 refusal = self.router.unavailable(command, node)
                 self._answer_all(pending, error_reply(command.id, refusal.code, refusal.message))
-            else:
-                self.router.outstanding[command.id] = pending
-                if pending.deadline is None:
-                    pending.deadline = now + self.router.pending_timeout
+                return
+            self.router.outstanding[command.id] = pending
+            if pending.deadline is None:
+                pending.deadline = (self.router.hold_until(command, now) if fresh
+                                    else now + self.router.pending_timeout)
+            if fresh:
+                self.stats["held_for_worker"] += 1
             return
         if fresh and (busy := self.router.busy(command, worker)) is not None:
             self.stats["busy"] += 1
@@ -370,6 +467,9 @@ class Broker:
     def _answer_all(self, pending: Pending, reply: Reply) -> None:
         if not reply.ok:
             self.stats["errors"] += 1
+        if self.on_answer is not None:
+            self.on_answer(pending.command.type, reply.error_code if not reply.ok else None,
+                           time.monotonic() - pending.received)
         frame = encode(reply)
         for envelope in pending.clients:
             self._send_client(envelope, frame)
@@ -383,6 +483,9 @@ class Broker:
     # ------------------------------------------------------------------ workers
 
     def _on_worker(self, received: list[zmq.Frame]) -> None:
+        if self.star is not None and self.star.state in (State.BACKUP, State.PASSIVE):
+            self.stats["passive_refused"] += 1  # silence: the worker turns to the other
+            return
         frames = [frame.bytes for frame in received]
         identity = frames[0]
         if len(frames) != 2:
@@ -400,7 +503,10 @@ class Broker:
         now = time.monotonic()
         if isinstance(msg, Reply):
             self.router.touch(identity, now)
-            self._on_reply(msg, payload)
+            if msg.error_code == HandedBack.code:
+                self._take_back(identity, msg.command_id, now)
+            else:
+                self._on_reply(msg, payload)
         elif isinstance(msg, EventMessage):
             self.router.touch(identity, now)
             self._publish(msg, payload)
@@ -439,6 +545,21 @@ class Broker:
         for pending in self.router.waiting():
             self._route(pending, now, fresh=False)
 
+    def _take_back(self, identity: bytes, command_id: str, now: float) -> None:
+        """A stopping worker gave a command back unrun: route it to another worker
+        of its node, or hold it for the next one, as for a fresh command; the
+        stopping worker gets no more (a rolling restart fails no command)."""
+        pending = self.router.take_back(identity, command_id)
+        if pending is None:  # answered meanwhile, or not this worker's
+            return
+        self.stats["handed_back"] += 1
+        if self._closing.is_set():
+            self.router.complete(command_id)
+            self._answer_all(pending, error_reply(command_id, Unavailable.code, _STOPPING))
+            return
+        pending.deadline = self.router.hold_until(pending.command, now)
+        self._route(pending, now, fresh=False)
+
     def _on_reply(self, reply: Reply, payload: bytes) -> None:
         pending = self.router.complete(reply.command_id)
         if pending is None:  # answered already (a re-dispatched duplicate) or unknown
@@ -446,6 +567,9 @@ class Broker:
             return
         self.router.replies.put(reply.command_id, payload)
         self.stats["replies_routed"] += 1
+        if self.on_answer is not None:
+            self.on_answer(pending.command.type, reply.error_code if not reply.ok else None,
+                           time.monotonic() - pending.received)
         for envelope in pending.clients:
             self._send_client(envelope, payload)
 
@@ -474,8 +598,12 @@ class Broker:
     # ------------------------------------------------------------------ timers
 
     def _tick(self, now: float) -> None:
+        self.ticked_at = now
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.heartbeat_interval
+            if self.star is not None and self._state_pub is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    self._state_pub.send(self.star.state.wire, zmq.NOBLOCK)
             for worker in list(self.router.workers.values()):
                 # On failure its liveness runs out and it is dropped below.
                 with contextlib.suppress(zmq.ZMQError):
@@ -508,6 +636,7 @@ class Broker:
                 {"node": w.node, "capacity": w.capacity, "outstanding": len(w.outstanding)}
                 for w in self.router.workers.values()
             ],
+            "pair": None if self.star is None else self.star.state.name.lower(),
             **self.stats,
         }
 

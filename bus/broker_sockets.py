@@ -102,6 +102,30 @@ class BrokerSockets:
         _endpoints.secure_bound(endpoint)
         return sock
 
+    def pair(self, state_bind: str, peer: str) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes]]:
+        """The Binary Star state link: a PUB bound here that says this broker's
+        state, a SUB connected to the peer's. Plain (no CURVE): keep it on ipc or a
+        private network between the two brokers (docs/operations.md)."""
+        pub: zmq.Socket[bytes] = self._ctx.socket(zmq.PUB)
+        self._sockets.append(pub)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.setsockopt(zmq.SNDHWM, 10)
+        _endpoints.prepare_bind(state_bind)
+        try:
+            pub.bind(state_bind)
+        except zmq.ZMQError as exc:
+            raise BerthError(f"cannot bind the pair's state link on {state_bind}: {exc}") \
+                from None
+        _endpoints.secure_bound(state_bind)
+        sub: zmq.Socket[bytes] = self._ctx.socket(zmq.SUB)
+        self._sockets.append(sub)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.MAXMSGSIZE, 64)  # a state is one byte
+        sub.setsockopt(zmq.RCVHWM, 100)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(peer)
+        return pub, sub
+
     def close(self) -> None:
         """Close with LINGER 0 (after the broker's loop has returned)."""
         for sock in self._sockets:

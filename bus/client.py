@@ -36,6 +36,7 @@ from bus.keys import ClientKeys, client_keys_from_env, needs_curve, peer_socket
 from bus.protocol import (
     MAX_ACTOR_LENGTH,
     MAX_FRAME_SIZE,
+    MAX_WAIT,
     Command,
     EventMessage,
     Reply,
@@ -46,6 +47,7 @@ from bus.protocol import (
 from engine import command_types as c
 from engine.errors import (
     InvalidArgument,
+    Passive,
     ProtocolError,
     Timeout,
     Unavailable,
@@ -119,9 +121,13 @@ class Client:
         defaults = (_endpoints.derive_lenient(endpoint) if endpoint
                     else _endpoints.default_endpoints())
         env_events = os.environ.get("BERTH_BUS_EVENTS") if endpoint is None else None
-        self.endpoint = defaults.frontend
+        self.endpoints = _endpoints.split(defaults.frontend)
+        """One broker, or a Binary Star pair tried in turn (silence or a passive
+        broker's answer moves the client to the other)."""
+        self.endpoint = self.endpoints[0]
         self.events_endpoint = events_endpoint or env_events or defaults.events
-        if curve is None and (needs_curve(self.endpoint) or needs_curve(self.events_endpoint)):
+        if curve is None and (any(needs_curve(e) for e in self.endpoints)
+                              or needs_curve(self.events_endpoint)):
             curve = client_keys_from_env()
         self.curve = curve
         self.actor = actor or default_actor()
@@ -175,6 +181,7 @@ class Client:
             actor=self.actor,
             correlation_id=correlation_id or cid,
             sent_at=now_iso(),
+            wait=min(self.timeout, MAX_WAIT),
         )
 
     def send(
@@ -192,21 +199,52 @@ class Client:
         command = self.command(type, container, node, args, correlation_id=correlation_id)
         return self.request(command, reply_timeout=reply_timeout)
 
+    def _fail_over(self) -> None:
+        """Close the socket (Lazy Pirate: a fresh one drops anything stuck in the old)
+        and, with a Binary Star pair, turn to the other broker."""
+        self.close()
+        if len(self.endpoints) > 1:
+            self.endpoint = self.endpoints[(self.endpoints.index(self.endpoint) + 1)
+                                           % len(self.endpoints)]
+
+    def _reachable(self) -> bool:
+        """Whether some broker may listen; moves to one that may."""
+        for _ in self.endpoints:
+            if _endpoints.is_reachable(self.endpoint):
+                return True
+            self._fail_over()
+        return False
+
+    def _passive(self, reply: Reply) -> bool:
+        """A passive broker of a pair turned the command away unrun: try the other."""
+        if reply.error_code == Passive.code and len(self.endpoints) > 1:
+            self._fail_over()
+            return True
+        return False
+
     def request(self, command: Command, *, reply_timeout: float | None = None,
                 check: bool = True) -> Reply:
-        """Lazy Pirate: send, wait, and on silence reconnect and resend the same id."""
-        if not _endpoints.is_reachable(self.endpoint):
+        """Lazy Pirate: send, wait, and on silence reconnect and resend the same id
+        (with a Binary Star pair, to the other broker)."""
+        if not self._reachable():
             raise Unavailable(f"berth engine is not running at {self.endpoint}")
         frame = encode(command)
         timeout = (self.timeout if reply_timeout is None
                    else positive_seconds(reply_timeout, "reply timeout"))
-        for _attempt in range(self.retries + 1):
+        passes = 0
+        attempt = 0
+        while attempt <= self.retries:
             reply = self._exchange(frame, command.id, timeout)
+            if reply is not None and self._passive(reply) and passes < 2 * len(self.endpoints):
+                passes += 1
+                time.sleep(0.05 * passes)  # both passive a moment while the pair decides
+                continue
+            attempt += 1
             if reply is not None:
                 if check and not reply.ok:
                     raise error_from_code(reply.error_code or "internal", reply.message or "")
                 return reply
-            self.close()  # Lazy Pirate: a fresh socket drops anything stuck in the old one
+            self._fail_over()
         total = timeout * (self.retries + 1)
         if command.type != c.PING and self._broker_answers():
             raise Timeout(
@@ -231,18 +269,26 @@ class Client:
         resent (same id, a fresh socket; the broker absorbs the repeat), after an
         interval that doubles from ``timeout`` up to RESEND_MAX, and only while the
         broker answers a ping; any reply, an error too, is the answer."""
-        if not _endpoints.is_reachable(self.endpoint):
+        if not self._reachable():
             raise Unavailable(f"berth engine is not running at {self.endpoint}")
         frame = encode(command)
         interval = self.timeout
+        passes = 0
         while True:
             wait = interval if deadline is None else min(interval, deadline - time.monotonic())
             reply = self._exchange(frame, command.id, max(wait, 0.001))
+            if reply is not None and self._passive(reply):
+                passes += 1
+                if passes > 40 or (deadline is not None and time.monotonic() >= deadline):
+                    raise Passive("no broker of the pair is active; retrying with the same "
+                                  "id is safe")
+                time.sleep(0.05)
+                continue
             if reply is not None:
                 if check and not reply.ok:
                     raise error_from_code(reply.error_code or "internal", reply.message or "")
                 return reply
-            self.close()  # Lazy Pirate: a fresh socket drops anything stuck in the old one
+            self._fail_over()
             if deadline is not None and time.monotonic() >= deadline:
                 raise Timeout(f"no reply to {command.type} {command.id} in time; the engine "
                               "may still finish it (retrying with the same id is safe)")
@@ -326,7 +372,9 @@ class Client:
                reply_timeout: float | None = None, **spec: Any) -> Reply:
         """Create a container from a spec (rootfs, args, env, ports, memory, ...),
         checked here with the worker's own rules; ``memory="64m"`` and
-        ``ports=["8080:80"]`` are accepted as the CLI accepts them."""
+        ``ports=["8080:80"]`` are accepted as the CLI accepts them, and mounts as
+        ``volumes=["/srv:/data:ro", "NAME:/db"]``, ``mount=["type=tmpfs,target=/t"]``,
+        ``tmpfs=["/run:size=1m"]``."""
         from engine.spec import spec_from_user  # not on the path of 'berth ps'
 
         spec = spec_from_user(spec)
@@ -377,15 +425,40 @@ class Client:
         self._nodes.pop(ref, None)
         return reply
 
-    def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None) -> Reply:
-        """Block until the container exits (the worker answers then); ``timeout``
-        bounds the wait (None: as long as it takes, while the engine is alive; else
-        a finite number of seconds > 0, checked before anything is sent)."""
+    def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None,
+             condition: str = "exited") -> Reply:
+        """Block until the container exits (the worker answers then), or reaches
+        ``condition`` (running, healthy); ``timeout`` bounds the wait (None: as long as
+        it takes, while the engine is alive; else a finite number of seconds > 0,
+        checked before anything is sent)."""
         if timeout is not None:
             timeout = positive_seconds(timeout, "wait timeout")
         args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        if condition != "exited":
+            args["condition"] = condition
         deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
         return self._on_container(c.WAIT, ref, node, patient=True, deadline=deadline, **args)
+
+    def update(self, ref: str, *, node: str | None = None, **changes: Any) -> Reply:
+        """Change run options of an existing container: ``memory`` (bytes or ``64m``),
+        ``pids_limit``, ``cpus``, ``restart``; the reply lists the ones changed."""
+        if isinstance(changes.get("memory"), str):
+            from engine.spec import parse_size
+
+            changes["memory"] = parse_size(changes["memory"])
+        return self._on_container(c.UPDATE, ref, node, **changes)
+
+    def top(self, ref: str, *, node: str | None = None) -> dict[str, Any]:
+        """The container's processes: pid, user, CPU time, command."""
+        return self._on_container(c.TOP, ref, node).result
+
+    def stats(self, ref: str, *, node: str | None = None) -> dict[str, Any]:
+        """The container's cumulative counters now (CPU ns, memory, pids, I/O bytes)."""
+        return self._on_container(c.STATS, ref, node).result
+
+    def healthcheck(self, ref: str, *, node: str | None = None) -> Reply:
+        """Run the container's health check once now: its status, exit code, output."""
+        return self._on_container(c.HEALTHCHECK, ref, node, reply_timeout=None)
 
     # ------------------------------------------------------------------ queries
 
@@ -458,15 +531,41 @@ class Client:
         return self.send(c.AUDIT_EXPORT, after=after, limit=limit,
                          reply_timeout=max(self.timeout, 60.0)).result
 
+    # ------------------------------------------------------------------ volumes
+
+    def volume_create(self, name: str, *, labels: dict[str, str] | None = None,
+                      node: str | None = None) -> dict[str, Any]:
+        """Create a named volume on ``node`` (None: the node that answers)."""
+        return self.send(c.VOLUME_CREATE, None, node, name=name, labels=dict(labels or {})).result
+
+    def volumes(self, *, node: str | None = None) -> list[dict[str, Any]]:
+        found = self.send(c.VOLUME_LS, None, node).result.get("volumes", [])
+        return list(found) if isinstance(found, list) else []
+
+    def volume_inspect(self, name: str, *, node: str | None = None) -> dict[str, Any]:
+        return self.send(c.VOLUME_INSPECT, None, node, name=name).result
+
+    def volume_remove(self, *names: str, force: bool = False,
+                      node: str | None = None) -> list[str]:
+        """Remove volumes no container mounts; ``force``: a missing one is no error."""
+        removed = self.send(c.VOLUME_REMOVE, None, node, names=list(names),
+                            force=force).result.get("removed", [])
+        return list(removed) if isinstance(removed, list) else []
+
+    def volume_prune(self, *, node: str | None = None) -> list[str]:
+        """Remove every volume no container mounts; the names removed."""
+        removed = self.send(c.VOLUME_PRUNE, None, node).result.get("removed", [])
+        return list(removed) if isinstance(removed, list) else []
+
     # ------------------------------------------------------------------ events
 
     def subscribe(self, from_position: int | None = None, types: Iterable[str] | None = None,
                   container: str | None = None, *, page_size: int = 500) -> Subscription:
         """A catch-up subscription: stored events from ``from_position`` (inclusive;
         None: only events after now), then live ones, with no gap and no duplicate."""
-        fetcher = Client(self.endpoint, events_endpoint=self.events_endpoint, actor=self.actor,
-                         timeout=self.timeout, retries=self.retries, context=self._ctx,
-                         curve=self.curve)
+        fetcher = Client(",".join(self.endpoints), events_endpoint=self.events_endpoint,
+                         actor=self.actor, timeout=self.timeout, retries=self.retries,
+                         context=self._ctx, curve=self.curve)
         from bus.subscription import Subscription
 
         return Subscription(fetcher.events, self.events_endpoint, from_position=from_position,

@@ -80,11 +80,26 @@ def default_endpoints(env: Mapping[str, str] | None = None) -> Endpoints:
 
 
 def derive_lenient(frontend: str) -> Endpoints:
-    """Like derive, but leaves underivable endpoints empty for env vars to fill."""
+    """Like derive, but leaves underivable endpoints empty for env vars to fill. A
+    comma-separated list (a Binary Star pair: ``ipc:///a/bus.sock,ipc:///b/bus.sock``)
+    derives each and lists them in the same order."""
+    if "," in frontend:
+        parts = [derive_lenient(one) for one in split(frontend)]
+        return Endpoints(*(",".join(getattr(p, name) for p in parts) if all(
+            getattr(p, name) for p in parts) else "" for name in ("frontend", "backend",
+                                                                    "events")))
     try:
         return derive(frontend)
     except InvalidArgument:
         return Endpoints(frontend, "", "")
+
+
+def split(endpoints: str) -> list[str]:
+    """The endpoints of a comma-separated list (one broker, or a Binary Star pair)."""
+    found = [e.strip() for e in endpoints.split(",") if e.strip()]
+    if not found:
+        raise InvalidArgument(f"no endpoint in {endpoints!r}")
+    return found
 
 
 def ipc_path(endpoint: str) -> Path | None:

@@ -42,6 +42,8 @@ MAX_MESSAGE_FRAMES: Final = 4
 """Most frames one message may have (routing identity, REQ delimiter, payload)."""
 
 MAX_ACTOR_LENGTH: Final = 256
+MAX_WAIT: Final = 3600.0
+"""Longest a publisher may ask the broker to hold its command for a worker (an hour)."""
 MAX_STREAM_LENGTH: Final = 256
 MAX_MESSAGE_LENGTH: Final = 4096
 MAX_NESTING: Final = 32
@@ -110,6 +112,16 @@ def _text(value: object, what: str, limit: int, *, optional: bool = False) -> st
     if _CONTROL_RE.search(value):
         raise _fail(f"{what} must not contain control characters.")
     return value
+
+
+def _wait(value: object) -> float | None:
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not 0 < value <= MAX_WAIT):  # NaN fails both comparisons
+        raise _fail(f"command wait must be a number of seconds in (0, {MAX_WAIT:g}], "
+                    f"got {_show(value)}.")
+    return float(value)
 
 
 def _timestamp(value: object, what: str) -> str:
@@ -183,6 +195,10 @@ class Command:
     actor: str
     correlation_id: str
     sent_at: str
+    wait: float | None = None
+    """How long the publisher waits for the answer, in seconds. A command for a node
+    whose worker is away (restarting, upgraded) is held that long for it, as a queue
+    would, and only then answered ``unavailable``; None: the broker's own limit."""
 
     def __post_init__(self) -> None:
         _uuid(self.id, "command id")
@@ -196,6 +212,7 @@ class Command:
         _text(self.actor, "actor", MAX_ACTOR_LENGTH)
         _uuid(self.correlation_id, "correlation id")
         _timestamp(self.sent_at, "sent_at")
+        _wait(self.wait)
 
     @property
     def is_container_command(self) -> bool:
@@ -334,6 +351,7 @@ def _fields(msg: Message) -> tuple[str, dict[str, JSONish]]:
             "actor": msg.actor,
             "correlation_id": msg.correlation_id,
             "sent_at": msg.sent_at,
+            "wait": msg.wait,
         }
     if isinstance(msg, Reply):
         return KIND_REPLY, {
@@ -397,18 +415,24 @@ def _unpack(frame: object) -> dict[str, JSONish]:
     return body
 
 
-def _take(body: Mapping[str, JSONish], names: Sequence[str], kind: str) -> dict[str, JSONish]:
-    extra = set(body) - set(names) - {"v", "kind"}
+def _take(body: Mapping[str, JSONish], names: Sequence[str], kind: str,
+          optional: Sequence[str] = ()) -> dict[str, JSONish]:
+    """The named fields of a message; ``optional`` ones may be absent (a publisher
+    from before they existed), any other missing or unknown field is refused."""
+    extra = set(body) - set(names) - set(optional) - {"v", "kind"}
     if extra:
         raise _fail(f"{kind} has unknown fields: {', '.join(sorted(map(str, extra)))}.")
     missing = [name for name in names if name not in body]
     if missing:
         raise _fail(f"{kind} is missing fields: {', '.join(missing)}.")
-    return {name: body[name] for name in names}
+    fields = {name: body[name] for name in names}
+    fields.update((name, body[name]) for name in optional if name in body)
+    return fields
 
 
 _COMMAND_NAMES: Final = (
     "id", "type", "container", "node", "args", "actor", "correlation_id", "sent_at")
+_COMMAND_OPTIONAL: Final = ("wait",)
 _REPLY_NAMES: Final = ("command_id", "ok", "error_code", "message", "positions", "result")
 _EVENT_NAMES: Final = (
     "position",
@@ -436,7 +460,7 @@ def decode(frame: bytes) -> Message:
     kind = body["kind"]
     try:
         if kind == KIND_COMMAND:
-            return Command(**_take(body, _COMMAND_NAMES, kind))
+            return Command(**_take(body, _COMMAND_NAMES, kind, _COMMAND_OPTIONAL))
         if kind == KIND_REPLY:
             fields = _take(body, _REPLY_NAMES, kind)
             if not isinstance(fields["positions"], list):

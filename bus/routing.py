@@ -26,6 +26,11 @@ MIN_QUEUE: Final = 256
 re-admitted by its heartbeat has not announced one yet)."""
 QUEUE_PER_SLOT: Final = 8
 """Commands a worker may owe per command it runs at once (its capacity)."""
+MAX_WAITING: Final = 10_000
+"""Commands held for an absent worker at most; more are refused at once, so a
+flood while a node is away cannot grow the broker without bound."""
+MAX_NODES_SEEN: Final = 4096
+"""Nodes remembered as having had a worker (oldest forgotten first)."""
 DEFAULT_REPLY_BYTES: Final = 64 * 1024 * 1024
 """Most bytes of answered replies kept for retries (a reply frame may be 1 MiB)."""
 
@@ -45,6 +50,8 @@ class WorkerState:
     last_dispatch: int = 0
     by_sender: Counter[str] = field(default_factory=Counter)
     """How many of ``outstanding`` each actor sent."""
+    stopping: bool = False
+    """It handed a command back: it is draining and gets no new ones."""
 
     @property
     def queue_limit(self) -> int:
@@ -71,6 +78,8 @@ class Pending:
     worker: bytes | None = None
     deadline: float | None = None
     """Set while the command waits for a worker (after its worker was lost)."""
+    received: float = 0.0
+    """When the broker accepted it (time.monotonic()), for the latency it reports."""
 
 
 class RecentReplies:
@@ -113,6 +122,10 @@ class Router:
         self.workers: dict[bytes, WorkerState] = {}
         self.outstanding: dict[str, Pending] = {}
         self.replies = RecentReplies(cache_size)
+        self.max_waiting = MAX_WAITING
+        self.nodes_seen: OrderedDict[str, None] = OrderedDict()
+        """Nodes that had a worker since this broker started: a command for one of
+        them waits for its worker to come back instead of being refused."""
         self._seq = itertools.count(1)
 
     # ------------------------------------------------------------------ workers
@@ -128,7 +141,12 @@ class Router:
                 pending.deadline = now + self.pending_timeout
         else:
             worker.capacity = capacity
+            worker.stopping = False  # it announced itself again: it takes commands
         worker.expires_at = now + self.worker_timeout
+        self.nodes_seen[node] = None
+        self.nodes_seen.move_to_end(node)
+        while len(self.nodes_seen) > MAX_NODES_SEEN:
+            self.nodes_seen.popitem(last=False)
         return worker
 
     def touch(self, identity: bytes, now: float) -> bool:
@@ -166,7 +184,8 @@ class Router:
     def choose(self, command: Command, node: str | None) -> WorkerState | None:
         """The live worker for a command: one already busy with its container, else
         the least loaded (fewest outstanding commands, then least recently used)."""
-        candidates = [w for w in self.workers.values() if node is None or w.node == node]
+        candidates = [w for w in self.workers.values()
+                      if (node is None or w.node == node) and not w.stopping]
         if not candidates:
             return None
         if command.container is not None:
@@ -194,6 +213,21 @@ class Router:
         worker.last_dispatch = next(self._seq)
         self.outstanding[pending.command.id] = pending
 
+    def refuse_at_once(self, node: str | None) -> bool:
+        """A command no worker can take now is refused at once only when its node
+        never had a worker while others did; otherwise its worker is away for a
+        moment (restarting, upgraded, not connected yet after a start) and the
+        command waits for it, as it would in a queue."""
+        return node is not None and bool(self.nodes_seen) and node not in self.nodes_seen
+
+    def hold_until(self, command: Command, now: float) -> float:
+        """When a command waiting for a worker is answered ``unavailable``: just
+        before its publisher stops waiting (so the answer still reaches it), or
+        after the broker's own limit when the publisher said nothing."""
+        if command.wait is None:
+            return now + self.pending_timeout
+        return now + command.wait - min(1.0, command.wait / 10)
+
     def unavailable(self, command: Command, node: str | None) -> Unavailable:
         if node is None:
             return Unavailable("no live worker is connected to the broker")
@@ -212,6 +246,20 @@ class Router:
                 worker.by_sender[actor] -= 1
                 if worker.by_sender[actor] <= 0:
                     del worker.by_sender[actor]
+        return pending
+
+    def take_back(self, identity: bytes, command_id: str) -> Pending | None:
+        """A stopping worker gave ``command_id`` back unrun: mark it stopping, free
+        the slot, and return the command to route again (None if it is not this
+        worker's to give back)."""
+        worker = self.workers.get(identity)
+        pending = self.outstanding.get(command_id)
+        if worker is None or pending is None or pending.worker != identity:
+            return None
+        worker.stopping = True
+        self.complete(command_id)
+        pending.worker = None
+        self.outstanding[command_id] = pending
         return pending
 
     def waiting(self) -> list[Pending]:

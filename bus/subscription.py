@@ -22,6 +22,7 @@ from typing import Any, Self
 
 import zmq
 
+from bus import endpoints as _endpoints
 from bus.keys import ClientKeys, peer_socket
 from bus.protocol import MAX_FRAME_SIZE, EventMessage, decode
 from bus.results import container_of
@@ -65,11 +66,14 @@ class Subscription(Iterator[EventMessage]):
         self._gap_since: float | None = None
         self._last_fetch = 0.0
         ctx = context or zmq.Context.instance()
-        self._sub = peer_socket(ctx, zmq.SUB, events_endpoint, curve,
+        self._sub = peer_socket(ctx, zmq.SUB, _endpoints.split(events_endpoint)[0], curve,
                                 max_message=4 * MAX_FRAME_SIZE)
         self._sub.setsockopt(zmq.RCVHWM, 100_000)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")  # all types: gaps are seen by position
-        self._sub.connect(events_endpoint)
+        # A Binary Star pair: both feeds at once; only the active broker publishes,
+        # and positions make a switch seamless (gaps are fetched, repeats dropped).
+        for endpoint in _endpoints.split(events_endpoint):
+            self._sub.connect(endpoint)
         try:
             if from_position is None:
                 _, head = self._fetch_page(0, 1)  # only the head matters here

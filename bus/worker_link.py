@@ -51,7 +51,7 @@ from bus.protocol import (
     error_reply,
 )
 from engine.command_types import CHANGE_COMMANDS
-from engine.errors import BerthError, ProtocolError, Unavailable
+from engine.errors import BerthError, HandedBack, ProtocolError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,11 @@ class WorkerLink:
     ) -> None:
         """``curve``: this worker's keys for a tcp backend (None: from BERTH_KEY and
         BERTH_SERVER_KEY when the endpoint is tcp)."""
-        self.endpoint = backend_endpoint or _endpoints.default_endpoints().backend
-        if curve is None and needs_curve(self.endpoint):
+        self.endpoints = _endpoints.split(backend_endpoint
+                                          or _endpoints.default_endpoints().backend)
+        """One broker, or a Binary Star pair: a silent broker's successor is tried next."""
+        self.endpoint = self.endpoints[0]
+        if curve is None and any(needs_curve(e) for e in self.endpoints):
             curve = client_keys_from_env()
             if curve is None:
                 log.warning("connecting to %s without CURVE keys: a berth broker refuses "
@@ -114,6 +117,8 @@ class WorkerLink:
         self._idle = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._disconnect_on_stop = True
+        self.heard_at: float | None = None
+        """When the broker was last heard from (time.monotonic()); None: never."""
         self.connected = threading.Event()
         """Set once the link has sent Ready on a socket (and heard the broker since)."""
 
@@ -184,7 +189,7 @@ class WorkerLink:
                 wait = max(0.0, min(next_beat - now, 0.1))
                 ready = dict(poller.poll(int(wait * 1000)))
                 if sock in ready and self._receive(sock):
-                    last_heard = time.monotonic()
+                    last_heard = self.heard_at = time.monotonic()
                     delay = self.heartbeat_interval
                 if self._wake_r in ready:
                     self._drain_wakeups()
@@ -204,6 +209,10 @@ class WorkerLink:
                         break
                     delay = min(delay * 2, self.reconnect_max)
                     self.stats["reconnects"] += 1
+                    if len(self.endpoints) > 1:  # fail over to the pair's other broker
+                        nxt = (self.endpoints.index(self.endpoint) + 1) % len(self.endpoints)
+                        self.endpoint = self.endpoints[nxt]
+                        delay = self.heartbeat_interval  # no backoff between the two
                     sock = self._connect()
                     poller.register(sock, zmq.POLLIN)
                     last_heard = next_beat = time.monotonic()
@@ -286,9 +295,9 @@ class WorkerLink:
             if command.id in self._inflight:
                 self.stats["duplicates"] += 1
                 return
-            if self._intake_closed:
+            if self._intake_closed:  # the broker holds it for this node's next worker
                 self._outbox.append(encode(error_reply(
-                    command.id, Unavailable.code,
+                    command.id, HandedBack.code,
                     f"the worker of node {self.node} is stopping; retry once it is back")))
                 return
             self._inflight.add(command.id)

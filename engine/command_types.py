@@ -20,6 +20,13 @@ CHECKPOINT: Final = "container.checkpoint"
 RESTORE: Final = "container.restore"
 REMOVE: Final = "container.remove"
 WAIT: Final = "container.wait"
+# health checks: one probe now (routed to the container's node; records only a change)
+HEALTHCHECK: Final = "container.healthcheck"
+# updates: resources through runc update, the restart policy (engine.decide._update)
+UPDATE: Final = "container.update"
+# live usage: reads answered by the container's node, never recorded (workers/usage.py)
+TOP: Final = "container.top"
+STATS: Final = "container.stats"
 
 PS: Final = "query.ps"
 INSPECT: Final = "query.inspect"
@@ -37,15 +44,40 @@ AUDIT_PROVE: Final = "audit.prove"
 AUDIT_CONSISTENCY: Final = "audit.consistency"
 AUDIT_EXPORT: Final = "audit.export"
 
+# volumes
+VOLUME_CREATE: Final = "volume.create"
+VOLUME_REMOVE: Final = "volume.remove"
+VOLUME_PRUNE: Final = "volume.prune"
+VOLUME_LS: Final = "volume.ls"
+VOLUME_INSPECT: Final = "volume.inspect"
+VOLUME_COMMANDS: Final = frozenset(
+    {VOLUME_CREATE, VOLUME_REMOVE, VOLUME_PRUNE, VOLUME_LS, VOLUME_INSPECT})
+"""Commands about named volumes: no container, answered by the node that keeps them."""
+# images: the node's image store (engine.images)
+IMAGE_PULL: Final = "image.pull"
+IMAGE_LIST: Final = "image.list"
+IMAGE_INSPECT: Final = "image.inspect"
+IMAGE_REMOVE: Final = "image.remove"
+IMAGE_LOAD: Final = "image.load"
+IMAGE_IMPORT: Final = "image.import"
+IMAGE_SAVE: Final = "image.save"
+IMAGE_PUSH: Final = "image.push"
+IMAGE_TAG: Final = "image.tag"
+IMAGE_PRUNE: Final = "image.prune"
+IMAGE_COMMANDS: Final = frozenset({IMAGE_PULL, IMAGE_LIST, IMAGE_INSPECT, IMAGE_REMOVE,
+                                   IMAGE_LOAD, IMAGE_IMPORT, IMAGE_SAVE, IMAGE_PUSH,
+                                   IMAGE_TAG, IMAGE_PRUNE})
+
 CHANGE_COMMANDS: Final = frozenset(
-    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
+    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE, UPDATE}
 )
 """Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
+CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS}
 QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
 AUDIT_COMMANDS: Final = frozenset(
     {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})
 """What an auditor's key may send besides queries: reads of the log and its proofs, and
 a tree head on demand (which vouches for the log, and changes no container)."""
 ADMIN_COMMANDS: Final = frozenset({REBUILD}) | AUDIT_COMMANDS
-COMMAND_TYPES: Final = CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS
+COMMAND_TYPES: Final = (CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS | VOLUME_COMMANDS
+                       | IMAGE_COMMANDS)

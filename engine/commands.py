@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-from engine.command_types import CHANGE_COMMANDS, COMMAND_TYPES
+from engine.command_types import (
+    CHANGE_COMMANDS,
+    COMMAND_TYPES,
+    IMAGE_COMMANDS,
+    VOLUME_COMMANDS,
+)
 from engine.errors import InvalidArgument
 from engine.events import datetime_from_data
 from engine.ids import validate_container_id, validate_name, validate_session_id
@@ -131,8 +136,25 @@ class Remove:
     force: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Update:
+    """New values for some run options of an existing container (None: unchanged)."""
+
+    container: str
+    memory: int | None = None
+    pids_limit: int | None = None
+    cpus: float | None = None
+    restart: str | None = None
+
+    def changes(self) -> dict[str, object]:
+        given = {"memory": self.memory, "pids_limit": self.pids_limit, "cpus": self.cpus,
+                 "restart": self.restart}
+        return {k: v for k, v in given.items() if v is not None}
+
+
 ContainerCommand: TypeAlias = (
     Create | Start | Stop | Kill | Pause | Unpause | Exec | Checkpoint | Restore | Remove
+    | Update
 )
 
 
@@ -143,6 +165,32 @@ ContainerCommand: TypeAlias = (
 class Wait:
     container: str
     timeout: float | None = None
+    condition: str = "exited"
+    """exited, running or healthy (podman's ``wait --condition``)."""
+
+
+WAIT_CONDITIONS: Final = ("exited", "running", "healthy")
+
+
+@dataclass(frozen=True, slots=True)
+class Top:
+    """The container's processes now."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The container's resource counters now."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Healthcheck:
+    """Run the container's health check once, now."""
+
+    container: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +295,41 @@ class Ping:
 
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
-    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping
+    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Healthcheck
+    | Top | Stats
 )
-Command: TypeAlias = ContainerCommand | Query
+# volumes
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeCreate:
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRemove:
+    names: tuple[str, ...]
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VolumePrune:
+    """Remove every volume of the node that no container mounts."""
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeLs:
+    """The volumes that exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInspect:
+    name: str
+
+
+VolumeCommand: TypeAlias = VolumeCreate | VolumeRemove | VolumePrune | VolumeLs | VolumeInspect
+Command: TypeAlias = ContainerCommand | Query | VolumeCommand
 
 
 # --------------------------------------------------------------------------- process rules
@@ -414,9 +494,33 @@ def _state_at(ref: str | None, args: Mapping[str, Any]) -> StateAt:
 
 
 def _wait(ref: str, args: Mapping[str, Any]) -> Wait:
+    condition = args.get("condition", "exited")
+    if condition not in WAIT_CONDITIONS:
+        raise InvalidArgument(f"invalid wait condition {condition!r}: use exited, running "
+                              "or healthy")
     if args.get("timeout") is None:
-        return Wait(ref)
-    return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT))
+        return Wait(ref, condition=condition)
+    return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT), condition)
+
+
+def _update(ref: str, args: Mapping[str, Any]) -> Update:
+    """Only the types here: the values are the run spec's to judge (engine.decide)."""
+    from engine.restarts import parse_policy
+
+    memory = None if args.get("memory") is None else _integer(args, "memory", 0,
+                                                                minimum=4 * 1024 * 1024)
+    pids = None if args.get("pids_limit") is None else _integer(args, "pids_limit", 0,
+                                                                minimum=1)
+    cpus = None if args.get("cpus") is None else _number(args, "cpus", 0, minimum=0.01,
+                                                              maximum=1024)
+    restart = args.get("restart")
+    if restart is not None:
+        restart = str(parse_policy(restart))
+    update = Update(ref, memory, pids, cpus, restart)
+    if not update.changes():
+        raise InvalidArgument("nothing to update: give --memory, --pids-limit, --cpus or "
+                              "--restart")
+    return update
 
 
 def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
@@ -431,12 +535,39 @@ def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
     return VerifyAudit(tuple(TreeHead.from_json(h) for h in heads), tuple(keys))
 
 
+def _volume(command_type: str, args: Mapping[str, Any]) -> VolumeCommand:
+    """A volume command; the names obey engine.mountspec's one rule."""
+    from engine.mountspec import validate_volume_name
+    from engine.volumes import check_labels
+
+    match command_type:
+        case "volume.create":
+            return VolumeCreate(validate_volume_name(args.get("name")),
+                                check_labels(args.get("labels") or {}))
+        case "volume.remove":
+            names = _strings(args, "names")
+            if not names:
+                raise InvalidArgument("volume rm needs at least one volume name")
+            return VolumeRemove(tuple(validate_volume_name(n) for n in names),
+                                _flag(args, "force"))
+        case "volume.prune":
+            return VolumePrune()
+        case "volume.ls":
+            return VolumeLs()
+        case _:  # volume.inspect
+            return VolumeInspect(validate_volume_name(args.get("name")))
+
+
 def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> Command:
     """The typed command for a wire command; InvalidArgument with one sentence if not.
 
     ``container`` is the reference as the publisher gave it (an id, a prefix or a
     name); resolving it is the service's job.
     """
+    if command_type in IMAGE_COMMANDS:
+        from engine.images.commands import parse_image
+
+        return parse_image(command_type, args)  # type: ignore[return-value]
     match command_type:
         case "container.create":
             return _create(args)
@@ -462,6 +593,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "audit.export":
             return AuditExport(_integer(args, "after", 0),
                                _integer(args, "limit", 1000, minimum=1, maximum=5000))
+    if command_type in VOLUME_COMMANDS:
+        return _volume(command_type, args)
     if command_type not in COMMAND_TYPES:
         raise InvalidArgument(f"unknown command type {command_type!r}")
     ref = _container(command_type, container)
@@ -490,6 +623,14 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return Remove(ref, _flag(args, "force"))
         case "container.wait":
             return _wait(ref, args)
+        case "container.healthcheck":
+            return Healthcheck(ref)
+        case "container.update":
+            return _update(ref, args)
+        case "container.top":
+            return Top(ref)
+        case "container.stats":
+            return Stats(ref)
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

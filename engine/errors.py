@@ -129,6 +129,21 @@ class Unavailable(BerthError):
     exit_code = 125
 
 
+class HandedBack(Unavailable):
+    """A stopping worker did not run the command and gives it back to the broker,
+    which holds it for another worker of the node (a publisher sees this only from
+    a broker that predates it)."""
+
+    code = "handed_back"
+
+
+class Passive(Unavailable):
+    """The passive broker of a Binary Star pair turned the command away unrun: the
+    publisher sends it to the other broker."""
+
+    code = "passive"
+
+
 class RateLimited(BerthError):
     """The broker refused a command because its sender exceeded its rate limit."""
 
@@ -158,6 +173,8 @@ ERRORS_BY_CODE: dict[str, type[BerthError]] = {
         StoreError,
         StateUnwritable,
         Unavailable,
+        HandedBack,
+        Passive,
         RateLimited,
         ProtocolError,
     )

@@ -40,9 +40,20 @@ CONTAINER_RESTORED = "container.restored"
 CONTAINER_REMOVED = "container.removed"
 COMMAND_FAILED = "command.failed"
 COMMAND_REFUSED = "command.refused"
+# restart policies, health checks, updates (engine.restarts, engine.health)
+CONTAINER_RESTARTING = "container.restarting"
+CONTAINER_HEALTH_STATUS = "container.health_status"
+CONTAINER_UPDATED = "container.updated"
 REFUSALS_STREAM = "berth:refused"
 """The stream of ``command.refused``: no container's (a name cannot hold a colon), so
 a refusal never takes a version of the container it names."""
+# images: each image's events on the stream "image:" + its id (a container name
+# cannot hold a colon).
+IMAGE_PULLED = "image.pulled"
+IMAGE_LOADED = "image.loaded"
+IMAGE_TAGGED = "image.tagged"
+IMAGE_REMOVED = "image.removed"
+IMAGE_STREAM_PREFIX = "image:"
 
 # Why a container exited. "stop" and "checkpoint" were asked for (expected=True);
 # "exit" and "crash" are the process's own doing; "conmon_lost" when its conmon died
@@ -296,14 +307,147 @@ class CommandRefused(Event):
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class ImagePulled(Event):
+    """An image entered the node's store from a registry, under ``reference``."""
+
+    type: ClassVar[str] = IMAGE_PULLED
+    reference: str
+    digest: str
+    """The manifest's digest."""
+    image_id: str
+    """The config's digest."""
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLoaded(Event):
+    """An image entered the store from an archive or a root filesystem tarball."""
+
+    type: ClassVar[str] = IMAGE_LOADED
+    reference: str
+    digest: str
+    image_id: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageTagged(Event):
+    type: ClassVar[str] = IMAGE_TAGGED
+    reference: str
+    digest: str
+    image_id: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRemoved(Event):
+    """A name was removed from the store (the image's blobs go when no name is left)."""
+
+    type: ClassVar[str] = IMAGE_REMOVED
+    reference: str
+    digest: str
+    image_id: str
+    size: int
+# -- restart policies and health checks --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Restarting(Event):
+    """Intent: the restart policy answers the exit at ``exit_position`` with restart
+    number ``attempt`` (since the container was last started by hand), ``delay_s``
+    after this record. Recorded before the restart, under an id derived from the exit,
+    so one exit gets one restart whatever crashes in between (engine.restarts)."""
+
+    type: ClassVar[str] = CONTAINER_RESTARTING
+    attempt: int
+    delay_s: float
+    exit_position: int
+    exit_code: int
+    policy: str
+
+
+HEALTH_STATES = frozenset({"starting", "healthy", "unhealthy"})
+
+
+@dataclass(frozen=True, slots=True)
+class HealthStatus(Event):
+    """A health check's status changed (only changes are recorded, not every probe).
+    ``exit_code`` and ``output`` are the probe's that caused the change (the tail of
+    its output; -1 for a probe that timed out or could not run)."""
+
+    type: ClassVar[str] = CONTAINER_HEALTH_STATUS
+    status: str
+    exit_code: int = 0
+    output: str = ""
+    failing_streak: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status not in HEALTH_STATES:
+            raise _bad(self.type, f"unknown health status {self.status!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Updated(Event):
+    """``berth update``: run options changed on an existing container (resources through
+    ``runc update`` when it has a process, the restart policy in the log alone). ``old``
+    and ``new`` map the changed run options' names to their values before and after."""
+
+    type: ClassVar[str] = CONTAINER_UPDATED
+    old: dict[str, Any]
+    new: dict[str, Any]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         ContainerCreated, PidReceived, Started, Signalled, StopRequested, Exited, Paused,
         Unpaused, ExecRequested, ExecStarted, ExecExited, CheckpointRequested, Checkpointed,
         Restored, Removed, CommandFailed, CommandRefused,
+        ImagePulled, ImageLoaded, ImageTagged, ImageRemoved,  # images
+        Restarting, HealthStatus, Updated,
     )
 }
+
+
+# -- volumes: not containers', each in its own stream ("volume:NAME", see engine.volumes)
+VOLUME_CREATED = "volume.created"
+VOLUME_REMOVED = "volume.removed"
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeCreated(Event):
+    """A named volume came to be on ``node``: asked for (``volume create``) or by the
+    first container that mounts it (``implicit``)."""
+
+    type: ClassVar[str] = VOLUME_CREATED
+    name: str
+    node: str
+    labels: tuple[tuple[str, str], ...] = ()
+    implicit: bool = False
+
+    def to_data(self) -> dict[str, Any]:
+        return {"name": self.name, "node": self.node, "labels": dict(self.labels),
+                "implicit": self.implicit}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            labels = data.get("labels") or {}
+            return cls(name=data["name"], node=data["node"],
+                       labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+                       implicit=bool(data.get("implicit", False)))
+        except (KeyError, AttributeError) as exc:
+            raise _bad(cls.type, f"missing or bad {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRemoved(Event):
+    type: ClassVar[str] = VOLUME_REMOVED
+    name: str
+
+
+EVENT_TYPES.update({cls.type: cls for cls in (VolumeCreated, VolumeRemoved)})
 
 
 def event_class(event_type: str) -> type[Event]:

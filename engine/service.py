@@ -18,9 +18,10 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine import commands as c
 from engine import decide as d
@@ -45,7 +46,11 @@ from engine.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
+from engine.spec import RunSpec
 from engine.store import CommandOutcome, EventStore
+
+if TYPE_CHECKING:
+    from engine.volume_service import VolumeService
 
 log = logging.getLogger("berth.service")
 
@@ -59,6 +64,16 @@ NOT_RECORDED = (InvalidArgument, NotFound, AlreadyExists, StoreError)
 """Refusals that write nothing: bad input, an unknown container, an unreachable store."""
 
 Observer = Callable[[Sequence[ev.RecordedEvent]], None]
+
+
+class RootfsProvider(Protocol):
+    """Root filesystems of containers made from images (``engine.images.service``)."""
+
+    def prepare(self, container_id: str, spec: RunSpec) -> RunSpec: ...
+
+    def release(self, container_id: str) -> None: ...
+
+    def remount(self, container_id: str, spec: RunSpec) -> None: ...
 
 
 def _stdio_options(command: c.Exec) -> dict[str, Any]:
@@ -111,6 +126,10 @@ class ContainerService:
     """Called with every batch of committed events (publishing, the conmon watcher);
     an observer must not raise and must not block."""
     _states: dict[str, ContainerState] = field(default_factory=dict)
+    volumes: VolumeService | None = None
+    """The node's named volumes: a create provides the ones its spec mounts."""
+    images: RootfsProvider | None = None
+    """Mounts the root filesystem of a container made from an image (engine.images)."""
 
     @property
     def system_actor(self) -> str:
@@ -331,11 +350,17 @@ class ContainerService:
         # the runtime container: no read on the success path.
         with self.locks.hold(cid):
             try:
-                created = self.runtime.create(cid, command.spec,
-                                              name=command.name or d.default_name(cid))
-                facts = d.Facts(container_id=cid, node=self.node,
-                                bundle=self.runtime.bundle_path(cid), created=created)
-                recorded = self.append(cid, 0, plan.then(facts), causation)
+                if command.spec.image and not command.spec.rootfs:
+                    command = replace(command, spec=self._image_rootfs(cid, command.spec))
+                    plan = d.decide(None, command)
+                # Volumes after the image's root filesystem is mounted: a new volume is
+                # filled from what the image has at its target.
+                with self._volumes_for(command.spec, causation):
+                    created = self.runtime.create(cid, command.spec,
+                                                  name=command.name or d.default_name(cid))
+                    facts = d.Facts(container_id=cid, node=self.node,
+                                    bundle=self.runtime.bundle_path(cid), created=created)
+                    recorded = self.append(cid, 0, plan.then(facts), causation)
             except BerthError as exc:
                 # A create the runtime refused leaves no files, and its failure is
                 # recorded against the id the container would have had (a create by
@@ -350,12 +375,26 @@ class ContainerService:
         assert isinstance(created_event, ev.ContainerCreated)
         return Outcome(tuple(recorded), {"id": cid, "name": created_event.name, "node": self.node})
 
+    def _volumes_for(self, spec: RunSpec, causation: c.Causation) -> AbstractContextManager[None]:
+        """The named volumes a new container mounts, made and held until it is recorded."""
+        if self.volumes is None or not spec.mounts:
+            return nullcontext()
+        return self.volumes.provide(spec, causation)
+
     def discard(self, cid: str) -> None:
         try:
             self.runtime.delete(cid, force=True)
         except BerthError:
             pass
         self.runtime.cleanup(cid)
+        if self.images is not None:
+            self.images.release(cid)
+
+    def _image_rootfs(self, cid: str, spec: RunSpec) -> RunSpec:
+        if self.images is None:
+            raise InvalidArgument("this node has no image store: give a root filesystem "
+                                  "directory")
+        return self.images.prepare(cid, spec)
 
     def _carry_out(self, state: ContainerState, command: c.ContainerCommand, plan: d.Plan,
                    causation: c.Causation) -> Outcome:
@@ -454,6 +493,8 @@ class ContainerService:
         rt, cid = self.runtime, state.id
         match step:
             case d.Step.CREATE:
+                if self.images is not None and state.spec.image_id:
+                    self.images.remount(cid, state.spec)
                 return replace(facts, created=rt.create(cid, state.spec, name=state.name))
             case d.Step.DELETE:
                 try:
@@ -462,6 +503,8 @@ class ContainerService:
                     pass
             case d.Step.CLEANUP:
                 rt.cleanup(cid)
+                if self.images is not None:
+                    self.images.release(cid)
             case d.Step.START | d.Step.PAUSE | d.Step.UNPAUSE:
                 action = {d.Step.START: rt.start, d.Step.PAUSE: rt.pause,
                           d.Step.UNPAUSE: rt.unpause}[step]
@@ -482,9 +525,15 @@ class ContainerService:
                 return replace(facts, image_path=image, exit=exit_status)
             case d.Step.RESTORE:
                 assert isinstance(command, c.Restore)
+                if self.images is not None and state.spec.image_id:
+                    self.images.remount(cid, state.spec)
                 return replace(facts, created=rt.restore(
                     cid, state.spec, name=state.name, image_path=state.checkpoint_path,
                     tcp_established=command.tcp_established))
+            case d.Step.UPDATE:
+                assert isinstance(command, c.Update)
+                rt.update(cid, memory=command.memory, pids_limit=command.pids_limit,
+                          cpus=command.cpus)
             case d.Step.RECORD_EXIT | d.Step.EXEC:
                 pass  # recorded by the caller / run outside the lock by _exec
         return facts

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine.errors import InvalidArgument
+from engine.health import check_health_options, health_from_user
+from engine.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
+from engine.restarts import check_restart_options
 from engine.signals import parse_signal
 
 PROTOCOLS = ("tcp", "udp")
@@ -22,17 +25,30 @@ _CAP_RE = re.compile(r"^CAP_[A-Z_]+$")
 # The wire type of each option (from_data refuses any other): a string where a list
 # is due would otherwise become a tuple of characters, a bool would pass for an int.
 _STR, _BOOL, _LIST, _INT = (str,), (bool,), (list, tuple), (int,)
+_NUM: tuple[type, ...] = (int, float)
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "rootfs": _STR, "args": _LIST, "env": _LIST, "cwd": _STR, "user": _STR,
     "hostname": _STR, "terminal": _BOOL, "stop_signal": (int, str), "memory": _INT,
     "pids_limit": _INT, "read_only": _BOOL, "ports": _LIST, "auto_remove": _BOOL,
     "no_new_privileges": _BOOL, "cap_add": _LIST,
+    "mounts": _LIST,  # volumes
+    # images
+    "entrypoint": _LIST, "image": _STR, "image_digest": _STR, "image_id": _STR,
+    "exposed_ports": _LIST, "labels": _LIST,
+    # restart policies and health checks (engine.restarts, engine.health)
+    "restart": _STR, "health_cmd": _LIST, "health_interval": _NUM, "health_timeout": _NUM,
+    "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
+    "no_healthcheck": _BOOL, "cpus": _NUM,
     # interactive stdio
     "stdin": _BOOL,
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
-         (int, str): "a signal name or number"}
-_OPTIONAL = frozenset({"memory", "pids_limit"})
+         (int, str): "a signal name or number", _NUM: "a number of seconds"}
+_OPTIONAL = frozenset({"memory", "pids_limit", "entrypoint", "cpus"})
+_MOUNT_FORMS = ("volumes", "mount", "tmpfs", "mounts")
+"""The user's ways of naming mounts (engine.mountspec.mounts_from_user)."""
+_IMAGE_FIELDS = ("image", "image_digest", "image_id")
+_IMAGE_LISTS = ("exposed_ports", "labels")
 
 
 _SIZE_RE = re.compile(r"^(\d+)([bkmg]?)$", re.IGNORECASE)
@@ -67,6 +83,9 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     if isinstance(ports, (list, tuple)):
         data["ports"] = [list(PortMapping.parse(p)) if isinstance(p, str)
                          else list(p) if isinstance(p, (list, tuple)) else p for p in ports]
+    if any(key in data for key in _MOUNT_FORMS):  # volumes: -v, --mount, --tmpfs forms
+        data["mounts"] = mounts_from_user({k: data.pop(k) for k in _MOUNT_FORMS if k in data})
+    health_from_user(data)
     RunSpec.from_data(data)  # the worker's type rules, at the publisher's edge
     return data
 
@@ -127,14 +146,34 @@ class RunSpec:
     auto_remove: bool = False
     no_new_privileges: bool = False
     cap_add: tuple[str, ...] = field(default=())
+    mounts: tuple[Mount, ...] = ()
+    # images: the user's --entrypoint (None: the image's), and what the worker records
+    # of the image a container runs (its reference, manifest digest and id).
+    entrypoint: tuple[str, ...] | None = None
+    image: str = ""
+    image_digest: str = ""
+    image_id: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+    # restart policies and health checks (engine.restarts, engine.health)
+    restart: str = "no"
+    health_cmd: tuple[str, ...] = ()
+    health_interval: float = 30.0
+    health_timeout: float = 30.0
+    health_retries: int = 3
+    health_start_period: float = 0.0
+    health_on_failure: str = "none"
+    no_healthcheck: bool = False
+    cpus: float | None = None
+    """CPUs' worth of time per period (``--cpus 0.5``): a CFS quota, as Docker's."""
     stdin: bool = False
     """Keep the process's stdin open (conmon ``-i``) for an attached client (``run -i``)."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
-        if not self.rootfs:
-            raise InvalidArgument("run spec: rootfs is required")
-        if not self.args:
+        if not self.rootfs and not self.image:
+            raise InvalidArgument("run spec: a rootfs or an image is required")
+        if not self.args and not self.image:
             raise InvalidArgument("run spec: args must name a command")
         for item in self.env:
             if "=" not in item or item.startswith("="):
@@ -152,6 +191,11 @@ class RunSpec:
             for number in (port.host_port, port.container_port):
                 if not 0 <= number <= 65535:
                     raise InvalidArgument(f"run spec: port {number} out of range")
+        check_mounts(self.mounts)
+        check_restart_options(self.restart, self.auto_remove)
+        if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
+            raise InvalidArgument(f"run spec: invalid cpus {self.cpus!r}: from 0.01 to 1024")
+        check_health_options(self)
 
     def validate(self) -> RunSpec:
         """Check everything that can be checked without starting a process."""
@@ -159,11 +203,16 @@ class RunSpec:
         # engine.commands imports engine.events, which imports this module.
         from engine.commands import check_argv, check_cwd, check_env, check_user
 
-        if not isinstance(self.rootfs, str) or not os.path.isabs(self.rootfs):
+        if self.image and not self.rootfs:  # the worker mounts the image's layers
+            _check_image_fields(self)
+        elif not isinstance(self.rootfs, str) or not os.path.isabs(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} must be an absolute path")
-        if "\0" in self.rootfs or not os.path.isdir(self.rootfs):
+        elif "\0" in self.rootfs or not os.path.isdir(self.rootfs):
             raise InvalidArgument(f"rootfs {self.rootfs!r} is not an existing directory")
-        check_argv(self.args, "the container command")
+        if self.args or not self.image:
+            check_argv(self.args, "the container command")
+        if self.entrypoint:
+            check_argv(self.entrypoint, "the entrypoint")
         check_env(self.env)
         check_cwd(self.cwd)
         check_user(self.user)
@@ -185,6 +234,7 @@ class RunSpec:
         for cap in self.cap_add:
             if not isinstance(cap, str) or not _CAP_RE.fullmatch(cap):
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
+        check_host_paths(self.mounts)
         return self
 
     @property
@@ -193,7 +243,7 @@ class RunSpec:
         return int(uid), int(gid or 0)
 
     def to_data(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "rootfs": self.rootfs,
             "args": list(self.args),
             "env": list(self.env),
@@ -209,10 +259,29 @@ class RunSpec:
             "auto_remove": self.auto_remove,
             "no_new_privileges": self.no_new_privileges,
             "cap_add": list(self.cap_add),
+            "mounts": [m.to_data() for m in self.mounts],
+            **self._image_data(),
+            "restart": self.restart,
+            "health_cmd": list(self.health_cmd),
+            "health_interval": self.health_interval,
+            "health_timeout": self.health_timeout,
+            "health_retries": self.health_retries,
+            "health_start_period": self.health_start_period,
+            "health_on_failure": self.health_on_failure,
+            "no_healthcheck": self.no_healthcheck,
+            "cpus": self.cpus,
         }
         if self.stdin:  # only when set: the records of earlier specs stay byte for byte
             data["stdin"] = True
         return data
+
+    def _image_data(self) -> dict[str, Any]:
+        """The image fields, only when set: a spec without an image is stored as before."""
+        out: dict[str, Any] = {k: getattr(self, k) for k in _IMAGE_FIELDS if getattr(self, k)}
+        out.update({k: list(getattr(self, k)) for k in _IMAGE_LISTS if getattr(self, k)})
+        if self.entrypoint is not None:
+            out["entrypoint"] = list(self.entrypoint)
+        return out
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> RunSpec:
@@ -239,6 +308,12 @@ class RunSpec:
             kwargs["args"] = tuple(data.get("args") or ())
             kwargs["env"] = tuple(data.get("env") or ())
             kwargs["cap_add"] = tuple(data.get("cap_add") or ())
+            kwargs["mounts"] = tuple(Mount.from_data(m) for m in data.get("mounts") or ())
+            for key in _IMAGE_LISTS:
+                kwargs[key] = tuple(data.get(key) or ())
+            if data.get("entrypoint") is not None:
+                kwargs["entrypoint"] = tuple(data["entrypoint"])
+            kwargs["health_cmd"] = tuple(data.get("health_cmd") or ())
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()
@@ -248,3 +323,12 @@ class RunSpec:
             return cls(**kwargs)
         except (TypeError, ValueError, IndexError) as exc:
             raise InvalidArgument(f"invalid run specification: {exc}") from None
+
+
+def _check_image_fields(spec: RunSpec) -> None:
+    """An image reference as a publisher may send it (the worker resolves it)."""
+    for key in (*_IMAGE_FIELDS, *_IMAGE_LISTS):
+        value = getattr(spec, key)
+        items = value if isinstance(value, tuple) else (value,)
+        if any(not isinstance(v, str) or "\0" in v or len(v) > 4096 for v in items):
+            raise InvalidArgument(f"invalid run option {key} {value!r}")

@@ -21,7 +21,7 @@ CONFIG_DIR=/etc/berth
 MIN_PY=(3 11)
 
 BASE_PKGS=(runc conmon crun iptables busybox-static postgresql iproute2 inotify-tools
-           skopeo docker-registry containernetworking-plugins catatonit)
+           skopeo docker-registry containernetworking-plugins catatonit systemd)
 BENCH_PKGS=(podman containerd hyperfine)
 
 usage() {

@@ -16,12 +16,16 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError, WrongNode
+from engine.errors import BerthError, Unavailable, WrongNode
+from engine.images.service import ImageService
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
+from engine.volume_service import VolumeService
+from workers.health import HealthMonitor, healthcheck, with_health
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
+from workers.usage import UsageReader
 
 log = logging.getLogger("berth.dispatch")
 
@@ -35,9 +39,14 @@ def _ok(cmd: Command, result: dict[str, Any], positions: tuple[int, ...] = ()) -
 class Dispatch:
     """Answers every command a worker receives; one entry per command type."""
 
-    def __init__(self, service: ContainerService, queries: Queries) -> None:
+    def __init__(self, service: ContainerService, queries: Queries,
+                 images: ImageService | None = None) -> None:
         self.service = service
         self.queries = queries
+        self.health: HealthMonitor | None = None
+        """The worker's health monitor, set when it runs (probes, inspect's probe log)."""
+        self.usage: UsageReader | None = None
+        """Reads of live processes and counters (top, stats), set by the worker."""
         q = queries
         change = self._change
         self._table: dict[str, Answer] = {
@@ -51,11 +60,13 @@ class Dispatch:
             t.CHECKPOINT: change,
             t.RESTORE: change,
             t.REMOVE: change,
+            t.UPDATE: change,
             t.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
                                                     strict=True))),
             t.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
-            t.PS: lambda p, cmd: _ok(cmd, {"containers": [summary(s) for s in q.ps(p)]}),
-            t.INSPECT: lambda i, cmd: _ok(cmd, detail(q.inspect(i))),
+            t.PS: lambda p, cmd: _ok(cmd, {"containers": [
+                with_health(summary(s), service, s, self.health) for s in q.ps(p)]}),
+            t.INSPECT: lambda i, cmd: _ok(cmd, self._inspected(q.inspect(i))),
             t.EVENTS: lambda e, cmd: _ok(cmd, _events(*q.events(e))),
             t.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
             t.STATE: lambda s, cmd: _ok(cmd, _state_at(q, s)),
@@ -68,7 +79,30 @@ class Dispatch:
             t.AUDIT_EXPORT: lambda a, cmd: _ok(cmd, dict(zip(("rows", "head"), q.export(a),
                                                             strict=True))),
             t.PING: lambda _p, cmd: _ok(cmd, {"node": service.node}),
+            # volumes
+            t.VOLUME_CREATE: lambda q, cmd: self._volume(self._volumes().create, q, cmd),
+            t.VOLUME_REMOVE: lambda q, cmd: self._volume(self._volumes().remove, q, cmd),
+            t.VOLUME_PRUNE: lambda q, cmd: self._volume(self._volumes().prune, q, cmd),
+            t.VOLUME_LS: lambda q, cmd: _ok(cmd, self._volumes().ls(q)),
+            t.VOLUME_INSPECT: lambda q, cmd: _ok(cmd, self._volumes().inspect(q)),
+            t.HEALTHCHECK: lambda hc, cmd: _ok(cmd, healthcheck(self.health, service,
+                                                                hc.container)),
+            t.TOP: lambda tp, cmd: _ok(cmd, self._usage().top(tp.container)),
+            t.STATS: lambda st, cmd: _ok(cmd, self._usage().stats(st.container)),
         }
+        if images is not None:  # images: the node's image store
+            self._table.update(dict.fromkeys(t.IMAGE_COMMANDS, self._image))
+        self.images = images
+
+    def _usage(self) -> UsageReader:
+        if self.usage is None:
+            raise Unavailable(f"the worker of node {self.service.node} is not serving yet")
+        return self.usage
+
+    def _inspected(self, state: Any) -> dict[str, Any]:
+        return with_health(detail(state), self.service, state,
+                           self.health if state.node == self.service.node else None,
+                           details=True)
 
     def handle(self, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
@@ -91,6 +125,23 @@ class Dispatch:
         if outcome.error is not None:
             err = outcome.error
             return Reply(cmd.id, False, err.code, err.message, outcome.positions)
+        return _ok(cmd, outcome.result, outcome.positions)
+
+    def _volumes(self) -> VolumeService:
+        if self.service.volumes is None:
+            raise Unavailable("this worker keeps no volumes")
+        return self.service.volumes
+
+    def _volume(self, change: Callable[[Any, c.Causation], tuple[list[Any], dict[str, Any]]],
+                command: Any, cmd: Command) -> Reply:
+        causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+        recorded, result = change(command, causation)
+        return _ok(cmd, result, tuple(r.position for r in recorded))
+    def _image(self, command: Any, cmd: Command) -> Reply:
+        causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+        if self.images is None:  # not in the table then; kept for the type checker
+            raise BerthError("this worker has no image store")
+        outcome = self.images.handle(command, causation)
         return _ok(cmd, outcome.result, outcome.positions)
 
     def _failed(self, cmd: Command, causation: c.Causation, exc: BerthError) -> Reply:

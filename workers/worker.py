@@ -13,30 +13,42 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bus.endpoints import default_endpoints
 from bus.keys import client_keys_for
-from bus.worker_link import WorkerLink
+from bus.worker_link import Handler, WorkerLink
 from engine import commands as c
 from engine import events as ev
 from engine.errors import BerthError
 from engine.ids import validate_node
+from engine.images.service import ImageService
+from engine.images.store import ImageStore
 from engine.queries import Queries
 from engine.recovery import Reconciled, reconcile
 from engine.runtime import OCIRuntime, RuntimeConfig
+from engine.runtime.mounts import volumes_root
 from engine.service import ContainerService
 from engine.store import EventStore
 from engine.treehead import load_signer
+from engine.volume_service import VolumeService
 from migrations.runner import upgrade
 from workers.attach import StreamServer, start_streams
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
+from workers.health import HealthMonitor
 from workers.present import event_message
+from workers.restarts import RestartScheduler
 from workers.statedirs import private_directory
+from workers.usage import UsageReader
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from bus.metrics import MetricsServer
 
 log = logging.getLogger("berth.worker")
 
@@ -72,8 +84,15 @@ class WorkerConfig:
         default_factory=lambda: float(os.environ.get("BERTH_AUDIT_INTERVAL", "60")))
     """Seconds between signed tree heads while the log grows (0: only on demand)."""
 
+    metrics: str | None = field(default_factory=lambda: os.environ.get("BERTH_METRICS") or None)
+    """ADDR:PORT to serve /metrics and /ready on (None: no metrics)."""
+
     def __post_init__(self) -> None:
         validate_node(self.node)
+        if self.metrics is not None:
+            from bus.metrics import listen_address
+
+            listen_address(self.metrics)  # a bad address is refused before anything starts
 
     @property
     def database(self) -> str:
@@ -94,24 +113,38 @@ class Worker:
         self.store = store
         self.runtime = OCIRuntime(config.runtime_config())
         self.service = ContainerService(self.store, self.runtime, config.node)
+        self.volumes = VolumeService(  # volumes
+            self.store, volumes_root(config.root), config.node, self.service.announce)
+        self.service.volumes = self.volumes
+        self.images = ImageService(ImageStore(config.root), self.service)
+        self.service.images = self.images
         self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
                        else None)
         if self.signer is None:
             log.warning("no auditor key (BERTH_AUDIT_KEY): tree heads are unsigned and "
                         "the log's integrity rests on the database alone")
-        self.dispatch = Dispatch(self.service, Queries(self.service, signer=self.signer))
+        self.dispatch = Dispatch(self.service, Queries(self.service, signer=self.signer),
+                                 self.images)
         self._heads: threading.Thread | None = None
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
+        self.restarts: RestartScheduler | None = None
+        self.health_monitor: HealthMonitor | None = None
         self.link: WorkerLink | None = None
         self.streams: StreamServer | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
+        self.registry: CollectorRegistry | None = None
+        """Where this worker's metrics go when the caller serves them (the embedded
+        engine: one endpoint for its broker and worker); else ``config.metrics``."""
+        self._metrics_server: MetricsServer | None = None
 
     def start(self) -> None:
         self.monitor = ExitMonitor(self.service, self.runtime.config.exits_dir)
         self.reconciled = reconcile(self.service)
+        self.volumes.sweep()  # volumes: removals a crash cut short
         log.info("reconciled %s", self.reconciled)
+        self.images.reconcile()  # leftover overlays of containers that no longer exist
         for cid, session in self.reconciled.running_execs:
             threading.Thread(target=self._finish_exec, args=(cid, session), daemon=True,
                              name=f"berth-exec-{session[:12]}").start()
@@ -119,8 +152,18 @@ class Worker:
         self.conmons = ConmonWatch(self.service)
         self.service.observers.append(self.conmons.observe)
         self.conmons.start()
+        # restart policies: after reconciliation recorded the exits it found
+        self.restarts = RestartScheduler(self.service)
+        self.service.observers.append(self.restarts.observe)
+        self.restarts.start()
+        self.health_monitor = HealthMonitor(self.service)
+        self.service.observers.append(self.health_monitor.observe)
+        self.health_monitor.start()
+        self.dispatch.health = self.health_monitor
+        self.dispatch.usage = UsageReader(self.service, self.runtime)
+        handler = self._measured(self.dispatch.handle)
         self.link = WorkerLink(
-            self.config.backend, self.config.node, self.dispatch.handle,
+            self.config.backend, self.config.node, handler,
             concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,
             curve=client_keys_for((self.config.backend or default_endpoints().backend,),
                                   key_file=self.config.key_file,
@@ -134,6 +177,24 @@ class Worker:
             self._heads = threading.Thread(target=self._sign_heads, name="tree-heads",
                                            daemon=True)
             self._heads.start()
+
+    def _measured(self, handler: Handler) -> Handler:
+        """The handler, measured when metrics are asked for (they import
+        prometheus_client, so only then)."""
+        if self.registry is None and self.config.metrics is None:
+            return handler
+        from prometheus_client import CollectorRegistry
+
+        from bus.metrics import MetricsServer, listen_address
+        from workers.metrics import WorkerMetrics, worker_readiness
+
+        registry = self.registry or CollectorRegistry()
+        metrics = WorkerMetrics(self, registry)
+        self.service.observers.append(metrics.observe)
+        if self.registry is None and self.config.metrics is not None:
+            self._metrics_server = MetricsServer(listen_address(self.config.metrics), registry,
+                                                 worker_readiness(self)).start()
+        return metrics.instrument(handler)
 
     def _sign_heads(self) -> None:
         """A signed tree head every ``audit_interval`` seconds while the log grows, so
@@ -171,12 +232,21 @@ class Worker:
                            if isinstance(v, int)},
         }
 
-    def serve_forever(self) -> None:
-        """Run until SIGTERM/SIGINT; containers keep running afterwards."""
+    def serve_forever(self, on_stop: Callable[[], object] | None = None,
+                      on_ready: Callable[[], object] | None = None) -> None:
+        """Run until SIGTERM/SIGINT; containers keep running afterwards. ``on_ready``
+        runs once reconciliation is done and commands are taken (readiness for a
+        service manager); ``on_stop`` first when the signal comes (the embedded
+        engine closes its broker's intake there, since no other worker will take the
+        node's commands)."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stopped.set())
         self.start()
+        if on_ready is not None:
+            on_ready()
         self._stopped.wait()
+        if on_stop is not None:
+            on_stop()
         self.close()
 
     def stop(self) -> None:
@@ -197,12 +267,23 @@ class Worker:
             log.info("worker %s stopped: %s", self.config.node, self.link.stats)
             self.link = None
         self._stopped.set()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         if self.streams is not None:
             self.streams.close()
             self.streams = None
         if self._heads is not None:
             self._heads.join(timeout=10)
             self._heads = None
+        if self.health_monitor is not None:
+            self.service.observers.remove(self.health_monitor.observe)
+            self.health_monitor.close()
+            self.dispatch.health = self.health_monitor = None
+        if self.restarts is not None:
+            self.service.observers.remove(self.restarts.observe)
+            self.restarts.close()
+            self.restarts = None
         if self.conmons is not None:
             self.service.observers.remove(self.conmons.observe)
             self.conmons.close()

@@ -13,12 +13,13 @@ import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from berth.cli import containers, db, engine, events
+from berth import config
+from berth.cli import containers, db, engine, events, images, orchestration, system, volumes
 from bus.client import Client
 from engine.errors import BerthError, Unavailable
 
 # The order of the nouns is the order of the commands in ``berth --help``.
-NOUNS = (engine, db, containers, events)
+NOUNS = (engine, db, containers, images, volumes, orchestration, events, system)
 COMMANDS: tuple[str, ...] = tuple(name for noun in NOUNS for name in noun.COMMANDS)
 
 
@@ -99,6 +100,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        config.apply()  # before the parser: its defaults read the environment
+    except BerthError as exc:
+        print(f"berth: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = build_parser(_command_word(argv)).parse_args(argv)
     try:
         if args.server:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from berth.cli import attach
+from berth.cli import attach, images, orchestration
 from berth.cli import format as fmt
 from bus.client import Client
 
@@ -30,7 +30,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
     ports = [fmt.parse_port(p) for p in args.publish]
     spec: dict[str, Any] = {
         "rootfs": rootfs,
-        "args": [args.command, *args.args],
+        "args": [args.command, *args.args] if args.command is not None else [],
         "env": list(args.env),
         "cwd": args.workdir,
         "user": args.user,
@@ -39,6 +39,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         "read_only": bool(args.read_only),
         "auto_remove": bool(getattr(args, "rm", False)),
         "ports": ports,
+        "volumes": list(args.volume), "mount": list(args.mount), "tmpfs": list(args.tmpfs),
     }
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
@@ -48,23 +49,29 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["pids_limit"] = args.pids_limit
     if getattr(args, "interactive", False):
         spec["stdin"] = True
+    images.image_spec(args.rootfs, spec)  # images: not a directory -> an image reference
+    spec.update(orchestration.spec_options(args))  # --restart, --health-*
     return spec
 
 
 def cmd_create(args: argparse.Namespace, client: Client) -> int:
-    reply = client.create(name=args.name, node=args.node, **_spec_args(args))
+    spec = _spec_args(args)
+    images.pull_for_run(client, spec, args)
+    reply = client.create(name=args.name, node=args.node, **spec)
     print(reply.result["id"])
     return 0
 
 
 def cmd_run(args: argparse.Namespace, client: Client) -> int:
+    spec = _spec_args(args)
+    images.pull_for_run(client, spec, args)
     if args.detach:
-        reply = client.create(name=args.name, node=args.node, **_spec_args(args))
+        reply = client.create(name=args.name, node=args.node, **spec)
         cid = str(reply.result["id"])
         client.start(cid, node=str(reply.result["node"]))
         print(cid)
         return 0
-    return attach.run_attached(args, client, _spec_args(args))
+    return attach.run_attached(args, client, spec)
 
 
 def cmd_start(args: argparse.Namespace, client: Client) -> int:
@@ -89,6 +96,11 @@ def _simple(method: str, **extra: Callable[[argparse.Namespace], Any]) -> Handle
 
 
 def cmd_wait(args: argparse.Namespace, client: Client) -> int:
+    if args.condition != "exited":  # running, healthy: print the condition reached
+        with fmt.Progress(f"waiting for {args.container} to be {args.condition}"):
+            client.wait(args.container, condition=args.condition)
+        print(args.condition)
+        return 0
     with fmt.Progress(f"waiting for {args.container} to exit"):
         reply = client.wait(args.container)
     print(reply.result["exit_code"])
@@ -140,10 +152,17 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory", metavar="BYTES")
     p.add_argument("--pids-limit", type=int)
     p.add_argument("--read-only", action="store_true")
+    p.add_argument("-v", "--volume", action="append", default=[],
+                   metavar="HOST_PATH|NAME:CTR_PATH[:ro|rw]")
+    p.add_argument("--mount", action="append", default=[],
+                   metavar="type=bind|volume|tmpfs,source=...,target=...[,readonly]")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:size=N,mode=OCTAL]")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--node")
-    p.add_argument("rootfs", metavar="ROOTFS")
-    p.add_argument("command", metavar="CMD")
+    images.add_run_options(p)
+    orchestration.add_spec_options(p)
+    p.add_argument("rootfs", metavar="IMAGE|ROOTFS")
+    p.add_argument("command", metavar="CMD", nargs="?")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
 
 
@@ -176,6 +195,7 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("container", metavar="CTR")
     p = add("wait", cmd_wait, "wait for a container to exit; print its exit code")
+    p.add_argument("--condition", choices=["exited", "running", "healthy"], default="exited")
     p.add_argument("container", metavar="CTR")
     p = add("logs", cmd_logs, "print a container's output")
     p.add_argument("-f", "--follow", action="store_true", help="follow until it exits")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from engine.errors import InvalidArgument
+
 if TYPE_CHECKING:
     from berth.cli import AddCommand
 
@@ -15,7 +17,22 @@ def cmd_db(args: argparse.Namespace) -> int:
     from migrations.runner import current_revision, upgrade
     from workers.worker import WorkerConfig
 
-    url = WorkerConfig().database
+    url = args.db or WorkerConfig().database
+    if args.action in ("backup", "restore"):
+        if not args.file:
+            raise InvalidArgument(f"berth db {args.action} needs a FILE")
+        from engine.store import backup
+
+        if args.action == "backup":
+            kind = backup.backup(url, args.file)
+            print(f"backed up the store to {args.file} ({kind})")
+        else:
+            kind = backup.restore(url, args.file)
+            print(f"restored {args.file} into the store ({kind}); check it with "
+                  "'berth audit verify' and 'berth projection rebuild --verify'")
+        return 0
+    if args.file:
+        raise InvalidArgument("berth db upgrade takes no FILE")
     upgrade(url)
     print(f"database at revision {current_revision(url)}")
     return 0
@@ -80,8 +97,13 @@ def _read_export(path: str) -> tuple[Any, list[dict[str, Any]]]:
 
 
 def add_commands(add: AddCommand) -> None:
-    p = add("db", cmd_db, "database maintenance", server=True)
-    p.add_argument("action", choices=["upgrade"])
+    p = add("db", cmd_db, "database maintenance: upgrade, backup FILE, restore FILE",
+            server=True)
+    p.add_argument("action", choices=["upgrade", "backup", "restore"],
+                   help="upgrade the schema; back the store up to a new FILE (SQLite's "
+                        "online backup, or pg_dump); restore FILE into an empty store")
+    p.add_argument("file", metavar="FILE", nargs="?", help="the backup file")
+    p.add_argument("--db", metavar="URL", help="the store (default BERTH_DB or the root's)")
     p = add("log", cmd_log, "import an export of the log into an empty store", server=True)
     p.add_argument("action", choices=["import"])
     p.add_argument("file", metavar="FILE", help="written by 'berth events export'")

@@ -11,6 +11,8 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from engine.errors import InvalidArgument
+
 if TYPE_CHECKING:
     from berth.cli import AddCommand
 
@@ -19,6 +21,12 @@ COMMANDS = ("up", "down", "broker", "worker", "keys")
 
 def cmd_up(args: argparse.Namespace) -> int:
     from berth.daemon import run_embedded, start_detached
+
+    if args.metrics:
+        from bus.metrics import listen_address
+
+        listen_address(args.metrics)  # refused here, not in the detached process's log
+        os.environ["BERTH_METRICS"] = args.metrics
 
     if args.detach:
         return start_detached(node=args.node)
@@ -34,22 +42,73 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_broker(args: argparse.Namespace) -> int:
     from berth import logs
     from bus.broker import Broker
-    from bus.endpoints import default_endpoints
+    from bus.endpoints import default_endpoints, derive_lenient
     from bus.keys import needs_curve
     from bus.security import BrokerSecurity, RateLimit
 
     logs.configure()
     defaults = default_endpoints()
-    endpoints = (args.bind or defaults.frontend, args.workers_bind or defaults.backend,
+    if args.bind:  # the worker and event sockets beside it, as BERTH_BUS would place them
+        beside = derive_lenient(args.bind)
+        defaults = type(defaults)(
+            args.bind,
+            os.environ.get("BERTH_BUS_WORKERS") or beside.backend or defaults.backend,
+            os.environ.get("BERTH_BUS_EVENTS") or beside.events or defaults.events)
+    endpoints = (defaults.frontend, args.workers_bind or defaults.backend,
                  args.events_bind or defaults.events)
     security = None
     if any(needs_curve(e) for e in endpoints):
         security = BrokerSecurity.load(args.broker_key, args.authorized_workers,
                                        args.authorized_publishers)
     rate = None if args.rate_limit <= 0 else RateLimit(args.rate_limit, args.burst)
-    broker = Broker(*endpoints, security=security, rate_limit=rate)
-    broker.serve_forever()
-    return 0
+    address = None
+    if args.metrics:
+        from bus.metrics import listen_address
+
+        address = listen_address(args.metrics)  # refused before anything binds
+    pair = None
+    if args.peer or args.role:
+        from bus.broker import Pair
+
+        if not (args.peer and args.role):
+            raise InvalidArgument("a broker pair needs both --peer ENDPOINT and "
+                                  "--role primary|backup")
+        if "," in endpoints[0]:
+            raise InvalidArgument("--bind takes this broker's own endpoint, not a list")
+        pair = Pair(args.role, args.state_bind or _state_endpoint(endpoints[0]), args.peer)
+    broker = Broker(*endpoints, security=security, rate_limit=rate, pair=pair)
+    server = None
+    if address is not None:
+        from prometheus_client import CollectorRegistry
+
+        from bus.metrics import MetricsServer, broker_metrics, broker_readiness
+
+        registry = CollectorRegistry()
+        broker_metrics(broker, registry)
+        server = MetricsServer(address, registry, broker_readiness(broker)).start()
+    from berth import sdnotify
+
+    sdnotify.notify("READY=1\nSTATUS=routing")  # bound: clients may connect
+    try:
+        broker.serve_forever()
+    finally:
+        sdnotify.notify("STOPPING=1")
+        if server is not None:
+            server.close()
+    return 1 if broker.fatal else 0
+
+
+def _state_endpoint(frontend: str) -> str:
+    """Where a pair's broker says its state by default: ``state.sock`` beside an ipc
+    frontend, or the frontend's port + 3 on tcp."""
+    from bus.endpoints import derive, ipc_path
+
+    path = ipc_path(frontend)
+    if path is not None:
+        return f"ipc://{path.parent / 'state.sock'}"
+    events = derive(frontend).events  # tcp://host:port+2; raises if underivable
+    host, _, port = events.rpartition(":")
+    return f"{host}:{int(port) + 1}"
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -59,10 +118,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     logs.configure()
     os.umask(PRIVATE_UMASK)
-    config = WorkerConfig(node=args.node, backend=args.connect)
+    config = WorkerConfig(node=args.node, backend=args.connect, metrics=args.metrics or None)
     config.key_file = args.worker_key or config.key_file
     config.server_key_file = args.worker_server_key or config.server_key_file
-    Worker(config).serve_forever()
+    from berth import sdnotify
+
+    Worker(config).serve_forever(
+        on_ready=lambda: sdnotify.notify(f"READY=1\nSTATUS=serving node {config.node}"),
+        on_stop=lambda: sdnotify.notify("STOPPING=1"))
     from berth.daemon import leave_past_deadline
 
     leave_past_deadline()
@@ -92,9 +155,13 @@ def add_commands(add: AddCommand) -> None:
     p = add("up", cmd_up, "run the embedded engine (broker, worker, SQLite)", server=True)
     p.add_argument("-d", "--detach", action="store_true")
     p.add_argument("--node", default=os.environ.get("BERTH_NODE", "local"))
+    p.add_argument("--metrics", metavar="ADDR:PORT", default=os.environ.get("BERTH_METRICS"),
+                   help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
+                        "off when unset)")
     add("down", cmd_down, "stop the embedded engine (containers keep running)", server=True)
     p = add("broker", cmd_broker, "run the broker alone", server=True)
-    p.add_argument("--bind", default=None, help="frontend endpoint (default BERTH_BUS)")
+    p.add_argument("--bind", default=None, help="frontend endpoint (default BERTH_BUS); the "
+                   "worker and event endpoints default to beside it")
     p.add_argument("--workers-bind", default=None)
     p.add_argument("--events-bind", default=None)
     p.add_argument("--key", dest="broker_key", metavar="FILE",
@@ -110,6 +177,16 @@ def add_commands(add: AddCommand) -> None:
                    help="commands a second per peer (0: unlimited)")
     p.add_argument("--burst", type=int, default=2000, metavar="N",
                    help="commands a peer may send at once above its rate")
+    p.add_argument("--role", choices=["primary", "backup"],
+                   help="this broker's role in a Binary Star pair (with --peer)")
+    p.add_argument("--peer", metavar="ENDPOINT",
+                   help="the pair's other broker's state endpoint (its --state-bind)")
+    p.add_argument("--state-bind", metavar="ENDPOINT",
+                   help="where this broker says its state to its peer (default: state.sock "
+                        "beside an ipc --bind, or its port + 3 on tcp)")
+    p.add_argument("--metrics", metavar="ADDR:PORT", default=os.environ.get("BERTH_METRICS"),
+                   help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
+                        "off when unset)")
     p = add("worker", cmd_worker, "run a worker for one node", server=True)
     p.add_argument("--node", required=True)
     p.add_argument("--connect", default=os.environ.get("BERTH_BUS_WORKERS"),
@@ -118,6 +195,9 @@ def add_commands(add: AddCommand) -> None:
                    help="this worker's secret CURVE key file, for tcp (default BERTH_KEY)")
     p.add_argument("--server-key", dest="worker_server_key", metavar="FILE",
                    help="the broker's public CURVE key file (default BERTH_SERVER_KEY)")
+    p.add_argument("--metrics", metavar="ADDR:PORT", default=os.environ.get("BERTH_METRICS"),
+                   help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
+                        "off when unset)")
     p = add("keys", cmd_keys, "CURVE keys for a bus on tcp", server=True)
     keys_sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     k = keys_sub.add_parser("generate", help="write NAME.key and NAME.key_secret "

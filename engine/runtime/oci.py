@@ -37,6 +37,7 @@ from engine.runtime.config import (
 )
 from engine.runtime.exitfile import ExitStatus, read_exit_file, wait_exit_file
 from engine.runtime.layout import ContainerPaths
+from engine.runtime.mounts import volumes_root, with_mounts
 from engine.runtime.ports import bind_ports
 from engine.runtime.runc import Runc, classify
 from engine.runtime.types import (
@@ -50,6 +51,9 @@ from engine.runtime.types import (
 from engine.runtime.waits import pid_alive, wait_pids_exit
 from engine.signals import parse_signal
 from engine.spec import RunSpec
+
+CPU_PERIOD_US = 100_000
+"""The CFS period of ``--cpus`` (Docker's): the quota is cpus times this."""
 
 
 def systemd_booted() -> bool:
@@ -107,6 +111,8 @@ class OCIRuntime:
         spec.validate()
         paths = self.paths(container_id)
         config = oci_config(spec, container_id, cgroups_path=self.cgroups_path(container_id))
+        config["mounts"] = with_mounts(config["mounts"], spec.mounts,  # volumes
+                                       volumes_root(self.config.state_dir))
         write_bundle(paths.bundle, config)
         os.makedirs(os.path.join(paths.container_dir, "exec"), mode=0o700, exist_ok=True)
         return paths
@@ -270,6 +276,29 @@ class OCIRuntime:
     def unpause(self, container_id: str) -> None:
         cid = validate_container_id(container_id)
         self.runc.run(["resume", cid], f"resuming container {cid}")
+
+    def update(self, container_id: str, *, memory: int | None = None,
+               pids_limit: int | None = None, cpus: float | None = None) -> None:
+        """``runc update``: new cgroup limits for a live container (berth update)."""
+        cid = validate_container_id(container_id)
+        args = ["update"]
+        if memory is not None:
+            args += ["--memory", str(memory)]
+        if pids_limit is not None:
+            args += ["--pids-limit", str(pids_limit)]
+        if cpus is not None:
+            args += ["--cpu-period", str(CPU_PERIOD_US),
+                     "--cpu-quota", str(round(cpus * CPU_PERIOD_US))]
+        self.runc.run([*args, cid], f"updating container {cid}")
+
+    def pids(self, container_id: str) -> list[int]:
+        """The host pids of the container's processes (``runc ps``), for ``berth top``."""
+        cid = validate_container_id(container_id)
+        proc = self.runc.run(["ps", "--format", "json", cid], f"listing processes of {cid}")
+        try:
+            return [int(p) for p in json.loads(proc.stdout or b"[]") or []]
+        except (ValueError, TypeError) as exc:
+            raise RuntimeFailure(f"listing processes of {cid}: runc answered {exc}") from None
 
     def cleanup(self, container_id: str) -> None:
         """Remove the container's files once runc no longer knows it."""

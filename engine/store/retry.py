@@ -85,7 +85,13 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(deadline=0.0)
 
 
+RETRIES = [0]
+"""Store calls retried since the process started (one cell, so readers see the
+current count; read by the metrics)."""
+
+
 def _log_retry(state: RetryCallState) -> None:
+    RETRIES[0] += 1
     outcome = state.outcome
     error = outcome.exception() if outcome is not None else None
     log.warning("store unreachable (attempt %d, %.1fs so far), retrying: %s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -241,6 +242,107 @@ def test_a_waiting_command_goes_to_a_worker_that_appears(
     thread.join(5)
     assert replies[0].result["worker"] == "second"
     first.gate("never").set()
+
+
+def test_a_fresh_command_for_a_restarting_worker_s_node_waits_for_it(
+        broker: Broker, make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    """A rolling restart: the node's worker is gone when the command arrives; the
+    command waits for the next worker of that node instead of being refused."""
+    link = make_worker("a", Recorder("old"))
+    link.stop()
+    wait_until(lambda: not broker.router.workers, what="worker gone")
+    client = make_client(timeout=10, retries=0)
+    replies: list[Reply] = []
+    thread = threading.Thread(target=lambda: replies.append(
+        client.send("container.start", "web", "a")))
+    thread.start()
+    wait_until(lambda: broker.stats["held_for_worker"] == 1, what="command held")
+    make_worker("a", Recorder("new"))
+    thread.join(10)
+    assert replies and replies[0].result["worker"] == "new"
+
+
+def test_before_any_worker_connects_a_command_waits_for_the_first(
+        broker: Broker, make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    """Right after the broker and the workers start, whichever comes up first."""
+    client = make_client(timeout=10, retries=0)
+    replies: list[Reply] = []
+    thread = threading.Thread(target=lambda: replies.append(
+        client.send("container.start", "web", "b")))
+    thread.start()
+    wait_until(lambda: broker.stats["held_for_worker"] == 1, what="command held")
+    make_worker("b", Recorder("b"))
+    thread.join(10)
+    assert replies and replies[0].result["worker"] == "b"
+
+
+def test_a_held_command_is_refused_just_before_its_publisher_gives_up(
+        broker: Broker, make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    make_worker("a", Recorder()).stop()
+    wait_until(lambda: not broker.router.workers, what="worker gone")
+    client = make_client(timeout=2, retries=0)
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match=r"no live worker for node 'a' \(waited for one\)"):
+        client.send("container.start", "web", "a")
+    waited = time.monotonic() - started
+    assert 1.5 <= waited < 2.0, f"answered after {waited:.2f}s"
+
+
+def test_held_commands_are_bounded(
+        make_broker: Callable[..., Broker], make_client: Callable[..., Client]) -> None:
+    broker = make_broker()
+    broker.router.max_waiting = 2
+    clients = [make_client(timeout=3, retries=0) for _ in range(3)]
+    threads = [threading.Thread(target=lambda c=c: _swallow(lambda: c.send(
+        "container.start", "web", "a"))) for c in clients[:2]]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: broker.stats["held_for_worker"] == 2, what="two commands held")
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="no live worker for node 'a'$"):
+        clients[2].send("container.start", "web", "a")
+    assert time.monotonic() - started < 1.0
+    for thread in threads:
+        thread.join(5)
+
+
+def test_a_stopping_worker_hands_new_commands_back_to_its_successor(
+        broker: Broker, make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    """A rolling restart fails nothing: commands that reach the old worker while it
+    drains go to the new one, and the command it was running finishes there."""
+    old = Recorder("old")
+    link = make_worker("a", old)
+    client = make_client(timeout=10, retries=0)
+    replies: list[Reply] = []
+    running = threading.Thread(target=lambda: replies.append(
+        client.send("container.start", "web", "a", gate="slow")))
+    running.start()
+    wait_until(lambda: old.started, what="the slow command runs")
+    link.close_intake()  # what SIGTERM does first
+    late = make_client(timeout=10, retries=0)
+    handed: list[Reply] = []
+    sent = threading.Thread(target=lambda: handed.append(
+        late.send("container.start", "db", "a")))
+    sent.start()
+    wait_until(lambda: broker.stats["handed_back"] == 1, what="the new command handed back")
+    new = Recorder("new")
+    make_worker("a", new)
+    sent.join(10)
+    assert handed and handed[0].ok and handed[0].result["worker"] == "new"
+    old.gate("slow").set()
+    running.join(10)
+    assert replies and replies[0].result["worker"] == "old"
+    assert [c.container for c in new.commands] == ["db"]
+    assert broker.stats["errors"] == 0
+
+
+def _swallow(call: Callable[[], object]) -> None:
+    with contextlib.suppress(Unavailable):
+        call()
 
 
 def test_killed_worker_s_command_is_redispatched_on_its_node(

@@ -17,6 +17,7 @@ from bus.protocol import (
     MAX_MESSAGE_LENGTH,
     MAX_NESTING,
     MAX_STREAM_LENGTH,
+    MAX_WAIT,
     PROTOCOL_VERSION,
     Command,
     Disconnect,
@@ -183,6 +184,19 @@ CASES: list[tuple[str, Callable[[], object], str]] = [
     ("heartbeat node", lambda: Heartbeat(None),  # type: ignore[arg-type]
      "invalid node name None: use 1-63 characters from [a-zA-Z0-9_.-] starting with a "
      "letter or digit."),
+    # how long the publisher waits
+    ("wait zero", lambda: command(wait=0),
+     f"command wait must be a number of seconds in (0, {MAX_WAIT:g}], got 0."),
+    ("wait negative", lambda: command(wait=-1.5),
+     f"command wait must be a number of seconds in (0, {MAX_WAIT:g}], got -1.5."),
+    ("wait NaN", lambda: command(wait=float("nan")),
+     f"command wait must be a number of seconds in (0, {MAX_WAIT:g}], got nan."),
+    ("wait too long", lambda: command(wait=MAX_WAIT + 0.5),
+     f"command wait must be a number of seconds in (0, {MAX_WAIT:g}], got {MAX_WAIT + 0.5!r}."),
+    ("wait bool", lambda: command(wait=True),
+     f"command wait must be a number of seconds in (0, {MAX_WAIT:g}], got True."),
+    ("wait text", lambda: command(wait="5"),
+     f"command wait must be a number of seconds in (0, {MAX_WAIT:g}], got '5'."),
     # frames
     ("not bytes", lambda: decode("x"), "a frame must be bytes, got str."),  # type: ignore[arg-type]
     ("too big", lambda: decode(b"\x00" * (MAX_FRAME_SIZE + 1)),
@@ -264,6 +278,19 @@ def test_optional_fields_may_be_absent() -> None:
     assert Ready("n1", MAX_CAPACITY).capacity == MAX_CAPACITY
     assert command(args={"a": nested(MAX_NESTING - 1)}).args["a"] == nested(MAX_NESTING - 1)
     assert command(actor="a" * MAX_ACTOR_LENGTH).actor == "a" * MAX_ACTOR_LENGTH
+    assert command(wait=MAX_WAIT).wait == MAX_WAIT
+    assert command(wait=0.001).wait == 0.001
+    assert command(wait=7).wait == 7
+
+
+def test_a_command_without_wait_is_read_as_from_an_older_publisher() -> None:
+    body = msgpack.unpackb(encode(command(wait=3.0)))
+    assert body["wait"] == 3.0
+    del body["wait"]
+    old = decode(msgpack.packb(body, use_bin_type=True))
+    assert isinstance(old, Command) and old.wait is None
+    waits = command(wait=2.5)
+    assert decode(encode(waits)) == waits
 
 
 def test_an_error_reply_to_an_unreadable_command() -> None:
@@ -345,3 +372,4 @@ def test_a_reply_with_an_unknown_field_names_its_kind() -> None:
         decode(frame(v=PROTOCOL_VERSION, kind="reply", command_id=ID, ok=True,
                      error_code=None, message=None, positions=[], result={}, extra=1))
     assert str(err.value) == "reply has unknown fields: extra."
+

@@ -327,3 +327,52 @@ def test_a_full_queue_refuses_everyone() -> None:
                             "its queue are taken); retry later")
     w.outstanding.pop()
     assert r.busy(command(actor="carol"), w) is None
+
+
+# ------------------------------------------------------------------ a worker that is away
+
+def test_a_command_waits_unless_its_node_never_had_a_worker() -> None:
+    r = router()
+    assert not r.refuse_at_once("a") and not r.refuse_at_once(None)  # nobody seen yet
+    w = r.register(b"w1", "a", 1, 0.0)
+    r.remove(w.identity)
+    assert not r.refuse_at_once("a")  # away: waits for it
+    assert r.refuse_at_once("b")  # never seen while a was
+    assert not r.refuse_at_once(None)
+
+
+def test_the_nodes_remembered_are_bounded_oldest_first(monkeypatch: Any) -> None:
+    monkeypatch.setattr("bus.routing.MAX_NODES_SEEN", 2)
+    r = router()
+    for i, node in enumerate(("a", "b", "a", "c")):
+        r.register(f"w{i}".encode(), node, 1, 0.0)
+    assert list(r.nodes_seen) == ["a", "c"]
+    assert r.refuse_at_once("b")
+
+
+def test_a_held_command_is_answered_before_its_publisher_stops_waiting() -> None:
+    r = router()
+    assert r.hold_until(command(), 100.0) == 100.0 + PENDING
+    assert r.hold_until(command(wait=30.0), 100.0) == 129.0
+    assert r.hold_until(command(wait=2.0), 100.0) == 101.8
+
+
+def test_a_worker_that_hands_a_command_back_gets_no_more() -> None:
+    r = router()
+    stopping = r.register(b"w1", "a", 1, 0.0)
+    other = r.register(b"w2", "a", 1, 0.0)
+    cmd = command(node="a")
+    dispatch(r, cmd, stopping)
+    assert r.take_back(b"w2", cmd.id) is None  # not w2's to give back
+    assert r.take_back(b"w9", cmd.id) is None  # an unknown worker
+    pending = r.take_back(b"w1", cmd.id)
+    assert pending is not None and pending.worker is None
+    assert stopping.stopping and not stopping.outstanding and not stopping.by_sender
+    assert r.waiting() == [pending]
+    assert r.choose(command(node="a"), "a") is other
+    r.remove(b"w2")
+    assert r.choose(command(node="a"), "a") is None
+    r.register(b"w1", "a", 1, 1.0)  # announced itself again
+    assert not stopping.stopping
+    assert r.choose(command(node="a"), "a") is stopping
+    assert r.take_back(b"w1", "no-such-command") is None

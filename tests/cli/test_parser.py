@@ -17,7 +17,8 @@ def test_cli_command_list_matches_the_parser() -> None:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(cli.COMMANDS)
-    assert len(cli.COMMANDS) == len(set(cli.COMMANDS)) == 28
+    # 27 + volume, system, 6 of images, 4 of orchestration, attach
+    assert len(cli.COMMANDS) == len(set(cli.COMMANDS)) == 40
     assert cli._command_word(["--timeout", "3", "ps", "-a"]) == "ps"
     assert cli._command_word(["--key", "ps", "run"]) == "run"
     assert cli._command_word(["--help"]) is None
@@ -27,13 +28,14 @@ def test_cli_command_list_matches_the_parser() -> None:
 
 
 def test_help_lists_the_commands_noun_by_noun() -> None:
-    """``berth --help`` keeps its order: the engine's processes, db, containers, the log."""
+    """``berth --help`` keeps its order: the engine's processes, db, containers, the log,
+    the system."""
     text = cli.build_parser().format_help()
     listed = [line.split()[0] for line in text.splitlines()
               if line.startswith("    ") and line.split()[0] in cli.COMMANDS]
     assert listed == list(cli.COMMANDS)
     assert listed[:6] == ["up", "down", "broker", "worker", "keys", "db"]
-    assert listed[-5:] == ["events", "history", "state", "projection", "audit"]
+    assert listed[-6:] == ["events", "history", "state", "projection", "audit", "system"]
 
 
 def test_the_client_path_imports_nothing_of_the_servers() -> None:

@@ -63,7 +63,7 @@ def test_create_start_attach_and_kill(up: Engine) -> None:
 def test_errors_are_one_clear_sentence(up: Engine) -> None:
     for args, expect in (
         (("start", "no-such-ctr"), "no such container"),
-        (("run", "relative/rootfs", "true"), "not an existing directory"),
+        (("run", "./relative/rootfs", "true"), "not an existing directory"),
         (("run", "--memory", "lots", up.rootfs, "true"), "invalid size"),
         (("events", "--since", "yesterday"), "invalid time"),
     ):

@@ -108,6 +108,7 @@ def test_state_is_private_even_in_directories_made_beforehand(place: Place) -> N
              if n.startswith("berth.db")]
     assert {os.path.basename(f) for f in files} >= {"berth.db", "berth.db-wal"}
     for path in files + [os.path.join(place.root, "berth.log"),
+                         os.path.join(place.root, "berth.stderr"),
                          os.path.join(place.run, "berth.pid")]:
         assert _mode(path) & 0o077 == 0, (path, oct(_mode(path)))
 

@@ -52,7 +52,9 @@ def test_a_worker_killed_9_is_refused_as_unavailable_after_about_1_5_s(
     asked = time.monotonic()
     with pytest.raises(Unavailable, match="no live worker for node 'local'"):
         c.request(c.command(t.START, cid, "local"))
-    assert time.monotonic() - asked < 5, "refused only after the client's timeout"
+    waited = time.monotonic() - asked
+    assert 4.0 <= waited < 5, f"held for the worker {waited:.2f}s: not until just before " \
+        "the client's 5 s timeout"
 
 
 def test_a_command_accepted_before_its_worker_died_waits_for_the_next_one(

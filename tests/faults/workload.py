@@ -40,6 +40,8 @@ class Ledger:
 
     entries: list[tuple[Command, Reply]] = field(default_factory=list)
     resends: int = 0
+    refusals: int = 0
+    """Answers of ``unavailable`` (and raised Unavailable) that were retried."""
     errors: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -47,6 +49,10 @@ class Ledger:
         with self._lock:
             self.entries.append((command, reply))
             self.resends += resends
+
+    def refused(self) -> None:
+        with self._lock:
+            self.refusals += 1
 
     def fail(self, message: str) -> None:
         with self._lock:
@@ -89,11 +95,16 @@ class Publisher(threading.Thread):
         while True:
             try:
                 reply = self.client.request(command, check=False)
-            except (Timeout, Unavailable):
+            except Unavailable:
+                self.ledger.refused()
+                reply = None
+            except Timeout:
                 reply = None
             if reply is not None and not (reply.error_code in RETRY_CODES and not reply.ok):
                 self.ledger.add(command, reply, resends)
                 return reply
+            if reply is not None:
+                self.ledger.refused()
             if time.monotonic() > deadline:
                 self.ledger.fail(f"{type} {command.id} got no answer within {self.deadline}s")
                 self.stopping.set()

@@ -1,10 +1,12 @@
-"""A host whose worker dies: clear refusals in seconds, no lost exit on its return.
+"""A host whose worker dies: clear refusals within the publisher's timeout, no lost
+exit on its return.
 
 The worker of host b is killed -9 (a crashed host as the broker sees it). Its
-containers keep running under conmon; commands for node b are refused with
-``unavailable`` once the broker has missed the worker's heartbeats (1.5 s by
-default); host a keeps serving everything else; when b's worker comes back, an
-exit that happened meanwhile is recorded and b's containers obey again.
+containers keep running under conmon; commands for node b wait for its worker to
+come back (a restart is the common case) and are answered ``unavailable`` just
+before the publisher's timeout runs out; host a keeps serving everything else;
+when b's worker comes back, an exit that happened meanwhile is recorded and b's
+containers obey again.
 """
 
 from __future__ import annotations

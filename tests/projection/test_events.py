@@ -48,6 +48,18 @@ any_event = st.one_of(
     st.builds(ev.Removed),
     st.builds(ev.CommandFailed, command_type=text, code=text, message=text),
     st.builds(ev.CommandRefused, command_type=text, container=text, code=text, message=text),
+    st.builds(ev.VolumeCreated, name=text, node=text,
+              labels=st.dictionaries(text, text, max_size=3).map(
+                  lambda d: tuple(sorted(d.items()))), implicit=st.booleans()),
+    st.builds(ev.VolumeRemoved, name=text),
+    *(st.builds(kind, reference=text, digest=text, image_id=text, size=ints)
+      for kind in (ev.ImagePulled, ev.ImageLoaded, ev.ImageTagged, ev.ImageRemoved)),
+    st.builds(ev.Restarting, attempt=ints, delay_s=st.floats(0, 60), exit_position=ints,
+              exit_code=st.integers(-1, 255), policy=text),
+    st.builds(ev.HealthStatus, status=st.sampled_from(sorted(ev.HEALTH_STATES)),
+              exit_code=st.integers(-1, 255), output=text, failing_streak=ints),
+    st.builds(ev.Updated, old=st.fixed_dictionaries({"memory": st.none() | ints}),
+              new=st.fixed_dictionaries({"memory": ints, "restart": st.just("always")})),
 )
 
 
@@ -60,9 +72,10 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 
 
 def test_registry_covers_every_topic() -> None:
-    topics = {v for k, v in vars(ev).items() if k.startswith(("CONTAINER_", "COMMAND_"))}
+    topics = {v for k, v in vars(ev).items()
+              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_", "IMAGE_")) and "." in str(v)}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 17
+    assert len(topics) == 26  # 17 + 2 of volumes + 4 of images + 3 of orchestration
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1

@@ -1,0 +1,250 @@
+"""Image commands: ``pull``, ``push``, ``images``, ``rmi``, ``tag`` and ``image``
+(``ls``, ``inspect``, ``rm``, ``load``, ``import``, ``save``, ``prune``, ``pull``,
+``push``, ``tag``), and the image side of ``run``/``create``. Each asks the worker
+of the node, whose image store it is; files named here are paths on that node."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from berth.cli import format as fmt
+from bus.client import Client
+from engine import command_types as t
+
+if TYPE_CHECKING:
+    from berth.cli import AddCommand
+
+COMMANDS = ("pull", "push", "images", "rmi", "tag", "image")
+PULL_POLICIES = ("missing", "always", "never")
+LONG = 3600.0
+"""Seconds a copy (pull, push, load, save) may take before the CLI stops waiting."""
+
+
+def _send(client: Client, type: str, node: str | None = None, *, long: bool = False,
+          label: str = "", **args: Any) -> dict[str, Any]:
+    command = client.command(type, None, node, {k: v for k, v in args.items()
+                                                if v is not None})
+    if not long:
+        return dict(client.request(command).result)
+    with fmt.Progress(label or type):
+        reply = client.request_patiently(command, time.monotonic() + LONG)
+    return dict(reply.result)
+
+
+def _auth(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"tls_verify": args.tls_verify != "false"}
+    if args.authfile:
+        out["authfile"] = os.path.abspath(args.authfile)
+    if args.creds:
+        out["creds"] = args.creds
+    return out
+
+
+# -- run / create -------------------------------------------------------------------
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pull", choices=PULL_POLICIES, default="missing",
+                   help="pull the image: when missing (default), always, or never")
+    _auth_options(p)
+
+
+def image_spec(target: str, spec: dict[str, Any]) -> None:
+    """``run``/``create``'s IMAGE|ROOTFS: a path that exists is a root filesystem
+    directory; anything else names an image (but a word that starts like a path stays
+    one, so a mistyped directory is reported as a missing directory)."""
+    if os.path.exists(target) or target.startswith(("/", "./", "../")):
+        return
+    spec["rootfs"] = ""
+    spec["image"] = target
+
+
+def pull_for_run(client: Client, spec: dict[str, Any], args: argparse.Namespace) -> None:
+    """``run``/``create`` IMAGE: pull it first unless ``--pull never``."""
+    if not spec.get("image") or args.pull == "never":
+        return
+    _send(client, t.IMAGE_PULL, args.node, long=True, label=f"pulling {spec['image']}",
+          reference=spec["image"], missing_only=args.pull == "missing", **_auth(args))
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def cmd_pull(args: argparse.Namespace, client: Client) -> int:
+    result = _send(client, t.IMAGE_PULL, args.node, long=True,
+                   label=f"pulling {args.reference}", reference=args.reference, **_auth(args))
+    print(result.get("image", {}).get("id", ""))  # a replayed pull has no summary
+    return 0
+
+
+def cmd_push(args: argparse.Namespace, client: Client) -> int:
+    dest = args.destination or args.image
+    result = _send(client, t.IMAGE_PUSH, args.node, long=True, label=f"pushing {dest}",
+                   reference=args.image, destination=dest, **_auth(args))
+    print(result.get("destination", dest))
+    return 0
+
+
+def cmd_images(args: argparse.Namespace, client: Client) -> int:
+    images = _send(client, t.IMAGE_LIST, args.node)["images"]
+    if args.format == "json":
+        print(json.dumps(images, indent=2, sort_keys=True))
+        return 0
+    if args.quiet:
+        for image in images:
+            print(image["id"].removeprefix("sha256:")[:12])
+        return 0
+    rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
+    for image in images:
+        rows.append([image["repository"], image["tag"],
+                     image["id"].removeprefix("sha256:")[:12], image["created"][:19],
+                     _size(int(image["size"]))])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.3g} {unit}" if unit != "B" else f"{n} B"
+        value /= 1000
+    return f"{n} B"
+
+
+def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
+    found = [_send(client, t.IMAGE_INSPECT, args.node, reference=ref) for ref in args.images]
+    print(json.dumps(found, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace, client: Client) -> int:
+    result = _send(client, t.IMAGE_REMOVE, args.node, references=args.images,
+                   force=bool(args.force))
+    for image in result.get("removed", ()):
+        print(f"Untagged: {image['name']}" if image["name"] else f"Deleted: {image['id']}")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace, client: Client) -> int:
+    _send(client, t.IMAGE_TAG, args.node, reference=args.image, target=args.target)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, client: Client) -> int:
+    result = _send(client, t.IMAGE_LOAD, args.node, long=True, label=f"loading {args.input}",
+                   path=os.path.abspath(args.input))
+    for image in result.get("images", ()):
+        print(f"Loaded image: {image['name'] or image['id']}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, client: Client) -> int:
+    result = _send(client, t.IMAGE_IMPORT, args.node, long=True,
+                   label=f"importing {args.tarball}", path=os.path.abspath(args.tarball),
+                   reference=args.reference)
+    print(result.get("image", {}).get("id", ""))
+    return 0
+
+
+def cmd_save(args: argparse.Namespace, client: Client) -> int:
+    _send(client, t.IMAGE_SAVE, args.node, long=True, label=f"saving {args.image}",
+          reference=args.image, path=os.path.abspath(args.output), format=args.format)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, client: Client) -> int:
+    result = _send(client, t.IMAGE_PRUNE, args.node)
+    for image in result.get("removed", ()):
+        print(image["id"])
+    print(f"removed {result.get('blobs', 0)} blobs and {result.get('layers', 0)} layers",
+          file=sys.stderr)
+    return 0
+
+
+def _auth_options(p: Any) -> None:
+    p.add_argument("--authfile", metavar="FILE", help="auth.json to use (podman's format)")
+    p.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry")
+    p.add_argument("--tls-verify", choices=["true", "false"], default="true",
+                   help="require HTTPS and verify certificates (default true)")
+
+
+def _node(p: Any) -> None:
+    p.add_argument("--node", help="whose image store (default: any worker's)")
+
+
+def _pull(p: Any) -> None:
+    _auth_options(p)
+    _node(p)
+    p.add_argument("reference", metavar="REF")
+
+
+def _push(p: Any) -> None:
+    _auth_options(p)
+    _node(p)
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("destination", metavar="REF", nargs="?")
+
+
+def _images(p: Any) -> None:
+    _node(p)
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
+def _rmi(p: Any) -> None:
+    _node(p)
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("images", metavar="IMAGE", nargs="+")
+
+
+def _tag(p: Any) -> None:
+    _node(p)
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("target", metavar="TARGET")
+
+
+def add_commands(add: AddCommand) -> None:
+    _pull(add("pull", cmd_pull, "pull an image from a registry"))
+    _push(add("push", cmd_push, "push an image to a registry"))
+    _images(add("images", cmd_images, "list images"))
+    _rmi(add("rmi", cmd_rmi, "remove images"))
+    _tag(add("tag", cmd_tag, "give an image another name"))
+    p = add("image", None, "manage images")  # type: ignore[arg-type]
+    sub = p.add_subparsers(dest="image_cmd", required=True, metavar="COMMAND")
+
+    def sp(name: str, fn: Any, helptext: str) -> Any:
+        q = sub.add_parser(name, help=helptext)
+        q.set_defaults(fn=fn, server=False)
+        return q
+
+    _images(sp("ls", cmd_images, "list images"))
+    q = sp("inspect", cmd_inspect, "images as JSON")
+    _node(q)
+    q.add_argument("images", metavar="IMAGE", nargs="+")
+    _rmi(sp("rm", cmd_rmi, "remove images"))
+    _pull(sp("pull", cmd_pull, "pull an image from a registry"))
+    _push(sp("push", cmd_push, "push an image to a registry"))
+    _tag(sp("tag", cmd_tag, "give an image another name"))
+    q = sp("load", cmd_load, "load images from a docker-archive or oci-archive")
+    _node(q)
+    q.add_argument("-i", "--input", required=True, metavar="FILE")
+    q = sp("import", cmd_import, "make an image of a root filesystem tarball")
+    _node(q)
+    q.add_argument("tarball", metavar="TARBALL")
+    q.add_argument("reference", metavar="NAME[:TAG]")
+    q = sp("save", cmd_save, "write an image to an archive")
+    _node(q)
+    q.add_argument("-o", "--output", required=True, metavar="FILE")
+    q.add_argument("--format", choices=["docker-archive", "oci-archive"],
+                   default="docker-archive")
+    q.add_argument("image", metavar="IMAGE")
+    q = sp("prune", cmd_prune, "remove untagged images and unreferenced blobs and layers")
+    _node(q)

@@ -1,0 +1,154 @@
+"""Service units: sd_notify readiness from the real processes, and unit files that
+systemd accepts. Running them under systemd needs systemd as PID 1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from berth import sdnotify
+from tests.e2e.test_daemon import Place
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Manager:
+    """The service manager's end of NOTIFY_SOCKET: a real datagram socket."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path.replace("@", "\0", 1) if path.startswith("@") else path)
+        self.sock.settimeout(60)
+
+    def message(self) -> str:
+        return self.sock.recv(4096).decode()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def manager(place: Place) -> Iterator[Manager]:
+    m = Manager(os.path.join(os.path.dirname(place.root), "notify.sock"))
+    yield m
+    m.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_nothing_is_sent_without_a_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert sdnotify.notify("READY=1") is False
+    monkeypatch.setenv("NOTIFY_SOCKET", "relative/path")
+    assert sdnotify.notify("READY=1") is False
+
+
+def test_the_abstract_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"@berth-test-{os.getpid()}"
+    m = Manager(name)
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", name)
+        assert sdnotify.notify("READY=1") is True
+        assert m.message() == "READY=1"
+    finally:
+        m.close()
+
+
+def test_broker_and_worker_say_ready_then_stopping(place: Place, manager: Manager) -> None:
+    bus = f"ipc://{place.run}-bus.sock"
+    env = dict(place.env, NOTIFY_SOCKET=manager.path, BERTH_BUS=bus)
+    broker = subprocess.Popen([sys.executable, "-m", "berth", "broker"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert manager.message() == "READY=1\nSTATUS=routing"
+        worker = subprocess.Popen([sys.executable, "-m", "berth", "worker", "--node", "h1",
+                                   "--connect", f"ipc://{place.run}-worker.sock"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert manager.message() == "READY=1\nSTATUS=serving node h1"
+            worker.send_signal(signal.SIGTERM)
+            assert manager.message() == "STOPPING=1"
+            assert worker.wait(30) == 0
+        finally:
+            _stop(worker)
+        broker.send_signal(signal.SIGTERM)
+        assert manager.message() == "STOPPING=1"
+        assert broker.wait(30) == 0
+    finally:
+        _stop(broker)
+
+
+def test_the_embedded_engine_says_ready_once_it_serves(place: Place, manager: Manager) -> None:
+    env = dict(place.env, NOTIFY_SOCKET=manager.path)
+    up = subprocess.Popen([sys.executable, "-m", "berth", "up"], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert manager.message() == "READY=1\nSTATUS=serving node local"
+        ps = place.berth("ps")
+        assert ps.returncode == 0, ps.stderr  # ready meant serving
+        up.send_signal(signal.SIGTERM)
+        assert manager.message() == "STOPPING=1"
+        assert up.wait(30) == 0
+    finally:
+        _stop(up)
+
+
+def test_the_installed_units_are_accepted_by_systemd(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None, "systemd-analyze (package systemd) is missing"
+    berth = os.path.join(sys.prefix, "bin", "berth")
+    done = subprocess.run([str(REPO / "scripts" / "install-units.sh"), "--dest", str(tmp_path),
+                           "--berth", berth], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    units = sorted(p.name for p in tmp_path.iterdir())
+    assert units == ["berth-broker.service", "berth-worker@.service", "berth.service"]
+    worker = (tmp_path / "berth-worker@.service").read_text()
+    assert f"ExecStart={berth} worker --node %i" in worker and "KillMode=process" in worker
+    shutil.copy(tmp_path / "berth-worker@.service", tmp_path / "berth-worker@h1.service")
+    checked = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / "berth.service"),
+         str(tmp_path / "berth-broker.service"), str(tmp_path / "berth-worker@h1.service")],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+    assert checked.returncode == 0 and checked.stderr == "", checked.stderr
+    refused = subprocess.run([str(REPO / "scripts" / "install-units.sh"), "--dest",
+                              str(tmp_path / "x"), "--berth", "relative/berth"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "must be an absolute path" in refused.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/run/systemd/system"),
+                    reason="starting the units needs systemd as PID 1, which this machine "
+                           "(a container) does not run")
+def test_the_units_start_under_systemd() -> None:
+    installed = subprocess.run([str(REPO / "scripts" / "install-units.sh"), "--berth",
+                                os.path.join(sys.prefix, "bin", "berth")], timeout=120,
+                               check=False)
+    assert installed.returncode == 0
+    done = subprocess.run(["systemctl", "start", "berth.service"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    try:
+        assert done.returncode == 0, done.stderr
+        active = subprocess.run(["systemctl", "is-active", "berth.service"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert active.stdout.strip() == "active"
+    finally:
+        subprocess.run(["systemctl", "stop", "berth.service"], timeout=120, check=False)
