@@ -37,7 +37,14 @@ import zmq
 
 from bus import stream as s
 from bus.endpoints import prepare_bind, secure_bound
-from engine.errors import BerthError, InvalidArgument, NotFound, ProtocolError, RateLimited
+from engine.errors import (
+    AlreadyExists,
+    BerthError,
+    InvalidArgument,
+    NotFound,
+    ProtocolError,
+    RateLimited,
+)
 from engine.ids import validate_container_id, validate_session_id
 from engine.runtime import OCIRuntime
 from engine.runtime import attach as conmon_attach
@@ -55,6 +62,8 @@ _EXEC_APPEAR = 30.0
 """How long an exec stream waits for its session's files (the exec command makes them)."""
 _EXIT_WAIT = 60.0
 """Longest an attach session waits for conmon's exit file after the output ended."""
+_BIND_WAIT = 60.0
+"""How long a starting worker retries binding a stream socket another worker holds."""
 MAX_SESSIONS = 256
 """Stream sessions a worker serves at once (each holds a thread); more are refused."""
 _PACKET = conmon_attach.BUFFER - 1
@@ -434,6 +443,7 @@ class StreamServer:
         self._outbox: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop = threading.Event()
+        self._starting = threading.Lock()
         self._thread: threading.Thread | None = None
         self._sock: zmq.Socket[bytes] | None = None
         self.stats = {"sessions": 0, "refused": 0}
@@ -454,8 +464,32 @@ class StreamServer:
         self._thread = threading.Thread(target=self._loop, name="berth-streams", daemon=True)
         self._thread.start()
 
+    def start_when_free(self, timeout: float = _BIND_WAIT) -> None:
+        """Bind once no other live worker of this node holds the socket (a rolling
+        restart starts the new worker before the old one has gone), retrying for up to
+        ``timeout``; meanwhile attached clients wait or fall back, never the bus link."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._starting:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.start()
+                    return
+                except AlreadyExists:
+                    if time.monotonic() > deadline:
+                        log.warning("no stream socket at %s: another worker of this node "
+                                    "still holds it", self.endpoint)
+                        return
+                except (BerthError, zmq.ZMQError) as exc:
+                    log.warning("no stream socket at %s: %s", self.endpoint, exc)
+                    return
+            if self._stop.wait(0.1):
+                return
+
     def close(self) -> None:
-        self._stop.set()
+        with self._starting:
+            self._stop.set()
         self._wake()
         if self._thread is not None:
             self._thread.join(5)
@@ -575,19 +609,15 @@ class StreamServer:
 
 def start_streams(runtime: OCIRuntime, backend: str | None, node: str,
                   resolve: Callable[[str], str] = validate_container_id) -> StreamServer | None:
-    """The node's stream socket next to its ipc bus endpoint; None (attached commands
-    then fall back to reading logs through the bus) where it cannot be: a tcp bus, or
-    the socket taken by another live worker of the same node."""
+    """The node's stream socket next to its ipc bus endpoint, bound in the background
+    (``start_when_free``); None on a tcp bus (attached commands then fall back to
+    reading logs through the bus)."""
     from bus.endpoints import default_endpoints
 
     endpoint = s.stream_endpoint(backend or default_endpoints().backend, node)
     if endpoint is None:
         return None
     server = StreamServer(runtime, endpoint, resolve)
-    try:
-        server.start()
-    except (BerthError, zmq.ZMQError) as exc:
-        log.warning("no stream socket at %s: %s", endpoint, exc)
-        server.close()
-        return None
+    threading.Thread(target=server.start_when_free, name="berth-streams-bind",
+                     daemon=True).start()
     return server
