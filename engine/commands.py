@@ -107,6 +107,12 @@ class Exec:
     user: str = ""
     tty: bool = False
     session_id: str | None = None
+    stdin: bool = False
+    """Keep the session's stdin open for an attached client (``exec -i``)."""
+    streamed: bool = False
+    """The output goes to a stream session as it comes; the reply carries none of it."""
+    console: tuple[int, int] = (0, 0)
+    """The terminal's (height, width) when the session starts, with ``tty``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,7 +568,10 @@ def _exec(ref: str, args: Mapping[str, Any]) -> Exec:
     return Exec(ref, argv, check_env(_strings(args, "env")),
                 check_cwd(_text(args, "cwd"), optional=True),
                 check_user(_text(args, "user"), optional=True),
-                _flag(args, "tty"), validate_session_id(session) if session is not None else None)
+                _flag(args, "tty"), validate_session_id(session) if session is not None else None,
+                _flag(args, "stdin"), _flag(args, "streamed"),
+                (_integer(args, "height", 0, maximum=65535),
+                 _integer(args, "width", 0, maximum=65535)))
 
 
 def _events(args: Mapping[str, Any]) -> Events:

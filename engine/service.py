@@ -78,6 +78,16 @@ class RootfsProvider(Protocol):
     def remount(self, container_id: str, spec: RunSpec) -> None: ...
 
 
+def _stdio_options(command: c.Exec) -> dict[str, Any]:
+    """The interactive-stdio options of an exec session, only when asked for."""
+    options: dict[str, Any] = {}
+    if command.stdin:
+        options["stdin"] = True
+    if command.tty and all(command.console):
+        options["console"] = command.console
+    return options
+
+
 def system_command_id(*parts: object) -> str:
     return str(uuid.uuid5(SYSTEM_NAMESPACE, ":".join(str(p) for p in parts)))
 
@@ -599,7 +609,8 @@ class ContainerService:
             pid = self.runtime.exec_start(
                 cid, command.argv, session_id=session, env=command.env, cwd=command.cwd,
                 user=command.user, tty=command.tty,
-                no_new_privileges=state.spec.no_new_privileges)
+                no_new_privileges=state.spec.no_new_privileges,
+                **_stdio_options(command))
         except BerthError:
             # Nothing ran: close the session the intent opened, then report the failure.
             recorded += self._close_exec(cid, session, 0, -1, causation, step="not-started")
@@ -612,8 +623,8 @@ class ContainerService:
         result = self.runtime.exec_wait(cid, session)
         recorded += self._close_exec(cid, session, result.pid or pid or 0, result.exit_code,
                                      causation)
-        return Outcome(tuple(recorded), self._exec_reply(result.exit_code, result.output,
-                                                         session))
+        output = b"" if command.streamed else result.output  # streamed: never buffered
+        return Outcome(tuple(recorded), self._exec_reply(result.exit_code, output, session))
 
     def _exec_replayed(self, cid: str, positions: Sequence[int]) -> dict[str, Any]:
         """An exec's reply again: its recorded exit code, and its output while the

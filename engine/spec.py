@@ -45,6 +45,8 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks (issue 11)
     # CLI verbs (podman's run flags)
     "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST, "seccomp": _STR,
+    # interactive stdio
+    "stdin": _BOOL,
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number", _NUM: "a number of seconds",
@@ -206,6 +208,8 @@ class RunSpec:
     ulimits: tuple[Ulimit, ...] = ()
     seccomp: str = ""
     """"" for the default profile, "unconfined" for none."""
+    stdin: bool = False
+    """Keep the process's stdin open (conmon ``-i``) for an attached client (``run -i``)."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -313,7 +317,7 @@ class RunSpec:
         return (*(self.entrypoint or ()), *self.args)
 
     def to_data(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "rootfs": self.rootfs,
             "args": list(self.args),
             "env": list(self.env),
@@ -350,6 +354,9 @@ class RunSpec:
             "ulimits": [list(u) for u in self.ulimits],
             "seccomp": self.seccomp,
         }
+        if self.stdin:  # only when set: the records of earlier specs stay byte for byte
+            data["stdin"] = True
+        return data
 
     def _image_data(self) -> dict[str, Any]:
         """The image fields, only when set: a spec without an image is stored as before."""

@@ -37,6 +37,7 @@ from engine.store import EventStore
 from engine.treehead import load_public, load_signer
 from engine.volume_service import VolumeService
 from migrations.runner import upgrade
+from workers.attach import StreamServer, start_streams
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
@@ -149,6 +150,7 @@ class Worker:
         self.restarts: RestartScheduler | None = None
         self.health_monitor: HealthMonitor | None = None
         self.link: WorkerLink | None = None
+        self.streams: StreamServer | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
         self.registry: CollectorRegistry | None = None
@@ -190,6 +192,8 @@ class Worker:
                                   server_key_file=self.config.server_key_file),
         )
         self.service.observers.append(self._publish)
+        self.streams = start_streams(self.runtime, self.config.backend, self.config.node,
+                                     self.service.resolve)
         self.link.start()
         if self.signer is not None and self.config.audit_interval > 0:
             self._heads = threading.Thread(target=self._sign_heads, name="tree-heads",
@@ -288,6 +292,9 @@ class Worker:
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None
+        if self.streams is not None:
+            self.streams.close()
+            self.streams = None
         if self._heads is not None:
             self._heads.join(timeout=10)
             self._heads = None

@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from berth.cli import attach, images, orchestration
 from berth.cli import format as fmt
-from berth.cli import images, orchestration
 from berth.cli.runflags import add_run_flags, run_flag_spec
 from berth.cli.several import each
 from bus.client import Client
-from engine.errors import InvalidArgument, Unavailable
+from engine.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
 
 Handler = Callable[[argparse.Namespace, Client], int]
 
-COMMANDS = ("run", "create", "start", "logs", "exec", "checkpoint", "restore")
+COMMANDS = ("run", "create", "start", "logs", "exec", "checkpoint", "restore",
+            *attach.COMMANDS)
 
 
 def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,6 +50,8 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["memory"] = fmt.parse_size(args.memory)
     if args.pids_limit is not None:
         spec["pids_limit"] = args.pids_limit
+    if getattr(args, "interactive", False):
+        spec["stdin"] = True
     images.image_spec(args.rootfs, spec)  # images: not a directory -> an image reference
     spec.update(orchestration.spec_options(args))  # --restart, --health-*
     spec.update(run_flag_spec(args, spec["env"]))
@@ -73,51 +75,17 @@ def cmd_run(args: argparse.Namespace, client: Client) -> int:
         client.start(cid, node=str(reply.result["node"]))
         print(cid)
         return 0
-    # Attached --rm is done here, as podman does: the worker removing the container
-    # would race this client for the last lines of its log.
-    spec["auto_remove"] = False
-    reply = client.create(name=args.name, node=args.node, **spec)
-    cid, node = str(reply.result["id"]), str(reply.result["node"])
-    try:
-        client.start(cid, node=node)
-        code = _follow_until_exit(client, cid, node)
-    except Unavailable as exc:
-        # The engine stopped under us; the container goes on (stopping the engine
-        # never stops one), so it cannot be removed now: say so, do not pretend.
-        if args.rm:
-            raise Unavailable(f"{exc}; container {cid[:12]} keeps running and was not "
-                              f"removed: remove it with 'berth rm -f {cid[:12]}' once the "
-                              "engine is back") from None
-        raise
-    except BaseException:
-        if args.rm:
-            client.remove(cid, force=True, node=node)
-        raise
-    if args.rm:
-        client.remove(cid, force=True, node=node)
-    return code
-
-
-def _follow_until_exit(client: Client, cid: str, node: str) -> int:
-    """Stream the container's output until it has exited; return its exit code."""
-    offset = 0
-    while True:
-        chunk = client.logs(cid, node=node, offset=offset, wait_ms=1000)
-        lines = chunk.get("lines", [])
-        fmt.write_log_lines(lines)
-        offset = int(chunk["offset"])
-        if chunk["state"] in ("exited", "removed") and not lines:
-            code = chunk.get("exit_code")
-            return int(code) if code is not None and int(code) >= 0 else 125
+    return attach.run_attached(args, client, spec)
 
 
 def cmd_start(args: argparse.Namespace, client: Client) -> int:
-    if args.attach:
+    if args.attach:  # attached before it starts, so none of its output is missed
         if len(args.containers) != 1:
             raise InvalidArgument("start --attach takes one container")
         resolved = client.resolve(args.containers[0])
-        client.start(resolved.id, node=resolved.node)
-        return _follow_until_exit(client, resolved.id, resolved.node)
+        return attach.start_attached(client, resolved.id, resolved.node,
+                                     stdin=bool(args.interactive))
+
     def start(ref: str) -> None:
         client.start(ref)
 
@@ -125,27 +93,11 @@ def cmd_start(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, client: Client) -> int:
-    resolved = client.resolve(args.container)
-    offset = 0
-    while True:
-        chunk = client.logs(resolved.id, node=resolved.node, offset=offset,
-                            wait_ms=1000 if args.follow else 0)
-        fmt.write_log_lines(chunk.get("lines", []))
-        new = int(chunk["offset"])
-        done = not args.follow or chunk["state"] in ("exited", "removed")
-        if new == offset and done:
-            return 0
-        offset = new
+    return attach.logs_streamed(args, client)
 
 
 def cmd_exec(args: argparse.Namespace, client: Client) -> int:
-    reply = client.exec(
-        args.container, [args.command, *args.args], env=list(args.env), cwd=args.workdir or "",
-        user=args.user or "", tty=bool(args.tty), reply_timeout=None,
-    )
-    sys.stdout.write(str(reply.result.get("output", "")))
-    sys.stdout.flush()
-    return int(reply.result["exit_code"])
+    return attach.exec_streamed(args, client)
 
 
 def cmd_checkpoint(args: argparse.Namespace, client: Client) -> int:
@@ -213,15 +165,27 @@ def add_commands(add: AddCommand) -> None:
             p.add_argument("-d", "--detach", action="store_true",
                            help="print the id and leave it running")
             p.add_argument("--rm", action="store_true", help="remove it once it exits")
+            attach.attach_options(p)
+        p.add_argument("-i", "--interactive", action="store_true",
+                       help="keep stdin open and forward this process's stdin to it")
         _spec_options(p)
     p = add("start", cmd_start, "start one or more containers")
     p.add_argument("-a", "--attach", action="store_true",
                    help="follow its output and exit with its code (one container)")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="with -a, forward stdin (the container must have been created with -i)")
     p.add_argument("containers", nargs="+", metavar="CTR", help="name or id (prefix)")
     p = add("logs", cmd_logs, "print a container's output")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it exits")
-    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
+    p.add_argument("-f", "--follow", action="store_true", help="follow until it exits")
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    p.add_argument("--since", metavar="TIME", help="only lines since TIME (RFC 3339, "
+                   "unix seconds, or a duration ago like 10m)")
+    p.add_argument("--until", metavar="TIME", help="only lines until TIME")
+    p.add_argument("-t", "--timestamps", action="store_true", help="show each line's time")
+    p.add_argument("container", metavar="CTR", nargs="+", help="name or id (prefix)")
     p = add("exec", cmd_exec, "run a command in a running container")
+    p.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
+    attach.attach_options(p, sig_proxy=False)
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
                    help="an environment variable (repeatable)")
     p.add_argument("-w", "--workdir", help="the working directory (default: the container's)")
@@ -240,3 +204,4 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--tcp-established", action="store_true",
                    help="restore open TCP connections too")
     p.add_argument("container", metavar="CTR", help="name or id (prefix)")
+    attach.add_commands(add)

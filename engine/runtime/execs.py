@@ -112,7 +112,7 @@ def process_spec(base: dict[str, Any], cmd: list[str], *, env: list[str], cwd: s
 
 
 def conmon_exec_args(config: RuntimeConfig, session: SessionPaths, session_id: str,
-                     tty: bool) -> list[str]:
+                     tty: bool, stdin: bool = False) -> list[str]:
     """conmon's command line for one session (pure, like ``conmon.conmon_args``)."""
     args = [config.conmon_path, "--api-version", "1", "-c", session.container_id,
             "-u", session_id, "-n", session_id, "-r", config.runtime_path,
@@ -125,6 +125,8 @@ def conmon_exec_args(config: RuntimeConfig, session: SessionPaths, session_id: s
             "--exec", "--exec-process-spec", session.process_json]
     if tty:
         args.append("-t")
+    elif stdin:
+        args.append("-i")
     return args
 
 
@@ -140,11 +142,11 @@ def claim(session: SessionPaths) -> bool:
 
 
 def spawn(config: RuntimeConfig, session: SessionPaths, session_id: str,
-          proc: dict[str, Any]) -> int:
+          proc: dict[str, Any], *, stdin: bool = False) -> int:
     """Start the session's conmon and return the session's pid once runc reports it."""
     with open(session.process_json, "w") as f:
         json.dump(proc, f)
-    argv = conmon_exec_args(config, session, session_id, bool(proc.get("terminal")))
+    argv = conmon_exec_args(config, session, session_id, bool(proc.get("terminal")), stdin)
     sync_r, sync_w = os.pipe()
     env = conmon.conmon_env(config, 0)
     env["_OCI_SYNCPIPE"] = "3"

@@ -169,6 +169,7 @@ class OCIRuntime:
             container_id=cid,
             name=name or cid,
             terminal=spec.terminal,
+            stdin=spec.stdin,
             restore_path=restore_path,
             restore_tcp_established=tcp_established,
             extra_fds=tuple(s.fileno() for s in sockets),
@@ -359,6 +360,8 @@ class OCIRuntime:
         tty: bool = False,
         no_new_privileges: bool = False,
         cap_add: Sequence[str] = (),
+        stdin: bool = False,
+        console: tuple[int, int] = (0, 0),
     ) -> int | None:
         """Start an exec session through conmon and return its pid; None if this session
         was claimed before (an earlier attempt may have started it: never twice).
@@ -377,10 +380,12 @@ class OCIRuntime:
             raise NotFound(f"cannot exec in container {cid}: it has no bundle") from None
         proc = execs.process_spec(base, list(cmd), env=list(env), cwd=cwd, user=user, tty=tty,
                                   no_new_privileges=no_new_privileges, cap_add=list(cap_add))
+        if tty and all(console):  # runc sizes the terminal before the process runs
+            proc["consoleSize"] = {"height": console[0], "width": console[1]}
         session = self.exec_session_paths(cid, sid)
         if not execs.claim(session):
             return None
-        return execs.spawn(self.config, session, sid, proc)
+        return execs.spawn(self.config, session, sid, proc, stdin=stdin)
 
     def exec_session(self, container_id: str, session_id: str) -> ExecSession:
         """What the session's directory says now (claimed, pid, exit code, conmon)."""

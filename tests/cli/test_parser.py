@@ -20,7 +20,7 @@ def test_cli_command_list_matches_the_parser() -> None:
     assert len(cli.COMMANDS) == len(set(cli.COMMANDS))
     podman = {"run", "create", "start", "stop", "kill", "pause", "unpause", "rm", "wait",
               "logs", "inspect", "ps", "exec", "restart", "rename", "port", "volume", "network",
-              "pull", "images", "rmi", "update", "stats", "top", "system", "info"}
+              "pull", "images", "rmi", "update", "stats", "top", "system", "info", "attach"}
     assert podman <= set(cli.COMMANDS)
     assert cli._command_word(["--timeout", "3", "ps", "-a"]) == "ps"
     assert cli._command_word(["--key", "ps", "run"]) == "run"

@@ -1,0 +1,623 @@
+"""The worker's stream socket: stdio sessions between clients and conmon.
+
+One ROUTER socket (``bus.stream``) owned by one I/O thread; one thread per session
+does the blocking work, so a slow container never holds up another session:
+
+* ``attach``: conmon's attach socket of a container (``berth run``, ``start -a``,
+  ``attach``): output read while the client has credit, stdin written while the
+  client sends it, resizes to conmon's ctl fifo; ends with the exit code.
+* ``exec``: an exec session's output, followed from its k8s-file log from the first
+  byte (the session starts before anyone can attach), stdin through its attach
+  socket; ends with the session's exit code.
+* ``logs``: a container's log, filtered (tail, since, until) and, with ``follow``,
+  followed until the container exits.
+
+Session threads hand their frames to the I/O thread through a queue and a wake
+pipe; they emit output only against credit, so the queue holds at most ``WINDOW``
+data frames per session. Nothing here decides state: the exit code comes from
+conmon's exit file, which the exit monitor records as an event on its own.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import logging
+import os
+import queue
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from bus import stream as s
+from bus.endpoints import prepare_bind, secure_bound
+from engine.errors import (
+    AlreadyExists,
+    BerthError,
+    InvalidArgument,
+    NotFound,
+    ProtocolError,
+    RateLimited,
+)
+from engine.ids import validate_container_id, validate_session_id
+from engine.runtime import OCIRuntime
+from engine.runtime import attach as conmon_attach
+from engine.runtime.exitfile import read_exit_file
+from engine.runtime.logfile import LogReader, Record, tail_offset
+from workers.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, Inotify
+
+log = logging.getLogger("berth.stream")
+
+IN_MODIFY = 0x00000002
+IN_CREATE = 0x00000100
+_TICK = 1.0
+"""Longest a session thread sleeps without checking that its client is still there."""
+_EXEC_APPEAR = 30.0
+"""How long an exec stream waits for its session's files (the exec command makes them)."""
+_EXIT_WAIT = 60.0
+"""Longest an attach session waits for conmon's exit file after the output ended."""
+_BIND_WAIT = 60.0
+"""How long a starting worker retries binding a stream socket another worker holds."""
+MAX_SESSIONS = 256
+"""Stream sessions a worker serves at once (each holds a thread); more are refused."""
+_PACKET = conmon_attach.BUFFER - 1
+"""Largest stdin packet: conmon reads its attach socket STDIO_BUF_SIZE bytes at a time."""
+
+
+class _Closed(Exception):
+    """The client closed the session (detach) or went silent."""
+
+
+class Session(threading.Thread):
+    def __init__(self, server: StreamServer, identity: bytes, request: s.Frame) -> None:
+        super().__init__(name=f"berth-stream-{identity.hex()[:8]}", daemon=True)
+        self.server = server
+        self.identity = identity
+        self.request = request
+        self.credit = int(request.get("credit", 0))
+        self.inbox: collections.deque[s.Frame] = collections.deque()
+        self.lock = threading.Lock()
+        self.heard = time.monotonic()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.closed = False
+
+    # -- from the I/O thread -------------------------------------------------------
+
+    def deliver(self, frame: s.Frame) -> None:
+        with self.lock:
+            self.heard = time.monotonic()
+            if frame.op == "credit":
+                self.credit += max(0, int(frame.get("n", 0)))
+            elif frame.op == "close":
+                self.closed = True
+            elif frame.op != "ping":
+                if len(self.inbox) >= 4 * s.STDIN_WINDOW:
+                    self.closed = True  # over its credit: a client that ignores the rules
+                else:
+                    self.inbox.append(frame)
+        self.wake()
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.wake_w, b"\0")
+
+    # -- in the session thread -------------------------------------------------------
+
+    def emit(self, op: str, **fields: Any) -> None:
+        self.server.send(self.identity, s.encode(op, **fields))
+
+    def _take(self) -> list[s.Frame]:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wake_r, 4096)
+        with self.lock:
+            if self.closed or time.monotonic() - self.heard > s.PEER_TIMEOUT:
+                raise _Closed
+            frames = list(self.inbox)
+            self.inbox.clear()
+            return frames
+
+    def _spend(self) -> bool:
+        """Take one unit of credit if there is one."""
+        with self.lock:
+            if self.credit <= 0:
+                return False
+            self.credit -= 1
+            return True
+
+    def _has_credit(self) -> bool:
+        with self.lock:
+            return self.credit > 0
+
+    def wait(self, read: list[int], write: list[int], timeout: float = _TICK) -> set[int]:
+        """Wait for the wake pipe or any of ``read``/``write``; the ready descriptors."""
+        with selectors.PollSelector() as sel:
+            sel.register(self.wake_r, selectors.EVENT_READ)
+            events: dict[int, int] = {}
+            for fd in read:
+                events[fd] = events.get(fd, 0) | selectors.EVENT_READ
+            for fd in write:
+                events[fd] = events.get(fd, 0) | selectors.EVENT_WRITE
+            for fd, mask in events.items():
+                sel.register(fd, mask)
+            return {key.fd for key, _ in sel.select(timeout)}
+
+    def run(self) -> None:
+        try:
+            kind = self.request.get("kind")
+            if kind == "attach":
+                self._attach()
+            elif kind == "exec":
+                self._exec()
+            elif kind == "logs":
+                self._logs()
+            else:
+                raise InvalidArgument(f"unknown stream kind {kind!r}")
+        except _Closed:
+            pass
+        except BerthError as exc:
+            self.emit("error", code=exc.code, message=exc.message)
+        except Exception as exc:
+            log.exception("stream session %s failed", self.identity.hex())
+            self.emit("error", code="internal", message=f"internal error: {exc}")
+        finally:
+            self.server.forget(self.identity)
+
+    def dispose(self) -> None:
+        """Close the wake pipe (by the I/O thread, once it has dropped the session)."""
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+    # -- attach -----------------------------------------------------------------------
+
+    def _sockets(self, uuid: str) -> str:
+        return os.path.join(self.server.runtime.config.sockets_dir, uuid)
+
+    def _attach(self) -> None:
+        cid = self.server.resolve(str(self.request.get("container")))
+        directory = self._sockets(cid)
+        if not os.path.isdir(directory):
+            raise NotFound(f"container {cid[:12]} is not running: nothing to attach to")
+        sock = conmon_attach.connect(directory)
+        try:
+            self._resize_from(self.request, directory)
+            self.emit("ready", credit=s.STDIN_WINDOW if self.request.get("stdin") else 0)
+            _Pump(self, sock, directory, forward=True).run()
+        finally:
+            sock.close()
+        self.emit("exit", code=self._exit_code(self.server.runtime.paths(cid).exit_file))
+
+    def _exit_code(self, exit_file: str) -> int | None:
+        """The code in conmon's exit file, waiting for it (inotify) while the client
+        is there, at most _EXIT_WAIT: conmon writes it a moment after it closes the
+        attach socket, longer on a loaded machine. None if it never came (the client
+        then asks the bus, which records the exit in any case)."""
+        deadline = time.monotonic() + _EXIT_WAIT
+        with contextlib.closing(Inotify(os.path.dirname(exit_file),
+                                        IN_CLOSE_WRITE | IN_MOVED_TO)) as exits:
+            while (found := read_exit_file(exit_file)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if exits.fd in self.wait([exits.fd], [], min(left, _TICK)):
+                    for _ in exits.read(0):
+                        pass
+                self._take()  # raises once the client has gone
+        return found.exit_code
+
+    def _resize_from(self, frame: s.Frame, directory: str) -> None:
+        h, w = int(frame.get("height", frame.get("h", 0)) or 0), int(
+            frame.get("width", frame.get("w", 0)) or 0)
+        if h and w:
+            conmon_attach.resize(directory, h, w)
+
+    # -- exec -------------------------------------------------------------------------
+
+    def _exec(self) -> None:
+        cid = self.server.resolve(str(self.request.get("container")))
+        sid = validate_session_id(str(self.request.get("session")))
+        paths = self.server.runtime.exec_session_paths(cid, sid)
+        deadline = time.monotonic() + _EXEC_APPEAR
+        while not os.path.exists(paths.log) and read_exit_file(paths.exit_file) is None:
+            if time.monotonic() > deadline:
+                raise NotFound(f"exec session {sid} did not start")
+            self._take()  # ends the wait if the client gave up (the exec failed)
+            time.sleep(0.002)
+        directory = self._sockets(sid)
+        sock: socket.socket | None = None
+        if self.request.get("stdin") and read_exit_file(paths.exit_file) is None:
+            try:
+                sock = conmon_attach.connect(directory, timeout=2.0)
+            except NotFound:
+                sock = None  # it ended already: nothing takes input any more
+        try:
+            if self.request.get("tty"):
+                self._resize_from(self.request, directory)
+            self.emit("ready", credit=s.STDIN_WINDOW if sock is not None else 0)
+            pump = _Pump(self, sock, directory, forward=False) if sock is not None else None
+            self._follow(LogReader(paths.log), paths.exit_file, os.path.dirname(paths.log),
+                         pump=pump)
+        finally:
+            if sock is not None:
+                sock.close()
+        found = read_exit_file(paths.exit_file)
+        self.emit("exit", code=None if found is None else found.exit_code)
+
+    # -- logs -------------------------------------------------------------------------
+
+    def _logs(self) -> None:
+        cid = self.server.resolve(str(self.request.get("container")))
+        options = self.request.get("logs") or {}
+        paths = self.server.runtime.paths(cid)
+        if not os.path.isdir(paths.container_dir):
+            raise NotFound(f"no logs of container {cid[:12]} on this node")
+        tail = options.get("tail")
+        offset = tail_offset(paths.log, int(tail)) if isinstance(tail, int) and tail >= 0 else 0
+        self.emit("ready", credit=0)
+        self._follow(LogReader(paths.log, offset), paths.exit_file, paths.container_dir,
+                     follow=bool(options.get("follow")), since=_time(options.get("since")),
+                     until=_time(options.get("until")))
+        self.emit("exit", code=None)
+
+    def _follow(self, reader: LogReader, exit_file: str, log_dir: str, *, follow: bool = True,
+                since: Any = None, until: Any = None, pump: _Pump | None = None) -> None:
+        """Send the log's records against credit; with ``follow``, wait (inotify) for
+        more until the exit file exists and everything before it was sent."""
+        with contextlib.ExitStack() as stack:
+            changes = stack.enter_context(contextlib.closing(
+                Inotify(log_dir, IN_MODIFY | IN_CLOSE_WRITE))) if follow else None
+            exits = stack.enter_context(contextlib.closing(
+                Inotify(os.path.dirname(exit_file), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE))) \
+                if follow else None
+            while True:
+                ended = read_exit_file(exit_file) is not None
+                drained = self._send_records(reader, since, until)
+                if drained is None:
+                    return  # past --until
+                if drained and (ended or not follow):
+                    return
+                read = [changes.fd, exits.fd] if changes and exits else []
+                write: list[int] = []
+                if pump is not None:
+                    pump.step(read, write)
+                if not drained and self._has_credit():
+                    continue
+                ready = self.wait(read, write)
+                for ino in (changes, exits):
+                    if ino is not None and ino.fd in ready:
+                        for _ in ino.read(0):
+                            pass
+                if pump is not None:
+                    pump.handle(ready)
+                else:
+                    for frame in self._take():
+                        self._control(frame, None)
+
+    def _send_records(self, reader: LogReader, since: Any, until: Any) -> bool | None:
+        """Send records while credit lasts: True once the file is read to its end,
+        False if credit ran out first, None once a record is past ``until``."""
+        while self._has_credit():
+            records = reader.read(s.MAX_CHUNK)
+            if not records:
+                return True
+            out: list[list[Any]] = []
+            for r in records:
+                when = r.when() if since is not None or until is not None else None
+                if until is not None and when is not None and when > until:
+                    if out:
+                        self._spend()
+                        self.emit("lines", lines=out)
+                    return None
+                if since is not None and when is not None and when < since:
+                    continue
+                out.append(_wire(r))
+            if out:
+                self._spend()
+                self.emit("lines", lines=out)
+        return False
+
+    def _control(self, frame: s.Frame, directory: str | None) -> None:
+        if frame.op == "resize" and directory is not None:
+            self._resize_from(frame, directory)
+
+
+class _Pump:
+    """Moves bytes between a session and conmon's attach socket: stdin from the client
+    to the socket (``in``, ``eof``), output from the socket to the client against
+    credit (``forward``; else read and dropped, so conmon never waits for us)."""
+
+    def __init__(self, session: Session, sock: socket.socket, directory: str, *,
+                 forward: bool) -> None:
+        self.session = session
+        self.sock = sock
+        self.directory = directory
+        self.forward = forward
+        self.pending: collections.deque[bytes] = collections.deque()
+        self.eof = False
+        self.shut = False
+        self.written = 0
+        self.done = False
+        sock.setblocking(False)
+
+    def run(self) -> None:
+        """Until conmon closes the socket (the process ended)."""
+        while not self.done:
+            read: list[int] = []
+            write: list[int] = []
+            self.step(read, write)
+            self.handle(self.session.wait(read, write))
+
+    def step(self, read: list[int], write: list[int]) -> None:
+        """What to wait for next."""
+        if not self.done and (not self.forward or self.session._has_credit()):
+            read.append(self.sock.fileno())
+        if self.pending:
+            write.append(self.sock.fileno())
+
+    def handle(self, ready: set[int]) -> None:
+        session = self.session
+        for frame in session._take():
+            if frame.op == "in":
+                data = bytes(frame.get("data", b""))
+                self.pending.extend(data[i:i + _PACKET] for i in range(0, len(data), _PACKET))
+            elif frame.op == "eof":
+                self.eof = True
+            elif frame.op == "resize":
+                session._resize_from(frame, self.directory)
+        if self.sock.fileno() in ready or self.pending:
+            self._write()
+        if self.sock.fileno() in ready:
+            self._read()
+        if self.eof and not self.pending and not self.shut:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+            self.shut = True
+
+    def _write(self) -> None:
+        granted = 0
+        while self.pending:
+            try:
+                self.sock.send(self.pending[0])
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+                    self.pending.clear()  # the process is gone: its input goes nowhere
+                    break
+                raise
+            self.pending.popleft()
+            granted += 1
+        if granted:
+            self.session.emit("credit", n=granted)
+
+    def _read(self) -> None:
+        while not self.done and (not self.forward or self.session._has_credit()):
+            try:
+                packet = self.sock.recv(conmon_attach.BUFFER)
+            except BlockingIOError:
+                return
+            except ConnectionResetError:
+                packet = b""
+            if not packet:
+                self.done = True
+                return
+            if self.forward and len(packet) > 1:
+                self.session._spend()
+                fd = 2 if packet[0] == conmon_attach.STDERR else 1
+                self.session.emit("out", fd=fd, data=packet[1:])
+
+
+def _wire(r: Record) -> list[Any]:
+    return [r.time, r.fd, r.partial, r.data]
+
+
+def _time(value: object) -> Any:
+    from datetime import datetime
+
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(f"invalid time {value!r}") from None
+
+
+class StreamServer:
+    """The worker's stream socket and its I/O thread."""
+
+    def __init__(self, runtime: OCIRuntime, endpoint: str,
+                 resolve: Callable[[str], str] = validate_container_id,
+                 context: zmq.Context[Any] | None = None) -> None:
+        """``resolve``: a container reference (id, unique prefix, name) -> the id of a
+        container of this node (the service's, so a client needs no round trip first)."""
+        self.runtime = runtime
+        self.resolve = resolve
+        self.endpoint = endpoint
+        self._ctx = context or zmq.Context.instance()
+        self._sessions: dict[bytes, Session] = {}
+        self._outbox: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._stop = threading.Event()
+        self._starting = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._sock: zmq.Socket[bytes] | None = None
+        self.stats = {"sessions": 0, "refused": 0}
+        self._pinged = 0.0
+
+    def start(self) -> None:
+        prepare_bind(self.endpoint)
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, s.MAX_FRAME + 1024)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # Credit keeps a session's frames in flight under WINDOW; a client that ignores
+        # it fills this and loses its session rather than the worker's memory.
+        sock.setsockopt(zmq.SNDHWM, 4 * s.WINDOW)
+        sock.bind(self.endpoint)
+        secure_bound(self.endpoint)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._loop, name="berth-streams", daemon=True)
+        self._thread.start()
+
+    def start_when_free(self, timeout: float = _BIND_WAIT) -> None:
+        """Bind once no other live worker of this node holds the socket (a rolling
+        restart starts the new worker before the old one has gone), retrying for up to
+        ``timeout``; meanwhile attached clients wait or fall back, never the bus link."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._starting:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.start()
+                    return
+                except AlreadyExists:
+                    if time.monotonic() > deadline:
+                        log.warning("no stream socket at %s: another worker of this node "
+                                    "still holds it", self.endpoint)
+                        return
+                except (BerthError, zmq.ZMQError) as exc:
+                    log.warning("no stream socket at %s: %s", self.endpoint, exc)
+                    return
+            if self._stop.wait(0.1):
+                return
+
+    def close(self) -> None:
+        with self._starting:
+            self._stop.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        for session in list(self._sessions.values()):
+            with session.lock:
+                session.closed = True
+            session.wake()
+        wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
+        os.close(wake_r)
+        os.close(wake_w)
+
+    def send(self, identity: bytes, frame: bytes) -> None:
+        self._outbox.put((identity, frame))
+        self._wake()
+
+    def forget(self, identity: bytes) -> None:
+        self._outbox.put((identity, b""))  # the I/O thread drops the session after its frames
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wake_w >= 0:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake_w, b"\0")
+
+    def _loop(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(int(s.PING_INTERVAL * 1000)))
+                if sock in ready:
+                    self._receive(sock)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 65536)
+                self._flush(sock)
+                self._ping(sock)
+        finally:
+            sock.close(linger=0)
+            self._sock = None
+
+    def _receive(self, sock: zmq.Socket[bytes]) -> None:
+        for _ in range(256):
+            try:
+                identity, frame = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue  # not [identity, frame]: nothing any client of ours sends
+            try:
+                msg = s.decode(frame, s.CLIENT_OPS)
+            except ProtocolError as exc:
+                self._refuse(sock, identity, exc.code, exc.message)
+                continue
+            try:
+                self._route(sock, identity, msg)
+            except Exception:  # the socket's thread must outlive any one bad session
+                log.exception("stream frame %s from %s failed", msg.op, identity.hex())
+
+    def _route(self, sock: zmq.Socket[bytes], identity: bytes, msg: s.Frame) -> None:
+        session = self._sessions.get(identity)
+        if session is not None:
+            session.deliver(msg)
+        elif msg.op == "open" and len(self._sessions) >= MAX_SESSIONS:
+            self._refuse(sock, identity, RateLimited.code,
+                         f"this worker serves {MAX_SESSIONS} stream sessions already; retry later")
+        elif msg.op == "open":
+            session = Session(self, identity, msg)
+            self._sessions[identity] = session
+            self.stats["sessions"] += 1
+            session.start()
+        elif msg.op not in ("close", "ping", "credit"):
+            self._refuse(sock, identity, NotFound.code, "no such stream session")
+
+    def _refuse(self, sock: zmq.Socket[bytes], identity: bytes, code: str, message: str) -> None:
+        self.stats["refused"] += 1
+        with contextlib.suppress(zmq.ZMQError):
+            sock.send_multipart([identity, s.encode("error", code=code, message=message)],
+                                zmq.NOBLOCK)
+
+    def _flush(self, sock: zmq.Socket[bytes]) -> None:
+        while True:
+            try:
+                identity, frame = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            if not frame:
+                gone = self._sessions.pop(identity, None)
+                if gone is not None:
+                    gone.dispose()
+                continue
+            try:
+                sock.send_multipart([identity, frame], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                # The client is gone (ROUTER_MANDATORY: unroutable) or its pipe is full,
+                # which credit rules out for a client that keeps them: end its session.
+                session = self._sessions.get(identity)
+                if session is not None:
+                    with session.lock:
+                        session.closed = True
+                    session.wake()
+
+    def _ping(self, sock: zmq.Socket[bytes]) -> None:
+        now = time.monotonic()
+        if now - self._pinged < s.PING_INTERVAL:
+            return
+        self._pinged = now
+        for identity, session in list(self._sessions.items()):
+            with contextlib.suppress(zmq.ZMQError):
+                sock.send_multipart([identity, s.encode("ping")], zmq.NOBLOCK)
+            session.wake()  # lets it notice a silent client
+
+
+def start_streams(runtime: OCIRuntime, backend: str | None, node: str,
+                  resolve: Callable[[str], str] = validate_container_id) -> StreamServer | None:
+    """The node's stream socket next to its ipc bus endpoint, bound in the background
+    (``start_when_free``); None on a tcp bus (attached commands then fall back to
+    reading logs through the bus)."""
+    from bus.endpoints import default_endpoints
+
+    endpoint = s.stream_endpoint(backend or default_endpoints().backend, node)
+    if endpoint is None:
+        return None
+    server = StreamServer(runtime, endpoint, resolve)
+    threading.Thread(target=server.start_when_free, name="berth-streams-bind",
+                     daemon=True).start()
+    return server
