@@ -77,6 +77,9 @@ class Dispatch:
             t.VOLUME_PRUNE: lambda q, cmd: self._volume(self._volumes().prune, q, cmd),
             t.VOLUME_LS: lambda q, cmd: _ok(cmd, self._volumes().ls(q)),
             t.VOLUME_INSPECT: lambda q, cmd: _ok(cmd, self._volumes().inspect(q)),
+            # compose
+            t.STACK_APPLY: self._stack,
+            t.STACK_REMOVE: self._stack,
         }
         if images is not None:  # images: the node's image store
             self._table.update(dict.fromkeys(t.IMAGE_COMMANDS, self._image))
@@ -115,6 +118,15 @@ class Dispatch:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
         recorded, result = change(command, causation)
         return _ok(cmd, result, tuple(r.position for r in recorded))
+    def _stack(self, command: Any, cmd: Command) -> Reply:
+        from engine.compose.stacks import record
+
+        recorded, result = record(self.service.store, command, command_id=cmd.id,
+                                  command_type=cmd.type, correlation_id=cmd.correlation_id,
+                                  actor=cmd.actor, node=self.service.node,
+                                  announce=self.service.announce)
+        return _ok(cmd, result, tuple(r.position for r in recorded))
+
     def _image(self, command: Any, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
         if self.images is None:  # not in the table then; kept for the type checker

@@ -169,6 +169,44 @@ class Reconciler:
         return bool(health) and health[-1].get("data", {}).get("status") == "healthy"
 
 
+def _last_stack_event(client: Client, project: str) -> tuple[int, str, str]:
+    """The project's last stack event: (position, type, digest); (0, "", "") if none."""
+    from engine.compose.stacks import stream_of
+
+    last, after = (0, "", ""), 0
+    while True:
+        page, head = client.events(after=after, limit=500,
+                                   types=["stack.applied", "stack.removed"])
+        for e in page:
+            if e.stream == stream_of(project):
+                last = (e.position, e.type, str(e.data.get("digest", "")))
+        if not page or page[-1].position >= head:
+            return last
+        after = page[-1].position
+
+
+def _record(client: Client, stack: dict[str, Any], kind: str, **args: Any) -> None:
+    """``stack.applied``/``stack.removed`` once per change: not again when the last
+    event already says so, and with an id derived from that last event, so a run
+    killed after sending it and run again is answered with the recorded outcome."""
+    import uuid
+
+    from engine.compose.model import digest
+    from engine.compose.plan import NAMESPACE
+
+    project: str = stack["name"]
+    position, last_type, last_digest = _last_stack_event(client, project)
+    want = digest(stack) if kind == t.STACK_APPLY else ""
+    if (kind == t.STACK_APPLY and last_type == "stack.applied" and last_digest == want) or (
+            kind == t.STACK_REMOVE and last_type in ("stack.removed", "")):
+        return
+    command_id = str(uuid.uuid5(NAMESPACE, f"{project}/{kind}/{want}/{position}"))
+    if kind == t.STACK_APPLY:
+        args.update(config=stack, digest=want)
+    client.request(client.command(kind, None, None, {"project": project, **args},
+                                  command_id=command_id))
+
+
 def cmd_compose(args: argparse.Namespace, client: Client) -> int:
     stack = _stack(args)
     project: str = stack["name"]
@@ -178,11 +216,13 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
 
             print(yaml.safe_dump(stack, sort_keys=True, default_flow_style=False), end="")
         case "up":
+            _record(client, stack, t.STACK_APPLY)
             Reconciler(client, stack).converge()
             if not args.detach:
                 _follow(client, project, follow=True)
         case "down":
             _down(client, stack, args.volumes)
+            _record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
         case "ps":
             _ps(client, project)
         case "logs":

@@ -190,3 +190,19 @@ def test_paths_are_relative_to_the_file_not_the_cwd(monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     s = stack("services:\n  a:\n    image: ../r\n    command: [x]\n", base="/srv/app")
     assert s["services"]["a"]["options"]["rootfs"] == "/srv/r"
+
+
+def test_stack_apply_is_checked_before_anything_is_recorded() -> None:
+    from engine.commands import parse
+
+    s = stack(GOOD)
+    ok = parse("stack.apply", None, {"project": "proj", "config": s, "digest": model.digest(s)})
+    assert ok.digest == model.digest(s)  # type: ignore[union-attr]
+    for args, words in (({"project": "Bad Name"}, "invalid project"),
+                        ({"project": "other", "config": s, "digest": model.digest(s)},
+                         "project named"),
+                        ({"project": "proj", "config": s, "digest": "sha256:" + "0" * 64},
+                         "not the configuration's"),
+                        ({"project": "proj", "config": s, "digest": "md5:x"}, "sha256")):
+        with pytest.raises(InvalidArgument, match=words):
+            parse("stack.apply", None, args)

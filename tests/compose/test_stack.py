@@ -65,6 +65,10 @@ def _created(engine: Engine, project: str) -> Counter[str]:
                    if e.type == "container.created" and str(e.data["name"]).startswith(project))
 
 
+def _stack_events(engine: Engine, project: str) -> list[str]:
+    return [e.type for e in _events(engine) if e.stream == f"stack:{project}"]
+
+
 def _want(project: str, web: int) -> dict[str, str]:
     names = [f"{project}-db-1"] + [f"{project}-web-{n}" for n in range(1, web + 1)]
     return dict.fromkeys(names, "running")
@@ -98,6 +102,10 @@ def test_up_scale_up_again_and_down(up: Engine) -> None:
     assert again.returncode == 0, again.stderr
     assert again.stderr == ""
     assert _created(up, project) == Counter(list(_want(project, 3)))
+    assert _stack_events(up, project) == ["stack.applied"]
+    applied = [e for e in _events(up) if e.type == "stack.applied"][-1]
+    assert applied.data["config"]["services"]["web"]["replicas"] == 3
+    assert str(applied.data["digest"]).startswith("sha256:")
 
     path = _write(up, 1)  # scale down: the extras removed, the rest untouched
     assert _compose(up, path, project, "up", "-d").returncode == 0
@@ -113,6 +121,9 @@ def test_up_scale_up_again_and_down(up: Engine) -> None:
     down = _compose(up, path, project, "down")
     assert down.returncode == 0, down.stderr
     assert _live(up, project) == {}
+    assert _stack_events(up, project) == ["stack.applied"] * 3 + ["stack.removed"]
+    assert _compose(up, path, project, "down").returncode == 0  # nothing left: no event
+    assert _stack_events(up, project) == ["stack.applied"] * 3 + ["stack.removed"]
 
 
 def test_reconciler_killed_mid_up_converges_without_doubling(up: Engine) -> None:
@@ -131,6 +142,7 @@ def test_reconciler_killed_mid_up_converges_without_doubling(up: Engine) -> None
     assert done.returncode == 0, done.stderr
     assert _live(up, project) == _want(project, 3)
     assert _created(up, project) == Counter(list(_want(project, 3)))  # none created twice
+    assert _stack_events(up, project) == ["stack.applied"]
     assert _compose(up, path, project, "down").returncode == 0
     assert _live(up, project) == {}
 
