@@ -64,6 +64,7 @@ class Reconciler:
         self.project: str = stack["name"]
         self.digest = digest(stack)
         self.sent = 0
+        self.made: dict[str, str] = {}  # name -> id of the containers this run created
 
     def _request(self, type: str, container: str | None, action: Action, target: str,
                  args: dict[str, Any], command_id: str | None = None) -> dict[str, Any]:
@@ -98,10 +99,14 @@ class Reconciler:
         return done
 
     def carry_out(self, action: Action) -> None:
+        from engine.compose.plan import Observed
+
         if action.kind == "create":
             self._create(action)
         elif action.kind == "start":
-            seen = self._seen(action.container)
+            made = self.made.get(action.container)  # just created: no need to look
+            seen = (self._seen(action.container) if made is None
+                    else Observed(action.container, made, "created"))
             self._request(t.START, seen.id, action, f"{seen.id}/{seen.finished_at}", {})
             print(f"started {action.container}", file=sys.stderr)
         elif action.kind == "remove":
@@ -132,6 +137,7 @@ class Reconciler:
         for _ in range(1000):  # each pass: an earlier incarnation removed since
             result = self._request(t.CREATE, action.container, action, "", spec, cid)
             if not result.get("replayed") or self._alive(str(result.get("id"))):
+                self.made[action.container] = str(result["id"])
                 print(f"created {action.container}", file=sys.stderr)
                 return
             cid = again(cid)

@@ -174,3 +174,39 @@ def test_named_volume_config_and_unsupported_keys(up: Engine) -> None:
     assert bad.stderr.splitlines() == ["berth: services.a.cap_drop: not supported",
                                        "services.a.privileged: not supported"]
     assert _live(up, project) == {}
+
+
+def test_logs_restart_and_completed_dependency(up: Engine) -> None:
+    """A one-shot service others wait to complete successfully; its output and the
+    other's are in ``compose logs``, prefixed with the container; ``restart`` starts a
+    new process (the container's start count goes up)."""
+    project = "l" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "logs.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"services:\n  init:\n    image: {up.rootfs}\n    command: [echo, ready]\n"
+                f"  app:\n    image: {up.rootfs}\n    command: [sh, -c, 'echo up; sleep 300']\n"
+                "    depends_on: {init: {condition: service_completed_successfully}}\n")
+    done = _compose(up, path, project, "up", "-d")
+    assert done.returncode == 0, done.stderr
+    assert _live(up, project) == {f"{project}-init-1": "exited", f"{project}-app-1": "running"}
+    events = _events(up)
+    ids = {str(e.data["name"]): e.stream for e in events if e.type == "container.created"}
+    init_exit = min(e.position for e in events
+                    if e.type == "container.exited" and e.stream == ids[f"{project}-init-1"])
+    assert init_exit < min(e.position for e in events if e.stream == ids[f"{project}-app-1"])
+    again = _compose(up, path, project, "up", "-d")  # the one-shot is not run again
+    assert again.returncode == 0 and again.stderr == ""
+    logs = _compose(up, path, project, "logs")
+    assert logs.returncode == 0, logs.stderr
+    assert f"{project}-init-1 | ready" in logs.stdout.splitlines()
+    assert f"{project}-app-1 | up" in logs.stdout.splitlines()
+    with up.client() as c:
+        before = c.inspect(f"{project}-app-1")["started_at"]
+    restarted = _compose(up, path, project, "restart")
+    assert restarted.returncode == 0, restarted.stderr
+    with up.client() as c:
+        state = c.inspect(f"{project}-app-1")
+    assert state["state"] == "running" and state["started_at"] != before
+    assert _compose(up, path, project, "down").returncode == 0
+    assert _live(up, project) == {}
