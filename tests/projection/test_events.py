@@ -54,6 +54,10 @@ any_event = st.one_of(
     st.builds(ev.VolumeRemoved, name=text),
     *(st.builds(kind, reference=text, digest=text, image_id=text, size=ints)
       for kind in (ev.ImagePulled, ev.ImageLoaded, ev.ImageTagged, ev.ImageRemoved)),
+    # compose
+    st.builds(ev.StackApplied, project=text, digest=text,
+              config=st.dictionaries(text, st.one_of(text, ints), max_size=3)),
+    st.builds(ev.StackRemoved, project=text, volumes=st.booleans()),
 )
 
 
@@ -67,9 +71,10 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 
 def test_registry_covers_every_topic() -> None:
     topics = {v for k, v in vars(ev).items()
-              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_", "IMAGE_")) and "." in str(v)}
+              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_", "IMAGE_", "STACK_"))
+              and "." in str(v)}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 23  # 17 + 2 of volumes + 4 of images
+    assert len(topics) == 25  # 17 + 2 of volumes + 4 of images + 2 of compose
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1

@@ -29,7 +29,8 @@ def test_every_event_type_has_a_row() -> None:
     # Volume and image events live in their own streams: no container state meets them.
     images = {ev.IMAGE_PULLED, ev.IMAGE_LOADED, ev.IMAGE_TAGGED, ev.IMAGE_REMOVED}
     assert covered | {ev.CONTAINER_CREATED, ev.COMMAND_REFUSED, ev.VOLUME_CREATED,
-                      ev.VOLUME_REMOVED} | images == set(ev.EVENT_TYPES)
+                      ev.VOLUME_REMOVED} | images | {
+                          ev.STACK_APPLIED, ev.STACK_REMOVED} == set(ev.EVENT_TYPES)  # compose
 
 
 def test_restore_runs_again_with_no_exit_code() -> None:
