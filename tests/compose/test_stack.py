@@ -210,3 +210,24 @@ def test_logs_restart_and_completed_dependency(up: Engine) -> None:
     assert state["state"] == "running" and state["started_at"] != before
     assert _compose(up, path, project, "down").returncode == 0
     assert _live(up, project) == {}
+
+
+def test_up_attached_follows_until_exit_and_bad_files_write_nothing(up: Engine) -> None:
+    project = "a" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "once.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"services:\n  a:\n    image: {up.rootfs}\n    command: [echo, hi]\n")
+    done = _compose(up, path, project, "up")
+    assert done.returncode == 0, done.stderr
+    assert f"{project}-a-1 | hi" in done.stdout.splitlines()
+    assert _compose(up, path, project, "down").returncode == 0
+    head = len(_events(up))
+    with open(path, "wb") as f:
+        f.write(b"services:\n  a:\0\n")
+    bad = _compose(up, path, project, "up", "-d")
+    assert (bad.returncode, bad.stderr) == (125, f"berth: {path}: compose file holds a NUL "
+                                                 "byte\n")
+    missing = _compose(up, path + ".none", project, "up", "-d")
+    assert missing.returncode == 125 and missing.stderr.startswith("berth: cannot read")
+    assert len(_events(up)) == head  # nothing written
