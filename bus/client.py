@@ -425,15 +425,56 @@ class Client:
         self._nodes.pop(ref, None)
         return reply
 
-    def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None) -> Reply:
-        """Block until the container exits (the worker answers then); ``timeout``
-        bounds the wait (None: as long as it takes, while the engine is alive; else
-        a finite number of seconds > 0, checked before anything is sent)."""
+    def wait(self, ref: str, timeout: float | None = None, *, node: str | None = None,
+             condition: str = "exited") -> Reply:
+        """Block until the container exits (the worker answers then), or reaches
+        ``condition`` (running, healthy); ``timeout`` bounds the wait (None: as long as
+        it takes, while the engine is alive; else a finite number of seconds > 0,
+        checked before anything is sent)."""
         if timeout is not None:
             timeout = positive_seconds(timeout, "wait timeout")
         args: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        if condition != "exited":
+            args["condition"] = condition
         deadline = None if timeout is None else time.monotonic() + timeout + self.timeout
         return self._on_container(c.WAIT, ref, node, patient=True, deadline=deadline, **args)
+
+    def update(self, ref: str, *, node: str | None = None, **changes: Any) -> Reply:
+        """Change run options of an existing container: ``memory`` (bytes or ``64m``),
+        ``pids_limit``, ``cpus``, ``restart``; the reply lists the ones changed."""
+        if isinstance(changes.get("memory"), str):
+            from engine.spec import parse_size
+
+            changes["memory"] = parse_size(changes["memory"])
+        return self._on_container(c.UPDATE, ref, node, **changes)
+
+    def top(self, ref: str, *, node: str | None = None) -> dict[str, Any]:
+        """The container's processes: pid, user, CPU time, command."""
+        return self._on_container(c.TOP, ref, node).result
+
+    def stats(self, ref: str, *, node: str | None = None) -> dict[str, Any]:
+        """The container's cumulative counters now (CPU ns, memory, pids, I/O bytes)."""
+        return self._on_container(c.STATS, ref, node).result
+
+    def healthcheck(self, ref: str, *, node: str | None = None) -> Reply:
+        """Run the container's health check once now: its status, exit code, output."""
+        return self._on_container(c.HEALTHCHECK, ref, node, reply_timeout=None)
+    # ------------------------------------------------------------------ networks (issue 11)
+
+    def network_create(self, name: str, *, subnet: str | None = None,
+                       gateway: str | None = None, node: str | None = None) -> Reply:
+        return self.send(c.NETWORK_CREATE, None, node, name=name, subnet=subnet or "",
+                         gateway=gateway or "")
+
+    def network_remove(self, name: str, *, node: str | None = None) -> Reply:
+        return self.send(c.NETWORK_REMOVE, None, node, name=name)
+
+    def networks(self, *, node: str | None = None) -> list[dict[str, Any]]:
+        found = self.send(c.NETWORKS, None, node).result.get("networks", [])
+        return list(found) if isinstance(found, list) else []
+
+    def network_inspect(self, name: str, *, node: str | None = None) -> dict[str, Any]:
+        return self.send(c.NETWORK_INSPECT, None, node, name=name).result
 
     # ------------------------------------------------------------------ queries
 

@@ -89,6 +89,8 @@ def oci_config(spec: RunSpec, container_id: str, *, cgroups_path: str) -> dict[s
         resources["memory"] = {"limit": spec.memory}
     if spec.pids_limit is not None:
         resources["pids"] = {"limit": spec.pids_limit}
+    if spec.cpus is not None:  # --cpus, as runc update sets it (oci.CPU_PERIOD_US)
+        resources["cpu"] = {"quota": round(spec.cpus * 100_000), "period": 100_000}
     return {
         "ociVersion": "1.0.2",
         "process": {

@@ -20,6 +20,13 @@ CHECKPOINT: Final = "container.checkpoint"
 RESTORE: Final = "container.restore"
 REMOVE: Final = "container.remove"
 WAIT: Final = "container.wait"
+# health checks: one probe now (routed to the container's node; records only a change)
+HEALTHCHECK: Final = "container.healthcheck"
+# updates: resources through runc update, the restart policy (engine.decide._update)
+UPDATE: Final = "container.update"
+# live usage: reads answered by the container's node, never recorded (workers/usage.py)
+TOP: Final = "container.top"
+STATS: Final = "container.stats"
 
 PS: Final = "query.ps"
 INSPECT: Final = "query.inspect"
@@ -60,13 +67,20 @@ IMAGE_PRUNE: Final = "image.prune"
 IMAGE_COMMANDS: Final = frozenset({IMAGE_PULL, IMAGE_LIST, IMAGE_INSPECT, IMAGE_REMOVE,
                                    IMAGE_LOAD, IMAGE_IMPORT, IMAGE_SAVE, IMAGE_PUSH,
                                    IMAGE_TAG, IMAGE_PRUNE})
+# networks (issue 11)
+NETWORK_CREATE: Final = "network.create"
+NETWORK_REMOVE: Final = "network.remove"
+NETWORKS: Final = "query.networks"
+NETWORK_INSPECT: Final = "query.network_inspect"
+NETWORK_COMMANDS: Final = frozenset({NETWORK_CREATE, NETWORK_REMOVE})
 
 CHANGE_COMMANDS: Final = frozenset(
-    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE}
+    {CREATE, START, STOP, KILL, PAUSE, UNPAUSE, EXEC, CHECKPOINT, RESTORE, REMOVE, UPDATE}
 )
 """Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT}
-QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING})
+CONTAINER_COMMANDS: Final = CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS}
+QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING,
+                                   NETWORKS, NETWORK_INSPECT})
 AUDIT_COMMANDS: Final = frozenset(
     {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})
 """What an auditor's key may send besides queries: reads of the log and its proofs, and
@@ -77,4 +91,4 @@ STACK_APPLY: Final = "stack.apply"
 STACK_REMOVE: Final = "stack.remove"
 STACK_COMMANDS: Final = frozenset({STACK_APPLY, STACK_REMOVE})
 COMMAND_TYPES: Final = (CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS | VOLUME_COMMANDS
-                       | IMAGE_COMMANDS | STACK_COMMANDS)
+                       | IMAGE_COMMANDS | NETWORK_COMMANDS | STACK_COMMANDS)

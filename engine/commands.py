@@ -131,8 +131,25 @@ class Remove:
     force: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Update:
+    """New values for some run options of an existing container (None: unchanged)."""
+
+    container: str
+    memory: int | None = None
+    pids_limit: int | None = None
+    cpus: float | None = None
+    restart: str | None = None
+
+    def changes(self) -> dict[str, object]:
+        given = {"memory": self.memory, "pids_limit": self.pids_limit, "cpus": self.cpus,
+                 "restart": self.restart}
+        return {k: v for k, v in given.items() if v is not None}
+
+
 ContainerCommand: TypeAlias = (
     Create | Start | Stop | Kill | Pause | Unpause | Exec | Checkpoint | Restore | Remove
+    | Update
 )
 
 
@@ -143,6 +160,32 @@ ContainerCommand: TypeAlias = (
 class Wait:
     container: str
     timeout: float | None = None
+    condition: str = "exited"
+    """exited, running or healthy (podman's ``wait --condition``)."""
+
+
+WAIT_CONDITIONS: Final = ("exited", "running", "healthy")
+
+
+@dataclass(frozen=True, slots=True)
+class Top:
+    """The container's processes now."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The container's resource counters now."""
+
+    container: str
+
+
+@dataclass(frozen=True, slots=True)
+class Healthcheck:
+    """Run the container's health check once, now."""
+
+    container: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,9 +288,36 @@ class Ping:
     """Answered by the broker; a worker that receives one answers it too."""
 
 
+# networks (issue 11)
+@dataclass(frozen=True, slots=True)
+class NetworkCreate:
+    name: str
+    subnet: str | None = None
+    gateway: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRemove:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Networks:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInspect:
+    name: str
+
+
+NetworkCommand: TypeAlias = NetworkCreate | NetworkRemove | Networks | NetworkInspect
+
+
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
-    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping
+    | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Healthcheck
+    | Top | Stats
 )
 # volumes
 
@@ -280,7 +350,7 @@ class VolumeInspect:
 
 
 VolumeCommand: TypeAlias = VolumeCreate | VolumeRemove | VolumePrune | VolumeLs | VolumeInspect
-Command: TypeAlias = ContainerCommand | Query | VolumeCommand
+Command: TypeAlias = ContainerCommand | Query | VolumeCommand | NetworkCommand
 
 
 # --------------------------------------------------------------------------- process rules
@@ -442,9 +512,33 @@ def _state_at(ref: str | None, args: Mapping[str, Any]) -> StateAt:
 
 
 def _wait(ref: str, args: Mapping[str, Any]) -> Wait:
+    condition = args.get("condition", "exited")
+    if condition not in WAIT_CONDITIONS:
+        raise InvalidArgument(f"invalid wait condition {condition!r}: use exited, running "
+                              "or healthy")
     if args.get("timeout") is None:
-        return Wait(ref)
-    return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT))
+        return Wait(ref, condition=condition)
+    return Wait(ref, _number(args, "timeout", 0, maximum=MAX_STOP_TIMEOUT), condition)
+
+
+def _update(ref: str, args: Mapping[str, Any]) -> Update:
+    """Only the types here: the values are the run spec's to judge (engine.decide)."""
+    from engine.restarts import parse_policy
+
+    memory = None if args.get("memory") is None else _integer(args, "memory", 0,
+                                                                minimum=4 * 1024 * 1024)
+    pids = None if args.get("pids_limit") is None else _integer(args, "pids_limit", 0,
+                                                                minimum=1)
+    cpus = None if args.get("cpus") is None else _number(args, "cpus", 0, minimum=0.01,
+                                                              maximum=1024)
+    restart = args.get("restart")
+    if restart is not None:
+        restart = str(parse_policy(restart))
+    update = Update(ref, memory, pids, cpus, restart)
+    if not update.changes():
+        raise InvalidArgument("nothing to update: give --memory, --pids-limit, --cpus or "
+                              "--restart")
+    return update
 
 
 def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
@@ -480,6 +574,19 @@ def _volume(command_type: str, args: Mapping[str, Any]) -> VolumeCommand:
             return VolumeLs()
         case _:  # volume.inspect
             return VolumeInspect(validate_volume_name(args.get("name")))
+def _network_name(args: Mapping[str, Any]) -> str:
+    from engine.networks import validate_name
+
+    return validate_name(args.get("name"))
+
+
+def _optional_text(args: Mapping[str, Any], key: str) -> str | None:
+    value = args.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"invalid {key} {value!r}: must be a string")
+    return value
 
 
 def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> Command:
@@ -521,6 +628,15 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         case "audit.export":
             return AuditExport(_integer(args, "after", 0),
                                _integer(args, "limit", 1000, minimum=1, maximum=5000))
+        case "network.create":  # networks (issue 11)
+            return NetworkCreate(_network_name(args), _optional_text(args, "subnet"),
+                                 _optional_text(args, "gateway"))
+        case "network.remove":
+            return NetworkRemove(_network_name(args))
+        case "query.networks":
+            return Networks()
+        case "query.network_inspect":
+            return NetworkInspect(_network_name(args))
     if command_type in VOLUME_COMMANDS:
         return _volume(command_type, args)
     if command_type not in COMMAND_TYPES:
@@ -551,6 +667,14 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return Remove(ref, _flag(args, "force"))
         case "container.wait":
             return _wait(ref, args)
+        case "container.healthcheck":
+            return Healthcheck(ref)
+        case "container.update":
+            return _update(ref, args)
+        case "container.top":
+            return Top(ref)
+        case "container.stats":
+            return Stats(ref)
         case "query.inspect":
             return Inspect(ref)
         case "query.resolve":

@@ -26,6 +26,7 @@ from engine.errors import InvalidArgument, NotFound, Refused
 from engine.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
+from engine.spec import RunSpec
 
 
 class Step(enum.Enum):
@@ -43,6 +44,7 @@ class Step(enum.Enum):
     RESTORE = "restore"          # conmon --restore
     RECORD_EXIT = "record_exit"  # wait for the exit the plan caused and record it
     CLEANUP = "cleanup"          # remove the container's files
+    UPDATE = "update"            # runc update: the command's resource limits
 
 
 UNDO: dict[Step, Step] = {
@@ -97,7 +99,8 @@ class Plan:
 
     @property
     def noop(self) -> bool:
-        return not self.steps and not self.before
+        """Nothing to run and nothing to record (an update of the log alone records)."""
+        return not self.steps and not self.before and self.then is _nothing
 
 
 def default_name(container_id: str) -> str:
@@ -150,6 +153,8 @@ def decide(state: ContainerState | None, command: c.ContainerCommand) -> Plan:
             return _restore(state)
         case c.Remove():
             return _remove(state, command)
+        case c.Update():
+            return _update(state, command)
     raise TypeError(f"no rule for {type(command).__name__}")  # pragma: no cover - exhaustive
 
 
@@ -178,6 +183,11 @@ def _start(state: ContainerState) -> Plan:
 def _stop(state: ContainerState, command: c.Stop) -> Plan:
     if state.state == PAUSED:
         raise Refused(f"container {state.name} is paused: unpause it before stopping")
+    if state.state == EXITED and state.spec.restart != "no":
+        # Nothing runs, but a restart policy may be waiting out its backoff: the
+        # recorded stop tells it the container is to stay stopped (engine.restarts).
+        return Plan(before=(ev.StopRequested(int(command.timeout)),),
+                    result={"id": state.id, "state": state.state})
     if state.state != RUNNING:
         return Plan(result={"id": state.id, "state": state.state})
     return Plan((Step.STOP, Step.RECORD_EXIT), before=(ev.StopRequested(int(command.timeout)),))
@@ -305,6 +315,26 @@ def _exec_exited(command: c.Exec) -> Callable[[Facts], tuple[ev.Event, ...]]:
         return (ev.ExecExited(command.session_id, facts.exec_exit_code),)
 
     return then
+
+
+RESOURCES = ("memory", "pids_limit", "cpus")
+"""Run options ``runc update`` changes on a container that has a process."""
+
+
+def _update(state: ContainerState, command: c.Update) -> Plan:
+    """``berth update``: the changed options are recorded (``container.updated``, old and
+    new); resources go through ``runc update`` while the container has a process (a
+    container without one gets them at its next start, from the updated spec). The
+    new spec must pass the run spec's rules (``--restart`` with ``--rm`` does not)."""
+    before = state.spec.to_data()
+    changed = {k: v for k, v in command.changes().items() if before[k] != v}
+    if not changed:
+        return Plan(result={"id": state.id, "changed": []})
+    RunSpec.from_data({**before, **changed})
+    old = {k: before[k] for k in changed}
+    steps = (Step.UPDATE,) if state.state in ALIVE and set(changed) & set(RESOURCES) else ()
+    return Plan(steps, then=lambda _f: (ev.Updated(old, changed),),
+                result={"id": state.id, "changed": sorted(changed)})
 
 
 def _checkpoint(state: ContainerState, command: c.Checkpoint) -> Plan:

@@ -40,6 +40,14 @@ CONTAINER_RESTORED = "container.restored"
 CONTAINER_REMOVED = "container.removed"
 COMMAND_FAILED = "command.failed"
 COMMAND_REFUSED = "command.refused"
+# restart policies, health checks, updates (engine.restarts, engine.health)
+CONTAINER_RESTARTING = "container.restarting"
+CONTAINER_HEALTH_STATUS = "container.health_status"
+CONTAINER_UPDATED = "container.updated"
+# networks (issue 11)
+NETWORK_CREATED = "network.created"
+NETWORK_REMOVED = "network.removed"
+CONTAINER_NETWORK_ATTACHED = "container.network_attached"
 REFUSALS_STREAM = "berth:refused"
 """The stream of ``command.refused``: no container's (a name cannot hold a colon), so
 a refusal never takes a version of the container it names."""
@@ -345,6 +353,97 @@ class ImageRemoved(Event):
     digest: str
     image_id: str
     size: int
+# -- restart policies and health checks --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Restarting(Event):
+    """Intent: the restart policy answers the exit at ``exit_position`` with restart
+    number ``attempt`` (since the container was last started by hand), ``delay_s``
+    after this record. Recorded before the restart, under an id derived from the exit,
+    so one exit gets one restart whatever crashes in between (engine.restarts)."""
+
+    type: ClassVar[str] = CONTAINER_RESTARTING
+    attempt: int
+    delay_s: float
+    exit_position: int
+    exit_code: int
+    policy: str
+
+
+HEALTH_STATES = frozenset({"starting", "healthy", "unhealthy"})
+
+
+@dataclass(frozen=True, slots=True)
+class HealthStatus(Event):
+    """A health check's status changed (only changes are recorded, not every probe).
+    ``exit_code`` and ``output`` are the probe's that caused the change (the tail of
+    its output; -1 for a probe that timed out or could not run)."""
+
+    type: ClassVar[str] = CONTAINER_HEALTH_STATUS
+    status: str
+    exit_code: int = 0
+    output: str = ""
+    failing_streak: int = 0
+
+    def __post_init__(self) -> None:
+        if self.status not in HEALTH_STATES:
+            raise _bad(self.type, f"unknown health status {self.status!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Updated(Event):
+    """``berth update``: run options changed on an existing container (resources through
+    ``runc update`` when it has a process, the restart policy in the log alone). ``old``
+    and ``new`` map the changed run options' names to their values before and after."""
+
+    type: ClassVar[str] = CONTAINER_UPDATED
+    old: dict[str, Any]
+    new: dict[str, Any]
+# networks (issue 11): a network's own stream is "network:NAME"; the attachment is the
+# container's, appended with its ``created`` event.
+@dataclass(frozen=True, slots=True)
+class NetworkCreated(Event):
+    type: ClassVar[str] = NETWORK_CREATED
+    name: str
+    subnet: str
+    gateway: str
+    bridge: str
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRemoved(Event):
+    type: ClassVar[str] = NETWORK_REMOVED
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkAttached(Event):
+    """The address, gateway and published ports the CNI plugins gave a container."""
+
+    type: ClassVar[str] = CONTAINER_NETWORK_ATTACHED
+    network: str
+    interface: str
+    addresses: tuple[str, ...]
+    gateway: str
+    mac: str
+    ports: tuple[PortMapping, ...] = ()
+
+    def to_data(self) -> dict[str, Any]:
+        return {"network": self.network, "interface": self.interface,
+                "addresses": list(self.addresses), "gateway": self.gateway, "mac": self.mac,
+                "ports": [list(p) for p in self.ports]}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            return cls(str(data["network"]), str(data["interface"]),
+                       tuple(str(a) for a in data["addresses"]), str(data["gateway"]),
+                       str(data["mac"]),
+                       tuple(PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
+                             for p in data.get("ports") or ()))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise _bad(cls.type, str(exc)) from exc
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -354,6 +453,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Unpaused, ExecRequested, ExecStarted, ExecExited, CheckpointRequested, Checkpointed,
         Restored, Removed, CommandFailed, CommandRefused,
         ImagePulled, ImageLoaded, ImageTagged, ImageRemoved,  # images
+        Restarting, HealthStatus, Updated,
+        NetworkCreated, NetworkRemoved, NetworkAttached,  # networks (issue 11)
     )
 }
 

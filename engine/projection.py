@@ -85,6 +85,8 @@ class StateView(Protocol):
     def conmon_pid(self) -> int | None: ...
     @property
     def exec_sessions(self) -> tuple[str, ...]: ...
+    @property
+    def spec(self) -> ev.RunSpec: ...
 
 
 # A transition names the fields it changes; apply() and fold() both use the same
@@ -156,6 +158,11 @@ def _removed(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
     return {"state": REMOVED, "pid": None, "conmon_pid": None, "exec_sessions": ()}
 
 
+def _updated(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
+    assert isinstance(e, ev.Updated)
+    return {"spec": ev.RunSpec.from_data({**s.spec.to_data(), **e.new})}
+
+
 def _audit_only(s: StateView, e: ev.Event, m: ev.Metadata) -> Changes:
     # signalled, stop_requested, checkpoint_requested, command.failed: part of the
     # history, not of the state (a pending checkpoint is found in the stream).
@@ -179,6 +186,16 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.CONTAINER_REMOVED: _removed,
     ev.COMMAND_FAILED: _audit_only,
     ev.COMMAND_REFUSED: _audit_only,  # written in no container's stream; inert if it were
+    # restart policies and health checks: the count of restarts is the starts' (a
+    # restart is a start again), a health status is read from the stream
+    ev.CONTAINER_RESTARTING: _audit_only,
+    ev.CONTAINER_HEALTH_STATUS: _audit_only,
+    ev.CONTAINER_UPDATED: _updated,  # berth update: the spec's options, as recorded
+    # networks (issue 11): a network's events are in its own stream; an attachment is
+    # part of the container's history (docs/events.md), not of its row.
+    ev.NETWORK_CREATED: _audit_only,
+    ev.NETWORK_REMOVED: _audit_only,
+    ev.CONTAINER_NETWORK_ATTACHED: _audit_only,
 }
 
 

@@ -17,12 +17,14 @@ from engine import commands as c
 from engine import events as ev
 from engine.errors import NotFound, Timeout, Unavailable, WrongNode
 from engine.ids import validate_container_id
+from engine.prober import condition_met
 from engine.projection import EXITED, REMOVED, ContainerState
 from engine.service import ContainerService
 from engine.store.transparency import Assessment
 from engine.treehead import ConsistencyProof, InclusionProof, Signer, TreeHead
 
 MAX_LOG_CHUNK = 512 * 1024
+_WAITED = {"exited": "exit", "running": "run", "healthy": "turn healthy"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,18 +203,23 @@ class Queries:
             raise Unavailable(f"the worker of node {self.service.node} is stopping: {what} "
                               "was cancelled; retry once the engine is back")
 
-    def wait(self, q: c.Wait) -> tuple[str, int]:
-        """Block until the container has exited (or the timeout given runs out)."""
+    def wait(self, q: c.Wait) -> tuple[str, int | None]:
+        """Block until the container has exited (or reached ``q.condition``: running,
+        healthy), or the timeout given runs out."""
         cid = self.local(q.container)
         deadline = None if q.timeout is None else time.monotonic() + q.timeout
         with self.service.changed:
             while True:
                 state = self.service.latest(cid)
-                if state.state in (EXITED, REMOVED) and state.exit_code is not None:
+                if q.condition != EXITED:
+                    if condition_met(self.store, state, q.condition):
+                        return cid, state.exit_code
+                elif state.state in (EXITED, REMOVED) and state.exit_code is not None:
                     return cid, state.exit_code
                 self._unless_closing(f"waiting for {cid[:12]}")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise Timeout(f"container {cid[:12]} did not exit within {q.timeout:g}s")
+                    raise Timeout(f"container {cid[:12]} did not {_WAITED[q.condition]} "
+                                  f"within {q.timeout:g}s")
                 self.service.changed.wait(min(left, 1.0) if left is not None else 1.0)
 

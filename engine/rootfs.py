@@ -43,6 +43,9 @@ def build_busybox_rootfs(dest: str, busybox: str = DEFAULT_BUSYBOX) -> str:
     for name, text in (
         ("passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
         ("group", "root:x:0:\nnobody:x:65534:\n"),
+        # Mount points of the files berth binds over them (networks): present, so
+        # that runc never has to create them in the rootfs.
+        ("hosts", ""), ("resolv.conf", ""), ("hostname", ""),
     ):
         path = os.path.join(etc, name)
         if not os.path.exists(path):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from engine import commands as c
 from engine import decide as d
 from engine import events as ev
+from engine import networks as nw
 from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
 from engine.errors import (
     AlreadyExists,
@@ -350,7 +351,10 @@ class ContainerService:
                                                   name=command.name or d.default_name(cid))
                     facts = d.Facts(container_id=cid, node=self.node,
                                     bundle=self.runtime.bundle_path(cid), created=created)
-                    recorded = self.append(cid, 0, plan.then(facts), causation)
+                    events = plan.then(facts)
+                    if created.network is not None:  # networks (issue 11)
+                        events = (*events, nw.attached_event(created.network))
+                    recorded = self.append(cid, 0, events, causation)
             except BerthError as exc:
                 # A create the runtime refused leaves no files, and its failure is
                 # recorded against the id the container would have had (a create by
@@ -520,6 +524,10 @@ class ContainerService:
                 return replace(facts, created=rt.restore(
                     cid, state.spec, name=state.name, image_path=state.checkpoint_path,
                     tcp_established=command.tcp_established))
+            case d.Step.UPDATE:
+                assert isinstance(command, c.Update)
+                rt.update(cid, memory=command.memory, pids_limit=command.pids_limit,
+                          cpus=command.cpus)
             case d.Step.RECORD_EXIT | d.Step.EXEC:
                 pass  # recorded by the caller / run outside the lock by _exec
         return facts

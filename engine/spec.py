@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from engine.errors import InvalidArgument
+from engine.health import check_health_options, health_from_user
 from engine.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
+from engine.restarts import check_restart_options
 from engine.signals import parse_signal
 
 PROTOCOLS = ("tcp", "udp")
@@ -23,6 +25,7 @@ _CAP_RE = re.compile(r"^CAP_[A-Z_]+$")
 # The wire type of each option (from_data refuses any other): a string where a list
 # is due would otherwise become a tuple of characters, a bool would pass for an int.
 _STR, _BOOL, _LIST, _INT = (str,), (bool,), (list, tuple), (int,)
+_NUM: tuple[type, ...] = (int, float)
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "rootfs": _STR, "args": _LIST, "env": _LIST, "cwd": _STR, "user": _STR,
     "hostname": _STR, "terminal": _BOOL, "stop_signal": (int, str), "memory": _INT,
@@ -32,10 +35,15 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     # images
     "entrypoint": _LIST, "image": _STR, "image_digest": _STR, "image_id": _STR,
     "exposed_ports": _LIST, "labels": _LIST,
+    # restart policies and health checks (engine.restarts, engine.health)
+    "restart": _STR, "health_cmd": _LIST, "health_interval": _NUM, "health_timeout": _NUM,
+    "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
+    "no_healthcheck": _BOOL, "cpus": _NUM,
+    "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks (issue 11)
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
-         (int, str): "a signal name or number"}
-_OPTIONAL = frozenset({"memory", "pids_limit", "entrypoint"})
+         (int, str): "a signal name or number", _NUM: "a number of seconds"}
+_OPTIONAL = frozenset({"memory", "pids_limit", "entrypoint", "cpus"})
 _MOUNT_FORMS = ("volumes", "mount", "tmpfs", "mounts")
 """The user's ways of naming mounts (engine.mountspec.mounts_from_user)."""
 _IMAGE_FIELDS = ("image", "image_digest", "image_id")
@@ -76,8 +84,20 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
                          else list(p) if isinstance(p, (list, tuple)) else p for p in ports]
     if any(key in data for key in _MOUNT_FORMS):  # volumes: -v, --mount, --tmpfs forms
         data["mounts"] = mounts_from_user({k: data.pop(k) for k in _MOUNT_FORMS if k in data})
+    health_from_user(data)
     RunSpec.from_data(data)  # the worker's type rules, at the publisher's edge
     return data
+
+
+def parse_expose(text: object) -> tuple[int, str]:
+    """An exposed port as images and ``--expose`` give it: ``PORT[/tcp|udp]``."""
+    if not isinstance(text, str):
+        raise InvalidArgument(f"invalid exposed port {text!r}: use PORT[/tcp|udp]")
+    number, _, proto = text.partition("/")
+    proto = proto or "tcp"
+    if proto not in PROTOCOLS or not number.isdigit() or not 1 <= int(number) <= 65535:
+        raise InvalidArgument(f"invalid exposed port {text!r}: use PORT[/tcp|udp]")
+    return int(number), proto
 
 
 class PortMapping(NamedTuple):
@@ -145,6 +165,23 @@ class RunSpec:
     image_id: str = ""
     exposed_ports: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
+    # restart policies and health checks (engine.restarts, engine.health)
+    restart: str = "no"
+    health_cmd: tuple[str, ...] = ()
+    health_interval: float = 30.0
+    health_timeout: float = 30.0
+    health_retries: int = 3
+    health_start_period: float = 0.0
+    health_on_failure: str = "none"
+    no_healthcheck: bool = False
+    cpus: float | None = None
+    """CPUs' worth of time per period (``--cpus 0.5``): a CFS quota, as Docker's."""
+    network: str = ""
+    """networks (issue 11): "" the node's default network, "none", "host" or a name."""
+    expose: tuple[str, ...] = ()
+    """Container ports ``PORT[/tcp|udp]`` the image or ``--expose`` declares."""
+    publish_all: bool = False
+    """``-P``: publish every exposed port not given with ``-p`` on a free host port."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -169,6 +206,10 @@ class RunSpec:
                 if not 0 <= number <= 65535:
                     raise InvalidArgument(f"run spec: port {number} out of range")
         check_mounts(self.mounts)
+        check_restart_options(self.restart, self.auto_remove)
+        if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
+            raise InvalidArgument(f"run spec: invalid cpus {self.cpus!r}: from 0.01 to 1024")
+        check_health_options(self)
 
     def validate(self) -> RunSpec:
         """Check everything that can be checked without starting a process."""
@@ -208,6 +249,12 @@ class RunSpec:
             if not isinstance(cap, str) or not _CAP_RE.fullmatch(cap):
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
         check_host_paths(self.mounts)
+        if self.network:
+            from engine.networks import check_reference  # networks import this module
+
+            check_reference(self.network)
+        for item in self.expose:
+            parse_expose(item)
         return self
 
     @property
@@ -234,6 +281,18 @@ class RunSpec:
             "cap_add": list(self.cap_add),
             "mounts": [m.to_data() for m in self.mounts],
             **self._image_data(),
+            "restart": self.restart,
+            "health_cmd": list(self.health_cmd),
+            "health_interval": self.health_interval,
+            "health_timeout": self.health_timeout,
+            "health_retries": self.health_retries,
+            "health_start_period": self.health_start_period,
+            "health_on_failure": self.health_on_failure,
+            "no_healthcheck": self.no_healthcheck,
+            "cpus": self.cpus,
+            "network": self.network,
+            "expose": list(self.expose),
+            "publish_all": self.publish_all,
         }
 
     def _image_data(self) -> dict[str, Any]:
@@ -274,6 +333,8 @@ class RunSpec:
                 kwargs[key] = tuple(data.get(key) or ())
             if data.get("entrypoint") is not None:
                 kwargs["entrypoint"] = tuple(data["entrypoint"])
+            kwargs["health_cmd"] = tuple(data.get("health_cmd") or ())
+            kwargs["expose"] = tuple(data.get("expose") or ())
             kwargs["ports"] = tuple(
                 PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
                 for p in data.get("ports") or ()

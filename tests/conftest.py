@@ -6,6 +6,7 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -66,7 +67,26 @@ def short_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     path = tempfile.mkdtemp(prefix="berth-t-", dir="/tmp")
     yield path
+    release_networks(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def release_networks(path: str) -> None:
+    """CNI DEL for every container network a test's engines left under ``path``
+    (engines of their own, killed workers): the bridges and addresses are the
+    host's, so what a test leaves would outlive its temporary directory."""
+    import glob
+
+    from engine.errors import NotFound
+    from engine.runtime.network import NetworkSetup
+
+    def no_lookup(name: str) -> Any:
+        raise NotFound(name)
+
+    for net in glob.glob(os.path.join(path, "**", "runtime", "net"), recursive=True):
+        setup = NetworkSetup(os.path.dirname(net), no_lookup)
+        for cid in setup.attached():
+            setup.leave(cid)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

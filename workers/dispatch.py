@@ -16,14 +16,17 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine.errors import BerthError, Unavailable, WrongNode
+from engine.errors import BerthError, InvalidArgument, Unavailable, WrongNode
 from engine.images.service import ImageService
+from engine.network_service import NetworkOutcome, NetworkService
 from engine.queries import Queries, RebuildReport
 from engine.service import ContainerService, Outcome
 from engine.treehead import TreeHead
 from engine.volume_service import VolumeService
+from workers.health import HealthMonitor, healthcheck, with_health
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
+from workers.usage import UsageReader
 
 log = logging.getLogger("berth.dispatch")
 
@@ -38,9 +41,15 @@ class Dispatch:
     """Answers every command a worker receives; one entry per command type."""
 
     def __init__(self, service: ContainerService, queries: Queries,
-                 images: ImageService | None = None) -> None:
+                 images: ImageService | None = None,
+                 networks: NetworkService | None = None) -> None:
         self.service = service
         self.queries = queries
+        self.networks = networks
+        self.health: HealthMonitor | None = None
+        """The worker's health monitor, set when it runs (probes, inspect's probe log)."""
+        self.usage: UsageReader | None = None
+        """Reads of live processes and counters (top, stats), set by the worker."""
         q = queries
         change = self._change
         self._table: dict[str, Answer] = {
@@ -54,11 +63,13 @@ class Dispatch:
             t.CHECKPOINT: change,
             t.RESTORE: change,
             t.REMOVE: change,
+            t.UPDATE: change,
             t.WAIT: lambda w, cmd: _ok(cmd, dict(zip(("id", "exit_code"), q.wait(w),
                                                     strict=True))),
             t.RESOLVE: lambda r, cmd: _ok(cmd, _resolved(q.resolve(r))),
-            t.PS: lambda p, cmd: _ok(cmd, {"containers": [summary(s) for s in q.ps(p)]}),
-            t.INSPECT: lambda i, cmd: _ok(cmd, detail(q.inspect(i))),
+            t.PS: lambda p, cmd: _ok(cmd, {"containers": [
+                with_health(summary(s), service, s, self.health) for s in q.ps(p)]}),
+            t.INSPECT: lambda i, cmd: _ok(cmd, self._inspected(q.inspect(i))),
             t.EVENTS: lambda e, cmd: _ok(cmd, _events(*q.events(e))),
             t.HISTORY: lambda h, cmd: _ok(cmd, _events(*q.history(h))),
             t.STATE: lambda s, cmd: _ok(cmd, _state_at(q, s)),
@@ -77,6 +88,17 @@ class Dispatch:
             t.VOLUME_PRUNE: lambda q, cmd: self._volume(self._volumes().prune, q, cmd),
             t.VOLUME_LS: lambda q, cmd: _ok(cmd, self._volumes().ls(q)),
             t.VOLUME_INSPECT: lambda q, cmd: _ok(cmd, self._volumes().inspect(q)),
+            t.HEALTHCHECK: lambda hc, cmd: _ok(cmd, healthcheck(self.health, service,
+                                                                hc.container)),
+            t.TOP: lambda tp, cmd: _ok(cmd, self._usage().top(tp.container)),
+            t.STATS: lambda st, cmd: _ok(cmd, self._usage().stats(st.container)),
+            # networks (issue 11)
+            t.NETWORK_CREATE: lambda n, cmd: _net(cmd, self._networks().create(
+                n.name, n.subnet, n.gateway, _causation(cmd))),
+            t.NETWORK_REMOVE: lambda n, cmd: _net(cmd, self._networks().remove(
+                n.name, _causation(cmd))),
+            t.NETWORKS: lambda _n, cmd: _ok(cmd, {"networks": self._networks().list()}),
+            t.NETWORK_INSPECT: lambda n, cmd: _ok(cmd, self._networks().inspect(n.name)),
             # compose
             t.STACK_APPLY: self._stack,
             t.STACK_REMOVE: self._stack,
@@ -84,6 +106,16 @@ class Dispatch:
         if images is not None:  # images: the node's image store
             self._table.update(dict.fromkeys(t.IMAGE_COMMANDS, self._image))
         self.images = images
+
+    def _usage(self) -> UsageReader:
+        if self.usage is None:
+            raise Unavailable(f"the worker of node {self.service.node} is not serving yet")
+        return self.usage
+
+    def _inspected(self, state: Any) -> dict[str, Any]:
+        return with_health(detail(state), self.service, state,
+                           self.health if state.node == self.service.node else None,
+                           details=True)
 
     def handle(self, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
@@ -99,6 +131,11 @@ class Dispatch:
         except Exception as exc:
             log.exception("command %s (%s) failed unexpectedly", cmd.id, cmd.type)
             return self._failed(cmd, causation, BerthError(f"internal error: {exc}"))
+
+    def _networks(self) -> NetworkService:
+        if self.networks is None:
+            raise InvalidArgument("this worker has no networks")
+        return self.networks
 
     def _change(self, command: c.ContainerCommand, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
@@ -137,6 +174,14 @@ class Dispatch:
     def _failed(self, cmd: Command, causation: c.Causation, exc: BerthError) -> Reply:
         positions = self.service.fail(cmd.type, cmd.container, causation, exc)
         return Reply(cmd.id, False, exc.code, exc.message, positions)
+
+
+def _causation(cmd: Command) -> c.Causation:
+    return c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
+
+
+def _net(cmd: Command, outcome: NetworkOutcome) -> Reply:
+    return _ok(cmd, outcome.result, outcome.positions)
 
 
 def _resolved(state: Any) -> dict[str, Any]:

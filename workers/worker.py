@@ -26,10 +26,12 @@ from engine.errors import BerthError
 from engine.ids import validate_node
 from engine.images.service import ImageService
 from engine.images.store import ImageStore
+from engine.network_service import NetworkService
 from engine.queries import Queries
 from engine.recovery import Reconciled, reconcile
 from engine.runtime import OCIRuntime, RuntimeConfig
 from engine.runtime.mounts import volumes_root
+from engine.runtime.network import NetworkSetup
 from engine.service import ContainerService
 from engine.store import EventStore
 from engine.treehead import load_signer
@@ -38,8 +40,11 @@ from migrations.runner import upgrade
 from workers.conmon_watch import ConmonWatch
 from workers.dispatch import Dispatch
 from workers.exits import ExitMonitor
+from workers.health import HealthMonitor
 from workers.present import event_message
+from workers.restarts import RestartScheduler
 from workers.statedirs import private_directory
+from workers.usage import UsageReader
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -79,6 +84,10 @@ class WorkerConfig:
     audit_interval: float = field(
         default_factory=lambda: float(os.environ.get("BERTH_AUDIT_INTERVAL", "60")))
     """Seconds between signed tree heads while the log grows (0: only on demand)."""
+    default_network: str | None = field(
+        default_factory=lambda: os.environ.get("BERTH_DEFAULT_NETWORK"))
+    """networks (issue 11): the network of a container created without --network
+    ("berth" when unset; "none" gives every such container only lo)."""
 
     metrics: str | None = field(default_factory=lambda: os.environ.get("BERTH_METRICS") or None)
     """ADDR:PORT to serve /metrics and /ready on (None: no metrics)."""
@@ -114,16 +123,24 @@ class Worker:
         self.service.volumes = self.volumes
         self.images = ImageService(ImageStore(config.root), self.service)
         self.service.images = self.images
+        # networks (issue 11): CNI networks for the containers; the default network
+        # is $BERTH_DEFAULT_NETWORK (docs/operations.md), "berth" when unset.
+        self.networks = NetworkService(self.store, None, config.node)
+        self.networks.setup = NetworkSetup(self.runtime.config.tmp_dir, self.networks.lookup,
+                                           default=config.default_network)
+        self.runtime.networks = self.networks.setup
         self.signer = (load_signer(config.audit_key_file) if config.audit_key_file
                        else None)
         if self.signer is None:
             log.warning("no auditor key (BERTH_AUDIT_KEY): tree heads are unsigned and "
                         "the log's integrity rests on the database alone")
         self.dispatch = Dispatch(self.service, Queries(self.service, signer=self.signer),
-                                 self.images)
+                                 self.images, self.networks)
         self._heads: threading.Thread | None = None
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
+        self.restarts: RestartScheduler | None = None
+        self.health_monitor: HealthMonitor | None = None
         self.link: WorkerLink | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
@@ -138,6 +155,9 @@ class Worker:
         self.volumes.sweep()  # volumes: removals a crash cut short
         log.info("reconciled %s", self.reconciled)
         self.images.reconcile()  # leftover overlays of containers that no longer exist
+        released, failed = self.networks.reconcile()  # networks (issue 11)
+        if released or failed:
+            log.info("networks reconciled: %d released, %d failing CHECK", released, failed)
         for cid, session in self.reconciled.running_execs:
             threading.Thread(target=self._finish_exec, args=(cid, session), daemon=True,
                              name=f"berth-exec-{session[:12]}").start()
@@ -145,6 +165,15 @@ class Worker:
         self.conmons = ConmonWatch(self.service)
         self.service.observers.append(self.conmons.observe)
         self.conmons.start()
+        # restart policies: after reconciliation recorded the exits it found
+        self.restarts = RestartScheduler(self.service)
+        self.service.observers.append(self.restarts.observe)
+        self.restarts.start()
+        self.health_monitor = HealthMonitor(self.service)
+        self.service.observers.append(self.health_monitor.observe)
+        self.health_monitor.start()
+        self.dispatch.health = self.health_monitor
+        self.dispatch.usage = UsageReader(self.service, self.runtime)
         handler = self._measured(self.dispatch.handle)
         self.link = WorkerLink(
             self.config.backend, self.config.node, handler,
@@ -255,6 +284,14 @@ class Worker:
         if self._heads is not None:
             self._heads.join(timeout=10)
             self._heads = None
+        if self.health_monitor is not None:
+            self.service.observers.remove(self.health_monitor.observe)
+            self.health_monitor.close()
+            self.dispatch.health = self.health_monitor = None
+        if self.restarts is not None:
+            self.service.observers.remove(self.restarts.observe)
+            self.restarts.close()
+            self.restarts = None
         if self.conmons is not None:
             self.service.observers.remove(self.conmons.observe)
             self.conmons.close()

@@ -14,12 +14,24 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from berth import config
-from berth.cli import compose, containers, db, engine, events, images, system, volumes
+from berth.cli import (
+    compose,
+    containers,
+    db,
+    engine,
+    events,
+    images,
+    networks,
+    orchestration,
+    system,
+    volumes,
+)
 from bus.client import Client
 from engine.errors import BerthError, Unavailable
 
 # The order of the nouns is the order of the commands in ``berth --help``.
-NOUNS = (engine, db, containers, images, volumes, events, system, compose)
+NOUNS = (engine, db, containers, images, volumes, networks, orchestration, events, system,
+         compose)
 COMMANDS: tuple[str, ...] = tuple(name for noun in NOUNS for name in noun.COMMANDS)
 
 

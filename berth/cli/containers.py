@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
-from berth.cli import images
+from berth.cli import images, orchestration
 from bus.client import Client
 from engine.errors import Unavailable
 
@@ -42,6 +42,9 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         "auto_remove": bool(getattr(args, "rm", False)),
         "ports": ports,
         "volumes": list(args.volume), "mount": list(args.mount), "tmpfs": list(args.tmpfs),
+        "network": args.network or "",  # networks (issue 11)
+        "expose": list(args.expose),
+        "publish_all": bool(args.publish_all),
     }
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
@@ -50,6 +53,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.pids_limit is not None:
         spec["pids_limit"] = args.pids_limit
     images.image_spec(args.rootfs, spec)  # images: not a directory -> an image reference
+    spec.update(orchestration.spec_options(args))  # --restart, --health-*
     return spec
 
 
@@ -129,6 +133,11 @@ def _simple(method: str, **extra: Callable[[argparse.Namespace], Any]) -> Handle
 
 
 def cmd_wait(args: argparse.Namespace, client: Client) -> int:
+    if args.condition != "exited":  # running, healthy: print the condition reached
+        with fmt.Progress(f"waiting for {args.container} to be {args.condition}"):
+            client.wait(args.container, condition=args.condition)
+        print(args.condition)
+        return 0
     with fmt.Progress(f"waiting for {args.container} to exit"):
         reply = client.wait(args.container)
     print(reply.result["exit_code"])
@@ -204,6 +213,13 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("--node")
     images.add_run_options(p)
+    orchestration.add_spec_options(p)
+    p.add_argument("--network", metavar="NAME",
+                   help="a network's name, none or host (default: the node's default)")
+    p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
+                   help="a container port -P publishes (repeatable)")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every exposed port on a free host port")
     p.add_argument("rootfs", metavar="IMAGE|ROOTFS")
     p.add_argument("command", metavar="CMD", nargs="?")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG")
@@ -233,6 +249,7 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("container", metavar="CTR")
     p = add("wait", cmd_wait, "wait for a container to exit; print its exit code")
+    p.add_argument("--condition", choices=["exited", "running", "healthy"], default="exited")
     p.add_argument("container", metavar="CTR")
     p = add("logs", cmd_logs, "print a container's output")
     p.add_argument("-f", "--follow", action="store_true")

@@ -73,7 +73,8 @@ def _ago(iso: str | None, now: datetime) -> str:
 def status_text(row: dict[str, Any], now: datetime) -> str:
     state = str(row["state"])
     if state == "running":
-        return f"Up {_ago(row.get('started_at'), now)}"
+        health = f" ({row['health']})" if row.get("health") else ""
+        return f"Up {_ago(row.get('started_at'), now)}{health}"
     if state == "exited":
         return f"Exited ({row.get('exit_code')}) {_ago(row.get('finished_at'), now)} ago"
     return state.capitalize()

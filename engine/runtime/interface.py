@@ -53,6 +53,12 @@ class Runtime(Protocol):
     def unpause(self, container_id: str) -> None:
         ...
 
+    def update(self, container_id: str, *, memory: int | None = None,
+               pids_limit: int | None = None, cpus: float | None = None) -> None:
+        """Change the resource limits of a container that has a process (runc update);
+        None leaves a limit as it is."""
+        ...
+
     def cleanup(self, container_id: str) -> None:
         """Remove the container's files (bundle, logs, exit file)."""
         ...

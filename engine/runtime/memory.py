@@ -164,6 +164,14 @@ class MemoryRuntime:
             self.calls.append(("delete", container_id))
             del self.containers[container_id]
 
+    def update(self, container_id: str, *, memory: int | None = None,
+               pids_limit: int | None = None, cpus: float | None = None) -> None:
+        with self._lock:
+            box = self._get(container_id)
+            if box.status not in (Status.CREATED, Status.RUNNING, Status.PAUSED):
+                raise InvalidState(f"updating container {container_id}: container not alive")
+            self.calls.append(("update", container_id))
+
     def pause(self, container_id: str) -> None:
         with self._lock:
             box = self._get(container_id)

@@ -38,6 +38,7 @@ from engine.runtime.config import (
 from engine.runtime.exitfile import ExitStatus, read_exit_file, wait_exit_file
 from engine.runtime.layout import ContainerPaths
 from engine.runtime.mounts import volumes_root, with_mounts
+from engine.runtime.network import Joined, NetworkSetup, apply_to_config, published_ports
 from engine.runtime.ports import bind_ports
 from engine.runtime.runc import Runc, classify
 from engine.runtime.types import (
@@ -51,6 +52,9 @@ from engine.runtime.types import (
 from engine.runtime.waits import pid_alive, wait_pids_exit
 from engine.signals import parse_signal
 from engine.spec import RunSpec
+
+CPU_PERIOD_US = 100_000
+"""The CFS period of ``--cpus`` (Docker's): the quota is cpus times this."""
 
 
 def systemd_booted() -> bool:
@@ -74,6 +78,9 @@ class OCIRuntime:
             )
         self.config = config
         self.runc = Runc(config)
+        self.networks: NetworkSetup | None = None
+        """networks (issue 11): set by the worker; None keeps runc's own empty
+        network namespace for every container (the runtime's own tests)."""
         for path in (config.exits_dir, config.sockets_dir, config.runc_root):
             os.makedirs(path, mode=0o750, exist_ok=True)
         os.makedirs(os.path.join(config.state_dir, "containers"), mode=0o700, exist_ok=True)
@@ -103,13 +110,16 @@ class OCIRuntime:
 
     # -- bundle ----------------------------------------------------------------
 
-    def prepare(self, container_id: str, spec: RunSpec) -> ContainerPaths:
+    def prepare(self, container_id: str, spec: RunSpec,
+                network: Joined | None = None) -> ContainerPaths:
         """Validate the spec and write the container's bundle."""
         spec.validate()
         paths = self.paths(container_id)
         config = oci_config(spec, container_id, cgroups_path=self.cgroups_path(container_id))
         config["mounts"] = with_mounts(config["mounts"], spec.mounts,  # volumes
                                        volumes_root(self.config.state_dir))
+        if network is not None:
+            apply_to_config(config, network)
         write_bundle(paths.bundle, config)
         os.makedirs(os.path.join(paths.container_dir, "exec"), mode=0o700, exist_ok=True)
         return paths
@@ -133,10 +143,28 @@ class OCIRuntime:
         """
         cid = validate_container_id(container_id)
         validate_name(name or cid[:63])
-        paths = self.prepare(cid, spec)
+        joined = None
+        ports = spec.ports
+        if self.networks is not None:  # networks (issue 11): before the process exists
+            spec.validate()
+            # -P publishes what --expose and the image (ExposedPorts) declare, once each
+            ports = published_ports(spec.ports, tuple(dict.fromkeys((*spec.expose,
+                                                                     *spec.exposed_ports))),
+                                    spec.publish_all)
+            joined = self.networks.join(cid, name=name or cid, hostname=spec.hostname
+                                        or cid[:12], requested=spec.network, ports=ports)
+            if joined.attachment is not None:
+                ports = joined.attachment.ports
+        elif spec.network not in ("", "none"):
+            raise InvalidArgument(f"network {spec.network!r}: this runtime has no networks")
+        try:
+            paths = self.prepare(cid, spec, joined)
+        except BaseException:
+            self.cleanup(cid)
+            raise
         if restore_path is None:
             self._clear_exit_file(paths)
-        sockets = bind_ports(spec.ports) if self.config.reserve_ports else []
+        sockets = bind_ports(ports) if self.config.reserve_ports else []
         opts = conmon.ConmonOptions(
             container_id=cid,
             name=name or cid,
@@ -156,7 +184,8 @@ class OCIRuntime:
         finally:
             for s in sockets:
                 s.close()
-        return Created(pid=result.pid, conmon_pid=result.conmon_pid)
+        return Created(pid=result.pid, conmon_pid=result.conmon_pid,
+                       network=joined.attachment if joined else None)
 
     def _clear_exit_file(self, paths: ContainerPaths) -> None:
         try:
@@ -273,9 +302,34 @@ class OCIRuntime:
         cid = validate_container_id(container_id)
         self.runc.run(["resume", cid], f"resuming container {cid}")
 
+    def update(self, container_id: str, *, memory: int | None = None,
+               pids_limit: int | None = None, cpus: float | None = None) -> None:
+        """``runc update``: new cgroup limits for a live container (berth update)."""
+        cid = validate_container_id(container_id)
+        args = ["update"]
+        if memory is not None:
+            args += ["--memory", str(memory)]
+        if pids_limit is not None:
+            args += ["--pids-limit", str(pids_limit)]
+        if cpus is not None:
+            args += ["--cpu-period", str(CPU_PERIOD_US),
+                     "--cpu-quota", str(round(cpus * CPU_PERIOD_US))]
+        self.runc.run([*args, cid], f"updating container {cid}")
+
+    def pids(self, container_id: str) -> list[int]:
+        """The host pids of the container's processes (``runc ps``), for ``berth top``."""
+        cid = validate_container_id(container_id)
+        proc = self.runc.run(["ps", "--format", "json", cid], f"listing processes of {cid}")
+        try:
+            return [int(p) for p in json.loads(proc.stdout or b"[]") or []]
+        except (ValueError, TypeError) as exc:
+            raise RuntimeFailure(f"listing processes of {cid}: runc answered {exc}") from None
+
     def cleanup(self, container_id: str) -> None:
         """Remove the container's files once runc no longer knows it."""
         paths = self.paths(container_id)
+        if self.networks is not None:  # networks (issue 11): CNI DEL, netns, files
+            self.networks.leave(container_id)
         shutil.rmtree(paths.container_dir, ignore_errors=True)
         self._clear_exit_file(paths)
         # conmon's attach-socket entry (--socket-dir-path): a link to the bundle, or

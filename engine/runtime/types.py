@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.networks import Attachment
 
 MAX_EXEC_OUTPUT = 512 * 1024
 """The tail of an exec session's output that is kept and replied (one limit, here)."""
@@ -30,6 +34,8 @@ class StatusReport:
 class Created:
     pid: int
     conmon_pid: int
+    network: Attachment | None = None
+    """networks (issue 11): the address CNI gave it, when it joined a network now."""
 
 
 @dataclass(frozen=True)

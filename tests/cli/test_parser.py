@@ -17,7 +17,8 @@ def test_cli_command_list_matches_the_parser() -> None:
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(cli.COMMANDS)
-    assert len(cli.COMMANDS) == len(set(cli.COMMANDS)) == 35  # 27 + volume + system + 6 of images
+    # 27 + volume, system, 6 of images, 4 of orchestration, network and port
+    assert len(cli.COMMANDS) == len(set(cli.COMMANDS)) == 41
     assert cli._command_word(["--timeout", "3", "ps", "-a"]) == "ps"
     assert cli._command_word(["--key", "ps", "run"]) == "run"
     assert cli._command_word(["--help"]) is None

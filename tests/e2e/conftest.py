@@ -16,8 +16,10 @@ import pytest
 from bus.broker import Broker
 from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
-from engine.errors import BerthError
+from engine.errors import BerthError, NotFound
+from engine.networks import Network
 from engine.runtime import OCIRuntime
+from engine.runtime.network import NetworkSetup
 from engine.store import EventStore
 from tests.helpers import wait_until
 from workers.worker import Worker, WorkerConfig
@@ -35,6 +37,8 @@ class Engine:
     worker: Worker | None = None
     worker_proc: subprocess.Popen[bytes] | None = None
     clients: list[Client] = field(default_factory=list)
+    default_network: str | None = None
+    """networks (issue 11): the worker's default network (None: berth's default)."""
 
     @property
     def db_url(self) -> str:
@@ -46,6 +50,8 @@ class Engine:
         env.update(BERTH_ROOT=self.root, BERTH_RUN=self.run, BERTH_DB=self.db_url,
                    BERTH_BUS=self.endpoints.frontend, BERTH_BUS_WORKERS=self.endpoints.backend,
                    BERTH_BUS_EVENTS=self.endpoints.events, PYTHONPATH=REPO)
+        if self.default_network:
+            env["BERTH_DEFAULT_NETWORK"] = self.default_network
         return env
 
     def client(self, **kw: Any) -> Client:
@@ -63,7 +69,8 @@ class Engine:
 
     def config(self) -> WorkerConfig:
         return WorkerConfig(node="local", root=self.root, run=self.run, db_url=self.db_url,
-                            backend=self.endpoints.backend)
+                            backend=self.endpoints.backend,
+                            default_network=self.default_network)
 
     def start_worker(self) -> Worker:
         self.worker = Worker(self.config())
@@ -87,6 +94,10 @@ class Engine:
         return EventStore(self.db_url)
 
 
+def _no_user_networks(name: str) -> Network:
+    raise NotFound(f"no such network: {name}")
+
+
 def _answers(c: Client) -> bool:
     try:
         c.ps()
@@ -97,6 +108,8 @@ def _answers(c: Client) -> bool:
 
 def _remove_all(engine: Engine) -> None:
     runtime = OCIRuntime(engine.config().runtime_config())
+    # networks (issue 11): what a test left behind leaves its network too (CNI DEL).
+    runtime.networks = NetworkSetup(runtime.config.tmp_dir, _no_user_networks)
     containers_dir = os.path.join(engine.root, "containers")
     ids = os.listdir(containers_dir) if os.path.isdir(containers_dir) else []
     for cid in ids:
@@ -105,17 +118,28 @@ def _remove_all(engine: Engine) -> None:
         except BerthError:
             pass
         runtime.cleanup(cid)
+    for cid in runtime.networks.attached():
+        runtime.networks.leave(cid)
 
 
 @pytest.fixture
-def engine(short_tmp: str, busybox_rootfs: str) -> Iterator[Engine]:
+def default_network() -> str | None:
+    """The worker's default network: berth's own default. A module whose tests are
+    about something else may override this fixture with "none" (no CNI cost)."""
+    return None
+
+
+@pytest.fixture
+def engine(short_tmp: str, busybox_rootfs: str,
+           default_network: str | None) -> Iterator[Engine]:
     root, run = os.path.join(short_tmp, "root"), os.path.join(short_tmp, "run")
     endpoints = from_run_dir(run)
     # Default heartbeats (0.5 s, 3 missed): shorter ones drop a live worker when
     # twenty CLI processes starve it of CPU on a 2-core machine.
     broker = Broker(endpoints.frontend, endpoints.backend, endpoints.events)
     broker.start()
-    eng = Engine(root, run, busybox_rootfs, endpoints, broker)
+    eng = Engine(root, run, busybox_rootfs, endpoints, broker,
+                 default_network=default_network)
     try:
         yield eng
     finally:

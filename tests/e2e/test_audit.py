@@ -9,12 +9,19 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlalchemy import update
 
 from engine.store import audit
 from engine.store.schema import events
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
+
+
+@pytest.fixture
+def default_network() -> str:
+    """Not about networks: the worker gives containers none (no CNI cost)."""
+    return "none"
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -27,7 +27,8 @@ def _collect(sub: Subscription, count: int, timeout: float = 10.0) -> list[Event
 def test_catch_up_pages_and_a_gap_come_from_the_store(up: Engine) -> None:
     c = up.client()
     for _ in range(3):
-        c.create(rootfs=up.rootfs, args=["true"])  # positions 1..6, published to nobody
+        # positions 1..6, published to nobody (no network: no network_attached event)
+        c.create(rootfs=up.rootfs, args=["true"], network="none")
     fetcher = up.client()
     # The idle poll is pushed past the test: stored events can reach the subscriber
     # only by the catch-up at start (in pages of 2) and by the fill that a jump in
@@ -45,7 +46,8 @@ def test_catch_up_pages_and_a_gap_come_from_the_store(up: Engine) -> None:
                 "hidden from the bus", actor="someone", node="elsewhere")[0]
                 for _ in range(2)]
         assert [r.position for r in hidden] == [7, 8]
-        created = c.create(rootfs=up.rootfs, args=["true"]).result["id"]  # live: 9, 10
+        created = c.create(rootfs=up.rootfs, args=["true"],
+                           network="none").result["id"]  # live: 9, 10
 
         rest = _collect(sub, 4)
         assert [e.position for e in rest] == [7, 8, 9, 10]

@@ -93,8 +93,9 @@ def test_events_history_state_and_audit(up: Engine) -> None:
     time.sleep(0.05)
     _ok(up.cli("stop", "tt"))
     lines = [json.loads(x) for x in _ok(up.cli("events", "--format", "json")).splitlines()]
-    assert [e["type"] for e in lines][:3] == [
-        "container.created", "container.pid_received", "container.started"
+    assert [e["type"] for e in lines][:4] == [
+        "container.created", "container.pid_received", "container.network_attached",
+        "container.started"
     ]
     fields = {
         "position", "container", "name", "type", "time", "data", "command_id", "actor", "node"
@@ -122,7 +123,8 @@ def test_events_history_state_and_audit(up: Engine) -> None:
     assert past["state"] == "running"
     now = json.loads(_ok(up.cli("state", "tt")))
     assert now["state"] == "exited"
-    at_pos = json.loads(_ok(up.cli("state", "--at-position", "3", "tt")))
+    # created, pid_received, network_attached, started: running from position 4
+    at_pos = json.loads(_ok(up.cli("state", "--at-position", "4", "tt")))
     assert at_pos["state"] == "running"
     assert "verified" in _ok(up.cli("projection", "rebuild", "--verify"))
     assert "verified" in _ok(up.cli("audit", "verify"))
@@ -162,7 +164,8 @@ def test_twenty_concurrent_cli_run_rm(up: Engine) -> None:
         streams.setdefault(e["container"], []).append(e["type"])
     assert len(streams) == 20
     for types in streams.values():
-        assert types == ["container.created", "container.pid_received", "container.started",
+        assert types == ["container.created", "container.pid_received",
+                         "container.network_attached", "container.started",
                          "container.exited", "container.removed"]
 
 

@@ -34,14 +34,14 @@ def test_lifecycle_event_sequence(up: Engine) -> None:
     c.remove(cid)
     history, _ = _history(c, cid)
     assert _types(history) == [
-        "container.created", "container.pid_received", "container.started",
-        "container.exited", "container.removed",
+        "container.created", "container.pid_received", "container.network_attached",
+        "container.started", "container.exited", "container.removed",
     ]
-    exited = history[3]
+    exited = history[4]
     assert exited.data["exit_code"] == 7 and exited.data["expected"] is False
     positions = [e.position for e in history]
     assert positions == sorted(positions)
-    assert [e.stream_version for e in history] == [1, 2, 3, 4, 5]
+    assert [e.stream_version for e in history] == [1, 2, 3, 4, 5, 6]
 
 
 def _history(c, ref: str):  # type: ignore[no-untyped-def]
@@ -242,8 +242,8 @@ def test_twenty_concurrent_run_rm(up: Engine) -> None:
     events, _ = c.events(0, 1000)
     for cid in ids:
         assert _types([e for e in events if e.stream == cid]) == [
-            "container.created", "container.pid_received", "container.started",
-            "container.exited", "container.removed",
+            "container.created", "container.pid_received", "container.network_attached",
+            "container.started", "container.exited", "container.removed",
         ]
 
 

@@ -6,11 +6,18 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 import zmq
 
 from engine.runtime.waits import pid_alive, wait_pids_exit
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
+
+
+@pytest.fixture
+def default_network() -> str:
+    """Not about networks: the worker gives containers none (no CNI cost)."""
+    return "none"
 
 
 def test_worker_killed_while_container_runs_records_exit_on_restart(engine: Engine) -> None:

@@ -234,6 +234,48 @@ def test_wait() -> None:
         "invalid timeout -1: must be a number >= 0 and <= 3.1536e+07")
 
 
+def test_wait_for_a_condition() -> None:
+    assert c.parse(t.WAIT, "web", {}).condition == "exited"
+    assert c.parse(t.WAIT, "web", {"condition": "healthy"}) == c.Wait("web", None, "healthy")
+    assert c.parse(t.WAIT, "web", {"condition": "running", "timeout": 3}) == c.Wait(
+        "web", 3.0, "running")
+    assert c.parse(t.WAIT, "web", {"condition": "exited"}) == c.Wait("web", None, "exited")
+    for bad in ("stopped", "", ["healthy"]):
+        assert refused(t.WAIT, "web", {"condition": bad}) == (
+            f"invalid wait condition {bad!r}: use exited, running or healthy")
+    assert refused(t.WAIT, "web", {"condition": "nope", "timeout": 1}).startswith(
+        "invalid wait condition")
+
+
+def test_update_takes_the_values_given() -> None:
+    cid = "a" * 64
+    mib = 1024 * 1024
+    assert c.parse(t.UPDATE, cid, {"memory": 4 * mib, "pids_limit": 1, "cpus": 0.01,
+                                   "restart": "on-failure:2"}) == c.Update(
+        cid, 4 * mib, 1, 0.01, "on-failure:2")
+    assert c.parse(t.UPDATE, cid, {"cpus": 1024}) == c.Update(cid, cpus=1024.0)
+    assert c.parse(t.UPDATE, cid, {"restart": "no", "memory": None}).changes() == {
+        "restart": "no"}
+    assert c.Update(cid, 4 * mib, 2, 0.5, "always").changes() == {
+        "memory": 4 * mib, "pids_limit": 2, "cpus": 0.5, "restart": "always"}
+    assert refused(t.UPDATE, cid, {}) == ("nothing to update: give --memory, --pids-limit, "
+                                          "--cpus or --restart")
+    assert refused(t.UPDATE, cid, {"memory": 4 * mib - 1}) == f"invalid memory {4 * mib - 1}"
+    assert refused(t.UPDATE, cid, {"pids_limit": 0}) == "invalid pids_limit 0"
+    assert refused(t.UPDATE, cid, {"cpus": 0.001}).startswith("invalid cpus 0.001")
+    assert refused(t.UPDATE, cid, {"cpus": 1025}).startswith("invalid cpus 1025")
+    assert refused(t.UPDATE, cid, {"restart": "often"}).startswith(
+        "invalid restart policy 'often'")
+
+
+def test_healthcheck_top_and_stats_name_a_container() -> None:
+    assert c.parse(t.HEALTHCHECK, "web", {}) == c.Healthcheck("web")
+    assert c.parse(t.TOP, "web", {}) == c.Top("web")
+    assert c.parse(t.STATS, "web", {}) == c.Stats("web")
+    for kind in (t.HEALTHCHECK, t.TOP, t.STATS):
+        assert refused(kind, None, {}).startswith(f"{kind} needs a container")
+
+
 def test_logs() -> None:
     assert c.parse(t.LOGS, "web", {}) == c.Logs("web", 0, 0)
     assert c.parse(t.LOGS, "web", {"offset": 10, "wait_ms": c.MAX_LOG_WAIT_MS}) == c.Logs(
@@ -252,17 +294,23 @@ def test_every_command_type_parses() -> None:
         t.STATE: c.StateAt, t.PING: c.Ping, t.REBUILD: c.Rebuild,
         t.VERIFY_AUDIT: c.VerifyAudit, t.AUDIT_CHECKPOINT: c.AuditCheckpoint,
         t.AUDIT_PROVE: c.AuditProve, t.AUDIT_CONSISTENCY: c.AuditConsistency,
-        t.AUDIT_EXPORT: c.AuditExport,
+        t.AUDIT_EXPORT: c.AuditExport, t.HEALTHCHECK: c.Healthcheck, t.TOP: c.Top,
+        t.STATS: c.Stats,
         # volumes
         t.VOLUME_CREATE: c.VolumeCreate, t.VOLUME_REMOVE: c.VolumeRemove,
         t.VOLUME_PRUNE: c.VolumePrune, t.VOLUME_LS: c.VolumeLs, t.VOLUME_INSPECT: c.VolumeInspect,
+        # networks
+        t.NETWORK_CREATE: c.NetworkCreate, t.NETWORK_REMOVE: c.NetworkRemove,
+        t.NETWORKS: c.Networks, t.NETWORK_INSPECT: c.NetworkInspect,
     }
-    assert set(expected) | {t.CREATE, t.EXEC} == (set(t.COMMAND_TYPES) - t.IMAGE_COMMANDS
-                                                  - t.STACK_COMMANDS)  # compose: tests/compose
+    assert type(c.parse(t.UPDATE, "a" * 64, {"cpus": 1})) is c.Update
+    assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE} == (
+        set(t.COMMAND_TYPES) - t.IMAGE_COMMANDS - t.STACK_COMMANDS)  # compose: tests/compose
     special = {t.AUDIT_PROVE: {"position": 1}, t.VOLUME_CREATE: {"name": "v"},
                t.VOLUME_INSPECT: {"name": "v"}, t.VOLUME_REMOVE: {"names": ["v"]}}
     for command_type, kind in expected.items():
-        args = special.get(command_type, {})
+        args = special.get(command_type, {"name": "net1"} if command_type.startswith(
+            ("network.", "query.network")) else {})
         assert type(c.parse(command_type, "web", args)) is kind, command_type
 
 

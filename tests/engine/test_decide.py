@@ -42,6 +42,8 @@ COMMANDS: dict[str, c.ContainerCommand] = {
     "restore": c.Restore(CID),
     "rm": c.Remove(CID),
     "rm-f": c.Remove(CID, force=True),
+    "update-memory": c.Update(CID, memory=64 * 1024 * 1024),
+    "update-restart": c.Update(CID, restart="always"),
 }
 
 # (state, command) -> refusal, or (steps, events before, event types after)
@@ -94,6 +96,15 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("paused", "rm-f"): ((S.UNPAUSE, S.STOP, S.RECORD_EXIT, S.DELETE, S.CLEANUP), (),
                          (ev.Removed,)),
     ("exited", "rm-f"): ((S.DELETE, S.CLEANUP), (), (ev.Removed,)),
+    # resources through runc update while there is a process; the log alone otherwise
+    ("created", "update-memory"): ((S.UPDATE,), (), (ev.Updated,)),
+    ("running", "update-memory"): ((S.UPDATE,), (), (ev.Updated,)),
+    ("paused", "update-memory"): ((S.UPDATE,), (), (ev.Updated,)),
+    ("exited", "update-memory"): ((), (), (ev.Updated,)),
+    ("created", "update-restart"): ((), (), (ev.Updated,)),
+    ("running", "update-restart"): ((), (), (ev.Updated,)),
+    ("paused", "update-restart"): ((), (), (ev.Updated,)),
+    ("exited", "update-restart"): ((), (), (ev.Updated,)),
 }
 
 FACTS = d.Facts(container_id=CID, node="local", bundle="/b", created=Created(7, 6),
@@ -293,6 +304,7 @@ EXPECTED_AFTER: dict[str, str] = {
     "start": "running", "stop": "exited", "kill": "", "pause": "paused",
     "unpause": "running", "exec": "running", "checkpoint": "exited",
     "checkpoint-leave": "running", "restore": "running", "rm": "removed", "rm-f": "removed",
+    "update-memory": "", "update-restart": "",  # an update changes the spec, not the state
 }
 
 

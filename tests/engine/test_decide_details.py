@@ -15,7 +15,7 @@ import pytest
 from engine import commands as c
 from engine import decide as d
 from engine import events as ev
-from engine.errors import InvalidState, NotFound
+from engine.errors import InvalidArgument, InvalidState, NotFound
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created
 from tests.engine.states import SPEC, recorded, state
@@ -182,3 +182,45 @@ def test_exec_end_events() -> None:
     assert d.exec_end_events(started, "s1", 42, 3) == (ev.ExecExited("s1", 3),)
     closed = d.ExecProgress(requested=requested, started=True, exit_code=0)
     assert d.exec_end_events(closed, "s1", 42, 3) == ()
+
+
+def test_an_update_records_old_and_new_of_what_changed_only() -> None:
+    spec = dataclasses.replace(SPEC, memory=32 * 1024 * 1024, restart="on-failure:2")
+    current = state("running", spec=spec)
+    plan = d.decide(current, c.Update(CID, memory=64 * 1024 * 1024, pids_limit=50,
+                                      restart="on-failure:2"))
+    assert not plan.noop and plan.steps == (d.Step.UPDATE,)
+    assert plan.result == {"id": current.id, "changed": ["memory", "pids_limit"]}
+    assert plan.then(FACTS) == (ev.Updated({"memory": 32 * 1024 * 1024, "pids_limit": None},
+                                           {"memory": 64 * 1024 * 1024, "pids_limit": 50}),)
+
+
+def test_an_update_that_changes_nothing_records_nothing() -> None:
+    current = state("running", spec=dataclasses.replace(SPEC, restart="always"))
+    plan = d.decide(current, c.Update(CID, restart="always"))
+    assert plan.noop
+    assert plan.result == {"id": current.id, "changed": []}
+    assert plan.then(FACTS) == ()
+
+
+def test_an_update_of_the_restart_policy_alone_is_recorded_without_runc() -> None:
+    plan = d.decide(state("running"), c.Update(CID, restart="unless-stopped"))
+    assert not plan.noop and plan.steps == ()
+    assert plan.then(FACTS) == (ev.Updated({"restart": "no"}, {"restart": "unless-stopped"}),)
+
+
+def test_an_update_the_spec_rules_refuse_is_bad_input() -> None:
+    current = state("exited", spec=dataclasses.replace(SPEC, auto_remove=True))
+    with pytest.raises(InvalidArgument, match="conflicts with --rm"):
+        d.decide(current, c.Update(CID, restart="always"))
+
+
+def test_stop_of_an_exited_container_with_a_restart_policy_records_the_wish() -> None:
+    current = state("exited", spec=dataclasses.replace(SPEC, restart="always"))
+    plan = d.decide(current, c.Stop(CID, 7))
+    assert not plan.noop and plan.steps == ()
+    assert plan.before == (ev.StopRequested(7),)
+    assert plan.result == {"id": current.id, "state": "exited"}
+    assert d.decide(state("exited"), c.Stop(CID, 7)).noop  # no policy: nothing to tell
+    created = state("created", spec=dataclasses.replace(SPEC, restart="always"))
+    assert d.decide(created, c.Stop(CID, 7)).noop

@@ -53,7 +53,10 @@ class Cluster:
     broker_proc: subprocess.Popen[bytes] | None = None
     nodes: dict[str, Node] = field(default_factory=dict)
     clients: list[Client] = field(default_factory=list)
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: dict[str, str] = field(
+        default_factory=lambda: {"BERTH_DEFAULT_NETWORK": "none"})
+    """Added to every process's environment. Faults are not about networks: their
+    containers get none (no CNI cost, nothing on the host's bridges to clean up)."""
 
     def __post_init__(self) -> None:
         self.endpoints = from_run_dir(os.path.join(self.base, "bus"))

@@ -205,7 +205,10 @@ class Cluster:
                    BERTH_ACTOR=f"test@{host or 'root'}")
         if host is not None:
             state = self.hosts[host]
-            env.update(BERTH_ROOT=state.root, BERTH_RUN=state.run)
+            # Hosts are about the bus and the store, not container networks (which
+            # are per node): their containers get none.
+            env.update(BERTH_ROOT=state.root, BERTH_RUN=state.run,
+                       BERTH_DEFAULT_NETWORK="none")
         if self.curve is not None and role != "broker":
             env.update(self.curve.env(role))
         return env

@@ -240,6 +240,36 @@ class LifecycleMachine(RuleBasedStateMachine):
         cid = data.draw(st.sampled_from(self.restorable()))
         self.append(cid, [ev.Restored(pid, conmon)])
 
+    @precondition(lambda self: self.has(EXITED))
+    @rule(data=st.data(), pid=PIDS, conmon=PIDS, code=EXIT_CODES)
+    def restart(self, data: st.DataObject, pid: int, conmon: int, code: int) -> None:
+        """A restart policy answers an exit: its intent, then a start again."""
+        cid = self.pick(data, EXITED)
+        self.append(cid, [ev.Restarting(1, 0.1, self.expected[cid].fields["last_position"],
+                                        code, "always")])
+        self.append(cid, [ev.PidReceived(pid, conmon), ev.Started()])
+
+    @precondition(lambda self: self.has(EXITED))
+    @rule(data=st.data(), timeout=st.integers(0, 30))
+    def stop_exited(self, data: st.DataObject, timeout: int) -> None:
+        """A stop of an exited container with a restart policy: recorded, nothing runs."""
+        self.append(self.pick(data, EXITED), [ev.StopRequested(timeout)])
+
+    @precondition(lambda self: self.has(*LIVE, EXITED))
+    @rule(data=st.data(), memory=st.integers(4, 64), pids=st.none() | st.integers(1, 99))
+    def update(self, data: st.DataObject, memory: int, pids: int | None) -> None:
+        cid = self.pick(data, *LIVE, EXITED)
+        old = self.expected[cid].fields["spec"]
+        new: dict[str, object] = {"memory": memory * 1024 * 1024}
+        if pids is not None:
+            new["pids_limit"] = pids
+        self.append(cid, [ev.Updated({k: getattr(old, k) for k in new}, new)])
+
+    @precondition(lambda self: self.has(RUNNING))
+    @rule(data=st.data(), status=st.sampled_from(sorted(ev.HEALTH_STATES)), code=EXIT_CODES)
+    def health(self, data: st.DataObject, status: str, code: int) -> None:
+        self.append(self.pick(data, RUNNING), [ev.HealthStatus(status, code, "out")])
+
     @precondition(lambda self: self.has(*LIVE, EXITED))
     @rule(data=st.data())
     def remove(self, data: st.DataObject) -> None:

@@ -5,9 +5,10 @@ inspect``'s State block, ``docker inspect``'s ``.State``), not from engine/proje
 so a transition that is wrong on every fold path disagrees with it. Where berth chose
 differently from podman on purpose, the row says so:
 
-- ``restart_count`` counts every start after the first. podman and Docker count only
-  the restarts their restart policy makes (a manual start resets the count), and berth
-  has no restart policy: its count is what ``ps`` shows as restarts.
+- ``restart_count`` counts every start after the first, by hand or by the restart
+  policy. podman and Docker count only the restarts their restart policy makes (a
+  manual start resets the count); berth's policy keeps its own count in the stream
+  (``container.restarting``'s attempt, engine/restarts.py).
 - ``finished_at`` is None while the container runs again. podman and Docker keep the
   previous run's time until the next exit.
 - ``checkpoint_path`` is the latest CRIU image and survives later runs, so a restore
@@ -36,6 +37,7 @@ NOW = "now"            # the event's recorded time
 EXIT_TIME = "exit"     # the exit file's time when there was one, else the recorded time
 START = "start"        # restart_count: one more start (a restart when it is not the first)
 ADD, DROP = "add", "drop"  # exec sessions: the event's session joins / leaves
+MERGE = "merge"        # spec: the run options the event names take its new values
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Row:
     restart_count: str = SAME
     checkpoint_path: str = SAME
     exec_sessions: str = SAME
+    spec: str = SAME
 
 
 NOTHING = Row()
@@ -79,6 +82,8 @@ TABLE: dict[tuple[str, str], Row] = {
     (CREATED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),  # interrupted exec
     (CREATED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (CREATED, ev.COMMAND_FAILED): NOTHING,
+    (CREATED, ev.CONTAINER_UPDATED): Row(spec=MERGE),
+    (CREATED, ev.CONTAINER_NETWORK_ATTACHED): NOTHING,  # history only (issue 11)
     # running
     (RUNNING, ev.CONTAINER_SIGNALLED): NOTHING,
     (RUNNING, ev.CONTAINER_STOP_REQUESTED): NOTHING,
@@ -92,6 +97,8 @@ TABLE: dict[tuple[str, str], Row] = {
     (RUNNING, ev.CONTAINER_CHECKPOINTED): Row(checkpoint_path=EVENT),
     (RUNNING, ev.CONTAINER_REMOVED): REMOVE_ROW,     # forced, exit status never found
     (RUNNING, ev.COMMAND_FAILED): NOTHING,
+    (RUNNING, ev.CONTAINER_HEALTH_STATUS): NOTHING,  # read from the stream, not the state
+    (RUNNING, ev.CONTAINER_UPDATED): Row(spec=MERGE),  # runc update, then the record
     # paused: frozen; the pid and exec sessions stay
     (PAUSED, ev.CONTAINER_SIGNALLED): NOTHING,
     (PAUSED, ev.CONTAINER_UNPAUSED): Row(state=RUNNING),
@@ -99,12 +106,16 @@ TABLE: dict[tuple[str, str], Row] = {
     (PAUSED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
     (PAUSED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (PAUSED, ev.COMMAND_FAILED): NOTHING,
+    (PAUSED, ev.CONTAINER_UPDATED): Row(spec=MERGE),
     # exited
     (EXITED, ev.CONTAINER_PID_RECEIVED): CREATE_AGAIN,  # start of an exited container
     (EXITED, ev.CONTAINER_RESTORED): RESTORE_ROW,
     (EXITED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
     (EXITED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (EXITED, ev.COMMAND_FAILED): NOTHING,
+    (EXITED, ev.CONTAINER_RESTARTING): NOTHING,  # intent: the start that follows counts
+    (EXITED, ev.CONTAINER_STOP_REQUESTED): NOTHING,  # calls a pending restart off
+    (EXITED, ev.CONTAINER_UPDATED): Row(spec=MERGE),  # the next start uses the new spec
     # removed: only refusals are still recorded
     (REMOVED, ev.COMMAND_FAILED): NOTHING,
 }
@@ -156,6 +167,8 @@ def _value(column: str, how: str, old: Any, e: ev.Event, m: ev.Metadata) -> Any:
         return old if e.session_id in old else (*old, e.session_id)
     if how == DROP and isinstance(e, ev.ExecExited):
         return tuple(s for s in old if s != e.session_id)
+    if how == MERGE and isinstance(e, ev.Updated):
+        return ev.RunSpec.from_data({**old.to_data(), **e.new})
     if how == EVENT:
         attribute = {"exit_reason": "reason", "checkpoint_path": "image_path"}.get(column, column)
         return getattr(e, attribute)

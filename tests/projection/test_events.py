@@ -54,6 +54,20 @@ any_event = st.one_of(
     st.builds(ev.VolumeRemoved, name=text),
     *(st.builds(kind, reference=text, digest=text, image_id=text, size=ints)
       for kind in (ev.ImagePulled, ev.ImageLoaded, ev.ImageTagged, ev.ImageRemoved)),
+    st.builds(ev.Restarting, attempt=ints, delay_s=st.floats(0, 60), exit_position=ints,
+              exit_code=st.integers(-1, 255), policy=text),
+    st.builds(ev.HealthStatus, status=st.sampled_from(sorted(ev.HEALTH_STATES)),
+              exit_code=st.integers(-1, 255), output=text, failing_streak=ints),
+    st.builds(ev.Updated, old=st.fixed_dictionaries({"memory": st.none() | ints}),
+              new=st.fixed_dictionaries({"memory": ints, "restart": st.just("always")})),
+    # networks (issue 11)
+    st.builds(ev.NetworkCreated, name=text, subnet=text, gateway=text, bridge=text),
+    st.builds(ev.NetworkRemoved, name=text),
+    st.builds(ev.NetworkAttached, network=text, interface=text,
+              addresses=st.lists(text, max_size=2).map(tuple), gateway=text, mac=text,
+              ports=st.lists(st.builds(ev.PortMapping, text, st.integers(1, 65535),
+                                       st.integers(1, 65535), st.sampled_from(["tcp", "udp"])),
+                             max_size=2).map(tuple)),
     # compose
     st.builds(ev.StackApplied, project=text, digest=text,
               config=st.dictionaries(text, st.one_of(text, ints), max_size=3)),
@@ -71,10 +85,12 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 
 def test_registry_covers_every_topic() -> None:
     topics = {v for k, v in vars(ev).items()
-              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_", "IMAGE_", "STACK_"))
+              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_", "IMAGE_", "NETWORK_",
+                              "STACK_"))
               and "." in str(v)}
     assert set(ev.EVENT_TYPES) == topics
-    assert len(topics) == 25  # 17 + 2 of volumes + 4 of images + 2 of compose
+    # 17 + 2 of volumes + 4 of images + 3 of orchestration + 3 of networks + 2 of compose
+    assert len(topics) == 31
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1

@@ -26,11 +26,13 @@ def test_every_event_type_has_a_row() -> None:
     covered = {event_type for _, event_type in oracle.TABLE}
     # command.refused is written in no container's stream (test_projection checks it
     # makes no container), so no container state meets it.
-    # Volume and image events live in their own streams: no container state meets them.
+    # Volume, image and network events live in their own streams: no container state
+    # meets them.
     images = {ev.IMAGE_PULLED, ev.IMAGE_LOADED, ev.IMAGE_TAGGED, ev.IMAGE_REMOVED}
     assert covered | {ev.CONTAINER_CREATED, ev.COMMAND_REFUSED, ev.VOLUME_CREATED,
-                      ev.VOLUME_REMOVED} | images | {
-                          ev.STACK_APPLIED, ev.STACK_REMOVED} == set(ev.EVENT_TYPES)  # compose
+                      ev.VOLUME_REMOVED, ev.NETWORK_CREATED, ev.NETWORK_REMOVED} | images \
+        | {ev.STACK_APPLIED, ev.STACK_REMOVED} \
+        == set(ev.EVENT_TYPES)
 
 
 def test_restore_runs_again_with_no_exit_code() -> None:

@@ -1,0 +1,81 @@
+"""Network commands: ``berth network create|ls|inspect|rm`` and ``berth port``, as
+podman has them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import TYPE_CHECKING
+
+from bus.client import Client
+
+if TYPE_CHECKING:
+    from berth.cli import AddCommand
+
+COMMANDS = ("network", "port")
+
+
+def cmd_network(args: argparse.Namespace, client: Client) -> int:
+    match args.action:
+        case "create":
+            reply = client.network_create(args.name, subnet=args.subnet, gateway=args.gateway,
+                                          node=args.node)
+            print(reply.result.get("name", args.name))
+        case "ls":
+            rows = client.networks(node=args.node)
+            if args.format == "json":
+                for row in rows:
+                    print(json.dumps(row, sort_keys=True))
+            else:
+                _table([["NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE", "CONTAINERS"]]
+                       + [[str(r["name"]), str(r.get("driver", "bridge")), str(r["subnet"]),
+                           str(r["gateway"]), str(r["bridge"]), str(r.get("containers", 0))]
+                          for r in rows])
+        case "inspect":
+            print(json.dumps(client.network_inspect(args.name, node=args.node), indent=2,
+                             sort_keys=True))
+        case "rm":
+            client.network_remove(args.name, node=args.node)
+            print(args.name)
+    return 0
+
+
+def cmd_port(args: argparse.Namespace, client: Client) -> int:
+    """The container's published ports, from its ``container.network_attached``
+    event (the ports -P chose are only there)."""
+    from bus.results import parse_events_result
+
+    events, _ = parse_events_result(client.history(args.container))
+    attached = [e for e in events if e.type == "container.network_attached"]
+    if not attached:
+        return 0
+    for ip, host, ctr, proto in attached[-1].data.get("ports") or []:
+        print(f"{ctr}/{proto} -> {ip or '0.0.0.0'}:{host}")
+    return 0
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def add_commands(add: AddCommand) -> None:
+    p = add("network", cmd_network, "manage networks (create, ls, inspect, rm)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a bridge network")
+    create.add_argument("--subnet", metavar="CIDR", help="IPv4 subnet (default: a free "
+                        "10.89.N.0/24)")
+    create.add_argument("--gateway", metavar="IP", help="the bridge's address (default: "
+                        "the subnet's first)")
+    create.add_argument("name", metavar="NAME")
+    ls = actions.add_parser("ls", help="list networks")
+    ls.add_argument("--format", choices=["table", "json"], default="table")
+    inspect = actions.add_parser("inspect", help="a network as JSON, with its containers")
+    inspect.add_argument("name", metavar="NAME")
+    rm = actions.add_parser("rm", help="remove a network no container is attached to")
+    rm.add_argument("name", metavar="NAME")
+    for sub in (create, ls, inspect, rm):
+        sub.add_argument("--node", help="the node whose worker answers")
+    p = add("port", cmd_port, "a container's published ports")
+    p.add_argument("container", metavar="CTR")

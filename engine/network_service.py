@@ -1,0 +1,171 @@
+"""The application core's path for networks: create, remove, list, inspect, and the
+reconciliation of container networks after a worker's death.
+
+Like ``ContainerService`` for containers: take a lock, load what the log says,
+ask the pure rules (``engine.networks``), carry it out, append. A network's events
+are on its own stream ``network:NAME``; the definition is in the shared log, the
+bridge is made on demand by the CNI bridge plugin on each node that runs a
+container on it (see docs/operations.md, "Networks").
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from engine import events as ev
+from engine import networks as nw
+from engine.commands import Causation
+from engine.errors import BerthError, NotFound
+from engine.projection import RUNNING
+from engine.runtime.network import NetworkSetup, remove_bridge
+from engine.store import EventStore
+
+log = logging.getLogger("berth.networks")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkOutcome:
+    result: dict[str, Any]
+    positions: tuple[int, ...] = ()
+
+
+def fold_stream(recorded: list[ev.RecordedEvent]) -> nw.Network | None:
+    """A network's stream folded: the network it defines now, or None if removed."""
+    network: nw.Network | None = None
+    for r in recorded:
+        e = r.event
+        if isinstance(e, ev.NetworkCreated):
+            network = nw.Network(e.name, e.subnet, e.gateway, e.bridge)
+        elif isinstance(e, ev.NetworkRemoved):
+            network = None
+    return network
+
+
+class NetworkService:
+    """Networks of one node's worker; ``setup`` is None where no runtime has networks."""
+
+    def __init__(self, store: EventStore, setup: NetworkSetup | None, node: str) -> None:
+        self.store = store
+        self.setup = setup
+        self.node = node
+        self._lock = threading.Lock()
+
+    @property
+    def actor(self) -> str:
+        return f"berth-worker@{self.node}"
+
+    # -- reads --------------------------------------------------------------------------
+
+    def lookup(self, name: str) -> nw.Network:
+        """The network called ``name`` (one indexed read of its stream)."""
+        if name == nw.DEFAULT_NAME:
+            return nw.DEFAULT
+        nw.validate_name(name)
+        network = fold_stream(self.store.read_stream(nw.stream_of(name)))
+        if network is None:
+            raise NotFound(f"no such network: {name}")
+        return network
+
+    def all(self) -> dict[str, nw.Network]:
+        """Every network: the built-in one, then the log's, by name."""
+        found: dict[str, nw.Network] = {}
+        for r in self.store.query(types=[ev.NETWORK_CREATED, ev.NETWORK_REMOVED]):
+            e = r.event
+            if isinstance(e, ev.NetworkCreated):
+                found[e.name] = nw.Network(e.name, e.subnet, e.gateway, e.bridge)
+            elif isinstance(e, ev.NetworkRemoved):
+                found.pop(e.name, None)
+        return {nw.DEFAULT_NAME: nw.DEFAULT, **dict(sorted(found.items()))}
+
+    def attached(self, name: str) -> list[nw.Member]:
+        return self.setup.members(name) if self.setup is not None else []
+
+    def list(self) -> list[dict[str, Any]]:
+        return [{**n.to_data(), "containers": len(self.attached(n.name))}
+                for n in self.all().values()]
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        network = self.lookup(name)
+        return {**network.to_data(), "node": self.node,
+                "containers": [{"id": m.container_id, "name": m.name, "ip": m.ip}
+                               for m in self.attached(name)]}
+
+    # -- changes ------------------------------------------------------------------------
+
+    def _replayed(self, causation: Causation) -> NetworkOutcome | None:
+        done = self.store.outcome(causation.command_id)
+        if done is None:
+            return None
+        return NetworkOutcome({"replayed": True, "name": done.stream.partition(":")[2]},
+                              tuple(done.positions))
+
+    def create(self, name: str, subnet: str | None, gateway: str | None,
+               causation: Causation) -> NetworkOutcome:
+        with self._lock:
+            replayed = self._replayed(causation)
+            if replayed is not None:
+                return replayed
+            existing = self.all()
+            network = nw.plan_network(name, subnet, gateway, existing,
+                                      nw.free_subnet(existing.values()))
+            stream = nw.stream_of(name)
+            version = len(self.store.read_stream(stream))
+            recorded = self.store.append(
+                stream, version, [ev.NetworkCreated(network.name, network.subnet,
+                                                    network.gateway, network.bridge)],
+                command_id=causation.command_id, command_type=causation.command_type,
+                correlation_id=causation.correlation_id, actor=causation.actor,
+                node=self.node)
+        return NetworkOutcome(network.to_data(), tuple(r.position for r in recorded))
+
+    def remove(self, name: str, causation: Causation) -> NetworkOutcome:
+        with self._lock:
+            replayed = self._replayed(causation)
+            if replayed is not None:
+                return replayed
+            networks = self.all()
+            attached = [m.container_id for m in self.attached(name)]
+            network = nw.check_removable(name, networks, attached)
+            stream = nw.stream_of(name)
+            version = len(self.store.read_stream(stream))
+            recorded = self.store.append(
+                stream, version, [ev.NetworkRemoved(name)], command_id=causation.command_id,
+                command_type=causation.command_type, correlation_id=causation.correlation_id,
+                actor=causation.actor, node=self.node)
+            remove_bridge(network.bridge)
+            if self.setup is not None:
+                self.setup.forget_network(name)
+        return NetworkOutcome({"name": name}, tuple(r.position for r in recorded))
+
+    # -- reconciliation -----------------------------------------------------------------
+
+    def reconcile(self) -> tuple[int, int]:
+        """After the container reconciliation: CNI DEL (and the namespace and files
+        gone) for every container with network state that the log no longer has
+        alive, CNI CHECK for the running ones. Returns (released, failed checks)."""
+        if self.setup is None:
+            return 0, 0
+        released = failed = 0
+        for cid in self.setup.attached():
+            try:
+                state = self.store.get_container(cid, include_removed=True)
+                gone = state.removed
+            except NotFound:
+                gone = True
+            except BerthError as exc:
+                log.error("cannot tell whether container %s lives: %s", cid, exc)
+                continue
+            if gone:
+                self.setup.leave(cid)
+                released += 1
+                log.warning("released the network of container %s, which no longer "
+                            "exists", cid)
+            elif state.state == RUNNING:
+                problem = self.setup.check(cid)
+                if problem:
+                    failed += 1
+                    log.error("network of container %s fails CNI CHECK: %s", cid, problem)
+        return released, failed

@@ -1,0 +1,361 @@
+"""Container networks: what a network is, and every rule about them, with no I/O.
+
+A network is a Linux bridge on one node with its own IPv4 subnet, reached through the
+CNI plugins (bridge, host-local, portmap, firewall, loopback) that
+``engine.runtime.cni`` runs. This module holds the decisions: which names and
+subnets are acceptable, which bridge a network gets, the CNI configuration list it
+means, whether a network may go, what ``/etc/hosts`` and ``/etc/resolv.conf`` a
+container gets, and how a CNI result becomes the facts the log records.
+
+The default network ``berth`` is built in (like podman's ``podman``): it exists on
+every node without an event, and cannot be removed. User networks are created and
+removed by commands and live in the log, on streams ``network:NAME``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import events as ev
+from engine.errors import AlreadyExists, InvalidArgument, NotFound, Refused
+from engine.spec import PortMapping
+
+DEFAULT_NAME = "berth"
+DEFAULT_BRIDGE = "berth0"
+DEFAULT_SUBNET = "10.89.0.0/24"
+NONE = "none"
+HOST = "host"
+MODES = (NONE, HOST)
+"""Network names that are not networks: no interface but ``lo``, or the host's own."""
+STREAM_PREFIX = "network:"
+CNI_VERSION = "1.0.0"
+IFNAME = "eth0"
+BRIDGE_PREFIX = "bn-"
+"""User networks' bridges: ``bn-`` and the first 12 characters of the name's hash."""
+FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
+"""What a container gets when the host names only loopback resolvers (podman's choice)."""
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_HOST_LINE = re.compile(r"^[a-zA-Z0-9_.-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """One bridge network of a node."""
+
+    name: str
+    subnet: str
+    gateway: str
+    bridge: str
+    builtin: bool = False
+
+    def to_data(self) -> dict[str, Any]:
+        return {"name": self.name, "subnet": self.subnet, "gateway": self.gateway,
+                "bridge": self.bridge, "builtin": self.builtin, "driver": "bridge"}
+
+
+DEFAULT = Network(DEFAULT_NAME, DEFAULT_SUBNET, "10.89.0.1", DEFAULT_BRIDGE, builtin=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """What the CNI plugins gave a container on one network: recorded in the log
+    (``container.network_attached``) so the history says which address it had."""
+
+    network: str
+    interface: str
+    addresses: tuple[str, ...]
+    gateway: str
+    mac: str
+    ports: tuple[PortMapping, ...] = ()
+
+    @property
+    def ip(self) -> str:
+        """The first address without its prefix length ("" if there is none)."""
+        return self.addresses[0].split("/")[0] if self.addresses else ""
+
+    def to_data(self) -> dict[str, Any]:
+        return {"network": self.network, "interface": self.interface,
+                "addresses": list(self.addresses), "gateway": self.gateway, "mac": self.mac,
+                "ports": [[p.host_ip, p.host_port, p.container_port, p.protocol]
+                          for p in self.ports]}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Attachment:
+        try:
+            return cls(str(data["network"]), str(data["interface"]),
+                       tuple(str(a) for a in data["addresses"]), str(data["gateway"]),
+                       str(data["mac"]),
+                       tuple(PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
+                             for p in data.get("ports") or ()))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise InvalidArgument(f"invalid network attachment: {exc}") from None
+
+
+# -- names, subnets, bridges ------------------------------------------------------------
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidArgument(f"invalid network name {name!r}: use 1-63 characters from "
+                              "[a-zA-Z0-9_.-], starting with a letter or digit")
+    if name in MODES:
+        raise InvalidArgument(f"{name!r} is a network mode, not a network name")
+    return name
+
+
+def check_reference(name: str) -> str:
+    """A run's ``--network``: a mode (none, host) or a network's name."""
+    return name if name in MODES else validate_name(name)
+
+
+def stream_of(name: str) -> str:
+    """The log stream of a network (a container name can never hold a colon)."""
+    return STREAM_PREFIX + name
+
+
+def bridge_for(name: str) -> str:
+    """A bridge name at most 15 characters long (IFNAMSIZ), stable for the name."""
+    import hashlib
+
+    return BRIDGE_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def plan_network(name: str, subnet: str | None, gateway: str | None,
+                 existing: Mapping[str, Network], free_subnet: str | None = None) -> Network:
+    """The network ``network create`` would make, or a clear refusal: a name in use, a
+    subnet that is not an IPv4 CIDR or overlaps another network's, a gateway outside
+    it. Without ``--subnet``, ``free_subnet`` (the first unused 10.89.N.0/24)."""
+    validate_name(name)
+    if name in existing:
+        raise AlreadyExists(f"network {name!r} already exists")
+    text = subnet or free_subnet
+    if not text:
+        raise Refused("no free subnet left in 10.89.0.0/16: give one with --subnet")
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        raise InvalidArgument(f"invalid subnet {text!r}: use an IPv4 CIDR such as "
+                              "10.90.1.0/24, with no host bits set") from None
+    if not isinstance(net, ipaddress.IPv4Network) or not 8 <= net.prefixlen <= 30:
+        raise InvalidArgument(f"invalid subnet {text!r}: an IPv4 network from /8 to /30")
+    for other in existing.values():
+        if net.overlaps(ipaddress.ip_network(other.subnet)):
+            raise Refused(f"subnet {text} overlaps network {other.name!r} ({other.subnet})")
+    if gateway:
+        try:
+            gw = ipaddress.ip_address(gateway)
+        except ValueError:
+            raise InvalidArgument(f"invalid gateway {gateway!r}: an IPv4 address") from None
+        if gw not in net or gw in (net.network_address, net.broadcast_address):
+            raise InvalidArgument(f"gateway {gateway} is not a host address of {text}")
+    else:
+        gw = net.network_address + 1
+    return Network(name, str(net), str(gw), bridge_for(name))
+
+
+def free_subnet(existing: Iterable[Network]) -> str | None:
+    """The first 10.89.N.0/24 (N from 1) no network uses."""
+    taken = [ipaddress.ip_network(n.subnet) for n in existing]
+    for n in range(1, 256):
+        candidate = ipaddress.ip_network(f"10.89.{n}.0/24")
+        if not any(candidate.overlaps(t) for t in taken):
+            return str(candidate)
+    return None
+
+
+def check_removable(name: str, networks: Mapping[str, Network],
+                    attached: Sequence[str]) -> Network:
+    """``network rm``: the built-in network stays, and a network with containers
+    attached (running or not: they hold an address on it) is refused."""
+    if name in MODES or name == DEFAULT_NAME:
+        raise Refused(f"network {name!r} is built in and cannot be removed")
+    network = networks.get(name)
+    if network is None:
+        raise NotFound(f"no such network: {name}")
+    if attached:
+        shown = ", ".join(sorted(a[:12] for a in attached)[:5])
+        raise Refused(f"network {name!r} has {len(attached)} container(s) attached "
+                      f"({shown}): remove them first")
+    return network
+
+
+def effective(requested: str, default: str) -> str:
+    """The network a container joins: the one it asked for, else the node's default."""
+    return requested or default or DEFAULT_NAME
+
+
+# -- CNI configuration --------------------------------------------------------------------
+
+
+def conflist(network: Network, ipam_dir: str, *, ports: bool = True) -> dict[str, Any]:
+    """The CNI network configuration list of ``network``: a bridge that is the
+    subnet's gateway and masquerades traffic leaving it, host-local addresses kept in
+    ``ipam_dir`` (host-wide, see docs/operations.md), published ports (portmap with
+    SNAT so 127.0.0.1:PORT works) unless the container publishes none (``ports``
+    False: portmap would only cost two runs of iptables), and the firewall plugin's
+    forward rules. The list a container was given is kept with it, so its DEL runs
+    exactly the plugins its ADD ran."""
+    plugins: list[dict[str, Any]] = [
+        {"type": "bridge", "bridge": network.bridge, "isGateway": True, "ipMasq": True,
+         "hairpinMode": True,
+         "ipam": {"type": "host-local", "dataDir": ipam_dir,
+                  "ranges": [[{"subnet": network.subnet, "gateway": network.gateway}]],
+                  "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        {"type": "firewall", "backend": "iptables"},
+    ]
+    if not ports:
+        plugins = [p for p in plugins if p["type"] != "portmap"]
+    return {"cniVersion": CNI_VERSION, "name": cni_name(network.name), "plugins": plugins}
+
+
+def cni_name(network: str) -> str:
+    """The CNI network name (host-local keeps its addresses in a directory of it)."""
+    return f"berth-{network}"
+
+
+def for_check(conflist: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, Any]:
+    """The list CHECK runs: portmap 1.1.1 checks IPv6 rules it never made when the
+    container has only IPv4 (containernetworking/plugins#819) and always fails, so
+    it is left out then; the other plugins are checked as the spec says."""
+    has_v6 = any(":" in str(ip.get("address", "")) for ip in result.get("ips") or [])
+    plugins = [p for p in conflist["plugins"] if has_v6 or p.get("type") != "portmap"]
+    return {**conflist, "plugins": plugins}
+
+
+def loopback_conf() -> dict[str, Any]:
+    """The loopback plugin's configuration: brings ``lo`` up in an empty namespace."""
+    return {"cniVersion": CNI_VERSION, "name": "berth-lo", "type": "loopback"}
+
+
+def port_mappings(ports: Sequence[PortMapping]) -> list[dict[str, Any]]:
+    """The ``runtimeConfig.portMappings`` the portmap plugin takes."""
+    out = []
+    for p in ports:
+        entry: dict[str, Any] = {"hostPort": p.host_port, "containerPort": p.container_port,
+                                 "protocol": p.protocol}
+        if p.host_ip and p.host_ip != "0.0.0.0":
+            entry["hostIP"] = p.host_ip
+        out.append(entry)
+    return out
+
+
+def unpublished(expose: Sequence[str], ports: Sequence[PortMapping]) -> list[tuple[int, str]]:
+    """``-P``: the exposed (port, protocol) pairs that no ``-p`` publishes yet."""
+    from engine.spec import parse_expose
+
+    taken = {(p.container_port, p.protocol) for p in ports}
+    wanted = []
+    for item in expose:
+        pair = parse_expose(item)
+        if pair not in taken:
+            taken.add(pair)
+            wanted.append(pair)
+    return wanted
+
+
+def attachment_from_result(network: str, result: Mapping[str, Any],
+                           ports: Sequence[PortMapping]) -> Attachment:
+    """The facts of a CNI 1.0 result: the container interface's addresses and MAC
+    (the interface with a ``sandbox``), and the gateway of its first address."""
+    try:
+        interfaces = list(result.get("interfaces") or [])
+        inside = [i for i, itf in enumerate(interfaces) if itf.get("sandbox")]
+        index = inside[0] if inside else None
+        mac = str(interfaces[index].get("mac", "")) if index is not None else ""
+        ips = [ip for ip in result.get("ips") or []
+               if index is None or ip.get("interface") in (None, index)]
+        addresses = tuple(str(ip["address"]) for ip in ips)
+        gateway = str(ips[0].get("gateway", "")) if ips else ""
+        name = str(interfaces[index].get("name", IFNAME)) if index is not None else IFNAME
+    except (AttributeError, KeyError, TypeError, IndexError) as exc:
+        raise InvalidArgument(f"the CNI plugins returned a result berth cannot read: "
+                              f"{exc}") from None
+    if not addresses:
+        raise InvalidArgument("the CNI plugins returned no address for the container")
+    return Attachment(network, name, addresses, gateway, mac, tuple(ports))
+
+
+def attached_event(attachment: Attachment) -> ev.NetworkAttached:
+    """The event recording an attachment (appended with the container's created)."""
+    return ev.NetworkAttached(attachment.network, attachment.interface,
+                              attachment.addresses, attachment.gateway, attachment.mac,
+                              attachment.ports)
+
+
+# -- files in the container -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A container on a network, as other members' /etc/hosts name it."""
+
+    container_id: str
+    name: str
+    hostname: str
+    ip: str
+
+
+def hosts_file(me: Member | None, hostname: str, others: Iterable[Member] = ()) -> str:
+    """/etc/hosts: localhost, the container's own name and address, then the other
+    members of its user network (so they reach each other by container name)."""
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    names = [n for n in dict.fromkeys((hostname, me.name if me else "")) if n]
+    if me and me.ip:
+        lines.append(f"{me.ip}\t{' '.join(names)}")
+    else:
+        lines.append(f"127.0.1.1\t{' '.join(names)}")
+    for other in sorted(others, key=lambda m: m.name):
+        if other.ip and _HOST_LINE.fullmatch(other.name) and other.container_id != (
+                me.container_id if me else ""):
+            aliases = dict.fromkeys((other.name, other.hostname, other.container_id[:12]))
+            lines.append(f"{other.ip}\t{' '.join(a for a in aliases if a)}")
+    return "\n".join(lines) + "\n"
+
+
+def resolv_conf(host_text: str, *, keep_loopback: bool = False) -> str:
+    """The host's resolv.conf minus loopback nameservers (unreachable from a
+    container's own namespace); public resolvers if none is left."""
+    lines, servers = [], 0
+    for line in host_text.splitlines():
+        words = line.split()
+        if words[:1] == ["nameserver"] and len(words) > 1:
+            try:
+                loop = ipaddress.ip_address(words[1].split("%")[0]).is_loopback
+            except ValueError:
+                loop = False
+            if loop and not keep_loopback:
+                continue
+            servers += 1
+        lines.append(line)
+    if not servers:
+        lines += [f"nameserver {s}" for s in FALLBACK_DNS]
+    return "\n".join(lines) + "\n"
+
+
+# -- the log -------------------------------------------------------------------------------
+
+
+@dataclass
+class NetworkBook:
+    """The user networks the log holds, folded from ``network.*`` events."""
+
+    networks: dict[str, Network] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+
+    def all(self) -> dict[str, Network]:
+        """Every network of the node, the built-in one first."""
+        return {DEFAULT_NAME: DEFAULT, **self.networks}
+
+    def get(self, name: str) -> Network:
+        if name == DEFAULT_NAME:
+            return DEFAULT
+        try:
+            return self.networks[name]
+        except KeyError:
+            raise NotFound(f"no such network: {name}") from None

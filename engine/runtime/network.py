@@ -1,0 +1,367 @@
+"""A container's network, set up and torn down: its namespace, CNI, /etc files.
+
+Each container with a network (not ``none``, not ``host``) gets its own network
+namespace, made by berth as ``ip netns add`` does (a namespace kept alive by a bind
+mount on a file) under ``$BERTH_RUN/runtime/net/<id>/netns``; its path goes into
+``config.json``, and the CNI plugins are ADDed on it before the container's process
+exists. The namespace lives as long as the container (a stopped container keeps its
+address; starting it again reuses the namespace), and goes with it: ``leave`` runs
+CNI DEL and removes the namespace and the files.
+
+Intent before action: ``record.json`` (which network, which configuration list,
+which namespace) is written before the namespace or any plugin is touched, and the
+plugins' result is added to it after ADD. Whatever a crash interrupts, the record
+is there for reconciliation to run DEL with exactly the configuration ADD had.
+
+``/etc/hosts``, ``/etc/resolv.conf`` and ``/etc/hostname`` are files in the same
+directory, bind-mounted into the container. On a user network, every member's
+``/etc/hosts`` names the other members; it is rewritten in place (the bind mount
+holds the inode) whenever a member joins or leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from engine import networks as nw
+from engine.errors import BerthError, RuntimeFailure
+from engine.faults import crash_point
+from engine.ids import validate_container_id
+from engine.runtime.cni import CNI, Invocation
+from engine.spec import PortMapping
+
+log = logging.getLogger("berth.network")
+
+IPAM_DIR_ENV = "BERTH_CNI_IPAM_DIR"
+DEFAULT_IPAM_DIR = "/run/berth-ipam"
+"""host-local's address files: host-wide (every berth root on the host shares the
+bridges, so they must share the allocations), and on /run so that addresses go with
+the namespaces when the host reboots."""
+DEFAULT_NETWORK_ENV = "BERTH_DEFAULT_NETWORK"
+MNT_DETACH = 2
+ETC_FILES = ("hosts", "resolv.conf", "hostname")
+
+Lookup = Callable[[str], nw.Network]
+
+
+@dataclass(frozen=True)
+class Joined:
+    """How a container's namespace is made: what ``config.json`` needs, and the
+    attachment to record (None for ``none`` and ``host``)."""
+
+    mode: str
+    """``bridge``, ``none`` or ``host``."""
+    netns: str | None
+    files: dict[str, str]
+    """Container path -> host file, bind-mounted."""
+    attachment: nw.Attachment | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+class NetworkSetup:
+    """Joins containers to networks and takes them out again, on one node."""
+
+    def __init__(self, run_dir: str, lookup: Lookup, *, default: str | None = None,
+                 cni: CNI | None = None, ipam_dir: str | None = None,
+                 host_resolv: str = "/etc/resolv.conf") -> None:
+        self.base = os.path.join(run_dir, "net")
+        self.lookup = lookup
+        self.default = default or os.environ.get(DEFAULT_NETWORK_ENV) or nw.DEFAULT_NAME
+        self.cni = cni or CNI()
+        self.ipam_dir = ipam_dir or os.environ.get(IPAM_DIR_ENV) or DEFAULT_IPAM_DIR
+        self.host_resolv = host_resolv
+        self._files = threading.Lock()
+        self._networks: dict[str, threading.Lock] = {}
+        os.makedirs(self.base, mode=0o700, exist_ok=True)
+
+    # -- paths ------------------------------------------------------------------------
+
+    def dir_of(self, container_id: str) -> str:
+        return os.path.join(self.base, validate_container_id(container_id))
+
+    def netns_path(self, container_id: str) -> str:
+        return os.path.join(self.dir_of(container_id), "netns")
+
+    def _record_path(self, container_id: str) -> str:
+        return os.path.join(self.dir_of(container_id), "record.json")
+
+    def attached(self) -> list[str]:
+        """Containers that have network state on this node (a record or files)."""
+        try:
+            return sorted(os.listdir(self.base))
+        except FileNotFoundError:
+            return []
+
+    def record(self, container_id: str) -> dict[str, Any] | None:
+        try:
+            with open(self._record_path(container_id)) as f:
+                data = json.load(f)
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write_record(self, container_id: str, data: dict[str, Any]) -> None:
+        path = self._record_path(container_id)
+        with open(path + ".tmp", "w") as f:
+            json.dump(data, f)
+        os.replace(path + ".tmp", path)
+
+    @contextlib.contextmanager
+    def _network_lock(self, name: str) -> Iterator[None]:
+        """One ADD or DEL per network at a time in this process: the bridge plugin
+        creating the same bridge twice at once, or iptables chains, race otherwise."""
+        with self._files:
+            lock = self._networks.setdefault(name, threading.Lock())
+        with lock:
+            yield
+
+    # -- join -------------------------------------------------------------------------
+
+    def join(self, container_id: str, *, name: str, hostname: str, requested: str,
+             ports: Sequence[PortMapping]) -> Joined:
+        """Give the container its network: ``requested`` ("" for the node's default,
+        ``none``, ``host`` or a network's name). A container that joined before (a
+        start after an exit, a restore) gets its namespace and address again."""
+        network = nw.effective(requested, self.default)
+        directory = self.dir_of(container_id)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        if network in nw.MODES:
+            files = self._write_etc(container_id, hostname,
+                                    me=None, keep_loopback=network == nw.HOST)
+            self._write_record(container_id, {"mode": network, "name": name})
+            return Joined(network, None, files)
+        net = self.lookup(network)
+        previous = self.record(container_id)
+        if previous and previous.get("result") and os.path.ismount(self.netns_path(
+                container_id)):
+            # The ports portmap forwards are the ones ADD was given (-P chose them then).
+            ports = tuple(PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
+                          for p in previous.get("ports") or ())
+            attachment = nw.attachment_from_result(net.name, previous["result"], ports)
+        else:
+            attachment = self._add(container_id, net, name, hostname, ports)
+        me = nw.Member(container_id, name, hostname, attachment.ip)
+        files = self._write_etc(container_id, hostname, me=me, network=net)
+        self._refresh_hosts(net.name)
+        return Joined("bridge", self.netns_path(container_id), files, attachment)
+
+    def _add(self, container_id: str, net: nw.Network, name: str, hostname: str,
+             ports: Sequence[PortMapping]) -> nw.Attachment:
+        conflist = nw.conflist(net, self.ipam_dir, ports=bool(ports))
+        netns = self.netns_path(container_id)
+        capabilities = {"portMappings": nw.port_mappings(ports)}
+        record = {"mode": "bridge", "network": net.name, "name": name, "hostname": hostname,
+                  "conflist": conflist, "ifname": nw.IFNAME, "capabilities": capabilities,
+                  "ports": [list(p) for p in ports]}
+        self._write_record(container_id, record)  # the intent, before any side effect
+        call = Invocation(container_id, netns, nw.IFNAME, capabilities)
+        try:
+            make_netns(netns)
+            # lo is a network of its own: brought up while the chain runs.
+            with ThreadPoolExecutor(1) as pool:
+                lo = pool.submit(self.cni.add_one, nw.loopback_conf(),
+                                 Invocation(container_id, netns, "lo", {}))
+                with self._network_lock(net.name):
+                    result = self.cni.add(conflist, call)
+                lo.result()
+            crash_point("container.create.network_added")
+            attachment = nw.attachment_from_result(net.name, result, ports)
+        except BaseException:
+            self.leave(container_id)
+            raise
+        record["result"] = result
+        self._write_record(container_id, record)
+        return attachment
+
+    # -- leave ------------------------------------------------------------------------
+
+    def leave(self, container_id: str) -> list[str]:
+        """Take the container off its network: CNI DEL with the configuration ADD
+        had (reverse order), the namespace unmounted and removed, the files gone, the
+        other members' /etc/hosts rewritten. Safe to repeat; the DEL errors are
+        returned (and logged), the rest is removed whatever they say."""
+        directory = self.dir_of(container_id)
+        if not os.path.isdir(directory):
+            return []
+        record = self.record(container_id) or {}
+        errors: list[str] = []
+        netns = self.netns_path(container_id)
+        conflist = record.get("conflist")
+        if record.get("mode") == "bridge" and isinstance(conflist, dict):
+            call = Invocation(container_id, netns if os.path.ismount(netns) else "",
+                              str(record.get("ifname", nw.IFNAME)),
+                              record.get("capabilities") or {})
+            with self._network_lock(str(record.get("network"))):
+                errors = self.cni.delete(conflist, call, record.get("result"))
+            for err in errors:
+                log.warning("CNI DEL for container %s: %s", container_id, err)
+        remove_netns(netns)
+        shutil.rmtree(directory, ignore_errors=True)
+        if record.get("network"):
+            self._refresh_hosts(str(record["network"]))
+        return errors
+
+    def forget_network(self, name: str) -> None:
+        """A removed network's host-local directory goes too (no container holds an
+        address on it any more: removal is refused while one is attached)."""
+        shutil.rmtree(os.path.join(self.ipam_dir, nw.cni_name(name)), ignore_errors=True)
+
+    def check(self, container_id: str) -> str | None:
+        """CNI CHECK of a live container's network; the problem, or None."""
+        record = self.record(container_id) or {}
+        if record.get("mode") != "bridge" or not record.get("result"):
+            return None
+        call = Invocation(container_id, self.netns_path(container_id),
+                          str(record.get("ifname", nw.IFNAME)), record.get("capabilities") or {})
+        try:
+            self.cni.check(nw.for_check(record["conflist"], record["result"]), call,
+                           record["result"])
+        except BerthError as exc:
+            return exc.message
+        return None
+
+    # -- members and files ------------------------------------------------------------
+
+    def members(self, network: str) -> list[nw.Member]:
+        """Containers of this node on ``network`` that have an address."""
+        found = []
+        for cid in self.attached():
+            record = self.record(cid)
+            if not record or record.get("network") != network or not record.get("result"):
+                continue
+            try:
+                ip = nw.attachment_from_result(network, record["result"], ()).ip
+            except BerthError:
+                continue
+            found.append(nw.Member(cid, str(record.get("name", "")),
+                                   str(record.get("hostname", "")), ip))
+        return found
+
+    def _write_etc(self, container_id: str, hostname: str, *, me: nw.Member | None,
+                   network: nw.Network | None = None, keep_loopback: bool = False,
+                   ) -> dict[str, str]:
+        directory = self.dir_of(container_id)
+        try:
+            with open(self.host_resolv) as f:
+                host_resolv = f.read()
+        except OSError:
+            host_resolv = ""
+        others = self.members(network.name) if network and not network.builtin else []
+        texts = {"hosts": nw.hosts_file(me, hostname, others),
+                 "resolv.conf": nw.resolv_conf(host_resolv, keep_loopback=keep_loopback),
+                 "hostname": hostname + "\n"}
+        files = {}
+        for name, text in texts.items():
+            path = os.path.join(directory, name)
+            _write_in_place(path, text)
+            files[f"/etc/{name}"] = path
+        return files
+
+    def _refresh_hosts(self, network: str) -> None:
+        """Rewrite every member's /etc/hosts of a user network (in place)."""
+        try:
+            net = self.lookup(network)
+        except BerthError:
+            return
+        if net.builtin:
+            return
+        with self._files:
+            members = self.members(network)
+            for me in members:
+                path = os.path.join(self.dir_of(me.container_id), "hosts")
+                if os.path.exists(path):
+                    _write_in_place(path, nw.hosts_file(me, me.hostname, members))
+
+
+def apply_to_config(config: dict[str, Any], joined: Joined) -> None:
+    """Put the namespace and the /etc files into a runtime-spec document."""
+    linux = config.setdefault("linux", {})
+    namespaces = [n for n in linux.get("namespaces", []) if n.get("type") != "network"]
+    if joined.mode != nw.HOST:
+        entry: dict[str, Any] = {"type": "network"}
+        if joined.netns:
+            entry["path"] = joined.netns
+        namespaces.append(entry)
+    linux["namespaces"] = namespaces
+    mounts = config.setdefault("mounts", [])
+    taken = {m.get("destination") for m in mounts}
+    for target, source in joined.files.items():
+        if target not in taken:
+            mounts.append({"destination": target, "type": "bind", "source": source,
+                           "options": ["rbind", "rprivate"]})
+
+
+def _write_in_place(path: str, text: str) -> None:
+    """Write keeping the inode (a bind mount of the file sees the new content)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        data = text.encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
+
+
+def make_netns(path: str) -> None:
+    """A new network namespace kept alive by a bind mount on ``path`` (what
+    ``ip netns add`` does): ``unshare --net=PATH`` makes and mounts it."""
+    if os.path.ismount(path):
+        return
+    with open(path, "a"):
+        pass
+    done = subprocess.run(["unshare", f"--net={path}", "true"], capture_output=True,
+                          timeout=30, check=False)
+    if done.returncode != 0:
+        raise RuntimeFailure(f"cannot create a network namespace at {path}: "
+                             f"{done.stderr.decode(errors='replace').strip()}")
+
+
+def remove_netns(path: str) -> None:
+    """Unmount (lazily: a process may still be leaving it) and delete ``path``."""
+    if os.path.ismount(path) and _libc().umount2(path.encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        log.warning("cannot unmount network namespace %s: %s", path, os.strerror(err))
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        os.unlink(path)
+
+
+def remove_bridge(bridge: str) -> None:
+    """Delete a removed network's bridge (the CNI bridge plugin never deletes one)."""
+    if not os.path.exists(f"/sys/class/net/{bridge}"):
+        return
+    done = subprocess.run(["ip", "link", "delete", bridge, "type", "bridge"],
+                          capture_output=True, timeout=30, check=False)
+    if done.returncode != 0:
+        log.warning("cannot delete bridge %s: %s", bridge,
+                    done.stderr.decode(errors="replace").strip())
+
+
+def published_ports(ports: Sequence[PortMapping], expose: Sequence[str],
+                    publish_all: bool) -> tuple[PortMapping, ...]:
+    """The ``-p`` ports, plus (``-P``) each exposed port on a free host port: one the
+    kernel hands out for port 0 (conmon binds it again at once to reserve it)."""
+    if not publish_all:
+        return tuple(ports)
+    added = []
+    for container_port, proto in nw.unpublished(expose, ports):
+        kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("0.0.0.0", 0))
+            added.append(PortMapping("", int(s.getsockname()[1]), container_port, proto))
+    return (*ports, *added)

@@ -1,0 +1,82 @@
+"""Health checks with real containers: probes as exec sessions, only changes recorded."""
+
+from __future__ import annotations
+
+from engine import events as ev
+from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
+from tests.restarts.helpers import count, of_type, stream
+
+SERVE = "touch /tmp/ok; exec sleep 600"
+CHECK = "test -f /tmp/ok"
+
+
+def _statuses(engine: Engine, cid: str) -> list[tuple[str, int]]:
+    return [(r.event.status, r.event.exit_code) for r in of_type(stream(engine, cid),
+                                                                ev.HealthStatus)
+            if isinstance(r.event, ev.HealthStatus)]
+
+
+def test_healthy_then_unhealthy_when_the_file_goes(up: Engine) -> None:
+    c = up.client()
+    cid = c.create(rootfs=up.rootfs, args=["sh", "-c", SERVE], health_cmd=CHECK,
+                   health_interval="100ms", health_timeout="5s", health_retries=2
+                   ).result["id"]
+    c.start(cid)
+    c.wait(cid, condition="healthy", timeout=30)
+    assert [r.get("health") for r in c.ps() if r["id"] == cid] == ["healthy"]
+    done = c.exec(cid, ["rm", "/tmp/ok"])
+    assert done.result["exit_code"] == 0
+    wait_until(lambda: ("unhealthy", 1) in _statuses(up, cid), 30, what="unhealthy")
+    assert _statuses(up, cid) == [("healthy", 0), ("unhealthy", 1)]
+    unhealthy = of_type(stream(up, cid), ev.HealthStatus)[-1].event
+    assert isinstance(unhealthy, ev.HealthStatus) and unhealthy.failing_streak == 2
+    shown = c.inspect(cid)
+    assert shown["health"] == "unhealthy" and shown["state"] == "running"
+    probes = shown["health_log"]["log"]
+    assert 1 <= len(probes) <= 5 and probes[-1]["exit_code"] == 1
+    # probes are exec sessions, yet none is in the log: only the changes are
+    assert count(up, cid, ev.ExecStarted) == 1  # the rm above
+
+
+def test_on_failure_restart_restarts_an_unhealthy_container(up: Engine) -> None:
+    c = up.client()
+    cid = c.create(rootfs=up.rootfs, args=["sh", "-c", SERVE], health_cmd=CHECK,
+                   health_interval="100ms", health_retries=1,
+                   health_on_failure="restart").result["id"]
+    c.start(cid)
+    c.wait(cid, condition="healthy", timeout=30)
+    c.exec(cid, ["rm", "/tmp/ok"])
+    # the restart runs the command again, which makes the file again: healthy again
+    wait_until(lambda: _statuses(up, cid) == [("healthy", 0), ("unhealthy", 1),
+                                             ("healthy", 0)], 30, what="healthy again")
+    records = stream(up, cid)
+    assert len(of_type(records, ev.Started)) == 2
+    assert len(of_type(records, ev.StopRequested)) == 1
+    state = c.inspect(cid)
+    assert (state["state"], state["restart_count"]) == ("running", 1)
+
+
+def test_cli_healthcheck_run_ps_and_wait(up: Engine) -> None:
+    done = up.cli("run", "-d", "--health-cmd", CHECK, "--health-interval", "10m",
+                  up.rootfs, "sh", "-c", SERVE)
+    assert done.returncode == 0, done.stderr
+    cid = done.stdout.strip()
+    waited = up.cli("wait", "--condition", "running", cid)
+    assert (waited.returncode, waited.stdout.strip()) == (0, "running"), waited.stderr
+    assert "(starting)" in up.cli("ps").stdout  # the first probe is ten minutes away
+    run = up.cli("healthcheck", "run", cid)
+    assert (run.returncode, run.stdout.strip()) == (0, "healthy"), run.stderr
+    assert "(healthy)" in up.cli("ps").stdout
+    up.client().exec(cid, ["rm", "/tmp/ok"])
+    run = up.cli("healthcheck", "run", cid)
+    assert run.returncode == 1 and run.stdout.strip().endswith("healthy")  # 1 of 3 failed
+    bad = up.cli("run", "-d", "--restart", "sometimes", up.rootfs, "true")
+    assert bad.returncode != 0 and "invalid restart policy 'sometimes'" in bad.stderr
+
+
+def test_no_healthcheck_has_no_health(up: Engine) -> None:
+    c = up.client()
+    cid = c.create(rootfs=up.rootfs, args=["sleep", "600"], no_healthcheck=True).result["id"]
+    c.start(cid)
+    assert "health" not in c.inspect(cid)

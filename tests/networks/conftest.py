@@ -1,0 +1,83 @@
+"""Fixtures for real container networks: the e2e engine (real broker, worker, runc,
+conmon, CNI plugins) and a unique user network per test.
+
+User networks take a /24 of 10.90.0.0/16, which nothing else on this machine uses;
+the /24 is claimed with an exclusive file (freed at teardown, reclaimed from a dead
+process), so tests running in parallel never share one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import (  # noqa: F401, F811 (fixtures)
+    Engine,
+    default_network,
+    engine,
+    up,
+)
+
+CLAIMS = "/run/berth-test-subnets"
+_counter = itertools.count()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+@contextlib.contextmanager
+def claimed_subnet() -> Iterator[str]:
+    """A 10.90.N.0/24 that no other test holds while this one runs."""
+    os.makedirs(CLAIMS, exist_ok=True)
+    start = (os.getpid() * 31 + next(_counter)) % 250
+    for i in range(250):
+        n = (start + i) % 250 + 1
+        path = os.path.join(CLAIMS, str(n))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = int(f.read() or 0)
+            except (OSError, ValueError):
+                continue
+            if owner and not _alive(owner):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            yield f"10.90.{n}.0/24"
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return
+    raise RuntimeError("no free /24 in 10.90.0.0/16 for a test network")
+
+
+@pytest.fixture
+def user_network(up: Engine) -> Iterator[tuple[str, str]]:  # noqa: F811
+    """A user network of its own (name, subnet), removed with its bridge afterwards."""
+    name = f"t{os.getpid()}n{next(_counter)}"
+    with claimed_subnet() as subnet:
+        result = up.cli("network", "create", "--subnet", subnet, name)
+        assert result.returncode == 0, result.stderr
+        yield name, subnet
+        from engine.networks import bridge_for
+
+        up.cli("network", "rm", name)
+        subprocess.run(["ip", "link", "delete", bridge_for(name)], capture_output=True,
+                       check=False)
