@@ -231,3 +231,33 @@ def test_up_attached_follows_until_exit_and_bad_files_write_nothing(up: Engine) 
     missing = _compose(up, path + ".none", project, "up", "-d")
     assert missing.returncode == 125 and missing.stderr.startswith("berth: cannot read")
     assert len(_events(up)) == head  # nothing written
+
+
+def test_service_healthy_dependency_waits_for_the_health_check(up: Engine) -> None:
+    """The issue's stack: a database healthy once a file exists, a web service of 3
+    replicas that depends on it being healthy: no web container exists before the
+    database's health_status says healthy."""
+    project = "h" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "health.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"services:\n  db:\n    image: {up.rootfs}\n"
+                "    command: [sh, -c, 'sleep 1; touch /var/ready; sleep 300']\n"
+                "    volumes: ['flag:/var']\n"
+                "    healthcheck: {test: [CMD, test, -f, /var/ready], interval: 200ms,"
+                " timeout: 1s, retries: 1}\n"
+                f"  web:\n    image: {up.rootfs}\n    command: [sleep, '300']\n"
+                "    depends_on: {db: {condition: service_healthy}}\n"
+                "    deploy: {replicas: 3}\nvolumes:\n  flag:\n")
+    done = _compose(up, path, project, "up", "-d")
+    assert done.returncode == 0, done.stderr
+    assert _live(up, project) == _want(project, 3)
+    events = _events(up)
+    ids = {str(e.data["name"]): e.stream for e in events if e.type == "container.created"}
+    healthy = min(e.position for e in events if e.type == "container.health_status"
+                  and e.stream == ids[f"{project}-db-1"] and e.data["status"] == "healthy")
+    first_web = min(e.position for e in events if e.type == "container.created"
+                    and str(e.data["name"]).startswith(f"{project}-web-"))
+    assert healthy < first_web
+    assert _compose(up, path, project, "down", "-v").returncode == 0
+    assert _live(up, project) == {}
