@@ -88,10 +88,23 @@ class Reconciler:
                         "com.docker.compose.project": self.project,
                         "com.docker.compose.volume": name})
 
+    def networks(self) -> None:
+        wanted = {f"{self.project}_{n}": subnet
+                  for n, subnet in self.stack.get("networks", {}).items()}
+        if not wanted:
+            return
+        have = {n.get("name") for n in self.client.networks()}
+        for full, subnet in wanted.items():
+            if full not in have:
+                with contextlib.suppress(AlreadyExists):  # another run made it meanwhile
+                    self.client.network_create(full, subnet=subnet or None)
+                print(f"created network {full}", file=sys.stderr)
+
     def converge(self) -> list[Action]:
         from engine.compose.plan import plan
 
         self.volumes()
+        self.networks()
         done = []
         for action in plan(self.stack, _observe(self.client, self.project)):
             self.carry_out(action)
@@ -250,6 +263,10 @@ def _down(client: Client, stack: dict[str, Any], volumes: bool) -> None:
         parsed = parse_name(down.project, o.name)
         assert parsed is not None  # _observe keeps the project's names only
         down.carry_out(Action("remove", parsed[0], parsed[1], o.name))
+    for net in stack.get("networks", []):
+        with contextlib.suppress(NotFound):  # removed before, or never made
+            client.network_remove(f"{down.project}_{net}")
+            print(f"removed network {down.project}_{net}", file=sys.stderr)
     if volumes:
         names = [f"{down.project}_{v}" for v in stack["volumes"]]
         for name in client.volume_remove(*names, force=True) if names else []:

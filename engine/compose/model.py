@@ -127,13 +127,16 @@ def _restart(value: Any, what: str) -> dict[str, Any]:
     return {"restart": value}
 
 
-def _networks(project: str) -> Callable[[Any, str], dict[str, Any]]:
+def _networks(project: str, declared: set[str]) -> Callable[[Any, str], dict[str, Any]]:
     def convert(value: Any, what: str) -> dict[str, Any]:
         names = list(value) if isinstance(value, (list, dict)) else None
         if not names or not all(isinstance(n, str) for n in names):
             raise InvalidArgument(f"{what}: a list (or mapping) of network names")
         if len(names) > 1:
             raise InvalidArgument(f"{what}: one network per service is supported")
+        if names[0] not in declared:
+            raise InvalidArgument(f"{what}: {names[0]!r} is not declared under the "
+                                  "top-level 'networks'")
         return {"network": f"{project}_{names[0]}"}
     return convert
 
@@ -264,6 +267,14 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str,
             raise InvalidArgument(f"volumes: invalid volume name {vname!r}")
         if vdef not in (None, {}):
             problems.append(f"volumes.{vname}: options are not supported")
+    networks_top = data.get("networks") or {}
+    if not isinstance(networks_top, dict):
+        raise InvalidArgument("compose file: top-level 'networks' must be a mapping")
+    subnets: dict[str, str] = {}
+    for nname, ndef in networks_top.items():
+        if not isinstance(nname, str) or not _NAME_RE.fullmatch(nname):
+            raise InvalidArgument(f"networks: invalid network name {nname!r}")
+        subnets[nname] = _subnet(ndef, f"networks.{nname}", problems)
     have = _spec_fields()
     out_services: dict[str, Any] = {}
     for name, svc in services.items():
@@ -276,7 +287,7 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str,
             if not str(key).startswith("x-"):
                 problems.append(f"{what}.{key}: not supported")
         out_services[name] = _service(svc, what, project, base_dir, set(volumes_top),
-                                      have, problems)
+                                      set(networks_top), have, problems)
     for name, svc in out_services.items():
         for dep, cond in svc["depends_on"].items():
             if dep not in out_services:
@@ -286,13 +297,34 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str,
                                       f"needs a healthcheck on {dep}")
     if problems:
         raise Unsupported(problems)
-    stack = {"name": project, "services": out_services, "volumes": sorted(volumes_top)}
+    stack = {"name": project, "services": out_services, "volumes": sorted(volumes_top),
+             "networks": dict(sorted(subnets.items()))}
     order(stack)  # refuses a dependency cycle
     return stack
 
 
+def _subnet(value: Any, what: str, problems: list[str]) -> str:
+    """A network's ``ipam.config[0].subnet`` ('' for one the engine picks); any other
+    option is reported."""
+    if value in (None, {}):
+        return ""
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what}: must be a mapping")
+    for key in sorted(set(value) - {"ipam"}):
+        problems.append(f"{what}.{key}: not supported")
+    config = (value.get("ipam") or {}).get("config") if isinstance(value.get("ipam"),
+                                                                  dict) else None
+    if (not isinstance(config, list) or len(config) != 1 or not isinstance(config[0], dict)
+            or not isinstance(config[0].get("subnet"), str) or set(config[0]) != {"subnet"}):
+        problems.append(f"{what}.ipam: only config: [{{subnet: CIDR}}] is supported")
+        return ""
+    subnet: str = config[0]["subnet"]
+    return subnet
+
+
 def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
-             volumes: set[str], have: frozenset[str], problems: list[str]) -> dict[str, Any]:
+             volumes: set[str], networks: set[str], have: frozenset[str],
+             problems: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"depends_on": {}, "replicas": 1}
     opts: dict[str, Any] = {}
     image, rootfs = svc.get("image"), svc.get("x-berth-rootfs")
@@ -360,7 +392,7 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         out["replicas"] = deploy.pop("replicas")
         opts.update(deploy)
     converters: dict[str, Callable[[Any, str], dict[str, Any]]] = {
-        "_restart": _restart, "_health": _health, "_networks": _networks(project)}
+        "_restart": _restart, "_health": _health, "_networks": _networks(project, networks)}
     for key, (needs, how) in SPEC_MAPPING.items():
         if key not in svc:
             continue

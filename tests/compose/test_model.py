@@ -41,7 +41,7 @@ volumes:
 def test_normalised_stack() -> None:
     s = stack(GOOD)
     db, web = s["services"]["db"], s["services"]["web"]
-    assert s["name"] == "proj" and s["volumes"] == ["data"]
+    assert s["name"] == "proj" and s["volumes"] == ["data"] and s["networks"] == {}
     assert db["options"]["rootfs"] == "/srv/app/rootfs"
     assert db["options"]["env"] == ["A=1", "B=true", "C="]
     assert db["options"]["volumes"] == ["proj_data:/var/lib/db", "/srv/app/conf:/etc/conf:ro"]
@@ -71,6 +71,17 @@ def test_project_name(name: str, expected: str) -> None:
     assert model.project_name(name) == expected
 
 
+def test_networks_with_a_subnet() -> None:
+    s = stack("services:\n  a:\n    image: ./r\n    command: [x]\nnetworks:\n  front:\n"
+              "  back: {ipam: {config: [{subnet: 10.91.3.0/24}]}}\n")
+    assert s["networks"] == {"back": "10.91.3.0/24", "front": ""}
+    with pytest.raises(model.Unsupported) as err:
+        stack("services:\n  a:\n    image: ./r\n    command: [x]\nnetworks:\n"
+              "  n: {driver: macvlan, ipam: {driver: x}}\n")
+    assert err.value.lines == ["networks.n.driver: not supported",
+                               "networks.n.ipam: only config: [{subnet: CIDR}] is supported"]
+
+
 def test_unsupported_keys_one_line_each() -> None:
     with pytest.raises(model.Unsupported) as err:
         stack("services:\n  a:\n    image: ./r\n    command: [x]\n    cap_drop: [ALL]\n"
@@ -89,7 +100,7 @@ def test_keys_of_options_the_spec_lacks_are_unsupported_until_it_has_them() -> N
 
     text = ("services:\n  a:\n    image: ./r\n    command: [x]\n    restart: always\n"
             "    healthcheck: {test: [CMD, 'true'], interval: 1s, retries: 2}\n"
-            "    networks: [back]\n")
+            "    networks: [back]\nnetworks:\n  back:\n")
     have = _spec_fields()
     lacking = [k for k, (needs, _) in SPEC_MAPPING.items() if not set(needs) <= have]
     if lacking:
@@ -121,6 +132,10 @@ def test_keys_of_options_the_spec_lacks_are_unsupported_until_it_has_them() -> N
     ("services:\n  a:\n    image: ./r\n    command: [x]\n    depends_on: [b]\n"
      "  b:\n    image: ./r\n    command: [x]\n    depends_on: [a]\n", "cycle"),
     ("services:\n  Bad Name:\n    image: ./r\n", "invalid service name"),
+    ("services:\n  a:\n    image: ./r\n    command: [x]\n    networks: [nope]\n",
+     "not declared"),
+    ("services:\n  a:\n    image: ./r\n    command: [x]\nnetworks: [a]\n", "mapping"),
+    ("services:\n  a:\n    image: ./r\n    command: [x]\nnetworks:\n  n: 3\n", "mapping"),
     ("a: [unclosed", "not valid YAML"),
     ("- a\n- b\n", "mapping"),
     ("x: !!python/object:os.system {}\n", "not valid YAML"),
