@@ -12,6 +12,7 @@ from typing import Any
 
 from engine.faults import ARMED_ENV, POINTS_ENV, arming_text
 from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
 
 STACK = """
 services:
@@ -261,3 +262,25 @@ def test_service_healthy_dependency_waits_for_the_health_check(up: Engine) -> No
     assert healthy < first_web
     assert _compose(up, path, project, "down", "-v").returncode == 0
     assert _live(up, project) == {}
+
+
+def test_a_service_on_a_project_network(up: Engine) -> None:
+    project = "n" + uuid.uuid4().hex[:8]
+    subnet = f"10.91.{int(project[1:3], 16) % 200 + 20}"  # per test; 10.91/16 is compose's
+    path = os.path.join(up.root, "net.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"services:\n  a:\n    image: {up.rootfs}\n"
+                "    command: [sh, -c, 'ip -4 addr show eth0; sleep 300']\n"
+                f"    networks: [back]\nnetworks:\n  back:\n"
+                f"    ipam: {{config: [{{subnet: {subnet}.0/24}}]}}\n")
+    done = _compose(up, path, project, "up", "-d")
+    assert done.returncode == 0, done.stderr
+    with up.client() as c:
+        assert c.inspect(f"{project}-a-1")["spec"]["network"] == f"{project}_back"
+        assert f"{project}_back" in {n["name"] for n in c.networks()}
+    wait_until(lambda: f"inet {subnet}." in _compose(up, path, project, "logs").stdout, 10,
+               what="the container's address on the project's network")
+    assert _compose(up, path, project, "down").returncode == 0
+    with up.client() as c:
+        assert f"{project}_back" not in {n["name"] for n in c.networks()}
