@@ -97,5 +97,9 @@ AUDIT_COMMANDS: Final = frozenset(
 """What an auditor's key may send besides queries: reads of the log and its proofs, and
 a tree head on demand (which vouches for the log, and changes no container)."""
 ADMIN_COMMANDS: Final = frozenset({REBUILD}) | AUDIT_COMMANDS
+# compose: a stack's desired configuration recorded in "stack:PROJECT" (engine.compose)
+STACK_APPLY: Final = "stack.apply"
+STACK_REMOVE: Final = "stack.remove"
+STACK_COMMANDS: Final = frozenset({STACK_APPLY, STACK_REMOVE})
 COMMAND_TYPES: Final = (CONTAINER_COMMANDS | QUERY_COMMANDS | ADMIN_COMMANDS | VOLUME_COMMANDS
-                       | IMAGE_COMMANDS | NETWORK_COMMANDS)
+                       | IMAGE_COMMANDS | NETWORK_COMMANDS | STACK_COMMANDS)

@@ -25,6 +25,7 @@ from engine.command_types import (
     CHANGE_COMMANDS,
     COMMAND_TYPES,
     IMAGE_COMMANDS,
+    STACK_COMMANDS,
     VOLUME_COMMANDS,
 )
 from engine.errors import InvalidArgument
@@ -681,6 +682,10 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
         from engine.images.commands import parse_image
 
         return parse_image(command_type, args)  # type: ignore[return-value]
+    if command_type in STACK_COMMANDS:  # compose
+        from engine.compose.stacks import parse_stack
+
+        return parse_stack(command_type, args)  # type: ignore[return-value]
     match command_type:
         case "container.create":
             return _create(args)

@@ -522,6 +522,34 @@ class VolumeRemoved(Event):
 EVENT_TYPES.update({cls.type: cls for cls in (VolumeCreated, VolumeRemoved)})
 
 
+# -- compose: a stack's desired configuration, in its own stream ("stack:PROJECT")
+STACK_APPLIED = "stack.applied"
+STACK_REMOVED = "stack.removed"
+
+
+@dataclass(frozen=True, slots=True)
+class StackApplied(Event):
+    """``compose up`` was asked to converge the project to ``config`` (the normalised
+    stack, engine.compose.model) whose sha256 is ``digest``."""
+
+    type: ClassVar[str] = STACK_APPLIED
+    project: str
+    digest: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StackRemoved(Event):
+    """``compose down`` removed the project's containers (and ``volumes`` if asked)."""
+
+    type: ClassVar[str] = STACK_REMOVED
+    project: str
+    volumes: bool = False
+
+
+EVENT_TYPES.update({cls.type: cls for cls in (StackApplied, StackRemoved)})
+
+
 def event_class(event_type: str) -> type[Event]:
     try:
         return EVENT_TYPES[event_type]

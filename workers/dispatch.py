@@ -108,6 +108,9 @@ class Dispatch:
             t.NETWORKS: lambda _n, cmd: _ok(cmd, {"networks": self._networks().list()}),
             t.NETWORK_INSPECT: lambda n, cmd: _ok(cmd, self._networks().inspect(n.name)),
             t.INFO: lambda _i, cmd: _ok(cmd, node_info(service)),
+            # compose
+            t.STACK_APPLY: self._stack,
+            t.STACK_REMOVE: self._stack,
         }
         if images is not None:  # images: the node's image store
             self._table.update(dict.fromkeys(t.IMAGE_COMMANDS, self._image))
@@ -161,6 +164,15 @@ class Dispatch:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
         recorded, result = change(command, causation)
         return _ok(cmd, result, tuple(r.position for r in recorded))
+    def _stack(self, command: Any, cmd: Command) -> Reply:
+        from engine.compose.stacks import record
+
+        recorded, result = record(self.service.store, command, command_id=cmd.id,
+                                  command_type=cmd.type, correlation_id=cmd.correlation_id,
+                                  actor=cmd.actor, node=self.service.node,
+                                  announce=self.service.announce)
+        return _ok(cmd, result, tuple(r.position for r in recorded))
+
     def _image(self, command: Any, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
         if self.images is None:  # not in the table then; kept for the type checker

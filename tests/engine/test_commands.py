@@ -336,8 +336,8 @@ def test_every_command_type_parses() -> None:
         t.NETWORKS: c.Networks, t.NETWORK_INSPECT: c.NetworkInspect,
     }
     assert type(c.parse(t.UPDATE, "a" * 64, {"cpus": 1})) is c.Update
-    assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE, t.COPY_IN, t.COPY_CHUNK} \
-        == set(t.COMMAND_TYPES) - t.IMAGE_COMMANDS
+    assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE, t.COPY_IN, t.COPY_CHUNK} == (
+        set(t.COMMAND_TYPES) - t.IMAGE_COMMANDS - t.STACK_COMMANDS)  # compose: tests/compose
     special = {t.VOLUME_CREATE: {"name": "v"}, t.VOLUME_INSPECT: {"name": "v"},
                t.VOLUME_REMOVE: {"names": ["v"]}}
     for command_type, kind in expected.items():

@@ -70,6 +70,10 @@ any_event = st.one_of(
               ports=st.lists(st.builds(ev.PortMapping, text, st.integers(1, 65535),
                                        st.integers(1, 65535), st.sampled_from(["tcp", "udp"])),
                              max_size=2).map(tuple)),
+    # compose
+    st.builds(ev.StackApplied, project=text, digest=text,
+              config=st.dictionaries(text, st.one_of(text, ints), max_size=3)),
+    st.builds(ev.StackRemoved, project=text, volumes=st.booleans()),
 )
 
 
@@ -83,11 +87,13 @@ def test_every_event_survives_msgpack(event: ev.Event) -> None:
 
 def test_registry_covers_every_topic() -> None:
     topics = {v for k, v in vars(ev).items()
-              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_", "IMAGE_", "NETWORK_"))
+              if k.startswith(("CONTAINER_", "COMMAND_", "VOLUME_", "IMAGE_", "NETWORK_",
+                              "STACK_"))
               and "." in str(v)}
     assert set(ev.EVENT_TYPES) == topics
     # 17 + 2 of volumes + 4 of images + 3 of orchestration + 3 of networks + 2 of verbs
-    assert len(topics) == 31
+    # + 2 of compose
+    assert len(topics) == 33
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1

@@ -31,6 +31,7 @@ def test_every_event_type_has_a_row() -> None:
     images = {ev.IMAGE_PULLED, ev.IMAGE_LOADED, ev.IMAGE_TAGGED, ev.IMAGE_REMOVED}
     assert covered | {ev.CONTAINER_CREATED, ev.COMMAND_REFUSED, ev.VOLUME_CREATED,
                       ev.VOLUME_REMOVED, ev.NETWORK_CREATED, ev.NETWORK_REMOVED} | images \
+        | {ev.STACK_APPLIED, ev.STACK_REMOVED} \
         == set(ev.EVENT_TYPES)
 
 

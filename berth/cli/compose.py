@@ -1,0 +1,318 @@
+"""``berth compose``: a Compose file's stack converged by a reconciler on this side of
+the bus. It observes (``ps -a``), decides (``engine.compose.plan``, pure) and publishes
+the actions' commands with deterministic ids, so it can be killed at any point and run
+again without a command carried out twice."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from berth.cli import format as fmt
+from bus.client import Client
+from engine import command_types as t
+from engine.errors import AlreadyExists, BerthError, InvalidArgument, NotFound, Timeout
+
+if TYPE_CHECKING:
+    from berth.cli import AddCommand
+    from engine.compose.plan import Action, Observed
+
+COMMANDS = ("compose",)
+WAIT_SECONDS = 120.0
+"""How long ``up`` waits for one dependency's condition before it gives up."""
+
+
+def _stack(args: argparse.Namespace) -> dict[str, Any]:
+    from engine.compose import model
+
+    path = os.path.abspath(args.file)
+    try:
+        with open(path, "rb") as f:
+            text = f.read(model.MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read compose file {args.file}: {exc.strerror}") from None
+    data = model.load(text, where=args.file)
+    base = os.path.dirname(path)
+    project = args.project or (data.get("name") if isinstance(data.get("name"), str) else
+                               os.path.basename(base))
+    if args.project:
+        data = {**data, "name": args.project}
+    return model.normalise(data, project=str(project), base_dir=base)
+
+
+def _observe(client: Client, project: str) -> list[Observed]:
+    from engine.compose.plan import Observed, parse_name
+
+    return [Observed(str(r["name"]), str(r["id"]), str(r["state"]),
+                     str(r.get("finished_at") or ""))
+            for r in client.ps(all=True)
+            if isinstance(r.get("name"), str) and parse_name(project, r["name"])
+            and r.get("state") != "removed"]
+
+
+class Reconciler:
+    """Carries out a plan's actions, one command each, with deterministic ids."""
+
+    def __init__(self, client: Client, stack: dict[str, Any]) -> None:
+        from engine.compose.model import digest
+
+        self.client, self.stack = client, stack
+        self.project: str = stack["name"]
+        self.digest = digest(stack)
+        self.sent = 0
+        self.made: dict[str, str] = {}  # name -> id of the containers this run created
+
+    def _request(self, type: str, container: str | None, action: Action, target: str,
+                 args: dict[str, Any], command_id: str | None = None) -> dict[str, Any]:
+        from engine.compose.plan import command_id as derive
+        from engine.faults import crash_point
+
+        cid = command_id or derive(self.project, self.digest, action, target)
+        command = self.client.command(type, container, None, args, command_id=cid)
+        result = dict(self.client.request(command).result)
+        self.sent += 1
+        crash_point(f"compose.sent.{self.sent}")  # tests: a reconciler killed mid-up
+        return result
+
+    def volumes(self) -> None:
+        have = {v.get("name") for v in self.client.volumes()}
+        for name in self.stack["volumes"]:
+            full = f"{self.project}_{name}"
+            if full not in have:
+                with contextlib.suppress(AlreadyExists):  # another run made it meanwhile
+                    self.client.volume_create(full, labels={
+                        "com.docker.compose.project": self.project,
+                        "com.docker.compose.volume": name})
+
+    def networks(self) -> None:
+        wanted = {f"{self.project}_{n}": subnet
+                  for n, subnet in self.stack.get("networks", {}).items()}
+        if not wanted:
+            return
+        have = {n.get("name") for n in self.client.networks()}
+        for full, subnet in wanted.items():
+            if full not in have:
+                with contextlib.suppress(AlreadyExists):  # another run made it meanwhile
+                    self.client.network_create(full, subnet=subnet or None)
+                print(f"created network {full}", file=sys.stderr)
+
+    def converge(self) -> list[Action]:
+        from engine.compose.plan import plan
+
+        self.volumes()
+        self.networks()
+        done = []
+        for action in plan(self.stack, _observe(self.client, self.project)):
+            self.carry_out(action)
+            done.append(action)
+        return done
+
+    def carry_out(self, action: Action) -> None:
+        from engine.compose.plan import Observed
+
+        if action.kind == "create":
+            self._create(action)
+        elif action.kind == "start":
+            made = self.made.get(action.container)  # just created: no need to look
+            seen = (self._seen(action.container) if made is None
+                    else Observed(action.container, made, "created"))
+            self._request(t.START, seen.id, action, f"{seen.id}/{seen.finished_at}", {})
+            print(f"started {action.container}", file=sys.stderr)
+        elif action.kind == "remove":
+            seen = self._seen(action.container)
+            self._request(t.REMOVE, seen.id, action, seen.id, {"force": True})
+            print(f"removed {action.container}", file=sys.stderr)
+        else:
+            self._wait(action.service, action.condition)
+
+    def _seen(self, name: str) -> Observed:
+        for o in _observe(self.client, self.project):
+            if o.name == name:
+                return o
+        raise NotFound(f"container {name} vanished while the stack converged")
+
+    def _create(self, action: Action) -> None:
+        from engine.compose.model import run_options
+        from engine.compose.plan import again, command_id
+        from engine.spec import spec_from_user
+
+        spec = spec_from_user(run_options(self.stack, action.service, action.number))
+        if spec.get("image"):
+            self.client.request(self.client.command(
+                t.IMAGE_PULL, None, None, {"reference": spec["image"], "missing_only": True}),
+                reply_timeout=max(self.client.timeout, 600.0))
+        spec["name"] = action.container
+        cid = command_id(self.project, self.digest, action, "")
+        for _ in range(1000):  # each pass: an earlier incarnation removed since
+            result = self._request(t.CREATE, action.container, action, "", spec, cid)
+            if not result.get("replayed") or self._alive(str(result.get("id"))):
+                self.made[action.container] = str(result["id"])
+                print(f"created {action.container}", file=sys.stderr)
+                return
+            cid = again(cid)
+        raise BerthError(f"{action.container}: too many earlier incarnations")
+
+    def _alive(self, cid: str) -> bool:
+        try:
+            return self.client.inspect(cid).get("state") != "removed"
+        except NotFound:
+            return False
+
+    def _wait(self, service: str, condition: str) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        replicas = self.stack["services"][service]["replicas"]
+        while time.monotonic() < deadline:
+            mine = [o for o in _observe(self.client, self.project)
+                    if o.name.startswith(f"{self.project}-{service}-")]
+            if len(mine) >= replicas and all(self._met(o, condition) for o in mine):
+                return
+            time.sleep(0.1)  # polled with a deadline: the condition is another's state
+        raise Timeout(f"service {service} did not reach {condition} in {WAIT_SECONDS:.0f} s")
+
+    def _met(self, o: Observed, condition: str) -> bool:
+        if condition == "service_started":
+            return o.state in ("running", "exited", "paused")
+        if condition == "service_completed_successfully":
+            if o.state != "exited":
+                return False
+            if self.client.inspect(o.id).get("exit_code") != 0:
+                raise BerthError(f"{o.name} did not complete successfully: dependants "
+                                 "are not started")
+            return True
+        events = self.client.history(o.id).get("events", [])
+        health = [e for e in events if e.get("type") == "container.health_status"]
+        return bool(health) and health[-1].get("data", {}).get("status") == "healthy"
+
+
+def _last_stack_event(client: Client, project: str) -> tuple[int, str, str]:
+    """The project's last stack event: (position, type, digest); (0, "", "") if none."""
+    from engine.compose.stacks import stream_of
+
+    last, after = (0, "", ""), 0
+    while True:
+        page, head = client.events(after=after, limit=500,
+                                   types=["stack.applied", "stack.removed"])
+        for e in page:
+            if e.stream == stream_of(project):
+                last = (e.position, e.type, str(e.data.get("digest", "")))
+        if not page or page[-1].position >= head:
+            return last
+        after = page[-1].position
+
+
+def _record(client: Client, stack: dict[str, Any], kind: str, **args: Any) -> None:
+    """``stack.applied``/``stack.removed`` once per change: not again when the last
+    event already says so, and with an id derived from that last event, so a run
+    killed after sending it and run again is answered with the recorded outcome."""
+    import uuid
+
+    from engine.compose.model import digest
+    from engine.compose.plan import NAMESPACE
+
+    project: str = stack["name"]
+    position, last_type, last_digest = _last_stack_event(client, project)
+    want = digest(stack) if kind == t.STACK_APPLY else ""
+    if (kind == t.STACK_APPLY and last_type == "stack.applied" and last_digest == want) or (
+            kind == t.STACK_REMOVE and last_type in ("stack.removed", "")):
+        return
+    command_id = str(uuid.uuid5(NAMESPACE, f"{project}/{kind}/{want}/{position}"))
+    if kind == t.STACK_APPLY:
+        args.update(config=stack, digest=want)
+    client.request(client.command(kind, None, None, {"project": project, **args},
+                                  command_id=command_id))
+
+
+def cmd_compose(args: argparse.Namespace, client: Client) -> int:
+    stack = _stack(args)
+    project: str = stack["name"]
+    match args.action:
+        case "config":
+            import yaml
+
+            print(yaml.safe_dump(stack, sort_keys=True, default_flow_style=False), end="")
+        case "up":
+            _record(client, stack, t.STACK_APPLY)
+            Reconciler(client, stack).converge()
+            if not args.detach:
+                _follow(client, project, follow=True)
+        case "down":
+            _down(client, stack, args.volumes)
+            _record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
+        case "ps":
+            _ps(client, project)
+        case "logs":
+            _follow(client, project, follow=args.follow)
+        case _:  # restart
+            for o in _observe(client, project):
+                if o.state == "running":
+                    client.stop(o.id, node=None)
+                client.start(o.id)
+                print(f"restarted {o.name}", file=sys.stderr)
+    return 0
+
+
+def _down(client: Client, stack: dict[str, Any], volumes: bool) -> None:
+    from engine.compose.plan import Action, parse_name
+
+    down = Reconciler(client, {**stack, "services": {}})
+    for o in sorted(_observe(client, down.project), key=lambda o: o.name, reverse=True):
+        parsed = parse_name(down.project, o.name)
+        assert parsed is not None  # _observe keeps the project's names only
+        down.carry_out(Action("remove", parsed[0], parsed[1], o.name))
+    for net in stack.get("networks", []):
+        with contextlib.suppress(NotFound):  # removed before, or never made
+            client.network_remove(f"{down.project}_{net}")
+            print(f"removed network {down.project}_{net}", file=sys.stderr)
+    if volumes:
+        names = [f"{down.project}_{v}" for v in stack["volumes"]]
+        for name in client.volume_remove(*names, force=True) if names else []:
+            print(f"removed volume {name}", file=sys.stderr)
+
+
+def _ps(client: Client, project: str) -> None:
+    from engine.compose.plan import parse_name
+
+    table = [["NAME", "SERVICE", "STATE", "ID"]]
+    for o in sorted(_observe(client, project), key=lambda o: o.name):
+        parsed = parse_name(project, o.name)
+        table.append([o.name, parsed[0] if parsed else "", o.state, o.id[:12]])
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _follow(client: Client, project: str, *, follow: bool) -> None:
+    """Every container's log lines, prefixed with its name; with ``follow`` until all
+    have exited (or Ctrl-C)."""
+    offsets = {o.id: (o.name, 0) for o in _observe(client, project)}
+    while offsets:
+        for cid, (name, offset) in list(offsets.items()):
+            chunk = client.logs(cid, offset=offset, wait_ms=200 if follow else 0)
+            lines = chunk.get("lines", [])
+            fmt.write_log_lines([[ts, stream, tag, f"{name} | {text}"]
+                                 for ts, stream, tag, text in lines])
+            offsets[cid] = (name, int(chunk["offset"]))
+            if not lines and (not follow or chunk["state"] in ("exited", "removed")):
+                del offsets[cid]
+
+
+def add_commands(add: AddCommand) -> None:
+    p = add("compose", cmd_compose, "run a Compose file's stack")
+    p.add_argument("-f", "--file", default="compose.yaml", metavar="FILE",
+                   help="the Compose file (default compose.yaml)")
+    p.add_argument("-p", "--project-name", dest="project", metavar="NAME",
+                   help="the project (default: the file's name: key, else its directory)")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("up", help="create and start the stack's containers")
+    q.add_argument("-d", "--detach", action="store_true", help="return once converged")
+    q = actions.add_parser("down", help="remove the stack's containers")
+    q.add_argument("-v", "--volumes", action="store_true", help="and its named volumes")
+    actions.add_parser("ps", help="the stack's containers")
+    actions.add_parser("config", help="print the normalised stack")
+    q = actions.add_parser("logs", help="the stack's logs")
+    q.add_argument("-f", "--follow", action="store_true")
+    actions.add_parser("restart", help="stop and start the stack's containers")
