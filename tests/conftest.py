@@ -75,18 +75,29 @@ def release_networks(path: str) -> None:
     """CNI DEL for every container network a test's engines left under ``path``
     (engines of their own, killed workers): the bridges and addresses are the
     host's, so what a test leaves would outlive its temporary directory."""
-    import glob
-
     from engine.errors import NotFound
     from engine.runtime.network import NetworkSetup
 
     def no_lookup(name: str) -> Any:
         raise NotFound(name)
 
-    for net in glob.glob(os.path.join(path, "**", "runtime", "net"), recursive=True):
+    for net in _net_dirs(path):
         setup = NetworkSetup(os.path.dirname(net), no_lookup)
         for cid in setup.attached():
             setup.leave(cid)
+
+
+def _net_dirs(path: str, depth: int = 5) -> Iterator[str]:
+    """``runtime/net`` directories at most ``depth`` levels under ``path``, symbolic
+    links not followed (a test's root filesystem copy holds links that loop, and a
+    recursive glob follows them)."""
+    base = path.rstrip(os.sep).count(os.sep)
+    for here, dirs, _files in os.walk(path, followlinks=False):
+        if here.endswith(os.path.join("runtime", "net")):
+            yield here
+            dirs.clear()
+        elif here.count(os.sep) - base >= depth:
+            dirs.clear()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
