@@ -564,7 +564,7 @@ def add_commands(add: AddCommand) -> None:
     p = add("attach", cmd_attach, "attach to a running container's stdio")
     attach_options(p)
     p.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
-    p.add_argument("container", metavar="CTR")
+    p.add_argument("container", metavar="CTR", help="name or id (prefix)")
 
 
 def attach_options(p: argparse.ArgumentParser, *, sig_proxy: bool = True) -> None:

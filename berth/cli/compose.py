@@ -314,5 +314,5 @@ def add_commands(add: AddCommand) -> None:
     actions.add_parser("ps", help="the stack's containers")
     actions.add_parser("config", help="print the normalised stack")
     q = actions.add_parser("logs", help="the stack's logs")
-    q.add_argument("-f", "--follow", action="store_true")
+    q.add_argument("-f", "--follow", action="store_true", help="keep printing until they exit")
     actions.add_parser("restart", help="stop and start the stack's containers")

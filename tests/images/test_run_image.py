@@ -87,7 +87,7 @@ def test_the_image_config_is_honoured(iup: Engine, registry: Registry, repo: str
         spec = [r.event.spec for r in store.read_all()
                 if isinstance(r.event, ev.ContainerCreated)][0]
     assert spec.stop_signal == 2 and spec.exposed_ports == ("80/tcp",)
-    assert spec.labels == ("org.example=yes",)
+    assert spec.labels == (("org.example", "yes"),)
 
 
 def test_rmi_is_refused_while_a_container_uses_the_image(
