@@ -1,0 +1,120 @@
+"""The rules this session's capabilities added to the core, each branch pinned: exec's
+stdio options, rename and copy-in plans, volume and update commands, network text
+options. Fast unit tests (the mutation run uses them)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+import pytest
+
+from engine import command_types as t
+from engine import commands as c
+from engine import decide as d
+from engine import events as ev
+from engine.errors import InvalidArgument, InvalidState, NotFound
+from tests.engine.states import state
+
+CID = "a" * 64
+
+
+def test_exec_takes_its_stdio_options() -> None:
+    session = str(uuid.uuid4())
+    full = c.parse(t.EXEC, CID, {"cmd": ["sh"], "env": ["A=1"], "cwd": "/x", "user": "1:2",
+                                 "tty": True, "session_id": session, "stdin": True,
+                                 "streamed": True, "height": 24, "width": 80})
+    assert full == c.Exec(CID, ("sh",), ("A=1",), "/x", "1:2", True, session, True, True,
+                          (24, 80))
+    plain = c.parse(t.EXEC, CID, {"cmd": ["true"]})
+    assert plain == c.Exec(CID, ("true",))
+    assert (plain.stdin, plain.streamed, plain.console, plain.tty) == (False, False, (0, 0),
+                                                                      False)
+    assert c.parse(t.EXEC, CID, {"cmd": ["true"], "height": 65535, "width": 0}).console == (
+        65535, 0)
+    for key in ("height", "width"):
+        with pytest.raises(InvalidArgument, match=key):
+            c.parse(t.EXEC, CID, {"cmd": ["true"], key: 65536})
+        with pytest.raises(InvalidArgument, match=key):
+            c.parse(t.EXEC, CID, {"cmd": ["true"], key: -1})
+    for key in ("stdin", "streamed"):
+        with pytest.raises(InvalidArgument, match=key):
+            c.parse(t.EXEC, CID, {"cmd": ["true"], key: "yes"})
+
+
+def test_rename_records_the_new_name_or_nothing() -> None:
+    s = state("running")
+    same = d.decide(s, c.Rename(s.id, s.name))
+    assert same.before == () and same.steps == ()
+    assert same.result == {"id": s.id, "name": s.name}
+    other = d.decide(s, c.Rename(s.id, "db"))
+    assert other.before == (ev.Renamed("db"),) and other.steps == ()
+    assert other.result == {"id": s.id, "name": "db"}
+    for name in ("created", "exited", "paused"):
+        assert d.decide(state(name), c.Rename(CID, "x")).before == (ev.Renamed("x"),)
+    with pytest.raises(NotFound):
+        d.decide(state("removed"), c.Rename(CID, "x"))
+    with pytest.raises(NotFound):
+        d.decide(None, c.Rename(CID, "x"))
+
+
+def test_copy_in_records_the_archive_digest_before_writing() -> None:
+    data = b"tar bytes"
+    plan = d.decide(state("exited"), c.CopyIn(CID, "/data", data))
+    assert plan.steps == (d.Step.COPY_IN,)
+    assert plan.before == (ev.CopiedIn("/data", len(data), hashlib.sha256(data).hexdigest()),)
+    with pytest.raises(InvalidState) as err:
+        d.decide(state("running"), c.CopyIn(CID, "/data", data, transfer="t1"))
+    assert str(err.value) == ("the earlier pieces of this copy are gone (it took too long, "
+                              "or the worker restarted): copy again")
+
+
+def test_volume_commands() -> None:
+    assert c.parse(t.VOLUME_CREATE, None, {"name": "v1", "labels": {"a": "b"}}) == \
+        c.VolumeCreate("v1", (("a", "b"),))
+    assert c.parse(t.VOLUME_CREATE, None, {"name": "v1"}) == c.VolumeCreate("v1", ())
+    assert c.parse(t.VOLUME_REMOVE, None, {"names": ["v1", "v2"]}) == \
+        c.VolumeRemove(("v1", "v2"), False)
+    assert c.parse(t.VOLUME_REMOVE, None, {"names": ["v1"], "force": True}) == \
+        c.VolumeRemove(("v1",), True)
+    with pytest.raises(InvalidArgument) as err:
+        c.parse(t.VOLUME_REMOVE, None, {"names": []})
+    assert str(err.value) == "volume rm needs at least one volume name"
+    assert c.parse(t.VOLUME_PRUNE, None, {}) == c.VolumePrune()
+    assert c.parse(t.VOLUME_LS, None, {}) == c.VolumeLs()
+    assert c.parse(t.VOLUME_INSPECT, None, {"name": "v9"}) == c.VolumeInspect("v9")
+    for kind, args in ((t.VOLUME_CREATE, {"name": "a/b"}), (t.VOLUME_INSPECT, {"name": ""}),
+                       (t.VOLUME_REMOVE, {"names": ["ok", "../x"]})):
+        with pytest.raises(InvalidArgument):
+            c.parse(kind, None, args)
+
+
+def test_update_takes_only_what_it_changes() -> None:
+    assert c.parse(t.UPDATE, CID, {"memory": 4 * 1024 * 1024}).changes() == {
+        "memory": 4 * 1024 * 1024}
+    assert c.parse(t.UPDATE, CID, {"pids_limit": 1}).changes() == {"pids_limit": 1}
+    assert c.parse(t.UPDATE, CID, {"cpus": 0.01}).changes() == {"cpus": 0.01}
+    assert c.parse(t.UPDATE, CID, {"cpus": 1024}).changes() == {"cpus": 1024}
+    assert c.parse(t.UPDATE, CID, {"restart": "always"}).changes() == {"restart": "always"}
+    both = c.parse(t.UPDATE, CID, {"memory": 8 * 1024 * 1024, "pids_limit": 5, "cpus": 2,
+                                   "restart": "on-failure:3"})
+    assert both == c.Update(CID, 8 * 1024 * 1024, 5, 2, "on-failure:3")
+    for args in ({"memory": 4 * 1024 * 1024 - 1}, {"pids_limit": 0}, {"cpus": 0.009},
+                 {"cpus": 1025}, {"restart": "sometimes"}):
+        with pytest.raises(InvalidArgument):
+            c.parse(t.UPDATE, CID, args)
+    with pytest.raises(InvalidArgument) as err:
+        c.parse(t.UPDATE, CID, {})
+    assert str(err.value) == ("nothing to update: give --memory, --pids-limit, --cpus or "
+                              "--restart")
+
+
+def test_network_create_text_options() -> None:
+    assert c.parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": "", "gateway": None}) == \
+        c.NetworkCreate("n1", None, None)
+    assert c.parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": "10.90.1.0/24",
+                                            "gateway": "10.90.1.1"}) == \
+        c.NetworkCreate("n1", "10.90.1.0/24", "10.90.1.1")
+    with pytest.raises(InvalidArgument) as err:
+        c.parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": 5})
+    assert str(err.value) == "invalid subnet 5: must be a string"
