@@ -100,6 +100,9 @@ class Berth:
         for key in ("BERTH_BUS", "BERTH_BUS_WORKERS", "BERTH_BUS_EVENTS", "BERTH_DB",
                     "BERTH_METRICS"):
             self.env.pop(key, None)
+        # ctr's default has no network either, nor does the floor: compare like with like
+        # (bench.network_bench measures what the default network adds).
+        self.env.setdefault("BERTH_DEFAULT_NETWORK", "none")
         self.env.update(extra_env or {})
         self.proc = subprocess.Popen([sys.executable, "-m", "berth", "up"], env=self.env, cwd=REPO,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
