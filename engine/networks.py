@@ -79,21 +79,16 @@ class Attachment:
         return self.addresses[0].split("/")[0] if self.addresses else ""
 
     def to_data(self) -> dict[str, Any]:
-        return {"network": self.network, "interface": self.interface,
-                "addresses": list(self.addresses), "gateway": self.gateway, "mac": self.mac,
-                "ports": [[p.host_ip, p.host_port, p.container_port, p.protocol]
-                          for p in self.ports]}
+        """The ``container.network_attached`` payload: the event's one codec."""
+        return attached_event(self).to_data()
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Attachment:
         try:
-            return cls(str(data["network"]), str(data["interface"]),
-                       tuple(str(a) for a in data["addresses"]), str(data["gateway"]),
-                       str(data["mac"]),
-                       tuple(PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
-                             for p in data.get("ports") or ()))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            e = ev.NetworkAttached.from_data(data)
+        except InvalidArgument as exc:
             raise InvalidArgument(f"invalid network attachment: {exc}") from None
+        return cls(e.network, e.interface, e.addresses, e.gateway, e.mac, e.ports)
 
 
 # -- names, subnets, bridges ------------------------------------------------------------
