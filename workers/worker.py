@@ -48,6 +48,8 @@ from workers.statedirs import private_directory
 from workers.usage import UsageReader
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from prometheus_client import CollectorRegistry
 
     from bus.metrics import MetricsServer
@@ -153,6 +155,7 @@ class Worker:
         self.streams: StreamServer | None = None
         self.reconciled = Reconciled()
         self._stopped = threading.Event()
+        self._wake: int | None = None  # serve_forever's wake-up pipe (signals, stop())
         self.registry: CollectorRegistry | None = None
         """Where this worker's metrics go when the caller serves them (the embedded
         engine: one endpoint for its broker and worker); else ``config.metrics``."""
@@ -261,18 +264,39 @@ class Worker:
         service manager); ``on_stop`` first when the signal comes (the embedded
         engine closes its broker's intake there, since no other worker will take the
         node's commands)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stopped.set())
-        self.start()
-        if on_ready is not None:
-            on_ready()
-        self._stopped.wait()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        self._wake = wake_w
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            # A handler runs on the main thread between two bytecodes, possibly
+            # while that thread holds the lock inside ``threading.Event`` (in
+            # ``wait``); setting the event here could then deadlock. So the handler
+            # only writes a byte, which needs no lock.
+            _wake(wake_w)
+
+        previous = {sig: signal.signal(sig, on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            if on_ready is not None:
+                on_ready()
+            os.read(wake_r, 1)  # retried after each handler (PEP 475) until a byte
+        finally:
+            self._wake = None
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            os.close(wake_r)
+            os.close(wake_w)
+        self._stopped.set()
         if on_stop is not None:
             on_stop()
         self.close()
 
     def stop(self) -> None:
         self._stopped.set()
+        if self._wake is not None:
+            _wake(self._wake)
 
     def close(self, *, disconnect: bool = True) -> None:
         """Stop with a deadline, leaving nothing half-done: new commands are refused
@@ -314,3 +338,11 @@ class Worker:
             self.monitor.close()
             self.monitor = None
         self.store.close()
+
+
+def _wake(fd: int) -> None:
+    """Wake ``serve_forever``; a full pipe already holds a wake-up."""
+    try:
+        os.write(fd, b"\0")
+    except (BlockingIOError, OSError):
+        pass

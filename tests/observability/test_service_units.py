@@ -16,6 +16,7 @@ import pytest
 
 from berth import sdnotify
 from tests.e2e.test_daemon import Place
+from workers.worker import Worker, WorkerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,6 +94,38 @@ def test_broker_and_worker_say_ready_then_stopping(place: Place, manager: Manage
         assert broker.wait(30) == 0
     finally:
         _stop(broker)
+
+
+def test_a_stop_signal_landing_inside_the_stop_events_lock_still_stops(
+        place: Place, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regression: the handler used to set a ``threading.Event``; a SIGTERM that
+    lands while the main thread holds that event's lock (inside ``wait``, right after
+    READY) deadlocked the worker, which then never said STOPPING (seen in CI)."""
+    worker = Worker(WorkerConfig(node="h1", root=place.root, run=place.run,
+                                 default_network="none"))
+    lock = worker._stopped._cond  # type: ignore[attr-defined]  # what Event.wait holds
+
+    def start() -> None:
+        with lock:  # the signal's handler runs here, on this thread
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(100):  # bytecodes for the pending handler to run between
+                pass
+
+    monkeypatch.setattr(worker, "start", start)
+    monkeypatch.setattr(worker, "close", worker.store.close)
+    said: list[str] = []
+    before = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGALRM)
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("deadlock")))
+    signal.alarm(20)
+    try:
+        worker.serve_forever(on_ready=lambda: said.append("ready"),
+                             on_stop=lambda: said.append("stopping"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert said == ["ready", "stopping"]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
 
 
 def test_the_embedded_engine_says_ready_once_it_serves(place: Place, manager: Manager) -> None:
