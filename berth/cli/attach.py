@@ -166,25 +166,39 @@ class Printer:
     timestamps (``-t``) at the start of each line."""
 
     timestamps: bool = False
+    prefix: bytes = b""
+    """Put before each line (``logs`` of several containers: which one said it)."""
+    lock: threading.Lock | None = None
+    """Shared by printers that write at once (several followed logs), so that a
+    frame's lines come out whole, never interleaved inside a line."""
     _at_start: dict[int, bool] = field(default_factory=lambda: {1: True, 2: True})
 
     def frame(self, frame: Frame) -> None:
         if frame.op == "out":
-            _write_all(2 if frame.get("fd") == 2 else 1, bytes(frame.get("data", b"")))
+            self._write(2 if frame.get("fd") == 2 else 1, bytes(frame.get("data", b"")))
         elif frame.op == "lines":
             chunks: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
             for when, fd, partial, data in frame.get("lines", []):
                 fd = 2 if fd == 2 else 1
                 out = chunks[fd]
-                if self.timestamps and self._at_start[fd]:
-                    out += f"{when} ".encode()
+                if self._at_start[fd]:
+                    out += self.prefix
+                    if self.timestamps:
+                        out += f"{when} ".encode()
                 out += bytes(data)
                 if not partial:
                     out += b"\n"
                 self._at_start[fd] = not partial
             for fd, out in chunks.items():
                 if out:
-                    _write_all(fd, bytes(out))
+                    self._write(fd, bytes(out))
+
+    def _write(self, fd: int, data: bytes) -> None:
+        if self.lock is None:
+            _write_all(fd, data)
+            return
+        with self.lock:
+            _write_all(fd, data)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -544,8 +558,12 @@ def logs_streamed(args: argparse.Namespace, client: Client) -> int:
         value = getattr(args, name)
         if value:
             options[name] = parse_log_time(value)
-    printer = Printer(timestamps=bool(args.timestamps))
+    several = len(args.container) > 1
+    lock = threading.Lock()
+    streams: list[tuple[str, str, Printer]] = []
     for ref in args.container:
+        printer = Printer(timestamps=bool(args.timestamps),
+                          prefix=f"{ref} ".encode() if several else b"", lock=lock)
         endpoint, target, node = located(client, ref)
         if endpoint is None:
             if len(options) > 1 or args.timestamps:
@@ -554,10 +572,42 @@ def logs_streamed(args: argparse.Namespace, client: Client) -> int:
             resolved = client.resolve(ref)
             _logs_polled(client, resolved.id, resolved.node, bool(args.follow))
             continue
-        with StreamSession(endpoint) as session:
-            _open(session, "logs", target, logs=options)
-            Pump(session, printer=printer).run()
+        streams.append((endpoint, target, printer))
+    if args.follow and len(streams) > 1:
+        _follow_together(streams, options)
+        return 0
+    for endpoint, target, printer in streams:
+        _stream_logs(endpoint, target, options, printer)
     return 0
+
+
+def _stream_logs(endpoint: str, target: str, options: dict[str, Any], printer: Printer) -> None:
+    with StreamSession(endpoint) as session:
+        _open(session, "logs", target, logs=options)
+        Pump(session, printer=printer).run()
+
+
+def _follow_together(streams: list[tuple[str, str, Printer]], options: dict[str, Any]) -> None:
+    """``logs -f`` of several containers follows them all at once, as podman does (one
+    after the other would hold the second back until the first exits): one session and
+    one thread each, lines prefixed with the container; done when all have ended."""
+    failures: list[BaseException] = []
+
+    def follow(endpoint: str, target: str, printer: Printer) -> None:
+        try:
+            _stream_logs(endpoint, target, options, printer)
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=follow, args=stream, daemon=True,
+                                name=f"berth-logs-{stream[1][:12]}") for stream in streams]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():  # short joins: Ctrl-C still reaches the main thread
+            thread.join(0.5)
+    if failures:
+        raise failures[0]
 
 
 def add_commands(add: AddCommand) -> None:

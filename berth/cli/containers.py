@@ -176,7 +176,8 @@ def add_commands(add: AddCommand) -> None:
                    help="with -a, forward stdin (the container must have been created with -i)")
     p.add_argument("containers", nargs="+", metavar="CTR", help="name or id (prefix)")
     p = add("logs", cmd_logs, "print a container's output")
-    p.add_argument("-f", "--follow", action="store_true", help="follow until it exits")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="follow until it exits (several: all at once, lines prefixed)")
     p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
     p.add_argument("--since", metavar="TIME", help="only lines since TIME (RFC 3339, "
                    "unix seconds, or a duration ago like 10m)")

@@ -241,6 +241,34 @@ def test_logs_follow_pushes_new_lines_and_ends_with_the_container(up: Engine) ->
             proc.wait()
 
 
+def test_logs_follow_of_several_containers_follows_them_all_at_once(up: Engine) -> None:
+    """A regression: ``logs -f a b`` followed ``a`` until it exited and only then
+    showed ``b``; both are followed at once, each line prefixed with its container."""
+    _ok(up.cli("run", "-d", "--name", "fa", up.rootfs, "sh", "-c",
+               "echo a1; sleep 30 & wait"))
+    _ok(up.cli("run", "-d", "--name", "fb", up.rootfs, "sh", "-c",
+               "echo b1; sleep 1; echo b2; sleep 30 & wait"))
+    proc = _berth(up, "logs", "-f", "fa", "fb", stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        first = {_readline(fd, 20), _readline(fd, 20)}
+        assert first == {b"fa a1\n", b"fb b1\n"}
+        assert _readline(fd, 20) == b"fb b2\n"  # while fa still runs
+        assert proc.poll() is None
+        _ok(up.cli("kill", "fb"))
+        _ok(up.cli("wait", "fb"))
+        assert proc.poll() is None  # fa is still followed
+        _ok(up.cli("kill", "fa"))
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    result = up.cli("logs", "fa", "fb")
+    assert result.stdout == "fa a1\nfb b1\nfb b2\n"
+
+
 def test_start_attach_gets_all_output_and_the_exit_code(up: Engine) -> None:
     cid = _ok(up.cli("create", up.rootfs, "sh", "-c", "echo a; echo b >&2; exit 4")).strip()
     result = up.cli("start", "-a", cid)
