@@ -223,7 +223,9 @@ class ImageService:
 
     def reconcile(self) -> int:
         """At worker start: unmount and remove the overlays of containers the log no
-        longer has (removed, or never recorded); remount those of live ones."""
+        longer has (removed, or never recorded); remount those of live ones; remove
+        what a pull or load cut short by a crash left (staging copies, and unpacked
+        layers and blobs that no image names and no container uses)."""
         cleaned = 0
         self.store.clear_staging()
         for cid in self.store.containers():
@@ -243,6 +245,11 @@ class ImageService:
                     self.store.remount(cid)
                 except Exception as exc:  # noqa: BLE001 (reported, the rest go on)
                     log.error("cannot mount the root filesystem of %s: %s", cid, exc)
+        with self._layers:  # what a pull or load that died half-way put in, no image names
+            blobs, layers = self.store.collect(self.store.layers_in_use())
+        if blobs or layers:
+            log.warning("removed %d blob(s) and %d layer(s) no image or container needs",
+                        blobs, layers)
         return cleaned
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from engine.errors import AlreadyExists, InvalidArgument, NotFound
+from engine.faults import crash_point
 from engine.images import build
 from engine.images.layout import Image, Layout
 from engine.images.reference import looks_like_id, parse_reference
@@ -165,6 +166,7 @@ class ImageStore:
             for path in fresh:  # the image did not enter: neither do its other layers
                 shutil.rmtree(path, ignore_errors=True)
             raise
+        crash_point("image.adopt.unpacked")  # layers in, no blob moved, no name given
         with self.layout.lock():
             for digest in stage.referenced_blobs(images):
                 target = self.layout.blob_path(digest)

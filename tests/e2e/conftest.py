@@ -17,6 +17,7 @@ from bus.broker import Broker
 from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
 from engine.errors import BerthError, NotFound
+from engine.faults import ARMED_ENV, POINTS_ENV, arming_text
 from engine.networks import Network
 from engine.runtime import OCIRuntime
 from engine.runtime.network import NetworkSetup
@@ -88,6 +89,21 @@ class Engine:
         )
         with self.client(timeout=1, retries=0) as c:
             wait_until(lambda: _answers(c), 30, what="worker process answering")
+        return self.worker_proc
+
+    def start_armed_worker(self, point: str) -> subprocess.Popen[bytes]:
+        """A worker process that kills itself -9 at crash point ``point``
+        (engine.faults: the environment names it, a file only this test wrote
+        confirms it)."""
+        path = os.path.join(os.path.dirname(self.root), "faults.armed")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(arming_text(point))
+        env = dict(self.env, **{POINTS_ENV: point, ARMED_ENV: os.path.realpath(path)})
+        self.worker_proc = subprocess.Popen(
+            [sys.executable, "-m", "berth", "worker", "--node", "local",
+             "--connect", self.endpoints.backend],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self.worker_proc
 
     def store(self) -> EventStore:

@@ -11,11 +11,9 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 
 from bus.client import Client
 from engine.errors import BerthError
-from engine.faults import ARMED_ENV, POINTS_ENV, arming_text
 from engine.networks import bridge_for
 from engine.runtime.network import DEFAULT_IPAM_DIR
 from tests.e2e.conftest import Engine
@@ -201,20 +199,9 @@ def _answers(client: Client) -> bool:
         return False
 
 
-def _worker_armed(up: Engine, point: str) -> subprocess.Popen[bytes]:
-    path = os.path.join(os.path.dirname(up.root), "faults.armed")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(arming_text(point))
-    env = dict(up.env, **{POINTS_ENV: point, ARMED_ENV: os.path.abspath(path)})
-    return subprocess.Popen([sys.executable, "-m", "berth", "worker", "--node", "local",
-                             "--connect", up.endpoints.backend], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(path + ".log", "wb"))
-
-
 def test_worker_killed_mid_create_leaves_nothing_after_restart(engine: Engine) -> None:
     up = engine
-    proc = _worker_armed(up, "container.create.network_added")
+    proc = up.start_armed_worker("container.create.network_added")
     try:
         client = up.client(timeout=1, retries=0)
         wait_until(lambda: _answers(client), 30, what="the armed worker answering")

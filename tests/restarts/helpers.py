@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 from engine import events as ev
-from engine.faults import ARMED_ENV, POINTS_ENV, arming_text
 from tests.e2e.conftest import Engine
 
 
@@ -29,13 +26,4 @@ def count(engine: Engine, cid: str, cls: type[ev.Event]) -> int:
 
 def armed_worker(engine: Engine, point: str) -> subprocess.Popen[bytes]:
     """A worker process that kills itself -9 at ``point`` (engine.faults)."""
-    path = os.path.join(os.path.dirname(engine.root), "faults.armed")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(arming_text(point))
-    env = dict(engine.env, **{POINTS_ENV: point, ARMED_ENV: os.path.realpath(path)})
-    engine.worker_proc = subprocess.Popen(
-        [sys.executable, "-m", "berth", "worker", "--node", "local",
-         "--connect", engine.endpoints.backend],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return engine.worker_proc
+    return engine.start_armed_worker(point)
