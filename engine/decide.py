@@ -224,23 +224,31 @@ def decide_exec(state: ContainerState, command: c.Exec, used_before: bool = Fals
                 then=_exec_exited(command))
 
 
-RESUMABLE = (c.Stop,)
+RESUMABLE = (c.Stop, c.CopyIn)
 """Commands whose first attempt may record its intent and die before its end."""
 
 
 def resume(state: ContainerState, command: c.ContainerCommand,
            first: Iterable[ev.RecordedEvent], since: Iterable[ev.RecordedEvent],
-           now: datetime) -> tuple[c.Stop, Plan] | None:
-    """A resent command id whose first attempt recorded an outcome: None replays that
-    outcome; a (command, plan) finishes what the first attempt left undone when its
-    worker died.
+           now: datetime) -> tuple[c.ContainerCommand, Plan] | None:
+    """A resent command id whose first attempt recorded an outcome but no end: None
+    replays that outcome; a (command, plan) finishes what the first attempt left
+    undone when its worker died.
 
-    Only a stop leaves such a gap: its intent (``stop_requested``, recorded under the
-    command's id) precedes the stop signal, and its end (the exit) is recorded only
-    once the container is gone. While no exit followed the intent (``since``: the
-    stream after it) and the container runs, the resend goes on with what is left
-    of the grace period, SIGKILL at once when it is over (the stop signal was sent).
+    A stop: its intent (``stop_requested``, recorded under the command's id) precedes
+    the stop signal, and its end (the exit) is recorded only once the container is
+    gone. While no exit followed the intent (``since``: the stream after it) and the
+    container runs, the resend goes on with what is left of the grace period, SIGKILL
+    at once when it is over (the stop signal was sent).
+
+    A copy in: its intent (``copied_in``) precedes the write, its end
+    (``copy_finished``) follows it. The resend carries the same archive (its digest
+    is in the intent) and writes it; extracting an archive twice leaves what once
+    does, and the end, recorded once, closes the intent. A resend whose pieces are
+    gone, or whose archive differs, is refused (the caller records that as the end).
     """
+    if isinstance(command, c.CopyIn):
+        return _resume_copy(command, first)
     if not isinstance(command, c.Stop) or state.state != RUNNING:
         return None
     intents = [(r.metadata.recorded_at, r.event) for r in first
@@ -251,6 +259,21 @@ def resume(state: ContainerState, command: c.ContainerCommand,
     ends = requested_at + timedelta(seconds=intent.timeout)
     left = max(0.0, (ends - now).total_seconds())
     return replace(command, timeout=left), Plan((Step.STOP, Step.RECORD_EXIT))
+
+
+def _resume_copy(command: c.CopyIn, first: Iterable[ev.RecordedEvent],
+                 ) -> tuple[c.CopyIn, Plan] | None:
+    import hashlib
+
+    intents = [r.event for r in first if isinstance(r.event, ev.CopiedIn)]
+    if not intents:
+        return None
+    if command.transfer is not None:
+        raise Refused("the worker restarted while this copy was written and its pieces "
+                      "are gone: copy again")
+    if hashlib.sha256(command.data).hexdigest() != intents[-1].sha256:
+        raise Refused("this resend carries another archive than the copy it repeats")
+    return command, Plan((Step.COPY_IN,), then=_copy_finished(command))
 
 
 def exec_started(command: c.Exec, session_id: str, pid: int) -> ev.ExecStarted:
@@ -439,7 +462,12 @@ def _copy_in(command: c.CopyIn) -> Plan:
                       "worker restarted): copy again")
     digest = hashlib.sha256(command.data).hexdigest()
     return Plan((Step.COPY_IN,),
-                before=(ev.CopiedIn(command.path, len(command.data), digest),))
+                before=(ev.CopiedIn(command.path, len(command.data), digest),),
+                then=_copy_finished(command))
+
+
+def _copy_finished(command: c.CopyIn) -> Callable[[Facts], tuple[ev.Event, ...]]:
+    return lambda _facts: (ev.CopyFinished(command.path, len(command.data)),)
 
 
 # --------------------------------------------------------------------------- exits

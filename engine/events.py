@@ -41,6 +41,7 @@ CONTAINER_REMOVED = "container.removed"
 # CLI verbs (podman's)
 CONTAINER_RENAMED = "container.renamed"
 CONTAINER_COPIED_IN = "container.copied_in"
+CONTAINER_COPY_FINISHED = "container.copy_finished"
 COMMAND_FAILED = "command.failed"
 COMMAND_REFUSED = "command.refused"
 # restart policies, health checks, updates (engine.restarts, engine.health)
@@ -310,6 +311,16 @@ class CopiedIn(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CopyFinished(Event):
+    """The files of a ``copied_in`` are written: the copy's end. Without it the intent
+    is open (the worker died between the two), and a resend of the copy writes them."""
+
+    type: ClassVar[str] = CONTAINER_COPY_FINISHED
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class CommandFailed(Event):
     """A command that was refused or failed: recorded so "no lost command" holds even
     for failures, and so a retried command id gets the same answer."""
@@ -477,7 +488,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ImagePulled, ImageLoaded, ImageTagged, ImageRemoved,  # images
         Restarting, HealthStatus, Updated,
         NetworkCreated, NetworkRemoved, NetworkAttached,  # networks (issue 11)
-        Renamed, CopiedIn,
+        Renamed, CopiedIn, CopyFinished,
     )
 }
 

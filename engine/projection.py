@@ -202,6 +202,7 @@ _TRANSITIONS: dict[str, Transition] = {
     # CLI verbs (podman's)
     ev.CONTAINER_RENAMED: _renamed,
     ev.CONTAINER_COPIED_IN: _audit_only,
+    ev.CONTAINER_COPY_FINISHED: _audit_only,
 }
 
 

@@ -303,13 +303,17 @@ class ContainerService:
             last = max(done.positions)
             first = [r for r in stream if r.metadata.position in done.positions]
             since = [r for r in stream if r.metadata.position > last]
-            resumed = d.resume(state, command, first, since, datetime.now(UTC))
+            try:
+                resumed = d.resume(state, command, first, since, datetime.now(UTC))
+            except Refused as exc:  # it cannot be finished: that is its end
+                self._record_end_failure(cid, causation, exc)
+                raise
             if resumed is None:
                 return None
             log.warning("%s %s was cut short by a worker's death: finishing it",
                         causation.command_type, causation.command_id)
             again, plan = resumed
-            outcome = self._carry_out(state, again, plan, causation)
+            outcome = self._carry_out(state, again, plan, causation, resumed=True)
         return replace(outcome, replayed=(*done.positions, *outcome.positions))
 
     def fail(self, command_type: str, container: str | None, causation: c.Causation,
@@ -402,13 +406,16 @@ class ContainerService:
         return self.images.prepare(cid, spec)
 
     def _carry_out(self, state: ContainerState, command: c.ContainerCommand, plan: d.Plan,
-                   causation: c.Causation) -> Outcome:
-        """Run a plan under the container's lock (held by the caller)."""
+                   causation: c.Causation, *, resumed: bool = False) -> Outcome:
+        """Run a plan under the container's lock (held by the caller). A command with
+        an intent (recorded here, or by the first attempt when ``resumed``) records
+        its end under the step id "done": the command's own id holds the intent."""
         cid = state.id
         recorded: list[ev.RecordedEvent] = []
         if plan.before:
             recorded += self.append(cid, state.version, plan.before, causation)
             crash_point(f"{causation.command_type}.intended")
+        intended = bool(plan.before) or resumed
         facts = d.Facts(container_id=cid, node=self.node)
         try:
             for step in plan.steps:
@@ -416,7 +423,7 @@ class ContainerService:
                 if step is d.Step.RECORD_EXIT:
                     recorded += self.record_exit(cid, wait=True)
         except BerthError as exc:
-            if plan.before:
+            if intended:
                 self._failed_after_intent(state, causation, exc)
             raise
         crash_point(f"{causation.command_type}.acted")
@@ -425,7 +432,7 @@ class ContainerService:
         if events and not now.removed:
             try:
                 recorded += self.append(cid, now.version, events, causation,
-                                        step="done" if plan.before else None)
+                                        step="done" if intended else None)
             except (StoreError, StateUnwritable):
                 self._undo(cid, plan.steps)
                 raise

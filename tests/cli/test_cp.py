@@ -4,6 +4,7 @@ container's root filesystem."""
 from __future__ import annotations
 
 import io
+import signal
 import os
 import shutil
 import subprocess
@@ -163,3 +164,38 @@ def test_pieces_are_staged_in_order_and_resends_are_harmless() -> None:
     first, size = copies.page("k", 0, make)
     second, _ = copies.page("k", len(first), make)
     assert (len(first), len(second), size, len(made)) == (768 * 1024, 10, 768 * 1024 + 10, 1)
+
+
+def test_a_copy_whose_worker_died_after_its_intent_is_finished_once(
+        engine: Engine, short_tmp: str) -> None:
+    """A regression: a worker killed -9 between ``container.copied_in`` (the intent)
+    and the write answered the resend "done" from the intent alone, and the file was
+    never written. The resend now finishes the copy and records its end once."""
+    root = _own_rootfs(engine, short_tmp)
+    engine.start_worker_process()
+    _ok(engine.cli("run", "-d", "--network", "none", "--name", "cpbox", root, "sleep", "60"))
+    assert engine.worker_proc is not None
+    engine.worker_proc.terminate()
+    engine.worker_proc.wait(30)
+    worker = engine.start_armed_worker("container.copy_in.intended")
+    host = os.path.join(short_tmp, "note.txt")
+    with open(host, "w") as f:
+        f.write("written once\n")
+    cp = subprocess.Popen([*_berth(engine), "cp", host, "cpbox:/data/"], env=engine.env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert worker.wait(60) == -signal.SIGKILL
+        assert not os.path.exists(os.path.join(root, "data", "note.txt"))
+        engine.start_worker_process()  # takes the copy the broker held for the node
+        _, err = cp.communicate(timeout=60)
+        assert cp.returncode == 0, err
+    finally:
+        if cp.poll() is None:
+            cp.kill()
+            cp.wait()
+    with open(os.path.join(root, "data", "note.txt")) as f:
+        assert f.read() == "written once\n"
+    with engine.store() as store:
+        types = [r.type for r in store.read_all() if r.type.startswith("container.cop")]
+    assert types == ["container.copied_in", "container.copy_finished"]
+    _ok(engine.cli("rm", "-f", "cpbox"))

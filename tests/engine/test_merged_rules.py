@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,7 +15,9 @@ from engine import commands as c
 from engine import decide as d
 from engine import events as ev
 from engine.errors import InvalidArgument, InvalidState, NotFound
-from tests.engine.states import state
+from tests.engine.states import recorded, state
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 CID = "a" * 64
 
@@ -67,6 +70,30 @@ def test_copy_in_records_the_archive_digest_before_writing() -> None:
         d.decide(state("running"), c.CopyIn(CID, "/data", data, transfer="t1"))
     assert str(err.value) == ("the earlier pieces of this copy are gone (it took too long, "
                               "or the worker restarted): copy again")
+    facts = d.Facts(container_id=CID, node="n1")
+    assert plan.then(facts) == (ev.CopyFinished("/data", len(data)),)
+
+
+def test_a_copy_cut_short_after_its_intent_is_written_by_the_resend() -> None:
+    data = b"tar bytes"
+    intent = recorded(CID, 3, ev.CopiedIn("/data", len(data), hashlib.sha256(data).hexdigest()))
+    command = c.CopyIn(CID, "/data", data)
+    resumed = d.resume(state("running"), command, [intent], [], NOW)
+    assert resumed is not None
+    again, plan = resumed
+    assert again == command
+    assert plan.steps == (d.Step.COPY_IN,) and plan.before == ()
+    assert plan.then(d.Facts(container_id=CID, node="n1")) == (
+        ev.CopyFinished("/data", len(data)),)
+    # stopped containers take files too; no intent in the first attempt: replay it
+    assert d.resume(state("exited"), command, [intent], [], NOW) is not None
+    assert d.resume(state("running"), command, [], [], NOW) is None
+    with pytest.raises(InvalidState, match="pieces are gone: copy again"):
+        d.resume(state("running"), c.CopyIn(CID, "/data", data, transfer="t1"), [intent], [],
+                 NOW)
+    with pytest.raises(InvalidState, match="another archive than the copy it repeats"):
+        d.resume(state("running"), c.CopyIn(CID, "/data", b"other"), [intent], [], NOW)
+    assert c.CopyIn in d.RESUMABLE
 
 
 def test_volume_commands() -> None:

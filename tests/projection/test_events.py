@@ -93,7 +93,7 @@ def test_registry_covers_every_topic() -> None:
     assert set(ev.EVENT_TYPES) == topics
     # 17 + 2 of volumes + 4 of images + 3 of orchestration + 3 of networks + 2 of verbs
     # + 2 of compose
-    assert len(topics) == 33
+    assert len(topics) == 34
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1
