@@ -85,6 +85,8 @@ def _stdio_options(command: c.Exec) -> dict[str, Any]:
         options["stdin"] = True
     if command.tty and all(command.console):
         options["console"] = command.console
+    if command.streamed:
+        options["streamed"] = True
     return options
 
 

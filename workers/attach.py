@@ -222,13 +222,20 @@ class Session(threading.Thread):
         cid = self.server.resolve(str(self.request.get("container")))
         sid = validate_session_id(str(self.request.get("session")))
         paths = self.server.runtime.exec_session_paths(cid, sid)
-        deadline = time.monotonic() + _EXEC_APPEAR
-        while not os.path.exists(paths.log) and read_exit_file(paths.exit_file) is None:
-            if time.monotonic() > deadline:
-                raise NotFound(f"exec session {sid} did not start")
-            self._take()  # ends the wait if the client gave up (the exec failed)
-            time.sleep(0.002)
         directory = self._sockets(sid)
+        attached = self._exec_attached(sid, paths)
+        if attached is not None:
+            # All of its output through the socket conmon connected before the process
+            # ran: a slow client holds the process back, nothing is dropped.
+            try:
+                if self.request.get("tty"):
+                    self._resize_from(self.request, directory)
+                self.emit("ready", credit=s.STDIN_WINDOW if self.request.get("stdin") else 0)
+                _Pump(self, attached, directory, forward=True).run()
+            finally:
+                attached.close()
+            self.emit("exit", code=self._exit_code(paths.exit_file))
+            return
         sock: socket.socket | None = None
         if self.request.get("stdin") and read_exit_file(paths.exit_file) is None:
             try:
@@ -247,6 +254,24 @@ class Session(threading.Thread):
                 sock.close()
         found = read_exit_file(paths.exit_file)
         self.emit("exit", code=None if found is None else found.exit_code)
+
+    def _exec_attached(self, sid: str, paths: Any) -> socket.socket | None:
+        """The session's attach socket that its exec parked (``exec_start(streamed=
+        True)``), waiting for it while the session starts. None once the session ran
+        or ended without one (a worker restarted in between, or conmon gave no
+        socket): its output is then read from its log, as before the process ran the
+        log is all there is."""
+        runtime = self.server.runtime
+        deadline = time.monotonic() + _EXEC_APPEAR
+        while True:
+            sock = runtime.take_exec_attach(sid, 0.02)
+            if sock is not None:
+                return sock
+            if os.path.exists(paths.pidfile) or read_exit_file(paths.exit_file) is not None:
+                return runtime.take_exec_attach(sid, 0)  # parked just now, or not at all
+            if time.monotonic() > deadline:
+                raise NotFound(f"exec session {sid} did not start")
+            self._take()  # ends the wait if the client gave up (the exec failed)
 
     # -- logs -------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import os
 import socket
+import threading
 import time
 
 from engine.errors import NotFound, RuntimeFailure
@@ -81,3 +82,48 @@ def resize(directory: str, height: int, width: int, timeout: float = 1.0) -> Non
         os.write(fd, f"{RESIZE_EVENT} {height} {width}\n".encode())
     os.close(fd)
 
+
+
+class Parked:
+    """Attach sockets connected for exec sessions before their process ran, kept for
+    the session's stream reader to take (``take``). One not taken within ``ttl`` is
+    closed: conmon then stops writing to it (the output stays in the log) instead of
+    holding the process back for a reader that never came."""
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self._socks: dict[str, socket.socket] = {}
+        self._cond = threading.Condition()
+
+    def park(self, key: str, sock: socket.socket) -> None:
+        with self._cond:
+            old = self._socks.pop(key, None)
+            self._socks[key] = sock
+            self._cond.notify_all()
+        if old is not None:
+            old.close()
+        timer = threading.Timer(self.ttl, self._expire, (key, sock))
+        timer.daemon = True
+        timer.start()
+
+    def take(self, key: str, timeout: float) -> socket.socket | None:
+        """The socket parked under ``key``, waiting up to ``timeout`` for it."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while key not in self._socks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self._socks.pop(key)
+
+    def _expire(self, key: str, sock: socket.socket) -> None:
+        with self._cond:
+            if self._socks.get(key) is not sock:
+                return  # taken (or replaced) meanwhile
+            del self._socks[key]
+        sock.close()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._socks)

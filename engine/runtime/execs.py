@@ -17,19 +17,25 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import select
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import InvalidArgument, RuntimeFailure, Timeout
+from engine.errors import InvalidArgument, NotFound, RuntimeFailure, Timeout
+from engine.runtime import attach as attach_socket
 from engine.runtime import conmon
 from engine.runtime.config import RuntimeConfig
 from engine.runtime.exitfile import read_exit_file
 from engine.runtime.runc import classify_start
 from engine.runtime.types import MAX_EXEC_OUTPUT, ExecSession
 from engine.runtime.waits import pid_alive
+
+log = logging.getLogger("berth.runtime")
 
 LOG_SIZE_MAX = 4 * MAX_EXEC_OUTPUT
 """conmon truncates a session's log when it would grow past this (bytes on disk)."""
@@ -112,7 +118,7 @@ def process_spec(base: dict[str, Any], cmd: list[str], *, env: list[str], cwd: s
 
 
 def conmon_exec_args(config: RuntimeConfig, session: SessionPaths, session_id: str,
-                     tty: bool, stdin: bool = False) -> list[str]:
+                     tty: bool, stdin: bool = False, attach: bool = False) -> list[str]:
     """conmon's command line for one session (pure, like ``conmon.conmon_args``)."""
     args = [config.conmon_path, "--api-version", "1", "-c", session.container_id,
             "-u", session_id, "-n", session_id, "-r", config.runtime_path,
@@ -127,6 +133,8 @@ def conmon_exec_args(config: RuntimeConfig, session: SessionPaths, session_id: s
         args.append("-t")
     elif stdin:
         args.append("-i")
+    if attach:
+        args.append("--exec-attach")
     return args
 
 
@@ -142,11 +150,21 @@ def claim(session: SessionPaths) -> bool:
 
 
 def spawn(config: RuntimeConfig, session: SessionPaths, session_id: str,
-          proc: dict[str, Any], *, stdin: bool = False) -> int:
-    """Start the session's conmon and return the session's pid once runc reports it."""
+          proc: dict[str, Any], *, stdin: bool = False,
+          attach: Callable[[socket.socket], None] | None = None) -> int:
+    """Start the session's conmon and return the session's pid once runc reports it.
+
+    With ``attach``, the session's output is not to be read from its log, which conmon
+    truncates at ``LOG_SIZE_MAX`` (a reader that far behind loses output), but from
+    its attach socket, where conmon waits for a slow reader: as libpod's exec with
+    attach does, conmon is started with ``--exec-attach``, says when its attach
+    socket is there (``_OCI_ATTACHPIPE``), and runs the process only after the second
+    byte on its start pipe, sent once ``attach`` has the connected socket. So not one
+    byte of output is written before a reader is connected."""
     with open(session.process_json, "w") as f:
         json.dump(proc, f)
-    argv = conmon_exec_args(config, session, session_id, bool(proc.get("terminal")), stdin)
+    argv = conmon_exec_args(config, session, session_id, bool(proc.get("terminal")), stdin,
+                            attach is not None)
     sync_r, sync_w = os.pipe()
     env = conmon.conmon_env(config, 0)
     env["_OCI_SYNCPIPE"] = "3"
@@ -157,6 +175,18 @@ def spawn(config: RuntimeConfig, session: SessionPaths, session_id: str,
     null_fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     actions = [(os.POSIX_SPAWN_DUP2, null_fd, 0), (os.POSIX_SPAWN_DUP2, null_fd, 1),
                (os.POSIX_SPAWN_DUP2, stderr_fd, 2), (os.POSIX_SPAWN_DUP2, high, 3)]
+    parent_ends: list[int] = [sync_r]  # closed at the end
+    child_ends = [sync_w, high, null_fd, stderr_fd]  # closed once conmon has them
+    start_w = attach_r = -1
+    if attach is not None:
+        start_r, start_w = os.pipe()
+        attach_r, attach_w = os.pipe()
+        parent_ends += [start_w, attach_r]
+        high_start, high_attach = conmon.high_dup(start_r), conmon.high_dup(attach_w)
+        child_ends += [start_r, attach_w, high_start, high_attach]
+        env["_OCI_STARTPIPE"] = "4"
+        env["_OCI_ATTACHPIPE"] = "5"
+        actions += [(os.POSIX_SPAWN_DUP2, high_start, 4), (os.POSIX_SPAWN_DUP2, high_attach, 5)]
     deadline = time.monotonic() + SYNC_TIMEOUT
     try:
         try:
@@ -164,12 +194,22 @@ def spawn(config: RuntimeConfig, session: SessionPaths, session_id: str,
         except OSError as exc:
             raise RuntimeFailure(f"cannot run conmon at {argv[0]}: {exc.strerror}") from None
         finally:
-            for fd in (sync_w, high, null_fd, stderr_fd):
+            for fd in child_ends:
                 os.close(fd)
+        if attach is not None:
+            os.write(start_w, b"0")  # conmon waits for a first byte before it forks
         conmon.reap_daemonising(child, deadline)
+        if attach is not None:
+            conmon.read_sync(attach_r, deadline)  # its attach socket is there
+            try:
+                attach(attach_socket.connect(os.path.join(config.sockets_dir, session_id)))
+            except (NotFound, RuntimeFailure) as exc:  # the reader follows the log instead
+                log.warning("exec session %s: no attach socket (%s)", session_id, exc)
+            os.write(start_w, b"0")  # the reader is there: run the process
         line = conmon.read_sync(sync_r, deadline)
     finally:
-        os.close(sync_r)
+        for fd in parent_ends:
+            os.close(fd)
     return _session_pid(line, session)
 
 

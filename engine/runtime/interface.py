@@ -66,7 +66,7 @@ class Runtime(Protocol):
     def exec_start(self, container_id: str, cmd: Sequence[str], *, session_id: str,
                    env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
                    no_new_privileges: bool = False, stdin: bool = False,
-                   console: tuple[int, int] = (0, 0)) -> int | None:
+                   console: tuple[int, int] = (0, 0), streamed: bool = False) -> int | None:
         """Start a session that outlives the caller; its pid, or None if this session was
         claimed by an earlier attempt (never a second process for one session)."""
         ...

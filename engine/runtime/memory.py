@@ -205,7 +205,7 @@ class MemoryRuntime:
     def exec_start(self, container_id: str, cmd: Sequence[str], *, session_id: str,
                    env: Sequence[str] = (), cwd: str = "", user: str = "", tty: bool = False,
                    no_new_privileges: bool = False, stdin: bool = False,
-                   console: tuple[int, int] = (0, 0)) -> int | None:
+                   console: tuple[int, int] = (0, 0), streamed: bool = False) -> int | None:
         validate_session_id(session_id)
         if not cmd:
             raise InvalidArgument("must provide a command to execute")

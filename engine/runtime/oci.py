@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from engine.errors import (
 from engine.faults import crash_point
 from engine.ids import validate_container_id, validate_name, validate_session_id
 from engine.runtime import conmon, execs
+from engine.runtime.attach import Parked
 from engine.runtime.config import (
     KILL_CONTAINER_TIMEOUT,
     SYSTEMD,
@@ -78,6 +80,8 @@ class OCIRuntime:
             )
         self.config = config
         self.runc = Runc(config)
+        self.exec_attached = Parked()
+        """Attach sockets of streamed exec sessions, until their reader takes them."""
         self.networks: NetworkSetup | None = None
         """networks (issue 11): set by the worker; None keeps runc's own empty
         network namespace for every container (the runtime's own tests)."""
@@ -362,12 +366,17 @@ class OCIRuntime:
         cap_add: Sequence[str] = (),
         stdin: bool = False,
         console: tuple[int, int] = (0, 0),
+        streamed: bool = False,
     ) -> int | None:
         """Start an exec session through conmon and return its pid; None if this session
         was claimed before (an earlier attempt may have started it: never twice).
 
         The session outlives the caller: conmon records its pid, output and exit code
-        in the session's directory (``exec_session``, ``exec_wait``)."""
+        in the session's directory (``exec_session``, ``exec_wait``). ``streamed``: a
+        stream reader will follow the output; it comes through the session's attach
+        socket, connected before the process runs (``take_exec_attach``), so a slow
+        reader holds the process back instead of losing what conmon's capped log
+        drops."""
         cid = validate_container_id(container_id)
         if not cmd:
             raise InvalidArgument("must provide a command to execute")
@@ -385,7 +394,14 @@ class OCIRuntime:
         session = self.exec_session_paths(cid, sid)
         if not execs.claim(session):
             return None
-        return execs.spawn(self.config, session, sid, proc, stdin=stdin)
+        park = (lambda sock: self.exec_attached.park(sid, sock)) if streamed else None
+        return execs.spawn(self.config, session, sid, proc, stdin=stdin, attach=park)
+
+    def take_exec_attach(self, session_id: str, timeout: float) -> socket.socket | None:
+        """The attach socket ``exec_start(streamed=True)`` connected for this session,
+        waiting up to ``timeout`` for it; None when there is none (then the output is
+        read from the session's log)."""
+        return self.exec_attached.take(session_id, timeout)
 
     def exec_session(self, container_id: str, session_id: str) -> ExecSession:
         """What the session's directory says now (claimed, pid, exit code, conmon)."""

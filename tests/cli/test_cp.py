@@ -4,9 +4,9 @@ container's root filesystem."""
 from __future__ import annotations
 
 import io
-import signal
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import uuid

@@ -192,6 +192,28 @@ def test_attach_and_detach_keys_leave_the_container_running(up: Engine) -> None:
     assert _state(up, "shell") == "running"
 
 
+def test_exec_output_far_behind_its_reader_is_all_delivered(up: Engine) -> None:
+    """A regression: exec output was read from the session's log, which conmon
+    truncates at 2 MiB, so a reader more than 2 MiB behind lost output. It comes
+    through the session's attach socket now, and a reader that stops holds the
+    process back: ~11 MB written while nobody reads arrive whole."""
+    _ok(up.cli("run", "-d", "--name", "big", up.rootfs, "sleep", "60"))
+    proc = _berth(up, "exec", "big", "seq", "1", "1500000", stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        # Nobody reads for a while: long enough for seq to be done many times over
+        # if nothing held it back (it was, and ran 9 MB past the log's 2 MiB cap).
+        time.sleep(3)
+        out = proc.stdout.read()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    expected = "".join(f"{i}\n" for i in range(1, 1500001)).encode()
+    assert len(out) == len(expected) and out == expected
+
+
 def test_exec_it_runs_on_a_terminal(up: Engine) -> None:
     _ok(up.cli("run", "-d", "--name", "tx", up.rootfs, "sleep", "60"))
     term = OnTerminal(up, "exec", "-it", "tx", "sh", "-c",
