@@ -167,7 +167,9 @@ class Reconciler:
         cid = command_id(self.project, self.digest, action, "")
         for _ in range(1000):  # each pass: an earlier incarnation removed since
             result = self._request(t.CREATE, action.container, action, "", spec, cid)
-            if not result.get("replayed") or self._alive(str(result.get("id"))):
+            # Asked even when the reply does not say "replayed": the broker answers a
+            # repeated id from its cache of replies with the first, unmarked reply.
+            if self._alive(str(result.get("id"))):
                 self.made[action.container] = str(result["id"])
                 print(f"created {action.container}", file=sys.stderr)
                 return
