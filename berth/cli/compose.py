@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
@@ -66,6 +66,8 @@ class Reconciler:
         self.digest = digest(stack)
         self.sent = 0
         self.made: dict[str, str] = {}  # name -> id of a container this pass created
+        self.due: float | None = None
+        """When a replica left out of the last pass (backing off) is due (monotonic)."""
         self.stopping: Callable[[], bool] = lambda: False
         """Asked between actions and while waiting: true once ``up`` is interrupted."""
 
@@ -111,18 +113,22 @@ class Reconciler:
                     self.client.network_create(full, subnet=subnet or None)
                 print(f"created network {full}", file=sys.stderr)
 
-    def converge(self, *, following: bool = False) -> list[Action]:
+    def converge(self, *, following: bool = False,
+                 holds: Mapping[str, float] | None = None) -> list[Action]:
         """One pass: observe, plan, carry out; the actions carried out. ``following``:
-        a later pass of the foreground ``up`` (see ``engine.compose.plan.plan``)."""
-        from engine.compose.plan import plan
+        a later pass of the foreground ``up`` (see ``engine.compose.plan.plan``);
+        ``holds``: replicas backing off (``engine.compose.plan.defer``), left for a
+        pass at ``self.due``."""
+        from engine.compose.plan import defer, plan
 
         if not following:
             self.volumes()
             self.networks()
         self.made.clear()
         done = []
-        for action in plan(self.stack, observe(self.client, self.project),
-                           following=following):
+        actions = plan(self.stack, observe(self.client, self.project), following=following)
+        actions, self.due = defer(actions, holds or {}, time.monotonic())
+        for action in actions:
             if self.stopping():
                 break
             self.carry_out(action)

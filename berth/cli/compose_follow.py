@@ -187,11 +187,11 @@ class Foreground:
     def _follow(self, position: int, logs: LogPrinter) -> str:
         """Until interrupted ("interrupted"), the stack removed ("removed") or every
         container ended by its own doing ("ended")."""
-        from engine.compose.plan import BACKOFF_WINDOW, all_ended, backoff
+        from engine.compose.plan import BACKOFF_WINDOW, all_ended, hold_until
 
         sub: Subscription | None = None
-        dirty, last_pass, not_before = True, time.monotonic(), 0.0
-        acting: deque[float] = deque(maxlen=64)
+        dirty, last_pass, retry_at, wake_at = True, time.monotonic(), 0.0, None
+        revived: dict[str, deque[float]] = {}  # name -> when it was last made to run
         try:
             while not self.stopping:
                 try:
@@ -209,25 +209,27 @@ class Foreground:
                     continue
                 if verdict == "removed":
                     return "removed"
-                dirty = dirty or verdict == "again"
                 now = time.monotonic()
-                if now - last_pass >= RESYNC:
-                    dirty = True
-                if not dirty or now < not_before or self.stopping:
+                due = wake_at is not None and now >= wake_at
+                dirty = dirty or verdict == "again" or due or now - last_pass >= RESYNC
+                if not dirty or now < retry_at or self.stopping:
                     continue
                 dirty, last_pass = False, now
+                revived = {name: times for name, times in revived.items()
+                           if now - times[-1] < BACKOFF_WINDOW}  # bounded: recent ones
+                holds = {name: hold_until(times) for name, times in revived.items()}
                 try:
-                    actions = self.rec.converge(following=True)
+                    actions = self.rec.converge(following=True, holds=holds)
                     observed = self._refresh(logs)
                 except BerthError as exc:
                     print(f"berth: compose: {exc} (trying again)", file=sys.stderr)
-                    dirty, not_before = True, now + RETRY
+                    dirty, retry_at = True, now + RETRY
                     continue
-                if actions:
-                    acting.append(now)
-                    recent = sum(1 for t in acting if now - t < BACKOFF_WINDOW)
-                    not_before = now + backoff(recent)
-                elif all_ended(observed):
+                wake_at = self.rec.due
+                for action in actions:
+                    if action.kind in ("create", "start"):
+                        revived.setdefault(action.container, deque(maxlen=16)).append(now)
+                if not actions and wake_at is None and all_ended(observed):
                     return "ended"
             return "interrupted"
         finally:

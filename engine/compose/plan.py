@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,17 +192,36 @@ def all_ended(observed: list[Observed]) -> bool:
     return bool(observed) and all(o.state == "exited" for o in observed)
 
 
-BACKOFF_FREE = 5
-"""Acting passes within ``BACKOFF_WINDOW`` seconds that go without a pause."""
+BACKOFF_FREE = 3
+"""Revivals of one replica within ``BACKOFF_WINDOW`` seconds that go without a pause."""
 BACKOFF_WINDOW = 30.0
 BACKOFF_CAP = 10.0
 
 
 def backoff(recent: int) -> float:
-    """Seconds to wait before the next acting pass after ``recent`` acting passes in the
-    last ``BACKOFF_WINDOW`` seconds: nothing for the first few, then doubling from
+    """Seconds a replica revived ``recent`` times in the last ``BACKOFF_WINDOW`` seconds
+    waits before it is revived again: nothing for the first few, then doubling from
     0.25 s up to ``BACKOFF_CAP``, so a replica killed over and over (an OOM loop) does
-    not turn the reconciler into a busy loop."""
+    not turn the reconciler into a busy loop; other replicas are not held back."""
     if recent < BACKOFF_FREE:
         return 0.0
     return float(min(BACKOFF_CAP, 0.25 * 2 ** (recent - BACKOFF_FREE)))
+
+
+def hold_until(revived: Sequence[float]) -> float:
+    """When a replica revived at the (ascending, monotonic) times ``revived`` may be
+    revived again (0.0: now)."""
+    if not revived:
+        return 0.0
+    last = revived[-1]
+    return last + backoff(sum(1 for t in revived if last - t < BACKOFF_WINDOW))
+
+
+def defer(actions: list[Action], holds: Mapping[str, float], now: float
+          ) -> tuple[list[Action], float | None]:
+    """``actions`` without the steps of replicas held until after ``now`` (``holds``:
+    name -> ``hold_until``), and when the first of those is due (None: none held)."""
+    held = {name: until for name, until in holds.items() if until > now}
+    kept = [a for a in actions if a.kind == "wait" or a.container not in held]
+    due = min((held[a.container] for a in actions if a.container in held), default=None)
+    return kept, due

@@ -14,7 +14,9 @@ from engine.compose.plan import (
     Observed,
     all_ended,
     backoff,
+    defer,
     died,
+    hold_until,
     plan,
     touches,
 )
@@ -152,10 +154,33 @@ def test_all_ended() -> None:
 
 
 def test_backoff() -> None:
-    assert [backoff(n) for n in range(8)] == [0.0] * 5 + [0.25, 0.5, 1.0]
-    assert backoff(11) == BACKOFF_CAP  # 16 s, capped
-    assert backoff(100) == BACKOFF_CAP == 10.0
-    assert backoff(10) == 8.0
+    assert [backoff(n) for n in range(7)] == [0.0] * 3 + [0.25, 0.5, 1.0, 2.0]
+    assert backoff(8) == 8.0
+    assert backoff(9) == BACKOFF_CAP == 10.0  # 16 s, capped
+    assert backoff(100) == BACKOFF_CAP
+
+
+def test_hold_until_counts_the_recent_revivals_of_one_replica() -> None:
+    assert hold_until([]) == 0.0
+    assert hold_until([100.0, 101.0]) == 101.0
+    assert hold_until([100.0, 101.0, 102.0]) == 102.25  # the fourth waits
+    assert hold_until([100.0, 101.0, 102.0, 103.0]) == 103.5
+    # revivals BACKOFF_WINDOW or more before the last one no longer count
+    assert hold_until([70.0, 71.0, 101.0, 102.0]) == 102.0
+    assert hold_until([72.0, 80.0, 101.0, 102.0]) == 102.25
+    assert hold_until([72.5, 80.0, 101.0, 102.0]) == 102.5
+
+
+def test_defer_leaves_out_the_replicas_backing_off() -> None:
+    acts = [Action("wait", "db", condition="service_started"),
+            Action("create", "web", 1, "p-web-1"), Action("start", "web", 1, "p-web-1"),
+            Action("start", "web", 2, "p-web-2"), Action("remove", "web", 3, "p-web-3")]
+    assert defer(acts, {}, 50.0) == (acts, None)
+    assert defer(acts, {"p-web-1": 50.0, "p-web-2": 10.0}, 50.0) == (acts, None)
+    kept, due = defer(acts, {"p-web-1": 52.0, "p-web-2": 51.0, "p-other-1": 40.0}, 50.0)
+    assert kept == [acts[0], acts[4]] and due == 51.0
+    kept, due = defer(acts, {"p-web-1": 52.0, "p-gone-1": 51.0}, 50.0)
+    assert kept == [acts[0], acts[3], acts[4]] and due == 52.0
 
 
 def test_observed_from_a_ps_row() -> None:
