@@ -138,6 +138,7 @@ class Foreground:
         self.stop_timeout = stop_timeout
         self.signals = 0
         self.names: dict[str, str] = {}  # id -> name of the project's containers
+        self.known: frozenset[str] = frozenset()  # their ids
 
     @property
     def stopping(self) -> bool:
@@ -154,10 +155,10 @@ class Foreground:
         previous = {s: signal.signal(s, self._signalled)
                     for s in (signal.SIGINT, signal.SIGTERM)}
         self.rec.stopping = lambda: self.stopping
-        logs = LogPrinter(clone(self.client))
         try:
             _, head = self.client.events(after=0, limit=1)  # before the first look
             self.rec.converge()
+            logs = LogPrinter(clone(self.client))
             logs.start()
             self._refresh(logs)
             outcome = "interrupted" if self.stopping else self._follow(head + 1, logs)
@@ -181,6 +182,7 @@ class Foreground:
 
         observed = observe(self.client, self.project)
         self.names = {o.id: o.name for o in observed}
+        self.known = frozenset(self.names)
         logs.track(observed)
         return observed
 
@@ -255,7 +257,7 @@ class Foreground:
         from engine.compose.plan import touches
         from engine.compose.stacks import stream_of
 
-        if not touches(self.project, set(self.names), event.type, event.stream, event.data):
+        if not touches(self.project, self.known, event.type, event.stream, event.data):
             return ""
         if event.stream == stream_of(self.project):
             if event.type == "stack.removed":

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,7 +173,7 @@ TRIGGERS = frozenset({"container.created", "container.exited", "container.remove
 transitions, execs, pauses and the like leave its containers where they were)."""
 
 
-def touches(project: str, known: frozenset[str] | set[str], event_type: str, stream: str,
+def touches(project: str, known: Set[str], event_type: str, stream: str,
             data: dict[str, Any]) -> bool:
     """Whether an event asks the foreground reconciler to plan again: a trigger on one
     of the project's containers (``known``: their ids), a container given one of the
