@@ -143,6 +143,15 @@ def test_killed_conmon_and_process_are_replaced_and_sigterm_stops_the_stack(
                and _ids(up, project)[f"{project}-db-1"] != gone, 30, interval=0.05,
                what="db-1 made again")
 
+    # an explicit stop is never undone: a later death is replaced, the stopped one left
+    assert up.cli("stop", "-t", "1", f"{project}-web-2").returncode == 0
+    victim = f"{project}-web-1"
+    before = _inspect(up, victim)
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_until(lambda: _running_again(up, victim, before), 30, interval=0.05,
+               what="web-1 replaced after web-2 was stopped")
+    assert _live(up, project)[f"{project}-web-2"] == "exited"
+
     assert fg.stop(signal.SIGTERM) == 0, fg.stderr()
     assert set(_live(up, project).values()) == {"exited"}, fg.stderr()
     assert f"stopping stack {project}" in fg.stderr()
