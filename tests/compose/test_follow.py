@@ -226,3 +226,32 @@ def test_reconciler_killed_9_while_following_resumes_without_doubling(
     assert second.stop(signal.SIGTERM) == 0, second.stderr()
     assert _compose(up, path, project, "down").returncode == 0
     assert _live(up, project) == {}
+
+
+def test_foreground_up_adopts_a_stack_another_up_applied(
+        up: Engine, foregrounds: list[Foreground]) -> None:
+    """``up -d`` with a changed file while a foreground ``up`` of the old one follows:
+    the foreground one adopts the recorded stack instead of turning the replicas back."""
+    project = "a" + uuid.uuid4().hex[:8]
+    path = _write(up, "adopt.yaml")
+    fg = Foreground(up, path, project)
+    foregrounds.append(fg)
+    wait_until(lambda: _converged(up, project), 60, interval=0.05, what="the stack up")
+    changed = _write(up, "adopt2.yaml", command="[sleep, '302']")
+    done = _compose(up, changed, project, "up", "-d")
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: f"stack {project} changed" in fg.stderr(), 20, what="adopted")
+    # a death now is replaced under the new stack, and nothing is turned back
+    victim = f"{project}-db-1"
+    before = _inspect(up, victim)
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_until(lambda: _running_again(up, victim, before), 30, interval=0.05,
+               what="db-1 replaced")
+    assert _converged(up, project)
+    for n in (1, 2):
+        assert _inspect(up, f"{project}-web-{n}")["spec"]["args"] == ["sleep", "302"]
+    assert _created(up, project) == Counter({f"{project}-db-1": 1, f"{project}-web-1": 2,
+                                             f"{project}-web-2": 2})
+    assert fg.stop(signal.SIGTERM) == 0, fg.stderr()
+    assert _compose(up, changed, project, "down").returncode == 0
+    assert _live(up, project) == {}
