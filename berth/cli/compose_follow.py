@@ -105,9 +105,11 @@ class LogPrinter(threading.Thread):
                     self._wake.clear()
                     continue
                 for cid in ids:
-                    self._read(cid)
-        except BerthError as exc:
-            print(f"berth: compose logs: {exc}", file=sys.stderr)
+                    try:
+                        self._read(cid)
+                    except BerthError as exc:  # the bus is away: read it again later
+                        print(f"berth: compose logs: {exc}", file=sys.stderr)
+                        self._wake.wait(RETRY)
         finally:
             self._client.close()
 
