@@ -166,7 +166,6 @@ def plan(stack: dict[str, Any], observed: list[Observed], *,
     return actions + sorted(extras, key=lambda a: (a.service, -a.number))
 
 
-
 TRIGGERS = frozenset({"container.created", "container.exited", "container.removed",
                       "container.renamed"})
 """The container events after which the project may no longer be converged (health
