@@ -1,7 +1,8 @@
 """``berth compose``: a Compose file's stack converged by a reconciler on this side of
 the bus. It observes (``ps -a``), decides (``engine.compose.plan``, pure) and publishes
 the actions' commands with deterministic ids, so it can be killed at any point and run
-again without a command carried out twice."""
+again without a command carried out twice. ``up`` without ``-d`` keeps it running
+(``berth.cli.compose_follow``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
@@ -44,11 +46,10 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
     return model.normalise(data, project=str(project), base_dir=base)
 
 
-def _observe(client: Client, project: str) -> list[Observed]:
+def observe(client: Client, project: str) -> list[Observed]:
     from engine.compose.plan import Observed, parse_name
 
-    return [Observed(str(r["name"]), str(r["id"]), str(r["state"]),
-                     str(r.get("finished_at") or ""))
+    return [Observed.from_row(r)
             for r in client.ps(all=True)
             if isinstance(r.get("name"), str) and parse_name(project, r["name"])
             and r.get("state") != "removed"]
@@ -64,7 +65,19 @@ class Reconciler:
         self.project: str = stack["name"]
         self.digest = digest(stack)
         self.sent = 0
-        self.made: dict[str, str] = {}  # name -> id of the containers this run created
+        self.made: dict[str, str] = {}  # name -> id of a container this pass created
+        self.due: float | None = None
+        """When a replica left out of the last pass (backing off) is due (monotonic)."""
+        self.stopping: Callable[[], bool] = lambda: False
+        """Asked between actions and while waiting: true once ``up`` is interrupted."""
+
+    def adopt(self, stack: dict[str, Any]) -> None:
+        """Converge to ``stack`` from now on (another ``up`` recorded a new one)."""
+        from engine.compose.model import digest
+
+        self.stack, self.digest = stack, digest(stack)
+        self.volumes()
+        self.networks()
 
     def _request(self, type: str, container: str | None, action: Action, target: str,
                  args: dict[str, Any], command_id: str | None = None) -> dict[str, Any]:
@@ -100,13 +113,24 @@ class Reconciler:
                     self.client.network_create(full, subnet=subnet or None)
                 print(f"created network {full}", file=sys.stderr)
 
-    def converge(self) -> list[Action]:
-        from engine.compose.plan import plan
+    def converge(self, *, following: bool = False,
+                 holds: Mapping[str, float] | None = None) -> list[Action]:
+        """One pass: observe, plan, carry out; the actions carried out. ``following``:
+        a later pass of the foreground ``up`` (see ``engine.compose.plan.plan``);
+        ``holds``: replicas backing off (``engine.compose.plan.defer``), left for a
+        pass at ``self.due``."""
+        from engine.compose.plan import defer, plan
 
-        self.volumes()
-        self.networks()
+        if not following:
+            self.volumes()
+            self.networks()
+        self.made.clear()
         done = []
-        for action in plan(self.stack, _observe(self.client, self.project)):
+        actions = plan(self.stack, observe(self.client, self.project), following=following)
+        actions, self.due = defer(actions, holds or {}, time.monotonic())
+        for action in actions:
+            if self.stopping():
+                break
             self.carry_out(action)
             done.append(action)
         return done
@@ -117,7 +141,7 @@ class Reconciler:
         if action.kind == "create":
             self._create(action)
         elif action.kind == "start":
-            made = self.made.get(action.container)  # just created: no need to look
+            made = self.made.pop(action.container, None)  # just created: no need to look
             seen = (self._seen(action.container) if made is None
                     else Observed(action.container, made, "created"))
             self._request(t.START, seen.id, action, f"{seen.id}/{seen.finished_at}", {})
@@ -130,7 +154,7 @@ class Reconciler:
             self._wait(action.service, action.condition)
 
     def _seen(self, name: str) -> Observed:
-        for o in _observe(self.client, self.project):
+        for o in observe(self.client, self.project):
             if o.name == name:
                 return o
         raise NotFound(f"container {name} vanished while the stack converged")
@@ -149,7 +173,9 @@ class Reconciler:
         cid = command_id(self.project, self.digest, action, "")
         for _ in range(1000):  # each pass: an earlier incarnation removed since
             result = self._request(t.CREATE, action.container, action, "", spec, cid)
-            if not result.get("replayed") or self._alive(str(result.get("id"))):
+            # Asked even when the reply does not say "replayed": the broker answers a
+            # repeated id from its cache of replies with the first, unmarked reply.
+            if self._alive(str(result.get("id"))):
                 self.made[action.container] = str(result["id"])
                 print(f"created {action.container}", file=sys.stderr)
                 return
@@ -165,12 +191,14 @@ class Reconciler:
     def _wait(self, service: str, condition: str) -> None:
         deadline = time.monotonic() + WAIT_SECONDS
         replicas = self.stack["services"][service]["replicas"]
-        while time.monotonic() < deadline:
-            mine = [o for o in _observe(self.client, self.project)
+        while time.monotonic() < deadline and not self.stopping():
+            mine = [o for o in observe(self.client, self.project)
                     if o.name.startswith(f"{self.project}-{service}-")]
             if len(mine) >= replicas and all(self._met(o, condition) for o in mine):
                 return
             time.sleep(0.1)  # polled with a deadline: the condition is another's state
+        if self.stopping():
+            return  # the pass ends at its next action
         raise Timeout(f"service {service} did not reach {condition} in {WAIT_SECONDS:.0f} s")
 
     def _met(self, o: Observed, condition: str) -> bool:
@@ -236,18 +264,23 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
             print(yaml.safe_dump(stack, sort_keys=True, default_flow_style=False), end="")
         case "up":
             _record(client, stack, t.STACK_APPLY)
-            Reconciler(client, stack).converge()
             if not args.detach:
-                _follow(client, project, follow=True)
+                from berth.cli.compose_follow import Foreground
+
+                return Foreground(client, Reconciler(client, stack),
+                                  stop_timeout=args.stop_timeout).run()
+            Reconciler(client, stack).converge()
         case "down":
-            _down(client, stack, args.volumes)
+            # Recorded first: a foreground ``up`` following the log stops replacing the
+            # containers this removes as soon as it reads it.
             _record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
+            _down(client, stack, args.volumes)
         case "ps":
             _ps(client, project)
         case "logs":
             _follow(client, project, follow=args.follow)
         case _:  # restart
-            for o in _observe(client, project):
+            for o in observe(client, project):
                 if o.state == "running":
                     client.stop(o.id, node=None)
                 client.start(o.id)
@@ -255,14 +288,23 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
-def _down(client: Client, stack: dict[str, Any], volumes: bool) -> None:
+def remove_containers(client: Client, stack: dict[str, Any]) -> Reconciler:
+    """Remove every container of the project (``down``, and a foreground ``up`` that
+    reads ``stack.removed``, closing the window in which it made one ``down`` had
+    not seen: a container the other removed first is skipped)."""
     from engine.compose.plan import Action, parse_name
 
     down = Reconciler(client, {**stack, "services": {}})
-    for o in sorted(_observe(client, down.project), key=lambda o: o.name, reverse=True):
+    for o in sorted(observe(client, down.project), key=lambda o: o.name, reverse=True):
         parsed = parse_name(down.project, o.name)
-        assert parsed is not None  # _observe keeps the project's names only
-        down.carry_out(Action("remove", parsed[0], parsed[1], o.name))
+        assert parsed is not None  # observe keeps the project's names only
+        with contextlib.suppress(NotFound):  # the other one removed it first
+            down.carry_out(Action("remove", parsed[0], parsed[1], o.name))
+    return down
+
+
+def _down(client: Client, stack: dict[str, Any], volumes: bool) -> None:
+    down = remove_containers(client, stack)
     for net in stack.get("networks", []):
         with contextlib.suppress(NotFound):  # removed before, or never made
             client.network_remove(f"{down.project}_{net}")
@@ -277,7 +319,7 @@ def _ps(client: Client, project: str) -> None:
     from engine.compose.plan import parse_name
 
     table = [["NAME", "SERVICE", "STATE", "ID"]]
-    for o in sorted(_observe(client, project), key=lambda o: o.name):
+    for o in sorted(observe(client, project), key=lambda o: o.name):
         parsed = parse_name(project, o.name)
         table.append([o.name, parsed[0] if parsed else "", o.state, o.id[:12]])
     widths = [max(len(row[i]) for row in table) for i in range(4)]
@@ -288,7 +330,7 @@ def _ps(client: Client, project: str) -> None:
 def _follow(client: Client, project: str, *, follow: bool) -> None:
     """Every container's log lines, prefixed with its name; with ``follow`` until all
     have exited (or Ctrl-C)."""
-    offsets = {o.id: (o.name, 0) for o in _observe(client, project)}
+    offsets = {o.id: (o.name, 0) for o in observe(client, project)}
     while offsets:
         for cid, (name, offset) in list(offsets.items()):
             chunk = client.logs(cid, offset=offset, wait_ms=200 if follow else 0)
@@ -308,7 +350,13 @@ def add_commands(add: AddCommand) -> None:
                    help="the project (default: the file's name: key, else its directory)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = actions.add_parser("up", help="create and start the stack's containers")
-    q.add_argument("-d", "--detach", action="store_true", help="return once converged")
+    q.add_argument("-d", "--detach", action="store_true",
+                   help="return once converged (without: keep it converged until "
+                        "interrupted, then stop its containers)")
+    q.add_argument("-t", "--timeout", dest="stop_timeout", type=float, default=10.0,
+                   metavar="SECONDS",
+                   help="when interrupted, how long each container has to stop before it "
+                        "is killed (default 10)")
     q = actions.add_parser("down", help="remove the stack's containers")
     q.add_argument("-v", "--volumes", action="store_true", help="and its named volumes")
     actions.add_parser("ps", help="the stack's containers")

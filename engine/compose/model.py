@@ -439,6 +439,21 @@ def container_name(project: str, service: str, number: int) -> str:
     return f"{project}-{service}-{number}"
 
 
+CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
+"""The label holding the service's ``config_hash`` on each of its containers, as docker
+compose names it: a replica whose label differs from the file's service is recreated."""
+
+
+def config_hash(stack: dict[str, Any], service: str) -> str:
+    """What a replica is made from: the service's run options and labels (sha256 of
+    their canonical JSON). ``deploy.replicas`` and ``depends_on`` are left out, as docker
+    compose leaves them out: scaling or reordering does not recreate a replica."""
+    svc = stack["services"][service]
+    text = json.dumps({"options": svc["options"], "labels": svc["labels"]}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def run_options(stack: dict[str, Any], service: str, number: int) -> dict[str, Any]:
     """The run options (``spec_from_user`` form) of one replica, with compose's labels."""
     svc = stack["services"][service]
@@ -446,6 +461,7 @@ def run_options(stack: dict[str, Any], service: str, number: int) -> dict[str, A
     labels = dict(svc["labels"])
     labels.update({"com.docker.compose.project": stack["name"],
                    "com.docker.compose.service": service,
-                   "com.docker.compose.container-number": str(number)})
+                   "com.docker.compose.container-number": str(number),
+                   CONFIG_HASH_LABEL: config_hash(stack, service)})
     opts["labels"] = dict(sorted(labels.items()))
     return opts

@@ -5,16 +5,22 @@ order, and can be killed at any point: running it again observes what the first 
 did and plans only the rest, and each action's command id is derived from what it acts
 on (``command_id``), so a command sent but not yet seen in the state is answered by the
 engine with its recorded outcome instead of being carried out twice.
+
+In the foreground (``up`` without ``-d``) the reconciler then follows the log and plans
+again whenever an event ``touches`` the project; those later passes (``following``)
+start again only a replica that ``died`` (ended from outside, not by its own exit or an
+explicit stop), so a stack that ran to completion is not run again in a loop.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
-from engine.compose.model import container_name, order
+from engine.compose.model import CONFIG_HASH_LABEL, config_hash, container_name, order
 
 NAMESPACE = uuid.UUID("6f3b2c1e-9a57-4d0e-8c8b-1b9d0e5a7c42")
 """The namespace of compose command ids (uuid5): fixed, so a re-run derives the same."""
@@ -28,6 +34,20 @@ class Observed:
     id: str
     state: str
     finished_at: str = ""
+    exit_reason: str = ""
+    exit_code: int | None = None
+    config_hash: str = ""
+    """The ``com.docker.compose.config-hash`` label it was created with ('' if none)."""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Observed:
+        """From a ``ps -a`` row (``workers/present.py``'s summary)."""
+        labels = row.get("labels")
+        code = row.get("exit_code")
+        return cls(str(row["name"]), str(row["id"]), str(row["state"]),
+                   str(row.get("finished_at") or ""), str(row.get("exit_reason") or ""),
+                   code if isinstance(code, int) else None,
+                   str(labels.get(CONFIG_HASH_LABEL, "")) if isinstance(labels, dict) else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +87,56 @@ def parse_name(project: str, name: str) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
-def plan(stack: dict[str, Any], observed: list[Observed]) -> list[Action]:
+DEATHS = frozenset({"conmon_lost", "unknown"})
+"""Exit reasons (``engine.decide.exit_reason``) that say the container was lost from
+outside: its conmon killed, or nothing left to tell how it ended."""
+
+SIGNALLED = 128
+"""An exit code above this is 128 + the signal that ended the process (as a shell and
+conmon report it)."""
+
+
+def died(seen: Observed) -> bool:
+    """Whether an exited replica was ended from outside: its conmon lost, or its process
+    killed by a signal nobody asked berth to send (a ``berth stop``/``kill`` is reason
+    ``stop``, its own exit ``exit`` or a ``crash`` with its own code, and those are left
+    to the service's restart policy, as docker compose leaves them)."""
+    if seen.state != "exited":
+        return False
+    if seen.exit_reason in DEATHS:
+        return True
+    return (seen.exit_reason == "crash" and seen.exit_code is not None
+            and seen.exit_code > SIGNALLED)
+
+
+def _replica(stack: dict[str, Any], service: str, number: int, seen: Observed | None,
+             *, one_shot: bool, following: bool) -> list[Action]:
+    """One replica's steps: created and started if missing; recreated if made from
+    another configuration; started if created or (see ``died``) exited."""
+    name = container_name(stack["name"], service, number)
+    create = [Action("create", service, number, name), Action("start", service, number, name)]
+    if seen is None:
+        return create
+    if seen.config_hash != config_hash(stack, service):
+        return [Action("remove", service, number, name), *create]
+    if seen.state == "created":
+        return [Action("start", service, number, name)]
+    if seen.state != "exited" or one_shot:
+        return []
+    policy = stack["services"][service]["options"].get("restart", "no")
+    if not following or (died(seen) and policy == "no"):
+        return [Action("start", service, number, name)]
+    return []
+
+
+def plan(stack: dict[str, Any], observed: list[Observed], *,
+         following: bool = False) -> list[Action]:
     """The actions converging ``observed`` (the project's containers) to ``stack``:
     services in dependency order, each replica created and started if missing,
-    started if stopped; replicas beyond ``deploy.replicas`` and containers of services
-    no longer in the file removed (last)."""
+    removed and made again if its config hash is not its service's, started if
+    stopped (``following``: only if it died and has no restart policy); replicas
+    beyond ``deploy.replicas`` and containers of services no longer in the file
+    removed (last)."""
     project = stack["name"]
     services: dict[str, Any] = stack["services"]
     by_name = {o.name: o for o in observed}
@@ -83,14 +148,9 @@ def plan(stack: dict[str, Any], observed: list[Observed]) -> list[Action]:
         svc = services[service]
         steps: list[Action] = []
         for number in range(1, svc["replicas"] + 1):
-            name = container_name(project, service, number)
-            seen = by_name.get(name)
-            if seen is None:
-                steps.append(Action("create", service, number, name))
-                steps.append(Action("start", service, number, name))
-            elif seen.state == "created" or (seen.state == "exited"
-                                             and service not in one_shot):
-                steps.append(Action("start", service, number, name))
+            steps += _replica(stack, service, number,
+                              by_name.get(container_name(project, service, number)),
+                              one_shot=service in one_shot, following=following)
         if steps:
             actions += [Action("wait", dep, condition=condition)
                         for dep, condition in sorted(svc["depends_on"].items())]
@@ -105,3 +165,62 @@ def plan(stack: dict[str, Any], observed: list[Observed]) -> list[Action]:
             extras.append(Action("remove", service, number, o.name))
     return actions + sorted(extras, key=lambda a: (a.service, -a.number))
 
+
+TRIGGERS = frozenset({"container.created", "container.exited", "container.removed",
+                      "container.renamed"})
+"""The container events after which the project may no longer be converged (health
+transitions, execs, pauses and the like leave its containers where they were)."""
+
+
+def touches(project: str, known: Set[str], event_type: str, stream: str,
+            data: dict[str, Any]) -> bool:
+    """Whether an event asks the foreground reconciler to plan again: a trigger on one
+    of the project's containers (``known``: their ids), a container given one of the
+    project's names, or the project's own stack events."""
+    if stream == f"stack:{project}":
+        return True
+    if event_type not in TRIGGERS:
+        return False
+    name = data.get("name")
+    return stream in known or (isinstance(name, str) and parse_name(project, name) is not None)
+
+
+def all_ended(observed: list[Observed]) -> bool:
+    """Every container of the project has exited (the foreground ``up`` then returns,
+    as docker compose's attached ``up`` does when its containers have all exited)."""
+    return bool(observed) and all(o.state == "exited" for o in observed)
+
+
+BACKOFF_FREE = 3
+"""Revivals of one replica within ``BACKOFF_WINDOW`` seconds that go without a pause."""
+BACKOFF_WINDOW = 30.0
+BACKOFF_CAP = 10.0
+
+
+def backoff(recent: int) -> float:
+    """Seconds a replica revived ``recent`` times in the last ``BACKOFF_WINDOW`` seconds
+    waits before it is revived again: nothing for the first few, then doubling from
+    0.25 s up to ``BACKOFF_CAP``, so a replica killed over and over (an OOM loop) does
+    not turn the reconciler into a busy loop; other replicas are not held back."""
+    if recent < BACKOFF_FREE:
+        return 0.0
+    return float(min(BACKOFF_CAP, 0.25 * 2 ** (recent - BACKOFF_FREE)))
+
+
+def hold_until(revived: Sequence[float]) -> float:
+    """When a replica revived at the (ascending, monotonic) times ``revived`` may be
+    revived again (0.0: now)."""
+    if not revived:
+        return 0.0
+    last = revived[-1]
+    return last + backoff(sum(1 for t in revived if last - t < BACKOFF_WINDOW))
+
+
+def defer(actions: list[Action], holds: Mapping[str, float], now: float
+          ) -> tuple[list[Action], float | None]:
+    """``actions`` without the steps of replicas held until after ``now`` (``holds``:
+    name -> ``hold_until``), and when the first of those is due (None: none held)."""
+    held = {name: until for name, until in holds.items() if until > now}
+    kept = [a for a in actions if a.kind == "wait" or a.container not in held]
+    due = min((held[a.container] for a in actions if a.container in held), default=None)
+    return kept, due

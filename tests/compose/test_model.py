@@ -53,6 +53,7 @@ def test_normalised_stack() -> None:
     assert model.digest(s) == model.digest(stack(GOOD)) != model.digest(stack(GOOD, "other"))
     opts = model.run_options(s, "web", 2)
     assert opts["labels"] == {"com.docker.compose.container-number": "2",
+                              "com.docker.compose.config-hash": model.config_hash(s, "web"),
                               "com.docker.compose.project": "proj",
                               "com.docker.compose.service": "web", "tier": "front"}
 
@@ -169,8 +170,12 @@ def test_plan_creates_in_dependency_order_and_waits() -> None:
         ("create", "p-web-2"), ("start", "p-web-2")]
 
 
+HASH = model.config_hash(_s({"x": 1}), "x")
+"""Every service of ``_s`` has the same (empty) options and labels."""
+
+
 def test_plan_converged_is_empty_and_scale_down_removes_extras() -> None:
-    running = [Observed(f"p-web-{n}", f"id{n}", "running") for n in (1, 2, 3)]
+    running = [Observed(f"p-web-{n}", f"id{n}", "running", config_hash=HASH) for n in (1, 2, 3)]
     assert plan(_s({"web": 3}), running) == []
     acts = plan(_s({"web": 1}), running + [Observed("p-gone-1", "g", "running"),
                                             Observed("other-web-1", "o", "running")])
@@ -180,7 +185,8 @@ def test_plan_converged_is_empty_and_scale_down_removes_extras() -> None:
 
 def test_plan_restarts_stopped_replicas_but_not_completed_one_shots() -> None:
     s = _s({"init": 1, "web": 1}, {"web": {"init": "service_completed_successfully"}})
-    seen = [Observed("p-init-1", "i", "exited"), Observed("p-web-1", "w", "exited")]
+    seen = [Observed("p-init-1", "i", "exited", config_hash=HASH),
+            Observed("p-web-1", "w", "exited", config_hash=HASH)]
     assert plan(s, seen) == [Action("wait", "init", condition="service_completed_successfully"),
                              Action("start", "web", 1, "p-web-1")]
 

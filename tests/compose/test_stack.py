@@ -83,6 +83,7 @@ def test_up_scale_up_again_and_down(up: Engine) -> None:
     assert _live(up, project) == _want(project, 3)
     with up.client() as c:
         spec = c.inspect(f"{project}-web-2")["spec"]
+        assert len(spec["labels"].pop("com.docker.compose.config-hash")) == 64
         assert spec["labels"] == {
             "com.docker.compose.container-number": "2", "com.docker.compose.project": project,
             "com.docker.compose.service": "web", "tier": "front"}
