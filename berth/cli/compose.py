@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import os
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 COMMANDS = ("compose",)
 WAIT_SECONDS = 120.0
 """How long ``up`` waits for one dependency's condition before it gives up."""
+IN_FLIGHT = 8
+"""Containers whose commands are sent at once: the worker carries commands out on its
+own threads, so one container's create (conmon, ``runc create``, its network) overlaps
+another's instead of each waiting for the one before (bench.compose_bench: 50
+containers without a network came up in half the time, and went down in a third)."""
 
 
 def _stack(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,11 +66,19 @@ class Reconciler:
     def __init__(self, client: Client, stack: dict[str, Any]) -> None:
         from engine.compose.model import digest
 
-        self.client, self.stack = client, stack
+        self._client, self.stack = client, stack
         self.project: str = stack["name"]
         self.digest = digest(stack)
         self.sent = 0
+        self._sent_lock = threading.Lock()
+        self._local = threading.local()  # a thread of carry_out_all's pool: its own client
         self.made: dict[str, str] = {}  # name -> id of the containers this run created
+
+    @property
+    def client(self) -> Client:
+        """This thread's client (a client is not thread-safe)."""
+        own: Client | None = getattr(self._local, "client", None)
+        return own or self._client
 
     def _request(self, type: str, container: str | None, action: Action, target: str,
                  args: dict[str, Any], command_id: str | None = None) -> dict[str, Any]:
@@ -74,8 +88,10 @@ class Reconciler:
         cid = command_id or derive(self.project, self.digest, action, target)
         command = self.client.command(type, container, None, args, command_id=cid)
         result = dict(self.client.request(command).result)
-        self.sent += 1
-        crash_point(f"compose.sent.{self.sent}")  # tests: a reconciler killed mid-up
+        with self._sent_lock:
+            self.sent += 1
+            sent = self.sent
+        crash_point(f"compose.sent.{sent}")  # tests: a reconciler killed mid-up
         return result
 
     def volumes(self) -> None:
@@ -105,11 +121,56 @@ class Reconciler:
 
         self.volumes()
         self.networks()
-        done = []
-        for action in plan(self.stack, _observe(self.client, self.project)):
-            self.carry_out(action)
-            done.append(action)
+        done = plan(self.stack, _observe(self.client, self.project))
+        self.carry_out_all(done)
         return done
+
+    def carry_out_all(self, actions: list[Action]) -> None:
+        """A plan's actions: each ``wait`` in its place; between two waits, each
+        container's own actions (create then start, or a remove) in order, up to
+        IN_FLIGHT containers at once, each pool thread on a client of its own. The
+        command ids are the actions' own, whatever the order they are sent in, so a run
+        killed with commands in flight and run again doubles none. The first failure
+        is raised once the containers already under way are done."""
+        chains: dict[str, list[Action]] = {}
+        for action in [*actions, None]:
+            if action is not None and action.kind != "wait":
+                chains.setdefault(action.container, []).append(action)
+                continue
+            if len(chains) == 1:
+                for step in next(iter(chains.values())):
+                    self.carry_out(step)
+            elif chains:
+                self._concurrently(list(chains.values()))
+            chains = {}
+            if action is not None:
+                self.carry_out(action)
+
+    def _concurrently(self, chains: list[list[Action]]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        opened: list[Client] = []
+
+        def own_client() -> None:
+            main = self._client
+            self._local.client = Client(",".join(main.endpoints),
+                                        events_endpoint=main.events_endpoint,
+                                        actor=main.actor, timeout=main.timeout,
+                                        retries=main.retries, curve=main.curve)
+            opened.append(self._local.client)  # list.append is atomic
+
+        def run(chain: list[Action]) -> None:
+            for step in chain:
+                self.carry_out(step)
+
+        try:
+            with ThreadPoolExecutor(min(IN_FLIGHT, len(chains)), initializer=own_client) as pool:
+                futures = [pool.submit(run, chain) for chain in chains]
+        finally:
+            for c in opened:
+                c.close()
+        for future in futures:
+            future.result()  # the first failure, in plan order
 
     def carry_out(self, action: Action) -> None:
         from engine.compose.plan import Observed
@@ -259,10 +320,12 @@ def _down(client: Client, stack: dict[str, Any], volumes: bool) -> None:
     from engine.compose.plan import Action, parse_name
 
     down = Reconciler(client, {**stack, "services": {}})
+    removes = []
     for o in sorted(_observe(client, down.project), key=lambda o: o.name, reverse=True):
         parsed = parse_name(down.project, o.name)
         assert parsed is not None  # _observe keeps the project's names only
-        down.carry_out(Action("remove", parsed[0], parsed[1], o.name))
+        removes.append(Action("remove", parsed[0], parsed[1], o.name))
+    down.carry_out_all(removes)
     for net in stack.get("networks", []):
         with contextlib.suppress(NotFound):  # removed before, or never made
             client.network_remove(f"{down.project}_{net}")

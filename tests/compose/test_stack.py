@@ -138,7 +138,8 @@ def test_reconciler_killed_mid_up_converges_without_doubling(up: Engine) -> None
                       env={**up.env, POINTS_ENV: "compose.sent.3", ARMED_ENV: arming})
     assert killed.returncode == -9, killed.stderr
     partial = _live(up, project)
-    assert 0 < len(partial) < 4  # cut short: db and part of web
+    # Cut short: db and part of web (creates sent in parallel may finish after the kill).
+    assert partial and partial != _want(project, 3)
     done = _compose(up, path, project, "up", "-d")
     assert done.returncode == 0, done.stderr
     assert _live(up, project) == _want(project, 3)
