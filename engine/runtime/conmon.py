@@ -11,7 +11,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import select
 import time
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ from engine.errors import RuntimeFailure, Timeout
 from engine.runtime.config import SYSTEMD, RuntimeConfig
 from engine.runtime.layout import ContainerPaths
 from engine.runtime.runc import classify_start
-from engine.runtime.waits import wait_pids_exit
+from engine.runtime.waits import readable, wait_pids_exit
 
 _FIRST_EXTRA_FD = 3
 _HIGH_FD = 100
@@ -114,8 +113,7 @@ def read_sync(fd: int, deadline: float) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0:
             raise Timeout("container creation timeout: conmon did not report a pid")
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        if not readable(fd, left):
             continue
         chunk = os.read(fd, 4096)
         if not chunk:

@@ -19,7 +19,6 @@ import errno
 import json
 import logging
 import os
-import select
 import socket
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from engine.runtime.config import RuntimeConfig
 from engine.runtime.exitfile import read_exit_file
 from engine.runtime.runc import classify_start
 from engine.runtime.types import MAX_EXEC_OUTPUT, ExecSession
-from engine.runtime.waits import pid_alive
+from engine.runtime.waits import pid_alive, readable
 
 log = logging.getLogger("berth.runtime")
 
@@ -272,8 +271,7 @@ def _wait_pid(pid: int, deadline: float | None) -> None:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             raise Timeout("the exec session did not finish in time")
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        if not readable(fd, left):
             raise Timeout("the exec session did not finish in time")
     finally:
         os.close(fd)

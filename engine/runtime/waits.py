@@ -53,3 +53,13 @@ def wait_pids_exit(pids: Iterable[int], timeout: float) -> bool:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def readable(fd: int, timeout: float | None) -> bool:
+    """Whether ``fd`` becomes readable within ``timeout`` seconds (None: no limit).
+    poll, not select: a busy worker's descriptor numbers pass 1024, where select()
+    refuses them."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    wait_ms = None if timeout is None else max(0, int(timeout * 1000))
+    return bool(poller.poll(wait_ms))

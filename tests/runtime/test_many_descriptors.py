@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from engine.runtime.waits import wait_pids_exit
+from tests.runtime.conftest import Containers
 from workers.inotify import Inotify
 
 HELD = 1100
@@ -56,3 +58,15 @@ def test_inotify_reads_past_fd_1024(many_descriptors: list[int], tmp_path: objec
         assert list(watch.read(5)) == ["exit-file"]
     finally:
         watch.close()
+
+
+def test_a_container_is_created_and_execed_past_fd_1024(
+        many_descriptors: list[int], containers: Containers) -> None:
+    """A regression: conmon's sync pipe and an exec session's pidfd were waited on
+    with select(), so a worker holding ~1,000 descriptors could neither create a
+    container nor wait for an exec ("filedescriptor out of range in select()")."""
+    cid, created = containers.run("sleep", "30")
+    assert created.pid > 0
+    result = containers.runtime.exec(cid, ["sh", "-c", "echo past-1024"],
+                                     session_id=str(uuid.uuid4()))
+    assert (result.exit_code, result.output) == (0, b"past-1024\n")
