@@ -224,7 +224,7 @@ def decide_exec(state: ContainerState, command: c.Exec, used_before: bool = Fals
                 then=_exec_exited(command))
 
 
-RESUMABLE = (c.Stop, c.CopyIn)
+RESUMABLE = (c.Stop, c.CopyIn, c.Remove)
 """Commands whose first attempt may record its intent and die before its end."""
 
 
@@ -246,9 +246,18 @@ def resume(state: ContainerState, command: c.ContainerCommand,
     is in the intent) and writes it; extracting an archive twice leaves what once
     does, and the end, recorded once, closes the intent. A resend whose pieces are
     gone, or whose archive differs, is refused (the caller records that as the end).
+
+    A forced remove of a live container: its stop intent precedes the kill, its end
+    (``removed``) follows the delete; the resend stops what still runs and removes.
     """
     if isinstance(command, c.CopyIn):
         return _resume_copy(command, first)
+    if isinstance(command, c.Remove):
+        # ``rm -f`` of a live container: its stop intent is recorded, its end (the
+        # removal) is not. Whatever the container is now, the removal goes on.
+        if not any(isinstance(r.event, ev.StopRequested) for r in first):
+            return None
+        return command, replace(_remove(state, replace(command, force=True)), before=())
     if not isinstance(command, c.Stop) or state.state != RUNNING:
         return None
     intents = [(r.metadata.recorded_at, r.event) for r in first
@@ -433,13 +442,22 @@ def _restore(state: ContainerState) -> Plan:
 
 
 def _remove(state: ContainerState, command: c.Remove) -> Plan:
-    steps: tuple[Step, ...] = ()
+    """A live container is removed only with ``force``, which stops it at once: that
+    stop is recorded first (``stop_requested``, no grace period), so its exit is
+    "stop", asked for, and a worker dying in between leaves an intent the resend
+    finishes (``resume``) rather than an exit that looks like a crash."""
     if state.state in (RUNNING, PAUSED):
         if not command.force:
             raise Refused(f"container {state.name} is {state.state}: stop it first "
                                "or use --force")
         steps = ((Step.UNPAUSE,) if state.state == PAUSED else ()) + (Step.STOP, Step.RECORD_EXIT)
-    return Plan((*steps, Step.DELETE, Step.CLEANUP), then=lambda _f: (ev.Removed(),))
+        return Plan((*steps, Step.DELETE, Step.CLEANUP), before=(ev.StopRequested(0),),
+                    then=_removed)
+    return Plan((Step.DELETE, Step.CLEANUP), then=_removed)
+
+
+def _removed(_facts: Facts) -> tuple[ev.Event, ...]:
+    return (ev.Removed(),)
 
 
 def _rename(state: ContainerState, command: c.Rename) -> Plan:

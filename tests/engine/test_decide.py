@@ -92,9 +92,10 @@ EXPECTED: dict[tuple[str, str], object] = {
     ("paused", "rm"): R,
     ("exited", "rm"): ((S.DELETE, S.CLEANUP), (), (ev.Removed,)),
     ("created", "rm-f"): ((S.DELETE, S.CLEANUP), (), (ev.Removed,)),
-    ("running", "rm-f"): ((S.STOP, S.RECORD_EXIT, S.DELETE, S.CLEANUP), (), (ev.Removed,)),
-    ("paused", "rm-f"): ((S.UNPAUSE, S.STOP, S.RECORD_EXIT, S.DELETE, S.CLEANUP), (),
+    ("running", "rm-f"): ((S.STOP, S.RECORD_EXIT, S.DELETE, S.CLEANUP), (ev.StopRequested,),
                          (ev.Removed,)),
+    ("paused", "rm-f"): ((S.UNPAUSE, S.STOP, S.RECORD_EXIT, S.DELETE, S.CLEANUP),
+                         (ev.StopRequested,), (ev.Removed,)),
     ("exited", "rm-f"): ((S.DELETE, S.CLEANUP), (), (ev.Removed,)),
     # resources through runc update while there is a process; the log alone otherwise
     ("created", "update-memory"): ((S.UPDATE,), (), (ev.Updated,)),

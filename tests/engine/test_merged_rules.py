@@ -145,3 +145,24 @@ def test_network_create_text_options() -> None:
     with pytest.raises(InvalidArgument) as err:
         c.parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": 5})
     assert str(err.value) == "invalid subnet 5: must be a string"
+
+
+def test_a_forced_remove_cut_short_after_its_stop_intent_is_finished() -> None:
+    intent = recorded(CID, 4, ev.StopRequested(0))
+    command = c.Remove(CID, force=False)  # the resend: forced or not, it finishes
+    for name, steps in (("running", (d.Step.STOP, d.Step.RECORD_EXIT, d.Step.DELETE,
+                                     d.Step.CLEANUP)),
+                        ("paused", (d.Step.UNPAUSE, d.Step.STOP, d.Step.RECORD_EXIT,
+                                    d.Step.DELETE, d.Step.CLEANUP)),
+                        ("exited", (d.Step.DELETE, d.Step.CLEANUP))):
+        resumed = d.resume(state(name), command, [intent], [], NOW)
+        assert resumed is not None, name
+        again, plan = resumed
+        assert again == command and plan.steps == steps and plan.before == ()
+        assert plan.then(d.Facts(container_id=CID, node="n1")) == (ev.Removed(),)
+    assert d.resume(state("exited"), command, [recorded(CID, 4, ev.Started())], [],
+                    NOW) is None
+    assert c.Remove in d.RESUMABLE
+    forced = d.decide(state("running"), c.Remove(CID, force=True))
+    assert forced.before == (ev.StopRequested(0),)
+    assert d.decide(state("exited"), c.Remove(CID, force=True)).before == ()

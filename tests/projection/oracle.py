@@ -82,6 +82,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (CREATED, ev.CONTAINER_EXITED): EXIT_ROW,        # conmon lost before start
     (CREATED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),  # interrupted exec
     (CREATED, ev.CONTAINER_COPIED_IN): NOTHING,
+    (CREATED, ev.CONTAINER_COPY_FINISHED): NOTHING,
     (CREATED, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (CREATED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (CREATED, ev.COMMAND_FAILED): NOTHING,
@@ -99,6 +100,7 @@ TABLE: dict[tuple[str, str], Row] = {
     # The image is recorded; the run state changes only by the exit that follows.
     (RUNNING, ev.CONTAINER_CHECKPOINTED): Row(checkpoint_path=EVENT),
     (RUNNING, ev.CONTAINER_COPIED_IN): NOTHING,
+    (RUNNING, ev.CONTAINER_COPY_FINISHED): NOTHING,
     (RUNNING, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (RUNNING, ev.CONTAINER_REMOVED): REMOVE_ROW,     # forced, exit status never found
     (RUNNING, ev.COMMAND_FAILED): NOTHING,
@@ -110,6 +112,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (PAUSED, ev.CONTAINER_EXITED): EXIT_ROW,         # killed while frozen
     (PAUSED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
     (PAUSED, ev.CONTAINER_COPIED_IN): NOTHING,
+    (PAUSED, ev.CONTAINER_COPY_FINISHED): NOTHING,
     (PAUSED, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (PAUSED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (PAUSED, ev.COMMAND_FAILED): NOTHING,
@@ -119,6 +122,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (EXITED, ev.CONTAINER_RESTORED): RESTORE_ROW,
     (EXITED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
     (EXITED, ev.CONTAINER_COPIED_IN): NOTHING,
+    (EXITED, ev.CONTAINER_COPY_FINISHED): NOTHING,
     (EXITED, ev.CONTAINER_RENAMED): Row(name=EVENT),
     (EXITED, ev.CONTAINER_REMOVED): REMOVE_ROW,
     (EXITED, ev.COMMAND_FAILED): NOTHING,

@@ -1,0 +1,64 @@
+"""``rm -f`` of a live container: its stop is recorded before the kill, so the exit
+reads "stop" (asked for), and a worker dying in between leaves an intent that the
+resend finishes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from engine import events as ev
+from tests.e2e.conftest import Engine
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def _stream(engine: Engine, cid: str) -> list[ev.RecordedEvent]:
+    with engine.store() as store:
+        return store.read_stream(cid)
+
+
+def test_a_forced_remove_records_a_stop_not_a_crash(up: Engine) -> None:
+    """A regression: the kill of ``rm -f`` had no intent, so its exit was recorded as
+    a crash (code 137), as if the process had died on its own."""
+    cid = _ok(up.cli("run", "-d", "--network", "none", up.rootfs, "sleep", "60")).strip()
+    _ok(up.cli("rm", "-f", cid))
+    stream = _stream(up, cid)
+    types = [r.type for r in stream]
+    assert types[-3:] == [ev.CONTAINER_STOP_REQUESTED, ev.CONTAINER_EXITED,
+                          ev.CONTAINER_REMOVED]
+    exited = stream[-2].event
+    assert isinstance(exited, ev.Exited)
+    assert (exited.reason, exited.expected) == ("stop", True)
+
+
+def test_a_forced_remove_cut_short_after_its_intent_is_finished_by_the_resend(
+        engine: Engine) -> None:
+    engine.start_worker_process()
+    cid = _ok(engine.cli("run", "-d", "--network", "none", engine.rootfs, "sleep",
+                         "60")).strip()
+    assert engine.worker_proc is not None
+    engine.worker_proc.terminate()
+    engine.worker_proc.wait(30)
+    worker = engine.start_armed_worker("container.remove.intended")
+    rm = subprocess.Popen([sys.executable, "-m", "berth", "rm", "-f", cid], env=engine.env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert worker.wait(60) == -signal.SIGKILL
+        engine.start_worker_process()  # takes the remove the broker held for the node
+        _, err = rm.communicate(timeout=60)
+        assert rm.returncode == 0, err
+    finally:
+        if rm.poll() is None:
+            rm.kill()
+            rm.wait()
+    types = [r.type for r in _stream(engine, cid)]
+    assert types.count(ev.CONTAINER_STOP_REQUESTED) == 1
+    assert types.count(ev.CONTAINER_REMOVED) == 1
+    assert types[-1] == ev.CONTAINER_REMOVED
+    assert '"state": "removed"' in _ok(engine.cli("inspect", cid))
+    assert _ok(engine.cli("ps", "-aq")) == ""
