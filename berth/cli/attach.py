@@ -341,7 +341,8 @@ def _open(session: StreamSession, kind: str, cid: str, **options: Any) -> Frame:
     session.open(kind, cid, **options)
     frame = session.recv(_READY_TIMEOUT)
     if frame is None:
-        raise Unavailable("the worker did not open the stream in time")
+        raise Unavailable(f"the worker's stream socket at {session.endpoint} did not answer "
+                          f"within {_READY_TIMEOUT:g} s")
     if frame.op == "exit":
         return frame
     return frame
