@@ -256,7 +256,21 @@ class StreamSession:
         self.close()
 
     def _send(self, op: str, **fields: Any) -> None:
-        self.sock.send(encode(op, **fields))
+        """Send one frame. Never blocks for good: a DEALER whose only connection was
+        refused at the handshake has no peer and would wait forever, so the send is
+        retried while the monitor is watched, up to PEER_TIMEOUT."""
+        frame = encode(op, **fields)
+        deadline = time.monotonic() + PEER_TIMEOUT
+        while True:
+            self._check_handshake()
+            try:
+                self.sock.send(frame, zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"the worker's stream socket at {self.endpoint} takes "
+                                      "no frames") from None
+                self.sock.poll(50, zmq.POLLOUT)
         self._last_sent = time.monotonic()
 
     def open(self, kind: str, container: str, *, session: str = "", stdin: bool = False,

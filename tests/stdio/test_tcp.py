@@ -207,11 +207,11 @@ def test_a_key_the_broker_would_not_admit_is_refused_on_the_stream_socket(
     for own, server in ((mallory.own, worker_public), (wrong_server.own,
                                                         wrong_server.server_public)):
         session = StreamSession(endpoint, curve=keys.ClientKeys(own, server))
-        try:
-            session.open("attach", cid, stdin=True)
-            session.send_stdin(b"owned\n")
-            session.send_eof()
+        try:  # refused at whichever call first hears of the handshake
             with pytest.raises(PermissionDenied, match="refused this client's key"):
+                session.open("attach", cid, stdin=True)
+                session.send_stdin(b"owned\n")
+                session.send_eof()
                 session.recv(10)
         finally:
             session.close()
