@@ -36,7 +36,7 @@ from bus.endpoints import ipc_path
 from bus.keys import ClientKeys
 from bus.protocol import Reply
 from bus.stream import Frame, StreamSession, stream_endpoint
-from engine.errors import BerthError, InvalidArgument, NotFound, Unavailable
+from engine.errors import BerthError, InvalidArgument, InvalidState, NotFound, Unavailable
 from engine.ids import new_uuid
 
 if TYPE_CHECKING:
@@ -54,6 +54,11 @@ _READY_TIMEOUT = 10.0
 
 class Detached(Exception):
     """The user typed the detach keys."""
+
+
+class NoStream(InvalidState):
+    """The node has no stream socket, and the command needs one (-i, -t, attach, the
+    logs filters): said before anything starts, and not an engine that is down."""
 
 
 def parse_detach_keys(text: str) -> bytes:
@@ -360,8 +365,8 @@ def attach_session(client: Client, cid: str, node: str, *, stdin: bool, use_tty:
     where = endpoint_for(client, node)
     if where is None:
         if stdin or use_tty:
-            raise Unavailable(f"no stream socket for node {node}: -i, -t and attach need "
-                              f"one ({NO_STREAM})")
+            raise NoStream(f"no stream socket for node {node}: -i, -t and attach need one "
+                           f"({NO_STREAM})")
         if before is not None:
             before()
         return follow_polled(client, cid, node)
@@ -443,6 +448,10 @@ def run_attached(args: argparse.Namespace, client: Client, spec: dict[str, Any])
     except Detached:
         print(cid)
         return 0
+    except NoStream:  # refused before the start: nothing of it is wanted
+        with contextlib.suppress(BerthError):
+            client.remove(cid, force=True, node=node)
+        raise
     except Unavailable as exc:
         if args.rm:
             raise Unavailable(f"{exc}; container {cid[:12]} keeps running and was not "
@@ -500,8 +509,8 @@ def exec_streamed(args: argparse.Namespace, client: Client) -> int:
     interactive = bool(getattr(args, "interactive", False))
     if where is None:
         if interactive:
-            raise Unavailable(f"no stream socket for node {node}: exec -i needs one "
-                              f"({NO_STREAM})")
+            raise NoStream(f"no stream socket for node {node}: exec -i needs one "
+                           f"({NO_STREAM})")
         reply = _exec_command(client, args, target, node, None, False)
         sys.stdout.write(str(reply.result.get("output", "")))
         sys.stdout.flush()
@@ -598,8 +607,8 @@ def logs_streamed(args: argparse.Namespace, client: Client) -> int:
         where, target, node = located(client, ref)
         if where is None:
             if len(options) > 1 or args.timestamps:
-                raise Unavailable(f"no stream socket for node {node}: --tail, --since, "
-                                  f"--until and -t need one ({NO_STREAM})")
+                raise NoStream(f"no stream socket for node {node}: --tail, --since, "
+                               f"--until and -t need one ({NO_STREAM})")
             resolved = client.resolve(ref)
             _logs_polled(client, resolved.id, resolved.node, bool(args.follow))
             continue

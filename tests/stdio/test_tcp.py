@@ -233,6 +233,29 @@ def test_an_auditors_key_reads_logs_but_cannot_attach(tcp: TcpEngine) -> None:
     assert len(lines) == 1 and "auditor" in lines[0], result.stderr
 
 
+def test_a_worker_without_the_clients_directory_has_no_stream_socket_and_run_polls(
+        tcp: TcpEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker host without the authorised-publishers directory binds no stream
+    socket (and logs why): plain ``run`` falls back to reading the log through the
+    bus, and ``-i`` is refused in one sentence before anything is created."""
+    assert tcp.worker is not None and tcp.keystore is not None
+    tcp.worker.close()
+    monkeypatch.setenv("BERTH_AUTHORIZED_PUBLISHERS", str(tcp.keystore.root / "nowhere"))
+    tcp.worker = worker = Worker(tcp.config())
+    worker.start()
+    wait_until(lambda: worker.link is not None and worker.link.connected.is_set(), 10,
+               what="worker connected")
+    assert worker.streams is None
+    result = tcp.cli("run", "--rm", tcp.rootfs, "sh", "-c", "echo polled; exit 4")
+    assert (result.returncode, result.stdout) == (4, "polled\n"), result.stderr
+    result = tcp.cli("run", "-i", "--rm", tcp.rootfs, "cat", input=b"x\n")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 125 and len(lines) == 1, result.stderr
+    assert f"no stream socket for node {NODE}" in lines[0], lines
+    assert "engine running" not in lines[0]
+    assert _ok(tcp.cli("ps", "-a", "-q")) == ""  # the refused run left nothing
+
+
 def test_the_stream_allow_list_is_the_brokers_for_clients(keystore: KeyStore,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """``for_streams`` reads the clients' directories of this host; its ZAP answers
