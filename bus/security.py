@@ -42,8 +42,10 @@ ZAP_ENDPOINT: Final = "inproc://zeromq.zap.01"
 DOMAIN_CLIENTS: Final = "berth.clients"
 DOMAIN_WORKERS: Final = "berth.workers"
 DOMAIN_EVENTS: Final = "berth.events"
+DOMAIN_STREAMS: Final = "berth.streams"
+"""A worker's tcp stream socket (workers.attach): the broker's clients, nobody else."""
 ROLE_OF_DOMAIN: Final = {DOMAIN_CLIENTS: _keys.PUBLISHERS, DOMAIN_WORKERS: _keys.WORKERS,
-                         DOMAIN_EVENTS: _keys.PUBLISHERS}
+                         DOMAIN_EVENTS: _keys.PUBLISHERS, DOMAIN_STREAMS: _keys.PUBLISHERS}
 DEFAULT_RATE: Final = 1000.0
 DEFAULT_BURST: Final = 2000
 # Refusal lines per second, so a key-spraying peer cannot fill the log.
@@ -92,6 +94,26 @@ class BrokerSecurity:
             _keys.check_not_writable_by_others(auditors)
         return cls(_keys.load_pair(key_path), dirs[_keys.WORKERS], dirs[_keys.PUBLISHERS],
                    auditors if auditors.is_dir() else None)
+
+    @classmethod
+    def for_streams(cls, server: _keys.KeyPair,
+                    env: Mapping[str, str] | None = None) -> BrokerSecurity:
+        """A worker's tcp stream socket: the worker's own pair, and the directories the
+        broker reads for its clients as this host has them (``BERTH_AUTHORIZED_PUBLISHERS``
+        and ``..._AUDITORS`` or their defaults), so one allow-list says who may use the
+        bus and its streams. No worker key is admitted there: the workers' entry names
+        the publishers' directory only because the dataclass needs one."""
+        publishers = _keys.authorized_dir(_keys.PUBLISHERS, env)
+        if not publishers.is_dir():
+            raise InvalidArgument(
+                f"the authorised-publishers directory {publishers} does not exist on this "
+                f"host: copy the broker's (or set {_keys.ENV_AUTHORIZED[_keys.PUBLISHERS]}) "
+                "so this worker can admit the same clients on its stream socket")
+        _keys.check_not_writable_by_others(publishers)
+        auditors = _keys.authorized_dir(_keys.AUDITORS, env)
+        if auditors.is_dir():
+            _keys.check_not_writable_by_others(auditors)
+        return cls(server, publishers, publishers, auditors if auditors.is_dir() else None)
 
     def directory(self, domain: str) -> Path:
         return self.workers_dir if ROLE_OF_DOMAIN[domain] == _keys.WORKERS else self.publishers_dir
@@ -154,9 +176,12 @@ class ZapHandler:
     CURVE server with no ZAP handler would accept any key.
     """
 
-    def __init__(self, context: zmq.Context[Any], security: BrokerSecurity) -> None:
+    def __init__(self, context: zmq.Context[Any], security: BrokerSecurity,
+                 domains: tuple[str, ...] = tuple(ROLE_OF_DOMAIN)) -> None:
+        """``domains``: the ZAP domains answered (a worker's stream socket asks only
+        DOMAIN_STREAMS, with the same directories the broker reads for its clients)."""
         self._ctx = context
-        self._rings = {domain: KeyRing(security.directory(domain)) for domain in ROLE_OF_DOMAIN}
+        self._rings = {domain: KeyRing(security.directory(domain)) for domain in domains}
         self._auditors = (None if security.auditors_dir is None
                           else KeyRing(security.auditors_dir))
         self._stop = threading.Event()

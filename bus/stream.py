@@ -7,6 +7,14 @@ to its bus sockets (``stream-<node>.sock``), and each session is one client DEAL
 connected to it. The broker stays out of the data path; who may reach the socket is
 decided as for the bus's ipc sockets (a 0600 file in the private run directory).
 
+On a tcp bus the worker binds its stream socket on tcp instead (``BERTH_STREAM_BIND``,
+default an ephemeral port on the address this host reaches the broker from) as a
+CURVE server with the worker's own key pair, admitting the keys the broker admits
+for its clients (bus.security, ZAP domain ``berth.streams``). A client learns the
+endpoint and the worker's public key by asking the node's worker over the bus
+(``query.stream``): the broker authenticated that worker for that node, so the key
+it answers with is the one to trust.
+
 Every frame is one msgpack map ``{"v": 1, "op": ..., ...}``:
 
 client -> worker
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -46,7 +55,14 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]
 import zmq
 
-from engine.errors import ProtocolError, Unavailable, error_from_code
+from bus.keys import ClientKeys, apply_client
+from engine.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ProtocolError,
+    Unavailable,
+    error_from_code,
+)
 
 STREAM_VERSION: Final = 1
 MAX_CHUNK: Final = 64 * 1024
@@ -67,11 +83,60 @@ WORKER_OPS: Final = frozenset({"ready", "out", "lines", "credit", "exit", "error
 
 def stream_endpoint(bus_endpoint: str, node: str) -> str | None:
     """The stream socket of ``node``'s worker, next to an ipc bus endpoint (None for
-    tcp: streams need the worker's own socket, which only ipc reaches for now)."""
+    tcp: there the worker says where its socket is, ``query.stream``)."""
     if not bus_endpoint.startswith("ipc://"):
         return None
     directory = os.path.dirname(bus_endpoint[len("ipc://"):])
     return f"ipc://{os.path.join(directory, f'stream-{node}.sock')}"
+
+
+ENV_STREAM_BIND: Final = "BERTH_STREAM_BIND"
+"""Where a worker on a tcp bus binds its stream socket (``tcp://HOST:PORT``)."""
+_TCP_BIND: Final = re.compile(r"^tcp://([^:/]+|\[[0-9a-fA-F:]+\]):(\d+|\*)$")
+_HANDSHAKE_FAILED: Final = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def tcp_stream_bind(bind: str | None, backend: str) -> str:
+    """The endpoint a worker on a tcp bus binds its stream socket to: ``bind`` (the
+    option or BERTH_STREAM_BIND) as given, else an ephemeral port on the address this
+    host reaches the broker's ``backend`` from (clients reach the workers where the
+    broker does; a firewalled site names a fixed port instead)."""
+    if bind:
+        if _TCP_BIND.match(bind) is None:
+            raise InvalidArgument(f"invalid stream endpoint {bind!r}: use tcp://HOST:PORT")
+        return bind
+    return f"tcp://{_local_address(backend)}:*"
+
+
+def advertised(bound: str, backend: str) -> str:
+    """What clients connect to for a socket bound at ``bound`` (its LAST_ENDPOINT): a
+    wildcard host is replaced by the address this host reaches the broker from."""
+    host_port = bound[len("tcp://"):]
+    host, _, port = host_port.rpartition(":")
+    if host in ("0.0.0.0", "*", "[::]", "::"):
+        host = _local_address(backend)
+    return f"tcp://{host}:{port}"
+
+
+def _local_address(backend: str) -> str:
+    """The local address the kernel would use to reach the broker's host."""
+    import socket
+
+    first = backend.split(",")[0].strip()[len("tcp://"):]
+    host = first.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    if host in ("*", "0.0.0.0"):
+        return "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        probe.connect((host, 9))  # UDP: no packet is sent, only a route is chosen
+        address = str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+    return f"[{address}]" if family == socket.AF_INET6 else address
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +193,26 @@ class StreamSession:
     topping up the output credit as they are taken, and ``send_stdin`` sends input
     while the worker's stdin credit lasts."""
 
-    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None,
+                 curve: ClientKeys | None = None) -> None:
+        """``curve``: for a tcp stream socket, this client's pair and the worker's
+        public key (``query.stream``); a refused handshake raises PermissionDenied."""
         path = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else ""
         if path and not os.path.exists(path):
             raise Unavailable(f"the worker's stream socket {path} does not exist")
+        self.endpoint = endpoint
         self._ctx = context or zmq.Context.instance()
         self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME + 1024)
         self.sock.setsockopt(zmq.RCVHWM, 4 * WINDOW)
+        self._monitor: zmq.Socket[bytes] | None = None
+        if curve is not None:
+            apply_client(self.sock, curve)
+            # A refused CURVE handshake is silent on the socket itself (libzmq only
+            # retries): its monitor says so, and the session ends with one sentence.
+            self._monitor = self.sock.get_monitor_socket(
+                _HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self.sock.connect(endpoint)
         self.stdin_credit = 0
         self._taken = 0
@@ -144,10 +220,34 @@ class StreamSession:
         self._last_heard = time.monotonic()
 
     def close(self) -> None:
+        self._stop_monitor()
         if not self.sock.closed:
             with contextlib.suppress(zmq.ZMQError):
                 self.sock.send(encode("close"), zmq.NOBLOCK)
             self.sock.close(linger=0)
+
+    def _stop_monitor(self) -> None:
+        if self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def _check_handshake(self) -> None:
+        """Raise PermissionDenied once the monitor reports a failed CURVE handshake;
+        stop watching once one succeeded."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self._monitor is not None and self._monitor.poll(0, zmq.POLLIN):
+            event = int(recv_monitor_message(self._monitor)["event"])
+            if event & _HANDSHAKE_FAILED:
+                self._stop_monitor()
+                raise PermissionDenied(
+                    f"the worker's stream socket at {self.endpoint} refused this client's "
+                    "key: it admits the keys the broker admits for its clients (its "
+                    "authorised-publishers directory)")
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._stop_monitor()
 
     def __enter__(self) -> StreamSession:
         return self
@@ -156,7 +256,21 @@ class StreamSession:
         self.close()
 
     def _send(self, op: str, **fields: Any) -> None:
-        self.sock.send(encode(op, **fields))
+        """Send one frame. Never blocks for good: a DEALER whose only connection was
+        refused at the handshake has no peer and would wait forever, so the send is
+        retried while the monitor is watched, up to PEER_TIMEOUT."""
+        frame = encode(op, **fields)
+        deadline = time.monotonic() + PEER_TIMEOUT
+        while True:
+            self._check_handshake()
+            try:
+                self.sock.send(frame, zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"the worker's stream socket at {self.endpoint} takes "
+                                      "no frames") from None
+                self.sock.poll(50, zmq.POLLOUT)
         self._last_sent = time.monotonic()
 
     def open(self, kind: str, container: str, *, session: str = "", stdin: bool = False,
@@ -176,10 +290,13 @@ class StreamSession:
         ``error`` frame, raises."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            self._check_handshake()
             if time.monotonic() - self._last_sent >= PING_INTERVAL:
                 self._send("ping")
             left = PING_INTERVAL if deadline is None else min(deadline - time.monotonic(),
                                                               PING_INTERVAL)
+            if self._monitor is not None:  # a handshake under way: look again soon
+                left = min(left, 0.05)
             if self.sock.poll(max(0, int(left * 1000)), zmq.POLLIN):
                 frame = decode(self.sock.recv(), WORKER_OPS)
                 self._last_heard = time.monotonic()

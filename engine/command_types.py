@@ -43,6 +43,8 @@ PING: Final = "query.ping"
 INFO: Final = "query.info"
 COPY_OUT: Final = "query.copy_out"
 COPY_CHUNK: Final = "container.copy_chunk"
+# stdio streams over tcp (issue 10): where a node's stream socket is, and its CURVE key
+STREAM: Final = "query.stream"
 
 REBUILD: Final = "admin.rebuild"
 VERIFY_AUDIT: Final = "admin.verify_audit"
@@ -91,7 +93,7 @@ CONTAINER_COMMANDS: Final = (CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS}
 """COPY_OUT reads a container's files: not a query an auditor's key may send;
 COPY_CHUNK stages a piece of a copy_in (nothing recorded until the copy_in)."""
 QUERY_COMMANDS: Final = frozenset({PS, INSPECT, RESOLVE, EVENTS, HISTORY, STATE, LOGS, PING,
-                                   NETWORKS, NETWORK_INSPECT} | {INFO})
+                                   NETWORKS, NETWORK_INSPECT} | {INFO} | {STREAM})
 AUDIT_COMMANDS: Final = frozenset(
     {VERIFY_AUDIT, AUDIT_CHECKPOINT, AUDIT_PROVE, AUDIT_CONSISTENCY, AUDIT_EXPORT})
 """What an auditor's key may send besides queries: reads of the log and its proofs, and

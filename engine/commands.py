@@ -366,12 +366,18 @@ class Info:
     """What a node runs: the versions of its runtime binaries, its store and position."""
 
 
+# stdio streams over tcp (issue 10)
+@dataclass(frozen=True, slots=True)
+class StreamLocation:
+    """Where the node's stream socket listens and its public CURVE key (routed by node)."""
+
+
 Query: TypeAlias = (
     Wait | Ps | Inspect | Resolve | Events | History | StateAt | Logs | Rebuild | VerifyAudit
     | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Healthcheck
     | Top | Stats
     | AuditCheckpoint | AuditProve | AuditConsistency | AuditExport | Ping | Info | CopyOut
-    | CopyChunk
+    | CopyChunk | StreamLocation
 )
 # volumes
 
@@ -699,6 +705,8 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             return Ping()
         case "query.info":
             return Info()
+        case "query.stream":
+            return StreamLocation()
         case "admin.rebuild":
             return Rebuild(_flag(args, "verify"), _flag(args, "force"))
         case "admin.verify_audit":

@@ -16,6 +16,12 @@ Session threads hand their frames to the I/O thread through a queue and a wake
 pipe; they emit output only against credit, so the queue holds at most ``WINDOW``
 data frames per session. Nothing here decides state: the exit code comes from
 conmon's exit file, which the exit monitor records as an event on its own.
+
+On a tcp bus the socket is bound on tcp as a CURVE server (``StreamCurve``): the
+worker's own key pair, and a ZAP handler in the server's private context that admits
+the keys of the broker's clients (its authorised publishers; auditors may only read
+logs). The endpoint clients should use and the public key are ``location()``, which
+the worker answers ``query.stream`` with.
 """
 
 from __future__ import annotations
@@ -37,11 +43,14 @@ import zmq
 
 from bus import stream as s
 from bus.endpoints import prepare_bind, secure_bound
+from bus.keys import AUDITOR_PREFIX, ClientKeys, needs_curve
+from bus.security import DOMAIN_STREAMS, BrokerSecurity, ZapHandler, make_curve_server
 from engine.errors import (
     AlreadyExists,
     BerthError,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ProtocolError,
     RateLimited,
 )
@@ -457,13 +466,26 @@ class StreamServer:
 
     def __init__(self, runtime: OCIRuntime, endpoint: str,
                  resolve: Callable[[str], str] = validate_container_id,
-                 context: zmq.Context[Any] | None = None) -> None:
+                 context: zmq.Context[Any] | None = None, *,
+                 curve: BrokerSecurity | None = None, backend: str = "") -> None:
         """``resolve``: a container reference (id, unique prefix, name) -> the id of a
-        container of this node (the service's, so a client needs no round trip first)."""
+        container of this node (the service's, so a client needs no round trip first).
+        ``curve``: for a tcp ``endpoint``, the worker's pair and the clients' key
+        directories (``BrokerSecurity.for_streams``); ``backend``: the broker's
+        endpoint, to advertise a wildcard-bound socket by the address that reaches it."""
+        if needs_curve(endpoint) and curve is None:
+            raise InvalidArgument(f"a stream socket on {endpoint} needs CURVE keys")
         self.runtime = runtime
         self.resolve = resolve
         self.endpoint = endpoint
-        self._ctx = context or zmq.Context.instance()
+        self.curve = curve
+        self.backend = backend
+        self.advertised: str | None = None
+        """Where clients connect, once bound (a tcp port bound as ``*`` read back)."""
+        self._zap: ZapHandler | None = None
+        # A CURVE socket's ZAP handler must be the only one in its context: a private one.
+        self._own_ctx = curve is not None and context is None
+        self._ctx = zmq.Context() if self._own_ctx else (context or zmq.Context.instance())
         self._sessions: dict[bytes, Session] = {}
         self._outbox: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -476,6 +498,9 @@ class StreamServer:
 
     def start(self) -> None:
         prepare_bind(self.endpoint)
+        if self.curve is not None and self._zap is None:
+            self._zap = ZapHandler(self._ctx, self.curve, (DOMAIN_STREAMS,))
+            self._zap.start()  # before the bind: a CURVE server without ZAP admits anyone
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, s.MAX_FRAME + 1024)
@@ -483,8 +508,20 @@ class StreamServer:
         # Credit keeps a session's frames in flight under WINDOW; a client that ignores
         # it fills this and loses its session rather than the worker's memory.
         sock.setsockopt(zmq.SNDHWM, 4 * s.WINDOW)
-        sock.bind(self.endpoint)
+        if self.curve is not None:
+            make_curve_server(sock, self.curve, DOMAIN_STREAMS)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
         secure_bound(self.endpoint)
+        bound = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.advertised = (s.advertised(bound, self.backend) if bound.startswith("tcp://")
+                           else self.endpoint)
+        if self.curve is not None:
+            log.info("stream socket on %s (CURVE, key %s)", self.advertised,
+                     self.curve.server.public.decode())
         self._sock = sock
         self._thread = threading.Thread(target=self._loop, name="berth-streams", daemon=True)
         self._thread.start()
@@ -516,8 +553,10 @@ class StreamServer:
         with self._starting:
             self._stop.set()
         self._wake()
+        finished = True
         if self._thread is not None:
             self._thread.join(5)
+            finished = not self._thread.is_alive()
             self._thread = None
         for session in list(self._sessions.values()):
             with session.lock:
@@ -526,6 +565,19 @@ class StreamServer:
         wake_r, wake_w, self._wake_r, self._wake_w = self._wake_r, self._wake_w, -1, -1
         os.close(wake_r)
         os.close(wake_w)
+        if self._zap is not None:
+            self._zap.stop()
+            self._zap = None
+        if self._own_ctx and finished:  # its sockets are closed: the loop's and ZAP's
+            self._ctx.term()
+
+    def location(self) -> dict[str, Any]:
+        """What ``query.stream`` answers: the endpoint and the public CURVE key (None
+        on ipc) clients use; Unavailable until the socket is bound."""
+        if self.advertised is None:
+            raise NotFound("this worker's stream socket is not bound (yet): its log says why")
+        key = self.curve.server.public.decode() if self.curve is not None else None
+        return {"endpoint": self.advertised, "public_key": key}
 
     def send(self, identity: bytes, frame: bytes) -> None:
         self._outbox.put((identity, frame))
@@ -563,15 +615,21 @@ class StreamServer:
     def _receive(self, sock: zmq.Socket[bytes]) -> None:
         for _ in range(256):
             try:
-                identity, frame = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            except ValueError:
+            if len(frames) != 2:
                 continue  # not [identity, frame]: nothing any client of ours sends
+            identity, frame = frames[0].bytes, frames[1].bytes
             try:
                 msg = s.decode(frame, s.CLIENT_OPS)
             except ProtocolError as exc:
                 self._refuse(sock, identity, exc.code, exc.message)
+                continue
+            if (msg.op == "open" and self.curve is not None and msg.get("kind") != "logs"
+                    and _user_id(frames[1]).startswith(AUDITOR_PREFIX)):
+                self._refuse(sock, identity, PermissionDenied.code,
+                             "an auditor's key may only read logs on a stream socket")
                 continue
             try:
                 self._route(sock, identity, msg)
@@ -632,17 +690,40 @@ class StreamServer:
             session.wake()  # lets it notice a silent client
 
 
+def _user_id(frame: zmq.Frame) -> str:
+    """The key name ZAP gave the connection a frame came on ("" if none)."""
+    try:
+        return str(frame.get("User-Id") or "")
+    except zmq.ZMQError:
+        return ""
+
+
 def start_streams(runtime: OCIRuntime, backend: str | None, node: str,
-                  resolve: Callable[[str], str] = validate_container_id) -> StreamServer | None:
-    """The node's stream socket next to its ipc bus endpoint, bound in the background
-    (``start_when_free``); None on a tcp bus (attached commands then fall back to
-    reading logs through the bus)."""
+                  resolve: Callable[[str], str] = validate_container_id, *,
+                  curve: ClientKeys | None = None,
+                  bind: str | None = None) -> StreamServer | None:
+    """The node's stream socket, bound in the background (``start_when_free``): next
+    to its ipc bus endpoint, or on a tcp bus at ``bind`` (BERTH_STREAM_BIND; default
+    an ephemeral port) as a CURVE server with the worker's own pair (``curve``). None
+    when a tcp bus leaves it without keys or without the clients' directory (attached
+    commands then fall back to reading logs through the bus; -i and -t are refused)."""
     from bus.endpoints import default_endpoints
 
-    endpoint = s.stream_endpoint(backend or default_endpoints().backend, node)
+    backend = backend or default_endpoints().backend
+    endpoint = s.stream_endpoint(backend, node)
+    security: BrokerSecurity | None = None
     if endpoint is None:
-        return None
-    server = StreamServer(runtime, endpoint, resolve)
+        if curve is None:
+            log.warning("no stream socket: the bus is on tcp and this worker has no CURVE "
+                        "key pair (BERTH_KEY)")
+            return None
+        try:
+            endpoint = s.tcp_stream_bind(bind or os.environ.get(s.ENV_STREAM_BIND), backend)
+            security = BrokerSecurity.for_streams(curve.own)
+        except BerthError as exc:
+            log.warning("no stream socket: %s", exc.message)
+            return None
+    server = StreamServer(runtime, endpoint, resolve, curve=security, backend=backend)
     threading.Thread(target=server.start_when_free, name="berth-streams-bind",
                      daemon=True).start()
     return server

@@ -53,6 +53,8 @@ class Dispatch:
         """The worker's health monitor, set when it runs (probes, inspect's probe log)."""
         self.usage: UsageReader | None = None
         """Reads of live processes and counters (top, stats), set by the worker."""
+        self.streams: Any = None
+        """The worker's stream server (workers.attach), set by the worker when it has one."""
         self.copies = Transfers()
         q = queries
         change = self._change
@@ -108,6 +110,8 @@ class Dispatch:
             t.NETWORKS: lambda _n, cmd: _ok(cmd, {"networks": self._networks().list()}),
             t.NETWORK_INSPECT: lambda n, cmd: _ok(cmd, self._networks().inspect(n.name)),
             t.INFO: lambda _i, cmd: _ok(cmd, node_info(service)),
+            # stdio streams over tcp (issue 10)
+            t.STREAM: lambda _s, cmd: _ok(cmd, self._stream()),
             # compose
             t.STACK_APPLY: self._stack,
             t.STACK_REMOVE: self._stack,
@@ -120,6 +124,12 @@ class Dispatch:
         if self.usage is None:
             raise Unavailable(f"the worker of node {self.service.node} is not serving yet")
         return self.usage
+
+    def _stream(self) -> dict[str, Any]:
+        if self.streams is None:
+            raise NotFound(f"node {self.service.node} has no stream socket (its worker's "
+                           "log says why)")
+        return {"node": self.service.node, **self.streams.location()}
 
     def _inspected(self, state: Any) -> dict[str, Any]:
         return with_health(detail(state), self.service, state,

@@ -97,6 +97,11 @@ class WorkerConfig:
     audit_trust: str | None = field(default_factory=lambda: os.environ.get("BERTH_AUDIT_TRUST"))
     """Other writers' auditor public key files (``:``-separated): rows they signed are
     vouched for in this node's heads (several nodes sharing one store)."""
+    # stdio streams over tcp (issue 10)
+    stream_bind: str | None = field(
+        default_factory=lambda: os.environ.get("BERTH_STREAM_BIND") or None)
+    """On a tcp bus, where the stream socket binds (``tcp://HOST:PORT``; None: an
+    ephemeral port on the address that reaches the broker)."""
 
     def __post_init__(self) -> None:
         validate_node(self.node)
@@ -196,7 +201,9 @@ class Worker:
         )
         self.service.observers.append(self._publish)
         self.streams = start_streams(self.runtime, self.config.backend, self.config.node,
-                                     self.service.resolve)
+                                     self.service.resolve, curve=self.link.curve,
+                                     bind=self.config.stream_bind)
+        self.dispatch.streams = self.streams
         self.link.start()
         if self.signer is not None and self.config.audit_interval > 0:
             self._heads = threading.Thread(target=self._sign_heads, name="tree-heads",

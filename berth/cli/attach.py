@@ -33,9 +33,10 @@ import zmq
 from berth.cli import format as fmt
 from bus.client import Client
 from bus.endpoints import ipc_path
+from bus.keys import ClientKeys
 from bus.protocol import Reply
 from bus.stream import Frame, StreamSession, stream_endpoint
-from engine.errors import BerthError, InvalidArgument, Unavailable
+from engine.errors import BerthError, InvalidArgument, InvalidState, NotFound, Unavailable
 from engine.ids import new_uuid
 
 if TYPE_CHECKING:
@@ -53,6 +54,11 @@ _READY_TIMEOUT = 10.0
 
 class Detached(Exception):
     """The user typed the detach keys."""
+
+
+class NoStream(InvalidState):
+    """The node has no stream socket, and the command needs one (-i, -t, attach, the
+    logs filters): said before anything starts, and not an engine that is down."""
 
 
 def parse_detach_keys(text: str) -> bytes:
@@ -86,22 +92,51 @@ def parse_log_time(text: str) -> str:
         return fmt.parse_time(text)
 
 
-def endpoint_for(client: Client, node: str) -> str | None:
+@dataclass(frozen=True)
+class Where:
+    """A node's stream socket: its endpoint, and on tcp the keys of the session
+    (this client's pair, the worker's public key as the worker told it)."""
+
+    endpoint: str
+    curve: ClientKeys | None = None
+
+    def session(self) -> StreamSession:
+        return StreamSession(self.endpoint, curve=self.curve)
+
+
+NO_STREAM = ("over tcp the worker needs its CURVE key and the authorised-publishers "
+             "directory; its log says why")
+
+
+def endpoint_for(client: Client, node: str) -> Where | None:
+    """The stream socket of ``node``: beside an ipc bus, or on a tcp bus where its
+    worker says (``query.stream``, one round trip); None if it has none."""
     endpoint = stream_endpoint(client.endpoint, node)
-    if endpoint is None or not os.path.exists(endpoint[len("ipc://"):]):
+    if endpoint is not None:
+        return Where(endpoint) if os.path.exists(endpoint[len("ipc://"):]) else None
+    if client.curve is None:
         return None
-    return endpoint
+    from engine.command_types import STREAM
+
+    try:
+        found = client.send(STREAM, node=node).result
+    except (NotFound, InvalidArgument):  # none (a worker without keys), or an older worker
+        return None
+    key = found.get("public_key")
+    if not isinstance(found.get("endpoint"), str) or not isinstance(key, str):
+        return None
+    return Where(str(found["endpoint"]), ClientKeys(client.curve.own, key.encode()))
 
 
-def located(client: Client, ref: str) -> tuple[str | None, str, str | None]:
-    """(stream endpoint, container reference, node) for ``ref``. With one worker's
+def located(client: Client, ref: str) -> tuple[Where | None, str, str | None]:
+    """(stream socket, container reference, node) for ``ref``. With one worker's
     stream socket next to the bus (``berth up``), that worker resolves the reference
     itself and no round trip is spent on it; else the bus resolves it first."""
     path = ipc_path(client.endpoint)
     if path is not None:
         found = list(path.parent.glob("stream-*.sock"))
         if len(found) == 1:
-            return f"ipc://{found[0]}", ref, None
+            return Where(f"ipc://{found[0]}"), ref, None
     resolved = client.resolve(ref)
     return endpoint_for(client, resolved.node), resolved.id, resolved.node
 
@@ -311,7 +346,8 @@ def _open(session: StreamSession, kind: str, cid: str, **options: Any) -> Frame:
     session.open(kind, cid, **options)
     frame = session.recv(_READY_TIMEOUT)
     if frame is None:
-        raise Unavailable("the worker did not open the stream in time")
+        raise Unavailable(f"the worker's stream socket at {session.endpoint} did not answer "
+                          f"within {_READY_TIMEOUT:g} s")
     if frame.op == "exit":
         return frame
     return frame
@@ -326,11 +362,11 @@ def attach_session(client: Client, cid: str, node: str, *, stdin: bool, use_tty:
                    detach_keys: str, sig_proxy: bool, before: Any = None) -> int | None:
     """Attach to a container (``before``: called once attached, e.g. to start it), pump
     until it exits; its exit code, or raises Detached."""
-    endpoint = endpoint_for(client, node)
-    if endpoint is None:
+    where = endpoint_for(client, node)
+    if where is None:
         if stdin or use_tty:
-            raise Unavailable(f"no stream socket for node {node}: -i and -t need the "
-                              "engine's ipc sockets")
+            raise NoStream(f"no stream socket for node {node}: -i, -t and attach need one "
+                           f"({NO_STREAM})")
         if before is not None:
             before()
         return follow_polled(client, cid, node)
@@ -338,7 +374,7 @@ def attach_session(client: Client, cid: str, node: str, *, stdin: bool, use_tty:
     signals: tuple[int, ...] = PROXIED if sig_proxy else ()
     if use_tty:
         signals = (*signals, signal.SIGWINCH)
-    with StreamSession(endpoint) as session:
+    with where.session() as session:
         h, w = _window(use_tty)
         first = _open(session, "attach", cid, stdin=stdin, tty=use_tty, height=h, width=w)
         if first.op == "exit":
@@ -412,6 +448,10 @@ def run_attached(args: argparse.Namespace, client: Client, spec: dict[str, Any])
     except Detached:
         print(cid)
         return 0
+    except NoStream:  # refused before the start: nothing of it is wanted
+        with contextlib.suppress(BerthError):
+            client.remove(cid, force=True, node=node)
+        raise
     except Unavailable as exc:
         if args.rm:
             raise Unavailable(f"{exc}; container {cid[:12]} keeps running and was not "
@@ -465,12 +505,12 @@ def cmd_attach(args: argparse.Namespace, client: Client) -> int:
 def exec_streamed(args: argparse.Namespace, client: Client) -> int:
     """``berth exec``: the exec command goes through the bus (it is recorded), its
     output and input through a stream session named by the same session id."""
-    endpoint, target, node = located(client, args.container)
+    where, target, node = located(client, args.container)
     interactive = bool(getattr(args, "interactive", False))
-    if endpoint is None:
+    if where is None:
         if interactive:
-            raise Unavailable(f"no stream socket for node {node}: exec -i needs the "
-                              "engine's ipc sockets")
+            raise NoStream(f"no stream socket for node {node}: exec -i needs one "
+                           f"({NO_STREAM})")
         reply = _exec_command(client, args, target, node, None, False)
         sys.stdout.write(str(reply.result.get("output", "")))
         sys.stdout.flush()
@@ -493,7 +533,7 @@ def exec_streamed(args: argparse.Namespace, client: Client) -> int:
 
     thread = threading.Thread(target=command, name="berth-exec", daemon=True)
     try:
-        with StreamSession(endpoint) as session:
+        with where.session() as session:
             h, w = _window(use_tty)
             session.open("exec", target, session=sid, stdin=interactive, tty=use_tty,
                          height=h, width=w)
@@ -560,42 +600,42 @@ def logs_streamed(args: argparse.Namespace, client: Client) -> int:
             options[name] = parse_log_time(value)
     several = len(args.container) > 1
     lock = threading.Lock()
-    streams: list[tuple[str, str, Printer]] = []
+    streams: list[tuple[Where, str, Printer]] = []
     for ref in args.container:
         printer = Printer(timestamps=bool(args.timestamps),
                           prefix=f"{ref} ".encode() if several else b"", lock=lock)
-        endpoint, target, node = located(client, ref)
-        if endpoint is None:
+        where, target, node = located(client, ref)
+        if where is None:
             if len(options) > 1 or args.timestamps:
-                raise Unavailable(f"no stream socket for node {node}: --tail, "
-                                  "--since, --until and -t need the engine's ipc sockets")
+                raise NoStream(f"no stream socket for node {node}: --tail, --since, "
+                               f"--until and -t need one ({NO_STREAM})")
             resolved = client.resolve(ref)
             _logs_polled(client, resolved.id, resolved.node, bool(args.follow))
             continue
-        streams.append((endpoint, target, printer))
+        streams.append((where, target, printer))
     if args.follow and len(streams) > 1:
         _follow_together(streams, options)
         return 0
-    for endpoint, target, printer in streams:
-        _stream_logs(endpoint, target, options, printer)
+    for where, target, printer in streams:
+        _stream_logs(where, target, options, printer)
     return 0
 
 
-def _stream_logs(endpoint: str, target: str, options: dict[str, Any], printer: Printer) -> None:
-    with StreamSession(endpoint) as session:
+def _stream_logs(where: Where, target: str, options: dict[str, Any], printer: Printer) -> None:
+    with where.session() as session:
         _open(session, "logs", target, logs=options)
         Pump(session, printer=printer).run()
 
 
-def _follow_together(streams: list[tuple[str, str, Printer]], options: dict[str, Any]) -> None:
+def _follow_together(streams: list[tuple[Where, str, Printer]], options: dict[str, Any]) -> None:
     """``logs -f`` of several containers follows them all at once, as podman does (one
     after the other would hold the second back until the first exits): one session and
     one thread each, lines prefixed with the container; done when all have ended."""
     failures: list[BaseException] = []
 
-    def follow(endpoint: str, target: str, printer: Printer) -> None:
+    def follow(where: Where, target: str, printer: Printer) -> None:
         try:
-            _stream_logs(endpoint, target, options, printer)
+            _stream_logs(where, target, options, printer)
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
 

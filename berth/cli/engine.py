@@ -121,6 +121,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     config = WorkerConfig(node=args.node, backend=args.connect, metrics=args.metrics or None)
     config.key_file = args.worker_key or config.key_file
     config.server_key_file = args.worker_server_key or config.server_key_file
+    config.stream_bind = args.stream_bind or config.stream_bind
     from berth import sdnotify
 
     Worker(config).serve_forever(
@@ -198,6 +199,10 @@ def add_commands(add: AddCommand) -> None:
                    help="this worker's secret CURVE key file, for tcp (default BERTH_KEY)")
     p.add_argument("--server-key", dest="worker_server_key", metavar="FILE",
                    help="the broker's public CURVE key file (default BERTH_SERVER_KEY)")
+    p.add_argument("--stream-bind", metavar="ENDPOINT",
+                   help="on a tcp bus, where the stdio stream socket binds, tcp://HOST:PORT "
+                        "(default BERTH_STREAM_BIND, else an ephemeral port on the address "
+                        "that reaches the broker)")
     p.add_argument("--metrics", metavar="ADDR:PORT", default=os.environ.get("BERTH_METRICS"),
                    help="serve Prometheus /metrics and /ready there (default BERTH_METRICS; "
                         "off when unset)")

@@ -334,6 +334,8 @@ def test_every_command_type_parses() -> None:
         # networks
         t.NETWORK_CREATE: c.NetworkCreate, t.NETWORK_REMOVE: c.NetworkRemove,
         t.NETWORKS: c.Networks, t.NETWORK_INSPECT: c.NetworkInspect,
+        # stdio streams over tcp
+        t.STREAM: c.StreamLocation,
     }
     assert type(c.parse(t.UPDATE, "a" * 64, {"cpus": 1})) is c.Update
     assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE, t.COPY_IN, t.COPY_CHUNK} == (

@@ -103,8 +103,11 @@ class Curve:
                 "--authorized-publishers", self.authorised("publisher")]
 
     def env(self, name: str) -> dict[str, str]:
-        """What the process of peer ``name`` (a worker or a publisher) needs."""
-        return {"BERTH_KEY": self.secret(name), "BERTH_SERVER_KEY": self.public("broker")}
+        """What the process of peer ``name`` (a worker or a publisher) needs. A worker
+        admits the broker's clients on its tcp stream socket, so it reads the same
+        authorised-publishers directory (a copy of it on a real host)."""
+        return {"BERTH_KEY": self.secret(name), "BERTH_SERVER_KEY": self.public("broker"),
+                "BERTH_AUTHORIZED_PUBLISHERS": self.authorised("publisher")}
 
     def client_keys(self, name: str = "client") -> ClientKeys:
         """Keys for an in-process :class:`bus.client.Client`."""

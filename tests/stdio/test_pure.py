@@ -81,3 +81,22 @@ def test_detach_keys_and_log_times() -> None:
     assert parse_log_time("2026-01-02T03:04:05Z").startswith("2026-01-02T03:04:05")
     with pytest.raises(InvalidArgument, match="invalid time"):
         parse_log_time("yesterday")
+
+
+def test_tcp_stream_endpoints_bind_and_advertise() -> None:
+    """A worker on a tcp bus binds where it is told, else an ephemeral port on the
+    address that reaches the broker; a wildcard host is advertised by that address."""
+    assert s.tcp_stream_bind("tcp://10.1.2.3:7000", "tcp://127.0.0.1:5556") == \
+        "tcp://10.1.2.3:7000"
+    assert s.tcp_stream_bind(None, "tcp://127.0.0.1:5556") == "tcp://127.0.0.1:*"
+    assert s.tcp_stream_bind("", "tcp://127.0.0.1:5556,tcp://127.0.0.2:5556") == \
+        "tcp://127.0.0.1:*"
+    for bad in ("ipc:///x.sock", "tcp://host", "tcp://host:"):
+        with pytest.raises(InvalidArgument, match="tcp://HOST:PORT"):
+            s.tcp_stream_bind(bad, "tcp://127.0.0.1:5556")
+    assert s.advertised("tcp://127.0.0.1:41234", "tcp://127.0.0.1:5556") == \
+        "tcp://127.0.0.1:41234"
+    assert s.advertised("tcp://0.0.0.0:41234", "tcp://127.0.0.1:5556") == \
+        "tcp://127.0.0.1:41234"
+    assert s.advertised("tcp://[::]:41234", "tcp://127.0.0.1:5556") == \
+        "tcp://127.0.0.1:41234"
