@@ -272,6 +272,11 @@ class ContainerService:
             command = replace(command, image_path=self.runtime.checkpoint_dir(
                 cid, causation.command_id))
         with self.locks.hold(cid):
+            # An exit conmon has written that the monitors have not recorded yet
+            # (they lag under load): recorded first, so the rules see the container
+            # as it is, and a stop or ``rm -f`` of a process that ended on its own
+            # does not record a stop that never happened (nor call its exit "stop").
+            self.record_exit(cid)
             state = self.container(cid)
             plan = d.decide(state, command)
             if plan.noop:

@@ -10,6 +10,7 @@ import sys
 
 from engine import events as ev
 from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
 
 
 def _ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -62,3 +63,29 @@ def test_a_forced_remove_cut_short_after_its_intent_is_finished_by_the_resend(
     assert types[-1] == ev.CONTAINER_REMOVED
     assert '"state": "removed"' in _ok(engine.cli("inspect", cid))
     assert _ok(engine.cli("ps", "-aq")) == ""
+
+
+def test_a_forced_remove_after_an_unrecorded_exit_records_that_exit_as_it_was(
+        up: Engine) -> None:
+    """An exit conmon has written but the worker has not recorded yet (its monitors
+    lag behind, as under load in ``run --rm``) is recorded before ``rm -f`` decides:
+    the container ended on its own, so no stop is recorded and the exit keeps its
+    own reason (it read "stop" when the remove's intent came first)."""
+    worker = up.worker
+    assert worker is not None and worker.monitor is not None and worker.conmons is not None
+    worker.monitor.close()  # nothing records exits behind the test's back now
+    worker.monitor = None
+    worker.service.observers.remove(worker.conmons.observe)
+    worker.conmons.close()
+    worker.conmons = None
+    cid = _ok(up.cli("run", "-d", "--network", "none", up.rootfs, "sh", "-c",
+                     "exit 3")).strip()
+    wait_until(lambda: worker.runtime.exit_status(cid) is not None, 15,
+               what="conmon's exit file")
+    assert _stream(up, cid)[-1].type == ev.CONTAINER_STARTED  # not recorded yet
+    _ok(up.cli("rm", "-f", cid))
+    stream = _stream(up, cid)
+    assert [r.type for r in stream][-2:] == [ev.CONTAINER_EXITED, ev.CONTAINER_REMOVED]
+    exited = stream[-2].event
+    assert isinstance(exited, ev.Exited)
+    assert (exited.exit_code, exited.reason, exited.expected) == (3, "crash", False)
