@@ -1,0 +1,211 @@
+"""Containers joining one network at once: the CNI ADDs run in parallel (only a
+configuration's first ADD runs alone) and the members' /etc/hosts are rewritten in
+batches, so these tests check what that must not break: distinct addresses, every
+member naming every other, connectivity, and nothing left after they go.
+
+Real CNI plugins, real namespaces; the subnets come from 10.94.0.0/16."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+
+import pytest
+
+from engine import networks as nw
+from engine.errors import NotFound
+from engine.runtime.network import NetworkSetup, _Batch, remove_bridge
+from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
+from tests.networks.conftest import claimed_subnet
+from tests.networks.test_networks import HTTPD, _cid, _leftovers, _ok, _veths_on
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def fresh_network(short_tmp: str) -> Iterator[tuple[NetworkSetup, nw.Network]]:
+    """A network whose bridge does not exist yet, and a NetworkSetup for it with
+    addresses kept in the test's own directory."""
+    name = f"cj{os.getpid()}x{next(_counter)}"
+    with claimed_subnet("10.94") as subnet:
+        gateway = subnet.rsplit(".", 1)[0] + ".1"
+        net = nw.Network(name, subnet, gateway, nw.bridge_for(name))
+
+        def lookup(wanted: str) -> nw.Network:
+            if wanted != name:
+                raise NotFound(f"no such network: {wanted}")
+            return net
+
+        setup = NetworkSetup(os.path.join(short_tmp, "runtime"), lookup,
+                             ipam_dir=os.path.join(short_tmp, "ipam"))
+        try:
+            yield setup, net
+        finally:
+            for cid in setup.attached():
+                setup.leave(cid)
+            remove_bridge(net.bridge)
+
+
+def _join_at_once(setup: NetworkSetup, net: nw.Network, ids: list[str]) -> dict[str, str]:
+    """Every container joins in its own thread, released together; cid -> address."""
+    gate = threading.Barrier(len(ids))
+
+    def join(cid: str) -> str:
+        gate.wait(30)
+        joined = setup.join(cid, name=f"m{cid[:6]}", hostname=cid[:12], requested=net.name,
+                            ports=())
+        assert joined.attachment is not None
+        return joined.attachment.ip
+
+    with ThreadPoolExecutor(len(ids)) as pool:
+        return dict(zip(ids, pool.map(join, ids), strict=True))
+
+
+def _hosts_names(setup: NetworkSetup, cid: str) -> dict[str, str]:
+    """The other members an /etc/hosts names: name -> address."""
+    with open(os.path.join(setup.dir_of(cid), "hosts")) as f:
+        lines = [line.split() for line in f.read().splitlines()]
+    return {words[1]: words[0] for words in lines[3:]}
+
+
+def _addresses_held(ipam_dir: str, ids: list[str]) -> list[str]:
+    found = []
+    for root, _dirs, files in os.walk(ipam_dir):
+        for name in files:
+            with open(os.path.join(root, name)) as f:
+                text = f.read()
+            found += [f"{name} held by {cid[:12]}" for cid in ids if cid in text]
+    return found
+
+
+def test_containers_joining_at_once_get_distinct_addresses_and_name_each_other(
+        fresh_network: tuple[NetworkSetup, nw.Network], busybox_rootfs: str) -> None:
+    setup, net = fresh_network
+    ids = [secrets.token_hex(32) for _ in range(10)]
+    ips = _join_at_once(setup, net, ids)
+    assert len(set(ips.values())) == len(ids)
+    prefix = net.subnet.rsplit(".", 1)[0] + "."
+    assert all(ip.startswith(prefix) and ip != net.gateway for ip in ips.values())
+    for cid in ids:
+        expected = {f"m{o[:6]}": ips[o] for o in ids if o != cid}
+        assert _hosts_names(setup, cid) == expected, f"/etc/hosts of {cid[:12]}"
+    # Each namespace reaches the next one's address over the bridge.
+    busybox = os.path.join(busybox_rootfs, "bin", "busybox")
+    for cid, nxt in zip(ids, ids[1:] + ids[:1], strict=True):
+        done = subprocess.run(["nsenter", f"--net={setup.netns_path(cid)}", busybox, "ping",
+                               "-c", "1", "-W", "5", ips[nxt]], capture_output=True,
+                              text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    # Half leave at once: the rest name exactly the rest.
+    going, staying = ids[:5], ids[5:]
+    with ThreadPoolExecutor(len(going)) as pool:
+        assert list(pool.map(setup.leave, going)) == [[]] * len(going)
+    for cid in staying:
+        assert _hosts_names(setup, cid) == {f"m{o[:6]}": ips[o] for o in staying if o != cid}
+    with ThreadPoolExecutor(len(staying)) as pool:
+        assert list(pool.map(setup.leave, staying)) == [[]] * len(staying)
+    # Nothing left: no state, no address, no rule, no veth.
+    assert setup.attached() == []
+    assert _addresses_held(setup.ipam_dir, ids) == []
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True,
+                           check=True).stdout
+    assert [cid[:12] for cid in ids if cid in rules] == []
+    assert _veths_on(net.bridge) == []
+
+
+def test_a_member_leaving_while_others_join_is_dropped_from_every_hosts_file(
+        fresh_network: tuple[NetworkSetup, nw.Network]) -> None:
+    setup, net = fresh_network
+    first = secrets.token_hex(32)
+    _join_at_once(setup, net, [first])
+    later = [secrets.token_hex(32) for _ in range(4)]
+    with ThreadPoolExecutor(2) as pool:
+        left = pool.submit(setup.leave, first)
+        ips = pool.submit(_join_at_once, setup, net, later).result()
+        assert left.result() == []
+    for cid in later:
+        assert _hosts_names(setup, cid) == {f"m{o[:6]}": ips[o] for o in later if o != cid}
+
+
+def _pages_from(up: Engine, me: str, others: list[str], wanted: list[str]) -> bool:
+    """Whether ``me`` gets each other's page by its name (httpd may still start)."""
+    script = "; ".join(f"timeout 5 wget -q -O - http://{n}/ || echo no-{n}" for n in others)
+    return _ok(up.cli("exec", me, "sh", "-c", script)).split() == wanted
+
+
+def test_run_at_once_on_a_user_network_reach_each_other_by_name(up: Engine) -> None:
+    name = f"cj{os.getpid()}e{next(_counter)}"
+    with claimed_subnet("10.94") as subnet:
+        _ok(up.cli("network", "create", "--subnet", subnet, name))
+        try:
+            names = [f"web{i}" for i in range(5)]
+            with ThreadPoolExecutor(len(names)) as pool:
+                runs = list(pool.map(lambda n: up.cli("run", "-d", "--network", name,
+                                                      "--name", n, up.rootfs, "sh", "-c",
+                                                      HTTPD), names))
+            for done in runs:
+                _ok(done)
+            ids = {n: _cid(up, n) for n in names}
+            inspect = json.loads(_ok(up.cli("network", "inspect", name)))
+            assert len({c["ip"] for c in inspect["containers"]}) == len(names)
+            for me in names:
+                others = [n for n in names if n != me]
+                wanted = [f"hello-from-{ids[n][:12]}" for n in others]
+                wait_until(partial(_pages_from, up, me, others, wanted), 30, interval=0.2,
+                           what=f"{me} reaching the others by name")
+            _ok(up.cli("rm", "-f", *names))
+            for n in names:
+                assert _leftovers(up, ids[n]) == [], n
+            assert _veths_on(nw.bridge_for(name)) == []
+        finally:
+            up.cli("rm", "-f", *[f"web{i}" for i in range(5)])
+            up.cli("network", "rm", name)
+            remove_bridge(nw.bridge_for(name))
+
+
+def test_batch_serves_every_request_with_a_run_that_began_after_it() -> None:
+    version = 0
+    seen: list[int] = []
+    lock = threading.Lock()
+    batch = _Batch()
+
+    def job() -> None:
+        with lock:
+            at_start = version
+        time.sleep(0.01)  # a job that takes a while, so requests pile up meanwhile
+        seen.append(at_start)
+
+    def ask(_: int) -> None:
+        nonlocal version
+        with lock:
+            version += 1
+            mine = version
+        batch.run(job)
+        assert seen and max(seen) >= mine  # a run saw this request's change
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(ask, range(48)))
+    assert 1 <= len(seen) < 48  # batched: fewer runs than requests
+
+
+def test_batch_after_a_failed_run_runs_again_for_the_waiters() -> None:
+    batch = _Batch()
+    runs: list[str] = []
+
+    def failing() -> None:
+        runs.append("failed")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        batch.run(failing)
+    batch.run(lambda: runs.append("ok"))
+    assert runs == ["failed", "ok"]  # the failure served nobody
