@@ -19,12 +19,14 @@ overlap), and the plugins berth uses keep their shared state safe themselves:
 host-local allocates under a file lock in its data directory, the bridge plugin
 treats "bridge exists" and "address exists" as done, every iptables chain or rule a
 container gets is named for it or its address, and DEL removes only those. What
-can race is the host-wide state the first ADD makes: the firewall plugin's
-``CNI-FORWARD``/``CNI-ADMIN`` chains and portmap's ``CNI-HOSTPORT-*`` chains are
-made and hooked in by check-then-insert, so two first ADDs at once could hook a
-chain twice. So the first ADD of each configuration (network and plugin set) runs
-alone under a host-wide file lock, and once one has succeeded in this process the
-others run in parallel; DEL never waits.
+can race is the host-wide state the first ADD makes: portmap's ``CNI-HOSTPORT-*``
+chains (and the firewall plugin's ``CNI-FORWARD``, in older records' lists) are made
+and hooked in by check-then-insert, and so are the network's own rules
+(``ensure_network_rules``: masquerade and forward, once per network instead of a
+chain per container), so two first ADDs at once could hook something twice. So the
+first ADD of each configuration (network and plugin set) runs alone under a
+host-wide file lock, after making sure of the network's rules, and once one has
+succeeded in this process the others run in parallel; DEL never waits.
 
 ``/etc/hosts``, ``/etc/resolv.conf`` and ``/etc/hostname`` are files in the same
 directory, bind-mounted into the container. On a user network, every member's
@@ -145,9 +147,10 @@ class NetworkSetup:
         os.replace(path + ".tmp", path)
 
     @contextlib.contextmanager
-    def _first_add(self, conflist: dict[str, Any]) -> Iterator[None]:
-        """Alone (host-wide) until one ADD of this configuration has succeeded in this
-        process; in parallel after that (see the module's docstring for why)."""
+    def _first_add(self, net: nw.Network, conflist: dict[str, Any]) -> Iterator[None]:
+        """Alone (host-wide), with the network's rules made sure of, until one ADD of
+        this configuration has succeeded in this process; in parallel after that (see
+        the module's docstring for why)."""
         key = (str(conflist["name"]), tuple(str(p["type"]) for p in conflist["plugins"]))
         if key in self._primed:
             yield
@@ -156,6 +159,7 @@ class NetworkSetup:
         fd = os.open(os.path.join(self.ipam_dir, SETUP_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            ensure_network_rules(net)
             yield
             self._primed.add(key)
         finally:
@@ -207,7 +211,7 @@ class NetworkSetup:
             with ThreadPoolExecutor(1) as pool:
                 lo = pool.submit(self.cni.add_one, nw.loopback_conf(),
                                  Invocation(container_id, netns, "lo", {}))
-                with self._first_add(conflist):
+                with self._first_add(net, conflist):
                     result = self.cni.add(conflist, call)
                 lo.result()
             crash_point("container.create.network_added")
@@ -451,6 +455,34 @@ def remove_bridge(bridge: str) -> None:
     if done.returncode != 0:
         log.warning("cannot delete bridge %s: %s", bridge,
                     done.stderr.decode(errors="replace").strip())
+
+
+def _iptables(table: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["iptables", "-w", "-t", table, *args], capture_output=True,
+                          timeout=30, check=False)
+
+
+def ensure_network_rules(network: nw.Network) -> None:
+    """Add whichever of the network's rules (``engine.networks.network_rules``) the
+    host lacks, in order; the caller holds the first-ADD lock."""
+    for rule in nw.network_rules(network):
+        if _iptables(rule.table, "-C", rule.chain, *rule.spec).returncode == 0:
+            continue
+        where = ("-I", rule.chain, "1") if rule.first else ("-A", rule.chain)
+        done = _iptables(rule.table, *where, *rule.spec)
+        if done.returncode != 0:
+            raise RuntimeFailure(f"cannot add the iptables rules of network "
+                                 f"{network.name!r}: "
+                                 f"{done.stderr.decode(errors='replace').strip()}")
+
+
+def remove_network_rules(network: nw.Network) -> None:
+    """Delete a removed network's rules (every copy: a rule added twice by hand, or
+    by two hosts' first ADDs racing before the lock existed, goes too)."""
+    for rule in nw.network_rules(network):
+        for _ in range(16):
+            if _iptables(rule.table, "-D", rule.chain, *rule.spec).returncode != 0:
+                break
 
 
 def published_ports(ports: Sequence[PortMapping], expose: Sequence[str],

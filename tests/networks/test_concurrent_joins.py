@@ -22,7 +22,7 @@ import pytest
 
 from engine import networks as nw
 from engine.errors import NotFound
-from engine.runtime.network import NetworkSetup, _Batch, remove_bridge
+from engine.runtime.network import NetworkSetup, _Batch, remove_bridge, remove_network_rules
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
 from tests.networks.conftest import claimed_subnet
@@ -53,6 +53,7 @@ def fresh_network(short_tmp: str) -> Iterator[tuple[NetworkSetup, nw.Network]]:
             for cid in setup.attached():
                 setup.leave(cid)
             remove_bridge(net.bridge)
+            remove_network_rules(net)
 
 
 def _join_at_once(setup: NetworkSetup, net: nw.Network, ids: list[str]) -> dict[str, str]:
@@ -77,6 +78,13 @@ def _hosts_names(setup: NetworkSetup, cid: str) -> dict[str, str]:
     return {words[1]: words[0] for words in lines[3:]}
 
 
+def _rules_of(network: str) -> list[str]:
+    """The iptables rules (nat and filter) that name the network."""
+    text = subprocess.run(["iptables-save"], capture_output=True, text=True,
+                          check=True).stdout
+    return sorted(line for line in text.splitlines() if f'"berth network {network}"' in line)
+
+
 def _addresses_held(ipam_dir: str, ids: list[str]) -> list[str]:
     found = []
     for root, _dirs, files in os.walk(ipam_dir):
@@ -95,6 +103,9 @@ def test_containers_joining_at_once_get_distinct_addresses_and_name_each_other(
     assert len(set(ips.values())) == len(ids)
     prefix = net.subnet.rsplit(".", 1)[0] + "."
     assert all(ip.startswith(prefix) and ip != net.gateway for ip in ips.values())
+    # Ten first ADDs at once made the network's rules once: no rule twice.
+    rules = _rules_of(net.name)
+    assert len(rules) == len(nw.network_rules(net)) == len(set(rules)), rules
     for cid in ids:
         expected = {f"m{o[:6]}": ips[o] for o in ids if o != cid}
         assert _hosts_names(setup, cid) == expected, f"/etc/hosts of {cid[:12]}"
@@ -116,9 +127,9 @@ def test_containers_joining_at_once_get_distinct_addresses_and_name_each_other(
     # Nothing left: no state, no address, no rule, no veth.
     assert setup.attached() == []
     assert _addresses_held(setup.ipam_dir, ids) == []
-    rules = subprocess.run(["iptables-save"], capture_output=True, text=True,
+    saved = subprocess.run(["iptables-save"], capture_output=True, text=True,
                            check=True).stdout
-    assert [cid[:12] for cid in ids if cid in rules] == []
+    assert [cid[:12] for cid in ids if cid in saved] == []
     assert _veths_on(net.bridge) == []
 
 
@@ -166,6 +177,9 @@ def test_run_at_once_on_a_user_network_reach_each_other_by_name(up: Engine) -> N
             for n in names:
                 assert _leftovers(up, ids[n]) == [], n
             assert _veths_on(nw.bridge_for(name)) == []
+            assert len(_rules_of(name)) == 4  # the network's, while it exists
+            _ok(up.cli("network", "rm", name))
+            assert _rules_of(name) == []
         finally:
             up.cli("rm", "-f", *[f"web{i}" for i in range(5)])
             up.cli("network", "rm", name)
