@@ -109,7 +109,9 @@ class NetworkSetup:
         self.ipam_dir = ipam_dir or os.environ.get(IPAM_DIR_ENV) or DEFAULT_IPAM_DIR
         self.host_resolv = host_resolv
         self._files = threading.Lock()
-        self._primed: set[tuple[str, tuple[str, ...]]] = set()
+        self._primed: dict[tuple[str, tuple[str, ...]], int] = {}
+        """Configuration -> the ifindex its bridge had when one ADD of it succeeded: a
+        bridge deleted since (``network rm`` here or by another root) means start over."""
         self._members: dict[str, tuple[tuple[int, int, int], str, nw.Member | None]] = {}
         self._refreshes: dict[str, _Batch] = {}
         os.makedirs(self.base, mode=0o700, exist_ok=True)
@@ -152,7 +154,7 @@ class NetworkSetup:
         this configuration has succeeded in this process; in parallel after that (see
         the module's docstring for why)."""
         key = (str(conflist["name"]), tuple(str(p["type"]) for p in conflist["plugins"]))
-        if key in self._primed:
+        if key in self._primed and self._primed[key] == _ifindex(net.bridge):
             yield
             return
         os.makedirs(self.ipam_dir, mode=0o755, exist_ok=True)
@@ -161,7 +163,9 @@ class NetworkSetup:
             fcntl.flock(fd, fcntl.LOCK_EX)
             ensure_network_rules(net)
             yield
-            self._primed.add(key)
+            index = _ifindex(net.bridge)
+            if index is not None:
+                self._primed[key] = index
         finally:
             os.close(fd)  # releases the flock
 
@@ -255,7 +259,7 @@ class NetworkSetup:
         """A removed network's host-local directory goes too (no container holds an
         address on it any more: removal is refused while one is attached)."""
         shutil.rmtree(os.path.join(self.ipam_dir, nw.cni_name(name)), ignore_errors=True)
-        self._primed = {k for k in self._primed if k[0] != nw.cni_name(name)}
+        self._primed = {k: v for k, v in self._primed.items() if k[0] != nw.cni_name(name)}
 
     def check(self, container_id: str) -> str | None:
         """CNI CHECK of a live container's network; the problem, or None."""
@@ -457,6 +461,15 @@ def remove_bridge(bridge: str) -> None:
                     done.stderr.decode(errors="replace").strip())
 
 
+def _ifindex(bridge: str) -> int | None:
+    """The bridge's interface index (a new one each time it is made), None if absent."""
+    try:
+        with open(f"/sys/class/net/{bridge}/ifindex") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def _iptables(table: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["iptables", "-w", "-t", table, *args], capture_output=True,
                           timeout=30, check=False)
@@ -477,8 +490,7 @@ def ensure_network_rules(network: nw.Network) -> None:
 
 
 def remove_network_rules(network: nw.Network) -> None:
-    """Delete a removed network's rules (every copy: a rule added twice by hand, or
-    by two hosts' first ADDs racing before the lock existed, goes too)."""
+    """Delete a removed network's rules (every copy, should one be there twice)."""
     for rule in nw.network_rules(network):
         for _ in range(16):
             if _iptables(rule.table, "-D", rule.chain, *rule.spec).returncode != 0:

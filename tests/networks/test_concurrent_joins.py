@@ -153,6 +153,20 @@ def _pages_from(up: Engine, me: str, others: list[str], wanted: list[str]) -> bo
     return _ok(up.cli("exec", me, "sh", "-c", script)).split() == wanted
 
 
+def test_a_bridge_removed_behind_its_back_has_its_rules_made_again(
+        fresh_network: tuple[NetworkSetup, nw.Network]) -> None:
+    setup, net = fresh_network
+    first = secrets.token_hex(32)
+    _join_at_once(setup, net, [first])
+    assert setup.leave(first) == []
+    # What another berth root's `network rm` of the same network does.
+    remove_bridge(net.bridge)
+    remove_network_rules(net)
+    assert _rules_of(net.name) == []
+    _join_at_once(setup, net, [secrets.token_hex(32)])
+    assert len(_rules_of(net.name)) == len(nw.network_rules(net))
+
+
 def test_run_at_once_on_a_user_network_reach_each_other_by_name(up: Engine) -> None:
     name = f"cj{os.getpid()}e{next(_counter)}"
     with claimed_subnet("10.94") as subnet:
