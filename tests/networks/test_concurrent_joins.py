@@ -22,7 +22,14 @@ import pytest
 
 from engine import networks as nw
 from engine.errors import NotFound
-from engine.runtime.network import NetworkSetup, _Batch, remove_bridge, remove_network_rules
+from engine.runtime.network import (
+    NetworkSetup,
+    _Batch,
+    make_netns,
+    remove_bridge,
+    remove_netns,
+    remove_network_rules,
+)
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
 from tests.networks.conftest import claimed_subnet
@@ -198,6 +205,29 @@ def test_run_at_once_on_a_user_network_reach_each_other_by_name(up: Engine) -> N
             up.cli("rm", "-f", *[f"web{i}" for i in range(5)])
             up.cli("network", "rm", name)
             remove_bridge(nw.bridge_for(name))
+
+
+def test_make_netns_makes_a_new_namespace_and_leaves_the_process_in_its_own(
+        short_tmp: str, busybox_rootfs: str) -> None:
+    before = os.stat("/proc/thread-self/ns/net").st_ino
+    paths = [os.path.join(short_tmp, f"ns{i}") for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(make_netns, paths))
+    try:
+        inodes = {os.stat(p).st_ino for p in paths}
+        assert len(inodes) == 3 and before not in inodes
+        assert os.stat("/proc/thread-self/ns/net").st_ino == before
+        assert os.stat("/proc/self/ns/net").st_ino == before
+        make_netns(paths[0])  # already there: kept
+        assert os.stat(paths[0]).st_ino in inodes
+        busybox = os.path.join(busybox_rootfs, "bin", "busybox")
+        links = subprocess.run(["nsenter", f"--net={paths[1]}", busybox, "ip", "-o", "link"],
+                               capture_output=True, text=True, check=True).stdout
+        assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"]
+    finally:
+        for p in paths:
+            remove_netns(p)
+    assert not any(os.path.exists(p) for p in paths)
 
 
 def test_batch_serves_every_request_with_a_run_that_began_after_it() -> None:
