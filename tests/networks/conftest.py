@@ -72,14 +72,18 @@ def claimed_subnet(prefix: str = "10.90") -> Iterator[str]:
 
 @pytest.fixture
 def user_network(up: Engine) -> Iterator[tuple[str, str]]:  # noqa: F811
-    """A user network of its own (name, subnet), removed with its bridge afterwards."""
+    """A user network of its own (name, subnet), removed with its bridge and its
+    iptables rules afterwards (``network rm`` is refused while a test's containers
+    are still attached: the engine's teardown removes those later)."""
     name = f"t{os.getpid()}n{next(_counter)}"
     with claimed_subnet() as subnet:
         result = up.cli("network", "create", "--subnet", subnet, name)
         assert result.returncode == 0, result.stderr
         yield name, subnet
-        from engine.networks import bridge_for
+        from engine.networks import Network, bridge_for
+        from engine.runtime.network import remove_network_rules
 
         up.cli("network", "rm", name)
         subprocess.run(["ip", "link", "delete", bridge_for(name)], capture_output=True,
                        check=False)
+        remove_network_rules(Network(name, subnet, "", bridge_for(name)))

@@ -160,6 +160,53 @@ def _pages_from(up: Engine, me: str, others: list[str], wanted: list[str]) -> bo
     return _ok(up.cli("exec", me, "sh", "-c", script)).split() == wanted
 
 
+def test_a_member_reaches_a_host_that_knows_no_route_back_through_the_masquerade(
+        fresh_network: tuple[NetworkSetup, nw.Network], short_tmp: str,
+        busybox_rootfs: str) -> None:
+    """An "outside" namespace linked to the host by a veth, with no route to the
+    network's subnet: its answers come back only if the host masqueraded the member."""
+    setup, net = fresh_network
+    busybox = os.path.join(busybox_rootfs, "bin", "busybox")
+    cid = secrets.token_hex(32)
+    _join_at_once(setup, net, [cid])
+    outside = os.path.join(short_tmp, "outside")
+    host_end, far_end = f"vh{os.getpid() % 100000}x{next(_counter)}", "eth0"
+    with claimed_subnet("10.94") as link:
+        near, far = link.rsplit(".", 1)[0] + ".1", link.rsplit(".", 1)[0] + ".2"
+        make_netns(outside)
+        holder = subprocess.Popen(["nsenter", f"--net={outside}", "sleep", "120"])
+        try:
+            for argv in (["ip", "link", "add", host_end, "type", "veth", "peer", "name",
+                          f"{host_end}p"],
+                         ["ip", "link", "set", f"{host_end}p", "netns", str(holder.pid)],
+                         ["ip", "addr", "add", f"{near}/24", "dev", host_end],
+                         ["ip", "link", "set", host_end, "up"],
+                         ["nsenter", f"--net={outside}", "ip", "link", "set", f"{host_end}p",
+                          "name", far_end],
+                         ["nsenter", f"--net={outside}", "ip", "addr", "add", f"{far}/24",
+                          "dev", far_end],
+                         ["nsenter", f"--net={outside}", "ip", "link", "set", far_end, "up"]):
+                subprocess.run(argv, capture_output=True, check=True)
+
+            def ping() -> subprocess.CompletedProcess[str]:
+                return subprocess.run(["nsenter", f"--net={setup.netns_path(cid)}", busybox,
+                                       "ping", "-c", "1", "-W", "3", far],
+                                      capture_output=True, text=True, check=False)
+
+            done = ping()
+            assert done.returncode == 0, done.stdout + done.stderr
+            masquerade = nw.network_rules(net)[1]
+            subprocess.run(["iptables", "-w", "-t", "nat", "-D", masquerade.chain,
+                            *masquerade.spec], check=True)
+            assert ping().returncode != 0  # the control: unmasqueraded, no answer
+        finally:
+            holder.kill()
+            holder.wait()
+            subprocess.run(["ip", "link", "delete", host_end], capture_output=True,
+                           check=False)
+            remove_netns(outside)
+
+
 def test_a_bridge_removed_behind_its_back_has_its_rules_made_again(
         fresh_network: tuple[NetworkSetup, nw.Network]) -> None:
     setup, net = fresh_network
