@@ -46,7 +46,8 @@ def main() -> int:
     args = parser.parse_args()
     base = tempfile.mkdtemp(prefix="berth-netbench-", dir="/tmp")
     rootfs = build_busybox_rootfs(os.path.join(base, "rootfs"))
-    berth = Berth(base)
+    # bench.lifecycle_bench's engine defaults to no network: this one must have berth's.
+    berth = Berth(base, extra_env={"BERTH_DEFAULT_NETWORK": "berth"})
     cli = [sys.executable, "-m", "berth", "run", "--rm"]
     contenders = {
         "berth, default network": (cli + [rootfs, "/bin/true"], berth.env),

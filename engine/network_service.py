@@ -20,7 +20,7 @@ from engine import networks as nw
 from engine.commands import Causation
 from engine.errors import BerthError, NotFound
 from engine.projection import RUNNING
-from engine.runtime.network import NetworkSetup, remove_bridge
+from engine.runtime.network import NetworkSetup, remove_bridge, remove_network_rules
 from engine.store import EventStore
 
 log = logging.getLogger("berth.networks")
@@ -136,6 +136,7 @@ class NetworkService:
                 command_type=causation.command_type, correlation_id=causation.correlation_id,
                 actor=causation.actor, node=self.node)
             remove_bridge(network.bridge)
+            remove_network_rules(network)
             if self.setup is not None:
                 self.setup.forget_network(name)
         return NetworkOutcome({"name": name}, tuple(r.position for r in recorded))

@@ -1,11 +1,12 @@
 """Container networks: what a network is, and every rule about them, with no I/O.
 
 A network is a Linux bridge on one node with its own IPv4 subnet, reached through the
-CNI plugins (bridge, host-local, portmap, firewall, loopback) that
-``engine.runtime.cni`` runs. This module holds the decisions: which names and
-subnets are acceptable, which bridge a network gets, the CNI configuration list it
-means, whether a network may go, what ``/etc/hosts`` and ``/etc/resolv.conf`` a
-container gets, and how a CNI result becomes the facts the log records.
+CNI plugins (bridge, host-local, portmap, loopback) that ``engine.runtime.cni``
+runs, with the network's own iptables rules (masquerade, forward) that berth keeps.
+This module holds the decisions: which names and subnets are acceptable, which
+bridge a network gets, the CNI configuration list and the rules it means, whether a
+network may go, what ``/etc/hosts`` and ``/etc/resolv.conf`` a container gets, and
+how a CNI result becomes the facts the log records.
 
 The default network ``berth`` is built in (like podman's ``podman``): it exists on
 every node without an event, and cannot be removed. User networks are created and
@@ -189,24 +190,60 @@ def effective(requested: str, default: str) -> str:
 
 def conflist(network: Network, ipam_dir: str, *, ports: bool = True) -> dict[str, Any]:
     """The CNI network configuration list of ``network``: a bridge that is the
-    subnet's gateway and masquerades traffic leaving it, host-local addresses kept in
-    ``ipam_dir`` (host-wide, see docs/operations.md), published ports (portmap with
-    SNAT so 127.0.0.1:PORT works) unless the container publishes none (``ports``
-    False: portmap would only cost two runs of iptables), and the firewall plugin's
-    forward rules. The list a container was given is kept with it, so its DEL runs
-    exactly the plugins its ADD ran."""
+    subnet's gateway, host-local addresses kept in ``ipam_dir`` (host-wide, see
+    docs/operations.md), and published ports (portmap with SNAT so 127.0.0.1:PORT
+    works) unless the container publishes none (``ports`` False: portmap would only
+    cost two runs of iptables). Masquerading and forwarding are the network's rules
+    (``network_rules``), not each container's: the bridge plugin's ``ipMasq`` and the
+    firewall plugin would add and remove a chain and rules per container, some ten
+    runs of iptables on each ADD and DEL. The list a container was given is kept
+    with it, so its DEL runs exactly the plugins its ADD ran (containers created
+    with the per-container plugins keep them)."""
     plugins: list[dict[str, Any]] = [
-        {"type": "bridge", "bridge": network.bridge, "isGateway": True, "ipMasq": True,
+        {"type": "bridge", "bridge": network.bridge, "isGateway": True, "ipMasq": False,
          "hairpinMode": True,
          "ipam": {"type": "host-local", "dataDir": ipam_dir,
                   "ranges": [[{"subnet": network.subnet, "gateway": network.gateway}]],
                   "routes": [{"dst": "0.0.0.0/0"}]}},
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-        {"type": "firewall", "backend": "iptables"},
     ]
     if not ports:
         plugins = [p for p in plugins if p["type"] != "portmap"]
     return {"cniVersion": CNI_VERSION, "name": cni_name(network.name), "plugins": plugins}
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRule:
+    """One iptables rule a network keeps on a node while its bridge exists."""
+
+    table: str
+    chain: str
+    spec: tuple[str, ...]
+    first: bool = False
+    """Inserted at the head of the chain (forwarding: before a DROP another tool put
+    there) rather than appended."""
+
+
+MULTICAST = "224.0.0.0/4"
+
+
+def network_rules(network: Network) -> list[NetworkRule]:
+    """What the bridge plugin's ``ipMasq`` and the firewall plugin did per container,
+    once for the whole subnet (as netavark does): traffic from the subnet to itself
+    is left alone and the rest, multicast aside, masqueraded (in that order); traffic
+    to the subnet that answers a connection, and all from it, is forwarded. Each
+    rule names the network in a comment, so ``iptables-save`` tells whose it is."""
+    subnet = network.subnet
+    tag = ("-m", "comment", "--comment", f"berth network {network.name}")
+    return [
+        NetworkRule("nat", "POSTROUTING", ("-s", subnet, "-d", subnet, *tag, "-j", "RETURN")),
+        NetworkRule("nat", "POSTROUTING", ("-s", subnet, "!", "-d", MULTICAST, *tag,
+                                           "-j", "MASQUERADE")),
+        NetworkRule("filter", "FORWARD", ("-d", subnet, "-m", "conntrack", "--ctstate",
+                                          "RELATED,ESTABLISHED", *tag, "-j", "ACCEPT"),
+                    first=True),
+        NetworkRule("filter", "FORWARD", ("-s", subnet, *tag, "-j", "ACCEPT"), first=True),
+    ]
 
 
 def cni_name(network: str) -> str:

@@ -38,13 +38,15 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def claimed_subnet() -> Iterator[str]:
-    """A 10.90.N.0/24 that no other test holds while this one runs."""
-    os.makedirs(CLAIMS, exist_ok=True)
+def claimed_subnet(prefix: str = "10.90") -> Iterator[str]:
+    """A PREFIX.N.0/24 that no other test holds while this one runs (the tests of
+    concurrent joins take theirs from 10.94, claimed in a directory of its own)."""
+    claims = CLAIMS if prefix == "10.90" else f"{CLAIMS}-{prefix}"
+    os.makedirs(claims, exist_ok=True)
     start = (os.getpid() * 31 + next(_counter)) % 250
     for i in range(250):
         n = (start + i) % 250 + 1
-        path = os.path.join(CLAIMS, str(n))
+        path = os.path.join(claims, str(n))
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -60,24 +62,28 @@ def claimed_subnet() -> Iterator[str]:
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         try:
-            yield f"10.90.{n}.0/24"
+            yield f"{prefix}.{n}.0/24"
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         return
-    raise RuntimeError("no free /24 in 10.90.0.0/16 for a test network")
+    raise RuntimeError(f"no free /24 in {prefix}.0.0/16 for a test network")
 
 
 @pytest.fixture
 def user_network(up: Engine) -> Iterator[tuple[str, str]]:  # noqa: F811
-    """A user network of its own (name, subnet), removed with its bridge afterwards."""
+    """A user network of its own (name, subnet), removed with its bridge and its
+    iptables rules afterwards (``network rm`` is refused while a test's containers
+    are still attached: the engine's teardown removes those later)."""
     name = f"t{os.getpid()}n{next(_counter)}"
     with claimed_subnet() as subnet:
         result = up.cli("network", "create", "--subnet", subnet, name)
         assert result.returncode == 0, result.stderr
         yield name, subnet
-        from engine.networks import bridge_for
+        from engine.networks import Network, bridge_for
+        from engine.runtime.network import remove_network_rules
 
         up.cli("network", "rm", name)
         subprocess.run(["ip", "link", "delete", bridge_for(name)], capture_output=True,
                        check=False)
+        remove_network_rules(Network(name, subnet, "", bridge_for(name)))

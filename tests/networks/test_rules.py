@@ -54,17 +54,18 @@ def test_removal_rules() -> None:
         nw.check_removable("gone", {"n": net}, [])
 
 
-def test_conflist_chains_bridge_portmap_firewall_with_host_wide_ipam() -> None:
+def test_conflist_chains_bridge_portmap_with_host_wide_ipam() -> None:
     conf = nw.conflist(nw.DEFAULT, "/run/berth-ipam")
-    assert [p["type"] for p in conf["plugins"]] == ["bridge", "portmap", "firewall"]
+    assert [p["type"] for p in conf["plugins"]] == ["bridge", "portmap"]
     bridge = conf["plugins"][0]
-    assert bridge["bridge"] == "berth0" and bridge["isGateway"] and bridge["ipMasq"]
+    assert bridge["bridge"] == "berth0" and bridge["isGateway"]
+    assert bridge["ipMasq"] is False  # the network's rules masquerade, once for all
     assert bridge["ipam"]["dataDir"] == "/run/berth-ipam"
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.89.0.0/24", "gateway": "10.89.0.1"}]]
     assert conf["plugins"][1]["capabilities"] == {"portMappings": True}
     assert conf["plugins"][1]["snat"] is True
     bare = nw.conflist(nw.DEFAULT, "/run/berth-ipam", ports=False)  # nothing published
-    assert [p["type"] for p in bare["plugins"]] == ["bridge", "firewall"]
+    assert [p["type"] for p in bare["plugins"]] == ["bridge"]
     assert nw.port_mappings([PortMapping("", 8080, 80, "tcp"),
                              PortMapping("127.0.0.1", 53, 53, "udp")]) == [
         {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
@@ -75,8 +76,26 @@ def test_check_leaves_portmap_out_only_for_ipv4_only_containers() -> None:
     conf = nw.conflist(nw.DEFAULT, "/d")
     v4 = {"ips": [{"address": "10.89.0.5/24"}]}
     v6 = {"ips": [{"address": "10.89.0.5/24"}, {"address": "fd00::5/64"}]}
-    assert [p["type"] for p in nw.for_check(conf, v4)["plugins"]] == ["bridge", "firewall"]
-    assert len(nw.for_check(conf, v6)["plugins"]) == 3
+    assert [p["type"] for p in nw.for_check(conf, v4)["plugins"]] == ["bridge"]
+    assert len(nw.for_check(conf, v6)["plugins"]) == 2
+    old = {**conf, "plugins": [*conf["plugins"], {"type": "firewall"}]}  # an older record's
+    assert [p["type"] for p in nw.for_check(old, v4)["plugins"]] == ["bridge", "firewall"]
+
+
+def test_network_rules_leave_the_subnet_alone_then_masquerade_and_forward_it() -> None:
+    net = nw.Network("web", "10.94.7.0/24", "10.94.7.1", nw.bridge_for("web"))
+    rules = nw.network_rules(net)
+    tag = ("-m", "comment", "--comment", "berth network web")
+    assert [(r.table, r.chain, r.first) for r in rules] == [
+        ("nat", "POSTROUTING", False), ("nat", "POSTROUTING", False),
+        ("filter", "FORWARD", True), ("filter", "FORWARD", True)]
+    assert rules[0].spec == ("-s", "10.94.7.0/24", "-d", "10.94.7.0/24", *tag, "-j", "RETURN")
+    assert rules[1].spec == ("-s", "10.94.7.0/24", "!", "-d", "224.0.0.0/4", *tag,
+                             "-j", "MASQUERADE")
+    assert rules[2].spec == ("-d", "10.94.7.0/24", "-m", "conntrack", "--ctstate",
+                             "RELATED,ESTABLISHED", *tag, "-j", "ACCEPT")
+    assert rules[3].spec == ("-s", "10.94.7.0/24", *tag, "-j", "ACCEPT")
+    assert nw.network_rules(nw.DEFAULT)[0].spec[1] == "10.89.0.0/24"
 
 
 RESULT = {
