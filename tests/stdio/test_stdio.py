@@ -230,7 +230,7 @@ def test_a_streamed_exec_whose_files_were_pruned_before_its_reader_caught_up_end
     cid = _ok(up.cli("run", "-d", "--name", "behind", up.rootfs, "sleep", "120")).strip()
     sid = str(uuid.uuid4())
     (path,) = [n for n in os.listdir(up.run) if n.startswith("stream-")]
-    reader = zmq.Context.instance().socket(zmq.DEALER)
+    reader: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     reader.setsockopt(zmq.LINGER, 0)
     reader.connect(f"ipc://{os.path.join(up.run, path)}")
     try:
