@@ -336,6 +336,17 @@ def test_logs_follow_of_several_containers_follows_them_all_at_once(up: Engine) 
     assert result.stdout == "fa a1\nfb b1\nfb b2\n"
 
 
+def test_logs_follow_of_several_containers_refuses_a_wrong_name_at_once(up: Engine) -> None:
+    """``logs -f good nosuch``: the wrong name is said at once and the command ends, as
+    podman's does; it followed ``good`` in silence and said nothing of ``nosuch``
+    until ``good`` exited (here in 120 s)."""
+    _ok(up.cli("run", "-d", "--name", "fw", up.rootfs, "sh", "-c",
+               "echo w1; sleep 120 & wait"))
+    result = up.cli("logs", "-f", "fw", "nosuch", timeout=60)
+    assert result.returncode != 0
+    assert "nosuch" in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def test_start_attach_gets_all_output_and_the_exit_code(up: Engine) -> None:
     cid = _ok(up.cli("create", up.rootfs, "sh", "-c", "echo a; echo b >&2; exit 4")).strip()
     result = up.cli("start", "-a", cid)
