@@ -259,6 +259,28 @@ def test_a_streamed_exec_whose_files_were_pruned_before_its_reader_caught_up_end
         reader.close()
 
 
+def test_a_running_exec_does_not_hold_back_a_stop_of_its_container(up: Engine) -> None:
+    """An exec runs for as long as its process (and, streamed, as its reader lets it):
+    ``exec -it c sh`` for an hour, ``exec c cat big | less``. A stop, kill or ``rm -f``
+    of the container meanwhile is carried out at once, as podman's is; it waited in
+    the worker's per-container queue behind the exec (here 120 s, past the client's
+    30 s: "no reply to container.stop")."""
+    _ok(up.cli("run", "-d", "--name", "held", up.rootfs, "sleep", "300"))
+    proc = _berth(up, "exec", "held", "sh", "-c", "echo started; sleep 120",
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert _readline(proc.stdout.fileno(), 30) == b"started\n"
+        result = up.cli("stop", "-t", "1", "held", timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert _state(up, "held") == "exited"
+        assert proc.wait(30) != 0  # its process went with the container
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_exec_it_runs_on_a_terminal(up: Engine) -> None:
     _ok(up.cli("run", "-d", "--name", "tx", up.rootfs, "sleep", "60"))
     term = OnTerminal(up, "exec", "-it", "tx", "sh", "-c",
