@@ -57,7 +57,7 @@ def test_per_container_order_with_concurrency_across_containers(
         sent = []
         for seq in range(20):
             for ctr in ("c1", "c2"):
-                cmd = client.command("container.exec", ctr, "a", {"seq": seq})
+                cmd = client.command("container.kill", ctr, "a", {"seq": seq})
                 sent.append(cmd.id)
                 sock.send(encode(cmd))
         answered: set[str] = set()
