@@ -273,6 +273,9 @@ class ContainerService:
                 cid, causation.command_id))
         with self.locks.hold(cid):
             state = self.container(cid)
+            if isinstance(command, c.CopyIn):  # into or as: judged once, in the intent
+                command = replace(command, path=copying.landing(state.spec.rootfs,
+                                                                 command.path))
             plan = d.decide(state, command)
             if plan.noop:
                 return Outcome((), plan.result)

@@ -10,9 +10,9 @@ import signal
 import subprocess
 import tarfile
 import uuid
+from pathlib import Path
 
-import pytest
-
+from engine import copying
 from tests.e2e.conftest import Engine
 
 
@@ -203,8 +203,6 @@ def test_a_copy_whose_worker_died_after_its_intent_is_finished_once(
     _ok(engine.cli("rm", "-f", "cpbox"))
 
 
-@pytest.mark.xfail(strict=True, reason="the resend of a copy judges 'into or as' again, "
-                   "after the first attempt made the destination a directory")
 def test_a_directory_copied_as_a_new_name_is_written_once_when_the_worker_dies_after_it(
         engine: Engine, short_tmp: str) -> None:
     """A worker killed -9 after the write of ``cp DIR ctr:/data/new`` (``/data/new``
@@ -239,3 +237,29 @@ def test_a_directory_copied_as_a_new_name_is_written_once_when_the_worker_dies_a
         types = [r.type for r in store.read_all() if r.type.startswith("container.cop")]
     assert types == ["container.copied_in", "container.copy_finished"]
     _ok(engine.cli("rm", "-f", "cpdir"))
+
+
+def test_where_a_copy_lands_is_judged_once_and_a_second_write_there_changes_nothing(
+        tmp_path: Path) -> None:
+    root = str(tmp_path)
+    os.mkdir(os.path.join(root, "data"))
+    assert copying.landing(root, "/data") == "/data/"  # a directory: into it
+    assert copying.landing(root, "/data//") == "/data/"
+    assert copying.landing(root, "/data/new/") == "/data/new"  # none: as it
+    assert copying.landing(root, "/") == "/"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("tree", None), ("tree/f.txt", b"once\n")):
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    where = copying.landing(root, "/data/new")
+    for _ in range(2):  # the first attempt, then its resend
+        copying.unpack(root, where, buffer.getvalue())
+        assert os.listdir(os.path.join(root, "data", "new")) == ["f.txt"]
+    copying.unpack(root, copying.landing(root, "/data/new"), buffer.getvalue())
+    assert sorted(os.listdir(os.path.join(root, "data", "new"))) == ["f.txt", "tree"]
