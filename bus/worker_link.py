@@ -50,7 +50,7 @@ from bus.protocol import (
     encode,
     error_reply,
 )
-from engine.command_types import CHANGE_COMMANDS
+from engine.command_types import CHANGE_COMMANDS, EXEC
 from engine.errors import BerthError, HandedBack, ProtocolError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,13 @@ class WorkerLink:
         while True:
             with self._lock:
                 command = self._queues[key][0]
-            self._run_one(command)
+            if command.type == EXEC:
+                # In order after the changes before it, but beside those after it: an
+                # exec lasts as long as its process (an interactive shell, a reader
+                # that is slow), and a stop or ``rm -f`` must not wait for it.
+                self._pool.submit(self._run_one, command)
+            else:
+                self._run_one(command)
             with self._lock:
                 queue = self._queues[key]
                 queue.popleft()

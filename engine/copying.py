@@ -96,10 +96,20 @@ def check_archive(data: bytes) -> None:
         raise InvalidArgument("the archive must hold one top-level file or directory")
 
 
+def landing(root: str, path: str) -> str:
+    """``path`` as a copy to it lands: ending in ``/`` (into it) when it is a directory
+    now, else without one (as it, renamed). Judged once, before the copy's intent is
+    recorded: after a first write of ``DIR`` as ``/data/new`` that path is a
+    directory, and a resend judging again would write a second copy inside it."""
+    if os.path.isdir(resolve_in_root(root, path)):
+        return path.rstrip("/") + "/"
+    return path.rstrip("/") or "/"
+
+
 def unpack(root: str, path: str, data: bytes) -> int:
-    """Extract a tar of one top-level entry at container path ``path``: into it if it
-    is a directory, else as it (renamed to its last component). Returns the entries
-    written."""
+    """Extract a tar of one top-level entry at container path ``path``: into it if
+    ``path`` ends in ``/`` (``landing``), else as it (renamed to its last component).
+    Returns the entries written."""
     if len(data) > MAX_COPY:
         raise InvalidArgument(f"the copy is {len(data)} bytes: at most {MAX_COPY} at once")
     dest = resolve_in_root(root, path)
@@ -115,7 +125,9 @@ def _extract(tar: tarfile.TarFile, dest: str, path: str) -> int:
     tops = {m.name.split("/", 1)[0] for m in members}
     if len(tops) != 1:
         raise InvalidArgument("the archive must hold one top-level file or directory")
-    if os.path.isdir(dest):
+    if path.endswith("/"):
+        if not os.path.isdir(dest):
+            raise NotFound(f"no such directory in the container: {path}")
         target = dest
     else:
         target = os.path.dirname(dest)

@@ -243,8 +243,10 @@ def resume(state: ContainerState, command: c.ContainerCommand,
 
     A copy in: its intent (``copied_in``) precedes the write, its end
     (``copy_finished``) follows it. The resend carries the same archive (its digest
-    is in the intent) and writes it; extracting an archive twice leaves what once
-    does, and the end, recorded once, closes the intent. A resend whose pieces are
+    is in the intent) and writes it to the path the intent names (into a directory
+    or as a new name, as the first attempt judged: ``copying.landing``); extracting
+    an archive twice there leaves what once does, and the end, recorded once, closes
+    the intent. A resend whose pieces are
     gone, or whose archive differs, is refused (the caller records that as the end).
 
     A forced remove of a live container: its stop intent precedes the kill, its end
@@ -282,7 +284,10 @@ def _resume_copy(command: c.CopyIn, first: Iterable[ev.RecordedEvent],
                       "are gone: copy again")
     if hashlib.sha256(command.data).hexdigest() != intents[-1].sha256:
         raise Refused("this resend carries another archive than the copy it repeats")
-    return command, Plan((Step.COPY_IN,), then=_copy_finished(command))
+    # where the first attempt judged it lands (into or as): the path may be a
+    # directory by now, made by that attempt's write
+    again = replace(command, path=intents[-1].path)
+    return again, Plan((Step.COPY_IN,), then=_copy_finished(again))
 
 
 def exec_started(command: c.Exec, session_id: str, pid: int) -> ev.ExecStarted:

@@ -278,6 +278,9 @@ class ContainerService:
             # does not record a stop that never happened (nor call its exit "stop").
             self.record_exit(cid)
             state = self.container(cid)
+            if isinstance(command, c.CopyIn):  # into or as: judged once, in the intent
+                command = replace(command, path=copying.landing(state.spec.rootfs,
+                                                                 command.path))
             plan = d.decide(state, command)
             if plan.noop:
                 return Outcome((), plan.result)

@@ -205,13 +205,19 @@ class Session(threading.Thread):
         """The code in conmon's exit file, waiting for it (inotify) while the client
         is there, at most _EXIT_WAIT: conmon writes it a moment after it closes the
         attach socket, longer on a loaded machine. None if it never came (the client
-        then asks the bus, which records the exit in any case)."""
+        then asks the bus, which records the exit in any case), or if its directory is
+        gone: an ended exec session's files are pruned once later sessions end, which
+        can come before a reader that was behind has had the last of its output."""
         deadline = time.monotonic() + _EXIT_WAIT
-        with contextlib.closing(Inotify(os.path.dirname(exit_file),
-                                        IN_CLOSE_WRITE | IN_MOVED_TO)) as exits:
+        directory = os.path.dirname(exit_file)
+        try:
+            watch = Inotify(directory, IN_CLOSE_WRITE | IN_MOVED_TO)
+        except FileNotFoundError:
+            return None
+        with contextlib.closing(watch) as exits:
             while (found := read_exit_file(exit_file)) is None:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or not os.path.isdir(directory):
                     return None
                 if exits.fd in self.wait([exits.fd], [], min(left, _TICK)):
                     for _ in exits.read(0):

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import fcntl
 import os
+import queue
 import select
 import signal
 import struct
@@ -630,24 +631,32 @@ def _stream_logs(where: Where, target: str, options: dict[str, Any], printer: Pr
 def _follow_together(streams: list[tuple[Where, str, Printer]], options: dict[str, Any]) -> None:
     """``logs -f`` of several containers follows them all at once, as podman does (one
     after the other would hold the second back until the first exits): one session and
-    one thread each, lines prefixed with the container; done when all have ended."""
-    failures: list[BaseException] = []
+    one thread each, lines prefixed with the container; done when all have ended. The
+    first failure (a wrong name among them) ends it at once, as podman's does, rather
+    than once the others have ended."""
+    ended: queue.Queue[BaseException | None] = queue.Queue()
 
     def follow(where: Where, target: str, printer: Printer) -> None:
         try:
             _stream_logs(where, target, options, printer)
         except BaseException as exc:  # reported by the main thread
-            failures.append(exc)
+            ended.put(exc)
+        else:
+            ended.put(None)
 
     threads = [threading.Thread(target=follow, args=stream, daemon=True,
                                 name=f"berth-logs-{stream[1][:12]}") for stream in streams]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        while thread.is_alive():  # short joins: Ctrl-C still reaches the main thread
-            thread.join(0.5)
-    if failures:
-        raise failures[0]
+    for _ in threads:
+        while True:
+            try:  # short waits: Ctrl-C still reaches the main thread
+                failure = ended.get(timeout=0.5)
+                break
+            except queue.Empty:
+                continue
+        if failure is not None:
+            raise failure
 
 
 def add_commands(add: AddCommand) -> None:

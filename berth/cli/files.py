@@ -44,7 +44,7 @@ def cmd_cp(args: argparse.Namespace, client: Client) -> int:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
         else:
-            copying.unpack("/", os.path.abspath(dst), data)
+            copying.unpack("/", copying.landing("/", os.path.abspath(dst)), data)
         return 0
     if dst_ctr is None:  # pragma: no cover - excluded above; narrows the type
         raise InvalidArgument("cp needs a container on one side")

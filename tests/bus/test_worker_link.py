@@ -57,7 +57,7 @@ def test_per_container_order_with_concurrency_across_containers(
         sent = []
         for seq in range(20):
             for ctr in ("c1", "c2"):
-                cmd = client.command("container.exec", ctr, "a", {"seq": seq})
+                cmd = client.command("container.kill", ctr, "a", {"seq": seq})
                 sent.append(cmd.id)
                 sock.send(encode(cmd))
         answered: set[str] = set()
@@ -146,3 +146,45 @@ def test_events_published_from_many_threads_all_arrive(
         assert got == {e.position for e in events}
     finally:
         sub.close(linger=0)
+
+
+def test_an_exec_waits_for_earlier_changes_but_not_later_ones_wait_for_it(
+        broker: Broker, client: Client, endpoints: Endpoints,
+        make_worker: Callable[..., WorkerLink]) -> None:
+    """An exec lasts as long as its process; a stop of its container sent after it
+    runs at once (it waited behind the exec), while a start sent before it still
+    comes first."""
+    started, stopped = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def handler(command: Command) -> Reply:
+        if command.type == "container.start":
+            assert not order, "the start ran after something sent behind it"
+        elif command.type == "container.exec":
+            # ends only once the stop sent behind it has run
+            assert stopped.wait(10), "the stop waited for the exec"
+        elif command.type == "container.stop":
+            stopped.set()
+        order.append(command.type)
+        started.set()
+        return Reply(command.id, True)
+
+    make_worker("a", handler, concurrency=4)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoints.frontend)
+    try:
+        sent = [client.command(t, "c1", "a", {}) for t in
+                ("container.start", "container.exec", "container.stop")]
+        for cmd in sent:
+            sock.send(encode(cmd))
+        answered: dict[str, bool] = {}
+        while len(answered) < len(sent):
+            assert sock.poll(15000), "replies stopped"
+            reply = decode(sock.recv())
+            assert isinstance(reply, Reply), reply
+            answered[reply.command_id] = reply.ok
+        assert all(answered.values()), answered
+        assert order == ["container.start", "container.stop", "container.exec"]
+    finally:
+        sock.close(linger=0)

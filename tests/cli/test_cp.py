@@ -10,7 +10,9 @@ import signal
 import subprocess
 import tarfile
 import uuid
+from pathlib import Path
 
+from engine import copying
 from tests.e2e.conftest import Engine
 
 
@@ -199,3 +201,65 @@ def test_a_copy_whose_worker_died_after_its_intent_is_finished_once(
         types = [r.type for r in store.read_all() if r.type.startswith("container.cop")]
     assert types == ["container.copied_in", "container.copy_finished"]
     _ok(engine.cli("rm", "-f", "cpbox"))
+
+
+def test_a_directory_copied_as_a_new_name_is_written_once_when_the_worker_dies_after_it(
+        engine: Engine, short_tmp: str) -> None:
+    """A worker killed -9 after the write of ``cp DIR ctr:/data/new`` (``/data/new``
+    did not exist: the directory is written as it) and before ``copy_finished``: the
+    resend writes the archive again, and by then ``/data/new`` exists, so it must not
+    land inside it (``/data/new/tree``) as a second copy."""
+    root = _own_rootfs(engine, short_tmp)
+    engine.start_worker_process()
+    _ok(engine.cli("run", "-d", "--network", "none", "--name", "cpdir", root, "sleep", "60"))
+    assert engine.worker_proc is not None
+    engine.worker_proc.terminate()
+    engine.worker_proc.wait(30)
+    worker = engine.start_armed_worker("container.copy_in.acted")
+    tree = os.path.join(short_tmp, "tree")
+    os.mkdir(tree)
+    with open(os.path.join(tree, "f.txt"), "w") as f:
+        f.write("once\n")
+    cp = subprocess.Popen([*_berth(engine), "cp", tree, "cpdir:/data/new"], env=engine.env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert worker.wait(60) == -signal.SIGKILL
+        assert os.listdir(os.path.join(root, "data", "new")) == ["f.txt"]  # written
+        engine.start_worker_process()  # takes the copy the broker held for the node
+        _, err = cp.communicate(timeout=60)
+        assert cp.returncode == 0, err
+    finally:
+        if cp.poll() is None:
+            cp.kill()
+            cp.wait()
+    assert sorted(os.listdir(os.path.join(root, "data", "new"))) == ["f.txt"]
+    with engine.store() as store:
+        types = [r.type for r in store.read_all() if r.type.startswith("container.cop")]
+    assert types == ["container.copied_in", "container.copy_finished"]
+    _ok(engine.cli("rm", "-f", "cpdir"))
+
+
+def test_where_a_copy_lands_is_judged_once_and_a_second_write_there_changes_nothing(
+        tmp_path: Path) -> None:
+    root = str(tmp_path)
+    os.mkdir(os.path.join(root, "data"))
+    assert copying.landing(root, "/data") == "/data/"  # a directory: into it
+    assert copying.landing(root, "/data//") == "/data/"
+    assert copying.landing(root, "/data/new/") == "/data/new"  # none: as it
+    assert copying.landing(root, "/") == "/"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in (("tree", None), ("tree/f.txt", b"once\n")):
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    where = copying.landing(root, "/data/new")
+    for _ in range(2):  # the first attempt, then its resend
+        copying.unpack(root, where, buffer.getvalue())
+        assert os.listdir(os.path.join(root, "data", "new")) == ["f.txt"]
+    copying.unpack(root, copying.landing(root, "/data/new"), buffer.getvalue())
+    assert sorted(os.listdir(os.path.join(root, "data", "new"))) == ["f.txt", "tree"]

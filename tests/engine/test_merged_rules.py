@@ -85,6 +85,13 @@ def test_a_copy_cut_short_after_its_intent_is_written_by_the_resend() -> None:
     assert plan.steps == (d.Step.COPY_IN,) and plan.before == ()
     assert plan.then(d.Facts(container_id=CID, node="n1")) == (
         ev.CopyFinished("/data", len(data)),)
+    # the path the intent names (as the first attempt judged it lands), not the resend's
+    into = recorded(CID, 3, ev.CopiedIn("/data/", len(data), hashlib.sha256(data).hexdigest()))
+    resumed = d.resume(state("running"), command, [into], [], NOW)
+    assert resumed is not None
+    assert resumed[0] == c.CopyIn(CID, "/data/", data)
+    assert resumed[1].then(d.Facts(container_id=CID, node="n1")) == (
+        ev.CopyFinished("/data/", len(data)),)
     # stopped containers take files too; no intent in the first attempt: replay it
     assert d.resume(state("exited"), command, [intent], [], NOW) is not None
     assert d.resume(state("running"), command, [], [], NOW) is None

@@ -10,7 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
+import zmq
+
+from bus import stream as s
+from engine.runtime import OCIRuntime
+from engine.service import KEEP_EXEC_SESSIONS
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
 from tests.stdio.terminal import OnTerminal
@@ -214,6 +220,67 @@ def test_exec_output_far_behind_its_reader_is_all_delivered(up: Engine) -> None:
     assert len(out) == len(expected) and out == expected
 
 
+def test_a_streamed_exec_whose_files_were_pruned_before_its_reader_caught_up_ends(
+        up: Engine) -> None:
+    """A streamed exec's reader behind by what its attach socket holds: the process
+    has ended, and before the reader catches up, later sessions of the container (a
+    health check's, another exec's) end and prune its files. The session used to end
+    in "internal error: inotify_add_watch ...: No such file or directory" after all of
+    its output; it ends like any other, the exit code left to the bus (``None``)."""
+    cid = _ok(up.cli("run", "-d", "--name", "behind", up.rootfs, "sleep", "120")).strip()
+    sid = str(uuid.uuid4())
+    (path,) = [n for n in os.listdir(up.run) if n.startswith("stream-")]
+    reader: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    reader.setsockopt(zmq.LINGER, 0)
+    reader.connect(f"ipc://{os.path.join(up.run, path)}")
+    try:
+        # no credit yet: the worker reads nothing of the attach socket, conmon's ~15 kB
+        # wait in it and the process ends
+        reader.send(s.encode("open", kind="exec", container=cid, session=sid, stdin=False,
+                             tty=False, logs={}, credit=0, height=0, width=0))
+        with up.client() as c:
+            reply = c.exec(cid, ["seq", "1", "3000"], session_id=sid, streamed=True)
+            assert reply.result["exit_code"] == 0
+            for _ in range(KEEP_EXEC_SESSIONS):
+                c.exec(cid, ["true"])
+                reader.send(s.encode("ping"))  # still here (a slow machine)
+        session = OCIRuntime(up.config().runtime_config()).exec_session_paths(cid, sid)
+        assert not os.path.exists(session.dir)  # pruned while its reader was behind
+        reader.send(s.encode("credit", n=10 * s.WINDOW))
+        out, last = b"", None
+        while last is None or last.op not in ("exit", "error"):
+            assert reader.poll(30_000), "the session said nothing for 30 s"
+            last = s.decode(reader.recv(), s.WORKER_OPS)
+            if last.op == "out":
+                out += bytes(last.get("data", b""))
+        assert (last.op, last.get("message")) == ("exit", None)
+        assert out == "".join(f"{i}\n" for i in range(1, 3001)).encode()
+    finally:
+        reader.close()
+
+
+def test_a_running_exec_does_not_hold_back_a_stop_of_its_container(up: Engine) -> None:
+    """An exec runs for as long as its process (and, streamed, as its reader lets it):
+    ``exec -it c sh`` for an hour, ``exec c cat big | less``. A stop, kill or ``rm -f``
+    of the container meanwhile is carried out at once, as podman's is; it waited in
+    the worker's per-container queue behind the exec (here 120 s, past the client's
+    30 s: "no reply to container.stop")."""
+    _ok(up.cli("run", "-d", "--name", "held", up.rootfs, "sleep", "300"))
+    proc = _berth(up, "exec", "held", "sh", "-c", "echo started; sleep 120",
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert _readline(proc.stdout.fileno(), 30) == b"started\n"
+        result = up.cli("stop", "-t", "1", "held", timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert _state(up, "held") == "exited"
+        assert proc.wait(30) != 0  # its process went with the container
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_exec_it_runs_on_a_terminal(up: Engine) -> None:
     _ok(up.cli("run", "-d", "--name", "tx", up.rootfs, "sleep", "60"))
     term = OnTerminal(up, "exec", "-it", "tx", "sh", "-c",
@@ -289,6 +356,17 @@ def test_logs_follow_of_several_containers_follows_them_all_at_once(up: Engine) 
             proc.wait()
     result = up.cli("logs", "fa", "fb")
     assert result.stdout == "fa a1\nfb b1\nfb b2\n"
+
+
+def test_logs_follow_of_several_containers_refuses_a_wrong_name_at_once(up: Engine) -> None:
+    """``logs -f good nosuch``: the wrong name is said at once and the command ends, as
+    podman's does; it followed ``good`` in silence and said nothing of ``nosuch``
+    until ``good`` exited (here in 120 s)."""
+    _ok(up.cli("run", "-d", "--name", "fw", up.rootfs, "sh", "-c",
+               "echo w1; sleep 120 & wait"))
+    result = up.cli("logs", "-f", "fw", "nosuch", timeout=60)
+    assert result.returncode != 0
+    assert "nosuch" in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_start_attach_gets_all_output_and_the_exit_code(up: Engine) -> None:
