@@ -308,6 +308,9 @@ class ContainerService:
             try:
                 state = self.container(cid)
             except NotFound:
+                if isinstance(command, c.CopyIn):  # not "ok": its files were never written
+                    raise NotFound(f"container {cid[:12]} was removed before this copy was "
+                                   "written: nothing was copied") from None
                 return None
             stream = self.store.read_stream(cid)
             last = max(done.positions)

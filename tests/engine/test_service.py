@@ -282,3 +282,21 @@ def test_every_runtime_action_the_store_refuses_is_undone_or_never_taken(
     assert cid not in runtime.containers and service.container(cid).state == "exited"
     assert service.handle(c.Restore(cid), cause(t.RESTORE)).result["pid"]
     assert runtime.containers[cid].status == Status.RUNNING
+
+
+def test_a_copy_resent_after_its_container_was_removed_is_not_answered_done(
+        service: ContainerService, store: EventStore) -> None:
+    """A regression: a copy whose worker died after its intent, resent once the
+    container had been removed, was answered "ok" though nothing was written."""
+    import hashlib
+
+    cid = create(service)
+    data = b"tar bytes"
+    copy = cause(t.COPY_IN)
+    state = service.container(cid)
+    service.append(cid, state.version,
+                   [ev.CopiedIn("/x", len(data), hashlib.sha256(data).hexdigest())], copy)
+    service.handle(c.Remove(cid), cause(t.REMOVE))
+    with pytest.raises(NotFound, match="removed before this copy was written"):
+        service.handle(c.CopyIn(cid, "/x", data), copy)
+    assert types(store, cid)[-2:] == [ev.CONTAINER_COPIED_IN, ev.CONTAINER_REMOVED]
