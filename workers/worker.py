@@ -285,20 +285,25 @@ class Worker:
         previous = {sig: signal.signal(sig, on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            self.start()
-            if on_ready is not None:
-                on_ready()
-            os.read(wake_r, 1)  # retried after each handler (PEP 475) until a byte
+            try:
+                self.start()
+                if on_ready is not None:
+                    on_ready()
+                if not self._stopped.is_set():  # stop() may have come first
+                    os.read(wake_r, 1)  # retried after each handler (PEP 475)
+            finally:
+                self._wake = None
+            self._stopped.set()
+            if on_stop is not None:
+                on_stop()
+            self.close()
         finally:
-            self._wake = None
+            # Only now: a second SIGTERM while the worker closes (a service manager
+            # repeating itself) is absorbed by the pipe, not fatal half-way.
             for sig, old in previous.items():
                 signal.signal(sig, old)
             os.close(wake_r)
             os.close(wake_w)
-        self._stopped.set()
-        if on_stop is not None:
-            on_stop()
-        self.close()
 
     def stop(self) -> None:
         self._stopped.set()

@@ -196,7 +196,7 @@ def spawn(config: RuntimeConfig, session: SessionPaths, session_id: str,
             for fd in child_ends:
                 os.close(fd)
         if attach is not None:
-            os.write(start_w, b"0")  # conmon waits for a first byte before it forks
+            _start(start_w)  # conmon waits for a first byte before it forks
         conmon.reap_daemonising(child, deadline)
         if attach is not None:
             conmon.read_sync(attach_r, deadline)  # its attach socket is there
@@ -204,12 +204,22 @@ def spawn(config: RuntimeConfig, session: SessionPaths, session_id: str,
                 attach(attach_socket.connect(os.path.join(config.sockets_dir, session_id)))
             except (NotFound, RuntimeFailure) as exc:  # the reader follows the log instead
                 log.warning("exec session %s: no attach socket (%s)", session_id, exc)
-            os.write(start_w, b"0")  # the reader is there: run the process
+            _start(start_w)  # the reader is there: run the process
         line = conmon.read_sync(sync_r, deadline)
     finally:
         for fd in parent_ends:
             os.close(fd)
     return _session_pid(line, session)
+
+
+def _start(fd: int) -> None:
+    """A byte on conmon's start pipe; conmon gone before it read it is a runtime
+    failure of the exec (one sentence), not a broken pipe escaping as internal."""
+    try:
+        os.write(fd, b"0")
+    except OSError as exc:
+        raise RuntimeFailure(f"conmon ended before the exec session started: "
+                             f"{exc.strerror}") from None
 
 
 def _session_pid(line: bytes, session: SessionPaths) -> int:

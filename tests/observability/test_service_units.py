@@ -128,6 +128,29 @@ def test_a_stop_signal_landing_inside_the_stop_events_lock_still_stops(
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
 
 
+def test_a_second_stop_signal_while_the_worker_closes_is_absorbed(
+        place: Place, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service manager may repeat SIGTERM while the worker closes; the worker's own
+    handler stays in place until it has closed (before, the default action killed it
+    half-way; here it would kill the test's process)."""
+    worker = Worker(WorkerConfig(node="h1", root=place.root, run=place.run,
+                                 default_network="none"))
+    closed: list[bool] = []
+
+    def close() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the repeat, during the close
+        for _ in range(1000):  # bytecodes for the pending handler to run between
+            pass
+        worker.store.close()
+        closed.append(True)
+
+    monkeypatch.setattr(worker, "start", lambda: None)
+    monkeypatch.setattr(worker, "close", close)
+    worker.stop()  # before serve_forever: not lost
+    worker.serve_forever()
+    assert closed == [True]
+
+
 def test_the_embedded_engine_says_ready_once_it_serves(place: Place, manager: Manager) -> None:
     env = dict(place.env, NOTIFY_SOCKET=manager.path)
     up = subprocess.Popen([sys.executable, "-m", "berth", "up"], env=env,

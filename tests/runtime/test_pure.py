@@ -168,3 +168,20 @@ def test_a_runtime_message_with_escaped_newlines_reads_as_one_line() -> None:
         "criu failed: type NOTIFY errno 0; log file: /var/lib/berth/c/dump.log")
     error = classify(stderr, "checkpointing container c")
     assert "\\n" not in error.message and "\n" not in error.message
+
+
+def test_a_start_pipe_conmon_closed_is_a_runtime_failure() -> None:
+    """conmon gone before it read its start byte: one sentence, not a BrokenPipeError
+    escaping as an internal error."""
+    import os
+
+    from engine.errors import RuntimeFailure
+    from engine.runtime import execs
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        with pytest.raises(RuntimeFailure, match="conmon ended before the exec session"):
+            execs._start(w)
+    finally:
+        os.close(w)
