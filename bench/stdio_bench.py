@@ -110,7 +110,7 @@ def main() -> None:
                            stdout=subprocess.DEVNULL)
             shown = subprocess.run([*BERTH, "inspect", "bench-exec"], env=env, check=True,
                                    capture_output=True, text=True).stdout
-            ctr = json.loads(shown)["id"]
+            ctr = json.loads(shown)[0]["id"]  # inspect prints one array, as podman
             first, whole, berth_exec, runc_exec, ps, library = [], [], [], [], [], []
             client = berth.client()
             for _ in range(opts.rounds):
