@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import uuid
@@ -176,25 +175,16 @@ def test_a_copy_whose_worker_died_after_its_intent_is_finished_once(
     root = _own_rootfs(engine, short_tmp)
     engine.start_worker_process()
     _ok(engine.cli("run", "-d", "--network", "none", "--name", "cpbox", root, "sleep", "60"))
-    assert engine.worker_proc is not None
-    engine.worker_proc.terminate()
-    engine.worker_proc.wait(30)
-    worker = engine.start_armed_worker("container.copy_in.intended")
     host = os.path.join(short_tmp, "note.txt")
     with open(host, "w") as f:
         f.write("written once\n")
-    cp = subprocess.Popen([*_berth(engine), "cp", host, "cpbox:/data/"], env=engine.env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert worker.wait(60) == -signal.SIGKILL
-        assert not os.path.exists(os.path.join(root, "data", "note.txt"))
-        engine.start_worker_process()  # takes the copy the broker held for the node
-        _, err = cp.communicate(timeout=60)
-        assert cp.returncode == 0, err
-    finally:
-        if cp.poll() is None:
-            cp.kill()
-            cp.wait()
+    there: list[bool] = []
+    done = engine.through_crash(
+        "container.copy_in.intended", "cp", host, "cpbox:/data/",
+        while_down=lambda: there.append(os.path.exists(os.path.join(root, "data",
+                                                                    "note.txt"))))
+    assert done.returncode == 0, done.stderr
+    assert there == [False]  # the first attempt died before it wrote
     with open(os.path.join(root, "data", "note.txt")) as f:
         assert f.read() == "written once\n"
     with engine.store() as store:
@@ -212,26 +202,16 @@ def test_a_directory_copied_as_a_new_name_is_written_once_when_the_worker_dies_a
     root = _own_rootfs(engine, short_tmp)
     engine.start_worker_process()
     _ok(engine.cli("run", "-d", "--network", "none", "--name", "cpdir", root, "sleep", "60"))
-    assert engine.worker_proc is not None
-    engine.worker_proc.terminate()
-    engine.worker_proc.wait(30)
-    worker = engine.start_armed_worker("container.copy_in.acted")
     tree = os.path.join(short_tmp, "tree")
     os.mkdir(tree)
     with open(os.path.join(tree, "f.txt"), "w") as f:
         f.write("once\n")
-    cp = subprocess.Popen([*_berth(engine), "cp", tree, "cpdir:/data/new"], env=engine.env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert worker.wait(60) == -signal.SIGKILL
-        assert os.listdir(os.path.join(root, "data", "new")) == ["f.txt"]  # written
-        engine.start_worker_process()  # takes the copy the broker held for the node
-        _, err = cp.communicate(timeout=60)
-        assert cp.returncode == 0, err
-    finally:
-        if cp.poll() is None:
-            cp.kill()
-            cp.wait()
+    written: list[list[str]] = []
+    done = engine.through_crash(
+        "container.copy_in.acted", "cp", tree, "cpdir:/data/new",
+        while_down=lambda: written.append(os.listdir(os.path.join(root, "data", "new"))))
+    assert done.returncode == 0, done.stderr
+    assert written == [["f.txt"]]  # the first attempt wrote it, then died
     assert sorted(os.listdir(os.path.join(root, "data", "new"))) == ["f.txt"]
     with engine.store() as store:
         types = [r.type for r in store.read_all() if r.type.startswith("container.cop")]

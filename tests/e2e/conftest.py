@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,31 @@ class Engine:
              "--connect", self.endpoints.backend],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return self.worker_proc
+
+    def through_crash(self, point: str, *args: str,
+                      while_down: Callable[[], object] | None = None,
+                      ) -> subprocess.CompletedProcess[str]:
+        """``berth ARGS`` against a worker armed at crash point ``point``: this
+        engine's worker process is replaced by the armed one, which dies there;
+        ``while_down`` looks at what it left; the next worker takes the command the
+        broker held for the node. The CLI's result."""
+        assert self.worker_proc is not None, "start_worker_process first"
+        self.worker_proc.terminate()
+        self.worker_proc.wait(30)
+        armed = self.start_armed_worker(point)
+        proc = subprocess.Popen([sys.executable, "-m", "berth", *args], env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert armed.wait(60) == -signal.SIGKILL, f"the worker did not die at {point}"
+            if while_down is not None:
+                while_down()
+            self.start_worker_process()
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def store(self) -> EventStore:
         return EventStore(self.db_url)

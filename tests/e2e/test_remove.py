@@ -4,9 +4,7 @@ resend finishes."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 
 from engine import events as ev
 from tests.e2e.conftest import Engine
@@ -42,21 +40,8 @@ def test_a_forced_remove_cut_short_after_its_intent_is_finished_by_the_resend(
     engine.start_worker_process()
     cid = _ok(engine.cli("run", "-d", "--network", "none", engine.rootfs, "sleep",
                          "60")).strip()
-    assert engine.worker_proc is not None
-    engine.worker_proc.terminate()
-    engine.worker_proc.wait(30)
-    worker = engine.start_armed_worker("container.remove.intended")
-    rm = subprocess.Popen([sys.executable, "-m", "berth", "rm", "-f", cid], env=engine.env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert worker.wait(60) == -signal.SIGKILL
-        engine.start_worker_process()  # takes the remove the broker held for the node
-        _, err = rm.communicate(timeout=60)
-        assert rm.returncode == 0, err
-    finally:
-        if rm.poll() is None:
-            rm.kill()
-            rm.wait()
+    done = engine.through_crash("container.remove.intended", "rm", "-f", cid)
+    assert done.returncode == 0, done.stderr
     types = [r.type for r in _stream(engine, cid)]
     assert types.count(ev.CONTAINER_STOP_REQUESTED) == 1
     assert types.count(ev.CONTAINER_REMOVED) == 1
