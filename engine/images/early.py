@@ -110,6 +110,7 @@ class EarlyUnpack:
         self._abort = threading.Event()
         self._seen: set[str] = set()
         self._futures: list[Future[Unpacked | None]] = []
+        self._blobs: list[Growing] = []
         self._tmps: list[str] = []
         self._watcher = threading.Thread(target=self._watch, name="early-unpack", daemon=True)
 
@@ -124,6 +125,8 @@ class EarlyUnpack:
         self._stop.set()
         self._watcher.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for blob in self._blobs:
+            blob.close()
         for tmp in self._tmps:  # what the store took was renamed away: the rest goes
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -153,24 +156,25 @@ class EarlyUnpack:
             if name in self._seen or not name.startswith(TEMP_PREFIX):
                 continue
             self._seen.add(name)
+            try:  # opened now: once open, its rename or a busy pool cannot lose it
+                blob = Growing(os.path.join(self.root, name), self._copied, self._abort)
+            except FileNotFoundError:  # complete before it was seen: the ordinary path
+                continue
+            self._blobs.append(blob)
             tmp = os.path.join(self.layers_dir, f"early.tmp-{uuid.uuid4().hex[:12]}")
             self._tmps.append(tmp)
-            self._futures.append(self._pool.submit(self._unpack,
-                                                   os.path.join(self.root, name), tmp))
+            self._futures.append(self._pool.submit(_unpack, blob, tmp))
 
-    def _unpack(self, path: str, tmp: str) -> Unpacked | None:
-        try:
-            blob = Growing(path, self._copied, self._abort)
-        except FileNotFoundError:  # complete (or dropped) before it could be opened
+
+def _unpack(blob: Growing, tmp: str) -> Unpacked | None:
+    try:
+        if not looks_like_layer(blob.head()):
             return None
-        try:
-            if not looks_like_layer(blob.head()):
-                return None
-            os.makedirs(tmp, mode=0o755)
-            digest, diff_id = unpack_stream(cast(IO[bytes], blob), tmp)
-        except Exception:  # the ordinary path unpacks it again and reports why it fails
-            shutil.rmtree(tmp, ignore_errors=True)
-            return None
-        finally:
-            blob.close()
-        return Unpacked(tmp, digest, diff_id)
+        os.makedirs(tmp, mode=0o755)
+        digest, diff_id = unpack_stream(cast(IO[bytes], blob), tmp)
+    except Exception:  # the ordinary path unpacks it again and reports why it fails
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    finally:
+        blob.close()
+    return Unpacked(tmp, digest, diff_id)

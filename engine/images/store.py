@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import tarfile
 import threading
@@ -39,6 +40,7 @@ log = logging.getLogger("berth.images")
 ARCHIVE_FORMATS = ("docker-archive", "oci-archive")
 UNPACKERS = 4
 """Layers unpacked at once (decompression and hashing run outside the GIL)."""
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 REMOVED = ".removed-"
 """Prefix of an unmounted overlay directory waiting for its removal."""
 
@@ -149,7 +151,18 @@ class ImageStore:
             return self._adopt(stage)[0]
 
     def _early(self, stage: Layout) -> EarlyUnpack:
-        """Layers of a copy into ``stage`` unpacked while the copy goes on."""
+        """Layers of a copy into ``stage`` unpacked while the copy goes on; the blobs
+        of the layers the store has unpacked already are linked into ``stage`` first:
+        skopeo takes a blob its destination holds as copied, so they are neither
+        downloaded nor unpacked again (they were verified when they entered)."""
+        stage.init()
+        with self.layout.lock(exclusive=False):
+            for name in os.listdir(self.layers_dir):
+                digest = f"sha256:{name}"
+                if not _HEX64.fullmatch(name) or not self.layout.has_blob(digest):
+                    continue
+                with contextlib.suppress(FileNotFoundError, FileExistsError):
+                    os.link(self.layout.blob_path(digest), stage.blob_path(digest))
         return EarlyUnpack(stage.root, self.layers_dir, UNPACKERS)
 
     def _adopt(self, stage: Layout, only: str | None = None,

@@ -8,6 +8,7 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -15,7 +16,8 @@ from engine.images import build
 from engine.images.early import EarlyUnpack, Unpacked
 from engine.images.layout import Layout
 from engine.images.store import ImageStore
-from tests.images.registry import layer
+from engine.runtime import skopeo
+from tests.images.registry import Registry, layer, push
 
 
 def _digest(data: bytes) -> str:
@@ -103,3 +105,26 @@ def test_the_store_takes_an_early_layer_only_when_both_digests_match(
     unpacked = sorted(os.listdir(store.layer_path(digest)))
     assert unpacked == (["marker"] if matches else ["b"])
     assert os.path.isdir(ahead) is not matches  # a mismatch is never renamed in
+
+
+def test_a_layer_the_store_has_is_not_downloaded_again(tmp_path: object, registry: Registry,
+                                                       repo: str) -> None:
+    shared = layer({"shared": uuid.uuid4().bytes})
+    source = Layout(os.path.join(str(tmp_path), "source")).init()
+    build.add_image(source, "one", [shared])
+    build.add_image(source, "two", [shared, layer({"own": uuid.uuid4().bytes})])
+    for tag in ("one", "two"):
+        push(source, tag, f"{registry.host}/{repo}:{tag}")
+    store = ImageStore(os.path.join(str(tmp_path), "root"))
+    auth = skopeo.Auth(tls_verify=False)
+    store.pull(f"{registry.host}/{repo}:one", auth)
+    # the registry loses the shared layer: a pull that fetched it again would fail
+    hexpart = _digest(shared)[7:]
+    os.remove(os.path.join(registry.storage, "docker", "registry", "v2", "blobs", "sha256",
+                           hexpart[:2], hexpart, "data"))
+    image = store.pull(f"{registry.host}/{repo}:two", auth)
+    assert [d for d, _s, _m in image.layers][0] == _digest(shared)
+    for digest, size, _media in image.layers:
+        store.layout.verify_blob(digest, size)
+        assert os.path.isdir(store.layer_path(digest))
+    assert os.listdir(store.staging_dir) == []
