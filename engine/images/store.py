@@ -11,10 +11,12 @@ content, leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import queue
+import re
 import shutil
 import tarfile
 import threading
@@ -27,6 +29,7 @@ from typing import IO
 from engine.errors import AlreadyExists, InvalidArgument, NotFound
 from engine.faults import crash_point
 from engine.images import build
+from engine.images.early import EarlyUnpack, Unpacked
 from engine.images.layout import Image, Layout
 from engine.images.reference import looks_like_id, parse_reference
 from engine.images.unpack import unpack_layer
@@ -37,6 +40,7 @@ log = logging.getLogger("berth.images")
 ARCHIVE_FORMATS = ("docker-archive", "oci-archive")
 UNPACKERS = 4
 """Layers unpacked at once (decompression and hashing run outside the GIL)."""
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 REMOVED = ".removed-"
 """Prefix of an unmounted overlay directory waiting for its removal."""
 
@@ -117,23 +121,23 @@ class ImageStore:
 
     def pull(self, ref: str, auth: skopeo.Auth | None = None) -> Image:
         reference = parse_reference(ref)
-        with self.staging() as stage:
+        with self.staging() as stage, self._early(stage) as early:
             skopeo.copy(f"docker://{reference}", f"oci:{stage.root}:{reference}",
                         src=auth, registry=reference.domain)
-            return self._adopt(stage, only=str(reference))[0]
+            return self._adopt(stage, only=str(reference), early=early.finish())[0]
 
     def load(self, path: str) -> list[Image]:
         """Images from a ``docker-archive`` or ``oci-archive`` file (as ``podman save``
         writes them), under the names the archive gives them."""
         kind, names = archive_kind(path)
-        with self.staging() as stage:
+        with self.staging() as stage, self._early(stage) as early:
             if not names:
                 names = [""]
             for name in names:
                 dest = str(parse_reference(name)) if name else ""
                 source = f"{kind}:{path}" + (f":{name}" if name else "")
                 skopeo.copy(source, f"oci:{stage.root}:{dest}")
-            return self._adopt(stage)
+            return self._adopt(stage, early=early.finish())
 
     def import_tarball(self, path: str, ref: str) -> Image:
         """An image of one layer, a root filesystem tarball, named ``ref``."""
@@ -146,8 +150,26 @@ class ImageStore:
                 build.add_image(stage, reference, [f.read()])
             return self._adopt(stage)[0]
 
-    def _adopt(self, stage: Layout, only: str | None = None) -> list[Image]:
-        """Check a staging layout, unpack its layers, move its blobs in, name its images."""
+    def _early(self, stage: Layout) -> EarlyUnpack:
+        """Layers of a copy into ``stage`` unpacked while the copy goes on; the blobs
+        of the layers the store has unpacked already are linked into ``stage`` first:
+        skopeo takes a blob its destination holds as copied, so they are neither
+        downloaded nor unpacked again (they were verified when they entered)."""
+        stage.init()
+        with self.layout.lock(exclusive=False):
+            for name in os.listdir(self.layers_dir):
+                digest = f"sha256:{name}"
+                if not _HEX64.fullmatch(name) or not self.layout.has_blob(digest):
+                    continue
+                with contextlib.suppress(FileNotFoundError, FileExistsError):
+                    os.link(self.layout.blob_path(digest), stage.blob_path(digest))
+        return EarlyUnpack(stage.root, self.layers_dir, UNPACKERS)
+
+    def _adopt(self, stage: Layout, only: str | None = None,
+               early: dict[str, Unpacked] | None = None) -> list[Image]:
+        """Check a staging layout, unpack its layers (taking those ``early`` unpacked
+        during the copy once their digests match), move its blobs in, name its images."""
+        early = early or {}
         images = stage.images()  # manifests and configs checked against their digests
         if only is not None:
             images = [i for i in images if i.name == only] or images[:1]
@@ -161,7 +183,7 @@ class ImageStore:
         try:
             with ThreadPoolExecutor(max_workers=UNPACKERS) as pool:
                 # each layer checked against its digest and diff_id while it is unpacked
-                list(pool.map(lambda layer: self._check_layer(stage, *layer), layers))
+                list(pool.map(lambda layer: self._check_layer(stage, *layer, early=early), layers))
         except BaseException:
             for path in fresh:  # the image did not enter: neither do its other layers
                 shutil.rmtree(path, ignore_errors=True)
@@ -191,15 +213,27 @@ class ImageStore:
             unpack_layer(source.blob_path(digest), dest, diff_id, digest)
         return dest
 
-    def _check_layer(self, stage: Layout, digest: str, size: int, diff_id: str) -> None:
+    def _check_layer(self, stage: Layout, digest: str, size: int, diff_id: str,
+                     *, early: dict[str, Unpacked]) -> None:
         """A staged layer: unpacked (and so checked) unless the store has it already;
-        a blob the store lacks for an unpacked layer is checked on its own."""
-        if os.path.isdir(self.layer_path(digest)):
+        a blob the store lacks for an unpacked layer is checked on its own. A layer
+        unpacked during the copy is taken only if both its digests match."""
+        dest = self.layer_path(digest)
+        if os.path.isdir(dest):
             if not self.layout.has_blob(digest):
                 stage.verify_blob(digest, size)
             return
         if os.path.getsize(stage.blob_path(digest)) != size:
             stage.verify_blob(digest, size)  # raises, with the sizes
+        ahead = early.get(digest)
+        if ahead is not None and ahead.digest == digest and ahead.diff_id == diff_id:
+            try:
+                os.rename(ahead.tmp, dest)
+                return
+            except OSError as exc:  # unpacked meanwhile by another caller: same content
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not os.path.isdir(dest):
+                    raise
+                return
         self._ensure_layer(stage, digest, diff_id)
 
     # -- leaving the store -----------------------------------------------------------

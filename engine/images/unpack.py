@@ -124,14 +124,7 @@ def unpack_layer(blob: str, dest: str, diff_id: str | None = None,
     tmp = f"{dest}.tmp-{uuid.uuid4().hex[:12]}"
     os.makedirs(tmp, mode=0o755)
     try:
-        with open(blob, "rb") as f:
-            magic = f.read(4)
-            f.seek(0)
-            stored = _Hashing(f)
-            plain = _Hashing(_decompressed(stored, magic))
-            _extract(plain, tmp)
-            got = plain.drain()
-            stored_digest = stored.drain()
+        stored_digest, got = unpack_into(blob, tmp)
         if digest is not None and stored_digest != digest:
             raise DigestMismatch(f"blob {digest} does not match its digest (its content "
                                  f"hashes to {stored_digest})")
@@ -155,6 +148,30 @@ def unpack_layer(blob: str, dest: str, diff_id: str | None = None,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def unpack_into(blob: str, tmp: str) -> tuple[str, str]:
+    """Unpack the layer ``blob`` into the existing directory ``tmp`` and return the
+    digests it hashed on the way: (of the stored bytes, of the uncompressed tar).
+    Nothing is checked here: the caller compares both before it keeps ``tmp``."""
+    with open(blob, "rb") as f:
+        return unpack_stream(f, tmp)
+
+
+def unpack_stream(f: IO[bytes], tmp: str) -> tuple[str, str]:
+    """``unpack_into`` for an open blob (which may arrive in short reads)."""
+    magic = b""
+    while len(magic) < 4:
+        more = f.read(4 - len(magic))
+        if not more:
+            break
+        magic += more
+    f.seek(0)
+    stored = _Hashing(f)
+    plain = _Hashing(_decompressed(stored, magic))
+    _extract(plain, tmp)
+    got = plain.drain()
+    return stored.drain(), got
 
 
 def _extract(stream: Any, root: str) -> None:
