@@ -113,7 +113,11 @@ def pull_bench(base: str, rootfs: str, env: dict[str, str], rounds: int,
             ratio = statistics.median(times[names[0]]) / statistics.median(times[names[1]])
             print(f"  ratio berth/podman {ratio:.3f}")
         if "podman pull" in contenders:
-            subprocess.run([*podman, "system", "reset", "--force"], capture_output=True)
+            # Not ``podman system reset``: even with a private --root it deletes the
+            # host's podman networks (/etc/containers/networks), other users' too.
+            podman_clear()
+            subprocess.run(["umount", os.path.join(base, "podman-root", "overlay")],
+                           capture_output=True, check=False)
     finally:
         registry.stop()
 
