@@ -55,6 +55,9 @@ from engine.errors import BerthError, HandedBack, ProtocolError, Unavailable
 
 log = logging.getLogger(__name__)
 
+EXEC_CONCURRENCY = 128
+"""Exec sessions one worker runs at once (their own threads, beside the command pool)."""
+
 Handler = Callable[[Command], Reply]
 """Runs one command and answers it; raise an engine.errors.BerthError to refuse."""
 
@@ -103,6 +106,12 @@ class WorkerLink:
         )
         self._ctx = context or zmq.Context.instance()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"berth-{node}")
+        self._exec_pool = ThreadPoolExecutor(max_workers=EXEC_CONCURRENCY,
+                                             thread_name_prefix=f"berth-{node}-exec")
+        """Exec sessions run here: each lasts as long as its process (an interactive
+        shell), so in the command pool enough of them would leave no thread for the
+        stop or ``rm -f`` meant to end them. Beyond EXEC_CONCURRENCY at once, an exec
+        waits for a thread; the broker bounds what a worker may owe in all."""
         self._lock = threading.Lock()
         self._queues: dict[str, deque[Command]] = {}
         self._inflight: set[str] = set()
@@ -162,6 +171,7 @@ class WorkerLink:
             self._thread.join(timeout)
             self._thread = None
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._exec_pool.shutdown(wait=False, cancel_futures=True)
         self.close()
 
     def close(self) -> None:
@@ -324,7 +334,7 @@ class WorkerLink:
                 # In order after the changes before it, but beside those after it: an
                 # exec lasts as long as its process (an interactive shell, a reader
                 # that is slow), and a stop or ``rm -f`` must not wait for it.
-                self._pool.submit(self._run_one, command)
+                self._exec_pool.submit(self._run_one, command)
             else:
                 self._run_one(command)
             with self._lock:

@@ -188,3 +188,46 @@ def test_an_exec_waits_for_earlier_changes_but_not_later_ones_wait_for_it(
         assert order == ["container.start", "container.stop", "container.exec"]
     finally:
         sock.close(linger=0)
+
+
+def test_long_execs_leave_the_command_pool_to_the_stop_that_ends_them(
+        broker: Broker, client: Client, endpoints: Endpoints,
+        make_worker: Callable[..., WorkerLink]) -> None:
+    """A regression: execs ran on the command pool's threads, so as many long execs
+    as the worker's concurrency (interactive shells) left no thread for any other
+    command, the stop meant to end them included."""
+    release = threading.Event()
+    stopped = threading.Event()
+
+    def handler(command: Command) -> Reply:
+        if command.type == "container.exec":
+            assert release.wait(20), "never released"
+        elif command.type == "container.stop":
+            stopped.set()
+        return Reply(command.id, True)
+
+    make_worker("a", handler, concurrency=2)
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoints.frontend)
+    try:
+        execs = [client.command("container.exec", f"c{i}", "a", {}) for i in range(4)]
+        for cmd in execs:
+            sock.send(encode(cmd))
+        stop = client.command("container.stop", "c9", "a", {})
+        sock.send(encode(stop))
+        assert sock.poll(10000), "the stop was not answered while the execs ran"
+        reply = decode(sock.recv())
+        assert isinstance(reply, Reply) and reply.command_id == stop.id
+        assert stopped.is_set()
+        release.set()
+        answered = set()
+        while len(answered) < len(execs):
+            assert sock.poll(15000), "replies stopped"
+            reply = decode(sock.recv())
+            assert isinstance(reply, Reply), reply
+            answered.add(reply.command_id)
+        assert answered == {cmd.id for cmd in execs}
+    finally:
+        release.set()
+        sock.close(linger=0)
