@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import zmq
 
@@ -13,6 +14,31 @@ from bus.endpoints import Endpoints
 from bus.protocol import Command, EventMessage, Reply, decode, encode
 from bus.worker_link import WorkerLink
 from tests.bus.helpers import MemoryLog, wait_until
+
+
+@contextmanager
+def _publisher(endpoints: Endpoints) -> Iterator[zmq.Socket[bytes]]:
+    """A raw DEALER on the broker's frontend: commands leave at once, without waiting
+    for each other's replies, which come back in whatever order they are answered."""
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoints.frontend)
+    try:
+        yield sock
+    finally:
+        sock.close(linger=0)
+
+
+def _replies(sock: zmq.Socket[bytes], count: int, timeout_ms: int = 15000,
+             ) -> dict[str, Reply]:
+    """The next ``count`` replies by command id; each must come within ``timeout_ms``."""
+    answered: dict[str, Reply] = {}
+    while len(answered) < count:
+        assert sock.poll(timeout_ms), "replies stopped"
+        reply = decode(sock.recv())
+        assert isinstance(reply, Reply), reply
+        answered[reply.command_id] = reply
+    return answered
 
 
 class Ordered:
@@ -50,26 +76,17 @@ def test_per_container_order_with_concurrency_across_containers(
         make_worker: Callable[..., WorkerLink]) -> None:
     handler = Ordered()
     make_worker("a", handler, concurrency=4)
-    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoints.frontend)
-    try:
+    with _publisher(endpoints) as sock:
         sent = []
         for seq in range(20):
             for ctr in ("c1", "c2"):
                 cmd = client.command("container.kill", ctr, "a", {"seq": seq})
                 sent.append(cmd.id)
                 sock.send(encode(cmd))
-        answered: set[str] = set()
-        while len(answered) < len(sent):
-            assert sock.poll(5000), "replies stopped"
-            reply = decode(sock.recv())
-            assert isinstance(reply, Reply) and reply.ok, reply
-            answered.add(reply.command_id)
+        replies = _replies(sock, len(sent), 5000)
+        assert all(r.ok for r in replies.values()), replies
         assert handler.seen == {"c1": list(range(20)), "c2": list(range(20))}
         assert not handler.overlap
-    finally:
-        sock.close(linger=0)
 
 
 def test_a_duplicate_delivery_is_answered_from_the_link_s_memory(
@@ -154,7 +171,7 @@ def test_an_exec_waits_for_earlier_changes_but_not_later_ones_wait_for_it(
     """An exec lasts as long as its process; a stop of its container sent after it
     runs at once (it waited behind the exec), while a start sent before it still
     comes first."""
-    started, stopped = threading.Event(), threading.Event()
+    stopped = threading.Event()
     order: list[str] = []
 
     def handler(command: Command) -> Reply:
@@ -166,28 +183,17 @@ def test_an_exec_waits_for_earlier_changes_but_not_later_ones_wait_for_it(
         elif command.type == "container.stop":
             stopped.set()
         order.append(command.type)
-        started.set()
         return Reply(command.id, True)
 
     make_worker("a", handler, concurrency=4)
-    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoints.frontend)
-    try:
+    with _publisher(endpoints) as sock:
         sent = [client.command(t, "c1", "a", {}) for t in
                 ("container.start", "container.exec", "container.stop")]
         for cmd in sent:
             sock.send(encode(cmd))
-        answered: dict[str, bool] = {}
-        while len(answered) < len(sent):
-            assert sock.poll(15000), "replies stopped"
-            reply = decode(sock.recv())
-            assert isinstance(reply, Reply), reply
-            answered[reply.command_id] = reply.ok
-        assert all(answered.values()), answered
+        replies = _replies(sock, len(sent))
+        assert all(r.ok for r in replies.values()), replies
         assert order == ["container.start", "container.stop", "container.exec"]
-    finally:
-        sock.close(linger=0)
 
 
 def test_long_execs_leave_the_command_pool_to_the_stop_that_ends_them(
@@ -207,27 +213,17 @@ def test_long_execs_leave_the_command_pool_to_the_stop_that_ends_them(
         return Reply(command.id, True)
 
     make_worker("a", handler, concurrency=2)
-    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoints.frontend)
-    try:
-        execs = [client.command("container.exec", f"c{i}", "a", {}) for i in range(4)]
-        for cmd in execs:
-            sock.send(encode(cmd))
-        stop = client.command("container.stop", "c9", "a", {})
-        sock.send(encode(stop))
-        assert sock.poll(10000), "the stop was not answered while the execs ran"
-        reply = decode(sock.recv())
-        assert isinstance(reply, Reply) and reply.command_id == stop.id
-        assert stopped.is_set()
-        release.set()
-        answered = set()
-        while len(answered) < len(execs):
-            assert sock.poll(15000), "replies stopped"
-            reply = decode(sock.recv())
-            assert isinstance(reply, Reply), reply
-            answered.add(reply.command_id)
-        assert answered == {cmd.id for cmd in execs}
-    finally:
-        release.set()
-        sock.close(linger=0)
+    with _publisher(endpoints) as sock:
+        try:
+            execs = [client.command("container.exec", f"c{i}", "a", {}) for i in range(4)]
+            for cmd in execs:
+                sock.send(encode(cmd))
+            stop = client.command("container.stop", "c9", "a", {})
+            sock.send(encode(stop))
+            # answered while the execs still run
+            assert set(_replies(sock, 1, 10000)) == {stop.id}
+            assert stopped.is_set()
+            release.set()
+            assert set(_replies(sock, len(execs))) == {cmd.id for cmd in execs}
+        finally:
+            release.set()
