@@ -17,13 +17,13 @@ import subprocess
 import uuid
 from typing import Final
 
-from engine.errors import InvalidArgument, RuntimeFailure
+from engine.copying import resolve_in_root
+from engine.errors import RuntimeFailure
 from engine.runtime.mounts import volume_data
 
 FILL_DIR: Final = "_fill"
 REMOVED_PREFIX: Final = ".removed-"
 """Volumes on their way out; a volume name cannot start with a dot."""
-MAX_LINKS: Final = 40
 FILL_TIMEOUT: Final = 600.0
 
 
@@ -35,34 +35,6 @@ def ensure(volumes: str, name: str) -> str:
     with contextlib.suppress(FileExistsError):
         os.mkdir(data, 0o755)
     return data
-
-
-def resolve_in_root(root: str, path: str) -> str:
-    """``path`` inside ``root`` as a process chrooted there would find it: symlinks are
-    followed, but an absolute link or ``..`` never leads out of ``root``."""
-    parts = [p for p in path.split("/") if p]
-    inside: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if inside:
-                inside.pop()
-            continue
-        candidate = os.path.join(root, *inside, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > MAX_LINKS:
-                raise InvalidArgument(f"too many symbolic links under {path} in the rootfs")
-            link = os.readlink(candidate)
-            if link.startswith("/"):
-                inside = []
-            parts = [p for p in link.split("/") if p] + parts
-            continue
-        inside.append(part)
-    return os.path.join(root, *inside)
 
 
 def fill(volumes: str, name: str, rootfs: str, target: str) -> bool:
