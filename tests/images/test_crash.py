@@ -19,7 +19,7 @@ from tests.images.registry import Registry, build_layout, layer, push
 def test_a_pull_cut_short_leaves_nothing_and_the_handed_on_pull_lands_once(
         engine: Engine, registry: Registry, repo: str, base_layer: bytes) -> None:
     ref = f"{registry.host}/{repo}:v1"
-    push(build_layout(os.path.join(engine.root + "-src"), "img",
+    push(build_layout(engine.root + "-src", "img",
                       [base_layer, layer({"etc/motd": b"two layers\n"})]), "img", ref)
     worker = engine.start_armed_worker("image.adopt.unpacked")
     pull = subprocess.Popen([sys.executable, "-m", "berth", "pull", "--tls-verify=false", ref],
