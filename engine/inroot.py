@@ -140,7 +140,8 @@ class Root:
             return openat2(self.fd, path, flags, mode)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise OutsideRoot(f"too many symbolic links (or a magic link) in {path!r}") from None
+                raise OutsideRoot(
+                    f"too many symbolic links (or a magic link) in {path!r}") from None
             raise
 
     def opendir(self, path: str) -> int:
