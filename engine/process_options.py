@@ -13,10 +13,12 @@ import functools
 import os
 import re
 import resource
+import stat
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
-from engine.errors import InvalidArgument
+from engine.errors import InvalidArgument, NotFound
+from engine.inroot import Root
 
 INIT_PATH: Final = os.environ.get("BERTH_INIT_PATH", "/usr/bin/catatonit")
 """The host's init binary, bind-mounted read-only into a container run with ``--init``."""
@@ -182,6 +184,8 @@ def parse_env_file(text: str, path: str) -> list[str]:
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*\$?$")
 _ID_RE: Final = re.compile(r"^[0-9]{1,10}$")
+USER_FILE_LIMIT: Final = 4 << 20
+"""Largest ``/etc/passwd`` or ``/etc/group`` read from a container (bytes)."""
 
 
 def is_user_form(user: str) -> bool:
@@ -197,15 +201,28 @@ class ResolvedUser(NamedTuple):
     additional_gids: tuple[int, ...] = ()
 
 
-def _entries(path: str) -> list[list[str]]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f
-                    if line.strip() and not line.startswith("#")]
-    except (FileNotFoundError, NotADirectoryError):
+def _entries(root: Root | None, path: str) -> list[list[str]]:
+    """The lines of the container's file ``path``, split at colons; none if it has no
+    such file. Anything else than a regular file there is refused unopened: a FIFO
+    would block its reader for ever (runc's init opens both files of every container
+    it starts, and would hang the create)."""
+    if root is None:
         return []
+    try:
+        found = root.stat(path)
+        if found is None:
+            return []
+        if not stat.S_ISREG(found.st_mode):
+            raise InvalidArgument(f"the container's {path} is not a regular file")
+        # read_regular checks the file it opens again: one swapped in since is refused
+        text = root.read_regular(path, USER_FILE_LIMIT)
     except OSError as exc:
-        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+        raise InvalidArgument(f"cannot read {path} in the container: {exc.strerror}") from None
+    if text is None:
+        return []
+    lines = text.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+    return [line.split(":") for line in lines.split("\n")
+            if line.strip() and not line.startswith("#")]
 
 
 def resolve_user(rootfs: str, user: str) -> ResolvedUser:
@@ -214,8 +231,16 @@ def resolve_user(rootfs: str, user: str) -> ResolvedUser:
     is given), a group name in ``ROOTFS/etc/group``; the groups listing the user are
     its additional groups."""
     name, _, group = user.partition(":")
-    passwd = _entries(os.path.join(rootfs, "etc", "passwd"))
-    groups = _entries(os.path.join(rootfs, "etc", "group"))
+    try:
+        root: Root | None = Root.open(rootfs)
+    except (NotFound, NotADirectoryError):
+        root = None
+    try:  # both read inside the root filesystem: a link there cannot reach the host's
+        passwd = _entries(root, "/etc/passwd")
+        groups = _entries(root, "/etc/group")
+    finally:
+        if root is not None:
+            root.close()
     login: str | None = None
     if _ID_RE.fullmatch(name):
         uid, gid = int(name), 0

@@ -404,13 +404,17 @@ class ContainerService:
         return self.volumes.provide(spec, causation)
 
     def discard(self, cid: str) -> None:
+        """Take away what a failed create made: the runtime's container and files, and
+        the overlay of its image (unmounted whatever the rest did)."""
         try:
-            self.runtime.delete(cid, force=True)
-        except BerthError:
-            pass
-        self.runtime.cleanup(cid)
-        if self.images is not None:
-            self.images.release(cid)
+            try:
+                self.runtime.delete(cid, force=True)
+            except BerthError:
+                pass
+            self.runtime.cleanup(cid)
+        finally:
+            if self.images is not None:
+                self.images.release(cid)
 
     def _image_rootfs(self, cid: str, spec: RunSpec) -> RunSpec:
         if self.images is None:

@@ -9,7 +9,6 @@ One lock serialises this node's image changes (they are few, and each is a copy)
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,12 +16,14 @@ from typing import Any
 
 from engine import commands as c
 from engine import events as ev
-from engine.errors import ConcurrencyError, InvalidArgument, InvalidState, NotFound
+from engine.errors import BerthError, ConcurrencyError, InvalidArgument, InvalidState, NotFound
 from engine.images import commands as ic
 from engine.images.config import apply_image
 from engine.images.layout import Image
 from engine.images.reference import parse_reference
 from engine.images.store import ImageStore
+from engine.inroot import Root
+from engine.process_options import USER_FILE_LIMIT
 from engine.projection import PAUSED, RUNNING
 from engine.service import ContainerService, system_command_id
 from engine.spec import RunSpec
@@ -205,8 +206,8 @@ class ImageService:
         with self._layers:
             image = self.store.find(spec.image)
             rootfs = self.store.mount(container_id, image)
-        passwd = _read(os.path.join(rootfs.merged, "etc", "passwd"))
-        group = _read(os.path.join(rootfs.merged, "etc", "group"))
+        passwd = _read(rootfs.merged, "/etc/passwd")
+        group = _read(rootfs.merged, "/etc/group")
         return apply_image(spec, image.run_config, rootfs=rootfs.merged,
                            reference=image.name or image.id,
                            manifest_digest=image.manifest_digest, image_id=image.id,
@@ -260,9 +261,13 @@ def _full(ref: str) -> str:
         return ""
 
 
-def _read(path: str) -> str:
+def _read(rootfs: str, path: str) -> str:
+    """A file of the image, resolved inside its root filesystem (a link in it cannot
+    reach the host's files) and only if it is a regular file (a FIFO would block the
+    create for ever); "" if there is none, or none that can be read."""
     try:
-        with open(path, errors="replace") as f:
-            return f.read(1 << 20)
-    except OSError:
+        with Root.open(rootfs) as root:
+            data = root.read_regular(path, USER_FILE_LIMIT)
+    except (OSError, BerthError):
         return ""
+    return "" if data is None else data.decode("utf-8", "replace")

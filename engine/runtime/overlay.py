@@ -19,7 +19,9 @@ import ctypes.util
 import errno
 import os
 import shutil
+import stat
 from collections.abc import Sequence
+from typing import Final
 
 from engine.errors import InvalidArgument, RuntimeFailure
 
@@ -28,6 +30,8 @@ _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
                         ctypes.c_char_p)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 MNT_DETACH = 2
+ROOT_MODE: Final = 0o755
+"""A container's ``/`` when its image gives it no mode (podman's)."""
 MAX_OPTIONS = 4000
 """The kernel reads mount options from one page."""
 
@@ -65,11 +69,40 @@ def _unescape(field: str) -> str:
             .replace("\\134", "\\"))
 
 
+def image_root(lower_top_first: Sequence[str]) -> tuple[int, int, int]:
+    """(mode, uid, gid) of an image's root directory: its top layer's. A layer root
+    still 0700 is taken for one its layer gave no mode (the worker's umask 077 made
+    it): it gets podman's default, ``ROOT_MODE``."""
+    st = os.stat(lower_top_first[0])
+    mode = stat.S_IMODE(st.st_mode)
+    return (ROOT_MODE if mode == 0o700 else mode), st.st_uid, st.st_gid
+
+
+def make_upper(upper: str, lower_top_first: Sequence[str]) -> None:
+    """The upper directory, made with the image's root's mode and owner: overlayfs
+    shows the upper directory's own as those of the container's ``/``, and one left
+    to the worker's umask (0700) would shut every non-root process out of ``/etc``,
+    ``/var``, ... An upper made before (a remount) keeps what the container made of it."""
+    os.makedirs(os.path.dirname(upper), mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(upper, 0o700)
+    except FileExistsError:
+        return
+    mode, uid, gid = image_root(lower_top_first)
+    fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)  # after the chown, which would drop a set-gid bit
+    finally:
+        os.close(fd)
+
+
 def mount_overlay(lower_top_first: Sequence[str], upper: str, work: str, target: str) -> None:
     """Mount the overlay at ``target`` (created if missing); a no-op if mounted."""
     options = overlay_options(lower_top_first, upper, work)
-    for path in (upper, work, target):
-        os.makedirs(path, mode=0o755, exist_ok=True)
+    for path in (work, target):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    make_upper(upper, lower_top_first)
     if is_mounted(target):
         return
     # overlayfs refuses a work directory a volatile mount used before (a remount after

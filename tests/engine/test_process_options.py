@@ -3,6 +3,8 @@ the seccomp profile's conversion."""
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -68,6 +70,64 @@ def test_users_by_name(tmp_path: Path) -> None:
         po.resolve_user(root, "alice:video")
     assert po.is_user_form("alice:wheel") and po.is_user_form("0:0")
     assert not po.is_user_form("a:b:c") and not po.is_user_form("a b")
+
+
+def test_users_are_looked_up_inside_the_rootfs_only(tmp_path: Path) -> None:
+    """/etc/passwd and /etc/group are the container's: a link in its tree that names
+    a host file (absolutely, or by climbing with ..) is resolved inside the tree."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "passwd").write_text("hostuser:x:4321:4321::/:/bin/sh\n")
+    (host / "group").write_text("hostgroup:x:4321:hostuser\n")
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    os.symlink(str(host / "passwd"), root / "etc" / "passwd")
+    os.symlink("../../../../../../../../.." + str(host / "group"), root / "etc" / "group")
+    with pytest.raises(InvalidArgument, match="/etc/passwd"):
+        po.resolve_user(str(root), "hostuser")
+    assert po.resolve_user(str(root), "4321") == (4321, 0, ())
+    # /etc itself a link to the host's directory: the same
+    os.unlink(root / "etc" / "passwd")
+    os.unlink(root / "etc" / "group")
+    os.rmdir(root / "etc")
+    os.symlink(str(host), root / "etc")
+    with pytest.raises(InvalidArgument, match="/etc/passwd"):
+        po.resolve_user(str(root), "hostuser")
+    # the same names inside the rootfs are found there
+    (root / str(host).lstrip("/")).mkdir(parents=True)
+    (root / str(host).lstrip("/") / "passwd").write_text("inside:x:7:8::/:/bin/sh\n")
+    assert po.resolve_user(str(root), "inside") == (7, 8, ())
+
+
+def test_a_passwd_that_is_no_regular_file_is_never_opened(tmp_path: Path) -> None:
+    """A FIFO as /etc/passwd would block its reader for ever (berth's, then runc's
+    init): the create is refused, without opening it."""
+    (tmp_path / "etc").mkdir()
+    os.mkfifo(tmp_path / "etc" / "passwd")
+    (tmp_path / "etc" / "group").mkdir()
+    got: list[str] = []
+
+    def look_up() -> None:
+        for user in ("1000", "alice"):
+            try:
+                po.resolve_user(str(tmp_path), user)
+            except InvalidArgument as exc:
+                got.append(str(exc))
+
+    t = threading.Thread(target=look_up, daemon=True)
+    t.start()
+    t.join(10)
+    assert got == ["the container's /etc/passwd is not a regular file"] * 2
+    os.unlink(tmp_path / "etc" / "passwd")
+    (tmp_path / "etc" / "passwd").write_text("alice:x:1000:1000::/:/bin/sh\n")
+    with pytest.raises(InvalidArgument, match="/etc/group is not a regular file"):
+        po.resolve_user(str(tmp_path), "alice")
+    os.rmdir(tmp_path / "etc" / "group")
+    assert po.resolve_user(str(tmp_path), "alice") == (1000, 1000, ())
+    with open(tmp_path / "etc" / "passwd", "wb") as f:  # bounded: a huge one is refused
+        f.truncate(po.USER_FILE_LIMIT + 1)
+    with pytest.raises(InvalidArgument, match="larger than"):
+        po.resolve_user(str(tmp_path), "alice")
 
 
 def test_seccomp_profile_follows_caps_and_arch() -> None:
