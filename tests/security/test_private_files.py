@@ -54,20 +54,40 @@ def test_an_existing_world_readable_file_is_replaced_by_a_private_one(tmp_path: 
     assert (_mode(path), path.read_text()) == (0o600, "new\n")
 
 
-def test_a_link_at_the_name_is_replaced_never_written_through(tmp_path: Path) -> None:
-    """Someone who can write the directory leaves a symbolic link (or a hard link) to
-    a file of theirs, or to one the writer may change: that file is left alone."""
+def test_a_link_at_the_name_is_never_written_through(tmp_path: Path) -> None:
+    """Someone who can write the directory leaves a hard link, or a symbolic link, to
+    a file of theirs or to one the writer may change: that file is left alone. The
+    hard link is replaced; the symbolic link refused (it may be /dev/stdout)."""
     victim = tmp_path / "victim"
     victim.write_text("untouched\n")
     victim.chmod(0o644)
     symlink, hardlink = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     symlink.symlink_to(victim)
     os.link(victim, hardlink)
-    for path in (symlink, hardlink):
-        write_private(path, "the log\n")
-        assert not path.is_symlink() and _mode(path) == 0o600
-        assert path.read_text() == "the log\n"
+    write_private(hardlink, "the log\n")
+    assert (_mode(hardlink), hardlink.read_text()) == (0o600, "the log\n")
+    with pytest.raises(InvalidArgument, match="a.jsonl is a symbolic link to a file: name"):
+        write_private(symlink, "the log\n")
+    assert symlink.is_symlink()
     assert (victim.read_text(), _mode(victim)) == ("untouched\n", 0o644)
+
+
+def test_a_device_or_a_pipe_is_written_to_and_left_what_it_is(tmp_path: Path) -> None:
+    """--out /dev/null, or a named pipe to a reader: they keep nothing, and root must
+    not replace /dev/null with a file."""
+    write_private("/dev/null", "the log\n")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo, 0o600)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        write_private(fifo, "the log\n")
+        assert os.read(reader, 100) == b"the log\n"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    with pytest.raises(InvalidArgument, match="is a directory"):
+        write_private(tmp_path, "x")
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:

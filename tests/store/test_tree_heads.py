@@ -630,3 +630,20 @@ def test_heads_signed_before_row_signatures_leave_the_rows_after_them_reported(
         run(fresh, fresh.read_all()[0].stream, LAST, ev.Signalled(9))
     report = _assess(store)
     assert report.ok and report.legacy == LAST and report.signatures_checked == 1
+
+
+def test_a_worker_with_no_memory_blessing_stripped_rows_does_not_fool_a_kept_head(
+        store: EventStore) -> None:
+    """Signatures stripped, a row forged, the stored heads deleted, the worker
+    restarted: with nothing left to tell it, it signs over the forged row. The head
+    the operator kept still says rows after it were signed: the forgery is reported,
+    the new head holding notwithstanding."""
+    head = _log(store)
+    with store._engine.begin() as conn:
+        _strip(conn)
+        forge_append(conn, "unsigned")
+        _erase_heads(conn)
+    with EventStore(store.url, signer=SIGNER) as restarted:
+        assert restarted.checkpoint(SIGNER).size == LAST + 1
+    report = _assess(store, head)
+    assert report.first_affected == LAST + 1 and report.vouched == LAST + 1
