@@ -4,18 +4,27 @@ Each key stands for one ``BERTH_*`` variable (the table ``KEYS``); a variable se
 the environment wins over the file, so a unit file or a shell can override one
 setting without editing it. The file is read once, at the start of every ``berth``
 command, and only when it exists (``BERTH_CONFIG`` names another path): a
-client's start-up pays one ``stat`` for it. An unknown section or key, or a value
+client's start-up pays an ``lstat`` or two for it. An unknown section or key, or a value
 that is not a string or number, is one sentence and nothing runs.
+
+The file names the database, key files and ``BERTH_CRIU`` (a program the worker runs
+as root), so it is obeyed only if no one but root or the user running berth can
+change it: it must be a regular file owned by root or by that user, not writable by
+its group or others, and every directory its path goes through (symbolic links
+followed, each link owned by root or that user) owned by root or that user and not
+writable by group or others unless sticky, as ``/tmp`` is (OpenSSH's StrictModes
+judges its files so). Otherwise it is one sentence and nothing runs.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, NoReturn
 
-from engine.errors import InvalidArgument
+from engine.errors import InvalidArgument, PermissionDenied
 
 DEFAULT_PATH: Final = "/etc/berth/berth.toml"
 
@@ -82,8 +91,7 @@ def apply(environ: dict[str, str] | None = None) -> str | None:
     env = os.environ if environ is None else environ
     path = env.get("BERTH_CONFIG") or DEFAULT_PATH
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_SIZE + 1)
+        raw = _read_trusted(path)
     except FileNotFoundError:
         if env.get("BERTH_CONFIG"):
             raise InvalidArgument(f"BERTH_CONFIG names {path}, which does not exist") from None
@@ -100,3 +108,72 @@ def apply(environ: dict[str, str] | None = None) -> str | None:
     for variable, value in settings(text, path).items():
         env.setdefault(variable, value)
     return path
+
+
+MAX_LINKS: Final = 40  # as the kernel's own limit on symbolic links in one lookup
+
+
+def _read_trusted(path: str) -> bytes:
+    """The first MAX_SIZE + 1 bytes of ``path``, once it is known that only root or
+    this user can change it (PermissionDenied, one sentence, if not)."""
+    uid = os.geteuid()
+    real, directories = _resolve(path, uid)
+    for directory in directories:
+        st = os.stat(directory)
+        if st.st_uid not in (0, uid):
+            _untrusted(path, f"is reached through {directory}, which belongs to uid "
+                             f"{st.st_uid}")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            _untrusted(path, f"is reached through {directory}, which its group or others "
+                             f"can write to (mode {stat.S_IMODE(st.st_mode):04o})")
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidArgument(f"{path} is not a regular file")
+        if st.st_uid not in (0, uid):
+            _untrusted(path, f"belongs to uid {st.st_uid}")
+        if st.st_mode & 0o022:
+            _untrusted(path, "can be written by its group or by others (mode "
+                             f"{stat.S_IMODE(st.st_mode):04o}; chmod go-w {path})")
+        return f.read(MAX_SIZE + 1)
+
+
+def _untrusted(path: str, why: str) -> NoReturn:
+    raise PermissionDenied(f"{path} {why}: berth obeys a configuration file only if no one "
+                           "but root or you can change it")
+
+
+def _resolve(path: str, uid: int) -> tuple[str, list[str]]:
+    """The file ``path`` names and every directory looked in to find it, following
+    symbolic links as the kernel does; a link not owned by root or ``uid`` is not
+    followed (its owner could point it elsewhere at any time)."""
+    pending = [p for p in reversed(os.path.abspath(path).split("/")) if p]
+    current = "/"
+    directories: list[str] = []
+    links = 0
+    while pending:
+        part = pending.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        if current not in directories:
+            directories.append(current)
+        candidate = os.path.join(current, part)
+        st = os.lstat(candidate)  # FileNotFoundError: no such file
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > MAX_LINKS:
+                raise InvalidArgument(f"{path}: too many levels of symbolic links")
+            if st.st_uid not in (0, uid):
+                _untrusted(path, f"is reached through the symbolic link {candidate}, which "
+                                 f"belongs to uid {st.st_uid}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = "/"
+            pending.extend(p for p in reversed(target.split("/")) if p)
+            continue
+        current = candidate
+    return current, directories

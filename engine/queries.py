@@ -157,10 +157,12 @@ class Queries:
 
     def rebuild(self, q: c.Rebuild) -> RebuildReport:
         """Compare first (a rebuild would repair, and so hide, an edited row), then
-        refuse to replay a log whose chain is broken unless forced, then rebuild."""
+        refuse to replay a log that does not verify (a broken chain, a deleted commands
+        row, a forged or stripped row, a rewrite under a signed head: the checks of
+        ``berth audit verify``, with the heads it knows) unless forced, then rebuild."""
         differences = self.store.verify_read_model() if q.verify else []
-        log = self.store.scan_log(self._keys())
-        broken = log.chain_break or log.command_break or log.forged
+        report = self.store.assess(self._own_head(), self._keys())
+        broken = report.first_affected
         if broken is not None and not q.force:
             return RebuildReport(0, differences, broken, rebuilt=False)
         return RebuildReport(self.store.rebuild_read_model(), differences, broken, True)
@@ -169,7 +171,14 @@ class Queries:
         """The log against the heads given and the stored ones; a head, or a writer's
         signature on a row, counts if it checks with a key given, this node's own, or
         one it trusts (``BERTH_AUDIT_TRUST``)."""
-        return self.store.assess([(h, "given") for h in q.heads], self._keys(q.keys))
+        return self.store.assess([*((h, "given") for h in q.heads), *self._own_head()],
+                                 self._keys(q.keys))
+
+    def _own_head(self) -> list[tuple[TreeHead, str]]:
+        """The last head this worker signed, remembered here: deleting the stored
+        heads does not make the rows it covered, or the unsigned ones after it, pass."""
+        head = self._last_head
+        return [] if head is None else [(head, "this worker's last")]
 
     def _keys(self, given: Sequence[bytes] = ()) -> dict[str, bytes]:
         keys = {key_id(k): k for k in given} | self.store.trusted_keys()

@@ -278,7 +278,11 @@ def _leaf_matches_event(proof: InclusionProof) -> bool:
 
 
 def dump(value: dict[str, Any], path: str | None) -> str:
+    """``value`` as JSON text, also written to the private (0600) file ``path``: a
+    proof carries its event row's bytes (engine.privatefile)."""
+    from engine.privatefile import write_private
+
     text = json.dumps(value, indent=2, sort_keys=True) + "\n"
     if path:
-        Path(path).write_text(text)
+        write_private(path, text)
     return text

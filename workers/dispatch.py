@@ -246,7 +246,9 @@ def _audit(q: Queries, v: c.VerifyAudit) -> dict[str, Any]:
                        "node": h.head.node, "timestamp_us": h.head.timestamp_us}
                       for h in report.heads],
             "signer": None if q.signer is None else q.signer.key_id,
-            "legacy": report.legacy, "writers_checked": report.writers_checked}
+            "legacy": report.legacy, "bare": report.bare, "keys": list(report.keys),
+            "signatures_checked": report.signatures_checked,
+            "checked_from": report.checked_from}
 
 
 def _head(head: TreeHead, q: Queries) -> dict[str, Any]:

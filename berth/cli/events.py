@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from berth.cli import format as fmt
 from bus.client import Client
@@ -68,8 +68,8 @@ def _export(args: argparse.Namespace, client: Client) -> int:
 
     fmt_ = "jsonl" if args.format in ("table", "json") else args.format
     head = TreeHead.from_json(client.audit_checkpoint()["head"])
-    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
-    try:
+
+    def write(out: TextIO) -> int:
         writer = csv.writer(out) if fmt_ == "csv" else None
         if writer is not None:
             writer.writerow(exchange.CSV_COLUMNS)
@@ -86,9 +86,15 @@ def _export(args: argparse.Namespace, client: Client) -> int:
                 else:
                     out.write(json.dumps(exchange.encode_row(row), sort_keys=True) + "\n")
             after = rows[-1]["position"]
-    finally:
-        if out is not sys.stdout:
-            out.close()
+        return after
+
+    if args.out:  # the payloads hold the containers' environments: 0600, as a backup
+        from engine.privatefile import private_output
+
+        with private_output(args.out, newline="") as out:
+            after = write(out)
+    else:
+        after = write(sys.stdout)
     if fmt_ == "csv" and args.out:
         from engine.treehead import dump
 
@@ -213,38 +219,75 @@ def _read(path: str) -> str:
 
 
 def _print_verify(result: dict[str, Any], against: list[str]) -> int:
+    """The verdict, and exactly what was checked: never a check that was not made."""
     size, vouched = result["head"], result.get("vouched", 0)
-    signed = [h for h in result.get("heads", []) if h["signature"] == "ok"]
-    unsigned = [h for h in result.get("heads", []) if h["signature"] == "unsigned"]
+    heads = result.get("heads", [])
+    signed = [h for h in heads if h["signature"] == "ok"]
+    unsigned = [h for h in heads if h["signature"] == "unsigned"]
+    unknown = [h for h in heads if h["signature"] == "unknown key"]
     if result.get("signer") is None:
         print("note: the worker has no auditor key (BERTH_AUDIT_KEY): it signs no heads")
     if unsigned:
         print(f"note: {len(unsigned)} unsigned head(s) ignored: they prove nothing")
-    if result.get("legacy"):
-        print(f"note: positions 1..{result['legacy']} carry no writer signature (written "
-              "before revision 0005 or by workers without an auditor key): only signed "
-              "heads vouch for them")
-    if not result.get("writers_checked", True):
-        print("note: writer signatures not checked: no auditor key is trusted "
-              "(pass --key PUBKEY)")
+    if unknown:
+        print(f"note: {len(unknown)} head(s) signed by keys not trusted ignored (pass their "
+              "public key with --key to count them)")
     if not result["ok"]:
         for position, message in result.get("problems", []):
             where = f"position {position}: " if position is not None else ""
             print(f"audit FAILED: {where}{message}", file=sys.stderr)
         print(f"first position affected: {result['first_break']}", file=sys.stderr)
         return 1
-    writers = "every writer signature checks; " if result.get("writers_checked") else ""
-    print(f"audit chain verified: {size} events, root {result['hash']}; "
-          f"commands table intact; {writers}{len(signed)} signed head(s) consistent")
+    print(f"audit chain verified: {size} events, root {result['hash']}")
+    for line in _checked(result, size, vouched, signed):
+        print(f"  {line}")
     if not signed:
         print("warning: no signed head checked: the log is only as trustworthy as the "
               "database (pass --against FILE from 'berth audit checkpoint --out')")
     elif vouched < size:
         by = ("only their writers' signatures vouch for them yet"
-              if result.get("writers_checked") else "vouched for by none yet")
+              if result.get("signatures_checked") else "vouched for by none yet")
         print(f"note: positions {vouched + 1}..{size} are after the newest signed head: "
               f"{by}")
     return 0
+
+
+def _checked(result: dict[str, Any], size: int, vouched: int,
+             signed: list[dict[str, Any]]) -> list[str]:
+    """One line per check ``berth audit verify`` made on a log that passed, and one
+    for each it could not make."""
+    lines = [f"hash chain: positions 1..{size} recomputed from each row's content and "
+             "linked" if size else "hash chain: the log is empty"]
+    bare = result.get("bare", 0)
+    older = f"; positions 1..{bare} predate the table (revision 0002)" if bare else ""
+    if bare < size:
+        lines.append(f"commands table: positions {bare + 1}..{size} each have their "
+                     f"command's row, listing their positions; no row without an event{older}")
+    else:
+        lines.append(f"commands table: no row without an event{older}")
+    count, first = result.get("signatures_checked", 0), result.get("checked_from")
+    keys = result.get("keys", [])
+    legacy = result.get("legacy", 0)
+    if not keys:
+        lines.append("writer signatures: NOT checked: no auditor key is trusted (pass "
+                     "--key PUBKEY)")
+    elif count and first is not None:
+        lines.append(f"writer signatures: verified on positions {first}..{size} ({count} "
+                     f"row(s), with their commands rows) with key(s) {', '.join(keys)}")
+    else:
+        lines.append("writer signatures: none verified (" + (
+            "no row after the newest signed head)" if vouched >= size else
+            f"positions {vouched + 1}..{size} are unsigned rows opening the log)"))
+    if signed:
+        lines.append(f"signed heads: {len(signed)} consistent, the largest over {vouched} "
+                     "events" + (f"; positions {legacy + 1}..{vouched} each carry a writer "
+                                 "signature (not re-verified: that head vouches for them)"
+                                 if keys and vouched > legacy else ""))
+    if legacy:
+        lines.append(f"unsigned rows: positions 1..{legacy} carry no writer signature "
+                     "(written before revision 0005, or by workers without an auditor key, "
+                     "before any signed head): only signed heads vouch for them")
+    return lines
 
 
 def _check_export(args: argparse.Namespace) -> int:

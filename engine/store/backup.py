@@ -88,8 +88,14 @@ def restore(url_text: str, path: str) -> str:
         if not intact:
             raise InvalidArgument(f"{path} is not an intact SQLite database")
         tmp = f"{target}.restoring"
-        shutil.copyfile(path, tmp)
-        os.chmod(tmp, PRIVATE)
+        try:  # a copy a crashed restore left behind
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        # Private from its first byte: it holds the whole log.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE)
+        with os.fdopen(fd, "wb") as dst, open(path, "rb") as src:
+            shutil.copyfileobj(src, dst)
         os.replace(tmp, target)
         return "sqlite"
     _pg_tool("pg_restore", ["--no-owner", "--exit-on-error", "--single-transaction",

@@ -8,6 +8,12 @@ before an earlier one commits, which a bare sequence cannot promise. The lock al
 makes the idempotency check (has this command id been recorded?) race-free. Plain
 readers are not blocked (EXCLUSIVE still admits ACCESS SHARE).
 
+A command id with no ``commands`` row but with events that name it as their cause
+was carried out before and its row deleted since (or it predates the table, revision
+0002): it is refused, never run or recorded a second time (``recorded_elsewhere``).
+The events are the evidence that it ran; what it answered is gone, so it is not made
+up either.
+
 ``Recorder`` holds the SQL both dialects share; ``engine.store.sqlite`` and
 ``engine.store.postgres`` each add how that dialect takes the lock and reads a snapshot.
 """
@@ -24,7 +30,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, Engine, select
 
 from engine import events as ev
-from engine.errors import ConcurrencyError, InvalidArgument
+from engine.errors import ConcurrencyError, InvalidArgument, StoreError
 from engine.projection import ContainerState, fold
 from engine.store import audit, readmodel, sql, vouch
 from engine.store.db import translated
@@ -158,6 +164,8 @@ class Recorder(ABC):
                                   self.mark, len(chunk))
             for command_id, positions in conn.exec_driver_sql(query, tuple(chunk)):
                 known[command_id] = tuple(unpack(positions))
+        self._refuse_unlisted(conn, [w.request.command_id for w in writes
+                                     if w.request.command_id not in known])
         fresh: list[int] = []
         claimed: set[str] = set()
         for i, w in enumerate(writes):
@@ -270,13 +278,33 @@ class Recorder(ABC):
             events.c.position)
         return [self._mapper.from_row(row) for row in conn.execute(query)]
 
+    def _refuse_unlisted(self, conn: Connection, command_ids: Sequence[str]) -> None:
+        """StoreError if any of ``command_ids``, which have no commands row, caused
+        events: each one's index probe on ``events.causation_id`` (revision 0006)."""
+        for chunk in sql.chunked(sorted(set(command_ids))):
+            query = (sql.select_in("causation_id, min(position)", "events", "causation_id",
+                                   self.mark, len(chunk)) + " GROUP BY causation_id")
+            for command_id, first in conn.exec_driver_sql(query, tuple(chunk)):
+                raise StoreError(recorded_elsewhere(command_id, int(first)))
+
     def outcome(self, command_id: str) -> CommandOutcome | None:
+        """The command's recorded outcome; None if it never ran. StoreError if it ran
+        (events name it) but its commands row is gone: it must not run again."""
         # Asked before every command a worker runs: plain SQL (engine.store.sql).
         with translated("outcome"), self._engine.connect() as conn:
             row = conn.exec_driver_sql(self._outcome_sql, (command_id,)).first()
+            if row is None:
+                self._refuse_unlisted(conn, [command_id])
         if row is None:
             return None
         return CommandOutcome(
             command_id=row.command_id, command_type=row.command_type, stream=row.stream,
             ok=row.outcome == "ok", error_code=row.error_code, message=row.message,
             positions=tuple(unpack(row.positions)), recorded_at=from_micros(int(row.recorded_at)))
+
+
+def recorded_elsewhere(command_id: str, first: int) -> str:
+    return (f"command {command_id} was carried out before (its events begin at position "
+            f"{first}) but its row in the commands table is gone, so what it answered is "
+            "unknown: it is not run again (the row was deleted, or the events predate "
+            "revision 0002; see berth audit verify)")

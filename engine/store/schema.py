@@ -88,6 +88,8 @@ events = Table(
     UniqueConstraint("stream", "stream_version", name="uq_events_stream_version"),
     Index("ix_events_type_position", "type", "position"),
     Index("ix_events_recorded_at", "recorded_at"),
+    # A command whose commands row is gone is found by its events (revision 0006).
+    Index("ix_events_causation_id", "causation_id"),
 )
 
 containers = Table(

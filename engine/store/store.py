@@ -61,9 +61,10 @@ class EventStore:
         self.sign_appends_with(signer)
         self._reader = Reader(self._engine, self._mapper)
         # The tree of the leaves this process has read, the chain hash after them and
-        # how many unsigned rows open the log: heads and proofs extend it by the new
-        # rows only (see ``checkpoint``).
-        self._read: tuple[merkle.Tree, bytes, int] = (merkle.Tree([]), audit.GENESIS, 0)
+        # how many unsigned rows, and rows without a commands row, open the log: heads
+        # and proofs extend it by the new rows only (see ``checkpoint``).
+        self._read: tuple[merkle.Tree, bytes, int, int] = (merkle.Tree([]), audit.GENESIS,
+                                                           0, 0)
         self._reading = threading.Lock()
 
     def sign_appends_with(self, signer: Signer | None,
@@ -327,15 +328,21 @@ class EventStore:
         any is known): a head never vouches for a row no trusted writer vouched for.
         A process reading the log for the first time skips that check for the rows
         ``earlier`` cover (heads of trusted keys, which were signed over checked rows),
-        and keeps what it read only if the log still holds each of them."""
-        tree, chain, legacy = self._read
+        and keeps what it read only if the log still holds each of them. No row after
+        the smallest of them may be unsigned (``transparency.scan``'s ``sealed``)."""
+        tree, chain, legacy, bare = self._read
         covered = max((h.size for h in earlier), default=0) if tree.size == 0 else 0
+        sealed = min((h.size for h in earlier), default=None)
         with translated("scan log"), self._recorder.snapshot() as conn:
             tail = transparency.scan(conn, tree.size, chain, self._trust(signer), legacy,
-                                     covered)
+                                     covered, sealed=sealed, bare=bare)
         broken = tail.chain_break or tail.command_break
         if broken is not None:
             raise StoreError(f"the log is broken at position {broken}: {refusal}")
+        if tail.missing_command is not None:
+            raise StoreError(f"command {tail.missing_command_id} has events but no row in "
+                             "the commands table (its first event is at position "
+                             f"{tail.missing_command}): {refusal}")
         if tail.forged is not None:
             raise StoreError(f"forged at position {tail.forged}: {tail.forged_reason}: "
                              f"{refusal}")
@@ -344,7 +351,7 @@ class EventStore:
             _still_holds(tree, earlier, refusal)  # before keeping rows left unchecked
         else:
             tree.extend(tail.leaves)
-        self._read = (tree, tail.chain, tail.legacy)
+        self._read = (tree, tail.chain, tail.legacy, tail.bare)
         _still_holds(tree, earlier, refusal)
         return tree
 
@@ -359,14 +366,15 @@ class EventStore:
     @retried
     def assess(self, given: Sequence[tuple[TreeHead, str]],
                keys: dict[str, bytes]) -> transparency.Assessment:
-        """The log checked against the heads given (files) and the stored ones, and
-        its rows after the largest trusted head against their writers' signatures."""
+        """The log checked against the heads given (files) and the stored ones, its
+        rows after the largest trusted head against their writers' signatures, and no
+        row after the smallest one unsigned or without its commands row."""
         heads = [*given, *((h, "stored") for h in self.tree_heads())]
-        covered = max((h.size for h, _ in heads
-                       if h.key_id in keys and signature_ok(h, keys[h.key_id])), default=0)
+        sizes = transparency.trusted_sizes([h for h, _ in heads], keys)
         with translated("scan log"), self._recorder.snapshot() as conn:
             log = transparency.scan(conn, trust=vouch.Trust(keys) if keys else None,
-                                    covered=covered)
+                                    covered=max(sizes, default=0),
+                                    sealed=min(sizes, default=None))
         return transparency.assess(log, heads, keys)
 
     @retried

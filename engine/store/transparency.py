@@ -9,8 +9,12 @@ Leaf ``i`` (event position ``i + 1``) is ``row hash || outcome digest``:
   that caused the event (32 zero bytes for events older than that table), so editing
   a recorded outcome, which retried commands are answered with, changes the tree too.
 
-A command row must also list exactly the positions its events have, and every command
-row must have an event: an invented outcome has no leaf to hide in.
+A command row must also list exactly the positions its events have, every command
+row must have an event (an invented outcome has no leaf to hide in), and every event
+must have its command's row: only the events opening the log, written before the
+table (revision 0002), and types in ``WITHOUT_COMMAND`` (none) may lack one. A deleted
+row is reported at its event's position, wherever it is: the outcome is what a resend
+of the command is answered with, so a missing one would let it run twice.
 
 Trust comes from heads, never from the database: a head counts if its Ed25519
 signature checks with a key the verifier trusts, wherever it was read from. Against
@@ -20,7 +24,11 @@ holds (exact when heads are frequent or when the chain itself breaks there).
 
 Rows after the newest head are vouched for by their writers' signatures
 (engine.store.vouch), checked in the same pass: a forged append, which every head
-is consistent with, is reported at its position, and never enters a head.
+is consistent with, is reported at its position, and never enters a head. Unsigned
+rows are accepted only where they open the log, before its first signed row and
+before the smallest head signed by a trusted key (``sealed``): a trusted head exists
+only where a keyed writer ran, and such a writer signs every row. So stripping the
+signatures of every row does not turn a forged append into an "old" row.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]
 from sqlalchemy import BigInteger, Connection, RowMapping, select, type_coerce
@@ -38,6 +46,12 @@ from engine.store.schema import commands, events
 from engine.treehead import TreeHead, signature_ok
 
 NO_OUTCOME = b"\x00" * 32
+
+WITHOUT_COMMAND: Final[frozenset[str]] = frozenset()
+"""Event types written without a ``commands`` row: none. Every writer records its
+command's row in the transaction that appends the command's events
+(engine.store.recorder), so past the events older than the table an event without
+one had it deleted. A type written otherwise one day is listed here."""
 
 OUTCOME_COLUMNS = ("command_id", "command_type", "stream", "outcome", "error_code",
                    "message", "positions", "recorded_at")
@@ -60,14 +74,24 @@ class LogScan:
     command_break: int | None = None
     orphan_commands: list[str] = field(default_factory=list)
     chain: bytes = audit.GENESIS  # the chain's hash after the last row read
+    missing_command: int | None = None  # the first event whose commands row is gone
+    missing_command_id: str = ""
     forged: int | None = None  # the first row no trusted writer vouches for
     forged_reason: str = ""
     legacy: int = 0  # positions 1..legacy carry no writer signature: heads only
-    writers_checked: bool = False  # False: no key was trusted, nothing was checked
+    bare: int = 0  # positions 1..bare have no commands row (written before 0002)
+    keys: tuple[str, ...] = ()  # the writers' key ids trusted (none: nothing checked)
+    signatures_checked: int = 0  # rows whose writer signature was verified, from:
+    checked_from: int | None = None
 
     @property
     def size(self) -> int:
         return len(self.leaves)
+
+    @property
+    def writers_checked(self) -> bool:
+        """At least one writer signature was verified (not merely: a key was given)."""
+        return self.signatures_checked > 0
 
 
 def log_rows(conn: Connection, after: int = -(2**62),
@@ -132,7 +156,8 @@ def leaf_from(row_hash: bytes, command: Mapping[str, Any] | None) -> bytes:
 
 
 def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
-         trust: vouch.Trust | None = None, legacy: int = 0, covered: int = 0) -> LogScan:
+         trust: vouch.Trust | None = None, legacy: int = 0, covered: int = 0, *,
+         sealed: int | None = None, bare: int = 0) -> LogScan:
     """One pass: leaves from content (not from the stored hashes), the chain check,
     the commands table checked against the events, and (with ``trust``) each row's
     writer signature after position ``covered``.
@@ -140,17 +165,24 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
     ``covered``: the size of the largest trusted head a verifier holds. The rows it
     covers are vouched for by it if it holds, and if it does not, ``assess`` reports
     a rewrite at or before the first of them that changed: their writer signatures
-    add nothing, and checking them was most of the cost of a verify.
+    add nothing, and checking them was most of the cost of a verify. Only that they
+    carry one is checked there (free): a stripped signature is reported too.
 
-    ``after``/``chain``/``legacy``: only the rows after that position, continuing the
-    chain from that hash and the count of unsigned rows opening the log (a signer
-    extending what it has already read); invented outcomes are then not looked for.
+    ``sealed``: the size of the smallest head signed by a trusted key (None: no such
+    head). No row after it may be unsigned, nor lack its commands row: a keyed writer
+    was running by then, and it signs every row and records every outcome.
+
+    ``after``/``chain``/``legacy``/``bare``: only the rows after that position,
+    continuing the chain from that hash and the counts of unsigned rows and of rows
+    without a commands row opening the log (a signer extending what it has already
+    read); invented outcomes are then not looked for.
     """
-    result = LogScan(writers_checked=bool(trust), legacy=legacy)
+    result = LogScan(legacy=legacy, bare=bare, keys=trust.key_ids() if trust else ())
     expected = after + 1
     listed: dict[str, tuple[int, ...]] = {}
     seen: dict[str, list[int]] = {}
     opening = legacy == after  # unsigned rows (before 0005 or a key) only open the log
+    bare_open = bare == after  # so do rows without a commands row (before 0002)
     for row in (log_rows(conn, after) if after else log_rows(conn)):
         position = int(row["position"])
         if position != expected:
@@ -165,24 +197,36 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
         chain = digest
         expected = position + 1
         cid = row["causation_id"]
-        if row["c_command_id"] is None:
-            outcome = NO_OUTCOME
-        else:
+        has_command = row["c_command_id"] is not None
+        if has_command:
             outcome = outcome_digest([row["c_" + name] for name in _OUTCOME])
             listed[cid] = tuple(msgpack.unpackb(bytes(row["c_positions"])))
+        else:
+            outcome = NO_OUTCOME
         result.leaves.append(merkle.leaf_hash(digest + outcome))
-        opening = opening and not row["signer"]
+        signed = bool(row["signer"])
+        after_head = sealed is not None and position > sealed
+        bare_open = bare_open and not has_command and not signed and not after_head
+        if bare_open:
+            result.bare = position
+        elif (not has_command and row["type"] not in WITHOUT_COMMAND
+              and result.missing_command is None):
+            result.missing_command, result.missing_command_id = position, cid
+        opening = opening and not signed and not after_head
         if opening:
             result.legacy = position
-        elif trust and result.forged is None and position > covered:
-            reason = trust.problem(vouch.EVENT, digest, row["signer"], row["signature"])
+        elif trust and result.forged is None:
+            if position > covered:
+                reason = _writer_problem(trust, row, digest, outcome, cid in seen)
+                if reason is None:
+                    result.signatures_checked += 1
+                    result.checked_from = result.checked_from or position
+            else:  # vouched for by the head; but a row it covers had a signature
+                reason = None if signed else "the event row carries no writer signature"
             if reason is not None:
-                reason = "the event row " + reason
-            elif row["c_command_id"] is not None and cid not in seen:
-                reason = trust.problem(vouch.OUTCOME, outcome, row["c_signer"],
-                                       row["c_signature"])
-                reason = reason and "its command's outcome row " + reason
-            if reason is not None:
+                if not signed:
+                    reason += (f", after a head signed by a trusted key over {sealed} "
+                               "events" if after_head else ", after a signed row")
                 result.forged, result.forged_reason = position, reason
         seen.setdefault(cid, []).append(position)
     for cid, positions in seen.items():
@@ -195,6 +239,19 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
             if cid not in seen:
                 result.orphan_commands.append(cid)
     return result
+
+
+def _writer_problem(trust: vouch.Trust, row: Mapping[str, Any] | RowMapping, digest: bytes,
+                    outcome: bytes, outcome_checked: bool) -> str | None:
+    """Why the row (and, at its command's first event, its commands row) is not
+    vouched for by a trusted writer; None if it is."""
+    reason = trust.problem(vouch.EVENT, digest, row["signer"], row["signature"])
+    if reason is not None:
+        return "the event row " + reason
+    if row["c_command_id"] is None or outcome_checked:
+        return None
+    reason = trust.problem(vouch.OUTCOME, outcome, row["c_signer"], row["c_signature"])
+    return reason and "its command's outcome row " + reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +270,14 @@ class Assessment:
     heads: list[HeadCheck]
     vouched: int  # the largest trusted head's size that holds
     legacy: int = 0  # positions 1..legacy predate writer signatures: heads only
-    writers_checked: bool = False  # False: no key trusted, writer signatures unchecked
+    bare: int = 0  # positions 1..bare predate the commands table: no outcome rows
+    keys: tuple[str, ...] = ()  # the writers' key ids trusted
+    signatures_checked: int = 0  # event rows whose writer signature was verified,
+    checked_from: int | None = None  # from this position to the end of the log
+
+    @property
+    def writers_checked(self) -> bool:
+        return self.signatures_checked > 0
 
     @property
     def ok(self) -> bool:
@@ -238,6 +302,11 @@ def assess(log: LogScan, heads: Sequence[tuple[TreeHead, str]],
     if log.command_break is not None:
         problems.append((log.command_break, "the commands table disagrees with the events "
                                             f"at position {log.command_break}"))
+    if log.missing_command is not None:
+        problems.append((log.missing_command, f"command {log.missing_command_id} has events "
+                                              "but no row in the commands table (its first "
+                                              f"event is at position {log.missing_command}): "
+                                              "the row was deleted"))
     if log.forged is not None:
         problems.append((log.forged, f"forged at position {log.forged}: "
                                      f"{log.forged_reason}"))
@@ -287,5 +356,11 @@ def assess(log: LogScan, heads: Sequence[tuple[TreeHead, str]],
                                         f" (positions {below + 1}..{n} are not vouched "
                                         "for either)")))
     vouched = max((s for s in holding), default=0)
-    return Assessment(n, root, problems, checks, min(vouched, n), log.legacy,
-                      log.writers_checked)
+    return Assessment(n, root, problems, checks, min(vouched, n), log.legacy, log.bare,
+                      log.keys, log.signatures_checked, log.checked_from)
+
+
+def trusted_sizes(heads: Sequence[TreeHead], keys: Mapping[str, bytes]) -> list[int]:
+    """The sizes of the heads whose signature checks with one of ``keys``."""
+    return [h.size for h in heads
+            if h.key_id in keys and signature_ok(h, keys[h.key_id])]

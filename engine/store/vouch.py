@@ -17,7 +17,9 @@ signature; rows written before revision 0005 hold NULL in both. Such unsigned ro
 are accepted only where they open the log, before its first signed row (a log kept
 before the upgrade, or before the workers were given keys): only tree heads cover
 them, and ``berth audit verify`` says which positions they are. After a signed row,
-a row without a valid signature by a trusted key is forged.
+or after the smallest head signed by a trusted key (a keyed writer ran by then, and
+it signs every row), a row without a valid signature by a trusted key is forged:
+stripping every row's signature does not make a forged append pass for an old row.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Trust:
 
     def __bool__(self) -> bool:
         return bool(self._keys)
+
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(sorted(self._keys))
 
     def problem(self, prefix: bytes, digest: bytes, signer: str | None,
                 signature: Any) -> str | None:

@@ -8,13 +8,15 @@ import json
 import logging
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
-from engine.store import audit
-from engine.store.schema import events
+from bus.broker import Broker
+from engine.store import EventStore, audit
+from engine.store.schema import commands, events, tree_heads
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
 from tests.store.helpers import forge_append
@@ -31,17 +33,22 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def _signed_engine(engine: Engine, tmp_path: Path) -> Path:
-    """An auditor key made with the CLI, and the worker started with it."""
+def _signed_engine(engine: Engine, tmp_path: Path, interval: float = 0.2) -> Path:
+    """An auditor key made with the CLI, and the worker started with it (signing a
+    head every ``interval`` seconds while the log grows; 0: only when asked)."""
     keys = tmp_path / "keys"
-    out = _ok(engine.cli("keys", "generate", "--role", "auditor", "node1", "--dir", str(keys)))
-    assert "node1.audit_key_secret" in out
+    if not (keys / "node1.audit_key_secret").exists():
+        out = _ok(engine.cli("keys", "generate", "--role", "auditor", "node1", "--dir",
+                             str(keys)))
+        assert "node1.audit_key_secret" in out
     assert os.stat(keys / "node1.audit_key_secret").st_mode & 0o077 == 0
     config = engine.config()
     config.audit_key_file = str(keys / "node1.audit_key_secret")
-    config.audit_interval = 0.2
+    config.audit_interval = interval
     from workers.worker import Worker
 
+    if engine.worker is not None:  # a restart: the same key, no memory
+        engine.worker.close()
     engine.worker = Worker(config)
     engine.worker.start()
     wait_until(lambda: engine.worker is not None and engine.worker.link is not None
@@ -59,12 +66,14 @@ def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
     head = json.loads(head_file.read_text())
     assert head["size"] >= 2 and head["signature"]
     _ok(engine.cli("audit", "prove", "1", "--out", str(proof_file)))
+    for written in (head_file, proof_file):  # a proof carries its row's bytes
+        assert os.stat(written).st_mode & 0o777 == 0o600, written
     checked = engine.cli("audit", "check-proof", str(proof_file), "--head", str(head_file),
                          "--key", str(public))
     assert "proof verified: event 1" in _ok(checked)
     verified = _ok(engine.cli("audit", "verify", "--against", str(head_file),
                               "--key", str(public)))
-    assert "audit chain verified" in verified and "signed head(s) consistent" in verified
+    assert "audit chain verified" in verified and "signed heads: " in verified
     # The log grows; a consistency proof shows the old head's events are still there.
     _ok(engine.cli("create", "--name", "a2", engine.rootfs, "true"))
     growth = tmp_path / "growth.json"
@@ -129,8 +138,10 @@ def test_a_forged_append_is_reported_and_never_signed(
     missing writer signature gives it away, and no head is signed over it."""
     public = _signed_engine(engine, tmp_path)
     _ok(engine.cli("create", "--name", "f1", engine.rootfs, "true"))
-    assert "every writer signature checks" in _ok(engine.cli("audit", "verify", "--key",
-                                                             str(public)))
+    verified = _ok(engine.cli("audit", "verify", "--key", str(public)))
+    assert ("writer signatures: verified on positions" in verified
+            or "writer signatures: none verified (no row after the newest signed head)"
+            in verified), verified
     store = engine.store()
     try:
         wait_until(lambda: any(h.signed and h.size == store.max_position()
@@ -162,6 +173,9 @@ def test_without_a_key_heads_are_unsigned_and_verify_says_so(up: Engine,
     assert "UNSIGNED" in _ok(result) + result.stderr
     out = _ok(up.cli("audit", "verify", "--against", str(tmp_path / "h.json")))
     assert "no auditor key" in out and "no signed head checked" in out
+    # It says what it did not check, and never that a signature checks.
+    assert "writer signatures: NOT checked: no auditor key is trusted" in out
+    assert "verified on positions" not in out
     bad = up.cli("audit", "verify", "--against", str(tmp_path / "missing.json"))
     assert bad.returncode != 0 and "cannot read" in bad.stderr
 
@@ -209,8 +223,12 @@ def test_export_check_offline_and_import_into_an_empty_store(
     _ok(engine.cli("create", "--name", "x2", engine.rootfs, "true"))
     _ok(engine.cli("rm", cid))
     export = tmp_path / "log.jsonl"
+    export.write_text("an older file, world-readable\n")
+    export.chmod(0o644)
     done = engine.cli("events", "export", "--format", "jsonl", "--out", str(export))
     assert "exported" in _ok(done) + done.stderr
+    # The payloads hold the containers' environments: the export is the owner's only.
+    assert os.stat(export).st_mode & 0o777 == 0o600
     checked = engine.cli("audit", "check-export", str(export), "--key", str(public))
     assert "export verified" in _ok(checked)
     copy_url = f"sqlite:///{tmp_path / 'copy.db'}"
@@ -232,6 +250,8 @@ def test_export_check_offline_and_import_into_an_empty_store(
     table = tmp_path / "log.csv"
     _ok(engine.cli("events", "export", "--format", "csv", "--out", str(table)))
     assert table.read_text().splitlines()[0].startswith("position,stream,")
+    for written in (table, Path(f"{table}.head.json")):
+        assert os.stat(written).st_mode & 0o777 == 0o600, written
     csv_copy = f"sqlite:///{tmp_path / 'copy2.db'}"
     assert "imported" in _ok(engine.cli("log", "import", str(table), "--db", csv_copy,
                                         "--key", str(public)))
@@ -279,3 +299,89 @@ def test_a_worker_vouches_for_the_writers_in_berth_audit_trust(tmp_path: Path) -
             worker.dispatch.queries.checkpoint(c.AuditCheckpoint())
     finally:
         worker.store.close()
+
+
+def _started(store: EventStore, cid: str) -> int:
+    return [r.type for r in store.read_stream(cid)].count("container.started")
+
+
+def test_a_deleted_commands_row_is_reported_and_its_resend_does_not_start_again(
+        engine: Engine, tmp_path: Path) -> None:
+    """The issue's steps: a start after the newest head, its commands row deleted
+    with SQL; verify must fail, and the same command id resent to a restarted worker
+    must not start the container a second time."""
+    public = _signed_engine(engine, tmp_path, interval=0)
+    cid = _ok(engine.cli("create", "--name", "d1", engine.rootfs, "true")).strip()
+    head_file = tmp_path / "head.json"
+    _ok(engine.cli("audit", "checkpoint", "--out", str(head_file)))
+    client = engine.client()
+    once = str(uuid.uuid4())
+    start = client.command("container.start", cid, "local", command_id=once)
+    assert client.request(start).ok
+    store = engine.store()
+    try:
+        wait_until(lambda: store.get_container(cid).state == "exited", 20, what="exited")
+        with store._engine.begin() as conn:
+            conn.execute(delete(commands).where(commands.c.command_id == once))
+        first = min(r.metadata.position for r in store.read_stream(cid)
+                    if r.metadata.causation_id == once)
+        failed = engine.cli("audit", "verify", "--against", str(head_file), "--key",
+                            str(public))
+        assert failed.returncode == 1, failed
+        assert (f"position {first}: command {once} has events but no row in the "
+                "commands table") in failed.stderr
+        assert "commands table intact" not in failed.stdout
+        # The engine restarted (the broker forgets the replies it cached), and the
+        # publisher resends what it never heard back about.
+        engine.broker.stop()
+        engine.broker = Broker(engine.endpoints.frontend, engine.endpoints.backend,
+                               engine.endpoints.events)
+        engine.broker.start()
+        _signed_engine(engine, tmp_path, interval=0)
+        resent = client.request(client.command("container.start", cid, "local",
+                                               command_id=once), check=False)
+        assert not resent.ok and "it is not run again" in (resent.message or "")
+        assert _started(store, cid) == 1
+        assert store.get_container(cid).state == "exited"
+    finally:
+        store.close()
+
+
+def test_stripped_signatures_and_a_forged_removal_are_reported_and_not_replayed(
+        engine: Engine, tmp_path: Path) -> None:
+    """The issue's steps: a running container; every row's signature stripped so the
+    log looks older than writer signatures; then a forged ``container.removed``. The
+    head the operator kept says a keyed writer ran: verify fails, says it verified no
+    signature, and the read model is not rebuilt from the forgery."""
+    from engine import events as ev
+    from engine.store.mapper import pack
+
+    public = _signed_engine(engine, tmp_path, interval=0)
+    cid = _ok(engine.cli("run", "-d", "--name", "r1", engine.rootfs, "sleep", "300")).strip()
+    head_file = tmp_path / "head.json"
+    _ok(engine.cli("audit", "checkpoint", "--out", str(head_file)))
+    store = engine.store()
+    try:
+        with store._engine.begin() as conn:
+            for table in (events, commands):
+                conn.execute(update(table).values(signer=None, signature=None))
+            forge_append(conn, "unsigned")
+            last = max(r["position"] for r in audit.chain_rows(conn))
+            row = next(r for r in audit.chain_rows(conn) if r["position"] == last)
+            removal = dict(row) | {"type": ev.CONTAINER_REMOVED, "data": pack({})}
+            removal["hash"] = audit.link(bytes(row["prev_hash"]), removal)
+            conn.execute(update(events).where(events.c.position == last)
+                         .values(type=removal["type"], data=removal["data"],
+                                 hash=removal["hash"]))
+            conn.execute(delete(tree_heads))
+        failed = engine.cli("audit", "verify", "--against", str(head_file), "--key",
+                            str(public))
+        assert failed.returncode == 1, failed
+        assert (f"forged at position {last}: the event row carries no writer signature, "
+                "after a head signed by a trusted key") in failed.stderr
+        assert "every writer signature checks" not in failed.stdout + failed.stderr
+        refused = engine.cli("projection", "rebuild")
+        assert refused.returncode == 1 and f"at position {last}" in refused.stderr
+        assert store.get_container(cid).state == "running"
+    finally:
+        store.close()

@@ -100,6 +100,31 @@ def test_a_resent_command_id_acts_once_even_on_a_new_service(
     assert types(store, cid).count(ev.CONTAINER_SIGNALLED) == 1
 
 
+def test_a_resent_command_whose_commands_row_was_deleted_is_refused_not_run_again(
+        store: EventStore, runtime: MemoryRuntime) -> None:
+    """Someone with write access to the database deletes the row of a start; the
+    container exits; the publisher resends the start after a worker restart. Its
+    events still name it: it is refused, and the container is not started again."""
+    from sqlalchemy import delete
+
+    from engine.store.schema import commands
+
+    first = ContainerService(store, runtime, "local")
+    cid = create(first)
+    start = cause(t.START)
+    first.handle(c.Start(cid), start)
+    runtime.crash(cid, 3)
+    first.record_exit(cid)
+    with store._engine.begin() as conn:
+        conn.execute(delete(commands).where(commands.c.command_id == start.command_id))
+    before = types(store, cid)
+    with pytest.raises(StoreError, match=f"command {start.command_id} was carried out "
+                                         "before .* it is not run again"):
+        ContainerService(store, runtime, "local").handle(c.Start(cid), start)
+    assert runtime.calls.count(("start", cid)) == 1
+    assert types(store, cid) == before  # nothing recorded either
+
+
 def test_a_resent_failure_is_answered_with_the_recorded_error(
         service: ContainerService, store: EventStore) -> None:
     cid = create(service)

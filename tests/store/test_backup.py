@@ -57,6 +57,7 @@ def test_sqlite_backup_while_writing_and_restore_through_the_cli(tmp_path: Path)
     restored = f"sqlite:///{tmp_path / 'restored.db'}"
     done = _berth("db", "restore", str(out), "--db", restored)
     assert done.returncode == 0, done.stderr
+    assert os.stat(tmp_path / "restored.db").st_mode & 0o777 == 0o600  # the whole log
     _same_log(restored, head)
     before = (tmp_path / "restored.db").read_bytes()
     refused = _berth("db", "restore", str(out), "--db", restored)

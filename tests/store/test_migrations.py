@@ -58,10 +58,15 @@ def _seed_0001(conn: sa.Connection) -> None:
 
 
 def _seed_0002(conn: sa.Connection) -> None:
+    """0002 records each command's outcome: the create (position 1) was written
+    before it and has no row; the start and the exit after it have theirs."""
     _seed_0001(conn)
     conn.execute(_commands.insert().values(
         command_id="c2", command_type="container.start", stream=CID, outcome="ok",
         error_code=None, message=None, positions=pack([2, 3]), recorded_at=T + 3))
+    conn.execute(_commands.insert().values(
+        command_id="c4", command_type="container.exit", stream=CID, outcome="ok",
+        error_code=None, message=None, positions=pack([4]), recorded_at=T + 4))
 
 
 def _seed_0003(conn: sa.Connection) -> None:
@@ -86,12 +91,14 @@ def _seed_0004(conn: sa.Connection) -> None:
 
 
 def _seed_0005(conn: sa.Connection) -> None:
-    """0005 adds writer signatures: the same log, each row signed by its writer."""
+    """0005 adds writer signatures: the same log, each row signed by its writer but
+    the create, which is older than the commands table (0002) and so unsigned."""
     from engine.store import vouch
     from engine.store.transparency import OUTCOME_COLUMNS, outcome_digest
 
     _seed_0004(conn)
-    for row in conn.execute(sa.text("SELECT position, hash FROM events")).all():
+    for row in conn.execute(sa.text("SELECT position, hash FROM events "
+                                    "WHERE position > 1")).all():
         signer, signature = vouch.stamp(WRITER, vouch.EVENT, bytes(row.hash))
         conn.execute(sa.text("UPDATE events SET signer = :k, signature = :s "
                              "WHERE position = :p"),
@@ -106,7 +113,7 @@ def _seed_0005(conn: sa.Connection) -> None:
 
 SEEDERS: dict[str, Callable[[sa.Connection], None]] = {
     "0001": _seed_0001, "0002": _seed_0002, "0003": _seed_0003, "0004": _seed_0004,
-    "0005": _seed_0005,
+    "0005": _seed_0005, "0006": _seed_0005,  # 0006 adds an index: the same rows
 }
 
 
@@ -149,7 +156,10 @@ def test_upgrade_from_each_revision_with_data(db_url: str) -> None:
             assert (log.size, log.chain_break, log.command_break) == (5, None, None)
             # Rows written before 0005 stay unsigned, covered by heads only; the
             # writer signs from the upgrade on.
-            assert (log.legacy, log.forged) == (0 if revision >= "0005" else 4, None)
+            assert (log.legacy, log.forged) == (1 if revision >= "0005" else 4, None)
+            # Events older than the commands table open the log without a row.
+            assert log.missing_command is None
+            assert log.bare == (4 if revision == "0001" else 1)
             assert store.get_container(CID, include_removed=True).removed
         finally:
             store.close()

@@ -16,7 +16,7 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
-from sqlalchemy import Connection, delete, update
+from sqlalchemy import Connection, delete, select, update
 
 from engine import events as ev
 from engine.store import EventStore, audit
@@ -165,7 +165,8 @@ def test_the_last_events_truncated_and_the_stored_heads_erased(store: EventStore
 
 
 @pytest.mark.parametrize(("how", "why"), [
-    ("unsigned", "carries no writer signature"),
+    ("unsigned", f"carries no writer signature, after a head signed by a trusted key over "
+                 f"{LAST} events"),
     ("copied", f"carries a signature by key {SIGNER.key_id} that does not verify"),
     ("own key", "is signed by key " + Signer(b"\x66" * 32).key_id + ", which is not trusted"),
 ])
@@ -456,3 +457,193 @@ def test_a_row_rewritten_behind_the_reader_gets_no_proof(store: EventStore) -> N
     with pytest.raises(StoreError, match="event 2 was changed after it was read"):
         store.prove(2)
     assert store.prove(1).position == 1
+
+
+# ------------------------------------------------- a deleted commands row (defect 11)
+
+def _delete_outcome(conn: Connection, position: int) -> str:
+    """What an attacker does: delete the commands row of the command that wrote the
+    event at ``position``, and nothing else."""
+    cid = conn.execute(select(events.c.causation_id)
+                       .where(events.c.position == position)).scalar_one()
+    conn.execute(delete(commands).where(commands.c.command_id == cid))
+    return str(cid)
+
+
+def _missing(cid: str, position: int) -> str:
+    return (f"command {cid} has events but no row in the commands table (its first event "
+            f"is at position {position}): the row was deleted")
+
+
+def test_a_deleted_commands_row_after_the_newest_head_is_reported_and_never_signed(
+        store: EventStore) -> None:
+    """A start (two events) after the newest head: its leaves are in no head and its
+    event rows' signatures still check, so only the missing row gives it away."""
+    from engine.errors import StoreError
+
+    head = _log(store)
+    cid = store.read_all()[0].stream
+    run(store, cid, LAST, ev.Signalled(9), ev.Exited(137, None, False, "crash"))
+    run(store, cid, LAST + 2, ev.PidReceived(12, 7), ev.Started())
+    with store._engine.begin() as conn:
+        command = _delete_outcome(conn, LAST + 3)
+    report = _assess(store, head)
+    assert [(p, m) for p, m in report.problems] == [(LAST + 3, _missing(command, LAST + 3))]
+    assert report.first_affected == LAST + 3
+    assert store.scan_log().missing_command == LAST + 3  # no key needed to see it
+    with pytest.raises(StoreError, match=f"command {command} has events but no row .*"
+                                         "not signing it"):
+        store.checkpoint(SIGNER)  # the running worker
+    with EventStore(store.url) as fresh, pytest.raises(StoreError, match="no row in the"):
+        fresh.checkpoint(SIGNER)  # one just started
+    with pytest.raises(StoreError, match="no row in the commands table"):
+        store.prove(1)
+
+
+@pytest.mark.parametrize("where", [1, 4, LAST])
+def test_an_event_without_its_commands_row_is_reported_anywhere_in_the_log(
+        store: EventStore, where: int) -> None:
+    """Only events older than the table open the log without one; a signed event, or
+    one after an event with its row, or after a trusted head, is not one of them."""
+    _log(store)
+    with store._engine.begin() as conn:
+        command = _delete_outcome(conn, where)
+        _erase_heads(conn)
+    first = min(e.metadata.position for e in store.read_all()
+                if e.metadata.causation_id == command)
+    log = store.scan_log()
+    assert (log.missing_command, log.missing_command_id, log.bare) == (first, command, 0)
+    assert _assess(store).first_affected == first
+
+
+def test_every_commands_row_deleted_is_not_mistaken_for_a_log_older_than_the_table(
+        store: EventStore) -> None:
+    head = _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(delete(commands))
+        for table in (events,):  # and the signatures stripped, so the rows look old
+            conn.execute(update(table).values(signer=None, signature=None))
+        _erase_heads(conn)
+    run(store, store.read_all()[0].stream, LAST, ev.Signalled(9))
+    with store._engine.begin() as conn:
+        command = _delete_outcome(conn, LAST + 1)
+    report = _assess(store, head)  # the head the operator kept
+    assert (LAST + 1, _missing(command, LAST + 1)) in report.problems
+    assert report.first_affected == 1  # the leaves under the head changed too
+    assert report.bare == LAST  # what the head covers may predate the table; not after
+
+
+def test_a_resent_command_whose_row_was_deleted_is_refused_never_written_twice(
+        store: EventStore) -> None:
+    """The dedup does not rest on the commands row alone: the events name their
+    command, and a command that has events is refused, neither run nor recorded."""
+    from engine.errors import StoreError
+    from engine.store import AppendRequest
+
+    cid = create(store)
+    store.append(cid, 1, [ev.PidReceived(10, 9), ev.Started()], command_id="start-1",
+                 command_type="container.start")
+    store.append(cid, 3, [ev.Exited(0, None, False, "exit")], command_id="exit-1",
+                 command_type="container.exit")
+    with store._engine.begin() as conn:
+        conn.execute(delete(commands).where(commands.c.command_id == "start-1"))
+    refusal = ("command start-1 was carried out before \\(its events begin at position 2\\) "
+               "but its row in the commands table is gone, so what it answered is unknown: "
+               "it is not run again")
+    with pytest.raises(StoreError, match=refusal):
+        store.outcome("start-1")  # what a worker asks before running a command
+    with pytest.raises(StoreError, match=refusal):
+        store.append(cid, 4, [ev.PidReceived(11, 9), ev.Started()], command_id="start-1",
+                     command_type="container.start")
+    with pytest.raises(StoreError, match=refusal):  # the whole batch, not only that one
+        store.append_batch([
+            AppendRequest(cid, 4, (ev.Signalled(9),), "other", "container.kill"),
+            AppendRequest(cid, 5, (ev.PidReceived(11, 9), ev.Started()), "start-1",
+                          "container.start")])
+    assert store.max_position() == 4
+    assert [e.type for e in store.read_stream(cid)].count(ev.CONTAINER_STARTED) == 1
+    assert store.outcome("never-sent") is None  # a new command is not held up
+    assert store.outcome("exit-1") is not None
+
+
+# ---------------------------------------- stripped signatures, forged append (defect 12)
+
+def _strip(conn: Connection) -> None:
+    for table in (events, commands):
+        conn.execute(update(table).values(signer=None, signature=None))
+
+
+@pytest.mark.parametrize("heads_erased", [False, True])
+def test_signatures_stripped_then_a_forged_append_is_reported(
+        store: EventStore, heads_erased: bool) -> None:
+    """Every row made to look written before revision 0005, then a row forged after
+    the head: a head signed by a trusted key says a keyed writer ran, so no row after
+    it may be unsigned. Nothing is said to be checked that was not."""
+    from engine.errors import StoreError
+
+    head = _log(store)
+    with store._engine.begin() as conn:
+        _strip(conn)
+        forge_append(conn, "unsigned")
+        if heads_erased:
+            _erase_heads(conn)
+    report = _assess(store, head)
+    assert report.problems == [(LAST + 1, (
+        f"forged at position {LAST + 1}: the event row carries no writer signature, after "
+        f"a head signed by a trusted key over {LAST} events"))]
+    assert (report.legacy, report.signatures_checked, report.writers_checked) == (
+        LAST, 0, False)
+    with pytest.raises(StoreError, match=f"forged at position {LAST + 1}"):
+        store.checkpoint(SIGNER, after=head)
+
+
+def test_stripped_rows_under_a_head_are_reported_though_it_vouches_for_their_content(
+        store: EventStore) -> None:
+    head = _log(store)
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position >= 3)
+                     .values(signer=None, signature=None))
+    report = _assess(store, head)
+    assert report.problems == [(3, "forged at position 3: the event row carries no writer "
+                                   "signature, after a signed row")]
+
+
+def test_heads_signed_before_row_signatures_leave_the_rows_after_them_reported(
+        store: EventStore) -> None:
+    """The upgrade path docs/events.md describes: heads of revision 0004 over unsigned
+    rows, more unsigned rows after them. Nothing tells these from stripped rows, so
+    they are reported; once those heads are set aside, the worker's next head covers
+    the rows and the rule holds from there."""
+    from engine.errors import StoreError
+
+    _log(store, heads_every_event=True)  # the first head over 1 event
+    with store._engine.begin() as conn:
+        _strip(conn)
+        conn.execute(delete(tree_heads).where(tree_heads.c.tree_size > 3))
+    assert _assess(store).first_affected == 2
+    with EventStore(store.url, signer=SIGNER) as fresh, pytest.raises(StoreError):
+        fresh.checkpoint(SIGNER)
+    with store._engine.begin() as conn:
+        _erase_heads(conn)
+    with EventStore(store.url, signer=SIGNER) as fresh:
+        assert fresh.checkpoint(SIGNER).size == LAST
+        run(fresh, fresh.read_all()[0].stream, LAST, ev.Signalled(9))
+    report = _assess(store)
+    assert report.ok and report.legacy == LAST and report.signatures_checked == 1
+
+
+def test_a_worker_with_no_memory_blessing_stripped_rows_does_not_fool_a_kept_head(
+        store: EventStore) -> None:
+    """Signatures stripped, a row forged, the stored heads deleted, the worker
+    restarted: with nothing left to tell it, it signs over the forged row. The head
+    the operator kept still says rows after it were signed: the forgery is reported,
+    the new head holding notwithstanding."""
+    head = _log(store)
+    with store._engine.begin() as conn:
+        _strip(conn)
+        forge_append(conn, "unsigned")
+        _erase_heads(conn)
+    with EventStore(store.url, signer=SIGNER) as restarted:
+        assert restarted.checkpoint(SIGNER).size == LAST + 1
+    report = _assess(store, head)
+    assert report.first_affected == LAST + 1 and report.vouched == LAST + 1

@@ -86,6 +86,7 @@ def treehead_events() -> list[ev.Event]:
 def test_a_consistency_proof_shows_the_log_only_grew(store: EventStore) -> None:
     from engine.treehead import ConsistencyProof, check_consistency
 
+    store.sign_appends_with(SIGNER)  # as a worker with this key does
     cid = create(store)
     old = store.checkpoint(SIGNER)
     run(store, cid, 1, *treehead_events())
