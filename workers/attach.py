@@ -99,6 +99,9 @@ pipes while it starts a container)."""
 _PACKET = conmon_attach.BUFFER - 1
 """Largest stdin packet: conmon reads its attach socket STDIO_BUF_SIZE bytes at a time."""
 _MAX_CONTROL = 4 * s.STDIN_WINDOW
+_SEND_HWM = 2 * s.WINDOW
+"""Frames queued for one client: WINDOW data frames, STDIN_WINDOW credit frames and
+the pings of PEER_TIMEOUT fit (32 + 16 + 8 < 64)."""
 """Control frames (eof, resize) a session may have waiting; the thread takes them at once."""
 
 
@@ -182,8 +185,13 @@ class Session(threading.Thread):
             self.stdin_credit += n
 
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self.wake_w, b"\0")
+        """Make the session thread look (from the I/O thread, or the shared inotify
+        reader, which may call it a moment after the session was disposed)."""
+        with self.lock:
+            if self.wake_w < 0:
+                return  # disposed: its descriptor number may belong to another file now
+            with contextlib.suppress(BlockingIOError):
+                os.write(self.wake_w, b"\0")
 
     # -- in the session thread -------------------------------------------------------
 
@@ -254,8 +262,10 @@ class Session(threading.Thread):
 
     def dispose(self) -> None:
         """Close the wake pipe (by the I/O thread, once it has dropped the session)."""
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        with self.lock:
+            wake_r, wake_w, self.wake_r, self.wake_w = self.wake_r, self.wake_w, -1, -1
+        os.close(wake_r)
+        os.close(wake_w)
 
     # -- attach -----------------------------------------------------------------------
 
@@ -610,9 +620,11 @@ class StreamServer:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, s.MAX_FRAME + 1024)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # Credit keeps a session's frames in flight under WINDOW; a client that ignores
-        # it fills this and loses its session rather than the worker's memory.
-        sock.setsockopt(zmq.SNDHWM, 4 * s.WINDOW)
+        # Credit keeps a session's data frames in flight under WINDOW; beside them an
+        # honest client has at most STDIN_WINDOW credit frames and a ping per
+        # PING_INTERVAL of PEER_TIMEOUT unread. A client that grants credit and does
+        # not read fills this and loses its session rather than the worker's memory.
+        sock.setsockopt(zmq.SNDHWM, _SEND_HWM)
         # What zmq reads ahead of the I/O thread per client; past it zmq stops reading
         # that client's connection (its frames wait in its own buffers, not ours).
         sock.setsockopt(zmq.RCVHWM, 4 * s.WINDOW)
