@@ -224,3 +224,18 @@ def test_the_shared_instance_wakes_watchers_and_polls_past_its_limit(tmp_path: o
         third.close()
     finally:
         shared.close()
+
+
+def test_follows_past_the_watch_limit_poll_and_still_follow(up: Engine) -> None:
+    """A worker whose shared inotify instance watches as many directories as it may
+    (here none): ``logs -f`` polls instead, gets the new lines and ends with the
+    container; an attached ``run`` still gets its exit code."""
+    assert up.worker is not None and up.worker.streams is not None
+    watches = up.worker.streams.watches
+    watches.max_watches = 0
+    cid = _ok(up.cli("run", "-d", "--name", "slow", up.rootfs, "sh", "-c",
+                     "echo one; sleep 1; echo two; sleep 1")).strip()
+    result = up.cli("logs", "-f", cid)
+    assert (result.returncode, result.stdout) == (0, "one\ntwo\n"), result.stderr
+    assert watches.polled >= 2  # the log's directory and the exits directory
+    assert up.cli("run", "--rm", up.rootfs, "sh", "-c", "exit 3").returncode == 3
