@@ -65,6 +65,11 @@ DEFAULT_RETRIES = 2
 RESEND_MAX = 30.0
 """Longest silence a patient request waits before it resends (and pings the broker)."""
 _PING_TIMEOUT = 1.0
+RESTART_WAIT = 5.0
+"""Longest a client waits for a broker's missing ipc socket while its run directory
+shows the engine there (``endpoints.engine_expected``): a unit restarting the broker
+(RestartSec=1s) is back within it."""
+_RESTART_POLL = 0.05
 _POLL_SLICE = 60.0
 """Longest single poll: zmq's poll takes a C int of milliseconds (24 days at most), and
 a stop may rightly wait a year."""
@@ -136,6 +141,8 @@ class Client:
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket[bytes] | None = None
         self._nodes: dict[str, str] = {}
+        self._missing: str = ""
+        """Why nobody listens although the engine seemed there (for the message)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -208,12 +215,37 @@ class Client:
                                            % len(self.endpoints)]
 
     def _reachable(self) -> bool:
-        """Whether some broker may listen; moves to one that may."""
+        """Whether some broker may listen; moves to one that may. When none does but
+        the run directory shows the engine there (a broker restarting: its socket is
+        missing for a moment), waits for one up to RESTART_WAIT (and at most this
+        client's own budget) rather than saying at once that it is not running."""
+        self._missing = ""
+        if self._any_reachable():
+            return True
+        why = next(filter(None, (_endpoints.engine_expected(e) for e in self.endpoints)), None)
+        if why is None:
+            return False
+        wait = min(RESTART_WAIT, self.timeout * (self.retries + 1))
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            time.sleep(_RESTART_POLL)
+            if self._any_reachable():
+                return True
+        self._missing = f"{why}, but no broker listened within {wait:g}s"
+        return False
+
+    def _any_reachable(self) -> bool:
         for _ in self.endpoints:
             if _endpoints.is_reachable(self.endpoint):
                 return True
             self._fail_over()
         return False
+
+    def _not_running(self) -> Unavailable:
+        if self._missing:
+            return Unavailable(f"no broker listens at {self.endpoint}: {self._missing}; "
+                               "retry once it is back")
+        return Unavailable(f"berth engine is not running at {self.endpoint}")
 
     def _passive(self, reply: Reply) -> bool:
         """A passive broker of a pair turned the command away unrun: try the other."""
@@ -227,7 +259,7 @@ class Client:
         """Lazy Pirate: send, wait, and on silence reconnect and resend the same id
         (with a Binary Star pair, to the other broker)."""
         if not self._reachable():
-            raise Unavailable(f"berth engine is not running at {self.endpoint}")
+            raise self._not_running()
         frame = encode(command)
         timeout = (self.timeout if reply_timeout is None
                    else positive_seconds(reply_timeout, "reply timeout"))
@@ -270,7 +302,7 @@ class Client:
         interval that doubles from ``timeout`` up to RESEND_MAX, and only while the
         broker answers a ping; any reply, an error too, is the answer."""
         if not self._reachable():
-            raise Unavailable(f"berth engine is not running at {self.endpoint}")
+            raise self._not_running()
         frame = encode(command)
         interval = self.timeout
         passes = 0

@@ -155,6 +155,49 @@ def _refused(path: Path) -> bool:
     return False
 
 
+def engine_expected(endpoint: str) -> str | None:
+    """Why a broker should be back soon at an ipc endpoint nobody listens on, or None:
+    something live in its run directory says the engine is there, and only the
+    broker's socket is missing (a broker restarting under systemd, an embedded engine
+    starting or stopping). Only live things count, never files left behind: a
+    worker's stream socket that accepts a connection, or the embedded engine's lock
+    held by its process."""
+    path = ipc_path(endpoint)
+    if path is None:
+        return None
+    directory = path.parent
+    try:
+        streams = sorted(directory.glob("stream-*.sock"))
+    except OSError:
+        return None
+    for sock in streams:
+        if _someone_listens(sock):
+            return f"the worker listening on {sock} is up and waits for its broker"
+    if _lock_held(directory / "berth.lock"):
+        return f"the engine holding {directory / 'berth.lock'} is starting or stopping"
+    return None
+
+
+def _lock_held(path: Path) -> bool:
+    """Some process holds the embedded engine's flock on ``path`` (a probe as brief as
+    ``berth up``'s own: a starting engine retries a lock held only to look at it)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the probe's lock, if it got one
+    return False
+
+
 def secure_bound(endpoint: str) -> None:
     """After binding an ipc endpoint: let only the owner (root) connect to it."""
     path = ipc_path(endpoint)

@@ -3,7 +3,11 @@
 Off by default: a broker or worker started with ``--metrics ADDR:PORT`` (or
 ``BERTH_METRICS``) serves ``/metrics`` (the Prometheus text format) and ``/ready``
 (200 when the process can do its work, 503 with the reason otherwise) on one small
-HTTP server thread. Counters that already exist (the broker's ``stats``, the
+HTTP server thread. What a client can make it hold is bounded: at most
+MAX_CONNECTIONS connections are served at once (one thread each; one more is
+answered 503 and closed at once, without a thread), and each has REQUEST_TIMEOUT to
+send its request and take the answer before the server closes it, however slowly it
+trickles bytes. Counters that already exist (the broker's ``stats``, the
 worker's monitor) are read at scrape time by a collector, so the hot paths only pay
 for what has no other home: one histogram observation per answered command.
 
@@ -13,8 +17,10 @@ client's import path.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +45,15 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 Readiness = Callable[[], str | None]
 """None when ready, else the one sentence saying why not."""
+
+MAX_CONNECTIONS = 16
+"""Connections served at once (a thread each); Prometheus scrapes one at a time per
+target, so this leaves room for several scrapers and probes."""
+REQUEST_TIMEOUT = 5.0
+"""Seconds a connection has from its accept to its answer sent; then it is closed."""
+_BUSY_BODY = f"busy: {MAX_CONNECTIONS} metrics connections are being served; retry\n".encode()
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -136,17 +151,100 @@ def broker_readiness(broker: Broker) -> Readiness:
     return why_not
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``limit`` at once, each closed ``timeout``
+    seconds after its accept (the serving loop looks every half second)."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128  # a burst waits to be answered, not dropped by the kernel
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
+                 limit: int, timeout: float) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+        self.limit = limit
+        self.request_timeout = timeout
+        self._active: dict[socket.socket, float] = {}
+        self._lock = threading.Lock()
+        self.refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            full = len(self._active) >= self.limit
+            if not full:
+                self._active[request] = time.monotonic() + self.request_timeout
+        if full:  # answered here, in the accepting thread, without waiting on the client
+            self.refused += 1
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(request)
+
+    def _release(self, request: Any) -> None:
+        with self._lock:
+            self._active.pop(request, None)
+
+    def service_actions(self) -> None:
+        """Between two accepts: a connection past its deadline is shut down, which
+        ends its thread's read or write at once."""
+        now = time.monotonic()
+        with self._lock:
+            late = [sock for sock, deadline in self._active.items() if deadline <= now]
+        for sock in late:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone, or cut off at its deadline, is not news; anything else is
+        logged (not printed: the process's stderr is its log)."""
+        import sys
+
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        log.exception("metrics request from %s failed", client_address)
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+
 class MetricsServer:
-    """``/metrics`` and ``/ready`` on one address, in a daemon thread."""
+    """``/metrics`` and ``/ready`` on one address, in a daemon thread: at most
+    ``limit`` connections at once, each closed ``timeout`` seconds after its accept."""
 
     def __init__(self, address: tuple[str, int], registry: CollectorRegistry,
-                 ready: Readiness) -> None:
-        handler = _handler(registry, ready)
-        self._server = ThreadingHTTPServer(address, handler)
-        self._server.daemon_threads = True
+                 ready: Readiness, *, limit: int = MAX_CONNECTIONS,
+                 timeout: float = REQUEST_TIMEOUT) -> None:
+        handler = _handler(registry, ready, timeout)
+        self._server = _BoundedServer(address, handler, limit=limit, timeout=timeout)
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
-        self._thread = threading.Thread(target=self._server.serve_forever,
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.5,),
                                         name="metrics", daemon=True)
+
+    @property
+    def active(self) -> int:
+        """Connections being served now."""
+        return self._server.active
+
+    @property
+    def refused(self) -> int:
+        """Connections answered 503 because MAX_CONNECTIONS were being served."""
+        return self._server.refused
 
     def start(self) -> MetricsServer:
         self._thread.start()
@@ -159,8 +257,13 @@ class MetricsServer:
         self._thread.join(5)
 
 
-def _handler(registry: CollectorRegistry, ready: Readiness) -> type[BaseHTTPRequestHandler]:
+def _handler(registry: CollectorRegistry, ready: Readiness,
+             io_timeout: float) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = io_timeout
+        """Each read and write waits at most this long (StreamRequestHandler sets it on
+        the socket); the server's deadline bounds a client that trickles bytes."""
+
         def do_GET(self) -> None:  # noqa: N802 - the http.server name
             path = self.path.split("?", 1)[0]
             if path == "/metrics":

@@ -21,7 +21,8 @@ client -> worker
   ``open``    kind (``attach``, ``exec``, ``logs``), container, session, stdin, tty,
               logs options, and the first ``credit``
   ``credit``  n more output messages the client will take
-  ``in``      bytes for the process's stdin (only while the worker granted credit)
+  ``in``      bytes for the process's stdin, one frame per unit of stdin credit: a
+              frame past the worker's grant ends the session with an ``error``
   ``eof``     close the process's stdin
   ``resize``  the terminal's height and width
   ``ping``    still here (sent while idle)
@@ -31,7 +32,8 @@ worker -> client
   ``ready``   attached; ``credit`` chunks of stdin may be sent
   ``out``     fd (1 or 2) and data, from conmon's attach socket
   ``lines``   k8s-file records ``[time, fd, partial, data]`` from a log
-  ``credit``  n more stdin chunks may be sent
+  ``credit``  n more stdin frames may be sent (one per frame written whole to the
+              process's stdin)
   ``exit``    the process ended with ``code`` (None: unknown); the session is over
   ``error``   code and message; the session is over
   ``ping``    still here
@@ -39,8 +41,13 @@ worker -> client
 Back-pressure is credit-based both ways: the worker reads output only while the
 client has granted credit, so at most ``WINDOW`` messages of at most ``MAX_CHUNK``
 bytes are in flight per session, however fast the process writes (it is held back by
-conmon, which waits for its attached readers). Silence is bounded too: each end
-pings every ``PING_INTERVAL`` and gives the session up after ``PEER_TIMEOUT``.
+conmon, which waits for its attached readers). A client's grants past ``WINDOW``
+outstanding are ignored. Stdin the other way: the worker grants ``STDIN_WINDOW``
+frames and returns one for each frame it has written whole to conmon, so it never
+holds more than that many frames of a session; an ``in`` frame sent without credit
+ends the session (``error``, code ``protocol_error``) and is dropped. Silence is
+bounded too: each end pings every ``PING_INTERVAL`` and gives the session up after
+``PEER_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -322,7 +329,9 @@ class StreamSession:
                 return None
 
     def send_stdin(self, data: bytes) -> None:
-        """Send input (split into MAX_CHUNK pieces); the caller checks ``stdin_credit``."""
+        """Send input (split into MAX_CHUNK pieces, one unit of ``stdin_credit`` each).
+        The caller waits for credit first: the worker ends a session that sends more
+        frames than it granted."""
         for start in range(0, len(data), MAX_CHUNK):
             self._send("in", data=data[start:start + MAX_CHUNK])
             self.stdin_credit -= 1

@@ -47,11 +47,12 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST, "seccomp": _STR,
     # interactive stdio
     "stdin": _BOOL,
+    "log_size_max": _INT,  # --log-opt max-size
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number", _NUM: "a number of seconds",
          (dict,): "a map of strings"}
-_OPTIONAL = frozenset({"memory", "pids_limit", "entrypoint", "cpus"})
+_OPTIONAL = frozenset({"memory", "pids_limit", "entrypoint", "cpus", "log_size_max"})
 _MOUNT_FORMS = ("volumes", "mount", "tmpfs", "mounts")
 """The user's ways of naming mounts (engine.mountspec.mounts_from_user)."""
 _IMAGE_FIELDS = ("image", "image_digest", "image_id")
@@ -210,6 +211,10 @@ class RunSpec:
     """"" for the default profile, "unconfined" for none."""
     stdin: bool = False
     """Keep the process's stdin open (conmon ``-i``) for an attached client (``run -i``)."""
+    log_size_max: int | None = None
+    """``--log-opt max-size``: conmon truncates the container's log when it would grow
+    past this many bytes (conmon ``--log-size-max``). None: the worker's default, which
+    is podman's: no limit (docs/operations.md)."""
 
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
@@ -227,6 +232,8 @@ class RunSpec:
             raise InvalidArgument("run spec: memory limit must be positive")
         if self.pids_limit is not None and self.pids_limit <= 0:
             raise InvalidArgument("run spec: pids limit must be positive")
+        if self.log_size_max is not None and self.log_size_max <= 0:
+            raise InvalidArgument(f"invalid log max-size {self.log_size_max}: give a size > 0")
         for port in self.ports:
             if port.protocol not in PROTOCOLS:
                 raise InvalidArgument(f"run spec: unknown protocol {port.protocol!r}")
@@ -356,6 +363,8 @@ class RunSpec:
         }
         if self.stdin:  # only when set: the records of earlier specs stay byte for byte
             data["stdin"] = True
+        if self.log_size_max is not None:  # the same
+            data["log_size_max"] = self.log_size_max
         return data
 
     def _image_data(self) -> dict[str, Any]:

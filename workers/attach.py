@@ -14,8 +14,21 @@ does the blocking work, so a slow container never holds up another session:
 
 Session threads hand their frames to the I/O thread through a queue and a wake
 pipe; they emit output only against credit, so the queue holds at most ``WINDOW``
-data frames per session. Nothing here decides state: the exit code comes from
-conmon's exit file, which the exit monitor records as an event on its own.
+data frames per session. Stdin is credited the other way and enforced on the frames
+the worker holds: it grants ``STDIN_WINDOW`` frames and one more for each frame it
+has written whole to conmon, so a session never holds more than that; a client that
+sends past its grant gets its session ended with an ``error`` saying so. Nothing here
+decides state: the exit code comes from conmon's exit file, which the exit monitor
+records as an event on its own.
+
+What a session costs, and so what bounds their number (``session_limit``): one
+thread; its wake pipe (two descriptors), its client's connection (one, in zmq's I/O
+thread), conmon's attach socket or the log it reads (one) and a file opened for a
+moment (the ctl fifo, the exit file): FDS_PER_SESSION descriptors, fitted under the
+process's RLIMIT_NOFILE beside RESERVED_FDS for the rest of the worker; at most
+(WINDOW + STDIN_WINDOW) frames of at most MAX_CHUNK bytes buffered; and no inotify
+instance of its own: every follow shares the server's one (``SharedInotify``),
+because inotify instances are counted per user on the whole host.
 
 On a tcp bus the socket is bound on tcp as a CURVE server (``StreamCurve``): the
 worker's own key pair, and a ZAP handler in the server's private context that admits
@@ -59,12 +72,10 @@ from engine.runtime import OCIRuntime
 from engine.runtime import attach as conmon_attach
 from engine.runtime.exitfile import read_exit_file
 from engine.runtime.logfile import LogReader, Record, tail_offset
-from workers.inotify import IN_CLOSE_WRITE, IN_MOVED_TO, Inotify
+from workers.inotify import POLL_INTERVAL, SharedInotify, Watch
 
 log = logging.getLogger("berth.stream")
 
-IN_MODIFY = 0x00000002
-IN_CREATE = 0x00000100
 _TICK = 1.0
 """Longest a session thread sleeps without checking that its client is still there."""
 _EXEC_APPEAR = 30.0
@@ -74,57 +85,129 @@ _EXIT_WAIT = 60.0
 _BIND_WAIT = 60.0
 """How long a starting worker retries binding a stream socket another worker holds."""
 MAX_SESSIONS = 256
-"""Stream sessions a worker serves at once (each holds a thread); more are refused."""
+"""Stream sessions a worker serves at once, at most (``session_limit`` may allow
+fewer); more are refused."""
+MAX_SESSIONS_PER_KEY = 64
+"""Stream sessions one client key may hold at once on a tcp stream socket: one key (an
+auditor's, say) cannot take every session of the worker."""
+FDS_PER_SESSION = 5
+"""Descriptors a session holds at most: its wake pipe (2), its client's connection,
+conmon's attach socket or its log file, and one opened for a moment."""
+RESERVED_FDS = 256
+"""Descriptors left to the rest of the worker (store, bus, exit monitor, conmon's
+pipes while it starts a container)."""
 _PACKET = conmon_attach.BUFFER - 1
 """Largest stdin packet: conmon reads its attach socket STDIO_BUF_SIZE bytes at a time."""
+_MAX_CONTROL = 4 * s.STDIN_WINDOW
+_SEND_HWM = 2 * s.WINDOW
+"""Frames queued for one client: WINDOW data frames, STDIN_WINDOW credit frames and
+the pings of PEER_TIMEOUT fit (32 + 16 + 8 < 64)."""
+"""Control frames (eof, resize) a session may have waiting; the thread takes them at once."""
 
 
 class _Closed(Exception):
     """The client closed the session (detach) or went silent."""
 
 
+def session_limit() -> int:
+    """The stream sessions this worker serves at once: MAX_SESSIONS, or fewer if the
+    descriptors they would hold (FDS_PER_SESSION each) do not fit under the process's
+    RLIMIT_NOFILE beside RESERVED_FDS (a unit's default soft limit is 1024)."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_SESSIONS
+    return max(1, min(MAX_SESSIONS, (soft - RESERVED_FDS) // FDS_PER_SESSION))
+
+
 class Session(threading.Thread):
-    def __init__(self, server: StreamServer, identity: bytes, request: s.Frame) -> None:
+    def __init__(self, server: StreamServer, identity: bytes, request: s.Frame,
+                 user: str = "") -> None:
         super().__init__(name=f"berth-stream-{identity.hex()[:8]}", daemon=True)
         self.server = server
         self.identity = identity
         self.request = request
-        self.credit = int(request.get("credit", 0))
+        self.user = user
+        """The client's key name on a tcp socket ("" on ipc): sessions are counted by it."""
+        self.credit = min(max(0, int(request.get("credit", 0))), s.WINDOW)
+        self.stdin_credit = 0
+        """``in`` frames the client may still send: granted, not yet received. Frames
+        held (in the inbox or waiting for conmon) plus this never pass STDIN_WINDOW."""
         self.inbox: collections.deque[s.Frame] = collections.deque()
         self.lock = threading.Lock()
         self.heard = time.monotonic()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.closed = False
+        self.violation: str | None = None
+        """Why the client's session is ended for breaking the protocol (set by the
+        I/O thread, raised in the session thread as ProtocolError)."""
 
     # -- from the I/O thread -------------------------------------------------------
 
     def deliver(self, frame: s.Frame) -> None:
         with self.lock:
             self.heard = time.monotonic()
+            if self.violation is not None or self.closed:
+                return  # ended: what it still sends is dropped, never held
             if frame.op == "credit":
-                self.credit += max(0, int(frame.get("n", 0)))
+                # A client never has more than WINDOW outstanding; more buys it nothing.
+                self.credit = min(self.credit + max(0, int(frame.get("n", 0))), s.WINDOW)
             elif frame.op == "close":
                 self.closed = True
+            elif frame.op == "in":
+                if self.stdin_credit <= 0:
+                    self._refuse_locked(
+                        "stdin sent without credit: the worker holds at most "
+                        f"{s.STDIN_WINDOW} stdin frames of a session and grants more as "
+                        "it writes them; this client sent past its grant")
+                else:
+                    self.stdin_credit -= 1
+                    self.inbox.append(frame)
             elif frame.op != "ping":
-                if len(self.inbox) >= 4 * s.STDIN_WINDOW:
-                    self.closed = True  # over its credit: a client that ignores the rules
+                if len(self.inbox) >= _MAX_CONTROL:
+                    self._refuse_locked(f"more than {_MAX_CONTROL} control frames "
+                                        "(eof, resize) waiting: a client that floods")
                 else:
                     self.inbox.append(frame)
         self.wake()
 
+    def _refuse_locked(self, why: str) -> None:
+        """End the session for breaking the protocol: its held frames go at once."""
+        self.violation = why
+        self.inbox.clear()
+        self.server.stats["violations"] += 1
+
+    def grant_stdin(self, n: int) -> None:
+        """Let the client send ``n`` more stdin frames (it is told by ``ready`` or
+        ``credit``: the grant is counted before it can be used)."""
+        with self.lock:
+            self.stdin_credit += n
+
     def wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.write(self.wake_w, b"\0")
+        """Make the session thread look (from the I/O thread, or the shared inotify
+        reader, which may call it a moment after the session was disposed)."""
+        with self.lock:
+            if self.wake_w < 0:
+                return  # disposed: its descriptor number may belong to another file now
+            with contextlib.suppress(BlockingIOError):
+                os.write(self.wake_w, b"\0")
 
     # -- in the session thread -------------------------------------------------------
 
     def emit(self, op: str, **fields: Any) -> None:
         self.server.send(self.identity, s.encode(op, **fields))
 
+    def _ready(self, stdin_credit: int) -> None:
+        self.grant_stdin(stdin_credit)
+        self.emit("ready", credit=stdin_credit)
+
     def _take(self) -> list[s.Frame]:
         with contextlib.suppress(BlockingIOError):
             os.read(self.wake_r, 4096)
         with self.lock:
+            if self.violation is not None:
+                raise ProtocolError(self.violation)
             if self.closed or time.monotonic() - self.heard > s.PEER_TIMEOUT:
                 raise _Closed
             frames = list(self.inbox)
@@ -179,8 +262,10 @@ class Session(threading.Thread):
 
     def dispose(self) -> None:
         """Close the wake pipe (by the I/O thread, once it has dropped the session)."""
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        with self.lock:
+            wake_r, wake_w, self.wake_r, self.wake_w = self.wake_r, self.wake_w, -1, -1
+        os.close(wake_r)
+        os.close(wake_w)
 
     # -- attach -----------------------------------------------------------------------
 
@@ -195,7 +280,7 @@ class Session(threading.Thread):
         sock = conmon_attach.connect(directory)
         try:
             self._resize_from(self.request, directory)
-            self.emit("ready", credit=s.STDIN_WINDOW if self.request.get("stdin") else 0)
+            self._ready(s.STDIN_WINDOW if self.request.get("stdin") else 0)
             _Pump(self, sock, directory, forward=True).run()
         finally:
             sock.close()
@@ -211,19 +296,27 @@ class Session(threading.Thread):
         deadline = time.monotonic() + _EXIT_WAIT
         directory = os.path.dirname(exit_file)
         try:
-            watch = Inotify(directory, IN_CLOSE_WRITE | IN_MOVED_TO)
+            watch = self._watch(directory)
         except FileNotFoundError:
             return None
-        with contextlib.closing(watch) as exits:
+        with watch:
             while (found := read_exit_file(exit_file)) is None:
                 left = deadline - time.monotonic()
                 if left <= 0 or not os.path.isdir(directory):
                     return None
-                if exits.fd in self.wait([exits.fd], [], min(left, _TICK)):
-                    for _ in exits.read(0):
-                        pass
+                self.wait([], [], min(left, self._tick(watch)))
                 self._take()  # raises once the client has gone
         return found.exit_code
+
+    def _watch(self, directory: str) -> Watch:
+        """A watch of ``directory`` on the server's one inotify instance: a change
+        there wakes this session (FileNotFoundError if it does not exist)."""
+        return self.server.watches.watch(directory, self.wake)
+
+    @staticmethod
+    def _tick(*watches: Watch) -> float:
+        """How long to wait for a wake: a polled watch is looked at again soon."""
+        return POLL_INTERVAL if any(w.polled for w in watches) else _TICK
 
     def _resize_from(self, frame: s.Frame, directory: str) -> None:
         h, w = int(frame.get("height", frame.get("h", 0)) or 0), int(
@@ -245,7 +338,7 @@ class Session(threading.Thread):
             try:
                 if self.request.get("tty"):
                     self._resize_from(self.request, directory)
-                self.emit("ready", credit=s.STDIN_WINDOW if self.request.get("stdin") else 0)
+                self._ready(s.STDIN_WINDOW if self.request.get("stdin") else 0)
                 _Pump(self, attached, directory, forward=True).run()
             finally:
                 attached.close()
@@ -260,7 +353,7 @@ class Session(threading.Thread):
         try:
             if self.request.get("tty"):
                 self._resize_from(self.request, directory)
-            self.emit("ready", credit=s.STDIN_WINDOW if sock is not None else 0)
+            self._ready(s.STDIN_WINDOW if sock is not None else 0)
             pump = _Pump(self, sock, directory, forward=False) if sock is not None else None
             self._follow(LogReader(paths.log), paths.exit_file, os.path.dirname(paths.log),
                          pump=pump)
@@ -298,7 +391,7 @@ class Session(threading.Thread):
             raise NotFound(f"no logs of container {cid[:12]} on this node")
         tail = options.get("tail")
         offset = tail_offset(paths.log, int(tail)) if isinstance(tail, int) and tail >= 0 else 0
-        self.emit("ready", credit=0)
+        self._ready(0)
         self._follow(LogReader(paths.log, offset), paths.exit_file, paths.container_dir,
                      follow=bool(options.get("follow")), since=_time(options.get("since")),
                      until=_time(options.get("until")))
@@ -306,14 +399,15 @@ class Session(threading.Thread):
 
     def _follow(self, reader: LogReader, exit_file: str, log_dir: str, *, follow: bool = True,
                 since: Any = None, until: Any = None, pump: _Pump | None = None) -> None:
-        """Send the log's records against credit; with ``follow``, wait (inotify) for
-        more until the exit file exists and everything before it was sent."""
+        """Send the log's records against credit; with ``follow``, wait for more (a
+        wake from the server's shared inotify instance, or a poll) until the exit file
+        exists and everything before it was sent."""
         with contextlib.ExitStack() as stack:
-            changes = stack.enter_context(contextlib.closing(
-                Inotify(log_dir, IN_MODIFY | IN_CLOSE_WRITE))) if follow else None
-            exits = stack.enter_context(contextlib.closing(
-                Inotify(os.path.dirname(exit_file), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE))) \
-                if follow else None
+            watches: list[Watch] = []
+            if follow:
+                exit_dir = os.path.dirname(exit_file)
+                for directory in dict.fromkeys((log_dir, exit_dir)):
+                    watches.append(stack.enter_context(self._watch(directory)))
             while True:
                 ended = read_exit_file(exit_file) is not None
                 drained = self._send_records(reader, since, until)
@@ -321,17 +415,13 @@ class Session(threading.Thread):
                     return  # past --until
                 if drained and (ended or not follow):
                     return
-                read = [changes.fd, exits.fd] if changes and exits else []
+                read: list[int] = []
                 write: list[int] = []
                 if pump is not None:
                     pump.step(read, write)
                 if not drained and self._has_credit():
                     continue
-                ready = self.wait(read, write)
-                for ino in (changes, exits):
-                    if ino is not None and ino.fd in ready:
-                        for _ in ino.read(0):
-                            pass
+                ready = self.wait(read, write, self._tick(*watches))
                 if pump is not None:
                     pump.handle(ready)
                 else:
@@ -377,7 +467,9 @@ class _Pump:
         self.sock = sock
         self.directory = directory
         self.forward = forward
-        self.pending: collections.deque[bytes] = collections.deque()
+        self.pending: collections.deque[tuple[bytes, bool]] = collections.deque()
+        """Stdin packets for conmon, each with whether it ends its client frame (the
+        frame's credit goes back once it is written whole)."""
         self.eof = False
         self.shut = False
         self.written = 0
@@ -401,16 +493,25 @@ class _Pump:
 
     def handle(self, ready: set[int]) -> None:
         session = self.session
+        returned = 0
         for frame in session._take():
             if frame.op == "in":
                 data = bytes(frame.get("data", b""))
-                self.pending.extend(data[i:i + _PACKET] for i in range(0, len(data), _PACKET))
+                if not data or self.shut:
+                    returned += 1  # nothing to write (or stdin closed): held no longer
+                    continue
+                last = (len(data) - 1) // _PACKET
+                self.pending.extend((data[i * _PACKET:(i + 1) * _PACKET], i == last)
+                                    for i in range(last + 1))
             elif frame.op == "eof":
                 self.eof = True
             elif frame.op == "resize":
                 session._resize_from(frame, self.directory)
         if self.sock.fileno() in ready or self.pending:
-            self._write()
+            returned += self._write()
+        if returned:
+            session.grant_stdin(returned)
+            session.emit("credit", n=returned)
         if self.sock.fileno() in ready:
             self._read()
         if self.eof and not self.pending and not self.shut:
@@ -418,22 +519,25 @@ class _Pump:
                 self.sock.shutdown(socket.SHUT_WR)
             self.shut = True
 
-    def _write(self) -> None:
-        granted = 0
+    def _write(self) -> int:
+        """Write what conmon takes; the number of client frames written whole (or
+        dropped: a process that is gone takes no input), whose credit goes back."""
+        done = 0
         while self.pending:
+            packet, ends = self.pending[0]
             try:
-                self.sock.send(self.pending[0])
+                self.sock.send(packet)
             except BlockingIOError:
                 break
             except OSError as exc:
                 if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+                    done += sum(1 for _, e in self.pending if e)
                     self.pending.clear()  # the process is gone: its input goes nowhere
                     break
                 raise
             self.pending.popleft()
-            granted += 1
-        if granted:
-            self.session.emit("credit", n=granted)
+            done += ends
+        return done
 
     def _read(self) -> None:
         while not self.done and (not self.forward or self.session._has_credit()):
@@ -493,13 +597,18 @@ class StreamServer:
         self._own_ctx = curve is not None and context is None
         self._ctx = zmq.Context() if self._own_ctx else (context or zmq.Context.instance())
         self._sessions: dict[bytes, Session] = {}
+        self._per_user: collections.Counter[str] = collections.Counter()
+        self.limit = session_limit()
+        """Sessions served at once (MAX_SESSIONS, or fewer under a low RLIMIT_NOFILE)."""
+        self.watches = SharedInotify()
+        """The one inotify instance of all this server's sessions."""
         self._outbox: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop = threading.Event()
         self._starting = threading.Lock()
         self._thread: threading.Thread | None = None
         self._sock: zmq.Socket[bytes] | None = None
-        self.stats = {"sessions": 0, "refused": 0}
+        self.stats = {"sessions": 0, "refused": 0, "violations": 0}
         self._pinged = 0.0
 
     def start(self) -> None:
@@ -511,9 +620,14 @@ class StreamServer:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, s.MAX_FRAME + 1024)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # Credit keeps a session's frames in flight under WINDOW; a client that ignores
-        # it fills this and loses its session rather than the worker's memory.
-        sock.setsockopt(zmq.SNDHWM, 4 * s.WINDOW)
+        # Credit keeps a session's data frames in flight under WINDOW; beside them an
+        # honest client has at most STDIN_WINDOW credit frames and a ping per
+        # PING_INTERVAL of PEER_TIMEOUT unread. A client that grants credit and does
+        # not read fills this and loses its session rather than the worker's memory.
+        sock.setsockopt(zmq.SNDHWM, _SEND_HWM)
+        # What zmq reads ahead of the I/O thread per client; past it zmq stops reading
+        # that client's connection (its frames wait in its own buffers, not ours).
+        sock.setsockopt(zmq.RCVHWM, 4 * s.WINDOW)
         if self.curve is not None:
             make_curve_server(sock, self.curve, DOMAIN_STREAMS)
         try:
@@ -576,6 +690,7 @@ class StreamServer:
             self._zap = None
         if self._own_ctx and finished:  # its sockets are closed: the loop's and ZAP's
             self._ctx.term()
+        self.watches.close()
 
     def location(self) -> dict[str, Any]:
         """What ``query.stream`` answers: the endpoint and the public CURVE key (None
@@ -632,26 +747,33 @@ class StreamServer:
             except ProtocolError as exc:
                 self._refuse(sock, identity, exc.code, exc.message)
                 continue
-            if (msg.op == "open" and self.curve is not None and msg.get("kind") != "logs"
-                    and _user_id(frames[1]).startswith(AUDITOR_PREFIX)):
+            user = _user_id(frames[1]) if msg.op == "open" and self.curve is not None else ""
+            if msg.op == "open" and msg.get("kind") != "logs" and user.startswith(AUDITOR_PREFIX):
                 self._refuse(sock, identity, PermissionDenied.code,
                              "an auditor's key may only read logs on a stream socket")
                 continue
             try:
-                self._route(sock, identity, msg)
+                self._route(sock, identity, msg, user)
             except Exception:  # the socket's thread must outlive any one bad session
                 log.exception("stream frame %s from %s failed", msg.op, identity.hex())
 
-    def _route(self, sock: zmq.Socket[bytes], identity: bytes, msg: s.Frame) -> None:
+    def _route(self, sock: zmq.Socket[bytes], identity: bytes, msg: s.Frame,
+               user: str = "") -> None:
         session = self._sessions.get(identity)
         if session is not None:
             session.deliver(msg)
-        elif msg.op == "open" and len(self._sessions) >= MAX_SESSIONS:
+        elif msg.op == "open" and len(self._sessions) >= self.limit:
             self._refuse(sock, identity, RateLimited.code,
-                         f"this worker serves {MAX_SESSIONS} stream sessions already; retry later")
+                         f"this worker serves {self.limit} stream sessions already; retry later")
+        elif msg.op == "open" and user and self._per_user[user] >= MAX_SESSIONS_PER_KEY:
+            self._refuse(sock, identity, RateLimited.code,
+                         f"the key {user} holds {MAX_SESSIONS_PER_KEY} stream sessions of this "
+                         "worker already; retry once one has ended")
         elif msg.op == "open":
-            session = Session(self, identity, msg)
+            session = Session(self, identity, msg, user)
             self._sessions[identity] = session
+            if user:
+                self._per_user[user] += 1
             self.stats["sessions"] += 1
             session.start()
         elif msg.op not in ("close", "ping", "credit"):
@@ -672,6 +794,10 @@ class StreamServer:
             if not frame:
                 gone = self._sessions.pop(identity, None)
                 if gone is not None:
+                    if gone.user:
+                        self._per_user[gone.user] -= 1
+                        if self._per_user[gone.user] <= 0:
+                            del self._per_user[gone.user]
                     gone.dispose()
                 continue
             try:

@@ -1,12 +1,13 @@
 """podman's ``run``/``create`` flags beyond the basics: ``--label``, ``--env-file``,
 ``--entrypoint``, ``--init``, ``--cap-add``/``--cap-drop``, ``--ulimit``,
-``--security-opt seccomp=unconfined``. Parsed here into run-spec options; the worker
-checks them again with the same rules (``engine.spec``)."""
+``--security-opt seccomp=unconfined``, ``--log-opt max-size=SIZE``. Parsed here into
+run-spec options; the worker checks them again with the same rules (``engine.spec``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from typing import Any
 
 from engine.errors import InvalidArgument
@@ -31,6 +32,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                         "repeatable. Default nofile and nproc as podman's")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
                    help="seccomp=unconfined: no seccomp filter (default: podman's profile)")
+    p.add_argument("--log-opt", action="append", default=[], metavar="max-size=SIZE",
+                   help="max-size=10m: conmon truncates the container's log when it would "
+                        "grow past SIZE (k, m, g are 1000s, as podman's). Default: no limit, "
+                        "as podman's")
 
 
 def run_flag_spec(args: argparse.Namespace, env: list[str]) -> dict[str, Any]:
@@ -72,7 +77,28 @@ def run_flag_spec(args: argparse.Namespace, env: list[str]) -> dict[str, Any]:
         else:
             raise InvalidArgument(f"unsupported --security-opt {opt!r}: berth knows "
                                   "seccomp=unconfined")
+    for opt in args.log_opt:
+        key, sep, value = opt.partition("=")
+        if key.strip() != "max-size" or not sep:
+            raise InvalidArgument(f"unsupported --log-opt {opt!r}: berth knows max-size=SIZE")
+        spec["log_size_max"] = parse_log_size(value)
     return spec
+
+
+_HUMAN_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$", re.IGNORECASE)
+
+
+def parse_log_size(text: str) -> int:
+    """``--log-opt max-size``'s SIZE as podman reads it (go-units' FromHumanSize):
+    bytes, or a number with k, m, g, t or p, in powers of 1000 (``10m`` and ``10MB``
+    are 10,000,000 bytes)."""
+    m = _HUMAN_SIZE.match(text.strip())
+    size = 0 if m is None else int(float(m.group(1)) * 1000 ** " kmgtp".index(
+        m.group(2).lower() or " "))
+    if size <= 0:
+        raise InvalidArgument(f"invalid --log-opt max-size {text!r}: give a size > 0 such "
+                              "as 10m")
+    return size
 
 
 def _entrypoint(text: str) -> list[str]:

@@ -33,6 +33,8 @@ class ConmonOptions:
     restore_path: str | None = None
     restore_tcp_established: bool = False
     extra_fds: tuple[int, ...] = field(default=())
+    log_size_max: int | None = None
+    """The container's own ``--log-opt max-size`` (bytes); None: the runtime's default."""
 
 
 def conmon_args(config: RuntimeConfig, paths: ContainerPaths, opts: ConmonOptions) -> list[str]:
@@ -54,8 +56,9 @@ def conmon_args(config: RuntimeConfig, paths: ContainerPaths, opts: ConmonOption
         args.append("-t")
     elif opts.stdin:
         args.append("-i")
-    if config.log_size_max >= 0:
-        args += ["--log-size-max", str(config.log_size_max)]
+    log_size_max = opts.log_size_max if opts.log_size_max is not None else config.log_size_max
+    if log_size_max >= 0:
+        args += ["--log-size-max", str(log_size_max)]
     if config.no_pivot:
         args.append("--no-pivot")
     if config.debug:

@@ -77,10 +77,18 @@ class LogReader:
     def __init__(self, path: str, offset: int = 0) -> None:
         self.path = path
         self.offset = offset
+        self._file: tuple[int, int] | None = None
+        """The (device, inode) the offset is in: conmon's ``--log-size-max`` renames a
+        new, empty file over the log, which may have grown past the offset again by the
+        time it is read."""
 
     def read(self, limit: int) -> list[Record]:
         try:
             with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if self._file is not None and self._file != (st.st_dev, st.st_ino):
+                    self.offset = 0  # conmon replaced the log: the new one from its top
+                self._file = (st.st_dev, st.st_ino)
                 size = f.seek(0, os.SEEK_END)
                 if size < self.offset:  # conmon truncated the log: start over
                     self.offset = 0

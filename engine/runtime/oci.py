@@ -177,6 +177,7 @@ class OCIRuntime:
             restore_path=restore_path,
             restore_tcp_established=tcp_established,
             extra_fds=tuple(s.fileno() for s in sockets),
+            log_size_max=spec.log_size_max,
         )
         try:
             result = conmon.spawn(self.config, paths, opts, timeout or self.config.create_timeout)

@@ -133,3 +133,27 @@ def test_default_seccomp_profile_and_unconfined(up: Engine) -> None:
     status = _ok(_run(up, "--security-opt", "seccomp=unconfined",
                       "grep Seccomp: /proc/self/status"))
     assert status.split()[1] == "0"
+
+
+def test_log_opt_max_size_caps_the_containers_log_and_logs_still_reads_it(up: Engine) -> None:
+    """``--log-opt max-size`` (podman's flag, powers of 1000) reaches conmon as
+    ``--log-size-max``: 3000 lines (about 100 kB of log) leave a log file under the cap,
+    and ``logs`` reads what is left, up to the last line. Without it there is no cap."""
+    script = "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done"
+    cid = _ok(up.cli("run", "-d", "--log-opt", "max-size=16k", up.rootfs, "sh", "-c",
+                     script)).strip()
+    _ok(up.cli("wait", cid))
+    info = json.loads(_ok(up.cli("inspect", cid)))[0]
+    assert info["spec"]["log_size_max"] == 16000
+    log = os.path.join(up.root, "containers", cid, "ctr.log")
+    assert 0 < os.path.getsize(log) <= 16000
+    out = _ok(up.cli("logs", cid)).splitlines()
+    assert out[-1] == "line 2999" and len(out) < 3000
+    free = _ok(up.cli("run", "-d", up.rootfs, "sh", "-c", script)).strip()
+    _ok(up.cli("wait", free))
+    assert "log_size_max" not in json.loads(_ok(up.cli("inspect", free)))[0]["spec"]
+    assert len(_ok(up.cli("logs", free)).splitlines()) == 3000
+    for bad in ("max-size=0", "max-size=lots", "tag=x", "max-size"):
+        refused = up.cli("create", "--log-opt", bad, up.rootfs, "true")
+        assert refused.returncode == 125 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "--log-opt" in refused.stderr

@@ -50,6 +50,14 @@ def test_conmon_args_carry_the_seed_flags() -> None:
     assert "--restore" not in argv and "-s" not in argv
 
 
+def test_a_containers_log_opt_max_size_wins_over_the_default() -> None:
+    paths = ContainerPaths.of(CFG, "c1")
+    assert CFG.log_size_max < 0  # podman's default: no limit, no flag
+    assert "--log-size-max" not in conmon_args(CFG, paths, ConmonOptions("c1", "c1"))
+    argv = conmon_args(CFG, paths, ConmonOptions("c1", "c1", log_size_max=10_000_000))
+    assert _flags(argv, "--log-size-max") == ["10000000"]
+
+
 def test_conmon_args_for_restore_and_stdin() -> None:
     paths = ContainerPaths.of(CFG, "c1")
     argv = conmon_args(CFG, paths, ConmonOptions("c1", "c1", stdin=True, restore_path="/img",

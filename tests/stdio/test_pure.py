@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
@@ -67,6 +69,12 @@ def test_tail_offset_and_reader(tmp_path: object) -> None:
     with open(path, "w") as f:
         f.write(lines[0] + "\n")
     assert [r.data for r in reader.read(1 << 16)] == [b"line 0"]
+    # conmon renamed a new file over it that has grown past the offset already: the
+    # new one is read from its top, not from the old one's offset.
+    with open(f"{path}.tmp", "w") as f:
+        f.write("\n".join(lines[2:]) + "\n")
+    os.rename(f"{path}.tmp", path)
+    assert [r.data for r in reader.read(1 << 16)] == [b"line 2", b"line 3", b"line 4"]
 
 
 def test_detach_keys_and_log_times() -> None:

@@ -295,3 +295,41 @@ def test_the_stream_allow_list_is_the_brokers_for_clients(keystore: KeyStore,
     with pytest.raises(InvalidArgument, match="authorised-publishers directory .* does not "
                                               "exist on this host"):
         BrokerSecurity.for_streams(node.own)
+
+
+def test_one_key_holds_a_bounded_share_of_the_stream_sessions(tcp: TcpEngine) -> None:
+    """An auditor's key following logs: MAX_SESSIONS_PER_KEY sessions, then one more is
+    refused in one sentence; another key still gets one (the worker is not full)."""
+    from engine.errors import RateLimited
+    from workers.attach import MAX_SESSIONS_PER_KEY
+
+    assert tcp.keystore is not None and tcp.worker is not None
+    assert tcp.worker.streams is not None and tcp.worker.streams.advertised is not None
+    cid = _ok(tcp.cli("run", "-d", "--name", "talker", tcp.rootfs, "sh", "-c",
+                      "echo hi; sleep 600")).strip()
+    endpoint = tcp.worker.streams.advertised
+    worker_public = keys.load_pair(tcp.keystore.secret_file(NODE)).public
+    carol = tcp.keystore.peer("carol", keys.AUDITORS)
+    opened: list[StreamSession] = []
+    try:
+        for _ in range(MAX_SESSIONS_PER_KEY):
+            session = StreamSession(endpoint, curve=keys.ClientKeys(carol.own, worker_public))
+            opened.append(session)
+            session.open("logs", cid, logs={"follow": True})
+        for session in opened:
+            first = session.recv(20)
+            assert first is not None and first.op == "ready", first
+        extra = StreamSession(endpoint, curve=keys.ClientKeys(carol.own, worker_public))
+        opened.append(extra)
+        extra.open("logs", cid, logs={"follow": True})
+        with pytest.raises(RateLimited, match=f"holds {MAX_SESSIONS_PER_KEY} stream sessions"):
+            extra.recv(20)
+        alice = tcp.keystore.peers["alice"]
+        other = StreamSession(endpoint, curve=keys.ClientKeys(alice.own, worker_public))
+        opened.append(other)
+        other.open("logs", cid, logs={"follow": True})
+        first = other.recv(20)
+        assert first is not None and first.op == "ready", first
+    finally:
+        for session in opened:
+            session.close()
