@@ -27,6 +27,7 @@ import selectors
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ MAX_CLIENTS = 256
 MAX_CHILDREN = 32
 BACKLOG = 128
 _CRED = struct.Struct("3i")
+
+
+class AlreadyServed(Exception):
+    """Another live server listens on the socket."""
 
 
 @dataclass(eq=False)
@@ -294,7 +299,7 @@ def _listen(path: str) -> socket.socket:
     except ConnectionRefusedError:
         os.unlink(path)  # left by a server that died
     else:
-        raise RuntimeError(f"a berth command server already serves {path}")
+        raise AlreadyServed(f"a berth command server already serves {path}")
     finally:
         probe.close()
     old = os.umask(0o177)
@@ -351,4 +356,29 @@ def serve(run_dir: str) -> int:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     private_directory(run_dir, "BERTH_RUN")
     preload()
-    return Server(socket_path(run_dir)).serve_forever()
+    try:
+        server = Server(socket_path(run_dir))
+    except AlreadyServed as exc:
+        print(f"berth: {exc}", file=sys.stderr)
+        return 1
+    return server.serve_forever()
+
+
+def spawn() -> subprocess.Popen[bytes] | None:
+    """``berth up``'s command server, in a process of its own: the engine has threads
+    and ZeroMQ contexts, which a fork must never copy. None when BERTH_CLI_SERVER=0."""
+    if os.environ.get("BERTH_CLI_SERVER") == "0":
+        return None
+    return subprocess.Popen([sys.executable, "-P", "-m", "berth", "cli-server"],
+                            stdin=subprocess.DEVNULL)
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
