@@ -10,16 +10,19 @@ whether a command went through the server or fell back.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import REPO, Engine, default_network, engine, up  # noqa: F401
+from tests.e2e.conftest import REPO, Engine, engine, up  # noqa: F401
 from tests.helpers import wait_until
 
 CLI = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -46,18 +49,24 @@ class FrontEnd:
 
 
 @pytest.fixture(scope="session")
-def front_end(tmp_path_factory: pytest.TempPathFactory) -> FrontEnd:
+def front_end() -> Iterator[FrontEnd]:
     """frontend/berth.c built as scripts/install.sh builds it (-Wall -Wextra -Werror)."""
-    d = tmp_path_factory.mktemp("frontend")
+    # Open to every user: the other-uid test runs it as nobody.
+    d = Path(tempfile.mkdtemp(prefix="berth-frontend-", dir="/tmp"))
+    d.chmod(0o755)
     fallbacks = str(d / "fallbacks")
     python = d / "python-fallback"
-    python.write_text(f'#!/bin/sh\necho "$*" >> {fallbacks}\nexec {sys.executable} "$@"\n')
+    python.write_text(f'#!/bin/sh\necho "$*" 2>/dev/null >> {fallbacks}\n'
+                      f'exec {sys.executable} "$@"\n')
     python.chmod(0o755)
     binary = str(d / "berth")
     subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror",
                     f'-DBERTH_PYTHON="{python}"', "-o", binary,
                     os.path.join(REPO, "frontend", "berth.c")], check=True)
-    return FrontEnd(binary, fallbacks)
+    try:
+        yield FrontEnd(binary, fallbacks)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -68,8 +77,8 @@ def default_network() -> str | None:  # noqa: F811
 class Served:
     """A ``berth cli-server`` process for an engine, its log in a file."""
 
-    def __init__(self, engine: Engine, front: FrontEnd) -> None:
-        self.engine = engine
+    def __init__(self, eng: Engine, front: FrontEnd) -> None:
+        self.engine = eng
         self.front = front
         self.path = os.path.join(engine.run, "cli.sock")
         self.log = os.path.join(os.path.dirname(engine.root), "cli-server.log")
