@@ -80,8 +80,8 @@ class Served:
     def __init__(self, eng: Engine, front: FrontEnd) -> None:
         self.engine = eng
         self.front = front
-        self.path = os.path.join(engine.run, "cli.sock")
-        self.log = os.path.join(os.path.dirname(engine.root), "cli-server.log")
+        self.path = os.path.join(eng.run, "cli.sock")
+        self.log = os.path.join(os.path.dirname(eng.root), "cli-server.log")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Served:
