@@ -86,6 +86,7 @@ class Server:
         self.files = stamp.watched_files()
         self.stamp = stamp.take(self.files)
         self.listener = _listen(path)
+        self.bound = _identity(path)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.listener, selectors.EVENT_READ)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -131,7 +132,7 @@ class Server:
 
     def close(self) -> None:
         try:
-            if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+            if _identity(self.path) == self.bound:  # not a successor's socket
                 os.unlink(self.path)
         except OSError:
             pass
@@ -311,6 +312,11 @@ def _listen(path: str) -> socket.socket:
     sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _refuse(sock: socket.socket, sentence: str) -> None:
