@@ -333,9 +333,12 @@ int main(int argc, char **argv)
             struct timeval none = {0, 0};
             setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
         } else if (msg[0] == 'X') {
-            if (have_tty && n >= 128) { /* killed: it could not restore the terminal */
+            struct termios now;
+            /* killed: it could not restore the terminal (compared first: a write to
+             * the terminal from the background would stop us) */
+            if (have_tty && n >= 128 && tcgetattr(0, &now) == 0 &&
+                memcmp(&now, &saved, sizeof now) != 0)
                 tcsetattr(0, TCSADRAIN, &saved);
-            }
             return (int)(n & 0xff);
         } else if (msg[0] == 'R' && !started) {
             print_refusal(sock, n);

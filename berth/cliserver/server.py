@@ -21,6 +21,7 @@ from __future__ import annotations
 import array
 import collections
 import errno
+import gc
 import logging
 import os
 import selectors
@@ -71,10 +72,19 @@ def socket_path(run_dir: str) -> str:
 
 
 def preload() -> None:
-    """Import everything a command may need, so no child pays for it."""
-    import berth.cli  # noqa: F401
-    from berth.cli import attach, compose, format, template  # noqa: F401
+    """Import everything a command may need, so no child pays for it: the CLI's
+    modules, and what argparse and a version look-up import on first use (a parser
+    is built and used once; nothing is run)."""
+    import importlib.metadata  # noqa: F401
+    import platform  # noqa: F401
+    import shutil  # noqa: F401
+
+    from berth.cli import attach, build_parser, compose, format, template  # noqa: F401
     from bus import client, subscription  # noqa: F401
+
+    build_parser("ps").parse_args(["ps"])
+    gc.collect()
+    gc.freeze()  # what the server holds stays out of every child's collections
 
 
 class Server:
