@@ -46,10 +46,15 @@
 extern char **environ;
 
 static volatile sig_atomic_t child_pid;
+static volatile sig_atomic_t pending_sig; /* received before the command started */
 
 /* The plain Python CLI, same arguments. */
 static void run_python(char **argv)
 {
+    if (pending_sig != 0) { /* asked to end before anything ran: end so */
+        signal(pending_sig, SIG_DFL);
+        raise(pending_sig);
+    }
     int argc = 0;
     while (argv[argc] != NULL)
         argc++;
@@ -243,7 +248,9 @@ static void forward(int sig)
 {
     int saved = errno;
     pid_t pid = (pid_t)child_pid;
-    if (pid > 0) {
+    if (pid <= 0 && sig != SIGWINCH && sig != SIGCONT) {
+        pending_sig = sig; /* delivered once the command's process is known */
+    } else if (pid > 0) {
         if (sig == SIGTSTP) {
             /* Stop the command (its own session ignores a SIGTSTP), then ourselves;
              * the shell's SIGCONT comes back through here. */
@@ -330,16 +337,26 @@ int main(int argc, char **argv)
         if (msg[0] == 'P' && !started) {
             child_pid = (sig_atomic_t)n;
             started = 1;
+            if (pending_sig != 0)
+                forward(pending_sig);
             struct timeval none = {0, 0};
             setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
         } else if (msg[0] == 'X') {
+            return (int)(n & 0xff);
+        } else if (msg[0] == 'S' && n > 0 && n < 65) {
             struct termios now;
             /* killed: it could not restore the terminal (compared first: a write to
              * the terminal from the background would stop us) */
-            if (have_tty && n >= 128 && tcgetattr(0, &now) == 0 &&
-                memcmp(&now, &saved, sizeof now) != 0)
+            if (have_tty && tcgetattr(0, &now) == 0 && memcmp(&now, &saved, sizeof now) != 0)
                 tcsetattr(0, TCSADRAIN, &saved);
-            return (int)(n & 0xff);
+            /* die of the same signal, as the plain CLI's process would have */
+            signal((int)n, SIG_DFL);
+            sigset_t set;
+            sigemptyset(&set);
+            sigaddset(&set, (int)n);
+            sigprocmask(SIG_UNBLOCK, &set, NULL);
+            kill(getpid(), (int)n);
+            return 128 + (int)n;
         } else if (msg[0] == 'R' && !started) {
             print_refusal(sock, n);
             close(sock);

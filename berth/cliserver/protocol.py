@@ -9,6 +9,8 @@ Answers are a kind byte and a 4-byte big-endian number:
 
 * ``P pid``: the child that runs the command has started (signals go to it);
 * ``X code``: the command's exit code;
+* ``S signal``: the command's process was killed by that signal (the front end dies
+  of the same signal, as the plain CLI's process would have);
 * ``R length`` then that many bytes of UTF-8: refused, nothing ran; the front end
   prints the text when there is any and runs the plain Python CLI instead.
 
@@ -32,6 +34,7 @@ FDS: Final = 3
 
 STARTED: Final = b"P"
 EXITED: Final = b"X"
+KILLED: Final = b"S"
 REFUSED: Final = b"R"
 
 

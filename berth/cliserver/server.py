@@ -284,8 +284,7 @@ class Server:
             if os.WIFSIGNALED(status):  # it could not say its code itself
                 try:
                     conn.setblocking(False)
-                    conn.send(protocol.answer(protocol.EXITED,
-                                              128 + os.WTERMSIG(status)))
+                    conn.send(protocol.answer(protocol.KILLED, os.WTERMSIG(status)))
                 except OSError:
                     pass
             conn.close()

@@ -206,3 +206,43 @@ def test_signals_reach_the_command(served: Served, sig: signal.Signals) -> None:
         codes.append((proc.returncode, out))
     assert codes[0] == codes[1] == (7, "caught\n")
     assert served.front.fell_back() == []
+
+
+def _socket_open(pid: int) -> bool:
+    fds = f"/proc/{pid}/fd"
+    return any(os.readlink(f"{fds}/{fd}").startswith("socket:") for fd in os.listdir(fds))
+
+
+def test_a_signal_while_the_command_is_handed_over_is_not_lost(served: Served) -> None:
+    assert served.proc is not None
+    served.proc.send_signal(signal.SIGSTOP)  # the request waits, unread
+    try:
+        proc = subprocess.Popen([served.front.binary, "run", "--rm", served.engine.rootfs,
+                                 "sleep", "60"], env=served.engine.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_until(lambda: _socket_open(proc.pid), 10, what="the front end connected")
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        served.proc.send_signal(signal.SIGCONT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM  # as the plain CLI dies of it at start-up
+    assert json.loads(served.engine.cli("ps", "-a", "--format", "json").stdout) == []
+
+
+def test_a_command_killed_by_a_signal_kills_the_front_end_alike(served: Served) -> None:
+    assert served.proc is not None
+    proc = subprocess.Popen([served.front.binary, "run", "--rm", served.engine.rootfs, "sh",
+                             "-c", "echo ready; sleep 60"], env=served.engine.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    with open(f"/proc/{served.proc.pid}/task/{served.proc.pid}/children") as f:
+        (child,) = f.read().split()
+    os.kill(int(child), signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    _still_serves_any(served)
+
+
+def _still_serves_any(served: Served) -> None:
+    result = served.cli("ps", "-a")
+    assert result.returncode == 0 and result.stdout.startswith("CONTAINER ID"), result.stderr
