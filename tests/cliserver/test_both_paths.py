@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 from tests.cliserver.conftest import CLI, Served
 from tests.helpers import wait_until
@@ -72,3 +74,33 @@ def test_the_actor_is_recorded_alike(served: Served) -> None:
         return sorted({str(r["actor"]) for r in rows if r.get("actor")})
 
     assert actors("fast") == actors("plain") != []
+
+
+def test_the_working_directory_and_environment_are_the_callers(
+        berth: CLI, served: Served, tmp_path: Path) -> None:
+    (tmp_path / "vars").write_text("FROM_FILE=relative\n")
+    result = subprocess.run(
+        [*_argv(berth, served), "run", "--rm", "--env-file", "vars", served.engine.rootfs,
+         "sh", "-c", 'echo "$FROM_FILE"'],
+        cwd=tmp_path, env=served.engine.env, capture_output=True, text=True, timeout=60,
+        check=False)
+    assert (result.returncode, result.stdout) == (0, "relative\n"), result.stderr
+    missing = tmp_path / "missing.toml"
+    configured = subprocess.run([*_argv(berth, served), "ps"], capture_output=True, text=True,
+                                env=dict(served.engine.env, BERTH_CONFIG=str(missing)),
+                                timeout=60, check=False)
+    assert (configured.returncode, configured.stderr) == (
+        125, f"berth: BERTH_CONFIG names {missing}, which does not exist\n")
+    cid = _ok(berth("run", "-d", served.engine.rootfs, "sleep", "60")).strip()
+    copied = subprocess.run([*_argv(berth, served), "cp", f"{cid}:/etc/passwd", "copied"],
+                            cwd=tmp_path, env=served.engine.env, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert copied.returncode == 0, copied.stderr
+    assert (tmp_path / "copied").read_text().startswith("root:")
+
+
+def _argv(berth: CLI, served: Served) -> list[str]:
+    """The command line the fixture's path runs ``berth`` with."""
+    if berth == served.engine.cli:
+        return [sys.executable, "-m", "berth"]
+    return [served.front.binary]
