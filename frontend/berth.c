@@ -313,6 +313,10 @@ int main(int argc, char **argv)
     int have_tty = isatty(0) && tcgetattr(0, &saved) == 0;
     forward_signals();
     if (send_request(sock, &req) < 0) {
+        /* refused at once (another uid): the refusal may be waiting to be read */
+        unsigned char early[5];
+        if (read_full(sock, early, sizeof early, 0) == 0 && early[0] == 'R')
+            print_refusal(sock, be32(early + 1));
         close(sock);
         run_python(argv);
     }
