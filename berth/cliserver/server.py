@@ -99,6 +99,7 @@ class Server:
         self.bound = _identity(path)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.listener, selectors.EVENT_READ)
+        self.listening = True
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self.wake_r, selectors.EVENT_READ)
         self.callers: set[Caller] = set()
@@ -136,6 +137,18 @@ class Server:
         self._reap()
         self._expire(time.monotonic())
         self._start_waiting()
+        self._listen_while_room()
+
+    def _listen_while_room(self) -> None:
+        """Watch the listener only while another caller fits: a full server that kept
+        watching it would wake at once, forever (the kernel's backlog holds the rest)."""
+        room = len(self.callers) < MAX_CLIENTS
+        if room != self.listening:
+            if room:
+                self.selector.register(self.listener, selectors.EVENT_READ)
+            else:
+                self.selector.unregister(self.listener)
+            self.listening = room
 
     def _stop(self, *_: object) -> None:
         self.stopping = True

@@ -246,3 +246,30 @@ def test_a_command_killed_by_a_signal_kills_the_front_end_alike(served: Served) 
 def _still_serves_any(served: Served) -> None:
     result = served.cli("ps", "-a")
     assert result.returncode == 0 and result.stdout.startswith("CONTAINER ID"), result.stderr
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_more_silent_clients_than_it_holds_cost_it_no_cpu(served: Served) -> None:
+    assert served.proc is not None
+    silent = []
+    try:
+        for _ in range(server.MAX_CLIENTS + 20):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            # blocking, at most 10 s: a full backlog makes connect wait for an accept
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 10, 0))
+            s.connect(served.path)
+            silent.append(s)
+        time.sleep(0.5)  # measuring an idle period (after the accepts): nothing to wait for
+        began = _cpu_seconds(served.proc.pid)
+        time.sleep(2)
+        spent = _cpu_seconds(served.proc.pid) - began
+        assert spent < 0.2, f"the server spent {spent:.2f}s of CPU on 2s of silent clients"
+    finally:
+        for s in silent:
+            s.close()
+    _still_serves(served)
