@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from berth.cliserver import child, protocol, stamp
@@ -93,6 +94,7 @@ class Server:
     def __init__(self, path: str) -> None:
         self.path = path
         self.uid = os.geteuid()
+        self.interpreter = interpreter_settings(os.environ)
         self.files = stamp.watched_files()
         self.stamp = stamp.take(self.files)
         self.listener = _listen(path)
@@ -254,19 +256,20 @@ class Server:
     def _start_waiting(self) -> None:
         while self.waiting and len(self.children) < MAX_CHILDREN:
             caller = self.waiting.popleft()
-            if _hung_up(caller.sock):
+            request = caller.request
+            if request is None or _hung_up(caller.sock):
                 self._drop(caller)  # it gave up waiting: it runs the command itself
+                continue
+            if interpreter_settings(request.env) != self.interpreter:
+                self._drop(caller, "")  # the plain CLI would start another interpreter
                 continue
             if stamp.take(self.files) != self.stamp:
                 self._drop(caller, "")
                 self._replace()
                 return
-            self._fork(caller)
+            self._fork(caller, request)
 
-    def _fork(self, caller: Caller) -> None:
-        request = caller.request
-        if request is None:  # only whole requests wait
-            raise RuntimeError("a caller without a request was queued")
+    def _fork(self, caller: Caller, request: protocol.Request) -> None:
         self.callers.discard(caller)
         self.selector.unregister(caller.sock)
         caller.sock.setblocking(True)
@@ -310,6 +313,12 @@ class Server:
         self.close()
         _flush()
         os.execv(sys.executable, [sys.executable, "-P", "-m", "berth", *sys.argv[1:]])
+
+
+def interpreter_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables that shape the interpreter itself (module path, warnings, I/O
+    encoding): a caller whose differ from the server's is run by the plain CLI."""
+    return {k: v for k, v in env.items() if k.startswith("PYTHON")}
 
 
 def _listen(path: str) -> socket.socket:

@@ -66,3 +66,12 @@ def test_berth_up_serves_commands_and_takes_its_server_down(
     with open(f"{short_tmp}/up.log") as f:
         assert not os.path.exists(sock), f.read()
     front_end.forget()
+
+
+def test_another_interpreter_setting_runs_the_plain_cli(served: Served) -> None:
+    # PYTHON* variables shape the interpreter the plain CLI would start (its module
+    # path, its warnings); the server's was started with its own.
+    env = dict(served.engine.env, PYTHONWARNINGS="error::DeprecationWarning")
+    result = served.cli("ps", "--format", "json", env=env)
+    assert result.returncode == 0 and json.loads(result.stdout) == []
+    assert served.front.fell_back() == ["-P -m berth ps --format json"]
