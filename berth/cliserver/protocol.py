@@ -38,6 +38,25 @@ KILLED: Final = b"S"
 REFUSED: Final = b"R"
 
 
+DIRECT: Final = frozenset({"up", "worker", "broker", "db", "cli-server"})
+"""Commands that run servers of their own: never in a child of this one (the front
+end sends them to the plain CLI; a server refuses them from any other client)."""
+_TAKES_VALUE: Final = frozenset({"--timeout", "--key", "--server-key"})
+
+
+def runs_in_python(argv: tuple[str, ...]) -> bool:
+    """Whether ``argv`` names one of ``DIRECT`` (the front end's ``command_word``)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _TAKES_VALUE:
+            skip = True
+        elif not word.startswith("-"):
+            return word in DIRECT
+    return False
+
+
 class BadRequest(Exception):
     """A request the server will not run; the message is one sentence for the caller."""
 

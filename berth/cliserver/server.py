@@ -260,6 +260,9 @@ class Server:
             if request is None or _hung_up(caller.sock):
                 self._drop(caller)  # it gave up waiting: it runs the command itself
                 continue
+            if protocol.runs_in_python(request.argv):
+                self._drop(caller, "")  # a server of its own: never in our child
+                continue
             if interpreter_settings(request.env) != self.interpreter:
                 self._drop(caller, "")  # the plain CLI would start another interpreter
                 continue

@@ -15,6 +15,7 @@ from berth.cliserver.protocol import (
     encode,
     parse,
     payload_length,
+    runs_in_python,
 )
 
 
@@ -51,3 +52,16 @@ def test_headers_refused(header: bytes, why: str) -> None:
 def test_payloads_refused(payload: bytes, why: str) -> None:
     with pytest.raises(BadRequest, match=why):
         parse(payload)
+
+
+@pytest.mark.parametrize("argv, direct", [
+    (("up", "-d"), True),
+    (("--timeout", "3", "db", "upgrade"), True),
+    (("--timeout", "up", "ps"), False),
+    (("cli-server",), True),
+    (("ps", "up"), False),
+    (("--version",), False),
+    (("run", "--rm", "x", "worker"), False),
+])
+def test_commands_that_run_servers_are_known(argv: tuple[str, ...], direct: bool) -> None:
+    assert runs_in_python(argv) is direct

@@ -273,3 +273,18 @@ def test_more_silent_clients_than_it_holds_cost_it_no_cpu(served: Served) -> Non
         for s in silent:
             s.close()
     _still_serves(served)
+
+
+def test_a_server_command_from_another_client_is_not_run(served: Served) -> None:
+    r, w = os.pipe()
+    try:
+        with _connect(served) as s:
+            request = protocol.encode(protocol.Request(0o22, "/", ("up",), served.engine.env))
+            s.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                   struct.pack("3i", r, w, w))])
+            kind, text = _answer(s)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert (kind, text) == (protocol.REFUSED, "")
+    _still_serves(served)
