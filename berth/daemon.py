@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING
 
 from berth import logs, sdnotify
-from berth.cliserver import server as cliserver
+from berth.cliserver import supervisor as cliserver
 from bus.broker import Broker
 from bus.endpoints import default_endpoints
 from engine.errors import BerthError, PermissionDenied, Timeout, Unavailable

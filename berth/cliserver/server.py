@@ -28,7 +28,6 @@ import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -403,22 +402,3 @@ def serve(run_dir: str) -> int:
         return 1
     return server.serve_forever()
 
-
-def spawn() -> subprocess.Popen[bytes] | None:
-    """``berth up``'s command server, in a process of its own: the engine has threads
-    and ZeroMQ contexts, which a fork must never copy. None when BERTH_CLI_SERVER=0."""
-    if os.environ.get("BERTH_CLI_SERVER") == "0":
-        return None
-    return subprocess.Popen([sys.executable, "-P", "-m", "berth", "cli-server"],
-                            stdin=subprocess.DEVNULL)
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

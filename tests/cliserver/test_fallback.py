@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,6 +36,25 @@ def test_turned_off_and_server_commands_go_to_python(served: Served) -> None:
                                         "-P -m berth cli-server"]
 
 
+def _cli_servers(parent: int) -> list[int]:
+    pids = []
+    for task in os.listdir(f"/proc/{parent}/task"):  # a thread's children are its own
+        try:
+            with open(f"/proc/{parent}/task/{task}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            pass
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"cli-server" in f.read():
+                    found.append(pid)
+        except FileNotFoundError:
+            pass
+    return found
+
+
 def test_berth_up_serves_commands_and_takes_its_server_down(
         short_tmp: str, front_end: FrontEnd) -> None:
     env = dict(os.environ, BERTH_ROOT=f"{short_tmp}/root", BERTH_RUN=f"{short_tmp}/run",
@@ -57,6 +77,12 @@ def test_berth_up_serves_commands_and_takes_its_server_down(
 
         wait_until(served_ps, 60, interval=0.2, what="a command through berth up's server")
         assert os.stat(sock).st_mode & 0o777 == 0o600
+        # killed, it is replaced: commands go through a new server again
+        (first,) = _cli_servers(engine.pid)
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: _cli_servers(engine.pid) not in ([], [first]), 30, interval=0.05,
+                   what="a new command server")
+        wait_until(served_ps, 60, interval=0.2, what="a command through the new server")
     finally:
         engine.terminate()
         engine.wait(60)
