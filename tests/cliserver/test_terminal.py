@@ -64,7 +64,7 @@ def _command(served: Served, *args: str) -> str:
 
 
 def test_typing_resize_ctrl_c_and_the_exit_code(served: Served, tmux: Tmux) -> None:
-    tmux.start(_command(served, "run", "-it", "--rm", "-e", "PS1=# ",
+    tmux.start(_command(served, "run", "-it", "--rm", "--name", "tty", "-e", "PS1=# ",
                         served.engine.rootfs, "sh"))
     wait_until(lambda: "#" in tmux.screen(), 30, what="the prompt")
     tmux.keys("echo hel''lo", "Enter")
@@ -75,6 +75,9 @@ def test_typing_resize_ctrl_c_and_the_exit_code(served: Served, tmux: Tmux) -> N
     tmux.keys("stty size", "Enter")
     tmux.see("40 120")
     tmux.keys("sleep 300; echo not-interrupted", "Enter")
+    # ctrl-c once the sleep runs (sooner, it would only cut the line being read)
+    wait_until(lambda: served.engine.cli("exec", "tty", "pidof", "sleep").returncode == 0, 20,
+               interval=0.1, what="the sleep running")
     tmux.keys("C-c")
     tmux.keys("echo after-ctrl-c", "Enter")
     tmux.see("after-ctrl-c", 10)
