@@ -252,10 +252,22 @@ static void forward(int sig)
         pending_sig = sig; /* delivered once the command's process is known */
     } else if (pid > 0) {
         if (sig == SIGTSTP) {
-            /* Stop the command (its own session ignores a SIGTSTP), then ourselves;
-             * the shell's SIGCONT comes back through here. */
+            /* Stop the command (its own session ignores a SIGTSTP), then ourselves by
+             * SIGTSTP itself, so the shell sees the stop the plain CLI would show; the
+             * shell's SIGCONT comes back through here. */
+            struct sigaction dfl, mine;
+            sigset_t set;
+            memset(&dfl, 0, sizeof dfl);
+            dfl.sa_handler = SIG_DFL;
+            sigemptyset(&dfl.sa_mask);
             kill(pid, SIGSTOP);
-            kill(getpid(), SIGSTOP);
+            sigaction(SIGTSTP, &dfl, &mine);
+            sigemptyset(&set);
+            sigaddset(&set, SIGTSTP);
+            sigprocmask(SIG_UNBLOCK, &set, NULL);
+            raise(SIGTSTP); /* stopped here until SIGCONT */
+            sigprocmask(SIG_BLOCK, &set, NULL);
+            sigaction(SIGTSTP, &mine, NULL);
         } else {
             kill(pid, sig);
         }

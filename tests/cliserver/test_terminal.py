@@ -41,8 +41,11 @@ class Tmux:
         self.tmux("send-keys", "-t", "t", *keys)
 
     def see(self, line: str, timeout: float = 20) -> None:
-        wait_until(lambda: line in self.lines(), timeout, interval=0.05,
-                   what=f"{line!r} on the terminal")
+        try:
+            wait_until(lambda: line in self.lines(), timeout, interval=0.05,
+                       what=f"{line!r} on the terminal")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the terminal shows:\n{self.screen()}") from None
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.name, "kill-server"], env=self.env,
@@ -97,3 +100,26 @@ def test_the_detach_keys_leave_the_container_running(served: Served, tmux: Tmux)
     assert [(c["name"], c["state"]) for c in ps] == [("det", "running")]
     assert served.front.fell_back() == []
     assert os.path.exists(served.path)
+
+
+def test_ctrl_z_stops_the_command_and_fg_continues_it(served: Served, tmux: Tmux) -> None:
+    tmux.start("bash --norc --noprofile -i")
+    wait_until(lambda: "bash" in tmux.screen(), 30, what="bash's prompt")
+    berth = shlex.quote(served.front.binary)
+    tmux.keys(f"{berth} run --rm {shlex.quote(served.engine.rootfs)} sh -c "
+              "'echo started; sleep 3; echo woke'; echo EXIT=$?", "Enter")
+    tmux.see("started")
+    tmux.keys("C-z")
+    wait_until(lambda: any("Stopped" in line for line in tmux.lines()), 20, interval=0.05,
+               what="the job stopped")
+    assert served.proc is not None
+    with open(f"/proc/{served.proc.pid}/task/{served.proc.pid}/children") as f:
+        (child,) = f.read().split()
+    with open(f"/proc/{child}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] == "T"  # the command stopped too
+    tmux.see("EXIT=148")  # bash saw a SIGTSTP stop, as with the plain CLI
+    tmux.keys("fg", "Enter")
+    tmux.see("woke")
+    tmux.keys("echo FG=$?", "Enter")
+    tmux.see("FG=0")
+    assert served.front.fell_back() == []
