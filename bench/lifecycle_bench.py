@@ -10,11 +10,18 @@ alike; the table gives medians and ratios measured in this one run.
   delete``, remove the bundle. What berth adds is everything above this;
 * berth client: ``create``, ``start``, ``wait``, ``remove`` through the Python client
   against ``berth up`` (broker, worker, SQLite on ipc sockets);
-* berth CLI: ``berth run --rm ROOTFS /bin/true`` as a fresh process;
+* berth CLI: ``berth run --rm --network none ROOTFS /bin/true`` as a fresh process,
+  once through the plain Python CLI (``python -m berth``) and once through the C
+  front end (frontend/berth.c, built here) and the command server ``berth up``
+  starts beside the engine;
 * ``ctr run --rm --rootfs`` (a private containerd) and
   ``podman run --rm --network none --rootfs`` as peers (installed with
   ``scripts/install.sh --bench`` when missing; skipped, with the reason, if they
   cannot run).
+
+Then the CLI's own latency, interleaved the same way: ``berth exec CTR true`` (Python,
+front end) against ``runc exec`` of the same container, and ``berth ps`` with 10
+containers running (Python, front end).
 
 Then throughput: 200 containers of ``sleep 0.2`` at concurrency 8, for the floor,
 berth's client library and podman. Each contender first runs an untimed warm-up
@@ -127,6 +134,72 @@ class Berth:
 
 
 METRICS_ON = "berth client library, metrics on"
+FRONT_END = "berth front end (run --rm)"
+
+
+def build_front_end(base: str) -> str:
+    """frontend/berth.c compiled as scripts/install.sh compiles it, for this Python."""
+    binary = f"{base}/berth"
+    subprocess.run(["cc", "-O2", "-Wall", "-Wextra", "-Werror",
+                    f'-DBERTH_PYTHON="{sys.executable}"', "-o", binary,
+                    os.path.join(REPO, "frontend", "berth.c")], check=True)
+    return binary
+
+
+def served(berth: Berth, binary: str) -> None:
+    """Wait until the front end's commands go through berth up's command server (a
+    fallback to Python would measure the plain CLI under the front end's name)."""
+    import socket
+
+    deadline = time.monotonic() + 30
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(os.path.join(berth.env["BERTH_RUN"], "cli.sock"))
+            return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise SystemExit("berth up's command server did not listen") from exc
+            time.sleep(0.05)
+        finally:
+            s.close()
+
+
+def cli_latency(berth: Berth, binary: str, rootfs: str, rounds: int) -> None:
+    """``exec`` against ``runc exec`` and ``ps`` with 10 containers, interleaved."""
+    python = [sys.executable, "-m", "berth"]
+    ids = []
+    for i in range(10):
+        out = subprocess.run([*python, "run", "-d", "--name", f"bench-{i}", rootfs,
+                              "sleep", "100000"], env=berth.env, check=True,
+                             capture_output=True, text=True).stdout
+        ids.append(out.strip())
+    runc_root = os.path.join(berth.env["BERTH_RUN"], "runtime", "runc")
+    contenders: dict[str, list[str]] = {
+        "runc exec CTR true": ["runc", "--root", runc_root, "exec", ids[0], "true"],
+        "berth exec CTR true (python)": [*python, "exec", "bench-0", "true"],
+        "berth exec CTR true (front end)": [binary, "exec", "bench-0", "true"],
+        "berth ps, 10 running (python)": [*python, "ps"],
+        "berth ps, 10 running (front end)": [binary, "ps"],
+    }
+    try:
+        for argv in contenders.values():
+            _check(argv, berth.env)
+        times: dict[str, list[float]] = {name: [] for name in contenders}
+        for r in range(rounds):
+            for name in _order(list(contenders), r):
+                times[name].append(_timed(lambda argv=contenders[name]: _check(argv, berth.env)))
+        runc = statistics.median(times["runc exec CTR true"])
+        print(f"\nThe CLI's latency, {rounds} interleaved rounds")
+        print(f"{'contender':<34} {'median ms':>10} {'p90 ms':>8} {'x runc exec':>12}")
+        for name, ts in times.items():
+            ts.sort()
+            med = statistics.median(ts)
+            print(f"{name:<34} {med * 1000:>10.1f} {ts[int(0.9 * (len(ts) - 1))] * 1000:>8.1f} "
+                  f"{med / runc:>12.2f}")
+    finally:
+        subprocess.run([*python, "rm", "-f", *ids], env=berth.env, capture_output=True,
+                       check=False)
 
 
 def client_lifecycle(c: Client, rootfs: str, args: list[str]) -> None:
@@ -247,6 +320,8 @@ def main() -> int:
     p.add_argument("--many-runs", type=int, default=3,
                    help="interleaved throughput runs per contender (at least 2)")
     p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--cli-rounds", type=int, default=30,
+                   help="rounds of the exec and ps latency table (0: skip it)")
     p.add_argument("--metrics", action="store_true",
                    help="also run a second engine with Prometheus metrics on (BERTH_METRICS) "
                         "and report the cost side by side")
@@ -263,6 +338,8 @@ def main() -> int:
     rootfs = build_busybox_rootfs(f"{base}/rootfs")
     floor = Floor(base, rootfs)
     berth = Berth(base)
+    front_end = build_front_end(base)
+    served(berth, front_end)
     client = berth.client()
     opened: list[Client] = []  # the throughput threads' own clients, closed at the end
     local = threading.local()
@@ -274,11 +351,13 @@ def main() -> int:
         c: Client = local.c
         return c
 
-    cli = [sys.executable, "-m", "berth", "run", "--rm", rootfs, "/bin/true"]
+    run_rm = ["run", "--rm", "--network", "none", rootfs, "/bin/true"]
+    cli = [sys.executable, "-m", "berth", *run_rm]
     contenders: dict[str, Callable[[], object]] = {
         FLOOR: floor.run,
         "berth client library": lambda: client_lifecycle(client, rootfs, ["/bin/true"]),
         "berth CLI (run --rm)": lambda: _check(cli, berth.env),
+        FRONT_END: lambda: _check([front_end, *run_rm], berth.env),
     }
     metered: Berth | None = None
     if args.metrics:
@@ -319,6 +398,11 @@ def main() -> int:
         for name, why in skipped.items():
             print(f"{name:<34} skipped: {why}")
         print(FLOOR_CONTAINS)
+        if "ctr run --rm" in times:
+            ratio = statistics.median(times[FRONT_END]) / statistics.median(times["ctr run --rm"])
+            print(f"berth front end / ctr run --rm: {ratio:.2f}x")
+        if args.cli_rounds > 0:
+            cli_latency(berth, front_end, rootfs, args.cli_rounds)
         if metered is not None:
             off = statistics.median(times["berth client library"])
             on = statistics.median(times[METRICS_ON])

@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING
 
 from berth import logs, sdnotify
+from berth.cliserver import supervisor as cliserver
 from bus.broker import Broker
 from bus.endpoints import default_endpoints
 from engine.errors import BerthError, PermissionDenied, Timeout, Unavailable
@@ -131,9 +132,11 @@ def run_embedded(node: str = "local") -> int:
         return 1
     try:
         _write_pid()  # before anything starts: a refused pid file leaves nothing running
+        cli_server = cliserver.spawn()
         try:
             _serve(node)
         finally:
+            cliserver.stop(cli_server)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_pidfile())
     finally:

@@ -21,7 +21,8 @@ CONFIG_DIR=/etc/berth
 MIN_PY=(3 11)
 
 BASE_PKGS=(runc conmon crun iptables busybox-static postgresql iproute2 inotify-tools
-           skopeo docker-registry containernetworking-plugins catatonit systemd)
+           skopeo docker-registry containernetworking-plugins catatonit systemd
+           gcc libc6-dev tmux)
 BENCH_PKGS=(podman containerd hyperfine)
 
 usage() {
@@ -30,7 +31,8 @@ Usage: $(basename "$0") [options]
 
 Idempotent install of everything berth needs on a Debian 12 host (run as root):
   1. apt: ${BASE_PKGS[*]}
-  2. Python venv at $VENV with \`pip install -e "${REPO}[test]"\`
+  2. Python venv at $VENV with \`pip install -e "${REPO}[test]"\`, and the C front end
+     (frontend/berth.c) as $VENV/bin/berth
   3. CRIU 4.x from Debian trixie in $CRIU_PREFIX (wrapper $CRIU_WRAPPER)
   4. verification: criu check ("Looks good"), runc/conmon --version, /bin/busybox
 
@@ -135,6 +137,26 @@ setup_venv() {
     info "installed berth $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("berth"))')"
 }
 
+# The `berth` on PATH ($VENV/bin/berth, where pip put the console script) becomes the
+# C front end (frontend/berth.c): it asks the warm command server and runs
+# `$VENV/bin/python -P -m berth` itself when there is none. Rebuilt when pip rewrote
+# the file or the source is newer; `python -m berth` stays the plain path.
+build_frontend() {
+    step "front end: $VENV/bin/berth from frontend/berth.c"
+    local out="$VENV/bin/berth" src="$REPO/frontend/berth.c" tmp
+    if [ "$(head -c 4 "$out" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ] \
+        && [ "$out" -nt "$src" ]; then
+        info "up to date"
+        return 0
+    fi
+    tmp=$(mktemp "$VENV/bin/.berth.XXXXXX")
+    cc -O2 -Wall -Wextra -Werror -DBERTH_PYTHON="\"$VENV/bin/python\"" -o "$tmp" "$src" \
+        || { rm -f "$tmp"; die "building the front end ($src) failed"; }
+    chmod 755 "$tmp"
+    mv -f "$tmp" "$out"
+    info "built (BERTH_CLI_SERVER=0 makes it run the Python CLI directly)"
+}
+
 # --- 3. CRIU -----------------------------------------------------------------------------
 setup_criu() {
     local args=()
@@ -216,7 +238,7 @@ main() {
 
     install_base_packages
     if [ "$bench" -eq 1 ]; then install_bench_peers; fi
-    if [ "$venv" -eq 1 ]; then setup_venv "$force_pip"; compile_berth; fi
+    if [ "$venv" -eq 1 ]; then setup_venv "$force_pip"; compile_berth; build_frontend; fi
     if [ "$criu" -eq 1 ]; then setup_criu "$force_criu"; fi
     verify_tools
 

@@ -15,6 +15,7 @@ from typing import Any, NoReturn, Protocol
 
 from berth import config
 from berth.cli import (
+    cliserver,
     compose,
     containers,
     db,
@@ -34,7 +35,7 @@ from engine.errors import BerthError, Unavailable
 
 # The order of the nouns is the order of the commands in ``berth --help``.
 NOUNS = (engine, db, containers, listing, several, files, images, volumes, networks,
-         orchestration, compose, system, events)
+         orchestration, compose, system, events, cliserver)
 COMMANDS: tuple[str, ...] = tuple(name for noun in NOUNS for name in noun.COMMANDS)
 
 

@@ -1,0 +1,80 @@
+"""``berth up``'s command server: started beside the engine, started again when it
+dies, stopped with it.
+
+It runs as a process of its own (``python -m berth cli-server``) because the engine
+has threads and ZeroMQ contexts, which a fork must never copy. A server that dies
+(killed, or out of memory) is replaced after a pause that doubles while it keeps
+dying young; meanwhile the front end runs the plain CLI, so nothing waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+
+log = logging.getLogger("berth.up")
+
+FIRST_PAUSE = 0.5
+LONGEST_PAUSE = 30.0
+SETTLED = 60.0
+"""A server that lived this long is not dying young: the pause starts over."""
+
+
+class Supervised:
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.proc = self._start()
+        self._thread = threading.Thread(target=self._watch, name="cli-server", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-P", "-m", "berth", "cli-server"],
+                                stdin=subprocess.DEVNULL)
+
+    def _watch(self) -> None:
+        pause = FIRST_PAUSE
+        while True:
+            started = time.monotonic()
+            code = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            pause = FIRST_PAUSE if time.monotonic() - started > SETTLED else pause
+            log.warning("the command server exited (status %s); starting another in %.1fs",
+                        code, pause)
+            if self._stopping.wait(pause):
+                return
+            pause = min(pause * 2, LONGEST_PAUSE)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.proc = self._start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            proc = self.proc
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._thread.join(10)
+
+
+def spawn() -> Supervised | None:
+    """The command server for ``berth up``; None when BERTH_CLI_SERVER=0."""
+    if os.environ.get("BERTH_CLI_SERVER") == "0":
+        return None
+    return Supervised()
+
+
+def stop(supervised: Supervised | None) -> None:
+    if supervised is not None:
+        supervised.stop()
