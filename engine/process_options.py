@@ -167,14 +167,15 @@ comments aside: a bigger one is a mistake, and is not read into memory."""
 
 def read_env_file(path: str, name: str) -> str:
     """The text of an env file: a regular file (never a FIFO or a device) of at most
-    ``MAX_ENV_FILE_BYTES``, UTF-8, without NUL; ``name`` says which in a refusal."""
+    ``MAX_ENV_FILE_BYTES``, UTF-8 (a byte order mark dropped), without NUL; ``name``
+    says which in a refusal."""
     from engine.hostfiles import read_regular
 
     raw = read_regular(path, MAX_ENV_FILE_BYTES, name)
     if b"\0" in raw:
         raise InvalidArgument(f"{name} holds a NUL byte")
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")  # an editor's byte order mark
     except UnicodeDecodeError:
         raise InvalidArgument(f"{name} is not UTF-8") from None
 

@@ -67,6 +67,9 @@ def test_env_files_are_read_bounded_and_regular(tmp_path: Path) -> None:
     (tmp_path / "big").write_bytes(b"#" * (po.MAX_ENV_FILE_BYTES + 1))
     (tmp_path / "ok").write_text("A=1\n")
     assert po.read_env_file(str(tmp_path / "ok"), "env file ok") == "A=1\n"
+    (tmp_path / "bom").write_bytes(b"\xef\xbb\xbfA=1\r\nB=2\r\n")  # as Windows editors save
+    assert po.parse_env_file(po.read_env_file(str(tmp_path / "bom"), "x"), "x") == [
+        "A=1", "B=2"]
     for path, words in ((tmp_path / "fifo", "is not a regular file"),
                         ("/dev/zero", "is not a regular file"), (tmp_path, "is not a regular file"),
                         (tmp_path / "big", "is larger than 1048576 bytes"),
