@@ -162,19 +162,48 @@ def check_labels(labels: Sequence[tuple[str, str]]) -> None:
             raise InvalidArgument(f"invalid label {key!r}: use KEY=VALUE with a non-empty key")
 
 
+MAX_ENV_FILE_BYTES: Final = 1024 * 1024
+"""An env file holds at most 128 KiB of environment (``engine.commands.MAX_ARG_BYTES``),
+comments aside: a bigger one is a mistake, and is not read into memory."""
+
+
+def read_env_file(path: str, name: str) -> str:
+    """The text of an env file: a regular file (never a FIFO or a device) of at most
+    ``MAX_ENV_FILE_BYTES``, UTF-8 (a byte order mark dropped), without NUL; ``name``
+    says which in a refusal."""
+    from engine.hostfiles import read_regular
+
+    raw = read_regular(path, MAX_ENV_FILE_BYTES, name)
+    if b"\0" in raw:
+        raise InvalidArgument(f"{name} holds a NUL byte")
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")  # an editor's byte order mark
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{name} is not UTF-8") from None
+
+
 def parse_env_file(text: str, path: str) -> list[str]:
-    """podman's ``--env-file``: KEY=VALUE lines; blank lines and ``#`` comments skipped;
-    a bare KEY takes the value it has in the caller's environment (dropped if unset)."""
+    """podman's ``--env-file`` (and Compose's ``env_file``): KEY=VALUE lines, the value
+    as written; blank lines and ``#`` comments skipped; a bare KEY takes the value it has
+    in the caller's environment (dropped if unset). A line whose KEY is not a variable
+    name (``engine.commands.check_env``'s rule) is refused by its number alone: the
+    line may be a secret (a password file named by mistake) and is never repeated."""
+    from engine.commands import check_env  # engine.commands is heavy: loaded when used
+
     out: list[str] = []
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
+        line = raw.lstrip()
         if not line or line.startswith("#"):
             continue
-        key, sep, _ = line.partition("=")
-        if not key or " " in key.strip():
-            raise InvalidArgument(f"invalid line {number} in env file {path}: use KEY=VALUE")
+        key, sep, value = line.partition("=")
+        key = key.rstrip()
+        try:
+            check_env([f"{key}=x"])
+        except InvalidArgument:
+            raise InvalidArgument(f"invalid line {number} in env file {path}: use KEY=VALUE "
+                                  "with KEY a variable name") from None
         if sep:
-            out.append(raw.lstrip())
+            out.append(f"{key}={value}")
         elif key in os.environ:
             out.append(f"{key}={os.environ[key]}")
     return out

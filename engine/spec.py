@@ -136,6 +136,10 @@ class PortMapping(NamedTuple):
         for port in (self.host_port, self.container_port):
             if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
                 raise InvalidArgument(f"invalid port {port!r}: must be 1-65535")
+        if self.host_ip and not _is_ipv4(self.host_ip):  # bound AF_INET (runtime.ports)
+            shown = self.host_ip if len(self.host_ip) <= 40 else self.host_ip[:37] + "..."
+            raise InvalidArgument(f"invalid host IP {shown!r} in a port mapping: an IPv4 "
+                                  "address such as 127.0.0.1")
         return self
 
     @classmethod
@@ -155,6 +159,20 @@ class PortMapping(NamedTuple):
             raise InvalidArgument(
                 f"invalid port mapping {text!r}: use [IP:]HOST:CONTAINER[/tcp|udp]"
             ) from None
+
+
+def _is_ipv4(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+PIDS_MAX = 4 * 1024 * 1024
+"""The kernel's PID_MAX_LIMIT: a cgroup's ``pids.max`` above it is refused (EINVAL)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,8 +310,9 @@ class RunSpec:
                                         or self.memory < 4 * 1024 * 1024):
             raise InvalidArgument(f"invalid memory limit {self.memory!r}: at least 4 MiB, in bytes")
         if self.pids_limit is not None and (not isinstance(self.pids_limit, int)
-                                            or self.pids_limit < 1):
-            raise InvalidArgument(f"invalid pids limit {self.pids_limit!r}: must be positive")
+                                            or not 1 <= self.pids_limit <= PIDS_MAX):
+            raise InvalidArgument(f"invalid pids limit {self.pids_limit!r}: from 1 to "
+                                  f"{PIDS_MAX}")
         seen: set[tuple[str, int]] = set()
         for port in self.ports:
             port.validate()

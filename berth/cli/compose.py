@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from berth.cli import format as fmt
 from bus.client import Client
 from engine import command_types as t
-from engine.errors import AlreadyExists, BerthError, InvalidArgument, NotFound, Timeout
+from engine.errors import AlreadyExists, BerthError, NotFound, Timeout
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
@@ -35,15 +35,14 @@ containers without a network came up in half the time, and went down in a third)
 
 
 def _stack(args: argparse.Namespace) -> dict[str, Any]:
-    from engine.compose import model
+    """The file's normalised stack (``engine.compose.model``), not yet checked as the
+    engine takes it (``engine.compose.checks``)."""
+    from engine.compose import model, source
+    from engine.hostfiles import read_regular
 
     path = os.path.abspath(args.file)
-    try:
-        with open(path, "rb") as f:
-            text = f.read(model.MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise InvalidArgument(f"cannot read compose file {args.file}: {exc.strerror}") from None
-    data = model.load(text, where=args.file)
+    text = read_regular(path, source.MAX_FILE_BYTES, f"compose file {args.file}")
+    data = source.load(text, where=args.file)
     base = os.path.dirname(path)
     project = args.project or (data.get("name") if isinstance(data.get("name"), str) else
                                os.path.basename(base))
@@ -325,6 +324,12 @@ def _record(client: Client, stack: dict[str, Any], kind: str, **args: Any) -> No
 def cmd_compose(args: argparse.Namespace, client: Client) -> int:
     stack = _stack(args)
     project: str = stack["name"]
+    if args.action in ("config", "up"):
+        from engine.compose.checks import check_stack
+
+        # Before anything is recorded or sent: the whole stack as the engine takes it
+        # (a stack.applied the engine then refused would stay in the log for good).
+        check_stack(stack)
     match args.action:
         case "config":
             import yaml

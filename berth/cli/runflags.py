@@ -44,13 +44,14 @@ def run_flag_spec(args: argparse.Namespace, env: list[str]) -> dict[str, Any]:
     from_files: list[str] = []
     if args.env_file or args.cap_add or args.cap_drop or args.ulimit:
         # the process rules, loaded only when these flags are given (start-up cost)
-        from engine.process_options import normalize_cap, parse_env_file, parse_ulimit
+        from engine.process_options import (
+            normalize_cap,
+            parse_env_file,
+            parse_ulimit,
+            read_env_file,
+        )
     for path in args.env_file:
-        try:
-            with open(path, encoding="utf-8") as f:
-                from_files += parse_env_file(f.read(), path)
-        except OSError as exc:
-            raise InvalidArgument(f"cannot read env file {path}: {exc.strerror}") from None
+        from_files += parse_env_file(read_env_file(path, f"env file {path}"), path)
     if from_files:
         spec["env"] = [*from_files, *env]
     labels: dict[str, str] = {}

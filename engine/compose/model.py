@@ -10,16 +10,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from engine.compose.source import MAX_FILE_BYTES
 from engine.errors import InvalidArgument
 from engine.spec import RunSpec, parse_size
 
-MAX_FILE_BYTES = 1024 * 1024
-"""A Compose file is a few KiB; a bigger one is a mistake (or a YAML bomb's start)."""
+MAX_REPLICAS = 1000
+"""``deploy.replicas`` at most: each replica is a container of this node."""
+MAX_CONTAINERS = 10_000
+"""The replicas of all a stack's services together."""
+MAX_ENV_BYTES = 4 * MAX_FILE_BYTES
+"""The env files of one stack together (each read once, however many services name it)."""
 
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 _SERVICE_KEYS = frozenset({
@@ -28,7 +34,9 @@ _SERVICE_KEYS = frozenset({
     "working_dir", "user", "hostname", "stop_signal", "read_only", "container_name",
 })
 _TOP_KEYS = frozenset({"version", "name", "services", "volumes", "networks"})
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+"""A service's, a volume's or a network's name in the file."""
+_PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -41,33 +49,35 @@ class Unsupported(InvalidArgument):
         self.lines = lines
 
 
+def check_project(project: object) -> str:
+    """A project's name: [a-z0-9][a-z0-9_-]*, at most 63 characters."""
+    if not isinstance(project, str) or not _PROJECT_RE.fullmatch(project):
+        raise InvalidArgument(f"invalid project name {_shown(project)}: use "
+                              "[a-z0-9][a-z0-9_-]*, at most 63 characters")
+    return project
+
+
 def project_name(text: str) -> str:
     """docker compose's normalisation: lower case, only [a-z0-9_-], starting with a
     letter or digit (a directory ``My App`` is project ``myapp``)."""
     name = re.sub(r"[^a-z0-9_-]", "", text.lower()).lstrip("_-")
     if not name:
-        raise InvalidArgument(f"project name {text!r} has no letter or digit: name one with -p")
-    return name
+        raise InvalidArgument(f"project name {_shown(text)} has no letter or digit: name "
+                              "one with -p")
+    return check_project(name)
 
 
-def load(text: bytes, *, where: str) -> dict[str, Any]:
-    """The file's YAML (safe loader: no tags building objects), size-capped."""
-    import yaml  # only the compose commands need it
+def _key(key: Any) -> str:
+    """A key of the file in a refusal's line, cut short."""
+    text = str(key) if isinstance(key, (str, int, float, bool)) or key is None else "?"
+    return text if len(text) <= 40 else text[:37] + "..."
 
-    if len(text) > MAX_FILE_BYTES:
-        raise InvalidArgument(f"{where}: compose file is larger than {MAX_FILE_BYTES} bytes")
-    if b"\0" in text:
-        raise InvalidArgument(f"{where}: compose file holds a NUL byte")
-    try:
-        data = yaml.safe_load(text.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidArgument(f"{where}: compose file is not UTF-8") from None
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "syntax error"
-        raise InvalidArgument(f"{where}: not valid YAML: {first}") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument(f"{where}: a compose file is a mapping with 'services'")
-    return data
+
+def _shown(value: Any) -> str:
+    """A value of the file in a refusal, cut short (a name, a short scalar)."""
+    text = repr(value) if isinstance(value, (str, int, float, bool)) or value is None \
+        else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _spec_fields() -> frozenset[str]:
@@ -77,11 +87,14 @@ def _spec_fields() -> frozenset[str]:
 
 
 def _duration(value: Any, what: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    if isinstance(value, str) and value and _DURATION_RE.sub("", value) == "":
-        return sum(float(n) * _UNITS[u] for n, u in _DURATION_RE.findall(value))
-    raise InvalidArgument(f"{what}: invalid duration {value!r}: use e.g. 10s, 1m30s")
+    seconds = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value and _DURATION_RE.sub("", value) == "":
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_RE.findall(value))
+    if not 0 <= seconds < 1e9:  # nan and inf too: JSON has neither
+        raise InvalidArgument(f"{what}: invalid duration {_shown(value)}: use e.g. 10s, 1m30s")
+    return seconds
 
 
 def _health(value: Any, what: str) -> dict[str, Any]:
@@ -114,9 +127,9 @@ def _health(value: Any, what: str) -> dict[str, Any]:
             raise InvalidArgument(f"{what}.retries: must be a positive integer")
         out["health_retries"] = retries
     extra = sorted(set(value) - {"test", "interval", "timeout", "start_period", "retries",
-                                 "disable"})
+                                 "disable"}, key=str)
     if extra:
-        raise InvalidArgument(f"{what}: unsupported key {extra[0]!r}")
+        raise InvalidArgument(f"{what}: unsupported key {_shown(extra[0])}")
     return out
 
 
@@ -134,8 +147,11 @@ def _networks(project: str, declared: set[str]) -> Callable[[Any, str], dict[str
             raise InvalidArgument(f"{what}: a list (or mapping) of network names")
         if len(names) > 1:
             raise InvalidArgument(f"{what}: one network per service is supported")
+        if isinstance(value, dict) and value[names[0]] not in (None, {}):
+            raise InvalidArgument(f"{what}.{_key(names[0])}: options (aliases, addresses) are "
+                                  "not supported")
         if names[0] not in declared:
-            raise InvalidArgument(f"{what}: {names[0]!r} is not declared under the "
+            raise InvalidArgument(f"{what}: {_shown(names[0])} is not declared under the "
                                   "top-level 'networks'")
         return {"network": f"{project}_{names[0]}"}
     return convert
@@ -171,36 +187,48 @@ def _mapping(value: Any, what: str) -> dict[str, str]:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str) or isinstance(v, (dict, list)):
-                raise InvalidArgument(f"{what}: {k!r} must map to a plain value")
+            if not isinstance(k, str) or isinstance(v, (dict, list, set, bytes)):
+                raise InvalidArgument(f"{what}: {_shown(k)} must map to a plain value")
             out[k] = "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
         return out
     if isinstance(value, list):
         pairs = {}
         for item in value:
             if not isinstance(item, str) or not item or item.startswith("="):
-                raise InvalidArgument(f"{what}: {item!r} is not KEY=VALUE")
+                raise InvalidArgument(f"{what}: {_shown(item)} is not KEY=VALUE")
             key, _, val = item.partition("=")
             pairs[key] = val
         return pairs
     raise InvalidArgument(f"{what}: a mapping or a list of KEY=VALUE")
 
 
-def _env_file(path: str, what: str) -> dict[str, str]:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise InvalidArgument(f"{what}: cannot read {path}: {exc.strerror}") from None
-    if len(raw) > MAX_FILE_BYTES or b"\0" in raw:
-        raise InvalidArgument(f"{what}: {path} is too large or holds a NUL byte")
-    out = {}
-    for line in raw.decode("utf-8", "replace").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, _, val = line.partition("=")
-            out[key.strip()] = val.strip()
-    return out
+class _EnvFiles:
+    """The env files of one stack: each read once (``engine.process_options``: a
+    regular file, bounded, its lines checked by number), ``MAX_ENV_BYTES`` in all."""
+
+    def __init__(self, base_dir: str) -> None:
+        self.base_dir = base_dir
+        self.read: dict[str, dict[str, str]] = {}
+        self.total = 0
+
+    def get(self, name: str, what: str) -> dict[str, str]:
+        """``name`` as the file gives it (relative to its directory)."""
+        from engine.process_options import parse_env_file, read_env_file
+
+        path = os.path.normpath(os.path.join(self.base_dir, name))
+        if path not in self.read:
+            try:
+                text = read_env_file(path, f"env file {name}")
+                self.total += len(text)
+                if self.total > MAX_ENV_BYTES:
+                    raise InvalidArgument(f"the env files add up to more than "
+                                          f"{MAX_ENV_BYTES} bytes")
+                # Compose trims the value (podman keeps it as written).
+                self.read[path] = {key: value.strip() for key, _, value in
+                                   (e.partition("=") for e in parse_env_file(text, name))}
+            except InvalidArgument as exc:  # its sentences never quote a line
+                raise InvalidArgument(f"{what}: {exc.message}") from None
+        return self.read[path]
 
 
 def _depends(value: Any, what: str) -> dict[str, str]:
@@ -210,17 +238,19 @@ def _depends(value: Any, what: str) -> dict[str, str]:
         out = {}
         for dep, opts in value.items():
             cond = opts.get("condition", "service_started") if isinstance(opts, dict) else None
-            if cond not in CONDITIONS:
-                raise InvalidArgument(f"{what}.{dep}: condition must be one of "
+            if not isinstance(dep, str) or cond not in CONDITIONS:
+                raise InvalidArgument(f"{what}.{_shown(dep)}: condition must be one of "
                                       + ", ".join(CONDITIONS))
             out[str(dep)] = str(cond)
         return out
     raise InvalidArgument(f"{what}: a list of services or a mapping with conditions")
 
 
-def _positive(value: Any, what: str) -> int:
+def _positive(value: Any, what: str, most: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidArgument(f"{what}: must be a non-negative integer")
+    if most is not None and value > most:
+        raise InvalidArgument(f"{what}: at most {most}")
     return value
 
 
@@ -230,21 +260,24 @@ def _deploy(value: Any, what: str, problems: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"replicas": 1}
     for key, item in value.items():
         if key == "replicas":
-            out["replicas"] = _positive(item, f"{what}.replicas")
+            out["replicas"] = _positive(item, f"{what}.replicas", MAX_REPLICAS)
         elif key == "resources" and isinstance(item, dict):
             for rkey, ritem in item.items():
                 if rkey != "limits" or not isinstance(ritem, dict):
-                    problems.append(f"{what}.resources.{rkey}: not supported")
+                    problems.append(f"{what}.resources.{_key(rkey)}: not supported")
                     continue
                 for lkey, lval in ritem.items():
                     if lkey == "memory":
+                        if isinstance(lval, bool) or not isinstance(lval, (str, int)):
+                            raise InvalidArgument(f"{what}.resources.limits.memory: a size "
+                                                  "such as 64m")
                         out["memory"] = parse_size(str(lval))
                     elif lkey == "pids":
                         out["pids_limit"] = _positive(lval, f"{what}.resources.limits.pids")
                     else:
-                        problems.append(f"{what}.resources.limits.{lkey}: not supported")
+                        problems.append(f"{what}.resources.limits.{_key(lkey)}: not supported")
         else:
-            problems.append(f"{what}.{key}: not supported")
+            problems.append(f"{what}.{_key(key)}: not supported")
     return out
 
 
@@ -252,10 +285,12 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str,
     """The file's stack as plain data (what ``compose config`` prints and
     ``stack.applied`` records); raises Unsupported naming every key berth would drop."""
     problems: list[str] = []
-    project = project_name(str(data.get("name") or project))
-    for key in sorted(set(data) - _TOP_KEYS):
+    if data.get("name") is not None and not isinstance(data["name"], str):
+        raise InvalidArgument("name: must be a string")
+    project = project_name(data.get("name") or project)
+    for key in sorted(set(data) - _TOP_KEYS, key=str):  # keys may be numbers too
         if not str(key).startswith("x-"):
-            problems.append(f"{key}: top-level key not supported")
+            problems.append(f"{_key(key)}: top-level key not supported")
     services = data.get("services")
     if not isinstance(services, dict) or not services:
         raise InvalidArgument("compose file: 'services' must be a non-empty mapping")
@@ -263,8 +298,8 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str,
     if not isinstance(volumes_top, dict):
         raise InvalidArgument("compose file: top-level 'volumes' must be a mapping")
     for vname, vdef in volumes_top.items():
-        if not isinstance(vname, str) or not _NAME_RE.fullmatch(vname):
-            raise InvalidArgument(f"volumes: invalid volume name {vname!r}")
+        if not isinstance(vname, str) or not NAME_RE.fullmatch(vname):
+            raise InvalidArgument(f"volumes: invalid volume name {_shown(vname)}")
         if vdef not in (None, {}):
             problems.append(f"volumes.{vname}: options are not supported")
     networks_top = data.get("networks") or {}
@@ -272,29 +307,32 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str,
         raise InvalidArgument("compose file: top-level 'networks' must be a mapping")
     subnets: dict[str, str] = {}
     for nname, ndef in networks_top.items():
-        if not isinstance(nname, str) or not _NAME_RE.fullmatch(nname):
-            raise InvalidArgument(f"networks: invalid network name {nname!r}")
+        if not isinstance(nname, str) or not NAME_RE.fullmatch(nname):
+            raise InvalidArgument(f"networks: invalid network name {_shown(nname)}")
         subnets[nname] = _subnet(ndef, f"networks.{nname}", problems)
     have = _spec_fields()
+    env_files = _EnvFiles(base_dir)
     out_services: dict[str, Any] = {}
     for name, svc in services.items():
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-            raise InvalidArgument(f"services: invalid service name {name!r}")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise InvalidArgument(f"services: invalid service name {_shown(name)}")
         what = f"services.{name}"
         if not isinstance(svc, dict):
             raise InvalidArgument(f"{what}: must be a mapping")
-        for key in sorted(set(svc) - _SERVICE_KEYS):
+        for key in sorted(set(svc) - _SERVICE_KEYS, key=str):
             if not str(key).startswith("x-"):
-                problems.append(f"{what}.{key}: not supported")
+                problems.append(f"{what}.{_key(key)}: not supported")
         out_services[name] = _service(svc, what, project, base_dir, set(volumes_top),
-                                      set(networks_top), have, problems)
+                                      set(networks_top), have, problems, env_files)
     for name, svc in out_services.items():
         for dep, cond in svc["depends_on"].items():
             if dep not in out_services:
-                raise InvalidArgument(f"services.{name}.depends_on: no service {dep!r}")
+                raise InvalidArgument(f"services.{name}.depends_on: no service {_shown(dep)}")
             if cond == "service_healthy" and "health_cmd" not in out_services[dep]["options"]:
                 raise InvalidArgument(f"services.{name}.depends_on.{dep}: service_healthy "
                                       f"needs a healthcheck on {dep}")
+    if sum(svc["replicas"] for svc in out_services.values()) > MAX_CONTAINERS:
+        raise InvalidArgument(f"services: more than {MAX_CONTAINERS} replicas in all")
     if problems:
         raise Unsupported(problems)
     stack = {"name": project, "services": out_services, "volumes": sorted(volumes_top),
@@ -310,8 +348,8 @@ def _subnet(value: Any, what: str, problems: list[str]) -> str:
         return ""
     if not isinstance(value, dict):
         raise InvalidArgument(f"{what}: must be a mapping")
-    for key in sorted(set(value) - {"ipam"}):
-        problems.append(f"{what}.{key}: not supported")
+    for key in sorted(set(value) - {"ipam"}, key=str):
+        problems.append(f"{what}.{_key(key)}: not supported")
     config = (value.get("ipam") or {}).get("config") if isinstance(value.get("ipam"),
                                                                   dict) else None
     if (not isinstance(config, list) or len(config) != 1 or not isinstance(config[0], dict)
@@ -324,7 +362,7 @@ def _subnet(value: Any, what: str, problems: list[str]) -> str:
 
 def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
              volumes: set[str], networks: set[str], have: frozenset[str],
-             problems: list[str]) -> dict[str, Any]:
+             problems: list[str], env_files: _EnvFiles) -> dict[str, Any]:
     out: dict[str, Any] = {"depends_on": {}, "replicas": 1}
     opts: dict[str, Any] = {}
     image, rootfs = svc.get("image"), svc.get("x-berth-rootfs")
@@ -336,6 +374,8 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         if not isinstance(rootfs, str) or not rootfs:
             raise InvalidArgument(f"{what}.x-berth-rootfs: must be a path")
         opts["rootfs"] = os.path.normpath(os.path.join(base_dir, rootfs))
+        if os.path.realpath(opts["rootfs"]) == "/":  # ../../.. from the file's directory
+            raise InvalidArgument(f"{what}: the root filesystem is the host's own root")
     if image:
         opts["image"], opts["rootfs"] = image, ""
     if not rootfs and not image:
@@ -350,7 +390,7 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
     if "env_file" in svc:
         files = [svc["env_file"]] if isinstance(svc["env_file"], str) else svc["env_file"]
         for path in _strings(files, f"{what}.env_file"):
-            env.update(_env_file(os.path.join(base_dir, path), f"{what}.env_file"))
+            env.update(env_files.get(path, f"{what}.env_file"))
     if "environment" in svc:
         env.update(_mapping(svc["environment"], f"{what}.environment"))
     opts["env"] = [f"{k}={v}" for k, v in env.items()]
@@ -361,14 +401,14 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         for item in _strings(svc["volumes"], f"{what}.volumes"):
             source, sep, rest = item.partition(":")
             if not sep:
-                raise InvalidArgument(f"{what}.volumes: {item!r}: use SOURCE:TARGET[:ro]")
+                raise InvalidArgument(f"{what}.volumes: {_shown(item)}: use SOURCE:TARGET[:ro]")
             if source.startswith(("/", "./", "../", "~")):
                 source = os.path.normpath(os.path.join(base_dir, os.path.expanduser(source)))
             elif source in volumes:
                 source = f"{project}_{source}"
             else:
-                raise InvalidArgument(f"{what}.volumes: {source!r} is not declared under "
-                                      "the top-level 'volumes'")
+                raise InvalidArgument(f"{what}.volumes: {_shown(source)} is not declared "
+                                      "under the top-level 'volumes'")
             mounts.append(f"{source}:{rest}")
         opts["volumes"] = mounts
     labels = _mapping(svc.get("labels", {}), f"{what}.labels")
@@ -408,30 +448,41 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
 
 
 def order(stack: dict[str, Any]) -> list[str]:
-    """Services with every dependency before its dependants (ties by name)."""
+    """Services with every dependency before its dependants (ties by name). A walk
+    with its own stack: a chain of thousands of services does not recurse."""
     services: dict[str, Any] = stack["services"]
     done: list[str] = []
-    visiting: set[str] = set()
+    placed: set[str] = set()
 
-    def visit(name: str) -> None:
-        if name in done:
-            return
-        if name in visiting:
-            raise InvalidArgument(f"services: dependency cycle through {name!r}")
-        visiting.add(name)
-        for dep in sorted(services[name]["depends_on"]):
-            visit(dep)
-        visiting.discard(name)
-        done.append(name)
+    def deps(name: str) -> Iterator[str]:
+        return iter(sorted(services[name]["depends_on"]))
 
-    for name in sorted(services):
-        visit(name)
+    for first in sorted(services):
+        if first in placed:
+            continue
+        path: list[tuple[str, Iterator[str]]] = [(first, deps(first))]
+        visiting = {first}
+        while path:
+            name, pending = path[-1]
+            for dep in pending:
+                if dep in placed:
+                    continue
+                if dep in visiting:
+                    raise InvalidArgument(f"services: dependency cycle through {dep!r}")
+                visiting.add(dep)
+                path.append((dep, deps(dep)))
+                break
+            else:
+                path.pop()
+                visiting.discard(name)
+                placed.add(name)
+                done.append(name)
     return done
 
 
 def digest(stack: dict[str, Any]) -> str:
     """The stack's identity: sha256 of its canonical JSON."""
-    text = json.dumps(stack, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(stack, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 

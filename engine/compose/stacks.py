@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import events as ev
+from engine.compose.checks import check_stack
+from engine.compose.model import check_project, digest
 from engine.errors import InvalidArgument
 from engine.store import EventStore
 
-_PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -39,16 +40,13 @@ def stream_of(project: str) -> str:
 
 
 def _project(args: Mapping[str, Any]) -> str:
-    project = args.get("project")
-    if not isinstance(project, str) or not _PROJECT_RE.fullmatch(project):
-        raise InvalidArgument(f"invalid project name {project!r}: use [a-z0-9][a-z0-9_-]*")
-    return project
+    return check_project(args.get("project"))
 
 
 def parse_stack(command_type: str, args: Mapping[str, Any]) -> StackCommand:
-    """The typed stack command; the digest must be the config's own."""
-    from engine.compose.model import digest
-
+    """The typed stack command; the digest must be the config's own, and the config a
+    stack the engine would carry out (``engine.compose.checks``: every service's create
+    as a worker parses it), so no stack it would refuse is ever recorded."""
     project = _project(args)
     if command_type == "stack.remove":
         return StackRemove(project, bool(args.get("volumes")))
@@ -57,8 +55,13 @@ def parse_stack(command_type: str, args: Mapping[str, Any]) -> StackCommand:
         raise InvalidArgument("stack.apply needs the normalised stack of the project named")
     if not isinstance(claimed, str) or not _DIGEST_RE.fullmatch(claimed):
         raise InvalidArgument("stack.apply needs a sha256: digest")
-    if digest(config) != claimed:
+    try:
+        own = digest(config)
+    except (TypeError, ValueError):  # bytes, a NaN: not what a normalised stack holds
+        raise InvalidArgument("stack.apply: the configuration is not plain JSON data") from None
+    if own != claimed:
         raise InvalidArgument("stack.apply: the digest is not the configuration's")
+    check_stack(config)
     return StackApply(project, claimed, config)
 
 

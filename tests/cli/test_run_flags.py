@@ -70,6 +70,17 @@ def test_env_file_and_entrypoint(up: Engine, short_tmp: str) -> None:
     assert out == "1|two words|from flag\n"
     missing = up.cli("run", "--rm", "--env-file", path + ".none", up.rootfs, "true")
     assert missing.returncode == 125 and "cannot read env file" in missing.stderr
+    with open(path, "w") as f:  # a password file given by mistake: never quoted
+        f.write("A=1\nroot:$6$saltsalt$hashhashhash:19000:0:99999:7:::\n")
+    shadow = up.cli("run", "--rm", "--env-file", path, up.rootfs, "true")
+    assert (shadow.returncode, shadow.stderr) == (
+        125, f"berth: invalid line 2 in env file {path}: use KEY=VALUE with KEY a variable "
+             "name\n")
+    fifo = os.path.join(short_tmp, "env.fifo")
+    os.mkfifo(fifo)
+    blocked = up.cli("run", "--rm", "--env-file", fifo, up.rootfs, "true")
+    assert (blocked.returncode, blocked.stderr) == (
+        125, f"berth: env file {fifo} is not a regular file\n")
     assert _ok(up.cli("run", "--rm", "--entrypoint", "/bin/echo", up.rootfs, "hello")) \
         == "hello\n"
     assert _ok(up.cli("run", "--rm", "--entrypoint", '["sh", "-c"]', up.rootfs,

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from engine.compose import model
+from engine.compose import model, source
+from engine.compose.checks import check_stack
 from engine.compose.plan import Action, Observed, again, command_id, parse_name, plan
 from engine.errors import InvalidArgument
+from tests.budget import examples
 
 
 def stack(text: str, project: str = "proj", base: str = "/srv/app") -> dict[str, Any]:
-    return model.normalise(model.load(text.encode(), where="compose.yaml"),
+    return model.normalise(source.load(text.encode(), where="compose.yaml"),
                            project=project, base_dir=base)
 
 
@@ -149,10 +154,10 @@ def test_bad_input_is_one_sentence(text: str, words: str) -> None:
 
 def test_nul_huge_and_non_utf8_files_are_refused() -> None:
     for raw, words in ((b"services:\0\n", "NUL"),
-                       (b"#" * (model.MAX_FILE_BYTES + 1), "larger than"),
+                       (b"#" * (source.MAX_FILE_BYTES + 1), "larger than"),
                        (b"services: \xff\n", "UTF-8")):
         with pytest.raises(InvalidArgument, match=words):
-            model.load(raw, where="f")
+            source.load(raw, where="f")
 
 
 def _s(replicas: dict[str, int], deps: dict[str, dict[str, str]] | None = None
@@ -213,10 +218,13 @@ def test_paths_are_relative_to_the_file_not_the_cwd(monkeypatch: pytest.MonkeyPa
     assert s["services"]["a"]["options"]["rootfs"] == "/srv/r"
 
 
-def test_stack_apply_is_checked_before_anything_is_recorded() -> None:
+def test_stack_apply_is_checked_before_anything_is_recorded(tmp_path: Any) -> None:
     from engine.commands import parse
 
-    s = stack(GOOD)
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "conf").mkdir()
+    s = stack(GOOD.replace("/opt/rootfs", "./rootfs"), base=str(tmp_path))
+    check_stack(s)
     ok = parse("stack.apply", None, {"project": "proj", "config": s, "digest": model.digest(s)})
     assert ok.digest == model.digest(s)  # type: ignore[union-attr]
     for args, words in (({"project": "Bad Name"}, "invalid project"),
@@ -227,3 +235,295 @@ def test_stack_apply_is_checked_before_anything_is_recorded() -> None:
                         ({"project": "proj", "config": s, "digest": "md5:x"}, "sha256")):
         with pytest.raises(InvalidArgument, match=words):
             parse("stack.apply", None, args)
+
+
+SHADOW = ("root:$6$Zq0cWs1l$3kQ9vJ2mX8pL7rT4yU6iO0aS5dF1gH2jK3lZ4xC5vB6nM7qW8eR9tY0uI1oP"
+          "2aS3dF4gH5jK6lZ7xC8vB9nM0:19000:0:99999:7:::\n")
+"""A line of /etc/shadow: a password hash that must never become a variable's name, be
+recorded or be printed."""
+
+
+@pytest.mark.parametrize("content,line", [
+    (SHADOW, 1),
+    ("# vars\n\nA=1\n" + SHADOW, 4),
+    ("A=1\nnot a name=2\n", 2),
+    ("A=1\n=value\n", 2),
+    ("A=1\na:b=c\n", 2),
+])
+def test_env_file_lines_that_are_not_variables_are_refused_by_number(
+        tmp_path: Any, content: str, line: int) -> None:
+    (tmp_path / "vars.env").write_text(content)
+    with pytest.raises(InvalidArgument) as err:
+        stack("services:\n  a:\n    image: busybox\n    env_file: vars.env\n",
+              base=str(tmp_path))
+    message = str(err.value)
+    assert message == (f"services.a.env_file: invalid line {line} in env file vars.env: "
+                       "use KEY=VALUE with KEY a variable name")
+    assert "$6$" not in message and "root" not in message and "name=2" not in message
+
+
+def test_env_file_format(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker compose's: KEY=VALUE (trimmed), # comments, blank lines; a bare KEY is
+    taken from the environment of ``berth compose`` (left out if unset), as docker
+    compose and podman's --env-file take it."""
+    monkeypatch.setenv("FROM_HOST", "h")
+    monkeypatch.delenv("NOT_SET", raising=False)
+    (tmp_path / "vars.env").write_text(
+        "# c\n\n  A = spaced  \nB=a=b\nFROM_HOST\nNOT_SET\nexport_me=1\nC=\n")
+    s = stack("services:\n  a:\n    image: busybox\n    env_file: [vars.env, vars.env]\n",
+              base=str(tmp_path))
+    assert s["services"]["a"]["options"]["env"] == [
+        "A=spaced", "B=a=b", "FROM_HOST=h", "export_me=1", "C="]
+
+
+def test_env_files_are_regular_bounded_files(tmp_path: Any) -> None:
+    """A FIFO (which would block for ever), a device, a directory, a file too large or
+    holding a NUL, or not UTF-8: one sentence naming the file, never its content."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "big").write_bytes(b"A=" + b"x" * (1024 * 1024))
+    (tmp_path / "nul").write_bytes(b"A=secret\0\n")
+    (tmp_path / "latin").write_bytes(b"A=s\xe9cret\n")
+    for name, words in (("fifo", "env file fifo is not a regular file"),
+                        ("/dev/zero", "env file /dev/zero is not a regular file"),
+                        ("dir", "env file dir is not a regular file"),
+                        ("big", "env file big is larger than 1048576 bytes"),
+                        ("nul", "env file nul holds a NUL byte"),
+                        ("latin", "env file latin is not UTF-8"),
+                        ("none", "cannot read env file none: No such file or directory")):
+        with pytest.raises(InvalidArgument) as err:
+            stack(f"services:\n  a:\n    image: busybox\n    env_file: {name}\n",
+                  base=str(tmp_path))
+        assert str(err.value) == f"services.a.env_file: {words}"
+
+
+def test_env_files_add_up_to_a_bound(tmp_path: Any) -> None:
+    for n in range(5):
+        (tmp_path / f"e{n}").write_text("# " + "x" * (1000 * 1000) + "\nA=1\n")
+    text = "services:\n" + "".join(
+        f"  s{n}:\n    image: busybox\n    env_file: [e{n}, e{n}]\n" for n in range(5))
+    with pytest.raises(InvalidArgument, match="env files add up to more than"):
+        stack(text, base=str(tmp_path))
+
+
+@pytest.mark.parametrize("text", [
+    "a: " + "[" * 100_000 + "]" * 100_000,
+    "a: " + "{a: " * 100_000 + "1" + "}" * 100_000,
+    "- " * 100_000 + "x\n",
+    "".join("  " * n + f"k{n}:\n" for n in range(100)),
+    "a: " + "[" * 65 + "]" * 65,
+])
+def test_deep_yaml_is_one_sentence(text: str) -> None:
+    encoded = text.encode()
+    if len(encoded) > source.MAX_FILE_BYTES:
+        encoded = encoded[:source.MAX_FILE_BYTES]  # still deep at its start
+    with pytest.raises(InvalidArgument) as err:
+        source.load(encoded, where="deep.yaml")
+    assert str(err.value) in ("deep.yaml: compose file nests deeper than 64 levels",
+                              f"deep.yaml: compose file is larger than {source.MAX_FILE_BYTES}"
+                              " bytes")
+
+
+def test_depth_up_to_the_cap_loads() -> None:
+    assert source.load(("a: " + "[" * 63 + "]" * 63).encode(), where="f")["a"]
+
+
+def test_alias_bombs_and_self_containing_aliases_are_refused() -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 9)]
+    with pytest.raises(InvalidArgument, match=r"more than 200000 values \(its aliases "
+                                              r"expanded\)$"):
+        source.load("\n".join(lines).encode(), where="f")
+    with pytest.raises(InvalidArgument, match="names a node that contains it"):
+        source.load(b"a: &a [1, *a]\n", where="f")
+    with pytest.raises(InvalidArgument, match="names a node that contains it"):
+        source.load(b"a: &a {b: {c: *a}}\n", where="f")
+    # a few aliases, as Compose files use them (x- fragments, merge keys), are fine
+    data = source.load(b"x-env: &env {A: 1}\nservices:\n  s: {environment: *env, "
+                      b"labels: {<<: *env, B: 2}}\n", where="f")
+    assert data["services"]["s"]["labels"] == {"A": 1, "B": 2}
+
+
+@pytest.mark.parametrize("text,words", [
+    ("a: " + "1" * 5000, "out of range"),
+    ("a: 0x" + "f" * 5000, "more than 18 digits"),
+    ("a: [1, 2, 1000000000000000000]", "more than 18 digits"),
+    ("a: 2001-13-45", "out of range"),
+    ("a: [secret-token-abc", "not valid YAML at line 2, column 1"),
+    ("a: *secret-alias-abc\n", "an anchor or alias is wrong"),
+    ("a: !!python/name:os.system secret-tag-abc\n", "a tag or value cannot be built"),
+    ("a: b: secret-value-abc\n", "not valid YAML at line 1, column 5"),
+])
+def test_yaml_refusals_never_quote_the_file(text: str, words: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        source.load(text.encode(), where="f")
+    assert words in str(err.value) and "secret" not in str(err.value)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 120
+
+
+def test_a_long_dependency_chain_does_not_recurse() -> None:
+    n = 2000  # twice Python's recursion limit
+    text = "services:\n" + "".join(
+        f"  s{i}:\n    image: busybox\n" + (f"    depends_on: [s{i - 1}]\n" if i else "")
+        for i in range(n))
+    s = stack(text)
+    assert model.order(s) == [f"s{i}" for i in range(n)]
+    cyclic = text.replace("  s0:\n    image: busybox\n",
+                          f"  s0:\n    image: busybox\n    depends_on: [s{n - 1}]\n")
+    with pytest.raises(InvalidArgument, match="dependency cycle"):
+        stack(cyclic)
+
+
+def test_a_replica_count_is_bounded() -> None:
+    with pytest.raises(InvalidArgument, match=r"deploy.replicas: at most 1000$"):
+        stack("services:\n  a:\n    image: busybox\n    deploy: {replicas: 1000000000}\n")
+    assert stack("services:\n  a:\n    image: busybox\n    deploy: {replicas: 1000}\n"
+                 )["services"]["a"]["replicas"] == 1000
+    many = "services:\n" + "".join(f"  s{n}:\n    image: busybox\n    deploy: {{replicas: "
+                                   "1000}\n" for n in range(11))
+    with pytest.raises(InvalidArgument, match=r"^services: more than 10000 replicas in all$"):
+        stack(many)
+
+
+def test_per_network_options_are_not_dropped_silently() -> None:
+    with pytest.raises(InvalidArgument, match="services.a.networks.n: options"):
+        stack("services:\n  a:\n    image: busybox\n    networks: {n: {aliases: [x]}}\n"
+              "networks:\n  n:\n")
+    assert stack("services:\n  a:\n    image: busybox\n    networks: {n: }\n"
+                 "networks:\n  n:\n")["services"]["a"]["options"]["network"] == "proj_n"
+
+
+def test_long_keys_are_cut_short_in_the_report() -> None:
+    with pytest.raises(model.Unsupported) as err:
+        stack("services:\n  a:\n    image: busybox\n    " + "k" * 500 + ": 1\n")
+    assert err.value.lines == ["services.a." + "k" * 37 + "...: not supported"]
+
+
+@pytest.mark.parametrize("service,words", [
+    ("    environment: ['NOT A NAME=1']\n", "services.a: invalid environment entry"),
+    ("    ports: ['99999:80']\n", "invalid port"),
+    ("    ports: ['8000-8010:80-90']\n", "invalid port mapping"),
+    ("    ports: ['80:80', '80:81']\n", "given twice"),
+    ("    ports: ['not-an-ip:80:80']\n", "services.a: invalid host IP 'not-an-ip'"),
+    ("    ports: ['::1:80:80']\n", "invalid host IP"),
+    ("    deploy: {resources: {limits: {pids: 999999999999}}}\n", "invalid pids limit"),
+    ("    hostname: 'no spaces'\n", "services.a: invalid hostname"),
+    ("    user: 'x y'\n", "services.a: invalid user"),
+    ("    working_dir: relative\n", "must be an absolute path"),
+    ("    stop_signal: SIGNOPE\n", "signal"),
+    ("    labels: {'': x}\n", "invalid label"),
+    ("    volumes: ['./missing:/x']\n", "does not exist on this host"),
+    ("    volumes: ['./:relative']\n", "services.a:"),
+    ("    volumes: ['data:/x:bogus']\n", "services.a:"),
+    ("    deploy: {resources: {limits: {memory: 1k}}}\n", "invalid memory limit"),
+    ("    healthcheck: {test: [CMD, x], interval: .inf}\n", "invalid duration"),
+    ("    entrypoint: []\n    command: []\n", "services.a:"),
+])
+def test_a_service_the_engine_would_refuse_is_refused_by_check(
+        tmp_path: Any, service: str, words: str) -> None:
+    """``check`` is the engine's own create validation (engine.commands.parse), so
+    ``up`` refuses before it records ``stack.applied`` or sends anything."""
+    (tmp_path / "rootfs").mkdir()
+    text = ("services:\n  ok:\n    image: ./rootfs\n    command: ['true']\n"
+            "  a:\n    image: ./rootfs\n    command: ['true']\n" + service
+            + "volumes:\n  data:\n")
+    with pytest.raises(InvalidArgument) as err:
+        check_stack(stack(text, base=str(tmp_path)))
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text,words", [
+    ("services:\n  a:\n    image: 'Not/A Reference'\n", "services.a:"),
+    ("services:\n  a:\n    x-berth-rootfs: ../../../../../../../..\n    command: [sh]\n",
+     "services.a: the root filesystem is the host's own root"),
+    ("services:\n  a:\n    image: busybox\nvolumes:\n  " + "v" * 130 + ":\n",
+     "invalid volume name"),
+    ("services:\n  a:\n    image: busybox\nnetworks:\n  n: {ipam: {config: "
+     "[{subnet: 10.0.0.1/24}]}}\n", "invalid subnet"),
+    ("services:\n  " + "s" * 60 + ":\n    image: busybox\n", "invalid container name"),
+])
+def test_images_volumes_networks_and_names_the_engine_would_refuse(text: str,
+                                                                    words: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        check_stack(stack(text))
+    assert words in str(err.value)
+
+
+def test_a_project_name_is_bounded_and_a_string() -> None:
+    with pytest.raises(InvalidArgument, match="at most 63 characters"):
+        stack("services:\n  a:\n    image: busybox\n", project="p" * 64)
+    with pytest.raises(InvalidArgument, match="name: must be a string"):
+        stack("name: {a: 1}\nservices:\n  a:\n    image: busybox\n")
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda s: {**s, "extra": 1},
+    lambda s: {**s, "services": {}},
+    lambda s: {**s, "volumes": [3]},
+    lambda s: {**s, "networks": {"n": 3}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"], "replicas": 10 ** 6}}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"], "replicas": True}}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"], "depends_on": {"zz": "x"}}}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"], "labels": [1]}}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"], "options": {"env": 5}}}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"], "options": {"volumes": [5]}}}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"], "options": {"ports": [[1]]}}}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"],
+                                       "options": {"image": "busybox", "nope": 1}}}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"], "labels": {"k": b"v"}}}},
+    lambda s: {**s, "services": {"a": {**s["services"]["a"],
+                                       "options": {"image": "busybox", "rootfs": "",
+                                                   "env": ["X Y=1"]}}}},
+    lambda s: {**s, "services": {"../x": s["services"]["a"]}},
+    lambda s: {**s, "name": "P Q"},
+])
+def test_stack_apply_of_any_shape_is_one_sentence(mangle: Any) -> None:
+    """A publisher other than berth compose may send any config: the worker refuses
+    what the engine would not carry out, with one sentence (never an internal error)."""
+    from engine.commands import parse
+
+    good = stack("services:\n  a:\n    image: busybox\n")
+    bad = mangle(good)
+    args = {"project": "proj", "config": bad}
+    try:
+        args["digest"] = model.digest(bad)
+    except (TypeError, ValueError):
+        args["digest"] = "sha256:" + "0" * 64
+    with pytest.raises(InvalidArgument) as err:
+        parse("stack.apply", None, args)
+    assert "\n" not in str(err.value)
+
+
+_KEYS = ["services", "volumes", "networks", "name", "a", "b", "image", "command", "entrypoint",
+         "environment", "env_file", "ports", "labels", "depends_on", "deploy", "replicas",
+         "resources", "limits", "memory", "pids", "restart", "healthcheck", "test",
+         "interval", "retries", "working_dir", "user", "hostname", "stop_signal",
+         "read_only", "condition", "ipam", "config", "subnet", "x-berth-rootfs", "disable"]
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10, 10 ** 6),
+                     st.floats(allow_nan=True), st.sampled_from(
+                         ["busybox", "./r", "a", "b", "1s", "80:80", "A=1", "/x", "x:/y",
+                          "service_healthy", "always", "CMD", "", "=", "64m"]))
+_YAML_DATA = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.one_of(st.sampled_from(_KEYS), st.integers(0, 3)),
+                                            inner, max_size=5)),
+    max_leaves=30)
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(services=st.dictionaries(st.sampled_from(["a", "b", "Bad"]), st.one_of(
+           st.dictionaries(st.sampled_from(_KEYS), _YAML_DATA, max_size=6), _YAML_DATA),
+       max_size=3),
+       top=st.dictionaries(st.sampled_from(_KEYS), _YAML_DATA, max_size=3))
+def test_any_file_is_a_stack_or_one_sentence(services: dict[str, Any], top: dict[str, Any]
+                                             ) -> None:
+    """Whatever shapes a file holds, reading it and checking the stack raise nothing but
+    InvalidArgument (one line per key for Unsupported): no TypeError, no traceback."""
+    data = {**top, "services": services}
+    try:
+        check_stack(model.normalise(data, project="p", base_dir="/nonexistent"))
+    except model.Unsupported:
+        pass
+    except InvalidArgument as exc:
+        assert "\n" not in str(exc)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -295,9 +296,10 @@ def test_a_failure_among_containers_sent_at_once_is_reported_and_stops_dependant
     error, and nothing that depends on it is created."""
     project = "f" + uuid.uuid4().hex[:8]
     path = os.path.join(up.root, "fail.yaml")
-    os.makedirs(up.root, exist_ok=True)
+    os.makedirs(os.path.join(up.root, "empty-rootfs"), exist_ok=True)
     with open(path, "w") as f:
-        f.write(f"services:\n  bad:\n    image: {up.root}/no-such-rootfs\n    command: [x]\n"
+        # valid as the engine checks a create; its runtime has no such program
+        f.write(f"services:\n  bad:\n    image: {up.root}/empty-rootfs\n    command: [x]\n"
                 "    deploy: {replicas: 2}\n"
                 f"  alpha:\n    image: {up.rootfs}\n    command: [sleep, '300']\n"
                 "    deploy: {replicas: 2}\n"
@@ -305,8 +307,56 @@ def test_a_failure_among_containers_sent_at_once_is_reported_and_stops_dependant
                 "    depends_on: [bad]\n")
     failed = _compose(up, path, project, "up", "-d")
     assert failed.returncode != 0
-    assert "no-such-rootfs" in failed.stderr, failed.stderr
+    assert "executable file not found" in failed.stderr, failed.stderr
     assert _live(up, project) == {f"{project}-alpha-1": "running",
                                   f"{project}-alpha-2": "running"}
     assert _compose(up, path, project, "down").returncode == 0
     assert _live(up, project) == {}
+
+
+HASH = "$6$Zq0cWs1l$3kQ9vJ2mX8pL7rT4yU6iO0aS5dF1gH2jK3lZ4xC5vB6nM7qW8eR9tY0uI1oP2aS3dF4"
+"""A password hash, as /etc/shadow holds it."""
+
+
+def test_a_refused_stack_records_nothing_sends_nothing_and_quotes_nothing(up: Engine) -> None:
+    """The issue's stack: an env_file that is a shadow-like file. Its lines are not
+    variables: ``up`` and ``config`` refuse with one sentence naming the line number,
+    exit non-zero, and nothing is in the log (no ``stack.applied`` holding the hash) and
+    no container was made. So is a stack whose second service the engine would refuse
+    (its first is valid: before, it was created), a 100k-deep file, a FIFO env_file."""
+    project = "r" + uuid.uuid4().hex[:8]
+    os.makedirs(up.root, exist_ok=True)
+    shadow = os.path.join(up.root, "shadow")
+    with open(shadow, "w") as f:
+        f.write(f"root:{HASH}:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    fifo = os.path.join(up.root, "env.fifo")
+    if not os.path.exists(fifo):
+        os.mkfifo(fifo)
+    head = len(_events(up))
+    cases = {
+        "shadow.yaml": (f"services:\n  a:\n    image: {up.rootfs}\n    command: [sleep, '300']\n"
+                        f"    env_file: {shadow}\n",
+                        f"berth: services.a.env_file: invalid line 1 in env file {shadow}: use "
+                        "KEY=VALUE with KEY a variable name\n"),
+        "second.yaml": (f"services:\n  a:\n    image: {up.rootfs}\n    command: [sleep, '300']\n"
+                        f"  b:\n    image: {up.rootfs}\n    command: [sleep, '300']\n"
+                        "    hostname: 'not a hostname'\n    depends_on: [a]\n",
+                        "berth: services.b: invalid hostname 'not a hostname'\n"),
+        "deep.yaml": ("services: " + "[" * 100_000 + "]" * 100_000 + "\n",
+                      f"berth: {up.root}/deep.yaml: compose file nests deeper than 64 levels\n"),
+        "fifo.yaml": (f"services:\n  a:\n    image: {up.rootfs}\n    command: [sleep, '300']\n"
+                      f"    env_file: {fifo}\n",
+                      f"berth: services.a.env_file: env file {fifo} is not a regular file\n"),
+    }
+    for name, (text, refusal) in cases.items():
+        path = os.path.join(up.root, name)
+        with open(path, "w") as f:
+            f.write(text)
+        for action in (["up", "-d"], ["up"], ["config"]):
+            done = _compose(up, path, project, *action)
+            assert (done.returncode, done.stderr, done.stdout) == (125, refusal, ""), name
+            assert HASH not in done.stderr and "$6$" not in done.stderr
+    events = _events(up)
+    assert len(events) == head, [e.type for e in events[head:]]
+    assert _stack_events(up, project) == [] and _live(up, project) == {}
+    assert not any(HASH in json.dumps(e.data) for e in events)

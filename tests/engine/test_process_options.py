@@ -49,6 +49,34 @@ def test_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
         po.parse_env_file(text, "f")
     assert po.parse_env_file(text.replace("B C=x\n", ""), "f") == [
         "A=1", "FROM_HOST=h", "C=a=b"]
+    assert po.parse_env_file("  A =  as written \n", "f") == ["A=  as written "]
+
+
+@pytest.mark.parametrize("line", ["root:$6$hash:19000:0:99999:7:::", "a:b=c", "=x", "1A=x",
+                                  "p\u00e4ss=x", "secret value"])
+def test_env_file_lines_that_are_not_variables_are_refused_unquoted(line: str) -> None:
+    """A line that is not a variable never becomes one (a bare one was dropped, one
+    with ``=`` was refused later quoting the whole line): refused by its number."""
+    with pytest.raises(InvalidArgument) as err:
+        po.parse_env_file(f"A=1\n{line}\n", "/etc/shadow")
+    assert str(err.value) == ("invalid line 2 in env file /etc/shadow: use KEY=VALUE with "
+                              "KEY a variable name")
+
+
+def test_env_files_are_read_bounded_and_regular(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")  # read, it would block for ever
+    (tmp_path / "big").write_bytes(b"#" * (po.MAX_ENV_FILE_BYTES + 1))
+    (tmp_path / "ok").write_text("A=1\n")
+    assert po.read_env_file(str(tmp_path / "ok"), "env file ok") == "A=1\n"
+    (tmp_path / "bom").write_bytes(b"\xef\xbb\xbfA=1\r\nB=2\r\n")  # as Windows editors save
+    assert po.parse_env_file(po.read_env_file(str(tmp_path / "bom"), "x"), "x") == [
+        "A=1", "B=2"]
+    for path, words in ((tmp_path / "fifo", "is not a regular file"),
+                        ("/dev/zero", "is not a regular file"), (tmp_path, "is not a regular file"),
+                        (tmp_path / "big", "is larger than 1048576 bytes"),
+                        (tmp_path / "none", "cannot read env file x: No such file")):
+        with pytest.raises(InvalidArgument, match=words):
+            po.read_env_file(str(path), "env file x")
 
 
 def test_users_by_name(tmp_path: Path) -> None:
