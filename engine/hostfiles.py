@@ -25,6 +25,12 @@ def read_regular(path: str, limit: int, name: str) -> bytes:
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         reason = exc.strerror if isinstance(exc, OSError) else "invalid path"
         raise InvalidArgument(f"cannot read {name}: {reason}") from None
+    return read_opened(probe, limit, name)
+
+
+def read_opened(probe: int, limit: int, name: str) -> bytes:
+    """``read_regular`` for a path already opened ``O_PATH`` as ``probe`` (which this
+    closes): how ``engine.inroot`` reads a file it resolved inside a container's tree."""
     try:
         if not stat.S_ISREG(os.fstat(probe).st_mode):
             raise InvalidArgument(f"{name} is not a regular file")

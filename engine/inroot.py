@@ -32,6 +32,7 @@ import stat
 from typing import Final
 
 from engine.errors import InvalidArgument, NotFound
+from engine.hostfiles import read_opened
 
 _SYS_OPENAT2: Final = 437
 """The same number on every architecture Linux added it to (5.6)."""
@@ -191,29 +192,7 @@ class Root:
             probe = self.open_path(path, os.O_PATH)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        try:
-            st = os.fstat(probe)
-            if not stat.S_ISREG(st.st_mode):
-                raise InvalidArgument(f"{path} in {self.label} is not a regular file")
-            fd = os.open(f"/proc/self/fd/{probe}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        finally:
-            os.close(probe)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # reopened the same inode
-                raise InvalidArgument(f"{path} in {self.label} is not a regular file")
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                chunk = os.read(fd, min(1 << 16, limit + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > limit:
-                    raise InvalidArgument(f"{path} in {self.label} is larger than {limit} bytes")
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+        return read_opened(probe, limit, f"{path} in {self.label}")
 
 
 def fchmod_nofollow(dirfd: int, name: str, mode: int) -> None:
