@@ -193,14 +193,15 @@ class ImageStore:
 
     def _import_blob(self, path: str, stage: Layout, tmp: str,
                      budget: Budget) -> build.LayerBlob:
-        try:
+        try:  # non-blocking: a FIFO is refused below, not waited on
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise InvalidArgument(f"{path!r} is not a file") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise InvalidArgument(f"{path!r} is not a file")
         with open(fd, "rb") as source:
-            st = os.fstat(source.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise InvalidArgument(f"{path!r} is not a file")
             if st.st_size > self.limits.max_stored:
                 raise LimitExceeded(f"{path} has {human(st.st_size)}, more than this node's "
                                     f"limit per layer ({human(self.limits.max_layer)}, "
@@ -447,7 +448,11 @@ class ImageStore:
 
     def _reap(self) -> None:
         while True:
-            shutil.rmtree(self._doomed.get(), ignore_errors=True)
+            path = self._doomed.get()
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            except Exception as exc:  # noqa: BLE001 (one tree it cannot remove: the rest go on)
+                log.warning("cannot remove %s: %s", path, exc)
 
     def containers(self) -> list[str]:
         """The containers that have an overlay directory."""

@@ -56,6 +56,9 @@ RESOLVE_NO_SYMLINKS: Final = 0x04
 _STRICT: Final = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS
 """Inside the layer's root, and through no symbolic link at all (ELOOP)."""
 _DIR: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+MAX_DEPTH: Final = 256
+"""Directories an entry's path may nest (real layers nest a few dozen): a deeper tree
+could not be removed by ``shutil.rmtree``, which recurses once per level."""
 
 
 class LayerError(InvalidArgument):
@@ -72,6 +75,9 @@ def member_path(name: str) -> str:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"layer entry {name!r} leaves the layer through '..'")
+    if len(parts) > MAX_DEPTH:
+        raise LayerError(f"layer entry {name[:64]!r}... nests deeper than {MAX_DEPTH} "
+                         "directories")
     return "/".join(parts)
 
 

@@ -240,3 +240,17 @@ def test_berth_image_import_through_the_worker_leaves_the_host_alone(
     assert done.returncode == 0, done.stderr
     assert host.state() == before
     assert stat.S_IMODE(os.stat(host.file).st_mode) == 0o600
+
+
+def test_a_layer_nested_too_deep_is_one_sentence_and_nothing_is_kept(tmp_path: object) -> None:
+    # 300 levels: refused before its tree grows deeper than rmtree can remove (a
+    # deeper one ended in a RecursionError and a directory left behind)
+    def entries(tar: tarfile.TarFile) -> None:
+        for n in range(1, 301):
+            _entry(tar, "/".join(["a"] * n), tarfile.DIRTYPE)
+    blob = os.path.join(str(tmp_path), "blob")
+    with open(blob, "wb") as f:
+        f.write(_tar(entries))
+    with pytest.raises(LayerError, match="nests deeper than 256 directories"):
+        unpack_layer(blob, os.path.join(str(tmp_path), "layer"), "sha256:" + "0" * 64)
+    assert os.listdir(str(tmp_path)) == ["blob"]

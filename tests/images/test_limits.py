@@ -193,6 +193,20 @@ def test_import_of_a_tarball_larger_than_a_layer_may_be_is_refused_unread(
     _nothing_left(store)
 
 
+@pytest.mark.parametrize("kind", ["directory", "fifo", "device", "missing"])
+def test_import_of_what_is_not_a_file_is_refused_without_blocking(tmp_path: object,
+                                                                  kind: str) -> None:
+    path = {"directory": str(tmp_path), "device": "/dev/zero",
+            "fifo": os.path.join(str(tmp_path), "fifo"),
+            "missing": os.path.join(str(tmp_path), "missing")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: opening it for reading must not wait for one
+    store = ImageStore(os.path.join(str(tmp_path), "root"), SMALL)
+    with pytest.raises(InvalidArgument, match="is not a file"):
+        store.import_tarball(path, "localhost/nothing:1")
+    _nothing_left(store)
+
+
 # -- pulls and the early unpack ---------------------------------------------------------
 
 
@@ -326,3 +340,23 @@ def test_collect_leaves_an_unpack_under_way_alone(tmp_path: object) -> None:
     os.makedirs(orphan)
     assert store.collect() == (0, 1)
     assert os.path.isdir(going) and not os.path.exists(orphan)
+
+
+def test_a_tree_the_background_removal_cannot_remove_does_not_stop_the_others(
+        tmp_path: object) -> None:
+    store = ImageStore(str(tmp_path), SMALL)
+    deep = os.path.join(store.staging_dir, "deep")  # swept first
+    os.makedirs(deep)
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1200):  # deeper than shutil.rmtree can recurse
+        os.mkdir("d", dir_fd=fd)
+        step = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = step
+    os.close(fd)
+    other = os.path.join(store.layers_dir, f"early.tmp-{uuid.uuid4().hex[:12]}")
+    os.makedirs(other)
+    store.clear_staging()
+    wait_until(lambda: len(os.listdir(store.trash_dir)) <= 1, 20,
+               what="the other leftover to be removed")
+    subprocess.run(["rm", "-rf", store.trash_dir], check=True)
