@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -27,6 +28,7 @@ from engine.images.limits import Budget, LimitExceeded, Limits, MiB, parse_size
 from engine.images.store import ImageStore
 from engine.images.unpack import unpack_layer
 from engine.runtime import skopeo
+from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
 from tests.images.registry import Registry, push
 
@@ -356,7 +358,25 @@ def test_a_tree_the_background_removal_cannot_remove_does_not_stop_the_others(
     os.close(fd)
     other = os.path.join(store.layers_dir, f"early.tmp-{uuid.uuid4().hex[:12]}")
     os.makedirs(other)
-    store.clear_staging()
-    wait_until(lambda: len(os.listdir(store.trash_dir)) <= 1, 20,
-               what="the other leftover to be removed")
-    subprocess.run(["rm", "-rf", store.trash_dir], check=True)
+    try:
+        store.clear_staging()
+        wait_until(lambda: len(os.listdir(store.trash_dir)) <= 1, 20,
+                   what="the other leftover to be removed")
+    finally:  # rm does not recurse on the stack: pytest's own clean-up would
+        subprocess.run(["rm", "-rf", store.trash_dir, deep], check=True)
+
+
+def test_the_worker_takes_its_limits_from_the_environment_and_refuses_in_one_sentence(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BERTH_IMAGE_MAX_LAYER", "4M")
+    monkeypatch.setenv("BERTH_IMAGE_MAX_RATIO", "0")
+    engine.start_worker_process()
+    tarball = os.path.join(engine.root, "bomb.tar.gz")
+    with open(tarball, "wb") as f:
+        f.write(bomb(64))
+    done = engine.cli("image", "import", tarball, "localhost/bomb:cli", timeout=120)
+    assert done.returncode != 0
+    assert "4 MiB unpacked, this node's limit per layer (BERTH_IMAGE_MAX_LAYER)" in done.stderr
+    assert "Traceback" not in done.stderr
+    listed = engine.cli("images", "--format", "json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
