@@ -2,8 +2,10 @@
 
 ``reference`` parses image names, ``layout`` reads and writes the OCI layout (every
 blob checked against its digest), ``unpack`` turns a layer into a directory overlayfs
-can use, ``config`` applies an image's configuration to a run spec (pure), and
-``store`` puts them together for the worker. Copies to and from registries and
-archives go through ``skopeo`` (``engine.runtime.skopeo``), mounts through
-``engine.runtime.overlay``.
+can use (inside that directory, never through a host path), ``early`` does it while
+skopeo still downloads, ``limits`` bounds what an image may take, ``archive`` reads
+what an archive to load holds, ``config`` applies an image's configuration to a run
+spec (pure), and ``store`` puts them together for the worker. Copies to and from
+registries and archives go through ``skopeo`` (``engine.runtime.skopeo``), mounts
+through ``engine.runtime.overlay``.
 """

@@ -11,6 +11,7 @@ import io
 import json
 import tarfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +25,17 @@ from engine.images.layout import (
     Layout,
 )
 
-__all__ = ["REF_NAME", "add_image", "add_index", "tar_of"]
+__all__ = ["REF_NAME", "LayerBlob", "add_image", "add_image_blobs", "add_index", "tar_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerBlob:
+    """A layer blob already in the layout: its descriptor and its diff_id."""
+
+    digest: str
+    size: int
+    media_type: str
+    diff_id: str
 
 
 def _canonical(doc: Mapping[str, Any]) -> bytes:
@@ -41,14 +52,26 @@ def _uncompressed(layer: bytes) -> tuple[bytes, str]:
 def add_image(layout: Layout, name: str, layers: Sequence[bytes],
               config: Mapping[str, Any] | None = None, *, architecture: str = "amd64",
               os_name: str = "linux", created: str | None = None) -> dict[str, Any]:
-    """Write an image of ``layers`` (tar or gzipped tar, bottom first) into ``layout``,
-    named ``name`` in its index ('' for none); return its manifest descriptor."""
-    layer_descs, diff_ids = [], []
+    """Write an image of ``layers`` (tar or gzipped tar, bottom first, in memory: for
+    tests and small images) into ``layout``, named ``name`` in its index ('' for
+    none); return its manifest descriptor."""
+    blobs = []
     for layer in layers:
         plain, media = _uncompressed(layer)
-        diff_ids.append("sha256:" + hashlib.sha256(plain).hexdigest())
         digest, size = layout.put_blob(layer)
-        layer_descs.append({"mediaType": media, "digest": digest, "size": size})
+        blobs.append(LayerBlob(digest, size, media, "sha256:" + hashlib.sha256(plain).hexdigest()))
+    return add_image_blobs(layout, name, blobs, config, architecture=architecture,
+                           os_name=os_name, created=created)
+
+
+def add_image_blobs(layout: Layout, name: str, layers: Sequence[LayerBlob],
+                    config: Mapping[str, Any] | None = None, *, architecture: str = "amd64",
+                    os_name: str = "linux", created: str | None = None) -> dict[str, Any]:
+    """``add_image`` for layer blobs the layout holds already (``berth image import``
+    streams its tarball into the layout and unpacks it in the same pass)."""
+    layer_descs = [{"mediaType": b.media_type, "digest": b.digest, "size": b.size}
+                   for b in layers]
+    diff_ids = [b.diff_id for b in layers]
     doc = {
         "architecture": architecture, "os": os_name,
         "created": created or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,12 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 MAX_JSON_BLOB = 4 * 1024 * 1024
 """Manifests and configs are small; a larger one is refused rather than read."""
+MAX_JSON_DEPTH = 64
+"""Image documents nest a few levels; deeper is refused before it is parsed (Python's
+parser recurses: a deep one would end in a RecursionError, not a sentence)."""
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
 
 class DigestMismatch(InvalidArgument):
@@ -45,6 +53,25 @@ def sha256_file(path: str) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def json_depth(data: bytes) -> int:
+    """How deep the arrays and objects of a JSON text nest, counted without
+    recursion (brackets inside strings do not count)."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    return max(itertools.accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
+
+
+def loads_json(data: bytes, what: str) -> Any:
+    """A JSON document from untrusted bytes: InvalidArgument with one sentence for
+    one nested too deep or not JSON at all (never a RecursionError)."""
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise InvalidArgument(f"{what} nests deeper than {MAX_JSON_DEPTH} levels: refused "
+                              "as no image document does")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise InvalidArgument(f"{what} is not valid JSON") from None
 
 
 def check_digest(digest: object) -> str:
@@ -159,10 +186,7 @@ class Layout:
         if got != digest or (size is not None and len(data) != size):
             raise DigestMismatch(f"blob {digest} does not match its digest (its content "
                                  f"hashes to {got})")
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            raise InvalidArgument(f"blob {digest} is not JSON") from None
+        doc = loads_json(data, f"blob {digest}")
         if not isinstance(doc, dict):
             raise InvalidArgument(f"blob {digest} is not a JSON object")
         return doc
@@ -180,11 +204,9 @@ class Layout:
     def entries(self) -> list[dict[str, Any]]:
         try:
             with open(self.index_path, "rb") as f:
-                doc = json.load(f)
+                doc = loads_json(f.read(), self.index_path)
         except FileNotFoundError:
             return []
-        except ValueError:
-            raise InvalidArgument(f"{self.index_path} is not valid JSON") from None
         manifests = doc.get("manifests") if isinstance(doc, dict) else None
         if not isinstance(manifests, list):
             raise InvalidArgument(f"{self.index_path} has no manifests list")

@@ -6,6 +6,11 @@ copies into it, or ``build`` writes it), is checked there blob by blob against t
 digests, its layers unpacked, and only then are its blobs moved into the store and
 its name written into ``index.json``: a copy that fails, or a blob with the wrong
 content, leaves nothing behind.
+
+What enters is bounded (``engine.images.limits``): every layer is streamed and
+measured while it is unpacked, a copy whose blobs grow past the limits is stopped,
+and what a dead worker left half-made is moved aside at start and removed in the
+background, so a start never waits for a large sweep.
 """
 
 from __future__ import annotations
@@ -18,31 +23,34 @@ import os
 import queue
 import re
 import shutil
-import tarfile
+import stat
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO
 
 from engine.errors import AlreadyExists, InvalidArgument, NotFound
 from engine.faults import crash_point
 from engine.images import build
+from engine.images.archive import DOCKER_ARCHIVE, OCI_ARCHIVE, ArchiveImage, read_archive
 from engine.images.early import EarlyUnpack, Unpacked
-from engine.images.layout import Image, Layout
+from engine.images.layout import OCI_LAYER, OCI_LAYER_GZIP, Image, Layout
+from engine.images.limits import Budget, LimitExceeded, Limits, human
 from engine.images.reference import looks_like_id, parse_reference
-from engine.images.unpack import unpack_layer
+from engine.images.unpack import unpack_copy, unpack_layer
 from engine.runtime import overlay, skopeo
 
 log = logging.getLogger("berth.images")
 
-ARCHIVE_FORMATS = ("docker-archive", "oci-archive")
+ARCHIVE_FORMATS = (DOCKER_ARCHIVE, OCI_ARCHIVE)
 UNPACKERS = 4
 """Layers unpacked at once (decompression and hashing run outside the GIL)."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 REMOVED = ".removed-"
 """Prefix of an unmounted overlay directory waiting for its removal."""
+TMP = ".tmp-"
+"""In a layer directory's name: an unpack not finished (or not taken) yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +63,19 @@ class Rootfs:
 
 class ImageStore:
     """Images of one node under ``root`` (BERTH_ROOT): ``images/`` (the OCI layout),
-    ``layers/`` (one directory per layer), ``overlay/`` (one per container)."""
+    ``layers/`` (one directory per layer), ``overlay/`` (one per container);
+    ``images.trash/`` holds what waits for its removal in the background. What a pull,
+    load or import may unpack is bounded by ``limits`` (by default from the
+    environment, ``Limits.from_env``)."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, limits: Limits | None = None) -> None:
+        self.limits = limits if limits is not None else Limits.from_env()
         self.layout = Layout(os.path.join(root, "images")).init()
         self.layers_dir = os.path.join(root, "layers")
         self.overlay_dir = os.path.join(root, "overlay")
         self.staging_dir = os.path.join(root, "images.tmp")
-        for path in (self.layers_dir, self.overlay_dir, self.staging_dir):
+        self.trash_dir = os.path.join(root, "images.trash")
+        for path in (self.layers_dir, self.overlay_dir, self.staging_dir, self.trash_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
         self._doomed: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._reaper: threading.Thread | None = None
@@ -101,15 +114,34 @@ class ImageStore:
     # -- entering the store ----------------------------------------------------------
 
     def clear_staging(self) -> None:
-        """Remove what copies and unpacks cut short by a dead worker left (at start)."""
-        for name in os.listdir(self.staging_dir):
-            shutil.rmtree(os.path.join(self.staging_dir, name), ignore_errors=True)
-        for name in os.listdir(self.layers_dir):
-            if ".tmp-" in name:
-                shutil.rmtree(os.path.join(self.layers_dir, name), ignore_errors=True)
-        for name in os.listdir(self.overlay_dir):
-            if name.startswith(REMOVED):
-                shutil.rmtree(os.path.join(self.overlay_dir, name), ignore_errors=True)
+        """Remove what copies and unpacks cut short by a dead worker left (at start).
+        It is only renamed away here, into ``images.trash/``, and removed by a
+        background thread: a half-unpacked layer can be large, and the worker's
+        start must not wait for it."""
+        leftovers = [os.path.join(self.staging_dir, n) for n in os.listdir(self.staging_dir)]
+        leftovers += [os.path.join(self.layers_dir, n) for n in os.listdir(self.layers_dir)
+                      if TMP in n]
+        leftovers += [os.path.join(self.overlay_dir, n) for n in os.listdir(self.overlay_dir)
+                      if n.startswith(REMOVED)]
+        for path in leftovers:
+            self.discard(path)
+        for name in os.listdir(self.trash_dir):  # what an earlier start did not finish
+            self._remove_later(os.path.join(self.trash_dir, name))
+
+    def discard(self, path: str) -> None:
+        """Move ``path`` into the trash at once and remove it in the background
+        (removed here, slowly, if the trash is on another file system)."""
+        trash = os.path.join(self.trash_dir, uuid.uuid4().hex)
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        self._remove_later(trash)
 
     @contextlib.contextmanager
     def staging(self) -> Iterator[Layout]:
@@ -121,36 +153,69 @@ class ImageStore:
 
     def pull(self, ref: str, auth: skopeo.Auth | None = None) -> Image:
         reference = parse_reference(ref)
-        with self.staging() as stage, self._early(stage) as early:
+        budget = Budget(self.limits)
+        with self.staging() as stage, self._early(stage, budget) as early:
             skopeo.copy(f"docker://{reference}", f"oci:{stage.root}:{reference}",
-                        src=auth, registry=reference.domain)
-            return self._adopt(stage, only=str(reference), early=early.finish())[0]
+                        src=auth, registry=reference.domain, guard=early.check)
+            return self._adopt(stage, only=str(reference), early=early.finish(),
+                               budget=budget)[0]
 
     def load(self, path: str) -> list[Image]:
         """Images from a ``docker-archive`` or ``oci-archive`` file (as ``podman save``
-        writes them), under the names the archive gives them."""
-        kind, names = archive_kind(path)
-        with self.staging() as stage, self._early(stage) as early:
-            if not names:
-                names = [""]
-            for name in names:
-                dest = str(parse_reference(name)) if name else ""
-                source = f"{kind}:{path}" + (f":{name}" if name else "")
-                skopeo.copy(source, f"oci:{stage.root}:{dest}")
-            return self._adopt(stage, early=early.finish())
+        writes them), under the names the archive gives them: one copy per image,
+        however many names it has."""
+        archive = read_archive(path, self.limits)
+        budget = Budget(self.limits)
+        with self.staging() as stage, self._early(stage, budget) as early:
+            for image in archive.images:
+                dest = image.tags[0] if image.tags else ""
+                skopeo.copy(image.source, f"oci:{stage.root}:{dest}", guard=early.check)
+            _name_all(stage, archive.images)
+            return self._adopt(stage, early=early.finish(), budget=budget)
 
     def import_tarball(self, path: str, ref: str) -> Image:
-        """An image of one layer, a root filesystem tarball, named ``ref``."""
+        """An image of one layer, a root filesystem tarball, named ``ref``. The tarball
+        is read once, as a stream: copied into the staging layout as its blob, hashed
+        and unpacked in the same pass, never held in memory."""
         reference = str(parse_reference(ref))
-        if not os.path.isfile(path):
-            raise InvalidArgument(f"{path!r} is not a file")
+        budget = Budget(self.limits)
         with self.staging() as stage:
             stage.init()
-            with open(path, "rb") as f:
-                build.add_image(stage, reference, [f.read()])
-            return self._adopt(stage)[0]
+            tmp = os.path.join(self.layers_dir, f"import{TMP}{uuid.uuid4().hex[:12]}")
+            os.makedirs(tmp, mode=0o755)
+            try:
+                layer = self._import_blob(path, stage, tmp, budget)
+                build.add_image_blobs(stage, reference, [layer])
+                early = {layer.digest: Unpacked(tmp, layer.digest, layer.diff_id)}
+                return self._adopt(stage, early=early, budget=budget)[0]
+            finally:  # taken: renamed away; refused: removed
+                shutil.rmtree(tmp, ignore_errors=True)
 
-    def _early(self, stage: Layout) -> EarlyUnpack:
+    def _import_blob(self, path: str, stage: Layout, tmp: str,
+                     budget: Budget) -> build.LayerBlob:
+        try:  # non-blocking: a FIFO is refused below, not waited on
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
+            raise InvalidArgument(f"{path!r} is not a file") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise InvalidArgument(f"{path!r} is not a file")
+        with open(fd, "rb") as source:
+            if st.st_size > self.limits.max_stored:
+                raise LimitExceeded(f"{path} has {human(st.st_size)}, more than this node's "
+                                    f"limit per layer ({human(self.limits.max_layer)}, "
+                                    "BERTH_IMAGE_MAX_LAYER)")
+            copy = os.path.join(stage.blobs, f"import{TMP}{uuid.uuid4().hex[:12]}")
+            with open(copy, "xb") as out:
+                digest, diff_id = unpack_copy(source, out, tmp, path, self.limits, budget)
+                size = out.tell()
+        with open(copy, "rb") as f:
+            media = OCI_LAYER_GZIP if f.read(2) == b"\x1f\x8b" else OCI_LAYER
+        os.replace(copy, stage.blob_path(digest))
+        return build.LayerBlob(digest, size, media, diff_id)
+
+    def _early(self, stage: Layout, budget: Budget) -> EarlyUnpack:
         """Layers of a copy into ``stage`` unpacked while the copy goes on; the blobs
         of the layers the store has unpacked already are linked into ``stage`` first:
         skopeo takes a blob its destination holds as copied, so they are neither
@@ -163,13 +228,16 @@ class ImageStore:
                     continue
                 with contextlib.suppress(FileNotFoundError, FileExistsError):
                     os.link(self.layout.blob_path(digest), stage.blob_path(digest))
-        return EarlyUnpack(stage.root, self.layers_dir, UNPACKERS)
+        return EarlyUnpack(stage.root, self.layers_dir, UNPACKERS, self.limits, budget)
 
     def _adopt(self, stage: Layout, only: str | None = None,
-               early: dict[str, Unpacked] | None = None) -> list[Image]:
+               early: dict[str, Unpacked] | None = None,
+               budget: Budget | None = None) -> list[Image]:
         """Check a staging layout, unpack its layers (taking those ``early`` unpacked
-        during the copy once their digests match), move its blobs in, name its images."""
+        during the copy once their digests match), move its blobs in, name its images.
+        The layers unpacked here are charged to ``budget`` (the copy's)."""
         early = early or {}
+        budget = budget if budget is not None else Budget(self.limits)
         images = stage.images()  # manifests and configs checked against their digests
         if only is not None:
             images = [i for i in images if i.name == only] or images[:1]
@@ -180,10 +248,12 @@ class ImageStore:
                                                          strict=True)}
         fresh = [self.layer_path(d) for d, _s, _i in layers
                  if not os.path.isdir(self.layer_path(d))]
+        budget.check_declared([s for d, s, _i in layers if self.layer_path(d) in fresh])
         try:
             with ThreadPoolExecutor(max_workers=UNPACKERS) as pool:
                 # each layer checked against its digest and diff_id while it is unpacked
-                list(pool.map(lambda layer: self._check_layer(stage, *layer, early=early), layers))
+                list(pool.map(lambda layer: self._check_layer(stage, *layer, early=early,
+                                                              budget=budget), layers))
         except BaseException:
             for path in fresh:  # the image did not enter: neither do its other layers
                 shutil.rmtree(path, ignore_errors=True)
@@ -207,14 +277,16 @@ class ImageStore:
     def layer_path(self, digest: str) -> str:
         return os.path.join(self.layers_dir, digest.removeprefix("sha256:"))
 
-    def _ensure_layer(self, source: Layout, digest: str, diff_id: str) -> str:
+    def _ensure_layer(self, source: Layout, digest: str, diff_id: str,
+                      budget: Budget | None = None) -> str:
         dest = self.layer_path(digest)
         if not os.path.isdir(dest):
-            unpack_layer(source.blob_path(digest), dest, diff_id, digest)
+            unpack_layer(source.blob_path(digest), dest, diff_id, digest, limits=self.limits,
+                         budget=budget)
         return dest
 
     def _check_layer(self, stage: Layout, digest: str, size: int, diff_id: str,
-                     *, early: dict[str, Unpacked]) -> None:
+                     *, early: dict[str, Unpacked], budget: Budget | None = None) -> None:
         """A staged layer: unpacked (and so checked) unless the store has it already;
         a blob the store lacks for an unpacked layer is checked on its own. A layer
         unpacked during the copy is taken only if both its digests match."""
@@ -234,7 +306,7 @@ class ImageStore:
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not os.path.isdir(dest):
                     raise
                 return
-        self._ensure_layer(stage, digest, diff_id)
+        self._ensure_layer(stage, digest, diff_id, budget)
 
     # -- leaving the store -----------------------------------------------------------
 
@@ -301,6 +373,8 @@ class ImageStore:
                         removed_blobs += 1
             wanted = {self.layer_path(d) for i in images for d, _s, _t in i.layers}
             for name in os.listdir(self.layers_dir):
+                if TMP in name:  # an unpack under way (swept at start if left behind)
+                    continue
                 path = os.path.join(self.layers_dir, name)
                 if path not in wanted and path not in keep_layers:
                     shutil.rmtree(path, ignore_errors=True)
@@ -374,7 +448,11 @@ class ImageStore:
 
     def _reap(self) -> None:
         while True:
-            shutil.rmtree(self._doomed.get(), ignore_errors=True)
+            path = self._doomed.get()
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            except Exception as exc:  # noqa: BLE001 (one tree it cannot remove: the rest go on)
+                log.warning("cannot remove %s: %s", path, exc)
 
     def containers(self) -> list[str]:
         """The containers that have an overlay directory."""
@@ -389,31 +467,22 @@ class ImageStore:
         return used
 
 
-def archive_kind(path: str) -> tuple[str, list[str]]:
-    """Which archive ``path`` is (``docker-archive`` or ``oci-archive``) and the names
-    of its images."""
-    if not os.path.isabs(path) or not os.path.isfile(path):
-        raise InvalidArgument(f"archive {path!r} must be an absolute path to a file")
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            names = set(tar.getnames())
-            if "manifest.json" in names:
-                doc = json.load(_member(tar, "manifest.json"))
-                tags = [t for item in doc if isinstance(item, dict)
-                        for t in item.get("RepoTags") or ()]
-                return "docker-archive", [str(t) for t in tags]
-            if "index.json" in names and "oci-layout" in names:
-                doc = json.load(_member(tar, "index.json"))
-                refs = [(m.get("annotations") or {}).get(build.REF_NAME, "")
-                        for m in doc.get("manifests") or ()]
-                return "oci-archive", [str(r) for r in refs if r]
-    except (tarfile.TarError, OSError, ValueError) as exc:
-        raise InvalidArgument(f"{path} is not an image archive: {exc}") from None
-    raise InvalidArgument(f"{path} is neither a docker-archive nor an oci-archive")
-
-
-def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
-    found = tar.extractfile(name)
-    if found is None:
-        raise InvalidArgument(f"{name} in the archive is not a file")
-    return found
+def _name_all(stage: Layout, images: Sequence[ArchiveImage]) -> None:
+    """Give each image copied under its first name its other names too (skopeo copied
+    it once): entries of the staging index for the same manifest."""
+    more = [image for image in images if len(image.tags) > 1]
+    if not more:
+        return
+    entries = stage.entries()
+    by_name = {(e.get("annotations") or {}).get(build.REF_NAME): e for e in entries}
+    added = []
+    for image in more:
+        entry = by_name.get(image.tags[0])
+        if entry is None:
+            raise InvalidArgument(f"the copy of {image.tags[0]} produced no image")
+        for tag in image.tags[1:]:
+            added.append({**entry, "annotations": {build.REF_NAME: tag}})
+    names = {e["annotations"][build.REF_NAME] for e in added}
+    stage.write_entries([e for e in entries
+                         if (e.get("annotations") or {}).get(build.REF_NAME) not in names]
+                        + added)

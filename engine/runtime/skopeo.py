@@ -15,7 +15,8 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from engine.errors import BerthError, InvalidArgument, NotFound, PermissionDenie
 DEFAULT_SKOPEO = "/usr/bin/skopeo"
 PLATFORM = ("linux", "amd64")
 """A multi-platform index resolves to this platform's image."""
+GUARD_INTERVAL = 0.1
+"""Seconds between two calls of a copy's guard while skopeo runs."""
 _DIGEST_ERROR = re.compile(r"digest did not match|digests? .*(?:mismatch|do not match)"
                            r"|does not match (?:the )?digest", re.IGNORECASE)
 
@@ -80,10 +83,12 @@ def _auth_args(side: str, auth: Auth | None, registry: str) -> Iterator[list[str
 
 def copy(source: str, dest: str, *, src: Auth | None = None, dst: Auth | None = None,
          registry: str = "", all_images: bool = False, timeout: float = 3600,
-         extra: Sequence[str] = ()) -> None:
+         extra: Sequence[str] = (), guard: Callable[[], None] | None = None) -> None:
     """``skopeo copy SOURCE DEST`` (transport:reference on both sides); a typed error
     with skopeo's own sentence if it fails. ``registry``: the host the credentials
-    of ``src``/``dst`` are for."""
+    of ``src``/``dst`` are for. ``guard`` is called every ``GUARD_INTERVAL`` seconds
+    while skopeo runs: whatever it raises ends the copy (skopeo is killed and
+    reaped) and is raised here."""
     with _auth_args("src", src, registry) as src_args, \
             _auth_args("dest", dst, registry) as dst_args:
         argv = [skopeo_path(), "--override-os", PLATFORM[0], "--override-arch", PLATFORM[1],
@@ -92,14 +97,38 @@ def copy(source: str, dest: str, *, src: Auth | None = None, dst: Auth | None = 
             argv.append("--all")
         argv += [source, dest]
         try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                                  text=True, timeout=timeout, check=False)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
         except FileNotFoundError:
             raise RuntimeFailure("skopeo is not installed: run scripts/install.sh") from None
+        try:
+            stderr = _wait(proc, time.monotonic() + timeout, guard)
         except subprocess.TimeoutExpired:
             raise RuntimeFailure(f"copying {source} to {dest} took over {timeout:g}s") from None
     if proc.returncode != 0:
-        raise classify(proc.stderr, f"copying {source} to {dest}")
+        raise classify(stderr, f"copying {source} to {dest}")
+
+
+def _wait(proc: subprocess.Popen[str], deadline: float,
+          guard: Callable[[], None] | None) -> str:
+    """skopeo's stderr once it exited; it is killed (and reaped) if the deadline
+    passes or ``guard`` raises."""
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise subprocess.TimeoutExpired(proc.args, 0)
+            try:
+                _out, err = proc.communicate(
+                    timeout=min(left, GUARD_INTERVAL) if guard is not None else left)
+                return err or ""
+            except subprocess.TimeoutExpired:
+                if guard is not None:
+                    guard()
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
 
 
 def classify(stderr: str, action: str) -> BerthError:
