@@ -35,7 +35,7 @@ from engine.errors import BerthError, Unavailable
 
 # The order of the nouns is the order of the commands in ``berth --help``.
 NOUNS = (engine, db, containers, listing, several, files, images, volumes, networks,
-         orchestration, compose, system, events, cliserver)
+         orchestration, compose, system, cliserver, events)
 COMMANDS: tuple[str, ...] = tuple(name for noun in NOUNS for name in noun.COMMANDS)
 
 
