@@ -380,3 +380,63 @@ def test_the_worker_takes_its_limits_from_the_environment_and_refuses_in_one_sen
     assert "Traceback" not in done.stderr
     listed = engine.cli("images", "--format", "json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def _huge_header_tar(path: str, kind: str, size: int) -> None:
+    """A tar whose first entry has an extended header (pax, a GNU long name, or many
+    global pax headers) of ``size`` bytes, written as it goes."""
+    with open(path, "wb") as f:
+        fmt = tarfile.GNU_FORMAT if kind == "longname" else tarfile.PAX_FORMAT
+        with tarfile.open(fileobj=f, mode="w", format=fmt) as tar:
+            info = tarfile.TarInfo("a" * size if kind == "longname" else "a")
+            if kind == "pax":
+                info.pax_headers = {"comment": "x" * size}
+            if kind == "global":
+                for n in range(size // 4096):  # one entry after each global header
+                    f.write(tarfile.TarInfo._create_pax_generic_header(
+                        {f"k{n}": "x" * 4000}, tarfile.XGLTYPE, "utf-8"))
+                    tar.offset = f.tell()
+                    tar.addfile(tarfile.TarInfo(f"f{n}"))
+            tar.addfile(info)
+
+
+@pytest.mark.parametrize("kind", ["pax", "longname", "global"])
+def test_a_huge_extended_header_is_refused_unread(tmp_path: object, kind: str) -> None:
+    # tarfile reads a pax or long-name header whole (and keeps global ones): a layer
+    # declaring one of gigabytes was held in the worker's memory, under any limit
+    blob = os.path.join(str(tmp_path), "blob")
+    _huge_header_tar(blob, kind, 8 * MiB)
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceeded, match="extended headers of"):
+            unpack_layer(blob, os.path.join(str(tmp_path), "layer"), limits=Limits())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MiB
+    assert os.listdir(str(tmp_path)) == ["blob"]
+
+
+def test_a_long_chain_of_extended_headers_is_one_sentence(tmp_path: object) -> None:
+    blob = os.path.join(str(tmp_path), "blob")
+    with open(blob, "wb") as f:
+        for _ in range(2000):  # tarfile reads each one by recursing
+            f.write(tarfile.TarInfo._create_pax_generic_header({"comment": "x"},
+                                                               tarfile.XHDTYPE, "utf-8"))
+        f.write(tarfile.TarInfo("a").tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024)
+    with pytest.raises(LimitExceeded, match="more than 8 extended headers in a row"):
+        unpack_layer(blob, os.path.join(str(tmp_path), "layer"), limits=Limits())
+    assert os.listdir(str(tmp_path)) == ["blob"]
+
+
+def test_image_load_refuses_a_huge_extended_header_unread(tmp_path: object) -> None:
+    archive = os.path.join(str(tmp_path), "archive.tar")
+    _huge_header_tar(archive, "pax", 8 * MiB)
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceeded, match="extended headers of"):
+            ImageStore(os.path.join(str(tmp_path), "store")).load(archive)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MiB
