@@ -187,7 +187,12 @@ class BoundedTarInfo(tarfile.TarInfo):
     of the stream), so a hostile layer or archive declaring one of gigabytes would be
     held in memory however the stream is measured. Pass as ``tarinfo=`` to
     ``tarfile.open``; LimitExceeded for a header past ``MAX_TAR_HEADER`` or a chain of
-    more than ``MAX_HEADER_CHAIN`` headers."""
+    more than ``MAX_HEADER_CHAIN`` headers.
+
+    Sparse entries (GNU's, in any of their formats) are refused before their map is
+    read: the map is held in memory as Python numbers, tens of times the bytes it
+    takes in the stream, and a streamed layer could not be unpacked with one anyway
+    (the OCI image spec says layers should not have them)."""
 
     def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         owner = cast(Any, tar)
@@ -207,3 +212,23 @@ class BoundedTarInfo(tarfile.TarInfo):
             raise LimitExceeded(f"a tar entry has more than {MAX_HEADER_CHAIN} extended "
                                 "headers in a row")
         return cast(tarfile.TarInfo, super()._proc_member(tar))  # type: ignore[misc]
+
+    def _proc_sparse(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        raise _sparse(self.name)
+
+    def _proc_gnusparse_00(self, next: tarfile.TarInfo,  # noqa: A002
+                           pax_headers: dict[str, str], *_: object) -> None:
+        raise _sparse(pax_headers.get("GNU.sparse.name", next.name))
+
+    def _proc_gnusparse_01(self, next: tarfile.TarInfo,  # noqa: A002
+                           pax_headers: dict[str, str], *_: object) -> None:
+        raise _sparse(pax_headers.get("GNU.sparse.name", next.name))
+
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo,  # noqa: A002
+                           pax_headers: dict[str, str], *_: object) -> None:
+        raise _sparse(pax_headers.get("GNU.sparse.name", next.name))
+
+
+def _sparse(name: str) -> InvalidArgument:
+    return InvalidArgument(f"tar entry {name[:64]!r} is a sparse file, which berth does not "
+                           "take in an image (OCI layers should not have them)")

@@ -440,3 +440,46 @@ def test_image_load_refuses_a_huge_extended_header_unread(tmp_path: object) -> N
     finally:
         tracemalloc.stop()
     assert peak < 4 * MiB
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax --sparse-version=0.0", "pax --sparse-version=0.1",
+                                 "pax --sparse-version=1.0"])
+def test_a_sparse_entry_is_refused_in_one_sentence(tmp_path: object, fmt: str) -> None:
+    # GNU tar's sparse files, each format: a streamed layer could not be unpacked with
+    # one (tarfile seeks back), and OCI layers should not have them
+    sparse = os.path.join(str(tmp_path), "sp")
+    with open(sparse, "wb") as f:
+        f.truncate(1 << 20)
+        f.seek(4096)
+        f.write(b"x")
+    blob = os.path.join(str(tmp_path), "blob")
+    subprocess.run(["tar", "-S", f"--format={fmt.split()[0]}", *fmt.split()[1:], "-cf", blob,
+                    "-C", str(tmp_path), "sp"], check=True, timeout=30)
+    with pytest.raises(InvalidArgument, match="'sp' is a sparse file, which berth does not"):
+        unpack_layer(blob, os.path.join(str(tmp_path), "layer"), limits=Limits())
+    assert sorted(os.listdir(str(tmp_path))) == ["blob", "sp"]
+
+
+def test_a_huge_sparse_map_is_refused_unread(tmp_path: object) -> None:
+    # a pax sparse map (format 1.0) is in the entry's data, held as Python numbers: a
+    # few megabytes of "0\n1\n" took hundreds of megabytes of the worker's memory
+    pairs = 500_000
+    data = f"{pairs}\n".encode() + b"0\n1\n" * pairs
+    data += b"\0" * (-len(data) % 512)
+    blob = os.path.join(str(tmp_path), "blob")
+    with open(blob, "wb") as f:
+        f.write(tarfile.TarInfo._create_pax_generic_header(
+            {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "s",
+             "GNU.sparse.realsize": "1"}, tarfile.XHDTYPE, "utf-8"))
+        info = tarfile.TarInfo("GNUSparseFile.0/s")
+        info.size = len(data)
+        f.write(info.tobuf(tarfile.USTAR_FORMAT) + data + b"\0" * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidArgument, match="is a sparse file"):
+            unpack_layer(blob, os.path.join(str(tmp_path), "layer"), limits=Limits())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MiB
+    assert os.listdir(str(tmp_path)) == ["blob"]
