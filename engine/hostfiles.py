@@ -11,7 +11,9 @@ swapped for a FIFO in between is never read.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 
 from engine.errors import InvalidArgument
 
@@ -60,3 +62,19 @@ def read_opened(probe: int, limit: int, name: str) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def remove_tree(path: str) -> None:
+    """Remove the tree ``path`` whatever it holds, as ``shutil.rmtree(path,
+    ignore_errors=True)`` does, even when it nests deeper than Python recurses: a
+    container makes what it likes in its volumes and its own filesystem, and
+    ``rmtree`` (which recurses once per level) ended in a RecursionError there. GNU
+    ``rm`` walks any depth, by descriptor, and stays on the tree's file system."""
+    try:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    except RecursionError:
+        pass
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False,
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)

@@ -275,23 +275,24 @@ def resolve_user(rootfs: str, user: str) -> ResolvedUser:
         uid, gid = int(name), 0
         for entry in passwd:
             if len(entry) >= 4 and entry[2] == name:
-                login, gid = entry[0], int(entry[3]) if entry[3].isdigit() else 0
+                login, gid = entry[0], int(entry[3]) if _ID_RE.fullmatch(entry[3]) else 0
                 break
     else:
         found = next((e for e in passwd if len(e) >= 4 and e[0] == name), None)
-        if found is None or not found[2].isdigit() or not found[3].isdigit():
+        if found is None or not _ID_RE.fullmatch(found[2]) or not _ID_RE.fullmatch(found[3]):
             raise InvalidArgument(f"user {name!r} is not in the container's /etc/passwd")
         login, uid, gid = name, int(found[2]), int(found[3])
     if group:
         if _ID_RE.fullmatch(group):
             gid = int(group)
         else:
-            named = [g for g in groups if len(g) >= 3 and g[0] == group and g[2].isdigit()]
+            named = [g for g in groups
+                     if len(g) >= 3 and g[0] == group and _ID_RE.fullmatch(g[2])]
             if not named:
                 raise InvalidArgument(f"group {group!r} is not in the container's /etc/group")
             gid = int(named[0][2])
     extra: tuple[int, ...] = ()
     if login is not None:
-        extra = tuple(sorted({int(g[2]) for g in groups if len(g) >= 4 and g[2].isdigit()
+        extra = tuple(sorted({int(g[2]) for g in groups if len(g) >= 4 and _ID_RE.fullmatch(g[2])
                               and login in g[3].split(",") and int(g[2]) != gid}))
     return ResolvedUser(uid, gid, extra)

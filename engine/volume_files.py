@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from engine.errors import NotFound, RuntimeFailure
+from engine.hostfiles import remove_tree
 from engine.inroot import Root, check_path, fchmod_nofollow
 from engine.runtime.mounts import volume_data
 
@@ -332,5 +333,5 @@ def sweep(volumes: str) -> int:
     except FileNotFoundError:
         return 0
     for n in names:
-        shutil.rmtree(os.path.join(volumes, n), ignore_errors=True)
+        remove_tree(os.path.join(volumes, n))
     return len(names)

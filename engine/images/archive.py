@@ -20,7 +20,7 @@ from typing import IO, Any, Final
 
 from engine.errors import InvalidArgument
 from engine.images.layout import MAX_JSON_BLOB, REF_NAME, loads_json
-from engine.images.limits import LimitExceeded, Limits, human
+from engine.images.limits import BoundedTarInfo, LimitExceeded, Limits, human
 from engine.images.reference import parse_reference
 
 DOCKER_ARCHIVE: Final = "docker-archive"
@@ -79,8 +79,9 @@ def _scan(path: str, limits: Limits) -> dict[str, bytes]:
         plain = head[257:262] == b"ustar"
         # a plain tar is read by seeking over the entries' data; anything else is
         # streamed (decompressed on the way) and measured as it goes
-        opened = (tarfile.open(fileobj=raw, mode="r:") if plain  # noqa: SIM115 (with below)
-                  else tarfile.open(fileobj=raw, mode="r|*"))  # noqa: SIM115
+        opened = (tarfile.open(fileobj=raw, mode="r:", tarinfo=BoundedTarInfo)  # noqa: SIM115
+                  if plain  # (with below)
+                  else tarfile.open(fileobj=raw, mode="r|*", tarinfo=BoundedTarInfo))  # noqa: SIM115
         with opened as tar:
             for count, member in enumerate(tar, 1):
                 if count > MAX_ENTRIES:

@@ -48,31 +48,37 @@ def _table(text: str) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
+def _number(text: str) -> bool:
+    """A number ``int`` takes and an id can be: ASCII digits only (``str.isdigit``
+    takes "\u00b2" too), and not thousands of them (``int`` refuses those)."""
+    return len(text) <= 19 and text.isascii() and text.isdigit()
+
+
 def resolve_user(user: str, passwd: str, group: str) -> str:
     """``uid:gid`` for an image's ``User`` (``name``, ``uid``, ``name:group``, ...),
     names looked up in the image's passwd and group files."""
     name, _, grp = user.partition(":")
     uid: int | None = None
     gid: int | None = None
-    if name.isdigit():
+    if _number(name):
         uid = int(name)
         for row in _table(passwd):
-            if len(row) > 3 and row[2] == name and row[3].isdigit():
+            if len(row) > 3 and row[2] == name and _number(row[3]):
                 gid = int(row[3])
                 break
     else:
         for row in _table(passwd):
-            if len(row) > 3 and row[0] == name and row[2].isdigit() and row[3].isdigit():
+            if len(row) > 3 and row[0] == name and _number(row[2]) and _number(row[3]):
                 uid, gid = int(row[2]), int(row[3])
                 break
         if uid is None:
             raise InvalidArgument(f"the image's user {name!r} is not in its /etc/passwd")
     if grp:
-        if grp.isdigit():
+        if _number(grp):
             gid = int(grp)
         else:
             found = [row for row in _table(group) if len(row) > 2 and row[0] == grp]
-            if not found or not found[0][2].isdigit():
+            if not found or not _number(found[0][2]):
                 raise InvalidArgument(f"the image's group {grp!r} is not in its /etc/group")
             gid = int(found[0][2])
     return f"{uid}:{gid if gid is not None else 0}"
@@ -80,7 +86,7 @@ def resolve_user(user: str, passwd: str, group: str) -> str:
 
 def _strings(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = config.get(key) or ()
-    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise InvalidArgument(f"the image's {key} is not a list of strings")
     return tuple(value)
 
@@ -89,9 +95,9 @@ def exposed_ports(config: Mapping[str, Any]) -> tuple[str, ...]:
     """``ExposedPorts`` as ``PORT/PROTO`` entries, sorted (for ``-P``)."""
     ports = config.get("ExposedPorts") or {}
     out = []
-    for key in ports:
+    for key in ports if isinstance(ports, (dict, list)) else ():
         number, _, proto = str(key).partition("/")
-        if not number.isdigit() or not 1 <= int(number) <= 65535:
+        if not _number(number) or not 1 <= int(number) <= 65535:
             continue
         out.append(f"{int(number)}/{proto or 'tcp'}")
     return tuple(sorted(set(out)))
@@ -99,6 +105,8 @@ def exposed_ports(config: Mapping[str, Any]) -> tuple[str, ...]:
 
 def labels(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     found = config.get("Labels") or {}
+    if not isinstance(found, dict):
+        return ()
     return tuple((k, v) for k, v in sorted(found.items())
                  if isinstance(k, str) and isinstance(v, str))
 

@@ -233,12 +233,16 @@ class Layout:
         config_digest = check_digest(config_desc.get("digest"))
         config = self.read_json(config_digest, config_desc.get("size"))
         rootfs = config.get("rootfs") or {}
-        diff_ids = tuple(check_digest(d) for d in rootfs.get("diff_ids") or ())
+        found = rootfs.get("diff_ids") or [] if isinstance(rootfs, dict) else None
+        if not isinstance(found, list):
+            raise InvalidArgument(f"image {config_digest} has no list of diff_ids")
+        diff_ids = tuple(check_digest(d) for d in found)
         described: list[tuple[str, int, str]] = []
         for layer in layers:
-            if not isinstance(layer, dict):
+            layer_size = layer.get("size", 0) if isinstance(layer, dict) else None
+            if type(layer_size) is not int or layer_size < 0:  # not a bool, nor 1e400
                 raise InvalidArgument(f"manifest {digest} has a malformed layer")
-            described.append((check_digest(layer.get("digest")), int(layer.get("size", 0)),
+            described.append((check_digest(layer.get("digest")), layer_size,
                               str(layer.get("mediaType", OCI_LAYER_GZIP))))
         if len(diff_ids) != len(described):
             raise InvalidArgument(f"image {config_digest} lists {len(diff_ids)} diff_ids for "

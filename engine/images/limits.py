@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import os
 import re
+import tarfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, cast
 
 from engine.errors import InvalidArgument
 
@@ -36,6 +37,11 @@ DEFAULT_MAX_LAYER: Final = 16 * GiB
 DEFAULT_MAX_IMAGE: Final = 64 * GiB
 DEFAULT_MAX_RATIO: Final = 100
 RATIO_FLOOR: Final = 16 * MiB
+MAX_TAR_HEADER: Final = 1 * MiB
+"""The most a tar's extended header (pax, or a GNU long name or link) may hold, and
+all its global pax headers together: real ones hold a few names and attributes."""
+MAX_HEADER_CHAIN: Final = 8
+"""Extended headers one entry may have in a row (tarfile reads them recursively)."""
 _SIZE = re.compile(r"(\d+)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 _UNITS: Final = {"": 1, "K": 1 << 10, "M": MiB, "G": GiB, "T": 1 << 40}
 
@@ -168,3 +174,61 @@ def disk_cost(size: int) -> int:
     """An entry of ``size`` bytes of content as ``du`` counts it: whole blocks, one at
     least (an empty file, a directory, a link or a device still take an inode)."""
     return max(BLOCK, -(-size // BLOCK) * BLOCK)
+
+
+_XGLTYPE: Final = tarfile.XGLTYPE
+_EXTENDED: Final = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                    tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """A tar entry read with its extended headers bounded: ``tarfile`` reads a pax or
+    GNU long-name header whole into memory (and keeps global pax headers for the rest
+    of the stream), so a hostile layer or archive declaring one of gigabytes would be
+    held in memory however the stream is measured. Pass as ``tarinfo=`` to
+    ``tarfile.open``; LimitExceeded for a header past ``MAX_TAR_HEADER`` or a chain of
+    more than ``MAX_HEADER_CHAIN`` headers.
+
+    Sparse entries (GNU's, in any of their formats) are refused before their map is
+    read: the map is held in memory as Python numbers, tens of times the bytes it
+    takes in the stream, and a streamed layer could not be unpacked with one anyway
+    (the OCI image spec says layers should not have them)."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        owner = cast(Any, tar)
+        if self.type not in _EXTENDED:
+            owner.berth_chain = 0
+            return cast(tarfile.TarInfo, super()._proc_member(tar))  # type: ignore[misc]
+        chain = getattr(owner, "berth_chain", 0) + 1
+        owner.berth_chain = chain
+        total = self.size
+        if self.type == _XGLTYPE:
+            total += getattr(owner, "berth_global", 0)
+            owner.berth_global = total
+        if total > MAX_TAR_HEADER:
+            raise LimitExceeded(f"a tar entry has extended headers of {human(total)}, more "
+                                f"than the {human(MAX_TAR_HEADER)} berth reads")
+        if chain > MAX_HEADER_CHAIN:
+            raise LimitExceeded(f"a tar entry has more than {MAX_HEADER_CHAIN} extended "
+                                "headers in a row")
+        return cast(tarfile.TarInfo, super()._proc_member(tar))  # type: ignore[misc]
+
+    def _proc_sparse(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        raise _sparse(self.name)
+
+    def _proc_gnusparse_00(self, next: tarfile.TarInfo,  # noqa: A002
+                           pax_headers: dict[str, str], *_: object) -> None:
+        raise _sparse(pax_headers.get("GNU.sparse.name", next.name))
+
+    def _proc_gnusparse_01(self, next: tarfile.TarInfo,  # noqa: A002
+                           pax_headers: dict[str, str], *_: object) -> None:
+        raise _sparse(pax_headers.get("GNU.sparse.name", next.name))
+
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo,  # noqa: A002
+                           pax_headers: dict[str, str], *_: object) -> None:
+        raise _sparse(pax_headers.get("GNU.sparse.name", next.name))
+
+
+def _sparse(name: str) -> InvalidArgument:
+    return InvalidArgument(f"tar entry {name[:64]!r} is a sparse file, which berth does not "
+                           "take in an image (OCI layers should not have them)")

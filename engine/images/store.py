@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from engine.errors import AlreadyExists, InvalidArgument, NotFound
 from engine.faults import crash_point
+from engine.hostfiles import remove_tree
 from engine.images import build
 from engine.images.archive import DOCKER_ARCHIVE, OCI_ARCHIVE, ArchiveImage, read_archive
 from engine.images.early import EarlyUnpack, Unpacked
@@ -450,7 +451,7 @@ class ImageStore:
         while True:
             path = self._doomed.get()
             try:
-                shutil.rmtree(path, ignore_errors=True)
+                remove_tree(path)  # a container's upper: any depth
             except Exception as exc:  # noqa: BLE001 (one tree it cannot remove: the rest go on)
                 log.warning("cannot remove %s: %s", path, exc)
 

@@ -43,7 +43,7 @@ from typing import IO, Any, Final, cast
 
 from engine.errors import InvalidArgument
 from engine.images.layout import DigestMismatch, sha256_file
-from engine.images.limits import Budget, LimitExceeded, Limits, Meter, disk_cost
+from engine.images.limits import BoundedTarInfo, Budget, LimitExceeded, Limits, Meter, disk_cost
 from engine.inroot import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, Root, fchmod_nofollow, openat2
 
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -341,7 +341,8 @@ def _extract(stream: Any, root: Root, meter: Meter) -> None:
     try:
         # Stream mode reads in records of ``bufsize``: 1 MiB, not tarfile's 10 KiB, so
         # a large layer passes through the hashing and decompression in few calls.
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20) as tar:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=1 << 20,
+                          tarinfo=BoundedTarInfo) as tar:
             for member in tar:
                 # tarfile keeps every member it read; a layer of millions of entries
                 # must not grow the worker by as many (stream mode needs none back)

@@ -358,10 +358,13 @@ class NetworkSetup:
         for me in members:
             path = os.path.join(self.dir_of(me.container_id), "hosts")
             text = nw.hosts_file(me, me.hostname, members)
+            data = text.encode()
             with self._files:
                 try:
-                    with open(path) as f:
-                        if f.read() == text:
+                    # the container can write its /etc/hosts: never read more of it
+                    # than tells whether it is the new text
+                    with open(path, "rb") as f:
+                        if f.read(len(data) + 1) == data:
                             continue
                 except FileNotFoundError:
                     continue  # leaving, or not written yet (its join writes it)

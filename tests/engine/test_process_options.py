@@ -100,6 +100,23 @@ def test_users_by_name(tmp_path: Path) -> None:
     assert not po.is_user_form("a:b:c") and not po.is_user_form("a b")
 
 
+def test_ids_a_container_file_gives_that_int_refuses_are_one_sentence(tmp_path: Path) -> None:
+    # "\u00b2" is a digit to str.isdigit but not to int(), as thousands of digits are
+    # not: a hostile image's passwd or group made --user NAME a worker's internal error
+    (tmp_path / "etc").mkdir()
+    huge = "9" * 5000
+    (tmp_path / "etc" / "passwd").write_text(
+        f"sup:x:\u00b2:0::/:/bin/sh\nbig:x:{huge}:0::/:/bin/sh\n"
+        "gsup:x:5:\u00b2::/:/bin/sh\nok:x:7:7::/:/bin/sh\n")
+    (tmp_path / "etc" / "group").write_text(f"g:x:\u00b2:\nh:x:{huge}:ok\nw:x:10:ok\n")
+    root = str(tmp_path)
+    for user in ("sup", "big", "ok:g", "ok:h"):
+        with pytest.raises(InvalidArgument, match="is not in the container's /etc/"):
+            po.resolve_user(root, user)
+    assert po.resolve_user(root, "5") == (5, 0, ())
+    assert po.resolve_user(root, "ok") == (7, 7, (10,))
+
+
 def test_users_are_looked_up_inside_the_rootfs_only(tmp_path: Path) -> None:
     """/etc/passwd and /etc/group are the container's: a link in its tree that names
     a host file (absolutely, or by climbing with ..) is resolved inside the tree."""

@@ -99,3 +99,31 @@ def test_a_spec_with_an_image_round_trips_and_one_without_has_no_image_keys() ->
     assert not {"image", "image_digest", "image_id", "exposed_ports"} & set(plain.to_data())
     with pytest.raises(InvalidArgument, match="a rootfs or an image"):
         RunSpec(rootfs="", args=("a",))
+
+
+@pytest.mark.parametrize("config, passwd", [
+    ({"Cmd": ["x"], "User": "\u00b2"}, PASSWD),  # a digit to str.isdigit, not to int()
+    ({"Cmd": ["x"], "User": "web"}, "web:x:\u00b2:34::/:/bin/false\n"),
+    ({"Cmd": ["x"], "User": "\u00b2:staff"}, "x:x:\u00b2:\u00b2::/:/bin/false\n"),
+    ({"Cmd": ["x"], "User": "9" * 5000}, PASSWD),  # more digits than int() reads
+    ({"Cmd": ["x"], "Env": 5}, PASSWD),
+    ({"Cmd": {"x": 1}}, PASSWD),
+])
+def test_a_hostile_image_config_is_refused_in_one_sentence(config: dict[str, object],
+                                                           passwd: str) -> None:
+    # values a hostile image's config can hold ended in a TypeError or ValueError: the
+    # worker's "internal error" and a traceback in its log
+    spec = RunSpec(rootfs="", args=(), image="r/x")
+    with pytest.raises(InvalidArgument):
+        apply_image(spec, config, rootfs="/m", reference="r", manifest_digest="m",
+                    image_id="i", passwd=passwd, group=GROUP)
+
+
+def test_malformed_ports_and_labels_of_an_image_are_ignored() -> None:
+    spec = RunSpec(rootfs="", args=(), image="r/x")
+    for ports, labels in ((5, ["a"]), ({"\u00b2/tcp": {}}, "ab"), (["80/tcp"], 7),
+                          ({"9" * 5000: {}}, None)):
+        done = apply_image(spec, {"Cmd": ["x"], "ExposedPorts": ports, "Labels": labels},
+                           rootfs="/m", reference="r", manifest_digest="m", image_id="i")
+        assert done.labels == ()
+        assert done.exposed_ports == (() if ports != ["80/tcp"] else ("80/tcp",))

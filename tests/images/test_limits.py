@@ -344,7 +344,7 @@ def test_collect_leaves_an_unpack_under_way_alone(tmp_path: object) -> None:
     assert os.path.isdir(going) and not os.path.exists(orphan)
 
 
-def test_a_tree_the_background_removal_cannot_remove_does_not_stop_the_others(
+def test_the_background_removal_takes_a_tree_deeper_than_python_recurses_and_the_others(
         tmp_path: object) -> None:
     store = ImageStore(str(tmp_path), SMALL)
     deep = os.path.join(store.staging_dir, "deep")  # swept first
@@ -360,10 +360,31 @@ def test_a_tree_the_background_removal_cannot_remove_does_not_stop_the_others(
     os.makedirs(other)
     try:
         store.clear_staging()
-        wait_until(lambda: len(os.listdir(store.trash_dir)) <= 1, 20,
-                   what="the other leftover to be removed")
+        wait_until(lambda: os.listdir(store.trash_dir) == [], 20,
+                   what="both leftovers to be removed (rm walks the deep one)")
     finally:  # rm does not recurse on the stack: pytest's own clean-up would
         subprocess.run(["rm", "-rf", store.trash_dir, deep], check=True)
+
+
+def test_a_containers_deep_tree_goes_with_its_overlay(tmp_path: object) -> None:
+    # the container makes what it likes in its upper directory: 3000 levels ended the
+    # background removal in a RecursionError, and its files stayed after berth rm
+    store = ImageStore(str(tmp_path), SMALL)
+    upper = os.path.join(store.container_dir("c1"), "upper")
+    os.makedirs(upper)
+    fd = os.open(upper, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(3000):
+        os.mkdir("d", dir_fd=fd)
+        step = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = step
+    os.close(fd)
+    try:
+        assert store.release("c1")
+        wait_until(lambda: os.listdir(store.overlay_dir) == [], 20,
+                   what="the container's overlay to be removed")
+    finally:
+        subprocess.run(["rm", "-rf", store.overlay_dir], check=True)
 
 
 def test_the_worker_takes_its_limits_from_the_environment_and_refuses_in_one_sentence(
@@ -380,3 +401,106 @@ def test_the_worker_takes_its_limits_from_the_environment_and_refuses_in_one_sen
     assert "Traceback" not in done.stderr
     listed = engine.cli("images", "--format", "json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def _huge_header_tar(path: str, kind: str, size: int) -> None:
+    """A tar whose first entry has an extended header (pax, a GNU long name, or many
+    global pax headers) of ``size`` bytes, written as it goes."""
+    with open(path, "wb") as f:
+        fmt = tarfile.GNU_FORMAT if kind == "longname" else tarfile.PAX_FORMAT
+        with tarfile.open(fileobj=f, mode="w", format=fmt) as tar:
+            info = tarfile.TarInfo("a" * size if kind == "longname" else "a")
+            if kind == "pax":
+                info.pax_headers = {"comment": "x" * size}
+            if kind == "global":
+                for n in range(size // 4096):  # one entry after each global header
+                    f.write(tarfile.TarInfo._create_pax_generic_header(
+                        {f"k{n}": "x" * 4000}, tarfile.XGLTYPE, "utf-8"))
+                    tar.offset = f.tell()
+                    tar.addfile(tarfile.TarInfo(f"f{n}"))
+            tar.addfile(info)
+
+
+@pytest.mark.parametrize("kind", ["pax", "longname", "global"])
+def test_a_huge_extended_header_is_refused_unread(tmp_path: object, kind: str) -> None:
+    # tarfile reads a pax or long-name header whole (and keeps global ones): a layer
+    # declaring one of gigabytes was held in the worker's memory, under any limit
+    blob = os.path.join(str(tmp_path), "blob")
+    _huge_header_tar(blob, kind, 8 * MiB)
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceeded, match="extended headers of"):
+            unpack_layer(blob, os.path.join(str(tmp_path), "layer"), limits=Limits())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MiB
+    assert os.listdir(str(tmp_path)) == ["blob"]
+
+
+def test_a_long_chain_of_extended_headers_is_one_sentence(tmp_path: object) -> None:
+    blob = os.path.join(str(tmp_path), "blob")
+    with open(blob, "wb") as f:
+        for _ in range(2000):  # tarfile reads each one by recursing
+            f.write(tarfile.TarInfo._create_pax_generic_header({"comment": "x"},
+                                                               tarfile.XHDTYPE, "utf-8"))
+        f.write(tarfile.TarInfo("a").tobuf(tarfile.USTAR_FORMAT) + b"\0" * 1024)
+    with pytest.raises(LimitExceeded, match="more than 8 extended headers in a row"):
+        unpack_layer(blob, os.path.join(str(tmp_path), "layer"), limits=Limits())
+    assert os.listdir(str(tmp_path)) == ["blob"]
+
+
+def test_image_load_refuses_a_huge_extended_header_unread(tmp_path: object) -> None:
+    archive = os.path.join(str(tmp_path), "archive.tar")
+    _huge_header_tar(archive, "pax", 8 * MiB)
+    tracemalloc.start()
+    try:
+        with pytest.raises(LimitExceeded, match="extended headers of"):
+            ImageStore(os.path.join(str(tmp_path), "store")).load(archive)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MiB
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "pax --sparse-version=0.0", "pax --sparse-version=0.1",
+                                 "pax --sparse-version=1.0"])
+def test_a_sparse_entry_is_refused_in_one_sentence(tmp_path: object, fmt: str) -> None:
+    # GNU tar's sparse files, each format: a streamed layer could not be unpacked with
+    # one (tarfile seeks back), and OCI layers should not have them
+    sparse = os.path.join(str(tmp_path), "sp")
+    with open(sparse, "wb") as f:
+        f.truncate(1 << 20)
+        f.seek(4096)
+        f.write(b"x")
+    blob = os.path.join(str(tmp_path), "blob")
+    subprocess.run(["tar", "-S", f"--format={fmt.split()[0]}", *fmt.split()[1:], "-cf", blob,
+                    "-C", str(tmp_path), "sp"], check=True, timeout=30)
+    with pytest.raises(InvalidArgument, match="'sp' is a sparse file, which berth does not"):
+        unpack_layer(blob, os.path.join(str(tmp_path), "layer"), limits=Limits())
+    assert sorted(os.listdir(str(tmp_path))) == ["blob", "sp"]
+
+
+def test_a_huge_sparse_map_is_refused_unread(tmp_path: object) -> None:
+    # a pax sparse map (format 1.0) is in the entry's data, held as Python numbers: a
+    # few megabytes of "0\n1\n" took hundreds of megabytes of the worker's memory
+    pairs = 500_000
+    data = f"{pairs}\n".encode() + b"0\n1\n" * pairs
+    data += b"\0" * (-len(data) % 512)
+    blob = os.path.join(str(tmp_path), "blob")
+    with open(blob, "wb") as f:
+        f.write(tarfile.TarInfo._create_pax_generic_header(
+            {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "s",
+             "GNU.sparse.realsize": "1"}, tarfile.XHDTYPE, "utf-8"))
+        info = tarfile.TarInfo("GNUSparseFile.0/s")
+        info.size = len(data)
+        f.write(info.tobuf(tarfile.USTAR_FORMAT) + data + b"\0" * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidArgument, match="is a sparse file"):
+            unpack_layer(blob, os.path.join(str(tmp_path), "layer"), limits=Limits())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MiB
+    assert os.listdir(str(tmp_path)) == ["blob"]

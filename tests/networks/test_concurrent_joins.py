@@ -14,6 +14,7 @@ import secrets
 import subprocess
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -314,3 +315,23 @@ def test_batch_after_a_failed_run_runs_again_for_the_waiters() -> None:
         batch.run(failing)
     batch.run(lambda: runs.append("ok"))
     assert runs == ["failed", "ok"]  # the failure served nobody
+
+
+def test_a_members_huge_hosts_file_is_not_read_whole_when_another_joins(
+        fresh_network: tuple[NetworkSetup, nw.Network]) -> None:
+    # /etc/hosts is the container's to write (a bind mount of the worker's file): a
+    # hostile one grew it (here 256 MiB of holes), and the next join's rewrite pass
+    # read it whole into the worker's memory to compare it with the new text
+    setup, net = fresh_network
+    first, second = secrets.token_hex(32), secrets.token_hex(32)
+    _join_at_once(setup, net, [first])
+    with open(os.path.join(setup.dir_of(first), "hosts"), "r+b") as f:
+        f.truncate(256 << 20)
+    tracemalloc.start()
+    try:
+        ips = _join_at_once(setup, net, [second])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20
+    assert _hosts_names(setup, first) == {f"m{second[:6]}": ips[second]}

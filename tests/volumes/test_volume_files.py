@@ -251,3 +251,26 @@ def test_a_removal_sets_the_volume_aside_then_sweeps_it(tmp_path: Path) -> None:
     files.set_aside(volumes, "v1")
     assert files.set_aside(volumes, "v1") is None
     assert files.sweep(volumes) == 1 and os.listdir(volumes) == []
+
+
+def _deep_tree(top: str, depth: int) -> None:
+    """``depth`` directories nested in ``top`` (as a container can make them in its
+    volume or its own filesystem), made by descriptor: the path outgrows PATH_MAX."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("dd", dir_fd=fd)
+            sub = os.open("dd", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+    finally:
+        os.close(fd)
+
+
+def test_a_volume_a_container_filled_with_a_deep_tree_is_still_removed(tmp_path: Path) -> None:
+    # shutil.rmtree recurses once per level: 3000 levels ended in a RecursionError,
+    # which ignore_errors does not cover (volume rm failed, the tree stayed for ever)
+    volumes = str(tmp_path / "volumes")
+    _deep_tree(files.ensure(volumes, "v1"), 3000)
+    files.set_aside(volumes, "v1")
+    assert files.sweep(volumes) == 1 and os.listdir(volumes) == []
