@@ -468,8 +468,11 @@ class Client:
         a large archive goes in pieces (a bus frame holds at most 1 MiB)."""
         from engine.copying import CHUNK
 
+        # Writing half a million entries takes the worker a while: the closing command
+        # waits patiently (a resend on silence is absorbed, or replays the outcome).
         if len(data) <= CHUNK:
-            return self._on_container(c.COPY_IN, ref, node, path=path, data=data)
+            return self._on_container(c.COPY_IN, ref, node, path=path, data=data,
+                                      patient=True)
         resolved = self.resolve(ref)  # every piece to the same container and node
         transfer = new_uuid()
         last = (len(data) - 1) // CHUNK * CHUNK
@@ -477,7 +480,7 @@ class Client:
             self._on_container(c.COPY_CHUNK, resolved.id, resolved.node, transfer=transfer,
                                offset=offset, data=data[offset:offset + CHUNK])
         return self._on_container(c.COPY_IN, resolved.id, resolved.node, path=path,
-                                  transfer=transfer, data=data[last:])
+                                  transfer=transfer, data=data[last:], patient=True)
 
     def copy_out(self, ref: str, path: str, *, node: str | None = None) -> bytes:
         """The file or directory at ``path`` in the container, as a tar (read in pages)."""
@@ -486,7 +489,8 @@ class Client:
         offset = 0
         while size is None or offset < size:
             result = self._on_container(c.COPY_OUT, resolved.id, resolved.node, path=path,
-                                        transfer=transfer, offset=offset).result
+                                        transfer=transfer, offset=offset,
+                                        patient=not offset).result  # the first packs
             data, size = result.get("data"), result.get("size")
             if not isinstance(data, bytes) or type(size) is not int or not (data or not size):
                 raise ProtocolError("query.copy_out answered without data")

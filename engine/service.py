@@ -43,6 +43,7 @@ from engine.errors import (
 )
 from engine.faults import crash_point
 from engine.ids import is_full_id, new_container_id
+from engine.inroot import Root
 from engine.locks import ContainerLocks
 from engine.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
@@ -279,8 +280,8 @@ class ContainerService:
             self.record_exit(cid)
             state = self.container(cid)
             if isinstance(command, c.CopyIn):  # into or as: judged once, in the intent
-                command = replace(command, path=copying.landing(state.spec.rootfs,
-                                                                 command.path))
+                with self.copy_root(state) as root:
+                    command = replace(command, path=copying.landing(root, command.path))
             plan = d.decide(state, command)
             if plan.noop:
                 return Outcome((), plan.result)
@@ -544,7 +545,8 @@ class ContainerService:
                     rt.stop(cid, state.pid, stop_signal=state.spec.stop_signal, timeout=timeout)
             case d.Step.COPY_IN:
                 assert isinstance(command, c.CopyIn)
-                copying.unpack(state.spec.rootfs, command.path, command.data)
+                with self.copy_root(state, remount=True) as root:
+                    copying.unpack(root, command.path, command.data)
             case d.Step.KILL:
                 assert isinstance(command, c.Kill)
                 rt.kill(cid, command.signal)
@@ -569,6 +571,20 @@ class ContainerService:
             case d.Step.RECORD_EXIT | d.Step.EXEC:
                 pass  # recorded by the caller / run outside the lock by _exec
         return facts
+
+    def copy_root(self, state: ContainerState, *, remount: bool = False) -> Root:
+        """Where ``berth cp`` works in a container: a live one's own root (its mount
+        namespace: volumes, tmpfs and bind mounts as its processes see them), else its
+        root filesystem. ``remount`` (under the container's lock): an image's overlay
+        that a reboot unmounted is mounted again first, so a copy into it does not land
+        in the empty directory beneath. The caller closes the root."""
+        if state.pid and state.state in ALIVE:
+            root = self.runtime.process_root(state.id, state.pid)
+            if root is not None:
+                return root
+        if remount and self.images is not None and state.spec.image_id:
+            self.images.remount(state.id, state.spec)
+        return Root.open(state.spec.rootfs)
 
     def _act_unless_done(self, cid: str, action: Callable[[str], object],
                          reached: Status) -> None:

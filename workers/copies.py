@@ -10,6 +10,7 @@ client that went away) is dropped.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +27,16 @@ TTL: Final = 300.0
 
 @dataclass
 class _Held:
-    data: bytearray = field(default_factory=bytearray)
+    data: io.BytesIO = field(default_factory=io.BytesIO)
+    """The pieces, each written at its offset. Joined with ``getvalue()``, which hands
+    over the buffer itself: the archive is never held twice."""
+    size: int = 0
+    touched: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Packed:
+    data: bytes  # as packed: pages are sliced from it, never a second copy of it
     touched: float = field(default_factory=time.monotonic)
 
 
@@ -34,15 +44,17 @@ class Transfers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._in: dict[str, _Held] = {}
-        self._out: dict[str, _Held] = {}
+        self._out: dict[str, _Packed] = {}
 
     def _expire(self, now: float) -> None:
-        for table in (self._in, self._out):
-            for key in [k for k, h in table.items() if now - h.touched > TTL]:
-                del table[key]
+        for key in [k for k, h in self._in.items() if now - h.touched > TTL]:
+            del self._in[key]
+        for key in [k for k, p in self._out.items() if now - p.touched > TTL]:
+            del self._out[key]
 
     def _room(self, more: int) -> None:
-        held = sum(len(h.data) for t in (self._in, self._out) for h in t.values())
+        held = (sum(h.size for h in self._in.values())
+                + sum(len(p.data) for p in self._out.values()))
         if held + more > MAX_HELD:
             raise RateLimited("too many copies in flight on this node: retry later")
 
@@ -56,13 +68,15 @@ class Transfers:
             if held is None:
                 held = self._in[key] = _Held()
             end = chunk.offset + len(chunk.data)
-            if chunk.offset > len(held.data) or end > MAX_COPY:
+            if chunk.offset > held.size or end > MAX_COPY:
                 raise InvalidArgument(f"copy piece at offset {chunk.offset} does not follow "
-                                      f"the {len(held.data)} bytes staged (at most {MAX_COPY})")
-            self._room(max(0, end - len(held.data)))
-            held.data[chunk.offset:end] = chunk.data
+                                      f"the {held.size} bytes staged (at most {MAX_COPY})")
+            self._room(max(0, end - held.size))
+            held.data.seek(chunk.offset)
+            held.data.write(chunk.data)
+            held.size = max(held.size, end)
             held.touched = now
-            return len(held.data)
+            return held.size
 
     def join(self, command: c.CopyIn) -> c.CopyIn:
         """The copy with its whole archive (the staged pieces, then its own data)."""
@@ -74,7 +88,9 @@ class Transfers:
             # A resend of a copy done before (the service replays its outcome), or one
             # whose pieces are gone (the rules refuse it): either way, as it came.
             return command
-        data = bytes(held.data) + command.data
+        held.data.seek(held.size)
+        held.data.write(command.data)
+        data = held.data.getvalue()
         check_archive(data)
         return c.CopyIn(command.container, command.path, data)
 
@@ -90,8 +106,8 @@ class Transfers:
             data = make()
             with self._lock:
                 self._room(len(data))
-                held = self._out[key] = _Held(bytearray(data))
-        page = bytes(held.data[offset:offset + CHUNK])
+                held = self._out[key] = _Packed(data)
+        page = held.data[offset:offset + CHUNK]
         size = len(held.data)
         with self._lock:
             held.touched = now

@@ -212,16 +212,21 @@ def _events(recorded: Any, head: int) -> dict[str, Any]:
 
 
 def _copy_out(q: Queries, co: c.CopyOut, copies: Transfers) -> dict[str, Any]:
-    """The tar of a path in a container of this node (its root filesystem is here):
-    whole if it fits one message, else a page of it (``transfer``, ``offset``)."""
+    """The tar of a path in a container of this node (a live one's own view, with its
+    mounts; a stopped one's root filesystem): whole if it fits one message, else a
+    page of it (``transfer``, ``offset``)."""
     cid = q.local(co.container)
     state = q.inspect(c.Inspect(cid))
     if state.removed:
         raise NotFound(f"no such container: {co.container}")
+
+    def packed(limit: int = copying.MAX_COPY) -> bytes:
+        with q.service.copy_root(state) as root:
+            return copying.pack(root, co.path, limit)
+
     if co.transfer is None:
-        return {"id": cid, "data": copying.pack(state.spec.rootfs, co.path, copying.CHUNK)}
-    data, size = copies.page(f"{cid}/{co.transfer}", co.offset,
-                             lambda: copying.pack(state.spec.rootfs, co.path))
+        return {"id": cid, "data": packed(copying.CHUNK)}
+    data, size = copies.page(f"{cid}/{co.transfer}", co.offset, packed)
     return {"id": cid, "data": data, "size": size}
 
 

@@ -32,6 +32,7 @@ def split(arg: str) -> tuple[str | None, str]:
 
 def cmd_cp(args: argparse.Namespace, client: Client) -> int:
     from engine import copying
+    from engine.inroot import Root
 
     src_ctr, src = split(args.src)
     dst_ctr, dst = split(args.dst)
@@ -43,15 +44,19 @@ def cmd_cp(args: argparse.Namespace, client: Client) -> int:
         if dst == "-":
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
-        else:
-            copying.unpack("/", copying.landing("/", os.path.abspath(dst)), data)
+        else:  # a container's archive: checked whole before anything is written
+            copying.check_archive(data)
+            with Root.open("/") as host:
+                copying.unpack(host, copying.landing(host, os.path.abspath(dst)), data,
+                               setid=False)
         return 0
     if dst_ctr is None:  # pragma: no cover - excluded above; narrows the type
         raise InvalidArgument("cp needs a container on one side")
     if src == "-":
         data = sys.stdin.buffer.read(copying.MAX_COPY + 1)
     else:
-        data = copying.pack("/", os.path.abspath(src))
+        with Root.open("/") as host:
+            data = copying.pack(host, os.path.abspath(src))
     client.copy_in(dst_ctr, _absolute_in_container(dst), data)
     return 0
 

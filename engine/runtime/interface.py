@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from engine.inroot import Root
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, DumpReport, ExecResult, ExecSession, StatusReport
 from engine.spec import RunSpec
@@ -121,6 +122,12 @@ class Runtime(Protocol):
 
     def conmon_alive(self, conmon_pid: int | None, container_id: str) -> bool:
         """Is ``conmon_pid`` still the conmon of this container (not a reused pid)?"""
+        ...
+
+    def process_root(self, container_id: str, pid: int) -> Root | None:
+        """The root directory the container's process ``pid`` sees (its mount
+        namespace: volumes, tmpfs), None if that process is gone or is not the
+        container's (a reused pid); the caller closes it."""
         ...
 
     def container_ids(self) -> list[str]:

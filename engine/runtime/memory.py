@@ -30,6 +30,7 @@ from engine.errors import (
     NotFound,
 )
 from engine.ids import validate_container_id, validate_session_id
+from engine.inroot import Root
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import (
     Created,
@@ -330,6 +331,9 @@ class MemoryRuntime:
             box = self.containers.get(container_id)
             return (box is not None and box.conmon_pid == conmon_pid
                     and box.status != Status.STOPPED)
+
+    def process_root(self, container_id: str, pid: int) -> Root | None:
+        return None  # no process: a copy works in the root filesystem
 
     # -- for tests: things that happen to a container from outside ------------------------
 

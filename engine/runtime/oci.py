@@ -30,6 +30,7 @@ from engine.errors import (
 )
 from engine.faults import crash_point
 from engine.ids import validate_container_id, validate_name, validate_session_id
+from engine.inroot import Root
 from engine.runtime import conmon, execs
 from engine.runtime.attach import Parked
 from engine.runtime.config import (
@@ -42,6 +43,7 @@ from engine.runtime.layout import ContainerPaths
 from engine.runtime.mounts import volumes_root, with_mounts
 from engine.runtime.network import Joined, NetworkSetup, apply_to_config, published_ports
 from engine.runtime.ports import bind_ports
+from engine.runtime.procroot import container_root
 from engine.runtime.runc import Runc, classify
 from engine.runtime.types import (
     Created,
@@ -223,6 +225,9 @@ class OCIRuntime:
             return False
         return (bool(argv) and b"conmon" in os.path.basename(argv[0])
                 and container_id.encode() in argv)
+
+    def process_root(self, container_id: str, pid: int) -> Root | None:
+        return container_root(pid, validate_container_id(container_id))
 
     def status(self, container_id: str, *, known_stopped: bool = False) -> StatusReport:
         """The full path of updateContainerStatus: ask runc, then the exit file.

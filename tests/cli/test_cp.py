@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from engine import copying
+from engine.inroot import Root
 from tests.e2e.conftest import Engine
 
 
@@ -93,7 +94,7 @@ def _berth(up: Engine) -> list[str]:
 
 def test_nothing_escapes_the_root_filesystem(up: Engine, short_tmp: str) -> None:
     root = _own_rootfs(up, short_tmp)
-    _ok(up.cli("create", "--name", "jail", root, "true"))
+    _ok(up.cli("run", "-d", "--name", "jail", root, "sleep", "60"))
     name = f"berth-cp-{uuid.uuid4().hex[:8]}"
     src = os.path.join(short_tmp, name)
     with open(src, "w") as f:
@@ -102,7 +103,9 @@ def test_nothing_escapes_the_root_filesystem(up: Engine, short_tmp: str) -> None
     _ok(up.cli("cp", src, "jail:/hostroot/data/"))
     assert os.path.isfile(os.path.join(root, "data", name))
     _ok(up.cli("cp", src, "jail:/data/up/tmp/" + name + ".2"))
-    assert os.path.isfile(os.path.join(root, "tmp", name + ".2"))
+    # /data/up climbs to the container's /, whose /tmp is its tmpfs: the file is there
+    assert _ok(up.cli("exec", "jail", "cat", "/tmp/" + name + ".2")) == "x"
+    assert not os.path.exists(os.path.join(root, "tmp", name + ".2"))
     assert not os.path.exists("/tmp/" + name + ".2")
     # .. stops at the container's /: the host's files are never read
     missing = up.cli("cp", "jail:/../../../../etc/shadow", short_tmp)
@@ -221,8 +224,8 @@ def test_a_directory_copied_as_a_new_name_is_written_once_when_the_worker_dies_a
 
 def test_where_a_copy_lands_is_judged_once_and_a_second_write_there_changes_nothing(
         tmp_path: Path) -> None:
-    root = str(tmp_path)
-    os.mkdir(os.path.join(root, "data"))
+    os.mkdir(os.path.join(tmp_path, "data"))
+    root = Root.open(str(tmp_path))
     assert copying.landing(root, "/data") == "/data/"  # a directory: into it
     assert copying.landing(root, "/data//") == "/data/"
     assert copying.landing(root, "/data/new/") == "/data/new"  # none: as it
@@ -240,6 +243,99 @@ def test_where_a_copy_lands_is_judged_once_and_a_second_write_there_changes_noth
     where = copying.landing(root, "/data/new")
     for _ in range(2):  # the first attempt, then its resend
         copying.unpack(root, where, buffer.getvalue())
-        assert os.listdir(os.path.join(root, "data", "new")) == ["f.txt"]
+        assert os.listdir(os.path.join(tmp_path, "data", "new")) == ["f.txt"]
     copying.unpack(root, copying.landing(root, "/data/new"), buffer.getvalue())
-    assert sorted(os.listdir(os.path.join(root, "data", "new"))) == ["f.txt", "tree"]
+    assert sorted(os.listdir(os.path.join(tmp_path, "data", "new"))) == ["f.txt", "tree"]
+    root.close()
+
+
+def test_copies_see_the_container_s_volumes_and_tmpfs_as_it_does(
+        up: Engine, short_tmp: str) -> None:
+    """A running container is copied to and from in its own mount namespace: a file
+    copied into a named volume's target is in the volume (not in the root filesystem
+    underneath, which the container never sees), and its /tmp is its tmpfs."""
+    root = _own_rootfs(up, short_tmp)
+    volume = f"cpvol-{uuid.uuid4().hex[:8]}"
+    _ok(up.cli("run", "-d", "--name", "mnt", "-v", f"{volume}:/data/vol", "--tmpfs",
+               "/scratch", root, "sleep", "60"))
+    note = os.path.join(short_tmp, "note.txt")
+    with open(note, "w") as f:
+        f.write("hello\n")
+    _ok(up.cli("cp", note, "mnt:/data/vol/"))
+    _ok(up.cli("cp", note, "mnt:/tmp/"))
+    _ok(up.cli("cp", note, "mnt:/scratch/as-named"))
+    seen = _ok(up.cli("exec", "mnt", "sh", "-c",
+                      "cat /data/vol/note.txt /tmp/note.txt /scratch/as-named"))
+    assert seen == "hello\n" * 3
+    assert not os.path.exists(os.path.join(root, "data", "vol", "note.txt"))
+    assert not os.path.exists(os.path.join(root, "tmp", "note.txt"))
+    with open(os.path.join(up.root, "volumes", volume, "_data", "note.txt")) as f:
+        assert f.read() == "hello\n"
+    # out of them: what the container wrote there
+    _ok(up.cli("exec", "mnt", "sh", "-c", "echo temp > /tmp/t; mkdir /data/vol/d; "
+               "echo in-volume > /data/vol/d/f"))
+    back = os.path.join(short_tmp, "back")
+    os.mkdir(back)
+    _ok(up.cli("cp", "mnt:/tmp/t", back))
+    _ok(up.cli("cp", "mnt:/data/vol/d", back))
+    with open(os.path.join(back, "t")) as f:
+        assert f.read() == "temp\n"
+    with open(os.path.join(back, "d", "f")) as f:
+        assert f.read() == "in-volume\n"
+    # a stopped container: its root filesystem (its tmpfs is gone with its process)
+    _ok(up.cli("stop", "-t", "1", "mnt"))
+    _ok(up.cli("cp", note, "mnt:/data/stopped.txt"))
+    assert os.path.isfile(os.path.join(root, "data", "stopped.txt"))
+
+
+def test_directories_copied_in_keep_their_modes(up: Engine, short_tmp: str) -> None:
+    root = _own_rootfs(up, short_tmp)
+    _ok(up.cli("run", "-d", "--name", "modes", root, "sleep", "60"))
+    tree = os.path.join(short_tmp, "tree")
+    os.makedirs(os.path.join(tree, "open", "shared"))
+    with open(os.path.join(tree, "open", "shared", "f"), "w") as f:
+        f.write("x")
+    os.chmod(os.path.join(tree, "open", "shared", "f"), 0o640)
+    os.chmod(os.path.join(tree, "open", "shared"), 0o2775)
+    os.chmod(os.path.join(tree, "open"), 0o755)
+    _ok(up.cli("cp", os.path.join(tree, "open"), "modes:/data/"))
+    modes = _ok(up.cli("exec", "modes", "stat", "-c", "%a %n", "/data/open",
+                       "/data/open/shared", "/data/open/shared/f"))
+    assert modes.split("\n")[:3] == ["755 /data/open", "2775 /data/open/shared",
+                                     "640 /data/open/shared/f"]
+
+
+def test_an_image_container_is_copied_to_in_its_overlay_mounted_again_if_need_be(
+        up: Engine, short_tmp: str, busybox_rootfs: str) -> None:
+    """A container of an image: running, a copy goes to its own view of its overlay;
+    stopped, to the overlay itself, mounted again first if a reboot unmounted it (a
+    copy into the empty directory beneath would never be seen)."""
+    from engine.images.store import ImageStore
+    from engine.runtime import overlay
+    from tests.images.conftest import unmount_overlays
+
+    tarball = os.path.join(short_tmp, "rootfs.tar")
+    subprocess.run(["tar", "-C", busybox_rootfs, "-cf", tarball, "."], check=True)
+    name = f"localhost/cp-{uuid.uuid4().hex[:8]}:one"
+    try:
+        _ok(up.cli("image", "import", tarball, name, timeout=120))
+        cid = _ok(up.cli("run", "-d", "--pull", "never", "--name", "img", name,
+                         "sleep", "60")).strip()
+        note = os.path.join(short_tmp, "note.txt")
+        with open(note, "w") as f:
+            f.write("hello\n")
+        _ok(up.cli("cp", note, "img:/etc/"))
+        _ok(up.cli("stop", "-t", "1", "img"))
+        merged = os.path.join(ImageStore(up.root).container_dir(cid), "merged")
+        overlay.unmount(merged)  # as a reboot would
+        _ok(up.cli("cp", note, "img:/stopped.txt"))
+        assert overlay.is_mounted(merged)
+        _ok(up.cli("start", "img"))
+        assert _ok(up.cli("exec", "img", "cat", "/etc/note.txt", "/stopped.txt")) == "hello\n" * 2
+        raw = subprocess.run([*_berth(up), "cp", "img:/stopped.txt", "-"], env=up.env,
+                             capture_output=True, check=True, timeout=60).stdout
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            assert tar.getnames() == ["stopped.txt"]
+        _ok(up.cli("rm", "-f", "img"))
+    finally:
+        unmount_overlays(up.root)

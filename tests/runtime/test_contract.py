@@ -170,3 +170,27 @@ def test_conmon_is_alive_while_the_container_runs(harness: Harness) -> None:
     rt.kill(cid, "KILL")
     harness.exit_of(cid)
     wait_until(lambda: not rt.conmon_alive(created.conmon_pid, cid), 10, what="conmon exit")
+
+
+def test_a_process_root_is_only_ever_the_container_s_own(harness: Harness) -> None:
+    """``process_root``: what ``berth cp`` works in while a container runs. Never the
+    root of a pid that is not the container's (another container's, this process's,
+    a pid gone); the real runtime gives the container's own view, with its mounts."""
+    rt = harness.runtime
+    cid, pid = harness.create("sleep", "30")
+    other, _other_pid = harness.create("sleep", "30")
+    rt.start(cid)
+    assert rt.process_root(other, pid) is None  # another container's process
+    assert rt.process_root(cid, os.getpid()) is None  # not a container's at all
+    root = rt.process_root(cid, pid)
+    if isinstance(rt, OCIRuntime):
+        assert root is not None
+        with root:  # its /tmp is the tmpfs mounted in its namespace, not the rootfs's
+            seen = root.stat("/tmp")
+            assert seen is not None
+            assert seen.st_dev != os.stat(os.path.join(harness.rootfs, "tmp")).st_dev
+    else:
+        assert root is None  # no process: a copy works in the root filesystem
+    rt.kill(cid, "KILL")
+    harness.exit_of(cid)
+    assert rt.process_root(cid, pid) is None  # gone
