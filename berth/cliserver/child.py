@@ -50,7 +50,7 @@ def run(conn: socket.socket, fds: list[int], request: protocol.Request,
         conn.sendall(protocol.answer(protocol.STARTED, os.getpid()))
         code = _main(list(request.argv))
         atexit._run_exitfuncs()
-        _flush()
+        flush_std()
     except BaseException:  # the caller must hear an exit code whatever happened here
         code = 1
     try:
@@ -68,7 +68,7 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:
         return _exit_code(exc.code)
     except KeyboardInterrupt:
-        _flush()
+        flush_std()
         return 130
     except BaseException:
         traceback.print_exc()
@@ -115,7 +115,8 @@ def _fresh_stdio() -> None:
                       errors="backslashreplace", closefd=False)
 
 
-def _flush() -> None:
+def flush_std() -> None:
+    """Flush stdout and stderr, whatever state a command left them in."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

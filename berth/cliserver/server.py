@@ -279,7 +279,7 @@ class Server:
                      self.wake_w, *(c.sock.fileno() for c in self.callers),
                      *(fd for c in self.callers for fd in c.fds),
                      *(conn.fileno() for conn in self.children.values())]
-        _flush()
+        child.flush_std()
         pid = os.fork()
         if pid == 0:
             child.run(caller.sock, caller.fds, request, inherited)
@@ -313,7 +313,7 @@ class Server:
         log.warning("cli-server: berth's code or configuration changed since the start; "
                     "replacing this server")
         self.close()
-        _flush()
+        child.flush_std()
         os.execv(sys.executable, [sys.executable, "-P", "-m", "berth", *sys.argv[1:]])
 
 
@@ -376,14 +376,6 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
 
 
 def serve(run_dir: str) -> int:

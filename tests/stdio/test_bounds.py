@@ -16,7 +16,7 @@ from bus import stream as s
 from bus.stream import StreamSession
 from engine.errors import ProtocolError
 from tests.e2e.conftest import Engine
-from tests.helpers import wait_until
+from tests.helpers import rss_kib, wait_until
 from workers.attach import FDS_PER_SESSION, MAX_SESSIONS, RESERVED_FDS, session_limit
 from workers.inotify import POLL_INTERVAL, SharedInotify
 
@@ -24,14 +24,6 @@ from workers.inotify import POLL_INTERVAL, SharedInotify
 def _ok(result: object) -> str:
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)  # type: ignore[attr-defined]
     return str(result.stdout)  # type: ignore[attr-defined]
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def _inotify_fds(pid: int) -> int:
@@ -84,7 +76,7 @@ def test_stdin_sent_without_credit_ends_the_session_and_the_worker_stays_small(
                            tty=False, logs={}, credit=s.WINDOW))
         ready = _next(sock, 10)
         assert (ready.op, ready.get("credit")) == ("ready", s.STDIN_WINDOW)
-        before = _rss_kib(worker.pid)
+        before = rss_kib(worker.pid)
         chunk = s.encode("in", data=b"x" * s.MAX_CHUNK)
         started = time.monotonic()
         sent = 0
@@ -103,9 +95,9 @@ def test_stdin_sent_without_credit_ends_the_session_and_the_worker_stays_small(
         assert frame.op == "error", frame
         assert frame.get("code") == ProtocolError.code
         assert "stdin sent without credit" in str(frame.get("message"))
-        wait_until(lambda: _rss_kib(worker.pid) > 0, 1)
+        wait_until(lambda: rss_kib(worker.pid) > 0, 1)
         time.sleep(0.5)  # let the I/O thread drop whatever it still had queued
-        growth = _rss_kib(worker.pid) - before
+        growth = rss_kib(worker.pid) - before
         assert growth < 16 * 1024, (before, growth, sent)
     finally:
         sock.close(linger=0)

@@ -18,7 +18,7 @@ from bus import stream as s
 from engine.runtime import OCIRuntime
 from engine.service import KEEP_EXEC_SESSIONS
 from tests.e2e.conftest import Engine
-from tests.helpers import wait_until
+from tests.helpers import rss_kib, wait_until
 from tests.stdio.terminal import OnTerminal
 
 
@@ -101,14 +101,6 @@ def test_output_is_pushed_while_the_container_runs_and_signals_reach_it(up: Engi
     assert _none_left(up)
 
 
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def test_a_fast_producer_and_a_slow_reader_keep_memory_bounded(engine: Engine) -> None:
     """``yes`` against a reader taking 64 KiB every 20 ms: the worker (its own process),
     the broker (this one) and the client do not grow, and the stream goes on."""
@@ -119,12 +111,12 @@ def test_a_fast_producer_and_a_slow_reader_keep_memory_bounded(engine: Engine) -
         assert proc.stdout is not None
         out = proc.stdout.fileno()
         assert _readline(out, 20) == b"y\n"
-        before = (_rss_kib(worker.pid), _rss_kib(os.getpid()), _rss_kib(proc.pid))
+        before = (rss_kib(worker.pid), rss_kib(os.getpid()), rss_kib(proc.pid))
         read = 0
         for _ in range(100):  # ~2 s at ~3 MiB/s, while yes writes as fast as it may
             read += len(os.read(out, 64 * 1024))
             time.sleep(0.02)
-        after = (_rss_kib(worker.pid), _rss_kib(os.getpid()), _rss_kib(proc.pid))
+        after = (rss_kib(worker.pid), rss_kib(os.getpid()), rss_kib(proc.pid))
         assert proc.poll() is None  # still streaming: the session was never dropped
         assert read > 1024 * 1024
         # In flight at most WINDOW frames of 8 KiB (conmon's packets): 256 KiB; without
