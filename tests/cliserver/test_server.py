@@ -209,8 +209,16 @@ def test_signals_reach_the_command(served: Served, sig: signal.Signals) -> None:
 
 
 def _socket_open(pid: int) -> bool:
+    """Whether the process holds a socket now (a descriptor listed may be closed before
+    it is read: the front end opens and closes some while it starts)."""
     fds = f"/proc/{pid}/fd"
-    return any(os.readlink(f"{fds}/{fd}").startswith("socket:") for fd in os.listdir(fds))
+    for fd in os.listdir(fds):
+        try:
+            if os.readlink(f"{fds}/{fd}").startswith("socket:"):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
 
 
 def test_a_signal_while_the_command_is_handed_over_is_not_lost(served: Served) -> None:
