@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from typing import Final
 
 MAGIC: Final = b"berth-cli/1\0"
+PARENT_ENV: Final = "BERTH_CLI_SERVER_PARENT"
+"""Set by ``berth up`` to its own pid for the server it starts: a server whose engine
+died (killed -9, say) ends instead of living on as an orphan."""
 HEADER: Final = len(MAGIC) + 4
 MAX_REQUEST: Final = 2 * 1024 * 1024
 """Largest payload: the kernel's usual limit on one exec's arguments and environment

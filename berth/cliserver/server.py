@@ -42,6 +42,7 @@ READ_TIMEOUT = 5.0
 MAX_CLIENTS = 256
 MAX_CHILDREN = 32
 BACKLOG = 128
+PARENT_CHECK = 1.0
 _CRED = struct.Struct("3i")
 
 
@@ -107,6 +108,8 @@ class Server:
         self.waiting: collections.deque[Caller] = collections.deque()
         self.children: dict[int, socket.socket] = {}
         self.stopping = False
+        parent = os.environ.get(protocol.PARENT_ENV, "")
+        self.parent = int(parent) if parent.isdigit() else None
 
     # ------------------------------------------------------------------ loop
 
@@ -128,6 +131,8 @@ class Server:
         now = time.monotonic()
         timeout = min((c.deadline for c in self.callers if c.request is None),
                       default=now + 60) - now
+        if self.parent is not None:
+            timeout = min(timeout, PARENT_CHECK)
         for key, _ in self.selector.select(max(timeout, 0)):
             if key.fileobj is self.listener:
                 self._accept()
@@ -138,6 +143,9 @@ class Server:
         self._reap()
         self._expire(time.monotonic())
         self._start_waiting()
+        if self.parent is not None and os.getppid() != self.parent:
+            log.warning("cli-server: berth up (pid %d) is gone; stopping", self.parent)
+            self.stopping = True
         self._listen_while_room()
 
     def _listen_while_room(self) -> None:

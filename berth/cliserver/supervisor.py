@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 
+from berth.cliserver import protocol
+
 log = logging.getLogger("berth.up")
 
 FIRST_PAUSE = 0.5
@@ -33,8 +35,9 @@ class Supervised:
         self._thread.start()
 
     def _start(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, protocol.PARENT_ENV: str(os.getpid())}
         return subprocess.Popen([sys.executable, "-P", "-m", "berth", "cli-server"],
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, env=env)
 
     def _watch(self) -> None:
         pause = FIRST_PAUSE

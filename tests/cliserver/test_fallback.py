@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.cliserver.conftest import FrontEnd, Served
 from tests.e2e.conftest import Engine
@@ -101,3 +102,41 @@ def test_another_interpreter_setting_runs_the_plain_cli(served: Served) -> None:
     result = served.cli("ps", "--format", "json", env=env)
     assert result.returncode == 0 and json.loads(result.stdout) == []
     assert served.front.fell_back() == ["-P -m berth ps --format json"]
+
+
+_SUPERVISE = """
+import sys, time
+from berth.cliserver import supervisor
+supervised = supervisor.spawn()
+print(supervised.proc.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_server_whose_berth_up_was_killed_9_ends_instead_of_living_on(tmp_path: Path) -> None:
+    """``berth up`` killed -9 cannot stop its command server: the server notices its
+    parent is gone and ends (before, it lived on as an orphan for good, one more per
+    engine killed)."""
+    run = tmp_path / "run"
+    env = {**os.environ, "BERTH_RUN": str(run), "BERTH_CLI_SERVER": "1"}
+    up = subprocess.Popen([sys.executable, "-c", _SUPERVISE], env=env, stdout=subprocess.PIPE,
+                          text=True)
+    assert up.stdout is not None
+    server = int(up.stdout.readline())
+    try:
+        wait_until(lambda: (run / "cli.sock").exists(), 30, what="the server listening")
+        up.kill()
+        up.wait()
+        wait_until(lambda: not _alive(server), 10, what="the orphaned server ending")
+        assert not (run / "cli.sock").exists()
+    finally:
+        if _alive(server):
+            os.kill(server, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
