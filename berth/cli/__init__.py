@@ -30,6 +30,7 @@ from berth.cli import (
     system,
     volumes,
 )
+from berth.cliserver.protocol import first_word
 from bus.client import Client
 from engine.errors import BerthError, Unavailable
 
@@ -104,16 +105,8 @@ class Parser(argparse.ArgumentParser):
 
 def _command_word(argv: list[str]) -> str | None:
     """The sub-command named on the command line, if it is a known one."""
-    takes_value = {"--timeout", "--key", "--server-key"}
-    skip = False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word in takes_value:
-            skip = True
-        elif not word.startswith("-"):
-            return word if word in COMMANDS else None
-    return None
+    word = first_word(argv)
+    return word if word in COMMANDS else None
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -47,8 +47,9 @@ end sends them to the plain CLI; a server refuses them from any other client).""
 _TAKES_VALUE: Final = frozenset({"--timeout", "--key", "--server-key"})
 
 
-def runs_in_python(argv: tuple[str, ...]) -> bool:
-    """Whether ``argv`` names one of ``DIRECT`` (the front end's ``command_word``)."""
+def first_word(argv: tuple[str, ...] | list[str]) -> str | None:
+    """The first word of ``argv`` that is neither an option nor an option's value: the
+    sub-command, as the front end's ``command_word`` finds it too."""
     skip = False
     for word in argv:
         if skip:
@@ -56,8 +57,13 @@ def runs_in_python(argv: tuple[str, ...]) -> bool:
         elif word in _TAKES_VALUE:
             skip = True
         elif not word.startswith("-"):
-            return word in DIRECT
-    return False
+            return word
+    return None
+
+
+def runs_in_python(argv: tuple[str, ...]) -> bool:
+    """Whether ``argv`` names one of ``DIRECT`` (the front end's ``command_word``)."""
+    return first_word(argv) in DIRECT
 
 
 class BadRequest(Exception):
