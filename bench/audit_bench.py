@@ -14,7 +14,7 @@ append (1,000 commands of one event each per transaction), so every row carries 
 real chain hash and commands row; building it is timed too but is not the figure.
 Every store signs the rows it appends with the auditor key, as a worker with
 ``BERTH_AUDIT_KEY`` does, so verify checks a writer signature on every events and
-commands row (engine/store/vouch.py); the pass is timed with and without that check.
+commands row (engine/audit/vouch.py); the pass is timed with and without that check.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import uuid
 from pathlib import Path
 
 from engine import events as ev
-from engine.store import AppendRequest, EventStore, merkle
-from engine.treehead import InclusionProof, Signer, check_proof
+from engine.audit import merkle
+from engine.audit.treehead import InclusionProof, Signer, check_proof
+from engine.store import AppendRequest, EventStore
 from migrations.runner import upgrade
 
 SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs/alpine", args=("sleep", "infinity"))

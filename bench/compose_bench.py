@@ -58,7 +58,7 @@ sys.path.insert(0, REPO)
 from bench.lifecycle_bench import Berth  # noqa: E402
 from engine.images import build  # noqa: E402
 from engine.images.layout import Layout  # noqa: E402
-from engine.rootfs import build_busybox_rootfs  # noqa: E402
+from engine.images.rootfs import build_busybox_rootfs  # noqa: E402
 
 IMAGE = "localhost/berth-bench/busybox:1"
 VENV = "/var/tmp/berth-bench-podman-compose"

@@ -23,8 +23,8 @@ import shutil
 import tempfile
 import time
 
-from engine import copying
-from engine import tarstream as ts
+from engine.containers import copying
+from engine.containers import tarstream as ts
 from engine.inroot import Root
 
 

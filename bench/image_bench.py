@@ -35,7 +35,7 @@ from bench.lifecycle_bench import Berth, client_lifecycle  # noqa: E402
 from bus.client import Client  # noqa: E402
 from engine.images import build  # noqa: E402
 from engine.images.layout import Layout  # noqa: E402
-from engine.rootfs import build_busybox_rootfs  # noqa: E402
+from engine.images.rootfs import build_busybox_rootfs  # noqa: E402
 
 IMAGE = "localhost/bench/layered:10"
 

@@ -55,11 +55,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bus.client import Client  # noqa: E402
+from engine.containers.spec import RunSpec  # noqa: E402
 from engine.errors import BerthError  # noqa: E402
 from engine.ids import new_container_id  # noqa: E402
-from engine.rootfs import build_busybox_rootfs  # noqa: E402
+from engine.images.rootfs import build_busybox_rootfs  # noqa: E402
 from engine.runtime import OCIRuntime, RuntimeConfig  # noqa: E402
-from engine.spec import RunSpec  # noqa: E402
 from workers.inotify import Inotify  # noqa: E402
 
 PODMAN = ["podman", "--runtime", "runc", "run", "--rm", "--network", "none",

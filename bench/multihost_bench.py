@@ -435,7 +435,7 @@ def main() -> None:
     seconds = opts.seconds or (2.0 if opts.quick else 6.0)
     repeats = opts.repeats or (2 if opts.quick else 3)
     broker = BrokerOptions(opts.rate_limit, opts.burst)
-    from engine.rootfs import build_busybox_rootfs
+    from engine.images.rootfs import build_busybox_rootfs
 
     with tempfile.TemporaryDirectory(prefix="berth-mhb-") as tmp:
         rootfs = build_busybox_rootfs(os.path.join(tmp, "busybox"))

@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bench.lifecycle_bench import Berth  # noqa: E402
-from engine.rootfs import build_busybox_rootfs  # noqa: E402
+from engine.images.rootfs import build_busybox_rootfs  # noqa: E402
 
 PODMAN = ["podman", "--runtime", "runc", "run", "--rm", "--ulimit", "nofile=20000:20000",
           "--ulimit", "nproc=4096:4096"]  # as bench.lifecycle_bench runs it

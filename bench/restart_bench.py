@@ -9,13 +9,13 @@ this process share the host's clock). The time is broken down into:
 * kill -> exit recorded: conmon reaps the process and writes its exit file, the
   worker's exit monitor (inotify) reads it and records ``container.exited``;
 * exit -> restarting recorded: the restart policy judges the exit from the log and
-  records its intent with the backoff delay (``engine.restarts``);
+  records its intent with the backoff delay (``engine.restarts.rules``);
 * restarting -> started recorded: the scheduler waits out the delay, then ``runc
   delete``, conmon and ``runc create``, ``runc start``, and ``container.started``;
 * kill -> started seen: when the ``started`` event reached a subscriber here.
 
 The backoff starts at 100 ms, doubles with every restart that followed a short run
-and resets once a container has run ``engine.restarts.RESET_AFTER_S`` (10 s). The
+and resets once a container has run ``engine.restarts.rules.RESET_AFTER_S`` (10 s). The
 kills go round-robin over ``--containers`` containers, spaced so that each runs at
 least that long between two of its kills: every restart waits the first backoff, as a
 container that crashes now and then would. ``--spacing`` shorter than that shows the
@@ -47,8 +47,8 @@ from bench.lifecycle_bench import Berth  # noqa: E402
 from bus.client import Client  # noqa: E402
 from bus.protocol import EventMessage  # noqa: E402
 from bus.subscription import Subscription  # noqa: E402
-from engine.restarts import RESET_AFTER_S  # noqa: E402
-from engine.rootfs import build_busybox_rootfs  # noqa: E402
+from engine.images.rootfs import build_busybox_rootfs  # noqa: E402
+from engine.restarts.rules import RESET_AFTER_S  # noqa: E402
 
 TYPES = ("container.exited", "container.restarting", "container.started")
 WAIT_S = 90.0

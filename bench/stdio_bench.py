@@ -33,7 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from bench.lifecycle_bench import Berth  # noqa: E402
-from engine.rootfs import build_busybox_rootfs  # noqa: E402
+from engine.images.rootfs import build_busybox_rootfs  # noqa: E402
 from engine.runtime import RuntimeConfig  # noqa: E402
 
 BERTH = [sys.executable, "-m", "berth"]

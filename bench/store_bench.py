@@ -17,7 +17,7 @@ PostgreSQL is a private, durable (fsync on) server started by tests/pgserver.py
 unless BERTH_PG_HOST is set.
 
 The writer-signature table compares appends by a store with an auditor key (every
-events and commands row signed, engine/store/vouch.py) with appends by one without,
+events and commands row signed, engine/audit/vouch.py) with appends by one without,
 configuration by configuration in the same run, as above.
 """
 
@@ -38,10 +38,10 @@ from typing import TypeVar
 import msgpack  # type: ignore[import-untyped]
 
 from engine import events as ev
-from engine.projection import fold
+from engine.audit.treehead import Signer
+from engine.containers.projection import fold
 from engine.store import AppendRequest, EventStore
 from engine.store.mapper import Mapper
-from engine.treehead import Signer
 from migrations.runner import upgrade
 
 SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs/alpine", args=("sleep", "infinity"),
@@ -73,7 +73,7 @@ def _append_rate(url: str, writers: int, commands: int, per_command: int,
 
     A transaction carries ``commands`` commands (append_batch when more than one),
     each appending ``per_command`` events to one of its writer's container streams;
-    with ``signer``, every row is signed by it (engine/store/vouch.py).
+    with ``signer``, every row is signed by it (engine/audit/vouch.py).
     """
     upgrade(url)
     stores = [EventStore(url, signer=signer) for _ in range(writers)]

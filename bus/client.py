@@ -407,7 +407,7 @@ class Client:
         ``ports=["8080:80"]`` are accepted as the CLI accepts them, and mounts as
         ``volumes=["/srv:/data:ro", "NAME:/db"]``, ``mount=["type=tmpfs,target=/t"]``,
         ``tmpfs=["/run:size=1m"]``."""
-        from engine.spec import spec_from_user  # not on the path of 'berth ps'
+        from engine.containers.spec import spec_from_user  # not on the path of 'berth ps'
 
         spec = spec_from_user(spec)
         if name is not None:
@@ -466,7 +466,7 @@ class Client:
     def copy_in(self, ref: str, path: str, data: bytes, *, node: str | None = None) -> Reply:
         """Extract ``data`` (a tar of one file or directory) at ``path`` in the container;
         a large archive goes in pieces (a bus frame holds at most 1 MiB)."""
-        from engine.copying import CHUNK
+        from engine.containers.copying import CHUNK
 
         # Writing half a million entries takes the worker a while: the closing command
         # waits patiently (a resend on silence is absorbed, or replays the outcome).
@@ -516,7 +516,7 @@ class Client:
         """Change run options of an existing container: ``memory`` (bytes or ``64m``),
         ``pids_limit``, ``cpus``, ``restart``; the reply lists the ones changed."""
         if isinstance(changes.get("memory"), str):
-            from engine.spec import parse_size
+            from engine.containers.spec import parse_size
 
             changes["memory"] = parse_size(changes["memory"])
         return self._on_container(c.UPDATE, ref, node, **changes)

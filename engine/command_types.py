@@ -22,7 +22,7 @@ REMOVE: Final = "container.remove"
 WAIT: Final = "container.wait"
 # health checks: one probe now (routed to the container's node; records only a change)
 HEALTHCHECK: Final = "container.healthcheck"
-# updates: resources through runc update, the restart policy (engine.decide._update)
+# updates: resources through runc update, the restart policy (engine.containers.decide._update)
 UPDATE: Final = "container.update"
 # live usage: reads answered by the container's node, never recorded (workers/usage.py)
 TOP: Final = "container.top"

@@ -33,8 +33,8 @@ from engine.events import datetime_from_data
 from engine.ids import validate_container_id, validate_name, validate_session_id
 
 if TYPE_CHECKING:  # imported where parsed: the client imports this module for the names
-    from engine.spec import RunSpec
-    from engine.treehead import TreeHead
+    from engine.audit.treehead import TreeHead
+    from engine.containers.spec import RunSpec
 
 MAX_EVENTS_PAGE: Final = 1000
 MAX_LOG_WAIT_MS: Final = 5000
@@ -415,7 +415,7 @@ Command: TypeAlias = ContainerCommand | Query | VolumeCommand | NetworkCommand
 
 # --------------------------------------------------------------------------- process rules
 # One set of rules for a process to run, whether it is a container's (the run spec,
-# engine.spec) or an exec session's: the same command line, environment, working
+# engine.containers.spec) or an exec session's: the same command line, environment, working
 # directory and user are refused with the same sentence wherever they come from.
 
 
@@ -525,7 +525,7 @@ def _time(args: Mapping[str, Any], key: str) -> datetime | None:
 
 
 def _bytes(args: Mapping[str, Any], key: str) -> bytes:
-    from engine.copying import CHUNK
+    from engine.containers.copying import CHUNK
 
     data = args.get(key)
     if not isinstance(data, bytes) or len(data) > CHUNK:
@@ -560,7 +560,7 @@ def _container(command_type: str, container: str | None) -> str:
 
 
 def _create(args: Mapping[str, Any]) -> Create:
-    from engine.spec import RunSpec
+    from engine.containers.spec import RunSpec
 
     data = dict(args)
     name = data.pop("name", None)
@@ -611,8 +611,8 @@ def _wait(ref: str, args: Mapping[str, Any]) -> Wait:
 
 
 def _update(ref: str, args: Mapping[str, Any]) -> Update:
-    """Only the types here: the values are the run spec's to judge (engine.decide)."""
-    from engine.restarts import parse_policy
+    """Only the types here: the values are the run spec's to judge (engine.containers.decide)."""
+    from engine.restarts.rules import parse_policy
 
     memory = None if args.get("memory") is None else _integer(args, "memory", 0,
                                                                 minimum=4 * 1024 * 1024)
@@ -631,7 +631,7 @@ def _update(ref: str, args: Mapping[str, Any]) -> Update:
 
 
 def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
-    from engine.treehead import TreeHead
+    from engine.audit.treehead import TreeHead
 
     heads = args.get("heads") or []
     keys = args.get("keys") or []
@@ -643,9 +643,9 @@ def _verify_audit(args: Mapping[str, Any]) -> VerifyAudit:
 
 
 def _volume(command_type: str, args: Mapping[str, Any]) -> VolumeCommand:
-    """A volume command; the names obey engine.mountspec's one rule."""
-    from engine.mountspec import validate_volume_name
-    from engine.volumes import check_labels
+    """A volume command; the names obey engine.containers.mountspec's one rule."""
+    from engine.containers.mountspec import validate_volume_name
+    from engine.volumes.rules import check_labels
 
     match command_type:
         case "volume.create":
@@ -664,7 +664,7 @@ def _volume(command_type: str, args: Mapping[str, Any]) -> VolumeCommand:
         case _:  # volume.inspect
             return VolumeInspect(validate_volume_name(args.get("name")))
 def _network_name(args: Mapping[str, Any]) -> str:
-    from engine.networks import validate_name
+    from engine.networks.rules import validate_name
 
     return validate_name(args.get("name"))
 
@@ -774,7 +774,7 @@ def parse(command_type: str, container: str | None, args: Mapping[str, Any]) -> 
             data = _bytes(args, "data")
             transfer = _transfer(args)
             if transfer is None:  # the whole archive (else checked once joined)
-                from engine.copying import check_archive
+                from engine.containers.copying import check_archive
 
                 check_archive(data)
             return CopyIn(ref, _container_path(args), data, transfer)

@@ -62,7 +62,7 @@ class InvalidState(BerthError):
 
 
 class Refused(InvalidState):
-    """The rules refused the command before anything ran (``engine.decide``).
+    """The rules refused the command before anything ran (``engine.containers.decide``).
 
     Its own class so the service can tell a refusal, which changed nothing, from a
     failure part-way through a command; on the wire it is ``invalid_state`` like any

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
-from engine.errors import InvalidArgument
-
-# The run spec lives with its validation in engine.spec; re-exported as part of the
+# The run spec lives with its validation in engine.containers.spec; re-exported as part of the
 # created event's vocabulary.
-from engine.spec import PortMapping as PortMapping  # noqa: PLC0414 (explicit re-export)
-from engine.spec import RunSpec as RunSpec  # noqa: PLC0414
+from engine.containers.spec import PortMapping as PortMapping  # noqa: PLC0414 (explicit re-export)
+from engine.containers.spec import RunSpec as RunSpec  # noqa: PLC0414
+from engine.errors import InvalidArgument
 
 # Topics. Constants, so a typo is a NameError and not a silently unknown event.
 CONTAINER_CREATED = "container.created"
@@ -44,7 +43,7 @@ CONTAINER_COPIED_IN = "container.copied_in"
 CONTAINER_COPY_FINISHED = "container.copy_finished"
 COMMAND_FAILED = "command.failed"
 COMMAND_REFUSED = "command.refused"
-# restart policies, health checks, updates (engine.restarts, engine.health)
+# restart policies, health checks, updates (engine.restarts.rules, engine.health.rules)
 CONTAINER_RESTARTING = "container.restarting"
 CONTAINER_HEALTH_STATUS = "container.health_status"
 CONTAINER_UPDATED = "container.updated"
@@ -394,7 +393,7 @@ class Restarting(Event):
     """Intent: the restart policy answers the exit at ``exit_position`` with restart
     number ``attempt`` (since the container was last started by hand), ``delay_s``
     after this record. Recorded before the restart, under an id derived from the exit,
-    so one exit gets one restart whatever crashes in between (engine.restarts)."""
+    so one exit gets one restart whatever crashes in between (engine.restarts.rules)."""
 
     type: ClassVar[str] = CONTAINER_RESTARTING
     attempt: int
@@ -493,7 +492,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-# -- volumes: not containers', each in its own stream ("volume:NAME", see engine.volumes)
+# -- volumes: not containers', each in its own stream ("volume:NAME", see engine.volumes.rules)
 VOLUME_CREATED = "volume.created"
 VOLUME_REMOVED = "volume.removed"
 

@@ -16,7 +16,7 @@ export BERTH_ROOT="${BERTH_ROOT:-/var/lib/berth}" BERTH_RUN="${BERTH_RUN:-/run/b
 VENV=${BERTH_VENV:-$REPO/.venv}
 B="$VENV/bin/berth"
 ROOTFS="$BERTH_ROOT/rootfs/busybox"
-"$VENV/bin/python" -c "from engine.rootfs import build_busybox_rootfs as b; b('$ROOTFS')"
+"$VENV/bin/python" -c "from engine.images.rootfs import build_busybox_rootfs as b; b('$ROOTFS')"
 
 show() { printf '\n\033[1m$ berth %s\033[0m\n' "$*"; "$B" "$@"; }
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine.rootfs import build_busybox_rootfs
+from engine.images.rootfs import build_busybox_rootfs
 from tests import budget  # noqa: F401  (loads the hypothesis profile named in the environment)
 
 
@@ -76,7 +76,7 @@ def release_networks(path: str) -> None:
     (engines of their own, killed workers): the bridges and addresses are the
     host's, so what a test leaves would outlive its temporary directory."""
     from engine.errors import NotFound
-    from engine.runtime.network import NetworkSetup
+    from engine.networks.setup import NetworkSetup
 
     def no_lookup(name: str) -> Any:
         raise NotFound(name)

@@ -8,8 +8,9 @@ container process is still there.
 
 ``ConmonWatch`` holds a pidfd for the conmon of every live container of this node
 (a pidfd turns readable the moment its process exits, with no polling and no
-pid-reuse race) and settles each death with ``engine.recovery.settle_conmon_gone``, whose rules
-(``engine.decide.conmon_gone``) are:
+pid-reuse race) and settles each death with
+``engine.containers.recovery.settle_conmon_gone``, whose rules
+(``engine.containers.decide.conmon_gone``) are:
 
 * an exit file exists: conmon exited normally after its container; record the exit
   (the inotify monitor usually did already; the second writer writes nothing);
@@ -34,10 +35,10 @@ import time
 from collections.abc import Sequence
 
 from engine import events as ev
+from engine.containers.projection import ALIVE
+from engine.containers.recovery import settle_conmon_gone
+from engine.containers.service import ContainerService
 from engine.errors import BerthError, StateUnwritable, StoreError
-from engine.projection import ALIVE
-from engine.recovery import settle_conmon_gone
-from engine.service import ContainerService
 
 log = logging.getLogger("berth.conmon_watch")
 

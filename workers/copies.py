@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from engine import commands as c
-from engine.copying import CHUNK, MAX_COPY, check_archive
+from engine.containers.copying import CHUNK, MAX_COPY, check_archive
 from engine.errors import InvalidArgument, RateLimited
 
 MAX_HELD: Final = 2 * MAX_COPY

@@ -16,14 +16,14 @@ from bus.protocol import Command, Reply
 from bus.results import events_result
 from engine import command_types as t
 from engine import commands as c
-from engine import copying
+from engine.audit.treehead import TreeHead
+from engine.containers import copying
+from engine.containers.queries import Queries, RebuildReport
+from engine.containers.service import ContainerService, Outcome
 from engine.errors import BerthError, InvalidArgument, NotFound, Unavailable, WrongNode
 from engine.images.service import ImageService
-from engine.network_service import NetworkOutcome, NetworkService
-from engine.queries import Queries, RebuildReport
-from engine.service import ContainerService, Outcome
-from engine.treehead import TreeHead
-from engine.volume_service import VolumeService
+from engine.networks.service import NetworkOutcome, NetworkService
+from engine.volumes.service import VolumeService
 from workers.copies import Transfers
 from workers.health import HealthMonitor, healthcheck, with_health
 from workers.info import node_info

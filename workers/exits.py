@@ -13,9 +13,9 @@ import logging
 import threading
 import time
 
+from engine.containers.service import ContainerService
 from engine.errors import BerthError, StateUnwritable, StoreError
 from engine.ids import validate_container_id
-from engine.service import ContainerService
 from workers.inotify import Inotify
 
 log = logging.getLogger("berth.exits")

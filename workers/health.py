@@ -1,6 +1,6 @@
 """The health monitor: the worker's one scheduler of health-check probes.
 
-It decides nothing (``engine.health`` does, ``engine.prober`` records): it follows the
+It decides nothing (``engine.health.rules`` does, ``engine.health.prober`` records): it follows the
 committed events (a start begins a container's checks, an exit or removal ends them),
 keeps one heap of due probes, and hands each due probe to a small pool, so a slow
 probe delays no other container's and a container never has two probes at once.
@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine import events as ev
-from engine import health as h
+from engine.containers.projection import RUNNING, ContainerState
+from engine.containers.service import ContainerService
 from engine.errors import BerthError, InvalidArgument, NotFound, Refused, Unavailable
-from engine.prober import Prober, status_of
-from engine.projection import RUNNING, ContainerState
-from engine.service import ContainerService
+from engine.health import rules as h
+from engine.health.prober import Prober, status_of
 
 log = logging.getLogger("berth.health")
 

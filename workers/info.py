@@ -6,9 +6,9 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+from engine.containers.service import ContainerService
 from engine.runtime.oci import OCIRuntime
 from engine.runtime.versions import versions
-from engine.service import ContainerService
 
 
 def berth_version() -> str:

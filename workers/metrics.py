@@ -21,8 +21,8 @@ from bus.metrics import CommandMetrics, Readiness, collector
 from bus.protocol import Command, Reply
 from bus.worker_link import Handler
 from engine import events as ev
+from engine.containers.projection import STATES
 from engine.errors import BerthError
-from engine.projection import STATES
 from engine.store.retry import RETRIES
 
 if TYPE_CHECKING:

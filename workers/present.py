@@ -7,7 +7,7 @@ from typing import Any
 
 from bus.protocol import EventMessage
 from engine import events as ev
-from engine.projection import ContainerState
+from engine.containers.projection import ContainerState
 
 
 def _time(value: datetime | None) -> str | None:

@@ -1,6 +1,7 @@
 """The restart scheduler: one thread that carries out the node's restart policies.
 
-It decides nothing (``engine.restarts`` does, through ``engine.restarter``): it hears of
+It decides nothing (``engine.restarts.rules`` does, through
+``engine.restarts.restarter``): it hears of
 exits from the service's committed events, asks the restarter to answer each one, and
 keeps the due restarts in one heap, so a crash-looping container waiting out its
 backoff costs a heap entry, not a thread. At start it asks again about every exited
@@ -18,12 +19,12 @@ import time
 from collections.abc import Sequence
 
 from engine import events as ev
-from engine import restarts as r
+from engine.containers.projection import EXITED
+from engine.containers.service import ContainerService
 from engine.errors import BerthError
 from engine.faults import crash_point
-from engine.projection import EXITED
-from engine.restarter import Due, Restarter, seconds_until
-from engine.service import ContainerService
+from engine.restarts import rules as r
+from engine.restarts.restarter import Due, Restarter, seconds_until
 
 log = logging.getLogger("berth.restarts")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.containers.projection import PAUSED, RUNNING
+from engine.containers.service import ContainerService
 from engine.errors import Refused
-from engine.projection import PAUSED, RUNNING
 from engine.runtime import OCIRuntime
 from engine.runtime.usage import processes, usage
-from engine.service import ContainerService
 
 
 class UsageReader:

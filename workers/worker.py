@@ -22,20 +22,20 @@ from bus.keys import client_keys_for
 from bus.worker_link import Handler, WorkerLink
 from engine import commands as c
 from engine import events as ev
+from engine.audit.treehead import load_public, load_signer
+from engine.containers.ocimounts import volumes_root
+from engine.containers.queries import Queries
+from engine.containers.recovery import Reconciled, reconcile
+from engine.containers.service import ContainerService
 from engine.errors import BerthError
 from engine.ids import validate_node
 from engine.images.service import ImageService
 from engine.images.store import ImageStore
-from engine.network_service import NetworkService
-from engine.queries import Queries
-from engine.recovery import Reconciled, reconcile
+from engine.networks.service import NetworkService
+from engine.networks.setup import NetworkSetup
 from engine.runtime import OCIRuntime, RuntimeConfig
-from engine.runtime.mounts import volumes_root
-from engine.runtime.network import NetworkSetup
-from engine.service import ContainerService
 from engine.store import EventStore
-from engine.treehead import load_public, load_signer
-from engine.volume_service import VolumeService
+from engine.volumes.service import VolumeService
 from migrations.runner import upgrade
 from workers.attach import StreamServer, start_streams
 from workers.conmon_watch import ConmonWatch
@@ -230,7 +230,7 @@ class Worker:
 
     def _sign_heads(self) -> None:
         """A signed tree head every ``audit_interval`` seconds while the log grows, so
-        a rewrite is pinned between two heads (engine.store.transparency)."""
+        a rewrite is pinned between two heads (engine.audit.transparency)."""
         signed = -1
         while not self._stopped.wait(self.config.audit_interval):
             try:

@@ -229,7 +229,7 @@ class Reconciler:
     def _create(self, action: Action) -> None:
         from engine.compose.model import run_options
         from engine.compose.plan import again, command_id
-        from engine.spec import spec_from_user
+        from engine.containers.spec import spec_from_user
 
         spec = spec_from_user(run_options(self.stack, action.service, action.number))
         if spec.get("image"):

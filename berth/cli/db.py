@@ -43,14 +43,14 @@ def cmd_log(args: argparse.Namespace) -> int:
     then checked again (same root), so the copy's hashes equal the source's."""
     import sys
 
-    from engine import treehead
-    from engine.store import EventStore, merkle
+    from engine.audit import merkle, treehead
+    from engine.store import EventStore
     from migrations.runner import upgrade
     from workers.worker import WorkerConfig
 
     head, loaded = _read_export(args.file)
     public = treehead.load_public(args.key) if args.key else None
-    from engine.store import exchange
+    from engine.audit import exchange
 
     problems, size, root = exchange.check(loaded, head, public)
     for problem in problems:
@@ -79,9 +79,9 @@ def _read_export(path: str) -> tuple[Any, list[dict[str, Any]]]:
     import json
     from pathlib import Path
 
+    from engine.audit import exchange
+    from engine.audit.treehead import TreeHead
     from engine.errors import InvalidArgument
-    from engine.store import exchange
-    from engine.treehead import TreeHead
 
     try:
         with open(path, newline="") as f:

@@ -137,7 +137,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from bus import keys
 
     if args.action == "generate" and args.role == "auditor":
-        from engine import treehead
+        from engine.audit import treehead
 
         public, secret = treehead.generate(args.name, args.dir or keys.keys_dir())
         print(f"public key: {public}\nsecret key: {secret} (mode 0600: give it to the "

@@ -63,8 +63,8 @@ def _export(args: argparse.Namespace, client: Client) -> int:
     import csv
     import json
 
-    from engine.store import exchange
-    from engine.treehead import TreeHead
+    from engine.audit import exchange
+    from engine.audit.treehead import TreeHead
 
     fmt_ = "jsonl" if args.format in ("table", "json") else args.format
     head = TreeHead.from_json(client.audit_checkpoint()["head"])
@@ -96,7 +96,7 @@ def _export(args: argparse.Namespace, client: Client) -> int:
     else:
         after = write(sys.stdout)
     if fmt_ == "csv" and args.out:
-        from engine.treehead import dump
+        from engine.audit.treehead import dump
 
         dump(head.to_json(), args.out + ".head.json")
     where = f" to {args.out}" if args.out else ""
@@ -158,7 +158,7 @@ def cmd_audit(args: argparse.Namespace, client: Client) -> int:
     """The log's integrity (RFC 9162): verify, checkpoint, prove, check-proof."""
     import json
 
-    from engine import treehead
+    from engine.audit import treehead
 
     if args.action == "check-proof":
         return _check_proof(args)
@@ -292,8 +292,7 @@ def _checked(result: dict[str, Any], size: int, vouched: int,
 
 def _check_export(args: argparse.Namespace) -> int:
     """Offline: an export's chain, leaves and root against its head and a key."""
-    from engine import treehead
-    from engine.store import exchange
+    from engine.audit import exchange, treehead
 
     if args.position is None or not args.key:
         print("berth: audit check-export EXPORT_FILE --key PUBKEY_FILE", file=sys.stderr)
@@ -315,7 +314,7 @@ def _check_proof(args: argparse.Namespace) -> int:
     """Offline: the proof file against the head file and the auditor's public key."""
     import json
 
-    from engine import treehead
+    from engine.audit import treehead
 
     if not args.head or not args.key or args.position is None:
         print("berth: audit check-proof PROOF_FILE --head HEAD_FILE --key PUBKEY_FILE",

@@ -2,7 +2,7 @@
 
 ``CTR:PATH`` names a path in a container, anything else a host path (``-``: a tar on
 stdin or stdout). What travels is a tar of one file or directory; on both sides it
-is packed and unpacked by ``engine.copying``, which keeps every path inside its root.
+is packed and unpacked by ``engine.containers.copying``, which keeps every path inside its root.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def split(arg: str) -> tuple[str | None, str]:
 
 
 def cmd_cp(args: argparse.Namespace, client: Client) -> int:
-    from engine import copying
+    from engine.containers import copying
     from engine.inroot import Root
 
     src_ctr, src = split(args.src)

@@ -13,9 +13,9 @@ from typing import Any, Self
 
 from bus.client import Client
 from bus.protocol import EventMessage
+from engine.containers.spec import PortMapping
+from engine.containers.spec import parse_size as parse_size  # the CLI's and the client's one rule
 from engine.errors import InvalidArgument, NotFound
-from engine.spec import PortMapping
-from engine.spec import parse_size as parse_size  # the CLI's and the client's one rule
 
 _DURATION_PART = r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)"
 _DURATION_RE = re.compile(rf"^(?:{_DURATION_PART})+$")

@@ -1,7 +1,7 @@
 """Restart-policy and health-check options of ``run``/``create``, and ``healthcheck``.
 
 The options become run-spec keys (checked again at the client's edge by
-``engine.spec.spec_from_user`` and by the worker); durations keep their units here,
+``engine.containers.spec.spec_from_user`` and by the worker); durations keep their units here,
 the spec's rules turn them into seconds.
 """
 

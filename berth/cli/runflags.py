@@ -1,7 +1,7 @@
 """podman's ``run``/``create`` flags beyond the basics: ``--label``, ``--env-file``,
 ``--entrypoint``, ``--init``, ``--cap-add``/``--cap-drop``, ``--ulimit``,
 ``--security-opt seccomp=unconfined``, ``--log-opt max-size=SIZE``. Parsed here into
-run-spec options; the worker checks them again with the same rules (``engine.spec``)."""
+run-spec options; the worker checks them again with the same rules (``engine.containers.spec``)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def run_flag_spec(args: argparse.Namespace, env: list[str]) -> dict[str, Any]:
     from_files: list[str] = []
     if args.env_file or args.cap_add or args.cap_drop or args.ulimit:
         # the process rules, loaded only when these flags are given (start-up cost)
-        from engine.process_options import (
+        from engine.containers.process import (
             normalize_cap,
             parse_env_file,
             parse_ulimit,

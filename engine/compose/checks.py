@@ -22,9 +22,9 @@ from engine.compose.model import (
     order,
     run_options,
 )
+from engine.containers.spec import spec_from_user
 from engine.errors import InvalidArgument
-from engine.networks import plan_network
-from engine.spec import spec_from_user
+from engine.networks.rules import plan_network
 
 _STACK_KEYS = frozenset({"name", "services", "volumes", "networks"})
 _SERVICE_FIELDS = frozenset({"depends_on", "replicas", "labels", "options"})
@@ -33,7 +33,7 @@ _SERVICE_FIELDS = frozenset({"depends_on", "replicas", "labels", "options"})
 def check_stack(stack: Any) -> None:
     """Refuse (one sentence) a stack the engine would not carry out, before anything
     is recorded or sent: each volume and network as ``volume.create`` and
-    ``network.create`` take them (``engine.networks.plan_network``'s subnet rule), each
+    ``network.create`` take them (``engine.networks.rules.plan_network``'s subnet rule), each
     service's image as ``image.pull`` does, and each service's first and last replica
     exactly as a worker parses and validates its ``container.create``
     (``engine.commands.parse``: the container's name, image, command, environment,

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.compose.source import MAX_FILE_BYTES
+from engine.containers.spec import RunSpec, parse_size
 from engine.errors import InvalidArgument
-from engine.spec import RunSpec, parse_size
 
 MAX_REPLICAS = 1000
 """``deploy.replicas`` at most: each replica is a container of this node."""
@@ -203,7 +203,7 @@ def _mapping(value: Any, what: str) -> dict[str, str]:
 
 
 class _EnvFiles:
-    """The env files of one stack: each read once (``engine.process_options``: a
+    """The env files of one stack: each read once (``engine.containers.process``: a
     regular file, bounded, its lines checked by number), ``MAX_ENV_BYTES`` in all."""
 
     def __init__(self, base_dir: str) -> None:
@@ -213,7 +213,7 @@ class _EnvFiles:
 
     def get(self, name: str, what: str) -> dict[str, str]:
         """``name`` as the file gives it (relative to its directory)."""
-        from engine.process_options import parse_env_file, read_env_file
+        from engine.containers.process import parse_env_file, read_env_file
 
         path = os.path.normpath(os.path.join(self.base_dir, name))
         if path not in self.read:

@@ -88,7 +88,7 @@ def parse_name(project: str, name: str) -> tuple[str, int] | None:
 
 
 DEATHS = frozenset({"conmon_lost", "unknown"})
-"""Exit reasons (``engine.decide.exit_reason``) that say the container was lost from
+"""Exit reasons (``engine.containers.decide.exit_reason``) that say the container was lost from
 outside: its conmon killed, or nothing left to tell how it ended."""
 
 SIGNALLED = 128

@@ -6,6 +6,6 @@ can use (inside that directory, never through a host path), ``early`` does it wh
 skopeo still downloads, ``limits`` bounds what an image may take, ``archive`` reads
 what an archive to load holds, ``config`` applies an image's configuration to a run
 spec (pure), and ``store`` puts them together for the worker. Copies to and from
-registries and archives go through ``skopeo`` (``engine.runtime.skopeo``), mounts
-through ``engine.runtime.overlay``.
+registries and archives go through ``skopeo`` (``engine.images.skopeo``), mounts
+through ``engine.images.overlay``.
 """

@@ -23,8 +23,8 @@ from engine.command_types import (
 )
 from engine.errors import InvalidArgument
 from engine.images.reference import looks_like_id, parse_reference
+from engine.images.skopeo import Auth
 from engine.images.store import ARCHIVE_FORMATS
-from engine.runtime.skopeo import Auth
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from engine.containers.spec import RunSpec
 from engine.errors import InvalidArgument
 from engine.signals import parse_signal
-from engine.spec import RunSpec
 
 DEFAULT_CWD = "/"
 DEFAULT_USER = "0:0"

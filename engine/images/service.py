@@ -16,6 +16,10 @@ from typing import Any
 
 from engine import commands as c
 from engine import events as ev
+from engine.containers.process import USER_FILE_LIMIT
+from engine.containers.projection import PAUSED, RUNNING
+from engine.containers.service import ContainerService, system_command_id
+from engine.containers.spec import RunSpec
 from engine.errors import BerthError, ConcurrencyError, InvalidArgument, InvalidState, NotFound
 from engine.images import commands as ic
 from engine.images.config import apply_image
@@ -23,10 +27,6 @@ from engine.images.layout import Image
 from engine.images.reference import parse_reference
 from engine.images.store import ImageStore
 from engine.inroot import Root
-from engine.process_options import USER_FILE_LIMIT
-from engine.projection import PAUSED, RUNNING
-from engine.service import ContainerService, system_command_id
-from engine.spec import RunSpec
 
 log = logging.getLogger("berth.images")
 

@@ -33,14 +33,13 @@ from dataclasses import dataclass
 from engine.errors import AlreadyExists, InvalidArgument, NotFound
 from engine.faults import crash_point
 from engine.hostfiles import remove_tree
-from engine.images import build
+from engine.images import build, overlay, skopeo
 from engine.images.archive import DOCKER_ARCHIVE, OCI_ARCHIVE, ArchiveImage, read_archive
 from engine.images.early import EarlyUnpack, Unpacked
 from engine.images.layout import OCI_LAYER, OCI_LAYER_GZIP, Image, Layout
 from engine.images.limits import Budget, LimitExceeded, Limits, human
 from engine.images.reference import looks_like_id, parse_reference
 from engine.images.unpack import unpack_copy, unpack_layer
-from engine.runtime import overlay, skopeo
 
 log = logging.getLogger("berth.images")
 

@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from engine.containers.spec import RunSpec
 from engine.errors import BerthError
 from engine.ids import new_container_id
-from engine.rootfs import build_busybox_rootfs
+from engine.images.rootfs import build_busybox_rootfs
 from engine.runtime import OCIRuntime, RuntimeConfig
 from engine.runtime.waits import wait_pids_exit
-from engine.spec import RunSpec
 
 T = TypeVar("T")
 COUNTER = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"

@@ -1,6 +1,6 @@
 """The contract between the application core and an OCI runtime.
 
-``engine.service`` drives a runtime only through this protocol, so its rules can be
+``engine.containers.service`` drives a runtime only through this protocol, so its rules can be
 exercised in unit tests by ``engine.runtime.memory.MemoryRuntime``. Both that and
 the real ``OCIRuntime`` (conmon + runc + CRIU) pass one contract suite
 (``tests/runtime/test_contract.py``), so the in-memory one cannot drift from what
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from engine.containers.spec import RunSpec
 from engine.inroot import Root
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, DumpReport, ExecResult, ExecSession, StatusReport
-from engine.spec import RunSpec
 
 
 class Runtime(Protocol):

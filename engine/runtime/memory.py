@@ -1,6 +1,6 @@
 """An in-memory runtime that keeps the real one's contract, for unit tests of the core.
 
-``engine.service`` can then be driven without conmon, runc or root. It is honest only
+``engine.containers.service`` can then be driven without conmon, runc or root. It is honest only
 as far as ``tests/runtime/test_contract.py`` proves: that suite runs the same
 scenarios against this class and the real ``OCIRuntime``, so a difference in states,
 exit codes or error types fails there before it can mislead a service test.
@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from engine.containers.spec import RunSpec
 from engine.errors import (
     AlreadyExists,
     CommandNotFound,
@@ -41,7 +42,6 @@ from engine.runtime.types import (
     StatusReport,
 )
 from engine.signals import parse_signal
-from engine.spec import RunSpec
 
 _EXIT_RE = re.compile(r"^exit ([0-9]{1,3})$")
 _pids = itertools.count(100_000)

@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from engine.bundle import oci_config, write_bundle
+from engine.containers.bundle import oci_config, write_bundle
+from engine.containers.ocimounts import volumes_root, with_mounts
+from engine.containers.spec import RunSpec
 from engine.errors import (
     AlreadyExists,
     BerthError,
@@ -31,6 +33,8 @@ from engine.errors import (
 from engine.faults import crash_point
 from engine.ids import validate_container_id, validate_name, validate_session_id
 from engine.inroot import Root
+from engine.networks.hostports import bind_ports
+from engine.networks.setup import Joined, NetworkSetup, apply_to_config, published_ports
 from engine.runtime import conmon, execs
 from engine.runtime.attach import Parked
 from engine.runtime.config import (
@@ -40,9 +44,6 @@ from engine.runtime.config import (
 )
 from engine.runtime.exitfile import ExitStatus, read_exit_file, wait_exit_file
 from engine.runtime.layout import ContainerPaths
-from engine.runtime.mounts import volumes_root, with_mounts
-from engine.runtime.network import Joined, NetworkSetup, apply_to_config, published_ports
-from engine.runtime.ports import bind_ports
 from engine.runtime.procroot import container_root
 from engine.runtime.runc import Runc, classify
 from engine.runtime.types import (
@@ -55,7 +56,6 @@ from engine.runtime.types import (
 )
 from engine.runtime.waits import pid_alive, wait_pids_exit
 from engine.signals import parse_signal
-from engine.spec import RunSpec
 
 CPU_PERIOD_US = 100_000
 """The CFS period of ``--cpus`` (Docker's): the quota is cpus times this."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from engine.networks import Attachment
+    from engine.networks.rules import Attachment
 
 MAX_EXEC_OUTPUT = 512 * 1024
 """The tail of an exec session's output that is kept and replied (one limit, here)."""

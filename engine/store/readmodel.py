@@ -1,6 +1,6 @@
 """The ``containers`` read model: the projection's output, stored for fast queries.
 
-Rows are written only by folding events with ``engine.projection.apply`` (in the
+Rows are written only by folding events with ``engine.containers.projection.apply`` (in the
 append transaction, or by a rebuild), and every ``ContainerState`` field has a column,
 so a row converts back to exactly the state it was made from. That exactness is what
 lets "rebuild == incremental" be checked field by field.
@@ -26,8 +26,8 @@ from sqlalchemy import (
     update,
 )
 
+from engine.containers.projection import FIELDS, PAUSED, REMOVED, RUNNING, ContainerState
 from engine.errors import InvalidArgument, NotFound
-from engine.projection import FIELDS, PAUSED, REMOVED, RUNNING, ContainerState
 from engine.store import sql
 from engine.store.mapper import SPECS, pack, unpack
 from engine.store.schema import containers

@@ -30,14 +30,16 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, Engine, select
 
 from engine import events as ev
+from engine.audit import chain as audit
+from engine.audit import vouch
+from engine.audit.transparency import outcome_digest
+from engine.audit.treehead import Signer
+from engine.containers.projection import ContainerState, fold
 from engine.errors import ConcurrencyError, InvalidArgument, StoreError
-from engine.projection import ContainerState, fold
-from engine.store import audit, readmodel, sql, vouch
+from engine.store import readmodel, sql
 from engine.store.db import translated
 from engine.store.mapper import Mapper, pack, unpack
 from engine.store.schema import events, from_micros, to_micros
-from engine.store.transparency import outcome_digest
-from engine.treehead import Signer
 
 MAX_STREAM_LEN = 128
 
@@ -111,7 +113,7 @@ class Recorder(ABC):
         self._engine = engine
         self._mapper = mapper
         self.writer = writer
-        """This process's auditor key: it signs every row appended (engine.store.vouch)."""
+        """This process's auditor key: it signs every row appended (engine.audit.vouch)."""
         self._cache = readmodel.StateCache(self.mark)
         mark = self.mark
         self._insert_events = sql.insert(

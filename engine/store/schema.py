@@ -81,7 +81,7 @@ events = Table(
     Column("node", String(128), nullable=False),
     Column("prev_hash", LargeBinary(32), nullable=True),
     Column("hash", LargeBinary(32), nullable=True),
-    # The writer's key id and Ed25519 signature of the hash (engine/store/vouch.py);
+    # The writer's key id and Ed25519 signature of the hash (engine/audit/vouch.py);
     # NULL on rows written before revision 0005.
     Column("signer", String(64), nullable=True),
     Column("signature", LargeBinary, nullable=True),

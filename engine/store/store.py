@@ -16,9 +16,12 @@ from typing import Any, Self
 from sqlalchemy import Engine, select
 
 from engine import events as ev
+from engine.audit import chain as audit
+from engine.audit import merkle, transparency, vouch
+from engine.audit.treehead import InclusionProof, Signer, TreeHead, key_id, signature_ok
+from engine.containers.projection import ContainerState, fold
 from engine.errors import InvalidArgument, StoreError
-from engine.projection import ContainerState, fold
-from engine.store import audit, merkle, readmodel, timetravel, transparency, vouch
+from engine.store import readmodel, timetravel
 from engine.store.db import make_engine, translated
 from engine.store.mapper import Mapper
 from engine.store.postgres import PostgresRecorder
@@ -27,7 +30,6 @@ from engine.store.recorder import AppendRequest, CommandOutcome, Recorder
 from engine.store.retry import RetryPolicy, retried
 from engine.store.schema import commands, events, to_micros, tree_heads
 from engine.store.sqlite import SQLiteRecorder
-from engine.treehead import InclusionProof, Signer, TreeHead, key_id, signature_ok
 
 # The one place a dialect is chosen (make_engine has already refused any other).
 RECORDERS: dict[str, type[Recorder]] = {
@@ -70,7 +72,7 @@ class EventStore:
     def sign_appends_with(self, signer: Signer | None,
                           trusted: Iterable[bytes] = ()) -> None:
         """Sign every row this store appends from now on with ``signer`` (a worker's
-        auditor key, engine.store.vouch), and vouch in tree heads only for rows whose
+        auditor key, engine.audit.vouch), and vouch in tree heads only for rows whose
         writer is that key, ``trusted`` (other writers' public keys) or the head's own."""
         self._recorder.writer = signer
         self._trusted = {key_id(public): public for public in trusted}
@@ -258,7 +260,7 @@ class EventStore:
         return int(row.position), bytes(row.hash).hex()
 
 
-    # -- the Merkle tree and its signed heads (engine.store.transparency) -----------
+    # -- the Merkle tree and its signed heads (engine.audit.transparency) -----------
 
     @retried
     def scan_log(self, keys: Mapping[str, bytes] | None = None) -> transparency.LogScan:
@@ -303,7 +305,7 @@ class EventStore:
         yet (a worker just started) reads the whole log and refuses it if it no
         longer holds the last head this signer made (``after``, as the caller
         remembers it, or the newest stored one its key signed). No head covers a row
-        whose writer signature does not check (engine.store.vouch).
+        whose writer signature does not check (engine.audit.vouch).
         """
         with self._reading:
             earlier = [after] if after is not None else []
@@ -423,7 +425,7 @@ class EventStore:
         return [transparency.export_row(r) for r in rows]
 
     def import_rows(self, rows: Iterable[dict[str, Any]], head: TreeHead | None) -> int:
-        """Write exported rows (``engine.store.exchange``) into this EMPTY store as they
+        """Write exported rows (``engine.audit.exchange``) into this EMPTY store as they
         were stored, commands and head included, then replay the read model. Returns
         the number of events. Refuses a store holding anything."""
         count = 0

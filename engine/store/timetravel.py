@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from engine.containers.projection import ContainerState, fold
 from engine.errors import InvalidArgument
-from engine.projection import ContainerState, fold
 from engine.store.reader import Reader
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from engine.store.audit import GENESIS, link
+from engine.audit.chain import GENESIS, link
 
 revision = "0003"
 down_revision = "0002"

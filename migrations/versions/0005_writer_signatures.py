@@ -5,7 +5,7 @@ Revises: 0004
 Create Date: 2026-12-02
 
 ``signer`` (the key id) and ``signature`` on ``events`` and ``commands``
-(engine/store/vouch.py). Nullable, and not backfilled: no key can honestly vouch now
+(engine/audit/vouch.py). Nullable, and not backfilled: no key can honestly vouch now
 for rows written before, so they keep NULL and are covered by tree heads only
 (``berth audit verify`` says which positions). Writers from here on fill both
 (``signer = ''`` when they have no key); unsigned rows are accepted only before the

@@ -12,10 +12,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("sqlalchemy", "alembic", "psycopg", "engine.store", "engine.runtime", "workers",
-         "migrations", "nacl", "cryptography", "engine.treehead",
+         "migrations", "nacl", "cryptography", "engine.audit.treehead",
          # the typed commands, events and run spec cost ~25 ms to build; the client
          # needs only the command names (engine.command_types)
-         "engine.commands", "engine.events", "engine.spec")
+         "engine.commands", "engine.events", "engine.containers.spec")
 PROBE = """
 import json, sys
 import bus.client

@@ -11,7 +11,7 @@ import tarfile
 import uuid
 from pathlib import Path
 
-from engine import copying
+from engine.containers import copying
 from engine.inroot import Root
 from tests.e2e.conftest import Engine
 
@@ -310,8 +310,8 @@ def test_an_image_container_is_copied_to_in_its_overlay_mounted_again_if_need_be
     """A container of an image: running, a copy goes to its own view of its overlay;
     stopped, to the overlay itself, mounted again first if a reboot unmounted it (a
     copy into the empty directory beneath would never be seen)."""
+    from engine.images import overlay
     from engine.images.store import ImageStore
-    from engine.runtime import overlay
     from tests.images.conftest import unmount_overlays
 
     tarball = os.path.join(short_tmp, "rootfs.tar")

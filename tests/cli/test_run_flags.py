@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 
-from engine.process_options import default_ulimits
+from engine.containers.process import default_ulimits
 from tests.e2e.conftest import Engine
 
 LOOP = "trap 'exit 0' TERM; while true; do sleep 0.1; done"

@@ -18,9 +18,9 @@ from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
 from engine.errors import BerthError, NotFound
 from engine.faults import ARMED_ENV, POINTS_ENV, arming_text
-from engine.networks import Network
+from engine.networks.rules import Network
+from engine.networks.setup import NetworkSetup
 from engine.runtime import OCIRuntime
-from engine.runtime.network import NetworkSetup
 from engine.store import EventStore
 from tests.helpers import wait_until
 from workers.worker import Worker, WorkerConfig

@@ -324,7 +324,7 @@ def test_the_client_checks_a_spec_at_its_edge_and_takes_the_cli_forms(up: Engine
 
 
 def test_ports_in_the_cli_form_become_the_wire_form() -> None:
-    from engine.spec import spec_from_user
+    from engine.containers.spec import spec_from_user
 
     data = spec_from_user({"rootfs": "/r", "args": ["true"],
                            "ports": ["8080:80", "127.0.0.1:53:53/udp"]})

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from engine import events as ev
+from engine.containers.projection import ContainerState
+from engine.containers.spec import RunSpec
 from engine.ids import new_container_id
-from engine.projection import ContainerState
-from engine.spec import RunSpec
 
 NOW = datetime(2026, 12, 1, 10, 3, tzinfo=UTC)
 SPEC = RunSpec(rootfs="/srv/rootfs", args=("sleep", "30"))

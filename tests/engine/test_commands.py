@@ -12,8 +12,8 @@ import pytest
 
 from engine import command_types as t
 from engine import commands as c
+from engine.containers.spec import RunSpec
 from engine.errors import InvalidArgument
-from engine.spec import RunSpec
 
 
 def refused(command_type: str, container: str | None, args: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""``engine.copying`` and ``engine.tarstream`` without containers: archives read and
+"""``engine.containers.copying`` and ``engine.containers.tarstream`` without containers:
+archives read and
 written entry by entry, extraction and packing through descriptors inside a root,
 modes kept, and every way an archive or a tree tries to reach outside refused."""
 
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import copying
-from engine import tarstream as ts
+from engine.containers import copying
+from engine.containers import tarstream as ts
 from engine.errors import InvalidArgument, NotFound
 from engine.inroot import Root
 

@@ -1,7 +1,7 @@
 """``decide`` against an explicit table: every (state, command) pair, no processes.
 
 The table below is the expected behaviour written out by hand from podman's
-semantics, not derived from ``engine.decide``: a rule changed by mistake there shows
+semantics, not derived from ``engine.containers.decide``: a rule changed by mistake there shows
 up here as a row that no longer matches.
 """
 
@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from engine import commands as c
-from engine import decide as d
 from engine import events as ev
+from engine.containers import decide as d
+from engine.containers.projection import ALIVE, STATES, ContainerState, apply
+from engine.containers.spec import RunSpec
 from engine.errors import InvalidState, NotFound
-from engine.projection import ALIVE, STATES, ContainerState, apply
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
-from engine.spec import RunSpec
 from tests.budget import examples
 from tests.engine.states import SPEC, recorded, state
 

@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine import commands as c
-from engine import decide as d
 from engine import events as ev
+from engine.containers import decide as d
 from engine.errors import InvalidArgument, InvalidState, NotFound
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created

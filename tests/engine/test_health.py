@@ -1,12 +1,13 @@
-"""Health-check rules and options (engine.health, engine.spec), without a process."""
+"""Health-check rules and options (engine.health.rules, engine.containers.spec), without a
+process."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine import health as h
+from engine.containers.spec import RunSpec, spec_from_user
 from engine.errors import InvalidArgument
-from engine.spec import RunSpec, spec_from_user
+from engine.health import rules as h
 
 SPEC = RunSpec(rootfs="/r", args=("true",), health_cmd=("true",), health_retries=3)
 

@@ -12,8 +12,8 @@ import pytest
 
 from engine import command_types as t
 from engine import commands as c
-from engine import decide as d
 from engine import events as ev
+from engine.containers import decide as d
 from engine.errors import InvalidArgument, InvalidState, NotFound
 from tests.engine.states import recorded, state
 

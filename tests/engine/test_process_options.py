@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import process_options as po
+from engine.containers import process as po
+from engine.containers.seccomp import load_profile, oci_seccomp
 from engine.errors import InvalidArgument
-from engine.seccomp import load_profile, oci_seccomp
 
 
 def test_capabilities() -> None:

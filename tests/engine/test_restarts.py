@@ -1,4 +1,4 @@
-"""The restart rules (engine.restarts) on hand-made streams: no process, no store."""
+"""The restart rules (engine.restarts.rules) on hand-made streams: no process, no store."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine import restarts as r
 from engine.errors import InvalidArgument
+from engine.restarts import rules as r
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

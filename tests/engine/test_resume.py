@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from engine import commands as c
-from engine import decide as d
 from engine import events as ev
+from engine.containers import decide as d
 from tests.engine.states import NOW, recorded, state
 
 

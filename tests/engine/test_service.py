@@ -15,6 +15,9 @@ import pytest
 from engine import command_types as t
 from engine import commands as c
 from engine import events as ev
+from engine.containers.recovery import reconcile, settle_conmon_gone
+from engine.containers.service import ContainerService, system_command_id
+from engine.containers.spec import RunSpec
 from engine.errors import (
     AlreadyExists,
     InvalidArgument,
@@ -24,11 +27,8 @@ from engine.errors import (
     StoreError,
 )
 from engine.ids import new_uuid
-from engine.recovery import reconcile, settle_conmon_gone
 from engine.runtime.memory import MemoryRuntime
 from engine.runtime.types import Status
-from engine.service import ContainerService, system_command_id
-from engine.spec import RunSpec
 from engine.store import EventStore
 from migrations.runner import upgrade
 

@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 from bus.client import Client
 from bus.protocol import Command, Reply, encode
 from engine import command_types as t
+from engine.containers.service import system_command_id
 from engine.runtime.waits import pid_alive
-from engine.service import system_command_id
 from engine.store.store import EventStore
 from tests.faults.cluster import Cluster, Node
 from tests.helpers import wait_until

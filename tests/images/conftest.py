@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.runtime import overlay
+from engine.images import overlay
 from tests.e2e.conftest import Engine, default_network, engine, up  # noqa: F401 (fixtures)
 from tests.images.registry import Registry, start_registry, tar_directory
 

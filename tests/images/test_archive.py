@@ -17,12 +17,11 @@ from typing import Any
 import pytest
 
 from engine.errors import InvalidArgument
-from engine.images import build
+from engine.images import build, skopeo
 from engine.images.archive import read_archive
 from engine.images.layout import MAX_JSON_DEPTH, Layout, json_depth, loads_json
 from engine.images.limits import LimitExceeded, Limits, MiB
 from engine.images.store import ImageStore
-from engine.runtime import skopeo
 from tests.images.registry import layer
 
 REF = "localhost/archived:1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.containers.spec import RunSpec
 from engine.errors import InvalidArgument
 from engine.images.config import (
     apply_image,
@@ -12,7 +13,6 @@ from engine.images.config import (
     merge_env,
     resolve_user,
 )
-from engine.spec import RunSpec
 
 PASSWD = "root:x:0:0::/root:/bin/sh\nweb:x:33:34::/var/www:/bin/false\n"
 GROUP = "root:x:0:\nstaff:x:50:\n"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.images import overlay
 from engine.images.store import ImageStore
-from engine.runtime import overlay
 from tests.e2e.conftest import Engine
 from tests.images.conftest import unmount_overlays
 from tests.images.registry import Registry, build_layout, layer, push

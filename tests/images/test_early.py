@@ -12,11 +12,10 @@ import uuid
 
 import pytest
 
-from engine.images import build
+from engine.images import build, skopeo
 from engine.images.early import EarlyUnpack, Unpacked
 from engine.images.layout import Layout
 from engine.images.store import ImageStore
-from engine.runtime import skopeo
 from tests.images.registry import Registry, layer, push
 
 

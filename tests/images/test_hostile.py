@@ -16,12 +16,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine.images import build
+from engine.images import build, skopeo
 from engine.images.early import EarlyUnpack
 from engine.images.layout import Layout
 from engine.images.store import ImageStore
 from engine.images.unpack import LayerError, unpack_layer
-from engine.runtime import skopeo
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
 from tests.images.registry import Registry, push

@@ -21,13 +21,12 @@ import pytest
 
 from berth import config
 from engine.errors import InvalidArgument
-from engine.images import build
+from engine.images import build, skopeo
 from engine.images.early import EarlyUnpack, Growing, _Aborted
 from engine.images.layout import Layout
 from engine.images.limits import Budget, LimitExceeded, Limits, MiB, parse_size
 from engine.images.store import ImageStore
 from engine.images.unpack import unpack_layer
-from engine.runtime import skopeo
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
 from tests.images.registry import Registry, push

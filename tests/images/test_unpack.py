@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from engine.images.overlay import overlay_options
 from engine.images.unpack import (
     OPAQUE_XATTR,
     LayerError,
@@ -18,7 +19,6 @@ from engine.images.unpack import (
     unpack_layer,
     whiteout,
 )
-from engine.runtime.overlay import overlay_options
 
 
 def test_member_paths_stay_inside() -> None:

@@ -80,8 +80,8 @@ def user_network(up: Engine) -> Iterator[tuple[str, str]]:  # noqa: F811
         result = up.cli("network", "create", "--subnet", subnet, name)
         assert result.returncode == 0, result.stderr
         yield name, subnet
-        from engine.networks import Network, bridge_for
-        from engine.runtime.network import remove_network_rules
+        from engine.networks.rules import Network, bridge_for
+        from engine.networks.setup import remove_network_rules
 
         up.cli("network", "rm", name)
         subprocess.run(["ip", "link", "delete", bridge_for(name)], capture_output=True,

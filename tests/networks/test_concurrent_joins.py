@@ -21,9 +21,9 @@ from functools import partial
 
 import pytest
 
-from engine import networks as nw
 from engine.errors import NotFound
-from engine.runtime.network import (
+from engine.networks import rules as nw
+from engine.networks.setup import (
     NetworkSetup,
     _Batch,
     make_netns,

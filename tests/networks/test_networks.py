@@ -14,8 +14,8 @@ import subprocess
 
 from bus.client import Client
 from engine.errors import BerthError
-from engine.networks import bridge_for
-from engine.runtime.network import DEFAULT_IPAM_DIR
+from engine.networks.rules import bridge_for
+from engine.networks.setup import DEFAULT_IPAM_DIR
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
 

@@ -1,5 +1,5 @@
-"""The pure network rules (engine.networks) and the CNI invocation protocol
-(engine.runtime.cni) with plugins that are real executables recording what the
+"""The pure network rules (engine.networks.rules) and the CNI invocation protocol
+(engine.networks.cni) with plugins that are real executables recording what the
 runtime gave them."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import stat
 
 import pytest
 
-from engine import networks as nw
+from engine.containers.spec import PortMapping, RunSpec
 from engine.errors import AlreadyExists, InvalidArgument, NotFound, Refused
-from engine.runtime.cni import CNI, Invocation, PluginError
-from engine.spec import PortMapping, RunSpec
+from engine.networks import rules as nw
+from engine.networks.cni import CNI, Invocation, PluginError
 
 
 def test_plan_network_takes_a_free_subnet_and_its_first_address() -> None:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from engine import events as ev
-from engine import projection as pj
+from engine.containers import projection as pj
 from tests.projection import oracle
 from tests.projection.oracle import CREATED, EXITED, LIVE, PAUSED, RUNNING, Expected
 

@@ -1,14 +1,14 @@
 """An oracle for the projection: the container lifecycle as an explicit table.
 
 Written from what podman and Docker document about a container's state (``podman
-inspect``'s State block, ``docker inspect``'s ``.State``), not from engine/projection.py,
+inspect``'s State block, ``docker inspect``'s ``.State``), not from engine/containers/projection.py,
 so a transition that is wrong on every fold path disagrees with it. Where berth chose
 differently from podman on purpose, the row says so:
 
 - ``restart_count`` counts every start after the first, by hand or by the restart
   policy. podman and Docker count only the restarts their restart policy makes (a
   manual start resets the count); berth's policy keeps its own count in the stream
-  (``container.restarting``'s attempt, engine/restarts.py).
+  (``container.restarting``'s attempt, engine/restarts/rules.py).
 - ``finished_at`` is None while the container runs again. podman and Docker keep the
   previous run's time until the next exit.
 - ``checkpoint_path`` is the latest CRIU image and survives later runs, so a restore

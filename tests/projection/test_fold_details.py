@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 from engine import events as ev
-from engine import projection as pj
+from engine.containers import projection as pj
 from tests.engine.states import SPEC, recorded
 
 CID = "c" * 64

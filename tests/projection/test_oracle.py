@@ -11,7 +11,7 @@ from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from engine import events as ev
-from engine import projection as pj
+from engine.containers import projection as pj
 from tests.budget import examples
 from tests.projection import oracle
 from tests.projection.machine import LifecycleMachine, MemoryLog, check

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 
 from engine import events as ev
-from engine import projection as pj
+from engine.containers import projection as pj
 from tests.budget import examples
 from tests.projection.histories import STEPS, history
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from engine.containers.spec import RunSpec
 from engine.errors import BerthError
 from engine.ids import new_container_id
 from engine.runtime import Created, OCIRuntime, RuntimeConfig
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.waits import wait_pids_exit
-from engine.spec import RunSpec
 from tests.helpers import wait_until
 
 

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from engine.containers.spec import RunSpec
 from engine.errors import BerthError, InvalidState, NotFound, RuntimeFailure
 from engine.ids import new_container_id, new_uuid
 from engine.runtime import OCIRuntime, Runtime, RuntimeConfig, Status
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.memory import MemoryRuntime
-from engine.spec import RunSpec
 from tests.helpers import wait_until
 
 

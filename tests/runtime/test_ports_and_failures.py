@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
+from engine.containers.spec import PortMapping, RunSpec
 from engine.errors import InvalidArgument, NotFound, RuntimeFailure
 from engine.ids import new_container_id
 from engine.runtime import OCIRuntime, RuntimeConfig
-from engine.spec import PortMapping, RunSpec
 from tests.runtime.conftest import Containers
 
 

@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from engine.bundle import STOP_SIGNAL_ANNOTATION, oci_config
+from engine.containers.bundle import STOP_SIGNAL_ANNOTATION, oci_config
+from engine.containers.spec import PortMapping, RunSpec
 from engine.errors import InvalidState, NotFound, PermissionDenied, RuntimeFailure, Timeout
 from engine.runtime.config import RuntimeConfig
 from engine.runtime.conmon import ConmonOptions, conmon_args, conmon_env, parse_sync, read_sync
 from engine.runtime.layout import ContainerPaths
 from engine.runtime.runc import classify
 from engine.signals import parse_signal
-from engine.spec import PortMapping, RunSpec
 
 CFG = RuntimeConfig(
     state_dir="/s", tmp_dir="/r", runtime_path="/usr/bin/runc", conmon_path="/usr/bin/conmon"

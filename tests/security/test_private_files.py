@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.audit.treehead import Signer, dump
 from engine.errors import InvalidArgument
 from engine.privatefile import private_output, write_private
-from engine.treehead import Signer, dump
 
 
 @pytest.fixture

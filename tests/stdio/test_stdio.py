@@ -15,8 +15,8 @@ import uuid
 import zmq
 
 from bus import stream as s
+from engine.containers.service import KEEP_EXEC_SESSIONS
 from engine.runtime import OCIRuntime
-from engine.service import KEEP_EXEC_SESSIONS
 from tests.e2e.conftest import Engine
 from tests.helpers import rss_kib, wait_until
 from tests.stdio.terminal import OnTerminal
@@ -105,7 +105,7 @@ def test_a_fast_producer_and_a_slow_reader_keep_memory_bounded(engine: Engine) -
     """``yes`` against a reader taking 64 KiB every 20 ms: the worker (its own process),
     the broker (this one) and the client do not grow, and the stream goes on."""
     worker = engine.start_worker_process()
-    proc = _berth(engine, "run", "--rm", "--name", "flood", engine.rootfs, "yes",
+    proc = _berth(engine, "run", "--rm", "--name", "flood", engine.images.rootfs, "yes",
                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None

@@ -8,9 +8,11 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from engine import events as ev
-from engine.store import EventStore, audit, schema, vouch
+from engine.audit import chain as audit
+from engine.audit import vouch
+from engine.audit.treehead import Signer
+from engine.store import EventStore, schema
 from engine.store.mapper import pack
-from engine.treehead import Signer
 
 SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs", args=("sleep", "1000"))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, select, text, type_coerce
 
 from engine import events as ev
-from engine.store import EventStore, audit
+from engine.audit import chain as audit
+from engine.store import EventStore
 from engine.store.mapper import pack
 from engine.store.schema import events
 from tests.store.helpers import create, run

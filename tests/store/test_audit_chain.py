@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import text
 
 from engine import events as ev
-from engine.store import EventStore, audit
+from engine.audit import chain as audit
+from engine.store import EventStore
 from migrations.runner import upgrade
 from tests.store.helpers import create, run
 

@@ -13,10 +13,12 @@ import pytest
 from sqlalchemy import update
 
 from engine import events as ev
+from engine.audit import chain as audit
+from engine.audit import exchange, merkle
+from engine.audit.treehead import Signer, TreeHead
 from engine.errors import InvalidArgument
-from engine.store import EventStore, audit, exchange, merkle, readmodel
+from engine.store import EventStore, readmodel
 from engine.store.schema import events
-from engine.treehead import Signer, TreeHead
 from migrations.runner import upgrade
 from tests import pgserver
 from tests.store.helpers import create, run
@@ -108,7 +110,7 @@ def test_csv_rows_round_trip(store: EventStore) -> None:
 @pytest.mark.parametrize("form", ["jsonl", "csv"])
 def test_writer_signatures_travel_with_an_export(db_url: str, other: EventStore,
                                                  form: str) -> None:
-    """Each row's writer signature (engine.store.vouch) is exported and imported as it
+    """Each row's writer signature (engine.audit.vouch) is exported and imported as it
     was: the copy's rows still check against the writer's key, none left unsigned."""
     import csv
     import io

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.store import merkle
-from engine.store.merkle import Tree, verify_consistency, verify_inclusion
+from engine.audit import merkle
+from engine.audit.merkle import Tree, verify_consistency, verify_inclusion
 
 # The test tree of the CT reference implementations (certificate-transparency-go,
 # transparency-dev/merkle): eight leaves and the root for each prefix of them.

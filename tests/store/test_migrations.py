@@ -10,11 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from engine import events as ev
+from engine.audit.treehead import Signer
 from engine.store import EventStore
 from engine.store.db import make_engine
 from engine.store.mapper import pack
 from engine.store.schema import metadata
-from engine.treehead import Signer
 from migrations.runner import current_revision, head_revision, revisions, upgrade
 from tests.store.helpers import SPEC
 
@@ -71,7 +71,7 @@ def _seed_0002(conn: sa.Connection) -> None:
 
 def _seed_0003(conn: sa.Connection) -> None:
     _seed_0002(conn)
-    from engine.store.audit import GENESIS, link
+    from engine.audit.chain import GENESIS, link
     rows = conn.execute(sa.text("SELECT * FROM events ORDER BY position")).mappings().all()
     prev = GENESIS
     for row in rows:
@@ -93,8 +93,8 @@ def _seed_0004(conn: sa.Connection) -> None:
 def _seed_0005(conn: sa.Connection) -> None:
     """0005 adds writer signatures: the same log, each row signed by its writer but
     the create, which is older than the commands table (0002) and so unsigned."""
-    from engine.store import vouch
-    from engine.store.transparency import OUTCOME_COLUMNS, outcome_digest
+    from engine.audit import vouch
+    from engine.audit.transparency import OUTCOME_COLUMNS, outcome_digest
 
     _seed_0004(conn)
     for row in conn.execute(sa.text("SELECT position, hash FROM events "

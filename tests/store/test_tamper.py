@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import Connection, delete, update
 
 from engine import events as ev
-from engine.store import EventStore, audit
+from engine.audit import chain as audit
+from engine.store import EventStore
 from engine.store.mapper import pack
 from engine.store.schema import events
 from tests.store.helpers import create, run

@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Connection, delete, select, update
 
 from engine import events as ev
-from engine.store import EventStore, audit
+from engine.audit import chain as audit
+from engine.audit.transparency import Assessment
+from engine.audit.treehead import Signer, TreeHead
+from engine.store import EventStore
 from engine.store.mapper import pack
 from engine.store.schema import commands, events, tree_heads
-from engine.store.transparency import Assessment
-from engine.treehead import Signer, TreeHead
 from migrations.runner import upgrade
 from tests.store.helpers import create, forge_append, run
 

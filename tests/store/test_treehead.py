@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from engine import events as ev
-from engine import treehead
+from engine.audit import treehead
+from engine.audit.treehead import InclusionProof, Signer, TreeHead, check_proof, signature_ok
 from engine.errors import InvalidArgument
 from engine.store import EventStore
-from engine.treehead import InclusionProof, Signer, TreeHead, check_proof, signature_ok
 from tests.store.helpers import create, run
 
 SIGNER = Signer(b"\x05" * 32)
@@ -84,7 +84,7 @@ def treehead_events() -> list[ev.Event]:
 
 
 def test_a_consistency_proof_shows_the_log_only_grew(store: EventStore) -> None:
-    from engine.treehead import ConsistencyProof, check_consistency
+    from engine.audit.treehead import ConsistencyProof, check_consistency
 
     store.sign_appends_with(SIGNER)  # as a worker with this key does
     cid = create(store)

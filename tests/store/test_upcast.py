@@ -6,8 +6,9 @@ import pytest
 from sqlalchemy import BigInteger, select, type_coerce
 
 from engine import events as ev
+from engine.audit import chain as audit
 from engine.errors import StoreError
-from engine.store import EventStore, audit
+from engine.store import EventStore
 from engine.store.mapper import pack
 from engine.store.schema import events
 from migrations.runner import upgrade

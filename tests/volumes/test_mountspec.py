@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from engine import events as ev
-from engine import volumes as v
+from engine.containers.mountspec import Mount, parse_mount, parse_tmpfs, parse_volume
+from engine.containers.ocimounts import oci_mount, with_mounts
+from engine.containers.projection import ContainerState
+from engine.containers.spec import RunSpec, spec_from_user
 from engine.errors import AlreadyExists, InvalidArgument, NotFound, Refused
-from engine.mountspec import Mount, parse_mount, parse_tmpfs, parse_volume
-from engine.projection import ContainerState
-from engine.runtime.mounts import oci_mount, with_mounts
-from engine.spec import RunSpec, spec_from_user
+from engine.volumes import rules as v
 
 
 def refusal(fn: object, *args: object) -> str:

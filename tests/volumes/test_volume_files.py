@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import volume_files as files
 from engine.errors import InvalidArgument, RuntimeFailure
+from engine.volumes import files
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _AT_FDCWD = -100

@@ -208,7 +208,7 @@ class InclusionProof:
 
 def check_proof(proof: InclusionProof, head: TreeHead, public: bytes | None) -> list[str]:
     """What is wrong with ``proof`` against ``head`` (empty: it holds)."""
-    from engine.store import merkle
+    from engine.audit import merkle
     problems: list[str] = []
     if public is None:
         problems.append("no key given: the head's signature is not checked")
@@ -249,7 +249,7 @@ class ConsistencyProof:
 
 def check_consistency(proof: ConsistencyProof, old: TreeHead, public: bytes) -> list[str]:
     """What is wrong with ``proof`` from the ``old`` head (empty: the log only grew)."""
-    from engine.store import merkle
+    from engine.audit import merkle
 
     problems = []
     for name, head in (("old", old), ("new", proof.head)):
@@ -267,7 +267,7 @@ def check_consistency(proof: ConsistencyProof, old: TreeHead, public: bytes) -> 
 
 
 def _leaf_matches_event(proof: InclusionProof) -> bool:
-    """The leaf is ``row hash || outcome digest`` (engine.store.transparency); the row
+    """The leaf is ``row hash || outcome digest`` (engine.audit.transparency); the row
     hash is ``sha256(prev_hash || canonical row)``, both carried by the proof."""
     try:
         prev = bytes.fromhex(proof.event["prev_hash"])

@@ -1,7 +1,7 @@
 """The application core's one path for changing a container.
 
 ``ContainerService.handle`` takes a typed command and its causation (who asked, on
-whose behalf), takes the container's lock, loads its state, asks ``engine.decide``
+whose behalf), takes the container's lock, loads its state, asks ``engine.containers.decide``
 for a plan, drives the runtime through the plan's steps and appends what happened.
 It knows nothing of the bus: the worker process hands it typed commands and turns
 its outcomes into replies.
@@ -24,11 +24,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine import commands as c
-from engine import copying
-from engine import decide as d
 from engine import events as ev
-from engine import networks as nw
 from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
+from engine.containers import copying
+from engine.containers import decide as d
+from engine.containers.projection import ALIVE, RUNNING, ContainerState, apply
+from engine.containers.spec import RunSpec
 from engine.errors import (
     AlreadyExists,
     BerthError,
@@ -45,15 +46,14 @@ from engine.faults import crash_point
 from engine.ids import is_full_id, new_container_id
 from engine.inroot import Root
 from engine.locks import ContainerLocks
-from engine.projection import ALIVE, RUNNING, ContainerState, apply
+from engine.networks import rules as nw
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
-from engine.spec import RunSpec
 from engine.store import CommandOutcome, EventStore
 
 if TYPE_CHECKING:
-    from engine.volume_service import VolumeService
+    from engine.volumes.service import VolumeService
 
 log = logging.getLogger("berth.service")
 

@@ -5,7 +5,7 @@ output stored for fast queries. Because ``apply`` is total and pure, the same lo
 gives the same state, which is what makes rebuild, verification and time travel possible.
 
 ``apply`` records facts, it does not judge them: deciding whether a transition is
-allowed is ``engine.decide``'s job before anything is appended, so an event that looks
+allowed is ``engine.containers.decide``'s job before anything is appended, so an event that looks
 odd (a pause of an exited container, say) still moves the fold, exactly as the log
 says it happened.
 """

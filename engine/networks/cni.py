@@ -11,7 +11,7 @@ plugin's result as ``prevResult`` and, for a plugin that declares a capability, 
 runtime's value of it in ``runtimeConfig``; the last result is the list's. DEL runs
 them in reverse order with the ADD result as ``prevResult``, and tolerates what is
 already gone (the spec asks plugins to). CHECK runs them in order with the ADD
-result. Nothing here decides anything about networks (``engine.networks`` does).
+result. Nothing here decides anything about networks (``engine.networks.rules`` does).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from engine.process_options import (
+from engine.containers.process import (
     INIT_IN_CONTAINER,
     INIT_PATH,
     capabilities,
@@ -18,8 +18,8 @@ from engine.process_options import (
     resolve_user,
     rlimits,
 )
-from engine.seccomp import UNCONFINED, load_profile, oci_seccomp
-from engine.spec import RunSpec
+from engine.containers.seccomp import UNCONFINED, load_profile, oci_seccomp
+from engine.containers.spec import RunSpec
 
 STOP_SIGNAL_ANNOTATION = "org.opencontainers.image.stopSignal"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -7,7 +7,7 @@ tree a prefix of the next: that is what lets a consistency proof (§2.1.4) show 
 the log at size n still holds, unchanged and in order, the m entries a signed head
 of size m vouched for, and an inclusion proof (§2.1.3) show one entry is in it.
 
-Nothing here touches the database; ``engine.store.transparency`` feeds it the log's
+Nothing here touches the database; ``engine.audit.transparency`` feeds it the log's
 leaves. Proof verification follows the RFC's iterative algorithms (§2.1.3.2,
 §2.1.4.2) literally, so a third party can check our proofs with any CT library.
 """

@@ -4,7 +4,7 @@ Every transition rule of berth lives here, once: which states allow which comman
 which events are recorded before the runtime acts (intent) and which after (facts
 the runtime reported), why a container exited, when ``--rm`` removes, what to do
 about a container whose conmon is gone, and what start-up reconciliation records.
-Nothing here does I/O: ``engine.service`` carries plans out, and the tests check
+Nothing here does I/O: ``engine.containers.service`` carries plans out, and the tests check
 every (state, command) pair without a process in sight.
 
 A plan's ``then`` builds the events that follow the runtime's actions from the facts
@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 
 from engine import commands as c
 from engine import events as ev
+from engine.containers.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
+from engine.containers.spec import RunSpec
 from engine.errors import InvalidArgument, NotFound, Refused
-from engine.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
-from engine.spec import RunSpec
 
 
 class Step(enum.Enum):
@@ -190,7 +190,7 @@ def _stop(state: ContainerState, command: c.Stop) -> Plan:
         raise Refused(f"container {state.name} is paused: unpause it before stopping")
     if state.state == EXITED and state.spec.restart != "no":
         # Nothing runs, but a restart policy may be waiting out its backoff: the
-        # recorded stop tells it the container is to stay stopped (engine.restarts).
+        # recorded stop tells it the container is to stay stopped (engine.restarts.rules).
         return Plan(before=(ev.StopRequested(int(command.timeout)),),
                     result={"id": state.id, "state": state.state})
     if state.state != RUNNING:

@@ -12,14 +12,14 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from engine.containers.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
 from engine.errors import InvalidArgument
-from engine.health import check_health_options, health_from_user
-from engine.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
-from engine.restarts import check_restart_options
+from engine.health.rules import check_health_options, health_from_user
+from engine.restarts.rules import check_restart_options
 from engine.signals import parse_signal
 
 if TYPE_CHECKING:  # loaded where used: the CLI's start-up path imports this module
-    from engine.process_options import Ulimit
+    from engine.containers.process import Ulimit
 
 PROTOCOLS = ("tcp", "udp")
 _LABEL = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
@@ -38,7 +38,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     # images
     "entrypoint": _LIST, "image": _STR, "image_digest": _STR, "image_id": _STR,
     "exposed_ports": _LIST,
-    # restart policies and health checks (engine.restarts, engine.health)
+    # restart policies and health checks (engine.restarts.rules, engine.health.rules)
     "restart": _STR, "health_cmd": _LIST, "health_interval": _NUM, "health_timeout": _NUM,
     "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
     "no_healthcheck": _BOOL, "cpus": _NUM,
@@ -54,7 +54,7 @@ _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an in
          (dict,): "a map of strings"}
 _OPTIONAL = frozenset({"memory", "pids_limit", "entrypoint", "cpus", "log_size_max"})
 _MOUNT_FORMS = ("volumes", "mount", "tmpfs", "mounts")
-"""The user's ways of naming mounts (engine.mountspec.mounts_from_user)."""
+"""The user's ways of naming mounts (engine.containers.mountspec.mounts_from_user)."""
 _IMAGE_FIELDS = ("image", "image_digest", "image_id")
 _IMAGE_LISTS = ("exposed_ports",)
 
@@ -92,7 +92,7 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     if isinstance(data.get("entrypoint"), tuple):
         data["entrypoint"] = list(data["entrypoint"])
     if isinstance(data.get("ulimits"), (list, tuple)):
-        from engine.process_options import parse_ulimit
+        from engine.containers.process import parse_ulimit
 
         data["ulimits"] = [list(parse_ulimit(u)) if isinstance(u, str) else u
                            for u in data["ulimits"]]
@@ -204,7 +204,7 @@ class RunSpec:
     exposed_ports: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     """``--label`` and the image's labels (the user's win), sorted by key."""
-    # restart policies and health checks (engine.restarts, engine.health)
+    # restart policies and health checks (engine.restarts.rules, engine.health.rules)
     restart: str = "no"
     health_cmd: tuple[str, ...] = ()
     health_interval: float = 30.0
@@ -269,7 +269,7 @@ class RunSpec:
         # The process rules are engine.commands', shared with exec; imported here as
         # engine.commands imports engine.events, which imports this module.
         from engine.commands import check_argv, check_cwd, check_env, check_user
-        from engine.process_options import (
+        from engine.containers.process import (
             check_caps,
             check_labels,
             check_ulimits,
@@ -299,7 +299,7 @@ class RunSpec:
             raise InvalidArgument(f"invalid seccomp option {self.seccomp!r}: use unconfined, "
                                   "or nothing for the default profile")
         if self.init:
-            from engine.process_options import INIT_PATH
+            from engine.containers.process import INIT_PATH
 
             if not os.path.isfile(INIT_PATH):
                 raise InvalidArgument(f"--init needs catatonit at {INIT_PATH} on the node")
@@ -324,7 +324,7 @@ class RunSpec:
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
         check_host_paths(self.mounts)
         if self.network:
-            from engine.networks import check_reference  # networks import this module
+            from engine.networks.rules import check_reference  # networks import this module
 
             check_reference(self.network)
         for item in self.expose:
@@ -431,7 +431,7 @@ class RunSpec:
             kwargs["labels"] = tuple(sorted(labels.items()))
             kwargs["ulimits"] = ()
             if data.get("ulimits"):
-                from engine.process_options import Ulimit
+                from engine.containers.process import Ulimit
 
                 kwargs["ulimits"] = tuple(Ulimit(str(u[0]), int(u[1]), int(u[2]))
                                           for u in data["ulimits"])

@@ -1,6 +1,6 @@
 """A named volume's directory on disk: made, filled from a root filesystem, taken away.
 
-Kept apart from the decisions (``engine.volumes``) and from the service that records
+Kept apart from the decisions (``engine.volumes.rules``) and from the service that records
 them: these are the only functions that touch ``$BERTH_ROOT/volumes``. Each step that
 a crash could cut short leaves something the next attempt recognises: a fill is
 copied into a staging directory and renamed into place whole, a removal first renames
@@ -36,10 +36,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from engine.containers.ocimounts import volume_data
 from engine.errors import NotFound, RuntimeFailure
 from engine.hostfiles import remove_tree
 from engine.inroot import Root, check_path, fchmod_nofollow
-from engine.runtime.mounts import volume_data
 
 FILL_DIR: Final = "_fill"
 REMOVED_PREFIX: Final = ".removed-"

@@ -4,7 +4,7 @@ Start-up reconciliation compares the log with what the runtime says now (exit fi
 that landed, conmons that died, containers runc lost, ``--rm`` removals that were
 due, interrupted checkpoints and exec sessions, runtime containers no event names);
 the conmon watcher settles a conmon that dies under a live container. The rules are
-``engine.decide``'s (``reconcile``, ``conmon_gone``); every write goes through the
+``engine.containers.decide``'s (``reconcile``, ``conmon_gone``); every write goes through the
 service, the one writer of the node's streams.
 """
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from engine import decide as d
 from engine import events as ev
+from engine.containers import decide as d
+from engine.containers.projection import ALIVE, ContainerState
+from engine.containers.service import ContainerService
 from engine.errors import BerthError, NotFound, RuntimeFailure
 from engine.ids import validate_container_id
-from engine.projection import ALIVE, ContainerState
 from engine.runtime.waits import wait_pids_exit
-from engine.service import ContainerService
 
 log = logging.getLogger("berth.recovery")
 

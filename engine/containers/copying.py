@@ -29,7 +29,7 @@ file a container packed must not become a set-user-id program. Files belong to t
 copying user (in a container: its root, as ``docker cp`` without ``-a``).
 
 Bounds: MAX_COPY bytes, MAX_ENTRIES entries, MAX_DEPTH directories deep. Archives
-are read and written one entry at a time (``engine.tarstream``): a copy holds its
+are read and written one entry at a time (``engine.containers.tarstream``): a copy holds its
 archive and one descriptor per directory level, not a list of its entries.
 """
 
@@ -43,7 +43,7 @@ import stat
 from collections.abc import Callable
 from typing import Final
 
-from engine import tarstream as ts
+from engine.containers import tarstream as ts
 from engine.errors import InvalidArgument, NotFound
 from engine.inroot import Root, check_path, fchmod_nofollow, openat2, split
 

@@ -56,12 +56,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from engine import networks as nw
+from engine.containers.spec import PortMapping
 from engine.errors import BerthError, RuntimeFailure
 from engine.faults import crash_point
 from engine.ids import validate_container_id
-from engine.runtime.cni import CNI, Invocation
-from engine.spec import PortMapping
+from engine.networks import rules as nw
+from engine.networks.cni import CNI, Invocation
 
 log = logging.getLogger("berth.network")
 
@@ -497,7 +497,7 @@ def _iptables(table: str, *args: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def ensure_network_rules(network: nw.Network) -> None:
-    """Add whichever of the network's rules (``engine.networks.network_rules``) the
+    """Add whichever of the network's rules (``engine.networks.rules.network_rules``) the
     host lacks, in order; the caller holds the first-ADD lock."""
     for rule in nw.network_rules(network):
         if _iptables(rule.table, "-C", rule.chain, *rule.spec).returncode == 0:

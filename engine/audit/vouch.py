@@ -1,6 +1,6 @@
 """Writers vouch for their own rows: an Ed25519 signature on every row they append.
 
-Signed tree heads (``engine.store.transparency``) vouch for the log up to a size; a
+Signed tree heads (``engine.audit.transparency``) vouch for the log up to a size; a
 row appended after the newest head is vouched for by nothing, so a row forged into
 the database with a valid chain hash could not be told from a real one, and the next
 head would sign over it. So the process that appends a row signs it, in the same
@@ -12,7 +12,7 @@ transaction, with the auditor key that signs its heads (``BERTH_AUDIT_KEY``):
   column, the positions of the command's events included.
 
 The prefixes keep one kind from passing for the other. ``signer`` holds the key id
-(``engine.treehead.key_id``). A writer with no key writes ``signer = ''`` and no
+(``engine.audit.treehead.key_id``). A writer with no key writes ``signer = ''`` and no
 signature; rows written before revision 0005 hold NULL in both. Such unsigned rows
 are accepted only where they open the log, before its first signed row (a log kept
 before the upgrade, or before the workers were given keys): only tree heads cover
@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from engine.treehead import Signer, key_id
+from engine.audit.treehead import Signer, key_id
 
 EVENT: Final = b"berth event\n"
 OUTCOME: Final = b"berth outcome\n"

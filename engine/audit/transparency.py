@@ -2,7 +2,7 @@
 
 Leaf ``i`` (event position ``i + 1``) is ``row hash || outcome digest``:
 
-- the row hash is the hash chain's ``sha256(prev || canonical row)`` (engine.store.audit),
+- the row hash is the hash chain's ``sha256(prev || canonical row)`` (engine.audit.chain),
   recomputed from the row's content, so it commits to the position, stream, version,
   type, payload and every metadata column (actor, causation, correlation, node, time);
 - the outcome digest is ``sha256`` of the canonical ``commands`` row of the command
@@ -23,7 +23,7 @@ position affected by a rewrite is just after the largest trusted head that still
 holds (exact when heads are frequent or when the chain itself breaks there).
 
 Rows after the newest head are vouched for by their writers' signatures
-(engine.store.vouch), checked in the same pass: a forged append, which every head
+(engine.audit.vouch), checked in the same pass: a forged append, which every head
 is consistent with, is reported at its position, and never enters a head. Unsigned
 rows are accepted only where they open the log, before its first signed row and
 before the smallest head signed by a trusted key (``sealed``): a trusted head exists
@@ -41,9 +41,10 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]
 from sqlalchemy import BigInteger, Connection, RowMapping, select, type_coerce
 
-from engine.store import audit, merkle, vouch
+from engine.audit import chain as audit
+from engine.audit import merkle, vouch
+from engine.audit.treehead import TreeHead, signature_ok
 from engine.store.schema import commands, events
-from engine.treehead import TreeHead, signature_ok
 
 NO_OUTCOME = b"\x00" * 32
 

@@ -3,7 +3,7 @@
 ``probe`` runs the check once as an exec session of the container's runtime (conmon +
 ``runc exec``, engine/runtime/execs.py), bounded by the check's timeout; the session is
 not recorded (a probe every few seconds would bury the log) and its files are pruned
-like any ended session's. ``record`` applies ``engine.health.after_probe`` and appends
+like any ended session's. ``record`` applies ``engine.health.rules.after_probe`` and appends
 ``container.health_status`` only when the status changes, under the container's lock
 and only while the log has it running. ``act`` carries out ``--health-on-failure``
 through the service's own commands (kill; stop then start), under command ids derived
@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 
 from engine import commands as c
 from engine import events as ev
-from engine import health as h
+from engine.containers.projection import RUNNING, ContainerState
+from engine.containers.service import KEEP_EXEC_SESSIONS, ContainerService, system_command_id
 from engine.errors import BerthError, NotFound, Timeout
-from engine.projection import RUNNING, ContainerState
+from engine.health import rules as h
 from engine.runtime.waits import pid_alive
-from engine.service import KEEP_EXEC_SESSIONS, ContainerService, system_command_id
 from engine.store import EventStore
 
 log = logging.getLogger("berth.health")

@@ -1,6 +1,6 @@
 """A run spec's mounts in the runtime-spec's terms: the entries of config.json's ``mounts``.
 
-Pure, like ``engine.bundle.oci_config``: a named volume becomes a bind mount of its
+Pure, like ``engine.containers.bundle.oci_config``: a named volume becomes a bind mount of its
 data directory (``$BERTH_ROOT/volumes/NAME/_data``, as podman keeps them), a tmpfs a
 tmpfs with its size and mode. A user's mount replaces a default one at the same
 target (``/tmp``, ``/dev/shm``), and mounts are ordered parent before child, so
@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from engine.mountspec import BIND, TMPFS, Mount
+from engine.containers.mountspec import BIND, TMPFS, Mount
 
 VOLUMES_DIR: Final = "volumes"
 DATA_DIR: Final = "_data"

@@ -1,7 +1,7 @@
 """Container networks: what a network is, and every rule about them, with no I/O.
 
 A network is a Linux bridge on one node with its own IPv4 subnet, reached through the
-CNI plugins (bridge, host-local, portmap, loopback) that ``engine.runtime.cni``
+CNI plugins (bridge, host-local, portmap, loopback) that ``engine.networks.cni``
 runs, with the network's own iptables rules (masquerade, forward) that berth keeps.
 This module holds the decisions: which names and subnets are acceptable, which
 bridge a network gets, the CNI configuration list and the rules it means, whether a
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import events as ev
+from engine.containers.spec import PortMapping
 from engine.errors import AlreadyExists, InvalidArgument, NotFound, Refused
-from engine.spec import PortMapping
 
 DEFAULT_NAME = "berth"
 DEFAULT_BRIDGE = "berth0"
@@ -279,7 +279,7 @@ def port_mappings(ports: Sequence[PortMapping]) -> list[dict[str, Any]]:
 
 def unpublished(expose: Sequence[str], ports: Sequence[PortMapping]) -> list[tuple[int, str]]:
     """``-P``: the exposed (port, protocol) pairs that no ``-p`` publishes yet."""
-    from engine.spec import parse_expose
+    from engine.containers.spec import parse_expose
 
     taken = {(p.container_port, p.protocol) for p in ports}
     wanted = []

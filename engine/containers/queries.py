@@ -15,13 +15,13 @@ from typing import Any
 
 from engine import commands as c
 from engine import events as ev
+from engine.audit.transparency import Assessment
+from engine.audit.treehead import ConsistencyProof, InclusionProof, Signer, TreeHead, key_id
+from engine.containers.projection import EXITED, REMOVED, ContainerState
+from engine.containers.service import ContainerService
 from engine.errors import NotFound, Timeout, Unavailable, WrongNode
+from engine.health.prober import condition_met
 from engine.ids import validate_container_id
-from engine.prober import condition_met
-from engine.projection import EXITED, REMOVED, ContainerState
-from engine.service import ContainerService
-from engine.store.transparency import Assessment
-from engine.treehead import ConsistencyProof, InclusionProof, Signer, TreeHead, key_id
 
 MAX_LOG_CHUNK = 512 * 1024
 _WAITED = {"exited": "exit", "running": "run", "healthy": "turn healthy"}

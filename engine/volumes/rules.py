@@ -4,7 +4,7 @@ A volume is not a container: its events live in a stream of its own, ``volume:NA
 (a container's name can never hold a colon, so the two never meet), and its state is
 projected from those few events here, without a table of its own. The decisions take
 a volume's state and the containers that mount it and return the events to record or
-a refusal; ``engine.volume_service`` carries them out (the directory on disk, the
+a refusal; ``engine.volumes.service`` carries them out (the directory on disk, the
 append) and is the only writer of these streams.
 """
 
@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Final
 
 from engine import events as ev
+from engine.containers.mountspec import VOLUME, validate_volume_name
+from engine.containers.projection import ContainerState
 from engine.errors import AlreadyExists, InvalidArgument, NotFound, Refused, WrongNode
-from engine.mountspec import VOLUME, validate_volume_name
-from engine.projection import ContainerState
 
 STREAM_PREFIX: Final = "volume:"
 MAX_LABELS: Final = 64

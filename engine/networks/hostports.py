@@ -9,8 +9,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
+from engine.containers.spec import PortMapping
 from engine.errors import InvalidArgument, RuntimeFailure
-from engine.spec import PortMapping
 
 
 def bind_ports(ports: Sequence[PortMapping]) -> list[socket.socket]:

@@ -1,4 +1,4 @@
-"""Carries out the volume rules of ``engine.volumes``: the one writer of ``volume:NAME``.
+"""Carries out the volume rules of ``engine.volumes.rules``: the one writer of ``volume:NAME``.
 
 Each change takes the volume's lock, folds its stream, asks the pure rules what to
 record, then records and touches the disk in the order that a crash cannot make lie:
@@ -20,21 +20,23 @@ from typing import Any
 
 from engine import commands as c
 from engine import events as ev
-from engine import volume_files as files
-from engine import volumes as v
+from engine.containers.mountspec import VOLUME, volume_names
+from engine.containers.ocimounts import volume_data
+from engine.containers.spec import RunSpec
 from engine.errors import BerthError, NotFound
 from engine.locks import ContainerLocks
-from engine.mountspec import VOLUME, volume_names
-from engine.runtime.mounts import volume_data
-from engine.spec import RunSpec
 from engine.store import EventStore
+from engine.volumes import files
+from engine.volumes import rules as v
 
 Announce = Callable[[Sequence[ev.RecordedEvent]], None]
 VOLUME_EVENTS = (ev.VOLUME_CREATED, ev.VOLUME_REMOVED)
 
 
 def _step_id(command_id: str, *parts: object) -> str:
-    from engine.service import system_command_id  # the service imports this module's users
+    from engine.containers.service import (
+        system_command_id,  # the service imports this module's users
+    )
 
     return system_command_id(command_id, *parts)
 

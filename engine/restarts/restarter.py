@@ -1,4 +1,4 @@
-"""Carrying out restart policies: the service's writes for ``engine.restarts``' rules.
+"""Carrying out restart policies: the service's writes for ``engine.restarts.rules``' rules.
 
 Two steps, each idempotent on its own, each under the container's lock:
 
@@ -10,7 +10,7 @@ Two steps, each idempotent on its own, each under the container's lock:
    start``) and record ``pid_received`` and ``started`` under an id derived from the
    ``restarting`` event, only if that restart is still due (not removed, not started
    meanwhile). A worker killed -9 between the two finds the due ``restarting`` again
-   (``engine.restarts.history``: no ``started`` after it) and finishes it; a worker
+   (``engine.restarts.rules.history``: no ``started`` after it) and finishes it; a worker
    killed inside step 2 before its record leaves an unrecorded runtime container
    that the next attempt's ``runc delete`` clears first.
 
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from engine import events as ev
-from engine import restarts as r
+from engine.containers.projection import EXITED
+from engine.containers.service import ContainerService, system_command_id
 from engine.errors import BerthError, NotFound, StateUnwritable, StoreError
-from engine.projection import EXITED
-from engine.service import ContainerService, system_command_id
+from engine.restarts import rules as r
 
 log = logging.getLogger("berth.restarts")
 

@@ -2,7 +2,7 @@
 reconciliation of container networks after a worker's death.
 
 Like ``ContainerService`` for containers: take a lock, load what the log says,
-ask the pure rules (``engine.networks``), carry it out, append. A network's events
+ask the pure rules (``engine.networks.rules``), carry it out, append. A network's events
 are on its own stream ``network:NAME``; the definition is in the shared log, the
 bridge is made on demand by the CNI bridge plugin on each node that runs a
 container on it (see docs/operations.md, "Networks").
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import events as ev
-from engine import networks as nw
 from engine.commands import Causation
+from engine.containers.projection import RUNNING
 from engine.errors import BerthError, NotFound
-from engine.projection import RUNNING
-from engine.runtime.network import NetworkSetup, remove_bridge, remove_network_rules
+from engine.networks import rules as nw
+from engine.networks.setup import NetworkSetup, remove_bridge, remove_network_rules
 from engine.store import EventStore
 
 log = logging.getLogger("berth.networks")

@@ -19,10 +19,11 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
+from engine.audit import chain as audit
+from engine.audit import merkle
+from engine.audit.transparency import OUTCOME_COLUMNS, leaf_from
+from engine.audit.treehead import TreeHead, signature_ok
 from engine.errors import InvalidArgument
-from engine.store import audit, merkle
-from engine.store.transparency import OUTCOME_COLUMNS, leaf_from
-from engine.treehead import TreeHead, signature_ok
 
 KIND: Final = "berth-log-export"
 VERSION: Final = 1
@@ -35,7 +36,7 @@ def _b64(value: bytes) -> str:
 
 
 def _encode_signed(out: dict[str, Any], row: Mapping[str, Any]) -> None:
-    """The writer's key id and signature (engine.store.vouch), if the row has them."""
+    """The writer's key id and signature (engine.audit.vouch), if the row has them."""
     signature = row.get("signature")
     out["signer"] = row.get("signer")
     out["signature"] = None if signature is None else _b64(signature)

@@ -1,0 +1,2 @@
+"""Proof that the log was not altered: the hash chain, the Merkle tree, signed tree
+heads, offline exports."""

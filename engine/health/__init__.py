@@ -1,0 +1,1 @@
+"""Health checks: the pure rules and the prober that runs them."""

@@ -1,0 +1,1 @@
+"""Restart policies: the pure rules and the restarter that carries them out."""
