@@ -29,7 +29,8 @@ from pathlib import Path
 from engine import events as ev
 from engine.audit import merkle
 from engine.audit.treehead import InclusionProof, Signer, check_proof
-from engine.store import AppendRequest, EventStore
+from engine.store.recorder import AppendRequest
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 
 SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs/alpine", args=("sleep", "infinity"))

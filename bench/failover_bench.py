@@ -29,7 +29,7 @@ import time
 from bus.client import Client
 from engine.errors import BerthError
 from engine.images.rootfs import build_busybox_rootfs
-from engine.store import EventStore
+from engine.store.store import EventStore
 from tests.faults.workload import Ledger, Publisher, check_log, run_publishers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

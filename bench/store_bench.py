@@ -40,8 +40,9 @@ import msgpack  # type: ignore[import-untyped]
 from engine import events as ev
 from engine.audit.treehead import Signer
 from engine.containers.projection import fold
-from engine.store import AppendRequest, EventStore
 from engine.store.mapper import Mapper
+from engine.store.recorder import AppendRequest
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 
 SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs/alpine", args=("sleep", "infinity"),

@@ -34,7 +34,7 @@ from engine.images.store import ImageStore
 from engine.networks.service import NetworkService
 from engine.networks.setup import NetworkSetup
 from engine.runtime import OCIRuntime, RuntimeConfig
-from engine.store import EventStore
+from engine.store.store import EventStore
 from engine.volumes.service import VolumeService
 from migrations.runner import upgrade
 from workers.attach import StreamServer, start_streams

@@ -44,7 +44,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     import sys
 
     from engine.audit import merkle, treehead
-    from engine.store import EventStore
+    from engine.store.store import EventStore
     from migrations.runner import upgrade
     from workers.worker import WorkerConfig
 

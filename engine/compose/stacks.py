@@ -14,7 +14,7 @@ from engine import events as ev
 from engine.compose.checks import check_stack
 from engine.compose.model import check_project, digest
 from engine.errors import InvalidArgument
-from engine.store import EventStore
+from engine.store.store import EventStore
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 

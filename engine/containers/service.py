@@ -50,7 +50,8 @@ from engine.networks import rules as nw
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
-from engine.store import CommandOutcome, EventStore
+from engine.store.recorder import CommandOutcome
+from engine.store.store import EventStore
 
 if TYPE_CHECKING:
     from engine.volumes.service import VolumeService

@@ -29,7 +29,7 @@ from engine.containers.service import KEEP_EXEC_SESSIONS, ContainerService, syst
 from engine.errors import BerthError, NotFound, Timeout
 from engine.health import rules as h
 from engine.runtime.waits import pid_alive
-from engine.store import EventStore
+from engine.store.store import EventStore
 
 log = logging.getLogger("berth.health")
 

@@ -21,7 +21,7 @@ from engine.containers.projection import RUNNING
 from engine.errors import BerthError, NotFound
 from engine.networks import rules as nw
 from engine.networks.setup import NetworkSetup, remove_bridge, remove_network_rules
-from engine.store import EventStore
+from engine.store.store import EventStore
 
 log = logging.getLogger("berth.networks")
 

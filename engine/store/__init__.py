@@ -1,11 +1,8 @@
 """berth's event store: an append-only log with a projected read model.
 
-The public surface is re-exported here; the modules behind it are split by concern
-(schema, mapper, recorder and its SQLite and PostgreSQL dialects, reader, read model,
-audit, time travel). The schema itself belongs to the ``migrations`` package.
+The modules are split by concern (schema, mapper, recorder and its SQLite and
+PostgreSQL dialects, reader, read model, time travel; the audit modules live in
+``engine.audit``). Nothing is re-exported here: importing the table definitions
+(``engine.store.schema``, which the audit modules need) must not pull in the
+recorder, which itself needs the audit modules.
 """
-
-from engine.store.recorder import AppendRequest, CommandOutcome
-from engine.store.store import EventStore
-
-__all__ = ["AppendRequest", "CommandOutcome", "EventStore"]

@@ -25,7 +25,7 @@ from engine.containers.ocimounts import volume_data
 from engine.containers.spec import RunSpec
 from engine.errors import BerthError, NotFound
 from engine.locks import ContainerLocks
-from engine.store import EventStore
+from engine.store.store import EventStore
 from engine.volumes import files
 from engine.volumes import rules as v
 

@@ -21,7 +21,7 @@ from engine.faults import ARMED_ENV, POINTS_ENV, arming_text
 from engine.networks.rules import Network
 from engine.networks.setup import NetworkSetup
 from engine.runtime import OCIRuntime
-from engine.store import EventStore
+from engine.store.store import EventStore
 from tests.helpers import wait_until
 from workers.worker import Worker, WorkerConfig
 

@@ -16,8 +16,8 @@ from sqlalchemy import delete, update
 
 from bus.broker import Broker
 from engine.audit import chain as audit
-from engine.store import EventStore
 from engine.store.schema import commands, events, tree_heads
+from engine.store.store import EventStore
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
 from tests.store.helpers import forge_append
@@ -217,7 +217,8 @@ def test_projection_rebuild_verify_compares_first_and_refuses_a_broken_chain(
 
 def test_export_check_offline_and_import_into_an_empty_store(
         engine: Engine, tmp_path: Path) -> None:
-    from engine.store import EventStore, readmodel
+    from engine.store import readmodel
+    from engine.store.store import EventStore
 
     public = _signed_engine(engine, tmp_path)
     cid = _ok(engine.cli("create", "--name", "x1", engine.images.rootfs, "true")).strip()
@@ -275,7 +276,7 @@ def test_a_worker_vouches_for_the_writers_in_berth_audit_trust(tmp_path: Path) -
     from engine import commands as c
     from engine.audit import treehead
     from engine.errors import StoreError
-    from engine.store import EventStore
+    from engine.store.store import EventStore
     from tests.store.helpers import create
     from workers.worker import Worker, WorkerConfig
 

@@ -22,7 +22,7 @@ import pytest
 from engine import events as ev
 from engine.errors import BerthError
 from engine.runtime import OCIRuntime
-from engine.store import EventStore
+from engine.store.store import EventStore
 from tests.e2e.conftest import REPO, Engine
 from tests.helpers import wait_until
 from workers.worker import WorkerConfig

@@ -29,7 +29,7 @@ from engine.errors import (
 from engine.ids import new_uuid
 from engine.runtime.memory import MemoryRuntime
 from engine.runtime.types import Status
-from engine.store import EventStore
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 
 

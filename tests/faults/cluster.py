@@ -20,8 +20,8 @@ from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
 from engine.errors import BerthError
 from engine.runtime import OCIRuntime, RuntimeConfig
-from engine.store import EventStore
 from engine.store.retry import NO_RETRY
+from engine.store.store import EventStore
 from tests.helpers import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

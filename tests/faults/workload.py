@@ -28,7 +28,7 @@ from typing import Any
 from bus.client import Client
 from bus.protocol import Command, Reply
 from engine.errors import BerthError, Timeout, Unavailable
-from engine.store import EventStore
+from engine.store.store import EventStore
 
 RETRY_CODES = {Unavailable.code}
 QUERY_TYPES = ("query.ps", "query.inspect", "query.history", "query.state")

@@ -21,7 +21,7 @@ from bus.client import Client
 from bus.protocol import EventMessage
 from engine.errors import BerthError, Passive
 from engine.runtime import OCIRuntime, RuntimeConfig
-from engine.store import EventStore
+from engine.store.store import EventStore
 from tests.helpers import wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -39,7 +39,7 @@ from bus.client import Client
 from bus.endpoints import Endpoints, from_run_dir
 from bus.keys import ClientKeys, client_keys
 from engine.errors import BerthError
-from engine.store import EventStore
+from engine.store.store import EventStore
 from tests import netns, pgserver
 from tests.helpers import wait_until
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import EventStore
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 from tests import pgserver
 

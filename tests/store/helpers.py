@@ -11,8 +11,9 @@ from engine import events as ev
 from engine.audit import chain as audit
 from engine.audit import vouch
 from engine.audit.treehead import Signer
-from engine.store import EventStore, schema
+from engine.store import schema
 from engine.store.mapper import pack
+from engine.store.store import EventStore
 
 SPEC = ev.RunSpec(rootfs="/var/lib/berth/rootfs", args=("sleep", "1000"))
 

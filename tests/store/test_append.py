@@ -8,7 +8,8 @@ import pytest
 
 from engine import events as ev
 from engine.errors import AlreadyExists, ConcurrencyError, InvalidArgument
-from engine.store import AppendRequest, EventStore
+from engine.store.recorder import AppendRequest
+from engine.store.store import EventStore
 from tests.store.helpers import SPEC, create, new_id, run
 
 

@@ -6,9 +6,9 @@ from sqlalchemy import BigInteger, select, text, type_coerce
 
 from engine import events as ev
 from engine.audit import chain as audit
-from engine.store import EventStore
 from engine.store.mapper import pack
 from engine.store.schema import events
+from engine.store.store import EventStore
 from tests.store.helpers import create, run
 
 

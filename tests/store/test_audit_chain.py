@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from engine import events as ev
 from engine.audit import chain as audit
-from engine.store import EventStore
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 from tests.store.helpers import create, run
 

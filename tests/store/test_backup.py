@@ -13,7 +13,8 @@ import pytest
 
 from engine import events as ev
 from engine.errors import AlreadyExists, InvalidArgument, NotFound
-from engine.store import EventStore, backup
+from engine.store import backup
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 from tests import pgserver
 from tests.store.helpers import create, run

@@ -8,7 +8,7 @@ import uuid
 
 from engine import events as ev
 from engine.errors import ConcurrencyError
-from engine.store import EventStore
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 from tests.store.helpers import create
 

@@ -12,15 +12,15 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from engine.store import EventStore
 from engine.store.mapper import unpack
 from engine.store.schema import commands, events
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 
 WRITER = """
 import sys, uuid
 from engine import events as ev
-from engine.store import EventStore
+from engine.store.store import EventStore
 store = EventStore(sys.argv[1])
 spec = ev.RunSpec(rootfs="/r", args=("true",))
 n = 0

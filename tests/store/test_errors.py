@@ -10,8 +10,8 @@ import pytest
 
 from engine import events as ev
 from engine.errors import InvalidArgument, StoreError, StoreUnreachable
-from engine.store import EventStore
 from engine.store.retry import NO_RETRY, RetryPolicy
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 
 

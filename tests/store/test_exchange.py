@@ -17,8 +17,9 @@ from engine.audit import chain as audit
 from engine.audit import exchange, merkle
 from engine.audit.treehead import Signer, TreeHead
 from engine.errors import InvalidArgument
-from engine.store import EventStore, readmodel
+from engine.store import readmodel
 from engine.store.schema import events
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 from tests import pgserver
 from tests.store.helpers import create, run

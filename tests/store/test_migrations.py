@@ -11,10 +11,10 @@ from alembic.runtime.migration import MigrationContext
 
 from engine import events as ev
 from engine.audit.treehead import Signer
-from engine.store import EventStore
 from engine.store.db import make_engine
 from engine.store.mapper import pack
 from engine.store.schema import metadata
+from engine.store.store import EventStore
 from migrations.runner import current_revision, head_revision, revisions, upgrade
 from tests.store.helpers import SPEC
 

@@ -17,7 +17,7 @@ from hypothesis.stateful import invariant, rule, run_state_machine_as_test
 
 from engine import events as ev
 from engine.errors import NotFound
-from engine.store import EventStore
+from engine.store.store import EventStore
 from tests.projection.machine import LifecycleMachine, MemoryLog, check
 
 

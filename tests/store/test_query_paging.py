@@ -8,7 +8,7 @@ the position to start after and the page size into the SQL itself.
 from __future__ import annotations
 
 from engine import events as ev
-from engine.store import EventStore
+from engine.store.store import EventStore
 from tests.store.helpers import create, new_id, run
 
 

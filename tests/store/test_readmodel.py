@@ -10,8 +10,9 @@ from sqlalchemy import select, text
 
 from engine import events as ev
 from engine.errors import InvalidArgument, NotFound
-from engine.store import AppendRequest, EventStore
+from engine.store.recorder import AppendRequest
 from engine.store.schema import containers
+from engine.store.store import EventStore
 from tests.projection.histories import STEPS, history
 from tests.store.helpers import create, run
 

@@ -8,7 +8,7 @@ import pytest
 
 from engine import events as ev
 from engine.errors import InvalidArgument
-from engine.store import EventStore
+from engine.store.store import EventStore
 from tests.store.helpers import create, run
 
 

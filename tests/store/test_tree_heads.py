@@ -22,9 +22,9 @@ from engine import events as ev
 from engine.audit import chain as audit
 from engine.audit.transparency import Assessment
 from engine.audit.treehead import Signer, TreeHead
-from engine.store import EventStore
 from engine.store.mapper import pack
 from engine.store.schema import commands, events, tree_heads
+from engine.store.store import EventStore
 from migrations.runner import upgrade
 from tests.store.helpers import create, forge_append, run
 
@@ -539,7 +539,7 @@ def test_a_resent_command_whose_row_was_deleted_is_refused_never_written_twice(
     """The dedup does not rest on the commands row alone: the events name their
     command, and a command that has events is refused, neither run nor recorded."""
     from engine.errors import StoreError
-    from engine.store import AppendRequest
+    from engine.store.recorder import AppendRequest
 
     cid = create(store)
     store.append(cid, 1, [ev.PidReceived(10, 9), ev.Started()], command_id="start-1",

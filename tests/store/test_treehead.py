@@ -15,7 +15,7 @@ from engine import events as ev
 from engine.audit import treehead
 from engine.audit.treehead import InclusionProof, Signer, TreeHead, check_proof, signature_ok
 from engine.errors import InvalidArgument
-from engine.store import EventStore
+from engine.store.store import EventStore
 from tests.store.helpers import create, run
 
 SIGNER = Signer(b"\x05" * 32)
