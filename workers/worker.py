@@ -320,9 +320,11 @@ class Worker:
             _wake(self._wake)
 
     def close(self, *, disconnect: bool = True) -> None:
-        """Stop with a deadline, leaving nothing half-done: new commands are refused
-        ("stopping, retry"), blocked waits and log polls are answered with that same
-        retryable error, commands under way get ``shutdown_timeout`` to finish and
+        """Stop with a deadline, leaving nothing half-done: new commands, those
+        accepted but not started, and blocked waits and log polls (cancelled) are
+        handed back to the broker unrun (it holds them for the node's next worker,
+        or answers "retry" when the whole engine stops), commands running get
+        ``shutdown_timeout`` to finish and
         send their replies. The exit monitor closes last, so an exit that lands
         meanwhile is recorded before the worker stops; one that lands after is in its
         exit file, which the next start's reconciliation records."""
