@@ -102,7 +102,8 @@ class WorkerLink:
         self.liveness = liveness
         self.reconnect_max = reconnect_max
         self.stats: dict[str, int] = dict.fromkeys(
-            ("commands", "duplicates", "replies", "events", "reconnects", "dropped_frames"), 0
+            ("commands", "duplicates", "replies", "events", "reconnects", "dropped_frames",
+             "handed_back"), 0
         )
         self._ctx = context or zmq.Context.instance()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"berth-{node}")
@@ -115,6 +116,9 @@ class WorkerLink:
         self._lock = threading.Lock()
         self._queues: dict[str, deque[Command]] = {}
         self._inflight: set[str] = set()
+        """Commands accepted and not answered yet (queued or running)."""
+        self._started: set[str] = set()
+        """Those of ``_inflight`` whose handler has been called."""
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_bytes = 0
         self._outbox: deque[bytes] = deque()
@@ -141,10 +145,28 @@ class WorkerLink:
         self._thread.start()
 
     def close_intake(self) -> None:
-        """From now on a new command is answered ``unavailable`` ("stopping, retry");
-        resends of commands under way are still answered once they finish."""
+        """From now on a new command is handed back to the broker, which holds it
+        for the node's next worker; so is every command accepted but not started
+        yet (queued behind its container's commands, or waiting for a thread). The
+        drain then waits only for the commands actually running, not for a queue
+        it would run one by one (a stop may take its container's whole timeout),
+        and nothing is run by a worker that is leaving. Resends of commands under
+        way are still answered once they finish."""
         with self._lock:
             self._intake_closed = True
+            for command_id in self._inflight - self._started:
+                self._hand_back(command_id)
+            self._inflight &= self._started
+            self._idle.notify_all()
+        self._post_wakeup()
+
+    def _hand_back(self, command_id: str) -> None:
+        """Give an unstarted command back to the broker (``_lock`` held; the caller
+        forgets it from ``_inflight``)."""
+        self.stats["handed_back"] += 1
+        self._outbox.append(encode(error_reply(
+            command_id, HandedBack.code,
+            f"the worker of node {self.node} is stopping; retry once it is back")))
 
     def stop(self, timeout: float = 5.0, *, disconnect: bool = True, drain: float = 0.0) -> None:
         """Stop intake, give the commands under way up to ``drain`` seconds to finish
@@ -306,9 +328,7 @@ class WorkerLink:
                 self.stats["duplicates"] += 1
                 return
             if self._intake_closed:  # the broker holds it for this node's next worker
-                self._outbox.append(encode(error_reply(
-                    command.id, HandedBack.code,
-                    f"the worker of node {self.node} is stopping; retry once it is back")))
+                self._hand_back(command.id)
                 return
             self._inflight.add(command.id)
             self.stats["commands"] += 1
@@ -345,6 +365,10 @@ class WorkerLink:
                     return
 
     def _run_one(self, command: Command) -> None:
+        with self._lock:
+            if command.id not in self._inflight:  # handed back by close_intake
+                return
+            self._started.add(command.id)
         reply = self._call(command)
         try:
             frame = encode(reply)
@@ -360,6 +384,7 @@ class WorkerLink:
             self._outbox.append(frame)
             # Only once its reply is in the outbox: stop() then flushes it.
             self._inflight.discard(command.id)
+            self._started.discard(command.id)
             self._idle.notify_all()
         self._post_wakeup()
 

@@ -145,9 +145,10 @@ class Unavailable(BerthError):
 
 
 class HandedBack(Unavailable):
-    """A stopping worker did not run the command and gives it back to the broker,
-    which holds it for another worker of the node (a publisher sees this only from
-    a broker that predates it)."""
+    """A stopping worker did not run the command (or cancelled a blocked read, a
+    ``wait`` or a log follow, which has no result yet) and gives it back to the
+    broker, which holds it for another worker of the node (a publisher sees this
+    only from a broker that predates it)."""
 
     code = "handed_back"
 

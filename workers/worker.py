@@ -284,13 +284,21 @@ class Worker:
 
         previous = {sig: signal.signal(sig, on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
+        # The handler alone is not enough: the kernel gives a process-directed
+        # signal to whichever thread takes it first, and under load that is often a
+        # command thread coming out of a system call. Its C-level handler only marks
+        # the signal; the Python handler waits for the main thread to run bytecode,
+        # and the main thread sleeps in ``os.read`` below, never interrupted (seen:
+        # a SIGTERM'd worker kept serving until a second signal came). The wake-up
+        # fd is written by the C-level handler on whatever thread it runs.
+        previous_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         try:
             try:
                 self.start()
                 if on_ready is not None:
                     on_ready()
                 if not self._stopped.is_set():  # stop() may have come first
-                    os.read(wake_r, 1)  # retried after each handler (PEP 475)
+                    _wait_for_stop(wake_r)
             finally:
                 self._wake = None
             self._stopped.set()
@@ -300,6 +308,7 @@ class Worker:
         finally:
             # Only now: a second SIGTERM while the worker closes (a service manager
             # repeating itself) is absorbed by the pipe, not fatal half-way.
+            signal.set_wakeup_fd(previous_wakeup)
             for sig, old in previous.items():
                 signal.signal(sig, old)
             os.close(wake_r)
@@ -311,9 +320,11 @@ class Worker:
             _wake(self._wake)
 
     def close(self, *, disconnect: bool = True) -> None:
-        """Stop with a deadline, leaving nothing half-done: new commands are refused
-        ("stopping, retry"), blocked waits and log polls are answered with that same
-        retryable error, commands under way get ``shutdown_timeout`` to finish and
+        """Stop with a deadline, leaving nothing half-done: new commands, those
+        accepted but not started, and blocked waits and log polls (cancelled) are
+        handed back to the broker unrun (it holds them for the node's next worker,
+        or answers "retry" when the whole engine stops), commands running get
+        ``shutdown_timeout`` to finish and
         send their replies. The exit monitor closes last, so an exit that lands
         meanwhile is recorded before the worker stops; one that lands after is in its
         exit file, which the next start's reconciliation records."""
@@ -350,6 +361,21 @@ class Worker:
             self.monitor.close()
             self.monitor = None
         self.store.close()
+
+
+_STOP_BYTES = frozenset({0, signal.SIGTERM, signal.SIGINT})
+"""What on the wake-up pipe means "stop": ``_wake``'s zero, or the number of a stop
+signal the C-level handler wrote (serve_forever sets the pipe as the wake-up fd)."""
+
+
+def _wait_for_stop(fd: int) -> None:
+    """Read the wake-up pipe until it says stop: the wake-up fd also carries the
+    number of any other signal given a Python handler in this process (SIGALRM in
+    a test, say), which must not stop the worker."""
+    while True:
+        got = os.read(fd, 64)  # retried after each handler (PEP 475)
+        if not got or _STOP_BYTES.intersection(got):
+            return
 
 
 def _wake(fd: int) -> None:

@@ -19,7 +19,7 @@ from engine.audit.transparency import Assessment
 from engine.audit.treehead import ConsistencyProof, InclusionProof, Signer, TreeHead, key_id
 from engine.containers.projection import EXITED, REMOVED, ContainerState
 from engine.containers.service import ContainerService
-from engine.errors import NotFound, Timeout, Unavailable, WrongNode
+from engine.errors import HandedBack, NotFound, Timeout, WrongNode
 from engine.health.prober import condition_met
 from engine.ids import validate_container_id
 
@@ -209,10 +209,15 @@ class Queries:
 
     def _unless_closing(self, what: str) -> None:
         """A blocked read ends when the worker stops: the container goes on (stopping
-        the engine never stops one), so the answer is "retry", not a result."""
+        the engine never stops one), so there is no result yet. The read is handed
+        back, as a command the stopping worker never started would be: the broker
+        holds it for the node's next worker, which waits on (a rolling restart
+        fails no ``wait``), or answers "retry" when the whole engine stops. Answered
+        ``unavailable`` here, it was cached under its id and every resend of that id
+        got the same refusal."""
         if self.service.closing.is_set():
-            raise Unavailable(f"the worker of node {self.service.node} is stopping: {what} "
-                              "was cancelled; retry once the engine is back")
+            raise HandedBack(f"the worker of node {self.service.node} is stopping: {what} "
+                             "was cancelled; retry once the engine is back")
 
     def wait(self, q: c.Wait) -> tuple[str, int | None]:
         """Block until the container has exited (or reached ``q.condition``: running,

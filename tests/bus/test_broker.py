@@ -340,6 +340,42 @@ def test_a_stopping_worker_hands_new_commands_back_to_its_successor(
     assert broker.stats["errors"] == 0
 
 
+def test_a_stopping_worker_hands_back_what_it_accepted_but_had_not_started(
+        broker: Broker, make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    """Commands queued at the worker behind a running one (here: the same
+    container's next command) are not run by a worker that is leaving: they go
+    back to the broker and run on its successor, and the drain waits only for the
+    running command. Before, the drain ran the whole queue one by one (a stop
+    can take its container's timeout each), past the drain deadline."""
+    old = Recorder("old")
+    link = make_worker("a", old)
+    replies: dict[str, Reply] = {}
+
+    def send(name: str, **args: Any) -> threading.Thread:
+        client = make_client(timeout=10, retries=0)
+        thread = threading.Thread(target=lambda: replies.__setitem__(
+            name, client.send("container.stop", "web", "a", **args)))
+        thread.start()
+        return thread
+
+    running = send("running", gate="slow")
+    wait_until(lambda: old.started, what="the slow command runs")
+    queued = send("queued")
+    wait_until(lambda: link.stats["commands"] == 2, what="the second one queued behind it")
+    link.close_intake()  # what SIGTERM does first
+    wait_until(lambda: broker.stats["handed_back"] == 1, what="the queued command handed back")
+    new = Recorder("new")
+    make_worker("a", new)
+    queued.join(10)
+    assert replies["queued"].ok and replies["queued"].result["worker"] == "new"
+    old.gate("slow").set()
+    running.join(10)
+    assert replies["running"].result["worker"] == "old"
+    assert len(old.started) == 1 and len(new.commands) == 1
+    assert link.stats["handed_back"] == 1 and broker.stats["errors"] == 0
+
+
 def _swallow(call: Callable[[], object]) -> None:
     with contextlib.suppress(Unavailable):
         call()

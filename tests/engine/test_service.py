@@ -325,3 +325,34 @@ def test_a_copy_resent_after_its_container_was_removed_is_not_answered_done(
     with pytest.raises(NotFound, match="removed before this copy was written"):
         service.handle(c.CopyIn(cid, "/x", data), copy)
     assert types(store, cid)[-2:] == [ev.CONTAINER_COPIED_IN, ev.CONTAINER_REMOVED]
+
+
+def test_a_wait_cut_short_by_a_stopping_worker_is_handed_back(
+        service: ContainerService) -> None:
+    """A wait has no result while its container runs; when the worker stops it is
+    handed back (``handed_back``), so the broker holds it for the node's next
+    worker. Answered ``unavailable``, it was cached under its id and every resend
+    was refused again (the refusals of tests/faults/test_rolling_restart.py)."""
+    import threading
+
+    from engine.containers.queries import Queries
+    from engine.errors import HandedBack
+
+    cid = create(service)
+    service.handle(c.Start(cid), cause(t.START))
+    queries = Queries(service)
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            queries.wait(c.Wait(cid, timeout=20))
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it below
+            raised.append(exc)
+
+    waiting = threading.Thread(target=wait)
+    waiting.start()
+    service.begin_shutdown()
+    waiting.join(10)
+    assert not waiting.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], HandedBack), raised
+    assert raised[0].code == "handed_back"

@@ -9,6 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,6 +128,66 @@ def test_a_stop_signal_landing_inside_the_stop_events_lock_still_stops(
         signal.signal(signal.SIGALRM, previous)
     assert said == ["ready", "stopping"]
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+
+
+def test_a_stop_signal_taken_by_another_thread_still_stops_the_worker(
+        place: Place, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regression: the kernel hands a SIGTERM sent to the process to any of its
+    threads, under load often a command thread. Then only the C-level handler ran
+    there, and the main thread slept on in its read of the wake-up pipe: a worker
+    stopped during a rolling restart kept serving until a second signal (1 in 5
+    runs of tests/faults/test_rolling_restart.py). Here the signal is sent to a
+    thread other than the main one, which is never interrupted by it."""
+    worker = Worker(WorkerConfig(node="h1", root=place.root, run=place.run,
+                                 default_network="none"))
+
+    def signal_from_another_thread() -> None:
+        time.sleep(0.5)  # the main thread is asleep in serve_forever by now
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+    monkeypatch.setattr(worker, "start", lambda: None)
+    monkeypatch.setattr(worker, "close", worker.store.close)
+    said: list[str] = []
+    other = threading.Thread(target=signal_from_another_thread)
+    previous = signal.getsignal(signal.SIGALRM)
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("not woken")))
+    signal.alarm(10)
+    try:
+        worker.serve_forever(on_ready=other.start, on_stop=lambda: said.append("stopping"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        other.join()
+    assert said == ["stopping"]
+
+
+def test_a_signal_other_than_a_stop_signal_does_not_stop_the_worker(
+        place: Place, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wake-up pipe also receives the number of any other signal that has a
+    Python handler in the process; only SIGTERM and SIGINT (or ``stop()``) end
+    ``serve_forever``."""
+    worker = Worker(WorkerConfig(node="h1", root=place.root, run=place.run,
+                                 default_network="none"))
+    seen: list[int] = []
+
+    def signals() -> None:
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.3)
+        seen.append(len(said))  # still serving after SIGUSR2
+        worker.stop()
+
+    monkeypatch.setattr(worker, "start", lambda: None)
+    monkeypatch.setattr(worker, "close", worker.store.close)
+    said: list[str] = []
+    other = threading.Thread(target=signals)
+    previous = signal.signal(signal.SIGUSR2, lambda *_: None)
+    try:
+        worker.serve_forever(on_ready=other.start, on_stop=lambda: said.append("stopping"))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+        other.join()
+    assert seen == [0] and said == ["stopping"]
 
 
 def test_a_second_stop_signal_while_the_worker_closes_is_absorbed(
