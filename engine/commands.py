@@ -14,9 +14,8 @@ command.
 from __future__ import annotations
 
 import math
-import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -28,6 +27,7 @@ from engine.command_types import (
     STACK_COMMANDS,
     VOLUME_COMMANDS,
 )
+from engine.containers.process import check_argv, check_cwd, check_env, check_user
 from engine.errors import InvalidArgument
 from engine.events import datetime_from_data
 from engine.ids import validate_container_id, validate_name, validate_session_id
@@ -39,12 +39,6 @@ if TYPE_CHECKING:  # imported where parsed: the client imports this module for t
 MAX_EVENTS_PAGE: Final = 1000
 MAX_LOG_WAIT_MS: Final = 5000
 MAX_STOP_TIMEOUT: Final = 365 * 24 * 3600.0
-MAX_ARGS: Final = 4096
-MAX_ARG_BYTES: Final = 128 * 1024
-"""Bounds on a process's command line (argv of a container or of an exec session):
-Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN) anyway."""
-_ENV_KEY_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_USER_RE: Final = re.compile(r"^[0-9]{1,10}(:[0-9]{1,10})?$")
 
 
 # --------------------------------------------------------------------------- causation
@@ -411,60 +405,6 @@ class VolumeInspect:
 
 VolumeCommand: TypeAlias = VolumeCreate | VolumeRemove | VolumePrune | VolumeLs | VolumeInspect
 Command: TypeAlias = ContainerCommand | Query | VolumeCommand | NetworkCommand
-
-
-# --------------------------------------------------------------------------- process rules
-# One set of rules for a process to run, whether it is a container's (the run spec,
-# engine.containers.spec) or an exec session's: the same command line, environment, working
-# directory and user are refused with the same sentence wherever they come from.
-
-
-def check_argv(argv: Sequence[object], what: str = "the command") -> tuple[str, ...]:
-    """A non-empty list of strings, no NUL byte, within the kernel's bounds."""
-    if isinstance(argv, str) or not all(isinstance(a, str) for a in argv):
-        raise InvalidArgument(f"{what} must be a list of strings")
-    args = tuple(str(a) for a in argv)
-    if not args or not args[0]:
-        raise InvalidArgument(f"{what} is empty: name a program to run")
-    if len(args) > MAX_ARGS or sum(len(a.encode(errors="surrogateescape")) for a in args) \
-            > MAX_ARG_BYTES:
-        raise InvalidArgument(f"{what} is too long (at most {MAX_ARGS} arguments and "
-                              f"{MAX_ARG_BYTES // 1024} KiB)")
-    if any("\0" in a for a in args):
-        raise InvalidArgument(f"{what} contains a NUL byte")
-    return args
-
-
-def check_env(env: Sequence[object]) -> tuple[str, ...]:
-    """KEY=VALUE entries with a shell-style KEY, no NUL byte."""
-    if isinstance(env, str) or not all(isinstance(e, str) for e in env):
-        raise InvalidArgument("the environment must be a list of KEY=VALUE strings")
-    entries = tuple(str(e) for e in env)
-    if sum(len(e) for e in entries) > MAX_ARG_BYTES:
-        raise InvalidArgument(f"the environment is too long (at most {MAX_ARG_BYTES // 1024} KiB)")
-    for item in entries:
-        key, sep, _ = item.partition("=")
-        if not sep or not _ENV_KEY_RE.fullmatch(key) or "\0" in item:
-            raise InvalidArgument(f"invalid environment entry {item!r}: use KEY=VALUE")
-    return entries
-
-
-def check_cwd(cwd: object, *, optional: bool = False) -> str:
-    """An absolute path with no NUL byte (``optional``: or empty, the default)."""
-    if optional and cwd == "":
-        return ""
-    if not isinstance(cwd, str) or not os.path.isabs(cwd) or "\0" in cwd or len(cwd) > 4096:
-        raise InvalidArgument(f"working directory {cwd!r} must be an absolute path")
-    return cwd
-
-
-def check_user(user: object, *, optional: bool = False) -> str:
-    """``UID[:GID]`` in numbers (``optional``: or empty, the container's user)."""
-    if optional and user == "":
-        return ""
-    if not isinstance(user, str) or not _USER_RE.fullmatch(user):
-        raise InvalidArgument(f"invalid user {user!r}: use UID[:GID] (numbers)")
-    return user
 
 
 # --------------------------------------------------------------------------- argument rules

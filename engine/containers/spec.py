@@ -266,13 +266,14 @@ class RunSpec:
 
     def validate(self) -> RunSpec:
         """Check everything that can be checked without starting a process."""
-        # The process rules are engine.commands', shared with exec; imported here as
-        # engine.commands imports engine.events, which imports this module.
-        from engine.commands import check_argv, check_cwd, check_env, check_user
-        from engine.containers.process import (
+        from engine.containers.process import (  # the CLI's start-up path imports this module
+            check_argv,
             check_caps,
+            check_cwd,
+            check_env,
             check_labels,
             check_ulimits,
+            check_user,
             is_user_form,
             resolve_user,
         )
