@@ -1,6 +1,6 @@
 """From a bus command to the application core and back: the worker's dispatch table.
 
-Each wire command is parsed once into a typed command (``engine.commands.parse``),
+Each wire command is parsed once into a typed command (``engine.parsing.parse``),
 looked up in an explicit table by its type, carried out by the service or answered
 by the queries, and the outcome (or a typed error) becomes a reply. No state rule
 lives here: this module only translates.
@@ -23,6 +23,7 @@ from engine.containers.service import ContainerService, Outcome
 from engine.errors import BerthError, InvalidArgument, NotFound, Unavailable, WrongNode
 from engine.images.service import ImageService
 from engine.networks.service import NetworkOutcome, NetworkService
+from engine.parsing import parse
 from engine.volumes.service import VolumeService
 from workers.copies import Transfers
 from workers.health import HealthMonitor, healthcheck, with_health
@@ -139,7 +140,7 @@ class Dispatch:
     def handle(self, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
         try:
-            typed = c.parse(cmd.type, cmd.container, cmd.args)
+            typed = parse(cmd.type, cmd.container, cmd.args)
             return self._table[cmd.type](typed, cmd)
         except WrongNode as exc:  # a redirect: nothing done, nothing recorded
             return Reply(cmd.id, False, exc.code, exc.message, result={"node": exc.node})

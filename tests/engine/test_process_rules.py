@@ -1,13 +1,13 @@
 """The process rules (``engine.containers.process``) called directly: ``check_argv``,
-``check_env``, ``check_cwd``, ``check_user`` and ``check_timeout``. Each refusal is
-pinned to its exact sentence, and each bound is tried exactly at the limit (accepted)
-and one over it (refused)."""
+``check_env``, ``check_cwd``, ``check_user``, and ``engine.arguments.check_timeout``.
+Each refusal is pinned to its exact sentence, and each bound is tried exactly at the
+limit (accepted) and one over it (refused)."""
 
 from __future__ import annotations
 
 import pytest
 
-from engine import commands as c
+from engine import arguments as a
 from engine.containers import process as p
 from engine.errors import InvalidArgument
 
@@ -24,7 +24,7 @@ def refusal(check: object, *args: object, **kwargs: object) -> str:
 def test_the_limits_are_the_kernels() -> None:
     assert p.MAX_ARGS == 4096
     assert p.MAX_ARG_BYTES == 128 * 1024
-    assert c.MAX_STOP_TIMEOUT == 31_536_000.0
+    assert a.MAX_STOP_TIMEOUT == 31_536_000.0
 
 
 # ------------------------------------------------------------------ argv
@@ -169,17 +169,17 @@ def test_user_refused(user: object) -> None:
 
 
 def test_timeout_in_seconds_up_to_a_year() -> None:
-    assert c.check_timeout(0) == 0.0
-    assert isinstance(c.check_timeout(3), float)
-    assert c.check_timeout(2.5) == 2.5
-    assert c.check_timeout(31_536_000) == 31_536_000.0
-    assert c.check_timeout(10, "stop timeout") == 10.0
+    assert a.check_timeout(0) == 0.0
+    assert isinstance(a.check_timeout(3), float)
+    assert a.check_timeout(2.5) == 2.5
+    assert a.check_timeout(31_536_000) == 31_536_000.0
+    assert a.check_timeout(10, "stop timeout") == 10.0
 
 
 @pytest.mark.parametrize("value", [-1, -0.001, 31_536_000.5, 1e12, float("inf"), float("nan"),
                                    True, "5", None])
 def test_timeout_refused(value: object) -> None:
-    assert refusal(c.check_timeout, value) == (
+    assert refusal(a.check_timeout, value) == (
         f"invalid timeout {value!r}: must be a number >= 0 and <= 3.1536e+07")
-    assert refusal(c.check_timeout, value, "wait") == (
+    assert refusal(a.check_timeout, value, "wait") == (
         f"invalid wait {value!r}: must be a number >= 0 and <= 3.1536e+07")
