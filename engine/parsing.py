@@ -33,7 +33,7 @@ from engine.commands import (
     StateAt,
     StreamLocation,
 )
-from engine.compose.stacks import parse_stack
+from engine.compose.commands import parse_stack
 from engine.containers.parsing import parse_container
 from engine.errors import InvalidArgument
 from engine.events import datetime_from_data
