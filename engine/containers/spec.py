@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from engine.containers.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
 from engine.errors import InvalidArgument
 from engine.health.rules import check_health_options, health_from_user
+from engine.networks.names import check_reference
 from engine.restarts.rules import check_restart_options
 from engine.signals import parse_signal
 
@@ -325,8 +326,6 @@ class RunSpec:
                 raise InvalidArgument(f"invalid capability {cap!r}: use CAP_NAME")
         check_host_paths(self.mounts)
         if self.network:
-            from engine.networks.rules import check_reference  # networks import this module
-
             check_reference(self.network)
         for item in self.expose:
             parse_expose(item)

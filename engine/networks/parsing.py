@@ -13,7 +13,7 @@ from engine.commands import (
     Networks,
 )
 from engine.errors import InvalidArgument
-from engine.networks.rules import validate_name
+from engine.networks.names import validate_name
 
 
 def _network_name(args: Mapping[str, Any]) -> str:
@@ -31,7 +31,7 @@ def _optional_text(args: Mapping[str, Any], key: str) -> str | None:
 
 def parse_network(command_type: str, _container: str | None, args: Mapping[str, Any]
                   ) -> NetworkCommand:
-    """A network command; the name obeys engine.networks.rules' one rule."""
+    """A network command; the name obeys engine.networks.names' one rule."""
     match command_type:
         case "network.create":
             return NetworkCreate(_network_name(args), _optional_text(args, "subnet"),
