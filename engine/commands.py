@@ -12,6 +12,7 @@ command.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, TypeAlias
@@ -35,6 +36,16 @@ class Causation:
     correlation_id: str
     actor: str
     command_type: str
+
+
+# Events no publisher asked for (an exit conmon reported, an auto-removal) get a
+# deterministic command id derived from this namespace, so recording them twice
+# (after a crash, or from two paths) is a no-op in the store.
+SYSTEM_NAMESPACE = uuid.UUID("5f0c3d4e-6b1a-4c2e-9d7f-b3e1a2c4d5e6")
+
+
+def system_command_id(*parts: object) -> str:
+    return str(uuid.uuid5(SYSTEM_NAMESPACE, ":".join(str(p) for p in parts)))
 
 
 # --------------------------------------------------------------------------- changes

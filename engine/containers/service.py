@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from engine import commands as c
 from engine import events as ev
 from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
+from engine.commands import system_command_id as system_command_id  # noqa: PLC0414 (re-export)
 from engine.containers import copying
 from engine.containers import decide as d
 from engine.containers.projection import ALIVE, RUNNING, ContainerState, apply
@@ -57,10 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("berth.service")
 
-# Events no publisher asked for (an exit conmon reported, an auto-removal) get a
-# deterministic command id derived from this namespace, so recording them twice
-# (after a crash, or from two paths) is a no-op in the store.
-SYSTEM_NAMESPACE = uuid.UUID("5f0c3d4e-6b1a-4c2e-9d7f-b3e1a2c4d5e6")
 KEEP_EXEC_SESSIONS = 8
 """Ended exec sessions whose files (output tail, exit code) are kept per container."""
 NOT_RECORDED = (InvalidArgument, NotFound, AlreadyExists, StoreError)
@@ -89,10 +85,6 @@ def _stdio_options(command: c.Exec) -> dict[str, Any]:
     if command.streamed:
         options["streamed"] = True
     return options
-
-
-def system_command_id(*parts: object) -> str:
-    return str(uuid.uuid5(SYSTEM_NAMESPACE, ":".join(str(p) for p in parts)))
 
 
 @dataclass(frozen=True, slots=True)

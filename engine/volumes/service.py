@@ -34,11 +34,7 @@ VOLUME_EVENTS = (ev.VOLUME_CREATED, ev.VOLUME_REMOVED)
 
 
 def _step_id(command_id: str, *parts: object) -> str:
-    from engine.containers.service import (
-        system_command_id,  # the service imports this module's users
-    )
-
-    return system_command_id(command_id, *parts)
+    return c.system_command_id(command_id, *parts)
 
 
 @dataclass
