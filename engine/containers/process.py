@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 from engine.errors import InvalidArgument, NotFound
+from engine.hostfiles import read_regular
 from engine.inroot import Root
 
 MAX_ARGS: Final = 4096
@@ -233,8 +234,6 @@ def read_env_file(path: str, name: str) -> str:
     """The text of an env file: a regular file (never a FIFO or a device) of at most
     ``MAX_ENV_FILE_BYTES``, UTF-8 (a byte order mark dropped), without NUL; ``name``
     says which in a refusal."""
-    from engine.hostfiles import read_regular
-
     raw = read_regular(path, MAX_ENV_FILE_BYTES, name)
     if b"\0" in raw:
         raise InvalidArgument(f"{name} holds a NUL byte")

@@ -15,6 +15,7 @@ removed by commands and live in the log, on streams ``network:NAME``.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -102,8 +103,6 @@ def stream_of(name: str) -> str:
 
 def bridge_for(name: str) -> str:
     """A bridge name at most 15 characters long (IFNAMSIZ), stable for the name."""
-    import hashlib
-
     return BRIDGE_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
