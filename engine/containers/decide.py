@@ -26,8 +26,14 @@ from engine import events as ev
 from engine.containers.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.containers.spec import RunSpec
 from engine.errors import InvalidArgument, NotFound, Refused
-from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
+from engine.runtime.types import (
+    Created,
+    DumpReport,
+    ExecSession,
+    ExitStatus,
+    Status,
+    StatusReport,
+)
 
 
 class Step(enum.Enum):

@@ -23,6 +23,12 @@ class Status(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ExitStatus:
+    exit_code: int
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
 class StatusReport:
     status: Status
     pid: int = 0
