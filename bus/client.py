@@ -532,7 +532,7 @@ class Client:
     def healthcheck(self, ref: str, *, node: str | None = None) -> Reply:
         """Run the container's health check once now: its status, exit code, output."""
         return self._on_container(c.HEALTHCHECK, ref, node, reply_timeout=None)
-    # ------------------------------------------------------------------ networks (issue 11)
+    # ------------------------------------------------------------------ networks
 
     def network_create(self, name: str, *, subnet: str | None = None,
                        gateway: str | None = None, node: str | None = None) -> Reply:

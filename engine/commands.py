@@ -310,7 +310,7 @@ class Ping:
     """Answered by the broker; a worker that receives one answers it too."""
 
 
-# networks (issue 11)
+# networks
 @dataclass(frozen=True, slots=True)
 class NetworkCreate:
     name: str
@@ -351,7 +351,7 @@ class Info:
     """What a node runs: the versions of its runtime binaries, its store and position."""
 
 
-# stdio streams over tcp (issue 10)
+# stdio streams over tcp
 @dataclass(frozen=True, slots=True)
 class StreamLocation:
     """Where the node's stream socket listens and its public CURVE key (routed by node)."""

@@ -103,7 +103,7 @@ class Dispatch:
                                                                 hc.container)),
             t.TOP: lambda tp, cmd: _ok(cmd, self._usage().top(tp.container)),
             t.STATS: lambda st, cmd: _ok(cmd, self._usage().stats(st.container)),
-            # networks (issue 11)
+            # networks
             t.NETWORK_CREATE: lambda n, cmd: _net(cmd, self._networks().create(
                 n.name, n.subnet, n.gateway, _causation(cmd))),
             t.NETWORK_REMOVE: lambda n, cmd: _net(cmd, self._networks().remove(
@@ -111,7 +111,7 @@ class Dispatch:
             t.NETWORKS: lambda _n, cmd: _ok(cmd, {"networks": self._networks().list()}),
             t.NETWORK_INSPECT: lambda n, cmd: _ok(cmd, self._networks().inspect(n.name)),
             t.INFO: lambda _i, cmd: _ok(cmd, node_info(service)),
-            # stdio streams over tcp (issue 10)
+            # stdio streams over tcp
             t.STREAM: lambda _s, cmd: _ok(cmd, self._stream()),
             # compose
             t.STACK_APPLY: self._stack,

@@ -373,7 +373,7 @@ class ContainerService:
                     facts = d.Facts(container_id=cid, node=self.node,
                                     bundle=self.runtime.bundle_path(cid), created=created)
                     events = plan.then(facts)
-                    if created.network is not None:  # networks (issue 11)
+                    if created.network is not None:  # networks
                         events = (*events, nw.attached_event(created.network))
                     recorded = self.append(cid, 0, events, causation)
             except BerthError as exc:

@@ -44,7 +44,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "restart": _STR, "health_cmd": _LIST, "health_interval": _NUM, "health_timeout": _NUM,
     "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
     "no_healthcheck": _BOOL, "cpus": _NUM,
-    "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks (issue 11)
+    "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks
     # CLI verbs (podman's run flags)
     "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST, "seccomp": _STR,
     # interactive stdio
@@ -216,7 +216,7 @@ class RunSpec:
     cpus: float | None = None
     """CPUs' worth of time per period (``--cpus 0.5``): a CFS quota, as Docker's."""
     network: str = ""
-    """networks (issue 11): "" the node's default network, "none", "host" or a name."""
+    """networks: "" the node's default network, "none", "host" or a name."""
     expose: tuple[str, ...] = ()
     """Container ports ``PORT[/tcp|udp]`` the image or ``--expose`` declares."""
     publish_all: bool = False

@@ -85,7 +85,7 @@ class OCIRuntime:
         self.exec_attached = Parked()
         """Attach sockets of streamed exec sessions, until their reader takes them."""
         self.networks: NetworkSetup | None = None
-        """networks (issue 11): set by the worker; None keeps runc's own empty
+        """networks: set by the worker; None keeps runc's own empty
         network namespace for every container (the runtime's own tests)."""
         for path in (config.exits_dir, config.sockets_dir, config.runc_root):
             os.makedirs(path, mode=0o750, exist_ok=True)
@@ -151,7 +151,7 @@ class OCIRuntime:
         validate_name(name or cid[:63])
         joined = None
         ports = spec.ports
-        if self.networks is not None:  # networks (issue 11): before the process exists
+        if self.networks is not None:  # networks: before the process exists
             spec.validate()
             # -P publishes what --expose and the image (ExposedPorts) declare, once each
             ports = published_ports(spec.ports, tuple(dict.fromkeys((*spec.expose,
@@ -339,7 +339,7 @@ class OCIRuntime:
     def cleanup(self, container_id: str) -> None:
         """Remove the container's files once runc no longer knows it."""
         paths = self.paths(container_id)
-        if self.networks is not None:  # networks (issue 11): CNI DEL, netns, files
+        if self.networks is not None:  # networks: CNI DEL, netns, files
             self.networks.leave(container_id)
         shutil.rmtree(paths.container_dir, ignore_errors=True)
         self._clear_exit_file(paths)

@@ -41,7 +41,7 @@ class Created:
     pid: int
     conmon_pid: int
     network: Attachment | None = None
-    """networks (issue 11): the address CNI gave it, when it joined a network now."""
+    """networks: the address CNI gave it, when it joined a network now."""
 
 
 @dataclass(frozen=True)
