@@ -95,7 +95,7 @@ def _stack(command_type: str, _container: str | None, args: Mapping[str, Any]) -
 
 
 KERNEL_COMMANDS: Final = frozenset({t.EVENTS, t.STATE, t.PING, t.INFO, t.STREAM, t.REBUILD})
-CONTAINER_PARSED: Final = t.CONTAINER_COMMANDS | {t.CREATE, t.PS, t.INSPECT, t.RESOLVE,
+CONTAINER_PARSED: Final = t.CONTAINER_COMMANDS | {t.PS, t.INSPECT, t.RESOLVE,
                                                   t.HISTORY, t.LOGS}
 NETWORK_PARSED: Final = t.NETWORK_COMMANDS | {t.NETWORKS, t.NETWORK_INSPECT}
 

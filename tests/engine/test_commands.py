@@ -16,7 +16,14 @@ from engine.arguments import MAX_STOP_TIMEOUT
 from engine.containers.parsing import MAX_LOG_WAIT_MS
 from engine.containers.spec import RunSpec
 from engine.errors import InvalidArgument
-from engine.parsing import MAX_EVENTS_PAGE, parse
+from engine.parsing import (
+    CONTAINER_PARSED,
+    KERNEL_COMMANDS,
+    MAX_EVENTS_PAGE,
+    NETWORK_PARSED,
+    PARSERS,
+    parse,
+)
 
 
 def refused(command_type: str, container: str | None, args: dict[str, Any]) -> str:
@@ -409,3 +416,13 @@ def test_verify_audit_reads_each_head() -> None:
         (3, bytes.fromhex("ab" * 32), 5, "n1")]
     # a thousand heads is still a list the parser reads (and here refuses head by head)
     assert refused(t.VERIFY_AUDIT, None, {"heads": [{}] * 1000}) == "not a tree head: 'size'"
+
+
+def test_every_command_type_has_exactly_one_parser() -> None:
+    """The table names each wire type once: a type in two features' groups would go to
+    whichever came last, one in none would be refused as unknown."""
+    groups = [KERNEL_COMMANDS, CONTAINER_PARSED, t.VOLUME_COMMANDS, NETWORK_PARSED,
+              t.AUDIT_COMMANDS, t.IMAGE_COMMANDS, t.STACK_COMMANDS]
+    assert sum(len(g) for g in groups) == len(t.COMMAND_TYPES)
+    assert set(PARSERS) == set(t.COMMAND_TYPES)
+    assert refused("container.nothing", "web", {}) == "unknown command type 'container.nothing'"
