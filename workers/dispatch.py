@@ -178,10 +178,8 @@ class Dispatch:
     def _stack(self, command: Any, cmd: Command) -> Reply:
         from engine.compose.stacks import record
 
-        recorded, result = record(self.service.store, command, command_id=cmd.id,
-                                  command_type=cmd.type, correlation_id=cmd.correlation_id,
-                                  actor=cmd.actor, node=self.service.node,
-                                  announce=self.service.announce)
+        recorded, result = record(self.service.writes, command,
+                                  c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type))
         return _ok(cmd, result, tuple(r.position for r in recorded))
 
     def _image(self, command: Any, cmd: Command) -> Reply:

@@ -5,21 +5,19 @@ the stack and when; the containers' events carry the project in their labels."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine import events as ev
+from engine.commands import Causation
 from engine.compose.commands import StackApply, StackCommand
-from engine.store import EventStore
+from engine.store.caused import CausedWrites
 
 
 def stream_of(project: str) -> str:
     return f"stack:{project}"
 
 
-def record(store: EventStore, command: StackCommand, *, command_id: str, command_type: str,
-           correlation_id: str, actor: str, node: str,
-           announce: Callable[[Sequence[ev.RecordedEvent]], None]
+def record(writes: CausedWrites, command: StackCommand, causation: Causation
            ) -> tuple[list[ev.RecordedEvent], dict[str, Any]]:
     """Append the stack's event (a resent command id is answered with what it recorded
     then, by the store)."""
@@ -28,8 +26,5 @@ def record(store: EventStore, command: StackCommand, *, command_id: str, command
         event = ev.StackApplied(command.project, command.digest, command.config)
     else:
         event = ev.StackRemoved(command.project, command.volumes)
-    recorded = store.append(stream_of(command.project), None, [event], command_id=command_id,
-                            command_type=command_type, correlation_id=correlation_id,
-                            actor=actor, node=node)
-    announce(recorded)
+    recorded = writes.append(stream_of(command.project), None, [event], causation)
     return recorded, {"project": command.project, "stream": stream_of(command.project)}

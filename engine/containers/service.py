@@ -51,6 +51,7 @@ from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
 from engine.store import CommandOutcome, EventStore
+from engine.store.caused import CausedWrites
 
 if TYPE_CHECKING:
     from engine.volumes.service import VolumeService
@@ -132,6 +133,11 @@ class ContainerService:
     def system_actor(self) -> str:
         return f"berth-worker@{self.node}"
 
+    @property
+    def writes(self) -> CausedWrites:
+        """Appends under a causation, as every feature's service makes them."""
+        return CausedWrites(self.store, self.node, self.announce)
+
     # -- state -----------------------------------------------------------------------
 
     def container(self, container_id: str) -> ContainerState:
@@ -201,20 +207,17 @@ class ContainerService:
         command's, so each append stays idempotent on its own. Events no command
         caused pass ``system``: the parts of their deterministic id.
         """
-        if causation is not None:
-            command_id = (system_command_id(causation.command_id, step) if step
-                          else causation.command_id)
-            command_type = f"{causation.command_type}:{step}" if step else causation.command_type
-            correlation, actor = causation.correlation_id, causation.actor
-        else:
-            command_id = system_command_id(*(system or (container_id, expected_version)))
-            command_type, correlation, actor = system_type, "", self.system_actor
+        if causation is None:
+            causation = c.Causation(system_command_id(*(system or (container_id,
+                                                                   expected_version))),
+                                    "", self.system_actor, system_type)
+        elif step:
+            causation = c.Causation(system_command_id(causation.command_id, step),
+                                    causation.correlation_id, causation.actor,
+                                    f"{causation.command_type}:{step}")
         try:
-            recorded = self.store.append(
-                container_id, expected_version, events, command_id=command_id,
-                command_type=command_type, correlation_id=correlation, actor=actor,
-                node=self.node,
-            )
+            recorded = self.writes.append(container_id, expected_version, events, causation,
+                                          announce=False)  # announced once remembered
         except BaseException:
             self.forget(container_id)
             raise
@@ -240,7 +243,7 @@ class ContainerService:
     def handle(self, command: c.ContainerCommand, causation: c.Causation) -> Outcome:
         """Carry out one command once: a command id already recorded gets its outcome
         replayed (a resend after a lost reply, or after a worker restart)."""
-        done = self.store.outcome(causation.command_id)
+        done = self.writes.done(causation)
         if done is not None:
             # A command that recorded its intent first has its end under a step id.
             final = self.store.outcome(system_command_id(causation.command_id, "done"))
