@@ -422,7 +422,7 @@ class Client:
         return self._on_container(c.START, ref, node)
 
     def stop(self, ref: str, timeout: float = 10.0, *, node: str | None = None) -> Reply:
-        from engine.commands import check_timeout  # the typed commands: not for 'ps'
+        from engine.arguments import check_timeout  # the engine's rules: not for 'ps'
 
         timeout = check_timeout(timeout)  # before it bounds the reply wait below
         return self._on_container(c.STOP, ref, node, self.timeout + timeout,
@@ -532,7 +532,7 @@ class Client:
     def healthcheck(self, ref: str, *, node: str | None = None) -> Reply:
         """Run the container's health check once now: its status, exit code, output."""
         return self._on_container(c.HEALTHCHECK, ref, node, reply_timeout=None)
-    # ------------------------------------------------------------------ networks (issue 11)
+    # ------------------------------------------------------------------ networks
 
     def network_create(self, name: str, *, subnet: str | None = None,
                        gateway: str | None = None, node: str | None = None) -> Reply:

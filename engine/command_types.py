@@ -43,7 +43,7 @@ PING: Final = "query.ping"
 INFO: Final = "query.info"
 COPY_OUT: Final = "query.copy_out"
 COPY_CHUNK: Final = "container.copy_chunk"
-# stdio streams over tcp (issue 10): where a node's stream socket is, and its CURVE key
+# stdio streams over tcp: where a node's stream socket is, and its CURVE key
 STREAM: Final = "query.stream"
 
 REBUILD: Final = "admin.rebuild"
@@ -76,7 +76,7 @@ IMAGE_PRUNE: Final = "image.prune"
 IMAGE_COMMANDS: Final = frozenset({IMAGE_PULL, IMAGE_LIST, IMAGE_INSPECT, IMAGE_REMOVE,
                                    IMAGE_LOAD, IMAGE_IMPORT, IMAGE_SAVE, IMAGE_PUSH,
                                    IMAGE_TAG, IMAGE_PRUNE})
-# networks (issue 11)
+# networks
 NETWORK_CREATE: Final = "network.create"
 NETWORK_REMOVE: Final = "network.remove"
 NETWORKS: Final = "query.networks"

@@ -47,7 +47,7 @@ COMMAND_REFUSED = "command.refused"
 CONTAINER_RESTARTING = "container.restarting"
 CONTAINER_HEALTH_STATUS = "container.health_status"
 CONTAINER_UPDATED = "container.updated"
-# networks (issue 11)
+# networks
 NETWORK_CREATED = "network.created"
 NETWORK_REMOVED = "network.removed"
 CONTAINER_NETWORK_ATTACHED = "container.network_attached"
@@ -432,7 +432,7 @@ class Updated(Event):
     type: ClassVar[str] = CONTAINER_UPDATED
     old: dict[str, Any]
     new: dict[str, Any]
-# networks (issue 11): a network's own stream is "network:NAME"; the attachment is the
+# networks: a network's own stream is "network:NAME"; the attachment is the
 # container's, appended with its ``created`` event.
 @dataclass(frozen=True, slots=True)
 class NetworkCreated(Event):
@@ -486,7 +486,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Restored, Removed, CommandFailed, CommandRefused,
         ImagePulled, ImageLoaded, ImageTagged, ImageRemoved,  # images
         Restarting, HealthStatus, Updated,
-        NetworkCreated, NetworkRemoved, NetworkAttached,  # networks (issue 11)
+        NetworkCreated, NetworkRemoved, NetworkAttached,  # networks
         Renamed, CopiedIn, CopyFinished,
     )
 }

@@ -1,4 +1,4 @@
-"""The import graph of berth's packages: the arrows go one way.
+"""The import graph of berth's packages and of engine/'s modules: the arrows go one way.
 
     berth (CLI, daemon) ──▶ bus (the wire), workers (the process) ──▶ engine (the core)
     migrations (Alembic) ──▶ engine
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -243,3 +245,286 @@ def test_the_walker_resolves_every_kind_of_import(tmp_path: Path) -> None:
     assert {a.target for a in arrows_of(Path("low/__init__.py"), tmp_path)} == {"low"}
     assert cycles({("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")}) == [["a", "b", "c", "a"]]
     assert cycles({("a", "b"), ("b", "c")}) == []
+
+
+# -- inside engine/: modules -------------------------------------------------------------
+#
+# The rules above see packages; these see the modules of engine/. Importing a module
+# runs its package's __init__ first, so an arrow to engine.a.b is an arrow to engine.a
+# too. Imports under ``if TYPE_CHECKING:`` run nothing and are left out of the graph;
+# imports inside functions are in it (they run, only later).
+
+ENGINE = "engine"
+
+PURE: tuple[str, ...] = (
+    # the kernel's values and the one parser
+    "engine.commands", "engine.command_types", "engine.events", "engine.arguments",
+    "engine.parsing", "engine.ids", "engine.errors", "engine.signals",
+    # each feature's rules, values and parser
+    "engine.containers.decide", "engine.containers.projection", "engine.containers.spec",
+    "engine.containers.mountspec", "engine.containers.process", "engine.containers.parsing",
+    "engine.networks.rules", "engine.networks.names", "engine.networks.parsing",
+    "engine.volumes.rules", "engine.volumes.parsing",
+    "engine.health.rules", "engine.restarts.rules",
+    "engine.compose.model", "engine.compose.plan", "engine.compose.checks",
+    "engine.compose.commands",
+    "engine.images.commands", "engine.images.reference", "engine.images.config",
+    "engine.audit.merkle", "engine.audit.parsing",
+    "engine.runtime.types",
+)
+"""Modules that decide or describe and never act: with everything they import, they
+load no store, no runtime and no service, so they run (and are tested) without one."""
+
+SERVICES: tuple[str, ...] = (
+    "engine.volumes.service", "engine.networks.service", "engine.images.service",
+    "engine.health.prober", "engine.restarts.restarter", "engine.compose.stacks",
+)
+"""The features around containers: each may drive engine.containers.service, which is
+the one path that changes a container and drives none of them; and none drives another."""
+
+
+def _impure(module: str) -> bool:
+    """A store, a runtime or a service: what a pure module must never load."""
+    if module == "engine.store" or module.startswith("engine.store."):
+        return True
+    if module.startswith("engine.runtime.") and module != "engine.runtime.types":
+        return True  # engine.runtime.types: the values a runtime reports, nothing more
+    return module.rsplit(".", 1)[-1] in ("service", "prober", "restarter", "recovery",
+                                         "queries", "stacks")
+
+
+@dataclass(frozen=True)
+class Use:
+    """One import of an engine module by an engine module."""
+
+    path: Path
+    line: int
+    source: str
+    target: str  # the module named (``from engine.a import b``: engine.a.b if a module)
+    in_function: bool
+    type_only: bool
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.source} -> {self.target}"
+
+
+def modules_of(package: str, root: Path = REPO) -> dict[str, Path]:
+    return {module_name(p): p for p in python_files(package, root)}
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _inside(tree: ast.Module) -> tuple[set[int], set[int]]:
+    """ids of the nodes inside a function, and of those under ``if TYPE_CHECKING:``."""
+    in_function: set[int] = set()
+    type_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            in_function.update(id(n) for n in ast.walk(node) if n is not node)
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            type_only.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return in_function, type_only
+
+
+def local_imports(path: Path, root: Path = REPO) -> Iterator[tuple[int, str, bool]]:
+    """Every import statement inside a function: (line, source text, has a comment)."""
+    text = (root / path).read_text()
+    lines = text.splitlines()
+    tree = ast.parse(text, filename=str(path))
+    in_function, _ = _inside(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom) and id(node) in in_function:
+            statement = lines[node.lineno - 1: (node.end_lineno or node.lineno)]
+            yield node.lineno, " ".join(s.strip() for s in statement), any(
+                "#" in s for s in statement)
+
+
+def uses_of(path: Path, modules: dict[str, Path], root: Path = REPO) -> Iterator[Use]:
+    """The imports of ``path`` that name a module of ``modules``."""
+    tree = ast.parse((root / path).read_text(), filename=str(path))
+    in_function, type_only = _inside(tree)
+    source = module_name(path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            named = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = resolve(node, path)
+            named = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
+                     for a in node.names]
+        else:
+            continue
+        for target in named:
+            if target in modules and target != source:
+                yield Use(path, node.lineno, source, target, id(node) in in_function,
+                          id(node) in type_only)
+
+
+def runtime_graph(uses: list[Use]) -> dict[str, dict[str, Use]]:
+    """module -> the modules importing it runs (with their packages' __init__), each
+    with one import that brings it in."""
+    graph: dict[str, dict[str, Use]] = {}
+    for use in uses:
+        if use.type_only:
+            continue
+        parts = use.target.split(".")
+        own = {".".join(use.source.split(".")[:i]) for i in range(1, use.source.count(".") + 1)}
+        for i in range(2, len(parts) + 1):  # engine.a, engine.a.b: each __init__ runs
+            reached = ".".join(parts[:i])
+            if reached not in own:  # the importer's own packages are already running
+                graph.setdefault(use.source, {}).setdefault(reached, use)
+    return graph
+
+
+def strongly_connected(graph: dict[str, dict[str, Use]]) -> list[list[str]]:
+    """The groups of modules that reach each other (Tarjan), each sorted; singles left out."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, {}):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def reach(graph: dict[str, dict[str, Use]], start: str) -> dict[str, list[Use]]:
+    """Every module importing ``start`` loads, with the chain of imports that loads it."""
+    seen: dict[str, list[Use]] = {start: []}
+    todo = [start]
+    while todo:
+        node = todo.pop(0)
+        for nxt, use in sorted(graph.get(node, {}).items()):
+            if nxt not in seen:
+                seen[nxt] = [*seen[node], use]
+                todo.append(nxt)
+    del seen[start]
+    return seen
+
+
+@cache
+def engine_uses() -> tuple[Use, ...]:
+    modules = modules_of(ENGINE)
+    return tuple(u for path in modules.values() for u in uses_of(path, modules))
+
+
+def test_no_import_cycle_between_modules_inside_engine() -> None:
+    graph = runtime_graph(list(engine_uses()))
+    lines = []
+    for group in strongly_connected(graph):
+        lines.append(f"these {len(group)} modules import each other:")
+        lines.extend(f"  {use}" for m in group for t, use in sorted(graph[m].items())
+                     if t in group)
+    assert not lines, "\n".join(lines)
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_a_pure_module_loads_no_store_runtime_or_service(module: str) -> None:
+    assert module in modules_of(ENGINE), f"{module} is listed as pure but does not exist"
+    wrong = {m: chain for m, chain in reach(runtime_graph(list(engine_uses())), module).items()
+             if _impure(m)}
+    assert not wrong, f"{module} is pure, yet importing it loads:\n" + "\n".join(
+        f"  {m}, through\n" + "\n".join(f"    {use}" for use in chain)
+        for m, chain in sorted(wrong.items()))
+
+
+def test_features_drive_the_container_service_never_the_reverse() -> None:
+    graph = runtime_graph(list(engine_uses()))
+    wrong = []
+    for module in ("engine.containers.service", *SERVICES):
+        loaded = reach(graph, module)
+        for other in SERVICES:
+            if other != module and other in loaded:
+                wrong.append(f"{module} loads {other}, through\n"
+                             + "\n".join(f"    {use}" for use in loaded[other]))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_imports_inside_functions_say_why() -> None:
+    """An import inside a function hides an arrow from the reader (and once hid a
+    circle): allowed for a reason (a start-up cost, an optional library), written on
+    the import's own line."""
+    wrong = [f"{path}:{line}: {text}" for path in python_files(ENGINE)
+             for line, text, commented in local_imports(path) if not commented]
+    assert not wrong, ("imports inside functions without a comment saying why:\n"
+                       + "\n".join(wrong))
+
+
+IMPORT_ALONE = """
+import importlib, sys, traceback
+failed = []
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "engine" or m.startswith("engine.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failed.append(name + ": " + traceback.format_exc().strip().splitlines()[-1])
+print("\\n".join(failed))
+"""
+
+
+def test_every_engine_module_imports_first() -> None:
+    """Each module imported first, into an interpreter holding no other engine module: a
+    circle that only works in one order fails here (engine.audit.chain once did)."""
+    names = sorted(modules_of(ENGINE))
+    done = subprocess.run([sys.executable, "-c", IMPORT_ALONE, *names], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.stdout.strip() == "", done.stdout
+
+
+# -- the module walker itself ------------------------------------------------------------
+
+
+def test_the_module_walker_sees_cycles_parents_and_local_imports(tmp_path: Path) -> None:
+    """Each rule above fails on its violation: the same functions on a small tree."""
+    pkg = tmp_path / "engine"
+    (pkg / "a").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a" / "__init__.py").write_text("from engine.a import pure\n")
+    (pkg / "a" / "pure.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "from engine import low\n"
+        "if TYPE_CHECKING:\n"
+        "    from engine.a import service\n")
+    (pkg / "a" / "service.py").write_text("")
+    (pkg / "low.py").write_text(
+        "def f():\n"
+        "    from engine.a import service  # a reason\n"
+        "    import json\n")
+    modules = modules_of("engine", tmp_path)
+    uses = [u for p in modules.values() for u in uses_of(p, modules, tmp_path)]
+    graph = runtime_graph(uses)
+    # engine.low -> engine.a.service runs engine/a/__init__ -> pure -> low: a circle
+    assert strongly_connected(graph) == [["engine.a", "engine.a.pure", "engine.low"]]
+    assert "engine.a.service" in reach(graph, "engine.a.pure")  # through low, at runtime
+    assert _impure("engine.a.service") and not _impure("engine.runtime.types")
+    assert [u.target for u in uses if u.type_only] == ["engine.a.service"]
+    assert [(line, commented) for line, _, commented
+            in local_imports(Path("engine/low.py"), tmp_path)] == [(2, True), (3, False)]
+    (pkg / "low.py").write_text("")
+    uses = [u for p in modules.values() for u in uses_of(p, modules, tmp_path)]
+    assert strongly_connected(runtime_graph(uses)) == []

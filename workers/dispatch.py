@@ -1,6 +1,6 @@
 """From a bus command to the application core and back: the worker's dispatch table.
 
-Each wire command is parsed once into a typed command (``engine.commands.parse``),
+Each wire command is parsed once into a typed command (``engine.parsing.parse``),
 looked up in an explicit table by its type, carried out by the service or answered
 by the queries, and the outcome (or a typed error) becomes a reply. No state rule
 lives here: this module only translates.
@@ -23,6 +23,7 @@ from engine.containers.service import ContainerService, Outcome
 from engine.errors import BerthError, InvalidArgument, NotFound, Unavailable, WrongNode
 from engine.images.service import ImageService
 from engine.networks.service import NetworkOutcome, NetworkService
+from engine.parsing import parse
 from engine.volumes.service import VolumeService
 from workers.copies import Transfers
 from workers.health import HealthMonitor, healthcheck, with_health
@@ -102,7 +103,7 @@ class Dispatch:
                                                                 hc.container)),
             t.TOP: lambda tp, cmd: _ok(cmd, self._usage().top(tp.container)),
             t.STATS: lambda st, cmd: _ok(cmd, self._usage().stats(st.container)),
-            # networks (issue 11)
+            # networks
             t.NETWORK_CREATE: lambda n, cmd: _net(cmd, self._networks().create(
                 n.name, n.subnet, n.gateway, _causation(cmd))),
             t.NETWORK_REMOVE: lambda n, cmd: _net(cmd, self._networks().remove(
@@ -110,7 +111,7 @@ class Dispatch:
             t.NETWORKS: lambda _n, cmd: _ok(cmd, {"networks": self._networks().list()}),
             t.NETWORK_INSPECT: lambda n, cmd: _ok(cmd, self._networks().inspect(n.name)),
             t.INFO: lambda _i, cmd: _ok(cmd, node_info(service)),
-            # stdio streams over tcp (issue 10)
+            # stdio streams over tcp
             t.STREAM: lambda _s, cmd: _ok(cmd, self._stream()),
             # compose
             t.STACK_APPLY: self._stack,
@@ -139,7 +140,7 @@ class Dispatch:
     def handle(self, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)
         try:
-            typed = c.parse(cmd.type, cmd.container, cmd.args)
+            typed = parse(cmd.type, cmd.container, cmd.args)
             return self._table[cmd.type](typed, cmd)
         except WrongNode as exc:  # a redirect: nothing done, nothing recorded
             return Reply(cmd.id, False, exc.code, exc.message, result={"node": exc.node})
@@ -177,10 +178,8 @@ class Dispatch:
     def _stack(self, command: Any, cmd: Command) -> Reply:
         from engine.compose.stacks import record
 
-        recorded, result = record(self.service.store, command, command_id=cmd.id,
-                                  command_type=cmd.type, correlation_id=cmd.correlation_id,
-                                  actor=cmd.actor, node=self.service.node,
-                                  announce=self.service.announce)
+        recorded, result = record(self.service.writes, command,
+                                  c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type))
         return _ok(cmd, result, tuple(r.position for r in recorded))
 
     def _image(self, command: Any, cmd: Command) -> Reply:

@@ -89,7 +89,7 @@ class WorkerConfig:
     """Seconds between signed tree heads while the log grows (0: only on demand)."""
     default_network: str | None = field(
         default_factory=lambda: os.environ.get("BERTH_DEFAULT_NETWORK"))
-    """networks (issue 11): the network of a container created without --network
+    """networks: the network of a container created without --network
     ("berth" when unset; "none" gives every such container only lo)."""
 
     metrics: str | None = field(default_factory=lambda: os.environ.get("BERTH_METRICS") or None)
@@ -97,7 +97,7 @@ class WorkerConfig:
     audit_trust: str | None = field(default_factory=lambda: os.environ.get("BERTH_AUDIT_TRUST"))
     """Other writers' auditor public key files (``:``-separated): rows they signed are
     vouched for in this node's heads (several nodes sharing one store)."""
-    # stdio streams over tcp (issue 10)
+    # stdio streams over tcp
     stream_bind: str | None = field(
         default_factory=lambda: os.environ.get("BERTH_STREAM_BIND") or None)
     """On a tcp bus, where the stream socket binds (``tcp://HOST:PORT``; None: an
@@ -140,7 +140,7 @@ class Worker:
         self.service.volumes = self.volumes
         self.images = ImageService(ImageStore(config.root), self.service)
         self.service.images = self.images
-        # networks (issue 11): CNI networks for the containers; the default network
+        # networks: CNI networks for the containers; the default network
         # is $BERTH_DEFAULT_NETWORK (docs/operations.md), "berth" when unset.
         self.networks = NetworkService(self.store, None, config.node)
         self.networks.setup = NetworkSetup(self.runtime.config.tmp_dir, self.networks.lookup,
@@ -172,7 +172,7 @@ class Worker:
         self.volumes.sweep()  # volumes: removals a crash cut short
         log.info("reconciled %s", self.reconciled)
         self.images.reconcile()  # leftover overlays of containers that no longer exist
-        released, failed = self.networks.reconcile()  # networks (issue 11)
+        released, failed = self.networks.reconcile()  # networks
         if released or failed:
             log.info("networks reconciled: %d released, %d failing CHECK", released, failed)
         for cid, session in self.reconciled.running_execs:

@@ -40,7 +40,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         "auto_remove": bool(getattr(args, "rm", False)),
         "ports": ports,
         "volumes": list(args.volume), "mount": list(args.mount), "tmpfs": list(args.tmpfs),
-        "network": args.network or "",  # networks (issue 11)
+        "network": args.network or "",  # networks
         "expose": list(args.expose),
         "publish_all": bool(args.publish_all),
     }

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from engine.audit import merkle
 from engine.errors import InvalidArgument
+from engine.privatefile import write_private
 
 ORIGIN: Final = "berth audit log"
 PUBLIC_SUFFIX: Final = ".audit_key"
@@ -91,7 +93,7 @@ class Signer:
     """The expanded nacl SigningKey: made once, since writers sign every row."""
 
     def __post_init__(self) -> None:
-        from nacl.signing import SigningKey
+        from nacl.signing import SigningKey  # nacl: only to sign or verify
 
         signing = SigningKey(self.seed)
         public = bytes(signing.verify_key)
@@ -111,8 +113,8 @@ class Signer:
 
 def signature_ok(head: TreeHead, public: bytes) -> bool:
     """True if ``head`` carries a valid signature by ``public`` (and names its key)."""
-    from nacl.exceptions import BadSignatureError
-    from nacl.signing import VerifyKey
+    from nacl.exceptions import BadSignatureError  # nacl: only to sign or verify
+    from nacl.signing import VerifyKey  # nacl: only to sign or verify
 
     if not head.signed or head.key_id != key_id(public):
         return False
@@ -128,7 +130,7 @@ def signature_ok(head: TreeHead, public: bytes) -> bool:
 
 def generate(name: str, directory: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write NAME.audit_key and NAME.audit_key_secret (0600); never overwrites."""
-    from nacl.signing import SigningKey
+    from nacl.signing import SigningKey  # nacl: only to sign or verify
 
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -208,7 +210,6 @@ class InclusionProof:
 
 def check_proof(proof: InclusionProof, head: TreeHead, public: bytes | None) -> list[str]:
     """What is wrong with ``proof`` against ``head`` (empty: it holds)."""
-    from engine.audit import merkle
     problems: list[str] = []
     if public is None:
         problems.append("no key given: the head's signature is not checked")
@@ -249,8 +250,6 @@ class ConsistencyProof:
 
 def check_consistency(proof: ConsistencyProof, old: TreeHead, public: bytes) -> list[str]:
     """What is wrong with ``proof`` from the ``old`` head (empty: the log only grew)."""
-    from engine.audit import merkle
-
     problems = []
     for name, head in (("old", old), ("new", proof.head)):
         if not signature_ok(head, public):
@@ -280,8 +279,6 @@ def _leaf_matches_event(proof: InclusionProof) -> bool:
 def dump(value: dict[str, Any], path: str | None) -> str:
     """``value`` as JSON text, also written to the private (0600) file ``path``: a
     proof carries its event row's bytes (engine.privatefile)."""
-    from engine.privatefile import write_private
-
     text = json.dumps(value, indent=2, sort_keys=True) + "\n"
     if path:
         write_private(path, text)

@@ -47,7 +47,7 @@ class Trust:
     whole log checks one signature per row)."""
 
     def __init__(self, keys: Mapping[str, bytes]) -> None:
-        from nacl.signing import VerifyKey
+        from nacl.signing import VerifyKey  # nacl: only to sign or verify
 
         # Named by the key itself: a caller's label for it is not trusted.
         self._keys = {key_id(public): VerifyKey(public) for public in keys.values()}
@@ -61,7 +61,7 @@ class Trust:
     def problem(self, prefix: bytes, digest: bytes, signer: str | None,
                 signature: Any) -> str | None:
         """Why the row is not vouched for by a trusted writer (None: it is)."""
-        from nacl.exceptions import BadSignatureError
+        from nacl.exceptions import BadSignatureError  # nacl: only to sign or verify
 
         if not signer or not signature:
             return "carries no writer signature"

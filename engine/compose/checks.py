@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from engine import command_types as t
-from engine.commands import parse
 from engine.compose.model import (
     CONDITIONS,
     MAX_CONTAINERS,
@@ -22,9 +21,13 @@ from engine.compose.model import (
     order,
     run_options,
 )
+from engine.containers.parsing import parse_container
 from engine.containers.spec import spec_from_user
 from engine.errors import InvalidArgument
+from engine.images.commands import parse_image
+from engine.networks.parsing import parse_network
 from engine.networks.rules import plan_network
+from engine.volumes.parsing import parse_volume
 
 _STACK_KEYS = frozenset({"name", "services", "volumes", "networks"})
 _SERVICE_FIELDS = frozenset({"depends_on", "replicas", "labels", "options"})
@@ -36,7 +39,7 @@ def check_stack(stack: Any) -> None:
     ``network.create`` take them (``engine.networks.rules.plan_network``'s subnet rule), each
     service's image as ``image.pull`` does, and each service's first and last replica
     exactly as a worker parses and validates its ``container.create``
-    (``engine.commands.parse``: the container's name, image, command, environment,
+    (``engine.containers.parsing``: the container's name, image, command, environment,
     ports, mounts and their host paths, user, limits, health check...). ``berth compose
     up`` and ``config`` ask it; a worker asks it again of ``stack.apply`` (whose
     config is any publisher's), so a stack it would refuse is never in the log."""
@@ -52,12 +55,13 @@ def check_stack(stack: Any) -> None:
     for name in volumes:
         if not isinstance(name, str):
             raise InvalidArgument("volumes: a volume's name is a string")
-        parse(t.VOLUME_CREATE, None, {"name": f"{project}_{name}", "labels": {
+        parse_volume(t.VOLUME_CREATE, None, {"name": f"{project}_{name}", "labels": {
             "com.docker.compose.project": project, "com.docker.compose.volume": name}})
     for name, subnet in networks.items():
         if not isinstance(name, str) or not isinstance(subnet, str):
             raise InvalidArgument("networks: a network's name and subnet are strings")
-        parse(t.NETWORK_CREATE, None, {"name": f"{project}_{name}", "subnet": subnet or None})
+        parse_network(t.NETWORK_CREATE, None, {"name": f"{project}_{name}",
+                                               "subnet": subnet or None})
         plan_network(f"{project}_{name}", subnet or None, None, {}, "10.89.1.0/24")
     total = 0
     for name, svc in services.items():
@@ -83,9 +87,10 @@ def check_stack(stack: Any) -> None:
             try:
                 spec = spec_from_user(run_options(stack, name, number))
                 if spec.get("image"):  # pulled first, if missing (berth.cli.compose)
-                    parse(t.IMAGE_PULL, None, {"reference": spec["image"],
+                    parse_image(t.IMAGE_PULL, {"reference": spec["image"],
                                                "missing_only": True})
-                parse(t.CREATE, None, {**spec, "name": container_name(project, name, number)})
+                parse_container(t.CREATE, None,
+                                {**spec, "name": container_name(project, name, number)})
             except InvalidArgument as exc:
                 raise InvalidArgument(f"{what}: {exc.message}") from None
             except (TypeError, ValueError, AttributeError, KeyError, IndexError):

@@ -13,10 +13,12 @@ import json
 import math
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.compose.source import MAX_FILE_BYTES
+from engine.containers.process import parse_env_file, read_env_file
 from engine.containers.spec import RunSpec, parse_size
 from engine.errors import InvalidArgument
 
@@ -170,8 +172,6 @@ SPEC_MAPPING: dict[str, tuple[tuple[str, ...], str]] = {
 
 def _strings(value: Any, what: str, *, split: bool = False) -> list[str]:
     if isinstance(value, str) and split:
-        import shlex
-
         try:
             return shlex.split(value)
         except ValueError as exc:
@@ -213,8 +213,6 @@ class _EnvFiles:
 
     def get(self, name: str, what: str) -> dict[str, str]:
         """``name`` as the file gives it (relative to its directory)."""
-        from engine.containers.process import parse_env_file, read_env_file
-
         path = os.path.normpath(os.path.join(self.base_dir, name))
         if path not in self.read:
             try:

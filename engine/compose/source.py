@@ -63,7 +63,7 @@ def _check_shape(events: Iterable[Any], where: str) -> None:
     recurse) before anything is built: at most ``MAX_DEPTH`` levels, at most
     ``MAX_NODES`` nodes with each alias counted as the node it names, no alias to a
     node that contains it (a structure that contains itself)."""
-    import yaml
+    import yaml  # only the compose commands need it
 
     depth = total = 0
     sizes: dict[str, int] = {}

@@ -15,6 +15,7 @@ function too, kept next to the rule that asked for those actions.
 from __future__ import annotations
 
 import enum
+import hashlib
 import signal as signals
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -25,8 +26,14 @@ from engine import events as ev
 from engine.containers.projection import ALIVE, CREATED, EXITED, PAUSED, RUNNING, ContainerState
 from engine.containers.spec import RunSpec
 from engine.errors import InvalidArgument, NotFound, Refused
-from engine.runtime.exitfile import ExitStatus
-from engine.runtime.types import Created, DumpReport, ExecSession, Status, StatusReport
+from engine.runtime.types import (
+    Created,
+    DumpReport,
+    ExecSession,
+    ExitStatus,
+    Status,
+    StatusReport,
+)
 
 
 class Step(enum.Enum):
@@ -274,8 +281,6 @@ def resume(state: ContainerState, command: c.ContainerCommand,
 
 def _resume_copy(command: c.CopyIn, first: Iterable[ev.RecordedEvent],
                  ) -> tuple[c.CopyIn, Plan] | None:
-    import hashlib
-
     intents = [r.event for r in first if isinstance(r.event, ev.CopiedIn)]
     if not intents:
         return None
@@ -478,8 +483,6 @@ def _copy_in(command: c.CopyIn) -> Plan:
     """Any container that still exists takes files (podman's cp works stopped too);
     the write is recorded as intent first, with the archive's digest. A copy still
     naming a transfer lost its earlier pieces (the worker joins them otherwise)."""
-    import hashlib
-
     if command.transfer is not None:
         raise Refused("the earlier pieces of this copy are gone (it took too long, or the "
                       "worker restarted): copy again")

@@ -18,7 +18,70 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 from engine.errors import InvalidArgument, NotFound
+from engine.hostfiles import read_regular
 from engine.inroot import Root
+
+MAX_ARGS: Final = 4096
+MAX_ARG_BYTES: Final = 128 * 1024
+"""Bounds on a process's command line (argv of a container or of an exec session):
+Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN) anyway."""
+_ENV_KEY_RE: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_USER_RE: Final = re.compile(r"^[0-9]{1,10}(:[0-9]{1,10})?$")
+
+
+# --------------------------------------------------------------------------- process rules
+# One set of rules for a process to run, whether it is a container's (the run spec,
+# engine.containers.spec) or an exec session's: the same command line, environment, working
+# directory and user are refused with the same sentence wherever they come from.
+
+
+def check_argv(argv: Sequence[object], what: str = "the command") -> tuple[str, ...]:
+    """A non-empty list of strings, no NUL byte, within the kernel's bounds."""
+    if isinstance(argv, str) or not all(isinstance(a, str) for a in argv):
+        raise InvalidArgument(f"{what} must be a list of strings")
+    args = tuple(str(a) for a in argv)
+    if not args or not args[0]:
+        raise InvalidArgument(f"{what} is empty: name a program to run")
+    if len(args) > MAX_ARGS or sum(len(a.encode(errors="surrogateescape")) for a in args) \
+            > MAX_ARG_BYTES:
+        raise InvalidArgument(f"{what} is too long (at most {MAX_ARGS} arguments and "
+                              f"{MAX_ARG_BYTES // 1024} KiB)")
+    if any("\0" in a for a in args):
+        raise InvalidArgument(f"{what} contains a NUL byte")
+    return args
+
+
+def check_env(env: Sequence[object]) -> tuple[str, ...]:
+    """KEY=VALUE entries with a shell-style KEY, no NUL byte."""
+    if isinstance(env, str) or not all(isinstance(e, str) for e in env):
+        raise InvalidArgument("the environment must be a list of KEY=VALUE strings")
+    entries = tuple(str(e) for e in env)
+    if sum(len(e) for e in entries) > MAX_ARG_BYTES:
+        raise InvalidArgument(f"the environment is too long (at most {MAX_ARG_BYTES // 1024} KiB)")
+    for item in entries:
+        key, sep, _ = item.partition("=")
+        if not sep or not _ENV_KEY_RE.fullmatch(key) or "\0" in item:
+            raise InvalidArgument(f"invalid environment entry {item!r}: use KEY=VALUE")
+    return entries
+
+
+def check_cwd(cwd: object, *, optional: bool = False) -> str:
+    """An absolute path with no NUL byte (``optional``: or empty, the default)."""
+    if optional and cwd == "":
+        return ""
+    if not isinstance(cwd, str) or not os.path.isabs(cwd) or "\0" in cwd or len(cwd) > 4096:
+        raise InvalidArgument(f"working directory {cwd!r} must be an absolute path")
+    return cwd
+
+
+def check_user(user: object, *, optional: bool = False) -> str:
+    """``UID[:GID]`` in numbers (``optional``: or empty, the container's user)."""
+    if optional and user == "":
+        return ""
+    if not isinstance(user, str) or not _USER_RE.fullmatch(user):
+        raise InvalidArgument(f"invalid user {user!r}: use UID[:GID] (numbers)")
+    return user
+
 
 INIT_PATH: Final = os.environ.get("BERTH_INIT_PATH", "/usr/bin/catatonit")
 """The host's init binary, bind-mounted read-only into a container run with ``--init``."""
@@ -163,7 +226,7 @@ def check_labels(labels: Sequence[tuple[str, str]]) -> None:
 
 
 MAX_ENV_FILE_BYTES: Final = 1024 * 1024
-"""An env file holds at most 128 KiB of environment (``engine.commands.MAX_ARG_BYTES``),
+"""An env file holds at most 128 KiB of environment (``MAX_ARG_BYTES``),
 comments aside: a bigger one is a mistake, and is not read into memory."""
 
 
@@ -171,8 +234,6 @@ def read_env_file(path: str, name: str) -> str:
     """The text of an env file: a regular file (never a FIFO or a device) of at most
     ``MAX_ENV_FILE_BYTES``, UTF-8 (a byte order mark dropped), without NUL; ``name``
     says which in a refusal."""
-    from engine.hostfiles import read_regular
-
     raw = read_regular(path, MAX_ENV_FILE_BYTES, name)
     if b"\0" in raw:
         raise InvalidArgument(f"{name} holds a NUL byte")
@@ -186,10 +247,8 @@ def parse_env_file(text: str, path: str) -> list[str]:
     """podman's ``--env-file`` (and Compose's ``env_file``): KEY=VALUE lines, the value
     as written; blank lines and ``#`` comments skipped; a bare KEY takes the value it has
     in the caller's environment (dropped if unset). A line whose KEY is not a variable
-    name (``engine.commands.check_env``'s rule) is refused by its number alone: the
+    name (``check_env``'s rule) is refused by its number alone: the
     line may be a secret (a password file named by mistake) and is never repeated."""
-    from engine.commands import check_env  # engine.commands is heavy: loaded when used
-
     out: list[str] = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.lstrip()

@@ -194,7 +194,7 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.CONTAINER_RESTARTING: _audit_only,
     ev.CONTAINER_HEALTH_STATUS: _audit_only,
     ev.CONTAINER_UPDATED: _updated,  # berth update: the spec's options, as recorded
-    # networks (issue 11): a network's events are in its own stream; an attachment is
+    # networks: a network's events are in its own stream; an attachment is
     # part of the container's history (docs/events.md), not of its row.
     ev.NETWORK_CREATED: _audit_only,
     ev.NETWORK_REMOVED: _audit_only,

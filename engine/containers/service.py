@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from engine import commands as c
 from engine import events as ev
 from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
+from engine.commands import system_command_id as system_command_id  # noqa: PLC0414 (re-export)
 from engine.containers import copying
 from engine.containers import decide as d
 from engine.containers.projection import ALIVE, RUNNING, ContainerState, apply
@@ -50,6 +50,7 @@ from engine.networks import rules as nw
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.interface import Runtime
 from engine.runtime.types import MAX_EXEC_OUTPUT, Status
+from engine.store.caused import CausedWrites
 from engine.store.recorder import CommandOutcome
 from engine.store.store import EventStore
 
@@ -58,10 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("berth.service")
 
-# Events no publisher asked for (an exit conmon reported, an auto-removal) get a
-# deterministic command id derived from this namespace, so recording them twice
-# (after a crash, or from two paths) is a no-op in the store.
-SYSTEM_NAMESPACE = uuid.UUID("5f0c3d4e-6b1a-4c2e-9d7f-b3e1a2c4d5e6")
 KEEP_EXEC_SESSIONS = 8
 """Ended exec sessions whose files (output tail, exit code) are kept per container."""
 NOT_RECORDED = (InvalidArgument, NotFound, AlreadyExists, StoreError)
@@ -90,10 +87,6 @@ def _stdio_options(command: c.Exec) -> dict[str, Any]:
     if command.streamed:
         options["streamed"] = True
     return options
-
-
-def system_command_id(*parts: object) -> str:
-    return str(uuid.uuid5(SYSTEM_NAMESPACE, ":".join(str(p) for p in parts)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +133,11 @@ class ContainerService:
     @property
     def system_actor(self) -> str:
         return f"berth-worker@{self.node}"
+
+    @property
+    def writes(self) -> CausedWrites:
+        """Appends under a causation, as every feature's service makes them."""
+        return CausedWrites(self.store, self.node, self.announce)
 
     # -- state -----------------------------------------------------------------------
 
@@ -210,20 +208,17 @@ class ContainerService:
         command's, so each append stays idempotent on its own. Events no command
         caused pass ``system``: the parts of their deterministic id.
         """
-        if causation is not None:
-            command_id = (system_command_id(causation.command_id, step) if step
-                          else causation.command_id)
-            command_type = f"{causation.command_type}:{step}" if step else causation.command_type
-            correlation, actor = causation.correlation_id, causation.actor
-        else:
-            command_id = system_command_id(*(system or (container_id, expected_version)))
-            command_type, correlation, actor = system_type, "", self.system_actor
+        if causation is None:
+            causation = c.Causation(system_command_id(*(system or (container_id,
+                                                                   expected_version))),
+                                    "", self.system_actor, system_type)
+        elif step:
+            causation = c.Causation(system_command_id(causation.command_id, step),
+                                    causation.correlation_id, causation.actor,
+                                    f"{causation.command_type}:{step}")
         try:
-            recorded = self.store.append(
-                container_id, expected_version, events, command_id=command_id,
-                command_type=command_type, correlation_id=correlation, actor=actor,
-                node=self.node,
-            )
+            recorded = self.writes.append(container_id, expected_version, events, causation,
+                                          announce=False)  # announced once remembered
         except BaseException:
             self.forget(container_id)
             raise
@@ -249,7 +244,7 @@ class ContainerService:
     def handle(self, command: c.ContainerCommand, causation: c.Causation) -> Outcome:
         """Carry out one command once: a command id already recorded gets its outcome
         replayed (a resend after a lost reply, or after a worker restart)."""
-        done = self.store.outcome(causation.command_id)
+        done = self.writes.done(causation)
         if done is not None:
             # A command that recorded its intent first has its end under a step id.
             final = self.store.outcome(system_command_id(causation.command_id, "done"))
@@ -382,7 +377,7 @@ class ContainerService:
                     facts = d.Facts(container_id=cid, node=self.node,
                                     bundle=self.runtime.bundle_path(cid), created=created)
                     events = plan.then(facts)
-                    if created.network is not None:  # networks (issue 11)
+                    if created.network is not None:  # networks
                         events = (*events, nw.attached_event(created.network))
                     recorded = self.append(cid, 0, events, causation)
             except BerthError as exc:

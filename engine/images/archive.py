@@ -25,6 +25,7 @@ from engine.images.reference import parse_reference
 
 DOCKER_ARCHIVE: Final = "docker-archive"
 OCI_ARCHIVE: Final = "oci-archive"
+ARCHIVE_FORMATS = (DOCKER_ARCHIVE, OCI_ARCHIVE)
 MAX_ENTRIES: Final = 100_000
 """Entries an archive may have (a real one has a few per layer)."""
 MAX_IMAGES: Final = 256

@@ -22,9 +22,9 @@ from engine.command_types import (
     IMAGE_TAG,
 )
 from engine.errors import InvalidArgument
+from engine.images.archive import ARCHIVE_FORMATS
 from engine.images.reference import looks_like_id, parse_reference
 from engine.images.skopeo import Auth
-from engine.images.store import ARCHIVE_FORMATS
 
 
 @dataclass(frozen=True, slots=True)

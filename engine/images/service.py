@@ -74,7 +74,7 @@ class ImageService:
     # -- commands ------------------------------------------------------------------
 
     def handle(self, command: ic.ImageCommand, causation: c.Causation) -> ImageOutcome:
-        done = self.containers.store.outcome(causation.command_id)
+        done = self.containers.writes.done(causation)
         if done is not None:  # a resend of a command carried out before
             return ImageOutcome({"replayed": True}, tuple(done.positions))
         match command:
@@ -140,12 +140,8 @@ class ImageService:
         for attempt in range(3):  # another node may have written the same image's stream
             version = len(store.read_stream(stream))
             try:
-                recorded = store.append(stream, version, [event], command_id=command_id,
-                                        command_type=causation.command_type,
-                                        correlation_id=causation.correlation_id,
-                                        actor=causation.actor, node=self.containers.node)
-                self.containers.announce(recorded)
-                return recorded
+                return self.containers.writes.append(stream, version, [event], causation,
+                                                     command_id=command_id)
             except ConcurrencyError:
                 if attempt == 2:
                     raise

@@ -34,7 +34,8 @@ from engine.errors import AlreadyExists, InvalidArgument, NotFound
 from engine.faults import crash_point
 from engine.hostfiles import remove_tree
 from engine.images import build, overlay, skopeo
-from engine.images.archive import DOCKER_ARCHIVE, OCI_ARCHIVE, ArchiveImage, read_archive
+from engine.images.archive import ARCHIVE_FORMATS as ARCHIVE_FORMATS  # noqa: PLC0414
+from engine.images.archive import ArchiveImage, read_archive
 from engine.images.early import EarlyUnpack, Unpacked
 from engine.images.layout import OCI_LAYER, OCI_LAYER_GZIP, Image, Layout
 from engine.images.limits import Budget, LimitExceeded, Limits, human
@@ -43,7 +44,6 @@ from engine.images.unpack import unpack_copy, unpack_layer
 
 log = logging.getLogger("berth.images")
 
-ARCHIVE_FORMATS = (DOCKER_ARCHIVE, OCI_ARCHIVE)
 UNPACKERS = 4
 """Layers unpacked at once (decompression and hashing run outside the GIL)."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -15,6 +15,7 @@ removed by commands and live in the log, on streams ``network:NAME``.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,16 +23,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import events as ev
-from engine.containers.spec import PortMapping
+from engine.containers.spec import PortMapping, parse_expose
 from engine.errors import AlreadyExists, InvalidArgument, NotFound, Refused
+from engine.networks.names import HOST as HOST  # noqa: PLC0414 (explicit re-export)
+from engine.networks.names import MODES as MODES  # noqa: PLC0414
+from engine.networks.names import NONE as NONE  # noqa: PLC0414
+from engine.networks.names import check_reference as check_reference  # noqa: PLC0414
+from engine.networks.names import validate_name as validate_name  # noqa: PLC0414
 
 DEFAULT_NAME = "berth"
 DEFAULT_BRIDGE = "berth0"
 DEFAULT_SUBNET = "10.89.0.0/24"
-NONE = "none"
-HOST = "host"
-MODES = (NONE, HOST)
-"""Network names that are not networks: no interface but ``lo``, or the host's own."""
 STREAM_PREFIX = "network:"
 CNI_VERSION = "1.0.0"
 IFNAME = "eth0"
@@ -40,7 +42,6 @@ BRIDGE_PREFIX = "bn-"
 FALLBACK_DNS = ("8.8.8.8", "8.8.4.4")
 """What a container gets when the host names only loopback resolvers (podman's choice)."""
 
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _HOST_LINE = re.compile(r"^[a-zA-Z0-9_.-]+$")
 
 
@@ -95,20 +96,6 @@ class Attachment:
 # -- names, subnets, bridges ------------------------------------------------------------
 
 
-def validate_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise InvalidArgument(f"invalid network name {name!r}: use 1-63 characters from "
-                              "[a-zA-Z0-9_.-], starting with a letter or digit")
-    if name in MODES:
-        raise InvalidArgument(f"{name!r} is a network mode, not a network name")
-    return name
-
-
-def check_reference(name: str) -> str:
-    """A run's ``--network``: a mode (none, host) or a network's name."""
-    return name if name in MODES else validate_name(name)
-
-
 def stream_of(name: str) -> str:
     """The log stream of a network (a container name can never hold a colon)."""
     return STREAM_PREFIX + name
@@ -116,8 +103,6 @@ def stream_of(name: str) -> str:
 
 def bridge_for(name: str) -> str:
     """A bridge name at most 15 characters long (IFNAMSIZ), stable for the name."""
-    import hashlib
-
     return BRIDGE_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
@@ -279,8 +264,6 @@ def port_mappings(ports: Sequence[PortMapping]) -> list[dict[str, Any]]:
 
 def unpublished(expose: Sequence[str], ports: Sequence[PortMapping]) -> list[tuple[int, str]]:
     """``-P``: the exposed (port, protocol) pairs that no ``-p`` publishes yet."""
-    from engine.containers.spec import parse_expose
-
     taken = {(p.container_port, p.protocol) for p in ports}
     wanted = []
     for item in expose:

@@ -21,6 +21,7 @@ from engine.containers.projection import RUNNING
 from engine.errors import BerthError, NotFound
 from engine.networks import rules as nw
 from engine.networks.setup import NetworkSetup, remove_bridge, remove_network_rules
+from engine.store.caused import CausedWrites
 from engine.store.store import EventStore
 
 log = logging.getLogger("berth.networks")
@@ -52,6 +53,8 @@ class NetworkService:
         self.setup = setup
         self.node = node
         self._lock = threading.Lock()
+        # Announces nothing: its events reach subscribers when they fill a gap.
+        self.writes = CausedWrites(store, node)
 
     @property
     def actor(self) -> str:
@@ -96,7 +99,7 @@ class NetworkService:
     # -- changes ------------------------------------------------------------------------
 
     def _replayed(self, causation: Causation) -> NetworkOutcome | None:
-        done = self.store.outcome(causation.command_id)
+        done = self.writes.done(causation)
         if done is None:
             return None
         return NetworkOutcome({"replayed": True, "name": done.stream.partition(":")[2]},
@@ -113,12 +116,10 @@ class NetworkService:
                                       nw.free_subnet(existing.values()))
             stream = nw.stream_of(name)
             version = len(self.store.read_stream(stream))
-            recorded = self.store.append(
+            recorded = self.writes.append(
                 stream, version, [ev.NetworkCreated(network.name, network.subnet,
                                                     network.gateway, network.bridge)],
-                command_id=causation.command_id, command_type=causation.command_type,
-                correlation_id=causation.correlation_id, actor=causation.actor,
-                node=self.node)
+                causation)
         return NetworkOutcome(network.to_data(), tuple(r.position for r in recorded))
 
     def remove(self, name: str, causation: Causation) -> NetworkOutcome:
@@ -131,10 +132,7 @@ class NetworkService:
             network = nw.check_removable(name, networks, attached)
             stream = nw.stream_of(name)
             version = len(self.store.read_stream(stream))
-            recorded = self.store.append(
-                stream, version, [ev.NetworkRemoved(name)], command_id=causation.command_id,
-                command_type=causation.command_type, correlation_id=causation.correlation_id,
-                actor=causation.actor, node=self.node)
+            recorded = self.writes.append(stream, version, [ev.NetworkRemoved(name)], causation)
             remove_bridge(network.bridge)
             remove_network_rules(network)
             if self.setup is not None:

@@ -7,12 +7,13 @@ Two steps, each idempotent on its own, each under the container's lock:
    from the exit's position, so a second judgement of the same exit writes nothing.
 2. ``restart``: once the delay is over, start the container again as podman does
    (the same id and name; ``runc delete``, conmon and ``runc create`` again, ``runc
-   start``) and record ``pid_received`` and ``started`` under an id derived from the
-   ``restarting`` event, only if that restart is still due (not removed, not started
-   meanwhile). A worker killed -9 between the two finds the due ``restarting`` again
-   (``engine.restarts.rules.history``: no ``started`` after it) and finishes it; a worker
-   killed inside step 2 before its record leaves an unrecorded runtime container
-   that the next attempt's ``runc delete`` clears first.
+   start``) through the container service's ``handle``, as a ``container.start`` under a
+   system causation whose id is derived from the ``restarting`` event, so it records
+   ``pid_received`` and ``started`` once; only if that restart is still due (not
+   removed, not started meanwhile). A worker killed -9 between the two finds the due
+   ``restarting`` again (``engine.restarts.rules.history``: no ``started`` after it) and
+   finishes it; a worker killed inside step 2 before its record leaves an unrecorded
+   runtime container that the next attempt's ``runc delete`` clears first.
 
 When to call them is the worker's business (one scheduler thread: workers/restarts.py).
 """
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from engine import commands as c
 from engine import events as ev
 from engine.containers.projection import EXITED
 from engine.containers.service import ContainerService, system_command_id
@@ -128,20 +130,18 @@ class Restarter:
             if (state.state != EXITED or seen.pending is None
                     or seen.pending.position != due.restarting_position):
                 return []
-            rt = svc.runtime
+            # The service's own start of an exited container, as a command no one sent:
+            # runc delete (a crashed attempt's container), the image's overlay mounted
+            # again, conmon and runc create, runc start; pid_received and started.
+            causation = c.Causation(system_command_id(cid, "restart", due.restarting_position),
+                                    "", svc.system_actor, RESTART)
             try:
-                with contextlib.suppress(NotFound):  # a crashed attempt's container first
-                    rt.delete(cid, force=True)
-                created = rt.create(cid, state.spec, name=state.name)
-                rt.start(cid)
+                outcome = svc.handle(c.Start(cid), causation)
             except (StoreError, StateUnwritable):
                 raise
             except BerthError as exc:
                 return self._failed(cid, due, exc)
-            return svc.append(cid, state.version,
-                              [ev.PidReceived(created.pid, created.conmon_pid), ev.Started()],
-                              system=(cid, "restart", due.restarting_position),
-                              system_type=RESTART)
+            return list(outcome.recorded)
 
     def _failed(self, cid: str, due: Due, exc: BerthError) -> list[ev.RecordedEvent]:
         """The runtime refused the restart: leave no half-made container, and close the

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
-
-@dataclass(frozen=True)
-class ExitStatus:
-    exit_code: int
-    finished_at: datetime
+from engine.runtime.types import ExitStatus as ExitStatus  # noqa: PLC0414 (re-export)
 
 
 def read_exit_file(path: str) -> ExitStatus | None:

@@ -8,14 +8,10 @@ events and the projection decides what they mean.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -30,7 +26,6 @@ from engine.errors import (
     RuntimeFailure,
     Timeout,
 )
-from engine.faults import crash_point
 from engine.ids import validate_container_id, validate_name, validate_session_id
 from engine.inroot import Root
 from engine.networks.hostports import bind_ports
@@ -42,13 +37,13 @@ from engine.runtime.config import (
     SYSTEMD,
     RuntimeConfig,
 )
+from engine.runtime.criu import Checkpoints
 from engine.runtime.exitfile import ExitStatus, read_exit_file, wait_exit_file
 from engine.runtime.layout import ContainerPaths
 from engine.runtime.procroot import container_root
-from engine.runtime.runc import Runc, classify
+from engine.runtime.runc import Runc
 from engine.runtime.types import (
     Created,
-    DumpReport,
     ExecResult,
     ExecSession,
     Status,
@@ -66,7 +61,7 @@ def systemd_booted() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
-class OCIRuntime:
+class OCIRuntime(Checkpoints):
     """Drives conmon and runc for berth's containers."""
 
     def __init__(self, config: RuntimeConfig) -> None:
@@ -85,7 +80,7 @@ class OCIRuntime:
         self.exec_attached = Parked()
         """Attach sockets of streamed exec sessions, until their reader takes them."""
         self.networks: NetworkSetup | None = None
-        """networks (issue 11): set by the worker; None keeps runc's own empty
+        """networks: set by the worker; None keeps runc's own empty
         network namespace for every container (the runtime's own tests)."""
         for path in (config.exits_dir, config.sockets_dir, config.runc_root):
             os.makedirs(path, mode=0o750, exist_ok=True)
@@ -151,7 +146,7 @@ class OCIRuntime:
         validate_name(name or cid[:63])
         joined = None
         ports = spec.ports
-        if self.networks is not None:  # networks (issue 11): before the process exists
+        if self.networks is not None:  # networks: before the process exists
             spec.validate()
             # -P publishes what --expose and the image (ExposedPorts) declare, once each
             ports = published_ports(spec.ports, tuple(dict.fromkeys((*spec.expose,
@@ -339,7 +334,7 @@ class OCIRuntime:
     def cleanup(self, container_id: str) -> None:
         """Remove the container's files once runc no longer knows it."""
         paths = self.paths(container_id)
-        if self.networks is not None:  # networks (issue 11): CNI DEL, netns, files
+        if self.networks is not None:  # networks: CNI DEL, netns, files
             self.networks.leave(container_id)
         shutil.rmtree(paths.container_dir, ignore_errors=True)
         self._clear_exit_file(paths)
@@ -484,142 +479,3 @@ class OCIRuntime:
         self.kill(cid, "KILL", all_processes=True)
         if not wait_pids_exit(live, KILL_CONTAINER_TIMEOUT):
             raise Timeout(f"failed to kill container {cid} exec sessions")
-
-    # -- checkpoint / restore --------------------------------------------------
-
-    def checkpoint_dir(self, container_id: str, name: str) -> str:
-        """The image directory of one checkpoint (``name``: its command id), so a new
-        checkpoint never overwrites the image an earlier one left for restore."""
-        return self.paths(container_id).checkpoint_dir(name)
-
-    def checkpoint(
-        self,
-        container_id: str,
-        *,
-        image_path: str | None = None,
-        work_path: str | None = None,
-        leave_running: bool = False,
-        tcp_established: bool = False,
-    ) -> str:
-        """Checkpoint through runc and CRIU; return the image path.
-
-        The dump runs detached from this process's fate: runc's exit status goes to a
-        file in the image directory and every process of the dump holds a lock on it,
-        so a worker that dies meanwhile leaves a dump its successor can wait for and
-        judge (``dump_report``) instead of a process nobody knows the end of.
-        """
-        cid = validate_container_id(container_id)
-        paths = self.paths(cid)
-        image = image_path or paths.checkpoint
-        work = work_path or paths.bundle
-        for label, path in (("image", image), ("work", work)):
-            if not os.path.isabs(path):
-                raise InvalidArgument(f"checkpoint {label} path {path!r} must be absolute")
-        if not os.access(self.config.criu_path, os.X_OK):
-            raise RuntimeFailure(
-                f"CRIU is not available at {self.config.criu_path}: run scripts/install.sh "
-                "or set BERTH_CRIU"
-            )
-        if image_path is None:
-            shutil.rmtree(image, ignore_errors=True)
-        os.makedirs(image, mode=0o700, exist_ok=True)
-        args = ["checkpoint", "--image-path", image, "--work-path", work]
-        if leave_running:
-            args.append("--leave-running")
-        if tcp_established:
-            args.append("--tcp-established")
-        args.append(cid)
-        dump = _DumpFiles(image)
-        code = dump.run(self.runc.global_args(criu=True) + args, timeout=300)
-        if code != 0:
-            raise classify(execs.read_tail(dump.stderr), f"checkpointing container {cid}")
-        return image
-
-    def dump_report(self, image_path: str, *, timeout: float = 300) -> DumpReport:
-        """Wait (bounded) until no process of a checkpoint's dump holds its directory,
-        then report how it ended: runc's exit status, and whether CRIU wrote the image."""
-        dump = _DumpFiles(image_path)
-        finished = dump.wait_unlocked(timeout)
-        return DumpReport(finished=finished, exit_code=dump.exit_code(),
-                          complete=os.path.isfile(os.path.join(image_path, "inventory.img")))
-
-    def restore(
-        self,
-        container_id: str,
-        spec: RunSpec,
-        *,
-        name: str | None = None,
-        image_path: str | None = None,
-        tcp_established: bool = False,
-    ) -> Created:
-        """Restore through conmon ``--restore``; the old runc container must be gone."""
-        cid = validate_container_id(container_id)
-        paths = self.paths(cid)
-        image = image_path or paths.checkpoint
-        if not os.path.isfile(os.path.join(image, "inventory.img")):
-            raise NotFound(f"no checkpoint of container {cid} at {image}")
-        try:
-            self.runc.run(["delete", "--force", cid], f"deleting container {cid}")
-        except NotFound:
-            pass
-        self._clear_exit_file(paths)
-        return self.create(cid, spec, name=name, restore_path=image,
-                           tcp_established=tcp_established)
-
-
-class _DumpFiles:
-    """The bookkeeping files of one dump, kept in its image directory: a lock every
-    process of the dump inherits, runc's stderr and its exit status (written by a
-    shell that outlives the worker)."""
-
-    def __init__(self, image: str) -> None:
-        self.lock = os.path.join(image, "berth-dump.lock")
-        self.status = os.path.join(image, "berth-dump.status")
-        self.stderr = os.path.join(image, "berth-dump.stderr")
-
-    def run(self, argv: list[str], timeout: float) -> int:
-        lock = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            with open(self.stderr, "wb") as err:
-                proc = subprocess.Popen(
-                    ["sh", "-c", '"$@"; echo $? > "$0"', self.status, *argv],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                    pass_fds=(lock,), start_new_session=True)
-            crash_point("checkpoint.dumping")
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise Timeout(f"checkpoint did not finish within {timeout:g}s") from None
-        finally:
-            os.close(lock)
-        crash_point("checkpoint.dumped")
-        code = self.exit_code()
-        return -1 if code is None else code
-
-    def wait_unlocked(self, timeout: float) -> bool:
-        try:
-            lock = os.open(self.lock, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return True  # the dump never started
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return True
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        return False
-                    time.sleep(0.05)
-        finally:
-            os.close(lock)
-
-    def exit_code(self) -> int | None:
-        try:
-            with open(self.status) as f:
-                return int(f.read().strip())
-        except (OSError, ValueError):
-            return None

@@ -23,6 +23,12 @@ class Status(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ExitStatus:
+    exit_code: int
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
 class StatusReport:
     status: Status
     pid: int = 0
@@ -35,7 +41,7 @@ class Created:
     pid: int
     conmon_pid: int
     network: Attachment | None = None
-    """networks (issue 11): the address CNI gave it, when it joined a network now."""
+    """networks: the address CNI gave it, when it joined a network now."""
 
 
 @dataclass(frozen=True)

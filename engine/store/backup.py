@@ -131,8 +131,8 @@ def _pg_tool(tool: str, args: Sequence[str], url: URL, *rest: str) -> None:
 def _libpq_url(url: URL) -> str:
     """The libpq key=value string SQLAlchemy's psycopg dialect would connect with
     (``host=h1,h2 port=p1,p2`` for a multi-host URL), without the password."""
-    from psycopg.conninfo import make_conninfo
-    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+    from psycopg.conninfo import make_conninfo  # psycopg: only a PostgreSQL backup needs it
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg  # the same
 
     _, params = PGDialect_psycopg().create_connect_args(url)  # type: ignore[no-untyped-call]
     params.pop("password", None)

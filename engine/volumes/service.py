@@ -25,6 +25,7 @@ from engine.containers.ocimounts import volume_data
 from engine.containers.spec import RunSpec
 from engine.errors import BerthError, NotFound
 from engine.locks import ContainerLocks
+from engine.store.caused import CausedWrites
 from engine.store.store import EventStore
 from engine.volumes import files
 from engine.volumes import rules as v
@@ -34,11 +35,7 @@ VOLUME_EVENTS = (ev.VOLUME_CREATED, ev.VOLUME_REMOVED)
 
 
 def _step_id(command_id: str, *parts: object) -> str:
-    from engine.containers.service import (
-        system_command_id,  # the service imports this module's users
-    )
-
-    return system_command_id(command_id, *parts)
+    return c.system_command_id(command_id, *parts)
 
 
 @dataclass
@@ -80,19 +77,19 @@ class VolumeService:
 
     # -- changes ---------------------------------------------------------------------
 
+    @property
+    def writes(self) -> CausedWrites:
+        return CausedWrites(self.store, self.node, self.announce)
+
     def _append(self, state: v.VolumeState, events: Sequence[ev.Event], command_id: str,
                 causation: c.Causation) -> list[ev.RecordedEvent]:
-        recorded = self.store.append(
-            v.stream_of(state.name), state.version, events, command_id=command_id,
-            command_type=causation.command_type, correlation_id=causation.correlation_id,
-            actor=causation.actor, node=self.node)
-        self.announce(recorded)
-        return recorded
+        return self.writes.append(v.stream_of(state.name), state.version, events, causation,
+                                  command_id=command_id)
 
     def create(self, q: c.VolumeCreate, causation: c.Causation
                ) -> tuple[list[ev.RecordedEvent], dict[str, Any]]:
         with self.locks.hold(q.name):
-            done = self.store.outcome(causation.command_id)
+            done = self.writes.done(causation)
             state = self.state(q.name)
             if done is None or not done.ok:
                 events = v.decide_create(state, self.node, q.labels)

@@ -219,7 +219,7 @@ def test_paths_are_relative_to_the_file_not_the_cwd(monkeypatch: pytest.MonkeyPa
 
 
 def test_stack_apply_is_checked_before_anything_is_recorded(tmp_path: Any) -> None:
-    from engine.commands import parse
+    from engine.parsing import parse
 
     (tmp_path / "rootfs").mkdir()
     (tmp_path / "conf").mkdir()
@@ -421,7 +421,7 @@ def test_long_keys_are_cut_short_in_the_report() -> None:
 ])
 def test_a_service_the_engine_would_refuse_is_refused_by_check(
         tmp_path: Any, service: str, words: str) -> None:
-    """``check`` is the engine's own create validation (engine.commands.parse), so
+    """``check`` is the engine's own create validation (engine.parsing.parse), so
     ``up`` refuses before it records ``stack.applied`` or sends anything."""
     (tmp_path / "rootfs").mkdir()
     text = ("services:\n  ok:\n    image: ./rootfs\n    command: ['true']\n"
@@ -480,7 +480,7 @@ def test_a_project_name_is_bounded_and_a_string() -> None:
 def test_stack_apply_of_any_shape_is_one_sentence(mangle: Any) -> None:
     """A publisher other than berth compose may send any config: the worker refuses
     what the engine would not carry out, with one sentence (never an internal error)."""
-    from engine.commands import parse
+    from engine.parsing import parse
 
     good = stack("services:\n  a:\n    image: busybox\n")
     bad = mangle(good)

@@ -15,6 +15,7 @@ from engine import commands as c
 from engine import events as ev
 from engine.containers import decide as d
 from engine.errors import InvalidArgument, InvalidState, NotFound
+from engine.parsing import parse
 from tests.engine.states import recorded, state
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -24,25 +25,25 @@ CID = "a" * 64
 
 def test_exec_takes_its_stdio_options() -> None:
     session = str(uuid.uuid4())
-    full = c.parse(t.EXEC, CID, {"cmd": ["sh"], "env": ["A=1"], "cwd": "/x", "user": "1:2",
+    full = parse(t.EXEC, CID, {"cmd": ["sh"], "env": ["A=1"], "cwd": "/x", "user": "1:2",
                                  "tty": True, "session_id": session, "stdin": True,
                                  "streamed": True, "height": 24, "width": 80})
     assert full == c.Exec(CID, ("sh",), ("A=1",), "/x", "1:2", True, session, True, True,
                           (24, 80))
-    plain = c.parse(t.EXEC, CID, {"cmd": ["true"]})
+    plain = parse(t.EXEC, CID, {"cmd": ["true"]})
     assert plain == c.Exec(CID, ("true",))
     assert (plain.stdin, plain.streamed, plain.console, plain.tty) == (False, False, (0, 0),
                                                                       False)
-    assert c.parse(t.EXEC, CID, {"cmd": ["true"], "height": 65535, "width": 0}).console == (
+    assert parse(t.EXEC, CID, {"cmd": ["true"], "height": 65535, "width": 0}).console == (
         65535, 0)
     for key in ("height", "width"):
         with pytest.raises(InvalidArgument, match=key):
-            c.parse(t.EXEC, CID, {"cmd": ["true"], key: 65536})
+            parse(t.EXEC, CID, {"cmd": ["true"], key: 65536})
         with pytest.raises(InvalidArgument, match=key):
-            c.parse(t.EXEC, CID, {"cmd": ["true"], key: -1})
+            parse(t.EXEC, CID, {"cmd": ["true"], key: -1})
     for key in ("stdin", "streamed"):
         with pytest.raises(InvalidArgument, match=key):
-            c.parse(t.EXEC, CID, {"cmd": ["true"], key: "yes"})
+            parse(t.EXEC, CID, {"cmd": ["true"], key: "yes"})
 
 
 def test_rename_records_the_new_name_or_nothing() -> None:
@@ -104,53 +105,53 @@ def test_a_copy_cut_short_after_its_intent_is_written_by_the_resend() -> None:
 
 
 def test_volume_commands() -> None:
-    assert c.parse(t.VOLUME_CREATE, None, {"name": "v1", "labels": {"a": "b"}}) == \
+    assert parse(t.VOLUME_CREATE, None, {"name": "v1", "labels": {"a": "b"}}) == \
         c.VolumeCreate("v1", (("a", "b"),))
-    assert c.parse(t.VOLUME_CREATE, None, {"name": "v1"}) == c.VolumeCreate("v1", ())
-    assert c.parse(t.VOLUME_REMOVE, None, {"names": ["v1", "v2"]}) == \
+    assert parse(t.VOLUME_CREATE, None, {"name": "v1"}) == c.VolumeCreate("v1", ())
+    assert parse(t.VOLUME_REMOVE, None, {"names": ["v1", "v2"]}) == \
         c.VolumeRemove(("v1", "v2"), False)
-    assert c.parse(t.VOLUME_REMOVE, None, {"names": ["v1"], "force": True}) == \
+    assert parse(t.VOLUME_REMOVE, None, {"names": ["v1"], "force": True}) == \
         c.VolumeRemove(("v1",), True)
     with pytest.raises(InvalidArgument) as err:
-        c.parse(t.VOLUME_REMOVE, None, {"names": []})
+        parse(t.VOLUME_REMOVE, None, {"names": []})
     assert str(err.value) == "volume rm needs at least one volume name"
-    assert c.parse(t.VOLUME_PRUNE, None, {}) == c.VolumePrune()
-    assert c.parse(t.VOLUME_LS, None, {}) == c.VolumeLs()
-    assert c.parse(t.VOLUME_INSPECT, None, {"name": "v9"}) == c.VolumeInspect("v9")
+    assert parse(t.VOLUME_PRUNE, None, {}) == c.VolumePrune()
+    assert parse(t.VOLUME_LS, None, {}) == c.VolumeLs()
+    assert parse(t.VOLUME_INSPECT, None, {"name": "v9"}) == c.VolumeInspect("v9")
     for kind, args in ((t.VOLUME_CREATE, {"name": "a/b"}), (t.VOLUME_INSPECT, {"name": ""}),
                        (t.VOLUME_REMOVE, {"names": ["ok", "../x"]})):
         with pytest.raises(InvalidArgument):
-            c.parse(kind, None, args)
+            parse(kind, None, args)
 
 
 def test_update_takes_only_what_it_changes() -> None:
-    assert c.parse(t.UPDATE, CID, {"memory": 4 * 1024 * 1024}).changes() == {
+    assert parse(t.UPDATE, CID, {"memory": 4 * 1024 * 1024}).changes() == {
         "memory": 4 * 1024 * 1024}
-    assert c.parse(t.UPDATE, CID, {"pids_limit": 1}).changes() == {"pids_limit": 1}
-    assert c.parse(t.UPDATE, CID, {"cpus": 0.01}).changes() == {"cpus": 0.01}
-    assert c.parse(t.UPDATE, CID, {"cpus": 1024}).changes() == {"cpus": 1024}
-    assert c.parse(t.UPDATE, CID, {"restart": "always"}).changes() == {"restart": "always"}
-    both = c.parse(t.UPDATE, CID, {"memory": 8 * 1024 * 1024, "pids_limit": 5, "cpus": 2,
+    assert parse(t.UPDATE, CID, {"pids_limit": 1}).changes() == {"pids_limit": 1}
+    assert parse(t.UPDATE, CID, {"cpus": 0.01}).changes() == {"cpus": 0.01}
+    assert parse(t.UPDATE, CID, {"cpus": 1024}).changes() == {"cpus": 1024}
+    assert parse(t.UPDATE, CID, {"restart": "always"}).changes() == {"restart": "always"}
+    both = parse(t.UPDATE, CID, {"memory": 8 * 1024 * 1024, "pids_limit": 5, "cpus": 2,
                                    "restart": "on-failure:3"})
     assert both == c.Update(CID, 8 * 1024 * 1024, 5, 2, "on-failure:3")
     for args in ({"memory": 4 * 1024 * 1024 - 1}, {"pids_limit": 0}, {"cpus": 0.009},
                  {"cpus": 1025}, {"restart": "sometimes"}):
         with pytest.raises(InvalidArgument):
-            c.parse(t.UPDATE, CID, args)
+            parse(t.UPDATE, CID, args)
     with pytest.raises(InvalidArgument) as err:
-        c.parse(t.UPDATE, CID, {})
+        parse(t.UPDATE, CID, {})
     assert str(err.value) == ("nothing to update: give --memory, --pids-limit, --cpus or "
                               "--restart")
 
 
 def test_network_create_text_options() -> None:
-    assert c.parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": "", "gateway": None}) == \
+    assert parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": "", "gateway": None}) == \
         c.NetworkCreate("n1", None, None)
-    assert c.parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": "10.90.1.0/24",
+    assert parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": "10.90.1.0/24",
                                             "gateway": "10.90.1.1"}) == \
         c.NetworkCreate("n1", "10.90.1.0/24", "10.90.1.1")
     with pytest.raises(InvalidArgument) as err:
-        c.parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": 5})
+        parse(t.NETWORK_CREATE, None, {"name": "n1", "subnet": 5})
     assert str(err.value) == "invalid subnet 5: must be a string"
 
 

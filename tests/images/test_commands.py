@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from engine import command_types as t
-from engine import commands as c
 from engine.errors import InvalidArgument
 from engine.images import commands as ic
+from engine.parsing import parse
 
 
 def test_every_image_command_type_parses() -> None:
@@ -23,7 +23,7 @@ def test_every_image_command_type_parses() -> None:
         t.IMAGE_TAG: {"reference": "x", "target": "y"}, t.IMAGE_PRUNE: {},
     }
     assert set(args) == t.IMAGE_COMMANDS
-    kinds = {type(c.parse(kind, None, a)) for kind, a in args.items()}
+    kinds = {type(parse(kind, None, a)) for kind, a in args.items()}
     assert len(kinds) == len(args)
 
 
@@ -38,10 +38,10 @@ def test_every_image_command_type_parses() -> None:
 ])
 def test_bad_image_commands_are_refused(kind: str, args: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
-        c.parse(kind, None, args)
+        parse(kind, None, args)
 
 
 def test_credentials_never_show_in_a_commands_repr() -> None:
-    command = c.parse(t.IMAGE_PULL, None, {"reference": "x", "creds": "u:secret-pw"})
+    command = parse(t.IMAGE_PULL, None, {"reference": "x", "creds": "u:secret-pw"})
     assert isinstance(command, ic.Pull)
     assert "secret-pw" not in repr(command)

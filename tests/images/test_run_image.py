@@ -13,6 +13,7 @@ from engine import events as ev
 from engine.images import overlay
 from engine.images.store import ImageStore
 from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
 from tests.images.conftest import unmount_overlays
 from tests.images.registry import Registry, build_layout, layer, push
 
@@ -254,3 +255,36 @@ def test_prune_removes_what_a_moved_tag_left_behind(iup: Engine, registry: Regis
     assert not store.layout.has_blob(old.config_digest)
     done = _run(iup, "--pull", "never", first, "cat", "/v")
     assert done.stdout == "2"
+
+
+def _kinds(engine: Engine, cid: str) -> list[str]:
+    with engine.store() as store:
+        return [r.type for r in store.read_stream(cid)]
+
+
+def test_a_restart_policy_mounts_the_images_overlay_again(
+        iup: Engine, registry: Registry, repo: str, base_layer: bytes) -> None:
+    """The restarter starts a container again through the container service, as
+    ``berth start`` does, so an image's overlay unmounted meanwhile (an operator's
+    umount) is mounted again first; it drove conmon and runc itself, which then got
+    the empty mount point, and the restart failed."""
+    ref = _publish(iup.root, registry, repo, [base_layer])
+    run = iup.cli("run", "-d", "--tls-verify=false", "--restart", "on-failure:1", ref, "sh",
+                  "-c", "if [ -e /ran ]; then exec sleep 600; fi; touch /ran; sleep 2; exit 3",
+                  timeout=120)
+    assert run.returncode == 0, run.stderr
+    cid = run.stdout.strip()
+    merged = os.path.join(ImageStore(iup.root).container_dir(cid), "merged")
+    try:
+        wait_until(lambda: ev.CONTAINER_STARTED in _kinds(iup, cid), 30, what="the first run")
+        overlay.unmount(merged)  # the container keeps its own mount; the host's is gone
+        assert not overlay.is_mounted(merged)
+        wait_until(lambda: _kinds(iup, cid).count(ev.CONTAINER_STARTED) == 2
+                   or ev.COMMAND_FAILED in _kinds(iup, cid), 30, what="the restart")
+        kinds = _kinds(iup, cid)
+        assert ev.COMMAND_FAILED not in kinds, kinds
+        assert kinds.count(ev.CONTAINER_RESTARTING) == 1 and overlay.is_mounted(merged)
+        # the same upper layer: the second run found the file the first one wrote
+        assert iup.cli("exec", cid, "test", "-e", "/ran").returncode == 0
+    finally:
+        iup.cli("rm", "-f", cid)

@@ -1,0 +1,34 @@
+"""The names a network may have, and the modes that are not networks: the one rule a
+run spec's ``--network`` and a ``network.create`` obey.
+
+Apart from ``engine.networks.rules`` because the run spec checks its network with it,
+and the rules need the run spec's published ports: with the name rule inside them, the
+two modules imported each other.
+"""
+
+from __future__ import annotations
+
+import re
+
+from engine.errors import InvalidArgument
+
+NONE = "none"
+HOST = "host"
+MODES = (NONE, HOST)
+"""Network names that are not networks: no interface but ``lo``, or the host's own."""
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise InvalidArgument(f"invalid network name {name!r}: use 1-63 characters from "
+                              "[a-zA-Z0-9_.-], starting with a letter or digit")
+    if name in MODES:
+        raise InvalidArgument(f"{name!r} is a network mode, not a network name")
+    return name
+
+
+def check_reference(name: str) -> str:
+    """A run's ``--network``: a mode (none, host) or a network's name."""
+    return name if name in MODES else validate_name(name)
