@@ -147,13 +147,20 @@ def _networks(project: str, declared: set[str]) -> Callable[[Any, str], dict[str
             raise InvalidArgument(f"{what}: a list (or mapping) of network names")
         if len(names) > 1:
             raise InvalidArgument(f"{what}: one network per service is supported")
-        if isinstance(value, dict) and value[names[0]] not in (None, {}):
-            raise InvalidArgument(f"{what}.{_key(names[0])}: options (aliases, addresses) are "
-                                  "not supported")
+        options = value[names[0]] if isinstance(value, dict) else None
+        aliases: list[str] = []
+        if options not in (None, {}):
+            if not isinstance(options, dict) or set(options) - {"aliases"}:
+                raise InvalidArgument(f"{what}.{_key(names[0])}: only aliases are supported "
+                                      "(not addresses or other options)")
+            aliases = _strings(options["aliases"], f"{what}.{_key(names[0])}.aliases")
         if names[0] not in declared:
             raise InvalidArgument(f"{what}: {_shown(names[0])} is not declared under the "
                                   "top-level 'networks'")
-        return {"network": f"{project}_{names[0]}"}
+        service = what.split(".")[1]  # services.NAME.networks
+        # Every replica answers to its service's name, as under docker compose.
+        return {"network": f"{project}_{names[0]}",
+                "network_aliases": list(dict.fromkeys((service, *aliases)))}
     return convert
 
 
@@ -162,7 +169,7 @@ SPEC_MAPPING: dict[str, tuple[tuple[str, ...], str]] = {
     "restart": (("restart",), "_restart"),
     "healthcheck": (("health_cmd", "health_interval", "health_timeout",
                      "health_start_period", "health_retries"), "_health"),
-    "networks": (("network",), "_networks"),
+    "networks": (("network", "network_aliases"), "_networks"),
 }
 """The compose keys carried by run spec options that other parts of the engine add
 (restart policies, health checks, networks): each works once its options exist."""

@@ -43,6 +43,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
     "no_healthcheck": _BOOL, "cpus": _NUM,
     "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks (issue 11)
+    "network_aliases": _LIST,  # --network-alias, compose's service names (issue 22)
     # CLI verbs (podman's run flags)
     "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST, "seccomp": _STR,
     # interactive stdio
@@ -221,6 +222,9 @@ class RunSpec:
     """Container ports ``PORT[/tcp|udp]`` the image or ``--expose`` declares."""
     publish_all: bool = False
     """``-P``: publish every exposed port not given with ``-p`` on a free host port."""
+    network_aliases: tuple[str, ...] = ()
+    """More names the other members of its user network resolve it by (``--network-alias``;
+    compose gives each replica its service's name and the file's ``aliases``)."""
     # CLI verbs (podman's run flags)
     init: bool = False
     cap_drop: tuple[str, ...] = ()
@@ -329,6 +333,7 @@ class RunSpec:
             check_reference(self.network)
         for item in self.expose:
             parse_expose(item)
+        check_aliases(self.network_aliases, self.network)
         return self
 
     @property
@@ -384,6 +389,8 @@ class RunSpec:
             data["stdin"] = True
         if self.log_size_max is not None:  # the same
             data["log_size_max"] = self.log_size_max
+        if self.network_aliases:  # the same
+            data["network_aliases"] = list(self.network_aliases)
         return data
 
     def _image_data(self) -> dict[str, Any]:
@@ -422,6 +429,7 @@ class RunSpec:
                 kwargs[key] = tuple(data.get(key) or ())
             kwargs["health_cmd"] = tuple(data.get("health_cmd") or ())
             kwargs["expose"] = tuple(data.get("expose") or ())
+            kwargs["network_aliases"] = tuple(data.get("network_aliases") or ())
             kwargs["cap_drop"] = tuple(data.get("cap_drop") or ())
             if data.get("entrypoint") is not None:
                 kwargs["entrypoint"] = tuple(data["entrypoint"])
@@ -444,6 +452,32 @@ class RunSpec:
             return cls(**kwargs)
         except (TypeError, ValueError, IndexError) as exc:
             raise InvalidArgument(f"invalid run specification: {exc}") from None
+
+
+MAX_ALIASES = 64
+"""Aliases of one container at most: each is a line's word in every member's hosts file."""
+
+
+def check_aliases(aliases: tuple[str, ...], network: str) -> None:
+    """Network aliases are host names (they go into other members' /etc/hosts, where a
+    space or a newline would forge an entry), only on a user network (the default
+    network and ``none``/``host`` name nobody: podman refuses them there too; "" is the
+    node's default, which an operator may have made a user network)."""
+    if not aliases:
+        return
+    if len(aliases) > MAX_ALIASES:
+        raise InvalidArgument(f"too many network aliases ({len(aliases)}): at most "
+                              f"{MAX_ALIASES}")
+    for alias in aliases:
+        if not isinstance(alias, str) or len(alias) > 253 or not _HOSTNAME_RE.fullmatch(alias):
+            shown = repr(alias)[:60] if isinstance(alias, str) else type(alias).__name__
+            raise InvalidArgument(f"invalid network alias {shown}: use a host name "
+                                  "(letters, digits, '-', '.')")
+    from engine.networks.rules import DEFAULT_NAME, MODES  # networks import this module
+
+    if network in (DEFAULT_NAME, *MODES):
+        raise InvalidArgument("--network-alias needs a user network (--network NAME): "
+                              "the default network names no one")
 
 
 def _check_image_fields(spec: RunSpec) -> None:

@@ -15,6 +15,7 @@ removed by commands and live in the log, on streams ``network:NAME``.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -331,23 +332,41 @@ class Member:
     name: str
     hostname: str
     ip: str
+    aliases: tuple[str, ...] = ()
+    """``--network-alias`` names; compose's service name: shared by a service's replicas."""
 
 
 def hosts_file(me: Member | None, hostname: str, others: Iterable[Member] = ()) -> str:
     """/etc/hosts: localhost, the container's own name and address, then the other
-    members of its user network (so they reach each other by container name)."""
+    members of its user network (so they reach each other by container name, host
+    name, short id and network aliases).
+
+    A name several members share (the replicas of one compose service) is on each of
+    their lines: a resolver returns every address, in the file's order, and a client
+    takes the first. So that the replicas share the clients, each reader gets the
+    members in an order of its own (by a hash of its id and theirs): stable while the
+    membership stands (nothing to rewrite), different from one reader to the next."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-    names = [n for n in dict.fromkeys((hostname, me.name if me else "")) if n]
+    own = (hostname, me.name if me else "", *(me.aliases if me else ()))
+    names = [n for n in dict.fromkeys(own) if n and _HOST_LINE.fullmatch(n)]
     if me and me.ip:
         lines.append(f"{me.ip}\t{' '.join(names)}")
     else:
         lines.append(f"127.0.1.1\t{' '.join(names)}")
-    for other in sorted(others, key=lambda m: m.name):
-        if other.ip and _HOST_LINE.fullmatch(other.name) and other.container_id != (
-                me.container_id if me else ""):
-            aliases = dict.fromkeys((other.name, other.hostname, other.container_id[:12]))
-            lines.append(f"{other.ip}\t{' '.join(a for a in aliases if a)}")
+    reader = me.container_id if me else ""
+    for other in sorted(others, key=lambda m: _spread(reader, m)):
+        if other.ip and _HOST_LINE.fullmatch(other.name) and other.container_id != reader:
+            aliases = dict.fromkeys((other.name, other.hostname, other.container_id[:12],
+                                     *other.aliases))
+            words = [a for a in aliases if a and _HOST_LINE.fullmatch(a)]
+            lines.append(f"{other.ip}\t{' '.join(words)}")
     return "\n".join(lines) + "\n"
+
+
+def _spread(reader: str, member: Member) -> tuple[str, str]:
+    """The place of ``member`` in ``reader``'s hosts file (see ``hosts_file``)."""
+    mixed = hashlib.sha256(f"{reader}/{member.container_id}".encode()).hexdigest()
+    return mixed, member.name
 
 
 def resolv_conf(host_text: str, *, keep_loopback: bool = False) -> str:

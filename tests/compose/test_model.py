@@ -386,11 +386,22 @@ def test_a_replica_count_is_bounded() -> None:
 
 
 def test_per_network_options_are_not_dropped_silently() -> None:
-    with pytest.raises(InvalidArgument, match="services.a.networks.n: options"):
-        stack("services:\n  a:\n    image: busybox\n    networks: {n: {aliases: [x]}}\n"
+    with pytest.raises(InvalidArgument, match="services.a.networks.n: only aliases"):
+        stack("services:\n  a:\n    image: busybox\n    networks: {n: {ipv4_address: x}}\n"
               "networks:\n  n:\n")
     assert stack("services:\n  a:\n    image: busybox\n    networks: {n: }\n"
                  "networks:\n  n:\n")["services"]["a"]["options"]["network"] == "proj_n"
+
+
+def test_a_service_is_named_on_its_network_by_its_name_and_its_aliases() -> None:
+    opts = stack("services:\n  db:\n    image: busybox\n    networks:\n      n:\n"
+                 "        aliases: [database, db, pg.local]\nnetworks:\n  n:\n"
+                 )["services"]["db"]["options"]
+    assert opts["network"] == "proj_n"
+    assert opts["network_aliases"] == ["db", "database", "pg.local"]  # once each
+    with pytest.raises(InvalidArgument, match="aliases: must be a list of strings"):
+        stack("services:\n  db:\n    image: busybox\n    networks:\n      n:\n"
+              "        aliases: {a: 1}\nnetworks:\n  n:\n")
 
 
 def test_long_keys_are_cut_short_in_the_report() -> None:
