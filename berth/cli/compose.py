@@ -77,6 +77,8 @@ class Reconciler:
         """When a replica left out of the last pass (backing off) is due (monotonic)."""
         self.stopping: Callable[[], bool] = lambda: False
         """Asked between actions and while waiting: true once ``up`` is interrupted."""
+        self.graces: dict[str, float] = {}
+        """Service -> seconds a ``stop`` action gives its replicas before SIGKILL."""
 
     def adopt(self, stack: dict[str, Any]) -> None:
         """Converge to ``stack`` from now on (another ``up`` recorded a new one)."""
@@ -93,13 +95,16 @@ class Reconciler:
         return own or self._client
 
     def _request(self, type: str, container: str | None, action: Action, target: str,
-                 args: dict[str, Any], command_id: str | None = None) -> dict[str, Any]:
+                 args: dict[str, Any], command_id: str | None = None,
+                 reply_timeout: float | None = None) -> dict[str, Any]:
         from engine.compose.plan import command_id as derive
         from engine.faults import crash_point
 
         cid = command_id or derive(self.project, self.digest, action, target)
         command = self.client.command(type, container, None, args, command_id=cid)
-        result = dict(self.client.request(command).result)
+        reply = (self.client.request(command) if reply_timeout is None
+                 else self.client.request(command, reply_timeout=reply_timeout))
+        result = dict(reply.result)
         with self._sent_lock:
             self.sent += 1
             sent = self.sent
@@ -210,6 +215,8 @@ class Reconciler:
                     else Observed(action.container, made, "created"))
             self._request(t.START, seen.id, action, f"{seen.id}/{seen.finished_at}", {})
             print(f"started {action.container}", file=sys.stderr)
+        elif action.kind == "stop":
+            self._stop(action)
         elif action.kind == "remove":
             try:  # one removed meanwhile (another ``down``, by hand) is as good as done
                 seen = self._seen(action.container)
@@ -219,6 +226,23 @@ class Reconciler:
             print(f"removed {action.container}", file=sys.stderr)
         else:
             self._wait(action.service, action.condition)
+
+    def _stop(self, action: Action) -> None:
+        """The replica's stop signal, then SIGKILL after its grace period (the worker
+        returns as soon as the process is gone: one that exits on the signal is not
+        waited for). The id names the incarnation, so a run killed while the worker
+        waits and run again asks for the same stop, and one already stopped is left."""
+        try:
+            seen = self._seen(action.container)
+        except NotFound:
+            return
+        if seen.state not in ("running", "paused"):
+            return
+        timeout = self.graces.get(action.service, 10.0)
+        self._request(t.STOP, seen.id, action, f"{seen.id}/{seen.finished_at}",
+                      {"timeout": timeout},
+                      reply_timeout=self.client.timeout + timeout + 5.0)
+        print(f"stopped {action.container}", file=sys.stderr)
 
     def _seen(self, name: str) -> Observed:
         for o in observe(self.client, self.project):
@@ -347,18 +371,59 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
             # Recorded first: a foreground ``up`` following the log stops replacing the
             # containers this removes as soon as it reads it.
             _record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
+            stop_gracefully(client, stack, args.grace)
             _down(client, stack, args.volumes)
+        case "stop":
+            stop_gracefully(client, stack, args.grace)
         case "ps":
             _ps(client, project)
         case "logs":
             _follow(client, project, follow=args.follow)
         case _:  # restart
-            for o in observe(client, project):
-                if o.state == "running":
-                    client.stop(o.id, node=None)
-                client.start(o.id)
-                print(f"restarted {o.name}", file=sys.stderr)
+            stopped = stop_gracefully(client, stack, args.grace)
+            _start_in_order(client, stack, stopped)
     return 0
+
+
+def stop_gracefully(client: Client, stack: dict[str, Any], override: float | None
+                    ) -> list[Observed]:
+    """Stop the project's running containers as docker compose does: each service's
+    ``stop_signal``, then SIGKILL once its ``stop_grace_period`` (``-t``: this) is
+    over, dependants first (``engine.compose.plan.stop_levels``), the containers of
+    one level at once. The containers that were running are returned."""
+    from engine.compose.plan import Action, grace, parse_name, stop_levels
+
+    project: str = stack["name"]
+    live = [o for o in observe(client, project) if o.state in ("running", "paused")]
+    by_service: dict[str, list[tuple[Observed, int]]] = {}
+    for o in live:
+        parsed = parse_name(project, o.name)
+        assert parsed is not None  # observe keeps the project's names only
+        by_service.setdefault(parsed[0], []).append((o, parsed[1]))
+    # The ids derive from the project and the action alone (not the file's services),
+    # so a rerun with the same file asks for the very same stops.
+    rec = Reconciler(client, {**stack, "services": {}})
+    rec.graces = {s: grace(stack, s, override) for s in by_service}
+    for level in stop_levels(stack, set(by_service)):
+        rec.carry_out_all([Action("stop", s, n, o.name) for s in level
+                           for o, n in sorted(by_service[s], key=lambda p: p[1])])
+    return live
+
+
+def _start_in_order(client: Client, stack: dict[str, Any], stopped: list[Observed]) -> None:
+    """``restart``'s second half: what was running, started again dependencies first."""
+    from engine.compose.model import order
+    from engine.compose.plan import parse_name
+
+    rank = {s: i for i, s in enumerate(order(stack))}
+
+    def place(o: Observed) -> tuple[int, str]:
+        parsed = parse_name(stack["name"], o.name)
+        return rank.get(parsed[0] if parsed else "", -1), o.name
+
+    for o in sorted(stopped, key=place):
+        client.start(o.id)
+        print(f"restarted {o.name}", file=sys.stderr)
 
 
 def remove_containers(client: Client, stack: dict[str, Any]) -> Reconciler:
@@ -431,10 +496,34 @@ def add_commands(add: AddCommand) -> None:
                    metavar="SECONDS",
                    help="when interrupted, how long each container has to stop before it "
                         "is killed (default 10)")
-    q = actions.add_parser("down", help="remove the stack's containers")
+    q = actions.add_parser("down", help="stop (gracefully) and remove the stack's containers")
     q.add_argument("-v", "--volumes", action="store_true", help="and its named volumes")
+    q.add_argument("--remove-orphans", action="store_true",
+                   help="accepted: down removes every container of the project already, "
+                        "those of services the file no longer has too")
+    _timeout_flag(q)
+    q = actions.add_parser("stop", help="stop the stack's containers (keeping them)")
+    _timeout_flag(q)
     actions.add_parser("ps", help="the stack's containers")
     actions.add_parser("config", help="print the normalised stack")
     q = actions.add_parser("logs", help="the stack's logs")
     q.add_argument("-f", "--follow", action="store_true", help="keep printing until they exit")
-    actions.add_parser("restart", help="stop and start the stack's containers")
+    q = actions.add_parser("restart", help="stop and start the stack's running containers")
+    _timeout_flag(q)
+
+
+def _timeout_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--timeout", dest="grace", type=_seconds, default=None,
+                   metavar="SECONDS",
+                   help="how long each container has after its stop signal before it is "
+                        "killed (default: its service's stop_grace_period, else 10)")
+
+
+def _seconds(text: str) -> float:
+    from engine.commands import check_timeout
+
+    try:
+        return check_timeout(float(text))
+    except (ValueError, BerthError):
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: a number of seconds "
+                                         "from 0") from None

@@ -32,7 +32,10 @@ _SERVICE_KEYS = frozenset({
     "image", "x-berth-rootfs", "command", "entrypoint", "environment", "env_file", "ports",
     "volumes", "labels", "depends_on", "deploy", "restart", "healthcheck", "networks",
     "working_dir", "user", "hostname", "stop_signal", "read_only", "container_name",
+    "stop_grace_period",
 })
+DEFAULT_GRACE = 10.0
+"""``stop_grace_period`` when the file gives none: docker compose's 10 s."""
 _TOP_KEYS = frozenset({"version", "name", "services", "volumes", "networks"})
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 """A service's, a volume's or a network's name in the file."""
@@ -432,6 +435,11 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
     if "container_name" in svc:
         problems.append(f"{what}.container_name: not supported (names are "
                         "PROJECT-SERVICE-N)")
+    if "stop_grace_period" in svc:
+        # Not a run option: how long down/stop/restart wait before they kill is the
+        # reconciler's to apply (and changing it does not recreate a replica).
+        out["stop_grace_period"] = _duration(svc["stop_grace_period"],
+                                             f"{what}.stop_grace_period")
     if "depends_on" in svc:
         out["depends_on"] = _depends(svc["depends_on"], f"{what}.depends_on")
     if "deploy" in svc:

@@ -538,3 +538,23 @@ def test_any_file_is_a_stack_or_one_sentence(services: dict[str, Any], top: dict
         pass
     except InvalidArgument as exc:
         assert "\n" not in str(exc)
+
+
+def test_stop_levels_put_dependants_first_and_a_level_at_once() -> None:
+    """down/stop/restart stop a level's services at once, dependants before their
+    dependencies; an orphan (a service the file no longer has) goes first."""
+    from engine.compose.plan import grace, stop_levels
+
+    s = stack("services:\n  db:\n    image: busybox\n    stop_grace_period: 1m30s\n"
+              "  cache:\n    image: busybox\n"
+              "  api:\n    image: busybox\n    depends_on: [db, cache]\n"
+              "  web:\n    image: busybox\n    depends_on: [api]\n"
+              "  worker:\n    image: busybox\n    depends_on: [db]\n")
+    assert stop_levels(s, {"db", "cache", "api", "web", "worker", "gone"}) == [
+        ["gone", "web"], ["api", "worker"], ["cache", "db"]]
+    assert stop_levels(s, {"db", "web"}) == [["web"], ["db"]]
+    assert stop_levels(s, set()) == []
+    assert grace(s, "db", None) == 90.0 and grace(s, "web", None) == 10.0
+    assert grace(s, "db", 0.0) == 0.0 and grace(s, "gone", None) == 10.0
+    with pytest.raises(InvalidArgument, match="stop_grace_period: invalid duration"):
+        stack("services:\n  a:\n    image: busybox\n    stop_grace_period: soon\n")
