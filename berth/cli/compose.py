@@ -34,21 +34,78 @@ another's instead of each waiting for the one before (bench.compose_bench: 50
 containers without a network came up in half the time, and went down in a third)."""
 
 
-def _stack(args: argparse.Namespace) -> dict[str, Any]:
-    """The file's normalised stack (``engine.compose.model``), not yet checked as the
-    engine takes it (``engine.compose.checks``)."""
-    from engine.compose import model, source
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+"""Looked for in the working directory without ``-f``, the first found taken, as
+docker compose looks for them."""
+OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
+                  "docker-compose.override.yaml", "docker-compose.override.yml")
+"""Merged over the default file found, from its directory (the first found of these)."""
+MAX_ENV_FILE = 1024 * 1024
+
+
+def compose_files(given: list[str] | None) -> list[str]:
+    """The files of the project: ``-f`` as given (repeated: merged in order), else
+    the working directory's default file and its override."""
+    if given:
+        return given
+    for name in DEFAULT_FILES:
+        if os.path.lexists(name):
+            found = [name]
+            for override in OVERRIDE_FILES:
+                if os.path.lexists(override):
+                    found.append(override)
+                    break
+            return found
+    raise BerthError(f"no compose file here: none of {', '.join(DEFAULT_FILES)} (name one "
+                     "with -f)")
+
+
+def _environment(args: argparse.Namespace, project_dir: str) -> dict[str, str]:
+    """What the file's variables are taken from: ``--env-file`` (repeated: the later
+    wins) or else the project directory's ``.env``, under the environment of
+    ``berth compose`` itself, which wins (as docker compose takes them)."""
+    from engine.compose.interpolate import parse_dotenv
     from engine.hostfiles import read_regular
 
-    path = os.path.abspath(args.file)
-    text = read_regular(path, source.MAX_FILE_BYTES, f"compose file {args.file}")
-    data = source.load(text, where=args.file)
-    base = os.path.dirname(path)
-    project = args.project or (data.get("name") if isinstance(data.get("name"), str) else
-                               os.path.basename(base))
-    if args.project:
-        data = {**data, "name": args.project}
-    return model.normalise(data, project=str(project), base_dir=base)
+    env: dict[str, str] = {}
+    names = list(args.env_file or [])
+    if not names and os.path.isfile(os.path.join(project_dir, ".env")):
+        names = [os.path.join(project_dir, ".env")]
+    for name in names:
+        raw = read_regular(os.path.abspath(name), MAX_ENV_FILE, f"env file {name}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BerthError(f"env file {name} is not UTF-8") from None
+        env.update(parse_dotenv(text, name))
+    env.update(os.environ)
+    return env
+
+
+def _stack(args: argparse.Namespace) -> dict[str, Any]:
+    """The files' normalised stack (``engine.compose.model``): each read, its
+    variables interpolated, merged in order; not yet checked as the engine takes it
+    (``engine.compose.checks``)."""
+    from engine.compose import model, source
+    from engine.compose.interpolate import interpolate
+    from engine.compose.merge import merge_files
+    from engine.hostfiles import read_regular
+
+    files = compose_files(args.file)
+    base = os.path.dirname(os.path.abspath(files[0]))
+    env = _environment(args, base)
+    loaded = []
+    for name in files:
+        text = read_regular(os.path.abspath(name), source.MAX_FILE_BYTES,
+                            f"compose file {name}")
+        loaded.append(interpolate(source.load(text, where=name), env))
+    data = merge_files(loaded)
+    named = data.get("name") if isinstance(data.get("name"), str) else None
+    project = (args.project or env.get("COMPOSE_PROJECT_NAME") or named
+               or os.path.basename(base))
+    if args.project or env.get("COMPOSE_PROJECT_NAME"):
+        data = {**data, "name": project}
+    return model.normalise(data, project=str(project), base_dir=base, environ=env)
 
 
 def observe(client: Client, project: str) -> list[Observed]:
@@ -483,8 +540,13 @@ def _follow(client: Client, project: str, *, follow: bool) -> None:
 
 def add_commands(add: AddCommand) -> None:
     p = add("compose", cmd_compose, "run a Compose file's stack")
-    p.add_argument("-f", "--file", default="compose.yaml", metavar="FILE",
-                   help="the Compose file (default compose.yaml)")
+    p.add_argument("-f", "--file", action="append", metavar="FILE",
+                   help="a Compose file (repeatable: merged in order; default "
+                        "compose.yaml, compose.yml, docker-compose.yaml or "
+                        "docker-compose.yml, and its compose.override.yaml)")
+    p.add_argument("--env-file", action="append", metavar="FILE",
+                   help="variables for the file (repeatable; default: the project "
+                        "directory's .env; the environment wins)")
     p.add_argument("-p", "--project-name", dest="project", metavar="NAME",
                    help="the project (default: the file's name: key, else its directory)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")

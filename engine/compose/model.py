@@ -13,7 +13,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from engine.compose.source import MAX_FILE_BYTES
@@ -192,13 +192,21 @@ def _strings(value: Any, what: str, *, split: bool = False) -> list[str]:
     raise InvalidArgument(f"{what}: must be a list of strings" + (" or a string" if split else ""))
 
 
-def _mapping(value: Any, what: str) -> dict[str, str]:
-    """``environment``/``labels``: a map, or a list of KEY=VALUE."""
+def _mapping(value: Any, what: str, environ: Mapping[str, str] | None = None
+             ) -> dict[str, str]:
+    """``environment``/``labels``: a map, or a list of KEY=VALUE. With ``environ``
+    (``environment``), a key without a value (``- FOO``, ``FOO:``) takes the value
+    ``berth compose`` has for it, and is left out when it has none (unset, not
+    empty), as the specification says."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str) or isinstance(v, (dict, list, set, bytes)):
                 raise InvalidArgument(f"{what}: {_shown(k)} must map to a plain value")
+            if v is None and environ is not None:
+                if k in environ:
+                    out[k] = environ[k]
+                continue
             out[k] = "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
         return out
     if isinstance(value, list):
@@ -206,7 +214,11 @@ def _mapping(value: Any, what: str) -> dict[str, str]:
         for item in value:
             if not isinstance(item, str) or not item or item.startswith("="):
                 raise InvalidArgument(f"{what}: {_shown(item)} is not KEY=VALUE")
-            key, _, val = item.partition("=")
+            key, sep, val = item.partition("=")
+            if not sep and environ is not None:
+                if key in environ:
+                    pairs[key] = environ[key]
+                continue
             pairs[key] = val
         return pairs
     raise InvalidArgument(f"{what}: a mapping or a list of KEY=VALUE")
@@ -291,9 +303,14 @@ def _deploy(value: Any, what: str, problems: list[str]) -> dict[str, Any]:
     return out
 
 
-def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str, Any]:
+def normalise(data: dict[str, Any], *, project: str, base_dir: str,
+              environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The file's stack as plain data (what ``compose config`` prints and
-    ``stack.applied`` records); raises Unsupported naming every key berth would drop."""
+    ``stack.applied`` records); raises Unsupported naming every key berth would drop.
+    ``environ``: the variables a bare ``environment`` key takes its value from (the
+    shell's over ``.env``'s); none given, the process's own."""
+    if environ is None:
+        environ = dict(os.environ)
     problems: list[str] = []
     if data.get("name") is not None and not isinstance(data["name"], str):
         raise InvalidArgument("name: must be a string")
@@ -333,7 +350,7 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str,
             if not str(key).startswith("x-"):
                 problems.append(f"{what}.{_key(key)}: not supported")
         out_services[name] = _service(svc, what, project, base_dir, set(volumes_top),
-                                      set(networks_top), have, problems, env_files)
+                                      set(networks_top), have, problems, env_files, environ)
     for name, svc in out_services.items():
         for dep, cond in svc["depends_on"].items():
             if dep not in out_services:
@@ -372,7 +389,8 @@ def _subnet(value: Any, what: str, problems: list[str]) -> str:
 
 def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
              volumes: set[str], networks: set[str], have: frozenset[str],
-             problems: list[str], env_files: _EnvFiles) -> dict[str, Any]:
+             problems: list[str], env_files: _EnvFiles, environ: Mapping[str, str],
+             ) -> dict[str, Any]:
     out: dict[str, Any] = {"depends_on": {}, "replicas": 1}
     opts: dict[str, Any] = {}
     image, rootfs = svc.get("image"), svc.get("x-berth-rootfs")
@@ -402,7 +420,7 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         for path in _strings(files, f"{what}.env_file"):
             env.update(env_files.get(path, f"{what}.env_file"))
     if "environment" in svc:
-        env.update(_mapping(svc["environment"], f"{what}.environment"))
+        env.update(_mapping(svc["environment"], f"{what}.environment", environ))
     opts["env"] = [f"{k}={v}" for k, v in env.items()]
     if "ports" in svc:
         opts["ports"] = _strings(svc["ports"], f"{what}.ports")

@@ -17,9 +17,10 @@ from engine.errors import InvalidArgument
 from tests.budget import examples
 
 
-def stack(text: str, project: str = "proj", base: str = "/srv/app") -> dict[str, Any]:
+def stack(text: str, project: str = "proj", base: str = "/srv/app",
+          environ: dict[str, str] | None = None) -> dict[str, Any]:
     return model.normalise(source.load(text.encode(), where="compose.yaml"),
-                           project=project, base_dir=base)
+                           project=project, base_dir=base, environ=environ or {})
 
 
 GOOD = """
@@ -48,7 +49,7 @@ def test_normalised_stack() -> None:
     db, web = s["services"]["db"], s["services"]["web"]
     assert s["name"] == "proj" and s["volumes"] == ["data"] and s["networks"] == {}
     assert db["options"]["rootfs"] == "/srv/app/rootfs"
-    assert db["options"]["env"] == ["A=1", "B=true", "C="]
+    assert db["options"]["env"] == ["A=1", "B=true"]  # C: null is the unset environment C
     assert db["options"]["volumes"] == ["proj_data:/var/lib/db", "/srv/app/conf:/etc/conf:ro"]
     assert db["options"]["memory"] == 64 * 1024 * 1024 and db["options"]["pids_limit"] == 50
     assert web["options"]["args"] == ["sleep", "100"] and web["replicas"] == 3
