@@ -41,6 +41,7 @@ OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
                   "docker-compose.override.yaml", "docker-compose.override.yml")
 """Merged over the default file found, from its directory (the first found of these)."""
 MAX_ENV_FILE = 1024 * 1024
+MAX_EXTENDED_FILES = 16
 
 
 def compose_files(given: list[str] | None) -> list[str]:
@@ -88,7 +89,7 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
     (``engine.compose.checks``)."""
     from engine.compose import model, source
     from engine.compose.interpolate import interpolate
-    from engine.compose.merge import merge_files
+    from engine.compose.merge import merge_files, resolve_extends, select_profiles
     from engine.hostfiles import read_regular
 
     files = compose_files(args.file)
@@ -100,6 +101,22 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
                             f"compose file {name}")
         loaded.append(interpolate(source.load(text, where=name), env))
     data = merge_files(loaded)
+    others: dict[str, dict[str, Any]] = {}
+
+    def load(name: str) -> dict[str, Any]:
+        """A file ``extends.file`` names, relative to the project directory, read once."""
+        path = os.path.normpath(os.path.join(base, name))
+        if path not in others:
+            if len(others) >= MAX_EXTENDED_FILES:
+                raise BerthError(f"more than {MAX_EXTENDED_FILES} files named by extends")
+            text = read_regular(path, source.MAX_FILE_BYTES, f"compose file {name}")
+            others[path] = interpolate(source.load(text, where=name), env)
+        return others[path]
+
+    data = resolve_extends(data, load)
+    profiles = [*(args.profile or []),
+                *(p for p in env.get("COMPOSE_PROFILES", "").split(",") if p)]
+    data = select_profiles(data, profiles)
     named = data.get("name") if isinstance(data.get("name"), str) else None
     project = (args.project or env.get("COMPOSE_PROJECT_NAME") or named
                or os.path.basename(base))
@@ -544,6 +561,9 @@ def add_commands(add: AddCommand) -> None:
                    help="a Compose file (repeatable: merged in order; default "
                         "compose.yaml, compose.yml, docker-compose.yaml or "
                         "docker-compose.yml, and its compose.override.yaml)")
+    p.add_argument("--profile", action="append", metavar="NAME",
+                   help="enable the services of this profile (repeatable; also "
+                        "COMPOSE_PROFILES=a,b)")
     p.add_argument("--env-file", action="append", metavar="FILE",
                    help="variables for the file (repeatable; default: the project "
                         "directory's .env; the environment wins)")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from engine.compose.source import MAX_FILE_BYTES
-from engine.containers.spec import RunSpec, parse_size
+from engine.containers.spec import RunSpec, parse_log_size, parse_size
 from engine.errors import InvalidArgument
 
 MAX_REPLICAS = 1000
@@ -32,7 +32,8 @@ _SERVICE_KEYS = frozenset({
     "image", "x-berth-rootfs", "command", "entrypoint", "environment", "env_file", "ports",
     "volumes", "labels", "depends_on", "deploy", "restart", "healthcheck", "networks",
     "working_dir", "user", "hostname", "stop_signal", "read_only", "container_name",
-    "stop_grace_period",
+    "stop_grace_period", "tty", "stdin_open", "init", "cap_add", "cap_drop", "expose",
+    "mem_limit", "cpus", "logging", "tmpfs", "ulimits",
 })
 DEFAULT_GRACE = 10.0
 """``stop_grace_period`` when the file gives none: docker compose's 10 s."""
@@ -423,7 +424,7 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         env.update(_mapping(svc["environment"], f"{what}.environment", environ))
     opts["env"] = [f"{k}={v}" for k, v in env.items()]
     if "ports" in svc:
-        opts["ports"] = _strings(svc["ports"], f"{what}.ports")
+        opts["ports"] = _ports(svc["ports"], f"{what}.ports")
     if "volumes" in svc:
         mounts = []
         for item in _strings(svc["volumes"], f"{what}.volumes"):
@@ -450,6 +451,7 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         if not isinstance(svc["read_only"], bool):
             raise InvalidArgument(f"{what}.read_only: must be true or false")
         opts["read_only"] = svc["read_only"]
+    _more_keys(svc, what, opts)
     if "container_name" in svc:
         problems.append(f"{what}.container_name: not supported (names are "
                         "PROJECT-SERVICE-N)")
@@ -478,6 +480,122 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
     out["labels"] = labels
     out["options"] = opts
     return out
+
+
+def _ports(value: Any, what: str) -> list[str]:
+    """``ports``: short strings (``[IP:]HOST:CTR[/PROTO]``, a bare number), or the
+    long form's mappings (``target``, ``published``, ``host_ip``, ``protocol``,
+    ``mode: host``), each made the short string ``berth run -p`` takes."""
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{what}: must be a list")
+    out = []
+    for n, item in enumerate(value):
+        if not isinstance(item, dict):
+            out += _strings([item], f"{what}[{n}]")
+            continue
+        extra = set(item) - {"target", "published", "host_ip", "protocol", "mode", "name",
+                             "app_protocol"}
+        if extra:
+            raise InvalidArgument(f"{what}[{n}]: unsupported key {_shown(sorted(extra)[0])}")
+        target, published = item.get("target"), item.get("published")
+        if isinstance(target, bool) or not isinstance(target, int):
+            raise InvalidArgument(f"{what}[{n}].target: a port number")
+        if item.get("mode", "host") not in ("host", "ingress"):
+            raise InvalidArgument(f"{what}[{n}].mode: host or ingress")
+        proto = item.get("protocol", "tcp")
+        host_ip = item.get("host_ip", "")
+        if not isinstance(proto, str) or not isinstance(host_ip, str) or (
+                published is not None and (isinstance(published, bool)
+                                           or not isinstance(published, (int, str)))):
+            raise InvalidArgument(f"{what}[{n}]: protocol and host_ip are strings, published "
+                                  "a port")
+        text = f"{target}/{proto}"
+        if published is not None and str(published) != "":
+            text = f"{host_ip + ':' if host_ip else ''}{published}:{text}"
+        out.append(text)
+    return out
+
+
+_LOG_DRIVERS = ("json-file", "k8s-file", "local")
+"""Accepted as berth's own log (conmon's k8s-file): the file every container has."""
+
+
+def _more_keys(svc: dict[str, Any], what: str, opts: dict[str, Any]) -> None:
+    """The keys that map one to one onto ``berth run``'s options."""
+    for key, option in (("tty", "terminal"), ("stdin_open", "stdin"), ("init", "init")):
+        if key in svc:
+            if not isinstance(svc[key], bool):
+                raise InvalidArgument(f"{what}.{key}: must be true or false")
+            if svc[key]:
+                opts[option] = True
+    for key in ("cap_add", "cap_drop"):
+        if key in svc:
+            from engine.containers.process import normalize_cap
+
+            opts[key] = [normalize_cap(c) for c in _strings(svc[key], f"{what}.{key}")]
+    if "expose" in svc:
+        opts["expose"] = [p if "/" in p else f"{p}/tcp"
+                          for p in _strings(svc["expose"], f"{what}.expose")]
+    if "mem_limit" in svc:
+        if isinstance(svc["mem_limit"], bool) or not isinstance(svc["mem_limit"], (str, int)):
+            raise InvalidArgument(f"{what}.mem_limit: a size such as 64m")
+        opts["memory"] = parse_size(str(svc["mem_limit"]))
+    if "cpus" in svc:
+        try:
+            cpus = float(svc["cpus"]) if not isinstance(svc["cpus"], bool) else math.nan
+        except (TypeError, ValueError):
+            cpus = math.nan
+        if not 0.01 <= cpus <= 1024:  # nan too
+            raise InvalidArgument(f"{what}.cpus: a number from 0.01 to 1024")
+        opts["cpus"] = cpus
+    if "tmpfs" in svc:
+        tmpfs = svc["tmpfs"]
+        opts["tmpfs"] = _strings([tmpfs] if isinstance(tmpfs, str) else tmpfs,
+                                 f"{what}.tmpfs")
+    if "ulimits" in svc:
+        opts["ulimits"] = _ulimits(svc["ulimits"], f"{what}.ulimits")
+    if "logging" in svc:
+        _logging(svc["logging"], f"{what}.logging", opts)
+
+
+def _ulimits(value: Any, what: str) -> list[str]:
+    """``nofile: 1024`` or ``nofile: {soft: 1024, hard: 2048}`` -> ``nofile=1024:2048``."""
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what}: a mapping of limits")
+    out = []
+    for name, limit in value.items():
+        if isinstance(limit, dict) and set(limit) == {"soft", "hard"}:
+            soft, hard = limit["soft"], limit["hard"]
+        else:
+            soft = hard = limit
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in (soft, hard)):
+            raise InvalidArgument(f"{what}.{_key(name)}: a number or {{soft: N, hard: N}}")
+        out.append(f"{name}={soft}:{hard}")
+    return out
+
+
+def _logging(value: Any, what: str, opts: dict[str, Any]) -> None:
+    if not isinstance(value, dict) or set(value) - {"driver", "options"}:
+        raise InvalidArgument(f"{what}: a mapping of driver and options")
+    driver = value.get("driver", "json-file")
+    if driver not in _LOG_DRIVERS:
+        raise InvalidArgument(f"{what}.driver: {_shown(driver)} is not supported (berth "
+                              "keeps every container's log in its own file: json-file, "
+                              "k8s-file or local)")
+    options = value.get("options") or {}
+    if not isinstance(options, dict):
+        raise InvalidArgument(f"{what}.options: a mapping")
+    for key, item in options.items():
+        if key == "max-size":
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                raise InvalidArgument(f"{what}.options.max-size: a size such as 10m")
+            try:
+                opts["log_size_max"] = parse_log_size(str(item))
+            except InvalidArgument:
+                raise InvalidArgument(f"{what}.options.max-size: a size such as 10m"
+                                      ) from None
+        elif key not in ("max-file", "compress", "mode"):
+            raise InvalidArgument(f"{what}.options.{_key(key)}: not supported (max-size is)")
 
 
 def order(stack: dict[str, Any]) -> list[str]:

@@ -72,6 +72,22 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) * _SIZES[m.group(2).lower()]
 
 
+_HUMAN_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$", re.IGNORECASE)
+
+
+def parse_log_size(text: str) -> int:
+    """``--log-opt max-size``'s SIZE as podman reads it (go-units' FromHumanSize):
+    bytes, or a number with k, m, g, t or p, in powers of 1000 (``10m`` and ``10MB``
+    are 10,000,000 bytes)."""
+    m = _HUMAN_SIZE.match(text.strip())
+    size = 0 if m is None else int(float(m.group(1)) * 1000 ** " kmgtp".index(
+        m.group(2).lower() or " "))
+    if size <= 0:
+        raise InvalidArgument(f"invalid --log-opt max-size {text!r}: give a size > 0 such "
+                              "as 10m")
+    return size
+
+
 def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     """Run options as a program writes them -> the wire form, checked by the same type
     rules as the worker's. Accepts what the CLI accepts: sizes with units (``64m``),

@@ -6,6 +6,8 @@ import os
 import uuid
 from typing import Any
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -91,10 +93,10 @@ def test_networks_with_a_subnet() -> None:
 
 def test_unsupported_keys_one_line_each() -> None:
     with pytest.raises(model.Unsupported) as err:
-        stack("services:\n  a:\n    image: ./r\n    command: [x]\n    cap_drop: [ALL]\n"
+        stack("services:\n  a:\n    image: ./r\n    command: [x]\n    devices: [x]\n"
               "    privileged: true\n    deploy: {placement: {}}\nconfigs: {}\n")
     assert err.value.lines == ["configs: top-level key not supported",
-                               "services.a.cap_drop: not supported",
+                               "services.a.devices: not supported",
                                "services.a.privileged: not supported",
                                "services.a.deploy.placement: not supported"]
     assert err.value.exit_code == 125
@@ -559,3 +561,54 @@ def test_stop_levels_put_dependants_first_and_a_level_at_once() -> None:
     assert grace(s, "db", 0.0) == 0.0 and grace(s, "gone", None) == 10.0
     with pytest.raises(InvalidArgument, match="stop_grace_period: invalid duration"):
         stack("services:\n  a:\n    image: busybox\n    stop_grace_period: soon\n")
+
+
+def test_common_keys_map_onto_run_options() -> None:
+    svc = stack("""
+services:
+  a:
+    image: busybox
+    tty: true
+    stdin_open: true
+    init: false
+    cap_add: [NET_ADMIN, CAP_SYS_TIME]
+    cap_drop: [ALL]
+    expose: ["80", "53/udp"]
+    mem_limit: 64m
+    cpus: "0.5"
+    tmpfs: /run
+    ulimits: {nofile: {soft: 1024, hard: 2048}, nproc: 64}
+    logging: {driver: json-file, options: {max-size: 10m, max-file: "3"}}
+    stop_grace_period: 1m
+    depends_on: {b: {condition: service_started, restart: true}}
+    ports:
+      - "8080:80"
+      - {target: 443, published: 8443, host_ip: 127.0.0.1, protocol: tcp, mode: host}
+      - {target: 53, protocol: udp}
+  b:
+    image: busybox
+""")["services"]["a"]
+    o = svc["options"]
+    assert o["terminal"] is True and o["stdin"] is True and "init" not in o
+    assert o["cap_add"] == ["CAP_NET_ADMIN", "CAP_SYS_TIME"] and o["cap_drop"] == ["ALL"]
+    assert o["expose"] == ["80/tcp", "53/udp"]
+    assert o["memory"] == 64 * 1024 * 1024 and o["cpus"] == 0.5
+    assert o["tmpfs"] == ["/run"]
+    assert o["ulimits"] == ["nofile=1024:2048", "nproc=64:64"]
+    assert o["log_size_max"] == 10_000_000
+    assert o["ports"] == ["8080:80", "127.0.0.1:8443:443/tcp", "53/udp"]
+    assert svc["stop_grace_period"] == 60.0 and svc["depends_on"] == {"b": "service_started"}
+
+
+@pytest.mark.parametrize("key,words", [
+    ("logging: {driver: syslog}", "logging.driver: 'syslog' is not supported"),
+    ("logging: {driver: json-file, options: {tag: x}}", "options.tag: not supported"),
+    ("cpus: .nan", "cpus: a number from 0.01"), ("cpus: 5000", "cpus: a number"),
+    ("mem_limit: [1]", "mem_limit: a size"), ("tty: 'yes'", "tty: must be true or false"),
+    ("ports: [{target: x}]", "ports[0].target: a port number"),
+    ("ports: [{target: 80, foo: 1}]", "unsupported key 'foo'"),
+    ("ulimits: {nofile: {soft: 1}}", "ulimits.nofile: a number or"),
+])
+def test_common_keys_refuse_bad_values(key: str, words: str) -> None:
+    with pytest.raises(InvalidArgument, match=re.escape(words)):
+        stack(f"services:\n  a:\n    image: busybox\n    {key}\n")
