@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from berth.cli import format as fmt
 from bus.client import Client
 from engine import command_types as t
-from engine.errors import AlreadyExists, BerthError, NotFound, Timeout
+from engine.errors import AlreadyExists, BerthError, InvalidArgument, NotFound, Timeout
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
@@ -151,6 +150,8 @@ class Reconciler:
         """When a replica left out of the last pass (backing off) is due (monotonic)."""
         self.stopping: Callable[[], bool] = lambda: False
         """Asked between actions and while waiting: true once ``up`` is interrupted."""
+        self.only: set[str] | None = None
+        """``up SERVICE...``: these services and what they depend on; None: all."""
         self.graces: dict[str, float] = {}
         """Service -> seconds a ``stop`` action gives its replicas before SIGKILL."""
 
@@ -220,6 +221,8 @@ class Reconciler:
             self.networks()
         self.made.clear()
         actions = plan(self.stack, observe(self.client, self.project), following=following)
+        if self.only is not None:  # the others (and orphans) are left as they are
+            actions = [a for a in actions if a.service in self.only]
         actions, self.due = defer(actions, holds or {}, time.monotonic())
         return self.carry_out_all(actions)
 
@@ -421,7 +424,6 @@ def _record(client: Client, stack: dict[str, Any], kind: str, **args: Any) -> No
 
 def cmd_compose(args: argparse.Namespace, client: Client) -> int:
     stack = _stack(args)
-    project: str = stack["name"]
     if args.action in ("config", "up"):
         from engine.compose.checks import check_stack
 
@@ -435,12 +437,14 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
             print(yaml.safe_dump(stack, sort_keys=True, default_flow_style=False), end="")
         case "up":
             _record(client, stack, t.STACK_APPLY)
+            rec = Reconciler(client, stack)
+            if args.services:
+                rec.only = _with_dependencies(stack, args.services)
             if not args.detach:
                 from berth.cli.compose_follow import Foreground
 
-                return Foreground(client, Reconciler(client, stack),
-                                  stop_timeout=args.stop_timeout).run()
-            Reconciler(client, stack).converge()
+                return Foreground(client, rec, stop_timeout=args.stop_timeout).run()
+            rec.converge()
         case "down":
             # Recorded first: a foreground ``up`` following the log stops replacing the
             # containers this removes as soon as it reads it.
@@ -449,14 +453,29 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
             _down(client, stack, args.volumes)
         case "stop":
             stop_gracefully(client, stack, args.grace)
-        case "ps":
-            _ps(client, project)
-        case "logs":
-            _follow(client, project, follow=args.follow)
-        case _:  # restart
+        case "restart":
             stopped = stop_gracefully(client, stack, args.grace)
             _start_in_order(client, stack, stopped)
+        case _:
+            from berth.cli.compose_verbs import VERBS, cmd_version
+
+            if args.action == "version":
+                return cmd_version(args, client, stack)
+            return VERBS[args.action](args, client, stack)
     return 0
+
+
+def _with_dependencies(stack: dict[str, Any], services: list[str]) -> set[str]:
+    """``services`` and every service they depend on, directly or not."""
+    todo, seen = list(services), set()
+    while todo:
+        name = todo.pop()
+        if name not in stack["services"]:
+            raise InvalidArgument(f"no service {name!r} in the project")
+        if name not in seen:
+            seen.add(name)
+            todo += list(stack["services"][name]["depends_on"])
+    return seen
 
 
 def stop_gracefully(client: Client, stack: dict[str, Any], override: float | None
@@ -528,33 +547,6 @@ def _down(client: Client, stack: dict[str, Any], volumes: bool) -> None:
             print(f"removed volume {name}", file=sys.stderr)
 
 
-def _ps(client: Client, project: str) -> None:
-    from engine.compose.plan import parse_name
-
-    table = [["NAME", "SERVICE", "STATE", "ID"]]
-    for o in sorted(observe(client, project), key=lambda o: o.name):
-        parsed = parse_name(project, o.name)
-        table.append([o.name, parsed[0] if parsed else "", o.state, o.id[:12]])
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _follow(client: Client, project: str, *, follow: bool) -> None:
-    """Every container's log lines, prefixed with its name; with ``follow`` until all
-    have exited (or Ctrl-C)."""
-    offsets = {o.id: (o.name, 0) for o in observe(client, project)}
-    while offsets:
-        for cid, (name, offset) in list(offsets.items()):
-            chunk = client.logs(cid, offset=offset, wait_ms=200 if follow else 0)
-            lines = chunk.get("lines", [])
-            fmt.write_log_lines([[ts, stream, tag, f"{name} | {text}"]
-                                 for ts, stream, tag, text in lines])
-            offsets[cid] = (name, int(chunk["offset"]))
-            if not lines and (not follow or chunk["state"] in ("exited", "removed")):
-                del offsets[cid]
-
-
 def add_commands(add: AddCommand) -> None:
     p = add("compose", cmd_compose, "run a Compose file's stack")
     p.add_argument("-f", "--file", action="append", metavar="FILE",
@@ -578,6 +570,8 @@ def add_commands(add: AddCommand) -> None:
                    metavar="SECONDS",
                    help="when interrupted, how long each container has to stop before it "
                         "is killed (default 10)")
+    q.add_argument("services", nargs="*", metavar="SERVICE",
+                   help="only these services (and those they depend on)")
     q = actions.add_parser("down", help="stop (gracefully) and remove the stack's containers")
     q.add_argument("-v", "--volumes", action="store_true", help="and its named volumes")
     q.add_argument("--remove-orphans", action="store_true",
@@ -586,10 +580,10 @@ def add_commands(add: AddCommand) -> None:
     _timeout_flag(q)
     q = actions.add_parser("stop", help="stop the stack's containers (keeping them)")
     _timeout_flag(q)
-    actions.add_parser("ps", help="the stack's containers")
     actions.add_parser("config", help="print the normalised stack")
-    q = actions.add_parser("logs", help="the stack's logs")
-    q.add_argument("-f", "--follow", action="store_true", help="keep printing until they exit")
+    from berth.cli.compose_verbs import add_verbs
+
+    add_verbs(actions)
     q = actions.add_parser("restart", help="stop and start the stack's running containers")
     _timeout_flag(q)
 

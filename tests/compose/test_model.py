@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from typing import Any
-
-import re
 
 import pytest
 from hypothesis import given, settings
