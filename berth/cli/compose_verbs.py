@@ -261,7 +261,6 @@ def follow_logs(client: Client, found: list[tuple[str, str]], *, follow: bool,
     container's last lines only; ``follow``: until all have exited (or Ctrl-C)."""
     from collections import deque
 
-    width = max((len(name) for _cid, name in found), default=0)
     offsets = {cid: (name, 0) for cid, name in found}
     joiner = Lines()
     if tail is not None:  # each container's last lines, then on from its end
@@ -270,7 +269,7 @@ def follow_logs(client: Client, found: list[tuple[str, str]], *, follow: bool,
             offset = 0
             while True:
                 chunk = client.logs(cid, offset=offset, wait_ms=0)
-                prefix = f"{name.ljust(width)} | "
+                prefix = f"{name} | "
                 last.extend(joiner.feed(cid, prefix, chunk.get("lines", [])))
                 if int(chunk["offset"]) == offset or not chunk.get("lines"):
                     break
@@ -279,7 +278,7 @@ def follow_logs(client: Client, found: list[tuple[str, str]], *, follow: bool,
             offsets[cid] = (name, offset)
     while offsets:
         for cid, (name, offset) in list(offsets.items()):
-            prefix = f"{name.ljust(width)} | "
+            prefix = f"{name} | "
             chunk = client.logs(cid, offset=offset, wait_ms=200 if follow else 0)
             lines = chunk.get("lines", [])
             write_lines(joiner.feed(cid, prefix, lines))

@@ -35,7 +35,7 @@ def _write(engine: Engine, replicas: int) -> str:
     path = os.path.join(engine.root, "compose.yaml")
     os.makedirs(engine.root, exist_ok=True)
     with open(path, "w") as f:
-        f.write(STACK.format(rootfs=engine.images.rootfs, replicas=replicas))
+        f.write(STACK.format(rootfs=engine.rootfs, replicas=replicas))
     return path
 
 
@@ -172,10 +172,10 @@ def test_named_volume_config_and_unsupported_keys(up: Engine) -> None:
 
     with open(path, "w") as f:
         f.write(f"services:\n  a:\n    image: {up.rootfs}\n    command: [x]\n"
-                "    privileged: true\n    cap_drop: [ALL]\n")
+                "    privileged: true\n    devices: [x]\n")
     bad = _compose(up, path, project, "up", "-d")
     assert bad.returncode == 125
-    assert bad.stderr.splitlines() == ["berth: services.a.cap_drop: not supported",
+    assert bad.stderr.splitlines() == ["berth: services.a.devices: not supported",
                                        "services.a.privileged: not supported"]
     assert _live(up, project) == {}
 
