@@ -331,7 +331,9 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     network = ("each on a bridge network of its project" if args.network == "project"
                else "no network")
-    print(f"\n{args.containers} containers of 'sleep 600' from one busybox image, {network}; "
+    what = ("a shell that exits on SIGTERM, stopped with it" if args.graceful
+            else "'sleep 600'")
+    print(f"\n{args.containers} containers of {what} from one busybox image, {network}; "
           f"{args.rounds} interleaved rounds after a warm-up")
     print(f"{'contender':<28} {'up median s':>11} {'up max s':>9} {'down median s':>13} "
           f"{'down max s':>10}")
