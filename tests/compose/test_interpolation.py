@@ -158,3 +158,31 @@ def test_cli_reads_default_files_overrides_env_files_and_the_project_name(
     os.makedirs(empty)
     done = _config(empty)
     assert done.returncode == 125 and "no compose file here" in done.stderr
+
+
+def test_extends_merges_the_base_under_the_service_and_refuses_cycles() -> None:
+    from engine.compose.merge import resolve_extends, select_profiles
+
+    other = {"services": {"base": {"image": "b", "environment": {"A": "1"},
+                                   "command": ["x"]}}}
+    data = {"services": {
+        "mid": {"extends": {"service": "base", "file": "o.yaml"}, "environment": ["B=2"]},
+        "top": {"extends": "mid", "command": ["y"]}}}
+    out = resolve_extends(data, lambda name: other)["services"]
+    assert out["top"] == {"image": "b", "environment": {"A": "1", "B": "2"}, "command": ["y"]}
+    for services, words in (({"a": {"extends": "a"}}, "a cycle through 'a'"),
+                            ({"a": {"extends": "b"}, "b": {"extends": "a"}}, "a cycle"),
+                            ({"a": {"extends": "nope"}}, "no service 'nope'"),
+                            ({"a": {"extends": {"service": 1}}}, "a service's name")):
+        with pytest.raises(InvalidArgument, match=words):
+            resolve_extends({"services": services}, lambda name: {})
+    profiled = {"services": {"app": {"image": "a"},
+                             "debug": {"image": "d", "profiles": ["dev"]},
+                             "uses": {"image": "u", "profiles": ["ops"],
+                                      "depends_on": ["debug"]}}}
+    assert set(select_profiles(profiled, [])["services"]) == {"app"}
+    assert select_profiles(profiled, ["dev"])["services"]["debug"] == {"image": "d"}
+    assert set(select_profiles(profiled, ["*"])["services"]) == {"app", "debug", "uses"}
+    with pytest.raises(InvalidArgument, match="services.uses.depends_on: service 'debug' "
+                                              "is in no active profile"):
+        select_profiles(profiled, ["ops"])
