@@ -87,15 +87,22 @@ def image_archive(base: str, rootfs: str) -> str:
     return archive
 
 
-def compose_file(count: int, network: str, subnet: str, *, mode_none: bool) -> str:
+GRACEFUL = 'trap "exit 0" TERM; sleep 600 & wait'
+"""``--graceful``'s command: ends on SIGTERM at once (``wait`` is cut short by the
+trap), so a ``down`` that sends the stop signal first must not wait its grace period."""
+
+
+def compose_file(count: int, network: str, subnet: str, *, mode_none: bool,
+                 graceful: bool = False) -> str:
     """The stack's YAML: ``count`` services of one ``sleep 600`` each, on a project
     network of ``subnet`` (network "project"), with ``network_mode: none`` (network
     "none" and ``mode_none``: podman-compose) or with nothing (berth, whose engine's
     default is none)."""
     lines = ["services:"]
     for n in range(1, count + 1):
-        lines += [f"  s{n:02d}:", f"    image: {IMAGE}", "    command: sleep 600",
-                  "    stop_signal: SIGKILL"]
+        lines += [f"  s{n:02d}:", f"    image: {IMAGE}"]
+        lines += ([f"    command: [sh, -c, '{GRACEFUL}']"] if graceful
+                  else ["    command: sleep 600", "    stop_signal: SIGKILL"])
         if network == "project":
             lines.append("    networks: [net]")
         elif mode_none:
@@ -186,8 +193,10 @@ class PodmanRun(Contender):
 
     name = PODMAN_RUN
 
-    def __init__(self, count: int, network: str, env: dict[str, str]) -> None:
+    def __init__(self, count: int, network: str, env: dict[str, str],
+                 graceful: bool = False) -> None:
         self.count, self.network, self.env = count, network, env
+        self.graceful = graceful
 
     def _names(self, project: str) -> list[str]:
         return [f"{project}_s{n:02d}_1" for n in range(1, self.count + 1)]
@@ -199,12 +208,13 @@ class PodmanRun(Contender):
                  f"{project}_net"], self.env)
             net = ["--network", f"{project}_net"]
         for name in self._names(project):
-            run(["podman", "run", "-d", "--name", name, *net, "--stop-signal", "SIGKILL",
-                 IMAGE, "sleep", "600"], self.env)
+            command = (["--stop-signal", "SIGTERM", IMAGE, "sh", "-c", GRACEFUL]
+                       if self.graceful else ["--stop-signal", "SIGKILL", IMAGE, "sleep", "600"])
+            run(["podman", "run", "-d", "--name", name, *net, *command], self.env)
 
     def down(self, project: str) -> None:
         for name in self._names(project):
-            run(["podman", "rm", "-f", "-t", "0", name], self.env)
+            run(["podman", "rm", "-f", "-t", "10" if self.graceful else "0", name], self.env)
         if self.network == "project":
             run(["podman", "network", "rm", f"{project}_net"], self.env)
 
@@ -259,6 +269,9 @@ def main() -> int:
                         help="containers on a bridge network of their project (default) "
                              "or with none")
     parser.add_argument("--no-peers", action="store_true", help="berth alone")
+    parser.add_argument("--graceful", action="store_true",
+                        help="containers that exit on SIGTERM, stopped with it (a 10 s "
+                             "grace each) instead of SIGKILL")
     parser.add_argument("--podman-compose", metavar="PATH",
                         help="this podman-compose rather than the private virtualenv's")
     args = parser.parse_args()
@@ -280,7 +293,7 @@ def main() -> int:
             files[who] = os.path.join(base, f"{who}.yaml")
             with open(files[who], "w") as f:
                 f.write(compose_file(args.containers, args.network, SUBNETS[who],
-                                     mode_none=mode_none))
+                                     mode_none=mode_none, graceful=args.graceful))
         mine = BerthCompose(berth, files["berth"])
         run([*mine.cli, "image", "load", "-i", archive], mine.env)
         contenders.append(mine)
@@ -291,7 +304,8 @@ def main() -> int:
                                      text=True, check=False).stdout.split("\n")[0]
             print(f"anchor: {version.strip()}, {shutil.which('podman')}", file=sys.stderr)
             contenders.append(PodmanCompose(exe, files["podman-compose"], podman_env))
-            contenders.append(PodmanRun(args.containers, args.network, podman_env))
+            contenders.append(PodmanRun(args.containers, args.network, podman_env,
+                                        args.graceful))
         ups: dict[str, list[float]] = {c.name: [] for c in contenders}
         downs: dict[str, list[float]] = {c.name: [] for c in contenders}
         for n in range(args.rounds + 1):  # round 0: the warm-up, untimed
@@ -317,7 +331,9 @@ def main() -> int:
         shutil.rmtree(base, ignore_errors=True)
     network = ("each on a bridge network of its project" if args.network == "project"
                else "no network")
-    print(f"\n{args.containers} containers of 'sleep 600' from one busybox image, {network}; "
+    what = ("a shell that exits on SIGTERM, stopped with it" if args.graceful
+            else "'sleep 600'")
+    print(f"\n{args.containers} containers of {what} from one busybox image, {network}; "
           f"{args.rounds} interleaved rounds after a warm-up")
     print(f"{'contender':<28} {'up median s':>11} {'up max s':>9} {'down median s':>13} "
           f"{'down max s':>10}")

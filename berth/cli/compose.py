@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from berth.cli import format as fmt
 from bus.client import Client
 from engine import command_types as t
-from engine.errors import AlreadyExists, BerthError, NotFound, Timeout
+from engine.errors import AlreadyExists, BerthError, InvalidArgument, NotFound, Timeout
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
@@ -34,21 +33,95 @@ another's instead of each waiting for the one before (bench.compose_bench: 50
 containers without a network came up in half the time, and went down in a third)."""
 
 
-def _stack(args: argparse.Namespace) -> dict[str, Any]:
-    """The file's normalised stack (``engine.compose.model``), not yet checked as the
-    engine takes it (``engine.compose.checks``)."""
-    from engine.compose import model, source
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+"""Looked for in the working directory without ``-f``, the first found taken, as
+docker compose looks for them."""
+OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
+                  "docker-compose.override.yaml", "docker-compose.override.yml")
+"""Merged over the default file found, from its directory (the first found of these)."""
+MAX_ENV_FILE = 1024 * 1024
+MAX_EXTENDED_FILES = 16
+
+
+def compose_files(given: list[str] | None) -> list[str]:
+    """The files of the project: ``-f`` as given (repeated: merged in order), else
+    the working directory's default file and its override."""
+    if given:
+        return given
+    for name in DEFAULT_FILES:
+        if os.path.lexists(name):
+            found = [name]
+            for override in OVERRIDE_FILES:
+                if os.path.lexists(override):
+                    found.append(override)
+                    break
+            return found
+    raise BerthError(f"no compose file here: none of {', '.join(DEFAULT_FILES)} (name one "
+                     "with -f)")
+
+
+def _environment(args: argparse.Namespace, project_dir: str) -> dict[str, str]:
+    """What the file's variables are taken from: ``--env-file`` (repeated: the later
+    wins) or else the project directory's ``.env``, under the environment of
+    ``berth compose`` itself, which wins (as docker compose takes them)."""
+    from engine.compose.interpolate import parse_dotenv
     from engine.hostfiles import read_regular
 
-    path = os.path.abspath(args.file)
-    text = read_regular(path, source.MAX_FILE_BYTES, f"compose file {args.file}")
-    data = source.load(text, where=args.file)
-    base = os.path.dirname(path)
-    project = args.project or (data.get("name") if isinstance(data.get("name"), str) else
-                               os.path.basename(base))
-    if args.project:
-        data = {**data, "name": args.project}
-    return model.normalise(data, project=str(project), base_dir=base)
+    env: dict[str, str] = {}
+    names = list(args.env_file or [])
+    if not names and os.path.isfile(os.path.join(project_dir, ".env")):
+        names = [os.path.join(project_dir, ".env")]
+    for name in names:
+        raw = read_regular(os.path.abspath(name), MAX_ENV_FILE, f"env file {name}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BerthError(f"env file {name} is not UTF-8") from None
+        env.update(parse_dotenv(text, name))
+    env.update(os.environ)
+    return env
+
+
+def _stack(args: argparse.Namespace) -> dict[str, Any]:
+    """The files' normalised stack (``engine.compose.model``): each read, its
+    variables interpolated, merged in order; not yet checked as the engine takes it
+    (``engine.compose.checks``)."""
+    from engine.compose import model, source
+    from engine.compose.interpolate import interpolate
+    from engine.compose.merge import merge_files, resolve_extends, select_profiles
+    from engine.hostfiles import read_regular
+
+    files = compose_files(args.file)
+    base = os.path.dirname(os.path.abspath(files[0]))
+    env = _environment(args, base)
+    loaded = []
+    for name in files:
+        text = read_regular(os.path.abspath(name), source.MAX_FILE_BYTES,
+                            f"compose file {name}")
+        loaded.append(interpolate(source.load(text, where=name), env))
+    data = merge_files(loaded)
+    others: dict[str, dict[str, Any]] = {}
+
+    def load(name: str) -> dict[str, Any]:
+        """A file ``extends.file`` names, relative to the project directory, read once."""
+        path = os.path.normpath(os.path.join(base, name))
+        if path not in others:
+            if len(others) >= MAX_EXTENDED_FILES:
+                raise BerthError(f"more than {MAX_EXTENDED_FILES} files named by extends")
+            text = read_regular(path, source.MAX_FILE_BYTES, f"compose file {name}")
+            others[path] = interpolate(source.load(text, where=name), env)
+        return others[path]
+
+    data = resolve_extends(data, load)
+    profiles = [*(args.profile or []),
+                *(p for p in env.get("COMPOSE_PROFILES", "").split(",") if p)]
+    data = select_profiles(data, profiles)
+    named = data.get("name") if isinstance(data.get("name"), str) else None
+    project = (args.project or env.get("COMPOSE_PROJECT_NAME") or named
+               or os.path.basename(base))
+    if args.project or env.get("COMPOSE_PROJECT_NAME"):
+        data = {**data, "name": project}
+    return model.normalise(data, project=str(project), base_dir=base, environ=env)
 
 
 def observe(client: Client, project: str) -> list[Observed]:
@@ -77,6 +150,10 @@ class Reconciler:
         """When a replica left out of the last pass (backing off) is due (monotonic)."""
         self.stopping: Callable[[], bool] = lambda: False
         """Asked between actions and while waiting: true once ``up`` is interrupted."""
+        self.only: set[str] | None = None
+        """``up SERVICE...``: these services and what they depend on; None: all."""
+        self.graces: dict[str, float] = {}
+        """Service -> seconds a ``stop`` action gives its replicas before SIGKILL."""
 
     def adopt(self, stack: dict[str, Any]) -> None:
         """Converge to ``stack`` from now on (another ``up`` recorded a new one)."""
@@ -93,13 +170,16 @@ class Reconciler:
         return own or self._client
 
     def _request(self, type: str, container: str | None, action: Action, target: str,
-                 args: dict[str, Any], command_id: str | None = None) -> dict[str, Any]:
+                 args: dict[str, Any], command_id: str | None = None,
+                 reply_timeout: float | None = None) -> dict[str, Any]:
         from engine.compose.plan import command_id as derive
         from engine.faults import crash_point
 
         cid = command_id or derive(self.project, self.digest, action, target)
         command = self.client.command(type, container, None, args, command_id=cid)
-        result = dict(self.client.request(command).result)
+        reply = (self.client.request(command) if reply_timeout is None
+                 else self.client.request(command, reply_timeout=reply_timeout))
+        result = dict(reply.result)
         with self._sent_lock:
             self.sent += 1
             sent = self.sent
@@ -141,6 +221,8 @@ class Reconciler:
             self.networks()
         self.made.clear()
         actions = plan(self.stack, observe(self.client, self.project), following=following)
+        if self.only is not None:  # the others (and orphans) are left as they are
+            actions = [a for a in actions if a.service in self.only]
         actions, self.due = defer(actions, holds or {}, time.monotonic())
         return self.carry_out_all(actions)
 
@@ -210,6 +292,8 @@ class Reconciler:
                     else Observed(action.container, made, "created"))
             self._request(t.START, seen.id, action, f"{seen.id}/{seen.finished_at}", {})
             print(f"started {action.container}", file=sys.stderr)
+        elif action.kind == "stop":
+            self._stop(action)
         elif action.kind == "remove":
             try:  # one removed meanwhile (another ``down``, by hand) is as good as done
                 seen = self._seen(action.container)
@@ -219,6 +303,23 @@ class Reconciler:
             print(f"removed {action.container}", file=sys.stderr)
         else:
             self._wait(action.service, action.condition)
+
+    def _stop(self, action: Action) -> None:
+        """The replica's stop signal, then SIGKILL after its grace period (the worker
+        returns as soon as the process is gone: one that exits on the signal is not
+        waited for). The id names the incarnation, so a run killed while the worker
+        waits and run again asks for the same stop, and one already stopped is left."""
+        try:
+            seen = self._seen(action.container)
+        except NotFound:
+            return
+        if seen.state not in ("running", "paused"):
+            return
+        timeout = self.graces.get(action.service, 10.0)
+        self._request(t.STOP, seen.id, action, f"{seen.id}/{seen.finished_at}",
+                      {"timeout": timeout},
+                      reply_timeout=self.client.timeout + timeout + 5.0)
+        print(f"stopped {action.container}", file=sys.stderr)
 
     def _seen(self, name: str) -> Observed:
         for o in observe(self.client, self.project):
@@ -323,7 +424,6 @@ def _record(client: Client, stack: dict[str, Any], kind: str, **args: Any) -> No
 
 def cmd_compose(args: argparse.Namespace, client: Client) -> int:
     stack = _stack(args)
-    project: str = stack["name"]
     if args.action in ("config", "up"):
         from engine.compose.checks import check_stack
 
@@ -337,28 +437,86 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
             print(yaml.safe_dump(stack, sort_keys=True, default_flow_style=False), end="")
         case "up":
             _record(client, stack, t.STACK_APPLY)
+            rec = Reconciler(client, stack)
+            if args.services:
+                rec.only = _with_dependencies(stack, args.services)
             if not args.detach:
                 from berth.cli.compose_follow import Foreground
 
-                return Foreground(client, Reconciler(client, stack),
-                                  stop_timeout=args.stop_timeout).run()
-            Reconciler(client, stack).converge()
+                return Foreground(client, rec, stop_timeout=args.stop_timeout).run()
+            rec.converge()
         case "down":
             # Recorded first: a foreground ``up`` following the log stops replacing the
             # containers this removes as soon as it reads it.
             _record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
+            stop_gracefully(client, stack, args.grace)
             _down(client, stack, args.volumes)
-        case "ps":
-            _ps(client, project)
-        case "logs":
-            _follow(client, project, follow=args.follow)
-        case _:  # restart
-            for o in observe(client, project):
-                if o.state == "running":
-                    client.stop(o.id, node=None)
-                client.start(o.id)
-                print(f"restarted {o.name}", file=sys.stderr)
+        case "stop":
+            stop_gracefully(client, stack, args.grace)
+        case "restart":
+            stopped = stop_gracefully(client, stack, args.grace)
+            _start_in_order(client, stack, stopped)
+        case _:
+            from berth.cli.compose_verbs import VERBS, cmd_version
+
+            if args.action == "version":
+                return cmd_version(args, client, stack)
+            return VERBS[args.action](args, client, stack)
     return 0
+
+
+def _with_dependencies(stack: dict[str, Any], services: list[str]) -> set[str]:
+    """``services`` and every service they depend on, directly or not."""
+    todo, seen = list(services), set()
+    while todo:
+        name = todo.pop()
+        if name not in stack["services"]:
+            raise InvalidArgument(f"no service {name!r} in the project")
+        if name not in seen:
+            seen.add(name)
+            todo += list(stack["services"][name]["depends_on"])
+    return seen
+
+
+def stop_gracefully(client: Client, stack: dict[str, Any], override: float | None
+                    ) -> list[Observed]:
+    """Stop the project's running containers as docker compose does: each service's
+    ``stop_signal``, then SIGKILL once its ``stop_grace_period`` (``-t``: this) is
+    over, dependants first (``engine.compose.plan.stop_levels``), the containers of
+    one level at once. The containers that were running are returned."""
+    from engine.compose.plan import Action, grace, parse_name, stop_levels
+
+    project: str = stack["name"]
+    live = [o for o in observe(client, project) if o.state in ("running", "paused")]
+    by_service: dict[str, list[tuple[Observed, int]]] = {}
+    for o in live:
+        parsed = parse_name(project, o.name)
+        assert parsed is not None  # observe keeps the project's names only
+        by_service.setdefault(parsed[0], []).append((o, parsed[1]))
+    # The ids derive from the project and the action alone (not the file's services),
+    # so a rerun with the same file asks for the very same stops.
+    rec = Reconciler(client, {**stack, "services": {}})
+    rec.graces = {s: grace(stack, s, override) for s in by_service}
+    for level in stop_levels(stack, set(by_service)):
+        rec.carry_out_all([Action("stop", s, n, o.name) for s in level
+                           for o, n in sorted(by_service[s], key=lambda p: p[1])])
+    return live
+
+
+def _start_in_order(client: Client, stack: dict[str, Any], stopped: list[Observed]) -> None:
+    """``restart``'s second half: what was running, started again dependencies first."""
+    from engine.compose.model import order
+    from engine.compose.plan import parse_name
+
+    rank = {s: i for i, s in enumerate(order(stack))}
+
+    def place(o: Observed) -> tuple[int, str]:
+        parsed = parse_name(stack["name"], o.name)
+        return rank.get(parsed[0] if parsed else "", -1), o.name
+
+    for o in sorted(stopped, key=place):
+        client.start(o.id)
+        print(f"restarted {o.name}", file=sys.stderr)
 
 
 def remove_containers(client: Client, stack: dict[str, Any]) -> Reconciler:
@@ -389,37 +547,18 @@ def _down(client: Client, stack: dict[str, Any], volumes: bool) -> None:
             print(f"removed volume {name}", file=sys.stderr)
 
 
-def _ps(client: Client, project: str) -> None:
-    from engine.compose.plan import parse_name
-
-    table = [["NAME", "SERVICE", "STATE", "ID"]]
-    for o in sorted(observe(client, project), key=lambda o: o.name):
-        parsed = parse_name(project, o.name)
-        table.append([o.name, parsed[0] if parsed else "", o.state, o.id[:12]])
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _follow(client: Client, project: str, *, follow: bool) -> None:
-    """Every container's log lines, prefixed with its name; with ``follow`` until all
-    have exited (or Ctrl-C)."""
-    offsets = {o.id: (o.name, 0) for o in observe(client, project)}
-    while offsets:
-        for cid, (name, offset) in list(offsets.items()):
-            chunk = client.logs(cid, offset=offset, wait_ms=200 if follow else 0)
-            lines = chunk.get("lines", [])
-            fmt.write_log_lines([[ts, stream, tag, f"{name} | {text}"]
-                                 for ts, stream, tag, text in lines])
-            offsets[cid] = (name, int(chunk["offset"]))
-            if not lines and (not follow or chunk["state"] in ("exited", "removed")):
-                del offsets[cid]
-
-
 def add_commands(add: AddCommand) -> None:
     p = add("compose", cmd_compose, "run a Compose file's stack")
-    p.add_argument("-f", "--file", default="compose.yaml", metavar="FILE",
-                   help="the Compose file (default compose.yaml)")
+    p.add_argument("-f", "--file", action="append", metavar="FILE",
+                   help="a Compose file (repeatable: merged in order; default "
+                        "compose.yaml, compose.yml, docker-compose.yaml or "
+                        "docker-compose.yml, and its compose.override.yaml)")
+    p.add_argument("--profile", action="append", metavar="NAME",
+                   help="enable the services of this profile (repeatable; also "
+                        "COMPOSE_PROFILES=a,b)")
+    p.add_argument("--env-file", action="append", metavar="FILE",
+                   help="variables for the file (repeatable; default: the project "
+                        "directory's .env; the environment wins)")
     p.add_argument("-p", "--project-name", dest="project", metavar="NAME",
                    help="the project (default: the file's name: key, else its directory)")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -431,10 +570,36 @@ def add_commands(add: AddCommand) -> None:
                    metavar="SECONDS",
                    help="when interrupted, how long each container has to stop before it "
                         "is killed (default 10)")
-    q = actions.add_parser("down", help="remove the stack's containers")
+    q.add_argument("services", nargs="*", metavar="SERVICE",
+                   help="only these services (and those they depend on)")
+    q = actions.add_parser("down", help="stop (gracefully) and remove the stack's containers")
     q.add_argument("-v", "--volumes", action="store_true", help="and its named volumes")
-    actions.add_parser("ps", help="the stack's containers")
+    q.add_argument("--remove-orphans", action="store_true",
+                   help="accepted: down removes every container of the project already, "
+                        "those of services the file no longer has too")
+    _timeout_flag(q)
+    q = actions.add_parser("stop", help="stop the stack's containers (keeping them)")
+    _timeout_flag(q)
     actions.add_parser("config", help="print the normalised stack")
-    q = actions.add_parser("logs", help="the stack's logs")
-    q.add_argument("-f", "--follow", action="store_true", help="keep printing until they exit")
-    actions.add_parser("restart", help="stop and start the stack's containers")
+    from berth.cli.compose_verbs import add_verbs
+
+    add_verbs(actions)
+    q = actions.add_parser("restart", help="stop and start the stack's running containers")
+    _timeout_flag(q)
+
+
+def _timeout_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--timeout", dest="grace", type=_seconds, default=None,
+                   metavar="SECONDS",
+                   help="how long each container has after its stop signal before it is "
+                        "killed (default: its service's stop_grace_period, else 10)")
+
+
+def _seconds(text: str) -> float:
+    from engine.arguments import check_timeout
+
+    try:
+        return check_timeout(float(text))
+    except (ValueError, BerthError):
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: a number of seconds "
+                                         "from 0") from None

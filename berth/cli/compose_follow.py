@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from berth.cli import format as fmt
+from berth.cli.compose_verbs import Lines, write_lines
 from bus.client import Client
 from engine.errors import BerthError, NotFound
 
@@ -65,6 +65,7 @@ class LogPrinter(threading.Thread):
         self._client = client
         self._lock = threading.Lock()
         self._offsets: dict[str, tuple[str, int]] = {}
+        self._lines = Lines()
         self._seen: dict[str, str] = {}  # id -> the finished_at it was last tracked with
         self._active: set[str] = set()
         self._wake = threading.Event()
@@ -122,12 +123,12 @@ class LogPrinter(threading.Thread):
         except NotFound:
             chunk = {"lines": [], "offset": offset, "state": "removed"}
         lines = chunk.get("lines", [])
-        fmt.write_log_lines([[ts, stream, tag, f"{name} | {text}"]
-                             for ts, stream, tag, text in lines])
-        sys.stdout.flush()
+        # whole lines only: a partial piece waits for the rest of its line
+        write_lines(self._lines.feed(cid, f"{name} | ", lines))
         with self._lock:
             self._offsets[cid] = (name, int(chunk["offset"]))
             if not lines and chunk["state"] in ("exited", "removed"):
+                write_lines(self._lines.rest(cid, f"{name} | "))
                 self._active.discard(cid)
 
 

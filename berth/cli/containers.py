@@ -44,6 +44,8 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         "expose": list(args.expose),
         "publish_all": bool(args.publish_all),
     }
+    if args.network_alias:  # only when given: specs without stay as they were recorded
+        spec["network_aliases"] = list(args.network_alias)
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
     if args.memory is not None:
@@ -146,6 +148,8 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     orchestration.add_spec_options(p)
     p.add_argument("--network", metavar="NAME",
                    help="a network's name, none or host (default: the node's default)")
+    p.add_argument("--network-alias", action="append", default=[], metavar="NAME",
+                   help="another name the network's members resolve it by (repeatable)")
     p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
                    help="a container port -P publishes (repeatable)")
     p.add_argument("-P", "--publish-all", action="store_true",

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from typing import Any
 
+from engine.containers.spec import parse_log_size
 from engine.errors import InvalidArgument
 
 
@@ -82,24 +82,8 @@ def run_flag_spec(args: argparse.Namespace, env: list[str]) -> dict[str, Any]:
         key, sep, value = opt.partition("=")
         if key.strip() != "max-size" or not sep:
             raise InvalidArgument(f"unsupported --log-opt {opt!r}: berth knows max-size=SIZE")
-        spec["log_size_max"] = parse_log_size(value)
+        spec["log_size_max"] = parse_log_size(value)  # engine.containers.spec
     return spec
-
-
-_HUMAN_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$", re.IGNORECASE)
-
-
-def parse_log_size(text: str) -> int:
-    """``--log-opt max-size``'s SIZE as podman reads it (go-units' FromHumanSize):
-    bytes, or a number with k, m, g, t or p, in powers of 1000 (``10m`` and ``10MB``
-    are 10,000,000 bytes)."""
-    m = _HUMAN_SIZE.match(text.strip())
-    size = 0 if m is None else int(float(m.group(1)) * 1000 ** " kmgtp".index(
-        m.group(2).lower() or " "))
-    if size <= 0:
-        raise InvalidArgument(f"invalid --log-opt max-size {text!r}: give a size > 0 such "
-                              "as 10m")
-    return size
 
 
 def _entrypoint(text: str) -> list[str]:

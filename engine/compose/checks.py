@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import command_types as t
+from engine.arguments import check_timeout
 from engine.compose.model import (
     CONDITIONS,
     MAX_CONTAINERS,
@@ -31,6 +32,7 @@ from engine.volumes.parsing import parse_volume
 
 _STACK_KEYS = frozenset({"name", "services", "volumes", "networks"})
 _SERVICE_FIELDS = frozenset({"depends_on", "replicas", "labels", "options"})
+_OPTIONAL_FIELDS = frozenset({"stop_grace_period"})
 
 
 def check_stack(stack: Any) -> None:
@@ -67,8 +69,10 @@ def check_stack(stack: Any) -> None:
     for name, svc in services.items():
         what = f"services.{name}" if isinstance(name, str) and len(name) <= 40 else "services"
         if (not isinstance(name, str) or not NAME_RE.fullmatch(name)
-                or not isinstance(svc, dict) or set(svc) != _SERVICE_FIELDS):
+                or not isinstance(svc, dict) or set(svc) - _OPTIONAL_FIELDS != _SERVICE_FIELDS):
             raise InvalidArgument(f"{what}: not a service of a normalised stack")
+        if "stop_grace_period" in svc:
+            check_timeout(svc["stop_grace_period"], f"{what}.stop_grace_period")
         replicas, deps = svc["replicas"], svc["depends_on"]
         if isinstance(replicas, bool) or not isinstance(replicas, int) \
                 or not 0 <= replicas <= MAX_REPLICAS:

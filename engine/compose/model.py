@@ -14,12 +14,12 @@ import math
 import os
 import re
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from engine.compose.source import MAX_FILE_BYTES
-from engine.containers.process import parse_env_file, read_env_file
-from engine.containers.spec import RunSpec, parse_size
+from engine.containers.process import normalize_cap, parse_env_file, read_env_file
+from engine.containers.spec import RunSpec, parse_log_size, parse_size
 from engine.errors import InvalidArgument
 
 MAX_REPLICAS = 1000
@@ -34,7 +34,11 @@ _SERVICE_KEYS = frozenset({
     "image", "x-berth-rootfs", "command", "entrypoint", "environment", "env_file", "ports",
     "volumes", "labels", "depends_on", "deploy", "restart", "healthcheck", "networks",
     "working_dir", "user", "hostname", "stop_signal", "read_only", "container_name",
+    "stop_grace_period", "tty", "stdin_open", "init", "cap_add", "cap_drop", "expose",
+    "mem_limit", "cpus", "logging", "tmpfs", "ulimits",
 })
+DEFAULT_GRACE = 10.0
+"""``stop_grace_period`` when the file gives none: docker compose's 10 s."""
 _TOP_KEYS = frozenset({"version", "name", "services", "volumes", "networks"})
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 """A service's, a volume's or a network's name in the file."""
@@ -149,13 +153,20 @@ def _networks(project: str, declared: set[str]) -> Callable[[Any, str], dict[str
             raise InvalidArgument(f"{what}: a list (or mapping) of network names")
         if len(names) > 1:
             raise InvalidArgument(f"{what}: one network per service is supported")
-        if isinstance(value, dict) and value[names[0]] not in (None, {}):
-            raise InvalidArgument(f"{what}.{_key(names[0])}: options (aliases, addresses) are "
-                                  "not supported")
+        options = value[names[0]] if isinstance(value, dict) else None
+        aliases: list[str] = []
+        if options not in (None, {}):
+            if not isinstance(options, dict) or set(options) - {"aliases"}:
+                raise InvalidArgument(f"{what}.{_key(names[0])}: only aliases are supported "
+                                      "(not addresses or other options)")
+            aliases = _strings(options["aliases"], f"{what}.{_key(names[0])}.aliases")
         if names[0] not in declared:
             raise InvalidArgument(f"{what}: {_shown(names[0])} is not declared under the "
                                   "top-level 'networks'")
-        return {"network": f"{project}_{names[0]}"}
+        service = what.split(".")[1]  # services.NAME.networks
+        # Every replica answers to its service's name, as under docker compose.
+        return {"network": f"{project}_{names[0]}",
+                "network_aliases": list(dict.fromkeys((service, *aliases)))}
     return convert
 
 
@@ -164,7 +175,7 @@ SPEC_MAPPING: dict[str, tuple[tuple[str, ...], str]] = {
     "restart": (("restart",), "_restart"),
     "healthcheck": (("health_cmd", "health_interval", "health_timeout",
                      "health_start_period", "health_retries"), "_health"),
-    "networks": (("network",), "_networks"),
+    "networks": (("network", "network_aliases"), "_networks"),
 }
 """The compose keys carried by run spec options that other parts of the engine add
 (restart policies, health checks, networks): each works once its options exist."""
@@ -182,13 +193,21 @@ def _strings(value: Any, what: str, *, split: bool = False) -> list[str]:
     raise InvalidArgument(f"{what}: must be a list of strings" + (" or a string" if split else ""))
 
 
-def _mapping(value: Any, what: str) -> dict[str, str]:
-    """``environment``/``labels``: a map, or a list of KEY=VALUE."""
+def _mapping(value: Any, what: str, environ: Mapping[str, str] | None = None
+             ) -> dict[str, str]:
+    """``environment``/``labels``: a map, or a list of KEY=VALUE. With ``environ``
+    (``environment``), a key without a value (``- FOO``, ``FOO:``) takes the value
+    ``berth compose`` has for it, and is left out when it has none (unset, not
+    empty), as the specification says."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str) or isinstance(v, (dict, list, set, bytes)):
                 raise InvalidArgument(f"{what}: {_shown(k)} must map to a plain value")
+            if v is None and environ is not None:
+                if k in environ:
+                    out[k] = environ[k]
+                continue
             out[k] = "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
         return out
     if isinstance(value, list):
@@ -196,7 +215,11 @@ def _mapping(value: Any, what: str) -> dict[str, str]:
         for item in value:
             if not isinstance(item, str) or not item or item.startswith("="):
                 raise InvalidArgument(f"{what}: {_shown(item)} is not KEY=VALUE")
-            key, _, val = item.partition("=")
+            key, sep, val = item.partition("=")
+            if not sep and environ is not None:
+                if key in environ:
+                    pairs[key] = environ[key]
+                continue
             pairs[key] = val
         return pairs
     raise InvalidArgument(f"{what}: a mapping or a list of KEY=VALUE")
@@ -279,9 +302,14 @@ def _deploy(value: Any, what: str, problems: list[str]) -> dict[str, Any]:
     return out
 
 
-def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str, Any]:
+def normalise(data: dict[str, Any], *, project: str, base_dir: str,
+              environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The file's stack as plain data (what ``compose config`` prints and
-    ``stack.applied`` records); raises Unsupported naming every key berth would drop."""
+    ``stack.applied`` records); raises Unsupported naming every key berth would drop.
+    ``environ``: the variables a bare ``environment`` key takes its value from (the
+    shell's over ``.env``'s); none given, the process's own."""
+    if environ is None:
+        environ = dict(os.environ)
     problems: list[str] = []
     if data.get("name") is not None and not isinstance(data["name"], str):
         raise InvalidArgument("name: must be a string")
@@ -321,7 +349,7 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str) -> dict[str,
             if not str(key).startswith("x-"):
                 problems.append(f"{what}.{_key(key)}: not supported")
         out_services[name] = _service(svc, what, project, base_dir, set(volumes_top),
-                                      set(networks_top), have, problems, env_files)
+                                      set(networks_top), have, problems, env_files, environ)
     for name, svc in out_services.items():
         for dep, cond in svc["depends_on"].items():
             if dep not in out_services:
@@ -360,7 +388,8 @@ def _subnet(value: Any, what: str, problems: list[str]) -> str:
 
 def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
              volumes: set[str], networks: set[str], have: frozenset[str],
-             problems: list[str], env_files: _EnvFiles) -> dict[str, Any]:
+             problems: list[str], env_files: _EnvFiles, environ: Mapping[str, str],
+             ) -> dict[str, Any]:
     out: dict[str, Any] = {"depends_on": {}, "replicas": 1}
     opts: dict[str, Any] = {}
     image, rootfs = svc.get("image"), svc.get("x-berth-rootfs")
@@ -390,10 +419,10 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         for path in _strings(files, f"{what}.env_file"):
             env.update(env_files.get(path, f"{what}.env_file"))
     if "environment" in svc:
-        env.update(_mapping(svc["environment"], f"{what}.environment"))
+        env.update(_mapping(svc["environment"], f"{what}.environment", environ))
     opts["env"] = [f"{k}={v}" for k, v in env.items()]
     if "ports" in svc:
-        opts["ports"] = _strings(svc["ports"], f"{what}.ports")
+        opts["ports"] = _ports(svc["ports"], f"{what}.ports")
     if "volumes" in svc:
         mounts = []
         for item in _strings(svc["volumes"], f"{what}.volumes"):
@@ -420,9 +449,15 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         if not isinstance(svc["read_only"], bool):
             raise InvalidArgument(f"{what}.read_only: must be true or false")
         opts["read_only"] = svc["read_only"]
+    _more_keys(svc, what, opts)
     if "container_name" in svc:
         problems.append(f"{what}.container_name: not supported (names are "
                         "PROJECT-SERVICE-N)")
+    if "stop_grace_period" in svc:
+        # Not a run option: how long down/stop/restart wait before they kill is the
+        # reconciler's to apply (and changing it does not recreate a replica).
+        out["stop_grace_period"] = _duration(svc["stop_grace_period"],
+                                             f"{what}.stop_grace_period")
     if "depends_on" in svc:
         out["depends_on"] = _depends(svc["depends_on"], f"{what}.depends_on")
     if "deploy" in svc:
@@ -443,6 +478,120 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
     out["labels"] = labels
     out["options"] = opts
     return out
+
+
+def _ports(value: Any, what: str) -> list[str]:
+    """``ports``: short strings (``[IP:]HOST:CTR[/PROTO]``, a bare number), or the
+    long form's mappings (``target``, ``published``, ``host_ip``, ``protocol``,
+    ``mode: host``), each made the short string ``berth run -p`` takes."""
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{what}: must be a list")
+    out = []
+    for n, item in enumerate(value):
+        if not isinstance(item, dict):
+            out += _strings([item], f"{what}[{n}]")
+            continue
+        extra = set(item) - {"target", "published", "host_ip", "protocol", "mode", "name",
+                             "app_protocol"}
+        if extra:
+            raise InvalidArgument(f"{what}[{n}]: unsupported key {_shown(sorted(extra)[0])}")
+        target, published = item.get("target"), item.get("published")
+        if isinstance(target, bool) or not isinstance(target, int):
+            raise InvalidArgument(f"{what}[{n}].target: a port number")
+        if item.get("mode", "host") not in ("host", "ingress"):
+            raise InvalidArgument(f"{what}[{n}].mode: host or ingress")
+        proto = item.get("protocol", "tcp")
+        host_ip = item.get("host_ip", "")
+        if not isinstance(proto, str) or not isinstance(host_ip, str) or (
+                published is not None and (isinstance(published, bool)
+                                           or not isinstance(published, (int, str)))):
+            raise InvalidArgument(f"{what}[{n}]: protocol and host_ip are strings, published "
+                                  "a port")
+        text = f"{target}/{proto}"
+        if published is not None and str(published) != "":
+            text = f"{host_ip + ':' if host_ip else ''}{published}:{text}"
+        out.append(text)
+    return out
+
+
+_LOG_DRIVERS = ("json-file", "k8s-file", "local")
+"""Accepted as berth's own log (conmon's k8s-file): the file every container has."""
+
+
+def _more_keys(svc: dict[str, Any], what: str, opts: dict[str, Any]) -> None:
+    """The keys that map one to one onto ``berth run``'s options."""
+    for key, option in (("tty", "terminal"), ("stdin_open", "stdin"), ("init", "init")):
+        if key in svc:
+            if not isinstance(svc[key], bool):
+                raise InvalidArgument(f"{what}.{key}: must be true or false")
+            if svc[key]:
+                opts[option] = True
+    for key in ("cap_add", "cap_drop"):
+        if key in svc:
+            opts[key] = [normalize_cap(c) for c in _strings(svc[key], f"{what}.{key}")]
+    if "expose" in svc:
+        opts["expose"] = [p if "/" in p else f"{p}/tcp"
+                          for p in _strings(svc["expose"], f"{what}.expose")]
+    if "mem_limit" in svc:
+        if isinstance(svc["mem_limit"], bool) or not isinstance(svc["mem_limit"], (str, int)):
+            raise InvalidArgument(f"{what}.mem_limit: a size such as 64m")
+        opts["memory"] = parse_size(str(svc["mem_limit"]))
+    if "cpus" in svc:
+        try:
+            cpus = float(svc["cpus"]) if not isinstance(svc["cpus"], bool) else math.nan
+        except (TypeError, ValueError):
+            cpus = math.nan
+        if not 0.01 <= cpus <= 1024:  # nan too
+            raise InvalidArgument(f"{what}.cpus: a number from 0.01 to 1024")
+        opts["cpus"] = cpus
+    if "tmpfs" in svc:
+        tmpfs = svc["tmpfs"]
+        opts["tmpfs"] = _strings([tmpfs] if isinstance(tmpfs, str) else tmpfs,
+                                 f"{what}.tmpfs")
+    if "ulimits" in svc:
+        opts["ulimits"] = _ulimits(svc["ulimits"], f"{what}.ulimits")
+    if "logging" in svc:
+        _logging(svc["logging"], f"{what}.logging", opts)
+
+
+def _ulimits(value: Any, what: str) -> list[str]:
+    """``nofile: 1024`` or ``nofile: {soft: 1024, hard: 2048}`` -> ``nofile=1024:2048``."""
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{what}: a mapping of limits")
+    out = []
+    for name, limit in value.items():
+        if isinstance(limit, dict) and set(limit) == {"soft", "hard"}:
+            soft, hard = limit["soft"], limit["hard"]
+        else:
+            soft = hard = limit
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in (soft, hard)):
+            raise InvalidArgument(f"{what}.{_key(name)}: a number or {{soft: N, hard: N}}")
+        out.append(f"{name}={soft}:{hard}")
+    return out
+
+
+def _logging(value: Any, what: str, opts: dict[str, Any]) -> None:
+    if not isinstance(value, dict) or set(value) - {"driver", "options"}:
+        raise InvalidArgument(f"{what}: a mapping of driver and options")
+    driver = value.get("driver", "json-file")
+    if driver not in _LOG_DRIVERS:
+        raise InvalidArgument(f"{what}.driver: {_shown(driver)} is not supported (berth "
+                              "keeps every container's log in its own file: json-file, "
+                              "k8s-file or local)")
+    options = value.get("options") or {}
+    if not isinstance(options, dict):
+        raise InvalidArgument(f"{what}.options: a mapping")
+    for key, item in options.items():
+        if key == "max-size":
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                raise InvalidArgument(f"{what}.options.max-size: a size such as 10m")
+            try:
+                opts["log_size_max"] = parse_log_size(str(item))
+            except InvalidArgument:
+                raise InvalidArgument(f"{what}.options.max-size: a size such as 10m"
+                                      ) from None
+        elif key not in ("max-file", "compress", "mode"):
+            raise InvalidArgument(f"{what}.options.{_key(key)}: not supported (max-size is)")
 
 
 def order(stack: dict[str, Any]) -> list[str]:

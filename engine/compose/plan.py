@@ -20,7 +20,13 @@ from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
-from engine.compose.model import CONFIG_HASH_LABEL, config_hash, container_name, order
+from engine.compose.model import (
+    CONFIG_HASH_LABEL,
+    DEFAULT_GRACE,
+    config_hash,
+    container_name,
+    order,
+)
 
 NAMESPACE = uuid.UUID("6f3b2c1e-9a57-4d0e-8c8b-1b9d0e5a7c42")
 """The namespace of compose command ids (uuid5): fixed, so a re-run derives the same."""
@@ -224,3 +230,31 @@ def defer(actions: list[Action], holds: Mapping[str, float], now: float
     kept = [a for a in actions if a.kind == "wait" or a.container not in held]
     due = min((held[a.container] for a in actions if a.container in held), default=None)
     return kept, due
+
+
+def stop_levels(stack: Mapping[str, Any], services: Set[str]) -> list[list[str]]:
+    """The order ``down``, ``stop`` and ``restart`` stop ``services`` in: levels, each
+    stopped at once, dependants before what they depend on (a web server goes before
+    its database, which would otherwise see its clients' connections torn down
+    mid-write). A service's depth is one more than its deepest dependency's; the
+    deepest level goes first. Services the stack no longer has (orphans) depend on
+    nothing it knows: they go with the first level."""
+    known: dict[str, Any] = stack["services"]
+    depth: dict[str, int] = {}
+    for name in order(dict(stack)):  # dependencies first: their depth is known
+        deps = known[name]["depends_on"]
+        depth[name] = 1 + max((depth[d] for d in deps), default=-1)
+    top = max(depth.values(), default=0)
+    levels: dict[int, list[str]] = {}
+    for name in services:
+        levels.setdefault(depth.get(name, top), []).append(name)
+    return [sorted(levels[d]) for d in sorted(levels, reverse=True)]
+
+
+def grace(stack: Mapping[str, Any], service: str, override: float | None) -> float:
+    """How long a replica of ``service`` has between its stop signal and SIGKILL:
+    ``-t`` when given, else its ``stop_grace_period``, else 10 s."""
+    if override is not None:
+        return override
+    svc = stack["services"].get(service) or {}
+    return float(svc.get("stop_grace_period", DEFAULT_GRACE))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from engine.containers.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
 from engine.errors import InvalidArgument
 from engine.health.rules import check_health_options, health_from_user
-from engine.networks.names import check_reference
+from engine.networks.names import DEFAULT_NAME, MODES, check_reference
 from engine.restarts.rules import check_restart_options
 from engine.signals import parse_signal
 
@@ -45,6 +45,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "health_retries": _INT, "health_start_period": _NUM, "health_on_failure": _STR,
     "no_healthcheck": _BOOL, "cpus": _NUM,
     "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks
+    "network_aliases": _LIST,  # --network-alias, compose's service names
     # CLI verbs (podman's run flags)
     "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST, "seccomp": _STR,
     # interactive stdio
@@ -71,6 +72,22 @@ def parse_size(text: str) -> int:
     if not m:
         raise InvalidArgument(f"invalid size {text!r}: use bytes, or a number with k, m or g")
     return int(m.group(1)) * _SIZES[m.group(2).lower()]
+
+
+_HUMAN_SIZE = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$", re.IGNORECASE)
+
+
+def parse_log_size(text: str) -> int:
+    """``--log-opt max-size``'s SIZE as podman reads it (go-units' FromHumanSize):
+    bytes, or a number with k, m, g, t or p, in powers of 1000 (``10m`` and ``10MB``
+    are 10,000,000 bytes)."""
+    m = _HUMAN_SIZE.match(text.strip())
+    size = 0 if m is None else int(float(m.group(1)) * 1000 ** " kmgtp".index(
+        m.group(2).lower() or " "))
+    if size <= 0:
+        raise InvalidArgument(f"invalid --log-opt max-size {text!r}: give a size > 0 such "
+                              "as 10m")
+    return size
 
 
 def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
@@ -221,6 +238,9 @@ class RunSpec:
     """Container ports ``PORT[/tcp|udp]`` the image or ``--expose`` declares."""
     publish_all: bool = False
     """``-P``: publish every exposed port not given with ``-p`` on a free host port."""
+    network_aliases: tuple[str, ...] = ()
+    """More names the other members of its user network resolve it by (``--network-alias``;
+    compose gives each replica its service's name and the file's ``aliases``)."""
     # CLI verbs (podman's run flags)
     init: bool = False
     cap_drop: tuple[str, ...] = ()
@@ -328,6 +348,7 @@ class RunSpec:
             check_reference(self.network)
         for item in self.expose:
             parse_expose(item)
+        check_aliases(self.network_aliases, self.network)
         return self
 
     @property
@@ -383,6 +404,8 @@ class RunSpec:
             data["stdin"] = True
         if self.log_size_max is not None:  # the same
             data["log_size_max"] = self.log_size_max
+        if self.network_aliases:  # the same
+            data["network_aliases"] = list(self.network_aliases)
         return data
 
     def _image_data(self) -> dict[str, Any]:
@@ -421,6 +444,7 @@ class RunSpec:
                 kwargs[key] = tuple(data.get(key) or ())
             kwargs["health_cmd"] = tuple(data.get("health_cmd") or ())
             kwargs["expose"] = tuple(data.get("expose") or ())
+            kwargs["network_aliases"] = tuple(data.get("network_aliases") or ())
             kwargs["cap_drop"] = tuple(data.get("cap_drop") or ())
             if data.get("entrypoint") is not None:
                 kwargs["entrypoint"] = tuple(data["entrypoint"])
@@ -443,6 +467,30 @@ class RunSpec:
             return cls(**kwargs)
         except (TypeError, ValueError, IndexError) as exc:
             raise InvalidArgument(f"invalid run specification: {exc}") from None
+
+
+MAX_ALIASES = 64
+"""Aliases of one container at most: each is a line's word in every member's hosts file."""
+
+
+def check_aliases(aliases: tuple[str, ...], network: str) -> None:
+    """Network aliases are host names (they go into other members' /etc/hosts, where a
+    space or a newline would forge an entry), only on a user network (the default
+    network and ``none``/``host`` name nobody: podman refuses them there too; "" is the
+    node's default, which an operator may have made a user network)."""
+    if not aliases:
+        return
+    if len(aliases) > MAX_ALIASES:
+        raise InvalidArgument(f"too many network aliases ({len(aliases)}): at most "
+                              f"{MAX_ALIASES}")
+    for alias in aliases:
+        if not isinstance(alias, str) or len(alias) > 253 or not _HOSTNAME_RE.fullmatch(alias):
+            shown = repr(alias)[:60] if isinstance(alias, str) else type(alias).__name__
+            raise InvalidArgument(f"invalid network alias {shown}: use a host name "
+                                  "(letters, digits, '-', '.')")
+    if network in (DEFAULT_NAME, *MODES):
+        raise InvalidArgument("--network-alias needs a user network (--network NAME): "
+                              "the default network names no one")
 
 
 def _check_image_fields(spec: RunSpec) -> None:

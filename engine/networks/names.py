@@ -15,6 +15,7 @@ from engine.errors import InvalidArgument
 NONE = "none"
 HOST = "host"
 MODES = (NONE, HOST)
+DEFAULT_NAME = "berth"  # the network a container joins when it names none
 """Network names that are not networks: no interface but ``lo``, or the host's own."""
 
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")

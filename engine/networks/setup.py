@@ -177,7 +177,7 @@ class NetworkSetup:
     # -- join -------------------------------------------------------------------------
 
     def join(self, container_id: str, *, name: str, hostname: str, requested: str,
-             ports: Sequence[PortMapping]) -> Joined:
+             ports: Sequence[PortMapping], aliases: Sequence[str] = ()) -> Joined:
         """Give the container its network: ``requested`` ("" for the node's default,
         ``none``, ``host`` or a network's name). A container that joined before (a
         start after an exit, a restore) gets its namespace and address again."""
@@ -198,20 +198,22 @@ class NetworkSetup:
                           for p in previous.get("ports") or ())
             attachment = nw.attachment_from_result(net.name, previous["result"], ports)
         else:
-            attachment = self._add(container_id, net, name, hostname, ports)
-        me = nw.Member(container_id, name, hostname, attachment.ip)
+            attachment = self._add(container_id, net, name, hostname, ports, aliases)
+        if previous and previous.get("result"):
+            aliases = _aliases(previous)  # the names it joined with (a spec never changes)
+        me = nw.Member(container_id, name, hostname, attachment.ip, tuple(aliases))
         files = self._write_etc(container_id, hostname, me=me, network=net)
         self._refresh_hosts(net.name)
         return Joined("bridge", self.netns_path(container_id), files, attachment)
 
     def _add(self, container_id: str, net: nw.Network, name: str, hostname: str,
-             ports: Sequence[PortMapping]) -> nw.Attachment:
+             ports: Sequence[PortMapping], aliases: Sequence[str]) -> nw.Attachment:
         conflist = nw.conflist(net, self.ipam_dir, ports=bool(ports))
         netns = self.netns_path(container_id)
         capabilities = {"portMappings": nw.port_mappings(ports)}
         record = {"mode": "bridge", "network": net.name, "name": name, "hostname": hostname,
                   "conflist": conflist, "ifname": nw.IFNAME, "capabilities": capabilities,
-                  "ports": [list(p) for p in ports]}
+                  "ports": [list(p) for p in ports], "aliases": list(aliases)}
         self._write_record(container_id, record)  # the intent, before any side effect
         call = Invocation(container_id, netns, nw.IFNAME, capabilities)
         try:
@@ -310,7 +312,7 @@ class NetworkSetup:
             try:
                 ip = nw.attachment_from_result(network, record["result"], ()).ip
                 member = nw.Member(container_id, str(record.get("name", "")),
-                                   str(record.get("hostname", "")), ip)
+                                   str(record.get("hostname", "")), ip, _aliases(record))
             except BerthError:
                 member = None
         self._members[container_id] = (stamp, network, member)
@@ -369,6 +371,12 @@ class NetworkSetup:
                 except FileNotFoundError:
                     continue  # leaving, or not written yet (its join writes it)
                 _write_in_place(path, text)
+
+
+def _aliases(record: dict[str, Any]) -> tuple[str, ...]:
+    """A record's network aliases (none in records written before they existed)."""
+    found = record.get("aliases")
+    return tuple(str(a) for a in found) if isinstance(found, list) else ()
 
 
 class _Batch:

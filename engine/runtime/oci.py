@@ -153,7 +153,8 @@ class OCIRuntime(Checkpoints):
                                                                      *spec.exposed_ports))),
                                     spec.publish_all)
             joined = self.networks.join(cid, name=name or cid, hostname=spec.hostname
-                                        or cid[:12], requested=spec.network, ports=ports)
+                                        or cid[:12], requested=spec.network, ports=ports,
+                                        aliases=spec.network_aliases)
             if joined.attachment is not None:
                 ports = joined.attachment.ports
         elif spec.network not in ("", "none"):

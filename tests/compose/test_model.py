@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from typing import Any
 
@@ -17,9 +18,10 @@ from engine.errors import InvalidArgument
 from tests.budget import examples
 
 
-def stack(text: str, project: str = "proj", base: str = "/srv/app") -> dict[str, Any]:
+def stack(text: str, project: str = "proj", base: str = "/srv/app",
+          environ: dict[str, str] | None = None) -> dict[str, Any]:
     return model.normalise(source.load(text.encode(), where="compose.yaml"),
-                           project=project, base_dir=base)
+                           project=project, base_dir=base, environ=environ or {})
 
 
 GOOD = """
@@ -48,7 +50,7 @@ def test_normalised_stack() -> None:
     db, web = s["services"]["db"], s["services"]["web"]
     assert s["name"] == "proj" and s["volumes"] == ["data"] and s["networks"] == {}
     assert db["options"]["rootfs"] == "/srv/app/rootfs"
-    assert db["options"]["env"] == ["A=1", "B=true", "C="]
+    assert db["options"]["env"] == ["A=1", "B=true"]  # C: null is the unset environment C
     assert db["options"]["volumes"] == ["proj_data:/var/lib/db", "/srv/app/conf:/etc/conf:ro"]
     assert db["options"]["memory"] == 64 * 1024 * 1024 and db["options"]["pids_limit"] == 50
     assert web["options"]["args"] == ["sleep", "100"] and web["replicas"] == 3
@@ -90,10 +92,10 @@ def test_networks_with_a_subnet() -> None:
 
 def test_unsupported_keys_one_line_each() -> None:
     with pytest.raises(model.Unsupported) as err:
-        stack("services:\n  a:\n    image: ./r\n    command: [x]\n    cap_drop: [ALL]\n"
+        stack("services:\n  a:\n    image: ./r\n    command: [x]\n    devices: [x]\n"
               "    privileged: true\n    deploy: {placement: {}}\nconfigs: {}\n")
     assert err.value.lines == ["configs: top-level key not supported",
-                               "services.a.cap_drop: not supported",
+                               "services.a.devices: not supported",
                                "services.a.privileged: not supported",
                                "services.a.deploy.placement: not supported"]
     assert err.value.exit_code == 125
@@ -386,11 +388,22 @@ def test_a_replica_count_is_bounded() -> None:
 
 
 def test_per_network_options_are_not_dropped_silently() -> None:
-    with pytest.raises(InvalidArgument, match="services.a.networks.n: options"):
-        stack("services:\n  a:\n    image: busybox\n    networks: {n: {aliases: [x]}}\n"
+    with pytest.raises(InvalidArgument, match="services.a.networks.n: only aliases"):
+        stack("services:\n  a:\n    image: busybox\n    networks: {n: {ipv4_address: x}}\n"
               "networks:\n  n:\n")
     assert stack("services:\n  a:\n    image: busybox\n    networks: {n: }\n"
                  "networks:\n  n:\n")["services"]["a"]["options"]["network"] == "proj_n"
+
+
+def test_a_service_is_named_on_its_network_by_its_name_and_its_aliases() -> None:
+    opts = stack("services:\n  db:\n    image: busybox\n    networks:\n      n:\n"
+                 "        aliases: [database, db, pg.local]\nnetworks:\n  n:\n"
+                 )["services"]["db"]["options"]
+    assert opts["network"] == "proj_n"
+    assert opts["network_aliases"] == ["db", "database", "pg.local"]  # once each
+    with pytest.raises(InvalidArgument, match="aliases: must be a list of strings"):
+        stack("services:\n  db:\n    image: busybox\n    networks:\n      n:\n"
+              "        aliases: {a: 1}\nnetworks:\n  n:\n")
 
 
 def test_long_keys_are_cut_short_in_the_report() -> None:
@@ -527,3 +540,74 @@ def test_any_file_is_a_stack_or_one_sentence(services: dict[str, Any], top: dict
         pass
     except InvalidArgument as exc:
         assert "\n" not in str(exc)
+
+
+def test_stop_levels_put_dependants_first_and_a_level_at_once() -> None:
+    """down/stop/restart stop a level's services at once, dependants before their
+    dependencies; an orphan (a service the file no longer has) goes first."""
+    from engine.compose.plan import grace, stop_levels
+
+    s = stack("services:\n  db:\n    image: busybox\n    stop_grace_period: 1m30s\n"
+              "  cache:\n    image: busybox\n"
+              "  api:\n    image: busybox\n    depends_on: [db, cache]\n"
+              "  web:\n    image: busybox\n    depends_on: [api]\n"
+              "  worker:\n    image: busybox\n    depends_on: [db]\n")
+    assert stop_levels(s, {"db", "cache", "api", "web", "worker", "gone"}) == [
+        ["gone", "web"], ["api", "worker"], ["cache", "db"]]
+    assert stop_levels(s, {"db", "web"}) == [["web"], ["db"]]
+    assert stop_levels(s, set()) == []
+    assert grace(s, "db", None) == 90.0 and grace(s, "web", None) == 10.0
+    assert grace(s, "db", 0.0) == 0.0 and grace(s, "gone", None) == 10.0
+    with pytest.raises(InvalidArgument, match="stop_grace_period: invalid duration"):
+        stack("services:\n  a:\n    image: busybox\n    stop_grace_period: soon\n")
+
+
+def test_common_keys_map_onto_run_options() -> None:
+    svc = stack("""
+services:
+  a:
+    image: busybox
+    tty: true
+    stdin_open: true
+    init: false
+    cap_add: [NET_ADMIN, CAP_SYS_TIME]
+    cap_drop: [ALL]
+    expose: ["80", "53/udp"]
+    mem_limit: 64m
+    cpus: "0.5"
+    tmpfs: /run
+    ulimits: {nofile: {soft: 1024, hard: 2048}, nproc: 64}
+    logging: {driver: json-file, options: {max-size: 10m, max-file: "3"}}
+    stop_grace_period: 1m
+    depends_on: {b: {condition: service_started, restart: true}}
+    ports:
+      - "8080:80"
+      - {target: 443, published: 8443, host_ip: 127.0.0.1, protocol: tcp, mode: host}
+      - {target: 53, protocol: udp}
+  b:
+    image: busybox
+""")["services"]["a"]
+    o = svc["options"]
+    assert o["terminal"] is True and o["stdin"] is True and "init" not in o
+    assert o["cap_add"] == ["CAP_NET_ADMIN", "CAP_SYS_TIME"] and o["cap_drop"] == ["ALL"]
+    assert o["expose"] == ["80/tcp", "53/udp"]
+    assert o["memory"] == 64 * 1024 * 1024 and o["cpus"] == 0.5
+    assert o["tmpfs"] == ["/run"]
+    assert o["ulimits"] == ["nofile=1024:2048", "nproc=64:64"]
+    assert o["log_size_max"] == 10_000_000
+    assert o["ports"] == ["8080:80", "127.0.0.1:8443:443/tcp", "53/udp"]
+    assert svc["stop_grace_period"] == 60.0 and svc["depends_on"] == {"b": "service_started"}
+
+
+@pytest.mark.parametrize("key,words", [
+    ("logging: {driver: syslog}", "logging.driver: 'syslog' is not supported"),
+    ("logging: {driver: json-file, options: {tag: x}}", "options.tag: not supported"),
+    ("cpus: .nan", "cpus: a number from 0.01"), ("cpus: 5000", "cpus: a number"),
+    ("mem_limit: [1]", "mem_limit: a size"), ("tty: 'yes'", "tty: must be true or false"),
+    ("ports: [{target: x}]", "ports[0].target: a port number"),
+    ("ports: [{target: 80, foo: 1}]", "unsupported key 'foo'"),
+    ("ulimits: {nofile: {soft: 1}}", "ulimits.nofile: a number or"),
+])
+def test_common_keys_refuse_bad_values(key: str, words: str) -> None:
+    with pytest.raises(InvalidArgument, match=re.escape(words)):
+        stack(f"services:\n  a:\n    image: busybox\n    {key}\n")

@@ -172,10 +172,10 @@ def test_named_volume_config_and_unsupported_keys(up: Engine) -> None:
 
     with open(path, "w") as f:
         f.write(f"services:\n  a:\n    image: {up.rootfs}\n    command: [x]\n"
-                "    privileged: true\n    cap_drop: [ALL]\n")
+                "    privileged: true\n    devices: [x]\n")
     bad = _compose(up, path, project, "up", "-d")
     assert bad.returncode == 125
-    assert bad.stderr.splitlines() == ["berth: services.a.cap_drop: not supported",
+    assert bad.stderr.splitlines() == ["berth: services.a.devices: not supported",
                                        "services.a.privileged: not supported"]
     assert _live(up, project) == {}
 

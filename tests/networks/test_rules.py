@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from engine.containers.spec import PortMapping, RunSpec
+from engine.containers.spec import PortMapping, RunSpec, check_aliases
 from engine.errors import AlreadyExists, InvalidArgument, NotFound, Refused
 from engine.networks import rules as nw
 from engine.networks.cni import CNI, Invocation, PluginError
@@ -120,14 +120,33 @@ def test_attachment_from_a_cni_result() -> None:
 
 
 def test_hosts_file_names_self_and_other_members() -> None:
-    me = nw.Member("a" * 64, "web", "web", "10.90.1.2")
-    other = nw.Member("b" * 64, "db", "dbhost", "10.90.1.3")
+    me = nw.Member("a" * 64, "web", "web", "10.90.1.2", ("site",))
+    other = nw.Member("b" * 64, "db", "dbhost", "10.90.1.3", ("database", "db"))
     text = nw.hosts_file(me, "web", [me, other])
     assert text.splitlines() == [
         "127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
-        "10.90.1.2\tweb", f"10.90.1.3\tdb dbhost {'b' * 12}"]
+        "10.90.1.2\tweb site", f"10.90.1.3\tdb dbhost {'b' * 12} database"]
     alone = nw.hosts_file(None, "box")
     assert alone.splitlines()[-1] == "127.0.1.1\tbox"
+
+
+def test_hosts_file_spreads_the_replicas_of_a_name_over_its_readers() -> None:
+    """Replicas share their service's name: each reader lists them in an order of its
+    own (a client takes the first address), stable while the membership stands, and a
+    word that is not a host name (a forged line) never gets in."""
+    replicas = [nw.Member(f"{n:064x}", f"p-api-{n}", f"h{n}", f"10.90.1.{n}", ("api",))
+                for n in range(1, 5)]
+    firsts = set()
+    for reader in range(100, 140):
+        me = nw.Member(f"{reader:064x}", f"c{reader}", f"c{reader}", f"10.90.2.{reader}")
+        text = nw.hosts_file(me, me.hostname, [me, *replicas])
+        assert text == nw.hosts_file(me, me.hostname, [*reversed(replicas), me])
+        lines = [line for line in text.splitlines() if line.endswith(" api")]
+        assert len(lines) == 4
+        firsts.add(lines[0].split("\t")[0])
+    assert len(firsts) == 4  # every replica is some reader's first
+    bad = nw.Member("c" * 64, "x", "x", "10.90.1.9", ("ok", "evil\n1.2.3.4 bank"))
+    assert nw.hosts_file(None, "box", [bad]).splitlines()[-1] == f"10.90.1.9\tx {'c' * 12} ok"
 
 
 def test_resolv_conf_drops_loopback_nameservers() -> None:
@@ -146,6 +165,27 @@ def test_run_spec_network_is_checked_and_stored() -> None:
         nw.check_reference("bad/name")
     assert nw.check_reference("none") == "none"
     assert nw.effective("", "berth") == "berth" and nw.effective("none", "x") == "none"
+
+
+def test_network_aliases_are_host_names_on_a_user_network() -> None:
+    spec = RunSpec.from_data({"rootfs": "/r", "args": ["true"], "network": "web",
+                              "network_aliases": ["db", "pg.local"]})
+    assert spec.network_aliases == ("db", "pg.local")
+    assert spec.to_data()["network_aliases"] == ["db", "pg.local"]
+    assert "network_aliases" not in RunSpec.from_data(
+        {"rootfs": "/r", "args": ["true"]}).to_data()  # earlier records stay as they were
+    check_aliases(("db",), "")  # the node's default may be a user network
+    for aliases, network, words in (
+            (("bad name",), "web", "invalid network alias 'bad name'"),
+            (("evil\n1.2.3.4",), "web", "invalid network alias"),
+            (("-x",), "web", "invalid network alias"),
+            (("db",), "none", "needs a user network"),
+            (("db",), "berth", "needs a user network"),
+            (tuple(f"a{n}" for n in range(65)), "web", "too many network aliases")):
+        with pytest.raises(InvalidArgument, match=words):
+            check_aliases(aliases, network)
+    with pytest.raises(InvalidArgument, match="network_aliases"):
+        RunSpec.from_data({"rootfs": "/r", "args": ["true"], "network_aliases": "db"})
 
 
 # -- the CNI protocol, with recording plugins -------------------------------------------

@@ -1,0 +1,115 @@
+"""Service names on a real stack's network: a web service reaches ``db`` by its
+service name and by its alias (busybox ``nc``; its ``ping`` needs CAP_NET_RAW), two
+replicas answer to one name, ``berth run --network-alias`` names a container, and a
+member that goes is dropped from the others' /etc/hosts while one that comes is added."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+from tests.e2e.conftest import Engine
+from tests.helpers import wait_until
+from tests.networks.conftest import claimed_subnet
+
+SERVE = ("mkdir -p /tmp/www && echo {what}-$(hostname) > /tmp/www/index.html "
+         "&& exec httpd -f -p {port} -h /tmp/www")
+STACK = """
+services:
+  db:
+    image: {rootfs}
+    command: [sh, -c, '{db}']
+    networks:
+      back:
+        aliases: [database]
+  api:
+    image: {rootfs}
+    command: [sh, -c, '{api}']
+    deploy: {{replicas: 2}}
+    networks: [back]
+  web:
+    image: {rootfs}
+    command: [sleep, '300']
+    depends_on: [db, api]
+    networks: [back]
+networks:
+  back:
+    ipam: {{config: [{{subnet: {subnet}}}]}}
+"""
+
+
+def _compose(engine: Engine, path: str, project: str, *args: str
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "berth", "compose", "-f", path, "-p", project,
+                           *args], env=engine.env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def _in(engine: Engine, name: str, script: str) -> str:
+    done = engine.cli("exec", name, "sh", "-c", script)
+    return done.stdout if done.returncode == 0 else ""
+
+
+def _id(engine: Engine, name: str) -> str:
+    with engine.client() as c:
+        return str(c.inspect(name)["id"])[:12]
+
+
+def _get(engine: Engine, name: str, host: str, port: int) -> str:
+    """An HTTP GET with busybox nc from container ``name`` ("" until it answers)."""
+    return _in(engine, name, f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc {host} {port}"
+                             " | tail -n 1")
+
+
+def test_services_reach_each_other_by_service_name_alias_and_replica(up: Engine) -> None:
+    project = "r" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "names.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with claimed_subnet("10.95") as subnet:
+        with open(path, "w") as f:
+            f.write(STACK.format(rootfs=up.rootfs, subnet=subnet,
+                                 db=SERVE.format(what="db", port=5432),
+                                 api=SERVE.format(what="api", port=80)))
+        done = _compose(up, path, project, "up", "-d")
+        assert done.returncode == 0, done.stderr
+        web = f"{project}-web-1"
+        ids = {n: _id(up, f"{project}-{n}") for n in ("db-1", "api-1", "api-2")}
+        # by the service's name and by its alias, as a client in another service asks
+        for host in ("db", "database", f"{project}-db-1"):
+            answer = wait_until(lambda h=host: _get(up, web, h, 5432), 30, interval=0.2,
+                                what=f"web reaching {host}:5432")
+            assert answer.strip() == f"db-{ids['db-1']}"
+        # two replicas behind one name: each is on a line with it, the name answers
+        hosts = _in(up, web, "cat /etc/hosts")
+        assert len([ln for ln in hosts.splitlines() if ln.split()[-1:] == ["api"]]) == 2, hosts
+        answer = wait_until(lambda: _get(up, web, "api", 80), 30, interval=0.2,
+                            what="web reaching api:80")
+        assert answer.strip() in {f"api-{ids['api-1']}", f"api-{ids['api-2']}"}
+        for n in ("api-1", "api-2"):
+            assert _get(up, web, f"{project}-{n}", 80).strip() == f"api-{ids[n]}"
+        # a container that comes with --network-alias is named at once; one that goes
+        # is dropped from every other member's file
+        extra = f"{project}-extra"
+        ran = up.cli("run", "-d", "--name", extra, "--network", f"{project}_back",
+                     "--network-alias", "cache", "--network-alias", "kv.local", up.rootfs,
+                     "sh", "-c", SERVE.format(what="cache", port=6379))
+        assert ran.returncode == 0, ran.stderr
+        cache_id = _id(up, extra)
+        for host in ("cache", "kv.local"):
+            answer = wait_until(lambda h=host: _get(up, web, h, 6379), 30, interval=0.2,
+                                what=f"web reaching {host}")
+            assert answer.strip() == f"cache-{cache_id}"
+        assert up.cli("rm", "-f", extra).returncode == 0
+        assert "cache" not in _in(up, web, "cat /etc/hosts")
+        assert _compose(up, path, project, "down").returncode == 0
+
+
+def test_network_alias_is_refused_where_nobody_resolves_it(up: Engine) -> None:
+    for args, words in ((("--network", "none", "--network-alias", "x"), "needs a user network"),
+                        (("--network-alias", "bad name"), "invalid network alias")):
+        done = up.cli("run", "-d", "--name", "c" + uuid.uuid4().hex[:8], *args, up.rootfs,
+                      "true")
+        assert done.returncode == 125 and words in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
