@@ -569,12 +569,17 @@ def _create(args: Mapping[str, Any]) -> Create:
 
 
 def _exec(ref: str, args: Mapping[str, Any]) -> Exec:
-    """An exec session's process obeys the rules of a container's (check_*)."""
+    """An exec session's process obeys the rules of a container's (check_*); its user
+    may be named, as a container's (the worker resolves it in the container's files)."""
+    from engine.containers.process import is_user_form
+
     argv = check_argv(_strings(args, "cmd"), "the exec command")
     session = args.get("session_id")
+    user = _text(args, "user")
+    if not is_user_form(user):
+        check_user(user, optional=True)  # its sentence for a malformed user
     return Exec(ref, argv, check_env(_strings(args, "env")),
-                check_cwd(_text(args, "cwd"), optional=True),
-                check_user(_text(args, "user"), optional=True),
+                check_cwd(_text(args, "cwd"), optional=True), user,
                 _flag(args, "tty"), validate_session_id(session) if session is not None else None,
                 _flag(args, "stdin"), _flag(args, "streamed"),
                 (_integer(args, "height", 0, maximum=65535),

@@ -28,6 +28,7 @@ from engine import events as ev
 from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
 from engine.containers import copying
 from engine.containers import decide as d
+from engine.containers.process import resolve_user
 from engine.containers.projection import ALIVE, RUNNING, ContainerState, apply
 from engine.containers.spec import RunSpec
 from engine.errors import (
@@ -77,6 +78,16 @@ class RootfsProvider(Protocol):
     def release(self, container_id: str) -> None: ...
 
     def remount(self, container_id: str, spec: RunSpec) -> None: ...
+
+
+def _exec_user(state: ContainerState, user: str) -> str:
+    """An exec's user as numbers, read from the container's own /etc/passwd and
+    /etc/group (inside its root), as its first process's was: a name must be there, and
+    a bare uid gets the primary group its line gives, not 0. Empty: the container's."""
+    if not user:
+        return ""
+    resolved = resolve_user(state.spec.rootfs, user)
+    return f"{resolved.uid}:{resolved.gid}"
 
 
 def _stdio_options(command: c.Exec) -> dict[str, Any]:
@@ -628,6 +639,7 @@ class ContainerService:
         session = command.session_id or system_command_id(causation.command_id, "session")
         command = replace(command, container=cid, session_id=session)
         recorded: list[ev.RecordedEvent] = []
+        user: str | None = None
         with self.locks.hold(cid):
             state = self.container(cid)
             resumed = self.store.outcome(
@@ -637,6 +649,7 @@ class ContainerService:
                 used = progress.requested is not None or progress.started \
                     or progress.exit_code is not None
                 plan = d.decide_exec(state, command, used)
+                user = _exec_user(state, command.user)  # a name it lacks: refused unrecorded
                 recorded += self.append(cid, state.version, plan.before, causation,
                                         step="requested")
         crash_point("container.exec.intended")
@@ -648,7 +661,8 @@ class ContainerService:
         try:
             pid = self.runtime.exec_start(
                 cid, command.argv, session_id=session, env=command.env, cwd=command.cwd,
-                user=command.user, tty=command.tty,
+                user=user if user is not None else _exec_user(state, command.user),
+                tty=command.tty,
                 no_new_privileges=state.spec.no_new_privileges,
                 **_stdio_options(command))
         except BerthError:
