@@ -31,8 +31,7 @@ from sqlalchemy import Connection, Engine, select
 
 from engine import events as ev
 from engine.audit import chain as audit
-from engine.audit import vouch
-from engine.audit.transparency import outcome_digest
+from engine.audit import transparency, vouch
 from engine.audit.treehead import Signer
 from engine.containers.projection import ContainerState, fold
 from engine.errors import ConcurrencyError, InvalidArgument, StoreError
@@ -221,8 +220,11 @@ class Recorder(ABC):
                 "ok" if w.error_code is None else "error", w.error_code, w.message,
                 pack([r.position for r in recorded]), now_us,
             )
+            # transparency.outcome_digest, not the name imported: the transparency
+            # module imports the store package, so a process starting with it meets
+            # this module while transparency is half-made
             command_rows.append((*outcome, *(
-                vouch.stamp(writer, vouch.OUTCOME, outcome_digest(outcome)) if writer
+                vouch.stamp(writer, vouch.OUTCOME, transparency.outcome_digest(outcome)) if writer
                 else vouch.UNSIGNED)))
             by_command[req.command_id] = recorded
             results[i] = recorded
