@@ -136,15 +136,19 @@ def cmd_rename(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_port(args: argparse.Namespace, client: Client) -> int:
     """The published ports, podman's way: ``80/tcp -> 0.0.0.0:8080``: from the
-    container's ``container.network_attached`` event (the ports ``-P`` chose are only
-    there), else as its spec asked (``--network none`` reserves them without a
-    network)."""
+    container's last ``container.network_attached`` event (the ports ``-P`` chose are
+    only there; none once a ``container.network_detached`` followed), else as its spec
+    asked (``--network none`` reserves them without a network)."""
     from bus.results import parse_events_result
 
     events, _ = parse_events_result(client.history(args.container))
-    attached = [e for e in events if e.type == "container.network_attached"]
-    ports = (attached[-1].data.get("ports") or [] if attached
-             else client.inspect(args.container).get("spec", {}).get("ports", []))
+    network = [e for e in events if e.type in ("container.network_attached",
+                                                "container.network_detached")]
+    if network:  # an ended container gave its forwards back with its network
+        last = network[-1]
+        ports = (last.data.get("ports") or []) if last.type.endswith("attached") else []
+    else:
+        ports = client.inspect(args.container).get("spec", {}).get("ports", [])
     for host_ip, host_port, ctr_port, proto in ports:
         if args.port and args.port not in (str(ctr_port), f"{ctr_port}/{proto}"):
             continue

@@ -14,6 +14,7 @@ the log still has alive gets an exit, so whichever path comes second writes noth
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -29,7 +30,7 @@ from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
 from engine.containers import copying
 from engine.containers import decide as d
 from engine.containers.process import resolve_user
-from engine.containers.projection import ALIVE, RUNNING, ContainerState, apply
+from engine.containers.projection import ALIVE, EXITED, RUNNING, ContainerState, apply
 from engine.containers.spec import RunSpec
 from engine.errors import (
     AlreadyExists,
@@ -454,6 +455,9 @@ class ContainerService:
         except BerthError as exc:
             if intended:
                 self._failed_after_intent(state, causation, exc)
+            if state.state == EXITED:  # a start that failed after its create joined
+                with contextlib.suppress(BerthError):
+                    self.release_network(cid)
             raise
         crash_point(f"{causation.command_type}.acted")
         events = plan.then(facts)
@@ -808,9 +812,38 @@ class ContainerService:
             recorded = self.append(container_id, state.version, [exited],
                                    system=(container_id, "exit", state.version),
                                    system_type="container.exit")
+            recorded += self.release_network(container_id)
         if d.auto_remove_due(self.latest(container_id)):
             recorded += self.auto_remove(container_id)
         return recorded
+
+    def release_network(self, container_id: str) -> list[ev.RecordedEvent]:
+        """Give back the network of a container that ended (``decide.
+        network_release_due``): CNI DEL, its namespace and files, the other members'
+        /etc/hosts; recorded as ``container.network_detached`` first, so the log never
+        shows an address held that is not. The exit that made it due is the intent: a
+        worker that dies in between leaves the release to recovery, which calls this
+        again (it records the release once and repeats the rest harmlessly)."""
+        with self.locks.hold(container_id):
+            try:
+                state = self.container(container_id)
+            except NotFound:
+                return []
+            if not d.network_release_due(state):
+                return []
+            held, attachment = self.runtime.network_held(container_id)
+            if not held:
+                return []
+            recorded: list[ev.RecordedEvent] = []
+            if attachment is not None and not d.network_released(
+                    r.event for r in self.store.read_stream(container_id)):
+                recorded = self.append(container_id, state.version,
+                                       [nw.detached_event(attachment)],
+                                       system=(container_id, "network-release", state.version),
+                                       system_type="container.network_release")
+            crash_point("container.network.detached")
+            self.runtime.release_network(container_id)
+            return recorded
 
     def record_lost(self, container_id: str, reason: str = "unknown") -> list[ev.RecordedEvent]:
         """The runtime no longer knows a container the log has alive, and no exit file

@@ -29,6 +29,7 @@ from engine import events as ev
 from engine.containers.projection import EXITED
 from engine.containers.service import ContainerService, system_command_id
 from engine.errors import BerthError, NotFound, StateUnwritable, StoreError
+from engine.networks import rules as nw
 from engine.restarts import rules as r
 
 log = logging.getLogger("berth.restarts")
@@ -138,8 +139,11 @@ class Restarter:
                 raise
             except BerthError as exc:
                 return self._failed(cid, due, exc)
+            # its network went with its exit: the create joined it again (recorded)
+            joined = () if created.network is None else (nw.attached_event(created.network),)
             return svc.append(cid, state.version,
-                              [ev.PidReceived(created.pid, created.conmon_pid), ev.Started()],
+                              [ev.PidReceived(created.pid, created.conmon_pid), *joined,
+                               ev.Started()],
                               system=(cid, "restart", due.restarting_position),
                               system_type=RESTART)
 
@@ -150,6 +154,8 @@ class Restarter:
         log.error("restart %d of %s failed, not retried: %s", due.attempt, cid, exc)
         with contextlib.suppress(BerthError):
             svc.runtime.delete(cid, force=True)
+        with contextlib.suppress(BerthError):  # the network its create joined, if it did
+            svc.release_network(cid)
         recorded = svc.store.record_failure(
             system_command_id(cid, "restart", due.restarting_position), RESTART, cid,
             exc.code, f"restart {due.attempt} failed: {exc.message}", actor=svc.system_actor,
