@@ -401,14 +401,26 @@ class ContainerService:
                 # recorded against the id the container would have had (a create by
                 # no name has no other stream to hold it).
                 self.discard(cid)
+                if isinstance(exc, AlreadyExists) and command.name:
+                    exc = self._name_in_use(command.name, exc)
                 self.fail(causation.command_type, cid, causation, exc)
-                raise
+                raise exc from None
             except BaseException:
                 self.discard(cid)
                 raise
         created_event = recorded[0].event
         assert isinstance(created_event, ev.ContainerCreated)
         return Outcome(tuple(recorded), {"id": cid, "name": created_event.name, "node": self.node})
+
+    def _name_in_use(self, name: str, exc: AlreadyExists) -> AlreadyExists:
+        """The store's refusal of a taken name, saying who holds it, as podman does:
+        the user's next step is to remove that container or pick another name."""
+        try:
+            holder = self.store.resolve(name)
+        except BerthError:
+            return exc  # the holder went meanwhile: the store's own words
+        return AlreadyExists(f'the container name "{name}" is already in use by {holder}: '
+                             "remove it or choose another name")
 
     def _volumes_for(self, spec: RunSpec, causation: c.Causation) -> AbstractContextManager[None]:
         """The named volumes a new container mounts, made and held until it is recorded."""
