@@ -23,8 +23,8 @@ def default_network() -> str:
 def test_worker_killed_while_container_runs_records_exit_on_restart(engine: Engine) -> None:
     proc = engine.start_worker_process()
     c = engine.client(timeout=2, retries=2)
-    exit_early = c.create(rootfs=engine.images.rootfs, args=["sleep", "601"]).result["id"]
-    keeps_running = c.create(rootfs=engine.images.rootfs, args=["sleep", "600"]).result["id"]
+    exit_early = c.create(rootfs=engine.rootfs, args=["sleep", "601"]).result["id"]
+    keeps_running = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
     c.start(exit_early)
     c.start(keeps_running)
     pids = {r["id"]: r["pid"] for r in c.ps()}
@@ -50,7 +50,7 @@ def test_worker_killed_while_container_runs_records_exit_on_restart(engine: Engi
 def test_exit_of_a_lost_container_is_recorded_with_unknown_code(engine: Engine) -> None:
     proc = engine.start_worker_process()
     c = engine.client(timeout=2, retries=2)
-    cid = c.create(rootfs=engine.images.rootfs, args=["sleep", "600"]).result["id"]
+    cid = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
     c.start(cid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
@@ -97,7 +97,7 @@ def test_exec_resent_after_a_worker_kill_does_not_run_twice(engine: Engine) -> N
 
     proc = engine.start_worker_process()
     c = engine.client(timeout=5, retries=2)
-    cid = c.create(rootfs=engine.images.rootfs, args=["sleep", "600"]).result["id"]
+    cid = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
     c.start(cid)
     command = c.command(
         "container.exec", cid, "local",
