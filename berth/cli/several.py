@@ -125,7 +125,8 @@ def inspect_view(item: dict[str, Any]) -> dict[str, Any]:
     view.update(ID=item.get("id"), Name=item.get("name"), Names=item.get("name"),
                 State=item.get("state"), Pid=item.get("pid"),
                 ExitCode=item.get("exit_code"), Node=item.get("node"),
-                Image=item.get("rootfs"), Created=item.get("created_at"))
+                Image=item.get("image") or item.get("rootfs"),
+                Created=item.get("created_at"))
     return view
 
 
