@@ -51,6 +51,7 @@ CONTAINER_UPDATED = "container.updated"
 NETWORK_CREATED = "network.created"
 NETWORK_REMOVED = "network.removed"
 CONTAINER_NETWORK_ATTACHED = "container.network_attached"
+CONTAINER_NETWORK_DETACHED = "container.network_detached"
 REFUSALS_STREAM = "berth:refused"
 """The stream of ``command.refused``: no container's (a name cannot hold a colon), so
 a refusal never takes a version of the container it names."""
@@ -478,6 +479,27 @@ class NetworkAttached(Event):
             raise _bad(cls.type, str(exc)) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkDetached(Event):
+    """The container's process ended and its network went with it (as in podman and
+    Docker): the address, veth and port forwards it had are free for others until it
+    starts again, when a new ``container.network_attached`` follows."""
+
+    type: ClassVar[str] = CONTAINER_NETWORK_DETACHED
+    network: str
+    addresses: tuple[str, ...]
+
+    def to_data(self) -> dict[str, Any]:
+        return {"network": self.network, "addresses": list(self.addresses)}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Self:
+        try:
+            return cls(str(data["network"]), tuple(str(a) for a in data["addresses"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _bad(cls.type, str(exc)) from exc
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -486,7 +508,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Restored, Removed, CommandFailed, CommandRefused,
         ImagePulled, ImageLoaded, ImageTagged, ImageRemoved,  # images
         Restarting, HealthStatus, Updated,
-        NetworkCreated, NetworkRemoved, NetworkAttached,  # networks
+        NetworkCreated, NetworkRemoved, NetworkAttached, NetworkDetached,  # networks
         Renamed, CopiedIn, CopyFinished,
     )
 }

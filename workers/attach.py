@@ -269,12 +269,12 @@ class Session(threading.Thread):
 
     # -- attach -----------------------------------------------------------------------
 
-    def _sockets(self, uuid: str) -> str:
-        return os.path.join(self.server.runtime.config.sockets_dir, uuid)
-
     def _attach(self) -> None:
         cid = self.server.resolve(str(self.request.get("container")))
-        directory = self._sockets(cid)
+        # conmon's attach socket and ctl fifo are in the bundle, where podman reaches
+        # them: the link to it in the socket directory is named after the id only
+        # while that name is not exactly 107 bytes (conmon shortens it then).
+        directory = self.server.runtime.paths(cid).bundle
         if not os.path.isdir(directory):
             raise NotFound(f"container {cid[:12]} is not running: nothing to attach to")
         sock = conmon_attach.connect(directory)
@@ -330,7 +330,7 @@ class Session(threading.Thread):
         cid = self.server.resolve(str(self.request.get("container")))
         sid = validate_session_id(str(self.request.get("session")))
         paths = self.server.runtime.exec_session_paths(cid, sid)
-        directory = self._sockets(sid)
+        directory = paths.dir  # the session's bundle (see _attach)
         attached = self._exec_attached(sid, paths)
         if attached is not None:
             # All of its output through the socket conmon connected before the process

@@ -6,8 +6,9 @@ this process takes it only as fast as it can write it (the credit it grants is
 topped up after printing). With ``-i`` stdin is forwarded and its end closes the
 process's stdin; with ``-t`` this terminal is put in raw mode, its size is sent at
 the start and on SIGWINCH, and the detach keys (``ctrl-p,ctrl-q``) leave the
-container running. With ``--sig-proxy`` (the default) the signals a user sends to
-this process go to the container as ``kill`` commands instead of ending the client.
+container running (only then: without a terminal stdin is data, passed byte-exact).
+With ``--sig-proxy`` (the default) the signals a user sends to this process go to the
+container as ``kill`` commands instead of ending the client.
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ def parse_detach_keys(text: str) -> bytes:
             raise InvalidArgument(f"invalid detach keys {text!r}: use ctrl-X or single "
                                   "characters, separated by commas")
     return bytes(out)
+
+
+def detach_keys_for(text: str, *, stdin: bool, use_tty: bool) -> bytes:
+    """The detach keys a session watches for: only on a terminal, as podman and Docker
+    do. Without ``-t`` stdin is data (a pipe, a file, random bytes) and must pass
+    byte-exact: ctrl-p ctrl-q (0x10 0x11) in it is not the user asking to leave."""
+    keys = parse_detach_keys(text)  # a bad option is refused with or without a terminal
+    return keys if stdin and use_tty else b""
 
 
 def parse_log_time(text: str) -> str:
@@ -371,7 +380,7 @@ def attach_session(client: Client, cid: str, node: str, *, stdin: bool, use_tty:
         if before is not None:
             before()
         return follow_polled(client, cid, node)
-    keys = parse_detach_keys(detach_keys) if stdin else b""
+    keys = detach_keys_for(detach_keys, stdin=stdin, use_tty=use_tty)
     signals: tuple[int, ...] = PROXIED if sig_proxy else ()
     if use_tty:
         signals = (*signals, signal.SIGWINCH)
@@ -546,8 +555,9 @@ def exec_streamed(args: argparse.Namespace, client: Client) -> int:
                     stack.enter_context(proxy)
                 stack.enter_context(raw_terminal(0, use_tty and interactive))
                 pump = Pump(session, stdin=interactive, tty=use_tty, proxy=proxy,
-                            detach_keys=parse_detach_keys(args.detach_keys) if interactive
-                            else b"", stop_fd=stop_r, stop_if=lambda: "error" in outcome)
+                            detach_keys=detach_keys_for(args.detach_keys, stdin=interactive,
+                                                        use_tty=use_tty),
+                            stop_fd=stop_r, stop_if=lambda: "error" in outcome)
                 try:
                     streamed = pump.run()
                 except Detached:

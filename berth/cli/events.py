@@ -37,17 +37,14 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
     query: dict[str, Any] = {"container": container, "types": types, "since": since,
                              "until": until}
     query = {k: v for k, v in query.items() if v is not None}
-    after = 0
-    while True:
-        events, head = client.events(after=after, limit=500, **query)
-        for event in events:
-            fmt.print_event(event, names, args.format)
-        if not events:
-            break
-        after = events[-1].position
+    if args.follow and since is None:
+        # podman's: a stream shows what happens from now on; --since reads the past
+        # first. The head is read before the subscription: nothing falls in between.
+        last = client.events(after=0, limit=1, **query)[1]
+    else:
+        last = _print_past(client, query, names, args.format)
     if not args.follow:
         return 0
-    last = max(after, head)
     with client.subscribe(from_position=last + 1, types=types, container=container) as sub:
         for event in sub:
             if until is not None and event.recorded_at > until:
@@ -55,6 +52,20 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
             fmt.print_event(event, names, args.format)
             sys.stdout.flush()
     return 0
+
+
+def _print_past(client: Client, query: dict[str, Any], names: fmt.NameCache,
+                format: str) -> int:
+    """The recorded events the query selects, page by page; the log's head position
+    (where a subscription goes on from)."""
+    after = head = 0
+    while True:
+        events, head = client.events(after=after, limit=500, **query)
+        for event in events:
+            fmt.print_event(event, names, format)
+        if not events:
+            return max(after, head)
+        after = events[-1].position
 
 
 def _export(args: argparse.Namespace, client: Client) -> int:
@@ -359,7 +370,8 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="container=CTR or type=TYPE")
     p.add_argument("--follow", action="store_true",
-                   help="keep printing new events as they are recorded")
+                   help="print events as they are recorded, from now on (with --since, "
+                        "the past ones first)")
     p.add_argument("--format", default="table", metavar="FORMAT",
                    help="table, json (one object per line) or a Go template such as "
                         "'{{.Time}} {{.Name}} {{.Status}}' to read; jsonl (default) or "

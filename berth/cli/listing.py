@@ -61,8 +61,32 @@ _TESTS: dict[str, Callable[[Row, str], bool]] = {
     "status": lambda row, v: row["state"] == v,
     "label": _label_matches,
     "node": lambda row, v: row.get("node") == v,
-    "ancestor": lambda row, v: v in (row.get("rootfs"), row.get("image")),
+    "ancestor": lambda row, v: is_ancestor(row, v),
 }
+
+
+def is_ancestor(row: Row, value: str) -> bool:
+    """podman's ``ancestor=``: the container's root filesystem directory, or its
+    image by reference (a reference without a tag names the repository, any tag), by
+    id or by an id prefix. A container made from an image has the overlay the worker
+    mounted as its rootfs: that path is no name a user gives."""
+    image, image_id = str(row.get("image") or ""), str(row.get("image_id") or "")
+    if not image and not image_id:
+        return value == row.get("rootfs")
+    from engine.errors import InvalidArgument
+    from engine.images.reference import looks_like_id, parse_reference
+
+    if value == image:
+        return True
+    if image_id and looks_like_id(value):
+        bare = value.removeprefix("sha256:")
+        return image_id.removeprefix("sha256:").startswith(bare)
+    try:
+        wanted, have = parse_reference(value), parse_reference(image)
+    except InvalidArgument:
+        return False
+    tagged = ":" in value.rpartition("/")[2] or "@" in value
+    return wanted == have if tagged else wanted.name == have.name
 
 
 def matches(row: Row, filters: dict[str, list[str]]) -> bool:

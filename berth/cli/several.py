@@ -47,12 +47,58 @@ def each(refs: Iterable[str], action: Callable[[str], str | None]) -> int:
     return FAILED if failed else 0
 
 
-def cmd_stop(args: argparse.Namespace, client: Client) -> int:
-    def stop(ref: str) -> None:
-        with fmt.Progress(f"stopping {ref}"):
-            client.stop(ref, timeout=args.time)
+MAX_AT_ONCE = 16
+"""Containers one ``stop`` handles at once (each takes a thread and a bus socket)."""
 
-    return each(_targets(args, client), stop)
+
+def at_once(refs: Iterable[str], client: Client,
+            action: Callable[[Client, str], str | None], label: str) -> int:
+    """``each``, but for every reference at once (at most MAX_AT_ONCE), as podman's
+    parallel verbs: a stop waits out each container's timeout, and in turn those
+    add up. Each thread has its own client (a bus socket is used by one thread);
+    the results are printed in the order given, as ``each`` prints them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    targets = list(refs)
+    if len(targets) <= 1:
+        def alone(ref: str) -> str | None:
+            with fmt.Progress(f"{label} {ref}"):
+                return action(client, ref)
+
+        return each(targets, alone)
+
+    def one(ref: str) -> str | None:
+        with Client(",".join(client.endpoints), events_endpoint=client.events_endpoint,
+                    actor=client.actor, timeout=client.timeout, retries=client.retries,
+                    curve=client.curve) as own:
+            return action(own, ref)
+
+    outcomes: list[tuple[str | None, BerthError | None]] = []
+    with fmt.Progress(f"{label} {len(targets)} containers"), \
+            ThreadPoolExecutor(min(MAX_AT_ONCE, len(targets)),
+                               thread_name_prefix="berth-verb") as pool:
+        futures = [pool.submit(one, ref) for ref in targets]
+        for future in futures:
+            try:
+                outcomes.append((future.result(), None))
+            except BerthError as exc:
+                outcomes.append((None, exc))
+    results = iter(outcomes)
+
+    def settled(_ref: str) -> str | None:
+        shown, error = next(results)
+        if error is not None:
+            raise error
+        return shown
+
+    return each(targets, settled)
+
+
+def cmd_stop(args: argparse.Namespace, client: Client) -> int:
+    def stop(own: Client, ref: str) -> None:
+        own.stop(ref, timeout=args.time)
+
+    return at_once(_targets(args, client), client, stop, "stopping")
 
 
 def cmd_kill(args: argparse.Namespace, client: Client) -> int:
@@ -125,7 +171,8 @@ def inspect_view(item: dict[str, Any]) -> dict[str, Any]:
     view.update(ID=item.get("id"), Name=item.get("name"), Names=item.get("name"),
                 State=item.get("state"), Pid=item.get("pid"),
                 ExitCode=item.get("exit_code"), Node=item.get("node"),
-                Image=item.get("rootfs"), Created=item.get("created_at"))
+                Image=item.get("image") or item.get("rootfs"),
+                Created=item.get("created_at"))
     return view
 
 
@@ -136,15 +183,19 @@ def cmd_rename(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_port(args: argparse.Namespace, client: Client) -> int:
     """The published ports, podman's way: ``80/tcp -> 0.0.0.0:8080``: from the
-    container's ``container.network_attached`` event (the ports ``-P`` chose are only
-    there), else as its spec asked (``--network none`` reserves them without a
-    network)."""
+    container's last ``container.network_attached`` event (the ports ``-P`` chose are
+    only there; none once a ``container.network_detached`` followed), else as its spec
+    asked (``--network none`` reserves them without a network)."""
     from bus.results import parse_events_result
 
     events, _ = parse_events_result(client.history(args.container))
-    attached = [e for e in events if e.type == "container.network_attached"]
-    ports = (attached[-1].data.get("ports") or [] if attached
-             else client.inspect(args.container).get("spec", {}).get("ports", []))
+    network = [e for e in events if e.type in ("container.network_attached",
+                                                "container.network_detached")]
+    if network:  # an ended container gave its forwards back with its network
+        last = network[-1]
+        ports = (last.data.get("ports") or []) if last.type.endswith("attached") else []
+    else:
+        ports = client.inspect(args.container).get("spec", {}).get("ports", [])
     for host_ip, host_port, ctr_port, proto in ports:
         if args.port and args.port not in (str(ctr_port), f"{ctr_port}/{proto}"):
             continue

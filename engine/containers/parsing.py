@@ -48,7 +48,7 @@ from engine.commands import (
     Wait,
 )
 from engine.containers.copying import CHUNK, check_archive
-from engine.containers.process import check_argv, check_cwd, check_env, check_user
+from engine.containers.process import check_argv, check_cwd, check_env, check_user, is_user_form
 from engine.containers.spec import RunSpec
 from engine.errors import InvalidArgument
 from engine.ids import validate_container_id, validate_name, validate_session_id
@@ -90,12 +90,15 @@ def _create(args: Mapping[str, Any]) -> Create:
 
 
 def _exec(ref: str, args: Mapping[str, Any]) -> Exec:
-    """An exec session's process obeys the rules of a container's (check_*)."""
+    """An exec session's process obeys the rules of a container's (check_*); its user
+    may be named, as a container's (the worker resolves it in the container's files)."""
     argv = check_argv(_strings(args, "cmd"), "the exec command")
     session = args.get("session_id")
+    user = _text(args, "user")
+    if not is_user_form(user):
+        check_user(user, optional=True)  # its sentence for a malformed user
     return Exec(ref, argv, check_env(_strings(args, "env")),
-                check_cwd(_text(args, "cwd"), optional=True),
-                check_user(_text(args, "user"), optional=True),
+                check_cwd(_text(args, "cwd"), optional=True), user,
                 _flag(args, "tty"), validate_session_id(session) if session is not None else None,
                 _flag(args, "stdin"), _flag(args, "streamed"),
                 (_integer(args, "height", 0, maximum=65535),

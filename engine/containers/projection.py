@@ -199,6 +199,7 @@ _TRANSITIONS: dict[str, Transition] = {
     ev.NETWORK_CREATED: _audit_only,
     ev.NETWORK_REMOVED: _audit_only,
     ev.CONTAINER_NETWORK_ATTACHED: _audit_only,
+    ev.CONTAINER_NETWORK_DETACHED: _audit_only,
     # CLI verbs (podman's)
     ev.CONTAINER_RENAMED: _renamed,
     ev.CONTAINER_COPIED_IN: _audit_only,

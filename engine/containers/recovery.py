@@ -35,6 +35,9 @@ class Reconciled:
     orphans: int = 0
     checkpoints: int = 0
     execs: int = 0
+    networks: int = 0
+    """Releases of ended containers' networks recorded here (their exit was recorded
+    by a worker that died before the release)."""
     running_execs: list[tuple[str, str]] = field(default_factory=list)
     """Exec sessions that outlived their worker and still run: the worker waits for them
     (``finish_exec``)."""
@@ -42,7 +45,8 @@ class Reconciled:
 
 def reconcile(service: ContainerService) -> Reconciled:
     """Append what happened while no worker was watching: exits whose files landed,
-    conmons that died, containers runc lost, ``--rm`` removals that were due; then
+    conmons that died, containers runc lost, ``--rm`` removals that were due, networks
+    that ended containers still held; then
     delete runtime containers the log never heard of. Runs before the worker takes
     commands, so no create is half-way through."""
     report = Reconciled()
@@ -87,6 +91,10 @@ def _reconcile_one(service: ContainerService, state: ContainerState, report: Rec
             report.removed += bool(service.auto_remove(cid))
         case d.Reconcile.NOTHING:
             pass
+    # An exit recorded by a worker that died before it gave the network back: the
+    # release is finished now (once recorded; nothing if it was done).
+    if service.release_network(cid):
+        report.networks += 1
 
 
 def settle_conmon_gone(service: ContainerService, container_id: str,

@@ -14,6 +14,7 @@ the log still has alive gets an exit, so whichever path comes second writes noth
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -28,7 +29,8 @@ from engine.command_types import CHANGE_COMMANDS, CHECKPOINT
 from engine.commands import system_command_id as system_command_id  # noqa: PLC0414 (re-export)
 from engine.containers import copying
 from engine.containers import decide as d
-from engine.containers.projection import ALIVE, RUNNING, ContainerState, apply
+from engine.containers.process import resolve_user
+from engine.containers.projection import ALIVE, EXITED, RUNNING, ContainerState, apply
 from engine.containers.spec import RunSpec
 from engine.errors import (
     AlreadyExists,
@@ -75,6 +77,16 @@ class RootfsProvider(Protocol):
     def release(self, container_id: str) -> None: ...
 
     def remount(self, container_id: str, spec: RunSpec) -> None: ...
+
+
+def _exec_user(state: ContainerState, user: str) -> str:
+    """An exec's user as numbers, read from the container's own /etc/passwd and
+    /etc/group (inside its root), as its first process's was: a name must be there, and
+    a bare uid gets the primary group its line gives, not 0. Empty: the container's."""
+    if not user:
+        return ""
+    resolved = resolve_user(state.spec.rootfs, user)
+    return f"{resolved.uid}:{resolved.gid}"
 
 
 def _stdio_options(command: c.Exec) -> dict[str, Any]:
@@ -385,14 +397,26 @@ class ContainerService:
                 # recorded against the id the container would have had (a create by
                 # no name has no other stream to hold it).
                 self.discard(cid)
+                if isinstance(exc, AlreadyExists) and command.name:
+                    exc = self._name_in_use(command.name, exc)
                 self.fail(causation.command_type, cid, causation, exc)
-                raise
+                raise exc from None
             except BaseException:
                 self.discard(cid)
                 raise
         created_event = recorded[0].event
         assert isinstance(created_event, ev.ContainerCreated)
         return Outcome(tuple(recorded), {"id": cid, "name": created_event.name, "node": self.node})
+
+    def _name_in_use(self, name: str, exc: AlreadyExists) -> AlreadyExists:
+        """The store's refusal of a taken name, saying who holds it, as podman does:
+        the user's next step is to remove that container or pick another name."""
+        try:
+            holder = self.store.resolve(name)
+        except BerthError:
+            return exc  # the holder went meanwhile: the store's own words
+        return AlreadyExists(f'the container name "{name}" is already in use by {holder}: '
+                             "remove it or choose another name")
 
     def _volumes_for(self, spec: RunSpec, causation: c.Causation) -> AbstractContextManager[None]:
         """The named volumes a new container mounts, made and held until it is recorded."""
@@ -439,6 +463,9 @@ class ContainerService:
         except BerthError as exc:
             if intended:
                 self._failed_after_intent(state, causation, exc)
+            if state.state == EXITED:  # a start that failed after its create joined
+                with contextlib.suppress(BerthError):
+                    self.release_network(cid)
             raise
         crash_point(f"{causation.command_type}.acted")
         events = plan.then(facts)
@@ -624,6 +651,7 @@ class ContainerService:
         session = command.session_id or system_command_id(causation.command_id, "session")
         command = replace(command, container=cid, session_id=session)
         recorded: list[ev.RecordedEvent] = []
+        user: str | None = None
         with self.locks.hold(cid):
             state = self.container(cid)
             resumed = self.store.outcome(
@@ -633,6 +661,7 @@ class ContainerService:
                 used = progress.requested is not None or progress.started \
                     or progress.exit_code is not None
                 plan = d.decide_exec(state, command, used)
+                user = _exec_user(state, command.user)  # a name it lacks: refused unrecorded
                 recorded += self.append(cid, state.version, plan.before, causation,
                                         step="requested")
         crash_point("container.exec.intended")
@@ -644,7 +673,8 @@ class ContainerService:
         try:
             pid = self.runtime.exec_start(
                 cid, command.argv, session_id=session, env=command.env, cwd=command.cwd,
-                user=command.user, tty=command.tty,
+                user=user if user is not None else _exec_user(state, command.user),
+                tty=command.tty,
                 no_new_privileges=state.spec.no_new_privileges,
                 **_stdio_options(command))
         except BerthError:
@@ -790,9 +820,38 @@ class ContainerService:
             recorded = self.append(container_id, state.version, [exited],
                                    system=(container_id, "exit", state.version),
                                    system_type="container.exit")
+            recorded += self.release_network(container_id)
         if d.auto_remove_due(self.latest(container_id)):
             recorded += self.auto_remove(container_id)
         return recorded
+
+    def release_network(self, container_id: str) -> list[ev.RecordedEvent]:
+        """Give back the network of a container that ended (``decide.
+        network_release_due``): CNI DEL, its namespace and files, the other members'
+        /etc/hosts; recorded as ``container.network_detached`` first, so the log never
+        shows an address held that is not. The exit that made it due is the intent: a
+        worker that dies in between leaves the release to recovery, which calls this
+        again (it records the release once and repeats the rest harmlessly)."""
+        with self.locks.hold(container_id):
+            try:
+                state = self.container(container_id)
+            except NotFound:
+                return []
+            if not d.network_release_due(state):
+                return []
+            held, attachment = self.runtime.network_held(container_id)
+            if not held:
+                return []
+            recorded: list[ev.RecordedEvent] = []
+            if attachment is not None and not d.network_released(
+                    r.event for r in self.store.read_stream(container_id)):
+                recorded = self.append(container_id, state.version,
+                                       [nw.detached_event(attachment)],
+                                       system=(container_id, "network-release", state.version),
+                                       system_type="container.network_release")
+            crash_point("container.network.detached")
+            self.runtime.release_network(container_id)
+            return recorded
 
     def record_lost(self, container_id: str, reason: str = "unknown") -> list[ev.RecordedEvent]:
         """The runtime no longer knows a container the log has alive, and no exit file

@@ -305,6 +305,11 @@ def attached_event(attachment: Attachment) -> ev.NetworkAttached:
                               attachment.ports)
 
 
+def detached_event(attachment: Attachment) -> ev.NetworkDetached:
+    """The event recording that an ended container gave its attachment back."""
+    return ev.NetworkDetached(attachment.network, attachment.addresses)
+
+
 # -- files in the container -------------------------------------------------------------
 
 

@@ -4,9 +4,11 @@ Each container with a network (not ``none``, not ``host``) gets its own network
 namespace, made by berth as ``ip netns add`` does (a namespace kept alive by a bind
 mount on a file) under ``$BERTH_RUN/runtime/net/<id>/netns``; its path goes into
 ``config.json``, and the CNI plugins are ADDed on it before the container's process
-exists. The namespace lives as long as the container (a stopped container keeps its
-address; starting it again reuses the namespace), and goes with it: ``leave`` runs
-CNI DEL and removes the namespace and the files.
+exists. The namespace lives as long as the container's process, as in podman and
+Docker: when it ends (not by a checkpoint, whose restore needs the same address)
+``leave`` runs CNI DEL and removes the namespace and the files
+(``ContainerService.release_network``, recorded as ``container.network_detached``),
+and the next start joins again.
 
 Intent before action: ``record.json`` (which network, which configuration list,
 which namespace) is written before the namespace or any plugin is touched, and the
@@ -179,8 +181,8 @@ class NetworkSetup:
     def join(self, container_id: str, *, name: str, hostname: str, requested: str,
              ports: Sequence[PortMapping], aliases: Sequence[str] = ()) -> Joined:
         """Give the container its network: ``requested`` ("" for the node's default,
-        ``none``, ``host`` or a network's name). A container that joined before (a
-        start after an exit, a restore) gets its namespace and address again."""
+        ``none``, ``host`` or a network's name). A container that still holds its
+        namespace (a restore after a checkpoint) gets it and its address again."""
         network = nw.effective(requested, self.default)
         directory = self.dir_of(container_id)
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -233,6 +235,20 @@ class NetworkSetup:
         record["result"] = result
         self._write_record(container_id, record)
         return attachment
+
+    def attachment(self, container_id: str) -> nw.Attachment | None:
+        """The address the container's record says CNI gave it (None: none, or the
+        record is unreadable)."""
+        record = self.record(container_id) or {}
+        if record.get("mode") != "bridge" or not record.get("result"):
+            return None
+        ports = tuple(PortMapping(str(p[0]), int(p[1]), int(p[2]), str(p[3]))
+                      for p in record.get("ports") or ())
+        try:
+            return nw.attachment_from_result(str(record.get("network", "")), record["result"],
+                                             ports)
+        except (BerthError, TypeError, ValueError, IndexError):
+            return None
 
     # -- leave ------------------------------------------------------------------------
 

@@ -150,6 +150,8 @@ class Restarter:
         log.error("restart %d of %s failed, not retried: %s", due.attempt, cid, exc)
         with contextlib.suppress(BerthError):
             svc.runtime.delete(cid, force=True)
+        with contextlib.suppress(BerthError):  # the network its create joined, if it did
+            svc.release_network(cid)
         recorded = svc.store.record_failure(
             system_command_id(cid, "restart", due.restarting_position), RESTART, cid,
             exc.code, f"restart {due.attempt} failed: {exc.message}", actor=svc.system_actor,

@@ -1,7 +1,9 @@
 """conmon's stdio endpoints, as libpod's ``oci_conmon_attach_linux.go`` uses them.
 
-conmon (``--socket-dir-path``) keeps, per container or exec session, a directory
-``<sockets dir>/<uuid>`` (a link to the bundle) holding:
+conmon makes the two endpoints below in the bundle of each container or exec session
+(``-b``), and links ``<sockets dir>/<uuid>`` to that bundle (``--socket-dir-path``), a
+name it makes one byte shorter when it would be exactly 107 bytes: berth reaches them
+through the bundle, whose name is sure.
 
 * ``attach``: a SOCK_SEQPACKET unix socket. Each packet read from it is one chunk of
   output whose first byte names the pipe (``STDOUT``/``STDERR``); bytes written to

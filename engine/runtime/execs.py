@@ -201,7 +201,9 @@ def spawn(config: RuntimeConfig, session: SessionPaths, session_id: str,
         if attach is not None:
             conmon.read_sync(attach_r, deadline)  # its attach socket is there
             try:
-                attach(attach_socket.connect(os.path.join(config.sockets_dir, session_id)))
+                # in the session's bundle: conmon's link to it in the socket
+                # directory is one byte short when the full name would be 107 bytes
+                attach(attach_socket.connect(session.dir))
             except (NotFound, RuntimeFailure) as exc:  # the reader follows the log instead
                 log.warning("exec session %s: no attach socket (%s)", session_id, exc)
             _start(start_w)  # the reader is there: run the process

@@ -10,12 +10,15 @@ the real one does: the same states, the same typed errors for the same misuse.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from engine.containers.spec import RunSpec
 from engine.inroot import Root
 from engine.runtime.exitfile import ExitStatus
 from engine.runtime.types import Created, DumpReport, ExecResult, ExecSession, StatusReport
+
+if TYPE_CHECKING:
+    from engine.networks.rules import Attachment
 
 
 class Runtime(Protocol):
@@ -62,6 +65,16 @@ class Runtime(Protocol):
 
     def cleanup(self, container_id: str) -> None:
         """Remove the container's files (bundle, logs, exit file)."""
+        ...
+
+    def network_held(self, container_id: str) -> tuple[bool, Attachment | None]:
+        """Whether the container holds network state on this node (a namespace, an
+        address, files), and the address CNI gave it if it has one."""
+        ...
+
+    def release_network(self, container_id: str) -> None:
+        """Give back an ended container's network (CNI DEL, namespace, files); it
+        joins again at its next create. Safe to repeat."""
         ...
 
     def exec_start(self, container_id: str, cmd: Sequence[str], *, session_id: str,

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from engine.containers.spec import RunSpec
 from engine.errors import (
@@ -45,6 +46,9 @@ from engine.signals import parse_signal
 
 _EXIT_RE = re.compile(r"^exit ([0-9]{1,3})$")
 _pids = itertools.count(100_000)
+
+if TYPE_CHECKING:
+    from engine.networks.rules import Attachment
 
 
 def _quick_exit(args: Sequence[str]) -> int | None:
@@ -200,6 +204,13 @@ class MemoryRuntime:
         with self._lock:
             self.files.discard(cid)
             self.exits.pop(cid, None)
+
+    def network_held(self, container_id: str) -> tuple[bool, Attachment | None]:
+        validate_container_id(container_id)
+        return False, None  # no networks in memory
+
+    def release_network(self, container_id: str) -> None:
+        validate_container_id(container_id)
 
     # -- exec ---------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import shutil
 import socket
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from engine.containers.bundle import oci_config, write_bundle
 from engine.containers.ocimounts import volumes_root, with_mounts
@@ -54,6 +55,9 @@ from engine.signals import parse_signal
 
 CPU_PERIOD_US = 100_000
 """The CFS period of ``--cpus`` (Docker's): the quota is cpus times this."""
+
+if TYPE_CHECKING:
+    from engine.networks.rules import Attachment
 
 
 def systemd_booted() -> bool:
@@ -347,6 +351,18 @@ class OCIRuntime(Checkpoints):
                 os.unlink(sockets)
         elif os.path.isdir(sockets):
             shutil.rmtree(sockets, ignore_errors=True)
+
+    def network_held(self, container_id: str) -> tuple[bool, Attachment | None]:
+        if self.networks is None:
+            return False, None
+        cid = validate_container_id(container_id)
+        if not os.path.isdir(self.networks.dir_of(cid)):
+            return False, None
+        return True, self.networks.attachment(cid)
+
+    def release_network(self, container_id: str) -> None:
+        if self.networks is not None:
+            self.networks.leave(validate_container_id(container_id))
 
     # -- exec ------------------------------------------------------------------
 

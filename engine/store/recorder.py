@@ -29,14 +29,9 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, select
 
-# By module, its function looked up when called: engine.audit.transparency imports
-# engine.audit.chain, which imports engine.store, which imports this module, so
-# when the worker is imported first this module runs while transparency is half made
-# (`python -m berth up` failed with an ImportError at start).
-import engine.audit.transparency as transparency
 from engine import events as ev
 from engine.audit import chain as audit
-from engine.audit import vouch
+from engine.audit import transparency, vouch
 from engine.audit.treehead import Signer
 from engine.containers.projection import ContainerState, fold
 from engine.errors import ConcurrencyError, InvalidArgument, StoreError

@@ -130,10 +130,11 @@ def test_events_history_state_and_audit(up: Engine) -> None:
     assert "verified" in _ok(up.cli("audit", "verify"))
 
 
-def test_events_follow_is_a_catch_up_subscription(up: Engine) -> None:
+def test_events_follow_since_is_a_catch_up_subscription(up: Engine) -> None:
     _ok(up.cli("run", "--rm", up.rootfs, "true"))
-    proc = subprocess.Popen([sys.executable, "-m", "berth", "events", "--follow", "--format",
-                             "json"], env=up.env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "berth", "events", "--follow", "--since",
+                             "1h", "--format", "json"], env=up.env, stdout=subprocess.PIPE,
+                            text=True)
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())
@@ -143,6 +144,23 @@ def test_events_follow_is_a_catch_up_subscription(up: Engine) -> None:
         while seen[-1]["type"] != "container.removed" or len(seen) < 10:
             seen.append(json.loads(proc.stdout.readline()))
         assert [e["position"] for e in seen] == list(range(1, len(seen) + 1))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_events_follow_without_since_shows_only_new_events(up: Engine) -> None:
+    """podman's stream (issue 21): the past is not replayed unless --since asks."""
+    _ok(up.cli("create", "--name", "before", up.rootfs, "true"))
+    proc = subprocess.Popen([sys.executable, "-m", "berth", "events", "--follow", "--format",
+                             "{{.Type}} {{.Status}} {{.Name}}"], env=up.env, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout is not None
+        time.sleep(2)  # the subscription is made (a line printed before would be old)
+        _ok(up.cli("create", "--name", "after", up.rootfs, "true"))
+        first = proc.stdout.readline().split()
+        assert first == ["container", "created", "after"], first
     finally:
         proc.terminate()
         proc.wait(10)
@@ -166,7 +184,8 @@ def test_twenty_concurrent_cli_run_rm(up: Engine) -> None:
     for types in streams.values():
         assert types == ["container.created", "container.pid_received",
                          "container.network_attached", "container.started",
-                         "container.exited", "container.removed"]
+                         "container.exited", "container.network_detached",
+                         "container.removed"]
 
 
 def test_logs_follow_streams_until_exit(up: Engine) -> None:

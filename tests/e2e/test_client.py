@@ -35,13 +35,14 @@ def test_lifecycle_event_sequence(up: Engine) -> None:
     history, _ = _history(c, cid)
     assert _types(history) == [
         "container.created", "container.pid_received", "container.network_attached",
-        "container.started", "container.exited", "container.removed",
+        "container.started", "container.exited", "container.network_detached",
+        "container.removed",
     ]
     exited = history[4]
     assert exited.data["exit_code"] == 7 and exited.data["expected"] is False
     positions = [e.position for e in history]
     assert positions == sorted(positions)
-    assert [e.stream_version for e in history] == [1, 2, 3, 4, 5, 6]
+    assert [e.stream_version for e in history] == [1, 2, 3, 4, 5, 6, 7]
 
 
 def _history(c, ref: str):  # type: ignore[no-untyped-def]
@@ -56,7 +57,8 @@ def test_rm_container_is_removed_after_exit(up: Engine) -> None:
     c.start(cid)
     wait_until(lambda: cid not in {r["id"] for r in c.ps(all=True)}, 15, what="auto removal")
     history, _ = _history_by_events(c, cid)
-    assert _types(history)[-2:] == ["container.exited", "container.removed"]
+    assert _types(history)[-3:] == ["container.exited", "container.network_detached",
+                                    "container.removed"]
 
 
 def _history_by_events(c, cid: str):  # type: ignore[no-untyped-def]
@@ -86,8 +88,9 @@ def test_stop_records_expected_exit_and_kill_signals(up: Engine) -> None:
     reply = c.stop(cid, timeout=5)
     assert reply.result["exit_code"] == 0
     history, _ = _history(c, cid)
-    assert _types(history)[-2:] == ["container.stop_requested", "container.exited"]
-    assert history[-1].data["reason"] == "stop" and history[-1].data["expected"] is True
+    assert _types(history)[-3:] == ["container.stop_requested", "container.exited",
+                                    "container.network_detached"]
+    assert history[-2].data["reason"] == "stop" and history[-2].data["expected"] is True
     # kill: a second container, SIGKILL, exit 137
     k = c.create(rootfs=up.rootfs, args=["sleep", "60"]).result["id"]
     c.start(k)
@@ -124,7 +127,8 @@ def test_remove_running_needs_force(up: Engine) -> None:
     c.remove(cid, force=True)
     assert cid not in {r["id"] for r in c.ps(all=True)}
     history, _ = _history_by_events(c, cid)
-    assert _types(history)[-2:] == ["container.exited", "container.removed"]
+    assert _types(history)[-3:] == ["container.exited", "container.network_detached",
+                                    "container.removed"]
 
 
 def test_checkpoint_and_restore_through_the_bus(up: Engine) -> None:
@@ -243,7 +247,8 @@ def test_twenty_concurrent_run_rm(up: Engine) -> None:
     for cid in ids:
         assert _types([e for e in events if e.stream == cid]) == [
             "container.created", "container.pid_received", "container.network_attached",
-            "container.started", "container.exited", "container.removed",
+            "container.started", "container.exited", "container.network_detached",
+            "container.removed",
         ]
 
 
@@ -298,7 +303,8 @@ def test_a_command_by_name_is_one_round_trip_and_records_the_full_id(up: Engine)
     fresh.stop("one-trip", timeout=1)
     assert sent == ["container.start", "container.stop"]
     history, _ = _history(c, cid)
-    assert _types(history)[-2:] == ["container.stop_requested", "container.exited"]
+    assert _types(history)[-3:] == ["container.stop_requested", "container.exited",
+                                    "container.network_detached"]
     assert all(e.stream == cid for e in history)
     with pytest.raises(NotFound):
         fresh.stop("no-such-name")

@@ -121,6 +121,7 @@ TABLE: dict[tuple[str, str], Row] = {
     (EXITED, ev.CONTAINER_PID_RECEIVED): CREATE_AGAIN,  # start of an exited container
     (EXITED, ev.CONTAINER_RESTORED): RESTORE_ROW,
     (EXITED, ev.CONTAINER_EXEC_EXITED): Row(exec_sessions=DROP),
+    (EXITED, ev.CONTAINER_NETWORK_DETACHED): NOTHING,  # history only (issue 21, B7)
     (EXITED, ev.CONTAINER_COPIED_IN): NOTHING,
     (EXITED, ev.CONTAINER_COPY_FINISHED): NOTHING,
     (EXITED, ev.CONTAINER_RENAMED): Row(name=EVENT),

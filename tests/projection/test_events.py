@@ -70,6 +70,8 @@ any_event = st.one_of(
               ports=st.lists(st.builds(ev.PortMapping, text, st.integers(1, 65535),
                                        st.integers(1, 65535), st.sampled_from(["tcp", "udp"])),
                              max_size=2).map(tuple)),
+    st.builds(ev.NetworkDetached, network=text,
+              addresses=st.lists(text, max_size=2).map(tuple)),
     # compose
     st.builds(ev.StackApplied, project=text, digest=text,
               config=st.dictionaries(text, st.one_of(text, ints), max_size=3)),
@@ -91,9 +93,9 @@ def test_registry_covers_every_topic() -> None:
                               "STACK_"))
               and "." in str(v)}
     assert set(ev.EVENT_TYPES) == topics
-    # 17 + 2 of volumes + 4 of images + 3 of orchestration + 3 of networks + 2 of verbs
+    # 17 + 2 of volumes + 4 of images + 3 of orchestration + 4 of networks + 2 of verbs
     # + 2 of compose
-    assert len(topics) == 34
+    assert len(topics) == 35
     for topic, cls in ev.EVENT_TYPES.items():
         assert cls.type == topic
         assert cls.schema_version >= 1
