@@ -134,6 +134,39 @@ def test_volume_rm_is_refused_while_a_container_uses_it(up: Engine) -> None:
     _ok(up.cli("volume", "rm", "-f", name))
 
 
+def _refused_and_kept(up: Engine, name: str, holders: set[str]) -> None:
+    refused = up.cli("volume", "rm", "-f", name)
+    assert refused.returncode != 0
+    said = refused.stderr.strip()
+    prefix, suffix = f"berth: volume {name} is in use by container(s) ", ": remove them first"
+    assert said.startswith(prefix) and said.endswith(suffix), said
+    assert set(said[len(prefix):-len(suffix)].split(", ")) == holders
+    with open(os.path.join(_data_dir(up, name), "file")) as f:
+        assert f.read() == "kept\n"
+    assert json.loads(_ok(up.cli("volume", "inspect", name)))[0]["name"] == name
+
+
+def test_volume_rm_force_never_removes_a_volume_a_container_mounts(up: Engine) -> None:
+    """podman's ``volume rm -f`` removes the containers first; berth refuses instead
+    (``-f`` only makes a missing volume no error): a volume's data is lost only when
+    its users were removed on purpose (docs/operations.md, Volumes)."""
+    name = _name()
+    running = _ok(up.cli("run", "-d", "--name", f"w-{name}", "-v", f"{name}:/var",
+                         up.rootfs, "sh", "-c", "echo kept > /var/file; sleep 60")).strip()
+    wait_until(lambda: os.path.exists(os.path.join(_data_dir(up, name), "file")), 15,
+               what="the container's write into its volume")
+    created = _ok(up.cli("create", "--name", f"c-{name}", "-v", f"{name}:/var", up.rootfs,
+                         "true")).strip()
+    _refused_and_kept(up, name, {f"w-{name}", f"c-{name}"})
+    assert json.loads(_ok(up.cli("inspect", running)))[0]["state"] == "running"
+    _ok(up.cli("rm", "-f", running))
+    _refused_and_kept(up, name, {f"c-{name}"})
+    assert [t for _s, t, _d in _events(up, "volume.removed")] == []
+    _ok(up.cli("rm", created))
+    assert _ok(up.cli("volume", "rm", "-f", name)) == f"{name}\n"
+    assert not os.path.exists(os.path.join(up.root, "volumes", name))
+
+
 def test_prune_removes_only_unused_volumes(up: Engine) -> None:
     unused, used = _name("unused"), _name("used")
     client = up.client()
