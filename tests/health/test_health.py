@@ -57,6 +57,26 @@ def test_on_failure_restart_restarts_an_unhealthy_container(up: Engine) -> None:
     assert (state["state"], state["restart_count"]) == ("running", 1)
 
 
+def test_a_slow_starter_is_not_restarted_during_its_start_period(up: Engine) -> None:
+    """Probes fail for the first two seconds; the start period (20 s) covers them,
+    so with ``--health-on-failure=restart`` the container is neither called
+    unhealthy nor restarted: its first recorded status is healthy."""
+    c = up.client()
+    cid = c.create(rootfs=up.rootfs, args=["sh", "-c", "sleep 2; " + SERVE], health_cmd=CHECK,
+                   health_interval="100ms", health_retries=1, health_start_period="20s",
+                   health_on_failure="restart").result["id"]
+    c.start(cid)
+    c.wait(cid, condition="healthy", timeout=30)
+    assert _statuses(up, cid) == [("healthy", 0)]
+    records = stream(up, cid)
+    assert len(of_type(records, ev.Started)) == 1
+    assert of_type(records, ev.StopRequested) == []
+    state = c.inspect(cid)
+    assert (state["state"], state["restart_count"]) == ("running", 0)
+    failed = [p for p in state["health_log"]["log"] if p["exit_code"] != 0]
+    assert failed, "no probe ran before the file was made: the start period was not tested"
+
+
 def test_cli_healthcheck_run_ps_and_wait(up: Engine) -> None:
     done = up.cli("run", "-d", "--health-cmd", CHECK, "--health-interval", "10m",
                   up.rootfs, "sh", "-c", SERVE)
