@@ -31,3 +31,14 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def systemd_is_pid1() -> bool:
+    """Whether this machine runs systemd as PID 1, asked of PID 1 itself: the
+    ``/run/systemd/system`` directory alone exists wherever systemd's packages were
+    installed, also in a container whose PID 1 is something else."""
+    try:
+        with open("/proc/1/comm") as f:
+            return f.read().strip() == "systemd"
+    except OSError:
+        return False
