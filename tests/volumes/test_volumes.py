@@ -107,6 +107,22 @@ def test_tmpfs_has_the_size_asked_for(up: Engine) -> None:
     assert "No space left on device" in out  # 100 KiB do not fit in 64 KiB
 
 
+def test_a_read_only_tmpfs_refuses_writes_in_a_real_container(up: Engine) -> None:
+    """``:ro`` on a tmpfs reaches the kernel: the mount is read-only in
+    /proc/mounts and a write fails with EROFS, while a ``rw`` one beside it takes it."""
+    done = up.cli("run", "--rm", "--tmpfs", "/run:ro,size=1m", "--mount",
+                  "type=tmpfs,dst=/var,readonly", "--tmpfs", "/tmp:rw", up.rootfs, "sh", "-c",
+                  "grep -E ' /(run|var|tmp) ' /proc/mounts; touch /run/x; touch /var/x; "
+                  "touch /tmp/x && echo tmp-written")
+    assert done.returncode == 0, done.stderr
+    mounts = {line.split()[1]: line.split()[3].split(",") for line in done.stdout.splitlines()
+              if line.startswith("tmpfs ")}
+    assert "ro" in mounts["/run"] and "ro" in mounts["/var"] and "rw" in mounts["/tmp"]
+    for path in ("/run/x", "/var/x"):
+        assert f"touch: {path}: Read-only file system" in done.stderr, done.stderr
+    assert "tmp-written" in done.stdout
+
+
 def test_volume_rm_is_refused_while_a_container_uses_it(up: Engine) -> None:
     name = _name()
     _ok(up.cli("volume", "create", "--label", "team=db", name))
