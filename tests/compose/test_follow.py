@@ -37,7 +37,7 @@ def _write(engine: Engine, name: str, command: str = "[sleep, '300']") -> str:
     os.makedirs(engine.root, exist_ok=True)
     path = os.path.join(engine.root, name)
     with open(path, "w") as f:
-        f.write(STACK.format(rootfs=engine.images.rootfs, command=command))
+        f.write(STACK.format(rootfs=engine.rootfs, command=command))
     return path
 
 

@@ -35,7 +35,7 @@ def _write(engine: Engine, replicas: int) -> str:
     path = os.path.join(engine.root, "compose.yaml")
     os.makedirs(engine.root, exist_ok=True)
     with open(path, "w") as f:
-        f.write(STACK.format(rootfs=engine.images.rootfs, replicas=replicas))
+        f.write(STACK.format(rootfs=engine.rootfs, replicas=replicas))
     return path
 
 

@@ -60,7 +60,7 @@ def _signed_engine(engine: Engine, tmp_path: Path, interval: float = 0.2) -> Pat
 def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
         engine: Engine, tmp_path: Path) -> None:
     public = _signed_engine(engine, tmp_path)
-    cid = _ok(engine.cli("create", "--name", "a1", engine.images.rootfs, "true")).strip()
+    cid = _ok(engine.cli("create", "--name", "a1", engine.rootfs, "true")).strip()
     _ok(engine.cli("rm", cid))
     head_file, proof_file = tmp_path / "head.json", tmp_path / "proof.json"
     _ok(engine.cli("audit", "checkpoint", "--out", str(head_file)))
@@ -76,7 +76,7 @@ def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
                               "--key", str(public)))
     assert "audit chain verified" in verified and "signed heads: " in verified
     # The log grows; a consistency proof shows the old head's events are still there.
-    _ok(engine.cli("create", "--name", "a2", engine.images.rootfs, "true"))
+    _ok(engine.cli("create", "--name", "a2", engine.rootfs, "true"))
     growth = tmp_path / "growth.json"
     _ok(engine.cli("audit", "prove", "--since", str(head_file), "--out", str(growth)))
     grew = _ok(engine.cli("audit", "check-proof", str(growth), "--head", str(head_file),
@@ -101,7 +101,7 @@ def test_checkpoint_prove_and_check_offline_then_a_rewrite_is_caught(
     finally:
         store.close()
     # The worker signs only what it read: new rows do not link to the rewritten chain.
-    _ok(engine.cli("create", "--name", "a3", engine.images.rootfs, "true"))
+    _ok(engine.cli("create", "--name", "a3", engine.rootfs, "true"))
     refused = engine.cli("audit", "checkpoint")
     assert refused.returncode != 0 and "not signing it" in refused.stderr
     no_growth = engine.cli("audit", "prove", "--since", str(head_file))
@@ -138,7 +138,7 @@ def test_a_forged_append_is_reported_and_never_signed(
     """A row forged after the newest head, chained and with its commands row: its
     missing writer signature gives it away, and no head is signed over it."""
     public = _signed_engine(engine, tmp_path)
-    _ok(engine.cli("create", "--name", "f1", engine.images.rootfs, "true"))
+    _ok(engine.cli("create", "--name", "f1", engine.rootfs, "true"))
     verified = _ok(engine.cli("audit", "verify", "--key", str(public)))
     assert ("writer signatures: verified on positions" in verified
             or "writer signatures: none verified (no row after the newest signed head)"
@@ -221,8 +221,8 @@ def test_export_check_offline_and_import_into_an_empty_store(
     from engine.store.store import EventStore
 
     public = _signed_engine(engine, tmp_path)
-    cid = _ok(engine.cli("create", "--name", "x1", engine.images.rootfs, "true")).strip()
-    _ok(engine.cli("create", "--name", "x2", engine.images.rootfs, "true"))
+    cid = _ok(engine.cli("create", "--name", "x1", engine.rootfs, "true")).strip()
+    _ok(engine.cli("create", "--name", "x2", engine.rootfs, "true"))
     _ok(engine.cli("rm", cid))
     export = tmp_path / "log.jsonl"
     export.write_text("an older file, world-readable\n")
@@ -313,7 +313,7 @@ def test_a_deleted_commands_row_is_reported_and_its_resend_does_not_start_again(
     with SQL; verify must fail, and the same command id resent to a restarted worker
     must not start the container a second time."""
     public = _signed_engine(engine, tmp_path, interval=0)
-    cid = _ok(engine.cli("create", "--name", "d1", engine.images.rootfs, "true")).strip()
+    cid = _ok(engine.cli("create", "--name", "d1", engine.rootfs, "true")).strip()
     head_file = tmp_path / "head.json"
     _ok(engine.cli("audit", "checkpoint", "--out", str(head_file)))
     client = engine.client()
@@ -359,7 +359,7 @@ def test_stripped_signatures_and_a_forged_removal_are_reported_and_not_replayed(
     from engine.store.mapper import pack
 
     public = _signed_engine(engine, tmp_path, interval=0)
-    cid = _ok(engine.cli("run", "-d", "--name", "r1", engine.images.rootfs, "sleep", "300")).strip()
+    cid = _ok(engine.cli("run", "-d", "--name", "r1", engine.rootfs, "sleep", "300")).strip()
     head_file = tmp_path / "head.json"
     _ok(engine.cli("audit", "checkpoint", "--out", str(head_file)))
     store = engine.store()

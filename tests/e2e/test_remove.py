@@ -38,7 +38,7 @@ def test_a_forced_remove_records_a_stop_not_a_crash(up: Engine) -> None:
 def test_a_forced_remove_cut_short_after_its_intent_is_finished_by_the_resend(
         engine: Engine) -> None:
     engine.start_worker_process()
-    cid = _ok(engine.cli("run", "-d", "--network", "none", engine.images.rootfs, "sleep",
+    cid = _ok(engine.cli("run", "-d", "--network", "none", engine.rootfs, "sleep",
                          "60")).strip()
     done = engine.through_crash("container.remove.intended", "rm", "-f", cid)
     assert done.returncode == 0, done.stderr

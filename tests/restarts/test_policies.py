@@ -90,7 +90,7 @@ def test_always_survives_a_worker_killed_between_exit_and_restart(engine: Engine
     armed_worker(engine, point)
     c = engine.client(timeout=2, retries=3)
     wait_until(lambda: _ping(c), 30, what="the armed worker answering")
-    cid = c.create(rootfs=engine.images.rootfs, args=["sh", "-c", "sleep 0.5; exit 7"],
+    cid = c.create(rootfs=engine.rootfs, args=["sh", "-c", "sleep 0.5; exit 7"],
                    restart="always").result["id"]
     c.start(cid)
     proc = engine.worker_proc

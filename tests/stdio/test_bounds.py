@@ -64,7 +64,7 @@ def test_stdin_sent_without_credit_ends_the_session_and_the_worker_stays_small(
     of it: the worker holds at most its grant (1 MiB), ends the session with an error
     saying why, and does not grow by the 64 MiB sent; the container goes on."""
     worker = engine.start_worker_process()
-    cid = _ok(engine.cli("run", "-d", "-i", "--name", "sink", engine.images.rootfs,
+    cid = _ok(engine.cli("run", "-d", "-i", "--name", "sink", engine.rootfs,
                          "sleep", "600")).strip()
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -128,7 +128,7 @@ def test_many_log_follows_share_one_inotify_instance(
     session still gets the new lines, ``run`` and ``exec`` still work, and each
     session ends with the container."""
     worker = engine.start_worker_process()
-    cid = _ok(engine.cli("run", "-d", "--name", "ticker", engine.images.rootfs, "sh", "-c",
+    cid = _ok(engine.cli("run", "-d", "--name", "ticker", engine.rootfs, "sh", "-c",
                          "i=0; while [ $i -lt 600 ]; do echo tick $i; i=$((i+1)); "
                          "sleep 0.1; done")).strip()
     endpoint = _endpoint(engine)
@@ -156,7 +156,7 @@ def test_many_log_follows_share_one_inotify_instance(
     wait_until(lambda: all_see(b"tick 20\n"), 30, interval=0.05, what="new lines")
     # ... and run and exec, which wait for exit files, are not starved meanwhile.
     assert _ok(engine.cli("exec", "ticker", "echo", "in")) == "in\n"
-    assert _ok(engine.cli("run", "--rm", engine.images.rootfs, "echo", "out")) == "out\n"
+    assert _ok(engine.cli("run", "--rm", engine.rootfs, "echo", "out")) == "out\n"
     assert _inotify_fds(worker.pid) <= before + 1
     _ok(engine.cli("kill", "ticker"))
     ended = [False for _ in follows]

@@ -105,7 +105,7 @@ def test_a_fast_producer_and_a_slow_reader_keep_memory_bounded(engine: Engine) -
     """``yes`` against a reader taking 64 KiB every 20 ms: the worker (its own process),
     the broker (this one) and the client do not grow, and the stream goes on."""
     worker = engine.start_worker_process()
-    proc = _berth(engine, "run", "--rm", "--name", "flood", engine.images.rootfs, "yes",
+    proc = _berth(engine, "run", "--rm", "--name", "flood", engine.rootfs, "yes",
                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
