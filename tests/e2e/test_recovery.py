@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import zmq
@@ -23,8 +25,8 @@ def default_network() -> str:
 def test_worker_killed_while_container_runs_records_exit_on_restart(engine: Engine) -> None:
     proc = engine.start_worker_process()
     c = engine.client(timeout=2, retries=2)
-    exit_early = c.create(rootfs=engine.images.rootfs, args=["sleep", "601"]).result["id"]
-    keeps_running = c.create(rootfs=engine.images.rootfs, args=["sleep", "600"]).result["id"]
+    exit_early = c.create(rootfs=engine.rootfs, args=["sleep", "601"]).result["id"]
+    keeps_running = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
     c.start(exit_early)
     c.start(keeps_running)
     pids = {r["id"]: r["pid"] for r in c.ps()}
@@ -32,13 +34,22 @@ def test_worker_killed_while_container_runs_records_exit_on_restart(engine: Engi
     proc.wait(10)
     # The containers live on under conmon with no worker at all.
     assert pid_alive(pids[exit_early]) and pid_alive(pids[keeps_running])
+    killed = datetime.now(UTC)
     os.kill(pids[exit_early], signal.SIGKILL)  # exits while nobody watches
     assert wait_pids_exit([pids[exit_early]], 10)
+    wait_until(lambda: os.path.exists(os.path.join(engine.run, "runtime", "exits", exit_early)),
+               10, what="conmon's exit file")
+    written = datetime.now(UTC)
+    time.sleep(1.5)  # so the recording, later, cannot pass for the exit's own time
     engine.start_worker_process()
     state = wait_until(
         lambda: (s := c.inspect(exit_early))["state"] == "exited" and s, 20, what="recorded exit"
     )
     assert state["exit_code"] == 137
+    # The exit happened while no worker ran: its time is conmon's, not the recording's.
+    finished = datetime.fromisoformat(state["finished_at"])
+    assert killed - timedelta(seconds=0.1) <= finished <= written + timedelta(seconds=0.1), \
+        (killed, finished, written)
     assert c.inspect(keeps_running)["state"] == "running"
     assert pid_alive(pids[keeps_running])
     store = engine.store()
@@ -50,7 +61,7 @@ def test_worker_killed_while_container_runs_records_exit_on_restart(engine: Engi
 def test_exit_of_a_lost_container_is_recorded_with_unknown_code(engine: Engine) -> None:
     proc = engine.start_worker_process()
     c = engine.client(timeout=2, retries=2)
-    cid = c.create(rootfs=engine.images.rootfs, args=["sleep", "600"]).result["id"]
+    cid = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
     c.start(cid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
@@ -97,7 +108,7 @@ def test_exec_resent_after_a_worker_kill_does_not_run_twice(engine: Engine) -> N
 
     proc = engine.start_worker_process()
     c = engine.client(timeout=5, retries=2)
-    cid = c.create(rootfs=engine.images.rootfs, args=["sleep", "600"]).result["id"]
+    cid = c.create(rootfs=engine.rootfs, args=["sleep", "600"]).result["id"]
     c.start(cid)
     command = c.command(
         "container.exec", cid, "local",
