@@ -23,6 +23,7 @@ from tests.e2e.conftest import (  # noqa: F401, F811 (fixtures)
     engine,
     up,
 )
+from tests.helpers import mounts_under
 
 CLAIMS = "/run/berth-test-subnets"
 _counter = itertools.count()
@@ -105,6 +106,8 @@ def user_network(up: Engine) -> Iterator[tuple[str, str]]:  # noqa: F811
         assert listed.returncode == 0, listed.stderr
         for row in json.loads(listed.stdout):
             up.cli("rm", "-f", row["id"])
+        assert mounts_under(os.path.join(up.run, "runtime", "net")) == [], \
+            "removed containers left their network namespaces mounted"
         removed = up.cli("network", "rm", name)  # the test may have removed it itself
         assert (removed.returncode == 0
                 or removed.stderr == f"berth: no such network: {name}\n"), removed.stderr
