@@ -100,5 +100,22 @@ def _net_dirs(path: str, depth: int = 5) -> Iterator[str]:
             dirs.clear()
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, with one line, when the host cannot give the suite the inotify
+    instances or descriptors it needs (tests.resources), instead of erroring mid-run.
+    Checked once, by the controlling process, for all the test processes."""
+    from tests.resources import shortage
+
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller checked for everyone
+    numprocesses = getattr(config.option, "numprocesses", None)
+    if not isinstance(numprocesses, int):  # no xdist, or "-n auto"/"logical"
+        numprocesses = os.cpu_count() if numprocesses else 1
+    missing = shortage(max(1, numprocesses or 1))
+    if missing is not None:
+        pytest.exit(f"berth tests cannot run here: {missing}", returncode=4)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"berth tests as uid {os.getuid()}"

@@ -60,9 +60,18 @@ if TYPE_CHECKING:
     from engine.networks.rules import Attachment
 
 
-def systemd_booted() -> bool:
-    """sd_booted(): true only where systemd is PID 1."""
-    return os.path.isdir("/run/systemd/system")
+def systemd_booted(run_dir: str = "/run/systemd/system", init_comm: str = "/proc/1/comm") -> bool:
+    """True only where systemd is PID 1. sd_booted()'s own rule (``run_dir`` exists)
+    is not enough: installing systemd's packages in a container creates that
+    directory with another PID 1, and the systemd cgroup manager then fails late,
+    in runc, instead of being refused here. So PID 1's name must say systemd too."""
+    if not os.path.isdir(run_dir):
+        return False
+    try:
+        with open(init_comm) as f:
+            return f.read().strip() == "systemd"
+    except OSError:
+        return False
 
 
 class OCIRuntime(Checkpoints):

@@ -38,6 +38,9 @@ def test_detached_lifecycle_with_names(up: Engine) -> None:
     assert "svc" in table and "Up" in table
     exec_out = _ok(up.cli("exec", "-e", "B=2", "svc", "sh", "-c", 'echo "$A$B $(pwd) $(hostname)"'))
     assert exec_out == "12 /tmp h1\n"
+    # exec -e overrides a variable the container sets (the process's own, not the run's)
+    assert _ok(up.cli("exec", "-e", "A=9", "svc", "sh", "-c", 'echo "$A"')) == "9\n"
+    assert _ok(up.cli("exec", "svc", "sh", "-c", 'echo "$A"')) == "1\n"
     assert up.cli("exec", cid[:8], "sh", "-c", "exit 9").returncode == 9
     _ok(up.cli("pause", "svc"))
     assert json.loads(_ok(up.cli("inspect", "svc")))[0]["state"] == "paused"

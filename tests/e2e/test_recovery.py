@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import zmq
@@ -32,13 +34,22 @@ def test_worker_killed_while_container_runs_records_exit_on_restart(engine: Engi
     proc.wait(10)
     # The containers live on under conmon with no worker at all.
     assert pid_alive(pids[exit_early]) and pid_alive(pids[keeps_running])
+    killed = datetime.now(UTC)
     os.kill(pids[exit_early], signal.SIGKILL)  # exits while nobody watches
     assert wait_pids_exit([pids[exit_early]], 10)
+    wait_until(lambda: os.path.exists(os.path.join(engine.run, "runtime", "exits", exit_early)),
+               10, what="conmon's exit file")
+    written = datetime.now(UTC)
+    time.sleep(1.5)  # so the recording, later, cannot pass for the exit's own time
     engine.start_worker_process()
     state = wait_until(
         lambda: (s := c.inspect(exit_early))["state"] == "exited" and s, 20, what="recorded exit"
     )
     assert state["exit_code"] == 137
+    # The exit happened while no worker ran: its time is conmon's, not the recording's.
+    finished = datetime.fromisoformat(state["finished_at"])
+    assert killed - timedelta(seconds=0.1) <= finished <= written + timedelta(seconds=0.1), \
+        (killed, finished, written)
     assert c.inspect(keeps_running)["state"] == "running"
     assert pid_alive(pids[keeps_running])
     store = engine.store()

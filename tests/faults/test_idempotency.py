@@ -126,8 +126,10 @@ def test_resend_after_worker_restart_runs_once(cluster: Cluster) -> None:
     cluster.kill9(cluster.nodes["local"].proc)
     cluster.start_worker("local")
     absorbed = broker.stats["retries_absorbed"]
-    _resend_and_count(cluster, c, cid, first)
-    assert broker.stats["retries_absorbed"] == absorbed + 2
+    _resend_and_count(cluster, c, cid, first)  # the side effects counted: once each
+    # Both resends were answered from the broker's cache. At least twice, not exactly:
+    # on a loaded machine a client may time out and resend again, absorbed again.
+    assert broker.stats["retries_absorbed"] >= absorbed + 2
 
 
 def test_resend_after_broker_and_worker_restart_runs_once(cluster: Cluster) -> None:

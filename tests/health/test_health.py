@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 from engine import events as ev
 from tests.e2e.conftest import Engine
 from tests.helpers import wait_until
@@ -55,6 +58,60 @@ def test_on_failure_restart_restarts_an_unhealthy_container(up: Engine) -> None:
     assert len(of_type(records, ev.StopRequested)) == 1
     state = c.inspect(cid)
     assert (state["state"], state["restart_count"]) == ("running", 1)
+
+
+def test_a_slow_starter_is_not_restarted_during_its_start_period(up: Engine) -> None:
+    """Probes fail for the first two seconds; the start period (20 s) covers them,
+    so with ``--health-on-failure=restart`` the container is neither called
+    unhealthy nor restarted: its first recorded status is healthy."""
+    c = up.client()
+    cid = c.create(rootfs=up.rootfs, args=["sh", "-c", "sleep 2; " + SERVE], health_cmd=CHECK,
+                   health_interval="100ms", health_retries=1, health_start_period="20s",
+                   health_on_failure="restart").result["id"]
+    c.start(cid)
+    c.wait(cid, condition="healthy", timeout=30)
+    assert _statuses(up, cid) == [("healthy", 0)]
+    records = stream(up, cid)
+    assert len(of_type(records, ev.Started)) == 1
+    assert of_type(records, ev.StopRequested) == []
+    state = c.inspect(cid)
+    assert (state["state"], state["restart_count"]) == ("running", 0)
+    failed = [p for p in state["health_log"]["log"] if p["exit_code"] != 0]
+    assert failed, "no probe ran before the file was made: the start period was not tested"
+
+
+def _processes(cmdline: bytes) -> list[int]:
+    """Host pids whose command line is exactly ``cmdline`` (NUL-separated)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read() == cmdline:
+                        found.append(int(pid))
+            except OSError:
+                pass  # ended meanwhile
+    return found
+
+
+def test_a_probe_past_its_timeout_is_killed_so_probes_do_not_pile_up(up: Engine) -> None:
+    """Each probe sleeps far past its 200 ms timeout: each must be killed when it
+    times out, so at most the one probe under way is alive, never one per interval."""
+    seconds = str(600 + uuid.uuid4().int % 1000)  # a command line no other test runs
+    c = up.client()
+    cid = c.create(rootfs=up.rootfs, args=["sleep", "600"], health_cmd=f"sleep {seconds}",
+                   health_interval="100ms", health_timeout="200ms",
+                   health_retries=1000).result["id"]
+    c.start(cid)
+
+    def timed_out() -> int:
+        probes = c.inspect(cid).get("health_log", {}).get("log", [])
+        return sum(1 for p in probes if p["exit_code"] == -1)
+
+    wait_until(lambda: timed_out() >= 4, 30, what="four probes past their timeout")
+    alive = _processes(f"sleep\0{seconds}\0".encode())
+    assert len(alive) <= 1, f"{len(alive)} probes alive: timed-out probes were not killed"
+    assert "exceeded its timeout" in c.inspect(cid)["health_log"]["log"][-1]["output"]
 
 
 def test_cli_healthcheck_run_ps_and_wait(up: Engine) -> None:

@@ -3,6 +3,7 @@ root filesystem as a layer, and an engine whose overlays are unmounted afterward
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import pytest
 
 from engine.images import overlay
 from tests.e2e.conftest import Engine, default_network, engine, up  # noqa: F401 (fixtures)
+from tests.helpers import mounts_under
 from tests.images.registry import Registry, start_registry, tar_directory
 
 
@@ -48,6 +50,16 @@ def unmount_overlays(root: str) -> None:
 
 @pytest.fixture
 def iup(up: Engine) -> Iterator[Engine]:  # noqa: F811
-    """The engine with a worker, its containers' overlays unmounted at the end."""
+    """The engine with a worker. Afterwards the test's containers are removed through
+    the engine (``rm -f``), which must leave no overlay mounted under its root: the
+    fixture checks the engine's cleanup (and only unmounts what it left, so the host
+    stays clean, before failing the test)."""
     yield up
-    unmount_overlays(up.root)
+    listed = up.cli("ps", "-a", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    for row in json.loads(listed.stdout):
+        up.cli("rm", "-f", row["id"])
+    left = mounts_under(os.path.join(up.root, "overlay"))
+    if left:
+        unmount_overlays(up.root)
+    assert left == [], "removing the containers left their overlays mounted"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from tests.e2e.conftest import (  # noqa: F401, F811 (fixtures)
     engine,
     up,
 )
+from tests.helpers import mounts_under
 
 CLAIMS = "/run/berth-test-subnets"
 _counter = itertools.count()
@@ -70,20 +72,43 @@ def claimed_subnet(prefix: str = "10.90") -> Iterator[str]:
     raise RuntimeError(f"no free /24 in {prefix}.0.0/16 for a test network")
 
 
+def network_left_behind(name: str) -> list[str]:
+    """What of network ``name`` is still on the host: its bridge, and each iptables
+    rule that names it (every rule berth makes for a network carries its name in a
+    comment). Empty once ``network rm`` did its work."""
+    from engine.networks.rules import bridge_for
+
+    left = []
+    if subprocess.run(["ip", "link", "show", bridge_for(name)], capture_output=True,
+                      check=False).returncode == 0:
+        left.append(f"bridge {bridge_for(name)}")
+    tag = f"berth network {name}"
+    for table in ("nat", "filter"):
+        saved = subprocess.run(["iptables-save", "-t", table], capture_output=True, text=True,
+                               check=True).stdout
+        left += [f"{table}: {line}" for line in saved.splitlines()
+                 if tag + '"' in line or line.endswith(tag)]
+    return left
+
+
 @pytest.fixture
 def user_network(up: Engine) -> Iterator[tuple[str, str]]:  # noqa: F811
-    """A user network of its own (name, subnet), removed with its bridge and its
-    iptables rules afterwards (``network rm`` is refused while a test's containers
-    are still attached: the engine's teardown removes those later)."""
+    """A user network of its own (name, subnet). Afterwards the test's containers are
+    removed (``network rm`` is refused while any is attached) and ``network rm``
+    must succeed and leave neither the bridge nor an iptables rule of the network:
+    the fixture checks the engine's cleanup, it never does it."""
     name = f"t{os.getpid()}n{next(_counter)}"
     with claimed_subnet() as subnet:
         result = up.cli("network", "create", "--subnet", subnet, name)
         assert result.returncode == 0, result.stderr
         yield name, subnet
-        from engine.networks.rules import Network, bridge_for
-        from engine.networks.setup import remove_network_rules
-
-        up.cli("network", "rm", name)
-        subprocess.run(["ip", "link", "delete", bridge_for(name)], capture_output=True,
-                       check=False)
-        remove_network_rules(Network(name, subnet, "", bridge_for(name)))
+        listed = up.cli("ps", "-a", "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        for row in json.loads(listed.stdout):
+            up.cli("rm", "-f", row["id"])
+        assert mounts_under(os.path.join(up.run, "runtime", "net")) == [], \
+            "removed containers left their network namespaces mounted"
+        removed = up.cli("network", "rm", name)  # the test may have removed it itself
+        assert (removed.returncode == 0
+                or removed.stderr == f"berth: no such network: {name}\n"), removed.stderr
+        assert network_left_behind(name) == [], "network rm left these on the host"

@@ -74,7 +74,10 @@ def test_environment_cwd_user_and_hostname_reach_the_process(containers: Contain
 
 def test_read_only_rootfs_refuses_writes(containers: Containers) -> None:
     cid, created = containers.run("sh", "-c", "touch /etc/x-ro-test", read_only=True)
-    assert containers.wait_exit(cid, created.pid).exit_code != 0
+    assert containers.wait_exit(cid, created.pid).exit_code == 1
+    # the write failed because the root is read-only (EROFS), not for another reason
+    assert any("Read-only file system" in line for line in containers.log_lines(cid)), \
+        containers.log_lines(cid)
 
 
 def test_pids_limit_is_enforced(containers: Containers) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from engine.containers.spec import PortMapping, RunSpec
 from engine.errors import InvalidArgument, NotFound, RuntimeFailure
 from engine.ids import new_container_id
 from engine.runtime import OCIRuntime, RuntimeConfig
+from engine.runtime.oci import systemd_booted
+from tests.helpers import systemd_is_pid1
 from tests.runtime.conftest import Containers
 
 
@@ -126,7 +129,7 @@ def test_invalid_name_refused(containers: Containers) -> None:
 
 
 def test_systemd_cgroup_manager_refused_without_systemd(short_tmp: str) -> None:
-    if os.path.isdir("/run/systemd/system"):
+    if systemd_is_pid1():
         pytest.skip("systemd is PID 1 on this host; the refusal only applies without it")
     with pytest.raises(InvalidArgument, match="systemd as PID 1"):
         OCIRuntime(
@@ -135,6 +138,21 @@ def test_systemd_cgroup_manager_refused_without_systemd(short_tmp: str) -> None:
             )
         )
     assert not os.path.exists(short_tmp + "/r")
+
+
+@pytest.mark.parametrize(("run_dir", "init", "booted"), [
+    (True, "systemd", True),
+    (True, "process_api", False),  # systemd's packages installed, another PID 1
+    (False, "systemd", False),
+    (True, None, False),  # PID 1's name unreadable
+])
+def test_systemd_counts_as_booted_only_as_pid_1(tmp_path: Path, run_dir: bool,
+                                                init: str | None, booted: bool) -> None:
+    if run_dir:
+        (tmp_path / "system").mkdir()
+    if init is not None:
+        (tmp_path / "comm").write_text(init + "\n")
+    assert systemd_booted(str(tmp_path / "system"), str(tmp_path / "comm")) is booted
 
 
 def test_unknown_cgroup_manager_refused(short_tmp: str) -> None:

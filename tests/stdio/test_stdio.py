@@ -190,6 +190,22 @@ def test_attach_and_detach_keys_leave_the_container_running(up: Engine) -> None:
     assert _state(up, "shell") == "running"
 
 
+def test_a_broken_detach_sequence_passes_its_keys_through(up: Engine) -> None:
+    """ctrl-p followed by another key is no detach: both keys reach the container,
+    whose ``od`` shows their bytes (hex, so the terminal's echo of ``^P`` cannot be
+    taken for them)."""
+    term = OnTerminal(up, "run", "-i", "-t", "--rm", up.rootfs, "sh", "-c",
+                      "echo ready; exec od -An -tx1")
+    try:
+        term.read_until(b"ready")
+        term.write(b"\x10x\r")  # ctrl-p, x, return
+        term.write(b"\x04")  # end of input: od prints what it read
+        term.read_until(b"10 78 0a")
+        assert term.wait() == 0
+    finally:
+        term.close()
+
+
 def test_exec_output_far_behind_its_reader_is_all_delivered(up: Engine) -> None:
     """A regression: exec output was read from the session's log, which conmon
     truncates at 2 MiB, so a reader more than 2 MiB behind lost output. It comes

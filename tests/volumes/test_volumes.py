@@ -107,6 +107,22 @@ def test_tmpfs_has_the_size_asked_for(up: Engine) -> None:
     assert "No space left on device" in out  # 100 KiB do not fit in 64 KiB
 
 
+def test_a_read_only_tmpfs_refuses_writes_in_a_real_container(up: Engine) -> None:
+    """``:ro`` on a tmpfs reaches the kernel: the mount is read-only in
+    /proc/mounts and a write fails with EROFS, while a ``rw`` one beside it takes it."""
+    done = up.cli("run", "--rm", "--tmpfs", "/run:ro,size=1m", "--mount",
+                  "type=tmpfs,dst=/var,readonly", "--tmpfs", "/tmp:rw", up.rootfs, "sh", "-c",
+                  "grep -E ' /(run|var|tmp) ' /proc/mounts; touch /run/x; touch /var/x; "
+                  "touch /tmp/x && echo tmp-written")
+    assert done.returncode == 0, done.stderr
+    mounts = {line.split()[1]: line.split()[3].split(",") for line in done.stdout.splitlines()
+              if line.startswith("tmpfs ")}
+    assert "ro" in mounts["/run"] and "ro" in mounts["/var"] and "rw" in mounts["/tmp"]
+    for path in ("/run/x", "/var/x"):
+        assert f"touch: {path}: Read-only file system" in done.stderr, done.stderr
+    assert "tmp-written" in done.stdout
+
+
 def test_volume_rm_is_refused_while_a_container_uses_it(up: Engine) -> None:
     name = _name()
     _ok(up.cli("volume", "create", "--label", "team=db", name))
@@ -132,6 +148,39 @@ def test_volume_rm_is_refused_while_a_container_uses_it(up: Engine) -> None:
     missing = up.cli("volume", "rm", name)
     assert missing.returncode != 0 and f"no such volume: {name}" in missing.stderr
     _ok(up.cli("volume", "rm", "-f", name))
+
+
+def _refused_and_kept(up: Engine, name: str, holders: set[str]) -> None:
+    refused = up.cli("volume", "rm", "-f", name)
+    assert refused.returncode != 0
+    said = refused.stderr.strip()
+    prefix, suffix = f"berth: volume {name} is in use by container(s) ", ": remove them first"
+    assert said.startswith(prefix) and said.endswith(suffix), said
+    assert set(said[len(prefix):-len(suffix)].split(", ")) == holders
+    with open(os.path.join(_data_dir(up, name), "file")) as f:
+        assert f.read() == "kept\n"
+    assert json.loads(_ok(up.cli("volume", "inspect", name)))[0]["name"] == name
+
+
+def test_volume_rm_force_never_removes_a_volume_a_container_mounts(up: Engine) -> None:
+    """podman's ``volume rm -f`` removes the containers first; berth refuses instead
+    (``-f`` only makes a missing volume no error): a volume's data is lost only when
+    its users were removed on purpose (docs/operations.md, Volumes)."""
+    name = _name()
+    running = _ok(up.cli("run", "-d", "--name", f"w-{name}", "-v", f"{name}:/var",
+                         up.rootfs, "sh", "-c", "echo kept > /var/file; sleep 60")).strip()
+    wait_until(lambda: os.path.exists(os.path.join(_data_dir(up, name), "file")), 15,
+               what="the container's write into its volume")
+    created = _ok(up.cli("create", "--name", f"c-{name}", "-v", f"{name}:/var", up.rootfs,
+                         "true")).strip()
+    _refused_and_kept(up, name, {f"w-{name}", f"c-{name}"})
+    assert json.loads(_ok(up.cli("inspect", running)))[0]["state"] == "running"
+    _ok(up.cli("rm", "-f", running))
+    _refused_and_kept(up, name, {f"c-{name}"})
+    assert [t for _s, t, _d in _events(up, "volume.removed")] == []
+    _ok(up.cli("rm", created))
+    assert _ok(up.cli("volume", "rm", "-f", name)) == f"{name}\n"
+    assert not os.path.exists(os.path.join(up.root, "volumes", name))
 
 
 def test_prune_removes_only_unused_volumes(up: Engine) -> None:
