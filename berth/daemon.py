@@ -133,9 +133,11 @@ def run_embedded(node: str = "local") -> int:
     try:
         _write_pid()  # before anything starts: a refused pid file leaves nothing running
         cli_server = cliserver.spawn()
+        docker_api = cliserver.spawn_docker_api(_run_dir())
         try:
             _serve(node)
         finally:
+            cliserver.stop(docker_api)
             cliserver.stop(cli_server)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_pidfile())

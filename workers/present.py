@@ -31,6 +31,11 @@ def summary(s: ContainerState) -> dict[str, Any]:
         "command": list(s.command),
         "restart_count": s.restart_count,
         "labels": dict(s.spec.labels),
+        # what Docker's container list shows without an inspect per container
+        "image": s.spec.image,
+        "image_id": s.spec.image_id,
+        "ports": [list(p) for p in s.spec.ports],
+        "network": s.spec.network,
     }
 
 
