@@ -226,9 +226,12 @@ class DockerApi:
 
     def _info(self, request: Request, ref: str) -> dict[str, Any]:
         try:
-            return self.client(request).inspect(ref)
+            info = self.client(request).inspect(ref)
         except NotFound:
             raise HttpError(404, f"No such container: {ref}") from None
+        if info.get("state") == "removed":  # berth keeps its history; Docker forgets it
+            raise HttpError(404, f"No such container: {ref}")
+        return info
 
     def container_list(self, request: Request) -> Response:
         filters = _filters(request)
@@ -316,7 +319,8 @@ class DockerApi:
         if condition == "removed":
             while True:
                 try:
-                    client.resolve(cid)
+                    if client.inspect(cid).get("state") == "removed":
+                        break
                 except NotFound:
                     break
                 time.sleep(0.2)
