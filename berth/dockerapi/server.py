@@ -243,6 +243,13 @@ class Connection:
             if isinstance(event, h11.ConnectionClosed):
                 return None
             assert isinstance(event, h11.Request)
+            # h11 bounds a head that is still incomplete; one that arrived whole in a
+            # few reads is measured here
+            if len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers) \
+                    > MAX_HEAD:
+                self._refuse(431, f"malformed HTTP request: the head is larger than "
+                                  f"{MAX_HEAD} bytes")
+                return None
             headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                        for k, v in event.headers}
             length = headers.get("content-length")
