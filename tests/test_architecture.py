@@ -14,6 +14,7 @@ import by other means.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -243,3 +244,20 @@ def test_the_walker_resolves_every_kind_of_import(tmp_path: Path) -> None:
     assert {a.target for a in arrows_of(Path("low/__init__.py"), tmp_path)} == {"low"}
     assert cycles({("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")}) == [["a", "b", "c", "a"]]
     assert cycles({("a", "b"), ("b", "c")}) == []
+
+
+ENTRY_MODULES = ("workers.worker", "berth.daemon", "engine.audit.transparency",
+                 "engine.store", "engine.store.recorder", "berth.dockerapi.app")
+
+
+@pytest.mark.parametrize("module", ENTRY_MODULES)
+def test_each_entry_module_imports_first_in_a_fresh_interpreter(module: str) -> None:
+    """A module-level name imported across a cycle breaks whichever side is
+    imported first (``berth up`` imports workers.worker first: it failed so)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]

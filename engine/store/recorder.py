@@ -31,8 +31,7 @@ from sqlalchemy import Connection, Engine, select
 
 from engine import events as ev
 from engine.audit import chain as audit
-from engine.audit import vouch
-from engine.audit.transparency import outcome_digest
+from engine.audit import transparency, vouch  # transparency: a module, see outcome_digest
 from engine.audit.treehead import Signer
 from engine.containers.projection import ContainerState, fold
 from engine.errors import ConcurrencyError, InvalidArgument, StoreError
@@ -222,7 +221,11 @@ class Recorder(ABC):
                 pack([r.position for r in recorded]), now_us,
             )
             command_rows.append((*outcome, *(
-                vouch.stamp(writer, vouch.OUTCOME, outcome_digest(outcome)) if writer
+                vouch.stamp(writer, vouch.OUTCOME,
+                            # looked up now: transparency imports the store's schema, so
+                            # a name imported from it at the top breaks whichever side is
+                            # imported first
+                            transparency.outcome_digest(outcome)) if writer
                 else vouch.UNSIGNED)))
             by_command[req.command_id] = recorded
             results[i] = recorded
