@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 import docker
 import pytest
 
-from berth.dockerapi import bind_path, socket_path
-from berth.dockerapi import shapes
+from berth.dockerapi import bind_path, shapes, socket_path
 from berth.dockerapi.server import Caller, HttpError, clean_agent, frames
 from engine.containers.spec import spec_from_user
 from engine.errors import InvalidArgument
