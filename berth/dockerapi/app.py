@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from berth.dockerapi import shapes
+from berth.dockerapi import execs, shapes
 from berth.dockerapi.server import (
     API_VERSION,
     MIN_API_VERSION,
@@ -67,6 +67,7 @@ class DockerApi:
         self.events_endpoint = events_endpoint
         self.timeout = timeout
         self._local = threading.local()
+        self.execs = execs.Execs()
         self.routes: list[Route] = []
         self._table()
 
@@ -148,6 +149,9 @@ class DockerApi:
         add("DELETE", "/containers/{ref}", self.remove)
         add("GET", "/containers/{ref}/logs", self.logs)
         add("GET", "/containers/{ref}/top", self.top)
+        add("POST", "/containers/{ref}/exec", self.exec_create)
+        add("POST", "/exec/{exec_id}/start", self.exec_start)
+        add("GET", "/exec/{exec_id}/json", self.exec_inspect)
         add("GET", "/images/json", self.image_list)
         add("POST", "/images/create", self.image_pull)
         add("GET", "/images/search", self.image_search)
@@ -398,6 +402,54 @@ class DockerApi:
                             content_type="application/vnd.docker.raw-stream")
         return Response(200, chunks=frames(pieces()),
                         content_type="application/vnd.docker.multiplexed-stream")
+
+    # -- exec
+
+    def exec_create(self, request: Request, ref: str) -> Response:
+        cid, state = self._state(request, ref)
+        if state != "running":
+            raise HttpError(409, f"Container {cid} is not running")
+        config = execs.exec_config(cid, request.json())
+        self.execs.add(config)
+        return Response.of_json({"Id": config.id}, 201)
+
+    def exec_start(self, request: Request, exec_id: str) -> Response:
+        config = self.execs.get(exec_id)
+        body = shapes.mapping(request.json() or {}, "body")
+        detach = bool(body.get("Detach")) and shapes.boolean(body["Detach"], "Detach")
+        if body.get("Tty") is not None:
+            shapes.boolean(body["Tty"], "Tty")
+        self.execs.claim(config)
+        caller = self.client(request)
+        own = Client(self.endpoint, events_endpoint=self.events_endpoint,
+                     actor=caller.actor, timeout=self.timeout)
+        if detach:
+            execs.run_detached(own, config)
+            return Response.empty(200)
+        from berth.cli.attach import located
+
+        try:
+            where, _target, _node = located(own, config.container)
+        except BerthError:
+            own.close()
+            config.running = False
+            config.done.set()
+            raise
+        upgrade = "upgrade" in request.headers.get("connection", "").lower()
+        kind = "raw-stream" if config.tty else "multiplexed-stream"
+        headers = [("Connection", "Upgrade"), ("Upgrade", "tcp")] if upgrade else []
+
+        def hijack(sock: Any, leftover: bytes) -> None:
+            try:
+                execs.pump(sock, leftover, own, config, where)
+            finally:
+                own.close()
+
+        return Response(101 if upgrade else 200, content_type=f"application/vnd.docker.{kind}",
+                        headers=headers, hijack=hijack)
+
+    def exec_inspect(self, request: Request, exec_id: str) -> Response:
+        return Response.of_json(self.execs.get(exec_id).inspect())
 
     # -- images
 
