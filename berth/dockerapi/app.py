@@ -12,6 +12,7 @@ stable codes (``STATUS``); an unknown route is 404, a route berth will not serve
 from __future__ import annotations
 
 import json
+import logging
 import platform
 import re
 import threading
@@ -33,6 +34,8 @@ from berth.dockerapi.server import (
 from bus.client import Client
 from engine import command_types as t
 from engine.errors import BerthError, NotFound
+
+log = logging.getLogger("berth.docker-api")
 
 STATUS: Final = {
     "invalid_argument": 400, "protocol_error": 400, "not_found": 404, "wrong_node": 404,
@@ -149,6 +152,7 @@ class DockerApi:
         add("DELETE", "/containers/{ref}", self.remove)
         add("GET", "/containers/{ref}/logs", self.logs)
         add("GET", "/containers/{ref}/top", self.top)
+        add("POST", "/containers/{ref}/attach", self.attach)
         add("POST", "/containers/{ref}/exec", self.exec_create)
         add("POST", "/exec/{exec_id}/start", self.exec_start)
         add("GET", "/exec/{exec_id}/json", self.exec_inspect)
@@ -402,6 +406,59 @@ class DockerApi:
                             content_type="application/vnd.docker.raw-stream")
         return Response(200, chunks=frames(pieces()),
                         content_type="application/vnd.docker.multiplexed-stream")
+
+    # -- attach
+
+    def attach(self, request: Request, ref: str) -> Response:
+        """A hijacked connection to the container's stdio (its log first with
+        ``logs=1``); the client leaves with the detach keys (default ctrl-p,ctrl-q)."""
+        from berth.cli.attach import located, parse_detach_keys
+
+        info = self._info(request, ref)
+        cid, spec = str(info["id"]), info.get("spec") or {}
+        tty = bool(spec.get("terminal"))
+        stdin = request.flag("stdin") and bool(spec.get("stdin"))
+        stream, logs = request.flag("stream"), request.flag("logs")
+        pipes = execs.Pipes(tty=tty, stdin=stdin, stdout=request.flag("stdout"),
+                            stderr=request.flag("stderr"),
+                            detach_keys=parse_detach_keys(
+                                request.arg("detachKeys") or "ctrl-p,ctrl-q"))
+        client = self.client(request)
+        where, _target, _node = located(client, cid)
+        if stream and where is None:
+            raise HttpError(501, "attach needs the worker's stream socket, which this "
+                                 "node's worker does not offer")
+        upgrade = "upgrade" in request.headers.get("connection", "").lower()
+        kind = "raw-stream" if tty else "multiplexed-stream"
+        headers = [("Connection", "Upgrade"), ("Upgrade", "tcp")] if upgrade else []
+
+        def hijack(sock: Any, leftover: bytes) -> None:
+            try:
+                if logs:
+                    self._past_logs(client, cid, sock, pipes)
+                if stream and where is not None:
+                    with where.session() as session:
+                        session.open("attach", cid, stdin=pipes.stdin, tty=tty)
+                        execs.pump_session(sock, leftover, session, pipes, lambda: None)
+            except (OSError, BerthError) as e:
+                log.debug("attach to %s ended: %s", cid[:12], e)
+
+        return Response(101 if upgrade else 200, content_type=f"application/vnd.docker.{kind}",
+                        headers=headers, hijack=hijack)
+
+    @staticmethod
+    def _past_logs(client: Client, cid: str, sock: Any, pipes: execs.Pipes) -> None:
+        offset = 0
+        while True:
+            chunk = client.logs(cid, offset=offset)
+            lines = chunk.get("lines") or []
+            for line in lines:
+                for fd, data in _piece(line, pipes.stdout, pipes.stderr, False, None, None):
+                    sock.sendall(data if pipes.tty else b"".join(frames([(fd, data)])))
+            new = int(chunk.get("offset") or offset)
+            if new == offset or not lines:
+                return
+            offset = new
 
     # -- exec
 

@@ -18,6 +18,7 @@ import socket
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -27,7 +28,7 @@ from berth.cli.attach import Where
 from berth.dockerapi import shapes
 from berth.dockerapi.server import HttpError, frames
 from bus.client import Client
-from bus.stream import MAX_CHUNK
+from bus.stream import MAX_CHUNK, StreamSession
 from engine.errors import BerthError
 from engine.ids import new_uuid
 
@@ -207,60 +208,111 @@ def _streamed(sock: socket.socket, leftover: bytes, client: Client, config: Exec
             own.close()
 
     thread = threading.Thread(target=command, daemon=True, name="docker-exec")
-    with where.session() as session:
-        session.open("exec", config.container, session=sid, stdin=config.stdin,
-                     tty=config.tty)
-        thread.start()
-        pending = bytearray(leftover)
-        stdin_open = config.stdin
-        poller = zmq.Poller()
-        poller.register(session.sock, zmq.POLLIN)
-        watching = False
-        sock.setblocking(False)
-        try:
-            while True:
-                if "error" in outcome:
-                    raise outcome["error"]
-                if stdin_open and pending and session.stdin_credit > 0:
-                    piece = bytes(pending[:MAX_CHUNK])
-                    del pending[:MAX_CHUNK]
-                    session.send_stdin(piece)
-                want = stdin_open and not pending
-                if want != watching:  # read the client only while its bytes can go on
-                    if want:
-                        poller.register(sock.fileno(), zmq.POLLIN)
-                    else:
-                        poller.unregister(sock.fileno())
-                    watching = want
-                ready = dict(poller.poll(500))
-                if watching and sock.fileno() in ready:
-                    data = _read(sock)
-                    if data == b"":
-                        stdin_open = False
-                        session.send_eof()
-                    elif data:
-                        pending += data
-                while True:  # the stream's descriptor is edge-triggered: drain it
-                    frame = session.recv(0)
-                    if frame is None:
-                        break
-                    if frame.op == "out":
-                        fd = 2 if frame.get("fd") == 2 else 1
-                        data = bytes(frame.get("data", b""))
-                        if (fd == 1 and config.stdout) or (fd == 2 and config.stderr) \
-                                or config.tty:
-                            _send_all(sock, _out(config, fd, data))
-                    elif frame.op == "exit":
-                        code = frame.get("code")
-                        config.exit_code = code if isinstance(code, int) else None
-                        return
-        finally:
-            sock.setblocking(True)
+    pipes = Pipes(tty=config.tty, stdin=config.stdin, stdout=config.stdout,
+                  stderr=config.stderr)
+    try:
+        with where.session() as session:
+            session.open("exec", config.container, session=sid, stdin=config.stdin,
+                         tty=config.tty)
+            thread.start()
+            ended, code = pump_session(sock, leftover, session, pipes,
+                                       lambda: outcome.get("error"))
+            if ended:
+                config.exit_code = code
+    finally:
+        if thread.is_alive() or thread.ident is not None:
             thread.join(5)
-            reply = outcome.get("reply")
-            if config.exit_code is None and reply is not None:
-                code = reply.result.get("exit_code")
-                config.exit_code = code if isinstance(code, int) else None
+        reply = outcome.get("reply")
+        if config.exit_code is None and reply is not None:
+            found = reply.result.get("exit_code")
+            config.exit_code = found if isinstance(found, int) else None
+
+
+@dataclass(frozen=True)
+class Pipes:
+    """Which of a process's streams a hijacked client takes, and how."""
+
+    tty: bool
+    stdin: bool
+    stdout: bool = True
+    stderr: bool = True
+    detach_keys: bytes = b""
+
+
+def _frame(pipes: Pipes, fd: int, data: bytes) -> bytes:
+    return data if pipes.tty else b"".join(frames([(fd, data)]))
+
+
+def pump_session(sock: socket.socket, leftover: bytes, session: StreamSession, pipes: Pipes,
+                 failed: Callable[[], BaseException | None]) -> tuple[bool, int | None]:
+    """Move bytes between a hijacked client and a stream session until the process
+    ends (True, its code) or the client detaches or leaves (False, None). The client
+    is read only while the session has stdin credit for what it sent, and the
+    session's output only as fast as the client takes it, so neither end can fill
+    this server."""
+    pending = bytearray(leftover)
+    typed = b""
+    stdin_open = pipes.stdin
+    poller = zmq.Poller()
+    poller.register(session.sock, zmq.POLLIN)
+    watching = False
+    sock.setblocking(False)
+    try:
+        while True:
+            error = failed()
+            if error is not None:
+                raise error
+            if stdin_open and pending and session.stdin_credit > 0:
+                piece = bytes(pending[:MAX_CHUNK])
+                del pending[:MAX_CHUNK]
+                session.send_stdin(piece)
+            want = stdin_open and not pending
+            if want != watching:  # read the client only while its bytes can go on
+                if want:
+                    poller.register(sock.fileno(), zmq.POLLIN)
+                else:
+                    poller.unregister(sock.fileno())
+                watching = want
+            ready = dict(poller.poll(500))
+            if watching and sock.fileno() in ready:
+                data = _read(sock)
+                if data == b"":
+                    stdin_open = False
+                    session.send_eof()
+                elif data:
+                    if pipes.detach_keys:
+                        data, typed, detached = _watch(data, typed, pipes.detach_keys)
+                        if detached:
+                            return False, None
+                    pending += data
+            while True:  # the stream's descriptor is edge-triggered: drain it
+                frame = session.recv(0)
+                if frame is None:
+                    break
+                if frame.op == "out":
+                    fd = 2 if frame.get("fd") == 2 else 1
+                    if pipes.tty or (pipes.stdout if fd == 1 else pipes.stderr):
+                        _send_all(sock, _frame(pipes, fd, bytes(frame.get("data", b""))))
+                elif frame.op == "exit":
+                    code = frame.get("code")
+                    return True, code if isinstance(code, int) else None
+    finally:
+        sock.setblocking(True)
+
+
+def _watch(data: bytes, typed: bytes, keys: bytes) -> tuple[bytes, bytes, bool]:
+    """Hold back bytes that begin the detach sequence until it is complete (detached)
+    or broken (then they go on): (bytes to send, bytes held, detached)."""
+    out = bytearray()
+    for byte in data:
+        typed += bytes([byte])
+        if keys.startswith(typed):
+            if typed == keys:
+                return bytes(out), b"", True
+            continue
+        out += typed
+        typed = b""
+    return bytes(out), typed, False
 
 
 def _read(sock: socket.socket) -> bytes | None:
