@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 from typing import Final
 
 from engine.errors import InvalidArgument
@@ -46,11 +45,9 @@ def serve(path: str, endpoint: str | None = None) -> int:
     api = DockerApi(endpoint)
     server = Server(path, api, on_close=api.release)
     log.info("serving the Docker API on %s", path)
-    done = threading.Event()
 
     def stop(_signo: int, _frame: object) -> None:
-        done.set()
-        threading.Thread(target=server.stop, daemon=True).start()
+        server.request_stop()  # the accept loop sees it within half a second
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -60,6 +57,5 @@ def serve(path: str, endpoint: str | None = None) -> int:
     try:
         server.serve_forever(int(parent) if parent.isdigit() else None)
     finally:
-        if not done.is_set():
-            server.stop()
+        server.stop()  # on this thread, so the socket file is gone before the exit
     return 0

@@ -416,8 +416,15 @@ class Server:
             finally:
                 self._slots.release()
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Ask the accept loop to end (safe in a signal handler: sets a flag only)."""
         self._stopping.set()
+
+    def stop(self) -> None:
+        """Stop accepting and remove the socket file (again: nothing happens)."""
+        self._stopping.set()
+        if self.sock.fileno() == -1:
+            return
         try:
             self.sock.close()
         finally:
