@@ -33,7 +33,7 @@ from berth.dockerapi.server import (
 )
 from bus.client import Client
 from engine import command_types as t
-from engine.errors import BerthError, NotFound
+from engine.errors import BerthError, InvalidState, NotFound
 
 log = logging.getLogger("berth.docker-api")
 
@@ -261,10 +261,17 @@ class DockerApi:
         return str(info["id"]), str(info.get("state"))
 
     def start(self, request: Request, ref: str) -> Response:
-        cid, state = self._state(request, ref)
-        if state in ("running", "paused"):
-            return Response.empty(304)
-        self.client(request).start(cid)
+        # straight to the command (one round trip); the state is read only to word a
+        # refusal as Docker does (304 for a running container)
+        try:
+            self.client(request).start(ref)
+        except NotFound:
+            raise HttpError(404, f"No such container: {ref}") from None
+        except InvalidState:
+            _cid, state = self._state(request, ref)
+            if state in ("running", "paused"):
+                return Response.empty(304)
+            raise
         return Response.empty()
 
     def stop(self, request: Request, ref: str) -> Response:
@@ -336,13 +343,19 @@ class DockerApi:
                                  "Error": None})
 
     def remove(self, request: Request, ref: str) -> Response:
-        cid, state = self._state(request, ref)
         force = request.flag("force")
         request.flag("v")  # berth has no anonymous volumes: nothing else goes with it
-        if state in ("running", "paused") and not force:
-            raise HttpError(409, f"You cannot remove a running container {cid}. Stop the "
-                                 "container before attempting removal or force remove")
-        self.client(request).remove(cid, force=force)
+        try:
+            self.client(request).remove(ref, force=force)
+        except NotFound:
+            raise HttpError(404, f"No such container: {ref}") from None
+        except InvalidState:
+            cid, state = self._state(request, ref)
+            if state in ("running", "paused"):
+                raise HttpError(409, f"You cannot remove a running container {cid}. Stop "
+                                     "the container before attempting removal or force "
+                                     "remove") from None
+            raise
         return Response.empty()
 
     def top(self, request: Request, ref: str) -> Response:

@@ -73,6 +73,9 @@ def test_stop_kill_restart_rename_and_conflicts(api: Api, busybox: str) -> None:
     ctr.reload()
     assert ctr.status == "running" and ctr.attrs["State"]["Pid"] > 0
     assert [c.id for c in client.containers.list()] == [ctr.id]
+    # starting a running container is Docker's 304, stopping a stopped one too (below)
+    start_url = client.api._url("/containers/{0}/start", ctr.id)
+    assert client.api._post(start_url).status_code == 304
     # removing a running container without force is Docker's 409, and changes nothing
     with pytest.raises(docker.errors.APIError) as refused:
         ctr.remove()
@@ -89,6 +92,7 @@ def test_stop_kill_restart_rename_and_conflicts(api: Api, busybox: str) -> None:
     ctr.stop(timeout=5)
     ctr.reload()
     assert ctr.status == "exited" and ctr.attrs["State"]["ExitCode"] == 7
+    assert client.api._post(client.api._url("/containers/{0}/stop", ctr.id)).status_code == 304
     with pytest.raises(docker.errors.APIError) as not_running:
         ctr.kill()
     assert not_running.value.status_code == 409
