@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from berth.dockerapi import execs, shapes
+from berth.dockerapi import events, execs, shapes
 from berth.dockerapi.server import (
     API_VERSION,
     MIN_API_VERSION,
@@ -138,6 +138,7 @@ class DockerApi:
         add("GET", "/_ping", self.ping)
         add("GET", "/version", self.version)
         add("GET", "/info", self.info)
+        add("GET", "/events", self.events)
         add("POST", "/containers/create", self.create)
         add("GET", "/containers/json", self.container_list)
         add("GET", "/containers/{ref}/json", self.container_inspect)
@@ -214,6 +215,19 @@ class DockerApi:
             "Swarm": {"LocalNodeState": "inactive"}, "Runtimes": {"runc": {"path": "runc"}},
             "DefaultRuntime": "runc", "Labels": [], "ExperimentalBuild": False,
         })
+
+    def events(self, request: Request) -> Response:
+        since = events.parse_time(request.arg("since"), "since")
+        until = events.parse_time(request.arg("until"), "until")
+        filters = _filters(request, events.FILTERS)
+        client = self.client(request)
+
+        def chunks() -> Iterator[bytes]:
+            for event in events.stream(client, since, until, filters,
+                                       lambda: datetime.now(UTC)):
+                yield json.dumps(event).encode() + b"\n" if event else b"\n"
+
+        return Response(200, chunks=chunks())
 
     # -- containers
 
@@ -709,7 +723,7 @@ class DockerApi:
 _NOT_SERVED: Final = ("/swarm", "/nodes", "/services", "/tasks", "/secrets", "/configs",
                       "/plugins", "/build", "/session", "/distribution", "/exec",
                       "/containers/", "/images/", "/networks/", "/volumes/", "/system/",
-                      "/events", "/auth", "/commit")
+                      "/auth", "/commit")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -722,7 +736,7 @@ def _timeout(request: Request) -> int:
     return value
 
 
-def _filters(request: Request) -> dict[str, list[str]]:
+def _filters(request: Request, known: frozenset[str] = _FILTER_KEYS) -> dict[str, list[str]]:
     raw = request.arg("filters")
     if not raw:
         return {}
@@ -734,7 +748,7 @@ def _filters(request: Request) -> dict[str, list[str]]:
         raise HttpError(400, "invalid filters: expected a JSON object")
     out: dict[str, list[str]] = {}
     for key, items in value.items():
-        if key not in _FILTER_KEYS:
+        if key not in known:
             raise HttpError(400, f"invalid filter '{key}'")
         # Docker sends {"k": ["v"]} or, older, {"k": {"v": true}}
         values = list(items) if isinstance(items, (list, dict)) else None
