@@ -48,6 +48,7 @@ STATUS: Final = {
 LONG: Final = 3600.0
 """Seconds an image pull may take before the server stops waiting for it."""
 LOG_WAIT_MS: Final = 1000
+_ATTACH_READY: Final = 10.0
 MAX_TAIL: Final = 100_000
 _VERSION_RE: Final = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
 _FILTER_KEYS: Final = frozenset({"id", "name", "label", "status"})
@@ -167,6 +168,8 @@ class DockerApi:
         add("POST", "/networks/create", self.network_create)
         add("GET", "/networks/{name}", self.network_inspect)
         add("DELETE", "/networks/{name}", self.network_remove)
+        add("GET", "/plugins", lambda request: Response.of_json([]))
+        add("GET", "/plugins/{name}/json", self.plugin_inspect)
         add("GET", "/volumes", self.volume_list)
         add("POST", "/volumes/create", self.volume_create)
         add("GET", "/volumes/{name}", self.volume_inspect)
@@ -338,23 +341,29 @@ class DockerApi:
         info = self._info(request, ref)
         cid, state = str(info["id"]), str(info.get("state"))
         client = self.client(request)
-        if condition == "not-running" and state not in ("running", "paused"):
-            code = info.get("exit_code")
-        else:
-            try:
-                code = client.wait(cid).result.get("exit_code")
-            except NotFound:
+
+        def answer() -> Iterator[bytes]:
+            # The head goes out before this runs, as Docker's daemon sends it at once:
+            # the docker CLI waits for it before it starts the container it waits for.
+            if condition == "not-running" and state not in ("running", "paused"):
                 code = info.get("exit_code")
-        if condition == "removed":
-            while True:
+            else:
                 try:
-                    if client.inspect(cid).get("state") == "removed":
-                        break
+                    code = client.wait(cid).result.get("exit_code")
                 except NotFound:
-                    break
-                time.sleep(0.2)
-        return Response.of_json({"StatusCode": code if isinstance(code, int) else 0,
-                                 "Error": None})
+                    code = info.get("exit_code")
+            if condition == "removed":
+                while True:
+                    try:
+                        if client.inspect(cid).get("state") == "removed":
+                            break
+                    except NotFound:
+                        break
+                    time.sleep(0.2)
+            yield json.dumps({"StatusCode": code if isinstance(code, int) else 0,
+                              "Error": None}).encode()
+
+        return Response(200, chunks=answer())
 
     def remove(self, request: Request, ref: str) -> Response:
         force = request.flag("force")
@@ -458,17 +467,34 @@ class DockerApi:
         upgrade = "upgrade" in request.headers.get("connection", "").lower()
         kind = "raw-stream" if tty else "multiplexed-stream"
         headers = [("Connection", "Upgrade"), ("Upgrade", "tcp")] if upgrade else []
+        # Attached before the head is sent: the docker CLI starts the container as soon
+        # as it has the head, and a short-lived process would be gone (its output
+        # lost) if the session were opened only then.
+        session = where.session() if stream and where is not None else None
+        first = None
+        try:
+            if session is not None:
+                session.open("attach", cid, stdin=pipes.stdin, tty=tty)
+                first = session.recv(_ATTACH_READY)
+                if first is None:
+                    raise HttpError(503, f"the worker did not attach to {cid[:12]} within "
+                                         f"{_ATTACH_READY:g} s")
+        except BaseException:
+            if session is not None:
+                session.close()
+            raise
 
         def hijack(sock: Any, leftover: bytes) -> None:
             try:
                 if logs:
                     self._past_logs(client, cid, sock, pipes)
-                if stream and where is not None:
-                    with where.session() as session:
-                        session.open("attach", cid, stdin=pipes.stdin, tty=tty)
-                        execs.pump_session(sock, leftover, session, pipes, lambda: None)
+                if session is not None and first is not None and first.op != "exit":
+                    execs.pump_session(sock, leftover, session, pipes, lambda: None)
             except (OSError, BerthError) as e:
                 log.debug("attach to %s ended: %s", cid[:12], e)
+            finally:
+                if session is not None:
+                    session.close()
 
         return Response(101 if upgrade else 200, content_type=f"application/vnd.docker.{kind}",
                         headers=headers, hijack=hijack)
@@ -674,6 +700,11 @@ class DockerApi:
         self._network(request, name)
         self.client(request).network_remove(name)
         return Response.empty()
+
+    def plugin_inspect(self, request: Request, name: str) -> Response:
+        """berth has no plugins; ``docker inspect NAME`` asks here after the other
+        kinds, so Docker's 404 lets it say "No such object"."""
+        raise HttpError(404, f"plugin {name!r} not found")
 
     # -- volumes
 

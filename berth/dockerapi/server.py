@@ -191,7 +191,10 @@ class Connection:
                 request = self._read_request()
                 if request is None:
                     return
+                log.debug("pid %d: %s %s", self.pid, request.method, request.path)
                 response = self._answer(request)
+                log.debug("pid %d: %s %s -> %d", self.pid, request.method, request.path,
+                          response.status)
                 if request.method == "HEAD":
                     response.chunks, response.body = None, b""
                 if not self._send(response):

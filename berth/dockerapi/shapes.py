@@ -31,6 +31,9 @@ HOST_FIELDS: Final = frozenset({
     "Binds", "PortBindings", "PublishAllPorts", "NetworkMode", "RestartPolicy",
     "AutoRemove", "Memory", "NanoCpus", "CapAdd", "CapDrop", "Init", "PidsLimit",
     "ReadonlyRootfs", "Tmpfs", "Mounts", "SecurityOpt", "Ulimits", "LogConfig"})
+HOST_IGNORED: Final = frozenset({
+    # the terminal's size when the container starts: berth sizes it on attach (resize)
+    "ConsoleSize"})
 _DEFAULT_NETWORKS: Final = ("", "default", "bridge")
 _NAME_RE: Final = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
@@ -103,9 +106,14 @@ def empty(value: object) -> bool:
     return value is None or value is False or value == 0 or value in ("", [], {})
 
 
+UNSET: Final = {"MemorySwappiness": -1, "MemorySwap": -1}
+"""Fields whose "not set" is not a zero value (the docker CLI sends these)."""
+
+
 def _refuse_unknown(body: dict[str, Any], known: frozenset[str], where: str) -> None:
     for key, value in body.items():
-        if key not in known and not empty(value):
+        if key not in known and not empty(value) and not (
+                key in UNSET and value == UNSET[key] and not isinstance(value, bool)):
             raise HttpError(400, f"{where}{key} is not supported by berth "
                                  f"(it would change the container; leave it out)")
 
@@ -171,7 +179,7 @@ def create_spec(body: object) -> dict[str, Any]:
 
 
 def host_spec(host: dict[str, Any]) -> dict[str, Any]:
-    _refuse_unknown(host, HOST_FIELDS, "HostConfig.")
+    _refuse_unknown(host, HOST_FIELDS | HOST_IGNORED, "HostConfig.")
     spec: dict[str, Any] = {}
     if host.get("Binds") is not None:
         spec["volumes"] = strings(host["Binds"], "HostConfig.Binds")
