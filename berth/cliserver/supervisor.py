@@ -84,12 +84,9 @@ def spawn() -> Supervised | None:
     return Supervised()
 
 
-def spawn_docker_api(run_dir: str) -> Supervised | None:
-    """The Docker API server for ``berth up`` on ``$BERTH_RUN/docker.sock`` (or where
-    BERTH_DOCKER_SOCKET says); None when BERTH_DOCKER_SOCKET=0."""
-    from berth.dockerapi import socket_path
-
-    path = socket_path(run_dir)
+def spawn_docker_api(path: str | None) -> Supervised | None:
+    """The Docker API server for ``berth up`` on ``path`` (berth.dockerapi.socket_path:
+    $BERTH_RUN/docker.sock, or where BERTH_DOCKER_SOCKET says); None: not served."""
     if path is None:
         return None
     return Supervised(("api", "--bind", f"unix://{path}"), "Docker API server")

@@ -57,3 +57,19 @@ def test_the_socket_is_moved_or_turned_off(place: Place, short_tmp: str,  # noqa
     else:
         wait_until(lambda: _answers(moved), 30, what="the moved Docker API socket")
         assert not os.path.exists(default)
+
+
+@pytest.mark.parametrize("setting", ["relative.sock", "tcp://0.0.0.0:2375", "/" + "x" * 120])
+def test_a_bad_socket_setting_is_one_sentence_and_nothing_runs(place: Place,  # noqa: F811
+                                                               setting: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "berth", "up"],
+                          env={**place.env, "BERTH_DOCKER_SOCKET": setting},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 125
+    assert done.stderr.startswith("berth: invalid Docker API socket") and \
+        done.stderr.count("\n") == 1, done.stderr
+    assert place.engine_pid() is None
+    assert not os.path.exists(os.path.join(place.run, "bus.sock"))
