@@ -356,6 +356,14 @@ class Connection:
             for chunk in chunks:
                 if chunk:
                     self._write(h11.Data(data=chunk))
+        except OSError:
+            raise  # the client is gone: the connection ends
+        except Exception as e:  # noqa: BLE001 - the head is out: only ending is left
+            # A stream's producer failed after the status went out (the engine
+            # stopping under a wait, say): Docker's clients see the body end early.
+            log.warning("%s %s: the streamed answer ended early: %s", response.status,
+                        response.content_type, e)
+            return False
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
@@ -387,7 +395,12 @@ class Server:
     def serve_forever(self, parent: int | None = None) -> None:
         """Accept until stopped; ``parent``: also stop once that process is no longer
         this one's parent (``berth up`` killed -9 must not leave a server behind)."""
-        self.sock.settimeout(0.5)
+        try:
+            self.sock.settimeout(0.5)
+        except OSError:
+            if self._stopping.is_set():  # stopped before it began
+                return
+            raise
         while not self._stopping.is_set():
             if parent is not None and os.getppid() != parent:
                 log.warning("berth up (pid %d) is gone; the Docker API server stops", parent)
