@@ -168,6 +168,8 @@ class DockerApi:
         add("POST", "/networks/create", self.network_create)
         add("GET", "/networks/{name}", self.network_inspect)
         add("DELETE", "/networks/{name}", self.network_remove)
+        add("GET", "/swarm", self.not_in_swarm)
+        add("POST", "/swarm/leave", self.not_in_swarm)
         add("GET", "/plugins", lambda request: Response.of_json([]))
         add("GET", "/plugins/{name}/json", self.plugin_inspect)
         add("GET", "/volumes", self.volume_list)
@@ -700,6 +702,11 @@ class DockerApi:
         self._network(request, name)
         self.client(request).network_remove(name)
         return Response.empty()
+
+    def not_in_swarm(self, request: Request) -> Response:
+        """What Docker's daemon answers outside a swarm (clients leave one with force
+        and take this 503 as done); joining or making one is 501."""
+        raise HttpError(503, "This node is not part of a swarm")
 
     def plugin_inspect(self, request: Request, name: str) -> Response:
         """berth has no plugins; ``docker inspect NAME`` asks here after the other

@@ -21,7 +21,7 @@ MAX_ITEMS: Final = 4096
 
 CONFIG_FIELDS: Final = frozenset({
     "Image", "Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Labels", "Tty",
-    "OpenStdin", "ExposedPorts", "StopSignal", "Hostname"})
+    "OpenStdin", "ExposedPorts", "StopSignal", "Hostname", "Healthcheck"})
 CONFIG_IGNORED: Final = frozenset({
     # how a client attaches, not what the container is: berth's attach reads them
     # from the request instead
@@ -169,6 +169,8 @@ def create_spec(body: object) -> dict[str, Any]:
         spec["expose"] = sorted(mapping(config["ExposedPorts"], "Config.ExposedPorts"))
     if config.get("StopSignal"):
         spec["stop_signal"] = text(config["StopSignal"], "Config.StopSignal")
+    if config.get("Healthcheck") is not None:
+        spec.update(healthcheck(mapping(config["Healthcheck"], "Config.Healthcheck")))
     host = config.get("HostConfig")
     if host is not None:
         spec.update(host_spec(mapping(host, "HostConfig")))
@@ -176,6 +178,31 @@ def create_spec(body: object) -> dict[str, Any]:
     if networking is not None:
         _networking(mapping(networking, "NetworkingConfig"), spec)
     return spec
+
+
+def healthcheck(check: dict[str, Any]) -> dict[str, Any]:
+    """Docker's Healthcheck (Test, and durations in nanoseconds) -> berth's options."""
+    where = "Config.Healthcheck"
+    _refuse_unknown(check, frozenset({"Test", "Interval", "Timeout", "Retries",
+                                      "StartPeriod"}), f"{where}.")
+    out: dict[str, Any] = {}
+    test = strings(check.get("Test") or [], f"{where}.Test")
+    if test and test[0] == "NONE":
+        return {"no_healthcheck": True}
+    if test and test[0] == "CMD" and len(test) > 1:
+        out["health_cmd"] = test[1:]
+    elif test and test[0] == "CMD-SHELL" and len(test) == 2:
+        out["health_cmd"] = ["/bin/sh", "-c", test[1]]
+    elif test:
+        raise HttpError(400, f"invalid {where}.Test {test!r}: [\"CMD\", ARG...], "
+                             "[\"CMD-SHELL\", COMMAND] or [\"NONE\"]")
+    for key, name in (("Interval", "health_interval"), ("Timeout", "health_timeout"),
+                      ("StartPeriod", "health_start_period")):
+        if check.get(key):
+            out[name] = integer(check[key], f"{where}.{key}", low=1_000_000) / 1e9
+    if check.get("Retries"):
+        out["health_retries"] = integer(check["Retries"], f"{where}.Retries", low=1)
+    return out
 
 
 def host_spec(host: dict[str, Any]) -> dict[str, Any]:
@@ -406,6 +433,19 @@ def _ago(value: object, now: datetime) -> str:
     return f"{int(seconds)} seconds" if seconds >= 1 else "Less than a second"
 
 
+def _health_config(spec: dict[str, Any]) -> dict[str, Any] | None:
+    if spec.get("no_healthcheck"):
+        return {"Test": ["NONE"]}
+    command = list(spec.get("health_cmd") or [])
+    if not command:
+        return None
+    return {"Test": ["CMD", *command],
+            "Interval": int((spec.get("health_interval") or 0) * 1e9),
+            "Timeout": int((spec.get("health_timeout") or 0) * 1e9),
+            "StartPeriod": int((spec.get("health_start_period") or 0) * 1e9),
+            "Retries": spec.get("health_retries") or 0}
+
+
 def _signal_name(number: object) -> str:
     import signal
 
@@ -493,6 +533,7 @@ def container_inspect(info: dict[str, Any]) -> dict[str, Any]:
             "StdinOnce": False,
             "ExposedPorts": exposed or None,
             "StopSignal": _signal_name(spec.get("stop_signal") or 15),
+            "Healthcheck": _health_config(spec),
         },
         "NetworkSettings": {"Ports": ports, "Networks": {}, "IPAddress": "",
                             "Gateway": "", "MacAddress": ""},

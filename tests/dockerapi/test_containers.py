@@ -28,6 +28,11 @@ def test_negotiation_ping_and_version(api: Api) -> None:
     assert version["Os"] == "linux"
     info = client.info()
     assert info["Containers"] == 0 and info["OSType"] == "linux"
+    # outside a swarm, as Docker's daemon answers: leaving with force is done
+    assert client.api.leave_swarm(force=True) is True
+    with pytest.raises(docker.errors.APIError) as joined:
+        client.swarm.init()
+    assert joined.value.status_code == 501
 
 
 def test_run_detached_logs_wait_remove_and_the_actor_in_history(api: Api, busybox: str) -> None:

@@ -55,7 +55,7 @@ def test_zero_values_of_unmapped_fields_pass_and_real_ones_are_refused() -> None
     body["StopTimeout"] = None
     shapes.create_spec(body)
     for where, key, value in (("HostConfig", "Privileged", True), (None, "StopTimeout", 5),
-                              (None, "Healthcheck", {"Test": ["CMD", "true"]}),
+                              (None, "Volumes", {"/data": {}}),
                               ("HostConfig", "VolumesFrom", ["x"])):
         bad = dict(body)
         if where:
@@ -145,3 +145,26 @@ def test_frames_callers_and_socket_paths() -> None:
     for bad in ("tcp://0.0.0.0:2375", "relative.sock", "/" + "x" * 200):
         with pytest.raises(InvalidArgument):
             bind_path(bad)
+
+
+def test_healthchecks_map_both_ways() -> None:
+    spec = shapes.create_spec({"Image": "b", "Healthcheck": {
+        "Test": ["CMD-SHELL", "test -f /ok"], "Interval": 2_000_000_000,
+        "Timeout": 500_000_000, "Retries": 4, "StartPeriod": 0}})
+    assert spec["health_cmd"] == ["/bin/sh", "-c", "test -f /ok"]
+    assert (spec["health_interval"], spec["health_timeout"], spec["health_retries"]) == \
+        (2.0, 0.5, 4)
+    spec_from_user(dict(spec))
+    assert shapes.create_spec({"Image": "b", "Healthcheck": {"Test": ["CMD", "true"]}})[
+        "health_cmd"] == ["true"]
+    assert shapes.create_spec({"Image": "b", "Healthcheck": {"Test": ["NONE"]}}) == {
+        "rootfs": "", "image": "b", "no_healthcheck": True}
+    for bad in ({"Test": ["SHELL", "x"]}, {"Test": ["CMD-SHELL"]}, {"Test": "x"},
+                {"Test": ["CMD", "x"], "Interval": 5}):
+        with pytest.raises(HttpError) as refused:
+            shapes.create_spec({"Image": "b", "Healthcheck": bad})
+        assert refused.value.status == 400
+    shown = shapes.container_inspect({"id": "c" * 64, "state": "created", "spec": {
+        "health_cmd": ["true"], "health_interval": 2.0, "health_retries": 3}})
+    assert shown["Config"]["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 2_000_000_000,
+                                              "Timeout": 0, "StartPeriod": 0, "Retries": 3}
