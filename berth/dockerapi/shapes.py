@@ -261,9 +261,20 @@ def host_spec(host: dict[str, Any]) -> dict[str, Any]:
     if host.get("LogConfig") is not None:
         log_config = mapping(host["LogConfig"], "HostConfig.LogConfig")
         kind = log_config.get("Type") or ""
-        if kind not in ("", "json-file", "k8s-file") or not empty(log_config.get("Config")):
-            raise HttpError(400, f"HostConfig.LogConfig {kind!r} is not supported by berth: "
-                                 "it keeps each container's log in a file (json-file)")
+        options = mapping(log_config.get("Config") or {}, "HostConfig.LogConfig.Config")
+        if kind not in ("", "json-file", "k8s-file") or set(options) - {"max-size"}:
+            raise HttpError(400, f"HostConfig.LogConfig {kind!r} {sorted(options)} is not "
+                                 "supported by berth: it keeps each container's log in a "
+                                 "file (json-file), with max-size")
+        if options.get("max-size"):
+            from berth.cli.runflags import parse_log_size
+            from engine.errors import InvalidArgument
+
+            try:
+                spec["log_size_max"] = parse_log_size(
+                    text(options["max-size"], "HostConfig.LogConfig.Config.max-size"))
+            except InvalidArgument as e:
+                raise HttpError(400, str(e)) from None
     return spec
 
 
@@ -433,6 +444,18 @@ def _ago(value: object, now: datetime) -> str:
     return f"{int(seconds)} seconds" if seconds >= 1 else "Less than a second"
 
 
+def _health_state(info: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """State.Health, present only for a container with a health check (as Docker's)."""
+    if not spec.get("health_cmd") or spec.get("no_healthcheck"):
+        return {}
+    details = info.get("health_log") or {}
+    log = [{"Start": docker_time(p.get("started_at")), "End": docker_time(p.get("ended_at")),
+            "ExitCode": p.get("exit_code"), "Output": p.get("output", "")}
+           for p in details.get("log") or [] if isinstance(p, dict)]
+    return {"Health": {"Status": info.get("health") or "starting",
+                       "FailingStreak": details.get("failing_streak") or 0, "Log": log}}
+
+
 def _health_config(spec: dict[str, Any]) -> dict[str, Any] | None:
     if spec.get("no_healthcheck"):
         return {"Test": ["NONE"]}
@@ -497,6 +520,7 @@ def container_inspect(info: dict[str, Any]) -> dict[str, Any]:
             "ExitCode": info.get("exit_code") or 0, "Error": "",
             "StartedAt": docker_time(info.get("started_at")),
             "FinishedAt": docker_time(info.get("finished_at")),
+            **_health_state(info, spec),
         },
         "Image": spec.get("image_id") or "",
         "Name": f"/{info.get('name', '')}",

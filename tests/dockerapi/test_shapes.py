@@ -168,3 +168,26 @@ def test_healthchecks_map_both_ways() -> None:
         "health_cmd": ["true"], "health_interval": 2.0, "health_retries": 3}})
     assert shown["Config"]["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 2_000_000_000,
                                               "Timeout": 0, "StartPeriod": 0, "Retries": 3}
+
+
+def test_health_state_and_log_size() -> None:
+    spec = {"health_cmd": ["true"]}
+    starting = shapes.container_inspect({"id": "c" * 64, "state": "running", "spec": spec})
+    assert starting["State"]["Health"] == {"Status": "starting", "FailingStreak": 0, "Log": []}
+    healthy = shapes.container_inspect({
+        "id": "c" * 64, "state": "running", "spec": spec, "health": "healthy",
+        "health_log": {"failing_streak": 0, "log": [{
+            "exit_code": 0, "output": "ok", "started_at": "2026-12-07T10:00:00+00:00",
+            "ended_at": "2026-12-07T10:00:01+00:00"}]}})
+    assert healthy["State"]["Health"]["Status"] == "healthy"
+    assert healthy["State"]["Health"]["Log"][0]["ExitCode"] == 0
+    none = shapes.container_inspect({"id": "c" * 64, "state": "running", "spec": {}})
+    assert "Health" not in none["State"]
+    sized = shapes.create_spec({"Image": "b", "HostConfig": {"LogConfig": {
+        "Type": "json-file", "Config": {"max-size": "10m"}}}})
+    assert sized["log_size_max"] == 10_000_000
+    for bad in ({"Type": "syslog"}, {"Type": "json-file", "Config": {"max-file": "3"}},
+                {"Type": "json-file", "Config": {"max-size": "lots"}}):
+        with pytest.raises(HttpError) as refused:
+            shapes.create_spec({"Image": "b", "HostConfig": {"LogConfig": bad}})
+        assert refused.value.status == 400
