@@ -99,8 +99,10 @@ def test_bad_names_versions_routes_and_parameters(api: Api) -> None:
     assert status == 400 and "too old" in _message(body)
     status, _, body = _exchange(api, "GET /nothing/here HTTP/1.1\r\nHost: d\r\n\r\n")
     assert status == 404 and "page not found" in _message(body)
-    status, _, body = _exchange(api, "GET /swarm HTTP/1.1\r\nHost: d\r\n\r\n")
+    status, _, body = _exchange(api, "GET /services HTTP/1.1\r\nHost: d\r\n\r\n")
     assert status == 501 and "does not implement" in _message(body)
+    status, _, body = _exchange(api, "GET /swarm HTTP/1.1\r\nHost: d\r\n\r\n")
+    assert status == 503 and _message(body) == "This node is not part of a swarm"
     status, _, body = _exchange(api, "GET /containers/nope/json HTTP/1.1\r\nHost: d\r\n\r\n")
     assert status == 404 and _message(body) == "No such container: nope"
     status, _, body = _exchange(api, "GET /containers/json?filters=%7Bbad HTTP/1.1\r\n"
