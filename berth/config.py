@@ -43,6 +43,7 @@ KEYS: Final[Mapping[str, Mapping[str, str]]] = {
     "log": {"level": "BERTH_LOG_LEVEL", "format": "BERTH_LOG_FORMAT", "file": "BERTH_LOG_FILE",
             "max_bytes": "BERTH_LOG_MAX_BYTES", "backups": "BERTH_LOG_BACKUPS"},
     "metrics": {"address": "BERTH_METRICS"},
+    "docker": {"socket": "BERTH_DOCKER_SOCKET"},
     "images": {"max_layer": "BERTH_IMAGE_MAX_LAYER", "max_size": "BERTH_IMAGE_MAX_SIZE",
                "max_ratio": "BERTH_IMAGE_MAX_RATIO"},
 }

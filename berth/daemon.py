@@ -125,6 +125,9 @@ def run_embedded(node: str = "local") -> int:
     logs.configure()
     os.umask(PRIVATE_UMASK)
     private_directory(_run_dir(), "BERTH_RUN")
+    from berth.dockerapi import socket_path
+
+    docker_socket = socket_path(_run_dir())  # a bad setting is refused before anything runs
     try:
         lock = _take_lock()
     except AlreadyUp as exc:
@@ -133,9 +136,11 @@ def run_embedded(node: str = "local") -> int:
     try:
         _write_pid()  # before anything starts: a refused pid file leaves nothing running
         cli_server = cliserver.spawn()
+        docker_api = cliserver.spawn_docker_api(docker_socket)
         try:
             _serve(node)
         finally:
+            cliserver.stop(docker_api)
             cliserver.stop(cli_server)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_pidfile())

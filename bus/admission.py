@@ -16,7 +16,12 @@ anything, so the rules of trust read in one place:
 * **Actor.** The identity is the broker's knowledge, never the peer's claim: it
   replaces every command's ``actor`` before a worker sees the command, and a
   command id belongs to the identity that first sent it (another peer reusing
-  it would otherwise be handed the first sender's reply).
+  it would otherwise be handed the first sender's reply). A gateway that
+  publishes for its own callers (the Docker API server) claims
+  ``docker-api uid=0 pid=4242 docker-py/7.1.0``: a claim with a gateway prefix
+  (``DELEGATING_PREFIXES``) is kept, and the broker appends ``via IDENTITY``, so
+  the log says which program asked and which authenticated peer vouched for it
+  (the last ``via`` is always the broker's word).
 * **Workers.** Over CURVE a worker's key names the one node it may serve, so a
   stolen or misused worker key cannot take over another host's containers.
 * **Rate.** Each authenticated identity (a uid on ipc, a key's name over CURVE)
@@ -38,7 +43,7 @@ from typing import Any, Final
 import zmq
 
 from bus.keys import AUDITOR_PREFIX, needs_curve
-from bus.protocol import Command, encode
+from bus.protocol import MAX_ACTOR_LENGTH, Command, encode
 from bus.security import BrokerSecurity, RateLimit, TokenBucket, ZapHandler, make_curve_server
 from engine.command_types import AUDIT_COMMANDS, QUERY_COMMANDS
 from engine.errors import BerthError
@@ -50,6 +55,8 @@ UNAUTHENTICATED: Final = "unauthenticated"
 WRONG_NODE: Final = "wrong_node"
 
 _MAX_PEERS: Final = 10_000
+DELEGATING_PREFIXES: Final = ("docker-api ",)
+"""Claims a gateway makes for the callers it serves: kept, followed by ``via IDENTITY``."""
 READ_ONLY_COMMANDS: Final = QUERY_COMMANDS | AUDIT_COMMANDS
 
 
@@ -75,6 +82,16 @@ def uid_identity(uid: int) -> str:
         return f"{pwd.getpwuid(uid).pw_name}(uid {uid})"
     except (ImportError, KeyError):
         return f"uid {uid}"
+
+
+def stamped_actor(claim: str, identity: str) -> str:
+    """The actor recorded for a command claiming ``claim`` from ``identity``: the
+    identity, or a gateway's claim for its caller followed by ``via IDENTITY`` (the
+    claim cut short so the broker's part always fits)."""
+    if not claim.startswith(DELEGATING_PREFIXES):
+        return identity
+    suffix = f" via {identity}"
+    return claim[:max(0, MAX_ACTOR_LENGTH - len(suffix))] + suffix
 
 
 class PeerIdentities:
@@ -214,9 +231,10 @@ class Admission:
     def as_sent_by(self, command: Command, frame: bytes, peer: Peer) -> tuple[Command, bytes]:
         """The command and its frame with the peer's identity as the actor: the
         audit records who the broker knows, not a claim."""
-        if command.actor == peer.name:
+        actor = stamped_actor(command.actor, peer.name)
+        if command.actor == actor:
             return command, frame
-        command = dataclasses.replace(command, actor=peer.name)
+        command = dataclasses.replace(command, actor=actor)
         return command, encode(command)
 
     def other_owner(self, command: Command) -> str | None:

@@ -49,6 +49,8 @@ Environment:
                      else /usr/bin/python3)
   BERTH_VENV         venv path (default REPO/.venv)
   BERTH_CRIU_PREFIX  CRIU prefix (default /opt/berth/criu)
+  BERTH_DOCKER_CLI_PREFIX  where the docker CLI goes (default /opt/berth/docker; the
+                     client binary only, for the Docker API tests)
 
 Afterwards the engine finds CRIU at $CRIU_WRAPPER (its default), or through
 BERTH_CRIU; the path is also written to $CONFIG_DIR/criu-path.
@@ -169,6 +171,28 @@ setup_criu() {
     fi
 }
 
+# --- the docker CLI, for the Docker API's tests -------------------------------------------
+# Only the client binary, taken out of Debian's docker.io package into a private prefix
+# (as CRIU is): Docker's daemon is never installed nor started on anyone's machine.
+DOCKER_CLI_PREFIX=${BERTH_DOCKER_CLI_PREFIX:-/opt/berth/docker}
+setup_docker_cli() {
+    step "docker CLI: $DOCKER_CLI_PREFIX/bin/docker (client only, from Debian's docker.io)"
+    if "$DOCKER_CLI_PREFIX/bin/docker" --version >/dev/null 2>&1; then
+        info "up to date ($("$DOCKER_CLI_PREFIX/bin/docker" --version))"
+        return 0
+    fi
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download -q docker.io >/dev/null) \
+        || { rm -rf "$tmp"; die "apt-get download docker.io failed"; }
+    dpkg -x "$tmp"/docker.io_*.deb "$tmp/x" || { rm -rf "$tmp"; die "dpkg -x docker.io failed"; }
+    mkdir -p "$DOCKER_CLI_PREFIX/bin"
+    install -m 0755 "$tmp/x/usr/bin/docker" "$DOCKER_CLI_PREFIX/bin/docker"
+    rm -rf "$tmp"
+    "$DOCKER_CLI_PREFIX/bin/docker" --version >/dev/null || die "the docker CLI does not run"
+    info "installed $("$DOCKER_CLI_PREFIX/bin/docker" --version)"
+}
+
 # --- 4. verify ---------------------------------------------------------------------------
 verify_tools() {
     step "verify: runc, conmon, crun, iptables, busybox, skopeo, registry, CNI, catatonit"
@@ -240,6 +264,7 @@ main() {
     if [ "$bench" -eq 1 ]; then install_bench_peers; fi
     if [ "$venv" -eq 1 ]; then setup_venv "$force_pip"; compile_berth; build_frontend; fi
     if [ "$criu" -eq 1 ]; then setup_criu "$force_criu"; fi
+    setup_docker_cli
     verify_tools
 
     step "done in $((SECONDS - t0))s"

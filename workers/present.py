@@ -33,6 +33,9 @@ def summary(s: ContainerState) -> dict[str, Any]:
         "command": list(s.command),
         "restart_count": s.restart_count,
         "labels": dict(s.spec.labels),
+        # what Docker's container list shows without an inspect per container
+        "ports": [list(p) for p in s.spec.ports],
+        "network": s.spec.network,
     }
 
 

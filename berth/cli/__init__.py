@@ -19,6 +19,7 @@ from berth.cli import (
     compose,
     containers,
     db,
+    dockerapi,
     engine,
     events,
     files,
@@ -36,7 +37,7 @@ from engine.errors import BerthError, Unavailable
 
 # The order of the nouns is the order of the commands in ``berth --help``.
 NOUNS = (engine, db, containers, listing, several, files, images, volumes, networks,
-         orchestration, compose, system, cliserver, events)
+         orchestration, compose, system, cliserver, dockerapi, events)
 COMMANDS: tuple[str, ...] = tuple(name for noun in NOUNS for name in noun.COMMANDS)
 
 

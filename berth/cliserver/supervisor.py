@@ -27,16 +27,22 @@ SETTLED = 60.0
 
 
 class Supervised:
-    def __init__(self) -> None:
+    """A ``berth`` sub-command (``argv``) kept running beside the engine: the command
+    server, and the Docker API server (berth.dockerapi) the same way."""
+
+    def __init__(self, argv: tuple[str, ...] = ("cli-server",), name: str = "command server",
+                 ) -> None:
+        self.argv = argv
+        self.name = name
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.proc = self._start()
-        self._thread = threading.Thread(target=self._watch, name="cli-server", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=argv[0], daemon=True)
         self._thread.start()
 
     def _start(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, protocol.PARENT_ENV: str(os.getpid())}
-        return subprocess.Popen([sys.executable, "-P", "-m", "berth", "cli-server"],
+        return subprocess.Popen([sys.executable, "-P", "-m", "berth", *self.argv],
                                 stdin=subprocess.DEVNULL, env=env)
 
     def _watch(self) -> None:
@@ -47,8 +53,8 @@ class Supervised:
             if self._stopping.is_set():
                 return
             pause = FIRST_PAUSE if time.monotonic() - started > SETTLED else pause
-            log.warning("the command server exited (status %s); starting another in %.1fs",
-                        code, pause)
+            log.warning("the %s exited (status %s); starting another in %.1fs",
+                        self.name, code, pause)
             if self._stopping.wait(pause):
                 return
             pause = min(pause * 2, LONGEST_PAUSE)
@@ -76,6 +82,14 @@ def spawn() -> Supervised | None:
     if os.environ.get("BERTH_CLI_SERVER") == "0":
         return None
     return Supervised()
+
+
+def spawn_docker_api(path: str | None) -> Supervised | None:
+    """The Docker API server for ``berth up`` on ``path`` (berth.dockerapi.socket_path:
+    $BERTH_RUN/docker.sock, or where BERTH_DOCKER_SOCKET says); None: not served."""
+    if path is None:
+        return None
+    return Supervised(("api", "--bind", f"unix://{path}"), "Docker API server")
 
 
 def stop(supervised: Supervised | None) -> None:

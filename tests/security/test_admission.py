@@ -43,6 +43,23 @@ def test_the_actor_is_the_peer_and_the_frame_says_so() -> None:
     assert gate.as_sent_by(same, b"frame", Peer("alice", "key:alice")) == (same, b"frame")
 
 
+def test_a_gateways_claim_is_kept_with_the_peer_that_vouched_for_it() -> None:
+    gate = admission()
+    claimed = command("docker-api uid=0 pid=42 docker-py/7.1.0")
+    stamped, frame = gate.as_sent_by(claimed, encode(claimed), Peer("root(uid 0)", "uid:0"))
+    assert stamped.actor == "docker-api uid=0 pid=42 docker-py/7.1.0 via root(uid 0)"
+    assert decode(frame) == stamped
+    # a retry of the stamped command is stamped the same, and a long claim is cut so
+    # the broker's part always fits
+    assert gate.as_sent_by(claimed, encode(claimed), Peer("root(uid 0)", "uid:0"))[0] == stamped
+    long = command("docker-api " + "x" * 240)
+    actor = gate.as_sent_by(long, encode(long), Peer("alice", "key:alice"))[0].actor
+    assert actor.endswith(" via alice") and len(actor) <= 256
+    # only a gateway's prefix is kept: any other claim is still replaced
+    other = command("docker-apix pretending")
+    assert gate.as_sent_by(other, encode(other), Peer("alice", "key:alice"))[0].actor == "alice"
+
+
 def test_a_command_id_belongs_to_its_first_sender() -> None:
     gate, first = admission(), command("alice")
     assert gate.other_owner(first) is None
