@@ -50,6 +50,7 @@ from bus.protocol import (
     decode,
     encode,
     error_reply,
+    remembered,
     salvage_command_id,
 )
 from bus.routing import Envelope, Pending, Router
@@ -66,6 +67,7 @@ from engine.errors import (
 )
 
 log = logging.getLogger(__name__)
+
 
 DEFAULT_HEARTBEAT_INTERVAL = 0.5
 DEFAULT_LIVENESS = 3
@@ -565,7 +567,8 @@ class Broker:
         if pending is None:  # answered already (a re-dispatched duplicate) or unknown
             self.stats["duplicate_replies"] += 1
             return
-        self.router.replies.put(reply.command_id, payload)
+        if remembered(reply):  # a "not now" answer is no answer to a resend
+            self.router.replies.put(reply.command_id, payload)
         self.stats["replies_routed"] += 1
         if self.on_answer is not None:
             self.on_answer(pending.command.type, reply.error_code if not reply.ok else None,

@@ -28,7 +28,7 @@ from typing import Any, Final, TypeAlias
 import msgpack  # type: ignore[import-untyped]
 
 from engine.command_types import COMMAND_TYPES, CONTAINER_COMMANDS, CREATE
-from engine.errors import ProtocolError
+from engine.errors import HandedBack, Passive, ProtocolError, RateLimited, StoreError, Unavailable
 from engine.ids import is_container_ref, is_node_name, is_uuid
 
 PROTOCOL_VERSION: Final = 1
@@ -498,6 +498,19 @@ def salvage_command_id(frame: bytes) -> str:
         if is_uuid(value):
             return value
     return ""
+
+
+NOT_NOW_CODES: Final = frozenset({Unavailable.code, HandedBack.code, Passive.code,
+                                   StoreError.code, RateLimited.code})
+"""Error codes that say "not now" rather than what a command did. Neither the broker
+nor a worker keeps such an answer for resends of the command id: the resend must run
+again (a worker replays whatever outcome the store holds for the id), or a worker cut
+off by its drain deadline answers every later resend "unavailable"."""
+
+
+def remembered(reply: Reply) -> bool:
+    """Whether a reply is the answer to keep for resends of its command id."""
+    return reply.ok or reply.error_code not in NOT_NOW_CODES
 
 
 def error_reply(command_id: str, code: str, message: str) -> Reply:

@@ -49,6 +49,7 @@ from bus.protocol import (
     decode,
     encode,
     error_reply,
+    remembered,
 )
 from engine.command_types import CHANGE_COMMANDS, EXEC
 from engine.errors import BerthError, HandedBack, ProtocolError, Unavailable
@@ -375,8 +376,9 @@ class WorkerLink:
         except ProtocolError as exc:
             frame = encode(error_reply(command.id, exc.code, f"the reply could not be sent: {exc}"))
         with self._lock:
-            self._recent[command.id] = frame
-            self._recent_bytes += len(frame)
+            if remembered(reply):  # a "not now" answer is no answer to a resend
+                self._recent[command.id] = frame
+                self._recent_bytes += len(frame)
             while len(self._recent) > _RECENT or self._recent_bytes > _RECENT_BYTES:
                 _, dropped = self._recent.popitem(last=False)
                 self._recent_bytes -= len(dropped)

@@ -9,7 +9,7 @@ from bus.client import Client
 from bus.protocol import Command, EventMessage, Reply, now_iso
 from bus.results import events_result
 from bus.worker_link import WorkerLink
-from engine.errors import InvalidState, NotFound
+from engine.errors import InvalidState, NotFound, Unavailable
 from tests.helpers import wait_until
 
 __all__ = ["wait_until"]  # re-exported: the bus tests import it from here
@@ -23,7 +23,9 @@ class Recorder:
     """A real handler: records commands and answers ok; args steer it for tests.
 
     ``gate``: block until the named gate (a threading.Event in ``gates``) is set;
-    ``fail``: raise the engine error with that code; ``crash``: raise a bug.
+    ``fail``: raise the engine error with that code; ``crash``: raise a bug;
+    ``unavailable_once``: answer ``unavailable`` the first time an id arrives (a worker
+    cut off by its drain deadline), and run it when it comes again.
     """
 
     def __init__(self, name: str = "worker") -> None:
@@ -43,6 +45,11 @@ class Recorder:
         gate = command.args.get("gate")
         if isinstance(gate, str) and not self.gate(gate).wait(10):
             raise InvalidState(f"gate {gate} never opened")
+        if command.args.get("unavailable_once"):
+            with self.lock:
+                first = self.started.count(command.id) == 1
+            if first:
+                raise Unavailable("the worker stopped before this command finished")
         if command.args.get("fail") == "not_found":
             raise NotFound(f"no such container {command.container}")
         if command.args.get("crash"):

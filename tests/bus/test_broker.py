@@ -163,6 +163,24 @@ def test_a_retried_id_runs_the_handler_once(broker: Broker, make_client: Callabl
     assert rec.count(cmd.id) == 1
 
 
+def test_a_not_now_answer_is_not_replayed_to_a_resend(
+        broker: Broker, make_client: Callable[..., Client],
+        make_worker: Callable[..., WorkerLink]) -> None:
+    """An ``unavailable`` answer says nothing about what the command did: the resend of
+    the same id reaches the worker again (which, in the engine, replays what the store
+    holds for it) instead of getting the cached refusal back."""
+    rec = Recorder()
+    make_worker("a", rec)
+    publisher = make_client(retries=0)
+    cmd = publisher.command("container.start", "web", "a", {"unavailable_once": True})
+    with pytest.raises(Unavailable, match="stopped before this command finished"):
+        publisher.request(cmd)
+    assert make_client(retries=0).request(cmd).ok
+    assert rec.started.count(cmd.id) == 2 and rec.count(cmd.id) == 1
+    # an answer that says what happened is still replayed from the cache
+    assert make_client(retries=0).request(cmd).ok and rec.started.count(cmd.id) == 2
+
+
 def test_bad_frames_get_clear_replies_and_the_broker_stays_up(
         broker: Broker, client: Client, raw: Callable[[], Raw]) -> None:
     r = raw()

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bus.protocol import (
     MAX_FRAME_SIZE,
+    NOT_NOW_CODES,
     PROTOCOL_VERSION,
     Command,
     Disconnect,
@@ -24,6 +25,7 @@ from bus.protocol import (
     encode,
     error_reply,
     now_iso,
+    remembered,
     salvage_command_id,
 )
 from engine.command_types import COMMAND_TYPES
@@ -190,3 +192,13 @@ def test_new_uuid_is_a_version_4_uuid_the_bus_accepts() -> None:
     for value in ids:
         assert str(uuid.UUID(value)) == value and uuid.UUID(value).version == 4
         assert command(id=value, correlation_id=value).id == value
+
+
+def test_only_answers_that_say_what_happened_are_kept_for_resends() -> None:
+    CID = "0b7c3f0e-2a1d-4c55-9a3e-6f1f0c9d2b11"  # noqa: N806
+    assert remembered(Reply(CID, True, result={"x": 1}))
+    assert remembered(error_reply(CID, "not_found", "no such container web"))
+    assert remembered(error_reply(CID, "internal", "a bug"))
+    for code in ("unavailable", "handed_back", "passive", "store_unavailable", "rate_limited"):
+        assert code in NOT_NOW_CODES
+        assert not remembered(error_reply(CID, code, "not now"))
