@@ -36,7 +36,7 @@ def test_no_file_no_change(tmp_path: str, monkeypatch: pytest.MonkeyPatch) -> No
 @pytest.mark.parametrize("text, sentence", [
     ("[engine\n", "is not valid TOML"),
     ("[network]\nx = 1\n", "unknown section [network] (known: engine, store, bus, audit, log, "
-                           "metrics, images)"),
+                           "metrics, docker, images)"),
     ("[engine]\nroots = '/x'\n", "unknown key 'roots' in [engine] (known: root, run, node, "
                                  "criu, actor)"),
     ("engine = 3\n", "engine must be a [engine] table"),

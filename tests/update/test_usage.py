@@ -34,6 +34,9 @@ def test_stats_reads_the_cgroup_counters(up: Engine) -> None:
     busy = c.create(rootfs=up.rootfs, args=["sh", "-c", "while :; do :; done"],
                     memory="48m", pids_limit=30, name="busy").result["id"]
     c.start(busy)
+    # The cgroup counts tasks: until runc's init (a Go program, several threads) has
+    # exec'd the shell, a loaded machine shows its threads (5) instead of one process.
+    wait_until(lambda: c.stats(busy)["usage"]["pids"] == 1, what="the shell alone")
     usage = c.stats(busy)["usage"]
     assert usage["memory_limit"] == 48 * MIB
     assert usage["pids"] == 1 and usage["memory"] > 0 and usage["cpu_ns"] > 0
