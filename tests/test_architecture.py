@@ -243,3 +243,20 @@ def test_the_walker_resolves_every_kind_of_import(tmp_path: Path) -> None:
     assert {a.target for a in arrows_of(Path("low/__init__.py"), tmp_path)} == {"low"}
     assert cycles({("a", "b"), ("b", "c"), ("c", "a"), ("c", "d")}) == [["a", "b", "c", "a"]]
     assert cycles({("a", "b"), ("b", "c")}) == []
+
+
+@pytest.mark.parametrize("module", ["berth.daemon", "engine.audit.transparency",
+                                    "engine.store.recorder", "workers.worker"])
+def test_entry_modules_import_first_in_a_fresh_interpreter(module: str) -> None:
+    """A cycle between packages (audit -> store.schema -> store/__init__ -> recorder ->
+    audit) only shows when one side is imported first: ``berth up`` imported the
+    audit module first and could not start, while the suite, importing the store
+    first, never saw it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=root,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
