@@ -34,6 +34,10 @@ def cmd_network(args: argparse.Namespace, client: Client) -> int:
         case "inspect":
             print(json.dumps(client.network_inspect(args.name, node=args.node), indent=2,
                              sort_keys=True))
+        case "exists":
+            from berth.cli.exists import exists
+
+            return exists(lambda: client.network_inspect(args.name, node=args.node))
         case "rm":
             client.network_remove(args.name, node=args.node)
             print(args.name)
@@ -62,5 +66,7 @@ def add_commands(add: AddCommand) -> None:
     inspect.add_argument("name", metavar="NAME", help="the network's name")
     rm = actions.add_parser("rm", help="remove a network no container is attached to")
     rm.add_argument("name", metavar="NAME", help="the network's name")
-    for sub in (create, ls, inspect, rm):
+    exists = actions.add_parser("exists", help="exit 0 if the network exists, 1 if not")
+    exists.add_argument("name", metavar="NAME", help="the network's name")
+    for sub in (create, ls, inspect, rm, exists):
         sub.add_argument("--node", help="the node whose worker answers")

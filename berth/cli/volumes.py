@@ -35,6 +35,10 @@ def cmd_volume(args: argparse.Namespace, client: Client) -> int:
         case "inspect":
             print(json.dumps([client.volume_inspect(n) for n in args.names], indent=2,
                              sort_keys=True))
+        case "exists":
+            from berth.cli.exists import exists
+
+            return exists(lambda: client.volume_inspect(args.name))
         case "rm":
             for name in client.volume_remove(*args.names, force=args.force):
                 print(name)
@@ -74,3 +78,5 @@ def add_commands(add: AddCommand) -> None:
     q.add_argument("-f", "--force", action="store_true", help="a missing volume is no error")
     q.add_argument("names", nargs="+", metavar="NAME", help="volumes to remove")
     actions.add_parser("prune", help="remove every volume no container uses")
+    q = actions.add_parser("exists", help="exit 0 if the volume exists, 1 if not")
+    q.add_argument("name", metavar="NAME", help="the volume's name")
