@@ -28,6 +28,8 @@ def summary(s: ContainerState) -> dict[str, Any]:
         "started_at": _time(s.started_at),
         "finished_at": _time(s.finished_at),
         "rootfs": s.rootfs,
+        "image": s.spec.image or None,
+        "ports": [list(p) for p in s.spec.ports],
         "command": list(s.command),
         "restart_count": s.restart_count,
         "labels": dict(s.spec.labels),

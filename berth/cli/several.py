@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
 from bus.client import Client
-from engine.errors import BerthError, Unavailable
+from engine.errors import BerthError, InvalidState, NotFound, Unavailable, WrongNode
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
@@ -29,22 +29,44 @@ FAILED = 125
 """podman's exit status when the engine failed for at least one container."""
 
 
-def each(refs: Iterable[str], action: Callable[[str], str | None]) -> int:
+MISSING = 1
+IN_USE = 2
+"""podman's ``rm`` exit statuses: 1 when a container named does not exist (and
+nothing worse failed), 2 when one is running or in use; 125 for anything else."""
+
+
+def each(refs: Iterable[str], action: Callable[[str], str | None], *,
+         status: Callable[[BerthError], int] | None = None,
+         ignore_missing: bool = False) -> int:
     """Run ``action`` on each reference; print what it returns (the reference itself
-    when it returns None), or the error; 125 if any failed."""
-    failed = False
+    when it returns None), or the error. The exit status is the highest of the
+    failures' (``status`` maps an error to one; default 125), 0 if none failed.
+    ``ignore_missing``: a container that does not exist is no failure (``--ignore``)."""
+    worst = 0
     for ref in refs:
         try:
             shown = action(ref)
         except Unavailable:
             raise
         except BerthError as exc:
+            if ignore_missing and isinstance(exc, NotFound):
+                continue
             print(f"berth: {exc}", file=sys.stderr)
-            failed = True
+            code = FAILED if status is None else status(exc)
+            worst = max(worst, code)
             continue
         print(ref if shown is None else shown)
         sys.stdout.flush()
-    return FAILED if failed else 0
+    return worst
+
+
+def rm_status(exc: BerthError) -> int:
+    """podman's ``rm`` exit status for one failure."""
+    if isinstance(exc, NotFound) and not isinstance(exc, WrongNode):
+        return MISSING
+    if isinstance(exc, InvalidState):
+        return IN_USE
+    return FAILED
 
 
 def cmd_stop(args: argparse.Namespace, client: Client) -> int:
@@ -69,8 +91,18 @@ def cmd_unpause(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_rm(args: argparse.Namespace, client: Client) -> int:
     """``-f`` removes a running container too: the engine kills it first (a stop with
-    no grace time), as podman's ``rm -f`` does."""
-    return each(_targets(args, client), lambda ref: _none(client.remove(ref, force=args.force)))
+    no grace time), as podman's ``rm -f`` does; with ``-t SECONDS`` it is stopped
+    first with that grace time (``-t 0``: killed at once). ``--ignore``: a container
+    that does not exist is no error. Exit status as podman's (``rm_status``)."""
+    def remove(ref: str) -> None:
+        if args.force and args.time is not None and args.time > 0:
+            try:
+                client.stop(ref, timeout=args.time)
+            except InvalidState:
+                pass  # not running: nothing to stop, remove it as it is
+        client.remove(ref, force=args.force)
+
+    return each(_targets(args, client), remove, status=rm_status, ignore_missing=args.ignore)
 
 
 def cmd_wait(args: argparse.Namespace, client: Client) -> int:
@@ -169,11 +201,26 @@ def _targets(args: argparse.Namespace, client: Client) -> list[str]:
         if args.containers:
             raise_usage("give container names or --all, not both")
         states = _ALL_IN.get(args.cmd)
-        return [row["name"] for row in client.ps(all=True)
+        # podman prints the full id of each container --all acted on
+        return [str(row["id"]) for row in client.ps(all=True)
                 if states is None or row["state"] in states]
     if not args.containers:
         raise_usage("name at least one container (or --all)")
     return list(args.containers)
+
+
+def _seconds(text: str) -> float:
+    """A grace time: a finite number >= 0 (NaN and infinity refused)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}: give a "
+                                         "number >= 0")
+    return value
 
 
 def raise_usage(message: str) -> None:
@@ -202,6 +249,11 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("-f", "--force", action="store_true",
                    help="remove running containers too (they are killed first)")
     p.add_argument("-a", "--all", action="store_true", help="remove every container")
+    p.add_argument("-t", "--time", type=_seconds, metavar="SECONDS",
+                   help="with -f: stop a running container with this grace time first "
+                        "(0: kill it at once, the default)")
+    p.add_argument("-i", "--ignore", action="store_true",
+                   help="a container that does not exist is no error")
     p.add_argument("containers", nargs="*", metavar=several, help="name or id (prefix)")
     p = add("wait", cmd_wait, "wait for containers to exit; print each exit code")
     p.add_argument("--condition", choices=["exited", "running", "healthy"], default="exited",

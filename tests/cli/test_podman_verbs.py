@@ -1,0 +1,105 @@
+"""podman's verbs and outputs on a real engine: the ``exists`` verbs, the
+``container VERB`` forms, ``rm``'s exit codes and options, ``ps``'s columns and
+options, ``images`` templates."""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import subprocess
+import tarfile
+
+from tests.e2e.conftest import Engine
+
+LOOP = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
+
+
+def _ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
+    return result.stdout
+
+
+def _import(up: Engine, tmp: str, name: str) -> None:
+    tarball = os.path.join(tmp, "rootfs.tar")
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(up.rootfs, arcname=".")
+    _ok(up.cli("image", "import", tarball, name, timeout=120))
+
+
+def test_exists_verbs_answer_with_exit_0_or_1(up: Engine, short_tmp: str) -> None:
+    _ok(up.cli("create", "--name", "there", up.rootfs, "true"))
+    _ok(up.cli("volume", "create", "vol-there"))
+    _import(up, short_tmp, "localhost/exists-img:1")
+    for verb, present in (("container", "there"), ("volume", "vol-there"),
+                          ("image", "localhost/exists-img:1"), ("network", "berth")):
+        found = up.cli(verb, "exists", present)
+        assert (found.returncode, found.stdout, found.stderr) == (0, "", ""), verb
+        missing = up.cli(verb, "exists", "not-there")
+        assert (missing.returncode, missing.stdout, missing.stderr) == (1, "", ""), verb
+    bad = up.cli("container", "exists", "bad/name")
+    assert bad.returncode == 125 and "invalid" in bad.stderr  # "could not tell" is not "no"
+
+
+def test_container_verb_forms_are_the_verbs(up: Engine) -> None:
+    cid = _ok(up.cli("container", "run", "-d", "--name", "formed", up.rootfs,
+                     "sh", "-c", LOOP)).strip()
+    assert _ok(up.cli("container", "inspect", "--format", "{{.ID}}", "formed")).strip() == cid
+    assert _ok(up.cli("container", "ls", "--format", "{{.Names}}")).split() == ["formed"]
+    assert _ok(up.cli("container", "stop", "formed")).strip() == "formed"
+    assert _ok(up.cli("container", "rm", "formed")).strip() == "formed"
+    assert up.cli("container", "exists", "formed").returncode == 1
+
+
+def test_rm_exit_codes_ignore_time_and_all(up: Engine) -> None:
+    _ok(up.cli("run", "-d", "--name", "busy", up.rootfs, "sh", "-c", LOOP))
+    running = up.cli("rm", "busy")
+    assert running.returncode == 2 and "busy is running" in running.stderr
+    missing = up.cli("rm", "nosuch")
+    assert missing.returncode == 1 and "no such container" in missing.stderr
+    both = up.cli("rm", "nosuch", "busy")
+    assert both.returncode == 2  # the worse of the two
+    ignored = up.cli("rm", "--ignore", "nosuch")
+    assert (ignored.returncode, ignored.stdout, ignored.stderr) == (0, "", "")
+    # -t: the grace time of the stop before the removal; the loop exits on TERM
+    assert _ok(up.cli("rm", "-f", "-t", "5", "busy")).strip() == "busy"
+    history = [json.loads(line) for line in
+               _ok(up.cli("history", "busy", "--format", "json")).splitlines()]
+    exits = [e for e in history if e["type"] == "container.exited"]
+    assert exits and exits[-1]["data"]["exit_code"] == 0, exits  # stopped by TERM, not killed
+    ids = {_ok(up.cli("create", up.rootfs, "true")).strip() for _ in range(2)}
+    assert set(_ok(up.cli("rm", "-a")).split()) == ids  # --all: full ids, as podman's
+    assert up.cli("rm", "-t", "nan", "x").returncode == 125
+
+
+def test_ps_columns_and_options(up: Engine) -> None:
+    _ok(up.cli("run", "-d", "--name", "pub", "-p", "127.0.0.1:18931:80", up.rootfs,
+               "sh", "-c", LOOP))
+    assert up.cli("run", "--name", "seven", up.rootfs, "sh", "-c", "exit 7").returncode == 7
+    _ok(up.cli("run", "--name", "zero", up.rootfs, "true"))
+    header, *rows = _ok(up.cli("ps")).splitlines()
+    assert re.split(r"\s{2,}", header) == ["CONTAINER ID", "IMAGE", "COMMAND",
+                                                  "CREATED", "STATUS", "PORTS", "NAMES",
+                                                  "NODE"]
+    assert len(rows) == 1 and "127.0.0.1:18931->80/tcp" in rows[0] and up.rootfs in rows[0]
+    bare = _ok(up.cli("ps", "--noheading")).splitlines()  # widths: without the header's
+    assert len(bare) == 1 and bare[0].split()[0] == rows[0].split()[0]
+    assert _ok(up.cli("ps", "--format", "{{.Names}} {{.Ports}}")).strip() == \
+        "pub 127.0.0.1:18931->80/tcp"
+    names = lambda *a: _ok(up.cli("ps", "--format", "{{.Names}}", *a)).split()  # noqa: E731
+    assert names("--filter", "exited=7") == ["seven"]
+    assert names("--filter", "exited=0") == ["zero"]
+    assert names("-l") == ["zero"]
+    assert names("-n", "2") == ["zero", "seven"]
+    assert names("-a", "--sort", "names") == ["pub", "seven", "zero"]
+    assert sorted(names("--external")) == ["pub", "seven", "zero"]
+    assert up.cli("ps", "--filter", "exited=x").returncode == 125
+
+
+def test_images_template_and_noheading(up: Engine, short_tmp: str) -> None:
+    _import(up, short_tmp, "localhost/tmpl-img:2")
+    line = _ok(up.cli("images", "--all", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"))
+    listed = json.loads(_ok(up.cli("images", "--format", "json")))
+    assert line.strip() == f"localhost/tmpl-img:2 {listed[0]['id'].removeprefix('sha256:')[:12]}"
+    rows = _ok(up.cli("images", "--noheading")).splitlines()
+    assert len(rows) == 1 and rows[0].startswith("localhost/tmpl-img")
