@@ -5,8 +5,8 @@ options, ``images`` templates."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import tarfile
 
