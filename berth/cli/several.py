@@ -147,18 +147,16 @@ def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
         for item in found:
             print(tmpl.render(inspect_view(item)))
     else:
-        print(json.dumps(found, indent=2, sort_keys=True))
+        print(json.dumps([inspect_view(i) for i in found], indent=2, sort_keys=True))
     return FAILED if failed else 0
 
 
 def inspect_view(item: dict[str, Any]) -> dict[str, Any]:
-    """inspect's fields under podman's template names as well as berth's own."""
-    view = dict(item)
-    view.update(ID=item.get("id"), Name=item.get("name"), Names=item.get("name"),
-                State=item.get("state"), Pid=item.get("pid"),
-                ExitCode=item.get("exit_code"), Node=item.get("node"),
-                Image=item.get("rootfs"), Created=item.get("created_at"))
-    return view
+    """inspect's fields under podman's names and shapes (``.State.Status``,
+    ``.Config.Image``...) as well as berth's own (berth.cli.podmanview)."""
+    from berth.cli.podmanview import container_view
+
+    return container_view(item)
 
 
 def cmd_rename(args: argparse.Namespace, client: Client) -> int:
@@ -261,7 +259,7 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("containers", nargs="+", metavar=several, help="name or id (prefix)")
     p = add("inspect", cmd_inspect, "containers as one JSON array")
     p.add_argument("-f", "--format", metavar="TEMPLATE",
-                   help="a Go template per container, e.g. '{{.State}}' or '{{json .}}'")
+                   help="a Go template per container, e.g. '{{.State.Status}}' or '{{json .}}'")
     p.add_argument("containers", nargs="+", metavar=several, help="name or id (prefix)")
     p = add("restart", cmd_restart, "stop and start one or more containers")
     p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",

@@ -103,3 +103,22 @@ def test_images_template_and_noheading(up: Engine, short_tmp: str) -> None:
     assert line.strip() == f"localhost/tmpl-img:2 {listed[0]['id'].removeprefix('sha256:')[:12]}"
     rows = _ok(up.cli("images", "--noheading")).splitlines()
     assert len(rows) == 1 and rows[0].startswith("localhost/tmpl-img")
+
+
+def test_inspect_in_podmans_shape(up: Engine) -> None:
+    cid = _ok(up.cli("run", "-d", "--name", "shaped", "-m", "32m", "-p",
+                     "127.0.0.1:18932:80", up.rootfs, "sh", "-c", LOOP)).strip()
+    fields = ("{{.State.Status}} {{.State.Running}} {{.State.ExitCode}} {{.HostConfig.Memory}}"
+              " {{.Config.StopSignal}} {{.Id}}")
+    assert _ok(up.cli("inspect", "--format", fields, "shaped")).split() == [
+        "running", "true", "0", str(32 * 1024 * 1024), "SIGTERM", cid]
+    item = json.loads(_ok(up.cli("inspect", "shaped")))[0]
+    assert item["State"]["Pid"] == item["pid"] > 0 and item["State"]["ConmonPid"] > 0
+    assert item["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1",
+                                                            "HostPort": "18932"}]}
+    assert item["state"] == "running"  # berth's own keys stay
+    _ok(up.cli("kill", "shaped"))
+    _ok(up.cli("wait", "shaped"))
+    after = _ok(up.cli("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}} "
+                       "{{.State.Pid}}", "shaped")).split()
+    assert after == ["exited", "137", "0"]

@@ -39,8 +39,8 @@ def test_several_containers_each_reported(up: Engine) -> None:
     assert _ok(up.cli("wait", "a", "b")).split() == ["137", "137"]
     inspected = json.loads(_ok(up.cli("inspect", "a", "c")))
     assert [(i["name"], i["state"]) for i in inspected] == [("a", "exited"), ("c", "running")]
-    assert _ok(up.cli("inspect", "--format", "{{.Name}} {{.State}}", "a", "c")).splitlines() \
-        == ["a exited", "c running"]
+    shown = _ok(up.cli("inspect", "--format", "{{.Name}} {{.State.Status}}", "a", "c"))
+    assert shown.splitlines() == ["a exited", "c running"]
     missing = up.cli("inspect", "a", "nope")
     assert missing.returncode == 125 and len(json.loads(missing.stdout)) == 1
     # rm without -f refuses the running one and removes the others; -f kills it first.
