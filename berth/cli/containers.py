@@ -149,6 +149,13 @@ def cmd_start(args: argparse.Namespace, client: Client) -> int:
     def start(ref: str) -> None:
         client.start(ref)
 
+    if args.all:  # podman: every container not running, each printed by its full id
+        if args.containers:
+            raise InvalidArgument("give container names or --all, not both")
+        return each([str(r["id"]) for r in client.ps(all=True)
+                     if r["state"] in ("created", "exited")], start)
+    if not args.containers:
+        raise InvalidArgument("name at least one container (or --all)")
     return each(args.containers, start)
 
 
@@ -246,7 +253,9 @@ def add_commands(add: AddCommand) -> None:
                    help="follow its output and exit with its code (one container)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="with -a, forward stdin (the container must have been created with -i)")
-    p.add_argument("containers", nargs="+", metavar="CTR", help="name or id (prefix)")
+    p.add_argument("--all", action="store_true",
+                   help="start every container that is not running (created or exited)")
+    p.add_argument("containers", nargs="*", metavar="CTR", help="name or id (prefix)")
     p = add("logs", cmd_logs, "print a container's output")
     p.add_argument("-f", "--follow", action="store_true",
                    help="follow until it exits (several: all at once, lines prefixed)")

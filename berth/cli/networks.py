@@ -41,6 +41,15 @@ def cmd_network(args: argparse.Namespace, client: Client) -> int:
         case "rm":
             client.network_remove(args.name, node=args.node)
             print(args.name)
+        case "prune":
+            # every network no container is attached to, but the default one
+            from engine.networks.rules import DEFAULT_NAME
+
+            for row in client.networks(node=args.node):
+                if row.get("containers", 0) or row["name"] == DEFAULT_NAME:
+                    continue
+                client.network_remove(str(row["name"]), node=args.node)
+                print(row["name"])
     return 0
 
 
@@ -68,5 +77,9 @@ def add_commands(add: AddCommand) -> None:
     rm.add_argument("name", metavar="NAME", help="the network's name")
     exists = actions.add_parser("exists", help="exit 0 if the network exists, 1 if not")
     exists.add_argument("name", metavar="NAME", help="the network's name")
-    for sub in (create, ls, inspect, rm, exists):
+    prune = actions.add_parser("prune", help="remove every network no container is "
+                               "attached to (but the default one)")
+    prune.add_argument("-f", "--force", action="store_true",
+                       help="podman's: do not ask (berth never asks)")
+    for sub in (create, ls, inspect, rm, exists, prune):
         sub.add_argument("--node", help="the node whose worker answers")

@@ -74,7 +74,7 @@ def cmd_stop(args: argparse.Namespace, client: Client) -> int:
         with fmt.Progress(f"stopping {ref}"):
             client.stop(ref, timeout=args.time)
 
-    return each(_targets(args, client), stop)
+    return each(_targets(args, client), stop, ignore_missing=args.ignore)
 
 
 def cmd_kill(args: argparse.Namespace, client: Client) -> int:
@@ -233,6 +233,8 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",
                    help="seconds to wait after the stop signal before killing (default 10)")
     p.add_argument("-a", "--all", action="store_true", help="stop every container")
+    p.add_argument("-i", "--ignore", action="store_true",
+                   help="a container that does not exist is no error")
     p.add_argument("containers", nargs="*", metavar=several, help="name or id (prefix)")
     p = add("kill", cmd_kill, "send a signal to one or more containers")
     p.add_argument("-s", "--signal", default="KILL",

@@ -122,3 +122,26 @@ def test_inspect_in_podmans_shape(up: Engine) -> None:
     after = _ok(up.cli("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}} "
                        "{{.State.Pid}}", "shaped")).split()
     assert after == ["exited", "137", "0"]
+
+
+def test_start_all_stop_ignore_volume_rm_all_network_prune(up: Engine) -> None:
+    ids = sorted(_ok(up.cli("create", up.rootfs, "sh", "-c", LOOP)).strip() for _ in range(2))
+    assert sorted(_ok(up.cli("start", "--all")).split()) == ids
+    assert up.cli("start", "--all", ids[0]).returncode == 125
+    assert sorted(r.split()[0] for r in _ok(up.cli("ps", "--noheading", "--no-trunc",
+                                                   "--format", "{{.Id}}")).splitlines()) \
+        == ids
+    ignored = up.cli("stop", "--ignore", "nosuch")
+    assert (ignored.returncode, ignored.stdout, ignored.stderr) == (0, "", "")
+    assert up.cli("stop", "nosuch").returncode == 125
+    _ok(up.cli("rm", "-f", *ids))
+    unnamed = _ok(up.cli("volume", "create")).strip()
+    assert len(unnamed) == 64 and int(unnamed, 16) >= 0
+    _ok(up.cli("volume", "create", "kept-by-name"))
+    assert sorted(_ok(up.cli("volume", "rm", "-a")).split()) == sorted([unnamed,
+                                                                        "kept-by-name"])
+    assert up.cli("volume", "rm", "-a", "x").returncode == 125
+    _ok(up.cli("network", "create", "--subnet", "10.231.17.0/24", "prunable"))
+    assert _ok(up.cli("network", "prune", "-f")).split() == ["prunable"]
+    assert up.cli("network", "exists", "prunable").returncode == 1
+    assert up.cli("network", "exists", "berth").returncode == 0  # the default stays
