@@ -157,7 +157,18 @@ def cmd_exists(args: argparse.Namespace, client: Client) -> int:
 
 
 def cmd_rmi(args: argparse.Namespace, client: Client) -> int:
-    result = _send(client, t.IMAGE_REMOVE, args.node, references=args.images,
+    """``-a``: every image in the store, by id (each once, whatever its names)."""
+    if args.all == bool(args.images):
+        from engine.errors import InvalidArgument
+
+        raise InvalidArgument("give images or --all, one of the two")
+    references = list(args.images)
+    if args.all:
+        listed = _send(client, t.IMAGE_LIST, args.node)["images"]
+        references = sorted({str(i["id"]) for i in listed})
+        if not references:
+            return 0
+    result = _send(client, t.IMAGE_REMOVE, args.node, references=references,
                    force=bool(args.force))
     for image in result.get("removed", ()):
         print(f"Untagged: {image['name']}" if image["name"] else f"Deleted: {image['id']}")
@@ -241,7 +252,8 @@ def _rmi(p: Any) -> None:
     _node(p)
     p.add_argument("-f", "--force", action="store_true",
                    help="remove even if a stopped container uses it")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="images to remove (names or ids)")
+    p.add_argument("-a", "--all", action="store_true", help="remove every image")
+    p.add_argument("images", metavar="IMAGE", nargs="*", help="images to remove (names or ids)")
 
 
 def _tag(p: Any) -> None:

@@ -103,6 +103,10 @@ def test_images_template_and_noheading(up: Engine, short_tmp: str) -> None:
     assert line.strip() == f"localhost/tmpl-img:2 {listed[0]['id'].removeprefix('sha256:')[:12]}"
     rows = _ok(up.cli("images", "--noheading")).splitlines()
     assert len(rows) == 1 and rows[0].startswith("localhost/tmpl-img")
+    assert up.cli("rmi", "-a", "localhost/tmpl-img:2").returncode == 125
+    assert "localhost/tmpl-img:2" in _ok(up.cli("rmi", "-a", "-f"))
+    assert _ok(up.cli("images", "-q")) == ""
+    assert _ok(up.cli("rmi", "-a")) == ""  # nothing left: nothing to do
 
 
 def test_inspect_in_podmans_shape(up: Engine) -> None:
