@@ -10,6 +10,7 @@ lower-case keys stay as they were, podman's capitalised ones are added.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -129,5 +130,68 @@ def container_view(item: dict[str, Any]) -> dict[str, Any]:
         },
         "NetworkSettings": {"Ports": _ports(item.get("ports") or spec.get("ports"))},
         "Mounts": _mounts(spec.get("mounts")),
+    })
+    return view
+
+
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
+         "s390x": "s390x"}
+"""``uname -m`` -> the GOARCH names podman reports."""
+
+
+def _binary(entry: Any) -> dict[str, str]:
+    entry = entry if isinstance(entry, dict) else {}
+    path = str(entry.get("path") or "")
+    return {"Name": os.path.basename(path), "Path": path,
+            "Version": str(entry.get("version") or "")}
+
+
+def _cgroups_version() -> str:
+    try:
+        return "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
+    except OSError:
+        return "v1"
+
+
+def _distribution() -> dict[str, str]:
+    fields: dict[str, str] = {}
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                key, _, value = line.strip().partition("=")
+                fields[key] = value.strip('"')
+    except OSError:
+        pass
+    return {"Distribution": fields.get("ID", ""), "Version": fields.get("VERSION_ID", ""),
+            "Codename": fields.get("VERSION_CODENAME", "")}
+
+
+def info_view(info: dict[str, Any]) -> dict[str, Any]:
+    """``berth info`` (client, broker, nodes) as podman's ``info`` shape for templates:
+    the first node's facts (the one ``berth up`` runs when there is one)."""
+    nodes = info.get("nodes") or {}
+    node: dict[str, Any] = next(iter(nodes.values()), {}) if nodes else {}
+    binaries = node.get("binaries") or {}
+    runtime = node.get("runtime") or {}
+    url = str((node.get("store") or {}).get("url") or "")
+    view = dict(info)
+    view.update({
+        "Host": {
+            "Arch": _ARCH.get(str(node.get("arch") or ""), str(node.get("arch") or "")),
+            "Os": "linux", "Kernel": node.get("kernel", ""),
+            "Distribution": _distribution(),
+            "OCIRuntime": _binary(binaries.get("runtime")),
+            "Conmon": _binary(binaries.get("conmon")),
+            "Security": {"Rootless": False},  # the worker runs as root
+            "EventLogger": "berth",  # the event log is berth's store
+            "LogDriver": "k8s-file",
+            "CgroupsVersion": _cgroups_version(),
+            "CgroupManager": runtime.get("cgroup_manager", ""),
+            "NetworkBackend": "cni",
+            "DatabaseBackend": "postgresql" if url.startswith("postgresql") else "sqlite",
+        },
+        "Store": {"GraphDriverName": "overlay", "GraphRoot": runtime.get("state_dir", ""),
+                  "RunRoot": runtime.get("tmp_dir", "")},
+        "Version": {"Version": node.get("berth", "")},
     })
     return view

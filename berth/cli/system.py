@@ -178,6 +178,12 @@ def gather_info(client: Client) -> dict[str, Any]:
 
 def cmd_info(args: argparse.Namespace, client: Client) -> int:
     info = gather_info(client)
+    if args.format not in ("text", "json"):  # a Go template over podman's shape
+        from berth.cli import template
+        from berth.cli.podmanview import info_view
+
+        print(template.parse(args.format).render(info_view(info)))
+        return 0
     if args.format == "json":
         import json
 
@@ -247,8 +253,9 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text",
                    help="status: text (default) or one JSON object")
     p = add("info", cmd_info, "versions, the store, the workers and their nodes")
-    p.add_argument("--format", choices=["text", "json"], default="text",
-                   help="text (default) or json")
+    p.add_argument("-f", "--format", default="text",
+                   help="text (default), json, or a Go template over podman's shape "
+                        "('{{.Host.OCIRuntime.Name}}', '{{.Store.GraphRoot}}')")
     add("version", cmd_version, "berth's version", server=True)
     p = add("help", cmd_help, "help on a command", server=True)
     p.add_argument("command", nargs="?", metavar="COMMAND", help="the command to explain")

@@ -149,3 +149,12 @@ def test_start_all_stop_ignore_volume_rm_all_network_prune(up: Engine) -> None:
     assert _ok(up.cli("network", "prune", "-f")).split() == ["prunable"]
     assert up.cli("network", "exists", "prunable").returncode == 1
     assert up.cli("network", "exists", "berth").returncode == 0  # the default stays
+
+
+def test_info_template_in_podmans_shape(up: Engine) -> None:
+    shown = _ok(up.cli("info", "--format", "{{.Host.OCIRuntime.Name}} {{.Store.GraphDriverName}}"
+                       " {{.Host.DatabaseBackend}} {{.Host.Security.Rootless}}")).split()
+    assert shown == ["runc", "overlay", "sqlite", "false"]
+    root = _ok(up.cli("info", "-f", "{{.Store.GraphRoot}}")).strip()
+    assert root.startswith(up.root)  # the worker's state directory, under BERTH_ROOT
+    assert up.cli("info", "--format", "{{range .X}}").returncode == 125  # refused, not guessed
