@@ -64,7 +64,7 @@ mkdir -p "$work/root" "$work/run" "$work/bin" "$work/tap" "$work/tmp"
 cat >"$work/bin/podman" <<WRAP
 #!/bin/sh
 BERTH_ROOT='$work/root' BERTH_RUN='$work/run' PYTHONPATH='$here'\${PYTHONPATH:+:\$PYTHONPATH} \\
-    exec '$python' -m berth "\$@"
+    exec '$python' -P -m berth "\$@"
 WRAP
 chmod 755 "$work/bin/podman"
 podman=$work/bin/podman
@@ -87,11 +87,16 @@ exec /usr/bin/openssl "${args[@]}" 2>/dev/null
 SHIM
 chmod 755 "$work/bin/openssl"
 
+running=
 cleanup() {
+    # timeout runs bats in a process group of its own: a signal to this script's
+    # group does not reach it, so it is passed on (timeout hands it to bats)
+    [ -n "$running" ] && kill -TERM "$running" 2>/dev/null && wait "$running" 2>/dev/null
     "$podman" rm -af -t 0 >/dev/null 2>&1
     "$podman" down >/dev/null 2>&1
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 "$podman" up -d >"$work/up.log" 2>&1 || die "berth up failed: $(tail -n 5 "$work/up.log")"
 PYTHONPATH=$here "$python" "$here/bench/podman_testimage.py" "$work/testimage.tar" ||
@@ -111,8 +116,11 @@ for f in "${files[@]}"; do
     tap=$work/tap/$name.tap
     # bats' own temporary directories go under the work directory, cleaned with it
     ( cd "$tests" && PATH=$work/bin:$PATH PODMAN=$podman BATS_TMPDIR=$work/tmp TMPDIR=$work/tmp \
-        timeout --kill-after=30 "$per_file" bats --tap "$f" ) >"$tap" 2>"$work/tap/$name.err" </dev/null
+        exec timeout --kill-after=30 "$per_file" bats --tap "$f" ) >"$tap" 2>"$work/tap/$name.err" </dev/null &
+    running=$!
+    wait "$running"
     rc=$?
+    running=
     planned=$(sed -n 's/^1\.\.\([0-9]\+\)$/\1/p' "$tap" | head -n 1)
     pass=$(grep -cE '^ok [0-9]+' "$tap" | head -n 1)
     skip=$(grep -cE '^ok [0-9]+ .*# skip' "$tap")
