@@ -33,6 +33,11 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
                    help="seccomp=unconfined: no seccomp filter (default: podman's "
                         "profile); no-new-privileges; label=disable (berth never labels)")
+    for flag, what in (("--pid", "processes"), ("--ipc", "System V IPC and POSIX queues"),
+                       ("--uts", "host and domain names")):
+        p.add_argument(flag, metavar="host|private",
+                       help=f"host: share the host's namespace of {what}; private (default): "
+                            "the container's own")
     p.add_argument("--log-opt", action="append", default=[], metavar="max-size=SIZE",
                    help="max-size=10m: conmon truncates the container's log when it would "
                         "grow past SIZE (k, m, g are 1000s, as podman's). Default: no limit, "
@@ -89,6 +94,15 @@ def run_flag_spec(args: argparse.Namespace, env: list[str]) -> dict[str, Any]:
             raise InvalidArgument(f"unsupported --security-opt {opt!r}: berth knows "
                                   "seccomp=unconfined, no-new-privileges[=true|false] and "
                                   "label=disable")
+    for flag in ("pid", "ipc", "uts"):
+        value = getattr(args, flag)
+        if value is None or value == "private":
+            continue
+        if value != "host":
+            raise InvalidArgument(f"unsupported --{flag} {value!r}: berth knows host and "
+                                  "private (sharing another container's namespace is not "
+                                  "there yet)")
+        spec[f"{flag}_ns"] = "host"
     for opt in args.log_opt:
         key, sep, value = opt.partition("=")
         if key.strip() != "max-size" or not sep:

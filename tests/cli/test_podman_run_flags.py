@@ -86,3 +86,22 @@ def test_cpus_memory_and_no_new_privileges_reach_the_runtime(up: Engine) -> None
 
 def test_quiet_is_accepted_and_prints_only_the_output(up: Engine) -> None:
     assert _ok(up.cli("run", "--rm", "-q", up.rootfs, "echo", "only")) == "only\n"
+
+
+def test_pid_ipc_uts_host_share_the_hosts_namespaces(up: Engine) -> None:
+    def ns(kind: str) -> str:
+        return os.readlink(f"/proc/self/ns/{kind}")
+
+    shared = _ok(up.cli("run", "--rm", "--pid", "host", "--ipc", "host", "--uts", "host",
+                        up.rootfs, "sh", "-c",
+                        "for n in pid ipc uts; do readlink /proc/self/ns/$n; done; "
+                        "hostname")).split()
+    assert shared == [ns("pid"), ns("ipc"), ns("uts"), os.uname().nodename]
+    own = _ok(up.cli("run", "--rm", "--pid", "private", "-h", "inside", up.rootfs, "sh", "-c",
+                     "for n in pid ipc uts; do readlink /proc/self/ns/$n; done; "
+                     "hostname; cat /proc/1/comm")).split()
+    assert own[:3] != shared[:3] and not set(own[:3]) & set(shared[:3])
+    assert own[3:] == ["inside", "cat"]  # its own PID 1: the shell exec()s the last command
+    for bad in (["--pid", "container:x"], ["--ipc", "shareable"], ["--uts", "host", "-h", "x"]):
+        refused = up.cli("run", "--rm", *bad, up.rootfs, "true")
+        assert refused.returncode == 125 and refused.stderr.count("\n") == 1, bad
