@@ -86,6 +86,19 @@ done
 exec /usr/bin/openssl "${args[@]}" 2>/dev/null
 SHIM
 chmod 755 "$work/bin/openssl"
+# The suite (re)loads its test image from a cache file with `skopeo copy --all
+# oci-archive:FILE containers-storage:REF` (podman's store) whenever a test removed
+# it (001's `rmi -a`); this shim does that one copy with berth's `image load`, and
+# hands every other skopeo call to the real one. The cache file is the stand-in.
+cat >"$work/bin/skopeo" <<SHIM
+#!/bin/bash
+if [ "\$1" = copy ] && [ "\$2" = --all ] && [ "\${3#oci-archive:}" != "\$3" ] &&
+   [ "\${4#containers-storage:}" != "\$4" ] && [ \$# -eq 4 ]; then
+    exec '$work/bin/podman' image load -i "\${3#oci-archive:}"
+fi
+exec /usr/bin/skopeo "\$@"
+SHIM
+chmod 755 "$work/bin/skopeo"
 
 running=
 cleanup() {
@@ -101,6 +114,9 @@ trap 'exit 130' INT TERM
 "$podman" up -d >"$work/up.log" 2>&1 || die "berth up failed: $(tail -n 5 "$work/up.log")"
 PYTHONPATH=$here "$python" "$here/bench/podman_testimage.py" "$work/testimage.tar" ||
     die "cannot build the test image"
+mkdir -p "$work/tmp/podman-systest-imagecache-$(id -u)"
+cp "$work/testimage.tar" \
+    "$work/tmp/podman-systest-imagecache-$(id -u)/quay.io--libpod--testimage--20241011.tar"
 "$podman" image load -i "$work/testimage.tar" >"$work/load.log" 2>&1 ||
     die "image load failed: $(cat "$work/load.log")"
 loaded=$(sed -n 's/^Loaded image: //p' "$work/load.log" | head -n 1)
