@@ -45,7 +45,7 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
         if not events:
             break
         after = events[-1].position
-    if not args.follow:
+    if not (args.follow or getattr(args, "stream", None)):
         return 0
     last = max(after, head)
     with client.subscribe(from_position=last + 1, types=types, container=container) as sub:
@@ -347,6 +347,14 @@ def _check_proof(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(text: str) -> bool:
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid --stream {text!r}: use true or false")
+
+
 def add_commands(add: AddCommand) -> None:
     p = add("events", cmd_events, "the event log; 'events export' writes it with its proofs")
     p.add_argument("action", nargs="?", choices=["export"],
@@ -356,10 +364,13 @@ def add_commands(add: AddCommand) -> None:
                    help="events after T: RFC 3339 (with or without a time), a duration "
                         "ago (1h30m) or a unix timestamp")
     p.add_argument("--until", metavar="T", help="events up to T (same forms as --since)")
-    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="container=CTR or type=TYPE")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="container=CTR or type=TYPE (-f is --filter, as podman's)")
     p.add_argument("--follow", action="store_true",
                    help="keep printing new events as they are recorded")
+    p.add_argument("--stream", type=_stream, metavar="BOOL",
+                   help="podman's: true is --follow, false prints what is recorded and "
+                        "exits (the default)")
     p.add_argument("--format", default="table", metavar="FORMAT",
                    help="table, json (one object per line) or a Go template such as "
                         "'{{.Time}} {{.Name}} {{.Status}}' to read; jsonl (default) or "

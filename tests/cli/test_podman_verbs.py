@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tarfile
 
 from tests.e2e.conftest import Engine
@@ -158,3 +159,24 @@ def test_info_template_in_podmans_shape(up: Engine) -> None:
     root = _ok(up.cli("info", "-f", "{{.Store.GraphRoot}}")).strip()
     assert root.startswith(up.root)  # the worker's state directory, under BERTH_ROOT
     assert up.cli("info", "--format", "{{range .X}}").returncode == 125  # refused, not guessed
+
+
+def test_events_f_is_filter_and_stream_false_prints_and_exits(up: Engine) -> None:
+    _ok(up.cli("run", "--rm", "--name", "evented", up.rootfs, "true"))
+    lines = _ok(up.cli("events", "-f", "type=container.started", "--stream=false",
+                       "--format", "json")).splitlines()
+    assert [json.loads(line)["type"] for line in lines] == ["container.started"]
+    assert up.cli("events", "--stream", "maybe").returncode == 125
+    follower = subprocess.Popen([sys.executable, "-m", "berth", "events", "--stream=true",
+                                 "-f", "type=container.created", "--format", "json"],
+                                env=up.env, stdout=subprocess.PIPE, text=True)
+    try:
+        _ok(up.cli("create", "--name", "seen-live", up.rootfs, "true"))
+        assert follower.stdout is not None
+        first = json.loads(follower.stdout.readline())  # the old one, then the new one
+        second = json.loads(follower.stdout.readline())
+        assert first["type"] == second["type"] == "container.created"
+        assert follower.poll() is None  # still following
+    finally:
+        follower.kill()
+        follower.wait()
