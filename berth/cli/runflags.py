@@ -38,6 +38,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, metavar="host|private",
                        help=f"host: share the host's namespace of {what}; private (default): "
                             "the container's own")
+    p.add_argument("--log-driver", metavar="k8s-file",
+                   help="k8s-file: the log conmon writes for every container (berth's only "
+                        "driver; others are refused)")
     p.add_argument("--log-opt", action="append", default=[], metavar="max-size=SIZE",
                    help="max-size=10m: conmon truncates the container's log when it would "
                         "grow past SIZE (k, m, g are 1000s, as podman's). Default: no limit, "
@@ -103,6 +106,9 @@ def run_flag_spec(args: argparse.Namespace, env: list[str]) -> dict[str, Any]:
                                   "private (sharing another container's namespace is not "
                                   "there yet)")
         spec[f"{flag}_ns"] = "host"
+    if args.log_driver not in (None, "k8s-file"):
+        raise InvalidArgument(f"unsupported --log-driver {args.log_driver!r}: berth's "
+                              "containers log to conmon's k8s-file, the only driver it has")
     for opt in args.log_opt:
         key, sep, value = opt.partition("=")
         if key.strip() != "max-size" or not sep:

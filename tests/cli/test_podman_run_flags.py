@@ -105,3 +105,13 @@ def test_pid_ipc_uts_host_share_the_hosts_namespaces(up: Engine) -> None:
     for bad in (["--pid", "container:x"], ["--ipc", "shareable"], ["--uts", "host", "-h", "x"]):
         refused = up.cli("run", "--rm", *bad, up.rootfs, "true")
         assert refused.returncode == 125 and refused.stderr.count("\n") == 1, bad
+
+
+def test_log_driver_k8s_file_is_the_log_berth_writes(up: Engine) -> None:
+    _ok(up.cli("run", "--name", "logged", "--log-driver=k8s-file", up.rootfs, "echo", "kept"))
+    assert _ok(up.cli("logs", "logged")) == "kept\n"  # read back from conmon's k8s-file
+    for driver in ("journald", "none", "passthrough", "syslog"):
+        refused = up.cli("run", "--rm", "--log-driver", driver, up.rootfs, "true")
+        assert refused.returncode == 125 and "k8s-file" in refused.stderr, driver
+    assert up.cli("container", "exists", "logged").returncode == 0
+    _ok(up.cli("rm", "logged"))
