@@ -97,6 +97,8 @@ def test_pid_ipc_uts_host_share_the_hosts_namespaces(up: Engine) -> None:
                         "for n in pid ipc uts; do readlink /proc/self/ns/$n; done; "
                         "hostname")).split()
     assert shared == [ns("pid"), ns("ipc"), ns("uts"), os.uname().nodename]
+    etc = _ok(up.cli("run", "--rm", "--uts=host", up.rootfs, "cat", "/etc/hostname"))
+    assert etc == os.uname().nodename + "\n"  # the file says the host's name too
     own = _ok(up.cli("run", "--rm", "--pid", "private", "-h", "inside", up.rootfs, "sh", "-c",
                      "for n in pid ipc uts; do readlink /proc/self/ns/$n; done; "
                      "hostname; cat /proc/1/comm")).split()
