@@ -23,7 +23,7 @@ MIN_PY=(3 11)
 BASE_PKGS=(runc conmon crun iptables busybox-static postgresql iproute2 inotify-tools
            skopeo docker-registry containernetworking-plugins catatonit systemd
            gcc libc6-dev tmux)
-BENCH_PKGS=(podman containerd hyperfine)
+BENCH_PKGS=(podman containerd hyperfine bats)
 
 usage() {
     cat <<EOF

@@ -37,6 +37,12 @@ def node_info(service: ContainerService) -> dict[str, Any]:
         "python": platform.python_version(),
         "kernel": platform.release(),
         "binaries": versions(runtime.config) if isinstance(runtime, OCIRuntime) else {},
+        # where this worker keeps containers and how it makes their cgroups: podman's
+        # info reports the same as Store.GraphRoot/RunRoot and Host.CgroupManager
+        "runtime": ({"state_dir": runtime.config.state_dir, "tmp_dir": runtime.config.tmp_dir,
+                     "cgroup_manager": runtime.config.cgroup_manager}
+                    if isinstance(runtime, OCIRuntime) else {}),
+        "arch": platform.machine(),
         "store": {"url": store_url(service.store.url),
                   "position": service.store.max_position()},
     }

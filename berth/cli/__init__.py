@@ -23,6 +23,8 @@ from berth.cli import (
     engine,
     events,
     files,
+    forms,
+    globalopts,
     images,
     listing,
     networks,
@@ -45,7 +47,7 @@ class AddCommand(Protocol):
     """Adds one sub-command's parser, or a stand-in when the command line names another."""
 
     def __call__(self, name: str, fn: Callable[..., int], help: str, *,
-                 server: bool = False) -> Any: ...
+                 server: bool = False, add_help: bool = True) -> Any: ...
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -114,6 +116,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``) the top level and one sub-command."""
     parser = Parser(prog="berth", description="An event-sourced container engine.")
     parser.add_argument("--version", action=_Version)
+    # podman's global options (--root, --runroot, --log-level, --noout, --out, ...) are
+    # taken off argv before this parser runs (globalopts); listed here for --help.
+    parser.add_argument("--root", metavar="DIR", help="the engine's state directory "
+                        "(sets BERTH_ROOT)")
+    parser.add_argument("--runroot", metavar="DIR", help="the engine's run directory "
+                        "(sets BERTH_RUN)")
+    parser.add_argument("--log-level", metavar="LEVEL", help="print the CLI's messages "
+                        "from LEVEL up on stderr (trace, debug, info, warn, error)")
+    parser.add_argument("--out", metavar="FILE", help="write standard output to FILE")
+    parser.add_argument("--noout", action="store_true", help="discard standard output")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for each reply")
     parser.add_argument("--key", dest="client_key", metavar="FILE",
@@ -123,10 +135,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="the broker's public CURVE key file (default BERTH_SERVER_KEY)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    def add(name: str, fn: Callable[..., int], help: str, *, server: bool = False) -> Any:
+    def add(name: str, fn: Callable[..., int], help: str, *, server: bool = False,
+            add_help: bool = True) -> Any:
         if only is not None and name != only:
             return _Unused()
-        p = sub.add_parser(name, help=help)
+        p = sub.add_parser(name, help=help, add_help=add_help)
         p.set_defaults(fn=fn, server=server)
         return p
 
@@ -138,6 +151,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        given, argv = globalopts.split(argv)
+        globalopts.apply(given, argv)
+        argv = forms.podman_forms(argv)
         config.apply()  # before the parser: its defaults read the environment
     except BerthError as exc:
         print(f"berth: {exc}", file=sys.stderr)

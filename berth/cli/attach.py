@@ -449,6 +449,9 @@ def run_attached(args: argparse.Namespace, client: Client, spec: dict[str, Any])
         spec["stdin"] = True
     reply = client.create(name=args.name, node=args.node, **spec)
     cid, node = str(reply.result["id"]), str(reply.result["node"])
+    on_created = getattr(args, "on_created", None)
+    if on_created is not None:  # run --cidfile: the id is written before it runs
+        on_created(cid)
     try:
         code = attach_session(
             client, cid, node, stdin=interactive, use_tty=bool(args.tty),

@@ -31,7 +31,7 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "rootfs": rootfs,
         "args": [args.command, *args.args] if args.command is not None else [],
-        "env": list(args.env),
+        "env": [_env_item(e) for e in args.env],
         "cwd": args.workdir,
         "user": args.user,
         "hostname": args.hostname or "",
@@ -48,10 +48,12 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["network_aliases"] = list(args.network_alias)
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
-    if args.memory is not None:
+    if args.memory is not None and fmt.parse_size(args.memory) != 0:  # 0: no limit
         spec["memory"] = fmt.parse_size(args.memory)
     if args.pids_limit is not None:
         spec["pids_limit"] = args.pids_limit
+    if args.cpus is not None:
+        spec["cpus"] = args.cpus
     if getattr(args, "interactive", False):
         spec["stdin"] = True
     images.image_spec(args.rootfs, spec)  # images: not a directory -> an image reference
@@ -60,23 +62,81 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def cmd_create(args: argparse.Namespace, client: Client) -> int:
+def _cpus(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid --cpus {text!r}: give a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid --cpus {text!r}: give a number > 0")
+    return value
+
+
+def _env_item(item: str) -> str:
+    """``-e KEY=VALUE`` as given; ``-e KEY`` takes KEY's value from this process's
+    environment and is left out when it is not set there, as podman's."""
+    if "=" in item:
+        return item
+    if not item or "\0" in item:
+        raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE or KEY")
+    value = os.environ.get(item)
+    return "" if value is None else f"{item}={value}"
+
+
+def _prepare(args: argparse.Namespace, client: Client) -> dict[str, Any]:
+    """The spec, after the steps podman takes before it creates: ``--cidfile`` must
+    not exist yet, ``--replace`` removes a container holding the name, the image is
+    pulled."""
     spec = _spec_args(args)
+    spec["env"] = [e for e in spec["env"] if e]
+    if args.cidfile is not None and os.path.lexists(args.cidfile):
+        raise InvalidArgument(f"container id file {args.cidfile} exists: remove it first")
+    if args.replace:
+        if not args.name:
+            raise InvalidArgument("--replace needs --name: the container to replace")
+        from berth.cli.exists import exists
+
+        if exists(lambda: client.inspect(args.name)) == 0:
+            client.remove(args.name, force=True)
     images.pull_for_run(client, spec, args)
+    return spec
+
+
+def _write_cidfile(args: argparse.Namespace, cid: str) -> None:
+    """``--cidfile``: the full id, written once created (exclusively: a file made
+    meanwhile is not overwritten)."""
+    if args.cidfile is None:
+        return
+    try:
+        fd = os.open(args.cidfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot write container id file {args.cidfile}: "
+                              f"{exc.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(cid)
+
+
+def cmd_create(args: argparse.Namespace, client: Client) -> int:
+    spec = _prepare(args, client)
     reply = client.create(name=args.name, node=args.node, **spec)
+    _write_cidfile(args, str(reply.result["id"]))
     print(reply.result["id"])
     return 0
 
 
 def cmd_run(args: argparse.Namespace, client: Client) -> int:
-    spec = _spec_args(args)
-    images.pull_for_run(client, spec, args)
+    spec = _prepare(args, client)
     if args.detach:
         reply = client.create(name=args.name, node=args.node, **spec)
         cid = str(reply.result["id"])
+        _write_cidfile(args, cid)
         client.start(cid, node=str(reply.result["node"]))
         print(cid)
         return 0
+    if args.cidfile is not None:
+        args.on_created = lambda cid: _write_cidfile(args, cid)
     return attach.run_attached(args, client, spec)
 
 
@@ -91,6 +151,13 @@ def cmd_start(args: argparse.Namespace, client: Client) -> int:
     def start(ref: str) -> None:
         client.start(ref)
 
+    if args.all:  # podman: every container not running, each printed by its full id
+        if args.containers:
+            raise InvalidArgument("give container names or --all, not both")
+        return each([str(r["id"]) for r in client.ps(all=True)
+                     if r["state"] in ("created", "exited")], start)
+    if not args.containers:
+        raise InvalidArgument("name at least one container (or --all)")
     return each(args.containers, start)
 
 
@@ -125,12 +192,17 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-u", "--user", default="0:0", metavar="USER[:GROUP]",
                    help="a name or number, looked up in the rootfs's /etc/passwd and "
                         "/etc/group (default 0:0)")
-    p.add_argument("--hostname", help="the container's host name (default: its short id)")
+    # podman's -h is --hostname on run and create (their parsers have only --help)
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("-h", "--hostname", help="the container's host name (default: its short id)")
     p.add_argument("--stop-signal", help="the signal stop sends first (default TERM)")
     p.add_argument("-p", "--publish", action="append", default=[],
                    metavar="[IP:]HOST:CTR[/PROTO]",
                    help="publish a container port on the host (repeatable)")
-    p.add_argument("--memory", metavar="SIZE", help="a memory limit: bytes, or 64m, 1g")
+    p.add_argument("-m", "--memory", metavar="SIZE",
+                   help="a memory limit: bytes, or 64m, 1g (0: no limit)")
+    p.add_argument("--cpus", type=_cpus, metavar="N",
+                   help="CPUs' worth of time per period (e.g. 0.5): a CFS quota")
     p.add_argument("--pids-limit", type=int, help="at most this many processes")
     p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
     p.add_argument("-v", "--volume", action="append", default=[],
@@ -154,6 +226,13 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
                    help="a container port -P publishes (repeatable)")
     p.add_argument("-P", "--publish-all", action="store_true",
                    help="publish every exposed port on a free host port")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress while the image is pulled (berth shows progress only "
+                        "on a terminal)")
+    p.add_argument("--cidfile", metavar="FILE",
+                   help="write the container's id to FILE (which must not exist)")
+    p.add_argument("--replace", action="store_true",
+                   help="remove (forcibly) a container that holds --name first")
     p.add_argument("rootfs", metavar="IMAGE|ROOTFS",
                    help="an image, or a root filesystem directory (a path)")
     p.add_argument("command", metavar="CMD", nargs="?",
@@ -164,7 +243,7 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
 def add_commands(add: AddCommand) -> None:
     for name, fn, helptext in (("run", cmd_run, "create and start a container"),
                                ("create", cmd_create, "create a container")):
-        p = add(name, fn, helptext)
+        p = add(name, fn, helptext, add_help=False)
         if name == "run":
             p.add_argument("-d", "--detach", action="store_true",
                            help="print the id and leave it running")
@@ -178,7 +257,9 @@ def add_commands(add: AddCommand) -> None:
                    help="follow its output and exit with its code (one container)")
     p.add_argument("-i", "--interactive", action="store_true",
                    help="with -a, forward stdin (the container must have been created with -i)")
-    p.add_argument("containers", nargs="+", metavar="CTR", help="name or id (prefix)")
+    p.add_argument("--all", action="store_true",
+                   help="start every container that is not running (created or exited)")
+    p.add_argument("containers", nargs="*", metavar="CTR", help="name or id (prefix)")
     p = add("logs", cmd_logs, "print a container's output")
     p.add_argument("-f", "--follow", action="store_true",
                    help="follow until it exits (several: all at once, lines prefixed)")

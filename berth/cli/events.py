@@ -37,13 +37,14 @@ def cmd_events(args: argparse.Namespace, client: Client) -> int:
     query: dict[str, Any] = {"container": container, "types": types, "since": since,
                              "until": until}
     query = {k: v for k, v in query.items() if v is not None}
-    if args.follow and since is None:
+    follow = args.follow or bool(getattr(args, "stream", None))  # --stream=true: podman's
+    if follow and since is None:
         # podman's: a stream shows what happens from now on; --since reads the past
         # first. The head is read before the subscription: nothing falls in between.
         last = client.events(after=0, limit=1, **query)[1]
     else:
         last = _print_past(client, query, names, args.format)
-    if not args.follow:
+    if not follow:
         return 0
     with client.subscribe(from_position=last + 1, types=types, container=container) as sub:
         for event in sub:
@@ -358,6 +359,14 @@ def _check_proof(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stream(text: str) -> bool:
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid --stream {text!r}: use true or false")
+
+
 def add_commands(add: AddCommand) -> None:
     p = add("events", cmd_events, "the event log; 'events export' writes it with its proofs")
     p.add_argument("action", nargs="?", choices=["export"],
@@ -367,11 +376,14 @@ def add_commands(add: AddCommand) -> None:
                    help="events after T: RFC 3339 (with or without a time), a duration "
                         "ago (1h30m) or a unix timestamp")
     p.add_argument("--until", metavar="T", help="events up to T (same forms as --since)")
-    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                   help="container=CTR or type=TYPE")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="container=CTR or type=TYPE (-f is --filter, as podman's)")
     p.add_argument("--follow", action="store_true",
                    help="print events as they are recorded, from now on (with --since, "
                         "the past ones first)")
+    p.add_argument("--stream", type=_stream, metavar="BOOL",
+                   help="podman's: true is --follow, false prints what is recorded and "
+                        "exits (the default)")
     p.add_argument("--format", default="table", metavar="FORMAT",
                    help="table, json (one object per line) or a Go template such as "
                         "'{{.Time}} {{.Name}} {{.Status}}' to read; jsonl (default) or "

@@ -102,14 +102,31 @@ def print_rows(rows: list[dict[str, Any]], as_json: bool,
         print_ps(rows, now)
 
 
-def print_ps(rows: list[dict[str, Any]], now: datetime | None = None) -> None:
+def ports_text(ports: Any) -> str:
+    """Published ports as podman's ``ps`` shows them: ``0.0.0.0:8080->80/tcp, ...``."""
+    out = []
+    for item in ports or ():
+        if isinstance(item, (list, tuple)) and len(item) == 4:
+            host_ip, host_port, ctr_port, proto = item
+            out.append(f"{host_ip or '0.0.0.0'}:{host_port}->{ctr_port}/{proto}")
+    return ", ".join(out)
+
+
+def print_ps(rows: list[dict[str, Any]], now: datetime | None = None, *,
+             heading: bool = True) -> None:
+    """podman's columns (CONTAINER ID, IMAGE, COMMAND, CREATED, STATUS, PORTS, NAMES),
+    then berth's NODE: the worker that runs the container."""
     now = now or datetime.now(UTC)
-    table = [["CONTAINER ID", "NAME", "NODE", "STATUS", "CREATED", "COMMAND"]]
+    table = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES",
+              "NODE"]] if heading else []
     for r in rows:
         table.append([
-            r["id"][:12], r["name"], r["node"], status_text(r, now),
-            _ago(r.get("created_at"), now) + " ago", " ".join(r.get("command") or [])[:40],
+            r["id"][:12], str(r.get("image") or r.get("rootfs") or ""),
+            " ".join(r.get("command") or [])[:40], _ago(r.get("created_at"), now) + " ago",
+            status_text(r, now), ports_text(r.get("ports")), r["name"], str(r["node"]),
         ])
+    if not table:
+        return
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -6,6 +6,7 @@ of the node, whose image store it is; files named here are paths on that node.""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -26,12 +27,12 @@ LONG = 3600.0
 
 
 def _send(client: Client, type: str, node: str | None = None, *, long: bool = False,
-          label: str = "", **args: Any) -> dict[str, Any]:
+          label: str = "", quiet: bool = False, **args: Any) -> dict[str, Any]:
     command = client.command(type, None, node, {k: v for k, v in args.items()
                                                 if v is not None})
     if not long:
         return dict(client.request(command).result)
-    with fmt.Progress(label or type):
+    with fmt.Progress(label or type, stream=io.StringIO() if quiet else None):
         reply = client.request_patiently(command, time.monotonic() + LONG)
     return dict(reply.result)
 
@@ -69,6 +70,7 @@ def pull_for_run(client: Client, spec: dict[str, Any], args: argparse.Namespace)
     if not spec.get("image") or args.pull == "never":
         return
     _send(client, t.IMAGE_PULL, args.node, long=True, label=f"pulling {spec['image']}",
+          quiet=bool(getattr(args, "quiet", False)),
           reference=spec["image"], missing_only=args.pull == "missing", **_auth(args))
 
 
@@ -90,8 +92,29 @@ def cmd_push(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def image_view(image: dict[str, Any]) -> dict[str, Any]:
+    """An image row under podman's template names (``{{.Repository}}``, ``{{.ID}}``...)
+    as well as berth's own keys."""
+    out = dict(image)
+    full = str(image["id"]).removeprefix("sha256:")
+    out.update(ID=full[:12], Id=full, Repository=image["repository"], Tag=image["tag"],
+               Digest=image.get("digest"), Created=image["created"],
+               CreatedAt=image["created"], Size=_size(int(image["size"])),
+               VirtualSize=int(image["size"]), Names=[image["name"]] if image["name"] else [])
+    return out
+
+
 def cmd_images(args: argparse.Namespace, client: Client) -> int:
+    """``--all`` is accepted with podman's meaning (intermediate images too): berth's
+    store has no intermediate images, so every image is already listed."""
     images = _send(client, t.IMAGE_LIST, args.node)["images"]
+    if args.format not in ("table", "json"):
+        from berth.cli import template
+
+        for line in template.parse(args.format).render_all(
+                [image_view(i) for i in images]):
+            print(line)
+        return 0
     if args.format == "json":
         print(json.dumps(images, indent=2, sort_keys=True))
         return 0
@@ -99,11 +122,13 @@ def cmd_images(args: argparse.Namespace, client: Client) -> int:
         for image in images:
             print(image["id"].removeprefix("sha256:")[:12])
         return 0
-    rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
+    rows = [] if args.noheading else [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
     for image in images:
         rows.append([image["repository"], image["tag"],
                      image["id"].removeprefix("sha256:")[:12], image["created"][:19],
                      _size(int(image["size"]))])
+    if not rows:
+        return 0
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -125,8 +150,25 @@ def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def cmd_exists(args: argparse.Namespace, client: Client) -> int:
+    from berth.cli.exists import exists
+
+    return exists(lambda: _send(client, t.IMAGE_INSPECT, args.node, reference=args.image))
+
+
 def cmd_rmi(args: argparse.Namespace, client: Client) -> int:
-    result = _send(client, t.IMAGE_REMOVE, args.node, references=args.images,
+    """``-a``: every image in the store, by id (each once, whatever its names)."""
+    if args.all == bool(args.images):
+        from engine.errors import InvalidArgument
+
+        raise InvalidArgument("give images or --all, one of the two")
+    references = list(args.images)
+    if args.all:
+        listed = _send(client, t.IMAGE_LIST, args.node)["images"]
+        references = sorted({str(i["id"]) for i in listed})
+        if not references:
+            return 0
+    result = _send(client, t.IMAGE_REMOVE, args.node, references=references,
                    force=bool(args.force))
     for image in result.get("removed", ()):
         print(f"Untagged: {image['name']}" if image["name"] else f"Deleted: {image['id']}")
@@ -197,16 +239,21 @@ def _push(p: Any) -> None:
 
 def _images(p: Any) -> None:
     _node(p)
-    p.add_argument("--format", choices=["table", "json"], default="table",
-                   help="table (default) or one JSON array")
+    p.add_argument("--format", default="table",
+                   help="table (default), json (one array) or a Go template such as "
+                        "'{{.Repository}}:{{.Tag}} {{.ID}}'")
     p.add_argument("-q", "--quiet", action="store_true", help="print image ids only")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="intermediate images too (berth keeps none: the same list)")
+    p.add_argument("-n", "--noheading", action="store_true", help="no header row")
 
 
 def _rmi(p: Any) -> None:
     _node(p)
     p.add_argument("-f", "--force", action="store_true",
                    help="remove even if a stopped container uses it")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="images to remove (names or ids)")
+    p.add_argument("-a", "--all", action="store_true", help="remove every image")
+    p.add_argument("images", metavar="IMAGE", nargs="*", help="images to remove (names or ids)")
 
 
 def _tag(p: Any) -> None:
@@ -234,6 +281,9 @@ def add_commands(add: AddCommand) -> None:
     _node(q)
     q.add_argument("images", metavar="IMAGE", nargs="+", help="images to show (names or ids)")
     _rmi(sp("rm", cmd_rmi, "remove images"))
+    q = sp("exists", cmd_exists, "exit 0 if the image exists, 1 if not")
+    _node(q)
+    q.add_argument("image", metavar="IMAGE", help="the image (name or id)")
     _pull(sp("pull", cmd_pull, "pull an image from a registry"))
     _push(sp("push", cmd_push, "push an image to a registry"))
     _tag(sp("tag", cmd_tag, "give an image another name"))

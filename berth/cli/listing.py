@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 COMMANDS = ("ps",)
 
-FILTER_KEYS = ("id", "name", "status", "label", "node", "ancestor")
+FILTER_KEYS = ("id", "name", "status", "label", "node", "ancestor", "exited")
 STATES = ("created", "running", "paused", "exited")
 
 Row = dict[str, Any]
@@ -40,6 +40,8 @@ def parse_ps_filters(items: list[str]) -> dict[str, list[str]]:
                                   f"{', '.join(FILTER_KEYS)}")
         if key == "status" and value not in STATES:
             raise InvalidArgument(f"invalid status {value!r}: use one of {', '.join(STATES)}")
+        if key == "exited" and not value.lstrip("-").isdigit():
+            raise InvalidArgument(f"invalid exited filter {value!r}: give an exit code")
         if key == "name":
             try:
                 re.compile(value)
@@ -55,6 +57,13 @@ def _label_matches(row: Row, wanted: str) -> bool:
     return key in labels and (not sep or labels[key] == value)
 
 
+def _ancestor(row: Row, wanted: str) -> bool:
+    """The image by its reference (with or without the tag) or the rootfs path."""
+    image = str(row.get("image") or "")
+    return wanted in (row.get("rootfs"), image) or (
+        bool(image) and image.rpartition(":")[0] == wanted and "/" not in image.rpartition(":")[2])
+
+
 _TESTS: dict[str, Callable[[Row, str], bool]] = {
     "id": lambda row, v: str(row["id"]).startswith(v),
     "name": lambda row, v: re.search(v, str(row["name"])) is not None,
@@ -62,6 +71,7 @@ _TESTS: dict[str, Callable[[Row, str], bool]] = {
     "label": _label_matches,
     "node": lambda row, v: row.get("node") == v,
     "ancestor": lambda row, v: is_ancestor(row, v),
+    "exited": lambda row, v: row["state"] == "exited" and row.get("exit_code") == int(v),
 }
 
 
@@ -101,6 +111,7 @@ def view(row: Row, now: datetime) -> Row:
     out = dict(row)
     out.update(ID=str(row["id"])[:12], Names=row["name"], State=row["state"],
                Status=fmt.status_text(row, now), Image=row.get("image") or row.get("rootfs"),
+               Ports=fmt.ports_text(row.get("ports")), ImageID=row.get("image_id"),
                Command=" ".join(row.get("command") or []), Node=row.get("node"),
                Labels=row.get("labels") or {}, CreatedAt=row.get("created_at"),
                ExitCode=row.get("exit_code"), Pid=row.get("pid"))
@@ -110,7 +121,15 @@ def view(row: Row, now: datetime) -> Row:
 def cmd_ps(args: argparse.Namespace, client: Client) -> int:
     filters = parse_ps_filters(args.filter)
     # A status filter asks for those states whatever -a says, as podman's does.
-    rows = [r for r in client.ps(all=args.all or "status" in filters) if matches(r, filters)]
+    rows = [r for r in client.ps(all=args.all or args.external or "status" in filters
+                                 or "exited" in filters
+                                 or args.latest or args.last is not None)
+            if matches(r, filters)]
+    if args.sort:
+        rows.sort(key=_SORT_KEYS[args.sort])
+    if args.latest or args.last is not None:
+        newest = sorted(rows, key=lambda r: str(r.get("created_at") or ""), reverse=True)
+        rows = newest[:1 if args.latest else args.last]
     if args.quiet:
         for row in rows:
             print(row["id"] if args.no_trunc else str(row["id"])[:12])
@@ -118,7 +137,7 @@ def cmd_ps(args: argparse.Namespace, client: Client) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2, sort_keys=True))
     elif args.format in (None, "table"):
-        fmt.print_ps(rows)
+        fmt.print_ps(rows, heading=not args.noheading)
     else:
         from berth.cli import template
 
@@ -128,15 +147,44 @@ def cmd_ps(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+_SORT_KEYS: dict[str, Callable[[Row], Any]] = {
+    "id": lambda r: str(r["id"]), "names": lambda r: str(r["name"]),
+    "status": lambda r: str(r["state"]), "created": lambda r: str(r.get("created_at") or ""),
+    "command": lambda r: " ".join(r.get("command") or []),
+    "image": lambda r: str(r.get("image") or r.get("rootfs") or ""),
+    "runningfor": lambda r: str(r.get("created_at") or ""),
+}
+"""``ps --sort`` keys as podman names them."""
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: give a number >= 0")
+    return value
+
+
 def add_commands(add: AddCommand) -> None:
     p = add("ps", cmd_ps, "list containers")
     p.add_argument("-a", "--all", action="store_true",
                    help="every container, not only the running and paused ones")
     p.add_argument("-q", "--quiet", action="store_true", help="only the container ids")
     p.add_argument("--no-trunc", action="store_true", help="full ids with -q")
+    p.add_argument("--external", action="store_true",
+                   help="containers made outside the engine too (podman's buildah ones); "
+                        "berth has none, so this lists what -a lists")
+    p.add_argument("--noheading", action="store_true", help="no header row")
+    p.add_argument("-l", "--latest", action="store_true",
+                   help="only the most recently created container (of any state)")
+    p.add_argument("-n", "--last", type=_count, metavar="N",
+                   help="only the N most recently created containers (of any state)")
+    p.add_argument("--sort", choices=sorted(_SORT_KEYS), help="order of the rows")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="id=, name= (a regular expression), status=, label=KEY[=VALUE], "
-                        "node=, ancestor= (rootfs or image); repeatable")
+                        "node=, ancestor= (rootfs or image), exited=CODE; repeatable")
     p.add_argument("--format", metavar="FORMAT",
                    help="table (default), json (one array), or a Go template such as "
                         "'{{.ID}} {{.Names}}' ('table ' before it adds a header)")

@@ -34,9 +34,22 @@ def cmd_network(args: argparse.Namespace, client: Client) -> int:
         case "inspect":
             print(json.dumps(client.network_inspect(args.name, node=args.node), indent=2,
                              sort_keys=True))
+        case "exists":
+            from berth.cli.exists import exists
+
+            return exists(lambda: client.network_inspect(args.name, node=args.node))
         case "rm":
             client.network_remove(args.name, node=args.node)
             print(args.name)
+        case "prune":
+            # every network no container is attached to, but the default one
+            from engine.networks.rules import DEFAULT_NAME
+
+            for row in client.networks(node=args.node):
+                if row.get("containers", 0) or row["name"] == DEFAULT_NAME:
+                    continue
+                client.network_remove(str(row["name"]), node=args.node)
+                print(row["name"])
     return 0
 
 
@@ -62,5 +75,11 @@ def add_commands(add: AddCommand) -> None:
     inspect.add_argument("name", metavar="NAME", help="the network's name")
     rm = actions.add_parser("rm", help="remove a network no container is attached to")
     rm.add_argument("name", metavar="NAME", help="the network's name")
-    for sub in (create, ls, inspect, rm):
+    exists = actions.add_parser("exists", help="exit 0 if the network exists, 1 if not")
+    exists.add_argument("name", metavar="NAME", help="the network's name")
+    prune = actions.add_parser("prune", help="remove every network no container is "
+                               "attached to (but the default one)")
+    prune.add_argument("-f", "--force", action="store_true",
+                       help="podman's: do not ask (berth never asks)")
+    for sub in (create, ls, inspect, rm, exists, prune):
         sub.add_argument("--node", help="the node whose worker answers")

@@ -35,7 +35,7 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
                    help="failures in a row that make it unhealthy (3)")
     p.add_argument("--health-start-period", metavar="DURATION",
                    help="failures in this time after a start do not count (0s)")
-    p.add_argument("--health-on-failure", choices=["none", "kill", "restart"],
+    p.add_argument("--health-on-failure", choices=["none", "kill", "restart", "stop"],
                    help="what to do when it turns unhealthy (none)")
     p.add_argument("--no-healthcheck", action="store_true", help="no health check")
 

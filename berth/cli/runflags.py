@@ -31,7 +31,16 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="a resource limit such as nofile=1024:2048 (-1: unlimited); "
                         "repeatable. Default nofile and nproc as podman's")
     p.add_argument("--security-opt", action="append", default=[], metavar="OPT",
-                   help="seccomp=unconfined: no seccomp filter (default: podman's profile)")
+                   help="seccomp=unconfined: no seccomp filter (default: podman's "
+                        "profile); no-new-privileges; label=disable (berth never labels)")
+    for flag, what in (("--pid", "processes"), ("--ipc", "System V IPC and POSIX queues"),
+                       ("--uts", "host and domain names")):
+        p.add_argument(flag, metavar="host|private",
+                       help=f"host: share the host's namespace of {what}; private (default): "
+                            "the container's own")
+    p.add_argument("--log-driver", metavar="k8s-file",
+                   help="k8s-file: the log conmon writes for every container (berth's only "
+                        "driver; others are refused)")
     p.add_argument("--log-opt", action="append", default=[], metavar="max-size=SIZE",
                    help="max-size=10m: conmon truncates the container's log when it would "
                         "grow past SIZE (k, m, g are 1000s, as podman's). Default: no limit, "
@@ -75,9 +84,31 @@ def run_flag_spec(args: argparse.Namespace, env: list[str]) -> dict[str, Any]:
     for opt in args.security_opt:
         if opt in ("seccomp=unconfined", "seccomp:unconfined"):
             spec["seccomp"] = "unconfined"
+        elif opt in ("no-new-privileges", "no-new-privileges=true",
+                     "no-new-privileges:true"):
+            spec["no_new_privileges"] = True
+        elif opt in ("no-new-privileges=false", "no-new-privileges:false"):
+            spec["no_new_privileges"] = False
+        elif opt in ("label=disable", "label:disable"):
+            # podman: no SELinux label on the container. berth never labels one (no
+            # SELinux policy is loaded where it runs), so this asks for what it does.
+            pass
         else:
             raise InvalidArgument(f"unsupported --security-opt {opt!r}: berth knows "
-                                  "seccomp=unconfined")
+                                  "seccomp=unconfined, no-new-privileges[=true|false] and "
+                                  "label=disable")
+    for flag in ("pid", "ipc", "uts"):
+        value = getattr(args, flag)
+        if value is None or value == "private":
+            continue
+        if value != "host":
+            raise InvalidArgument(f"unsupported --{flag} {value!r}: berth knows host and "
+                                  "private (sharing another container's namespace is not "
+                                  "there yet)")
+        spec[f"{flag}_ns"] = "host"
+    if args.log_driver not in (None, "k8s-file"):
+        raise InvalidArgument(f"unsupported --log-driver {args.log_driver!r}: berth's "
+                              "containers log to conmon's k8s-file, the only driver it has")
     for opt in args.log_opt:
         key, sep, value = opt.partition("=")
         if key.strip() != "max-size" or not sep:

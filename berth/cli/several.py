@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
 from bus.client import Client
-from engine.errors import BerthError, Unavailable
+from engine.errors import BerthError, InvalidState, NotFound, Unavailable, WrongNode
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
@@ -29,22 +29,44 @@ FAILED = 125
 """podman's exit status when the engine failed for at least one container."""
 
 
-def each(refs: Iterable[str], action: Callable[[str], str | None]) -> int:
+MISSING = 1
+IN_USE = 2
+"""podman's ``rm`` exit statuses: 1 when a container named does not exist (and
+nothing worse failed), 2 when one is running or in use; 125 for anything else."""
+
+
+def each(refs: Iterable[str], action: Callable[[str], str | None], *,
+         status: Callable[[BerthError], int] | None = None,
+         ignore_missing: bool = False) -> int:
     """Run ``action`` on each reference; print what it returns (the reference itself
-    when it returns None), or the error; 125 if any failed."""
-    failed = False
+    when it returns None), or the error. The exit status is the highest of the
+    failures' (``status`` maps an error to one; default 125), 0 if none failed.
+    ``ignore_missing``: a container that does not exist is no failure (``--ignore``)."""
+    worst = 0
     for ref in refs:
         try:
             shown = action(ref)
         except Unavailable:
             raise
         except BerthError as exc:
+            if ignore_missing and isinstance(exc, NotFound):
+                continue
             print(f"berth: {exc}", file=sys.stderr)
-            failed = True
+            code = FAILED if status is None else status(exc)
+            worst = max(worst, code)
             continue
         print(ref if shown is None else shown)
         sys.stdout.flush()
-    return FAILED if failed else 0
+    return worst
+
+
+def rm_status(exc: BerthError) -> int:
+    """podman's ``rm`` exit status for one failure."""
+    if isinstance(exc, NotFound) and not isinstance(exc, WrongNode):
+        return MISSING
+    if isinstance(exc, InvalidState):
+        return IN_USE
+    return FAILED
 
 
 MAX_AT_ONCE = 16
@@ -52,7 +74,8 @@ MAX_AT_ONCE = 16
 
 
 def at_once(refs: Iterable[str], client: Client,
-            action: Callable[[Client, str], str | None], label: str) -> int:
+            action: Callable[[Client, str], str | None], label: str, *,
+            ignore_missing: bool = False) -> int:
     """``each``, but for every reference at once (at most MAX_AT_ONCE), as podman's
     parallel verbs: a stop waits out each container's timeout, and in turn those
     add up. Each thread has its own client (a bus socket is used by one thread);
@@ -65,7 +88,7 @@ def at_once(refs: Iterable[str], client: Client,
             with fmt.Progress(f"{label} {ref}"):
                 return action(client, ref)
 
-        return each(targets, alone)
+        return each(targets, alone, ignore_missing=ignore_missing)
 
     def one(ref: str) -> str | None:
         with Client(",".join(client.endpoints), events_endpoint=client.events_endpoint,
@@ -91,14 +114,15 @@ def at_once(refs: Iterable[str], client: Client,
             raise error
         return shown
 
-    return each(targets, settled)
+    return each(targets, settled, ignore_missing=ignore_missing)
 
 
 def cmd_stop(args: argparse.Namespace, client: Client) -> int:
     def stop(own: Client, ref: str) -> None:
         own.stop(ref, timeout=args.time)
 
-    return at_once(_targets(args, client), client, stop, "stopping")
+    return at_once(_targets(args, client), client, stop, "stopping",
+                   ignore_missing=args.ignore)
 
 
 def cmd_kill(args: argparse.Namespace, client: Client) -> int:
@@ -115,8 +139,18 @@ def cmd_unpause(args: argparse.Namespace, client: Client) -> int:
 
 def cmd_rm(args: argparse.Namespace, client: Client) -> int:
     """``-f`` removes a running container too: the engine kills it first (a stop with
-    no grace time), as podman's ``rm -f`` does."""
-    return each(_targets(args, client), lambda ref: _none(client.remove(ref, force=args.force)))
+    no grace time), as podman's ``rm -f`` does; with ``-t SECONDS`` it is stopped
+    first with that grace time (``-t 0``: killed at once). ``--ignore``: a container
+    that does not exist is no error. Exit status as podman's (``rm_status``)."""
+    def remove(ref: str) -> None:
+        if args.force and args.time is not None and args.time > 0:
+            try:
+                client.stop(ref, timeout=args.time)
+            except InvalidState:
+                pass  # not running: nothing to stop, remove it as it is
+        client.remove(ref, force=args.force)
+
+    return each(_targets(args, client), remove, status=rm_status, ignore_missing=args.ignore)
 
 
 def cmd_wait(args: argparse.Namespace, client: Client) -> int:
@@ -161,19 +195,16 @@ def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
         for item in found:
             print(tmpl.render(inspect_view(item)))
     else:
-        print(json.dumps(found, indent=2, sort_keys=True))
+        print(json.dumps([inspect_view(i) for i in found], indent=2, sort_keys=True))
     return FAILED if failed else 0
 
 
 def inspect_view(item: dict[str, Any]) -> dict[str, Any]:
-    """inspect's fields under podman's template names as well as berth's own."""
-    view = dict(item)
-    view.update(ID=item.get("id"), Name=item.get("name"), Names=item.get("name"),
-                State=item.get("state"), Pid=item.get("pid"),
-                ExitCode=item.get("exit_code"), Node=item.get("node"),
-                Image=item.get("image") or item.get("rootfs"),
-                Created=item.get("created_at"))
-    return view
+    """inspect's fields under podman's names and shapes (``.State.Status``,
+    ``.Config.Image``...) as well as berth's own (berth.cli.podmanview)."""
+    from berth.cli.podmanview import container_view
+
+    return container_view(item)
 
 
 def cmd_rename(args: argparse.Namespace, client: Client) -> int:
@@ -220,11 +251,26 @@ def _targets(args: argparse.Namespace, client: Client) -> list[str]:
         if args.containers:
             raise_usage("give container names or --all, not both")
         states = _ALL_IN.get(args.cmd)
-        return [row["name"] for row in client.ps(all=True)
+        # podman prints the full id of each container --all acted on
+        return [str(row["id"]) for row in client.ps(all=True)
                 if states is None or row["state"] in states]
     if not args.containers:
         raise_usage("name at least one container (or --all)")
     return list(args.containers)
+
+
+def _seconds(text: str) -> float:
+    """A grace time: a finite number >= 0 (NaN and infinity refused)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}: give a "
+                                         "number >= 0")
+    return value
 
 
 def raise_usage(message: str) -> None:
@@ -239,6 +285,8 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",
                    help="seconds to wait after the stop signal before killing (default 10)")
     p.add_argument("-a", "--all", action="store_true", help="stop every container")
+    p.add_argument("-i", "--ignore", action="store_true",
+                   help="a container that does not exist is no error")
     p.add_argument("containers", nargs="*", metavar=several, help="name or id (prefix)")
     p = add("kill", cmd_kill, "send a signal to one or more containers")
     p.add_argument("-s", "--signal", default="KILL",
@@ -253,6 +301,11 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("-f", "--force", action="store_true",
                    help="remove running containers too (they are killed first)")
     p.add_argument("-a", "--all", action="store_true", help="remove every container")
+    p.add_argument("-t", "--time", type=_seconds, metavar="SECONDS",
+                   help="with -f: stop a running container with this grace time first "
+                        "(0: kill it at once, the default)")
+    p.add_argument("-i", "--ignore", action="store_true",
+                   help="a container that does not exist is no error")
     p.add_argument("containers", nargs="*", metavar=several, help="name or id (prefix)")
     p = add("wait", cmd_wait, "wait for containers to exit; print each exit code")
     p.add_argument("--condition", choices=["exited", "running", "healthy"], default="exited",
@@ -260,7 +313,7 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("containers", nargs="+", metavar=several, help="name or id (prefix)")
     p = add("inspect", cmd_inspect, "containers as one JSON array")
     p.add_argument("-f", "--format", metavar="TEMPLATE",
-                   help="a Go template per container, e.g. '{{.State}}' or '{{json .}}'")
+                   help="a Go template per container, e.g. '{{.State.Status}}' or '{{json .}}'")
     p.add_argument("containers", nargs="+", metavar=several, help="name or id (prefix)")
     p = add("restart", cmd_restart, "stop and start one or more containers")
     p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bus.client import Client
 from engine import command_types as c
-from engine.errors import BerthError, Unavailable
+from engine.errors import BerthError, InvalidArgument, Unavailable
 
 if TYPE_CHECKING:
     from berth.cli import AddCommand
@@ -53,6 +53,16 @@ def prune_containers(client: Client) -> tuple[list[str], bool]:
 
 
 def cmd_container(args: argparse.Namespace, client: Client) -> int:
+    """``container prune`` and ``container exists``; podman's other ``container VERB``
+    forms are rewritten to the verbs themselves before parsing (``berth.cli.forms``)."""
+    if args.action == "exists":
+        from berth.cli.exists import exists
+
+        if len(args.names) != 1:
+            raise InvalidArgument("container exists takes exactly one container")
+        return exists(lambda: client.inspect(args.names[0]))
+    if args.names:
+        raise InvalidArgument("container prune takes no container names")
     if not _confirmed("WARNING! This will remove all stopped containers.", args.force):
         return 0
     removed, failed = prune_containers(client)
@@ -168,6 +178,12 @@ def gather_info(client: Client) -> dict[str, Any]:
 
 def cmd_info(args: argparse.Namespace, client: Client) -> int:
     info = gather_info(client)
+    if args.format not in ("text", "json"):  # a Go template over podman's shape
+        from berth.cli import template
+        from berth.cli.podmanview import info_view
+
+        print(template.parse(args.format).render(info_view(info)))
+        return 0
     if args.format == "json":
         import json
 
@@ -220,8 +236,12 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def add_commands(add: AddCommand) -> None:
-    p = add("container", cmd_container, "container management: prune")
-    p.add_argument("action", choices=["prune"], help="prune: remove all stopped containers")
+    p = add("container", cmd_container, "container management: prune, exists, and "
+            "podman's 'container VERB' for every container verb")
+    p.add_argument("action", choices=["prune", "exists"],
+                   help="prune: remove all stopped containers; exists CTR: exit 0 if it "
+                        "exists, 1 if not")
+    p.add_argument("names", nargs="*", metavar="CTR", help="exists: the container")
     p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     p = add("system", cmd_system, "the engine as a whole: prune, df, status")
     p.add_argument("action", choices=["prune", "df", "status"],
@@ -233,8 +253,9 @@ def add_commands(add: AddCommand) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text",
                    help="status: text (default) or one JSON object")
     p = add("info", cmd_info, "versions, the store, the workers and their nodes")
-    p.add_argument("--format", choices=["text", "json"], default="text",
-                   help="text (default) or json")
+    p.add_argument("-f", "--format", default="text",
+                   help="text (default), json, or a Go template over podman's shape "
+                        "('{{.Host.OCIRuntime.Name}}', '{{.Store.GraphRoot}}')")
     add("version", cmd_version, "berth's version", server=True)
     p = add("help", cmd_help, "help on a command", server=True)
     p.add_argument("command", nargs="?", metavar="COMMAND", help="the command to explain")

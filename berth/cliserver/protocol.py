@@ -44,7 +44,9 @@ REFUSED: Final = b"R"
 DIRECT: Final = frozenset({"up", "worker", "broker", "db", "cli-server"})
 """Commands that run servers of their own: never in a child of this one (the front
 end sends them to the plain CLI; a server refuses them from any other client)."""
-_TAKES_VALUE: Final = frozenset({"--timeout", "--key", "--server-key"})
+_TAKES_VALUE: Final = frozenset({"--timeout", "--key", "--server-key", "--root", "--runroot",
+                                  "--log-level", "--out", "--events-backend",
+                                  "--storage-driver", "--storage-opt"})
 
 
 def first_word(argv: tuple[str, ...] | list[str]) -> str | None:

@@ -86,8 +86,9 @@ def oci_config(spec: RunSpec, container_id: str, *, cgroups_path: str) -> dict[s
     Pure but for two reads: a user given by name is looked up in the root
     filesystem's /etc/passwd, and the default seccomp profile is loaded (once).
 
-    Every container gets fresh pid, ipc, uts, mount and network namespaces: the
-    equivalent of ``podman run --network none``.
+    Every container gets fresh pid, ipc, uts, mount and network namespaces (the
+    equivalent of ``podman run --network none``), but those ``--pid``, ``--ipc`` or
+    ``--uts host`` share with the host.
     """
     user = resolve_user(spec.rootfs, spec.user)  # a name: from the container's own files
     caps = capabilities(DEFAULT_CAPS, spec.cap_add, spec.cap_drop)
@@ -124,7 +125,8 @@ def oci_config(spec: RunSpec, container_id: str, *, cgroups_path: str) -> dict[s
             "rlimits": rlimits(spec.ulimits, default_ulimits()),
         },
         "root": {"path": spec.rootfs, "readonly": spec.read_only},
-        "hostname": spec.hostname or container_id[:12],
+        # the host's UTS namespace keeps the host's name (runc refuses to set one there)
+        **({} if spec.uts_ns == "host" else {"hostname": spec.hostname or container_id[:12]}),
         "mounts": mounts,
         "annotations": {STOP_SIGNAL_ANNOTATION: str(spec.stop_signal)},
         "linux": {
@@ -132,6 +134,7 @@ def oci_config(spec: RunSpec, container_id: str, *, cgroups_path: str) -> dict[s
             "resources": resources,
             "namespaces": [
                 {"type": t} for t in ("pid", "network", "ipc", "uts", "mount")
+                if getattr(spec, f"{t}_ns", "") != "host"  # --pid/--ipc/--uts host
             ],
             "maskedPaths": [
                 "/proc/acpi",

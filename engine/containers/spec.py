@@ -51,6 +51,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     # interactive stdio
     "stdin": _BOOL,
     "log_size_max": _INT,  # --log-opt max-size
+    "pid_ns": _STR, "ipc_ns": _STR, "uts_ns": _STR,  # --pid, --ipc, --uts host
 }
 _WHAT = {_STR: "a string", _BOOL: "true or false", _LIST: "a list", _INT: "an integer",
          (int, str): "a signal name or number", _NUM: "a number of seconds",
@@ -188,6 +189,9 @@ def _is_ipv4(text: str) -> bool:
     return True
 
 
+NAMESPACE_MODES = ("", "host")
+"""A run spec's ``pid_ns``/``ipc_ns``/``uts_ns``: private ("") or the host's."""
+
 PIDS_MAX = 4 * 1024 * 1024
 """The kernel's PID_MAX_LIMIT: a cgroup's ``pids.max`` above it is refused (EINVAL)."""
 
@@ -254,6 +258,12 @@ class RunSpec:
     past this many bytes (conmon ``--log-size-max``). None: the worker's default, which
     is podman's: no limit (docs/operations.md)."""
 
+    pid_ns: str = ""
+    ipc_ns: str = ""
+    uts_ns: str = ""
+    """``--pid``/``--ipc``/``--uts``: "" a namespace of the container's own (podman's
+    ``private``), "host" the host's (the namespace is left out of ``config.json``)."""
+
     def __post_init__(self) -> None:
         """Structural checks only (no filesystem): events decoded from the log pass here."""
         if not self.rootfs and not self.image:
@@ -283,6 +293,13 @@ class RunSpec:
         if self.cpus is not None and not 0.01 <= self.cpus <= 1024:
             raise InvalidArgument(f"run spec: invalid cpus {self.cpus!r}: from 0.01 to 1024")
         check_health_options(self)
+        for flag, value in (("--pid", self.pid_ns), ("--ipc", self.ipc_ns),
+                            ("--uts", self.uts_ns)):
+            if value not in NAMESPACE_MODES:
+                raise InvalidArgument(f"invalid {flag} {value!r}: berth knows host and private")
+        if self.uts_ns == "host" and self.hostname:
+            raise InvalidArgument("--hostname and --uts host conflict: the host's UTS "
+                                  "namespace has the host's name")
 
     def validate(self) -> RunSpec:
         """Check everything that can be checked without starting a process."""
@@ -406,6 +423,9 @@ class RunSpec:
             data["log_size_max"] = self.log_size_max
         if self.network_aliases:  # the same
             data["network_aliases"] = list(self.network_aliases)
+        for key in ("pid_ns", "ipc_ns", "uts_ns"):  # the same
+            if getattr(self, key):
+                data[key] = getattr(self, key)
         return data
 
     def _image_data(self) -> dict[str, Any]:

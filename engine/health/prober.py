@@ -114,8 +114,8 @@ class Prober:
         return Recorded(after, recorded[0])
 
     def act(self, container_id: str, unhealthy: ev.RecordedEvent) -> None:
-        """``--health-on-failure``: kill, or restart (stop, then start), the container
-        that just turned unhealthy."""
+        """``--health-on-failure``: kill, stop, or restart (stop, then start), the
+        container that just turned unhealthy."""
         svc = self.service
         try:
             state = svc.latest(container_id)
@@ -135,4 +135,6 @@ class Prober:
             svc.handle(c.Kill(container_id, int(signal.SIGKILL)), cause("kill", "container.kill"))
             return
         svc.handle(c.Stop(container_id, timeout=ON_FAILURE_STOP_S), cause("stop", "container.stop"))
+        if action == "stop":
+            return
         svc.handle(c.Start(container_id), cause("start", "container.start"))

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from engine.errors import InvalidArgument
 
 STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
-ON_FAILURE = ("none", "kill", "restart")
+ON_FAILURE = ("none", "kill", "restart", "stop")
 OUTPUT_TAIL = 4096
 """Bytes of a probe's output kept (in the event of a change, and in memory)."""
 KEEP_RESULTS = 5
@@ -73,7 +73,7 @@ def check_health_options(spec: HealthOptions) -> None:
         raise InvalidArgument("run spec: health retries must be at least 1")
     if spec.health_on_failure not in ON_FAILURE:
         raise InvalidArgument(f"run spec: invalid health on-failure action "
-                              f"{spec.health_on_failure!r}: use none, kill or restart")
+                              f"{spec.health_on_failure!r}: use none, kill, restart or stop")
     if spec.no_healthcheck and spec.health_cmd:
         raise InvalidArgument("run spec: --no-healthcheck and --health-cmd conflict")
 

@@ -165,8 +165,12 @@ class OCIRuntime(Checkpoints):
             ports = published_ports(spec.ports, tuple(dict.fromkeys((*spec.expose,
                                                                      *spec.exposed_ports))),
                                     spec.publish_all)
-            joined = self.networks.join(cid, name=name or cid, hostname=spec.hostname
-                                        or cid[:12], requested=spec.network, ports=ports,
+            # --uts host: the container has the host's name, so /etc/hostname and
+            # /etc/hosts say that name (as podman's), not the short id
+            hostname = (os.uname().nodename if spec.uts_ns == "host"
+                        else spec.hostname or cid[:12])
+            joined = self.networks.join(cid, name=name or cid, hostname=hostname,
+                                        requested=spec.network, ports=ports,
                                         aliases=spec.network_aliases)
             if joined.attachment is not None:
                 ports = joined.attachment.ports

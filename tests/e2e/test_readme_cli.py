@@ -194,13 +194,13 @@ def test_every_ps_column_shows_the_right_value(up: Engine) -> None:
     created = _ok(up.cli("create", "--name", "col-new", up.rootfs, "echo", "a b")).strip()
     lines = _ok(up.cli("ps", "-a")).splitlines()
     header = lines[0]
-    names = ["CONTAINER ID", "NAME", "NODE", "STATUS", "CREATED", "COMMAND"]
+    names = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES", "NODE"]
     assert re.split(r"\s{2,}", header) == names
     starts = [header.index(n) for n in names]
     rows = {}
     for line in lines[1:]:
         cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
-        rows[cells[1]] = cells
+        rows[cells[6]] = cells
     assert set(rows) == {"col-run", "col-exit", "col-new"}
     elapsed = int((datetime.now(UTC) - before).total_seconds()) + 1
     for name, cid, status, command in (
@@ -209,9 +209,11 @@ def test_every_ps_column_shows_the_right_value(up: Engine) -> None:
             ("col-new", created, r"Created", "echo a b")):
         row = rows[name]
         assert row[0] == cid[:12]
-        assert row[2] == "local"
-        assert re.fullmatch(status, row[3]), row
-        m = re.fullmatch(r"(\d+)s ago", row[4])
+        assert row[1] == up.rootfs  # IMAGE: the root filesystem of a rootfs container
+        assert row[7] == "local"
+        assert re.fullmatch(status, row[4]), row
+        m = re.fullmatch(r"(\d+)s ago", row[3])
         assert m is not None and int(m.group(1)) <= elapsed, row
-        assert row[5] == command
+        assert row[2] == command
+        assert row[5] == ""  # PORTS: none published
     assert "col-new" not in _ok(up.cli("ps"))

@@ -114,6 +114,22 @@ def test_a_probe_past_its_timeout_is_killed_so_probes_do_not_pile_up(up: Engine)
     assert "exceeded its timeout" in c.inspect(cid)["health_log"]["log"][-1]["output"]
 
 
+def test_on_failure_stop_stops_an_unhealthy_container_for_good(up: Engine) -> None:
+    """podman's ``--health-on-failure=stop``: stopped, not started again."""
+    done = up.cli("run", "-d", "--health-cmd", CHECK, "--health-interval", "100ms",
+                  "--health-retries", "1", "--health-on-failure=stop", up.rootfs,
+                  "sh", "-c", SERVE)
+    assert done.returncode == 0, done.stderr
+    cid = done.stdout.strip()
+    c = up.client()
+    c.wait(cid, condition="healthy", timeout=30)
+    c.exec(cid, ["rm", "/tmp/ok"])
+    wait_until(lambda: c.inspect(cid)["state"] == "exited", 30, what="stopped")
+    records = stream(up, cid)
+    assert len(of_type(records, ev.StopRequested)) == 1
+    assert len(of_type(records, ev.Started)) == 1  # not started again
+
+
 def test_cli_healthcheck_run_ps_and_wait(up: Engine) -> None:
     done = up.cli("run", "-d", "--health-cmd", CHECK, "--health-interval", "10m",
                   up.rootfs, "sh", "-c", SERVE)

@@ -79,7 +79,7 @@ def test_run_t_and_attach_across_hosts(mh: Cluster) -> None:
         assert term.wait() == 0
     finally:
         term.close()
-    assert _ok(_berth(mh, "inspect", "--format", "{{.State}}", "sh-b")).strip() == b"running"
+    assert _ok(_berth(mh, "inspect", "--format", "{{.State.Status}}", "sh-b")).strip() == b"running"
 
 
 def test_logs_follow_with_filters_across_hosts(mh: Cluster) -> None:

@@ -153,7 +153,7 @@ def test_attach_and_detach_over_tcp(tcp: TcpEngine) -> None:
         assert term.wait() == 0
     finally:
         term.close()
-    info = _ok(tcp.cli("inspect", "--format", "{{.State}}", "shell")).strip()
+    info = _ok(tcp.cli("inspect", "--format", "{{.State.Status}}", "shell")).strip()
     assert info == "running"
 
 
