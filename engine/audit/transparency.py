@@ -106,6 +106,7 @@ def log_rows(conn: Connection, after: int = -(2**62),
         commands.c.message.label("c_message"), commands.c.positions.label("c_positions"),
         type_coerce(commands.c.recorded_at, BigInteger).label("c_recorded_at"),
         commands.c.signer.label("c_signer"), commands.c.signature.label("c_signature"),
+        events.c.signed_from,
     )
     joined = events.outerjoin(commands, commands.c.command_id == events.c.causation_id)
     cursor = after
@@ -127,6 +128,7 @@ def export_row(row: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     for name in ("prev_hash", "hash"):
         out[name] = None if row[name] is None else bytes(row[name])
     out.update(_signed(row, ""))
+    out["signed_from"] = row["signed_from"]
     if row["c_command_id"] is not None:
         command = {name: row["c_" + name] for name in _OUTCOME}
         command["positions"] = bytes(command["positions"])
@@ -184,6 +186,8 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
     seen: dict[str, list[int]] = {}
     opening = legacy == after  # unsigned rows (before 0005 or a key) only open the log
     bare_open = bare == after  # so do rows without a commands row (before 0002)
+    txn_from: int | None = None  # the first row of a transaction not yet closed
+    txn_outcomes: list[bytes] = []  # its commands' outcome digests, in order
     for row in (log_rows(conn, after) if after else log_rows(conn)):
         position = int(row["position"])
         if position != expected:
@@ -217,19 +221,49 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
         if opening:
             result.legacy = position
         elif trust and result.forged is None:
-            if position > covered:
-                reason = _writer_problem(trust, row, digest, outcome, cid in seen)
-                if reason is None:
-                    result.signatures_checked += 1
-                    result.checked_from = result.checked_from or position
+            reason, at = None, position
+            signed_from = row["signed_from"]
+            if signed and signed_from is None and row["signature"]:
+                # A row signed on its own (before revision 0007).
+                if txn_from is not None:
+                    reason, at = _unclosed(txn_from), txn_from
+                elif position > covered:
+                    reason = _writer_problem(trust, row, digest, outcome, cid in seen)
+                    if reason is None:
+                        result.signatures_checked += 1
+                        result.checked_from = result.checked_from or position
+            elif signed:  # a row of a transaction signed once, on its last row
+                if txn_from is None:
+                    txn_from = position
+                if has_command and cid not in seen:
+                    txn_outcomes.append(outcome)
+                if signed_from is not None:
+                    if int(signed_from) != txn_from:
+                        reason, at = _unclosed(txn_from), txn_from
+                    elif position > covered:
+                        problem = trust.problem(vouch.TXN, vouch.txn_message(
+                            txn_from, digest, vouch.outcomes_digest(txn_outcomes)),
+                            row["signer"], row["signature"])
+                        if problem is None:
+                            result.signatures_checked += position - txn_from + 1
+                            result.checked_from = result.checked_from or txn_from
+                        else:
+                            reason = (f"the transaction of positions {txn_from}..{position} "
+                                      + problem)
+                            at = txn_from
+                    txn_from, txn_outcomes = None, []
+            elif position > covered:
+                reason = "the event row carries no writer signature"
             else:  # vouched for by the head; but a row it covers had a signature
-                reason = None if signed else "the event row carries no writer signature"
+                reason = "the event row carries no writer signature"
             if reason is not None:
                 if not signed:
                     reason += (f", after a head signed by a trusted key over {sealed} "
                                "events" if after_head else ", after a signed row")
-                result.forged, result.forged_reason = position, reason
+                result.forged, result.forged_reason = at, reason
         seen.setdefault(cid, []).append(position)
+    if trust and result.forged is None and txn_from is not None:
+        result.forged, result.forged_reason = txn_from, _unclosed(txn_from)
     for cid, positions in seen.items():
         if cid in listed and listed[cid] != tuple(positions):
             first = min(set(positions) ^ set(listed[cid]), default=positions[0])
@@ -240,6 +274,13 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
             if cid not in seen:
                 result.orphan_commands.append(cid)
     return result
+
+
+def _unclosed(first: int) -> str:
+    """A transaction's rows that no signature covers: its signature was stripped (or
+    the rows were appended by someone without the key)."""
+    return (f"the rows from position {first} are covered by no transaction's writer "
+            "signature (stripped, or appended without the key)")
 
 
 def _writer_problem(trust: vouch.Trust, row: Mapping[str, Any] | RowMapping, digest: bytes,

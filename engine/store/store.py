@@ -441,7 +441,8 @@ class EventStore:
                 count += 1
                 batch.append({name: row[name] for name in (*audit.CONTENT, "prev_hash",
                                                            "hash")}
-                             | {name: row.get(name) for name in ("signer", "signature")})
+                             | {name: row.get(name)
+                                for name in ("signer", "signature", "signed_from")})
                 command = row["command"]
                 if command is not None and command["command_id"] not in seen:
                     seen.add(command["command_id"])
