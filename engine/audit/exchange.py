@@ -59,9 +59,11 @@ def _decode_signed_from(obj: Mapping[str, Any]) -> int | None:
     value = obj.get("signed_from")
     if value is None or value == "":
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError("signed_from is not a position")
-    return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # a CSV cell
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
+        raise ValueError(f"signed_from {value!r} is not a position")
+    return value
 
 
 def encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
