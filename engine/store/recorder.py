@@ -112,7 +112,8 @@ class Recorder(ABC):
         self._engine = engine
         self._mapper = mapper
         self.writer = writer
-        """This process's auditor key: it signs every row appended (engine.audit.vouch)."""
+        """This process's auditor key: it signs every transaction appended, once
+        (engine.audit.vouch)."""
         self._cache = readmodel.StateCache(self.mark)
         mark = self.mark
         self._insert_events = sql.insert(
