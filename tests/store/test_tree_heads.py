@@ -761,3 +761,22 @@ def test_a_worker_with_no_memory_blessing_stripped_rows_does_not_fool_a_kept_hea
         assert restarted.checkpoint(SIGNER).size == LAST + 1
     report = _assess(store, head)
     assert report.first_affected == LAST + 1 and report.vouched == LAST + 1
+
+
+def test_a_transaction_is_signed_once_on_its_last_row(store: EventStore) -> None:
+    """Three commands of two events each in one transaction: one signature, on the
+    last row, naming the first; no other row or commands row carries one."""
+    from engine.store.recorder import AppendRequest
+
+    cid = create(store)
+    store.append_batch([AppendRequest(cid, 1 + 2 * i, (ev.Signalled(15), ev.Signalled(9)),
+                                      f"batch-{i}", "container.kill") for i in range(3)])
+    with store._engine.connect() as conn:
+        rows = conn.execute(select(events.c.position, events.c.signer, events.c.signature,
+                                   events.c.signed_from).order_by(events.c.position)).all()
+        outcomes = conn.execute(select(commands.c.signer, commands.c.signature)).all()
+    assert [(r.position, r.signed_from) for r in rows if r.signature] == [(1, 1), (7, 2)]
+    assert {r.signer for r in rows} == {SIGNER.key_id}
+    assert all(o.signature is None and o.signer == SIGNER.key_id for o in outcomes)
+    report = store.assess([], KEYS)
+    assert report.ok and report.signatures_checked == 7 and report.checked_from == 1
