@@ -235,7 +235,8 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
             if position < expected:
                 continue  # a forged row below position 1 leaves no leaf
         content = list(row[:_N])
-        if type(content[_DATA]) is not bytes:
+        if type(content[_DATA]) is not bytes and isinstance(content[_DATA],
+                                                            (bytearray, memoryview)):
             content[_DATA] = bytes(content[_DATA])  # drivers may hand back memoryview
         digest = sha256(chain + pack_(content)).digest()
         if result.chain_break is None and (row[_PREV] != chain or row[_HASH] != digest):
@@ -284,7 +285,8 @@ def scan(conn: Connection, after: int = 0, chain: bytes = audit.GENESIS,
                 if has_command and cid not in seen:
                     txn_outcomes.append(outcome)
                 if signed_from is not None:
-                    if int(signed_from) != txn_from:
+                    if type(signed_from) is not int or signed_from != txn_from:
+                        # (SQLite stores whatever an attacker writes: text too)
                         reason, at = _unclosed(txn_from), txn_from
                     elif position > covered:
                         problem = trust.problem(vouch.TXN, vouch.txn_message(

@@ -102,6 +102,6 @@ class Trust:
             return f"is signed by key {signer}, which is not trusted"
         try:
             key.verify(prefix + digest, bytes(signature))
-        except (BadSignatureError, ValueError):
+        except (BadSignatureError, ValueError, TypeError):  # TypeError: not bytes
             return f"carries a signature by key {signer} that does not verify"
         return None

@@ -780,3 +780,23 @@ def test_a_transaction_is_signed_once_on_its_last_row(store: EventStore) -> None
     assert all(o.signature is None and o.signer == SIGNER.key_id for o in outcomes)
     report = store.assess([], KEYS)
     assert report.ok and report.signatures_checked == 7 and report.checked_from == 1
+
+
+@pytest.mark.parametrize("change", [{"signed_from": "x"}, {"signature": "text"},
+                                    {"data": "text"}])
+def test_values_of_the_wrong_type_are_reported_not_a_crash(db_url: str,
+                                                          change: dict[str, Any]) -> None:
+    """SQLite keeps whatever type is written into a column: verify reports the row
+    instead of failing on it."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL refuses a value of the wrong type at the write")
+    upgrade(db_url)
+    with EventStore(db_url, signer=SIGNER) as store:
+        _log(store)
+        with store._engine.begin() as conn:
+            _erase_heads(conn)
+            conn.exec_driver_sql(
+                f"UPDATE events SET {next(iter(change))} = ? WHERE position = 4",
+                (next(iter(change.values())),))
+        report = store.assess([], KEYS)
+    assert report.first_affected == 4, report.problems
