@@ -12,9 +12,17 @@ reports the median of each; the ratio is the figure, not the absolute rates (the
 machine is small and shared). The large log is built through the store's own batched
 append (1,000 commands of one event each per transaction), so every row carries a
 real chain hash and commands row; building it is timed too but is not the figure.
-Every store signs the rows it appends with the auditor key, as a worker with
-``BERTH_AUDIT_KEY`` does, so verify checks a writer signature on every events and
-commands row (engine/audit/vouch.py); the pass is timed with and without that check.
+Every store signs what it appends with the auditor key, as a worker with
+``BERTH_AUDIT_KEY`` does: one signature per transaction (engine/audit/vouch.py); the
+pass is timed with and without checking them.
+
+    .venv/bin/python -m bench.audit_bench --verify-only --events 100000
+
+times ``audit verify`` (``EventStore.assess`` with no head, so every writer
+signature is checked) over the same log three ways in one run: signed per
+transaction (as written now), with no key given (nothing checked), and with every
+row re-signed one by one as revision 0005's writers did (each events and commands
+row carrying its own signature, which verify still reads and checks).
 """
 
 from __future__ import annotations
@@ -26,10 +34,15 @@ import time
 import uuid
 from pathlib import Path
 
+from sqlalchemy import select, update
+
 from engine import events as ev
-from engine.audit import merkle
+from engine.audit import merkle, vouch
+from engine.audit.transparency import OUTCOME_COLUMNS, outcome_digest
 from engine.audit.treehead import InclusionProof, Signer, check_proof
 from engine.store.recorder import AppendRequest
+from engine.store.schema import commands, to_micros
+from engine.store.schema import events as events_table
 from engine.store.store import EventStore
 from migrations.runner import upgrade
 
@@ -160,14 +173,62 @@ def verify_and_prove(directory: Path, events: int) -> None:
           "(signature + path + leaf, offline)")
 
 
+def verify_comparison(directory: Path, events: int) -> None:
+    """``audit verify`` of one log: per-transaction signatures, none checked, and the
+    same rows re-signed one by one (the format before revision 0007)."""
+    keys = {SIGNER.key_id: SIGNER.public}
+    with _store(directory, "verify.db") as store:
+        built = build(store, events)
+        print(f"built a log of {events} events in {built:.1f} s (1,000 per transaction)")
+
+        def timed(key_map: dict[str, bytes]) -> tuple[float, int]:
+            best, checked = float("inf"), 0
+            for _ in range(3):
+                start = time.perf_counter()
+                report = store.assess([], key_map)
+                best = min(best, time.perf_counter() - start)
+                assert report.ok, report.problems
+                checked = report.signatures_checked
+            return best, checked
+
+        per_txn, txn_rows = timed(keys)
+        none, _ = timed({})
+        with store._engine.begin() as conn:  # the rows as 0005's writers signed them
+            for position, digest in conn.execute(
+                    select(events_table.c.position, events_table.c.hash)).all():
+                conn.execute(update(events_table)
+                             .where(events_table.c.position == position)
+                             .values(signed_from=None, signature=vouch.stamp(
+                                 SIGNER, vouch.EVENT, bytes(digest))[1]))
+            for row in conn.execute(select(commands)).mappings().all():
+                values = [row[name] for name in OUTCOME_COLUMNS]
+                values[-1] = to_micros(values[-1])
+                conn.execute(update(commands)
+                             .where(commands.c.command_id == row["command_id"])
+                             .values(signature=vouch.stamp(
+                                 SIGNER, vouch.OUTCOME, outcome_digest(values))[1]))
+        per_row, row_rows = timed(keys)
+    print(f"audit verify of {events} events (best of 3, every writer signature checked):")
+    print(f"  no key given (no signature checked)      {none:6.2f} s")
+    print(f"  one signature per transaction (now)      {per_txn:6.2f} s  "
+          f"({txn_rows} rows vouched for)   target <= 3 s per 100k")
+    print(f"  one per events and commands row (0005)   {per_row:6.2f} s  "
+          f"({row_rows} rows vouched for)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--appends", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--head-every", type=int, default=200)
+    parser.add_argument("--verify-only", action="store_true",
+                        help="only audit verify, per-transaction vs per-row signatures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="berth-audit-bench-") as tmp:
+        if args.verify_only:
+            verify_comparison(Path(tmp), args.events)
+            return
         append_comparison(Path(tmp), args.appends, args.rounds, args.head_every)
         verify_and_prove(Path(tmp), args.events)
 

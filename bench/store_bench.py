@@ -16,8 +16,8 @@ that mean something are the ratios measured within one run, not the absolute rat
 PostgreSQL is a private, durable (fsync on) server started by tests/pgserver.py
 unless BERTH_PG_HOST is set.
 
-The writer-signature table compares appends by a store with an auditor key (every
-events and commands row signed, engine/audit/vouch.py) with appends by one without,
+The writer-signature table compares appends by a store with an auditor key (one
+signature per transaction, engine/audit/vouch.py) with appends by one without,
 configuration by configuration in the same run, as above.
 """
 
@@ -74,7 +74,7 @@ def _append_rate(url: str, writers: int, commands: int, per_command: int,
 
     A transaction carries ``commands`` commands (append_batch when more than one),
     each appending ``per_command`` events to one of its writer's container streams;
-    with ``signer``, every row is signed by it (engine/audit/vouch.py).
+    with ``signer``, each transaction is signed by it (engine/audit/vouch.py).
     """
     upgrade(url)
     stores = [EventStore(url, signer=signer) for _ in range(writers)]

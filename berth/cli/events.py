@@ -285,15 +285,17 @@ def _checked(result: dict[str, Any], size: int, vouched: int,
                      "--key PUBKEY)")
     elif count and first is not None:
         lines.append(f"writer signatures: verified on positions {first}..{size} ({count} "
-                     f"row(s), with their commands rows) with key(s) {', '.join(keys)}")
+                     "row(s), with their commands rows, each vouched for by its own signature "
+                     f"or its transaction's) with key(s) {', '.join(keys)}")
     else:
         lines.append("writer signatures: none verified (" + (
             "no row after the newest signed head)" if vouched >= size else
             f"positions {vouched + 1}..{size} are unsigned rows opening the log)"))
     if signed:
         lines.append(f"signed heads: {len(signed)} consistent, the largest over {vouched} "
-                     "events" + (f"; positions {legacy + 1}..{vouched} each carry a writer "
-                                 "signature (not re-verified: that head vouches for them)"
+                     "events" + (f"; positions {legacy + 1}..{vouched} each carry their "
+                                 "writer's key id (signatures not re-verified: that head "
+                                 "vouches for them)"
                                  if keys and vouched > legacy else ""))
     if legacy:
         lines.append(f"unsigned rows: positions 1..{legacy} carry no writer signature "

@@ -28,7 +28,7 @@ from engine.errors import InvalidArgument
 KIND: Final = "berth-log-export"
 VERSION: Final = 1
 CSV_COLUMNS: Final = (*audit.CONTENT, "prev_hash", "hash", "leaf_hash", "command", "signer",
-                      "signature")
+                      "signature", "signed_from")
 
 
 def _b64(value: bytes) -> str:
@@ -40,6 +40,8 @@ def _encode_signed(out: dict[str, Any], row: Mapping[str, Any]) -> None:
     signature = row.get("signature")
     out["signer"] = row.get("signer")
     out["signature"] = None if signature is None else _b64(signature)
+    if "signed_from" in row:  # an event row: where its transaction's signature begins
+        out["signed_from"] = row["signed_from"]
 
 
 def _decode_signed(out: dict[str, Any], obj: Mapping[str, Any]) -> None:
@@ -50,6 +52,18 @@ def _decode_signed(out: dict[str, Any], obj: Mapping[str, Any]) -> None:
     out["signer"] = signer
     out["signature"] = (None if signature is None
                         else base64.b64decode(signature, validate=True))
+
+
+def _decode_signed_from(obj: Mapping[str, Any]) -> int | None:
+    """Exports made before revision 0007 have none: rows signed one by one."""
+    value = obj.get("signed_from")
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():  # a CSV cell
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
+        raise ValueError(f"signed_from {value!r} is not a position")
+    return value
 
 
 def encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,6 +97,7 @@ def decode_row(obj: Mapping[str, Any]) -> dict[str, Any]:
         row["prev_hash"] = None if obj["prev_hash"] is None else bytes.fromhex(obj["prev_hash"])
         row["hash"] = None if obj["hash"] is None else bytes.fromhex(obj["hash"])
         _decode_signed(row, obj)
+        row["signed_from"] = _decode_signed_from(obj)
         command = obj.get("command")
         if command is not None:
             given = command

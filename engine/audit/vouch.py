@@ -1,4 +1,4 @@
-"""Writers vouch for their own rows: an Ed25519 signature on every row they append.
+"""Writers vouch for their own rows: an Ed25519 signature on what they append.
 
 Signed tree heads (``engine.audit.transparency``) vouch for the log up to a size; a
 row appended after the newest head is vouched for by nothing, so a row forged into
@@ -11,7 +11,27 @@ transaction, with the auditor key that signs its heads (``BERTH_AUDIT_KEY``):
 - a ``commands`` row: ``b"berth outcome\\n" || outcome digest``; the digest covers every
   column, the positions of the command's events included.
 
-The prefixes keep one kind from passing for the other. ``signer`` holds the key id
+That was one signature per row (revision 0005). A writer now signs once per
+transaction (revision 0007), which is as strong, because the chain already binds
+every row to the one before it:
+
+- the transaction's last event row: ``b"berth txn\n" || first position (8 bytes,
+  big-endian, signed) || that row's hash || sha256(the outcome digests of the
+  commands the transaction records, in the order of their first events)``, stored in
+  its ``signature`` column, with the first position in ``signed_from``; the rows
+  before it in the transaction carry the writer's key id in ``signer`` and no
+  signature, and so do its ``commands`` rows: their outcomes are folded into the
+  transaction's signature (the chain does not cover the commands table, so the
+  digests must be signed; one signature serves them all).
+
+The first position is signed so that a signature cannot be stretched over rows it
+never covered: strip one transaction's signature and its rows are covered by none,
+though the next transaction's hash still binds them. A row slipped into a signed
+transaction (the chain rehashed after it) changes its last hash, and the signature
+fails; the checker names the transaction's first position, the finest a single
+signature can tell.
+
+The prefixes keep one kind from passing for another. ``signer`` holds the key id
 (``engine.audit.treehead.key_id``). A writer with no key writes ``signer = ''`` and no
 signature; rows written before revision 0005 hold NULL in both. Such unsigned rows
 are accepted only where they open the log, before its first signed row (a log kept
@@ -24,6 +44,7 @@ stripping every row's signature does not make a forged append pass for an old ro
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -31,6 +52,7 @@ from engine.audit.treehead import Signer, key_id
 
 EVENT: Final = b"berth event\n"
 OUTCOME: Final = b"berth outcome\n"
+TXN: Final = b"berth txn\n"
 UNSIGNED: Final = ("", b"")
 """The columns a writer with no key fills in."""
 
@@ -40,6 +62,16 @@ def stamp(signer: Signer | None, prefix: bytes, digest: bytes) -> tuple[str, byt
     if signer is None:
         return UNSIGNED
     return signer.key_id, signer.sign_bytes(prefix + digest)
+
+
+def txn_message(first: int, last_hash: bytes, outcomes: bytes) -> bytes:
+    """What a transaction's signature signs (after ``TXN``); ``outcomes`` is the sha256
+    of its commands' outcome digests, concatenated in order (``outcomes_digest``)."""
+    return first.to_bytes(8, "big", signed=True) + last_hash + outcomes
+
+
+def outcomes_digest(digests: list[bytes]) -> bytes:
+    return hashlib.sha256(b"".join(digests)).digest()
 
 
 class Trust:
@@ -70,6 +102,6 @@ class Trust:
             return f"is signed by key {signer}, which is not trusted"
         try:
             key.verify(prefix + digest, bytes(signature))
-        except (BadSignatureError, ValueError):
+        except (BadSignatureError, ValueError, TypeError):  # TypeError: not bytes
             return f"carries a signature by key {signer} that does not verify"
         return None

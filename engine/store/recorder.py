@@ -112,11 +112,13 @@ class Recorder(ABC):
         self._engine = engine
         self._mapper = mapper
         self.writer = writer
-        """This process's auditor key: it signs every row appended (engine.audit.vouch)."""
+        """This process's auditor key: it signs every transaction appended, once
+        (engine.audit.vouch)."""
         self._cache = readmodel.StateCache(self.mark)
         mark = self.mark
         self._insert_events = sql.insert(
-            "events", (*audit.CONTENT, "prev_hash", "hash", "signer", "signature"), mark)
+            "events", (*audit.CONTENT, "prev_hash", "hash", "signer", "signature", "signed_from"),
+            mark)
         self._outcome_sql = sql.select_in(
             "command_id, command_type, stream, outcome, error_code, message, positions, "
             "recorded_at", "commands", "command_id", mark, 1)
@@ -188,6 +190,12 @@ class Recorder(ABC):
         recorded_at = from_micros(now_us)
 
         writer = self.writer
+        # One signature for the whole transaction, on its last row (engine.audit.vouch):
+        # every row carries the writer's key id, none a signature of its own.
+        row_stamp: tuple[str, bytes | None, None] = (
+            ("", b"", None) if writer is None else (writer.key_id, None, None))
+        first = position + 1
+        outcomes: list[bytes] = []
         rows: list[tuple[Any, ...]] = []
         command_rows: list[tuple[Any, ...]] = []
         by_command: dict[str, list[ev.RecordedEvent]] = {}
@@ -208,8 +216,7 @@ class Recorder(ABC):
                 values = self._mapper.to_values(new, position=position, version=current,
                                                 recorded_at_us=now_us)
                 digest = audit.link_values(prev, values)
-                rows.append((*values, prev, digest,
-                             *vouch.stamp(writer, vouch.EVENT, digest)))
+                rows.append((*values, prev, digest, *row_stamp))
                 prev = digest
                 meta = ev.Metadata(req.stream, current, position, event.type, recorded_at,
                                    req.command_id, req.correlation_id, req.actor, req.node)
@@ -220,13 +227,16 @@ class Recorder(ABC):
                 "ok" if w.error_code is None else "error", w.error_code, w.message,
                 pack([r.position for r in recorded]), now_us,
             )
-            command_rows.append((*outcome, *(
-                vouch.stamp(writer, vouch.OUTCOME, transparency.outcome_digest(outcome)) if writer
-                else vouch.UNSIGNED)))
+            if writer is not None and recorded:
+                outcomes.append(transparency.outcome_digest(outcome))
+            command_rows.append((*outcome, *row_stamp[:2]))
             by_command[req.command_id] = recorded
             results[i] = recorded
         # The two hot inserts go to the driver's executemany with plain tuples: Core's
         # per-row parameter processing was a third of a batched append's time.
+        if rows and writer is not None:
+            message = vouch.txn_message(first, prev, vouch.outcomes_digest(outcomes))
+            rows[-1] = (*rows[-1][:-2], writer.sign_bytes(vouch.TXN + message), first)
         if rows:
             conn.exec_driver_sql(self._insert_events, rows)
         if command_rows:

@@ -85,6 +85,9 @@ events = Table(
     # NULL on rows written before revision 0005.
     Column("signer", String(64), nullable=True),
     Column("signature", LargeBinary, nullable=True),
+    # On the last row of a transaction signed once (revision 0007): the position of
+    # its first row; ``signature`` then signs the whole transaction. NULL elsewhere.
+    Column("signed_from", BigInteger, nullable=True),
     UniqueConstraint("stream", "stream_version", name="uq_events_stream_version"),
     Index("ix_events_type_position", "type", "position"),
     Index("ix_events_recorded_at", "recorded_at"),

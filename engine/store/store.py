@@ -71,7 +71,7 @@ class EventStore:
 
     def sign_appends_with(self, signer: Signer | None,
                           trusted: Iterable[bytes] = ()) -> None:
-        """Sign every row this store appends from now on with ``signer`` (a worker's
+        """Sign every transaction this store appends from now on with ``signer`` (a worker's
         auditor key, engine.audit.vouch), and vouch in tree heads only for rows whose
         writer is that key, ``trusted`` (other writers' public keys) or the head's own."""
         self._recorder.writer = signer
@@ -265,7 +265,7 @@ class EventStore:
     @retried
     def scan_log(self, keys: Mapping[str, bytes] | None = None) -> transparency.LogScan:
         """The log's leaves and its chain and commands checks, from one snapshot; with
-        ``keys`` (key id to public key), each row's writer signature too."""
+        ``keys`` (key id to public key), the writers' signatures too."""
         with translated("scan log"), self._recorder.snapshot() as conn:
             return transparency.scan(conn, trust=vouch.Trust(keys) if keys else None)
 
@@ -441,7 +441,8 @@ class EventStore:
                 count += 1
                 batch.append({name: row[name] for name in (*audit.CONTENT, "prev_hash",
                                                            "hash")}
-                             | {name: row.get(name) for name in ("signer", "signature")})
+                             | {name: row.get(name)
+                                for name in ("signer", "signature", "signed_from")})
                 command = row["command"]
                 if command is not None and command["command_id"] not in seen:
                     seen.add(command["command_id"])

@@ -171,3 +171,15 @@ def test_not_an_export_is_one_sentence() -> None:
         SIGNER.sign(0, merkle.EMPTY_ROOT, 0))), '{"position": 1}'])
     with pytest.raises(InvalidArgument, match="not an exported event row"):
         list(rows)
+
+
+@pytest.mark.parametrize("bad", ["x", 0, -5, 2**63, 1.5, True, [3]])
+def test_a_bad_signed_from_is_one_sentence(store: EventStore, bad: Any) -> None:
+    """An export row's ``signed_from`` (revision 0007) must be a position, or absent:
+    anything else is refused before it reaches the database."""
+    head = _log(store)
+    objs = [json.loads(x) for x in _export(store, head)]
+    objs[2]["signed_from"] = bad
+    _, rows = exchange.read_jsonl([json.dumps(o) for o in objs])
+    with pytest.raises(InvalidArgument, match="not an exported event row: .*signed_from"):
+        list(rows)

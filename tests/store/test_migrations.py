@@ -114,6 +114,7 @@ def _seed_0005(conn: sa.Connection) -> None:
 SEEDERS: dict[str, Callable[[sa.Connection], None]] = {
     "0001": _seed_0001, "0002": _seed_0002, "0003": _seed_0003, "0004": _seed_0004,
     "0005": _seed_0005, "0006": _seed_0005,  # 0006 adds an index: the same rows
+    "0007": _seed_0005,  # 0007 adds a column, NULL on rows signed one by one
 }
 
 

@@ -206,9 +206,9 @@ def test_an_outcome_edited_after_the_newest_head_is_reported_forged(
         conn.execute(update(commands).where(commands.c.command_id == cid)
                      .values(message="never happened"))
     report = _assess(store, head)
-    assert [m for _, m in report.problems] == [
-        f"forged at position {LAST + 1}: its command's outcome row carries a signature by "
-        f"key {SIGNER.key_id} that does not verify"]
+    assert [m for _, m in report.problems] == [  # its outcome is signed with its events
+        f"forged at position {LAST + 1}: the transaction of positions {LAST + 1}..{LAST + 1} "
+        f"carries a signature by key {SIGNER.key_id} that does not verify"]
 
 
 def test_rows_from_before_writer_signatures_open_the_log_and_nowhere_else(
@@ -325,7 +325,7 @@ def test_a_broken_log_is_not_signed(store: EventStore) -> None:
 # --------------------------------------------------------------------- random tampering
 
 ACTIONS = st.sampled_from(["edit", "delete", "insert", "reorder", "truncate", "outcome",
-                           "forge"])
+                           "forge", "slip", "strip"])
 
 
 @settings(max_examples=25, deadline=None,
@@ -345,9 +345,15 @@ def test_random_tampering_with_a_rehashed_chain_is_detected(
     with EventStore(store.url, signer=SIGNER) as signer:  # one that has read nothing
         head = _log(signer, heads_every_event=True)
     at = data.draw(st.integers(1, LAST), label="position")
+    if action in ("slip", "strip"):  # two signed transactions after every head
+        _two_transactions(store)
     with store._engine.begin() as conn:
         rows = _rows(conn)
-        if action == "edit":
+        if action == "slip":
+            first = _slip(conn, LAST + 1 + data.draw(st.integers(0, 1), label="offset"))
+        elif action == "strip":
+            first = _strip_transaction(conn, data.draw(st.booleans(), label="the last"))
+        elif action == "edit":
             column = data.draw(st.sampled_from(["actor", "node", "data", "type",
                                                 "correlation_id"]))
             value: Any = pack({"forged": 1}) if column == "data" else "forged"
@@ -390,7 +396,7 @@ def test_random_tampering_with_a_rehashed_chain_is_detected(
         _rechain(conn)
         if data.draw(st.booleans(), label="erase stored heads"):
             _erase_heads(conn)
-            if action != "forge":  # a forged append changes nothing a head covers
+            if action not in ("forge", "slip", "strip"):  # changes after every head
                 first = 1  # only the exported head is left: all it covers is in doubt
     report = _assess(store, head)
     assert not report.ok
@@ -478,8 +484,9 @@ def _missing(cid: str, position: int) -> str:
 
 def test_a_deleted_commands_row_after_the_newest_head_is_reported_and_never_signed(
         store: EventStore) -> None:
-    """A start (two events) after the newest head: its leaves are in no head and its
-    event rows' signatures still check, so only the missing row gives it away."""
+    """A start (two events) after the newest head: its leaves are in no head; the
+    missing row gives it away, and so does the transaction's signature, which signs
+    the outcome with the events."""
     from engine.errors import StoreError
 
     head = _log(store)
@@ -489,7 +496,11 @@ def test_a_deleted_commands_row_after_the_newest_head_is_reported_and_never_sign
     with store._engine.begin() as conn:
         command = _delete_outcome(conn, LAST + 3)
     report = _assess(store, head)
-    assert [(p, m) for p, m in report.problems] == [(LAST + 3, _missing(command, LAST + 3))]
+    assert [(p, m) for p, m in report.problems] == [
+        (LAST + 3, _missing(command, LAST + 3)),
+        (LAST + 3, f"forged at position {LAST + 3}: the transaction of positions "
+                   f"{LAST + 3}..{LAST + 4} carries a signature by key {SIGNER.key_id} "
+                   "that does not verify")]
     assert report.first_affected == LAST + 3
     assert store.scan_log().missing_command == LAST + 3  # no key needed to see it
     with pytest.raises(StoreError, match=f"command {command} has events but no row .*"
@@ -565,6 +576,108 @@ def test_a_resent_command_whose_row_was_deleted_is_refused_never_written_twice(
     assert [e.type for e in store.read_stream(cid)].count(ev.CONTAINER_STARTED) == 1
     assert store.outcome("never-sent") is None  # a new command is not held up
     assert store.outcome("exit-1") is not None
+
+
+# ------------------------------------------- one writer signature per transaction (0007)
+
+def _two_transactions(store: EventStore) -> None:
+    """After the log and its heads: a transaction of positions LAST+1..LAST+2 (one
+    command, two events), then one of LAST+3, each signed once by its writer."""
+    cid = store.read_all()[0].stream
+    run(store, cid, LAST, ev.Signalled(9), ev.Exited(137, None, False, "crash"))
+    run(store, cid, LAST + 2, ev.PidReceived(12, 7))
+
+
+def _slip(conn: Connection, at: int) -> int:
+    """A row slipped in at ``at`` inside the transaction LAST+1..LAST+2, carrying the
+    writer's key id like its neighbours; the rows after it renumbered (the caller
+    rechains). Returns the position verify must name: the transaction's first."""
+    rows = _rows(conn)
+    for position in range(len(rows), at - 1, -1):
+        conn.execute(update(events).where(events.c.position == position)
+                     .values(position=position + 1))
+    copy = rows[at - 1] | {"position": at, "stream": "f" * 64, "stream_version": 1,
+                           "signer": SIGNER.key_id, "signature": None, "signed_from": None}
+    del copy["prev_hash"], copy["hash"]
+    conn.execute(events.insert().values(**copy))
+    return LAST + 1
+
+
+def _strip_transaction(conn: Connection, last: bool) -> int:
+    """The signature of the first (LAST+1..LAST+2) or the last (LAST+3) transaction
+    removed, its rows left with the writer's key id. Returns its first position."""
+    closing = LAST + 3 if last else LAST + 2
+    conn.execute(update(events).where(events.c.position == closing)
+                 .values(signature=None, signed_from=None))
+    return LAST + 3 if last else LAST + 1
+
+
+@pytest.mark.parametrize("at", [LAST + 1, LAST + 2])
+def test_a_row_slipped_into_a_signed_transaction_is_reported(store: EventStore,
+                                                             at: int) -> None:
+    """The chain rehashed around it, its commands row made to list it: only the
+    transaction's signature, over its last hash, gives it away, at the transaction's
+    first position (one signature cannot tell which of its rows changed)."""
+    from engine.errors import StoreError
+
+    head = _log(store)
+    _two_transactions(store)
+    with store._engine.begin() as conn:
+        first = _slip(conn, at)
+        _rechain(conn)
+    report = _assess(store, head)
+    assert report.problems == [(first, (
+        f"forged at position {first}: the transaction of positions {LAST + 1}..{LAST + 3} "
+        f"carries a signature by key {SIGNER.key_id} that does not verify"))]
+    assert store.scan_log().chain_break is None  # the chain alone sees nothing
+    with pytest.raises(StoreError, match=f"forged at position {first}"):
+        store.checkpoint(SIGNER)
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_a_transaction_whose_signature_is_stripped_after_a_signed_one_is_reported(
+        store: EventStore, last: bool) -> None:
+    """The next transaction's signature binds the stripped one's rows through the
+    chain, but signs where it begins: the stripped rows are covered by none."""
+    head = _log(store)
+    _two_transactions(store)
+    assert _assess(store, head).signatures_checked == 3  # rows vouched for
+    with store._engine.begin() as conn:
+        first = _strip_transaction(conn, last)
+    report = _assess(store, head)
+    assert report.problems == [(first, (
+        f"forged at position {first}: the rows from position {first} are covered by no "
+        "transaction's writer signature (stripped, or appended without the key)"))]
+
+
+def test_rows_signed_one_by_one_before_0007_still_verify(store: EventStore) -> None:
+    """A log whose rows were each signed (revision 0005's writers), then rows signed
+    per transaction: both verify, and a bad old signature is still found."""
+    from engine.audit import vouch
+    from engine.audit.transparency import outcome_digest
+
+    _log(store)
+    with store._engine.begin() as conn:  # rewrite the signatures as 0005 made them
+        _erase_heads(conn)  # so that no head covers them: each is checked
+        for row in conn.execute(select(events.c.position, events.c.hash)).all():
+            conn.execute(update(events).where(events.c.position == row.position).values(
+                signed_from=None,
+                signature=vouch.stamp(SIGNER, vouch.EVENT, bytes(row.hash))[1]))
+        for row in conn.execute(select(commands)).mappings().all():
+            digest = outcome_digest([row[name] for name in (
+                "command_id", "command_type", "stream", "outcome", "error_code", "message",
+                "positions")] + [int(row["recorded_at"].timestamp() * 1e6)])
+            conn.execute(update(commands).where(commands.c.command_id == row["command_id"])
+                         .values(signature=vouch.stamp(SIGNER, vouch.OUTCOME, digest)[1]))
+    _two_transactions(store)
+    report = store.assess([], KEYS)
+    assert report.ok and report.signatures_checked == LAST + 3, report.problems
+    with store._engine.begin() as conn:
+        conn.execute(update(events).where(events.c.position == 4)
+                     .values(signature=b"\x00" * 64))
+    report = store.assess([], KEYS)
+    assert report.first_affected == 4 and "the event row carries a signature" in (
+        report.problems[0][1])
 
 
 # ---------------------------------------- stripped signatures, forged append (defect 12)
@@ -648,3 +761,42 @@ def test_a_worker_with_no_memory_blessing_stripped_rows_does_not_fool_a_kept_hea
         assert restarted.checkpoint(SIGNER).size == LAST + 1
     report = _assess(store, head)
     assert report.first_affected == LAST + 1 and report.vouched == LAST + 1
+
+
+def test_a_transaction_is_signed_once_on_its_last_row(store: EventStore) -> None:
+    """Three commands of two events each in one transaction: one signature, on the
+    last row, naming the first; no other row or commands row carries one."""
+    from engine.store.recorder import AppendRequest
+
+    cid = create(store)
+    store.append_batch([AppendRequest(cid, 1 + 2 * i, (ev.Signalled(15), ev.Signalled(9)),
+                                      f"batch-{i}", "container.kill") for i in range(3)])
+    with store._engine.connect() as conn:
+        rows = conn.execute(select(events.c.position, events.c.signer, events.c.signature,
+                                   events.c.signed_from).order_by(events.c.position)).all()
+        outcomes = conn.execute(select(commands.c.signer, commands.c.signature)).all()
+    assert [(r.position, r.signed_from) for r in rows if r.signature] == [(1, 1), (7, 2)]
+    assert {r.signer for r in rows} == {SIGNER.key_id}
+    assert all(o.signature is None and o.signer == SIGNER.key_id for o in outcomes)
+    report = store.assess([], KEYS)
+    assert report.ok and report.signatures_checked == 7 and report.checked_from == 1
+
+
+@pytest.mark.parametrize("change", [{"signed_from": "x"}, {"signature": "text"},
+                                    {"data": "text"}])
+def test_values_of_the_wrong_type_are_reported_not_a_crash(db_url: str,
+                                                          change: dict[str, Any]) -> None:
+    """SQLite keeps whatever type is written into a column: verify reports the row
+    instead of failing on it."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL refuses a value of the wrong type at the write")
+    upgrade(db_url)
+    with EventStore(db_url, signer=SIGNER) as store:
+        _log(store)
+        with store._engine.begin() as conn:
+            _erase_heads(conn)
+            conn.exec_driver_sql(
+                f"UPDATE events SET {next(iter(change))} = ? WHERE position = 4",
+                (next(iter(change.values())),))
+        report = store.assess([], KEYS)
+    assert report.first_affected == 4, report.problems
