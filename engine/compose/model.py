@@ -35,8 +35,12 @@ _SERVICE_KEYS = frozenset({
     "volumes", "labels", "depends_on", "deploy", "restart", "healthcheck", "networks",
     "working_dir", "user", "hostname", "stop_signal", "read_only", "container_name",
     "stop_grace_period", "tty", "stdin_open", "init", "cap_add", "cap_drop", "expose",
-    "mem_limit", "cpus", "logging", "tmpfs", "ulimits",
+    "mem_limit", "cpus", "logging", "tmpfs", "ulimits", "network_mode",
 })
+DEFAULT_NETWORK = "default"
+"""The network of the services that name none: ``PROJECT_default``, made by ``up`` and
+removed by ``down``, as docker compose makes it, so that a file without any
+``networks:`` key still has its services reach each other by name."""
 DEFAULT_GRACE = 10.0
 """``stop_grace_period`` when the file gives none: docker compose's 10 s."""
 _TOP_KEYS = frozenset({"version", "name", "services", "volumes", "networks"})
@@ -350,6 +354,11 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
                 problems.append(f"{what}.{_key(key)}: not supported")
         out_services[name] = _service(svc, what, project, base_dir, set(volumes_top),
                                       set(networks_top), have, problems, env_files, environ)
+        if "networks" not in svc and "network_mode" not in svc:
+            # Compose's implicit network (its subnet, if the file declares ``default``).
+            subnets.setdefault(DEFAULT_NETWORK, "")
+            out_services[name]["options"].update(
+                network=f"{project}_{DEFAULT_NETWORK}", network_aliases=[name])
     for name, svc in out_services.items():
         for dep, cond in svc["depends_on"].items():
             if dep not in out_services:
@@ -450,6 +459,11 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
             raise InvalidArgument(f"{what}.read_only: must be true or false")
         opts["read_only"] = svc["read_only"]
     _more_keys(svc, what, opts)
+    if "network_mode" in svc:
+        if svc["network_mode"] != "none" or "networks" in svc:
+            raise InvalidArgument(f"{what}.network_mode: only none is supported (and not "
+                                  "with networks:)")
+        opts["network"] = "none"
     if "container_name" in svc:
         problems.append(f"{what}.container_name: not supported (names are "
                         "PROJECT-SERVICE-N)")

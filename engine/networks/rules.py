@@ -141,14 +141,38 @@ def plan_network(name: str, subnet: str | None, gateway: str | None,
     return Network(name, str(net), str(gw), bridge_for(name))
 
 
-def free_subnet(existing: Iterable[Network]) -> str | None:
-    """The first 10.89.N.0/24 (N from 1) no network uses."""
+def free_subnet(existing: Iterable[Network],
+                host_routes: Iterable[ipaddress.IPv4Network] = ()) -> str | None:
+    """The first 10.89.N.0/24 (N from 1) that neither a network of this engine nor a
+    route of the host (``routes_of``) overlaps: another engine on the same host (each
+    test's, a second BERTH_ROOT), a VPN or a docker bridge may hold one, and a bridge on
+    a subnet the host already routes elsewhere would take that traffic or lose its own."""
     taken = [ipaddress.ip_network(n.subnet) for n in existing]
+    taken += [r for r in host_routes if r.prefixlen > 0]  # the default route is no subnet
     for n in range(1, 256):
         candidate = ipaddress.ip_network(f"10.89.{n}.0/24")
         if not any(candidate.overlaps(t) for t in taken):
             return str(candidate)
     return None
+
+
+def routes_of(proc_net_route: str) -> list[ipaddress.IPv4Network]:
+    """The IPv4 destinations of the host's routing table, from ``/proc/net/route``'s
+    text (one route a line, destination and mask in little-endian hex; every interface
+    that is up has its own subnet's route there). Lines of another shape are skipped."""
+    found = []
+    for line in proc_net_route.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:
+            dest = int.from_bytes(bytes.fromhex(fields[1]), "little")
+            mask = int.from_bytes(bytes.fromhex(fields[7]), "little")
+            net = ipaddress.IPv4Network((dest, bin(mask).count("1")), strict=False)
+        except ValueError:
+            continue
+        found.append(net)
+    return found
 
 
 def check_removable(name: str, networks: Mapping[str, Network],

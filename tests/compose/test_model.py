@@ -48,7 +48,7 @@ volumes:
 def test_normalised_stack() -> None:
     s = stack(GOOD)
     db, web = s["services"]["db"], s["services"]["web"]
-    assert s["name"] == "proj" and s["volumes"] == ["data"] and s["networks"] == {}
+    assert s["name"] == "proj" and s["volumes"] == ["data"] and s["networks"] == {"default": ""}
     assert db["options"]["rootfs"] == "/srv/app/rootfs"
     assert db["options"]["env"] == ["A=1", "B=true"]  # C: null is the unset environment C
     assert db["options"]["volumes"] == ["proj_data:/var/lib/db", "/srv/app/conf:/etc/conf:ro"]
@@ -82,7 +82,7 @@ def test_project_name(name: str, expected: str) -> None:
 def test_networks_with_a_subnet() -> None:
     s = stack("services:\n  a:\n    image: ./r\n    command: [x]\nnetworks:\n  front:\n"
               "  back: {ipam: {config: [{subnet: 10.91.3.0/24}]}}\n")
-    assert s["networks"] == {"back": "10.91.3.0/24", "front": ""}
+    assert s["networks"] == {"back": "10.91.3.0/24", "default": "", "front": ""}
     with pytest.raises(model.Unsupported) as err:
         stack("services:\n  a:\n    image: ./r\n    command: [x]\nnetworks:\n"
               "  n: {driver: macvlan, ipam: {driver: x}}\n")
@@ -611,3 +611,24 @@ services:
 def test_common_keys_refuse_bad_values(key: str, words: str) -> None:
     with pytest.raises(InvalidArgument, match=re.escape(words)):
         stack(f"services:\n  a:\n    image: busybox\n    {key}\n")
+
+
+def test_services_naming_no_network_join_the_projects_default_network() -> None:
+    """As docker compose: a service without ``networks:`` is on PROJECT_default, named
+    there by its service name; one with ``networks:`` only on those; ``network_mode:
+    none`` on none; a declared ``default`` keeps its subnet."""
+    s = stack("services:\n  db:\n    image: busybox\n  web:\n    image: busybox\n"
+              "  lone:\n    image: busybox\n    network_mode: none\n"
+              "  back:\n    image: busybox\n    networks: [n]\nnetworks:\n  n:\n")
+    assert s["networks"] == {"default": "", "n": ""}
+    opts = {name: svc["options"] for name, svc in s["services"].items()}
+    assert (opts["db"]["network"], opts["db"]["network_aliases"]) == ("proj_default", ["db"])
+    assert opts["web"]["network_aliases"] == ["web"] and opts["back"]["network"] == "proj_n"
+    assert opts["lone"]["network"] == "none" and "network_aliases" not in opts["lone"]
+    only = stack("services:\n  a:\n    image: busybox\n    networks: [n]\nnetworks:\n  n:\n")
+    assert only["networks"] == {"n": ""}  # nobody on default: none made
+    sized = stack("services:\n  a:\n    image: busybox\nnetworks:\n  default: "
+                  "{ipam: {config: [{subnet: 10.91.4.0/24}]}}\n")
+    assert sized["networks"] == {"default": "10.91.4.0/24"}
+    with pytest.raises(InvalidArgument, match="network_mode: only none"):
+        stack("services:\n  a:\n    image: busybox\n    network_mode: host\n")

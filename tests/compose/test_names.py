@@ -113,3 +113,55 @@ def test_network_alias_is_refused_where_nobody_resolves_it(up: Engine) -> None:
                       "true")
         assert done.returncode == 125 and words in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+PLAIN = """
+services:
+  db:
+    image: {rootfs}
+    command: [sh, -c, '{db}']
+  web:
+    image: {rootfs}
+    command: [sleep, '300']
+    depends_on: [db]
+"""
+
+
+def test_a_file_without_networks_gets_a_project_network_made_and_removed_with_it(
+        up: Engine) -> None:
+    """No ``networks:`` key anywhere: ``up`` makes PROJECT_default on a subnet no route
+    of the host has (another engine's bridge, the host's own), web reaches db by its
+    name; a second ``up`` keeps the network; ``down`` removes it, bridge and all."""
+    from engine.networks.rules import routes_of
+    from tests.networks.conftest import network_left_behind
+
+    project = "d" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "plain.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(PLAIN.format(rootfs=up.rootfs, db=SERVE.format(what="db", port=5432)))
+    with open("/proc/net/route") as f:
+        before = [r for r in routes_of(f.read()) if r.prefixlen > 0]
+    network = f"{project}_default"
+    try:
+        done = _compose(up, path, project, "up", "-d")
+        assert done.returncode == 0, done.stderr
+        with up.client() as c:
+            made = c.network_inspect(network)
+        import ipaddress
+        subnet = ipaddress.ip_network(made["subnet"])
+        assert not [r for r in before if r.overlaps(subnet)], (subnet, before)
+        db = _id(up, f"{project}-db-1")
+        answer = wait_until(lambda: _get(up, f"{project}-web-1", "db", 5432), 30,
+                            interval=0.2, what="web reaching db:5432 by name")
+        assert answer.strip() == f"db-{db}"
+        again = _compose(up, path, project, "up", "-d")
+        assert again.returncode == 0, again.stderr
+        with up.client() as c:
+            assert c.network_inspect(network)["subnet"] == made["subnet"]  # kept
+    finally:
+        down = _compose(up, path, project, "down")
+    assert down.returncode == 0, down.stderr
+    with up.client() as c:
+        assert network not in {n.get("name") for n in c.networks()}
+    assert network_left_behind(network) == []

@@ -26,6 +26,25 @@ def test_plan_network_takes_a_free_subnet_and_its_first_address() -> None:
     assert custom.gateway == "10.90.7.254"
 
 
+ROUTE_TABLE = (
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+    "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+    "bn-x\t0001590A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+    "vpn0\t0000590A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+    "garbage line\n"
+)
+
+
+def test_a_free_subnet_avoids_the_hosts_routes_but_not_its_default_route() -> None:
+    """Another engine's bridge on 10.89.1.0/24 (a route of the host, not a network of
+    this engine) is not taken again; the default route (0.0.0.0/0) blocks nothing."""
+    routes = nw.routes_of(ROUTE_TABLE)
+    assert [str(r) for r in routes] == ["0.0.0.0/0", "10.89.1.0/24", "10.89.0.0/16"]
+    assert nw.free_subnet([nw.DEFAULT], routes[:2]) == "10.89.2.0/24"
+    assert nw.free_subnet([], routes) is None  # all of 10.89/16 routed elsewhere
+    assert nw.free_subnet([], routes[:1]) == "10.89.1.0/24"
+
+
 @pytest.mark.parametrize(("name", "subnet", "gateway", "error", "words"), [
     ("berth", None, None, AlreadyExists, "already exists"),
     ("a/b", "10.90.1.0/24", None, InvalidArgument, "invalid network name"),
