@@ -400,7 +400,7 @@ def _last_stack_event(client: Client, project: str) -> tuple[int, str, str]:
         after = page[-1].position
 
 
-def _record(client: Client, stack: dict[str, Any], kind: str, **args: Any) -> None:
+def record(client: Client, stack: dict[str, Any], kind: str, **args: Any) -> None:
     """``stack.applied``/``stack.removed`` once per change: not again when the last
     event already says so, and with an id derived from that last event, so a run
     killed after sending it and run again is answered with the recorded outcome."""
@@ -436,10 +436,10 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
 
             print(yaml.safe_dump(stack, sort_keys=True, default_flow_style=False), end="")
         case "up":
-            _record(client, stack, t.STACK_APPLY)
+            record(client, stack, t.STACK_APPLY)
             rec = Reconciler(client, stack)
             if args.services:
-                rec.only = _with_dependencies(stack, args.services)
+                rec.only = with_dependencies(stack, args.services)
             if not args.detach:
                 from berth.cli.compose_follow import Foreground
 
@@ -448,7 +448,7 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
         case "down":
             # Recorded first: a foreground ``up`` following the log stops replacing the
             # containers this removes as soon as it reads it.
-            _record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
+            record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
             stop_gracefully(client, stack, args.grace)
             _down(client, stack, args.volumes)
         case "stop":
@@ -465,7 +465,7 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
-def _with_dependencies(stack: dict[str, Any], services: list[str]) -> set[str]:
+def with_dependencies(stack: dict[str, Any], services: list[str]) -> set[str]:
     """``services`` and every service they depend on, directly or not."""
     todo, seen = list(services), set()
     while todo:

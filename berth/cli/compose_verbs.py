@@ -59,9 +59,11 @@ def _one(client: Client, stack: dict[str, Any], service: str, index: int) -> Obs
 
 def cmd_exec(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> int:
     o = _one(client, stack, args.service, args.index)
-    argv = ["exec"]
+    # docker compose exec always passes stdin on (a pipe, a file: ``-T`` leaves out only
+    # the terminal), and gives a terminal when it has one unless -T.
+    argv = ["exec", "-i"]
     if not args.no_tty and sys.stdin.isatty():
-        argv += ["-i", "-t"]  # docker compose exec gives a terminal unless -T
+        argv += ["-t"]
     for e in args.env:
         argv += ["-e", e]
     if args.user:
@@ -76,8 +78,11 @@ def cmd_exec(args: argparse.Namespace, client: Client, stack: dict[str, Any]) ->
 def cmd_run(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> int:
     """A one-off container of the service: its options, the command given, named
     ``PROJECT-SERVICE-run-HEX`` (not a replica's name: the reconciler leaves it
-    alone). Its dependencies are not started (as ``--no-deps``)."""
+    alone). The project's networks and volumes are made if missing, and the services it
+    depends on are brought up first, as ``up`` would (and waited for, by their
+    conditions), unless ``--no-deps``: as docker compose runs one."""
     from berth.cli import attach, build_parser
+    from berth.cli.compose import Reconciler, record, with_dependencies
     from engine import command_types as t
     from engine.compose.model import run_options
     from engine.compose.plan import parse_name
@@ -85,6 +90,15 @@ def cmd_run(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> 
 
     if args.service not in stack["services"]:
         raise InvalidArgument(f"no service {args.service!r} in the project")
+    rec = Reconciler(client, stack)
+    deps = list(stack["services"][args.service]["depends_on"])
+    if deps and not args.no_deps:
+        record(client, stack, t.STACK_APPLY)  # as up: the stack the replicas belong to
+        rec.only = with_dependencies(stack, deps)
+        rec.converge()
+    else:
+        rec.volumes()
+        rec.networks()
     opts = run_options(stack, args.service, 1)
     opts.pop("ports", None)  # as docker compose run: no published ports (--service-ports)
     if args.command:
@@ -328,6 +342,8 @@ def add_verbs(actions: Any) -> None:
     q.add_argument("-w", "--workdir", metavar="DIR")
     q.add_argument("--name", metavar="NAME")
     q.add_argument("--entrypoint", metavar="CMD")
+    q.add_argument("--no-deps", action="store_true",
+                   help="do not start the services it depends on")
     q.add_argument("service", metavar="SERVICE")
     q.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
     for verb, what in (("start", "start the services' stopped containers"),
