@@ -146,6 +146,7 @@ class Reconciler:
         self._sent_lock = threading.Lock()
         self._local = threading.local()  # a thread of carry_out_all's pool: its own client
         self.made: dict[str, str] = {}  # name -> id of a container this pass created
+        self.pulled: set[str] = set()  # services whose image this run pulled
         self.due: float | None = None
         """When a replica left out of the last pass (backing off) is due (monotonic)."""
         self.stopping: Callable[[], bool] = lambda: False
@@ -333,10 +334,7 @@ class Reconciler:
         from engine.containers.spec import spec_from_user
 
         spec = spec_from_user(run_options(self.stack, action.service, action.number))
-        if spec.get("image"):
-            self.client.request(self.client.command(
-                t.IMAGE_PULL, None, None, {"reference": spec["image"], "missing_only": True}),
-                reply_timeout=max(self.client.timeout, 600.0))
+        self.pull(action.service, spec)
         spec["name"] = action.container
         cid = command_id(self.project, self.digest, action, "")
         for _ in range(1000):  # each pass: an earlier incarnation removed since
@@ -349,6 +347,22 @@ class Reconciler:
                 return
             cid = again(cid)
         raise BerthError(f"{action.container}: too many earlier incarnations")
+
+    def pull(self, service: str, spec: dict[str, Any]) -> None:
+        """The service's image by its ``pull_policy``: ``missing`` (the default) pulls
+        it if this node has none, ``always`` pulls it once per ``up`` (not once per
+        replica), ``never`` leaves it to the create, which refuses an image not here."""
+        policy = self.stack["services"][service].get("pull_policy", "missing")
+        if not spec.get("image") or policy == "never":
+            return
+        with self._sent_lock:
+            if policy == "always" and service in self.pulled:
+                return
+            self.pulled.add(service)
+        self.client.request(self.client.command(
+            t.IMAGE_PULL, None, None, {"reference": spec["image"],
+                                       "missing_only": policy == "missing"}),
+            reply_timeout=max(self.client.timeout, 600.0))
 
     def _alive(self, cid: str) -> bool:
         try:
@@ -451,6 +465,8 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
             record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
             stop_gracefully(client, stack, args.grace)
             _down(client, stack, args.volumes)
+            if args.rmi == "all":
+                _remove_images(client, stack)
         case "stop":
             stop_gracefully(client, stack, args.grace)
         case "restart":
@@ -547,6 +563,21 @@ def _down(client: Client, stack: dict[str, Any], volumes: bool) -> None:
             print(f"removed volume {name}", file=sys.stderr)
 
 
+def _remove_images(client: Client, stack: dict[str, Any]) -> None:
+    """``down --rmi all``: each service's image, once its containers are gone; one
+    another container still uses is kept and said so (docker compose goes on too)."""
+    images = sorted({str(s["options"]["image"]) for s in stack["services"].values()
+                     if s["options"].get("image")})
+    for ref in images:
+        try:
+            client.request(client.command(t.IMAGE_REMOVE, None, None, {"references": [ref]}))
+            print(f"removed image {ref}", file=sys.stderr)
+        except NotFound:
+            continue
+        except BerthError as exc:
+            print(f"image {ref} kept: {exc}", file=sys.stderr)
+
+
 def add_commands(add: AddCommand) -> None:
     p = add("compose", cmd_compose, "run a Compose file's stack")
     p.add_argument("-f", "--file", action="append", metavar="FILE",
@@ -574,6 +605,9 @@ def add_commands(add: AddCommand) -> None:
                    help="only these services (and those they depend on)")
     q = actions.add_parser("down", help="stop (gracefully) and remove the stack's containers")
     q.add_argument("-v", "--volumes", action="store_true", help="and its named volumes")
+    q.add_argument("--rmi", choices=("all", "local"),
+                   help="and the services' images: all of them; local: those without a "
+                        "custom tag, which only a build makes (berth builds none: none)")
     q.add_argument("--remove-orphans", action="store_true",
                    help="accepted: down removes every container of the project already, "
                         "those of services the file no longer has too")

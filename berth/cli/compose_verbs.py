@@ -122,10 +122,7 @@ def cmd_run(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> 
         name = f"{stack['name']}-{args.service}-run-{uuid.uuid4().hex[:12]}"
     opts["terminal"] = bool(not args.no_tty and sys.stdin.isatty() and not args.detach)
     spec = spec_from_user(opts)
-    if spec.get("image"):
-        client.request(client.command(t.IMAGE_PULL, None, None,
-                                      {"reference": spec["image"], "missing_only": True}),
-                       reply_timeout=max(client.timeout, 600.0))
+    rec.pull(args.service, spec)
     if args.detach:
         reply = client.create(name=name, **spec)
         cid = str(reply.result["id"])

@@ -17,6 +17,7 @@ from engine.compose.model import (
     MAX_CONTAINERS,
     MAX_REPLICAS,
     NAME_RE,
+    PULL_POLICIES,
     check_project,
     container_name,
     order,
@@ -32,7 +33,7 @@ from engine.volumes.parsing import parse_volume
 
 _STACK_KEYS = frozenset({"name", "services", "volumes", "networks"})
 _SERVICE_FIELDS = frozenset({"depends_on", "replicas", "labels", "options"})
-_OPTIONAL_FIELDS = frozenset({"stop_grace_period"})
+_OPTIONAL_FIELDS = frozenset({"stop_grace_period", "pull_policy"})
 
 
 def check_stack(stack: Any) -> None:
@@ -73,6 +74,8 @@ def check_stack(stack: Any) -> None:
             raise InvalidArgument(f"{what}: not a service of a normalised stack")
         if "stop_grace_period" in svc:
             check_timeout(svc["stop_grace_period"], f"{what}.stop_grace_period")
+        if svc.get("pull_policy", "missing") not in PULL_POLICIES.values():
+            raise InvalidArgument(f"{what}.pull_policy: always, missing or never")
         replicas, deps = svc["replicas"], svc["depends_on"]
         if isinstance(replicas, bool) or not isinstance(replicas, int) \
                 or not 0 <= replicas <= MAX_REPLICAS:

@@ -35,15 +35,21 @@ _SERVICE_KEYS = frozenset({
     "volumes", "labels", "depends_on", "deploy", "restart", "healthcheck", "networks",
     "working_dir", "user", "hostname", "stop_signal", "read_only", "container_name",
     "stop_grace_period", "tty", "stdin_open", "init", "cap_add", "cap_drop", "expose",
-    "mem_limit", "cpus", "logging", "tmpfs", "ulimits", "network_mode",
+    "mem_limit", "cpus", "logging", "tmpfs", "ulimits", "network_mode", "secrets",
+    "configs", "pull_policy",
 })
+PULL_POLICIES = {"always": "always", "missing": "missing", "if_not_present": "missing",
+                 "never": "never"}
+"""``pull_policy`` values berth carries out (``build`` has nothing to build from, and
+``daily``/``weekly``/``every_N`` would need a record of when each image was pulled)."""
 DEFAULT_NETWORK = "default"
 """The network of the services that name none: ``PROJECT_default``, made by ``up`` and
 removed by ``down``, as docker compose makes it, so that a file without any
 ``networks:`` key still has its services reach each other by name."""
 DEFAULT_GRACE = 10.0
 """``stop_grace_period`` when the file gives none: docker compose's 10 s."""
-_TOP_KEYS = frozenset({"version", "name", "services", "volumes", "networks"})
+_TOP_KEYS = frozenset({"version", "name", "services", "volumes", "networks", "secrets",
+                       "configs"})
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 """A service's, a volume's or a network's name in the file."""
 _PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -342,6 +348,8 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
         subnets[nname] = _subnet(ndef, f"networks.{nname}", problems)
     have = _spec_fields()
     env_files = _EnvFiles(base_dir)
+    files = {kind: _file_sources(data.get(kind), kind, base_dir) for kind in
+             ("secrets", "configs")}
     out_services: dict[str, Any] = {}
     for name, svc in services.items():
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -354,6 +362,16 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
                 problems.append(f"{what}.{_key(key)}: not supported")
         out_services[name] = _service(svc, what, project, base_dir, set(volumes_top),
                                       set(networks_top), have, problems, env_files, environ)
+        for kind in ("secrets", "configs"):
+            if kind in svc:
+                mounts = _file_mounts(svc[kind], f"{what}.{kind}", kind, files[kind])
+                opts = out_services[name]["options"]
+                opts["volumes"] = [*opts.get("volumes", []), *mounts]
+        if "pull_policy" in svc:
+            policy = svc["pull_policy"]
+            if not isinstance(policy, str) or policy not in PULL_POLICIES:
+                raise InvalidArgument(f"{what}.pull_policy: use always, missing or never")
+            out_services[name]["pull_policy"] = PULL_POLICIES[policy]
         if "networks" not in svc and "network_mode" not in svc:
             # Compose's implicit network (its subnet, if the file declares ``default``).
             subnets.setdefault(DEFAULT_NETWORK, "")
@@ -374,6 +392,61 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
              "networks": dict(sorted(subnets.items()))}
     order(stack)  # refuses a dependency cycle
     return stack
+
+
+def _file_sources(value: Any, kind: str, base_dir: str) -> dict[str, str]:
+    """Top-level ``secrets``/``configs``: NAME -> the host file, each ``file:`` only (a
+    secret from the environment or a swarm's is not this node's), resolved inside the
+    project directory (symbolic links too: a file outside it, ``/etc/shadow`` by a link,
+    is refused), a regular file. Its content is never read: it is bind-mounted
+    read-only, so it is in no event, no log line and no ``config`` output."""
+    if value in (None, {}):
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{kind}: must be a mapping")
+    root = os.path.realpath(base_dir)
+    out = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise InvalidArgument(f"{kind}: invalid name {_shown(name)}")
+        what = f"{kind}.{name}"
+        if not isinstance(item, dict) or set(item) != {"file"} or not isinstance(
+                item["file"], str) or not item["file"] or "\0" in item["file"]:
+            raise InvalidArgument(f"{what}: only file: PATH is supported (not environment, "
+                                  "content or external)")
+        path = os.path.realpath(os.path.join(root, os.path.expanduser(item["file"])))
+        if os.path.commonpath([root, path]) != root:
+            raise InvalidArgument(f"{what}: {_shown(item['file'])} is outside the project "
+                                  "directory")
+        if not os.path.isfile(path):
+            raise InvalidArgument(f"{what}: {_shown(item['file'])} is not a regular file")
+        out[name] = path
+    return out
+
+
+def _file_mounts(value: Any, what: str, kind: str, sources: Mapping[str, str]
+                 ) -> list[str]:
+    """A service's ``secrets``/``configs``: each a read-only bind mount of its file, at
+    /run/secrets/NAME (a secret) or /NAME (a config) unless ``target`` says where."""
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{what}: must be a list")
+    mounts = []
+    for item in value:
+        source = item if isinstance(item, str) else item.get("source") \
+            if isinstance(item, dict) else None
+        if not isinstance(source, str) or source not in sources:
+            raise InvalidArgument(f"{what}: {_shown(source)} is not declared under the "
+                                  f"top-level '{kind}'")
+        target = item.get("target", source) if isinstance(item, dict) else source
+        if isinstance(item, dict) and set(item) - {"source", "target"}:
+            raise InvalidArgument(f"{what}.{source}: only source and target are supported "
+                                  "(not uid, gid or mode)")
+        if not isinstance(target, str) or not target or "\0" in target or ":" in target:
+            raise InvalidArgument(f"{what}.{source}: invalid target {_shown(target)}")
+        if not target.startswith("/"):
+            target = ("/run/secrets/" if kind == "secrets" else "/") + target
+        mounts.append(f"{sources[source]}:{os.path.normpath(target)}:ro")
+    return mounts
 
 
 def _subnet(value: Any, what: str, problems: list[str]) -> str:

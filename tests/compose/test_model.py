@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -93,8 +96,8 @@ def test_networks_with_a_subnet() -> None:
 def test_unsupported_keys_one_line_each() -> None:
     with pytest.raises(model.Unsupported) as err:
         stack("services:\n  a:\n    image: ./r\n    command: [x]\n    devices: [x]\n"
-              "    privileged: true\n    deploy: {placement: {}}\nconfigs: {}\n")
-    assert err.value.lines == ["configs: top-level key not supported",
+              "    privileged: true\n    deploy: {placement: {}}\nmodels: {}\n")
+    assert err.value.lines == ["models: top-level key not supported",
                                "services.a.devices: not supported",
                                "services.a.privileged: not supported",
                                "services.a.deploy.placement: not supported"]
@@ -632,3 +635,43 @@ def test_services_naming_no_network_join_the_projects_default_network() -> None:
     assert sized["networks"] == {"default": "10.91.4.0/24"}
     with pytest.raises(InvalidArgument, match="network_mode: only none"):
         stack("services:\n  a:\n    image: busybox\n    network_mode: host\n")
+
+
+def test_secrets_and_configs_are_read_only_files_of_the_project_directory(
+        tmp_path: Path) -> None:
+    """A secret at /run/secrets/NAME, a config at /NAME (or where target says), each a
+    read-only bind mount of a regular file inside the project directory: a path or a
+    link leading out of it, and the non-file forms, one sentence each."""
+    (tmp_path / "pw.txt").write_text("hunter2")
+    (tmp_path / "app.conf").write_text("x=1")
+    (tmp_path / "out").symlink_to("/etc/passwd")
+    text = ("services:\n  a:\n    image: busybox\n    secrets: [pw, {source: pw, target: "
+            "alt}]\n    configs: [{source: conf, target: /etc/app.conf}, conf]\n"
+            "secrets:\n  pw: {file: ./pw.txt}\nconfigs:\n  conf: {file: app.conf}\n")
+    opts = model.normalise(yaml.safe_load(text), project="p", base_dir=str(tmp_path))[
+        "services"]["a"]["options"]
+    assert opts["volumes"] == [f"{tmp_path}/pw.txt:/run/secrets/pw:ro",
+                               f"{tmp_path}/pw.txt:/run/secrets/alt:ro",
+                               f"{tmp_path}/app.conf:/etc/app.conf:ro",
+                               f"{tmp_path}/app.conf:/conf:ro"]
+    assert "hunter2" not in json.dumps(opts)
+    for bad, words in (("secrets:\n  pw: {file: ../../etc/passwd}\n", "outside the project"),
+                       ("secrets:\n  pw: {file: out}\n", "outside the project"),
+                       ("secrets:\n  pw: {file: nope}\n", "not a regular file"),
+                       ("secrets:\n  pw: {environment: PW}\n", "only file: PATH"),
+                       ("secrets:\n  other: {file: pw.txt}\n", "not declared")):
+        with pytest.raises(InvalidArgument, match=words):
+            model.normalise(yaml.safe_load("services:\n  a:\n    image: busybox\n"
+                                           "    secrets: [pw]\n" + bad),
+                            project="p", base_dir=str(tmp_path))
+
+
+def test_pull_policy_is_carried_and_checked() -> None:
+    s = stack("services:\n  a:\n    image: busybox\n    pull_policy: if_not_present\n"
+              "  b:\n    image: busybox\n    pull_policy: never\n")
+    assert [s["services"][n]["pull_policy"] for n in "ab"] == ["missing", "never"]
+    check_stack(s)
+    with pytest.raises(InvalidArgument, match="pull_policy: use always, missing or never"):
+        stack("services:\n  a:\n    image: busybox\n    pull_policy: daily\n")
+    with pytest.raises(InvalidArgument, match="pull_policy"):
+        check_stack({**s, "services": {"a": {**s["services"]["a"], "pull_policy": "x"}}})
