@@ -394,6 +394,29 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
     return stack
 
 
+def _long_volume(item: dict[str, Any], what: str) -> str:
+    """A ``volumes`` entry in the long form (``type: bind|volume``, ``source``,
+    ``target``, ``read_only``) as the short ``SOURCE:TARGET[:ro]`` it means; its other
+    options (bind propagation, volume nocopy, tmpfs size...) are refused by name."""
+    kind, source, target = item.get("type"), item.get("source"), item.get("target")
+    if kind not in ("bind", "volume"):
+        raise InvalidArgument(f"{what}: type {_shown(kind)} is not supported (bind or "
+                              "volume; a tmpfs is the tmpfs key)")
+    extra = sorted(set(item) - {"type", "source", "target", "read_only"}, key=str)
+    if extra:
+        raise InvalidArgument(f"{what}: {_shown(extra[0])} is not supported in a volume")
+    if not isinstance(source, str) or not source or not isinstance(target, str) \
+            or not target or ":" in source + target:
+        raise InvalidArgument(f"{what}: source and target are required strings without ':'")
+    if kind == "bind" and not (source in (".", "..") or source.startswith(
+            ("/", "./", "../", "~"))):
+        source = "./" + source  # a bind's source is a path, relative to the project
+    read_only = item.get("read_only", False)
+    if not isinstance(read_only, bool):
+        raise InvalidArgument(f"{what}: read_only must be true or false")
+    return f"{source}:{target}" + (":ro" if read_only else "")
+
+
 def _file_sources(value: Any, kind: str, base_dir: str) -> dict[str, str]:
     """Top-level ``secrets``/``configs``: NAME -> the host file, each ``file:`` only (a
     secret from the environment or a swarm's is not this node's), resolved inside the
@@ -507,11 +530,16 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         opts["ports"] = _ports(svc["ports"], f"{what}.ports")
     if "volumes" in svc:
         mounts = []
-        for item in _strings(svc["volumes"], f"{what}.volumes"):
+        if not isinstance(svc["volumes"], list):
+            raise InvalidArgument(f"{what}.volumes: must be a list")
+        items = [_long_volume(v, f"{what}.volumes") if isinstance(v, dict) else v
+                 for v in svc["volumes"]]
+        for item in _strings(items, f"{what}.volumes"):
             source, sep, rest = item.partition(":")
             if not sep:
-                raise InvalidArgument(f"{what}.volumes: {_shown(item)}: use SOURCE:TARGET[:ro]")
-            if source.startswith(("/", "./", "../", "~")):
+                raise InvalidArgument(f"{what}.volumes: {_shown(item)}: use SOURCE:TARGET[:ro]"
+                                      " (a volume without a source is not supported)")
+            if source in (".", "..") or source.startswith(("/", "./", "../", "~")):
                 source = os.path.normpath(os.path.join(base_dir, os.path.expanduser(source)))
             elif source in volumes:
                 source = f"{project}_{source}"

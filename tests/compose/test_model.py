@@ -675,3 +675,20 @@ def test_pull_policy_is_carried_and_checked() -> None:
         stack("services:\n  a:\n    image: busybox\n    pull_policy: daily\n")
     with pytest.raises(InvalidArgument, match="pull_policy"):
         check_stack({**s, "services": {"a": {**s["services"]["a"], "pull_policy": "x"}}})
+
+
+def test_long_form_volumes_and_the_project_directory_itself() -> None:
+    """``type: bind``/``volume`` with read_only mean their short forms; ``.`` is the
+    project directory (as docker compose's ``.:/code``); other options are refused."""
+    opts = stack("services:\n  a:\n    image: busybox\n    volumes:\n      - .:/code\n"
+                 "      - {type: bind, source: ./conf/nginx.conf, target: /etc/n.conf, "
+                 "read_only: true}\n      - {type: volume, source: data, target: /d}\n"
+                 "volumes:\n  data:\n")["services"]["a"]["options"]
+    assert opts["volumes"] == ["/srv/app:/code", "/srv/app/conf/nginx.conf:/etc/n.conf:ro",
+                               "proj_data:/d"]
+    for bad, words in (("{type: tmpfs, target: /t}", "type 'tmpfs' is not supported"),
+                       ("{type: bind, source: ., target: /c, bind: {}}", "'bind' is not"),
+                       ("{type: volume, target: /d}", "source and target are required"),
+                       ("/only/a/target", "without a source is not supported")):
+        with pytest.raises(InvalidArgument, match=words):
+            stack(f"services:\n  a:\n    image: busybox\n    volumes: [{bad}]\n")
