@@ -125,12 +125,11 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def observe(client: Client, project: str) -> list[Observed]:
-    from engine.compose.plan import Observed, parse_name
+    from engine.compose.plan import Observed
 
-    return [Observed.from_row(r)
-            for r in client.ps(all=True)
-            if isinstance(r.get("name"), str) and parse_name(project, r["name"])
-            and r.get("state") != "removed"]
+    seen = [Observed.from_row(r, project) for r in client.ps(all=True)
+            if isinstance(r.get("name"), str) and r.get("state") != "removed"]
+    return [o for o in seen if o.replica is not None]
 
 
 class Reconciler:
@@ -375,7 +374,7 @@ class Reconciler:
         replicas = self.stack["services"][service]["replicas"]
         while time.monotonic() < deadline and not self.stopping():
             mine = [o for o in observe(self.client, self.project)
-                    if o.name.startswith(f"{self.project}-{service}-")]
+                    if o.service == service]
             if len(mine) >= replicas and all(self._met(o, condition) for o in mine):
                 return
             time.sleep(0.1)  # polled with a deadline: the condition is another's state
@@ -500,13 +499,13 @@ def stop_gracefully(client: Client, stack: dict[str, Any], override: float | Non
     ``stop_signal``, then SIGKILL once its ``stop_grace_period`` (``-t``: this) is
     over, dependants first (``engine.compose.plan.stop_levels``), the containers of
     one level at once. The containers that were running are returned."""
-    from engine.compose.plan import Action, grace, parse_name, stop_levels
+    from engine.compose.plan import Action, grace, stop_levels
 
     project: str = stack["name"]
     live = [o for o in observe(client, project) if o.state in ("running", "paused")]
     by_service: dict[str, list[tuple[Observed, int]]] = {}
     for o in live:
-        parsed = parse_name(project, o.name)
+        parsed = o.replica
         assert parsed is not None  # observe keeps the project's names only
         by_service.setdefault(parsed[0], []).append((o, parsed[1]))
     # The ids derive from the project and the action alone (not the file's services),
@@ -522,12 +521,11 @@ def stop_gracefully(client: Client, stack: dict[str, Any], override: float | Non
 def _start_in_order(client: Client, stack: dict[str, Any], stopped: list[Observed]) -> None:
     """``restart``'s second half: what was running, started again dependencies first."""
     from engine.compose.model import order
-    from engine.compose.plan import parse_name
 
     rank = {s: i for i, s in enumerate(order(stack))}
 
     def place(o: Observed) -> tuple[int, str]:
-        parsed = parse_name(stack["name"], o.name)
+        parsed = o.replica
         return rank.get(parsed[0] if parsed else "", -1), o.name
 
     for o in sorted(stopped, key=place):
@@ -539,12 +537,12 @@ def remove_containers(client: Client, stack: dict[str, Any]) -> Reconciler:
     """Remove every container of the project (``down``, and a foreground ``up`` that
     reads ``stack.removed``, closing the window in which it made one ``down`` had
     not seen: a container the other removed first is skipped)."""
-    from engine.compose.plan import Action, parse_name
+    from engine.compose.plan import Action
 
     down = Reconciler(client, {**stack, "services": {}})
     removes = []
     for o in sorted(observe(client, down.project), key=lambda o: o.name, reverse=True):
-        parsed = parse_name(down.project, o.name)
+        parsed = o.replica
         assert parsed is not None  # observe keeps the project's names only
         removes.append(Action("remove", parsed[0], parsed[1], o.name))
     down.carry_out_all(removes)  # one the other removed first is skipped (carry_out)

@@ -36,7 +36,6 @@ def containers(client: Client, stack: dict[str, Any], services: list[str] | None
     """The project's containers (service, number, observed), by service then number,
     only those of ``services`` when given (each must be a service of the file)."""
     from berth.cli.compose import observe
-    from engine.compose.plan import parse_name
 
     project: str = stack["name"]
     for service in services or ():
@@ -44,7 +43,7 @@ def containers(client: Client, stack: dict[str, Any], services: list[str] | None
             raise InvalidArgument(f"no service {service!r} in the project")
     found = []
     for o in observe(client, project):
-        parsed = parse_name(project, o.name)
+        parsed = o.replica
         if parsed and (not services or parsed[0] in services):
             found.append((parsed[0], parsed[1], o))
     return sorted(found, key=lambda f: (f[0], f[1]))

@@ -18,9 +18,10 @@ from engine.compose.model import (
     MAX_REPLICAS,
     NAME_RE,
     PULL_POLICIES,
+    check_container_names,
     check_project,
-    container_name,
     order,
+    replica_name,
     run_options,
 )
 from engine.containers.parsing import parse_container
@@ -33,7 +34,7 @@ from engine.volumes.parsing import parse_volume
 
 _STACK_KEYS = frozenset({"name", "services", "volumes", "networks"})
 _SERVICE_FIELDS = frozenset({"depends_on", "replicas", "labels", "options"})
-_OPTIONAL_FIELDS = frozenset({"stop_grace_period", "pull_policy"})
+_OPTIONAL_FIELDS = frozenset({"stop_grace_period", "pull_policy", "container_name"})
 
 
 def check_stack(stack: Any) -> None:
@@ -67,6 +68,7 @@ def check_stack(stack: Any) -> None:
                                                "subnet": subnet or None})
         plan_network(f"{project}_{name}", subnet or None, None, {}, "10.89.1.0/24")
     total = 0
+    check_container_names(services)
     for name, svc in services.items():
         what = f"services.{name}" if isinstance(name, str) and len(name) <= 40 else "services"
         if (not isinstance(name, str) or not NAME_RE.fullmatch(name)
@@ -97,7 +99,7 @@ def check_stack(stack: Any) -> None:
                     parse_image(t.IMAGE_PULL, {"reference": spec["image"],
                                                "missing_only": True})
                 parse_container(t.CREATE, None,
-                                {**spec, "name": container_name(project, name, number)})
+                                {**spec, "name": replica_name(stack, name, number)})
             except InvalidArgument as exc:
                 raise InvalidArgument(f"{what}: {exc.message}") from None
             except (TypeError, ValueError, AttributeError, KeyError, IndexError):

@@ -384,6 +384,7 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
             if cond == "service_healthy" and "health_cmd" not in out_services[dep]["options"]:
                 raise InvalidArgument(f"services.{name}.depends_on.{dep}: service_healthy "
                                       f"needs a healthcheck on {dep}")
+    check_container_names(out_services)
     if sum(svc["replicas"] for svc in out_services.values()) > MAX_CONTAINERS:
         raise InvalidArgument(f"services: more than {MAX_CONTAINERS} replicas in all")
     if problems:
@@ -415,6 +416,25 @@ def _long_volume(item: dict[str, Any], what: str) -> str:
     if not isinstance(read_only, bool):
         raise InvalidArgument(f"{what}: read_only must be true or false")
     return f"{source}:{target}" + (":ro" if read_only else "")
+
+
+def check_container_names(services: Mapping[str, Any]) -> None:
+    """``container_name``: a service of one replica (two containers cannot share a name),
+    and no two services naming theirs alike."""
+    seen: dict[str, str] = {}
+    for name, svc in services.items():
+        custom = svc.get("container_name") if isinstance(svc, dict) else None
+        if custom is None:
+            continue
+        if not isinstance(custom, str) or not custom:
+            raise InvalidArgument(f"services.{name}.container_name: must be a string")
+        if svc.get("replicas", 1) > 1:
+            raise InvalidArgument(f"services.{name}: container_name names one container: "
+                                  "deploy.replicas must be 1")
+        if custom in seen:
+            raise InvalidArgument(f"services.{name}.container_name: {_shown(custom)} is "
+                                  f"services.{seen[custom]}'s too")
+        seen[custom] = name
 
 
 def _file_sources(value: Any, kind: str, base_dir: str) -> dict[str, str]:
@@ -566,8 +586,11 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
                                   "with networks:)")
         opts["network"] = "none"
     if "container_name" in svc:
-        problems.append(f"{what}.container_name: not supported (names are "
-                        "PROJECT-SERVICE-N)")
+        # The container's name (and so a name on its network): one replica only, as
+        # docker compose has it; the reconciler knows it by its labels (plan.identify).
+        if not isinstance(svc["container_name"], str) or not svc["container_name"]:
+            raise InvalidArgument(f"{what}.container_name: must be a string")
+        out["container_name"] = svc["container_name"]
     if "stop_grace_period" in svc:
         # Not a run option: how long down/stop/restart wait before they kill is the
         # reconciler's to apply (and changing it does not recreate a replica).
@@ -752,6 +775,13 @@ def container_name(project: str, service: str, number: int) -> str:
     return f"{project}-{service}-{number}"
 
 
+def replica_name(stack: Mapping[str, Any], service: str, number: int) -> str:
+    """A replica's container name: its service's ``container_name`` (one replica only),
+    else ``PROJECT-SERVICE-N``."""
+    custom = stack["services"][service].get("container_name")
+    return str(custom) if custom else container_name(stack["name"], service, number)
+
+
 CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 """The label holding the service's ``config_hash`` on each of its containers, as docker
 compose names it: a replica whose label differs from the file's service is recreated."""
@@ -762,8 +792,10 @@ def config_hash(stack: dict[str, Any], service: str) -> str:
     their canonical JSON). ``deploy.replicas`` and ``depends_on`` are left out, as docker
     compose leaves them out: scaling or reordering does not recreate a replica."""
     svc = stack["services"][service]
-    text = json.dumps({"options": svc["options"], "labels": svc["labels"]}, sort_keys=True,
-                      separators=(",", ":"))
+    made = {"options": svc["options"], "labels": svc["labels"]}
+    if svc.get("container_name"):  # renamed: made again (absent: the hashes as before)
+        made["container_name"] = svc["container_name"]
+    text = json.dumps(made, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

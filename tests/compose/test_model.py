@@ -692,3 +692,37 @@ def test_long_form_volumes_and_the_project_directory_itself() -> None:
                        ("/only/a/target", "without a source is not supported")):
         with pytest.raises(InvalidArgument, match=words):
             stack(f"services:\n  a:\n    image: busybox\n    volumes: [{bad}]\n")
+
+
+def test_container_name_names_the_one_replica_and_the_plan_knows_it_by_its_labels() -> None:
+    s = stack("services:\n  db:\n    image: busybox\n    container_name: my-db\n"
+              "  web:\n    image: busybox\n")
+    assert s["services"]["db"]["container_name"] == "my-db"
+    check_stack(s)
+    assert [(a.kind, a.container) for a in plan(s, []) if a.kind == "create"] == [
+        ("create", "my-db"), ("create", "proj-web-1")]
+    labels = model.run_options(s, "db", 1)["labels"]
+    row = {"name": "my-db", "id": "c1", "state": "running", "labels": labels}
+    seen = Observed.from_row(row, "proj")
+    assert seen.replica == ("db", 1)
+    web = Observed.from_row({"name": "proj-web-1", "id": "c2", "state": "running",
+                             "labels": model.run_options(s, "web", 1)["labels"]}, "proj")
+    assert plan(s, [seen, web]) == []  # converged: nothing to do
+    # renamed in the file: made again under the new name, the old one removed
+    renamed = stack("services:\n  db:\n    image: busybox\n    container_name: db2\n"
+                    "  web:\n    image: busybox\n")
+    steps = [(a.kind, a.container) for a in plan(renamed, [seen, web])]
+    assert steps[:3] == [("remove", "my-db"), ("create", "db2"), ("start", "db2")]
+    # another project's container, or a one-off, is no replica of this one
+    assert Observed.from_row({**row, "labels": {**labels, "com.docker.compose.project":
+                                                "other"}}, "proj").replica is None
+    assert Observed.from_row({**row, "labels": {**labels, "com.docker.compose.oneoff":
+                                                "True"}}, "proj").replica is None
+    for text, words in (
+            ("  a:\n    image: busybox\n    container_name: x\n    deploy: {replicas: 2}\n",
+             "replicas must be 1"),
+            ("  a:\n    image: busybox\n    container_name: x\n  b:\n    image: busybox\n"
+             "    container_name: x\n", "services.a's too"),
+            ("  a:\n    image: busybox\n    container_name: 'bad name'\n", "invalid")):
+        with pytest.raises(InvalidArgument, match=words):
+            check_stack(stack("services:\n" + text))

@@ -165,3 +165,34 @@ def test_a_file_without_networks_gets_a_project_network_made_and_removed_with_it
     with up.client() as c:
         assert network not in {n.get("name") for n in c.networks()}
     assert network_left_behind(network) == []
+
+
+def test_container_name_is_the_containers_name_and_a_name_on_the_network(up: Engine) -> None:
+    """``container_name``: the container is called so, others reach it by it and by its
+    service's name, a second ``up`` leaves it alone, ``down`` removes it."""
+    project = "n" + uuid.uuid4().hex[:8]
+    custom = f"{project}-the-db"
+    path = os.path.join(up.root, "named.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(PLAIN.format(rootfs=up.rootfs, db=SERVE.format(what="db", port=5432))
+                .replace("  db:\n", f"  db:\n    container_name: {custom}\n"))
+    try:
+        done = _compose(up, path, project, "up", "-d")
+        assert done.returncode == 0, done.stderr
+        db = _id(up, custom)
+        for host in ("db", custom):
+            answer = wait_until(lambda h=host: _get(up, f"{project}-web-1", h, 5432), 30,
+                                interval=0.2, what=f"web reaching {host}")
+            assert answer.strip() == f"db-{db}"
+        again = _compose(up, path, project, "up", "-d")
+        assert again.returncode == 0 and "created" not in again.stderr, again.stderr
+        assert _id(up, custom) == db
+        ps = _compose(up, path, project, "ps")
+        assert custom in ps.stdout, ps.stdout
+    finally:
+        down = _compose(up, path, project, "down")
+    assert down.returncode == 0, down.stderr
+    with up.client() as c:
+        assert not [r for r in c.ps(all=True) if r["name"] == custom
+                    and r["state"] != "removed"]
