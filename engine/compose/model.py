@@ -36,7 +36,7 @@ _SERVICE_KEYS = frozenset({
     "working_dir", "user", "hostname", "stop_signal", "read_only", "container_name",
     "stop_grace_period", "tty", "stdin_open", "init", "cap_add", "cap_drop", "expose",
     "mem_limit", "cpus", "logging", "tmpfs", "ulimits", "network_mode", "secrets",
-    "configs", "pull_policy",
+    "configs", "pull_policy", "extra_hosts", "dns",
 })
 PULL_POLICIES = {"always": "always", "missing": "missing", "if_not_present": "missing",
                  "never": "never"}
@@ -580,6 +580,15 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
             raise InvalidArgument(f"{what}.read_only: must be true or false")
         opts["read_only"] = svc["read_only"]
     _more_keys(svc, what, opts)
+    if "extra_hosts" in svc:
+        hosts = svc["extra_hosts"]
+        if isinstance(hosts, dict):  # NAME: ADDRESS (a list of addresses: one line each)
+            hosts = [f"{k}={a}" for k, v in hosts.items()
+                     for a in (v if isinstance(v, list) else [v])]
+        opts["add_hosts"] = _strings(hosts, f"{what}.extra_hosts")
+    if "dns" in svc:
+        opts["dns"] = _strings([svc["dns"]] if isinstance(svc["dns"], str) else svc["dns"],
+                               f"{what}.dns")
     if "network_mode" in svc:
         if svc["network_mode"] != "none" or "networks" in svc:
             raise InvalidArgument(f"{what}.network_mode: only none is supported (and not "

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from engine.containers.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
 from engine.errors import InvalidArgument
 from engine.health.rules import check_health_options, health_from_user
-from engine.networks.names import DEFAULT_NAME, MODES, check_reference
+from engine.networks.names import (
+    DEFAULT_NAME,
+    MODES,
+    check_reference,
+    parse_add_host,
+    parse_dns,
+)
 from engine.restarts.rules import check_restart_options
 from engine.signals import parse_signal
 
@@ -46,6 +52,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "no_healthcheck": _BOOL, "cpus": _NUM,
     "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks
     "network_aliases": _LIST,  # --network-alias, compose's service names
+    "add_hosts": _LIST, "dns": _LIST,  # --add-host NAME:ADDRESS, --dns ADDRESS
     # CLI verbs (podman's run flags)
     "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST, "seccomp": _STR,
     # interactive stdio
@@ -241,6 +248,10 @@ class RunSpec:
     network_aliases: tuple[str, ...] = ()
     """More names the other members of its user network resolve it by (``--network-alias``;
     compose gives each replica its service's name and the file's ``aliases``)."""
+    add_hosts: tuple[str, ...] = ()
+    """``--add-host NAME:ADDRESS``: lines of its own /etc/hosts."""
+    dns: tuple[str, ...] = ()
+    """``--dns``: the nameservers of its resolv.conf instead of the host's."""
     # CLI verbs (podman's run flags)
     init: bool = False
     cap_drop: tuple[str, ...] = ()
@@ -349,7 +360,16 @@ class RunSpec:
         for item in self.expose:
             parse_expose(item)
         check_aliases(self.network_aliases, self.network)
+        for item in self.add_hosts:
+            parse_add_host(item)
+        for item in self.dns:
+            parse_dns(item)
         return self
+
+    @property
+    def extra_hosts(self) -> tuple[tuple[str, str], ...]:
+        """``add_hosts`` as (NAME, ADDRESS) pairs (checked by ``validate``)."""
+        return tuple(parse_add_host(h) for h in self.add_hosts)
 
     @property
     def uid_gid(self) -> tuple[int, int]:
@@ -406,6 +426,10 @@ class RunSpec:
             data["log_size_max"] = self.log_size_max
         if self.network_aliases:  # the same
             data["network_aliases"] = list(self.network_aliases)
+        if self.add_hosts:  # the same
+            data["add_hosts"] = list(self.add_hosts)
+        if self.dns:  # the same
+            data["dns"] = list(self.dns)
         return data
 
     def _image_data(self) -> dict[str, Any]:
@@ -445,6 +469,8 @@ class RunSpec:
             kwargs["health_cmd"] = tuple(data.get("health_cmd") or ())
             kwargs["expose"] = tuple(data.get("expose") or ())
             kwargs["network_aliases"] = tuple(data.get("network_aliases") or ())
+            kwargs["add_hosts"] = tuple(data.get("add_hosts") or ())
+            kwargs["dns"] = tuple(data.get("dns") or ())
             kwargs["cap_drop"] = tuple(data.get("cap_drop") or ())
             if data.get("entrypoint") is not None:
                 kwargs["entrypoint"] = tuple(data["entrypoint"])

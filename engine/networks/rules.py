@@ -347,9 +347,12 @@ class Member:
     ip: str
     aliases: tuple[str, ...] = ()
     """``--network-alias`` names; compose's service name: shared by a service's replicas."""
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    """``--add-host`` (NAME, ADDRESS) pairs: lines of its own file only."""
 
 
-def hosts_file(me: Member | None, hostname: str, others: Iterable[Member] = ()) -> str:
+def hosts_file(me: Member | None, hostname: str, others: Iterable[Member] = (),
+               extra: Iterable[tuple[str, str]] = ()) -> str:
     """/etc/hosts: localhost, the container's own name and address, then the other
     members of its user network (so they reach each other by container name, host
     name, short id and network aliases).
@@ -360,6 +363,9 @@ def hosts_file(me: Member | None, hostname: str, others: Iterable[Member] = ()) 
     members in an order of its own (by a hash of its id and theirs): stable while the
     membership stands (nothing to rewrite), different from one reader to the next."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    # --add-host first: a name given by hand wins over a member's of the same name.
+    lines += [f"{address}\t{name}" for name, address in (*(me.extra_hosts if me else ()),
+                                                          *extra)]
     own = (hostname, me.name if me else "", *(me.aliases if me else ()))
     names = [n for n in dict.fromkeys(own) if n and _HOST_LINE.fullmatch(n)]
     if me and me.ip:
@@ -393,12 +399,16 @@ def _spread(reader: str, member: Member) -> tuple[int, str]:
     return zlib.crc32(f"{reader}/{member.container_id}".encode()), member.name
 
 
-def resolv_conf(host_text: str, *, keep_loopback: bool = False) -> str:
+def resolv_conf(host_text: str, *, keep_loopback: bool = False,
+                dns: Sequence[str] = ()) -> str:
     """The host's resolv.conf minus loopback nameservers (unreachable from a
-    container's own namespace); public resolvers if none is left."""
-    lines, servers = [], 0
+    container's own namespace); public resolvers if none is left. ``dns``
+    (``--dns``): these servers instead of the host's (its search and options kept)."""
+    lines, servers = [f"nameserver {s}" for s in dns], len(dns)
     for line in host_text.splitlines():
         words = line.split()
+        if dns and words[:1] == ["nameserver"]:
+            continue
         if words[:1] == ["nameserver"] and len(words) > 1:
             try:
                 loop = ipaddress.ip_address(words[1].split("%")[0]).is_loopback

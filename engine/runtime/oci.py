@@ -167,7 +167,8 @@ class OCIRuntime(Checkpoints):
                                     spec.publish_all)
             joined = self.networks.join(cid, name=name or cid, hostname=spec.hostname
                                         or cid[:12], requested=spec.network, ports=ports,
-                                        aliases=spec.network_aliases)
+                                        aliases=spec.network_aliases,
+                                        extra_hosts=spec.extra_hosts, dns=spec.dns)
             if joined.attachment is not None:
                 ports = joined.attachment.ports
         elif spec.network not in ("", "none"):

@@ -726,3 +726,16 @@ def test_container_name_names_the_one_replica_and_the_plan_knows_it_by_its_label
             ("  a:\n    image: busybox\n    container_name: 'bad name'\n", "invalid")):
         with pytest.raises(InvalidArgument, match=words):
             check_stack(stack("services:\n" + text))
+
+
+def test_extra_hosts_and_dns_become_run_options() -> None:
+    opts = stack("services:\n  a:\n    image: busybox\n    extra_hosts: {x.local: 10.0.0.1, "
+                 "y: [10.0.0.2, '::1']}\n    dns: [9.9.9.9]\n")["services"]["a"]["options"]
+    assert opts["add_hosts"] == ["x.local=10.0.0.1", "y=10.0.0.2", "y=::1"]
+    assert opts["dns"] == ["9.9.9.9"]
+    assert stack("services:\n  a:\n    image: busybox\n    dns: 1.1.1.1\n    extra_hosts: "
+                 "['h:10.0.0.3']\n")["services"]["a"]["options"]["dns"] == ["1.1.1.1"]
+    for bad, words in (("extra_hosts: [nope]", "invalid extra host"),
+                       ("dns: resolver.example", "invalid DNS server")):
+        with pytest.raises(InvalidArgument, match=words):
+            check_stack(stack(f"services:\n  a:\n    image: busybox\n    {bad}\n"))

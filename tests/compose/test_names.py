@@ -196,3 +196,47 @@ def test_container_name_is_the_containers_name_and_a_name_on_the_network(up: Eng
     with up.client() as c:
         assert not [r for r in c.ps(all=True) if r["name"] == custom
                     and r["state"] != "removed"]
+
+
+def test_extra_hosts_and_dns_in_a_stack_and_on_berth_run(up: Engine) -> None:
+    """``extra_hosts`` are lines of the container's /etc/hosts (kept when the network's
+    members change and the file is rewritten), ``dns`` its nameservers; ``berth run
+    --add-host/--dns`` the same; a bad one is one sentence, exit 125, nothing made."""
+    project = "e" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "hosts.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(PLAIN.format(rootfs=up.rootfs, db=SERVE.format(what="db", port=5432))
+                + "    extra_hosts: ['legacy.example:192.0.2.10', 'other=192.0.2.11']\n"
+                  "    dns: 192.0.2.53\n")
+    try:
+        done = _compose(up, path, project, "up", "-d")
+        assert done.returncode == 0, done.stderr
+        web = f"{project}-web-1"
+        # db joined first, web after: web's file was written with db in it, and db's
+        # was rewritten when web came; each keeps its own lines
+        hosts = _in(up, web, "cat /etc/hosts")
+        assert "192.0.2.10\tlegacy.example" in hosts and "192.0.2.11\tother" in hosts, hosts
+        extra = up.cli("run", "-d", "--name", f"{project}-x", "--network",
+                       f"{project}_default", up.rootfs, "sleep", "300")
+        assert extra.returncode == 0, extra.stderr
+        hosts = wait_until(lambda: (h := _in(up, web, "cat /etc/hosts")) and
+                           f"{project}-x" in h and h, 10, what="web's hosts rewritten")
+        assert "192.0.2.10\tlegacy.example" in hosts
+        resolv = _in(up, web, "cat /etc/resolv.conf")
+        assert [ln for ln in resolv.splitlines() if ln.startswith("nameserver")] == [
+            "nameserver 192.0.2.53"], resolv
+        assert "legacy" not in _in(up, f"{project}-db-1", "cat /etc/hosts")
+        ran = up.cli("run", "--rm", "--network", "none", "--add-host", "a.b:192.0.2.1",
+                     "--dns", "192.0.2.2", up.rootfs, "sh", "-c",
+                     "cat /etc/hosts /etc/resolv.conf")
+        assert ran.returncode == 0 and "192.0.2.1\ta.b" in ran.stdout, ran
+        assert "nameserver 192.0.2.2" in ran.stdout
+        bad = up.cli("run", "-d", "--name", f"{project}-bad", "--add-host", "nope",
+                     up.rootfs, "true")
+        assert bad.returncode == 125 and "invalid extra host" in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+        assert up.cli("rm", "-f", f"{project}-x").returncode == 0
+    finally:
+        down = _compose(up, path, project, "down")
+    assert down.returncode == 0, down.stderr

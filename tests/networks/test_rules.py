@@ -277,3 +277,25 @@ exit 1""")
     assert len(errors) == 1 and "no luck" in errors[0]
     with pytest.raises(PluginError, match="not found"):
         CNI(tmp).add({**LIST, "plugins": [{"type": "missing"}]}, CALL)
+
+
+def test_extra_hosts_and_dns_servers_are_checked_and_written() -> None:
+    from engine.networks.names import parse_add_host, parse_dns
+
+    assert parse_add_host("db.local:10.0.0.5") == ("db.local", "10.0.0.5")
+    assert parse_add_host("v6=[::1]") == ("v6", "::1")
+    assert parse_add_host("v6:fe80::1") == ("v6", "fe80::1")
+    for bad in ("nocolon", "a b:1.2.3.4", "x:host-gateway", ":1.2.3.4", "x:1.2.3.4\n", 5):
+        with pytest.raises(InvalidArgument, match="invalid extra host"):
+            parse_add_host(bad)
+    assert parse_dns("9.9.9.9") == "9.9.9.9"
+    with pytest.raises(InvalidArgument, match="invalid DNS server"):
+        parse_dns("dns.example")
+    me = nw.Member("c" * 64, "web", "web", "10.89.1.2", (), (("db.local", "10.0.0.5"),))
+    lines = nw.hosts_file(me, "web").splitlines()
+    assert lines[2] == "10.0.0.5\tdb.local" and lines[3].startswith("10.89.1.2\t")
+    assert "1.1.1.1\tx" in nw.hosts_file(None, "h", extra=[("x", "1.1.1.1")])
+    host = "nameserver 192.0.2.53\nsearch corp.example\noptions ndots:2\n"
+    assert nw.resolv_conf(host, dns=["9.9.9.9", "1.1.1.1"]) == (
+        "nameserver 9.9.9.9\nnameserver 1.1.1.1\nsearch corp.example\noptions ndots:2\n")
+    assert nw.resolv_conf(host) == host
