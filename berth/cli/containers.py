@@ -50,6 +50,10 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
         spec["add_hosts"] = list(args.add_host)
     if args.dns:  # the same
         spec["dns"] = list(args.dns)
+    if args.domainname:  # the same
+        spec["domainname"] = args.domainname
+    if args.sysctl:  # the same
+        spec["sysctls"] = list(args.sysctl)
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
     if args.memory is not None:
@@ -158,6 +162,10 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
                    help="a line of its /etc/hosts (repeatable)")
     p.add_argument("--dns", action="append", default=[], metavar="ADDRESS",
                    help="a nameserver of its resolv.conf instead of the host's (repeatable)")
+    p.add_argument("--domainname", metavar="NAME", help="its NIS domain name")
+    p.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sysctl of its own namespaces: net.*, kernel.shm*, kernel.msg*, "
+                        "kernel.sem, fs.mqueue.* (repeatable)")
     p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
                    help="a container port -P publishes (repeatable)")
     p.add_argument("-P", "--publish-all", action="store_true",

@@ -36,7 +36,7 @@ _SERVICE_KEYS = frozenset({
     "working_dir", "user", "hostname", "stop_signal", "read_only", "container_name",
     "stop_grace_period", "tty", "stdin_open", "init", "cap_add", "cap_drop", "expose",
     "mem_limit", "cpus", "logging", "tmpfs", "ulimits", "network_mode", "secrets",
-    "configs", "pull_policy", "extra_hosts", "dns",
+    "configs", "pull_policy", "extra_hosts", "dns", "domainname", "sysctls",
 })
 PULL_POLICIES = {"always": "always", "missing": "missing", "if_not_present": "missing",
                  "never": "never"}
@@ -589,6 +589,13 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
     if "dns" in svc:
         opts["dns"] = _strings([svc["dns"]] if isinstance(svc["dns"], str) else svc["dns"],
                                f"{what}.dns")
+    if "domainname" in svc:
+        if not isinstance(svc["domainname"], str):
+            raise InvalidArgument(f"{what}.domainname: must be a string")
+        opts["domainname"] = svc["domainname"]
+    if "sysctls" in svc:
+        opts["sysctls"] = list(_mapping(svc["sysctls"], f"{what}.sysctls").items())
+        opts["sysctls"] = [f"{k}={v}" for k, v in opts["sysctls"]]
     if "network_mode" in svc:
         if svc["network_mode"] != "none" or "networks" in svc:
             raise InvalidArgument(f"{what}.network_mode: only none is supported (and not "

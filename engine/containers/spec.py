@@ -53,6 +53,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks
     "network_aliases": _LIST,  # --network-alias, compose's service names
     "add_hosts": _LIST, "dns": _LIST,  # --add-host NAME:ADDRESS, --dns ADDRESS
+    "domainname": _STR, "sysctls": _LIST,  # --domainname, --sysctl KEY=VALUE
     # CLI verbs (podman's run flags)
     "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST, "seccomp": _STR,
     # interactive stdio
@@ -131,6 +132,28 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     health_from_user(data)
     RunSpec.from_data(data)  # the worker's type rules, at the publisher's edge
     return data
+
+
+SYSCTL_RE = re.compile(r"^(net\.[a-z0-9_.-]+|kernel\.(shm[a-z_]+|msg[a-z_]+|sem)"
+                       r"|fs\.mqueue\.[a-z_]+)$")
+"""The sysctls a container may set: those of its own network namespace (``net.*``) and
+IPC namespace (``kernel.shm*``, ``kernel.msg*``, ``kernel.sem``, ``fs.mqueue.*``), as
+runc and Docker allow; any other is the host's, shared by every container."""
+
+
+def parse_sysctl(text: object, network: str = "") -> tuple[str, str]:
+    """``KEY=VALUE`` of ``SYSCTL_RE``; a ``net.*`` key with ``--network host`` would
+    set the host's own, and is refused."""
+    key, sep, value = text.partition("=") if isinstance(text, str) else ("", "", "")
+    if not sep or not SYSCTL_RE.fullmatch(key) or len(key + value) > 512 \
+            or not value.isprintable():
+        shown = text if isinstance(text, str) and len(text) <= 80 else type(text).__name__
+        raise InvalidArgument(f"invalid sysctl {shown!r}: use KEY=VALUE with a key of the "
+                              "container's own namespaces (net.*, kernel.shm*, kernel.msg*, "
+                              "kernel.sem, fs.mqueue.*)")
+    if key.startswith("net.") and network == "host":
+        raise InvalidArgument(f"sysctl {key} would set the host's: not with --network host")
+    return key, value
 
 
 def parse_expose(text: object) -> tuple[int, str]:
@@ -252,6 +275,10 @@ class RunSpec:
     """``--add-host NAME:ADDRESS``: lines of its own /etc/hosts."""
     dns: tuple[str, ...] = ()
     """``--dns``: the nameservers of its resolv.conf instead of the host's."""
+    domainname: str = ""
+    """``--domainname``: its NIS domain name (its own UTS namespace's)."""
+    sysctls: tuple[str, ...] = ()
+    """``--sysctl KEY=VALUE``: only keys of its own namespaces (``SYSCTL_RE``)."""
     # CLI verbs (podman's run flags)
     init: bool = False
     cap_drop: tuple[str, ...] = ()
@@ -364,6 +391,11 @@ class RunSpec:
             parse_add_host(item)
         for item in self.dns:
             parse_dns(item)
+        if self.domainname and (len(self.domainname) > 64
+                                or not _HOSTNAME_RE.fullmatch(self.domainname)):
+            raise InvalidArgument(f"invalid domain name {self.domainname!r}")
+        for item in self.sysctls:
+            parse_sysctl(item, self.network)
         return self
 
     @property
@@ -430,6 +462,10 @@ class RunSpec:
             data["add_hosts"] = list(self.add_hosts)
         if self.dns:  # the same
             data["dns"] = list(self.dns)
+        if self.domainname:  # the same
+            data["domainname"] = self.domainname
+        if self.sysctls:  # the same
+            data["sysctls"] = list(self.sysctls)
         return data
 
     def _image_data(self) -> dict[str, Any]:
@@ -471,6 +507,7 @@ class RunSpec:
             kwargs["network_aliases"] = tuple(data.get("network_aliases") or ())
             kwargs["add_hosts"] = tuple(data.get("add_hosts") or ())
             kwargs["dns"] = tuple(data.get("dns") or ())
+            kwargs["sysctls"] = tuple(data.get("sysctls") or ())
             kwargs["cap_drop"] = tuple(data.get("cap_drop") or ())
             if data.get("entrypoint") is not None:
                 kwargs["entrypoint"] = tuple(data["entrypoint"])

@@ -739,3 +739,16 @@ def test_extra_hosts_and_dns_become_run_options() -> None:
                        ("dns: resolver.example", "invalid DNS server")):
         with pytest.raises(InvalidArgument, match=words):
             check_stack(stack(f"services:\n  a:\n    image: busybox\n    {bad}\n"))
+
+
+def test_sysctls_and_domainname_become_run_options() -> None:
+    opts = stack("services:\n  a:\n    image: busybox\n    domainname: corp.example\n"
+                 "    sysctls: [net.core.somaxconn=1024]\n")["services"]["a"]["options"]
+    assert opts["sysctls"] == ["net.core.somaxconn=1024"]
+    assert opts["domainname"] == "corp.example"
+    for bad, words in (("sysctls: {vm.swappiness: 1}", "invalid sysctl"),
+                       ("domainname: 'a b'", "invalid domain name"),
+                       ("network_mode: none\n    sysctls: {kernel.hostname: x}",
+                        "invalid sysctl")):
+        with pytest.raises(InvalidArgument, match=words):
+            check_stack(stack(f"services:\n  a:\n    image: busybox\n    {bad}\n"))

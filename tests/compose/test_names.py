@@ -240,3 +240,40 @@ def test_extra_hosts_and_dns_in_a_stack_and_on_berth_run(up: Engine) -> None:
     finally:
         down = _compose(up, path, project, "down")
     assert down.returncode == 0, down.stderr
+
+
+def test_sysctls_and_domainname_in_a_stack_and_on_berth_run(up: Engine) -> None:
+    """``sysctls`` of the container's own network namespace are set in it (the host's
+    stays as it was), ``domainname`` is its NIS domain; a host sysctl, or a net.* one
+    with ``--network host``, is one sentence, exit 125."""
+    key = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+    with open(key) as f:
+        host_before = f.read()
+    project = "s" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "sysctl.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(PLAIN.format(rootfs=up.rootfs, db=SERVE.format(what="db", port=5432))
+                + "    sysctls: {net.ipv4.ip_unprivileged_port_start: 80}\n"
+                  "    domainname: corp.example\n")
+    try:
+        done = _compose(up, path, project, "up", "-d")
+        assert done.returncode == 0, done.stderr
+        web = f"{project}-web-1"
+        assert _in(up, web, f"cat {key} /proc/sys/kernel/domainname").split() == [
+            "80", "corp.example"]
+        with open(key) as f:
+            assert f.read() == host_before
+        ran = up.cli("run", "--rm", "--network", "none", "--sysctl",
+                     "net.ipv4.ping_group_range=0 0", up.rootfs, "cat",
+                     "/proc/sys/net/ipv4/ping_group_range")
+        assert ran.returncode == 0 and ran.stdout.split() == ["0", "0"], ran
+        for args, words in ((("--sysctl", "kernel.hostname=x"), "invalid sysctl"),
+                            (("--network", "host", "--sysctl", "net.ipv4.ip_forward=1"),
+                             "not with --network host")):
+            bad = up.cli("run", "-d", "--name", f"{project}-bad", *args, up.rootfs, "true")
+            assert bad.returncode == 125 and words in bad.stderr, bad.stderr
+            assert len(bad.stderr.strip().splitlines()) == 1
+    finally:
+        down = _compose(up, path, project, "down")
+    assert down.returncode == 0, down.stderr
