@@ -87,8 +87,10 @@ class Compat:
             return subprocess.CompletedProcess(args, 1, "", f"timed out after {timeout:.0f} s")
 
     def mine(self, client: Client, project: str) -> list[dict[str, Any]]:
-        return [r for r in client.ps(all=True) if str(r.get("name", "")).startswith(
-            f"{project}-") and r.get("state") != "removed"]
+        """The project's containers: by name, or by label (a ``container_name``)."""
+        return [r for r in client.ps(all=True) if r.get("state") != "removed" and (
+            str(r.get("name", "")).startswith(f"{project}-") or dict(
+                r.get("labels") or {}).get("com.docker.compose.project") == project)]
 
     def run(self, directory: str) -> Row:
         base = re.sub(r"[^a-z0-9]", "", os.path.basename(directory.rstrip("/")).lower())
