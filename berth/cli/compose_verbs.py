@@ -322,49 +322,61 @@ def add_verbs(actions: Any) -> None:
     q = actions.add_parser("exec", help="run a command in a service's running container")
     q.add_argument("-T", dest="no_tty", action="store_true", help="no terminal")
     q.add_argument("-d", "--detach", action="store_true", help="accepted (not supported)")
-    q.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    q.add_argument("-u", "--user", metavar="USER")
-    q.add_argument("-w", "--workdir", metavar="DIR")
+    q.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="a variable of the process (repeatable)")
+    q.add_argument("-u", "--user", metavar="USER", help="the user it runs as")
+    q.add_argument("-w", "--workdir", metavar="DIR", help="its working directory")
     q.add_argument("--index", type=int, default=1, metavar="N",
                    help="which replica (default 1)")
-    q.add_argument("service", metavar="SERVICE")
-    q.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    q.add_argument("service", metavar="SERVICE", help="a service of the file")
+    q.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
+                   help="the command and its arguments")
     q = actions.add_parser("run", help="a one-off container of a service")
     q.add_argument("--rm", action="store_true", help="remove it when it exits")
     q.add_argument("-d", "--detach", action="store_true", help="do not wait for it")
     q.add_argument("-T", dest="no_tty", action="store_true", help="no terminal")
-    q.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
-    q.add_argument("-u", "--user", metavar="USER")
-    q.add_argument("-w", "--workdir", metavar="DIR")
-    q.add_argument("--name", metavar="NAME")
-    q.add_argument("--entrypoint", metavar="CMD")
+    q.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="a variable of the process (repeatable)")
+    q.add_argument("-u", "--user", metavar="USER", help="the user it runs as")
+    q.add_argument("-w", "--workdir", metavar="DIR", help="its working directory")
+    q.add_argument("--name", metavar="NAME", help="the one-off container's name")
+    q.add_argument("--entrypoint", metavar="CMD", help="its entrypoint instead")
     q.add_argument("--no-deps", action="store_true",
                    help="do not start the services it depends on")
-    q.add_argument("service", metavar="SERVICE")
-    q.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+    q.add_argument("service", metavar="SERVICE", help="a service of the file")
+    q.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
+                   help="the command and its arguments")
     for verb, what in (("start", "start the services' stopped containers"),
                        ("top", "the processes of the services' containers"),
                        ("images", "the images of the services' containers"),
                        ("pull", "pull the services' images")):
         q = actions.add_parser(verb, help=what)
-        q.add_argument("services", nargs="*", metavar="SERVICE")
+        q.add_argument("services", nargs="*", metavar="SERVICE",
+                   help="only these services (default: all)")
     q = actions.add_parser("kill", help="send a signal to the services' containers")
-    q.add_argument("-s", "--signal", default="KILL", metavar="SIGNAL")
-    q.add_argument("services", nargs="*", metavar="SERVICE")
+    q.add_argument("-s", "--signal", default="KILL", metavar="SIGNAL",
+                   help="the signal (default KILL)")
+    q.add_argument("services", nargs="*", metavar="SERVICE",
+                   help="only these services (default: all)")
     q = actions.add_parser("rm", help="remove the services' stopped containers")
     q.add_argument("-f", "--force", action="store_true", help="accepted: never asks")
     q.add_argument("-s", "--stop", action="store_true", help="stop them first")
-    q.add_argument("services", nargs="*", metavar="SERVICE")
+    q.add_argument("services", nargs="*", metavar="SERVICE",
+                   help="only these services (default: all)")
     q = actions.add_parser("ps", help="the stack's containers")
     q.add_argument("-a", "--all", action="store_true", help="stopped ones too")
-    q.add_argument("services", nargs="*", metavar="SERVICE")
+    q.add_argument("services", nargs="*", metavar="SERVICE",
+                   help="only these services (default: all)")
     q = actions.add_parser("logs", help="the services' logs, whole lines, prefixed")
     q.add_argument("-f", "--follow", action="store_true", help="keep printing until they exit")
     q.add_argument("--tail", type=int, metavar="N", help="each container's last N lines")
-    q.add_argument("services", nargs="*", metavar="SERVICE")
+    q.add_argument("services", nargs="*", metavar="SERVICE",
+                   help="only these services (default: all)")
     q = actions.add_parser("port", help="the host address of a service's container port")
-    q.add_argument("--protocol", default="tcp", choices=("tcp", "udp"))
-    q.add_argument("--index", type=int, default=1, metavar="N")
-    q.add_argument("service", metavar="SERVICE")
-    q.add_argument("port", type=int, metavar="PORT")
+    q.add_argument("--protocol", default="tcp", choices=("tcp", "udp"),
+                   help="the port's protocol (default tcp)")
+    q.add_argument("--index", type=int, default=1, metavar="N",
+                   help="which replica (default 1)")
+    q.add_argument("service", metavar="SERVICE", help="a service of the file")
+    q.add_argument("port", type=int, metavar="PORT", help="the container port")
     actions.add_parser("version", help="berth's version")
