@@ -21,8 +21,8 @@ What makes it fair:
   (the file's top-level ``networks:`` with an ipam subnet, which podman-compose and
   berth compose both create in ``up`` and remove in ``down``; ``podman run`` gets
   ``podman network create``/``rm`` inside its timed steps). With ``--network none``
-  no container has a network (berth: no ``networks:``, its engine's default network
-  none; podman-compose: ``network_mode: none``, which berth's compose does not read);
+  no container has a network (``network_mode: none`` in both files: without it each
+  would make its project's default network);
 * one runtime: runc for podman too (a private CONTAINERS_CONF; it also sets the
   ulimits bench.lifecycle_bench gives podman, which crun cannot set here), conmon for
   both; each step is a fresh CLI process, as a user types it;
@@ -95,9 +95,8 @@ trap), so a ``down`` that sends the stop signal first must not wait its grace pe
 def compose_file(count: int, network: str, subnet: str, *, mode_none: bool,
                  graceful: bool = False) -> str:
     """The stack's YAML: ``count`` services of one ``sleep 600`` each, on a project
-    network of ``subnet`` (network "project"), with ``network_mode: none`` (network
-    "none" and ``mode_none``: podman-compose) or with nothing (berth, whose engine's
-    default is none)."""
+    network of ``subnet`` (network "project") or with ``network_mode: none`` (network
+    "none"; ``mode_none`` is kept for callers: both compose tools now read the key)."""
     lines = ["services:"]
     for n in range(1, count + 1):
         lines += [f"  s{n:02d}:", f"    image: {IMAGE}"]
@@ -105,7 +104,7 @@ def compose_file(count: int, network: str, subnet: str, *, mode_none: bool,
                   else ["    command: sleep 600", "    stop_signal: SIGKILL"])
         if network == "project":
             lines.append("    networks: [net]")
-        elif mode_none:
+        else:
             lines.append("    network_mode: none")
     if network == "project":
         lines += ["networks:", "  net:", "    ipam:", "      config:",

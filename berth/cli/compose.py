@@ -125,12 +125,11 @@ def _stack(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def observe(client: Client, project: str) -> list[Observed]:
-    from engine.compose.plan import Observed, parse_name
+    from engine.compose.plan import Observed
 
-    return [Observed.from_row(r)
-            for r in client.ps(all=True)
-            if isinstance(r.get("name"), str) and parse_name(project, r["name"])
-            and r.get("state") != "removed"]
+    seen = [Observed.from_row(r, project) for r in client.ps(all=True)
+            if isinstance(r.get("name"), str) and r.get("state") != "removed"]
+    return [o for o in seen if o.replica is not None]
 
 
 class Reconciler:
@@ -146,6 +145,7 @@ class Reconciler:
         self._sent_lock = threading.Lock()
         self._local = threading.local()  # a thread of carry_out_all's pool: its own client
         self.made: dict[str, str] = {}  # name -> id of a container this pass created
+        self.pulled: set[str] = set()  # services whose image this run pulled
         self.due: float | None = None
         """When a replica left out of the last pass (backing off) is due (monotonic)."""
         self.stopping: Callable[[], bool] = lambda: False
@@ -333,10 +333,7 @@ class Reconciler:
         from engine.containers.spec import spec_from_user
 
         spec = spec_from_user(run_options(self.stack, action.service, action.number))
-        if spec.get("image"):
-            self.client.request(self.client.command(
-                t.IMAGE_PULL, None, None, {"reference": spec["image"], "missing_only": True}),
-                reply_timeout=max(self.client.timeout, 600.0))
+        self.pull(action.service, spec)
         spec["name"] = action.container
         cid = command_id(self.project, self.digest, action, "")
         for _ in range(1000):  # each pass: an earlier incarnation removed since
@@ -350,6 +347,22 @@ class Reconciler:
             cid = again(cid)
         raise BerthError(f"{action.container}: too many earlier incarnations")
 
+    def pull(self, service: str, spec: dict[str, Any]) -> None:
+        """The service's image by its ``pull_policy``: ``missing`` (the default) pulls
+        it if this node has none, ``always`` pulls it once per ``up`` (not once per
+        replica), ``never`` leaves it to the create, which refuses an image not here."""
+        policy = self.stack["services"][service].get("pull_policy", "missing")
+        if not spec.get("image") or policy == "never":
+            return
+        with self._sent_lock:
+            if policy == "always" and service in self.pulled:
+                return
+            self.pulled.add(service)
+        self.client.request(self.client.command(
+            t.IMAGE_PULL, None, None, {"reference": spec["image"],
+                                       "missing_only": policy == "missing"}),
+            reply_timeout=max(self.client.timeout, 600.0))
+
     def _alive(self, cid: str) -> bool:
         try:
             return self.client.inspect(cid).get("state") != "removed"
@@ -361,7 +374,7 @@ class Reconciler:
         replicas = self.stack["services"][service]["replicas"]
         while time.monotonic() < deadline and not self.stopping():
             mine = [o for o in observe(self.client, self.project)
-                    if o.name.startswith(f"{self.project}-{service}-")]
+                    if o.service == service]
             if len(mine) >= replicas and all(self._met(o, condition) for o in mine):
                 return
             time.sleep(0.1)  # polled with a deadline: the condition is another's state
@@ -400,7 +413,7 @@ def _last_stack_event(client: Client, project: str) -> tuple[int, str, str]:
         after = page[-1].position
 
 
-def _record(client: Client, stack: dict[str, Any], kind: str, **args: Any) -> None:
+def record(client: Client, stack: dict[str, Any], kind: str, **args: Any) -> None:
     """``stack.applied``/``stack.removed`` once per change: not again when the last
     event already says so, and with an id derived from that last event, so a run
     killed after sending it and run again is answered with the recorded outcome."""
@@ -436,10 +449,10 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
 
             print(yaml.safe_dump(stack, sort_keys=True, default_flow_style=False), end="")
         case "up":
-            _record(client, stack, t.STACK_APPLY)
+            record(client, stack, t.STACK_APPLY)
             rec = Reconciler(client, stack)
             if args.services:
-                rec.only = _with_dependencies(stack, args.services)
+                rec.only = with_dependencies(stack, args.services)
             if not args.detach:
                 from berth.cli.compose_follow import Foreground
 
@@ -448,9 +461,11 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
         case "down":
             # Recorded first: a foreground ``up`` following the log stops replacing the
             # containers this removes as soon as it reads it.
-            _record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
+            record(client, stack, t.STACK_REMOVE, volumes=bool(args.volumes))
             stop_gracefully(client, stack, args.grace)
             _down(client, stack, args.volumes)
+            if args.rmi == "all":
+                _remove_images(client, stack)
         case "stop":
             stop_gracefully(client, stack, args.grace)
         case "restart":
@@ -465,7 +480,7 @@ def cmd_compose(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
-def _with_dependencies(stack: dict[str, Any], services: list[str]) -> set[str]:
+def with_dependencies(stack: dict[str, Any], services: list[str]) -> set[str]:
     """``services`` and every service they depend on, directly or not."""
     todo, seen = list(services), set()
     while todo:
@@ -484,13 +499,13 @@ def stop_gracefully(client: Client, stack: dict[str, Any], override: float | Non
     ``stop_signal``, then SIGKILL once its ``stop_grace_period`` (``-t``: this) is
     over, dependants first (``engine.compose.plan.stop_levels``), the containers of
     one level at once. The containers that were running are returned."""
-    from engine.compose.plan import Action, grace, parse_name, stop_levels
+    from engine.compose.plan import Action, grace, stop_levels
 
     project: str = stack["name"]
     live = [o for o in observe(client, project) if o.state in ("running", "paused")]
     by_service: dict[str, list[tuple[Observed, int]]] = {}
     for o in live:
-        parsed = parse_name(project, o.name)
+        parsed = o.replica
         assert parsed is not None  # observe keeps the project's names only
         by_service.setdefault(parsed[0], []).append((o, parsed[1]))
     # The ids derive from the project and the action alone (not the file's services),
@@ -506,12 +521,11 @@ def stop_gracefully(client: Client, stack: dict[str, Any], override: float | Non
 def _start_in_order(client: Client, stack: dict[str, Any], stopped: list[Observed]) -> None:
     """``restart``'s second half: what was running, started again dependencies first."""
     from engine.compose.model import order
-    from engine.compose.plan import parse_name
 
     rank = {s: i for i, s in enumerate(order(stack))}
 
     def place(o: Observed) -> tuple[int, str]:
-        parsed = parse_name(stack["name"], o.name)
+        parsed = o.replica
         return rank.get(parsed[0] if parsed else "", -1), o.name
 
     for o in sorted(stopped, key=place):
@@ -523,12 +537,12 @@ def remove_containers(client: Client, stack: dict[str, Any]) -> Reconciler:
     """Remove every container of the project (``down``, and a foreground ``up`` that
     reads ``stack.removed``, closing the window in which it made one ``down`` had
     not seen: a container the other removed first is skipped)."""
-    from engine.compose.plan import Action, parse_name
+    from engine.compose.plan import Action
 
     down = Reconciler(client, {**stack, "services": {}})
     removes = []
     for o in sorted(observe(client, down.project), key=lambda o: o.name, reverse=True):
-        parsed = parse_name(down.project, o.name)
+        parsed = o.replica
         assert parsed is not None  # observe keeps the project's names only
         removes.append(Action("remove", parsed[0], parsed[1], o.name))
     down.carry_out_all(removes)  # one the other removed first is skipped (carry_out)
@@ -545,6 +559,21 @@ def _down(client: Client, stack: dict[str, Any], volumes: bool) -> None:
         names = [f"{down.project}_{v}" for v in stack["volumes"]]
         for name in client.volume_remove(*names, force=True) if names else []:
             print(f"removed volume {name}", file=sys.stderr)
+
+
+def _remove_images(client: Client, stack: dict[str, Any]) -> None:
+    """``down --rmi all``: each service's image, once its containers are gone; one
+    another container still uses is kept and said so (docker compose goes on too)."""
+    images = sorted({str(s["options"]["image"]) for s in stack["services"].values()
+                     if s["options"].get("image")})
+    for ref in images:
+        try:
+            client.request(client.command(t.IMAGE_REMOVE, None, None, {"references": [ref]}))
+            print(f"removed image {ref}", file=sys.stderr)
+        except NotFound:
+            continue
+        except BerthError as exc:
+            print(f"image {ref} kept: {exc}", file=sys.stderr)
 
 
 def add_commands(add: AddCommand) -> None:
@@ -574,6 +603,9 @@ def add_commands(add: AddCommand) -> None:
                    help="only these services (and those they depend on)")
     q = actions.add_parser("down", help="stop (gracefully) and remove the stack's containers")
     q.add_argument("-v", "--volumes", action="store_true", help="and its named volumes")
+    q.add_argument("--rmi", choices=("all", "local"),
+                   help="and the services' images: all of them; local: those without a "
+                        "custom tag, which only a build makes (berth builds none: none)")
     q.add_argument("--remove-orphans", action="store_true",
                    help="accepted: down removes every container of the project already, "
                         "those of services the file no longer has too")

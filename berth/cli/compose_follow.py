@@ -286,13 +286,12 @@ class Foreground:
         replicas of one service at once."""
         from berth.cli.compose import observe
         from engine.compose.model import order
-        from engine.compose.plan import parse_name
 
         live = [o for o in observe(self.client, self.project)
                 if o.state in ("running", "paused")]
         by_service: dict[str, list[Observed]] = {}
         for o in live:
-            parsed = parse_name(self.project, o.name)
+            parsed = o.replica
             by_service.setdefault(parsed[0] if parsed else "", []).append(o)
         wanted = order(self.rec.stack)
         ranks = {s: i for i, s in enumerate(wanted)}

@@ -36,7 +36,6 @@ def containers(client: Client, stack: dict[str, Any], services: list[str] | None
     """The project's containers (service, number, observed), by service then number,
     only those of ``services`` when given (each must be a service of the file)."""
     from berth.cli.compose import observe
-    from engine.compose.plan import parse_name
 
     project: str = stack["name"]
     for service in services or ():
@@ -44,7 +43,7 @@ def containers(client: Client, stack: dict[str, Any], services: list[str] | None
             raise InvalidArgument(f"no service {service!r} in the project")
     found = []
     for o in observe(client, project):
-        parsed = parse_name(project, o.name)
+        parsed = o.replica
         if parsed and (not services or parsed[0] in services):
             found.append((parsed[0], parsed[1], o))
     return sorted(found, key=lambda f: (f[0], f[1]))
@@ -59,9 +58,11 @@ def _one(client: Client, stack: dict[str, Any], service: str, index: int) -> Obs
 
 def cmd_exec(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> int:
     o = _one(client, stack, args.service, args.index)
-    argv = ["exec"]
+    # docker compose exec always passes stdin on (a pipe, a file: ``-T`` leaves out only
+    # the terminal), and gives a terminal when it has one unless -T.
+    argv = ["exec", "-i"]
     if not args.no_tty and sys.stdin.isatty():
-        argv += ["-i", "-t"]  # docker compose exec gives a terminal unless -T
+        argv += ["-t"]
     for e in args.env:
         argv += ["-e", e]
     if args.user:
@@ -76,8 +77,11 @@ def cmd_exec(args: argparse.Namespace, client: Client, stack: dict[str, Any]) ->
 def cmd_run(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> int:
     """A one-off container of the service: its options, the command given, named
     ``PROJECT-SERVICE-run-HEX`` (not a replica's name: the reconciler leaves it
-    alone). Its dependencies are not started (as ``--no-deps``)."""
+    alone). The project's networks and volumes are made if missing, and the services it
+    depends on are brought up first, as ``up`` would (and waited for, by their
+    conditions), unless ``--no-deps``: as docker compose runs one."""
     from berth.cli import attach, build_parser
+    from berth.cli.compose import Reconciler, record, with_dependencies
     from engine import command_types as t
     from engine.compose.model import run_options
     from engine.compose.plan import parse_name
@@ -85,6 +89,15 @@ def cmd_run(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> 
 
     if args.service not in stack["services"]:
         raise InvalidArgument(f"no service {args.service!r} in the project")
+    rec = Reconciler(client, stack)
+    deps = list(stack["services"][args.service]["depends_on"])
+    if deps and not args.no_deps:
+        record(client, stack, t.STACK_APPLY)  # as up: the stack the replicas belong to
+        rec.only = with_dependencies(stack, deps)
+        rec.converge()
+    else:
+        rec.volumes()
+        rec.networks()
     opts = run_options(stack, args.service, 1)
     opts.pop("ports", None)  # as docker compose run: no published ports (--service-ports)
     if args.command:
@@ -108,10 +121,7 @@ def cmd_run(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> 
         name = f"{stack['name']}-{args.service}-run-{uuid.uuid4().hex[:12]}"
     opts["terminal"] = bool(not args.no_tty and sys.stdin.isatty() and not args.detach)
     spec = spec_from_user(opts)
-    if spec.get("image"):
-        client.request(client.command(t.IMAGE_PULL, None, None,
-                                      {"reference": spec["image"], "missing_only": True}),
-                       reply_timeout=max(client.timeout, 600.0))
+    rec.pull(args.service, spec)
     if args.detach:
         reply = client.create(name=name, **spec)
         cid = str(reply.result["id"])
@@ -313,12 +323,12 @@ def add_verbs(actions: Any) -> None:
     q.add_argument("-T", dest="no_tty", action="store_true", help="no terminal")
     q.add_argument("-d", "--detach", action="store_true", help="accepted (not supported)")
     q.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
-                   help="set an environment variable (repeatable)")
-    q.add_argument("-u", "--user", metavar="USER", help="run as this user")
-    q.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside")
+                   help="a variable of the process (repeatable)")
+    q.add_argument("-u", "--user", metavar="USER", help="the user it runs as")
+    q.add_argument("-w", "--workdir", metavar="DIR", help="its working directory")
     q.add_argument("--index", type=int, default=1, metavar="N",
                    help="which replica (default 1)")
-    q.add_argument("service", metavar="SERVICE", help="the service")
+    q.add_argument("service", metavar="SERVICE", help="a service of the file")
     q.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
                    help="the command and its arguments")
     q = actions.add_parser("run", help="a one-off container of a service")
@@ -326,12 +336,14 @@ def add_verbs(actions: Any) -> None:
     q.add_argument("-d", "--detach", action="store_true", help="do not wait for it")
     q.add_argument("-T", dest="no_tty", action="store_true", help="no terminal")
     q.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
-                   help="set an environment variable (repeatable)")
-    q.add_argument("-u", "--user", metavar="USER", help="run as this user")
-    q.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside")
+                   help="a variable of the process (repeatable)")
+    q.add_argument("-u", "--user", metavar="USER", help="the user it runs as")
+    q.add_argument("-w", "--workdir", metavar="DIR", help="its working directory")
     q.add_argument("--name", metavar="NAME", help="the one-off container's name")
-    q.add_argument("--entrypoint", metavar="CMD", help="override the image's entrypoint")
-    q.add_argument("service", metavar="SERVICE", help="the service")
+    q.add_argument("--entrypoint", metavar="CMD", help="its entrypoint instead")
+    q.add_argument("--no-deps", action="store_true",
+                   help="do not start the services it depends on")
+    q.add_argument("service", metavar="SERVICE", help="a service of the file")
     q.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
                    help="the command and its arguments")
     for verb, what in (("start", "start the services' stopped containers"),
@@ -340,31 +352,31 @@ def add_verbs(actions: Any) -> None:
                        ("pull", "pull the services' images")):
         q = actions.add_parser(verb, help=what)
         q.add_argument("services", nargs="*", metavar="SERVICE",
-                       help="the services (default: all)")
+                   help="only these services (default: all)")
     q = actions.add_parser("kill", help="send a signal to the services' containers")
     q.add_argument("-s", "--signal", default="KILL", metavar="SIGNAL",
                    help="the signal (default KILL)")
     q.add_argument("services", nargs="*", metavar="SERVICE",
-                       help="the services (default: all)")
+                   help="only these services (default: all)")
     q = actions.add_parser("rm", help="remove the services' stopped containers")
     q.add_argument("-f", "--force", action="store_true", help="accepted: never asks")
     q.add_argument("-s", "--stop", action="store_true", help="stop them first")
     q.add_argument("services", nargs="*", metavar="SERVICE",
-                       help="the services (default: all)")
+                   help="only these services (default: all)")
     q = actions.add_parser("ps", help="the stack's containers")
     q.add_argument("-a", "--all", action="store_true", help="stopped ones too")
     q.add_argument("services", nargs="*", metavar="SERVICE",
-                       help="the services (default: all)")
+                   help="only these services (default: all)")
     q = actions.add_parser("logs", help="the services' logs, whole lines, prefixed")
     q.add_argument("-f", "--follow", action="store_true", help="keep printing until they exit")
     q.add_argument("--tail", type=int, metavar="N", help="each container's last N lines")
     q.add_argument("services", nargs="*", metavar="SERVICE",
-                       help="the services (default: all)")
+                   help="only these services (default: all)")
     q = actions.add_parser("port", help="the host address of a service's container port")
     q.add_argument("--protocol", default="tcp", choices=("tcp", "udp"),
                    help="the port's protocol (default tcp)")
     q.add_argument("--index", type=int, default=1, metavar="N",
                    help="which replica (default 1)")
-    q.add_argument("service", metavar="SERVICE", help="the service")
+    q.add_argument("service", metavar="SERVICE", help="a service of the file")
     q.add_argument("port", type=int, metavar="PORT", help="the container port")
     actions.add_parser("version", help="berth's version")

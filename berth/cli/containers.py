@@ -46,6 +46,14 @@ def _spec_args(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.network_alias:  # only when given: specs without stay as they were recorded
         spec["network_aliases"] = list(args.network_alias)
+    if args.add_host:  # the same
+        spec["add_hosts"] = list(args.add_host)
+    if args.dns:  # the same
+        spec["dns"] = list(args.dns)
+    if args.domainname:  # the same
+        spec["domainname"] = args.domainname
+    if args.sysctl:  # the same
+        spec["sysctls"] = list(args.sysctl)
     if args.stop_signal is not None:
         spec["stop_signal"] = args.stop_signal
     if args.memory is not None and fmt.parse_size(args.memory) != 0:  # 0: no limit
@@ -222,6 +230,14 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
                    help="a network's name, none or host (default: the node's default)")
     p.add_argument("--network-alias", action="append", default=[], metavar="NAME",
                    help="another name the network's members resolve it by (repeatable)")
+    p.add_argument("--add-host", action="append", default=[], metavar="NAME:ADDRESS",
+                   help="a line of its /etc/hosts (repeatable)")
+    p.add_argument("--dns", action="append", default=[], metavar="ADDRESS",
+                   help="a nameserver of its resolv.conf instead of the host's (repeatable)")
+    p.add_argument("--domainname", metavar="NAME", help="its NIS domain name")
+    p.add_argument("--sysctl", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sysctl of its own namespaces: net.*, kernel.shm*, kernel.msg*, "
+                        "kernel.sem, fs.mqueue.* (repeatable)")
     p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
                    help="a container port -P publishes (repeatable)")
     p.add_argument("-P", "--publish-all", action="store_true",

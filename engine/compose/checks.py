@@ -17,9 +17,11 @@ from engine.compose.model import (
     MAX_CONTAINERS,
     MAX_REPLICAS,
     NAME_RE,
+    PULL_POLICIES,
+    check_container_names,
     check_project,
-    container_name,
     order,
+    replica_name,
     run_options,
 )
 from engine.containers.parsing import parse_container
@@ -32,7 +34,7 @@ from engine.volumes.parsing import parse_volume
 
 _STACK_KEYS = frozenset({"name", "services", "volumes", "networks"})
 _SERVICE_FIELDS = frozenset({"depends_on", "replicas", "labels", "options"})
-_OPTIONAL_FIELDS = frozenset({"stop_grace_period"})
+_OPTIONAL_FIELDS = frozenset({"stop_grace_period", "pull_policy", "container_name"})
 
 
 def check_stack(stack: Any) -> None:
@@ -66,6 +68,7 @@ def check_stack(stack: Any) -> None:
                                                "subnet": subnet or None})
         plan_network(f"{project}_{name}", subnet or None, None, {}, "10.89.1.0/24")
     total = 0
+    check_container_names(services)
     for name, svc in services.items():
         what = f"services.{name}" if isinstance(name, str) and len(name) <= 40 else "services"
         if (not isinstance(name, str) or not NAME_RE.fullmatch(name)
@@ -73,6 +76,8 @@ def check_stack(stack: Any) -> None:
             raise InvalidArgument(f"{what}: not a service of a normalised stack")
         if "stop_grace_period" in svc:
             check_timeout(svc["stop_grace_period"], f"{what}.stop_grace_period")
+        if svc.get("pull_policy", "missing") not in PULL_POLICIES.values():
+            raise InvalidArgument(f"{what}.pull_policy: always, missing or never")
         replicas, deps = svc["replicas"], svc["depends_on"]
         if isinstance(replicas, bool) or not isinstance(replicas, int) \
                 or not 0 <= replicas <= MAX_REPLICAS:
@@ -94,7 +99,7 @@ def check_stack(stack: Any) -> None:
                     parse_image(t.IMAGE_PULL, {"reference": spec["image"],
                                                "missing_only": True})
                 parse_container(t.CREATE, None,
-                                {**spec, "name": container_name(project, name, number)})
+                                {**spec, "name": replica_name(stack, name, number)})
             except InvalidArgument as exc:
                 raise InvalidArgument(f"{what}: {exc.message}") from None
             except (TypeError, ValueError, AttributeError, KeyError, IndexError):

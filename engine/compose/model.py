@@ -35,11 +35,21 @@ _SERVICE_KEYS = frozenset({
     "volumes", "labels", "depends_on", "deploy", "restart", "healthcheck", "networks",
     "working_dir", "user", "hostname", "stop_signal", "read_only", "container_name",
     "stop_grace_period", "tty", "stdin_open", "init", "cap_add", "cap_drop", "expose",
-    "mem_limit", "cpus", "logging", "tmpfs", "ulimits",
+    "mem_limit", "cpus", "logging", "tmpfs", "ulimits", "network_mode", "secrets",
+    "configs", "pull_policy", "extra_hosts", "dns", "domainname", "sysctls",
 })
+PULL_POLICIES = {"always": "always", "missing": "missing", "if_not_present": "missing",
+                 "never": "never"}
+"""``pull_policy`` values berth carries out (``build`` has nothing to build from, and
+``daily``/``weekly``/``every_N`` would need a record of when each image was pulled)."""
+DEFAULT_NETWORK = "default"
+"""The network of the services that name none: ``PROJECT_default``, made by ``up`` and
+removed by ``down``, as docker compose makes it, so that a file without any
+``networks:`` key still has its services reach each other by name."""
 DEFAULT_GRACE = 10.0
 """``stop_grace_period`` when the file gives none: docker compose's 10 s."""
-_TOP_KEYS = frozenset({"version", "name", "services", "volumes", "networks"})
+_TOP_KEYS = frozenset({"version", "name", "services", "volumes", "networks", "secrets",
+                       "configs"})
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 """A service's, a volume's or a network's name in the file."""
 _PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -338,6 +348,8 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
         subnets[nname] = _subnet(ndef, f"networks.{nname}", problems)
     have = _spec_fields()
     env_files = _EnvFiles(base_dir)
+    files = {kind: _file_sources(data.get(kind), kind, base_dir) for kind in
+             ("secrets", "configs")}
     out_services: dict[str, Any] = {}
     for name, svc in services.items():
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -350,6 +362,21 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
                 problems.append(f"{what}.{_key(key)}: not supported")
         out_services[name] = _service(svc, what, project, base_dir, set(volumes_top),
                                       set(networks_top), have, problems, env_files, environ)
+        for kind in ("secrets", "configs"):
+            if kind in svc:
+                mounts = _file_mounts(svc[kind], f"{what}.{kind}", kind, files[kind])
+                opts = out_services[name]["options"]
+                opts["volumes"] = [*opts.get("volumes", []), *mounts]
+        if "pull_policy" in svc:
+            policy = svc["pull_policy"]
+            if not isinstance(policy, str) or policy not in PULL_POLICIES:
+                raise InvalidArgument(f"{what}.pull_policy: use always, missing or never")
+            out_services[name]["pull_policy"] = PULL_POLICIES[policy]
+        if "networks" not in svc and "network_mode" not in svc:
+            # Compose's implicit network (its subnet, if the file declares ``default``).
+            subnets.setdefault(DEFAULT_NETWORK, "")
+            out_services[name]["options"].update(
+                network=f"{project}_{DEFAULT_NETWORK}", network_aliases=[name])
     for name, svc in out_services.items():
         for dep, cond in svc["depends_on"].items():
             if dep not in out_services:
@@ -357,6 +384,7 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
             if cond == "service_healthy" and "health_cmd" not in out_services[dep]["options"]:
                 raise InvalidArgument(f"services.{name}.depends_on.{dep}: service_healthy "
                                       f"needs a healthcheck on {dep}")
+    check_container_names(out_services)
     if sum(svc["replicas"] for svc in out_services.values()) > MAX_CONTAINERS:
         raise InvalidArgument(f"services: more than {MAX_CONTAINERS} replicas in all")
     if problems:
@@ -365,6 +393,103 @@ def normalise(data: dict[str, Any], *, project: str, base_dir: str,
              "networks": dict(sorted(subnets.items()))}
     order(stack)  # refuses a dependency cycle
     return stack
+
+
+def _long_volume(item: dict[str, Any], what: str) -> str:
+    """A ``volumes`` entry in the long form (``type: bind|volume``, ``source``,
+    ``target``, ``read_only``) as the short ``SOURCE:TARGET[:ro]`` it means; its other
+    options (bind propagation, volume nocopy, tmpfs size...) are refused by name."""
+    kind, source, target = item.get("type"), item.get("source"), item.get("target")
+    if kind not in ("bind", "volume"):
+        raise InvalidArgument(f"{what}: type {_shown(kind)} is not supported (bind or "
+                              "volume; a tmpfs is the tmpfs key)")
+    extra = sorted(set(item) - {"type", "source", "target", "read_only"}, key=str)
+    if extra:
+        raise InvalidArgument(f"{what}: {_shown(extra[0])} is not supported in a volume")
+    if not isinstance(source, str) or not source or not isinstance(target, str) \
+            or not target or ":" in source + target:
+        raise InvalidArgument(f"{what}: source and target are required strings without ':'")
+    if kind == "bind" and not (source in (".", "..") or source.startswith(
+            ("/", "./", "../", "~"))):
+        source = "./" + source  # a bind's source is a path, relative to the project
+    read_only = item.get("read_only", False)
+    if not isinstance(read_only, bool):
+        raise InvalidArgument(f"{what}: read_only must be true or false")
+    return f"{source}:{target}" + (":ro" if read_only else "")
+
+
+def check_container_names(services: Mapping[str, Any]) -> None:
+    """``container_name``: a service of one replica (two containers cannot share a name),
+    and no two services naming theirs alike."""
+    seen: dict[str, str] = {}
+    for name, svc in services.items():
+        custom = svc.get("container_name") if isinstance(svc, dict) else None
+        if custom is None:
+            continue
+        if not isinstance(custom, str) or not custom:
+            raise InvalidArgument(f"services.{name}.container_name: must be a string")
+        if svc.get("replicas", 1) > 1:
+            raise InvalidArgument(f"services.{name}: container_name names one container: "
+                                  "deploy.replicas must be 1")
+        if custom in seen:
+            raise InvalidArgument(f"services.{name}.container_name: {_shown(custom)} is "
+                                  f"services.{seen[custom]}'s too")
+        seen[custom] = name
+
+
+def _file_sources(value: Any, kind: str, base_dir: str) -> dict[str, str]:
+    """Top-level ``secrets``/``configs``: NAME -> the host file, each ``file:`` only (a
+    secret from the environment or a swarm's is not this node's), resolved inside the
+    project directory (symbolic links too: a file outside it, ``/etc/shadow`` by a link,
+    is refused), a regular file. Its content is never read: it is bind-mounted
+    read-only, so it is in no event, no log line and no ``config`` output."""
+    if value in (None, {}):
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{kind}: must be a mapping")
+    root = os.path.realpath(base_dir)
+    out = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise InvalidArgument(f"{kind}: invalid name {_shown(name)}")
+        what = f"{kind}.{name}"
+        if not isinstance(item, dict) or set(item) != {"file"} or not isinstance(
+                item["file"], str) or not item["file"] or "\0" in item["file"]:
+            raise InvalidArgument(f"{what}: only file: PATH is supported (not environment, "
+                                  "content or external)")
+        path = os.path.realpath(os.path.join(root, os.path.expanduser(item["file"])))
+        if os.path.commonpath([root, path]) != root:
+            raise InvalidArgument(f"{what}: {_shown(item['file'])} is outside the project "
+                                  "directory")
+        if not os.path.isfile(path):
+            raise InvalidArgument(f"{what}: {_shown(item['file'])} is not a regular file")
+        out[name] = path
+    return out
+
+
+def _file_mounts(value: Any, what: str, kind: str, sources: Mapping[str, str]
+                 ) -> list[str]:
+    """A service's ``secrets``/``configs``: each a read-only bind mount of its file, at
+    /run/secrets/NAME (a secret) or /NAME (a config) unless ``target`` says where."""
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{what}: must be a list")
+    mounts = []
+    for item in value:
+        source = item if isinstance(item, str) else item.get("source") \
+            if isinstance(item, dict) else None
+        if not isinstance(source, str) or source not in sources:
+            raise InvalidArgument(f"{what}: {_shown(source)} is not declared under the "
+                                  f"top-level '{kind}'")
+        target = item.get("target", source) if isinstance(item, dict) else source
+        if isinstance(item, dict) and set(item) - {"source", "target"}:
+            raise InvalidArgument(f"{what}.{source}: only source and target are supported "
+                                  "(not uid, gid or mode)")
+        if not isinstance(target, str) or not target or "\0" in target or ":" in target:
+            raise InvalidArgument(f"{what}.{source}: invalid target {_shown(target)}")
+        if not target.startswith("/"):
+            target = ("/run/secrets/" if kind == "secrets" else "/") + target
+        mounts.append(f"{sources[source]}:{os.path.normpath(target)}:ro")
+    return mounts
 
 
 def _subnet(value: Any, what: str, problems: list[str]) -> str:
@@ -425,11 +550,16 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
         opts["ports"] = _ports(svc["ports"], f"{what}.ports")
     if "volumes" in svc:
         mounts = []
-        for item in _strings(svc["volumes"], f"{what}.volumes"):
+        if not isinstance(svc["volumes"], list):
+            raise InvalidArgument(f"{what}.volumes: must be a list")
+        items = [_long_volume(v, f"{what}.volumes") if isinstance(v, dict) else v
+                 for v in svc["volumes"]]
+        for item in _strings(items, f"{what}.volumes"):
             source, sep, rest = item.partition(":")
             if not sep:
-                raise InvalidArgument(f"{what}.volumes: {_shown(item)}: use SOURCE:TARGET[:ro]")
-            if source.startswith(("/", "./", "../", "~")):
+                raise InvalidArgument(f"{what}.volumes: {_shown(item)}: use SOURCE:TARGET[:ro]"
+                                      " (a volume without a source is not supported)")
+            if source in (".", "..") or source.startswith(("/", "./", "../", "~")):
                 source = os.path.normpath(os.path.join(base_dir, os.path.expanduser(source)))
             elif source in volumes:
                 source = f"{project}_{source}"
@@ -450,9 +580,33 @@ def _service(svc: dict[str, Any], what: str, project: str, base_dir: str,
             raise InvalidArgument(f"{what}.read_only: must be true or false")
         opts["read_only"] = svc["read_only"]
     _more_keys(svc, what, opts)
+    if "extra_hosts" in svc:
+        hosts = svc["extra_hosts"]
+        if isinstance(hosts, dict):  # NAME: ADDRESS (a list of addresses: one line each)
+            hosts = [f"{k}={a}" for k, v in hosts.items()
+                     for a in (v if isinstance(v, list) else [v])]
+        opts["add_hosts"] = _strings(hosts, f"{what}.extra_hosts")
+    if "dns" in svc:
+        opts["dns"] = _strings([svc["dns"]] if isinstance(svc["dns"], str) else svc["dns"],
+                               f"{what}.dns")
+    if "domainname" in svc:
+        if not isinstance(svc["domainname"], str):
+            raise InvalidArgument(f"{what}.domainname: must be a string")
+        opts["domainname"] = svc["domainname"]
+    if "sysctls" in svc:
+        opts["sysctls"] = list(_mapping(svc["sysctls"], f"{what}.sysctls").items())
+        opts["sysctls"] = [f"{k}={v}" for k, v in opts["sysctls"]]
+    if "network_mode" in svc:
+        if svc["network_mode"] != "none" or "networks" in svc:
+            raise InvalidArgument(f"{what}.network_mode: only none is supported (and not "
+                                  "with networks:)")
+        opts["network"] = "none"
     if "container_name" in svc:
-        problems.append(f"{what}.container_name: not supported (names are "
-                        "PROJECT-SERVICE-N)")
+        # The container's name (and so a name on its network): one replica only, as
+        # docker compose has it; the reconciler knows it by its labels (plan.identify).
+        if not isinstance(svc["container_name"], str) or not svc["container_name"]:
+            raise InvalidArgument(f"{what}.container_name: must be a string")
+        out["container_name"] = svc["container_name"]
     if "stop_grace_period" in svc:
         # Not a run option: how long down/stop/restart wait before they kill is the
         # reconciler's to apply (and changing it does not recreate a replica).
@@ -637,6 +791,13 @@ def container_name(project: str, service: str, number: int) -> str:
     return f"{project}-{service}-{number}"
 
 
+def replica_name(stack: Mapping[str, Any], service: str, number: int) -> str:
+    """A replica's container name: its service's ``container_name`` (one replica only),
+    else ``PROJECT-SERVICE-N``."""
+    custom = stack["services"][service].get("container_name")
+    return str(custom) if custom else container_name(stack["name"], service, number)
+
+
 CONFIG_HASH_LABEL = "com.docker.compose.config-hash"
 """The label holding the service's ``config_hash`` on each of its containers, as docker
 compose names it: a replica whose label differs from the file's service is recreated."""
@@ -647,8 +808,10 @@ def config_hash(stack: dict[str, Any], service: str) -> str:
     their canonical JSON). ``deploy.replicas`` and ``depends_on`` are left out, as docker
     compose leaves them out: scaling or reordering does not recreate a replica."""
     svc = stack["services"][service]
-    text = json.dumps({"options": svc["options"], "labels": svc["labels"]}, sort_keys=True,
-                      separators=(",", ":"))
+    made = {"options": svc["options"], "labels": svc["labels"]}
+    if svc.get("container_name"):  # renamed: made again (absent: the hashes as before)
+        made["container_name"] = svc["container_name"]
+    text = json.dumps(made, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

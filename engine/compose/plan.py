@@ -24,8 +24,8 @@ from engine.compose.model import (
     CONFIG_HASH_LABEL,
     DEFAULT_GRACE,
     config_hash,
-    container_name,
     order,
+    replica_name,
 )
 
 NAMESPACE = uuid.UUID("6f3b2c1e-9a57-4d0e-8c8b-1b9d0e5a7c42")
@@ -44,16 +44,27 @@ class Observed:
     exit_code: int | None = None
     config_hash: str = ""
     """The ``com.docker.compose.config-hash`` label it was created with ('' if none)."""
+    service: str = ""
+    number: int = 0
+    """The replica it is (``identify``); '' and 0 when not known."""
+
+    @property
+    def replica(self) -> tuple[str, int] | None:
+        return (self.service, self.number) if self.service else None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Observed:
-        """From a ``ps -a`` row (``workers/present.py``'s summary)."""
+    def from_row(cls, row: dict[str, Any], project: str = "") -> Observed:
+        """From a ``ps -a`` row (``workers/present.py``'s summary); with ``project``,
+        the replica it is of that project's, if any."""
         labels = row.get("labels")
+        labels = labels if isinstance(labels, dict) else {}
         code = row.get("exit_code")
+        found = identify(project, str(row["name"]), labels) if project else None
         return cls(str(row["name"]), str(row["id"]), str(row["state"]),
                    str(row.get("finished_at") or ""), str(row.get("exit_reason") or ""),
                    code if isinstance(code, int) else None,
-                   str(labels.get(CONFIG_HASH_LABEL, "")) if isinstance(labels, dict) else "")
+                   str(labels.get(CONFIG_HASH_LABEL, "")),
+                   found[0] if found else "", found[1] if found else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +104,24 @@ def parse_name(project: str, name: str) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
+def identify(project: str, name: str, labels: Mapping[str, Any]) -> tuple[str, int] | None:
+    """Which replica of ``project`` a container is: by its name ``PROJECT-SERVICE-N``,
+    else (a service's ``container_name``) by the labels every replica carries
+    (``com.docker.compose.project``, ``.service``, ``.container-number``; a one-off of
+    ``run`` is none). None: not a replica of the project."""
+    parsed = parse_name(project, name)
+    if parsed is not None:
+        return parsed
+    service = labels.get("com.docker.compose.service")
+    number = labels.get("com.docker.compose.container-number")
+    if (labels.get("com.docker.compose.project") != project
+            or "com.docker.compose.oneoff" in labels or not isinstance(service, str)
+            or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", service)
+            or not isinstance(number, str) or not re.fullmatch(r"[1-9][0-9]{0,5}", number)):
+        return None
+    return service, int(number)
+
+
 DEATHS = frozenset({"conmon_lost", "unknown"})
 """Exit reasons (``engine.containers.decide.exit_reason``) that say the container was lost from
 outside: its conmon killed, or nothing left to tell how it ended."""
@@ -119,12 +148,13 @@ def _replica(stack: dict[str, Any], service: str, number: int, seen: Observed | 
              *, one_shot: bool, following: bool) -> list[Action]:
     """One replica's steps: created and started if missing; recreated if made from
     another configuration; started if created or (see ``died``) exited."""
-    name = container_name(stack["name"], service, number)
+    name = replica_name(stack, service, number)
     create = [Action("create", service, number, name), Action("start", service, number, name)]
     if seen is None:
         return create
-    if seen.config_hash != config_hash(stack, service):
-        return [Action("remove", service, number, name), *create]
+    if seen.config_hash != config_hash(stack, service) or seen.name != name:
+        # (renamed by container_name: the old container goes by its own name)
+        return [Action("remove", service, number, seen.name), *create]
     if seen.state == "created":
         return [Action("start", service, number, name)]
     if seen.state != "exited" or one_shot:
@@ -145,7 +175,10 @@ def plan(stack: dict[str, Any], observed: list[Observed], *,
     removed (last)."""
     project = stack["name"]
     services: dict[str, Any] = stack["services"]
-    by_name = {o.name: o for o in observed}
+    # By the replica each is (its name, or its labels under a container_name), so a
+    # replica renamed in the file is found under its old name and made again.
+    by_replica = {r: o for o in observed
+                  if (r := o.replica or parse_name(project, o.name)) is not None}
     actions: list[Action] = []
     # A one-shot service others wait to complete is not started again once exited.
     one_shot = {dep for s in services.values() for dep, cond in s["depends_on"].items()
@@ -155,7 +188,7 @@ def plan(stack: dict[str, Any], observed: list[Observed], *,
         steps: list[Action] = []
         for number in range(1, svc["replicas"] + 1):
             steps += _replica(stack, service, number,
-                              by_name.get(container_name(project, service, number)),
+                              by_replica.get((service, number)),
                               one_shot=service in one_shot, following=following)
         if steps:
             actions += [Action("wait", dep, condition=condition)
@@ -163,7 +196,7 @@ def plan(stack: dict[str, Any], observed: list[Observed], *,
         actions.extend(steps)
     extras = []
     for o in observed:
-        parsed = parse_name(project, o.name)
+        parsed = o.replica or parse_name(project, o.name)
         if parsed is None:
             continue
         service, number = parsed

@@ -19,7 +19,7 @@ from engine.containers.process import (
     rlimits,
 )
 from engine.containers.seccomp import UNCONFINED, load_profile, oci_seccomp
-from engine.containers.spec import RunSpec
+from engine.containers.spec import RunSpec, parse_sysctl
 
 STOP_SIGNAL_ANNOTATION = "org.opencontainers.image.stopSignal"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -130,6 +130,7 @@ def oci_config(spec: RunSpec, container_id: str, *, cgroups_path: str) -> dict[s
         "mounts": mounts,
         "annotations": {STOP_SIGNAL_ANNOTATION: str(spec.stop_signal)},
         "linux": {
+            **({"sysctl": _sysctls(spec)} if spec.sysctls or spec.domainname else {}),
             "cgroupsPath": cgroups_path,
             "resources": resources,
             "namespaces": [
@@ -159,6 +160,16 @@ def oci_config(spec: RunSpec, container_id: str, *, cgroups_path: str) -> dict[s
                else {"seccomp": oci_seccomp(load_profile(), caps)}),
         },
     }
+
+
+def _sysctls(spec: RunSpec) -> dict[str, str]:
+    """``--sysctl``, and ``--domainname`` as ``kernel.domainname`` of its own UTS
+    namespace (the runc here ignores the runtime spec's ``domainname`` field, which
+    came later; the sysctl has the same effect)."""
+    out = dict(parse_sysctl(x) for x in spec.sysctls)
+    if spec.domainname:
+        out["kernel.domainname"] = spec.domainname
+    return out
 
 
 def write_bundle(bundle_dir: str, config: dict[str, Any]) -> str:

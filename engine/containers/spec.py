@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from engine.containers.mountspec import Mount, check_host_paths, check_mounts, mounts_from_user
 from engine.errors import InvalidArgument
 from engine.health.rules import check_health_options, health_from_user
-from engine.networks.names import DEFAULT_NAME, MODES, check_reference
+from engine.networks.names import (
+    DEFAULT_NAME,
+    MODES,
+    check_reference,
+    parse_add_host,
+    parse_dns,
+)
 from engine.restarts.rules import check_restart_options
 from engine.signals import parse_signal
 
@@ -46,6 +52,8 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "no_healthcheck": _BOOL, "cpus": _NUM,
     "network": _STR, "expose": _LIST, "publish_all": _BOOL,  # networks
     "network_aliases": _LIST,  # --network-alias, compose's service names
+    "add_hosts": _LIST, "dns": _LIST,  # --add-host NAME:ADDRESS, --dns ADDRESS
+    "domainname": _STR, "sysctls": _LIST,  # --domainname, --sysctl KEY=VALUE
     # CLI verbs (podman's run flags)
     "labels": (dict,), "init": _BOOL, "cap_drop": _LIST, "ulimits": _LIST, "seccomp": _STR,
     # interactive stdio
@@ -125,6 +133,28 @@ def spec_from_user(options: dict[str, Any]) -> dict[str, Any]:
     health_from_user(data)
     RunSpec.from_data(data)  # the worker's type rules, at the publisher's edge
     return data
+
+
+SYSCTL_RE = re.compile(r"^(net\.[a-z0-9_.-]+|kernel\.(shm[a-z_]+|msg[a-z_]+|sem)"
+                       r"|fs\.mqueue\.[a-z_]+)$")
+"""The sysctls a container may set: those of its own network namespace (``net.*``) and
+IPC namespace (``kernel.shm*``, ``kernel.msg*``, ``kernel.sem``, ``fs.mqueue.*``), as
+runc and Docker allow; any other is the host's, shared by every container."""
+
+
+def parse_sysctl(text: object, network: str = "") -> tuple[str, str]:
+    """``KEY=VALUE`` of ``SYSCTL_RE``; a ``net.*`` key with ``--network host`` would
+    set the host's own, and is refused."""
+    key, sep, value = text.partition("=") if isinstance(text, str) else ("", "", "")
+    if not sep or not SYSCTL_RE.fullmatch(key) or len(key + value) > 512 \
+            or not value.isprintable():
+        shown = text if isinstance(text, str) and len(text) <= 80 else type(text).__name__
+        raise InvalidArgument(f"invalid sysctl {shown!r}: use KEY=VALUE with a key of the "
+                              "container's own namespaces (net.*, kernel.shm*, kernel.msg*, "
+                              "kernel.sem, fs.mqueue.*)")
+    if key.startswith("net.") and network == "host":
+        raise InvalidArgument(f"sysctl {key} would set the host's: not with --network host")
+    return key, value
 
 
 def parse_expose(text: object) -> tuple[int, str]:
@@ -245,6 +275,14 @@ class RunSpec:
     network_aliases: tuple[str, ...] = ()
     """More names the other members of its user network resolve it by (``--network-alias``;
     compose gives each replica its service's name and the file's ``aliases``)."""
+    add_hosts: tuple[str, ...] = ()
+    """``--add-host NAME:ADDRESS``: lines of its own /etc/hosts."""
+    dns: tuple[str, ...] = ()
+    """``--dns``: the nameservers of its resolv.conf instead of the host's."""
+    domainname: str = ""
+    """``--domainname``: its NIS domain name (its own UTS namespace's)."""
+    sysctls: tuple[str, ...] = ()
+    """``--sysctl KEY=VALUE``: only keys of its own namespaces (``SYSCTL_RE``)."""
     # CLI verbs (podman's run flags)
     init: bool = False
     cap_drop: tuple[str, ...] = ()
@@ -366,7 +404,21 @@ class RunSpec:
         for item in self.expose:
             parse_expose(item)
         check_aliases(self.network_aliases, self.network)
+        for item in self.add_hosts:
+            parse_add_host(item)
+        for item in self.dns:
+            parse_dns(item)
+        if self.domainname and (len(self.domainname) > 64
+                                or not _HOSTNAME_RE.fullmatch(self.domainname)):
+            raise InvalidArgument(f"invalid domain name {self.domainname!r}")
+        for item in self.sysctls:
+            parse_sysctl(item, self.network)
         return self
+
+    @property
+    def extra_hosts(self) -> tuple[tuple[str, str], ...]:
+        """``add_hosts`` as (NAME, ADDRESS) pairs (checked by ``validate``)."""
+        return tuple(parse_add_host(h) for h in self.add_hosts)
 
     @property
     def uid_gid(self) -> tuple[int, int]:
@@ -426,6 +478,14 @@ class RunSpec:
         for key in ("pid_ns", "ipc_ns", "uts_ns"):  # the same
             if getattr(self, key):
                 data[key] = getattr(self, key)
+        if self.add_hosts:  # the same
+            data["add_hosts"] = list(self.add_hosts)
+        if self.dns:  # the same
+            data["dns"] = list(self.dns)
+        if self.domainname:  # the same
+            data["domainname"] = self.domainname
+        if self.sysctls:  # the same
+            data["sysctls"] = list(self.sysctls)
         return data
 
     def _image_data(self) -> dict[str, Any]:
@@ -465,6 +525,9 @@ class RunSpec:
             kwargs["health_cmd"] = tuple(data.get("health_cmd") or ())
             kwargs["expose"] = tuple(data.get("expose") or ())
             kwargs["network_aliases"] = tuple(data.get("network_aliases") or ())
+            kwargs["add_hosts"] = tuple(data.get("add_hosts") or ())
+            kwargs["dns"] = tuple(data.get("dns") or ())
+            kwargs["sysctls"] = tuple(data.get("sysctls") or ())
             kwargs["cap_drop"] = tuple(data.get("cap_drop") or ())
             if data.get("entrypoint") is not None:
                 kwargs["entrypoint"] = tuple(data["entrypoint"])

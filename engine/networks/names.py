@@ -8,6 +8,7 @@ two modules imported each other.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from engine.errors import InvalidArgument
@@ -33,3 +34,36 @@ def validate_name(name: object) -> str:
 def check_reference(name: str) -> str:
     """A run's ``--network``: a mode (none, host) or a network's name."""
     return name if name in MODES else validate_name(name)
+
+
+_HOST_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
+"""A name /etc/hosts takes (as ``engine.networks.rules`` writes its lines)."""
+
+
+def parse_add_host(text: object) -> tuple[str, str]:
+    """``--add-host``/compose ``extra_hosts``: ``NAME:ADDRESS`` or ``NAME=ADDRESS`` (an
+    IPv6 address keeps its colons: the name ends at the first separator), the name one
+    /etc/hosts takes, the address an IP address (``host-gateway`` is Docker's own
+    daemon-side name, not resolved here)."""
+    if isinstance(text, str):
+        name, sep, address = text.partition("=") if "=" in text else text.partition(":")
+        address = address.strip("[]")
+        try:
+            ok = bool(sep) and bool(_HOST_NAME.fullmatch(name)) and bool(
+                ipaddress.ip_address(address))
+        except ValueError:
+            ok = False
+        if ok:
+            return name, str(ipaddress.ip_address(address))
+    shown = text if isinstance(text, str) and len(text) <= 80 else type(text).__name__
+    raise InvalidArgument(f"invalid extra host {shown!r}: use NAME:ADDRESS, e.g. "
+                          "db.local:10.0.0.5")
+
+
+def parse_dns(text: object) -> str:
+    """A ``--dns`` server: an IP address."""
+    try:
+        return str(ipaddress.ip_address(text if isinstance(text, str) else ""))
+    except ValueError:
+        shown = text if isinstance(text, str) and len(text) <= 80 else type(text).__name__
+        raise InvalidArgument(f"invalid DNS server {shown!r}: an IP address") from None

@@ -141,14 +141,38 @@ def plan_network(name: str, subnet: str | None, gateway: str | None,
     return Network(name, str(net), str(gw), bridge_for(name))
 
 
-def free_subnet(existing: Iterable[Network]) -> str | None:
-    """The first 10.89.N.0/24 (N from 1) no network uses."""
+def free_subnet(existing: Iterable[Network],
+                host_routes: Iterable[ipaddress.IPv4Network] = ()) -> str | None:
+    """The first 10.89.N.0/24 (N from 1) that neither a network of this engine nor a
+    route of the host (``routes_of``) overlaps: another engine on the same host (each
+    test's, a second BERTH_ROOT), a VPN or a docker bridge may hold one, and a bridge on
+    a subnet the host already routes elsewhere would take that traffic or lose its own."""
     taken = [ipaddress.ip_network(n.subnet) for n in existing]
+    taken += [r for r in host_routes if r.prefixlen > 0]  # the default route is no subnet
     for n in range(1, 256):
         candidate = ipaddress.ip_network(f"10.89.{n}.0/24")
         if not any(candidate.overlaps(t) for t in taken):
             return str(candidate)
     return None
+
+
+def routes_of(proc_net_route: str) -> list[ipaddress.IPv4Network]:
+    """The IPv4 destinations of the host's routing table, from ``/proc/net/route``'s
+    text (one route a line, destination and mask in little-endian hex; every interface
+    that is up has its own subnet's route there). Lines of another shape are skipped."""
+    found = []
+    for line in proc_net_route.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:
+            dest = int.from_bytes(bytes.fromhex(fields[1]), "little")
+            mask = int.from_bytes(bytes.fromhex(fields[7]), "little")
+            net = ipaddress.IPv4Network((dest, bin(mask).count("1")), strict=False)
+        except ValueError:
+            continue
+        found.append(net)
+    return found
 
 
 def check_removable(name: str, networks: Mapping[str, Network],
@@ -323,9 +347,12 @@ class Member:
     ip: str
     aliases: tuple[str, ...] = ()
     """``--network-alias`` names; compose's service name: shared by a service's replicas."""
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    """``--add-host`` (NAME, ADDRESS) pairs: lines of its own file only."""
 
 
-def hosts_file(me: Member | None, hostname: str, others: Iterable[Member] = ()) -> str:
+def hosts_file(me: Member | None, hostname: str, others: Iterable[Member] = (),
+               extra: Iterable[tuple[str, str]] = ()) -> str:
     """/etc/hosts: localhost, the container's own name and address, then the other
     members of its user network (so they reach each other by container name, host
     name, short id and network aliases).
@@ -336,6 +363,9 @@ def hosts_file(me: Member | None, hostname: str, others: Iterable[Member] = ()) 
     members in an order of its own (by a hash of its id and theirs): stable while the
     membership stands (nothing to rewrite), different from one reader to the next."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    # --add-host first: a name given by hand wins over a member's of the same name.
+    lines += [f"{address}\t{name}" for name, address in (*(me.extra_hosts if me else ()),
+                                                          *extra)]
     own = (hostname, me.name if me else "", *(me.aliases if me else ()))
     names = [n for n in dict.fromkeys(own) if n and _HOST_LINE.fullmatch(n)]
     if me and me.ip:
@@ -369,12 +399,16 @@ def _spread(reader: str, member: Member) -> tuple[int, str]:
     return zlib.crc32(f"{reader}/{member.container_id}".encode()), member.name
 
 
-def resolv_conf(host_text: str, *, keep_loopback: bool = False) -> str:
+def resolv_conf(host_text: str, *, keep_loopback: bool = False,
+                dns: Sequence[str] = ()) -> str:
     """The host's resolv.conf minus loopback nameservers (unreachable from a
-    container's own namespace); public resolvers if none is left."""
-    lines, servers = [], 0
+    container's own namespace); public resolvers if none is left. ``dns``
+    (``--dns``): these servers instead of the host's (its search and options kept)."""
+    lines, servers = [f"nameserver {s}" for s in dns], len(dns)
     for line in host_text.splitlines():
         words = line.split()
+        if dns and words[:1] == ["nameserver"]:
+            continue
         if words[:1] == ["nameserver"] and len(words) > 1:
             try:
                 loop = ipaddress.ip_address(words[1].split("%")[0]).is_loopback

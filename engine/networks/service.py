@@ -10,6 +10,7 @@ container on it (see docs/operations.md, "Networks").
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from dataclasses import dataclass
@@ -31,6 +32,24 @@ log = logging.getLogger("berth.networks")
 class NetworkOutcome:
     result: dict[str, Any]
     positions: tuple[int, ...] = ()
+
+
+ROUTES = "/proc/net/route"
+MAX_ROUTES_BYTES = 4 * 1024 * 1024
+"""What of the host's routing table is read (a host with more routes than this is one
+whose routes beyond it are not avoided: a subnet given with --subnet still works)."""
+
+
+def _host_routes() -> list[ipaddress.IPv4Network]:
+    """The host's IPv4 routes now (none if the table cannot be read: the engine's own
+    networks are still avoided)."""
+    try:
+        with open(ROUTES, encoding="ascii", errors="replace") as f:
+            text = f.read(MAX_ROUTES_BYTES)
+    except OSError as exc:
+        log.warning("cannot read %s (%s): host routes not avoided", ROUTES, exc)
+        return []
+    return nw.routes_of(text)
 
 
 def fold_stream(recorded: list[ev.RecordedEvent]) -> nw.Network | None:
@@ -113,7 +132,7 @@ class NetworkService:
                 return replayed
             existing = self.all()
             network = nw.plan_network(name, subnet, gateway, existing,
-                                      nw.free_subnet(existing.values()))
+                                      nw.free_subnet(existing.values(), _host_routes()))
             stream = nw.stream_of(name)
             version = len(self.store.read_stream(stream))
             recorded = self.writes.append(

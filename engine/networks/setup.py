@@ -179,7 +179,9 @@ class NetworkSetup:
     # -- join -------------------------------------------------------------------------
 
     def join(self, container_id: str, *, name: str, hostname: str, requested: str,
-             ports: Sequence[PortMapping], aliases: Sequence[str] = ()) -> Joined:
+             ports: Sequence[PortMapping], aliases: Sequence[str] = (),
+             extra_hosts: Sequence[tuple[str, str]] = (), dns: Sequence[str] = ()
+             ) -> Joined:
         """Give the container its network: ``requested`` ("" for the node's default,
         ``none``, ``host`` or a network's name). A container that still holds its
         namespace (a restore after a checkpoint) gets it and its address again."""
@@ -187,8 +189,9 @@ class NetworkSetup:
         directory = self.dir_of(container_id)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if network in nw.MODES:
-            files = self._write_etc(container_id, hostname,
-                                    me=None, keep_loopback=network == nw.HOST)
+            files = self._write_etc(container_id, hostname, me=None,
+                                    keep_loopback=network == nw.HOST, extra=extra_hosts,
+                                    dns=dns)
             self._write_record(container_id, {"mode": network, "name": name})
             return Joined(network, None, files)
         net = self.lookup(network)
@@ -200,22 +203,26 @@ class NetworkSetup:
                           for p in previous.get("ports") or ())
             attachment = nw.attachment_from_result(net.name, previous["result"], ports)
         else:
-            attachment = self._add(container_id, net, name, hostname, ports, aliases)
+            attachment = self._add(container_id, net, name, hostname, ports, aliases,
+                                   extra_hosts)
         if previous and previous.get("result"):
             aliases = _aliases(previous)  # the names it joined with (a spec never changes)
-        me = nw.Member(container_id, name, hostname, attachment.ip, tuple(aliases))
-        files = self._write_etc(container_id, hostname, me=me, network=net)
+        me = nw.Member(container_id, name, hostname, attachment.ip, tuple(aliases),
+                       tuple(extra_hosts))
+        files = self._write_etc(container_id, hostname, me=me, network=net, dns=dns)
         self._refresh_hosts(net.name)
         return Joined("bridge", self.netns_path(container_id), files, attachment)
 
     def _add(self, container_id: str, net: nw.Network, name: str, hostname: str,
-             ports: Sequence[PortMapping], aliases: Sequence[str]) -> nw.Attachment:
+             ports: Sequence[PortMapping], aliases: Sequence[str],
+             extra_hosts: Sequence[tuple[str, str]] = ()) -> nw.Attachment:
         conflist = nw.conflist(net, self.ipam_dir, ports=bool(ports))
         netns = self.netns_path(container_id)
         capabilities = {"portMappings": nw.port_mappings(ports)}
         record = {"mode": "bridge", "network": net.name, "name": name, "hostname": hostname,
                   "conflist": conflist, "ifname": nw.IFNAME, "capabilities": capabilities,
-                  "ports": [list(p) for p in ports], "aliases": list(aliases)}
+                  "ports": [list(p) for p in ports], "aliases": list(aliases),
+                  "extra_hosts": [list(h) for h in extra_hosts]}
         self._write_record(container_id, record)  # the intent, before any side effect
         call = Invocation(container_id, netns, nw.IFNAME, capabilities)
         try:
@@ -328,7 +335,8 @@ class NetworkSetup:
             try:
                 ip = nw.attachment_from_result(network, record["result"], ()).ip
                 member = nw.Member(container_id, str(record.get("name", "")),
-                                   str(record.get("hostname", "")), ip, _aliases(record))
+                                   str(record.get("hostname", "")), ip, _aliases(record),
+                                   _extra_hosts(record))
             except BerthError:
                 member = None
         self._members[container_id] = (stamp, network, member)
@@ -336,6 +344,7 @@ class NetworkSetup:
 
     def _write_etc(self, container_id: str, hostname: str, *, me: nw.Member | None,
                    network: nw.Network | None = None, keep_loopback: bool = False,
+                   extra: Sequence[tuple[str, str]] = (), dns: Sequence[str] = (),
                    ) -> dict[str, str]:
         directory = self.dir_of(container_id)
         try:
@@ -344,8 +353,9 @@ class NetworkSetup:
         except OSError:
             host_resolv = ""
         others = self.members(network.name) if network and not network.builtin else []
-        texts = {"hosts": nw.hosts_file(me, hostname, others),
-                 "resolv.conf": nw.resolv_conf(host_resolv, keep_loopback=keep_loopback),
+        texts = {"hosts": nw.hosts_file(me, hostname, others, extra),
+                 "resolv.conf": nw.resolv_conf(host_resolv, keep_loopback=keep_loopback,
+                                               dns=dns),
                  "hostname": hostname + "\n"}
         files = {}
         for name, text in texts.items():
@@ -387,6 +397,15 @@ class NetworkSetup:
                 except FileNotFoundError:
                     continue  # leaving, or not written yet (its join writes it)
                 _write_in_place(path, text)
+
+
+def _extra_hosts(record: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A record's ``--add-host`` pairs (none in records written before they existed)."""
+    found = record.get("extra_hosts")
+    if not isinstance(found, list):
+        return ()
+    return tuple((str(h[0]), str(h[1])) for h in found
+                 if isinstance(h, list) and len(h) == 2)
 
 
 def _aliases(record: dict[str, Any]) -> tuple[str, ...]:

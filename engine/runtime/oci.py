@@ -171,7 +171,8 @@ class OCIRuntime(Checkpoints):
                         else spec.hostname or cid[:12])
             joined = self.networks.join(cid, name=name or cid, hostname=hostname,
                                         requested=spec.network, ports=ports,
-                                        aliases=spec.network_aliases)
+                                        aliases=spec.network_aliases,
+                                        extra_hosts=spec.extra_hosts, dns=spec.dns)
             if joined.attachment is not None:
                 ports = joined.attachment.ports
         elif spec.network not in ("", "none"):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,7 +51,7 @@ volumes:
 def test_normalised_stack() -> None:
     s = stack(GOOD)
     db, web = s["services"]["db"], s["services"]["web"]
-    assert s["name"] == "proj" and s["volumes"] == ["data"] and s["networks"] == {}
+    assert s["name"] == "proj" and s["volumes"] == ["data"] and s["networks"] == {"default": ""}
     assert db["options"]["rootfs"] == "/srv/app/rootfs"
     assert db["options"]["env"] == ["A=1", "B=true"]  # C: null is the unset environment C
     assert db["options"]["volumes"] == ["proj_data:/var/lib/db", "/srv/app/conf:/etc/conf:ro"]
@@ -82,7 +85,7 @@ def test_project_name(name: str, expected: str) -> None:
 def test_networks_with_a_subnet() -> None:
     s = stack("services:\n  a:\n    image: ./r\n    command: [x]\nnetworks:\n  front:\n"
               "  back: {ipam: {config: [{subnet: 10.91.3.0/24}]}}\n")
-    assert s["networks"] == {"back": "10.91.3.0/24", "front": ""}
+    assert s["networks"] == {"back": "10.91.3.0/24", "default": "", "front": ""}
     with pytest.raises(model.Unsupported) as err:
         stack("services:\n  a:\n    image: ./r\n    command: [x]\nnetworks:\n"
               "  n: {driver: macvlan, ipam: {driver: x}}\n")
@@ -93,8 +96,8 @@ def test_networks_with_a_subnet() -> None:
 def test_unsupported_keys_one_line_each() -> None:
     with pytest.raises(model.Unsupported) as err:
         stack("services:\n  a:\n    image: ./r\n    command: [x]\n    devices: [x]\n"
-              "    privileged: true\n    deploy: {placement: {}}\nconfigs: {}\n")
-    assert err.value.lines == ["configs: top-level key not supported",
+              "    privileged: true\n    deploy: {placement: {}}\nmodels: {}\n")
+    assert err.value.lines == ["models: top-level key not supported",
                                "services.a.devices: not supported",
                                "services.a.privileged: not supported",
                                "services.a.deploy.placement: not supported"]
@@ -611,3 +614,141 @@ services:
 def test_common_keys_refuse_bad_values(key: str, words: str) -> None:
     with pytest.raises(InvalidArgument, match=re.escape(words)):
         stack(f"services:\n  a:\n    image: busybox\n    {key}\n")
+
+
+def test_services_naming_no_network_join_the_projects_default_network() -> None:
+    """As docker compose: a service without ``networks:`` is on PROJECT_default, named
+    there by its service name; one with ``networks:`` only on those; ``network_mode:
+    none`` on none; a declared ``default`` keeps its subnet."""
+    s = stack("services:\n  db:\n    image: busybox\n  web:\n    image: busybox\n"
+              "  lone:\n    image: busybox\n    network_mode: none\n"
+              "  back:\n    image: busybox\n    networks: [n]\nnetworks:\n  n:\n")
+    assert s["networks"] == {"default": "", "n": ""}
+    opts = {name: svc["options"] for name, svc in s["services"].items()}
+    assert (opts["db"]["network"], opts["db"]["network_aliases"]) == ("proj_default", ["db"])
+    assert opts["web"]["network_aliases"] == ["web"] and opts["back"]["network"] == "proj_n"
+    assert opts["lone"]["network"] == "none" and "network_aliases" not in opts["lone"]
+    only = stack("services:\n  a:\n    image: busybox\n    networks: [n]\nnetworks:\n  n:\n")
+    assert only["networks"] == {"n": ""}  # nobody on default: none made
+    sized = stack("services:\n  a:\n    image: busybox\nnetworks:\n  default: "
+                  "{ipam: {config: [{subnet: 10.91.4.0/24}]}}\n")
+    assert sized["networks"] == {"default": "10.91.4.0/24"}
+    with pytest.raises(InvalidArgument, match="network_mode: only none"):
+        stack("services:\n  a:\n    image: busybox\n    network_mode: host\n")
+
+
+def test_secrets_and_configs_are_read_only_files_of_the_project_directory(
+        tmp_path: Path) -> None:
+    """A secret at /run/secrets/NAME, a config at /NAME (or where target says), each a
+    read-only bind mount of a regular file inside the project directory: a path or a
+    link leading out of it, and the non-file forms, one sentence each."""
+    (tmp_path / "pw.txt").write_text("hunter2")
+    (tmp_path / "app.conf").write_text("x=1")
+    (tmp_path / "out").symlink_to("/etc/passwd")
+    text = ("services:\n  a:\n    image: busybox\n    secrets: [pw, {source: pw, target: "
+            "alt}]\n    configs: [{source: conf, target: /etc/app.conf}, conf]\n"
+            "secrets:\n  pw: {file: ./pw.txt}\nconfigs:\n  conf: {file: app.conf}\n")
+    opts = model.normalise(yaml.safe_load(text), project="p", base_dir=str(tmp_path))[
+        "services"]["a"]["options"]
+    assert opts["volumes"] == [f"{tmp_path}/pw.txt:/run/secrets/pw:ro",
+                               f"{tmp_path}/pw.txt:/run/secrets/alt:ro",
+                               f"{tmp_path}/app.conf:/etc/app.conf:ro",
+                               f"{tmp_path}/app.conf:/conf:ro"]
+    assert "hunter2" not in json.dumps(opts)
+    for bad, words in (("secrets:\n  pw: {file: ../../etc/passwd}\n", "outside the project"),
+                       ("secrets:\n  pw: {file: out}\n", "outside the project"),
+                       ("secrets:\n  pw: {file: nope}\n", "not a regular file"),
+                       ("secrets:\n  pw: {environment: PW}\n", "only file: PATH"),
+                       ("secrets:\n  other: {file: pw.txt}\n", "not declared")):
+        with pytest.raises(InvalidArgument, match=words):
+            model.normalise(yaml.safe_load("services:\n  a:\n    image: busybox\n"
+                                           "    secrets: [pw]\n" + bad),
+                            project="p", base_dir=str(tmp_path))
+
+
+def test_pull_policy_is_carried_and_checked() -> None:
+    s = stack("services:\n  a:\n    image: busybox\n    pull_policy: if_not_present\n"
+              "  b:\n    image: busybox\n    pull_policy: never\n")
+    assert [s["services"][n]["pull_policy"] for n in "ab"] == ["missing", "never"]
+    check_stack(s)
+    with pytest.raises(InvalidArgument, match="pull_policy: use always, missing or never"):
+        stack("services:\n  a:\n    image: busybox\n    pull_policy: daily\n")
+    with pytest.raises(InvalidArgument, match="pull_policy"):
+        check_stack({**s, "services": {"a": {**s["services"]["a"], "pull_policy": "x"}}})
+
+
+def test_long_form_volumes_and_the_project_directory_itself() -> None:
+    """``type: bind``/``volume`` with read_only mean their short forms; ``.`` is the
+    project directory (as docker compose's ``.:/code``); other options are refused."""
+    opts = stack("services:\n  a:\n    image: busybox\n    volumes:\n      - .:/code\n"
+                 "      - {type: bind, source: ./conf/nginx.conf, target: /etc/n.conf, "
+                 "read_only: true}\n      - {type: volume, source: data, target: /d}\n"
+                 "volumes:\n  data:\n")["services"]["a"]["options"]
+    assert opts["volumes"] == ["/srv/app:/code", "/srv/app/conf/nginx.conf:/etc/n.conf:ro",
+                               "proj_data:/d"]
+    for bad, words in (("{type: tmpfs, target: /t}", "type 'tmpfs' is not supported"),
+                       ("{type: bind, source: ., target: /c, bind: {}}", "'bind' is not"),
+                       ("{type: volume, target: /d}", "source and target are required"),
+                       ("/only/a/target", "without a source is not supported")):
+        with pytest.raises(InvalidArgument, match=words):
+            stack(f"services:\n  a:\n    image: busybox\n    volumes: [{bad}]\n")
+
+
+def test_container_name_names_the_one_replica_and_the_plan_knows_it_by_its_labels() -> None:
+    s = stack("services:\n  db:\n    image: busybox\n    container_name: my-db\n"
+              "  web:\n    image: busybox\n")
+    assert s["services"]["db"]["container_name"] == "my-db"
+    check_stack(s)
+    assert [(a.kind, a.container) for a in plan(s, []) if a.kind == "create"] == [
+        ("create", "my-db"), ("create", "proj-web-1")]
+    labels = model.run_options(s, "db", 1)["labels"]
+    row = {"name": "my-db", "id": "c1", "state": "running", "labels": labels}
+    seen = Observed.from_row(row, "proj")
+    assert seen.replica == ("db", 1)
+    web = Observed.from_row({"name": "proj-web-1", "id": "c2", "state": "running",
+                             "labels": model.run_options(s, "web", 1)["labels"]}, "proj")
+    assert plan(s, [seen, web]) == []  # converged: nothing to do
+    # renamed in the file: made again under the new name, the old one removed
+    renamed = stack("services:\n  db:\n    image: busybox\n    container_name: db2\n"
+                    "  web:\n    image: busybox\n")
+    steps = [(a.kind, a.container) for a in plan(renamed, [seen, web])]
+    assert steps[:3] == [("remove", "my-db"), ("create", "db2"), ("start", "db2")]
+    # another project's container, or a one-off, is no replica of this one
+    assert Observed.from_row({**row, "labels": {**labels, "com.docker.compose.project":
+                                                "other"}}, "proj").replica is None
+    assert Observed.from_row({**row, "labels": {**labels, "com.docker.compose.oneoff":
+                                                "True"}}, "proj").replica is None
+    for text, words in (
+            ("  a:\n    image: busybox\n    container_name: x\n    deploy: {replicas: 2}\n",
+             "replicas must be 1"),
+            ("  a:\n    image: busybox\n    container_name: x\n  b:\n    image: busybox\n"
+             "    container_name: x\n", "services.a's too"),
+            ("  a:\n    image: busybox\n    container_name: 'bad name'\n", "invalid")):
+        with pytest.raises(InvalidArgument, match=words):
+            check_stack(stack("services:\n" + text))
+
+
+def test_extra_hosts_and_dns_become_run_options() -> None:
+    opts = stack("services:\n  a:\n    image: busybox\n    extra_hosts: {x.local: 10.0.0.1, "
+                 "y: [10.0.0.2, '::1']}\n    dns: [9.9.9.9]\n")["services"]["a"]["options"]
+    assert opts["add_hosts"] == ["x.local=10.0.0.1", "y=10.0.0.2", "y=::1"]
+    assert opts["dns"] == ["9.9.9.9"]
+    assert stack("services:\n  a:\n    image: busybox\n    dns: 1.1.1.1\n    extra_hosts: "
+                 "['h:10.0.0.3']\n")["services"]["a"]["options"]["dns"] == ["1.1.1.1"]
+    for bad, words in (("extra_hosts: [nope]", "invalid extra host"),
+                       ("dns: resolver.example", "invalid DNS server")):
+        with pytest.raises(InvalidArgument, match=words):
+            check_stack(stack(f"services:\n  a:\n    image: busybox\n    {bad}\n"))
+
+
+def test_sysctls_and_domainname_become_run_options() -> None:
+    opts = stack("services:\n  a:\n    image: busybox\n    domainname: corp.example\n"
+                 "    sysctls: [net.core.somaxconn=1024]\n")["services"]["a"]["options"]
+    assert opts["sysctls"] == ["net.core.somaxconn=1024"]
+    assert opts["domainname"] == "corp.example"
+    for bad, words in (("sysctls: {vm.swappiness: 1}", "invalid sysctl"),
+                       ("domainname: 'a b'", "invalid domain name"),
+                       ("network_mode: none\n    sysctls: {kernel.hostname: x}",
+                        "invalid sysctl")):
+        with pytest.raises(InvalidArgument, match=words):
+            check_stack(stack(f"services:\n  a:\n    image: busybox\n    {bad}\n"))

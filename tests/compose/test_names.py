@@ -113,3 +113,167 @@ def test_network_alias_is_refused_where_nobody_resolves_it(up: Engine) -> None:
                       "true")
         assert done.returncode == 125 and words in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+PLAIN = """
+services:
+  db:
+    image: {rootfs}
+    command: [sh, -c, '{db}']
+  web:
+    image: {rootfs}
+    command: [sleep, '300']
+    depends_on: [db]
+"""
+
+
+def test_a_file_without_networks_gets_a_project_network_made_and_removed_with_it(
+        up: Engine) -> None:
+    """No ``networks:`` key anywhere: ``up`` makes PROJECT_default on a subnet no route
+    of the host has (another engine's bridge, the host's own), web reaches db by its
+    name; a second ``up`` keeps the network; ``down`` removes it, bridge and all."""
+    from engine.networks.rules import routes_of
+    from tests.networks.conftest import network_left_behind
+
+    project = "d" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "plain.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(PLAIN.format(rootfs=up.rootfs, db=SERVE.format(what="db", port=5432)))
+    with open("/proc/net/route") as f:
+        before = [r for r in routes_of(f.read()) if r.prefixlen > 0]
+    network = f"{project}_default"
+    try:
+        done = _compose(up, path, project, "up", "-d")
+        assert done.returncode == 0, done.stderr
+        with up.client() as c:
+            made = c.network_inspect(network)
+        import ipaddress
+        subnet = ipaddress.ip_network(made["subnet"])
+        assert not [r for r in before if r.overlaps(subnet)], (subnet, before)
+        db = _id(up, f"{project}-db-1")
+        answer = wait_until(lambda: _get(up, f"{project}-web-1", "db", 5432), 30,
+                            interval=0.2, what="web reaching db:5432 by name")
+        assert answer.strip() == f"db-{db}"
+        again = _compose(up, path, project, "up", "-d")
+        assert again.returncode == 0, again.stderr
+        with up.client() as c:
+            assert c.network_inspect(network)["subnet"] == made["subnet"]  # kept
+    finally:
+        down = _compose(up, path, project, "down")
+    assert down.returncode == 0, down.stderr
+    with up.client() as c:
+        assert network not in {n.get("name") for n in c.networks()}
+    assert network_left_behind(network) == []
+
+
+def test_container_name_is_the_containers_name_and_a_name_on_the_network(up: Engine) -> None:
+    """``container_name``: the container is called so, others reach it by it and by its
+    service's name, a second ``up`` leaves it alone, ``down`` removes it."""
+    project = "n" + uuid.uuid4().hex[:8]
+    custom = f"{project}-the-db"
+    path = os.path.join(up.root, "named.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(PLAIN.format(rootfs=up.rootfs, db=SERVE.format(what="db", port=5432))
+                .replace("  db:\n", f"  db:\n    container_name: {custom}\n"))
+    try:
+        done = _compose(up, path, project, "up", "-d")
+        assert done.returncode == 0, done.stderr
+        db = _id(up, custom)
+        for host in ("db", custom):
+            answer = wait_until(lambda h=host: _get(up, f"{project}-web-1", h, 5432), 30,
+                                interval=0.2, what=f"web reaching {host}")
+            assert answer.strip() == f"db-{db}"
+        again = _compose(up, path, project, "up", "-d")
+        assert again.returncode == 0 and "created" not in again.stderr, again.stderr
+        assert _id(up, custom) == db
+        ps = _compose(up, path, project, "ps")
+        assert custom in ps.stdout, ps.stdout
+    finally:
+        down = _compose(up, path, project, "down")
+    assert down.returncode == 0, down.stderr
+    with up.client() as c:
+        assert not [r for r in c.ps(all=True) if r["name"] == custom
+                    and r["state"] != "removed"]
+
+
+def test_extra_hosts_and_dns_in_a_stack_and_on_berth_run(up: Engine) -> None:
+    """``extra_hosts`` are lines of the container's /etc/hosts (kept when the network's
+    members change and the file is rewritten), ``dns`` its nameservers; ``berth run
+    --add-host/--dns`` the same; a bad one is one sentence, exit 125, nothing made."""
+    project = "e" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "hosts.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(PLAIN.format(rootfs=up.rootfs, db=SERVE.format(what="db", port=5432))
+                + "    extra_hosts: ['legacy.example:192.0.2.10', 'other=192.0.2.11']\n"
+                  "    dns: 192.0.2.53\n")
+    try:
+        done = _compose(up, path, project, "up", "-d")
+        assert done.returncode == 0, done.stderr
+        web = f"{project}-web-1"
+        # db joined first, web after: web's file was written with db in it, and db's
+        # was rewritten when web came; each keeps its own lines
+        hosts = _in(up, web, "cat /etc/hosts")
+        assert "192.0.2.10\tlegacy.example" in hosts and "192.0.2.11\tother" in hosts, hosts
+        extra = up.cli("run", "-d", "--name", f"{project}-x", "--network",
+                       f"{project}_default", up.rootfs, "sleep", "300")
+        assert extra.returncode == 0, extra.stderr
+        hosts = wait_until(lambda: (h := _in(up, web, "cat /etc/hosts")) and
+                           f"{project}-x" in h and h, 10, what="web's hosts rewritten")
+        assert "192.0.2.10\tlegacy.example" in hosts
+        resolv = _in(up, web, "cat /etc/resolv.conf")
+        assert [ln for ln in resolv.splitlines() if ln.startswith("nameserver")] == [
+            "nameserver 192.0.2.53"], resolv
+        assert "legacy" not in _in(up, f"{project}-db-1", "cat /etc/hosts")
+        ran = up.cli("run", "--rm", "--network", "none", "--add-host", "a.b:192.0.2.1",
+                     "--dns", "192.0.2.2", up.rootfs, "sh", "-c",
+                     "cat /etc/hosts /etc/resolv.conf")
+        assert ran.returncode == 0 and "192.0.2.1\ta.b" in ran.stdout, ran
+        assert "nameserver 192.0.2.2" in ran.stdout
+        bad = up.cli("run", "-d", "--name", f"{project}-bad", "--add-host", "nope",
+                     up.rootfs, "true")
+        assert bad.returncode == 125 and "invalid extra host" in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+        assert up.cli("rm", "-f", f"{project}-x").returncode == 0
+    finally:
+        down = _compose(up, path, project, "down")
+    assert down.returncode == 0, down.stderr
+
+
+def test_sysctls_and_domainname_in_a_stack_and_on_berth_run(up: Engine) -> None:
+    """``sysctls`` of the container's own network namespace are set in it (the host's
+    stays as it was), ``domainname`` is its NIS domain; a host sysctl, or a net.* one
+    with ``--network host``, is one sentence, exit 125."""
+    key = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
+    with open(key) as f:
+        host_before = f.read()
+    project = "s" + uuid.uuid4().hex[:8]
+    path = os.path.join(up.root, "sysctl.yaml")
+    os.makedirs(up.root, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(PLAIN.format(rootfs=up.rootfs, db=SERVE.format(what="db", port=5432))
+                + "    sysctls: {net.ipv4.ip_unprivileged_port_start: 80}\n"
+                  "    domainname: corp.example\n")
+    try:
+        done = _compose(up, path, project, "up", "-d")
+        assert done.returncode == 0, done.stderr
+        web = f"{project}-web-1"
+        assert _in(up, web, f"cat {key} /proc/sys/kernel/domainname").split() == [
+            "80", "corp.example"]
+        with open(key) as f:
+            assert f.read() == host_before
+        ran = up.cli("run", "--rm", "--network", "none", "--sysctl",
+                     "net.ipv4.ping_group_range=0 0", up.rootfs, "cat",
+                     "/proc/sys/net/ipv4/ping_group_range")
+        assert ran.returncode == 0 and ran.stdout.split() == ["0", "0"], ran
+        for args, words in ((("--sysctl", "kernel.hostname=x"), "invalid sysctl"),
+                            (("--network", "host", "--sysctl", "net.ipv4.ip_forward=1"),
+                             "not with --network host")):
+            bad = up.cli("run", "-d", "--name", f"{project}-bad", *args, up.rootfs, "true")
+            assert bad.returncode == 125 and words in bad.stderr, bad.stderr
+            assert len(bad.stderr.strip().splitlines()) == 1
+    finally:
+        down = _compose(up, path, project, "down")
+    assert down.returncode == 0, down.stderr

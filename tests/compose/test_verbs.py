@@ -140,3 +140,55 @@ def test_a_real_file_runs_and_the_verbs_act_on_its_services(up: Engine) -> None:
             assert f"{project}-tools-1" in ps and f"{project}-chatty-1" not in ps
         finally:
             ok("down", "-t", "0")
+
+
+DEPS = """
+services:
+  db:
+    image: {rootfs}
+    command: [sh, -c, 'mkdir -p /tmp/w && echo db-here > /tmp/w/index.html &&
+              exec httpd -f -p 5432 -h /tmp/w']
+  app:
+    image: {rootfs}
+    command: [sleep, '300']
+    depends_on: [db]
+"""
+
+
+def test_run_brings_up_what_the_service_depends_on_unless_no_deps(up: Engine) -> None:
+    """``compose run`` starts the dependencies first (db, on the project's network, so
+    the one-off reaches it by name); ``--no-deps`` starts none; ``exec -T`` passes a
+    piped stdin on."""
+    project = "q" + uuid.uuid4().hex[:8]
+    d = os.path.join(up.root, project)
+    os.makedirs(d)
+    with open(os.path.join(d, "compose.yaml"), "w") as f:
+        f.write(DEPS.format(rootfs=up.rootfs))
+
+    def compose(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "berth", "compose", "-p", project, *args],
+                              cwd=d, env=up.env, capture_output=True, text=True, timeout=120,
+                              check=False, input=stdin,
+                              stdin=subprocess.DEVNULL if stdin is None else None)
+
+    def names() -> list[str]:
+        with up.client() as c:
+            return sorted(str(r["name"]) for r in c.ps(all=True)
+                          if str(r["name"]).startswith(project) and r["state"] != "removed")
+
+    try:
+        alone = compose("run", "--rm", "-T", "--no-deps", "app", "echo", "alone")
+        assert alone.returncode == 0 and alone.stdout.strip() == "alone", alone.stderr
+        assert names() == []  # no db: not asked for
+        fetch = ("for i in $(seq 50); do r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
+                 "timeout 2 nc db 5432 | tail -n 1) && [ -n \"$r\" ] && echo $r && exit 0; "
+                 "sleep 0.2; done; exit 1")
+        done = compose("run", "--rm", "-T", "app", "sh", "-c", fetch)
+        assert done.returncode == 0 and done.stdout.strip() == "db-here", done.stderr
+        assert names() == [f"{project}-db-1"]  # db up, app's replica not made by run
+        piped = compose("exec", "-T", "db", "sh", "-c", "tr a-z A-Z", stdin="from a pipe\n")
+        assert piped.returncode == 0 and piped.stdout == "FROM A PIPE\n", piped.stderr
+    finally:
+        down = compose("down")
+    assert down.returncode == 0, down.stderr
+    assert names() == []

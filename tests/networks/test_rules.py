@@ -26,6 +26,25 @@ def test_plan_network_takes_a_free_subnet_and_its_first_address() -> None:
     assert custom.gateway == "10.90.7.254"
 
 
+ROUTE_TABLE = (
+    "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+    "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+    "bn-x\t0001590A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+    "vpn0\t0000590A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n"
+    "garbage line\n"
+)
+
+
+def test_a_free_subnet_avoids_the_hosts_routes_but_not_its_default_route() -> None:
+    """Another engine's bridge on 10.89.1.0/24 (a route of the host, not a network of
+    this engine) is not taken again; the default route (0.0.0.0/0) blocks nothing."""
+    routes = nw.routes_of(ROUTE_TABLE)
+    assert [str(r) for r in routes] == ["0.0.0.0/0", "10.89.1.0/24", "10.89.0.0/16"]
+    assert nw.free_subnet([nw.DEFAULT], routes[:2]) == "10.89.2.0/24"
+    assert nw.free_subnet([], routes) is None  # all of 10.89/16 routed elsewhere
+    assert nw.free_subnet([], routes[:1]) == "10.89.1.0/24"
+
+
 @pytest.mark.parametrize(("name", "subnet", "gateway", "error", "words"), [
     ("berth", None, None, AlreadyExists, "already exists"),
     ("a/b", "10.90.1.0/24", None, InvalidArgument, "invalid network name"),
@@ -258,3 +277,25 @@ exit 1""")
     assert len(errors) == 1 and "no luck" in errors[0]
     with pytest.raises(PluginError, match="not found"):
         CNI(tmp).add({**LIST, "plugins": [{"type": "missing"}]}, CALL)
+
+
+def test_extra_hosts_and_dns_servers_are_checked_and_written() -> None:
+    from engine.networks.names import parse_add_host, parse_dns
+
+    assert parse_add_host("db.local:10.0.0.5") == ("db.local", "10.0.0.5")
+    assert parse_add_host("v6=[::1]") == ("v6", "::1")
+    assert parse_add_host("v6:fe80::1") == ("v6", "fe80::1")
+    for bad in ("nocolon", "a b:1.2.3.4", "x:host-gateway", ":1.2.3.4", "x:1.2.3.4\n", 5):
+        with pytest.raises(InvalidArgument, match="invalid extra host"):
+            parse_add_host(bad)
+    assert parse_dns("9.9.9.9") == "9.9.9.9"
+    with pytest.raises(InvalidArgument, match="invalid DNS server"):
+        parse_dns("dns.example")
+    me = nw.Member("c" * 64, "web", "web", "10.89.1.2", (), (("db.local", "10.0.0.5"),))
+    lines = nw.hosts_file(me, "web").splitlines()
+    assert lines[2] == "10.0.0.5\tdb.local" and lines[3].startswith("10.89.1.2\t")
+    assert "1.1.1.1\tx" in nw.hosts_file(None, "h", extra=[("x", "1.1.1.1")])
+    host = "nameserver 192.0.2.53\nsearch corp.example\noptions ndots:2\n"
+    assert nw.resolv_conf(host, dns=["9.9.9.9", "1.1.1.1"]) == (
+        "nameserver 9.9.9.9\nnameserver 1.1.1.1\nsearch corp.example\noptions ndots:2\n")
+    assert nw.resolv_conf(host) == host
