@@ -486,7 +486,7 @@ class DockerApi:
             usage = None
             if info.get("state") == "running" or previous is not None:
                 try:
-                    usage = client.stats(str(info["id"]))
+                    usage = client.stats(str(info["id"])).get("usage")
                 except (NotFound, InvalidState):
                     usage = None
             return shapes.stats(info, usage, _system_ns(), _cpus(), previous, datetime.now(UTC))
