@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from berth.dockerapi.server import HttpError
+from engine.networks.names import DEFAULT_NAME as DEFAULT_NETWORK
 
 MAX_STRING: Final = 64 * 1024
 MAX_ITEMS: Final = 4096
@@ -291,6 +292,11 @@ def host_spec(host: dict[str, Any]) -> dict[str, Any]:
         log_config = mapping(host["LogConfig"], "HostConfig.LogConfig")
         kind = log_config.get("Type") or ""
         options = mapping(log_config.get("Config") or {}, "HostConfig.LogConfig.Config")
+        if kind not in ("", "json-file", "k8s-file", "none", "journald", "syslog", "local",
+                        "fluentd", "gelf", "awslogs", "splunk", "etwlogs", "gcplogs",
+                        "logentries"):
+            # Docker's own sentence for a driver nobody has (clients match it)
+            raise HttpError(400, f"logger: no log driver named {kind!r} is registered")
         if kind not in ("", "json-file", "k8s-file") or set(options) - {"max-size"}:
             raise HttpError(400, f"HostConfig.LogConfig {kind!r} {sorted(options)} is not "
                                  "supported by berth: it keeps each container's log in a "
@@ -527,6 +533,29 @@ def container_summary(info: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
+def network_settings(spec: dict[str, Any], address: dict[str, Any] | None,
+                     ports: dict[str, Any]) -> dict[str, Any]:
+    """``NetworkSettings``: the container's network (berth attaches a container to
+    one) with the address it holds now (none while it is not running, as in Docker);
+    the top-level address fields are the default network's, as Docker's are."""
+    # "" is the worker's default network (BERTH_DEFAULT_NETWORK may make it none):
+    # named only when the container holds an address on it
+    name = spec.get("network") or (address or {}).get("network") or ""
+    networks: dict[str, Any] = {}
+    if name not in ("", "none", "host"):
+        at = address if address and address.get("network") == name else {}
+        networks[name] = {
+            "IPAMConfig": None, "Links": None, "Aliases": list(at.get("aliases") or []) or None,
+            "NetworkID": name, "EndpointID": "", "Gateway": at.get("gateway") or "",
+            "IPAddress": at.get("ip") or "", "IPPrefixLen": at.get("prefix") or 0,
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "MacAddress": "", "DriverOpts": None}
+    default = networks.get(DEFAULT_NETWORK) or {}
+    return {"Ports": ports, "Networks": networks, "IPAddress": default.get("IPAddress", ""),
+            "IPPrefixLen": default.get("IPPrefixLen", 0),
+            "Gateway": default.get("Gateway", ""), "MacAddress": ""}
+
+
 def mounts(spec: dict[str, Any], volume_paths: dict[str, str]) -> list[dict[str, Any]]:
     """The spec's mounts in Docker's ``Mounts`` shape; ``volume_paths`` maps a
     volume's name to its directory on the host (Docker's ``Source``)."""
@@ -609,8 +638,7 @@ def container_inspect(info: dict[str, Any],
             "StopSignal": _signal_name(spec.get("stop_signal") or 15),
             "Healthcheck": _health_config(spec),
         },
-        "NetworkSettings": {"Ports": ports, "Networks": {}, "IPAddress": "",
-                            "Gateway": "", "MacAddress": ""},
+        "NetworkSettings": network_settings(spec, info.get("network_address"), ports),
         "Mounts": mounts(spec, volume_paths or {}),
         # berth's own view, under its own names (history, node, exit reason)
         "Berth": {"node": info.get("node"), "exit_reason": info.get("exit_reason"),

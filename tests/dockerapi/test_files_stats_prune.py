@@ -139,3 +139,34 @@ def test_anonymous_volumes_mounts_and_filters(api: Api, busybox: str, tmp_path: 
             pass
     pruned = client.volumes.prune()
     assert named in (pruned["VolumesDeleted"] or [])
+
+
+def test_inspect_names_the_network_and_address(api: Api, busybox: str) -> None:
+    import ipaddress
+    import random
+
+    client = api.client(version="1.41")
+    client.images.pull(busybox)
+    name = f"dn{uuid.uuid4().hex[:6]}"
+    subnet = f"10.{random.randint(100, 250)}.{random.randint(0, 250)}.0/24"
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+    net = client.networks.create(name, driver="bridge", ipam=ipam)
+    box = client.containers.run(busybox, ["sleep", "300"], detach=True, network=name)
+    try:
+        # created (run's answer): named, no address yet, as in Docker
+        assert box.attrs["NetworkSettings"]["Networks"][name]["IPAddress"] == ""
+        box.reload()
+        on = box.attrs["NetworkSettings"]["Networks"]
+        assert list(on) == [name]
+        assert ipaddress.ip_address(on[name]["IPAddress"]) in ipaddress.ip_network(subnet)
+        assert on[name]["IPPrefixLen"] == 24 and on[name]["Gateway"]
+        box.kill()
+        box.reload()
+        assert box.attrs["NetworkSettings"]["Networks"][name]["IPAddress"] == ""
+        # no network: none listed
+        alone = client.containers.create(busybox, ["true"], network_mode="none")
+        assert alone.attrs["NetworkSettings"]["Networks"] == {}
+        alone.remove()
+    finally:
+        box.remove(force=True)
+        net.remove()

@@ -274,3 +274,20 @@ def test_anonymous_volumes_and_mounts() -> None:
     assert got[0] == {"Type": "volume", "Name": "v", "Source": "/r/v/_data", "Destination": "/v",
                       "Driver": "local", "Mode": "ro", "RW": False, "Propagation": ""}
     assert got[1]["Type"] == "tmpfs" and got[1]["RW"] is True
+
+
+def test_network_settings_and_log_driver_sentence() -> None:
+    at = {"network": "front", "ip": "10.1.2.3", "gateway": "10.1.2.1", "prefix": 24,
+          "aliases": ["web"]}
+    got = shapes.network_settings({"network": "front"}, at, {})
+    assert got["Networks"]["front"]["IPAddress"] == "10.1.2.3"
+    assert got["Networks"]["front"]["Aliases"] == ["web"] and got["IPAddress"] == ""
+    # the worker's default network: named by the address it holds, else not at all
+    default = dict(at, network=shapes.DEFAULT_NETWORK)
+    assert shapes.network_settings({"network": ""}, default, {})["IPAddress"] == "10.1.2.3"
+    assert shapes.network_settings({"network": ""}, None, {})["Networks"] == {}
+    assert shapes.network_settings({"network": "none"}, None, {})["Networks"] == {}
+    assert shapes.network_settings({"network": "front"}, None, {})["Networks"]["front"][
+        "IPAddress"] == ""
+    with pytest.raises(HttpError, match="no log driver named 'asdf' is registered"):
+        shapes.create_spec({"Image": "b", "HostConfig": {"LogConfig": {"Type": "asdf"}}})
