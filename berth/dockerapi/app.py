@@ -232,6 +232,7 @@ class DockerApi:
             "SecurityOptions": ["name=seccomp,profile=default"],
             "Swarm": {"LocalNodeState": "inactive"}, "Runtimes": {"runc": {"path": "runc"}},
             "DefaultRuntime": "runc", "Labels": [], "ExperimentalBuild": False,
+            "Debug": log.isEnabledFor(logging.DEBUG),
         })
 
     def events(self, request: Request) -> Response:
@@ -715,7 +716,7 @@ class DockerApi:
         body = shapes.mapping(request.json() or {}, "body")
         detach = bool(body.get("Detach")) and shapes.boolean(body["Detach"], "Detach")
         if body.get("Tty") is not None:
-            shapes.boolean(body["Tty"], "Tty")
+            config.raw = shapes.boolean(body["Tty"], "Tty")
         self.execs.claim(config)
         caller = self.client(request)
         own = Client(self.endpoint, events_endpoint=self.events_endpoint,
@@ -733,7 +734,7 @@ class DockerApi:
             config.done.set()
             raise
         upgrade = "upgrade" in request.headers.get("connection", "").lower()
-        kind = "raw-stream" if config.tty else "multiplexed-stream"
+        kind = "raw-stream" if config.unframed else "multiplexed-stream"
         headers = [("Connection", "Upgrade"), ("Upgrade", "tcp")] if upgrade else []
 
         def hijack(sock: Any, leftover: bytes) -> None:

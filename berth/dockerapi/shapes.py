@@ -500,7 +500,9 @@ def _health_config(spec: dict[str, Any]) -> dict[str, Any] | None:
     command = list(spec.get("health_cmd") or [])
     if not command:
         return None
-    return {"Test": ["CMD", *command],
+    # berth keeps CMD-SHELL's command as sh -c: shown as it was given
+    shell = len(command) == 3 and command[:2] == ["/bin/sh", "-c"]
+    return {"Test": ["CMD-SHELL", command[2]] if shell else ["CMD", *command],
             "Interval": int((spec.get("health_interval") or 0) * 1e9),
             "Timeout": int((spec.get("health_timeout") or 0) * 1e9),
             "StartPeriod": int((spec.get("health_start_period") or 0) * 1e9),

@@ -164,6 +164,8 @@ def test_healthchecks_map_both_ways() -> None:
         with pytest.raises(HttpError) as refused:
             shapes.create_spec({"Image": "b", "Healthcheck": bad})
         assert refused.value.status == 400
+    shell = shapes.container_inspect({"id": "c" * 64, "state": "created", "spec": spec})
+    assert shell["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL", "test -f /ok"]
     shown = shapes.container_inspect({"id": "c" * 64, "state": "created", "spec": {
         "health_cmd": ["true"], "health_interval": 2.0, "health_retries": 3}})
     assert shown["Config"]["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 2_000_000_000,
