@@ -166,10 +166,19 @@ def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
 
 
 def inspect_view(item: dict[str, Any]) -> dict[str, Any]:
-    """inspect's fields under podman's template names as well as berth's own."""
-    view = dict(item)
+    """inspect's fields under podman's template names as well as berth's own, and
+    Docker's inspect shape (``{{.State.Status}}``, ``{{.Config.Image}}``,
+    ``{{.NetworkSettings.IPAddress}}``, ...) where berth has no field of that name."""
+    # loaded only for a template: the Docker API's translations are not otherwise needed
+    from berth.cli.template import Both
+    from berth.dockerapi.shapes import container_inspect
+
+    docker = container_inspect(item) if item.get("id") else {}
+    view = {k: v for k, v in docker.items() if k not in ("Name", "Image", "Berth")}
+    view.update(item)
     view.update(ID=item.get("id"), Name=item.get("name"), Names=item.get("name"),
-                State=item.get("state"), Pid=item.get("pid"),
+                State=Both(str(item.get("state") or ""), docker.get("State") or {}),
+                Pid=item.get("pid"),
                 ExitCode=item.get("exit_code"), Node=item.get("node"),
                 Image=item.get("image") or item.get("rootfs"),
                 Created=item.get("created_at"))
