@@ -525,7 +525,8 @@ def container_summary(info: dict[str, Any], now: datetime) -> dict[str, Any]:
     ports = [{"IP": p[0] or "0.0.0.0", "PrivatePort": p[2], "PublicPort": p[1], "Type": p[3]}
              for p in info.get("ports") or []]
     return {
-        "Id": info["id"], "Names": [f"/{info['name']}"], "Image": image,
+        "Id": info["id"], "Names": [f"/{info['name']}"],
+        "Image": familiar(info.get("image") or "") or image,
         "ImageID": info.get("image_id") or "", "Command": " ".join(command),
         "Created": unix_time(info.get("created_at")), "Ports": ports,
         "Labels": dict(info.get("labels") or {}), "State": docker_status(info["state"]),
@@ -533,6 +534,19 @@ def container_summary(info: dict[str, Any], now: datetime) -> dict[str, Any]:
         "HostConfig": {"NetworkMode": _network_mode(info)},
         "NetworkSettings": {"Networks": {}}, "Mounts": [],
     }
+
+
+def familiar(reference: str) -> str:
+    """A reference as Docker shows one its user typed: Docker Hub's host and
+    ``library/`` left out, and the default ``:latest`` (berth keeps the full
+    reference; ``docker.io/library/alpine:latest`` was given as ``alpine``)."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if reference.startswith(prefix):
+            reference = reference[len(prefix):]
+            break
+    if "@" not in reference and reference.endswith(":latest"):
+        reference = reference[:-len(":latest")]
+    return reference
 
 
 def network_settings(spec: dict[str, Any], address: dict[str, Any] | None,
@@ -629,7 +643,7 @@ def container_inspect(info: dict[str, Any],
             "Env": list(spec.get("env") or []),
             "Cmd": list(spec.get("args") or []),
             "Entrypoint": list(entrypoint) if entrypoint else None,
-            "Image": spec.get("image") or spec.get("rootfs") or "",
+            "Image": familiar(spec.get("image") or "") or spec.get("rootfs") or "",
             "WorkingDir": spec.get("cwd") or "",
             "Labels": labels,
             "Tty": bool(spec.get("terminal")),

@@ -293,3 +293,12 @@ def test_network_settings_and_log_driver_sentence() -> None:
         "IPAddress"] == ""
     with pytest.raises(HttpError, match="no log driver named 'asdf' is registered"):
         shapes.create_spec({"Image": "b", "HostConfig": {"LogConfig": {"Type": "asdf"}}})
+
+
+def test_familiar_references() -> None:
+    assert shapes.familiar("docker.io/library/alpine:latest") == "alpine"
+    assert shapes.familiar("docker.io/library/alpine:3.10") == "alpine:3.10"
+    assert shapes.familiar("docker.io/me/app:latest") == "me/app"
+    assert shapes.familiar("127.0.0.1:5000/x/y:latest") == "127.0.0.1:5000/x/y"
+    assert shapes.familiar("docker.io/library/a@sha256:" + "0" * 64) == "a@sha256:" + "0" * 64
+    assert shapes.familiar("") == ""
