@@ -400,12 +400,18 @@ def _networking(networking: dict[str, Any], spec: dict[str, Any]) -> None:
     for name, config in endpoints.items():
         config = mapping(config or {}, f"NetworkingConfig.EndpointsConfig[{name}]")
         _refuse_unknown(config, frozenset({"NetworkID", "EndpointID", "Gateway",
-                                           "IPAddress", "IPPrefixLen", "MacAddress"}),
+                                           "IPAddress", "IPPrefixLen", "MacAddress",
+                                           "Aliases"}),
                         f"NetworkingConfig.EndpointsConfig[{name}].")
         if spec.get("network") not in (None, "", name):
             raise HttpError(400, f"NetworkingConfig names {name!r} but HostConfig.NetworkMode "
                                  f"is {spec['network']!r}")
         spec["network"] = "" if name in _DEFAULT_NETWORKS else name
+        if config.get("Aliases") is not None:
+            aliases = strings(config["Aliases"], f"NetworkingConfig.EndpointsConfig[{name}]"
+                                                 ".Aliases")
+            if aliases:  # berth's --network-alias (the engine checks the names)
+                spec["network_aliases"] = aliases
 
 
 # --------------------------------------------------------------------------- answers

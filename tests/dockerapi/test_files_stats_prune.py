@@ -163,6 +163,16 @@ def test_inspect_names_the_network_and_address(api: Api, busybox: str) -> None:
         box.kill()
         box.reload()
         assert box.attrs["NetworkSettings"]["Networks"][name]["IPAddress"] == ""
+        # an alias given at create (berth's --network-alias) is shown while it runs
+        low = client.api
+        aliased = low.create_container(
+            busybox, ["sleep", "300"], host_config=low.create_host_config(network_mode=name),
+            networking_config=low.create_networking_config(
+                {name: low.create_endpoint_config(aliases=["dpy-alias"])}))
+        low.start(aliased)
+        shown = low.inspect_container(aliased)["NetworkSettings"]["Networks"][name]
+        assert "dpy-alias" in shown["Aliases"] and shown["IPAddress"]
+        low.remove_container(aliased, force=True)
         # no network: none listed
         alone = client.containers.create(busybox, ["true"], network_mode="none")
         assert alone.attrs["NetworkSettings"]["Networks"] == {}
