@@ -18,6 +18,7 @@ from engine import command_types as t
 from engine import commands as c
 from engine.audit.treehead import TreeHead
 from engine.containers import copying
+from engine.containers.projection import PAUSED, RUNNING
 from engine.containers.queries import Queries, RebuildReport
 from engine.containers.service import ContainerService, Outcome
 from engine.errors import BerthError, InvalidArgument, NotFound, Unavailable, WrongNode
@@ -133,9 +134,15 @@ class Dispatch:
         return {"node": self.service.node, **self.streams.location()}
 
     def _inspected(self, state: Any) -> dict[str, Any]:
-        return with_health(detail(state), self.service, state,
-                           self.health if state.node == self.service.node else None,
-                           details=True)
+        found = with_health(detail(state), self.service, state,
+                            self.health if state.node == self.service.node else None,
+                            details=True)
+        if self.networks is not None and state.node == self.service.node \
+                and state.state in (RUNNING, PAUSED):
+            # the address it holds now (the Docker API's NetworkSettings.Networks);
+            # an ended container's is being given back: none, as in Docker
+            found["network_address"] = self.networks.address_of(state.id)
+        return found
 
     def handle(self, cmd: Command) -> Reply:
         causation = c.Causation(cmd.id, cmd.correlation_id, cmd.actor, cmd.type)

@@ -101,7 +101,8 @@ def container_view(item: dict[str, Any]) -> dict[str, Any]:
         "Config": {
             "Hostname": spec.get("hostname") or str(item.get("id") or "")[:12],
             "User": spec.get("user") or "", "Env": list(spec.get("env") or ()),
-            "Cmd": list(spec.get("args") or ()), "Image": spec.get("image") or "",
+            "Cmd": list(spec.get("args") or ()),
+            "Image": spec.get("image") or spec.get("rootfs") or item.get("rootfs") or "",
             "WorkingDir": spec.get("cwd") or "/",
             "Entrypoint": list(spec.get("entrypoint") or ()),
             "Labels": dict(spec.get("labels") or {}),

@@ -193,7 +193,7 @@ def cmd_inspect(args: argparse.Namespace, client: Client) -> int:
 
         tmpl = template.parse(args.format)
         for item in found:
-            print(tmpl.render(inspect_view(item)))
+            print(tmpl.render(template_view(item)))
     else:
         print(json.dumps([inspect_view(i) for i in found], indent=2, sort_keys=True))
     return FAILED if failed else 0
@@ -205,6 +205,30 @@ def inspect_view(item: dict[str, Any]) -> dict[str, Any]:
     from berth.cli.podmanview import container_view
 
     return container_view(item)
+
+
+def template_view(item: dict[str, Any]) -> dict[str, Any]:
+    """What ``inspect --format`` reads: podman's shape (``inspect_view``), Docker's
+    where podman's has no such field (``{{.NetworkSettings.Networks}}``), and
+    ``{{.State}}`` still berth's state word while ``{{.State.Status}}`` reads the
+    struct, so templates written for any of the three work."""
+    # loaded only for a template: the Docker API's translations are not otherwise needed
+    from berth.cli.template import Both
+    from berth.dockerapi.shapes import container_inspect
+
+    view = inspect_view(item)
+    docker = container_inspect(item) if item.get("id") else {}
+    for key, value in docker.items():
+        if key in ("Name", "Image", "Berth"):
+            continue
+        mine = view.get(key)
+        if mine is None:
+            view[key] = value
+        elif isinstance(mine, dict) and isinstance(value, dict):
+            view[key] = {**value, **mine}
+    state = view.get("State")
+    view["State"] = Both(str(item.get("state") or ""), state if isinstance(state, dict) else {})
+    return view
 
 
 def cmd_rename(args: argparse.Namespace, client: Client) -> int:

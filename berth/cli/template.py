@@ -109,10 +109,24 @@ def _action(body: str, text: str) -> _Action:
     return _Action(func, path, arg)
 
 
+class Both(str):
+    """A value that prints as a string and has fields too: berth's ``{{.State}}`` is
+    the state's word, Docker's ``{{.State.Status}}`` a field of a struct; both work."""
+
+    fields: Mapping[str, Any]
+
+    def __new__(cls, text: str, fields: Mapping[str, Any]) -> Both:
+        made = super().__new__(cls, text)
+        made.fields = fields
+        return made
+
+
 def _lookup(value: Any, path: tuple[str, ...]) -> Any:
     """The top level is a struct to Go (an unknown field is an error: a typo is not
     printed as nothing); below it, maps (labels, event data) give ``<no value>``."""
     for depth, name in enumerate(path):
+        if isinstance(value, Both):
+            value = value.fields
         if isinstance(value, Mapping) and name in value:
             value = value[name]
         elif isinstance(value, Mapping) and _snake(name) in value:

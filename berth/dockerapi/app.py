@@ -11,6 +11,7 @@ stable codes (``STATUS``); an unknown route is 404, a route berth will not serve
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import platform
@@ -48,6 +49,8 @@ STATUS: Final = {
 LONG: Final = 3600.0
 """Seconds an image pull may take before the server stops waiting for it."""
 LOG_WAIT_MS: Final = 1000
+KILL_WAIT: Final = 10.0
+"""Seconds a SIGKILL's answer waits for the container to have stopped (Docker's)."""
 _ATTACH_READY: Final = 10.0
 MAX_TAIL: Final = 100_000
 _VERSION_RE: Final = re.compile(r"^/v(\d+)\.(\d+)(/.*)$")
@@ -141,6 +144,11 @@ class DockerApi:
         add("GET", "/info", self.info)
         add("GET", "/events", self.events)
         add("POST", "/containers/create", self.create)
+        add("POST", "/containers/prune", self.container_prune)
+        add("POST", "/volumes/prune", self.volume_prune)
+        add("POST", "/networks/prune", self.network_prune)
+        add("POST", "/images/prune", self.image_prune)
+        add("GET", "/system/df", self.system_df)
         add("GET", "/containers/json", self.container_list)
         add("GET", "/containers/{ref}/json", self.container_inspect)
         add("POST", "/containers/{ref}/start", self.start)
@@ -154,6 +162,10 @@ class DockerApi:
         add("DELETE", "/containers/{ref}", self.remove)
         add("GET", "/containers/{ref}/logs", self.logs)
         add("GET", "/containers/{ref}/top", self.top)
+        add("GET", "/containers/{ref}/archive", self.archive_get)
+        add("PUT", "/containers/{ref}/archive", self.archive_put)
+        add("GET", "/containers/{ref}/stats", self.stats)
+        add("POST", "/containers/{ref}/update", self.update)
         add("POST", "/containers/{ref}/attach", self.attach)
         add("POST", "/containers/{ref}/exec", self.exec_create)
         add("POST", "/exec/{exec_id}/start", self.exec_start)
@@ -162,6 +174,7 @@ class DockerApi:
         add("POST", "/images/create", self.image_pull)
         add("GET", "/images/search", self.image_search)
         add("GET", "/images/{name:path}/json", self.image_inspect)
+        add("GET", "/images/{name:path}/history", self.image_history)
         add("POST", "/images/{name:path}/tag", self.image_tag)
         add("DELETE", "/images/{name:path}", self.image_remove)
         add("GET", "/networks", self.network_list)
@@ -219,6 +232,7 @@ class DockerApi:
             "SecurityOptions": ["name=seccomp,profile=default"],
             "Swarm": {"LocalNodeState": "inactive"}, "Runtimes": {"runc": {"path": "runc"}},
             "DefaultRuntime": "runc", "Labels": [], "ExperimentalBuild": False,
+            "Debug": log.isEnabledFor(logging.DEBUG),
         })
 
     def events(self, request: Request) -> Response:
@@ -273,7 +287,21 @@ class DockerApi:
         return Response.of_json([shapes.container_summary(c, now) for c in found])
 
     def container_inspect(self, request: Request, ref: str) -> Response:
-        return Response.of_json(shapes.container_inspect(self._info(request, ref)))
+        info = self._info(request, ref)
+        return Response.of_json(shapes.container_inspect(info, self._volume_paths(request, info)))
+
+    def _volume_paths(self, request: Request, info: dict[str, Any]) -> dict[str, str]:
+        """Each named volume the container mounts -> its directory (Docker's
+        ``Mounts[].Source``): one query per volume, none for a container without."""
+        paths: dict[str, str] = {}
+        for m in (info.get("spec") or {}).get("mounts") or []:
+            if m.get("type") == "volume" and m.get("source"):
+                try:
+                    found = self.client(request).volume_inspect(str(m["source"]))
+                except NotFound:
+                    continue
+                paths[str(m["source"])] = str(found.get("mountpoint") or "")
+        return paths
 
     def _state(self, request: Request, ref: str) -> tuple[str, str]:
         info = self._info(request, ref)
@@ -314,7 +342,16 @@ class DockerApi:
             raise HttpError(409, f"Cannot kill container: {ref}: Container {cid} is not "
                                  "running")
         signal = request.arg("signal") or "SIGKILL"
-        self.client(request).kill(cid, int(signal) if signal.isdigit() else signal)
+        client = self.client(request)
+        client.kill(cid, int(signal) if signal.isdigit() else signal)
+        if signal.upper() in ("SIGKILL", "KILL", "9"):
+            # Docker's daemon answers a SIGKILL once the container has stopped (at most
+            # 10 s): clients inspect it right after and expect it exited
+            try:
+                client.wait(cid, KILL_WAIT)
+            except BerthError as e:
+                if e.code not in ("timeout", "not_found"):
+                    raise
         return Response.empty()
 
     def pause(self, request: Request, ref: str) -> Response:
@@ -369,7 +406,11 @@ class DockerApi:
 
     def remove(self, request: Request, ref: str) -> Response:
         force = request.flag("force")
-        request.flag("v")  # berth has no anonymous volumes: nothing else goes with it
+        anonymous: list[str] = []
+        if request.flag("v"):  # the container's anonymous volumes go with it
+            anonymous = [str(m["source"]) for m in (self._info(request, ref).get("spec") or {})
+                         .get("mounts") or [] if m.get("type") == "volume"
+                         and shapes.ANONYMOUS_RE.match(str(m.get("source") or ""))]
         try:
             self.client(request).remove(ref, force=force)
         except NotFound:
@@ -381,6 +422,11 @@ class DockerApi:
                                      "the container before attempting removal or force "
                                      "remove") from None
             raise
+        for name in anonymous:
+            try:
+                self.client(request).volume_remove(name)
+            except (NotFound, InvalidState):
+                pass  # gone already, or another container mounts it now: it stays
         return Response.empty()
 
     def top(self, request: Request, ref: str) -> Response:
@@ -394,6 +440,146 @@ class DockerApi:
                  str(p.get("command", p.get("cmd", "")))]
                 for p in processes if isinstance(p, dict)]
         return Response.of_json({"Titles": titles, "Processes": rows})
+
+    def archive_get(self, request: Request, ref: str) -> Response:
+        """A tar of ``path`` in the container (berth cp's copy, resolved inside the
+        container's root by the worker), its stat in ``X-Docker-Container-Path-Stat``;
+        HEAD answers the stat alone."""
+        path = shapes.text(request.arg("path") or "", "path", allow_empty=False)
+        cid, _state = self._state(request, ref)
+        try:
+            data = self.client(request).copy_out(cid, path)
+        except (NotFound, BerthError) as e:
+            if isinstance(e, NotFound) or e.code == "invalid_argument":
+                raise HttpError(404, f"Could not find the file {path} in container "
+                                     f"{ref}: {e}") from None
+            raise
+        stat = base64.b64encode(json.dumps(shapes.path_stat(data, path)).encode()).decode()
+        return Response(200, data, content_type="application/x-tar",
+                        headers=[("X-Docker-Container-Path-Stat", stat)])
+
+    def archive_put(self, request: Request, ref: str) -> Response:
+        """Extract the body's tar into the directory ``path`` in the container, each
+        top-level entry one copy (berth cp's, inside the container's root)."""
+        path = shapes.text(request.arg("path") or "", "path", allow_empty=False)
+        request.flag("noOverwriteDirNonDir")
+        request.flag("copyUIDGID")
+        cid, _state = self._state(request, ref)
+        parts = shapes.split_archive(request.body)
+        dest = path.rstrip("/") + "/"
+        for part in parts:
+            try:
+                self.client(request).copy_in(cid, dest, part)
+            except NotFound as e:
+                raise HttpError(404, f"Could not find the file {path} in container "
+                                     f"{ref}: {e}") from None
+        return Response.empty(200)
+
+    def stats(self, request: Request, ref: str) -> Response:
+        """Docker's stats samples from berth's usage counters: one (``stream=0``) or
+        one a second until the container stops or the client goes."""
+        stream = request.flag("stream", True)
+        request.flag("one-shot")
+        info = self._info(request, ref)
+        client = self.client(request)
+
+        def sample(previous: dict[str, Any] | None) -> dict[str, Any]:
+            usage = None
+            if info.get("state") == "running" or previous is not None:
+                try:
+                    usage = client.stats(str(info["id"])).get("usage")
+                except (NotFound, InvalidState):
+                    usage = None
+            return shapes.stats(info, usage, _system_ns(), _cpus(), previous, datetime.now(UTC))
+
+        if not stream:
+            return Response.of_json(sample(None))
+
+        def samples() -> Iterator[bytes]:
+            previous: dict[str, Any] | None = None
+            while True:
+                now = sample(previous)
+                yield json.dumps(now).encode() + b"\n"
+                if not now["cpu_stats"]["online_cpus"]:
+                    return  # not running: Docker's zeros once, then the end
+                previous = now
+                time.sleep(1.0)
+
+        return Response(200, chunks=samples())
+
+    def update(self, request: Request, ref: str) -> Response:
+        changes = shapes.update_spec(request.json())
+        cid, _state = self._state(request, ref)
+        if changes:
+            self.client(request).update(cid, **changes)
+        return Response.of_json({"Warnings": []})
+
+    def container_prune(self, request: Request) -> Response:
+        """Remove every container not running (each one recorded remove)."""
+        _prune_filters(request)
+        client = self.client(request)
+        deleted = []
+        for c in client.ps(all=True):
+            if c.get("state") in ("created", "exited", "stopped"):
+                try:
+                    client.remove(str(c["id"]))
+                except (NotFound, InvalidState):
+                    continue  # started or removed meanwhile
+                deleted.append(str(c["id"]))
+        return Response.of_json({"ContainersDeleted": deleted or None, "SpaceReclaimed": 0})
+
+    def volume_prune(self, request: Request) -> Response:
+        _prune_filters(request)
+        removed = self.client(request).volume_prune()
+        return Response.of_json({"VolumesDeleted": removed or None, "SpaceReclaimed": 0})
+
+    def network_prune(self, request: Request) -> Response:
+        """Remove every network of the user's no container is attached to (berth
+        refuses a network in use: those stay)."""
+        _prune_filters(request)
+        client = self.client(request)
+        deleted = []
+        for n in client.networks():
+            if n.get("builtin"):
+                continue
+            try:
+                client.network_remove(str(n["name"]))
+            except (NotFound, InvalidState):
+                continue
+            except BerthError as e:
+                if e.code != "invalid_argument":
+                    raise
+                continue
+            deleted.append(str(n["name"]))
+        return Response.of_json({"NetworksDeleted": deleted or None})
+
+    def image_prune(self, request: Request) -> Response:
+        """berth's image prune: the images no container uses and no name holds."""
+        filters = _prune_filters(request, frozenset({"dangling", "until", "label"}))
+        if filters.get("dangling") in (["false"], ["0"]):
+            raise HttpError(400, "berth prunes dangling images only: leave out "
+                                 "dangling=false")
+        result = self.client(request).send(t.IMAGE_PRUNE).result
+        removed = [i for i in result.get("removed") or [] if isinstance(i, dict)]
+        return Response.of_json({"ImagesDeleted": [{"Deleted": _image_id(i.get("id"))}
+                                                   for i in removed] or None,
+                                 "SpaceReclaimed": sum(int(i.get("size") or 0)
+                                                       for i in removed)})
+
+    def system_df(self, request: Request) -> Response:
+        """Disk use as Docker lists it: images, containers, volumes (berth does not
+        walk trees for it: sizes are the stores' own)."""
+        client = self.client(request)
+        images = json.loads(self.image_list(request).body)
+        containers = client.ps(all=True)
+        now = datetime.now(UTC)
+        volumes = [dict(_volume(v), UsageData={"Size": -1, "RefCount": -1})
+                   for v in client.volumes()]
+        return Response.of_json({
+            "LayersSize": sum(int(i.get("Size") or 0) for i in images),
+            "Images": images,
+            "Containers": [shapes.container_summary(c, now) for c in containers],
+            "Volumes": volumes, "BuildCache": []})
 
     def logs(self, request: Request, ref: str) -> Response:
         info = self._info(request, ref)
@@ -530,7 +716,7 @@ class DockerApi:
         body = shapes.mapping(request.json() or {}, "body")
         detach = bool(body.get("Detach")) and shapes.boolean(body["Detach"], "Detach")
         if body.get("Tty") is not None:
-            shapes.boolean(body["Tty"], "Tty")
+            config.raw = shapes.boolean(body["Tty"], "Tty")
         self.execs.claim(config)
         caller = self.client(request)
         own = Client(self.endpoint, events_endpoint=self.events_endpoint,
@@ -548,7 +734,7 @@ class DockerApi:
             config.done.set()
             raise
         upgrade = "upgrade" in request.headers.get("connection", "").lower()
-        kind = "raw-stream" if config.tty else "multiplexed-stream"
+        kind = "raw-stream" if config.unframed else "multiplexed-stream"
         headers = [("Connection", "Upgrade"), ("Upgrade", "tcp")] if upgrade else []
 
         def hijack(sock: Any, leftover: bytes) -> None:
@@ -611,6 +797,18 @@ class DockerApi:
             "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
         })
 
+    def image_history(self, request: Request, name: str) -> Response:
+        """One entry per layer, newest first (berth keeps the layers, not the build
+        steps' history: ``CreatedBy`` is empty)."""
+        image = self._image(request, name)
+        created = unix_time_or_zero(image.get("created"))
+        layers = list(image.get("diff_ids") or [])[::-1]
+        tags = [_familiar(image)] if image.get("name") else []
+        return Response.of_json([
+            {"Id": _image_id(image["id"]) if i == 0 else "<missing>", "Created": created,
+             "CreatedBy": "", "Tags": tags if i == 0 else None, "Size": 0, "Comment": ""}
+            for i, _layer in enumerate(layers or [""])])
+
     def image_pull(self, request: Request) -> Response:
         if request.arg("fromSrc"):
             raise HttpError(501, "image import (fromSrc) is not implemented by berth's "
@@ -626,6 +824,9 @@ class DockerApi:
                                  "platform out")
         client = self.client(request)
         args: dict[str, Any] = {"reference": reference, "tls_verify": not _local(reference)}
+        creds = registry_creds(request.headers.get("x-registry-auth"))
+        if creds:  # passed to the pull only: never recorded, never logged
+            args["creds"] = creds
         command = client.command(t.IMAGE_PULL, None, None, args)
         try:
             result = client.request_patiently(command, time.monotonic() + LONG).result
@@ -660,8 +861,11 @@ class DockerApi:
     # -- networks
 
     def network_list(self, request: Request) -> Response:
+        filters = _filters(request, frozenset({"name", "id", "label", "driver", "type"}))
         found = self.client(request).networks()
-        return Response.of_json([_network(n) for n in found])
+        shaped = [(_network(n), bool(n.get("builtin"))) for n in found]
+        return Response.of_json([n for n, builtin in shaped
+                                 if shapes.object_matches(dict(n, Builtin=builtin), filters)])
 
     def _network(self, request: Request, name: str) -> dict[str, Any]:
         try:
@@ -716,8 +920,11 @@ class DockerApi:
     # -- volumes
 
     def volume_list(self, request: Request) -> Response:
-        found = self.client(request).volumes()
-        return Response.of_json({"Volumes": [_volume(v) for v in found], "Warnings": []})
+        filters = _filters(request, frozenset({"name", "label", "driver"}))
+        found = [_volume(v) for v in self.client(request).volumes()]
+        return Response.of_json({"Volumes": [v for v in found
+                                             if shapes.object_matches(v, filters)],
+                                 "Warnings": []})
 
     def volume_inspect(self, request: Request, name: str) -> Response:
         try:
@@ -765,6 +972,52 @@ _NOT_SERVED: Final = ("/swarm", "/nodes", "/services", "/tasks", "/secrets", "/c
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def registry_creds(header: str | None) -> str | None:
+    """``X-Registry-Auth`` (base64url JSON: username and password, or an identity
+    token berth cannot use) -> berth's ``USER:PASSWORD`` credentials; None when it
+    names no user. A header that does not decode is 400 (and not echoed)."""
+    if not header:
+        return None
+    try:
+        padded = header + "=" * (-len(header) % 4)
+        auth = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError):
+        raise HttpError(400, "invalid X-Registry-Auth header: base64url of a JSON "
+                             "object") from None
+    if not isinstance(auth, dict):
+        raise HttpError(400, "invalid X-Registry-Auth header: base64url of a JSON object")
+    user, password = auth.get("username"), auth.get("password")
+    if not user:
+        return None
+    if not isinstance(user, str) or not isinstance(password, str) or ":" in user \
+            or "\0" in user + password:
+        raise HttpError(400, "invalid X-Registry-Auth header: username and password "
+                             "must be strings, the username without a colon")
+    return f"{user}:{password}"
+
+
+def _prune_filters(request: Request,
+                   known: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """A prune's ``filters``: berth refuses the ones it would not honour (label,
+    until) rather than prune more than asked."""
+    found = _filters(request, known | frozenset({"label", "until"}))
+    for key in ("label", "until", "label!"):
+        if found.get(key):
+            raise HttpError(400, f"prune filter {key!r} is not supported by berth")
+    return found
+
+
+def _system_ns() -> int:
+    """The host's CPU time so far (``/proc/stat``'s first line, in ns): Docker's
+    ``system_cpu_usage``, which clients divide by."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()[1:8]
+        return sum(int(x) for x in fields) * 10_000_000  # USER_HZ is 100 on Linux
+    except (OSError, ValueError):
+        return 0
 
 
 def _timeout(request: Request) -> int:

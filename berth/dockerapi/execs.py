@@ -55,6 +55,14 @@ class ExecConfig:
     started: bool = False
     exit_code: int | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    raw: bool | None = None
+    """The start's ``Tty``: Docker frames the output by what the start asked, not by
+    the exec's terminal (docker-py starts a terminal exec with Tty false and reads
+    frames). None: as the exec's terminal."""
+
+    @property
+    def unframed(self) -> bool:
+        return self.tty if self.raw is None else self.raw
 
     def inspect(self) -> dict[str, Any]:
         return {
@@ -176,7 +184,7 @@ def pump(sock: socket.socket, leftover: bytes, client: Client, config: ExecConfi
 
 
 def _out(config: ExecConfig, fd: int, data: bytes) -> bytes:
-    if config.tty:
+    if config.unframed:
         return data
     return b"".join(frames([(fd, data)]))
 
@@ -208,7 +216,7 @@ def _streamed(sock: socket.socket, leftover: bytes, client: Client, config: Exec
             own.close()
 
     thread = threading.Thread(target=command, daemon=True, name="docker-exec")
-    pipes = Pipes(tty=config.tty, stdin=config.stdin, stdout=config.stdout,
+    pipes = Pipes(tty=config.unframed, stdin=config.stdin, stdout=config.stdout,
                   stderr=config.stderr)
     try:
         with where.session() as session:

@@ -10,18 +10,22 @@ with one sentence rather than silently ignored.
 
 from __future__ import annotations
 
+import io
 import re
+import secrets
+import tarfile
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from berth.dockerapi.server import HttpError
+from engine.networks.names import DEFAULT_NAME as DEFAULT_NETWORK
 
 MAX_STRING: Final = 64 * 1024
 MAX_ITEMS: Final = 4096
 
 CONFIG_FIELDS: Final = frozenset({
     "Image", "Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Labels", "Tty",
-    "OpenStdin", "ExposedPorts", "StopSignal", "Hostname", "Healthcheck"})
+    "OpenStdin", "ExposedPorts", "StopSignal", "Hostname", "Healthcheck", "Volumes"})
 CONFIG_IGNORED: Final = frozenset({
     # how a client attaches, not what the container is: berth's attach reads them
     # from the request instead
@@ -36,6 +40,9 @@ HOST_IGNORED: Final = frozenset({
     "ConsoleSize"})
 _DEFAULT_NETWORKS: Final = ("", "default", "bridge")
 _NAME_RE: Final = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+ANONYMOUS_RE: Final = re.compile(r"^[0-9a-f]{64}$")
+"""An anonymous volume's name: 64 hex digits, as Docker names them, so ``rm -v`` (and
+``docker volume ls``) tell them from the volumes a user named."""
 
 
 # --------------------------------------------------------------------------- checks
@@ -174,10 +181,33 @@ def create_spec(body: object) -> dict[str, Any]:
     host = config.get("HostConfig")
     if host is not None:
         spec.update(host_spec(mapping(host, "HostConfig")))
+    if config.get("Volumes") is not None:
+        spec["mount"] = list(spec.get("mount") or []) + anonymous_volumes(
+            mapping(config["Volumes"], "Config.Volumes"), spec)
     networking = config.get("NetworkingConfig")
     if networking is not None:
         _networking(mapping(networking, "NetworkingConfig"), spec)
     return spec
+
+
+def anonymous_volumes(volumes: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    """``Config.Volumes`` (``-v /data``): each path not already given a bind, volume or
+    tmpfs gets a volume of its own, named as Docker names anonymous ones (64 hex
+    digits; berth creates a named volume on first use)."""
+    taken = {m.split(":")[1] for m in spec.get("volumes") or [] if ":" in m}
+    taken |= {p.partition(":")[0] for p in spec.get("tmpfs") or []}
+    taken |= {part[len("target="):] for m in spec.get("mount") or []
+              for part in m.split(",") if part.startswith("target=")}
+    out = []
+    for path, options in volumes.items():
+        if not path.startswith("/") or "," in path or "\0" in path:
+            raise HttpError(400, f"invalid Config.Volumes path {path!r}: an absolute path "
+                                 "without commas")
+        if not empty(options):
+            raise HttpError(400, f"Config.Volumes[{path}] takes no options ({{}})")
+        if path.rstrip("/") not in {t.rstrip("/") for t in taken}:
+            out.append(f"type=volume,source={secrets.token_hex(32)},target={path}")
+    return out
 
 
 def healthcheck(check: dict[str, Any]) -> dict[str, Any]:
@@ -262,6 +292,11 @@ def host_spec(host: dict[str, Any]) -> dict[str, Any]:
         log_config = mapping(host["LogConfig"], "HostConfig.LogConfig")
         kind = log_config.get("Type") or ""
         options = mapping(log_config.get("Config") or {}, "HostConfig.LogConfig.Config")
+        if kind not in ("", "json-file", "k8s-file", "none", "journald", "syslog", "local",
+                        "fluentd", "gelf", "awslogs", "splunk", "etwlogs", "gcplogs",
+                        "logentries"):
+            # Docker's own sentence for a driver nobody has (clients match it)
+            raise HttpError(400, f"logger: no log driver named {kind!r} is registered")
         if kind not in ("", "json-file", "k8s-file") or set(options) - {"max-size"}:
             raise HttpError(400, f"HostConfig.LogConfig {kind!r} {sorted(options)} is not "
                                  "supported by berth: it keeps each container's log in a "
@@ -298,7 +333,10 @@ def _mount(m: dict[str, Any], i: int) -> str:
     if m.get("ReadOnly") is not None and boolean(m["ReadOnly"], f"{path}.ReadOnly"):
         parts.append("readonly")
     for key in ("TmpfsOptions", "VolumeOptions", "BindOptions"):
-        if not empty(m.get(key)):
+        options = m.get(key)
+        if isinstance(options, dict) and all(empty(v) for v in options.values()):
+            continue  # docker-py sends each option with its zero value
+        if not empty(options):
             raise HttpError(400, f"{path}.{key} is not supported by berth")
     for part in parts:
         if "," in part.partition("=")[2]:
@@ -362,12 +400,18 @@ def _networking(networking: dict[str, Any], spec: dict[str, Any]) -> None:
     for name, config in endpoints.items():
         config = mapping(config or {}, f"NetworkingConfig.EndpointsConfig[{name}]")
         _refuse_unknown(config, frozenset({"NetworkID", "EndpointID", "Gateway",
-                                           "IPAddress", "IPPrefixLen", "MacAddress"}),
+                                           "IPAddress", "IPPrefixLen", "MacAddress",
+                                           "Aliases"}),
                         f"NetworkingConfig.EndpointsConfig[{name}].")
         if spec.get("network") not in (None, "", name):
             raise HttpError(400, f"NetworkingConfig names {name!r} but HostConfig.NetworkMode "
                                  f"is {spec['network']!r}")
         spec["network"] = "" if name in _DEFAULT_NETWORKS else name
+        if config.get("Aliases") is not None:
+            aliases = strings(config["Aliases"], f"NetworkingConfig.EndpointsConfig[{name}]"
+                                                 ".Aliases")
+            if aliases:  # berth's --network-alias (the engine checks the names)
+                spec["network_aliases"] = aliases
 
 
 # --------------------------------------------------------------------------- answers
@@ -462,7 +506,9 @@ def _health_config(spec: dict[str, Any]) -> dict[str, Any] | None:
     command = list(spec.get("health_cmd") or [])
     if not command:
         return None
-    return {"Test": ["CMD", *command],
+    # berth keeps CMD-SHELL's command as sh -c: shown as it was given
+    shell = len(command) == 3 and command[:2] == ["/bin/sh", "-c"]
+    return {"Test": ["CMD-SHELL", command[2]] if shell else ["CMD", *command],
             "Interval": int((spec.get("health_interval") or 0) * 1e9),
             "Timeout": int((spec.get("health_timeout") or 0) * 1e9),
             "StartPeriod": int((spec.get("health_start_period") or 0) * 1e9),
@@ -485,7 +531,8 @@ def container_summary(info: dict[str, Any], now: datetime) -> dict[str, Any]:
     ports = [{"IP": p[0] or "0.0.0.0", "PrivatePort": p[2], "PublicPort": p[1], "Type": p[3]}
              for p in info.get("ports") or []]
     return {
-        "Id": info["id"], "Names": [f"/{info['name']}"], "Image": image,
+        "Id": info["id"], "Names": [f"/{info['name']}"],
+        "Image": familiar(info.get("image") or "") or image,
         "ImageID": info.get("image_id") or "", "Command": " ".join(command),
         "Created": unix_time(info.get("created_at")), "Ports": ports,
         "Labels": dict(info.get("labels") or {}), "State": docker_status(info["state"]),
@@ -495,7 +542,61 @@ def container_summary(info: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
-def container_inspect(info: dict[str, Any]) -> dict[str, Any]:
+def familiar(reference: str) -> str:
+    """A reference as Docker shows one its user typed: Docker Hub's host and
+    ``library/`` left out, and the default ``:latest`` (berth keeps the full
+    reference; ``docker.io/library/alpine:latest`` was given as ``alpine``)."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if reference.startswith(prefix):
+            reference = reference[len(prefix):]
+            break
+    if "@" not in reference and reference.endswith(":latest"):
+        reference = reference[:-len(":latest")]
+    return reference
+
+
+def network_settings(spec: dict[str, Any], address: dict[str, Any] | None,
+                     ports: dict[str, Any]) -> dict[str, Any]:
+    """``NetworkSettings``: the container's network (berth attaches a container to
+    one) with the address it holds now (none while it is not running, as in Docker);
+    the top-level address fields are the default network's, as Docker's are."""
+    # "" is the worker's default network (BERTH_DEFAULT_NETWORK may make it none):
+    # named only when the container holds an address on it
+    name = spec.get("network") or (address or {}).get("network") or ""
+    networks: dict[str, Any] = {}
+    if name not in ("", "none", "host"):
+        at = address if address and address.get("network") == name else {}
+        networks[name] = {
+            "IPAMConfig": None, "Links": None, "Aliases": list(at.get("aliases") or []) or None,
+            "NetworkID": name, "EndpointID": "", "Gateway": at.get("gateway") or "",
+            "IPAddress": at.get("ip") or "", "IPPrefixLen": at.get("prefix") or 0,
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "MacAddress": "", "DriverOpts": None}
+    default = networks.get(DEFAULT_NETWORK) or {}
+    return {"Ports": ports, "Networks": networks, "IPAddress": default.get("IPAddress", ""),
+            "IPPrefixLen": default.get("IPPrefixLen", 0),
+            "Gateway": default.get("Gateway", ""), "MacAddress": ""}
+
+
+def mounts(spec: dict[str, Any], volume_paths: dict[str, str]) -> list[dict[str, Any]]:
+    """The spec's mounts in Docker's ``Mounts`` shape; ``volume_paths`` maps a
+    volume's name to its directory on the host (Docker's ``Source``)."""
+    out = []
+    for m in spec.get("mounts") or []:
+        kind, source, rw = m.get("type"), m.get("source") or "", not m.get("readonly")
+        entry: dict[str, Any] = {"Type": kind, "Source": source,
+                                 "Destination": m.get("target"), "Mode": "" if rw else "ro",
+                                 "RW": rw, "Propagation": ""}
+        if kind == "bind":
+            entry["Propagation"] = "rprivate"
+        elif kind == "volume":
+            entry.update(Name=source, Source=volume_paths.get(source, ""), Driver="local")
+        out.append(entry)
+    return out
+
+
+def container_inspect(info: dict[str, Any],
+                      volume_paths: dict[str, str] | None = None) -> dict[str, Any]:
     """berth's ``inspect`` detail -> Docker's ``GET /containers/{id}/json``."""
     spec = info.get("spec") or {}
     argv = list(info.get("command") or [])
@@ -548,7 +649,7 @@ def container_inspect(info: dict[str, Any]) -> dict[str, Any]:
             "Env": list(spec.get("env") or []),
             "Cmd": list(spec.get("args") or []),
             "Entrypoint": list(entrypoint) if entrypoint else None,
-            "Image": spec.get("image") or spec.get("rootfs") or "",
+            "Image": familiar(spec.get("image") or "") or spec.get("rootfs") or "",
             "WorkingDir": spec.get("cwd") or "",
             "Labels": labels,
             "Tty": bool(spec.get("terminal")),
@@ -559,10 +660,139 @@ def container_inspect(info: dict[str, Any]) -> dict[str, Any]:
             "StopSignal": _signal_name(spec.get("stop_signal") or 15),
             "Healthcheck": _health_config(spec),
         },
-        "NetworkSettings": {"Ports": ports, "Networks": {}, "IPAddress": "",
-                            "Gateway": "", "MacAddress": ""},
-        "Mounts": [],
+        "NetworkSettings": network_settings(spec, info.get("network_address"), ports),
+        "Mounts": mounts(spec, volume_paths or {}),
         # berth's own view, under its own names (history, node, exit reason)
         "Berth": {"node": info.get("node"), "exit_reason": info.get("exit_reason"),
                   "version": info.get("version"), "last_position": info.get("last_position")},
     }
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def path_stat(data: bytes, path: str) -> dict[str, Any]:
+    """``X-Docker-Container-Path-Stat`` of the copy ``data`` (berth's tar of one file
+    or directory) of ``path``: its first entry's name, size, mode (Go's FileMode, as
+    Docker's clients decode it: the type in the high bits), time and link."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        first = archive.next()
+    if first is None:
+        raise HttpError(404, f"Could not find the file {path} in container")
+    mode = first.mode & 0o7777
+    if first.isdir():
+        mode |= 1 << 31
+    elif first.issym():
+        mode |= 1 << 27
+    name = path.rstrip("/").rpartition("/")[2] or "/"
+    return {"name": name, "size": first.size, "mode": mode,
+            "mtime": datetime.fromtimestamp(first.mtime, UTC).isoformat().replace("+00:00", "Z"),
+            "linkTarget": first.linkname if first.issym() else ""}
+
+
+def split_archive(data: bytes) -> list[bytes]:
+    """A tar of several top-level entries (what ``PUT …/archive`` carries: a
+    directory's contents) -> one tar per top-level entry, as berth's copy takes them.
+    Names are only regrouped here, never written anywhere: the worker checks and
+    extracts each inside the container's root. Bounded by the request body's cap."""
+    groups: dict[str, list[tuple[tarfile.TarInfo, bytes | None]]] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+            for member in archive:
+                parts = [p for p in member.name.split("/") if p not in ("", ".")]
+                if not parts:
+                    continue  # the archive's "./" itself: the destination exists
+                reader = archive.extractfile(member) if member.isfile() else None
+                content = reader.read() if reader is not None else None
+                groups.setdefault(parts[0], []).append((member, content))
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise HttpError(400, f"the request body is not a tar archive: {e}") from None
+    out = []
+    for entries in groups.values():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            for member, content in entries:
+                member.name = "/".join(p for p in member.name.split("/") if p not in ("", "."))
+                archive.addfile(member, io.BytesIO(content) if content is not None else None)
+        out.append(buf.getvalue())
+    return out
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def stats(info: dict[str, Any], usage: dict[str, Any] | None, system_ns: int, cpus: int,
+          previous: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+    """berth's usage counters -> one Docker stats sample; ``previous`` is the sample
+    before (``precpu_stats``), ``usage`` None for a container not running (zeros, as
+    Docker reports it)."""
+    u = usage or {}
+    blkio = [{"major": 0, "minor": 0, "op": op, "value": u.get(key) or 0}
+             for op, key in (("read", "block_read"), ("write", "block_write"))] \
+        if usage else []
+    return {
+        "id": info["id"], "name": f"/{info.get('name', '')}",
+        "read": now.isoformat().replace("+00:00", "Z"),
+        "preread": (previous or {}).get("read", "0001-01-01T00:00:00Z"),
+        "pids_stats": {"current": u.get("pids") or 0},
+        "blkio_stats": {"io_service_bytes_recursive": blkio},
+        "num_procs": 0, "storage_stats": {},
+        "cpu_stats": {"cpu_usage": {"total_usage": u.get("cpu_ns") or 0,
+                                    "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+                      "system_cpu_usage": system_ns if usage else 0,
+                      "online_cpus": cpus if usage else 0, "throttling_data": {}},
+        "precpu_stats": (previous or {}).get("cpu_stats") or {
+            "cpu_usage": {"total_usage": 0}, "throttling_data": {}},
+        "memory_stats": {"usage": u.get("memory") or 0,
+                         "limit": u.get("memory_limit") or 0, "stats": {}} if usage else {},
+        "networks": {"eth0": {"rx_bytes": u.get("net_rx") or 0, "tx_bytes": u.get("net_tx") or 0,
+                              "rx_packets": 0, "tx_packets": 0, "rx_errors": 0,
+                              "tx_errors": 0, "rx_dropped": 0, "tx_dropped": 0}},
+    }
+
+
+UPDATE_FIELDS: Final = frozenset({"Memory", "NanoCpus", "PidsLimit", "RestartPolicy"})
+
+
+def update_spec(body: object) -> dict[str, Any]:
+    """``POST /containers/{id}/update`` -> berth update's changes (memory, cpus,
+    pids_limit, restart); another field is accepted only while empty."""
+    config = mapping(body if body is not None else {}, "body")
+    for key, value in config.items():
+        if key not in UPDATE_FIELDS and not empty(value):
+            raise HttpError(400, f"{key} cannot be updated by berth: it updates Memory, "
+                                 "NanoCpus, PidsLimit and RestartPolicy")
+    changes: dict[str, Any] = {}
+    if config.get("Memory"):
+        changes["memory"] = integer(config["Memory"], "Memory", low=1)
+    if config.get("NanoCpus"):
+        changes["cpus"] = integer(config["NanoCpus"], "NanoCpus", low=1) / 1e9
+    if config.get("PidsLimit"):
+        changes["pids_limit"] = integer(config["PidsLimit"], "PidsLimit", low=1)
+    if not empty(config.get("RestartPolicy")):
+        changes["restart"] = restart_policy(mapping(config["RestartPolicy"], "RestartPolicy"))
+    return changes
+
+
+def object_matches(obj: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+    """A network or volume (Docker's shape) against a list's ``filters``: ``name`` a
+    substring of the name, ``id`` a prefix of the id, ``label`` KEY or KEY=VALUE,
+    ``driver`` and ``type`` (custom, builtin) exact; every key must match one value."""
+    labels = obj.get("Labels") or {}
+    name, oid = str(obj.get("Name") or ""), str(obj.get("Id") or "")
+
+    def one(key: str, value: str) -> bool:
+        if key == "name":
+            return value in name
+        if key == "id":
+            return oid.startswith(value)
+        if key == "label":
+            k, eq, v = value.partition("=")
+            return k in labels and (not eq or labels[k] == v)
+        if key == "driver":
+            return value == obj.get("Driver")
+        if key == "type":
+            return value == ("builtin" if obj.get("Builtin") else "custom")
+        return False
+
+    return all(any(one(key, v) for v in values) for key, values in filters.items())

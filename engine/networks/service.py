@@ -105,6 +105,22 @@ class NetworkService:
     def attached(self, name: str) -> list[nw.Member]:
         return self.setup.members(name) if self.setup is not None else []
 
+    def address_of(self, container_id: str) -> dict[str, Any] | None:
+        """Where the container is attached now (its network, address, gateway,
+        aliases), for inspect; None when it holds no address on this node."""
+        if self.setup is None:
+            return None
+        on, member = self.setup.member_of(container_id)
+        if member is None:
+            return None
+        try:
+            network = self.lookup(on)
+        except NotFound:
+            return None
+        return {"network": on, "ip": member.ip, "gateway": network.gateway,
+                "prefix": int(network.subnet.partition("/")[2] or 0),
+                "aliases": list(member.aliases)}
+
     def list(self) -> list[dict[str, Any]]:
         return [{**n.to_data(), "containers": len(self.attached(n.name))}
                 for n in self.all().values()]

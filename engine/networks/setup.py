@@ -316,6 +316,11 @@ class NetworkSetup:
                 found.append(member)
         return found
 
+    def member_of(self, container_id: str) -> tuple[str, nw.Member | None]:
+        """(the network, the container's membership on it) while it holds an address
+        on this node; ("", None) otherwise."""
+        return self._member(container_id)
+
     def _member(self, container_id: str) -> tuple[str, nw.Member | None]:
         """(network, member or None) from the container's record, parsed once per
         version of it: a record is only ever replaced whole (a new inode), so the

@@ -225,3 +225,29 @@ def test_a_follow_stream_nobody_reads_holds_the_server_to_one_piece(api: Api,
             size_line += s.recv(1)
         assert s.recv(1) == b"\x01"  # the first chunk opens with a stdout frame's header
     ctr.remove(force=True)
+
+
+def test_second_pass_endpoints_refuse_bad_input_in_one_sentence(api: Api) -> None:
+    """archive, stats, update, prune and a pull's X-Registry-Auth: bad input is one
+    sentence and changes nothing (the log holds no new event)."""
+    with api.engine.store() as store:
+        before = store.max_position()
+    cases = [
+        ("GET /containers/nope/stats?stream=0 HTTP/1.1\r\nHost: d\r\n\r\n", b"", 404,
+         "No such container: nope"),
+        ("GET /containers/nope/archive HTTP/1.1\r\nHost: d\r\n\r\n", b"", 400, "path"),
+        ("POST /containers/nope/update HTTP/1.1\r\nHost: d\r\nContent-Length: 15\r\n\r\n",
+         b'{"Memory": NaN}', 400, "invalid JSON"),
+        ("POST /containers/nope/update HTTP/1.1\r\nHost: d\r\nContent-Length: 16\r\n\r\n",
+         b'{"CpuShares": 5}', 400, "CpuShares cannot be updated"),
+        ('POST /containers/prune?filters={"until":["1h"]} HTTP/1.1\r\nHost: d\r\n'
+         "Content-Length: 0\r\n\r\n", b"", 400, "'until' is not supported"),
+        ("POST /images/create?fromImage=x HTTP/1.1\r\nHost: d\r\nX-Registry-Auth: %%%secret"
+         "\r\nContent-Length: 0\r\n\r\n", b"", 400, "invalid X-Registry-Auth"),
+    ]
+    for head, body, status, words in cases:
+        got, _, answer = _exchange(api, head, body)
+        assert got == status and words in _message(answer), (head, got, answer)
+        assert "secret" not in _message(answer)
+    with api.engine.store() as store:
+        assert store.max_position() == before

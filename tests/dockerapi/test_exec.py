@@ -33,6 +33,14 @@ def test_exec_run_output_streams_and_exit_code(api: Api, running: object) -> Non
     assert code == 0 and out == b"vee\n/tmp\n1000\n"
     code, out = ctr.exec_run(["sh", "-c", "tty"], tty=True)
     assert code == 0 and out.startswith(b"/dev/pts/")  # raw: no frame headers
+    # a terminal exec started with Tty false is framed, as Docker frames by the start
+    # (docker-py's exec_start reads frames unless told tty=True)
+    low = ctr.client.api  # type: ignore[attr-defined]
+    made = low.exec_create(ctr.id, ["sh", "-c", "echo hello out; echo hello err >&2"],
+                           tty=True)
+    assert low.exec_start(made) == b"hello out\r\nhello err\r\n"
+    made = low.exec_create(ctr.id, ["sh", "-c", "echo raw"], tty=True)
+    assert low.exec_start(made, tty=True) == b"raw\r\n"
     # streamed: the first line arrives while the process still runs
     result = ctr.exec_run(["sh", "-c", "echo one; sleep 2; echo two"], stream=True)
     started = time.monotonic()
@@ -43,7 +51,7 @@ def test_exec_run_output_streams_and_exit_code(api: Api, running: object) -> Non
     assert history.returncode == 0, history.stderr
     actor = f"docker-api uid={os.getuid()} pid={os.getpid()} docker-sdk-python/"
     execs = [x for x in history.stdout.splitlines() if "container.exec_started" in x]
-    assert len(execs) == 5 and all(actor in x for x in execs), history.stdout
+    assert len(execs) == 7 and all(actor in x for x in execs), history.stdout
     ctr.remove(force=True)
 
 

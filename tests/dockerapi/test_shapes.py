@@ -55,7 +55,7 @@ def test_zero_values_of_unmapped_fields_pass_and_real_ones_are_refused() -> None
     body["StopTimeout"] = None
     shapes.create_spec(body)
     for where, key, value in (("HostConfig", "Privileged", True), (None, "StopTimeout", 5),
-                              (None, "Volumes", {"/data": {}}),
+                              (None, "Shell", ["/bin/bash", "-c"]),
                               ("HostConfig", "VolumesFrom", ["x"])):
         bad = dict(body)
         if where:
@@ -164,6 +164,8 @@ def test_healthchecks_map_both_ways() -> None:
         with pytest.raises(HttpError) as refused:
             shapes.create_spec({"Image": "b", "Healthcheck": bad})
         assert refused.value.status == 400
+    shell = shapes.container_inspect({"id": "c" * 64, "state": "created", "spec": spec})
+    assert shell["Config"]["Healthcheck"]["Test"] == ["CMD-SHELL", "test -f /ok"]
     shown = shapes.container_inspect({"id": "c" * 64, "state": "created", "spec": {
         "health_cmd": ["true"], "health_interval": 2.0, "health_retries": 3}})
     assert shown["Config"]["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 2_000_000_000,
@@ -191,3 +193,112 @@ def test_health_state_and_log_size() -> None:
         with pytest.raises(HttpError) as refused:
             shapes.create_spec({"Image": "b", "HostConfig": {"LogConfig": bad}})
         assert refused.value.status == 400
+
+
+def test_archives_stat_and_split() -> None:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as archive:
+        for name, kind in (("./", tarfile.DIRTYPE), ("./d", tarfile.DIRTYPE),
+                           ("./d/f", tarfile.REGTYPE), ("./top", tarfile.REGTYPE)):
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mode = kind, 3 if kind == tarfile.REGTYPE else 0, 0o755
+            archive.addfile(info, io.BytesIO(b"abc") if kind == tarfile.REGTYPE else None)
+    parts = shapes.split_archive(buf.getvalue())
+    names = []
+    for part in parts:
+        with tarfile.open(fileobj=io.BytesIO(part)) as archive:
+            names.append([m.name for m in archive])
+    assert names == [["d", "d/f"], ["top"]]
+    stat = shapes.path_stat(parts[0], "/some/where/d/")
+    assert stat["name"] == "d" and stat["mode"] == (1 << 31) | 0o755
+    assert shapes.path_stat(parts[1], "/top")["size"] == 3
+    with pytest.raises(HttpError, match="not a tar"):
+        shapes.split_archive(b"\x01" * 1024)
+
+
+def test_stats_update_creds_and_filters() -> None:
+    from berth.dockerapi.app import registry_creds
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    info = {"id": "c" * 64, "name": "web"}
+    usage = {"cpu_ns": 5, "memory": 10, "memory_limit": None, "pids": 2, "block_read": 1,
+             "block_write": 2, "net_rx": 3, "net_tx": 4}
+    first = shapes.stats(info, usage, 1000, 2, None, now)
+    assert first["cpu_stats"]["cpu_usage"]["total_usage"] == 5
+    assert first["pids_stats"] == {"current": 2} and first["name"] == "/web"
+    second = shapes.stats(info, usage, 2000, 2, first, now)
+    assert second["precpu_stats"] == first["cpu_stats"] and second["preread"] == first["read"]
+    stopped = shapes.stats(info, None, 2000, 2, None, now)
+    assert stopped["cpu_stats"]["online_cpus"] == 0 and stopped["memory_stats"] == {}
+    assert shapes.update_spec({"Memory": 1 << 20, "CpuShares": 0, "RestartPolicy": {
+        "Name": "always"}}) == {"memory": 1 << 20, "restart": "always"}
+    with pytest.raises(HttpError, match="CpuShares cannot be updated"):
+        shapes.update_spec({"CpuShares": 512})
+    with pytest.raises(HttpError):
+        shapes.update_spec({"Memory": float("nan")})
+    import base64
+    import json
+
+    def header(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    assert registry_creds(header({"username": "u", "password": "p w"})) == "u:p w"
+    assert registry_creds(header({"identitytoken": "x"})) is None
+    assert registry_creds(None) is None
+    for bad in ("%%%", header([1]), header({"username": "a:b", "password": "p"}),
+                header({"username": "u", "password": 3})):
+        with pytest.raises(HttpError) as e:
+            registry_creds(bad)
+        assert "p w" not in e.value.message and e.value.status == 400
+    vol = {"Name": "data1", "Driver": "local", "Labels": {"a": "1"}}
+    assert shapes.object_matches(vol, {"name": ["ata"], "label": ["a=1"]})
+    assert not shapes.object_matches(vol, {"label": ["a=2"]})
+    assert not shapes.object_matches(vol, {"name": ["zzz"]})
+
+
+def test_anonymous_volumes_and_mounts() -> None:
+    spec = shapes.create_spec({"Image": "x", "Volumes": {"/data": {}, "/b": {}},
+                               "HostConfig": {"Binds": ["/h:/b"]}})
+    assert len(spec["mount"]) == 1
+    kind, source, target = spec["mount"][0].split(",")
+    assert kind == "type=volume" and target == "target=/data"
+    assert shapes.ANONYMOUS_RE.match(source.partition("=")[2])
+    spec_from_user(spec)  # the engine takes it
+    for bad in ({"rel": {}}, {"/a,b": {}}, {"/x": {"opt": 1}}, ["/x"]):
+        with pytest.raises(HttpError):
+            shapes.create_spec({"Image": "x", "Volumes": bad})
+    got = shapes.mounts({"mounts": [
+        {"type": "volume", "source": "v", "target": "/v", "readonly": True},
+        {"type": "tmpfs", "source": "", "target": "/t", "readonly": False}]}, {"v": "/r/v/_data"})
+    assert got[0] == {"Type": "volume", "Name": "v", "Source": "/r/v/_data", "Destination": "/v",
+                      "Driver": "local", "Mode": "ro", "RW": False, "Propagation": ""}
+    assert got[1]["Type"] == "tmpfs" and got[1]["RW"] is True
+
+
+def test_network_settings_and_log_driver_sentence() -> None:
+    at = {"network": "front", "ip": "10.1.2.3", "gateway": "10.1.2.1", "prefix": 24,
+          "aliases": ["web"]}
+    got = shapes.network_settings({"network": "front"}, at, {})
+    assert got["Networks"]["front"]["IPAddress"] == "10.1.2.3"
+    assert got["Networks"]["front"]["Aliases"] == ["web"] and got["IPAddress"] == ""
+    # the worker's default network: named by the address it holds, else not at all
+    default = dict(at, network=shapes.DEFAULT_NETWORK)
+    assert shapes.network_settings({"network": ""}, default, {})["IPAddress"] == "10.1.2.3"
+    assert shapes.network_settings({"network": ""}, None, {})["Networks"] == {}
+    assert shapes.network_settings({"network": "none"}, None, {})["Networks"] == {}
+    assert shapes.network_settings({"network": "front"}, None, {})["Networks"]["front"][
+        "IPAddress"] == ""
+    with pytest.raises(HttpError, match="no log driver named 'asdf' is registered"):
+        shapes.create_spec({"Image": "b", "HostConfig": {"LogConfig": {"Type": "asdf"}}})
+
+
+def test_familiar_references() -> None:
+    assert shapes.familiar("docker.io/library/alpine:latest") == "alpine"
+    assert shapes.familiar("docker.io/library/alpine:3.10") == "alpine:3.10"
+    assert shapes.familiar("docker.io/me/app:latest") == "me/app"
+    assert shapes.familiar("127.0.0.1:5000/x/y:latest") == "127.0.0.1:5000/x/y"
+    assert shapes.familiar("docker.io/library/a@sha256:" + "0" * 64) == "a@sha256:" + "0" * 64
+    assert shapes.familiar("") == ""

@@ -245,3 +245,23 @@ def test_publish_all_puts_exposed_ports_on_free_host_ports(up: Engine) -> None:
     assert "hello-from-" in answer
     bad = up.cli("run", "--expose", "70000", up.rootfs, "true")
     assert bad.returncode != 0 and "invalid exposed port" in bad.stderr
+
+
+def test_inspect_format_reads_docker_names_and_berths(
+        up: Engine, user_network: tuple[str, str]) -> None:
+    """``inspect --format`` reads Docker's shape (State.Status, State.Pid,
+    Config.Image, NetworkSettings) as well as berth's own keys (.State, .Pid)."""
+    net, subnet = user_network
+    _ok(up.cli("run", "-d", "--network", net, "--name", "fmt", up.rootfs, "sleep", "300"))
+    shown = _ok(up.cli("inspect", "--format", "{{.State.Status}} {{.State}} {{.State.Pid}} "
+                       "{{.Pid}} {{.Config.Image}}|{{.HostConfig.NetworkMode}}", "fmt")).split()
+    assert shown[0] == shown[1] == "running" and shown[2] == shown[3] and int(shown[2]) > 0
+    assert shown[4] == f"{up.rootfs}|{net}"
+    nets = json.loads(_ok(up.cli("inspect", "--format", "{{json .NetworkSettings.Networks}}",
+                                 "fmt")))
+    assert list(nets) == [net]
+    assert nets[net]["IPAddress"].startswith(subnet.rsplit(".", 1)[0] + ".")
+    assert up.cli("inspect", "--format", "{{.State.Nope}}", "fmt").stdout.strip() == "<no value>"
+    _ok(up.cli("stop", "-t", "1", "fmt"))
+    assert _ok(up.cli("inspect", "--format", "{{.State.Status}}:{{.State}}", "fmt")).strip() \
+        == "exited:exited"
