@@ -10,9 +10,11 @@ every guarantee the steps had on their own:
 * intent before acting and its recorded events, exactly as a separate create, start
   and remove record them (``container.run`` adds no event of its own);
 * a resend of the same run id after a lost reply or a worker killed -9 replays the
-  steps already recorded (the create gives back the container it made, a start cut
-  short is finished by ``decide.resume``) and carries on with the rest: no container
-  is created twice, none is started twice;
+  steps already recorded (the create gives back the container it made) and carries
+  on with the rest: no container is created twice, none is started twice (a start
+  whose worker died after runc start but before recording it is seen in the
+  container's state, ``_started_before``: its ``started`` event is then missing from
+  the log, as for a plain ``container.start`` cut short there, but its exit is not);
 * a step that fails records its failure under its own id; the run then removes what
   it created (the client asked for ``--rm``) and answers with the step's error.
 
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from bus.protocol import Command, Reply
 from engine import command_types as t
 from engine import commands as c
+from engine.containers.projection import CREATED
 from engine.errors import BerthError, NotFound
 from engine.faults import crash_point
 
@@ -90,9 +93,13 @@ class Runs:
             return failed.reply
         cid = str(created.result["id"])
         crash_point("container.run.created")
-        meeting = self._meet(run.session_id, cid)
+        # A replayed create (a resend) finds its session at once or never: it was on
+        # the worker that died, or it has the container already.
+        meeting = self._meet(run.session_id, cid,
+                             0.0 if created.result.get("replayed") else MEET_WAIT)
         try:
-            step("start", t.START, c.Start(cid))
+            if not (created.result.get("replayed") and self._started_before(cid)):
+                step("start", t.START, c.Start(cid))
         except RunFailed as failed:  # it never ran: --rm still wants it gone
             self._remove(cid, cmd, positions)
             return failed.reply
@@ -112,13 +119,21 @@ class Runs:
         return Reply(cmd.id, True, positions=tuple(positions),
                      result={"id": cid, "node": self.service.node, "exit_code": code})
 
-    def _meet(self, session_id: str | None, cid: str) -> Meeting | None:
+    def _started_before(self, cid: str) -> bool:
+        """Whether the first attempt of this run already started ``cid``: a start
+        records no intent, so a worker killed between runc start and recording it
+        leaves a container that is no longer ``created`` (running, or exited and
+        recorded by the next worker's reconciliation). Starting it again would run
+        the user's program twice (a start of an exited container is a restart)."""
+        return self.service.latest(cid).state != CREATED
+
+    def _meet(self, session_id: str | None, cid: str, wait: float) -> Meeting | None:
         """The run's stream session, attached to ``cid``; None without one (no stream
         server, no session asked, or the client gone before it opened it: the run
         goes on, its output is in the log)."""
         if session_id is None or self.streams is None:
             return None
-        meeting: Meeting | None = self.streams.runs.meet(session_id, cid, MEET_WAIT)
+        meeting: Meeting | None = self.streams.runs.meet(session_id, cid, wait)
         if meeting is None:
             log.warning("run session %s never opened: running %s without it", session_id,
                         cid[:12])
