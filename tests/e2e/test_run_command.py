@@ -102,3 +102,15 @@ def test_worker_killed_mid_run_leaves_no_step_done_twice(engine: Engine, point: 
         " ".join(f"{r.position}:{r.type}" for r in events)
     assert sum(r.type == "container.pid_received" for r in events) == 1, "the program ran once"
     _nothing_left(engine)
+
+
+def test_exec_by_name_is_one_command(up: Engine) -> None:
+    """``exec NAME``: the worker resolves the name itself (the stream socket beside the
+    bus names the one worker), so no ``query.resolve`` round trip comes first."""
+    started = up.cli("run", "-d", "--name", "onetrip-exec", up.rootfs, "sleep", "100")
+    assert started.returncode == 0, started
+    before = up.broker.stats["commands_received"]
+    out = up.cli("exec", "onetrip-exec", "sh", "-c", "echo hi; exit 5")
+    assert out.returncode == 5 and out.stdout == "hi\n", out
+    assert up.broker.stats["commands_received"] - before == 1
+    assert up.cli("rm", "-f", "onetrip-exec").returncode == 0
