@@ -551,34 +551,19 @@ def run_removed(args: argparse.Namespace, client: Client, spec: dict[str, Any],
     if use_tty:
         signals = (*signals, signal.SIGWINCH)
     try:
-        with where.session() as session:
-            h, w = _window(use_tty)
-            session.open("run", "", session=sid, stdin=interactive, tty=use_tty,
-                         height=h, width=w)
-            thread.start()
-            proxy = SignalProxy(signals) if signals else None
-            with contextlib.ExitStack() as stack:
-                if proxy is not None:
-                    stack.enter_context(proxy)
-                stack.enter_context(raw_terminal(0, use_tty and interactive))
-                pump = Pump(session, printer=printer, stdin=interactive, tty=use_tty,
-                            detach_keys=keys, proxy=proxy, kill=kill, stop_fd=stop_r,
-                            stop_if=lambda: "error" in outcome)
-                try:
-                    streamed = pump.run()
-                except Detached:  # the worker still removes it once it exits
-                    print(printer.container or sid)
-                    return 0
-                except BerthError as exc:
-                    if "error" in outcome:
-                        raise outcome["error"] from None
-                    # The worker went away mid-stream (killed, restarted): the run
-                    # itself goes on (its command is resent, its steps carried on),
-                    # only the rest of the output is lost to this terminal.
-                    sys.stderr.write(f"berth: the output stream was lost ({exc.message}); "
-                                     "waiting for the run to end\n")
-                    streamed = None
+        streamed = _run_session(where, sid, args, thread, printer, outcome, stop_r,
+                                keys=keys, signals=signals, kill=kill)
+        if streamed == "detached":
+            return 0
         thread.join()
+    except BaseException:
+        # This client is going away (a closed stdout, ^C without --sig-proxy, a crash
+        # here): --rm still holds, as on the plain path; the run's own remove step
+        # then finds it gone.
+        if printer.container:
+            with contextlib.suppress(BerthError):
+                client.remove(printer.container, force=True)
+        raise
     finally:
         os.close(stop_r)
     if "error" in outcome:
@@ -587,7 +572,44 @@ def run_removed(args: argparse.Namespace, client: Client, spec: dict[str, Any],
     if answer is None:
         raise Unavailable("the run ended without a reply")
     code = answer.result.get("exit_code")
-    return exit_status(int(code) if code is not None else streamed)
+    return exit_status(int(code) if code is not None
+                       else streamed if isinstance(streamed, int) else None)
+
+
+def _run_session(where: Where, sid: str, args: argparse.Namespace, thread: threading.Thread,
+                 printer: _RunPrinter, outcome: dict[str, Any], stop_r: int, *,
+                 keys: bytes, signals: tuple[int, ...], kill: Any) -> int | str | None:
+    """The stream session of a run until its exit frame: the code it gave (None:
+    unknown, or the stream was lost), or "detached"."""
+    interactive = bool(getattr(args, "interactive", False))
+    use_tty = bool(args.tty)
+    with where.session() as session:
+        h, w = _window(use_tty)
+        session.open("run", "", session=sid, stdin=interactive, tty=use_tty,
+                     height=h, width=w)
+        thread.start()
+        proxy = SignalProxy(signals) if signals else None
+        with contextlib.ExitStack() as stack:
+            if proxy is not None:
+                stack.enter_context(proxy)
+            stack.enter_context(raw_terminal(0, use_tty and interactive))
+            pump = Pump(session, printer=printer, stdin=interactive, tty=use_tty,
+                        detach_keys=keys, proxy=proxy, kill=kill, stop_fd=stop_r,
+                        stop_if=lambda: "error" in outcome)
+            try:
+                return pump.run()
+            except Detached:  # the worker still removes it once it exits
+                print(printer.container or sid)
+                return "detached"
+            except BerthError as exc:
+                if "error" in outcome:
+                    raise outcome["error"] from None
+                # The worker went away mid-stream (killed, restarted): the run
+                # itself goes on (its command is resent, its steps carried on),
+                # only the rest of the output is lost to this terminal.
+                sys.stderr.write(f"berth: the output stream was lost ({exc.message}); "
+                                 "waiting for the run to end\n")
+                return None
 
 
 def start_attached(client: Client, cid: str, node: str, *, stdin: bool = False) -> int:
