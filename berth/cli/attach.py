@@ -566,8 +566,14 @@ def run_removed(args: argparse.Namespace, client: Client, spec: dict[str, Any],
         raise
     finally:
         os.close(stop_r)
-    if "error" in outcome:
-        raise outcome["error"]
+    error = outcome.get("error")
+    if isinstance(error, Unavailable) and printer.container:
+        cid = printer.container
+        raise Unavailable(f"{error}; container {cid[:12]} may keep running: if it is still "
+                          f"there once the engine is back, remove it with 'berth rm -f "
+                          f"{cid[:12]}'") from None
+    if error is not None:
+        raise error
     answer: Reply | None = outcome.get("reply")
     if answer is None:
         raise Unavailable("the run ended without a reply")
