@@ -46,9 +46,6 @@ log = logging.getLogger("berth.run")
 MEET_WAIT = 10.0
 """How long a run waits for its stream session to open and attach (the client opens
 it before sending the command; the two take different sockets)."""
-DRAIN_WAIT = 30.0
-"""How long a run waits, after the exit, for its stream session to have sent all the
-output (a client that reads slowly holds it back, within the session's credit)."""
 
 
 class RunFailed(Exception):
@@ -106,18 +103,29 @@ class Runs:
         except BerthError:  # refused before its intent: the same
             self._remove(cid, cmd, positions)
             raise
-        # An engine closing cuts this wait short (Unavailable): the container is left
-        # as it is, and a resend of this id carries on from the steps recorded.
+        if meeting is not None:
+            self._drained(meeting)
+        # An engine closing cuts this wait short (HandedBack): the container is left
+        # as it is, and the next worker carries the same command on from the steps
+        # recorded.
         _, code = self.queries.wait(c.Wait(cid))
-        if meeting is not None and not meeting.done.wait(DRAIN_WAIT):
-            log.warning("run %s: its stream session still had output after %g s; "
-                        "removing %s anyway", cmd.id, DRAIN_WAIT, cid[:12])
         crash_point("container.run.exited")
         failed_remove = self._remove(cid, cmd, positions)
         if failed_remove is not None:
             return failed_remove
         return Reply(cmd.id, True, positions=tuple(positions),
                      result={"id": cid, "node": self.service.node, "exit_code": code})
+
+    def _drained(self, meeting: Meeting) -> None:
+        """Until the session has sent the exit frame (all the output: removing the
+        container sooner would race the client for the last of it), or has ended
+        otherwise (the client detached or left), or the worker stops. The session
+        saw conmon's exit file: recording it now spares the wait for the exit
+        monitor's turn (the same system id: recorded once whoever comes first)."""
+        while not meeting.done.wait(1.0):
+            if self.service.closing.is_set():
+                return
+        self.service.record_exit(meeting.container)
 
     def _started_before(self, cid: str) -> bool:
         """Whether the first attempt of this run already started ``cid``: a start
