@@ -418,6 +418,24 @@ class Client:
             self._nodes[cid] = where
         return reply
 
+    def run(self, *, name: str | None = None, node: str | None = None,
+            session_id: str | None = None, deadline: float | None = None,
+            **spec: Any) -> Reply:
+        """``run --rm`` in one command (``container.run``): the worker creates, starts,
+        waits for the exit and removes; the reply has the id and the ``exit_code``.
+        Its stdio goes to the stream session opened (kind ``run``) under
+        ``session_id``. Patient as ``wait``: a resend of the same id after silence
+        carries on where the worker got to, never runs a step twice."""
+        from engine.containers.spec import spec_from_user  # not on the path of 'berth ps'
+
+        spec = spec_from_user(spec)
+        if name is not None:
+            spec["name"] = name
+        if session_id is not None:
+            spec["session_id"] = session_id
+        command = self.command(c.RUN, name, node, spec)
+        return self.request_patiently(command, deadline)
+
     def start(self, ref: str, *, node: str | None = None) -> Reply:
         return self._on_container(c.START, ref, node)
 

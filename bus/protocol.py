@@ -27,7 +27,7 @@ from typing import Any, Final, TypeAlias
 
 import msgpack  # type: ignore[import-untyped]
 
-from engine.command_types import COMMAND_TYPES, CONTAINER_COMMANDS, CREATE
+from engine.command_types import COMMAND_TYPES, CONTAINER_COMMANDS, CREATE, RUN
 from engine.errors import HandedBack, Passive, ProtocolError, RateLimited, StoreError, Unavailable
 from engine.ids import is_container_ref, is_node_name, is_uuid
 
@@ -205,7 +205,8 @@ class Command:
         if not isinstance(self.type, str) or self.type not in COMMAND_TYPES:
             raise _fail(f"unknown command type {_show(self.type)}.")
         _container(self.container)
-        if self.container is None and self.type in CONTAINER_COMMANDS and self.type != CREATE:
+        if (self.container is None and self.type in CONTAINER_COMMANDS
+                and self.type not in (CREATE, RUN)):
             raise _fail(f"{self.type} needs a container.")
         _node(self.node)
         _map(self.args, "command args")

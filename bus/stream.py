@@ -18,7 +18,9 @@ it answers with is the one to trust.
 Every frame is one msgpack map ``{"v": 1, "op": ..., ...}``:
 
 client -> worker
-  ``open``    kind (``attach``, ``exec``, ``logs``), container, session, stdin, tty,
+  ``open``    kind (``attach``, ``exec``, ``logs``, ``run``: a ``container.run``'s
+              container, attached by the worker once the run has created it),
+              container, session, stdin, tty,
               logs options, and the first ``credit``
   ``credit``  n more output messages the client will take
   ``in``      bytes for the process's stdin, one frame per unit of stdin credit: a
@@ -83,7 +85,7 @@ PEER_TIMEOUT: Final = 15.0
 """A session whose peer has said nothing (not even a ping) for this long is over."""
 MAX_FRAME: Final = 2 * MAX_CHUNK
 
-KINDS: Final = frozenset({"attach", "exec", "logs"})
+KINDS: Final = frozenset({"attach", "exec", "logs", "run"})
 CLIENT_OPS: Final = frozenset({"open", "credit", "in", "eof", "resize", "ping", "close"})
 WORKER_OPS: Final = frozenset({"ready", "out", "lines", "credit", "exit", "error", "ping"})
 

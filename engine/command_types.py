@@ -20,6 +20,9 @@ CHECKPOINT: Final = "container.checkpoint"
 RESTORE: Final = "container.restore"
 REMOVE: Final = "container.remove"
 WAIT: Final = "container.wait"
+# run --rm in one round trip: create, start, wait and remove carried out by the worker,
+# each step recorded as its own command (engine.commands.Run, workers/runs.py)
+RUN: Final = "container.run"
 # health checks: one probe now (routed to the container's node; records only a change)
 HEALTHCHECK: Final = "container.healthcheck"
 # updates: resources through runc update, the restart policy (engine.containers.decide._update)
@@ -88,7 +91,7 @@ CHANGE_COMMANDS: Final = frozenset(
     | {RENAME, COPY_IN}
 )
 """Commands that change a container: run once per command id, serialised per container."""
-CONTAINER_COMMANDS: Final = (CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS}
+CONTAINER_COMMANDS: Final = (CHANGE_COMMANDS | {WAIT, HEALTHCHECK, TOP, STATS, RUN}
                              | {COPY_OUT, COPY_CHUNK})
 """COPY_OUT reads a container's files: not a query an auditor's key may send;
 COPY_CHUNK stages a piece of a copy_in (nothing recorded until the copy_in)."""

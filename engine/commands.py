@@ -169,6 +169,30 @@ class CopyChunk:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """``run --rm`` as one command (``container.run``): create, start, wait for the exit,
+    remove. Not a change of its own: each step is an ordinary command recorded under an
+    id derived from this one (``run_step_id``), so every event still says which
+    command caused it, a resend of the same id replays the steps already done and
+    carries on with the rest, and no step is ever carried out twice."""
+
+    create: Create
+    session_id: str | None = None
+    """The stream session (``bus.stream``, kind ``run``) the container's stdio goes
+    to: attached after the create and before the start, so no output is missed."""
+
+
+RUN_STEPS: Final = ("create", "start", "remove")
+
+
+def run_step_id(command_id: str, step: str) -> str:
+    """The command id of one step of a ``container.run`` (deterministic: a resend finds it)."""
+    if step not in RUN_STEPS:
+        raise ValueError(f"no run step {step!r}")
+    return system_command_id(command_id, "run", step)
+
+
 ContainerCommand: TypeAlias = (
     Create | Start | Stop | Kill | Pause | Unpause | Exec | Checkpoint | Restore | Remove
     | Update | Rename | CopyIn
@@ -395,4 +419,4 @@ class VolumeInspect:
 
 
 VolumeCommand: TypeAlias = VolumeCreate | VolumeRemove | VolumePrune | VolumeLs | VolumeInspect
-Command: TypeAlias = ContainerCommand | Query | VolumeCommand | NetworkCommand
+Command: TypeAlias = ContainerCommand | Run | Query | VolumeCommand | NetworkCommand

@@ -9,6 +9,10 @@ does the blocking work, so a slow container never holds up another session:
 * ``exec``: an exec session's output, followed from its k8s-file log from the first
   byte (the session starts before anyone can attach), stdin through its attach
   socket; ends with the session's exit code.
+* ``run``: as ``attach``, for the container a ``container.run`` command with the
+  same session id creates (``workers.runs``): the session waits for it, attaches
+  between the run's create and its start, and tells the run when all the output is
+  out, so that the run removes the container only then.
 * ``logs``: a container's log, filtered (tail, since, until) and, with ``follow``,
   followed until the container exits.
 
@@ -78,6 +82,9 @@ log = logging.getLogger("berth.stream")
 
 _TICK = 1.0
 """Longest a session thread sleeps without checking that its client is still there."""
+_RUN_WAIT = 30.0
+"""How long a ``run`` session waits for its ``container.run`` to create the container
+(the command may queue behind others at the broker and the worker)."""
 _EXEC_APPEAR = 30.0
 """How long an exec stream waits for its session's files (the exec command makes them)."""
 _EXIT_WAIT = 60.0
@@ -246,6 +253,8 @@ class Session(threading.Thread):
                 self._attach()
             elif kind == "exec":
                 self._exec()
+            elif kind == "run":
+                self._run()
             elif kind == "logs":
                 self._logs()
             else:
@@ -285,6 +294,35 @@ class Session(threading.Thread):
         finally:
             sock.close()
         self.emit("exit", code=self._exit_code(self.server.runtime.paths(cid).exit_file))
+
+    def _run(self) -> None:
+        """The stdio of a ``container.run``'s container: waits (while the client is
+        there, at most _RUN_WAIT) for the run to name the container it created, then
+        attaches as ``attach`` does; the run starts it only once this is attached."""
+        sid = validate_session_id(str(self.request.get("session")))
+        meeting = self.server.runs.expect(sid)
+        try:
+            deadline = time.monotonic() + _RUN_WAIT
+            while not meeting.named.wait(min(_TICK, max(0.0, deadline - time.monotonic()))):
+                self._take()  # raises _Closed once the client has gone
+                if time.monotonic() >= deadline:
+                    raise NotFound(f"no container.run came for stream session {sid} within "
+                                   f"{_RUN_WAIT:g} s")
+            cid = meeting.container
+            directory = self.server.runtime.paths(cid).bundle
+            sock = conmon_attach.connect(directory)
+            try:
+                self._resize_from(self.request, directory)
+                self.grant_stdin(s.STDIN_WINDOW if self.request.get("stdin") else 0)
+                self.emit("ready", credit=self.stdin_credit, container=cid)
+                meeting.attached.set()
+                _Pump(self, sock, directory, forward=True).run()
+            finally:
+                sock.close()
+            self.emit("exit", code=self._exit_code(self.server.runtime.paths(cid).exit_file))
+        finally:
+            meeting.done.set()  # the exit frame is queued: the run may remove it now
+            self.server.runs.forget(sid, meeting)
 
     def _exit_code(self, exit_file: str) -> int | None:
         """The code in conmon's exit file, waiting for it (inotify) while the client
@@ -571,6 +609,60 @@ def _time(value: object) -> Any:
         raise InvalidArgument(f"invalid time {value!r}") from None
 
 
+class Meeting:
+    """Where a ``container.run`` and its ``run`` stream session meet: the run names the
+    container it created, the session says when it is attached and when it is done."""
+
+    def __init__(self) -> None:
+        self.container = ""
+        self.named = threading.Event()
+        self.attached = threading.Event()
+        self.done = threading.Event()
+
+    def name(self, container_id: str) -> None:
+        self.container = container_id
+        self.named.set()
+
+
+class Meetings:
+    """The ``run`` sessions waiting for their command, by session id. Bounded by the
+    sessions themselves (each holds one entry while it lives, and sessions are
+    counted); a command whose session never comes waits only ``wait`` seconds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._by_session: dict[str, Meeting] = {}
+
+    def expect(self, session_id: str) -> Meeting:
+        with self._lock:
+            if session_id in self._by_session:
+                raise AlreadyExists(f"stream session {session_id} is open already")
+            meeting = self._by_session[session_id] = Meeting()
+            self._lock.notify_all()
+            return meeting
+
+    def forget(self, session_id: str, meeting: Meeting) -> None:
+        with self._lock:
+            if self._by_session.get(session_id) is meeting:
+                del self._by_session[session_id]
+
+    def meet(self, session_id: str, container_id: str, wait: float) -> Meeting | None:
+        """The session's meeting, told the container (waiting up to ``wait`` seconds
+        for the session to open: its open frame and the command take different
+        paths); None if it never came or already has a container."""
+        deadline = time.monotonic() + wait
+        with self._lock:
+            while (meeting := self._by_session.get(session_id)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._lock.wait(left)
+            if meeting.named.is_set():
+                return None
+            meeting.name(container_id)
+            return meeting
+
+
 class StreamServer:
     """The worker's stream socket and its I/O thread."""
 
@@ -602,6 +694,8 @@ class StreamServer:
         """Sessions served at once (MAX_SESSIONS, or fewer under a low RLIMIT_NOFILE)."""
         self.watches = SharedInotify()
         """The one inotify instance of all this server's sessions."""
+        self.runs = Meetings()
+        """``run`` sessions waiting for their ``container.run`` (workers.runs)."""
         self._outbox: queue.SimpleQueue[tuple[bytes, bytes]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop = threading.Event()

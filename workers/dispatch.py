@@ -31,6 +31,7 @@ from workers.health import HealthMonitor, healthcheck, with_health
 from workers.info import node_info
 from workers.oserrors import from_os_error
 from workers.present import detail, event_message, summary
+from workers.runs import Runs
 from workers.usage import UsageReader
 
 log = logging.getLogger("berth.dispatch")
@@ -73,6 +74,7 @@ class Dispatch:
             t.REMOVE: change,
             t.UPDATE: change,
             t.RENAME: change,
+            t.RUN: lambda r, cmd: Runs(service, q, self.streams).run(r, cmd),
             t.COPY_IN: lambda ci, cmd: change(self.copies.join(ci), cmd),
             t.COPY_CHUNK: lambda cc, cmd: _ok(cmd, {"staged": self.copies.stage(cc)}),
             t.COPY_OUT: lambda co, cmd: _ok(cmd, _copy_out(q, co, self.copies)),

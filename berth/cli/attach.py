@@ -447,6 +447,10 @@ def run_attached(args: argparse.Namespace, client: Client, spec: dict[str, Any])
     spec["auto_remove"] = False
     if interactive:
         spec["stdin"] = True
+    if args.rm:
+        where = _local_stream(client, args.node)
+        if where is not None:
+            return run_removed(args, client, spec, where)
     reply = client.create(name=args.name, node=args.node, **spec)
     cid, node = str(reply.result["id"]), str(reply.result["node"])
     on_created = getattr(args, "on_created", None)
@@ -481,6 +485,140 @@ def run_attached(args: argparse.Namespace, client: Client, spec: dict[str, Any])
     if args.rm:
         client.remove(cid, force=True, node=node)
     return exit_status(code)
+
+
+def _local_stream(client: Client, node: str | None) -> Where | None:
+    """The stream socket a ``container.run`` can use without a round trip first: the
+    one beside an ipc bus (of ``node``, or the only one there is); None on tcp, where
+    finding it costs a ``query.stream`` and ``run --rm`` keeps its four commands."""
+    path = ipc_path(client.endpoint)
+    if path is None:
+        return None
+    if node is not None:
+        endpoint = stream_endpoint(client.endpoint, node)
+        if endpoint is None or not os.path.exists(endpoint[len("ipc://"):]):
+            return None
+        return Where(endpoint)
+    found = list(path.parent.glob("stream-*.sock"))
+    return Where(f"ipc://{found[0]}") if len(found) == 1 else None
+
+
+@dataclass
+class _RunPrinter(Printer):
+    """A run session's printer that also notes the container its ``ready`` names (the
+    run created it: signals proxied before then have nothing to go to)."""
+
+    container: str = ""
+
+    def frame(self, frame: Frame) -> None:
+        if frame.op == "ready":
+            self.container = str(frame.get("container", ""))
+        else:
+            super().frame(frame)
+
+
+def run_removed(args: argparse.Namespace, client: Client, spec: dict[str, Any],
+                where: Where) -> int:
+    """``berth run --rm`` attached, in one command on the bus (``container.run``): the
+    worker creates, starts, waits and removes, and streams the stdio to the session
+    opened here first under the same session id. The exit code is the reply's: it
+    comes once the container has been removed, as podman's ``run --rm`` returns."""
+    interactive = bool(getattr(args, "interactive", False))
+    use_tty = bool(args.tty)
+    keys = detach_keys_for(getattr(args, "detach_keys", DEFAULT_DETACH_KEYS),
+                           stdin=interactive, use_tty=use_tty)
+    sid = new_uuid()
+    outcome: dict[str, Any] = {}
+    stop_r, stop_w = os.pipe2(os.O_CLOEXEC)
+
+    def command() -> None:
+        with Client(client.endpoint, events_endpoint=client.events_endpoint,
+                    actor=client.actor, timeout=client.timeout, curve=client.curve) as own:
+            try:
+                outcome["reply"] = own.run(name=args.name, node=args.node, session_id=sid,
+                                           **spec)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                outcome["error"] = exc
+            finally:
+                with contextlib.suppress(OSError):  # the main thread may have finished
+                    os.write(stop_w, b"\0")
+
+    printer = _RunPrinter()
+
+    def kill(sig: int) -> None:
+        if printer.container:
+            client.kill(printer.container, sig)
+
+    thread = threading.Thread(target=command, name="berth-run", daemon=True)
+    signals: tuple[int, ...] = PROXIED if getattr(args, "sig_proxy", True) else ()
+    if use_tty:
+        signals = (*signals, signal.SIGWINCH)
+    try:
+        streamed = _run_session(where, sid, args, thread, printer, outcome, stop_r,
+                                keys=keys, signals=signals, kill=kill)
+        if streamed == "detached":
+            return 0
+        thread.join()
+    except BaseException:
+        # This client is going away (a closed stdout, ^C without --sig-proxy, a crash
+        # here): --rm still holds, as on the plain path; the run's own remove step
+        # then finds it gone.
+        if printer.container:
+            with contextlib.suppress(BerthError):
+                client.remove(printer.container, force=True)
+        raise
+    finally:
+        os.close(stop_r)
+    error = outcome.get("error")
+    if isinstance(error, Unavailable) and printer.container:
+        cid = printer.container
+        raise Unavailable(f"{error}; container {cid[:12]} may keep running: if it is still "
+                          f"there once the engine is back, remove it with 'berth rm -f "
+                          f"{cid[:12]}'") from None
+    if error is not None:
+        raise error
+    answer: Reply | None = outcome.get("reply")
+    if answer is None:
+        raise Unavailable("the run ended without a reply")
+    code = answer.result.get("exit_code")
+    return exit_status(int(code) if code is not None
+                       else streamed if isinstance(streamed, int) else None)
+
+
+def _run_session(where: Where, sid: str, args: argparse.Namespace, thread: threading.Thread,
+                 printer: _RunPrinter, outcome: dict[str, Any], stop_r: int, *,
+                 keys: bytes, signals: tuple[int, ...], kill: Any) -> int | str | None:
+    """The stream session of a run until its exit frame: the code it gave (None:
+    unknown, or the stream was lost), or "detached"."""
+    interactive = bool(getattr(args, "interactive", False))
+    use_tty = bool(args.tty)
+    with where.session() as session:
+        h, w = _window(use_tty)
+        session.open("run", "", session=sid, stdin=interactive, tty=use_tty,
+                     height=h, width=w)
+        thread.start()
+        proxy = SignalProxy(signals) if signals else None
+        with contextlib.ExitStack() as stack:
+            if proxy is not None:
+                stack.enter_context(proxy)
+            stack.enter_context(raw_terminal(0, use_tty and interactive))
+            pump = Pump(session, printer=printer, stdin=interactive, tty=use_tty,
+                        detach_keys=keys, proxy=proxy, kill=kill, stop_fd=stop_r,
+                        stop_if=lambda: "error" in outcome)
+            try:
+                return pump.run()
+            except Detached:  # the worker still removes it once it exits
+                print(printer.container or sid)
+                return "detached"
+            except BerthError as exc:
+                if "error" in outcome:
+                    raise outcome["error"] from None
+                # The worker went away mid-stream (killed, restarted): the run
+                # itself goes on (its command is resent, its steps carried on),
+                # only the rest of the output is lost to this terminal.
+                sys.stderr.write(f"berth: the output stream was lost ({exc.message}); "
+                                 "waiting for the run to end\n")
+                return None
 
 
 def start_attached(client: Client, cid: str, node: str, *, stdin: bool = False) -> int:

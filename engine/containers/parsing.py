@@ -39,6 +39,7 @@ from engine.commands import (
     Rename,
     Resolve,
     Restore,
+    Run,
     Start,
     Stats,
     Stop,
@@ -87,6 +88,16 @@ def _create(args: Mapping[str, Any]) -> Create:
     name = data.pop("name", None)
     return Create(RunSpec.from_data(data).validate(),
                   validate_name(name) if name is not None else None)
+
+
+def _run(args: Mapping[str, Any]) -> Run:
+    """A create's spec and name, and the stream session its stdio goes to (if any)."""
+    data = dict(args)
+    session = data.pop("session_id", None)
+    if data.get("auto_remove"):  # the exit monitor would remove it under the run's feet
+        raise InvalidArgument("container.run removes the container itself once it has "
+                              "exited: its spec must not ask for auto_remove")
+    return Run(_create(data), validate_session_id(session) if session is not None else None)
 
 
 def _exec(ref: str, args: Mapping[str, Any]) -> Exec:
@@ -143,6 +154,8 @@ def parse_container(command_type: str, container: str | None, args: Mapping[str,
     match command_type:
         case "container.create":
             return _create(args)
+        case "container.run":
+            return _run(args)
         case "query.ps":
             return Ps(_flag(args, "all"))
     ref = _container(command_type, container)
