@@ -147,8 +147,9 @@ def test_unknown_command_type() -> None:
 
 
 @pytest.mark.parametrize("command_type", sorted(
-    t.CONTAINER_COMMANDS - {t.CREATE} | {t.INSPECT, t.RESOLVE, t.HISTORY, t.LOGS}))
+    t.CONTAINER_COMMANDS - {t.CREATE, t.RUN} | {t.INSPECT, t.RESOLVE, t.HISTORY, t.LOGS}))
 def test_a_container_command_needs_a_container(command_type: str) -> None:
+    """Every command about a container names it; create and run make one."""
     assert refused(command_type, None, {}) == f"{command_type} needs a container"
     assert refused(command_type, "", {}) == f"{command_type} needs a container"
 
@@ -326,7 +327,7 @@ def test_copy() -> None:
         c.CopyOut("web", "/x", tid, 9)
 
 
-def test_every_command_type_parses() -> None:
+def test_every_command_type_parses(tmp_path: Path) -> None:
     """No command type falls through to the wrong typed command."""
     expected = {
         t.START: c.Start, t.STOP: c.Stop, t.KILL: c.Kill, t.PAUSE: c.Pause,
@@ -348,7 +349,9 @@ def test_every_command_type_parses() -> None:
         t.STREAM: c.StreamLocation,
     }
     assert type(parse(t.UPDATE, "a" * 64, {"cpus": 1})) is c.Update
-    assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE, t.COPY_IN, t.COPY_CHUNK} == (
+    assert type(parse(t.RUN, None, {"rootfs": str(tmp_path), "args": ["true"]})) is c.Run
+    assert set(expected) | {t.CREATE, t.EXEC, t.UPDATE, t.COPY_IN, t.COPY_CHUNK,
+                            t.RUN} == (
         set(t.COMMAND_TYPES) - t.IMAGE_COMMANDS - t.STACK_COMMANDS)  # compose: tests/compose
     special = {t.VOLUME_CREATE: {"name": "v"}, t.VOLUME_INSPECT: {"name": "v"},
                t.VOLUME_REMOVE: {"names": ["v"]}}
