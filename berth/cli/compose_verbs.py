@@ -12,6 +12,7 @@ import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from berth.cli.table import print_table
 from berth.compose.lines import Lines, write_lines
 from berth.compose.reconciler import observe
 from bus.client import Client
@@ -177,9 +178,7 @@ def cmd_ps(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> i
                                  key=lambda f: f[2].name):
         if args.all or o.state in ("running", "paused"):
             table.append([o.name, service, o.state, o.id[:12]])
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(table)
     return 0
 
 
@@ -197,9 +196,7 @@ def cmd_images(args: argparse.Namespace, client: Client, stack: dict[str, Any]) 
     for _s, _n, o in containers(client, stack, args.services):
         spec = client.inspect(o.id).get("spec") or {}
         table.append([o.name, str(spec.get("image") or spec.get("rootfs") or "")])
-    width = max(len(row[0]) for row in table)
-    for row in table:
-        print(f"{row[0].ljust(width)}  {row[1]}".rstrip())
+    print_table(table)
     return 0
 
 
