@@ -191,6 +191,15 @@ def test_the_package_graph_has_no_cycle() -> None:
     assert not found, "\n".join(lines)
 
 
+def test_the_compose_library_never_reaches_the_cli() -> None:
+    """``berth/compose/`` (the reconciler, a publisher) is called by the CLI and calls
+    the bus client and the pure engine: an import of ``berth.cli`` from it would put
+    the CLI and its library in one circle again."""
+    wrong = [a for a in all_arrows() if a.path.parts[:2] == ("berth", "compose")
+             and (a.target == "berth.cli" or a.target.startswith("berth.cli."))]
+    assert not wrong, "berth/compose/ must not import the CLI:\n" + _report(wrong)
+
+
 def test_launches_stay_in_their_layer_and_name_a_real_module() -> None:
     """``python -m X`` from production code: X is of the launching package's own layer
     and exists (a module, or a package with ``__main__.py``)."""

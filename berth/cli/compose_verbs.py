@@ -12,15 +12,14 @@ import sys
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from berth.cli.table import print_table
+from berth.compose.lines import Lines, write_lines
+from berth.compose.reconciler import observe
 from bus.client import Client
 from engine.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from engine.compose.plan import Observed
-
-MAX_PARTIAL = 1024 * 1024
-"""Bytes of one container's unfinished line ``logs`` holds before it prints them as
-a line of their own (a process writing without newlines cannot grow it for ever)."""
 
 
 def _berth(client: Client, argv: list[str]) -> int:
@@ -35,8 +34,6 @@ def containers(client: Client, stack: dict[str, Any], services: list[str] | None
                ) -> list[tuple[str, int, Observed]]:
     """The project's containers (service, number, observed), by service then number,
     only those of ``services`` when given (each must be a service of the file)."""
-    from berth.cli.compose import observe
-
     project: str = stack["name"]
     for service in services or ():
         if service not in stack["services"]:
@@ -81,7 +78,7 @@ def cmd_run(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> 
     depends on are brought up first, as ``up`` would (and waited for, by their
     conditions), unless ``--no-deps``: as docker compose runs one."""
     from berth.cli import attach, build_parser
-    from berth.cli.compose import Reconciler, record, with_dependencies
+    from berth.compose.reconciler import Reconciler, record, with_dependencies
     from engine import command_types as t
     from engine.compose.model import run_options
     from engine.compose.plan import parse_name
@@ -163,7 +160,7 @@ def cmd_rm(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> i
     """Stopped containers removed (``-s``: the running ones stopped first, as
     ``compose stop`` does); ``-f`` is accepted: nothing here asks before removing."""
     if args.stop:
-        from berth.cli.compose import stop_gracefully
+        from berth.compose.reconciler import stop_gracefully
 
         only = {**stack, "services": {s: v for s, v in stack["services"].items()
                                       if not args.services or s in args.services}}
@@ -181,9 +178,7 @@ def cmd_ps(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> i
                                  key=lambda f: f[2].name):
         if args.all or o.state in ("running", "paused"):
             table.append([o.name, service, o.state, o.id[:12]])
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(table)
     return 0
 
 
@@ -201,9 +196,7 @@ def cmd_images(args: argparse.Namespace, client: Client, stack: dict[str, Any]) 
     for _s, _n, o in containers(client, stack, args.services):
         spec = client.inspect(o.id).get("spec") or {}
         table.append([o.name, str(spec.get("image") or spec.get("rootfs") or "")])
-    width = max(len(row[0]) for row in table)
-    for row in table:
-        print(f"{row[0].ljust(width)}  {row[1]}".rstrip())
+    print_table(table)
     return 0
 
 
@@ -234,35 +227,6 @@ def cmd_logs(args: argparse.Namespace, client: Client, stack: dict[str, Any]) ->
     follow_logs(client, [(o.id, o.name) for _s, _n, o in found], follow=args.follow,
                 tail=args.tail)
     return 0
-
-
-class Lines:
-    """Whole lines only: a container's partial pieces (conmon's ``P`` lines) are held
-    until the piece that ends the line, then printed with the container's prefix as
-    one write, so two containers' output never mixes within a line."""
-
-    def __init__(self) -> None:
-        self.held: dict[str, list[str]] = {}
-        self.size: dict[str, int] = {}
-
-    def feed(self, cid: str, prefix: str, lines: list[list[str]]) -> list[tuple[str, str]]:
-        """(stream, text with its prefix and newline) for each line completed."""
-        out = []
-        for _time, stream, tag, text in lines:
-            pieces = self.held.setdefault(cid, [])
-            pieces.append(text)
-            self.size[cid] = self.size.get(cid, 0) + len(text)
-            if tag == "P" and self.size[cid] < MAX_PARTIAL:
-                continue
-            out.append((stream, f"{prefix}{''.join(pieces)}\n"))
-            self.held[cid], self.size[cid] = [], 0
-        return out
-
-    def rest(self, cid: str, prefix: str) -> list[tuple[str, str]]:
-        """A container's unfinished line once it has ended: printed as it is."""
-        pieces = self.held.pop(cid, [])
-        self.size.pop(cid, None)
-        return [("stdout", f"{prefix}{''.join(pieces)}\n")] if pieces else []
 
 
 def follow_logs(client: Client, found: list[tuple[str, str]], *, follow: bool,
@@ -296,13 +260,6 @@ def follow_logs(client: Client, found: list[tuple[str, str]], *, follow: bool,
             if not lines and (not follow or chunk["state"] in ("exited", "removed")):
                 write_lines(joiner.rest(cid, prefix))
                 del offsets[cid]
-
-
-def write_lines(lines: list[tuple[str, str]]) -> None:
-    for stream, text in lines:
-        (sys.stderr if stream == "stderr" else sys.stdout).write(text)
-    sys.stdout.flush()
-    sys.stderr.flush()
 
 
 def cmd_version(args: argparse.Namespace, client: Client, stack: dict[str, Any]) -> int:

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
+from berth.cli.table import print_table
 from bus.client import Client
 from bus.protocol import EventMessage
 from engine.containers.spec import PortMapping
@@ -127,9 +128,7 @@ def print_ps(rows: list[dict[str, Any]], now: datetime | None = None, *,
         ])
     if not table:
         return
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(table)
 
 
 class NameCache:
@@ -212,9 +211,7 @@ def print_history(events: list[EventMessage]) -> None:
         detail = " ".join(f"{k}={v}" for k, v in sorted(e.data.items()) if k != "spec")
         table.append([str(e.position), e.recorded_at, e.type, e.actor, (e.command_id or "")[:8],
                       detail[:60]])
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(table)
 
 
 class Progress:

@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from berth.cli import format as fmt
+from berth.cli.table import print_table
 from bus.client import Client
 from engine import command_types as t
 
@@ -129,9 +130,7 @@ def cmd_images(args: argparse.Namespace, client: Client) -> int:
                      _size(int(image["size"]))])
     if not rows:
         return 0
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 

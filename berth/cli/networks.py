@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from berth.cli.table import print_table
 from bus.client import Client
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def cmd_network(args: argparse.Namespace, client: Client) -> int:
                 for row in rows:
                     print(json.dumps(row, sort_keys=True))
             else:
-                _table([["NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE", "CONTAINERS"]]
+                print_table([["NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE", "CONTAINERS"]]
                        + [[str(r["name"]), str(r.get("driver", "bridge")), str(r["subnet"]),
                            str(r["gateway"]), str(r["bridge"]), str(r.get("containers", 0))]
                           for r in rows])
@@ -53,10 +54,6 @@ def cmd_network(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def add_commands(add: AddCommand) -> None:

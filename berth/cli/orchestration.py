@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from berth.cli.table import print_table
 from bus.client import Client
 from engine.errors import BerthError
 
@@ -79,14 +80,10 @@ def cmd_top(args: argparse.Namespace, client: Client) -> int:
     rows = client.top(args.container)["processes"]
     table = [["PID", "USER", "TIME", "COMMAND"]] + [
         [str(r["pid"]), str(r["user"]), str(r["time"]), str(r["command"])] for r in rows]
-    _print_table(table)
+    print_table(table)
     return 0
 
 
-def _print_table(table: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _size(n: float) -> str:
@@ -126,7 +123,7 @@ def cmd_stats(args: argparse.Namespace, client: Client) -> int:
             for row in rows:
                 print(json.dumps(row, sort_keys=True))
         else:
-            _print_table([["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS",
+            print_table([["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS",
                            "NET I/O", "BLOCK I/O"]] + [[
                 r["id"][:12], r["name"], f"{r['cpu_percent']:.2f}%",
                 f"{_size(r['memory'])} / "

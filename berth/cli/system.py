@@ -13,6 +13,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from berth.cli.table import print_table
 from bus.client import Client
 from engine import command_types as c
 from engine.errors import BerthError, InvalidArgument, Unavailable
@@ -119,20 +120,16 @@ def _df(client: Client, verbose: bool) -> int:
     active = [r for r in rows if r["state"] in ("running", "paused")]
     table = [["TYPE", "TOTAL", "ACTIVE", "RECLAIMABLE"],
              ["Containers", str(len(rows)), str(len(active)), str(len(rows) - len(active))]]
-    _print_table(table)
+    print_table(table)
     if verbose:
         print()
         detail = [["CONTAINER ID", "NAME", "STATE", "ROOTFS"]]
         detail += [[str(r["id"])[:12], str(r["name"]), str(r["state"]), str(r.get("rootfs"))]
                    for r in rows]
-        _print_table(detail)
+        print_table(detail)
     return 0
 
 
-def _print_table(table: list[list[Any]]) -> None:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def berth_version() -> str:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from berth.cli.table import table_lines
 from engine.errors import InvalidArgument
 
 _ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.DOTALL)
@@ -59,11 +60,7 @@ class Template:
         lines = [self.render(v) for v in values]
         if not self.table:
             return lines
-        rows = [line.split("\t") for line in [self.header(), *lines]]
-        width = max(len(r) for r in rows)
-        widths = [max((len(r[i]) for r in rows if i < len(r)), default=0) for i in range(width)]
-        return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)).rstrip()
-                for r in rows]
+        return table_lines([line.split("\t") for line in [self.header(), *lines]])
 
 
 def parse(text: str) -> Template:

@@ -7,6 +7,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from berth.cli.table import print_table
 from bus.client import Client
 from engine.errors import InvalidArgument
 
@@ -65,9 +66,7 @@ def _print_volumes(rows: list[dict[str, Any]], as_json: bool) -> None:
     table: list[list[str]] = [["DRIVER", "VOLUME NAME", "NODE"]]
     table += [[str(r.get("driver", "local")), str(r["name"]), str(r.get("node", ""))]
               for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
-    for line in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    print_table(table)
 
 
 def add_commands(add: AddCommand) -> None:

@@ -8,7 +8,7 @@ outside is started again, one removed is made again. Events are never queued her
 however many arrive, they set one "plan again" flag and one pass serves them all. A lost
 subscription is opened again from the last position it delivered, not from the start.
 
-The passes keep the deterministic command ids of ``berth.cli.compose``: an exit is an
+The passes keep the deterministic command ids of ``berth.compose.reconciler``: an exit is an
 incarnation (the start's id names the container and its last exit), so a reconciler
 killed -9 and started again sends the same ids and the engine answers a repeat with its
 recorded outcome. SIGINT/SIGTERM stop the stack's containers (dependants first), as
@@ -26,12 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from berth.cli.compose_verbs import Lines, write_lines
+from berth.compose.lines import Lines, write_lines
+from berth.compose.reconciler import observe, remove_containers
 from bus.client import Client
 from engine.errors import BerthError, NotFound
 
 if TYPE_CHECKING:
-    from berth.cli.compose import Reconciler
+    from berth.compose.reconciler import Reconciler
     from bus.protocol import EventMessage
     from bus.subscription import Subscription
     from engine.compose.plan import Observed
@@ -166,8 +167,6 @@ class Foreground:
             self._refresh(logs)
             outcome = "interrupted" if self.stopping else self._follow(head + 1, logs)
             if outcome == "removed":
-                from berth.cli.compose import remove_containers
-
                 print(f"stack {self.project} removed: removing what is left",
                       file=sys.stderr)
                 remove_containers(self.client, self.rec.stack)
@@ -181,8 +180,6 @@ class Foreground:
         return 0
 
     def _refresh(self, logs: LogPrinter) -> list[Observed]:
-        from berth.cli.compose import observe
-
         observed = observe(self.client, self.project)
         self.names = {o.id: o.name for o in observed}
         self.known = frozenset(self.names)
@@ -284,7 +281,6 @@ class Foreground:
     def _stop_stack(self) -> None:
         """Stop the running containers, dependants before what they depend on, the
         replicas of one service at once."""
-        from berth.cli.compose import observe
         from engine.compose.model import order
 
         live = [o for o in observe(self.client, self.project)
