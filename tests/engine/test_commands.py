@@ -429,3 +429,18 @@ def test_every_command_type_has_exactly_one_parser() -> None:
     assert sum(len(g) for g in groups) == len(t.COMMAND_TYPES)
     assert set(PARSERS) == set(t.COMMAND_TYPES)
     assert refused("container.nothing", "web", {}) == "unknown command type 'container.nothing'"
+
+
+def test_image_and_stack_commands_reach_their_own_parsers() -> None:
+    """The parse table hands image and stack types to their features' parsers (a wrong
+    hand-over once raised TypeError for every image command, unseen here)."""
+    from engine.compose.commands import StackRemove
+    from engine.images.commands import ListImages, Pull
+
+    pulled = parse(t.IMAGE_PULL, None, {"reference": "busybox:1"})
+    assert isinstance(pulled, Pull) and pulled.reference == "busybox:1"
+    assert isinstance(parse(t.IMAGE_LIST, None, {}), ListImages)
+    removed = parse(t.STACK_REMOVE, None, {"project": "web", "volumes": True})
+    assert removed == StackRemove("web", True)
+    with pytest.raises(InvalidArgument):
+        parse(t.IMAGE_PULL, None, {"reference": "Bad Ref"})

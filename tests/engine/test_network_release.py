@@ -1,4 +1,4 @@
-"""The pure rules of a network given back on exit (issue 21, B7): when it is due,
+"""The pure rules of a network given back on exit: when it is due,
 whether the stream says it was done, and what a start after it records."""
 
 from __future__ import annotations
