@@ -471,6 +471,37 @@ def test_features_drive_the_container_service_never_the_reverse() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def patched_attributes(path: Path) -> list[str]:
+    """Assignments to an attribute of an attribute (``self.service.volumes = ...``):
+    one object setting what another object needs after building it."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        for target in targets:
+            if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute):
+                found.append(f"{path.name}:{node.lineno}: {ast.unparse(target)}")
+    return found
+
+
+def test_the_worker_wires_its_parts_in_their_constructors() -> None:
+    """The worker builds its parts in dependency order, each given what it needs when
+    it is made: an attribute patched in afterwards is a dependency the constructor
+    hides (and a window in which the part runs without it)."""
+    wrong = patched_attributes(REPO / "workers" / "worker.py")
+    assert not wrong, "parts patched after they were built:\n" + "\n".join(wrong)
+
+
+def test_the_patch_finder_sees_a_patch(tmp_path: Path) -> None:
+    source = tmp_path / "wiring.py"
+    source.write_text("class W:\n    def __init__(self):\n        self.a = A()\n"
+                      "        self.a.b = B()\n        self.c: int = 1\n")
+    assert patched_attributes(source) == ["wiring.py:4: self.a.b"]
+
+
 def test_imports_inside_functions_say_why() -> None:
     """An import inside a function hides an arrow from the reader (and once hid a
     circle): allowed for a reason (a start-up cost, an optional library), written on

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bus.protocol import Command, Reply
 from bus.results import events_result
@@ -34,6 +34,9 @@ from workers.present import detail, event_message, summary
 from workers.runs import Runs
 from workers.usage import UsageReader
 
+if TYPE_CHECKING:
+    from workers.attach import StreamServer
+
 log = logging.getLogger("berth.dispatch")
 
 Answer = Callable[[Any, Command], Reply]
@@ -48,16 +51,18 @@ class Dispatch:
 
     def __init__(self, service: ContainerService, queries: Queries,
                  images: ImageService | None = None,
-                 networks: NetworkService | None = None) -> None:
+                 networks: NetworkService | None = None, *,
+                 health: HealthMonitor | None = None, usage: UsageReader | None = None,
+                 streams: StreamServer | None = None) -> None:
         self.service = service
         self.queries = queries
         self.networks = networks
-        self.health: HealthMonitor | None = None
-        """The worker's health monitor, set when it runs (probes, inspect's probe log)."""
-        self.usage: UsageReader | None = None
-        """Reads of live processes and counters (top, stats), set by the worker."""
-        self.streams: Any = None
-        """The worker's stream server (workers.attach), set by the worker when it has one."""
+        self.health = health
+        """The worker's health monitor (probes, inspect's probe log)."""
+        self.usage = usage
+        """Reads of live processes and counters (top, stats)."""
+        self.streams = streams
+        """The worker's stream server (workers.attach), when it has one."""
         self.copies = Transfers()
         q = queries
         change = self._change

@@ -2,7 +2,8 @@
 
 It decides nothing (``engine.health.rules`` does, ``engine.health.prober`` records): it follows the
 committed events (a start begins a container's checks, an exit or removal ends them),
-keeps one heap of due probes, and hands each due probe to a small pool, so a slow
+keeps its due probes in one delay queue (``workers.delays``, keyed by container),
+and hands each due probe to a small pool, so a slow
 probe delays no other container's and a container never has two probes at once.
 
 The failing streak between two recorded changes and the last ``KEEP_RESULTS`` probe
@@ -12,10 +13,9 @@ them again from the status the log recorded last.
 
 from __future__ import annotations
 
-import heapq
+import functools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +29,7 @@ from engine.containers.service import ContainerService
 from engine.errors import BerthError, InvalidArgument, NotFound, Refused, Unavailable
 from engine.health import rules as h
 from engine.health.prober import Prober, status_of
+from workers.delays import Delays
 
 log = logging.getLogger("berth.health")
 
@@ -49,13 +50,11 @@ class HealthMonitor:
         self.service = service
         self.prober = Prober(service)
         self._tracks: dict[str, Track] = {}
-        self._heap: list[tuple[float, int, str, int]] = []
         self._cond = threading.Condition()
-        self._seq = 0
         self._generation = 0
         self._stop = False
         self._pool = ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="berth-probe")
-        self._thread = threading.Thread(target=self._run, name="berth-health", daemon=True)
+        self._due = Delays("berth-health")
 
     # -- following the log -------------------------------------------------------------
 
@@ -64,13 +63,12 @@ class HealthMonitor:
             if state.state == RUNNING and h.enabled(state.spec):
                 status = status_of(self.service.store, state) or h.STARTING
                 self._track(state, h.Health(status, 0))
-        self._thread.start()
+        self._due.start()
 
     def close(self) -> None:
         with self._cond:
             self._stop = True
-            self._cond.notify_all()
-        self._thread.join(10)
+        self._due.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def observe(self, recorded: Sequence[ev.RecordedEvent]) -> None:
@@ -86,6 +84,7 @@ class HealthMonitor:
             elif isinstance(rec.event, (ev.Exited, ev.Removed)):
                 with self._cond:
                     self._tracks.pop(rec.metadata.stream, None)
+                    self._due.cancel(rec.metadata.stream)
 
     def _track(self, state: ContainerState, health: h.Health) -> None:
         with self._cond:
@@ -95,26 +94,20 @@ class HealthMonitor:
             self._push(state.id, state.spec.health_interval, self._generation)
 
     def _push(self, cid: str, delay: float, generation: int) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, cid, generation))
-        self._cond.notify_all()
+        """The next probe of ``cid``, replacing any it had pending (keyed by id)."""
+        self._due.after(delay, functools.partial(self._probe_due, cid, generation), key=cid)
 
     # -- probing -----------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stop and not (self._heap
-                                              and self._heap[0][0] <= time.monotonic()):
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(wait)
-                if self._stop:
-                    return
-                _at, _seq, cid, generation = heapq.heappop(self._heap)
-                track = self._tracks.get(cid)
-                if track is None or track.generation != generation:
-                    continue  # ended, or started again (a newer schedule holds it)
-            self._pool.submit(self._scheduled, cid, generation)
+    def _probe_due(self, cid: str, generation: int) -> None:
+        """On the delay queue's thread: hand the due probe to the pool."""
+        with self._cond:
+            if self._stop:
+                return
+            track = self._tracks.get(cid)
+            if track is None or track.generation != generation:
+                return  # ended, or started again (a newer schedule holds it)
+        self._pool.submit(self._scheduled, cid, generation)
 
     def _scheduled(self, cid: str, generation: int) -> None:
         try:

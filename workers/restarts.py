@@ -3,19 +3,20 @@
 It decides nothing (``engine.restarts.rules`` does, through
 ``engine.restarts.restarter``): it hears of
 exits from the service's committed events, asks the restarter to answer each one, and
-keeps the due restarts in one heap, so a crash-looping container waiting out its
-backoff costs a heap entry, not a thread. At start it asks again about every exited
-container of the node with a policy: exits recorded while no worker ran (or just
-before one died) get their answer, and restarts recorded but not carried out are
-finished; both steps are idempotent, so asking twice does nothing twice.
+keeps the due restarts in one delay queue (``workers.delays``), so a crash-looping
+container waiting out its backoff costs a heap entry, not a thread. Questions,
+restarts and retries all run on that queue's one thread, one at a time. At start it
+asks again about every exited container of the node with a policy: exits recorded
+while no worker ran (or just before one died) get their answer, and restarts
+recorded but not carried out are finished; both steps are idempotent, so asking
+twice does nothing twice.
 """
 
 from __future__ import annotations
 
-import heapq
+import functools
 import logging
 import threading
-import time
 from collections.abc import Sequence
 
 from engine import events as ev
@@ -25,6 +26,7 @@ from engine.errors import BerthError
 from engine.faults import crash_point
 from engine.restarts import rules as r
 from engine.restarts.restarter import Due, Restarter, seconds_until
+from workers.delays import Delays
 
 log = logging.getLogger("berth.restarts")
 
@@ -42,25 +44,19 @@ class RestartScheduler:
         self.judged: dict[str, int] = {}
         """How many times each container's exits were judged (what tests wait on)."""
         self._cond = threading.Condition()
-        self._asks: list[str] = []
-        self._heap: list[tuple[float, int, Due | str]] = []
-        """Due restarts, and containers to ask about again after an error (by id)."""
-        self._seq = 0
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="berth-restarts", daemon=True)
+        self._due = Delays("berth-restarts")
+        """Questions (keyed ("ask", id): a pending one is not asked twice), due restarts,
+        and containers to ask about again after an error (keyed ("retry", id))."""
 
     def start(self) -> None:
         """Ask about every exited container of this node with a policy, then follow."""
         for state in self.service.store.list_containers(all=True, node=self.service.node):
             if state.state == EXITED and r.parse_policy(state.spec.restart).name != r.NO:
                 self.ask(state.id)
-        self._thread.start()
+        self._due.start()
 
     def close(self) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(10)
+        self._due.close()
 
     def observe(self, recorded: Sequence[ev.RecordedEvent]) -> None:
         """An observer of committed events: an exit is a question for the policy."""
@@ -69,39 +65,14 @@ class RestartScheduler:
                 self.ask(rec.metadata.stream)
 
     def ask(self, container_id: str) -> None:
-        with self._cond:
-            self._asks.append(container_id)
-            self._cond.notify_all()
+        self._due.after(0.0, functools.partial(self._answer, container_id),
+                        key=("ask", container_id))
 
     def _schedule(self, due: Due | str, delay: float) -> None:
-        with self._cond:
-            self._seq += 1
-            heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, due))
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stop and not self._asks and not self._ready():
-                    wait = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(wait)
-                if self._stop:
-                    return
-                asks, self._asks = self._asks, []
-                ready: list[Due] = []
-                while self._ready():
-                    item = heapq.heappop(self._heap)[2]
-                    if isinstance(item, str):
-                        asks.append(item)
-                    else:
-                        ready.append(item)
-            for cid in dict.fromkeys(asks):
-                self._answer(cid)
-            for due in ready:
-                self._restart(due)
-
-    def _ready(self) -> bool:
-        return bool(self._heap) and self._heap[0][0] <= time.monotonic()
+        if isinstance(due, str):  # ask again after an error
+            self._due.after(delay, functools.partial(self._answer, due), key=("retry", due))
+        else:
+            self._due.after(delay, functools.partial(self._restart, due))
 
     def _answer(self, cid: str) -> None:
         try:

@@ -9,6 +9,7 @@ never stopped by stopping the worker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bus.endpoints import default_endpoints
+from bus.endpoints import default_endpoints, split
 from bus.keys import client_keys_for
 from bus.worker_link import Handler, WorkerLink
 from engine import commands as c
@@ -31,9 +32,10 @@ from engine.errors import BerthError
 from engine.ids import validate_node
 from engine.images.service import ImageService
 from engine.images.store import ImageStore
-from engine.networks.service import NetworkService
+from engine.networks.service import NetworkService, lookup_network
 from engine.networks.setup import NetworkSetup
 from engine.runtime import OCIRuntime, RuntimeConfig
+from engine.store.caused import Announce, CausedWrites
 from engine.store.store import EventStore
 from engine.volumes.service import VolumeService
 from migrations.runner import upgrade
@@ -133,24 +135,35 @@ class Worker:
         if self.signer is not None or trusted:
             store.sign_appends_with(self.signer, trusted)  # every row this worker appends
         self.store = store
-        self.runtime = OCIRuntime(config.runtime_config())
-        self.service = ContainerService(self.store, self.runtime, config.node)
-        self.volumes = VolumeService(  # volumes
-            self.store, volumes_root(config.root), config.node, self.service.announce)
-        self.service.volumes = self.volumes
-        self.images = ImageService(ImageStore(config.root), self.service)
-        self.service.images = self.images
+        # Built in dependency order, each given what it needs; nothing is set afterwards.
         # networks: CNI networks for the containers; the default network
-        # is $BERTH_DEFAULT_NETWORK (docs/operations.md), "berth" when unset.
-        self.networks = NetworkService(self.store, None, config.node)
-        self.networks.setup = NetworkSetup(self.runtime.config.tmp_dir, self.networks.lookup,
-                                           default=config.default_network)
-        self.runtime.networks = self.networks.setup
+        # is $BERTH_DEFAULT_NETWORK (docs/operations.md), "berth" when unset. The setup
+        # reads networks from the store itself, so it comes before the network service
+        # that holds it and the runtime that joins containers to it.
+        runtime_config = config.runtime_config()
+        setup = NetworkSetup(runtime_config.tmp_dir, functools.partial(lookup_network, store),
+                             default=config.default_network)
+        self.runtime = OCIRuntime(runtime_config, networks=setup)
+        self.networks = NetworkService(self.store, setup, config.node)
+        # The volume and image services announce their events to the container
+        # service's observers, and the container service is given both (it provides
+        # volumes and root filesystems on create): a true cycle, broken by handing
+        # them a narrow announcer that reaches the service once it exists (no event
+        # is appended before then: nothing runs until start()).
+        announce: Announce = lambda recorded: self.service.announce(recorded)  # noqa: E731
+        self.volumes = VolumeService(  # volumes
+            self.store, volumes_root(config.root), config.node, announce)
+        self.images = ImageService(ImageStore(config.root),
+                                   CausedWrites(self.store, config.node, announce))
+        self.service = ContainerService(self.store, self.runtime, config.node,
+                                        volumes=self.volumes, images=self.images)
         if self.signer is None:
             log.warning("no auditor key (BERTH_AUDIT_KEY): tree heads are unsigned and "
                         "the log's integrity rests on the database alone")
-        self.dispatch = Dispatch(self.service, Queries(self.service, signer=self.signer),
-                                 self.images, self.networks)
+        self.queries = Queries(self.service, signer=self.signer)
+        self.dispatch: Dispatch | None = None
+        """Built by start(), once the health monitor and stream server it answers
+        with exist."""
         self._heads: threading.Thread | None = None
         self.monitor: ExitMonitor | None = None
         self.conmons: ConmonWatch | None = None
@@ -189,21 +202,25 @@ class Worker:
         self.health_monitor = HealthMonitor(self.service)
         self.service.observers.append(self.health_monitor.observe)
         self.health_monitor.start()
-        self.dispatch.health = self.health_monitor
-        self.dispatch.usage = UsageReader(self.service, self.runtime)
+        backend = self.config.backend or default_endpoints().backend
+        # The stream server and the link share the worker's keys; the link takes
+        # commands for the dispatch, which answers with the stream server.
+        curve = client_keys_for(tuple(split(backend)), key_file=self.config.key_file,
+                                server_key_file=self.config.server_key_file)
+        self.streams = start_streams(self.runtime, self.config.backend, self.config.node,
+                                     self.service.resolve, curve=curve,
+                                     bind=self.config.stream_bind)
+        self.dispatch = Dispatch(self.service, self.queries, self.images, self.networks,
+                                 health=self.health_monitor,
+                                 usage=UsageReader(self.service, self.runtime),
+                                 streams=self.streams)
         handler = self._measured(self.dispatch.handle)
         self.link = WorkerLink(
             self.config.backend, self.config.node, handler,
             concurrency=self.config.concurrency, heartbeat_interval=self.config.heartbeat_interval,
-            curve=client_keys_for((self.config.backend or default_endpoints().backend,),
-                                  key_file=self.config.key_file,
-                                  server_key_file=self.config.server_key_file),
+            curve=curve,
         )
         self.service.observers.append(self._publish)
-        self.streams = start_streams(self.runtime, self.config.backend, self.config.node,
-                                     self.service.resolve, curve=self.link.curve,
-                                     bind=self.config.stream_bind)
-        self.dispatch.streams = self.streams
         self.link.start()
         if self.signer is not None and self.config.audit_interval > 0:
             self._heads = threading.Thread(target=self._sign_heads, name="tree-heads",
@@ -235,7 +252,7 @@ class Worker:
         while not self._stopped.wait(self.config.audit_interval):
             try:
                 if self.store.max_position() != signed:
-                    signed = self.dispatch.queries.checkpoint(c.AuditCheckpoint()).size
+                    signed = self.queries.checkpoint(c.AuditCheckpoint()).size
             except BerthError as exc:
                 log.error("no tree head signed: %s", exc)
 
@@ -348,7 +365,7 @@ class Worker:
         if self.health_monitor is not None:
             self.service.observers.remove(self.health_monitor.observe)
             self.health_monitor.close()
-            self.dispatch.health = self.health_monitor = None
+            self.health_monitor = None
         if self.restarts is not None:
             self.service.observers.remove(self.restarts.observe)
             self.restarts.close()

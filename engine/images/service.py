@@ -18,7 +18,7 @@ from engine import commands as c
 from engine import events as ev
 from engine.containers.process import USER_FILE_LIMIT
 from engine.containers.projection import PAUSED, RUNNING
-from engine.containers.service import ContainerService, system_command_id
+from engine.containers.service import system_command_id
 from engine.containers.spec import RunSpec
 from engine.errors import BerthError, ConcurrencyError, InvalidArgument, InvalidState, NotFound
 from engine.images import commands as ic
@@ -27,6 +27,7 @@ from engine.images.layout import Image
 from engine.images.reference import parse_reference
 from engine.images.store import ImageStore
 from engine.inroot import Root
+from engine.store.caused import CausedWrites
 
 log = logging.getLogger("berth.images")
 
@@ -62,9 +63,12 @@ def detail(image: Image) -> dict[str, Any]:
 class ImageService:
     """Image commands of one node, and the ``images`` hook of its container service."""
 
-    def __init__(self, store: ImageStore, containers: ContainerService) -> None:
+    def __init__(self, store: ImageStore, writes: CausedWrites) -> None:
+        """``writes``: the node's appends (its event store, node and announcer), not
+        the container service: that service is given this one as its ``images`` hook,
+        so it is built after it."""
         self.store = store
-        self.containers = containers
+        self.writes = writes
         self._lock = threading.Lock()
         self._layers = threading.Lock()
         """Held while a container's overlay is mounted and while unused layers are
@@ -74,7 +78,7 @@ class ImageService:
     # -- commands ------------------------------------------------------------------
 
     def handle(self, command: ic.ImageCommand, causation: c.Causation) -> ImageOutcome:
-        done = self.containers.writes.done(causation)
+        done = self.writes.done(causation)
         if done is not None:  # a resend of a command carried out before
             return ImageOutcome({"replayed": True}, tuple(done.positions))
         match command:
@@ -136,11 +140,11 @@ class ImageService:
 
     def _append(self, stream: str, event: ev.Event, command_id: str,
                 causation: c.Causation) -> list[ev.RecordedEvent]:
-        store = self.containers.store
+        store = self.writes.store
         for attempt in range(3):  # another node may have written the same image's stream
             version = len(store.read_stream(stream))
             try:
-                return self.containers.writes.append(stream, version, [event], causation,
+                return self.writes.append(stream, version, [event], causation,
                                                      command_id=command_id)
             except ConcurrencyError:
                 if attempt == 2:
@@ -150,8 +154,8 @@ class ImageService:
     def users(self, image: Image) -> list[tuple[str, str, bool]]:
         """(id, name, running) of this node's containers made from ``image``."""
         return [(s.id, s.name, s.state in (RUNNING, PAUSED))
-                for s in self.containers.store.list_containers(all=True,
-                                                               node=self.containers.node)
+                for s in self.writes.store.list_containers(all=True,
+                                                               node=self.writes.node)
                 if s.spec.image_id == image.id]
 
     def _remove(self, refs: Sequence[str], force: bool,
@@ -227,7 +231,7 @@ class ImageService:
         self.store.clear_staging()
         for cid in self.store.containers():
             try:
-                state = self.containers.store.get_container(cid, include_removed=True)
+                state = self.writes.store.get_container(cid, include_removed=True)
                 gone = state.removed
             except NotFound:
                 gone = True

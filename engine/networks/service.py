@@ -64,6 +64,19 @@ def fold_stream(recorded: list[ev.RecordedEvent]) -> nw.Network | None:
     return network
 
 
+def lookup_network(store: EventStore, name: str) -> nw.Network:
+    """The network called ``name`` (one indexed read of its stream). A function of the
+    store alone, so the container's network setup can be given it before the network
+    service (which holds that setup) exists."""
+    if name == nw.DEFAULT_NAME:
+        return nw.DEFAULT
+    nw.validate_name(name)
+    network = fold_stream(store.read_stream(nw.stream_of(name)))
+    if network is None:
+        raise NotFound(f"no such network: {name}")
+    return network
+
+
 class NetworkService:
     """Networks of one node's worker; ``setup`` is None where no runtime has networks."""
 
@@ -83,13 +96,7 @@ class NetworkService:
 
     def lookup(self, name: str) -> nw.Network:
         """The network called ``name`` (one indexed read of its stream)."""
-        if name == nw.DEFAULT_NAME:
-            return nw.DEFAULT
-        nw.validate_name(name)
-        network = fold_stream(self.store.read_stream(nw.stream_of(name)))
-        if network is None:
-            raise NotFound(f"no such network: {name}")
-        return network
+        return lookup_network(self.store, name)
 
     def all(self) -> dict[str, nw.Network]:
         """Every network: the built-in one, then the log's, by name."""

@@ -77,7 +77,7 @@ def systemd_booted(run_dir: str = "/run/systemd/system", init_comm: str = "/proc
 class OCIRuntime(Checkpoints):
     """Drives conmon and runc for berth's containers."""
 
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, *, networks: NetworkSetup | None = None) -> None:
         if config.cgroup_manager == SYSTEMD and not systemd_booted():
             try:
                 with open("/proc/1/comm") as f:
@@ -92,8 +92,8 @@ class OCIRuntime(Checkpoints):
         self.runc = Runc(config)
         self.exec_attached = Parked()
         """Attach sockets of streamed exec sessions, until their reader takes them."""
-        self.networks: NetworkSetup | None = None
-        """networks: set by the worker; None keeps runc's own empty
+        self.networks = networks
+        """networks: the worker's; None keeps runc's own empty
         network namespace for every container (the runtime's own tests)."""
         for path in (config.exits_dir, config.sockets_dir, config.runc_root):
             os.makedirs(path, mode=0o750, exist_ok=True)

@@ -148,9 +148,9 @@ def _answers(c: Client) -> bool:
 
 
 def _remove_all(engine: Engine) -> None:
-    runtime = OCIRuntime(engine.config().runtime_config())
+    config = engine.config().runtime_config()
     # networks (issue 11): what a test left behind leaves its network too (CNI DEL).
-    runtime.networks = NetworkSetup(runtime.config.tmp_dir, _no_user_networks)
+    runtime = OCIRuntime(config, networks=NetworkSetup(config.tmp_dir, _no_user_networks))
     containers_dir = os.path.join(engine.root, "containers")
     ids = os.listdir(containers_dir) if os.path.isdir(containers_dir) else []
     for cid in ids:

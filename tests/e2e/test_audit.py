@@ -292,13 +292,13 @@ def test_a_worker_vouches_for_the_writers_in_berth_audit_trust(tmp_path: Path) -
         create(worker.store, "from-a")
         with EventStore(url, signer=treehead.load_signer(keys / "b.audit_key_secret")) as b:
             create(b, "from-b")
-        head = worker.dispatch.queries.checkpoint(c.AuditCheckpoint())
+        head = worker.queries.checkpoint(c.AuditCheckpoint())
         assert head.signed and head.size == 2
         mallory = treehead.load_signer(keys / "mallory.audit_key_secret")
         with EventStore(url, signer=mallory) as m:
             create(m, "from-mallory")
         with pytest.raises(StoreError, match=f"forged at position 3: .*{mallory.key_id}"):
-            worker.dispatch.queries.checkpoint(c.AuditCheckpoint())
+            worker.queries.checkpoint(c.AuditCheckpoint())
     finally:
         worker.store.close()
 
