@@ -635,8 +635,9 @@ class DockerApi:
 
     def attach(self, request: Request, ref: str) -> Response:
         """A hijacked connection to the container's stdio (its log first with
-        ``logs=1``); the client leaves with the detach keys (default ctrl-p,ctrl-q)."""
-        from berth.cli.attach import located, parse_detach_keys
+        ``logs=1``); on a terminal the client leaves with the detach keys (default
+        ctrl-p,ctrl-q); without one stdin is data, as Docker's attach copies it."""
+        from berth.cli.attach import detach_keys_for, located
 
         info = self._info(request, ref)
         cid, spec = str(info["id"]), info.get("spec") or {}
@@ -645,8 +646,9 @@ class DockerApi:
         stream, logs = request.flag("stream"), request.flag("logs")
         pipes = execs.Pipes(tty=tty, stdin=stdin, stdout=request.flag("stdout"),
                             stderr=request.flag("stderr"),
-                            detach_keys=parse_detach_keys(
-                                request.arg("detachKeys") or "ctrl-p,ctrl-q"))
+                            detach_keys=detach_keys_for(
+                                request.arg("detachKeys") or "ctrl-p,ctrl-q", stdin=stdin,
+                                use_tty=tty))
         client = self.client(request)
         where, _target, _node = located(client, cid)
         if stream and where is None:

@@ -110,7 +110,7 @@ def test_up_down_and_the_next_up_records_what_happened_meanwhile(
     state = json.loads(_ok(embedded.cli("inspect", "web")))[0]
     assert (state["id"], state["state"], state["exit_code"]) == (cid, "exited", 137)
     table = _ok(embedded.cli("ps", "-a")).splitlines()
-    assert len(table) == 2 and re.search(r"\bweb\b.*\bExited \(137\)", table[1]), table
+    assert len(table) == 2 and re.search(r"\bExited \(137\).*\bweb\b", table[1]), table
     assert _ok(embedded.cli("ps")).splitlines()[1:] == []
     assert "down" in _ok(embedded.cli("down"))
 

@@ -1,7 +1,8 @@
-"""``ps`` of containers made from images (issue 21): ``--filter ancestor=`` matches the
-image by its reference (with or without its tag), its id or an id prefix, as podman's;
-``{{.Image}}`` and ``inspect --format {{.Image}}`` print the image's reference, not the
-overlay directory the worker mounted."""
+"""``ps`` of containers made from images: ``--filter ancestor=`` matches the image by its
+reference (with or without its tag), its id or an id prefix, as podman's; ``ps``'s
+``{{.Image}}`` and ``inspect``'s ``{{.ImageName}}`` print the image's reference and
+``inspect``'s ``{{.Image}}`` its id, as podman's, never the overlay directory the worker
+mounted."""
 
 from __future__ import annotations
 
@@ -39,4 +40,5 @@ def test_ancestor_filter_and_image_column_for_image_containers(
     assert names("nosuchimage") == []
     shown = _ok(iup.cli("ps", "-a", "--format", "{{.Names}} {{.Image}}")).splitlines()
     assert sorted(shown) == sorted([f"fromimg {ref}", f"fromdir {iup.rootfs}"])
-    assert _ok(iup.cli("inspect", "--format", "{{.Image}}", "fromimg")) == ref + "\n"
+    assert _ok(iup.cli("inspect", "--format", "{{.ImageName}}", "fromimg")) == ref + "\n"
+    assert _ok(iup.cli("inspect", "--format", "{{.Image}}", "fromimg")) == bare + "\n"
